@@ -1,0 +1,40 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both build .venv from requirements.lock (hash-pinned) the first time.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo run test test-slow lint fmt bench
+
+$(STAMP): requirements.lock
+	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "polyd needs Python >= 3.11"'
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## run the daemon live against the built-in venue simulator
+	$(BIN)/python -m orchestrator --demo $(ARGS)
+
+run: $(STAMP)  ## run the daemon with the settings in the environment / .env
+	$(BIN)/python -m orchestrator $(ARGS)
+
+test: $(STAMP)  ## the whole default test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+test-slow: $(STAMP)  ## soak and long fuzz runs
+	$(BIN)/python -m pytest -m slow $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)

@@ -1,0 +1,17 @@
+"""Shared pytest configuration: the repository root is importable and no developer `.env` leaks in."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Settings read the environment; tests build Settings explicitly and must never pick up a
+# developer's shell variables or .env file.
+for _name in list(os.environ):
+    if _name in {"MODE", "PRIVATE_KEY", "CLOB_API_KEY", "CLOB_API_SECRET", "CLOB_API_PASSPHRASE"}:
+        del os.environ[_name]
