@@ -1,0 +1,96 @@
+"""The exception tree. Each class says what the daemon *does* about it.
+
+Adapters in `venue/` translate vendor errors into these (`raise X from e`); nothing outside
+`venue/` catches an SDK or HTTP library exception directly.
+"""
+
+from __future__ import annotations
+
+
+class PolydError(Exception):
+    """Base of every error the daemon raises on purpose."""
+
+
+class ConfigError(PolydError):
+    """Settings are invalid. The daemon refuses to start and exits with code 2.
+
+    `problems` holds one human-readable line per problem; none of them contains a secret value.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems) if self.problems else "invalid configuration")
+
+
+class FatalError(PolydError):
+    """Something a human must fix (bad credentials, banned address, corrupt database).
+
+    The daemon stops trading and exits with code 1.
+    """
+
+
+class StorageError(PolydError):
+    """The database refused a write (disk full, I/O error). Trading halts; nothing acked is lost."""
+
+
+class TransientError(PolydError):
+    """A failure that may pass on its own (HTTP 5xx, 425, dropped connection before sending).
+
+    Reads and cancels are retried with backoff; an order is re-sent only as the *same signed
+    payload* and only when the venue provably did not accept it (429/425/5xx answers).
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ):
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class RateLimited(TransientError):
+    """The venue answered 429. Retried after `retry_after` (or backoff); counted as a wait."""
+
+
+class VenueUnavailable(TransientError):
+    """The venue is restarting (425), in cancel-only or post-only mode (503), or blocked us (403).
+
+    New orders are held back by the circuit breaker; cancels keep being attempted.
+    """
+
+
+class OutcomeUnknown(PolydError):
+    """An order may or may not have reached the venue (timeout, connection lost after sending).
+
+    Never re-sign or re-send: the journal row goes to UNKNOWN and the order is looked up by its
+    locally computed hash until the venue says what happened.
+    """
+
+    def __init__(self, message: str, *, order_id: str | None = None) -> None:
+        self.order_id = order_id
+        super().__init__(message)
+
+
+class OrderRejected(PolydError):
+    """The order was refused — by our own market rules or risk checks, or by the venue (4xx).
+
+    Not retried. The journal row becomes REJECTED with `reason`, and the refusal is audited.
+    `source` is `"rules"`, `"risk"`, `"breaker"`, `"halted"` or `"venue"`.
+    """
+
+    def __init__(self, reason: str, *, source: str = "venue", status: int | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        self.status = status
+        super().__init__(reason)
+
+
+class FeedError(PolydError):
+    """A websocket frame or REST payload could not be understood. Counted, logged, skipped."""
+
+
+class IllegalTransition(PolydError):
+    """A journal row was asked to move between statuses that the order life cycle forbids.
+
+    The write is refused and the row keeps its current status; this is a bug to investigate.
+    """

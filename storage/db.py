@@ -1,0 +1,308 @@
+"""The database: one aiosqlite connection, WAL, `synchronous=FULL`, and a group-commit writer.
+
+Writers hand the database a *job* — a plain function over the `sqlite3.Connection` — and await it.
+A single writer task collects every job queued while the previous batch was committing, runs them
+in one transaction (each inside its own SAVEPOINT, so one failing job does not undo the others),
+and commits once: one fsync for the whole batch. A caller's await returns only after the COMMIT
+that made its write durable has returned.
+
+A database locked by another process delays the batch (busy_timeout, then retries until the
+database is closed); it never drops a job. A failed COMMIT (disk full, I/O error) fails every job
+in the batch with `StorageError` — nothing is acknowledged that is not on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+import structlog
+
+from errors import IllegalTransition, StorageError
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+log = structlog.get_logger("storage")
+
+_LOCKED_MARKERS = ("database is locked", "database table is locked", "busy")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    """Return the numbered migrations shipped in `storage/migrations/`, in order."""
+    out: list[Migration] = []
+    for entry in resources.files("storage.migrations").iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        version = int(name.split("_", 1)[0])
+        out.append(Migration(version, name.removesuffix(".sql"), entry.read_text("utf-8")))
+    out.sort(key=lambda m: m.version)
+    versions = [m.version for m in out]
+    if versions != list(range(1, len(out) + 1)):
+        raise StorageError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return out
+
+
+def _is_locked(e: sqlite3.OperationalError) -> bool:
+    text = str(e).lower()
+    return any(m in text for m in _LOCKED_MARKERS)
+
+
+def _translate(e: Exception) -> Exception:
+    """Map sqlite errors raised by a job to the daemon's exception tree."""
+    if isinstance(e, sqlite3.IntegrityError) and "illegal order status transition" in str(e):
+        return IllegalTransition(str(e))
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.IntegrityError):
+        return StorageError(f"database write failed: {e}")
+    return e
+
+
+class Database:
+    """The daemon's SQLite database. Open it, `write()` jobs through it, `fetchall()` from it."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_ms: int = 5000,
+        max_batch: int = 2000,
+        observe_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.max_batch = max_batch
+        self._observe_batch = observe_batch
+        self._conn: aiosqlite.Connection | None = None
+        self._queue: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.last_write_error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, set the pragmas, apply pending migrations and start the writer."""
+        if self.path != Path(":memory:"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn = conn
+        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+        if self.path != Path(":memory:") and (mode is None or str(mode[0]).lower() != "wal"):
+            raise StorageError(f"could not enable WAL on {self.path}")
+        await conn.execute("PRAGMA synchronous = FULL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        conn.row_factory = sqlite3.Row
+        await self._migrate()
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="storage:writer")
+
+    async def close(self) -> None:
+        """Flush queued writes, stop the writer and close the connection."""
+        if self._conn is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self._conn.close()
+        self._conn = None
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    # -- migrations --------------------------------------------------------------------------
+
+    async def _migrate(self) -> None:
+        conn = self._require()
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        rows = await conn.execute_fetchall("SELECT version FROM schema_migrations")
+        applied = {int(r[0]) for r in rows}
+        for m in load_migrations():
+            if m.version in applied:
+                continue
+            # executescript commits any open transaction first; the script carries its own.
+            script = (
+                "BEGIN IMMEDIATE;\n"
+                + m.sql
+                + "\nINSERT INTO schema_migrations (version, name, applied_at) VALUES "
+                + f"({m.version}, '{m.name}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));\nCOMMIT;"
+            )
+            try:
+                await conn.executescript(script)
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.execute("ROLLBACK")
+                raise StorageError(f"migration {m.name} failed: {e}") from e
+            log.info("migration_applied", version=m.version, name=m.name)
+
+    async def schema_version(self) -> int:
+        rows = await self.fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        return int(rows[0][0])
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run a read query. Reads are served between write batches, never inside one."""
+        rows = await self._require().execute_fetchall(sql, params)
+        return cast(list[sqlite3.Row], list(rows))
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def ping(self) -> bool:
+        """Return True if the database answers a trivial query."""
+        try:
+            await self.fetchall("SELECT 1")
+        except (sqlite3.Error, ValueError, StorageError):
+            return False
+        return True
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue `job` for the next group commit and return its result once it is durable.
+
+        A job runs on the database thread inside the batch transaction; it must not touch the
+        event loop. If the caller is cancelled after queueing, the write still happens.
+        """
+        if self._conn is None or self._closing:
+            raise StorageError("database is closed")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((job, fut))
+        self._wake.set()
+        return await fut
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement through the group-commit writer; return the row count."""
+
+        def job(c: sqlite3.Connection) -> int:
+            return c.execute(sql, params).rowcount
+
+        return await self.write(job)
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            started = time.perf_counter()
+            try:
+                results = await self._run_in_db_thread(self._run_batch, batch)
+            except Exception as e:  # the batch as a whole failed: nothing in it is durable
+                self.last_write_error = str(e)
+                log.error("db_batch_failed", jobs=len(batch), error=str(e))
+                err = e if isinstance(e, StorageError) else StorageError(f"commit failed: {e}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            self.last_write_error = None
+            if self._observe_batch is not None:
+                self._observe_batch(len(batch), time.perf_counter() - started)
+            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                if fut.done():  # the caller was cancelled; its write happened anyway
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    async def _run_in_db_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # aiosqlite runs every call on the connection's own thread; `_execute` hands it a whole
+        # function, so a batch costs one thread hop instead of one per statement. The version is
+        # pinned in requirements.lock and the storage tests exercise this path.
+        conn = self._require()
+        return cast(T, await conn._execute(fn, *args))  # type: ignore[no-untyped-call]
+
+    def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        conn = self._require()._conn  # the raw sqlite3 connection; we are on its thread
+        self._begin(conn)
+        results: list[tuple[bool, Any]] = []
+        try:
+            for job, _ in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job(conn)
+                except Exception as e:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((False, _translate(e)))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((True, value))
+            self._commit(conn)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        waited = 0.0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if not _is_locked(e) or (self._closing and waited > 30):
+                    raise StorageError(f"could not start a write transaction: {e}") from e
+                # busy_timeout already waited; keep the jobs and try again rather than lose them.
+                time.sleep(0.05)
+                waited += 0.05 + self.busy_timeout_ms / 1000
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        while True:
+            try:
+                conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as e:
+                if not _is_locked(e):
+                    raise StorageError(f"commit failed: {e}") from e
+                time.sleep(0.05)
+
+    def _require(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StorageError("database is not open")
+        return self._conn
+
+
+def executemany(conn: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    """Run `sql` for each row inside a job; return the number of rows changed."""
+    return conn.executemany(sql, rows).rowcount
