@@ -1,0 +1,1 @@
+"""Strategies: the sniper (live order books) and the copy trader (followed wallets)."""

@@ -1,0 +1,279 @@
+"""Metrics: one `Metrics` object owning its `CollectorRegistry`, created by the orchestrator.
+
+Names are `polyd_<noun>_<unit>`; labels come from small fixed sets (strategy, side, outcome,
+reason…), never from ids. `deploy/prometheus/` alert rules refer to these names; a test checks that.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+LAG_BUCKETS = (0.1, 0.25, 0.5, 0.6, 0.75, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+BREAKER_STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
+TRADING_STATE_VALUE = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
+
+
+class Metrics:
+    """Every metric the daemon exports, registered in one registry."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry(auto_describe=True)
+
+        # -- process --------------------------------------------------------------------------
+        self.build_info = Gauge(
+            "polyd_build_info",
+            "Build and mode of the running daemon",
+            ["version", "mode"],
+            registry=r,
+        )
+        self.start_time_seconds = Gauge(
+            "polyd_start_time_seconds", "Unix time the daemon started", registry=r
+        )
+        self.ready = Gauge(
+            "polyd_ready",
+            "1 once start-up reconciliation is done and trading may start",
+            registry=r,
+        )
+
+        # -- orders and executor --------------------------------------------------------------
+        self.orders_total = Counter(
+            "polyd_orders_total",
+            "Orders by final outcome of submission",
+            ["strategy", "side", "outcome"],
+            registry=r,
+        )
+        self.order_rejections_total = Counter(
+            "polyd_order_rejections_total",
+            "Orders refused, by who refused them (rules, risk, breaker, halted, venue)",
+            ["strategy", "source"],
+            registry=r,
+        )
+        self.submit_seconds = Histogram(
+            "polyd_submit_seconds",
+            "OrderRequest to venue acknowledgement, signing included",
+            ["broker"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.venue_retries_total = Counter(
+            "polyd_venue_retries_total", "Retried venue calls", ["endpoint", "reason"], registry=r
+        )
+        self.venue_errors_total = Counter(
+            "polyd_venue_errors_total",
+            "Venue calls that failed after retries",
+            ["endpoint", "kind"],
+            registry=r,
+        )
+        self.outcome_unknown_total = Counter(
+            "polyd_outcome_unknown_total",
+            "Submissions whose outcome was unknown (timeout) and went to reconciliation",
+            registry=r,
+        )
+        self.reconciled_total = Counter(
+            "polyd_reconciled_total",
+            "Journal rows settled by reconciliation, by the status they settled to",
+            ["status"],
+            registry=r,
+        )
+        self.rate_limit_wait_seconds_total = Counter(
+            "polyd_rate_limit_wait_seconds_total",
+            "Seconds spent waiting for the local rate limiter",
+            ["endpoint"],
+            registry=r,
+        )
+        self.rate_limit_waits_total = Counter(
+            "polyd_rate_limit_waits_total",
+            "Calls that had to wait for the local rate limiter",
+            ["endpoint"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "polyd_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            ["breaker"],
+            registry=r,
+        )
+        self.breaker_opened_total = Counter(
+            "polyd_breaker_opened_total", "Times a breaker opened", ["breaker"], registry=r
+        )
+        self.trading_state = Gauge(
+            "polyd_trading_state", "Trading state: 0 active, 1 reducing, 2 halted", registry=r
+        )
+        self.open_orders = Gauge("polyd_open_orders", "Orders resting or in flight", registry=r)
+        self.fills_total = Counter(
+            "polyd_fills_total", "Fills of our orders", ["side", "role"], registry=r
+        )
+        self.heartbeat_failures_total = Counter(
+            "polyd_heartbeat_failures_total", "Failed exchange heartbeats", registry=r
+        )
+
+        # -- positions and PnL ----------------------------------------------------------------
+        self.exposure_usd = Gauge(
+            "polyd_exposure_usd", "Marked value of open positions plus open BUY orders", registry=r
+        )
+        self.pnl_realized_usd = Gauge(
+            "polyd_pnl_realized_usd", "Realized PnL since the database was created", registry=r
+        )
+        self.pnl_unrealized_usd = Gauge(
+            "polyd_pnl_unrealized_usd", "Unrealized PnL of open positions at book marks", registry=r
+        )
+        self.daily_pnl_usd = Gauge(
+            "polyd_daily_pnl_usd", "Realized plus marked PnL since 00:00 UTC", registry=r
+        )
+        self.daily_loss_limit_usd = Gauge(
+            "polyd_daily_loss_limit_usd", "Configured daily loss limit", registry=r
+        )
+
+        # -- market feed ----------------------------------------------------------------------
+        self.feed_messages_total = Counter(
+            "polyd_feed_messages_total",
+            "Websocket events received, by feed and event type",
+            ["feed", "event_type"],
+            registry=r,
+        )
+        self.feed_malformed_total = Counter(
+            "polyd_feed_malformed_total", "Frames that could not be parsed", ["feed"], registry=r
+        )
+        self.feed_reconnects_total = Counter(
+            "polyd_feed_reconnects_total",
+            "Websocket reconnects, by reason (closed, no_pong, stall, error)",
+            ["feed", "reason"],
+            registry=r,
+        )
+        self.feed_connected = Gauge(
+            "polyd_feed_connected", "Connected websocket shards", ["feed"], registry=r
+        )
+        self.feed_last_message_age_seconds = Gauge(
+            "polyd_feed_last_message_age_seconds",
+            "Seconds since the feed last delivered data",
+            ["feed"],
+            registry=r,
+        )
+        self.books_total = Gauge(
+            "polyd_books",
+            "Subscribed order books, by usability (fresh, stale)",
+            ["state"],
+            registry=r,
+        )
+        self.book_max_age_seconds = Gauge(
+            "polyd_book_max_age_seconds", "Age of the oldest update among usable books", registry=r
+        )
+        self.book_resyncs_total = Counter(
+            "polyd_book_resyncs_total", "REST /book resyncs after a gap or doubt", registry=r
+        )
+
+        # -- strategies -----------------------------------------------------------------------
+        self.strategy_up = Gauge(
+            "polyd_strategy_up", "1 while the strategy task runs", ["strategy"], registry=r
+        )
+        self.strategy_restarts_total = Counter(
+            "polyd_strategy_restarts_total",
+            "Strategy crashes followed by a restart",
+            ["strategy"],
+            registry=r,
+        )
+        self.strategy_signals_total = Counter(
+            "polyd_strategy_signals_total",
+            "Orders a strategy decided to emit",
+            ["strategy"],
+            registry=r,
+        )
+        self.copy_leader_trades_total = Counter(
+            "polyd_copy_leader_trades_total", "Leader trades seen by the copy trader", registry=r
+        )
+        self.copy_copied_total = Counter(
+            "polyd_copy_copied_total", "Leader trades copied", registry=r
+        )
+        self.copy_skipped_total = Counter(
+            "polyd_copy_skipped_total",
+            "Leader trades not copied, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.copy_lag_seconds = Histogram(
+            "polyd_copy_lag_seconds",
+            "Leader trade timestamp to our order acknowledged",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.data_api_errors_total = Counter(
+            "polyd_data_api_errors_total",
+            "Data API calls or rows that failed, by kind",
+            ["kind"],
+            registry=r,
+        )
+
+        # -- storage and operations -----------------------------------------------------------
+        self.db_batch_size = Histogram(
+            "polyd_db_batch_size",
+            "Jobs per group commit",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000),
+            registry=r,
+        )
+        self.db_commit_seconds = Histogram(
+            "polyd_db_commit_seconds",
+            "Time to run and commit one write batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.db_write_errors_total = Counter(
+            "polyd_db_write_errors_total", "Write batches that failed", registry=r
+        )
+        self.notifications_total = Counter(
+            "polyd_notifications_total",
+            "Operator notifications, by outcome (sent, deduped, throttled, failed)",
+            ["outcome"],
+            registry=r,
+        )
+
+    def observe_db_batch(self, jobs: int, seconds: float) -> None:
+        """Hook for `Database(observe_batch=...)`."""
+        self.db_batch_size.observe(jobs)
+        self.db_commit_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        """Return the registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def names(self) -> set[str]:
+        """Return every sample name this registry can export (for alert-rule cross-checks)."""
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "summary": ("_sum", "_count", "_created"),
+        }
+        out: set[str] = set()
+        for family in self.registry.collect():
+            # Labelled families export no sample until first used; derive their names instead.
+            ends = suffixes.get(family.type, ("",))
+            out.update(family.name + end for end in ends)
+            out.update(sample.name for sample in family.samples)
+        return out

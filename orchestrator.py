@@ -1,0 +1,424 @@
+"""polyd's composition root: `python -m orchestrator`.
+
+Builds every component from one `Settings`, owns every long-lived task in a TaskGroup, and runs the
+life cycle from DESIGN.md:
+
+start: settings -> logging -> metrics -> storage (open, migrate) -> venue -> reconcile -> executor
+       -> sidecar -> feeds -> strategies   (/health says "starting" until reconcile is done)
+stop:  strategies -> executor drain (+ cancel resting orders if configured) -> feeds -> sidecar
+       -> storage, each step under a deadline. SIGTERM/SIGINT only *ask* for this.
+
+Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from config import Settings, env_file_warnings, load_settings
+from errors import ConfigError, FatalError
+from observability.logging import Redactor, configure_logging
+from observability.metrics import Metrics
+from observability.sidecar import CheckResult, Health, Phase, Sidecar
+from resilience.backoff import Backoff
+from storage import Database, Repositories
+from strategies.base import Strategy
+
+VERSION = "0.1.0"
+EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+
+log = structlog.get_logger("orchestrator")
+
+
+# --------------------------------------------------------------------------------------------
+# Strategy supervision
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StrategyState:
+    name: str
+    running: bool = False
+    restarts: int = 0
+    halted: bool = False
+    last_error: str | None = None
+
+
+class StrategySupervisor:
+    """Run a strategy, restart it with backoff when it crashes, halt it when it crash-loops.
+
+    More than `max_restarts` crashes within `window_s` stops the strategy for good (until the
+    daemon restarts) and turns its health check red, so `/health` reports `degraded`.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        health: Health,
+        max_restarts: int,
+        window_s: float,
+        backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._max_restarts = max_restarts
+        self._window_s = window_s
+        self._backoff = backoff
+        self._sleep = sleep
+        self.states: dict[str, StrategyState] = {}
+
+    async def run(self, strategy: Strategy) -> None:
+        name = strategy.name
+        state = self.states[name] = StrategyState(name)
+        self._health.register(f"strategy:{name}", lambda: self._check(state))
+        crashes: deque[float] = deque()
+        backoff = self._backoff()
+        up = self._metrics.strategy_up.labels(name)
+        while True:
+            state.running = True
+            up.set(1)
+            structlog.contextvars.bind_contextvars(strategy=name)
+            try:
+                await strategy.run()
+            except Exception as e:  # the task boundary: count, log, restart
+                state.last_error = type(e).__name__
+                self._metrics.strategy_restarts_total.labels(name).inc()
+                log.exception("strategy_crashed", strategy=name)
+            else:
+                log.info("strategy_finished", strategy=name)
+                return
+            finally:
+                state.running = False
+                up.set(0)
+                structlog.contextvars.unbind_contextvars("strategy")
+            now = time.monotonic()
+            crashes.append(now)
+            while crashes and now - crashes[0] > self._window_s:
+                crashes.popleft()
+            state.restarts += 1
+            if len(crashes) > self._max_restarts:
+                state.halted = True
+                log.error(
+                    "strategy_halted",
+                    strategy=name,
+                    crashes=len(crashes),
+                    window_s=self._window_s,
+                )
+                return
+            delay = backoff.next()
+            log.warning("strategy_restarting", strategy=name, in_s=round(delay, 3))
+            await self._sleep(delay)
+
+    @staticmethod
+    def _check(state: StrategyState) -> CheckResult:
+        if state.halted:
+            return CheckResult(False, f"halted after repeated crashes ({state.last_error})")
+        return CheckResult(True, {"running": state.running, "restarts": state.restarts})
+
+
+# --------------------------------------------------------------------------------------------
+# The daemon
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What the composition root built, handed to the stages that need it."""
+
+    settings: Settings
+    redactor: Redactor
+    metrics: Metrics
+    health: Health
+    db: Database
+    repos: Repositories
+    sidecar: Sidecar | None = None
+    strategies: list[Strategy] = field(default_factory=list)
+    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = field(
+        default_factory=list
+    )
+    closers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+    drainers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+
+
+class Daemon:
+    """One run of the daemon, from settings to exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redactor: Redactor,
+        duration_s: float | None = None,
+        on_ready: Callable[[Context], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redactor = redactor
+        self.duration_s = duration_s
+        self.on_ready = on_ready
+        self._stop = asyncio.Event()
+        self.ctx: Context | None = None
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask for a graceful stop (idempotent; safe from a signal handler)."""
+        if not self._stop.is_set():
+            log.info("stop_requested", reason=reason)
+            self._stop.set()
+
+    async def run(self) -> int:
+        """Run until asked to stop; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+        try:
+            return await self._run()
+        except Exception as e:  # the process boundary: a fatal error ends the run with exit 1
+            for exc in _leaves(e):
+                if isinstance(exc, FatalError):
+                    log.error("fatal_error", error=str(exc))
+                else:
+                    log.error("fatal_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            return EXIT_FATAL
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    async def _run(self) -> int:
+        s = self.settings
+        metrics = Metrics()
+        metrics.build_info.labels(VERSION, s.mode).set(1)
+        metrics.start_time_seconds.set(time.time())
+        metrics.daily_loss_limit_usd.set(float(s.risk_daily_loss_limit))
+        health = Health(mode=s.mode, version=VERSION)
+        db = Database(
+            s.db_path, busy_timeout_ms=s.db_busy_timeout_ms, observe_batch=metrics.observe_db_batch
+        )
+        await db.open()
+        ctx = self.ctx = Context(
+            settings=s,
+            redactor=self.redactor,
+            metrics=metrics,
+            health=health,
+            db=db,
+            repos=Repositories.over(db),
+        )
+        ctx.closers.append(("storage", db.close))
+        health.register("database", lambda: self._db_check(db))
+        log.info("daemon_starting", version=VERSION, mode=s.mode, db=str(s.db_path))
+        try:
+            await self._start_and_serve(ctx)
+        finally:
+            await self._close_all(ctx)
+        log.info("daemon_stopped")
+        return EXIT_OK
+
+    @staticmethod
+    async def _db_check(db: Database) -> CheckResult:
+        if not await db.ping():
+            return CheckResult(False, "database does not answer")
+        if db.last_write_error:
+            return CheckResult(False, "last write batch failed")
+        return CheckResult(True, "ok")
+
+    async def _start_and_serve(self, ctx: Context) -> None:
+        s = ctx.settings
+        await self._build_trading(ctx)
+        sidecar = ctx.sidecar = Sidecar(
+            host=s.http_host,
+            port=s.http_port,
+            health=ctx.health,
+            metrics=ctx.metrics,
+            control_token=s.control_token.get_secret_value() if s.control_token else None,
+        )
+        await sidecar.start()
+        ctx.closers.append(("sidecar", sidecar.stop))
+        ctx.health.phase = Phase.RUNNING
+        ctx.metrics.ready.set(1)
+        log.info(
+            "daemon_ready",
+            health_url=f"http://{s.http_host}:{sidecar.bound_port}/health",
+            metrics_url=f"http://{s.http_host}:{sidecar.bound_port}/metrics",
+            strategies=[st.name for st in ctx.strategies],
+        )
+        if self.on_ready is not None:
+            self.on_ready(ctx)
+        supervisor = StrategySupervisor(
+            metrics=ctx.metrics,
+            health=ctx.health,
+            max_restarts=s.strategy_max_restarts,
+            window_s=s.strategy_restart_window_s,
+        )
+        async with asyncio.TaskGroup() as tg:
+            services = [tg.create_task(fn(), name=f"service:{n}") for n, fn in ctx.services]
+            strategies = [
+                tg.create_task(supervisor.run(st), name=f"strategy:{st.name}")
+                for st in ctx.strategies
+            ]
+            if self.duration_s is not None:
+                tg.create_task(self._stop_after(self.duration_s), name="lifecycle:duration")
+            await self._stop.wait()
+            ctx.health.phase = Phase.STOPPING
+            log.info("daemon_stopping")
+            await self._cancel("strategies", strategies, s.shutdown_timeout_s)
+            for name, drain in ctx.drainers:
+                await self._step(f"drain:{name}", drain(), s.drain_timeout_s)
+            await self._cancel("services", services, s.shutdown_timeout_s)
+            for task in tg_tasks_left(strategies + services):
+                task.cancel()
+
+    async def _stop_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.request_stop(f"duration {seconds:g}s elapsed")
+
+    async def _build_trading(self, ctx: Context) -> None:
+        """Build the trading stack in life-cycle order; each stage adds services and closers."""
+        await self._build_execution(ctx)
+        await self._build_market_data(ctx)
+        await self._build_copy_trading(ctx)
+
+    async def _build_execution(self, ctx: Context) -> None:
+        """Venue client, start-up reconciliation, executor, user feed, control routes."""
+
+    async def _build_market_data(self, ctx: Context) -> None:
+        """Market discovery, the market websocket feed, order books and the sniper."""
+
+    async def _build_copy_trading(self, ctx: Context) -> None:
+        """The Data API client and the copy trader."""
+
+    @staticmethod
+    async def _cancel(what: str, tasks: Sequence[asyncio.Task[Any]], timeout_s: float) -> None:
+        for t in tasks:
+            t.cancel()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        if pending:
+            log.error("stop_deadline_missed", step=what, pending=[t.get_name() for t in pending])
+
+    @staticmethod
+    async def _step(name: str, aw: Awaitable[None], timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await aw
+        except TimeoutError:
+            log.error("stop_deadline_missed", step=name, timeout_s=timeout_s)
+        except Exception:
+            log.exception("stop_step_failed", step=name)
+
+    async def _close_all(self, ctx: Context) -> None:
+        for name, close in reversed(ctx.closers):
+            await self._step(f"close:{name}", close(), ctx.settings.shutdown_timeout_s)
+
+
+def _leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
+    return [e]
+
+
+def tg_tasks_left(tasks: Sequence[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+    return [t for t in tasks if not t.done()]
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="polyd: a Polymarket CLOB trading daemon (sniper + copy trader).",
+        epilog="Settings come from the environment and .env; see .env.example.",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate settings, print them with secrets redacted, exit 0 (ok) or 2 (bad)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="run live against the built-in venue simulator with a throwaway key",
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds"
+    )
+    p.add_argument(
+        "--env-file", default=".env", metavar="PATH", help="settings file (default: .env)"
+    )
+    return p
+
+
+def _print_config_error(e: ConfigError) -> None:
+    print("polyd: configuration error:", file=sys.stderr)
+    for line in e.problems:
+        print(f"  {line}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(f"polyd {VERSION}")
+        return EXIT_OK
+    if args.duration is not None and args.duration <= 0:
+        print("polyd: --duration must be greater than 0", file=sys.stderr)
+        return EXIT_CONFIG
+    env_file = None if args.env_file in ("", "none") else args.env_file
+    if args.demo:
+        from demo import run_demo  # the simulator is only imported when asked for
+
+        code: int = run_demo(duration_s=args.duration, env_file=env_file)
+        return code
+    try:
+        settings = load_settings(env_file=env_file)
+    except ConfigError as e:
+        _print_config_error(e)
+        return EXIT_CONFIG
+    if args.check_config:
+        for key, value in settings.redacted().items():
+            print(f"{key}={value}")
+        for warning in env_file_warnings(env_file or ".env"):
+            print(f"warning: {warning}", file=sys.stderr)
+        print("configuration ok", file=sys.stderr)
+        return EXIT_OK
+    return run(settings, duration_s=args.duration, env_file=env_file)
+
+
+def run(
+    settings: Settings,
+    *,
+    duration_s: float | None = None,
+    env_file: str | Path | None = ".env",
+    on_ready: Callable[[Context], None] | None = None,
+) -> int:
+    """Configure logging and run the daemon to completion; return the exit code."""
+    redactor = configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        redactor=Redactor(settings.secret_values()),
+    )
+    for warning in env_file_warnings(env_file) if env_file else []:
+        log.warning("env_file_permissions", detail=warning)
+    daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=on_ready)
+    return asyncio.run(daemon.run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""The Strategy contract: strategies decide; only the executor trades (DESIGN invariant 4)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from models import OrderRequest, OrderResult
+
+
+@runtime_checkable
+class OrderSink(Protocol):
+    """Where a strategy sends orders. The executor implements it; tests may use a recorder."""
+
+    async def submit(self, request: OrderRequest) -> OrderResult:
+        """Validate, journal, send and return the outcome of `request`."""
+        ...
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """A long-lived task that watches data and emits `OrderRequest`s into an `OrderSink`.
+
+    `run()` returns only when the strategy has nothing more to do, and raises only on a bug: the
+    orchestrator's supervisor restarts it with backoff and halts it after repeated crashes.
+    """
+
+    name: str
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        ...
