@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol, runtime_checkable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -334,3 +334,25 @@ class Market(_Frozen):
         if not on_tick(price, self.tick_size):
             return f"price {price} is not on the tick grid {self.tick_size}"
         return None
+
+
+Level = tuple[Decimal, Decimal]
+"""One price level: (price, aggregate size)."""
+
+
+@runtime_checkable
+class BookSource(Protocol):
+    """Read access to local order books (the market feed's BookStore implements it).
+
+    Levels are best first: asks ascending by price, bids descending. `None` means there is no
+    *usable* book for the token (never snapshotted, stale, or resynchronising): callers must not
+    trade on it (DESIGN invariant 6).
+    """
+
+    def asks(self, token_id: str) -> list[Level] | None:
+        """Ask levels, lowest price first, or None if the book is not usable."""
+        ...
+
+    def bids(self, token_id: str) -> list[Level] | None:
+        """Bid levels, highest price first, or None if the book is not usable."""
+        ...
