@@ -1,0 +1,14 @@
+"""A Polymarket-compatible venue on loopback: CLOB REST + market/user WS + Gamma + Data API.
+
+    async with Simulator(seed=1) as sim:
+        m = sim.add_market(question="Will X?", slug="will-x")
+        ...
+
+It speaks the production wire formats so the real `py-clob-client-v2` and a plain websocket
+client work against it unchanged. It imports nothing from the daemon.
+"""
+
+from simulator.market import SimMarket
+from simulator.sim import RequestRecord, Simulator
+
+__all__ = ["RequestRecord", "SimMarket", "Simulator"]

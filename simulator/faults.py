@@ -1,0 +1,130 @@
+"""Fault knobs: HTTP status injection, latency, late responses, engine restarts, WS trouble.
+
+Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` accepts:
+
+    {"kind": "status", "route": "POST /order", "status": 429, "count": 3, "retry_after": 1}
+    {"kind": "latency", "route": "*", "seconds": 0.5, "count": 2}
+    {"kind": "late_response", "route": "POST /order", "seconds": 6, "count": 1}
+    {"kind": "engine_restart", "seconds": 2, "post_only_s": 5}
+    {"kind": "ws_stall", "channel": "market", "seconds": 20}  (also ws_drop, ws_malformed+count)
+    {"kind": "data_api", "status": 500, "count": 2}
+    {"kind": "data_api_garbage", "count": 1}
+    {"kind": "clear"}
+
+`route` is `"METHOD /path"` (path without query), `"* /path"`, or `"*"`. `count` defaults to 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+CLOUDFLARE_403 = (
+    "<!DOCTYPE html>\n<html><head><title>Attention Required! | Cloudflare</title></head>"
+    '<body><div id="cf-wrapper"><h1>Sorry, you have been blocked</h1>'
+    "<p>You are unable to access polymarket.com</p></div></body></html>"
+)
+CANCEL_ONLY = (
+    "Trading is currently cancel-only. New orders are not accepted, but cancels are allowed."
+)
+POST_ONLY_MODE = "post-only mode: only post-only orders and cancels are allowed"
+ORDER_ROUTES = frozenset(
+    {
+        "POST /order",
+        "POST /orders",
+        "DELETE /order",
+        "DELETE /orders",
+        "DELETE /cancel-all",
+        "DELETE /cancel-market-orders",
+    }
+)
+KINDS = frozenset(
+    {
+        "status",
+        "latency",
+        "late_response",
+        "engine_restart",
+        "ws_drop",
+        "ws_stall",
+        "ws_malformed",
+        "data_api",
+        "data_api_garbage",
+        "clear",
+    }
+)
+
+
+@dataclass
+class Fault:
+    kind: str
+    route: str = "*"
+    status: int = 500
+    count: int = 1
+    seconds: float = 0.0
+    retry_after: int | None = None
+    body: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.route == "*":
+            return True
+        m, _, p = self.route.partition(" ")
+        return (m == "*" or m == method) and p == path
+
+
+@dataclass
+class RestartWindow:
+    until_425: float
+    until_post_only: float
+
+
+@dataclass
+class FaultRegistry:
+    """Pending faults, consumed as matching requests arrive."""
+
+    http: list[Fault] = field(default_factory=list)
+    data: list[Fault] = field(default_factory=list)
+    restart: RestartWindow | None = None
+
+    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        kind = spec.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind: {kind!r}")
+        return spec
+
+    def add_http(self, f: Fault) -> None:
+        self.http.append(f)
+
+    def add_data(self, f: Fault) -> None:
+        self.data.append(f)
+
+    def start_restart(self, seconds: float, post_only_s: float) -> None:
+        now = time.monotonic()
+        self.restart = RestartWindow(now + seconds, now + seconds + post_only_s)
+
+    def clear(self) -> None:
+        self.http.clear()
+        self.data.clear()
+        self.restart = None
+
+    def take(self, pending: list[Fault], method: str, path: str, kinds: set[str]) -> Fault | None:
+        for f in pending:
+            if f.kind in kinds and f.matches(method, path):
+                f.count -= 1
+                if f.count <= 0:
+                    pending.remove(f)
+                return f
+        return None
+
+    def restart_phase(self) -> tuple[str, float] | None:
+        """Return ("425", remaining) or ("post_only", remaining) during a restart window."""
+        r = self.restart
+        if r is None:
+            return None
+        now = time.monotonic()
+        if now < r.until_425:
+            return "425", r.until_425 - now
+        if now < r.until_post_only:
+            return "post_only", r.until_post_only - now
+        self.restart = None
+        return None

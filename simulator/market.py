@@ -1,0 +1,222 @@
+"""Markets listed on the simulator and their Gamma / CLOB-market representations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from simulator.engine import Book, fmt
+
+Json = dict[str, Any]
+
+
+def iso_z(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class SimMarket:
+    """A binary market: one condition id, two outcome tokens (decimal uint256 strings)."""
+
+    gamma_id: str
+    question: str
+    slug: str
+    condition_id: str
+    question_id: str
+    token_ids: tuple[str, str]
+    tick_size: Decimal
+    min_size: Decimal
+    neg_risk: bool
+    end_date: datetime
+    accepting_orders: bool
+    tags: tuple[str, ...]
+    outcomes: tuple[str, str]
+    volume: Decimal
+    liquidity: Decimal
+    created: datetime
+    closed: bool = False
+    event_id: str = ""
+    books: dict[str, Book] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return not self.closed
+
+    def outcome_of(self, token_id: str) -> str:
+        return self.outcomes[self.token_ids.index(token_id)]
+
+    def _price(self, token_id: str) -> Decimal:
+        b = self.books[token_id]
+        bb, ba = b.best_bid(), b.best_ask()
+        if bb is not None and ba is not None:
+            return (bb + ba) / 2
+        if b.last_trade_price is not None:
+            return b.last_trade_price
+        return Decimal("0.5")
+
+    def gamma_dict(self) -> Json:
+        """A Gamma `/markets` row: same keys and value types as production."""
+        yes = self.books[self.token_ids[0]]
+        bb, ba = yes.best_bid(), yes.best_ask()
+        p0 = self._price(self.token_ids[0]).quantize(Decimal("0.0001")).normalize()
+        prices = [fmt(p0), fmt(Decimal(1) - p0)]
+        ltp = yes.last_trade_price
+        start = self.created
+        tick = float(self.tick_size)
+        minsz = int(self.min_size) if self.min_size == int(self.min_size) else float(self.min_size)
+        return {
+            "id": self.gamma_id,
+            "question": self.question,
+            "conditionId": self.condition_id,
+            "slug": self.slug,
+            "resolutionSource": "",
+            "endDate": iso_z(self.end_date),
+            "liquidity": fmt(self.liquidity),
+            "startDate": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "image": "",
+            "icon": "",
+            "description": self.question,
+            "outcomes": '["' + '", "'.join(self.outcomes) + '"]',
+            "outcomePrices": '["' + '", "'.join(prices) + '"]',
+            "volume": fmt(self.volume),
+            "active": self.active,
+            "closed": self.closed,
+            "marketMakerAddress": "",
+            "createdAt": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "updatedAt": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "new": False,
+            "featured": False,
+            "archived": False,
+            "restricted": True,
+            "groupItemThreshold": "0",
+            "questionID": self.question_id,
+            "enableOrderBook": True,
+            "orderPriceMinTickSize": tick,
+            "orderMinSize": minsz,
+            "volumeNum": float(self.volume),
+            "liquidityNum": float(self.liquidity),
+            "endDateIso": self.end_date.astimezone(UTC).strftime("%Y-%m-%d"),
+            "startDateIso": start.astimezone(UTC).strftime("%Y-%m-%d"),
+            "hasReviewedDates": True,
+            "volume24hr": float(self.volume),
+            "volume1wk": float(self.volume),
+            "volume1mo": float(self.volume),
+            "volume1yr": float(self.volume),
+            "clobTokenIds": '["' + '", "'.join(self.token_ids) + '"]',
+            "volume24hrClob": float(self.volume),
+            "volume1wkClob": float(self.volume),
+            "volume1moClob": float(self.volume),
+            "volume1yrClob": float(self.volume),
+            "volumeClob": float(self.volume),
+            "liquidityClob": float(self.liquidity),
+            "makerBaseFee": 0,
+            "takerBaseFee": 0,
+            "acceptingOrders": self.accepting_orders,
+            "negRisk": self.neg_risk,
+            "ready": False,
+            "funded": False,
+            "acceptingOrdersTimestamp": iso_z(start),
+            "cyom": False,
+            "competitive": 0.9,
+            "pagerDutyNotificationEnabled": False,
+            "approved": True,
+            "rewardsMinSize": 0,
+            "rewardsMaxSpread": 0.0,
+            "spread": float(ba - bb) if bb is not None and ba is not None else 1.0,
+            "lastTradePrice": float(ltp) if ltp is not None else 0.0,
+            "bestBid": float(bb) if bb is not None else 0.0,
+            "bestAsk": float(ba) if ba is not None else 1.0,
+            "automaticallyActive": True,
+            "clearBookOnStart": True,
+            "showGmpSeries": False,
+            "showGmpOutcome": False,
+            "manualActivation": False,
+            "negRiskOther": False,
+            "umaResolutionStatuses": "[]",
+            "pendingDeployment": False,
+            "deploying": False,
+            "rfqEnabled": False,
+            "holdingRewardsEnabled": False,
+            "feesEnabled": False,
+            "requiresTranslation": False,
+            "tags": [{"id": _tag_id(t), "label": t.title(), "slug": t} for t in self.tags],
+        }
+
+    def event_dict(self, with_markets: bool = True) -> Json:
+        """A Gamma `/events` row wrapping this market (one event per simulated market)."""
+        start = self.created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        d: Json = {
+            "id": self.event_id,
+            "ticker": self.slug,
+            "slug": self.slug,
+            "title": self.question,
+            "description": self.question,
+            "resolutionSource": "",
+            "startDate": start,
+            "creationDate": start,
+            "endDate": iso_z(self.end_date),
+            "image": "",
+            "icon": "",
+            "active": self.active,
+            "closed": self.closed,
+            "archived": False,
+            "new": False,
+            "featured": False,
+            "restricted": True,
+            "liquidity": float(self.liquidity),
+            "volume": float(self.volume),
+            "openInterest": 0,
+            "createdAt": start,
+            "updatedAt": start,
+            "competitive": 0.9,
+            "volume24hr": float(self.volume),
+            "volume1wk": float(self.volume),
+            "volume1mo": float(self.volume),
+            "volume1yr": float(self.volume),
+            "enableOrderBook": True,
+            "liquidityClob": float(self.liquidity),
+            "negRisk": self.neg_risk,
+            "commentCount": 0,
+            "cyom": False,
+            "showAllOutcomes": True,
+            "showMarketImages": True,
+            "enableNegRisk": self.neg_risk,
+            "automaticallyActive": True,
+            "negRiskAugmented": False,
+            "pendingDeployment": False,
+            "deploying": False,
+            "requiresTranslation": False,
+            "tags": [{"id": _tag_id(t), "label": t.title(), "slug": t} for t in self.tags],
+        }
+        if with_markets:
+            m = self.gamma_dict()
+            m.pop("tags", None)
+            d["markets"] = [m]
+        return d
+
+    def clob_market_dict(self) -> Json:
+        """`GET /clob-markets/{condition_id}` compact shape used by py-clob-client-v2."""
+        return {
+            "t": [{"t": t, "o": o} for t, o in zip(self.token_ids, self.outcomes, strict=True)],
+            "mts": float(self.tick_size),
+            "mos": float(self.min_size),
+            "nr": self.neg_risk,
+            "fd": {"r": 0.0, "e": 0.0},
+            "mbf": 0,
+            "tbf": 0,
+            "itode": False,
+            "rfqe": False,
+            "gst": None,
+            "oas": self.accepting_orders,
+        }
+
+
+def _tag_id(tag: str) -> str:
+    return str(100000 + sum(ord(c) * (i + 1) for i, c in enumerate(tag)) % 900000)
+
+
+def tag_id(tag: str) -> str:
+    """The numeric Gamma tag id the simulator assigns to a tag slug."""
+    return _tag_id(tag)
