@@ -105,3 +105,11 @@ async def test_system_clock_is_monotonic_and_sleeps_zero() -> None:
     before = clock.monotonic()
     await clock.sleep(0)
     assert clock.monotonic() >= before
+
+
+def test_package_reexports_public_names() -> None:
+    import resilience
+
+    for name in resilience.__all__:
+        assert getattr(resilience, name) is not None
+    assert resilience.Backoff is Backoff
