@@ -1,0 +1,47 @@
+"""`python -m simulator [--seed N] [--scenario demo]`: serve the venue until SIGTERM/SIGINT.
+
+Prints one JSON line with the URLs, then serves. Exits 0 on a signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import orjson
+
+from simulator.sim import Simulator
+
+
+async def serve(seed: int, scenario: str | None, settle_delay_s: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Simulator(seed=seed, scenario=scenario, settle_delay_s=settle_delay_s) as sim:
+        urls = {
+            "clob_url": sim.clob_url,
+            "gamma_url": sim.gamma_url,
+            "data_url": sim.data_url,
+            "market_ws_url": sim.market_ws_url,
+            "user_ws_url": sim.user_ws_url,
+        }
+        sys.stdout.write(orjson.dumps(urls).decode() + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--scenario", choices=["demo"], default=None)
+    p.add_argument("--settle-delay", type=float, default=0.05, dest="settle_delay_s")
+    args = p.parse_args(argv)
+    asyncio.run(serve(args.seed, args.scenario, args.settle_delay_s))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
