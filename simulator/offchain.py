@@ -212,6 +212,8 @@ class DataApi:
     def _page(self, request: web.Request, rows: list[Json], default_limit: int = 100) -> list[Json]:
         q = request.query
         desc = (q.get("sortDirection") or "DESC").upper() != "ASC"
+        if desc:
+            rows.reverse()  # ties (same second) newest first; list.sort is stable
         rows.sort(key=lambda r: r["timestamp"], reverse=desc)
         off = _int(q.get("offset"), 0)
         lim = _int(q.get("limit"), default_limit)
