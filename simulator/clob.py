@@ -158,6 +158,7 @@ class Clob:
         r.add_get("/_sim/ledger", self.admin_ledger)
         r.add_post("/_sim/fault", self.admin_fault)
         r.add_post("/_sim/seed_orders", self.admin_seed_orders)
+        r.add_post("/_sim/market", self.admin_market)
         return app
 
     @web.middleware
@@ -939,6 +940,21 @@ class Clob:
         except (orjson.JSONDecodeError, ValueError, TypeError) as e:
             return error(str(e), 400)
         return json_response({"ok": True})
+
+    async def admin_market(self, request: web.Request) -> web.Response:
+        """List a market: `{"question","slug","tick_size"?,"min_size"?,"neg_risk"?}`."""
+        try:
+            body = orjson.loads(await request.read())
+            m = self.sim.add_market(
+                question=str(body["question"]),
+                slug=str(body["slug"]),
+                tick_size=Decimal(str(body.get("tick_size", "0.01"))),
+                min_size=Decimal(str(body.get("min_size", "5"))),
+                neg_risk=bool(body.get("neg_risk", False)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation) as e:
+            return error(f"bad market request: {e}", 400)
+        return json_response({"condition_id": m.condition_id, "token_ids": list(m.token_ids)})
 
     async def admin_seed_orders(self, request: web.Request) -> web.Response:
         """Seed many resting orders at once: `[{"maker","token_id","side","price","size"}]`."""

@@ -28,11 +28,16 @@ ONE = Decimal(1)
 Json = dict[str, Any]
 
 
+_FMT_CACHE: dict[Decimal, str] = {}
+
+
 def fmt(d: Decimal) -> str:
     """Format a Decimal the way Polymarket prints prices and sizes ("0.5", "100", "192.3")."""
-    if d == d.to_integral_value():
-        return str(d.quantize(ONE))
-    s = format(d.normalize(), "f")
+    s = _FMT_CACHE.get(d)
+    if s is None:
+        s = str(d.quantize(ONE)) if d == d.to_integral_value() else format(d.normalize(), "f")
+        if len(_FMT_CACHE) < 100_000:
+            _FMT_CACHE[d] = s
     return s
 
 
@@ -401,8 +406,8 @@ class Engine:
         book = self.books[o.token_id]
         changes: list[LevelChange] = []
         trades: list[Trade] = []
-        tx = self.new_hash()
-        ts = int(time.time())
+        tx = ""
+        ts = 0
         if o.side == "BUY":
             prices, queues = book.ask_prices, book.asks
         else:
@@ -414,6 +419,8 @@ class Engine:
             q = queues[p]
             m = q[0]
             qty = min(o.remaining, m.remaining)
+            if not tx:
+                tx, ts = self.new_hash(), int(time.time())
             self._settle_fill(o, m, qty, p)
             m.size_matched += qty
             o.size_matched += qty
@@ -450,7 +457,8 @@ class Engine:
         else:
             o.status = "MATCHED" if o.size_matched > 0 else "CANCELED"
         # Order events first (placement), then the trades, as production does.
-        self.sink.order_event(o, "PLACEMENT")
+        if not o.seeded:
+            self.sink.order_event(o, "PLACEMENT")
         if o.order_type in ("FOK", "FAK") and o.remaining > 0 and o.size_matched > 0:
             self.sink.order_event(o, "CANCELLATION", "CANCELED")
         for t in trades:

@@ -111,7 +111,7 @@ class _Sink(Sink):
                         "price": fmt(c.price),
                         "size": fmt(c.size),
                         "side": c.side,
-                        "hash": hashlib.sha1(f"{c.order_id}:{ts}".encode()).hexdigest(),
+                        "hash": c.order_id[2:42],
                         "best_bid": sbb,
                         "best_ask": sba,
                     }
@@ -121,7 +121,7 @@ class _Sink(Sink):
                 "event_type": "price_change",
             }
             hub.to_assets(asset, orjson.dumps(ev))
-            if self.best.get(asset) != (bb, ba):
+            if self.best.get(asset) != (bb, ba) and any(c.custom for c in hub.conns):
                 self.best[asset] = (bb, ba)
                 spread = fmt(ba - bb) if bb is not None and ba is not None else "1"
                 bba = {

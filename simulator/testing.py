@@ -41,7 +41,9 @@ def new_trader(
     return client, acct
 
 
-def l2_headers(client: ClobClient, method: str, path: str, body: str | None = None) -> dict[str, str]:
+def l2_headers(
+    client: ClobClient, method: str, path: str, body: str | None = None
+) -> dict[str, str]:
     """Build the L2 headers the SDK would send for `method path body` (for raw requests)."""
     from py_clob_client_v2.clob_types import RequestArgs
 

@@ -77,14 +77,16 @@ async def test_server_basics_return_production_shapes(sim: Simulator, market: Si
     assert await run(client.get_neg_risk, tok) is False
     info = await run(client.get_clob_market_info, market.condition_id)
     assert info["t"][0] == {"t": tok, "o": "Yes"}
-    assert 76 <= len(tok) <= 78 and tok.isdigit()
+    assert 76 <= len(tok) <= 78
+    assert tok.isdigit()
 
 
 async def test_gtc_buy_without_counterparty_rests_live(sim: Simulator, market: SimMarket) -> None:
     client, acct = await run(new_trader, sim)
     tok = market.token_ids[0]
     res = await run(client.create_and_post_order, OrderArgsV2(tok, 0.45, 10, "BUY"))
-    assert res["success"] and res["status"] == "live"
+    assert res["success"]
+    assert res["status"] == "live"
     assert set(res) == {"success", "errorMsg", "orderID", "status", "makingAmount", "takingAmount"}
     order = await run(client.get_order, res["orderID"])
     assert (order["status"], order["price"], order["original_size"]) == ("LIVE", "0.45", "10")
@@ -93,7 +95,9 @@ async def test_gtc_buy_without_counterparty_rests_live(sim: Simulator, market: S
     assert book["bids"] == [{"price": "0.45", "size": "10"}]
 
 
-async def test_order_id_is_the_eip712_hash_the_sdk_computes(sim: Simulator, market: SimMarket) -> None:
+async def test_order_id_is_the_eip712_hash_the_sdk_computes(
+    sim: Simulator, market: SimMarket
+) -> None:
     client, _ = await run(new_trader, sim)
     tok = market.token_ids[0]
     signed = await run(client.create_order, OrderArgsV2(tok, 0.45, 10, "BUY"))
@@ -106,22 +110,29 @@ async def test_order_id_is_the_eip712_hash_the_sdk_computes(sim: Simulator, mark
     assert res["orderID"] == ex.build_order_hash(ex.build_order_typed_data(signed))
 
 
-async def test_crossing_gtc_matches_moves_balances_and_settles(sim: Simulator, market: SimMarket) -> None:
+async def test_crossing_gtc_matches_moves_balances_and_settles(
+    sim: Simulator, market: SimMarket
+) -> None:
     tok = market.token_ids[0]
-    maker_oid = sim.seed_order(maker=MAKER, token_id=tok, side="SELL", price=D("0.60"), size=D("50"))
+    maker_oid = sim.seed_order(
+        maker=MAKER, token_id=tok, side="SELL", price=D("0.60"), size=D("50")
+    )
     client, acct = await run(new_trader, sim, D("100"))
     res = await run(client.create_and_post_order, OrderArgsV2(tok, 0.62, 10, "BUY"))
     assert res["status"] == "matched"
     assert (res["makingAmount"], res["takingAmount"]) == ("6", "10")  # filled at the maker price
-    assert len(res["transactionsHashes"]) == 1 and len(res["tradeIDs"]) == 1
+    assert len(res["transactionsHashes"]) == 1
+    assert len(res["tradeIDs"]) == 1
     led = sim.ledger()
     bal = led["balances"][acct.address.lower()]
-    assert bal["collateral"] == D("94") and bal["tokens"][tok] == D("10")
+    assert bal["collateral"] == D("94")
+    assert bal["tokens"][tok] == D("10")
     maker = next(o for o in led["orders"] if o["id"] == maker_oid)
     assert (maker["status"], maker["size_matched"]) == ("LIVE", D("10"))
     await asyncio.sleep(0.1)
     trades = await run(client.get_trades)
-    assert trades[0]["status"] == "CONFIRMED" and trades[0]["trader_side"] == "TAKER"
+    assert trades[0]["status"] == "CONFIRMED"
+    assert trades[0]["trader_side"] == "TAKER"
     assert trades[0]["transaction_hash"] == res["transactionsHashes"][0]
 
 
@@ -141,7 +152,9 @@ async def test_gtd_order_expires_sixty_seconds_before_its_expiration(
 async def test_gtd_inside_security_threshold_is_refused(sim: Simulator, market: SimMarket) -> None:
     client, _ = await run(new_trader, sim)
     exp = int(time.time()) + 30
-    signed = await run(client.create_order, OrderArgsV2(market.token_ids[0], 0.4, 10, "BUY", expiration=exp))
+    signed = await run(
+        client.create_order, OrderArgsV2(market.token_ids[0], 0.4, 10, "BUY", expiration=exp)
+    )
     with pytest.raises(PolyApiException) as e:
         await run(client.post_order, signed, OrderType.GTD)
     assert (e.value.status_code, api_error(e.value)) == (400, "invalid expiration")
@@ -170,7 +183,8 @@ async def test_market_fok_buy_fills_at_best_asks(sim: Simulator, market: SimMark
         client.create_and_post_market_order,
         MarketOrderArgsV2(tok, amount=10, side="BUY", price=0.55),
     )
-    assert res["status"] == "matched" and len(res["tradeIDs"]) == 2
+    assert res["status"] == "matched"
+    assert len(res["tradeIDs"]) == 2
     order = await run(client.get_order, res["orderID"])
     assert (order["status"], order["order_type"]) == ("MATCHED", "FOK")
 
@@ -183,7 +197,11 @@ async def test_fak_partial_fill_kills_the_remainder(sim: Simulator, market: SimM
     res = await run(client.post_order, signed, OrderType.FAK)
     assert (res["status"], res["takingAmount"], res["makingAmount"]) == ("matched", "5", "2.35")
     order = await run(client.get_order, res["orderID"])
-    assert (order["status"], order["size_matched"], order["original_size"]) == ("MATCHED", "5", "10")
+    assert (order["status"], order["size_matched"], order["original_size"]) == (
+        "MATCHED",
+        "5",
+        "10",
+    )
     assert not await run(client.get_open_orders)
 
 
@@ -212,7 +230,9 @@ async def test_post_only_crossing_is_refused_and_resting_is_accepted(
     assert (await run(client.post_order, rest, OrderType.GTC, True))["status"] == "live"
 
 
-async def test_batch_post_returns_per_order_results_in_a_200(sim: Simulator, market: SimMarket) -> None:
+async def test_batch_post_returns_per_order_results_in_a_200(
+    sim: Simulator, market: SimMarket
+) -> None:
     client, _ = await run(new_trader, sim)
     tok = market.token_ids[0]
     good = await run(client.create_order, OrderArgsV2(tok, 0.40, 10, "BUY"))
@@ -221,7 +241,8 @@ async def test_batch_post_returns_per_order_results_in_a_200(sim: Simulator, mar
         client.post_orders,
         [PostOrdersV2Args(good, OrderType.GTC), PostOrdersV2Args(small, OrderType.GTC)],
     )
-    assert res[0]["success"] and res[0]["status"] == "live"
+    assert res[0]["success"]
+    assert res[0]["status"] == "live"
     assert not res[1]["success"]
     assert "lower than the minimum: 5" in res[1]["errorMsg"]
 
@@ -237,7 +258,9 @@ async def test_batch_over_fifteen_orders_is_refused(sim: Simulator, market: SimM
     )
 
 
-async def test_cancel_one_then_cancel_all_empties_open_orders(sim: Simulator, market: SimMarket) -> None:
+async def test_cancel_one_then_cancel_all_empties_open_orders(
+    sim: Simulator, market: SimMarket
+) -> None:
     client, _ = await run(new_trader, sim)
     tok = market.token_ids[0]
     ids = [
@@ -254,32 +277,42 @@ async def test_cancel_one_then_cancel_all_empties_open_orders(sim: Simulator, ma
     assert sim.engine.books[tok].bid_prices == []
 
 
-async def test_cancel_market_orders_only_touches_that_market(sim: Simulator, market: SimMarket) -> None:
+async def test_cancel_market_orders_only_touches_that_market(
+    sim: Simulator, market: SimMarket
+) -> None:
     other = sim.add_market(question="Other?", slug="other")
     client, _ = await run(new_trader, sim)
     a = await run(client.create_and_post_order, OrderArgsV2(market.token_ids[0], 0.3, 5, "BUY"))
     b = await run(client.create_and_post_order, OrderArgsV2(other.token_ids[0], 0.3, 5, "BUY"))
     from py_clob_client_v2.clob_types import OrderMarketCancelParams
 
-    res = await run(client.cancel_market_orders, OrderMarketCancelParams(market=market.condition_id))
+    res = await run(
+        client.cancel_market_orders, OrderMarketCancelParams(market=market.condition_id)
+    )
     assert res["canceled"] == [a["orderID"]]
     assert [o["id"] for o in await run(client.get_open_orders)] == [b["orderID"]]
 
 
-async def test_listing_orders_walks_several_pages_until_lte(sim: Simulator, market: SimMarket) -> None:
+async def test_listing_orders_walks_several_pages_until_lte(
+    sim: Simulator, market: SimMarket
+) -> None:
     client, _ = await run(new_trader, sim)
     tok = market.token_ids[0]
     for i in range(7):
         await run(client.create_and_post_order, OrderArgsV2(tok, 0.20 + i / 100, 5, "BUY"))
     orders = await run(client.get_open_orders)
-    assert len(orders) == 7 and len({o["id"] for o in orders}) == 7
+    assert len(orders) == 7
+    assert len({o["id"] for o in orders}) == 7
     pages = [r for r in sim.request_log if r.path == "/data/orders"]
-    assert len(pages) == 3 and "next_cursor=MA%3D%3D" in pages[0].query
+    assert len(pages) == 3
+    assert "next_cursor=MA%3D%3D" in pages[0].query
     first = await run(client.get_open_orders, OpenOrderParams(asset_id=tok), True)
     assert len(first) == 3
 
 
-async def test_listing_trades_walks_pages_and_filters_by_id(sim: Simulator, market: SimMarket) -> None:
+async def test_listing_trades_walks_pages_and_filters_by_id(
+    sim: Simulator, market: SimMarket
+) -> None:
     tok = market.token_ids[0]
     sim.seed_order(maker=MAKER, token_id=tok, side="SELL", price=D("0.5"), size=D("100"))
     client, _ = await run(new_trader, sim)
@@ -294,7 +327,9 @@ async def test_listing_trades_walks_pages_and_filters_by_id(sim: Simulator, mark
     assert await run(client.get_trades, TradeParams(market="0x" + "0" * 64)) == []
 
 
-async def test_book_lists_best_level_last_with_client_hash(sim: Simulator, market: SimMarket) -> None:
+async def test_book_lists_best_level_last_with_client_hash(
+    sim: Simulator, market: SimMarket
+) -> None:
     tok = market.token_ids[0]
     for p in ("0.40", "0.42", "0.41"):
         sim.seed_order(maker=MAKER, token_id=tok, side="BUY", price=D(p), size=D("10"))
@@ -324,7 +359,9 @@ async def test_unknown_token_gets_production_404s(sim: Simulator) -> None:
     assert (e.value.status_code, api_error(e.value)) == (404, "market not found")
 
 
-async def test_tick_size_change_is_enforced_on_the_next_order(sim: Simulator, market: SimMarket) -> None:
+async def test_tick_size_change_is_enforced_on_the_next_order(
+    sim: Simulator, market: SimMarket
+) -> None:
     client, _ = await run(new_trader, sim)
     tok = market.token_ids[0]
     assert await run(client.get_tick_size, tok) == "0.01"  # the SDK caches it with no TTL
@@ -377,9 +414,12 @@ async def test_balance_minus_reservations_is_enforced(sim: Simulator, market: Si
     assert (e.value.status_code, api_error(e.value)) == (400, "not enough balance / allowance")
     with pytest.raises(PolyApiException):
         await run(client.create_and_post_order, OrderArgsV2(tok, 0.5, 5, "SELL"))  # no shares
-    bal = await run(client.get_balance_allowance, __import__(
-        "py_clob_client_v2.clob_types", fromlist=["BalanceAllowanceParams"]
-    ).BalanceAllowanceParams(asset_type="COLLATERAL"))
+    bal = await run(
+        client.get_balance_allowance,
+        __import__(
+            "py_clob_client_v2.clob_types", fromlist=["BalanceAllowanceParams"]
+        ).BalanceAllowanceParams(asset_type="COLLATERAL"),
+    )
     assert bal["balance"] == "10000000"
 
 
@@ -406,7 +446,9 @@ async def _raw_post(client, sim: Simulator, body: object) -> httpx.Response:  # 
     return await run(httpx.post, sim.clob_url + "/order", content=raw.encode(), headers=headers)
 
 
-async def test_v1_shaped_body_is_refused_with_version_mismatch(sim: Simulator, market: SimMarket) -> None:
+async def test_v1_shaped_body_is_refused_with_version_mismatch(
+    sim: Simulator, market: SimMarket
+) -> None:
     client, _ = await run(new_trader, sim)
     signed = await run(client.create_order, OrderArgsV2(market.token_ids[0], 0.3, 5, "BUY"))
     body = order_to_json_v2(signed, client.creds.api_key, "GTC")
@@ -425,7 +467,9 @@ async def test_tampered_amount_fails_signature_check(sim: Simulator, market: Sim
     assert (r.status_code, r.json()) == (400, {"error": "invalid signature"})
 
 
-async def test_order_for_another_api_key_owner_is_refused(sim: Simulator, market: SimMarket) -> None:
+async def test_order_for_another_api_key_owner_is_refused(
+    sim: Simulator, market: SimMarket
+) -> None:
     client, _ = await run(new_trader, sim)
     signed = await run(client.create_order, OrderArgsV2(market.token_ids[0], 0.3, 5, "BUY"))
     body = order_to_json_v2(signed, "00000000-0000-4000-8000-000000000000", "GTC")
@@ -437,7 +481,13 @@ async def test_bad_hmac_is_refused_401(sim: Simulator, market: SimMarket) -> Non
     client, _ = await run(new_trader, sim)
     raw = '{"orderID":"0x01"}'
     headers = l2_headers(client, "DELETE", "/order", raw)
-    r = await run(httpx.request, "DELETE", sim.clob_url + "/order", content=b'{"orderID":"0x02"}', headers=headers)
+    r = await run(
+        httpx.request,
+        "DELETE",
+        sim.clob_url + "/order",
+        content=b'{"orderID":"0x02"}',
+        headers=headers,
+    )
     assert (r.status_code, r.json()) == (401, {"error": "Unauthorized/Invalid api key"})
 
 
