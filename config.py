@@ -50,6 +50,12 @@ def _private_key(v: SecretStr | None) -> SecretStr | None:
     return SecretStr("0x" + body.lower())
 
 
+def _chain_id(v: int) -> int:
+    if v not in (137, 80002):
+        raise ValueError("must be 137 (Polygon) or 80002 (Amoy)")
+    return v
+
+
 def _empty_secret_none(v: Any) -> Any:
     return None if v == "" else v
 
@@ -97,6 +103,7 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         validate_default=True,
+        env_ignore_empty=True,
     )
 
     # --- mode and venue ------------------------------------------------------------------------
@@ -106,14 +113,14 @@ class Settings(BaseSettings):
     data_api_url: HttpUrl = PROD_DATA
     market_ws_url: WsUrl = PROD_MARKET_WS
     user_ws_url: WsUrl = PROD_USER_WS
-    chain_id: Literal[137, 80002] = 137
+    chain_id: Annotated[int, AfterValidator(_chain_id)] = 137
 
     # --- credentials (never logged) ------------------------------------------------------------
     private_key: Annotated[SecretStr | None, AfterValidator(_private_key)] = None
     clob_api_key: OptionalSecret = None
     clob_api_secret: OptionalSecret = None
     clob_api_passphrase: OptionalSecret = None
-    signature_type: Literal[0, 1, 2, 3] = 0
+    signature_type: int = Field(default=0, ge=0, le=3)
     funder_address: Address = None
 
     # --- storage, sidecar, logging -------------------------------------------------------------
@@ -136,7 +143,7 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=5.0, gt=0, le=120)
     signer_threads: int = Field(default=2, ge=1, le=32)
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=10)
-    rate_limit_fraction: float = Field(default=0.5, gt=0, le=1)
+    rate_limit_fraction: float = Field(default=0.5, ge=0.05, le=1)
     retry_attempts: int = Field(default=4, ge=1, le=20)
     retry_base_delay_s: float = Field(default=0.25, gt=0, le=60)
     retry_max_delay_s: float = Field(default=10.0, gt=0, le=600)

@@ -38,8 +38,15 @@ class Redactor:
 
     def add(self, *secrets: str) -> None:
         """Register more secret values (e.g. API credentials derived after start-up)."""
+        variants = set()
+        for s in secrets:
+            if s and len(s) >= 6:
+                variants.add(s)
+                # A hex key may be printed with or without its prefix, in either case.
+                if s[:2].lower() == "0x" and len(s) > 8:
+                    variants.update({s[2:], s[2:].lower(), s[2:].upper()})
         with self._lock:
-            merged = set(self._secrets) | {s for s in secrets if s and len(s) >= 6}
+            merged = set(self._secrets) | variants
             # Longest first so a secret containing another is replaced whole.
             self._secrets = tuple(sorted(merged, key=len, reverse=True))
 

@@ -82,11 +82,13 @@ class Database:
         *,
         busy_timeout_ms: int = 5000,
         max_batch: int = 2000,
+        pipeline_depth: int = 2,
         observe_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
+        self.pipeline_depth = pipeline_depth
         self._observe_batch = observe_batch
         self._conn: aiosqlite.Connection | None = None
         self._queue: list[tuple[Job, asyncio.Future[Any]]] = []
@@ -195,7 +197,9 @@ class Database:
         """Queue `job` for the next group commit and return its result once it is durable.
 
         A job runs on the database thread inside the batch transaction; it must not touch the
-        event loop. If the caller is cancelled after queueing, the write still happens.
+        event loop, and must have no effect outside the connection: if another job in its batch
+        fails, the batch is rolled back and re-run with each job in its own savepoint. If the
+        caller is cancelled after queueing, the write still happens.
         """
         if self._conn is None or self._closing:
             raise StorageError("database is closed")
@@ -213,36 +217,50 @@ class Database:
         return await self.write(job)
 
     async def _write_loop(self) -> None:
+        # Two batches in flight: while the database thread commits batch k, the loop settles the
+        # callers of batch k-1 and gathers batch k+1. Batches run on the single database thread
+        # in submission order, so a write queued after another is committed after it.
+        inflight: set[asyncio.Future[None]] = set()
         while True:
+            if len(inflight) >= self.pipeline_depth:
+                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             if not self._queue:
                 if self._closing:
+                    if inflight:
+                        await asyncio.wait(inflight)
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
-            started = time.perf_counter()
-            try:
-                results = await self._run_in_db_thread(self._run_batch, batch)
-            except Exception as e:  # the batch as a whole failed: nothing in it is durable
-                self.last_write_error = str(e)
-                log.error("db_batch_failed", jobs=len(batch), error=str(e))
-                err = e if isinstance(e, StorageError) else StorageError(f"commit failed: {e}")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
+            fut = asyncio.ensure_future(self._commit_batch(batch))
+            inflight.add(fut)
+            fut.add_done_callback(inflight.discard)
+
+    async def _commit_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await self._run_in_db_thread(self._run_batch, batch)
+        except Exception as e:  # the batch as a whole failed: nothing in it is durable
+            self.last_write_error = str(e)
+            log.error("db_batch_failed", jobs=len(batch), error=str(e))
+            err = e if isinstance(e, StorageError) else StorageError(f"commit failed: {e}")
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        self.last_write_error = None
+        if self._observe_batch is not None:
+            self._observe_batch(len(batch), time.perf_counter() - started)
+        for (_, fut), (ok, value) in zip(batch, results, strict=True):
+            if fut.done():  # the caller was cancelled; its write happened anyway
                 continue
-            self.last_write_error = None
-            if self._observe_batch is not None:
-                self._observe_batch(len(batch), time.perf_counter() - started)
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():  # the caller was cancelled; its write happened anyway
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     async def _run_in_db_thread(self, fn: Callable[..., T], *args: Any) -> T:
         # aiosqlite runs every call on the connection's own thread; `_execute` hands it a whole
@@ -253,25 +271,47 @@ class Database:
 
     def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
         conn = self._require()._conn  # the raw sqlite3 connection; we are on its thread
+        jobs = [job for job, _ in batch]
         self._begin(conn)
-        results: list[tuple[bool, Any]] = []
         try:
-            for job, _ in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = job(conn)
-                except Exception as e:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((False, _translate(e)))
-                else:
-                    conn.execute("RELEASE job")
-                    results.append((True, value))
+            # Fast path: no savepoints. Almost every batch succeeds whole.
+            results: list[tuple[bool, Any]] = [(True, job(conn)) for job in jobs]
+        except Exception:
+            conn.execute("ROLLBACK")
+            self._begin(conn)
+            try:
+                results = self._run_isolated(conn, jobs)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        try:
             self._commit(conn)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        return results
+
+    @staticmethod
+    def _run_isolated(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        """Run each job in its own savepoint, so a failing job is undone alone."""
+        results: list[tuple[bool, Any]] = []
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                value = job(conn)
+            except Exception as e:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                results.append((False, _translate(e)))
+            else:
+                conn.execute("RELEASE job")
+                results.append((True, value))
         return results
 
     def _begin(self, conn: sqlite3.Connection) -> None:

@@ -242,7 +242,7 @@ class OrderJournal:
         """Every order that may still be in flight or resting: what reconciliation must settle."""
         rows = await self._db.fetchall(
             "SELECT * FROM orders WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')"
-            " ORDER BY created_at"
+            " ORDER BY rowid"
         )
         return [JournalRow.from_row(r) for r in rows]
 
@@ -251,7 +251,7 @@ class OrderJournal:
             " WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')" if open_only else ""
         )
         rows = await self._db.fetchall(
-            f"SELECT * FROM orders{where} ORDER BY created_at DESC LIMIT ?", (limit,)
+            f"SELECT * FROM orders{where} ORDER BY rowid DESC LIMIT ?", (limit,)
         )
         return [JournalRow.from_row(r) for r in rows]
 
@@ -307,12 +307,12 @@ class FillRepository:
                     fill.venue_order_id,
                     fill.client_order_id,
                     fill.token_id,
-                    fill.side.value,
+                    str(fill.side),
                     str(fill.price),
                     str(fill.size),
                     str(fill.fee),
-                    fill.role.value,
-                    fill.status.value,
+                    str(fill.role),
+                    str(fill.status),
                     fill.ts.isoformat(timespec="microseconds"),
                     now_iso(),
                 ),
@@ -320,7 +320,7 @@ class FillRepository:
             if cur.rowcount == 0:
                 c.execute(
                     "UPDATE fills SET status = ? WHERE trade_id = ? AND venue_order_id = ?",
-                    (fill.status.value, fill.trade_id, fill.venue_order_id),
+                    (str(fill.status), fill.trade_id, fill.venue_order_id),
                 )
                 return None
             r = c.execute(

@@ -1,4 +1,4 @@
-"""Shared pytest configuration: the repository root is importable and no developer `.env` leaks in."""
+"""Shared pytest configuration: the repository root is importable; no developer `.env` leaks in."""
 
 from __future__ import annotations
 

@@ -55,8 +55,8 @@ CREATE TABLE orders (
 );
 CREATE INDEX orders_open ON orders (status)
     WHERE status NOT IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED');
-CREATE INDEX orders_token ON orders (token_id);
-CREATE INDEX orders_created ON orders (created_at);
+
+
 
 -- Every status a row has had, with when and why. Written by triggers so no code path can skip it.
 CREATE TABLE order_events (

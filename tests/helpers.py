@@ -1,0 +1,55 @@
+"""Helpers shared by tests: settings without a developer's .env, free ports, subprocess runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+# A throwaway key used only by tests (it has never held funds).
+TEST_PRIVATE_KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Build Settings for a test: no .env, a database under `tmp_path`, an ephemeral port."""
+    base: dict[str, Any] = {"db_path": tmp_path / "polyd.db", "http_port": 0}
+    base.update(overrides)
+    return load_settings(env_file=None, **base)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The current environment minus every polyd setting, plus `extra`."""
+    names = {n.upper() for n in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m orchestrator ARGS` from the repository root and capture its output."""
+    return subprocess.run(
+        [PYTHON, "-m", "orchestrator", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
