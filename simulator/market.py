@@ -141,8 +141,23 @@ class SimMarket:
             "holdingRewardsEnabled": False,
             "feesEnabled": False,
             "requiresTranslation": False,
-            "tags": [{"id": _tag_id(t), "label": t.title(), "slug": t} for t in self.tags],
+            "makerRebatesFeeShareBps": 0,
+            "tags": self._tags(),
         }
+
+    def _tags(self) -> list[Json]:
+        published = self.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        return [
+            {
+                "id": _tag_id(t),
+                "label": t.title(),
+                "slug": t,
+                "forceShow": False,
+                "publishedAt": published,
+                "forceHide": False,
+            }
+            for t in self.tags
+        ]
 
     def event_dict(self, with_markets: bool = True) -> Json:
         """A Gamma `/events` row wrapping this market (one event per simulated market)."""
@@ -188,7 +203,8 @@ class SimMarket:
             "pendingDeployment": False,
             "deploying": False,
             "requiresTranslation": False,
-            "tags": [{"id": _tag_id(t), "label": t.title(), "slug": t} for t in self.tags],
+            "cumulativeMarkets": False,
+            "tags": self._tags(),
         }
         if with_markets:
             m = self.gamma_dict()
