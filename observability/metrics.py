@@ -189,6 +189,20 @@ class Metrics:
         self.book_resyncs_total = Counter(
             "polyd_book_resyncs_total", "REST /book resyncs after a gap or doubt", registry=r
         )
+        self.gamma_rows_skipped_total = Counter(
+            "polyd_gamma_rows_skipped_total",
+            "Gamma market rows that could not be used (no order book, bad ids)",
+            registry=r,
+        )
+        self.watched_markets = Gauge(
+            "polyd_watched_markets", "Markets selected by discovery for the strategies", registry=r
+        )
+        self.sniper_blocked_total = Counter(
+            "polyd_sniper_blocked_total",
+            "Sniper opportunities not acted on, by reason (cooldown, max_entries, rejected)",
+            ["reason"],
+            registry=r,
+        )
 
         # -- strategies -----------------------------------------------------------------------
         self.strategy_up = Gauge(

@@ -1,0 +1,431 @@
+"""Gamma API adapter (`gamma-api.polymarket.com`): market discovery.
+
+Gamma rows carry `outcomes`, `outcomePrices` and `clobTokenIds` as JSON-encoded *strings*
+(reference §4.2); some proxies send real arrays. Both are accepted. Rows that cannot become a
+`models.Market` (legacy scalar markets without a CLOB, missing ids) are skipped, counted and
+logged, never fatal.
+
+Server-side filters are used where Gamma has them (closed, active, end-date window, liquidity
+and volume floors, tag ids, ids/slugs); `acceptingOrders` and `enableOrderBook` have no query
+parameter, so they and the window/floors are re-checked here on every row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import aiohttp
+import orjson
+import structlog
+from pydantic import ValidationError
+
+from errors import FeedError, TransientError
+from models import Market
+from observability.metrics import Metrics
+from resilience.backoff import Backoff
+from resilience.clock import Clock, SystemClock
+from resilience.rate_limit import RateLimiter
+
+log = structlog.get_logger("gamma")
+
+PAGE_SIZE: Final = 100
+MAX_PAGES: Final = 50
+# Gamma query parameters take at most this many repeated ids in one request, by our choice:
+# long URLs get refused by proxies well before Gamma's own limits.
+IDS_PER_REQUEST: Final = 50
+
+
+@dataclass(frozen=True)
+class MarketQuery:
+    """What to ask Gamma for. Empty selectors and `None` floors mean "no filter"."""
+
+    token_ids: tuple[str, ...] = ()
+    condition_ids: tuple[str, ...] = ()
+    slugs: tuple[str, ...] = ()
+    tag_ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    """Tag slugs: looked up through `/events?tag_slug=` (markets have no tag-slug filter)."""
+    active: bool | None = True
+    closed: bool | None = False
+    accepting_orders: bool | None = True
+    enable_order_book: bool | None = True
+    ends_within_s: float | None = None
+    """Only markets whose end date is between now and now + this many seconds."""
+    end_date_min: datetime | None = None
+    end_date_max: datetime | None = None
+    min_liquidity: Decimal | None = None
+    min_volume: Decimal | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return bool(self.token_ids or self.condition_ids or self.slugs)
+
+    def window(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        lo, hi = self.end_date_min, self.end_date_max
+        if self.ends_within_s is not None:
+            lo = max(lo, now) if lo else now
+            w = now + timedelta(seconds=self.ends_within_s)
+            hi = min(hi, w) if hi else w
+        return lo, hi
+
+
+@dataclass
+class MarketRow:
+    """A parsed Gamma market plus the numbers discovery filters on."""
+
+    market: Market
+    enable_order_book: bool
+    liquidity: Decimal | None
+    volume: Decimal | None
+    tag_slugs: tuple[str, ...] = ()
+    raw_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _json_list(raw: Any, name: str) -> list[Any]:
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ValueError(f"{name} is not JSON") from None
+    if not isinstance(raw, list):
+        raise ValueError(f"{name} must be a list")
+    return raw
+
+
+def _dec(raw: Any) -> Decimal | None:
+    if raw is None or raw == "" or isinstance(raw, bool):
+        return None
+    try:
+        d = Decimal(str(raw))  # floats via their shortest repr: 0.01 -> "0.01"
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+def _date(raw: Any) -> datetime | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        d = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _flag(raw: Any, default: bool) -> bool:
+    return raw if isinstance(raw, bool) else default
+
+
+def parse_market(row: Mapping[str, Any]) -> MarketRow:
+    """Translate one Gamma `/markets` row; raise FeedError saying why it is unusable."""
+    if not isinstance(row, Mapping):
+        raise FeedError("row is not an object")
+    cid = row.get("conditionId")
+    if not cid:
+        raise FeedError("no conditionId")
+    try:
+        tokens = [str(t) for t in _json_list(row.get("clobTokenIds"), "clobTokenIds")]
+        outcomes = [str(o) for o in _json_list(row.get("outcomes"), "outcomes")]
+    except ValueError as e:
+        raise FeedError(str(e)) from None
+    if not tokens:
+        raise FeedError("no clobTokenIds (market has no order book)")
+    if outcomes and len(outcomes) != len(tokens):
+        raise FeedError("outcomes and clobTokenIds differ in length")
+    tick = _dec(row.get("orderPriceMinTickSize"))
+    min_size = _dec(row.get("orderMinSize"))
+    fields: dict[str, Any] = {
+        "condition_id": cid,
+        "token_ids": tuple(tokens),
+        "outcomes": tuple(outcomes) if outcomes else ("Yes", "No")[: len(tokens)],
+        "neg_risk": _flag(row.get("negRisk"), False),
+        "end_date": _date(row.get("endDate")),
+        "accepting_orders": _flag(row.get("acceptingOrders"), False),
+        "active": _flag(row.get("active"), False),
+        "closed": _flag(row.get("closed"), False),
+        "slug": str(row.get("slug") or ""),
+        "question": str(row.get("question") or "")[:500],
+    }
+    if tick is not None:
+        fields["tick_size"] = tick
+    if min_size is not None:
+        fields["min_size"] = min_size
+    try:
+        market = Market(**fields)
+    except ValidationError as e:
+        first = e.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise FeedError(f"{where}: {first.get('msg', 'invalid')}") from None
+    tags = row.get("tags")
+    tag_slugs = (
+        tuple(str(t.get("slug")) for t in tags if isinstance(t, dict) and t.get("slug"))
+        if isinstance(tags, list)
+        else ()
+    )
+    return MarketRow(
+        market=market,
+        enable_order_book=_flag(row.get("enableOrderBook"), False),
+        liquidity=_dec(row.get("liquidityNum", row.get("liquidity"))),
+        volume=_dec(row.get("volumeNum", row.get("volume"))),
+        tag_slugs=tag_slugs,
+        raw_id=str(row.get("id", "")),
+    )
+
+
+def keep(row: MarketRow, q: MarketQuery, now: datetime) -> bool:
+    """Return True if `row` passes every client-side filter of `q`."""
+    m = row.market
+    if q.active is not None and m.active != q.active:
+        return False
+    if q.closed is not None and m.closed != q.closed:
+        return False
+    if q.accepting_orders is not None and m.accepting_orders != q.accepting_orders:
+        return False
+    if q.enable_order_book is not None and row.enable_order_book != q.enable_order_book:
+        return False
+    lo, hi = q.window(now)
+    if lo is not None or hi is not None:
+        if m.end_date is None:
+            return False
+        if lo is not None and m.end_date < lo:
+            return False
+        if hi is not None and m.end_date > hi:
+            return False
+    if q.min_liquidity is not None and (row.liquidity is None or row.liquidity < q.min_liquidity):
+        return False
+    return not (q.min_volume is not None and (row.volume is None or row.volume < q.min_volume))
+
+
+def _iso(d: datetime) -> str:
+    return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class GammaClient:
+    """Async Gamma client: `/markets` and `/events` listings with filters and pagination."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
+        timeout_s: float = 10.0,
+        page_size: int = PAGE_SIZE,
+        max_pages: int = MAX_PAGES,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = session
+        self._limiter = limiter
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._page_size = page_size
+        self._max_pages = max_pages
+        self._now = now
+        self.skipped = 0
+
+    async def _get(self, path: str, params: list[tuple[str, str]], bucket: str) -> Any:
+        if self._limiter is not None:
+            await self._limiter.acquire(bucket)
+        try:
+            async with self._session.get(
+                self._base + path, params=params, timeout=self._timeout
+            ) as resp:
+                body = await resp.read()
+                if resp.status == 429 or resp.status >= 500:
+                    raise TransientError(f"Gamma {path} answered {resp.status}", status=resp.status)
+                if resp.status != 200:
+                    raise FeedError(f"Gamma {path} answered HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise TransientError(f"Gamma {path} request failed: {type(e).__name__}") from e
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise FeedError(f"Gamma {path} body is not JSON") from e
+
+    def _params(self, q: MarketQuery, now: datetime, *, events: bool) -> list[tuple[str, str]]:
+        p: list[tuple[str, str]] = []
+        if q.active is not None:
+            p.append(("active", str(q.active).lower()))
+        if q.closed is not None:
+            p.append(("closed", str(q.closed).lower()))
+        lo, hi = q.window(now)
+        if lo is not None:
+            p.append(("end_date_min", _iso(lo)))
+        if hi is not None:
+            p.append(("end_date_max", _iso(hi)))
+        if q.min_liquidity is not None:
+            p.append(("liquidity_min" if events else "liquidity_num_min", str(q.min_liquidity)))
+        if q.min_volume is not None:
+            p.append(("volume_min" if events else "volume_num_min", str(q.min_volume)))
+        p.extend(("tag_id", t) for t in q.tag_ids)
+        return p
+
+    async def _pages(
+        self, path: str, params: list[tuple[str, str]], bucket: str
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page in range(self._max_pages):
+            page_params = [
+                *params,
+                ("limit", str(self._page_size)),
+                ("offset", str(page * self._page_size)),
+            ]
+            data = await self._get(path, page_params, bucket)
+            if not isinstance(data, list):
+                raise FeedError(f"Gamma {path} did not answer a list")
+            out.extend(r for r in data if isinstance(r, dict))
+            self._skip(sum(1 for r in data if not isinstance(r, dict)), "row is not an object")
+            if len(data) < self._page_size:
+                break
+        else:
+            log.warning("gamma_page_cap", path=path, pages=self._max_pages)
+        return out
+
+    def _skip(self, n: int, why: str, **kw: Any) -> None:
+        if n <= 0:
+            return
+        self.skipped += n
+        if self._metrics is not None:
+            self._metrics.gamma_rows_skipped_total.inc(n)
+        log.info("gamma_row_skipped", why=why, count=n, **kw)
+
+    def _rows(self, raw: Iterable[dict[str, Any]], q: MarketQuery, now: datetime) -> list[Market]:
+        out: dict[str, Market] = {}
+        for r in raw:
+            try:
+                row = parse_market(r)
+            except FeedError as e:
+                self._skip(1, str(e), gamma_id=str(r.get("id", ""))[:20])
+                continue
+            if q.tags and not (set(q.tags) & set(row.tag_slugs)) and row.tag_slugs:
+                continue
+            if keep(row, q, now):
+                out[row.market.condition_id] = row.market
+        return list(out.values())
+
+    async def markets(self, q: MarketQuery) -> list[Market]:
+        """Return the markets matching `q` (deduplicated by condition id)."""
+        now = self._now()
+        base = self._params(q, now, events=False)
+        raw: list[dict[str, Any]] = []
+        if q.explicit:
+            for key, values in (
+                ("clob_token_ids", q.token_ids),
+                ("condition_ids", q.condition_ids),
+                ("slug", q.slugs),
+            ):
+                for i in range(0, len(values), IDS_PER_REQUEST):
+                    chunk = values[i : i + IDS_PER_REQUEST]
+                    raw += await self._pages(
+                        "/markets", base + [(key, v) for v in chunk], "gamma_markets"
+                    )
+        elif q.tags:
+            for tag in q.tags:
+                events = await self._pages(
+                    "/events",
+                    [*self._params(q, now, events=True), ("tag_slug", tag)],
+                    "gamma_events",
+                )
+                for ev in events:
+                    ms = ev.get("markets")
+                    if isinstance(ms, list):
+                        raw += [
+                            {**m, "tags": ev.get("tags", [])} for m in ms if isinstance(m, dict)
+                        ]
+        else:
+            raw = await self._pages("/markets", base, "gamma_markets")
+        return self._rows(raw, q, now)
+
+    async def events(self, q: MarketQuery) -> list[Market]:
+        """Return the markets embedded in `/events` rows matching `q`."""
+        now = self._now()
+        events = await self._pages("/events", self._params(q, now, events=True), "gamma_events")
+        raw: list[dict[str, Any]] = []
+        for ev in events:
+            ms = ev.get("markets")
+            if isinstance(ms, list):
+                raw += [m for m in ms if isinstance(m, dict)]
+        return self._rows(raw, q, now)
+
+
+DiscoveryResult = dict[str, list[Market]]
+"""Markets found, by query-set name (e.g. sniper rule name)."""
+
+
+class Discovery:
+    """Refresh market lists from Gamma every `interval_s` and hand them to `on_update`.
+
+    `queries` maps a name (a sniper rule, say) to the queries whose union it wants. A failed
+    refresh keeps the previous result for that name and retries sooner, with backoff.
+    """
+
+    def __init__(
+        self,
+        *,
+        gamma: GammaClient,
+        queries: Mapping[str, Sequence[MarketQuery]],
+        on_update: Callable[[DiscoveryResult], None],
+        interval_s: float,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._gamma = gamma
+        self._queries = {k: list(v) for k, v in queries.items()}
+        self._on_update = on_update
+        self._interval_s = interval_s
+        self._metrics = metrics
+        self._clock = clock or SystemClock()
+        self.result: DiscoveryResult = {}
+        self.refreshes = 0
+        self.ok_once = asyncio.Event()
+
+    async def refresh(self) -> bool:
+        """Run every query once; return True if all succeeded."""
+        all_ok = True
+        result = dict(self.result)
+        for name, queries in self._queries.items():
+            found: dict[str, Market] = {}
+            try:
+                for q in queries:
+                    for m in await self._gamma.markets(q):
+                        found[m.condition_id] = m
+            except (TransientError, FeedError) as e:
+                all_ok = False
+                log.warning("discovery_failed", name=name, error=str(e))
+                continue
+            result[name] = list(found.values())
+        self.result = result
+        self.refreshes += 1
+        markets = {m.condition_id for ms in result.values() for m in ms}
+        if self._metrics is not None:
+            self._metrics.watched_markets.set(len(markets))
+        log.info("discovery_refreshed", markets=len(markets), ok=all_ok)
+        self._on_update(result)
+        if all_ok:
+            self.ok_once.set()
+        return all_ok
+
+    async def run(self) -> None:
+        """Refresh forever; never returns except by cancellation."""
+        backoff = Backoff(1.0, self._interval_s)
+        while True:
+            try:
+                ok = await self.refresh()
+            except Exception:  # the task's loop boundary: log, count, retry
+                log.exception("discovery_crashed")
+                ok = False
+            if ok:
+                backoff.reset()
+                await self._clock.sleep(self._interval_s)
+            else:
+                await self._clock.sleep(backoff.next())
