@@ -1,0 +1,159 @@
+"""`python -m orchestrator --demo`: the daemon, live, against the built-in venue simulator.
+
+Starts the simulator in-process with its seeded demo scenario (living books, markets about to
+end, a whale wallet), generates a throwaway key, funds it at the simulator, and runs the daemon in
+**live mode** — the real signing and submission path — against it. Nothing leaves the machine.
+On exit it prints a summary from the daemon's own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import socket
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from config import Settings, load_settings
+from errors import ConfigError
+from observability.logging import Redactor, configure_logging
+from orchestrator import EXIT_CONFIG, Context, Daemon
+from simulator import Simulator
+from storage import Database, Repositories
+
+DEMO_DIR = Path("data/demo")
+DEMO_COLLATERAL = Decimal("5000")
+DEMO_SEED = 7
+DEFAULT_PORT = 8787
+
+RuleWriter = Callable[[Simulator, Path], dict[str, Any]]
+"""Writes a strategy's rule file for the demo scenario; returns the settings that point at it."""
+
+RULE_WRITERS: list[RuleWriter] = []
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any]:
+    """Settings that point the daemon at the simulator with a throwaway key."""
+    overrides: dict[str, Any] = {
+        "mode": "live",
+        "clob_host": sim.clob_url,
+        "gamma_api_url": sim.gamma_url,
+        "data_api_url": sim.data_url,
+        "market_ws_url": sim.market_ws_url,
+        "user_ws_url": sim.user_ws_url,
+        "private_key": key_hex,
+        "signature_type": 0,
+        "db_path": workdir / "polyd-demo.db",
+        "control_token": secrets.token_urlsafe(24),
+        "discovery_interval_s": 10.0,
+    }
+    for write in RULE_WRITERS:
+        overrides.update(write(sim, workdir))
+    return overrides
+
+
+async def summarize(db_path: Path) -> dict[str, Any]:
+    """Return orders by status, fills, positions and PnL from the demo database."""
+    async with Database(db_path) as db:
+        repos = Repositories.over(db)
+        counts = await repos.orders.counts_by_status()
+        fills = await repos.fills.all()
+        positions = await repos.fills.positions()
+    realized = sum((p.realized_pnl for p in positions), Decimal(0))
+    return {
+        "orders": {str(k): v for k, v in sorted(counts.items())},
+        "fills": len(fills),
+        "bought": str(sum((f.size for f in fills if f.side == "BUY"), Decimal(0))),
+        "sold": str(sum((f.size for f in fills if f.side == "SELL"), Decimal(0))),
+        "positions": [
+            {"token_id": p.token_id, "size": str(p.size), "avg_cost": str(p.avg_cost)}
+            for p in positions
+            if p.size != 0
+        ],
+        "realized_pnl": str(realized),
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print("\n=== polyd demo summary ===")
+    orders = summary["orders"]
+    print("orders by status: " + (", ".join(f"{k}={v}" for k, v in orders.items()) or "none"))
+    print(f"fills: {summary['fills']} (bought {summary['bought']}, sold {summary['sold']} shares)")
+    for p in summary["positions"]:
+        print(f"position {p['token_id'][:12]}…: {p['size']} @ {p['avg_cost']}")
+    print(f"realized PnL: {summary['realized_pnl']} pUSD")
+
+
+async def _demo(duration_s: float | None) -> int:
+    account = Account.create()
+    key_hex = "0x" + bytes(account.key).hex()
+    workdir = DEMO_DIR
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    async with Simulator(seed=DEMO_SEED, scenario="demo") as sim:
+        sim.fund(account.address, collateral=DEMO_COLLATERAL)
+        overrides = demo_overrides(sim, key_hex, workdir)
+        settings = _settings(overrides)
+        redactor = configure_logging(
+            level=settings.log_level,
+            fmt=settings.log_format,
+            redactor=Redactor(settings.secret_values()),
+        )
+        print(
+            json.dumps(
+                {
+                    "demo": "polyd live against the built-in simulator",
+                    "wallet": account.address,
+                    "collateral": str(DEMO_COLLATERAL),
+                    "clob_url": sim.clob_url,
+                    "db": str(settings.db_path),
+                }
+            ),
+            flush=True,
+        )
+
+        def announce(ctx: Context) -> None:
+            assert ctx.sidecar is not None
+            base = f"http://{settings.http_host}:{ctx.sidecar.bound_port}"
+            print(f"health:  {base}/health\nmetrics: {base}/metrics", flush=True)
+
+        daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
+        code = await daemon.run()
+    with contextlib.suppress(Exception):
+        _print_summary(await summarize(settings.db_path))
+    return code
+
+
+def _settings(overrides: dict[str, Any]) -> Settings:
+    if "http_port" not in overrides and not _port_free(DEFAULT_PORT):
+        overrides["http_port"] = 0
+    return load_settings(env_file=None, **overrides)
+
+
+def run_demo(*, duration_s: float | None = None, env_file: str | Path | None = None) -> int:
+    """Run the demo to completion and return the exit code. `env_file` is ignored on purpose:
+    the demo must never pick up a real key from a developer's `.env`."""
+    try:
+        return asyncio.run(_demo(duration_s))
+    except ConfigError as e:
+        print("polyd: demo configuration error:", file=sys.stderr)
+        for line in e.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
