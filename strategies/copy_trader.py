@@ -675,7 +675,9 @@ class CopyTrader:
         max_age = self._age_of(rule)
         now = self._wall()
         cursor = await self._ledger.cursor(rule.address)
-        floor_ts = int(now - max_age) - 1
+        # Look back twice the age limit: trades in the extra band are fetched only to be
+        # recorded as `too_old` (visible lag), anything older is never fetched at all.
+        floor_ts = int(now - 2 * max_age) - 1
         start = floor_ts if cursor is None else max(cursor, floor_ts)
         got = await self._api.activity_trades(rule.address, start=start)
         for reason, detail in got.skipped:

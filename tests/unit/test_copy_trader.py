@@ -1,0 +1,462 @@
+"""Copy trader: decisions, sizing, exits, filters and the exactly-once ledger (fakes at seams)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from errors import ConfigError, OrderRejected, TransientError
+from models import OrderRequest, OrderResult, OrderStatus, Position, Side
+from observability.metrics import Metrics
+from storage import Database, Repositories
+from strategies.copy_trader import (
+    CopyRules,
+    CopyTrader,
+    DefaultTick,
+    StaticMarketInfo,
+    WalletRule,
+    client_order_id_for,
+    limit_price,
+    load_rules,
+    parse_rules,
+)
+from venue.data_api import Fetched, LeaderPosition, LeaderTrade
+
+LEADER = "0x" + "ab" * 20
+TOKEN = "1" * 77
+TOKEN_NO = "2" * 77
+COND = "0x" + "cd" * 32
+_tx_counter = [0]
+
+
+def trade(
+    side: Side = Side.BUY,
+    size: str = "100",
+    price: str = "0.50",
+    *,
+    age_s: float = 2,
+    token: str = TOKEN,
+    slug: str = "some-market",
+    tx: str | None = None,
+) -> LeaderTrade:
+    _tx_counter[0] += 1
+    return LeaderTrade(
+        wallet=LEADER,
+        tx_hash=tx or "0x" + f"{_tx_counter[0]:064x}",
+        token_id=token,
+        condition_id=COND,
+        side=side,
+        size=Decimal(size),
+        price=Decimal(price),
+        timestamp=int(time.time() - age_s),
+        slug=slug,
+        event_slug=slug,
+    )
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.trades: list[LeaderTrade] = []
+        self.holdings: dict[str, Decimal] = {}
+        self.fail_next = 0
+        self.starts: list[int | None] = []
+
+    async def activity_trades(
+        self, wallet: str, *, start: int | None = None
+    ) -> Fetched[LeaderTrade]:
+        self.starts.append(start)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise TransientError("Data API answered 500", status=500)
+        rows = [t for t in self.trades if start is None or t.timestamp >= start]
+        return Fetched(rows=sorted(rows, key=lambda t: t.timestamp))
+
+    async def positions(self, wallet: str, *, market: str | None = None) -> Fetched[LeaderPosition]:
+        return Fetched(
+            rows=[LeaderPosition(wallet, t, COND, s) for t, s in self.holdings.items() if s > 0]
+        )
+
+
+class RecordingSink:
+    """OrderSink + PositionSource: records requests, fills them fully, tracks positions."""
+
+    def __init__(self) -> None:
+        self.requests: list[OrderRequest] = []
+        self.positions: dict[str, Position] = {}
+        self.reject: str | None = None
+        self.fill = True
+        self.raise_once: BaseException | None = None
+
+    async def submit(self, request: OrderRequest) -> OrderResult:
+        if self.raise_once is not None:
+            e, self.raise_once = self.raise_once, None
+            raise e
+        self.requests.append(request)
+        if self.reject:
+            raise OrderRejected(self.reject, source="risk")
+        if not self.fill:
+            return OrderResult(client_order_id=request.client_order_id, status=OrderStatus.CANCELED)
+        self.positions[request.token_id] = self.position(request.token_id).apply(
+            request.side, request.price, request.size
+        )
+        return OrderResult(
+            client_order_id=request.client_order_id,
+            status=OrderStatus.FILLED,
+            filled_size=request.size,
+            avg_price=request.price,
+        )
+
+    def position(self, token_id: str) -> Position:
+        return self.positions.get(token_id, Position(token_id=token_id))
+
+
+@pytest.fixture
+async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
+    db = Database(tmp_path / "copy.db")
+    await db.open()
+    try:
+        yield Repositories.over(db)
+    finally:
+        await db.close()
+
+
+def rule(**kw: Any) -> WalletRule:
+    base: dict[str, Any] = {"address": LEADER, "ratio": "0.1", "min_leader_notional": "0"}
+    base.update(kw)
+    return WalletRule.model_validate(base)
+
+
+def make(
+    repos: Repositories, r: WalletRule, api: FakeApi, sink: RecordingSink, **kw: Any
+) -> CopyTrader:
+    return CopyTrader(
+        rules=CopyRules(wallets=(r,)),
+        data_api=api,
+        sink=sink,
+        positions=sink,
+        repos=repos,
+        metrics=kw.pop("metrics", Metrics()),
+        markets=StaticMarketInfo(),
+        **kw,
+    )
+
+
+def skipped(m: Metrics, reason: str) -> float:
+    v = m.copy_skipped_total.labels(reason)._value.get()
+    return float(v)
+
+
+# -- sizing ------------------------------------------------------------------------------------
+
+
+async def test_ratio_sizing_copies_leader_size_times_ratio(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade(size="100", price="0.50")]
+    t = make(repos, rule(ratio="0.1", max_slippage="0.02"), api, sink)
+    assert await t.poll_once(t.rules.wallets[0]) == 1
+    (req,) = sink.requests
+    assert (req.side, req.size, req.price) == (Side.BUY, Decimal("10.00"), Decimal("0.52"))
+    assert req.order_type.value == "FAK"
+    assert req.client_order_id == client_order_id_for(api.trades[0].dedupe_key)
+
+
+async def test_fixed_notional_sizing_spends_the_fixed_amount(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade(size="1000", price="0.40")]
+    t = make(
+        repos, rule(sizing="fixed_notional", fixed_notional="10", max_slippage="0.1"), api, sink
+    )
+    await t.poll_once(t.rules.wallets[0])
+    (req,) = sink.requests
+    assert req.price == Decimal("0.50") and req.size == Decimal("20.00")
+
+
+async def test_percent_sizing_clamps_to_min_and_max(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    # 10% of 50 pUSD = 5 -> raised to min 6; 10% of 500 = 50 -> lowered to max 20.
+    api.trades = [trade(size="100", price="0.50"), trade(size="1000", price="0.50")]
+    r = rule(
+        sizing="percent",
+        percent="10",
+        percent_min_notional="6",
+        percent_max_notional="20",
+        max_slippage="0",
+        max_market_exposure="1000",
+    )
+    t = make(repos, r, api, sink)
+    await t.poll_once(r)
+    assert [q.size * q.price for q in sink.requests] == [Decimal("6.00"), Decimal("20.00")]
+
+
+async def test_max_trade_notional_caps_every_mode(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade(size="10000", price="0.50")]
+    t = make(repos, rule(ratio="1", max_trade_notional="15", max_slippage="0"), api, sink)
+    await t.poll_once(t.rules.wallets[0])
+    assert sink.requests[0].size == Decimal("30.00")
+
+
+async def test_market_exposure_limit_shrinks_then_skips(repos: Repositories) -> None:
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade(size="100", price="0.50") for _ in range(3)]
+    r = rule(ratio="0.5", max_market_exposure="40", max_slippage="0", max_trade_notional="25")
+    t = make(repos, r, api, sink, metrics=m)
+    await t.poll_once(r)
+    assert [q.size * q.price for q in sink.requests] == [Decimal("25.00"), Decimal("15.00")]
+    assert skipped(m, "exposure_limit") == 1
+
+
+# -- exits ---------------------------------------------------------------------------------------
+
+
+async def test_leader_sell_mirrors_same_fraction_of_our_holding(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    sink.positions[TOKEN] = Position(token_id=TOKEN, size=Decimal("40"), avg_cost=Decimal("0.5"))
+    api.holdings = {TOKEN: Decimal("75")}  # after selling 25 of 100
+    api.trades = [trade(Side.SELL, size="25", price="0.60")]
+    t = make(repos, rule(max_slippage="0.02"), api, sink)
+    await t.poll_once(t.rules.wallets[0])
+    (req,) = sink.requests
+    assert (req.side, req.size, req.price) == (Side.SELL, Decimal("10.00"), Decimal("0.58"))
+
+
+async def test_leader_full_exit_sells_all_ours_never_more(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    sink.positions[TOKEN] = Position(token_id=TOKEN, size=Decimal("33.33"), avg_cost=Decimal("0.5"))
+    api.holdings = {}  # sold out: no position row any more
+    api.trades = [trade(Side.SELL, size="500", price="0.60")]
+    t = make(repos, rule(), api, sink)
+    await t.poll_once(t.rules.wallets[0])
+    assert sink.requests[0].size == Decimal("33.33")
+
+
+async def test_two_sells_in_one_batch_use_holding_before_each(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    sink.positions[TOKEN] = Position(token_id=TOKEN, size=Decimal("100"), avg_cost=Decimal("0.5"))
+    api.holdings = {TOKEN: Decimal("50")}  # 200 -> sell 100 -> 100 -> sell 50 -> 50
+    api.trades = [
+        trade(Side.SELL, size="100", price="0.6", age_s=3),
+        trade(Side.SELL, size="50", price="0.6", age_s=2),
+    ]
+    t = make(repos, rule(), api, sink)
+    await t.poll_once(t.rules.wallets[0])
+    assert [q.size for q in sink.requests] == [Decimal("50.00"), Decimal("25.00")]
+
+
+async def test_leader_sell_without_our_position_skips_no_position(repos: Repositories) -> None:
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade(Side.SELL)]
+    t = make(repos, rule(), api, sink, metrics=m)
+    await t.poll_once(t.rules.wallets[0])
+    assert not sink.requests and skipped(m, "no_position") == 1
+
+
+# -- filters -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "tr", "reason"),
+    [
+        ({"sides": ["SELL"]}, {}, "side_not_copied"),
+        ({}, {"age_s": 90}, "too_old"),
+        ({"min_leader_notional": "100"}, {"size": "10"}, "leader_notional_too_small"),
+        ({"block_slugs": ["bad-market"]}, {"slug": "bad-market"}, "market_blocked"),
+        ({"allow_slugs": ["good"]}, {"slug": "other"}, "market_not_allowed"),
+        ({"allow_tags": ["crypto"]}, {}, "market_not_allowed"),
+        ({"ratio": "0.01"}, {"size": "100"}, "below_min_size"),
+    ],
+)
+async def test_filter_skips_with_reason(
+    repos: Repositories, kw: dict[str, Any], tr: dict[str, Any], reason: str
+) -> None:
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade(**tr)]
+    t = make(repos, rule(**kw), api, sink, metrics=m, max_trade_age_s=60)
+    await t.poll_once(t.rules.wallets[0])
+    assert not sink.requests
+    assert skipped(m, reason) == 1
+    entries = await repos.audit.tail(event="copy_skipped")
+    assert entries[0].detail["reason"] == reason
+
+
+async def test_book_beyond_slippage_skips_slippage(repos: Repositories) -> None:
+    class Books:
+        def asks(self, token_id: str) -> list[tuple[Decimal, Decimal]] | None:
+            return [(Decimal("0.60"), Decimal("100"))]
+
+        def bids(self, token_id: str) -> list[tuple[Decimal, Decimal]] | None:
+            return None
+
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade(price="0.50")]
+    t = make(repos, rule(max_slippage="0.05"), api, sink, metrics=m, books=Books())
+    await t.poll_once(t.rules.wallets[0])
+    assert not sink.requests and skipped(m, "slippage") == 1
+
+
+def test_limit_price_stays_on_grid_and_inside_bounds() -> None:
+    tick = Decimal("0.01")
+    assert limit_price(Decimal("0.567891"), Decimal("0.02"), tick, Side.BUY) == Decimal("0.58")
+    assert limit_price(Decimal("0.567891"), Decimal("0.02"), tick, Side.SELL) == Decimal("0.55")
+    assert limit_price(Decimal("0.985"), Decimal("0.02"), tick, Side.BUY) == Decimal("0.99")
+    assert limit_price(Decimal("0.015"), Decimal("0.02"), tick, Side.SELL) == Decimal("0.01")
+    assert limit_price(Decimal("0.5"), Decimal("0.003"), Decimal("0.001"), Side.BUY) == Decimal(
+        "0.503"
+    )
+
+
+# -- exactly once --------------------------------------------------------------------------------
+
+
+async def test_same_trade_seen_twice_is_copied_once(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade()]
+    t = make(repos, rule(), api, sink)
+    await t.poll_once(t.rules.wallets[0])
+    await t.poll_once(t.rules.wallets[0])
+    t2 = make(repos, rule(), api, sink)  # a restart: fresh memory, same database
+    await t2.poll_once(t2.rules.wallets[0])
+    assert len(sink.requests) == 1
+
+
+async def test_cursor_persists_and_next_poll_starts_there(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade(age_s=5)]
+    t = make(repos, rule(), api, sink)
+    await t.poll_once(t.rules.wallets[0])
+    await t.poll_once(t.rules.wallets[0])
+    assert api.starts[-1] == api.trades[0].timestamp
+
+
+async def test_first_start_copies_nothing_older_than_max_age(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade(age_s=3600), trade(age_s=90), trade(age_s=1)]
+    t = make(repos, rule(), api, sink, max_trade_age_s=60)
+    await t.poll_once(t.rules.wallets[0])
+    assert len(sink.requests) == 1
+    assert api.starts[0] is not None and api.starts[0] >= int(time.time()) - 122
+
+
+async def test_crash_after_intent_before_submit_sends_once_after_restart(
+    repos: Repositories,
+) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade()]
+    sink.raise_once = KeyboardInterrupt()  # the process dies inside submit, before sending
+    t = make(repos, rule(), api, sink)
+    with pytest.raises(KeyboardInterrupt):
+        await t.poll_once(t.rules.wallets[0])
+    assert sink.requests == []
+    t2 = make(repos, rule(), api, sink)
+    assert await t2.recover() == 1
+    await t2.poll_once(t2.rules.wallets[0])
+    assert len(sink.requests) == 1
+    assert await t2.recover() == 0
+
+
+async def test_intent_already_in_journal_is_not_sent_again(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade()]
+    sink.raise_once = KeyboardInterrupt()
+    t = make(repos, rule(), api, sink)
+    with pytest.raises(KeyboardInterrupt):
+        await t.poll_once(t.rules.wallets[0])
+    (intent,) = await t._ledger.pending()
+    await repos.orders.record(intent.request)  # the executor had journaled it before dying
+    t2 = make(repos, rule(), api, sink)
+    assert await t2.recover() == 0
+    assert sink.requests == [] and await t2._ledger.pending() == []
+
+
+async def test_transient_submit_error_is_retried_on_next_poll(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade()]
+    sink.raise_once = TransientError("venue hiccup")
+    t = make(repos, rule(), api, sink)
+    with pytest.raises(TransientError):
+        await t.poll_once(t.rules.wallets[0])
+    await t.poll_once(t.rules.wallets[0])
+    assert len(sink.requests) == 1 and await t._ledger.pending() == []
+
+
+async def test_data_api_error_loses_no_trade(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade()]
+    api.fail_next = 1
+    t = make(repos, rule(), api, sink)
+    with pytest.raises(TransientError):
+        await t.poll_once(t.rules.wallets[0])
+    await t.poll_once(t.rules.wallets[0])
+    assert len(sink.requests) == 1
+
+
+async def test_rejected_copy_is_recorded_with_reason(repos: Repositories) -> None:
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade()]
+    sink.reject = "max order notional"
+    t = make(repos, rule(), api, sink, metrics=m)
+    await t.poll_once(t.rules.wallets[0])
+    assert skipped(m, "rejected") == 1 and await t._ledger.pending() == []
+
+
+async def test_fak_with_no_fill_counts_unfilled(repos: Repositories) -> None:
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade()]
+    sink.fill = False
+    t = make(repos, rule(), api, sink, metrics=m)
+    await t.poll_once(t.rules.wallets[0])
+    assert skipped(m, "unfilled") == 1
+    assert m.copy_copied_total._value.get() == 0
+
+
+async def test_copied_trade_observes_lag(repos: Repositories) -> None:
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade(age_s=2)]
+    t = make(repos, rule(), api, sink, metrics=m)
+    await t.poll_once(t.rules.wallets[0])
+    assert m.copy_copied_total._value.get() == 1
+    assert 1.5 < t.lags[0] < 10
+
+
+# -- rules file ----------------------------------------------------------------------------------
+
+
+def test_example_rules_file_is_valid() -> None:
+    rules = load_rules(Path(__file__).resolve().parents[2] / "deploy" / "copy-rules.example.toml")
+    assert len(rules.wallets) == 3 and len(rules.active) == 2
+
+
+def test_bad_rule_error_names_wallet_and_field() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_rules({"wallets": [{"address": LEADER, "label": "w1", "ratio": "-1"}]})
+    assert any("w1" in p and "ratio" in p for p in e.value.problems)
+    with pytest.raises(ConfigError) as e:
+        parse_rules({"wallets": [{"address": "0x12", "ratio": "1"}]})
+    assert any("address" in p for p in e.value.problems)
+    with pytest.raises(ConfigError) as e:
+        parse_rules({"wallets": [{"address": LEADER, "sizing": "percent"}]})
+    assert any("percent" in p for p in e.value.problems)
+    with pytest.raises(ConfigError):
+        parse_rules({"wallets": [{"address": LEADER, "ratio": 0.1}]})  # float money refused
+
+
+def test_rules_file_in_json_and_unreadable_files(tmp_path: Path) -> None:
+    p = tmp_path / "rules.json"
+    p.write_text(json.dumps({"wallets": [{"address": LEADER, "ratio": "0.5"}]}))
+    assert load_rules(p).wallets[0].ratio == Decimal("0.5")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("wallets = [")
+    with pytest.raises(ConfigError):
+        load_rules(bad)
+    with pytest.raises(ConfigError):
+        load_rules(tmp_path / "missing.toml")
+
+
+def test_default_tick_is_the_common_grid() -> None:
+    assert DefaultTick().tick_size == Decimal("0.01")
