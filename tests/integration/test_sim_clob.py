@@ -370,7 +370,8 @@ async def test_tick_size_change_is_enforced_on_the_next_order(
     with pytest.raises(PolyApiException) as e:
         await run(client.post_order, signed)
     assert api_error(e.value) == (
-        f"order {_hash_of(client, signed)} is invalid. Price (0.45) breaks minimum tick size rule: 0.1"
+        f"order {_hash_of(client, signed)} is invalid. "
+        "Price (0.45) breaks minimum tick size rule: 0.1"
     )
 
 

@@ -315,7 +315,7 @@ async def test_demo_scenario_lives_and_whale_trades() -> None:
         assert D("0.95") <= (book.best_ask() or D(0)) <= D("0.99")
         n0 = len(sim.engine.orders)
         async with asyncio.timeout(8):
-            while not any(r.wallet == sim.scenario.whale_address for r in sim.data_rows):
+            while not any(r.wallet == sim.scenario.whale_address for r in sim.data_rows):  # noqa: ASYNC110  # no event to wait on
                 await asyncio.sleep(0.1)
         assert len(sim.engine.orders) > n0
         assert sim.engine.trades
@@ -330,7 +330,7 @@ async def test_demo_scenario_is_reproducible_for_a_seed() -> None:
 
 
 async def test_cli_prints_urls_and_exits_zero_on_sigterm() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[2]  # noqa: ASYNC240  # one stat in set-up
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -32,10 +32,10 @@ def market(sim: Simulator) -> SimMarket:
     return sim.add_market(question="Will X?", slug="will-x")
 
 
-async def events(ws: Any, until: str, timeout: float = 2.0) -> list[dict[str, Any]]:
+async def events(ws: Any, until: str, within: float = 2.0) -> list[dict[str, Any]]:
     """Read frames (objects or arrays) until an event of type `until` arrives."""
     got: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             raw = await ws.recv()
             if raw == "PONG":
@@ -144,9 +144,12 @@ async def test_socket_without_ping_is_closed_after_idle_timeout(
         await ws.send(json.dumps({"assets_ids": [market.token_ids[0]], "type": "market"}))
         await ws.recv()
         with pytest.raises(websockets.ConnectionClosed):
-            async with asyncio.timeout(2):
-                while True:
-                    await ws.recv()
+            await asyncio.wait_for(drain(ws), 2)
+
+
+async def drain(ws: Any) -> None:
+    while True:
+        await ws.recv()
 
 
 async def test_socket_that_never_subscribes_is_closed(sim: Simulator) -> None:
