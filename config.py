@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     breaker_reset_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     reconcile_interval_s: float = Field(default=30.0, gt=0, le=3600)
     drain_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    order_lookup_grace_s: float = Field(default=30.0, gt=0, le=3600)
 
     # --- risk (read once, never hot-reloaded) --------------------------------------------------
     risk_max_order_notional: Money = Decimal("50")

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from config import Settings, env_file_warnings, load_settings
-from errors import ConfigError, FatalError
+from errors import ConfigError, FatalError, OrderRejected
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
 from observability.sidecar import CheckResult, Health, Phase, Sidecar
@@ -152,6 +152,8 @@ class Context:
     )
     closers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     drainers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+    executor: Any = None  # executor.Executor: OrderSink, PositionSource, TickSizeSink
+    books: Any = None  # models.BookSource (the feed's BookStore) once market data is built
 
 
 class Daemon:
@@ -293,6 +295,47 @@ class Daemon:
 
     async def _build_execution(self, ctx: Context) -> None:
         """Venue client, start-up reconciliation, executor, user feed, control routes."""
+        from execution.assembly import assemble  # the SDK loads only when trading is built
+
+        s = ctx.settings
+        built = await assemble(
+            s, repos=ctx.repos, metrics=ctx.metrics, redactor=ctx.redactor,
+            books=lambda: ctx.books,
+        )
+        executor = ctx.executor = built.executor
+        ctx.health.register("executor", executor.health)
+        if built.user_feed is not None:
+            ctx.health.register("venue:user_feed", built.user_feed.health)
+        if s.live:
+            # /health says "starting" until every journal row left by the last run is settled.
+            await executor.reconcile()
+        ctx.services.extend(built.services)
+
+        async def controls() -> None:
+            # The sidecar is built after this stage; register the routes once it exists.
+            while ctx.sidecar is None:  # noqa: ASYNC110  # set by another stage; no event to wait on
+                await asyncio.sleep(0.05)
+            ctx.sidecar.add_control("halt", halt)
+            ctx.sidecar.add_control("resume", resume)
+            ctx.sidecar.add_control("cancel-all", cancel_all)
+
+        async def halt(body: Mapping[str, Any]) -> Mapping[str, Any]:
+            await executor.halt(str(body.get("reason") or "manual halt"))
+            return {"trading_state": executor.state.value}
+
+        async def resume(body: Mapping[str, Any]) -> Mapping[str, Any]:
+            try:
+                await executor.resume(str(body.get("reason") or "manual resume"))
+            except OrderRejected as e:
+                return {"trading_state": executor.state.value, "refused": e.reason}
+            return {"trading_state": executor.state.value}
+
+        async def cancel_all(body: Mapping[str, Any]) -> Mapping[str, Any]:
+            return {"canceled": await executor.cancel_all()}
+
+        ctx.services.append(("controls", controls))
+        ctx.drainers.append(("executor", executor.drain))
+        ctx.closers.extend(built.closers)
 
     async def _build_market_data(self, ctx: Context) -> None:
         """Market discovery, the market websocket feed, order books and the sniper."""

@@ -1,0 +1,1 @@
+"""The executor's parts: market rules, risk, positions, the broker contract, paper trading."""

@@ -1,0 +1,237 @@
+"""Build the execution stack from `Settings`: broker, rules, risk, executor, user feed.
+
+The orchestrator calls `assemble()` and wires the result into its life cycle; tests call it too,
+so the daemon and the tests build the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from config import Settings
+from errors import PolydError
+from execution.market_rules import MarketRules
+from execution.paper import PaperBroker
+from execution.positions import PositionBook
+from execution.risk import RiskEngine, RiskLimits
+from execution.types import Broker
+from executor import Executor, ExecutorConfig
+from models import BookSource, Level
+from observability.logging import Redactor
+from observability.metrics import Metrics
+from resilience import CircuitBreaker, Clock, RateLimiter, RetryPolicy, SystemClock
+from resilience.rate_limit import polymarket_limits
+from storage import Repositories
+from venue.clob import (
+    ClobBroker,
+    PublicMarketMeta,
+    RestBookSource,
+    build_client,
+    install_http_client,
+)
+from venue.user_feed import UserFeed
+
+log = structlog.get_logger("execution.assembly")
+
+
+class PreferredBooks:
+    """A `BookSource` that uses the market feed's BookStore once it is wired in, and the REST
+    `/book` until then (paper trading must work before the feed issue lands)."""
+
+    def __init__(self, *, rest: RestBookSource, primary: Callable[[], BookSource | None]) -> None:
+        self._rest = rest
+        self._primary = primary
+
+    async def refresh(self, token_id: str) -> None:
+        p = self._primary()
+        if p is None or p.asks(token_id) is None:
+            await self._rest.refresh(token_id)
+
+    def asks(self, token_id: str) -> list[Level] | None:
+        p = self._primary()
+        got = p.asks(token_id) if p is not None else None
+        return got if got is not None else self._rest.asks(token_id)
+
+    def bids(self, token_id: str) -> list[Level] | None:
+        p = self._primary()
+        got = p.bids(token_id) if p is not None else None
+        return got if got is not None else self._rest.bids(token_id)
+
+
+@dataclass
+class Execution:
+    """What `assemble()` built."""
+
+    executor: Executor
+    broker: Broker
+    user_feed: UserFeed | None = None
+    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = field(
+        default_factory=list
+    )
+    closers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
+
+
+def retry_policy(s: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        attempts=s.retry_attempts,
+        base_delay_s=s.retry_base_delay_s,
+        max_delay_s=s.retry_max_delay_s,
+    )
+
+
+async def heartbeats(
+    broker: ClobBroker, executor: Executor, metrics: Metrics, interval_s: float
+) -> None:
+    """Send exchange heartbeats while orders rest, so the venue cancels them if we die."""
+    started = False
+    while True:
+        await asyncio.sleep(interval_s)
+        if not started and executor.positions.open_count == 0:
+            continue
+        try:
+            await executor.limiter.acquire("clob_general")
+            await broker.heartbeat()
+            started = True
+        except PolydError as e:
+            metrics.heartbeat_failures_total.inc()
+            log.warning("heartbeat_failed", error=type(e).__name__)
+
+
+async def assemble(
+    s: Settings,
+    *,
+    repos: Repositories,
+    metrics: Metrics,
+    redactor: Redactor,
+    books: Callable[[], BookSource | None] = lambda: None,
+    clock: Clock | None = None,
+    limiter: RateLimiter | None = None,
+) -> Execution:
+    """Build the broker (paper or live), market rules, risk, executor and (live) user feed."""
+    clock = clock or SystemClock()
+    on_wait_metrics = metrics
+
+    def on_wait(endpoint: str, waited: float) -> None:
+        on_wait_metrics.rate_limit_waits_total.labels(endpoint).inc()
+        on_wait_metrics.rate_limit_wait_seconds_total.labels(endpoint).inc(waited)
+
+    limiter = limiter or RateLimiter.from_limits(
+        polymarket_limits(s.rate_limit_fraction), clock=clock, on_wait=on_wait
+    )
+    closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+    broker: Broker
+    clob: ClobBroker | None = None
+    if s.live:
+        install_http_client(s.http_timeout_s)
+        assert s.private_key is not None  # Settings refuses live mode without it
+        creds = (
+            (
+                s.clob_api_key.get_secret_value(),
+                s.clob_api_secret.get_secret_value(),
+                s.clob_api_passphrase.get_secret_value(),
+            )
+            if s.clob_api_key and s.clob_api_secret and s.clob_api_passphrase
+            else None
+        )
+        key = s.private_key.get_secret_value()
+        client = await asyncio.to_thread(
+            build_client,
+            host=s.clob_host,
+            chain_id=s.chain_id,
+            private_key=key,
+            creds=creds,
+            signature_type=s.signature_type,
+            funder=s.funder_address,
+        )
+        assert client.creds is not None
+        # Derived credentials are secrets too: scrub them from every log line from now on.
+        redactor.add(client.creds.api_secret, client.creds.api_passphrase, client.creds.api_key)
+        clob = ClobBroker(
+            client=client,
+            host=s.clob_host,
+            chain_id=s.chain_id,
+            signer_threads=s.signer_threads,
+            http_threads=max(4, 2 * s.signer_threads),
+        )
+        broker = clob
+        rules = MarketRules(source=clob)
+        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s)
+        closers.append(("clob", clob.close))
+    else:
+        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s)
+        paper = PaperBroker(books=PreferredBooks(rest=rest_books, primary=books))
+        broker = paper
+        # Paper mode still follows the venue's rules, read from its public REST routes.
+        public = PublicMarketMeta(host=s.clob_host, timeout_s=s.http_timeout_s)
+        rules = MarketRules(source=public)
+        closers.append(("market-meta", public.close))
+        services.append(("paper", paper.run))
+    closers.append(("rest-books", rest_books.close))
+    positions = PositionBook(books=PreferredBooks(rest=rest_books, primary=books))
+    executor_box: list[Executor] = []
+
+    def on_breaker(name: str, old: Any, new: Any) -> None:
+        if executor_box:
+            executor_box[0].on_breaker_change(name, old, new)
+
+    breaker = CircuitBreaker(
+        "venue",
+        failure_threshold=s.breaker_failure_threshold,
+        reset_timeout_s=s.breaker_reset_timeout_s,
+        clock=clock,
+        on_state_change=on_breaker,
+    )
+    executor = Executor(
+        repos=repos,
+        broker=broker,
+        rules=rules,
+        risk=RiskEngine(limits=RiskLimits.from_settings(s)),
+        positions=positions,
+        metrics=metrics,
+        breaker=breaker,
+        limiter=limiter,
+        retry_policy=retry_policy(s),
+        clock=clock,
+        config=ExecutorConfig(
+            kill_switch_path=s.kill_switch_path,
+            unknown_grace_s=s.order_lookup_grace_s,
+            reconcile_interval_s=s.reconcile_interval_s,
+            cancel_on_shutdown=s.cancel_on_shutdown,
+            daily_loss_limit=s.risk_daily_loss_limit,
+            daily_loss_warn_fraction=s.risk_daily_loss_warn_fraction,
+        ),
+    )
+    executor_box.append(executor)
+    await executor.start()
+    feed: UserFeed | None = None
+    if clob is not None:
+        creds_ = clob.client.creds
+        assert creds_ is not None
+        feed = UserFeed(
+            url=s.user_ws_url,
+            api_key=creds_.api_key,
+            api_secret=creds_.api_secret,
+            api_passphrase=creds_.api_passphrase,
+            funder=clob.funder,
+            on_order=executor.on_order_event,
+            on_fill=executor.on_fill,
+            on_connected=executor.reconcile,
+            metrics=metrics,
+            ping_interval_s=s.feed_ping_interval_s,
+        )
+        services.append(("feed:user", feed.run))
+        live_broker = clob
+        services.append(
+            (
+                "heartbeats",
+                lambda: heartbeats(live_broker, executor, metrics, s.heartbeat_interval_s),
+            )
+        )
+    services.append(("executor", lambda: executor.run(periodic_reconcile=s.live)))
+    return Execution(executor, broker, feed, services, closers)

@@ -1,0 +1,127 @@
+"""Market rules: tick grid, minimum size, open market — checked before anything is journaled.
+
+Metadata is cached per token. It is fed by the venue (`MetadataSource`, fetched once on first
+use), by market discovery (`load_market`) and by the market feed's `tick_size_change`
+(`set_tick_size`), so the next order uses the new grid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import ROUND_DOWN, Decimal
+
+import structlog
+
+from errors import TransientError
+from execution.types import MarketMeta, MetadataSource
+from models import ONE, Market, OrderRequest, OrderType, Side, on_tick
+
+log = structlog.get_logger("execution.market_rules")
+
+MIN_MARKETABLE_BUY_NOTIONAL = Decimal("1")
+"""The venue refuses marketable BUYs under $1 (reference §6.2)."""
+GTD_SECURITY_S = 60
+"""A GTD order must expire more than 60 s from now (reference §1.7)."""
+SIZE_DECIMALS = 2
+SIZE_STEP = Decimal("0.01")
+
+
+class MarketRules:
+    """The metadata cache and the checks that refuse an order the venue would refuse."""
+
+    def __init__(self, *, source: MetadataSource | None = None) -> None:
+        self._source = source
+        self._meta: dict[str, MarketMeta] = {}
+        self._loading: dict[str, asyncio.Future[None]] = {}
+
+    def get(self, token_id: str) -> MarketMeta | None:
+        return self._meta.get(token_id)
+
+    def put(self, meta: MarketMeta) -> None:
+        """Record (or replace) one token's metadata."""
+        self._meta[meta.token_id] = meta
+
+    def load_market(self, market: Market) -> None:
+        """Record both tokens of a market found by discovery (Gamma)."""
+        for token_id in market.token_ids:
+            self.put(
+                MarketMeta(
+                    token_id=token_id,
+                    condition_id=market.condition_id,
+                    tick_size=market.tick_size,
+                    min_size=market.min_size,
+                    neg_risk=market.neg_risk,
+                    accepting_orders=market.accepting_orders and market.active,
+                    closed=market.closed,
+                )
+            )
+
+    def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
+        """Apply a `tick_size_change`; unknown tokens are fetched on first use as usual."""
+        old = self._meta.get(token_id)
+        if old is None:
+            return
+        self._meta[token_id] = MarketMeta(
+            token_id=old.token_id,
+            condition_id=old.condition_id,
+            tick_size=tick_size,
+            min_size=old.min_size,
+            neg_risk=old.neg_risk,
+            accepting_orders=old.accepting_orders,
+            closed=old.closed,
+        )
+        log.info("tick_size_changed", token_id=token_id, old=str(old.tick_size), new=str(tick_size))
+
+    async def ensure(self, token_id: str) -> MarketMeta | None:
+        """Return the token's metadata, fetching it from the venue the first time."""
+        meta = self._meta.get(token_id)
+        if meta is not None or self._source is None:
+            return meta
+        pending = self._loading.get(token_id)
+        if pending is None:
+            pending = self._loading[token_id] = asyncio.get_running_loop().create_future()
+            try:
+                for m in await self._source.market_meta(token_id):
+                    self._meta.setdefault(m.token_id, m)
+                pending.set_result(None)
+            except TransientError as e:
+                log.warning("market_meta_unavailable", token_id=token_id, error=type(e).__name__)
+                pending.set_result(None)
+            finally:
+                self._loading.pop(token_id, None)
+        else:
+            await pending
+        return self._meta.get(token_id)
+
+    @staticmethod
+    def check(
+        req: OrderRequest, meta: MarketMeta | None, *, now: float | None = None
+    ) -> str | None:
+        """Return why the venue would refuse `req`, or None if it follows the market's rules."""
+        if meta is None:
+            return f"unknown market for token {req.token_id}"
+        if meta.closed:
+            return "market is closed"
+        if not meta.accepting_orders:
+            return "market is not accepting orders"
+        tick = meta.tick_size
+        if not tick <= req.price <= ONE - tick:
+            return f"price {req.price} outside [{tick}, {ONE - tick}]"
+        if not on_tick(req.price, tick):
+            return f"price {req.price} is not on the tick grid {tick}"
+        if req.size != req.size.quantize(SIZE_STEP, rounding=ROUND_DOWN):
+            return f"size {req.size} has more than {SIZE_DECIMALS} decimal places"
+        if req.order_type.rests and req.size < meta.min_size:
+            return f"size {req.size} is under the market minimum {meta.min_size}"
+        if (
+            req.order_type in (OrderType.FOK, OrderType.FAK)
+            and req.side is Side.BUY
+            and req.notional.quantize(SIZE_STEP, rounding=ROUND_DOWN) < MIN_MARKETABLE_BUY_NOTIONAL
+        ):
+            return f"marketable BUY notional {req.notional} is under $1"
+        if req.order_type is OrderType.GTD and req.expiration is not None:
+            t = time.time() if now is None else now
+            if req.expiration <= t + GTD_SECURITY_S:
+                return "GTD expiration must be more than 60 s ahead"
+        return None

@@ -1,0 +1,272 @@
+"""The paper broker (the default mode): fills against local order books, never calls the venue.
+
+Marketable orders walk the book's levels up to their limit: FOK fills entirely or is refused, FAK
+fills what it can and kills the rest, GTC/GTD fill their marketable part and rest the remainder.
+Resting orders fill when the book crosses them (`poll`, run by `run()`). Fills and order updates
+go to the same handlers the live user feed uses, so journal, positions and metrics match live.
+Liquidity is not consumed: two paper orders may fill against the same level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+import orjson
+import structlog
+
+from errors import OrderRejected
+from execution.types import (
+    Ack,
+    BatchItem,
+    CancelResult,
+    FillHandler,
+    MarketMeta,
+    OrderEventHandler,
+    Prepared,
+    VenueOrder,
+    VenueStatus,
+)
+from models import ZERO, BookSource, Fill, Level, LiquidityRole, OrderRequest, OrderType, Side
+
+log = structlog.get_logger("execution.paper")
+
+FOK_KILLED = "order couldn't be fully filled. FOK orders are fully filled or killed."
+FAK_KILLED = (
+    "no orders found to match with FAK order. FAK orders are partially filled or killed if no "
+    "match is found."
+)
+POST_ONLY_CROSSES = "invalid post-only order: order crosses book"
+
+
+@runtime_checkable
+class Refreshable(Protocol):
+    """A book source that must be asked to fetch a token's book (the REST-backed one)."""
+
+    async def refresh(self, token_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _PaperOrder:
+    prepared: Prepared
+    matched: Decimal = ZERO
+    cost: Decimal = ZERO
+    status: VenueStatus = VenueStatus.LIVE
+
+    @property
+    def req(self) -> OrderRequest:
+        return self.prepared.request
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.req.size - self.matched
+
+    def view(self) -> VenueOrder:
+        return VenueOrder(
+            venue_order_id=self.prepared.venue_order_id,
+            status=self.status,
+            original_size=self.req.size,
+            size_matched=self.matched,
+            price=self.req.price,
+            token_id=self.req.token_id,
+            side=self.req.side,
+            order_type=self.req.order_type.value,
+        )
+
+
+def _crossing(side: Side, limit: Decimal, levels: list[Level]) -> list[Level]:
+    """Levels (best first) a `side` order at `limit` can trade against."""
+    if side is Side.BUY:
+        return [lv for lv in levels if lv[0] <= limit]
+    return [lv for lv in levels if lv[0] >= limit]
+
+
+def _walk(levels: list[Level], want: Decimal) -> list[Level]:
+    """Take up to `want` from `levels` in order; return (price, size) fills."""
+    out: list[Level] = []
+    for price, size in levels:
+        if want <= 0:
+            break
+        take = min(size, want)
+        if take > 0:
+            out.append((price, take))
+            want -= take
+    return out
+
+
+class PaperBroker:
+    """A `Broker` that simulates execution against a `BookSource`."""
+
+    name = "paper"
+
+    def __init__(self, *, books: BookSource, poll_interval_s: float = 0.2) -> None:
+        self.books = books
+        self.poll_interval_s = poll_interval_s
+        self._orders: dict[str, _PaperOrder] = {}
+        self._on_fill: FillHandler | None = None
+        self._on_order: OrderEventHandler | None = None
+
+    def bind(self, *, on_fill: FillHandler, on_order: OrderEventHandler) -> None:
+        """Connect the executor's handlers (done by the executor itself)."""
+        self._on_fill, self._on_order = on_fill, on_order
+
+    async def prepare(self, request: OrderRequest, meta: MarketMeta) -> Prepared:
+        body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        oid = "0x" + hashlib.sha256(b"paper:" + body).hexdigest()
+        return Prepared(request, oid, hashlib.sha256(body).hexdigest(), body)
+
+    async def _levels(self, req: OrderRequest) -> list[Level] | None:
+        if isinstance(self.books, Refreshable):
+            await self.books.refresh(req.token_id)
+        levels = (
+            self.books.asks(req.token_id) if req.side is Side.BUY else self.books.bids(req.token_id)
+        )
+        return None if levels is None else _crossing(req.side, req.price, levels)
+
+    async def send(self, prepared: Prepared) -> Ack:
+        req = prepared.request
+        if prepared.venue_order_id in self._orders:
+            raise OrderRejected(f"order {prepared.venue_order_id} is invalid. Duplicated.")
+        crossing = await self._levels(req)
+        if req.post_only and crossing:
+            raise OrderRejected(POST_ONLY_CROSSES)
+        fills = _walk(crossing or [], req.size)
+        got = sum((s for _, s in fills), ZERO)
+        if req.order_type is OrderType.FOK and got < req.size:
+            raise OrderRejected(FOK_KILLED)
+        if req.order_type is OrderType.FAK and got <= 0:
+            raise OrderRejected(FAK_KILLED)
+        po = _PaperOrder(prepared)
+        self._orders[prepared.venue_order_id] = po
+        trade_ids = await self._fill(po, fills)
+        if po.remaining <= 0:
+            po.status = VenueStatus.MATCHED
+        elif not req.order_type.rests:
+            po.status = VenueStatus.MATCHED if po.matched > 0 else VenueStatus.CANCELED
+        return Ack(
+            venue_order_id=prepared.venue_order_id,
+            status=VenueStatus.MATCHED if po.matched > 0 else VenueStatus.LIVE,
+            size_matched=po.matched,
+            avg_price=po.cost / po.matched if po.matched > 0 else None,
+            trade_ids=tuple(trade_ids),
+        )
+
+    async def _fill(self, po: _PaperOrder, fills: list[Level]) -> list[str]:
+        ids: list[str] = []
+        for price, size in fills:
+            trade_id = uuid.uuid4().hex
+            po.matched += size
+            po.cost += price * size
+            ids.append(trade_id)
+            if self._on_fill is not None:
+                await self._on_fill(
+                    Fill(
+                        trade_id=trade_id,
+                        venue_order_id=po.prepared.venue_order_id,
+                        client_order_id=po.req.client_order_id,
+                        token_id=po.req.token_id,
+                        side=po.req.side,
+                        price=price,
+                        size=size,
+                        role=LiquidityRole.TAKER,
+                    )
+                )
+        return ids
+
+    async def send_batch(self, batch: Sequence[Prepared]) -> list[BatchItem]:
+        out: list[BatchItem] = []
+        for p in batch:
+            try:
+                out.append(await self.send(p))
+            except OrderRejected as e:
+                out.append(e)
+        return out
+
+    async def poll(self) -> None:
+        """Fill resting orders the book now crosses; expire GTD orders past their time."""
+        now = time.time()
+        for po in [o for o in self._orders.values() if o.status is VenueStatus.LIVE]:
+            req = po.req
+            if req.order_type is OrderType.GTD and req.expiration and req.expiration - 60 <= now:
+                po.status = VenueStatus.EXPIRED
+                await self._emit(po)
+                continue
+            crossing = await self._levels(req)
+            if not crossing:
+                continue
+            fills = _walk(crossing, po.remaining)
+            if not fills:
+                continue
+            for price, size in fills:
+                await self._fill_as_maker(po, price, size)
+            if po.remaining <= 0:
+                po.status = VenueStatus.MATCHED
+            await self._emit(po)
+
+    async def _fill_as_maker(self, po: _PaperOrder, price: Decimal, size: Decimal) -> None:
+        # A resting order trades at its own price when the book comes to it.
+        po.matched += size
+        po.cost += po.req.price * size
+        if self._on_fill is not None:
+            await self._on_fill(
+                Fill(
+                    trade_id=uuid.uuid4().hex,
+                    venue_order_id=po.prepared.venue_order_id,
+                    client_order_id=po.req.client_order_id,
+                    token_id=po.req.token_id,
+                    side=po.req.side,
+                    price=po.req.price,
+                    size=size,
+                    role=LiquidityRole.MAKER,
+                )
+            )
+
+    async def _emit(self, po: _PaperOrder) -> None:
+        if self._on_order is not None:
+            await self._on_order(po.view())
+
+    async def run(self) -> None:
+        """Poll resting orders until cancelled (a service task owned by the orchestrator)."""
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self.poll()
+            except Exception:  # the task boundary: one bad poll must not stop paper fills
+                log.exception("paper_poll_failed")
+
+    async def cancel(self, venue_order_ids: Sequence[str]) -> CancelResult:
+        canceled: list[str] = []
+        not_canceled: dict[str, str] = {}
+        for oid in venue_order_ids:
+            po = self._orders.get(oid)
+            if po is None:
+                not_canceled[oid] = "order not found"
+            elif po.status is not VenueStatus.LIVE:
+                not_canceled[oid] = "order can't be canceled, already matched"
+            else:
+                po.status = VenueStatus.CANCELED
+                canceled.append(oid)
+        return CancelResult(tuple(canceled), not_canceled)
+
+    async def cancel_all(self) -> CancelResult:
+        live = [k for k, o in self._orders.items() if o.status is VenueStatus.LIVE]
+        return await self.cancel(live)
+
+    async def lookup(self, venue_order_id: str) -> VenueOrder | None:
+        po = self._orders.get(venue_order_id)
+        return po.view() if po is not None else None
+
+    async def open_orders(self) -> list[VenueOrder]:
+        return [o.view() for o in self._orders.values() if o.status is VenueStatus.LIVE]
+
+    async def fills_since(self, after_unix_s: int) -> list[Fill]:
+        return []  # paper fills are delivered to the handler as they happen
+
+    async def close(self) -> None:
+        return None

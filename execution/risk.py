@@ -1,0 +1,98 @@
+"""Risk limits (read once from settings, never hot-reloaded) and the trading state.
+
+Trading states: ACTIVE (everything allowed), REDUCING (only SELLs that reduce a holding, and
+cancels), HALTED (cancels only). Limits apply to BUYs — a SELL of a holding only lowers risk —
+except that a SELL may not exceed the holding not already offered by other open SELLs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from config import Settings
+from execution.positions import PositionBook
+from models import OrderRequest, Side
+
+
+class TradingState(StrEnum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """The limits in pUSD (and counts) an order must fit inside."""
+
+    max_order_notional: Decimal
+    max_position_notional: Decimal
+    max_total_exposure: Decimal
+    max_open_orders: int
+    strategy_budgets: dict[str, Decimal] = field(default_factory=dict)
+    daily_loss_limit: Decimal = Decimal("100")
+    daily_loss_warn_fraction: float = 0.8
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RiskLimits:
+        return cls(
+            max_order_notional=s.risk_max_order_notional,
+            max_position_notional=s.risk_max_position_notional,
+            max_total_exposure=s.risk_max_total_exposure,
+            max_open_orders=s.risk_max_open_orders,
+            strategy_budgets=dict(s.risk_strategy_budgets),
+            daily_loss_limit=s.risk_daily_loss_limit,
+            daily_loss_warn_fraction=s.risk_daily_loss_warn_fraction,
+        )
+
+
+def is_reducing(req: OrderRequest, book: PositionBook) -> bool:
+    """True if `req` sells no more than the holding not already offered for sale."""
+    if req.side is not Side.SELL:
+        return False
+    free = book.position(req.token_id).size - book.open_sell_size(req.token_id)
+    return req.size <= free
+
+
+class RiskEngine:
+    """Say why an order would breach a limit, or nothing."""
+
+    def __init__(self, *, limits: RiskLimits) -> None:
+        self.limits = limits
+
+    def check(self, req: OrderRequest, book: PositionBook, state: TradingState) -> str | None:
+        lim = self.limits
+        if state is TradingState.HALTED:
+            return "trading is halted"
+        reducing = is_reducing(req, book)
+        if state is TradingState.REDUCING and not reducing:
+            return "trading is reducing-only: only SELLs of held positions are allowed"
+        if book.open_count >= lim.max_open_orders:
+            return f"open orders at the limit ({lim.max_open_orders})"
+        if req.side is Side.SELL:
+            if not reducing:
+                return "SELL exceeds the position not already offered for sale"
+            return None
+        notional = req.notional
+        if notional > lim.max_order_notional:
+            return f"order notional {notional} exceeds the per-order cap {lim.max_order_notional}"
+        token_total = (
+            book.cost_exposure(req.token_id)
+            + book.open_buy_notional(token_id=req.token_id)
+            + notional
+        )
+        if token_total > lim.max_position_notional:
+            return (
+                f"position in token would reach {token_total}, over the per-token cap "
+                f"{lim.max_position_notional}"
+            )
+        total = book.exposure() + notional
+        if total > lim.max_total_exposure:
+            return f"total exposure would reach {total}, over the cap {lim.max_total_exposure}"
+        budget = lim.strategy_budgets.get(req.strategy)
+        if budget is not None:
+            used = book.open_buy_notional(strategy=req.strategy) + notional
+            if used > budget:
+                return f"strategy {req.strategy} would commit {used}, over its budget {budget}"
+        return None

@@ -1,0 +1,880 @@
+"""The order executor: where money is lost or kept.
+
+    market rules -> risk -> sign once -> journal PENDING (durable) -> rate limit -> breaker
+                 -> broker.send (retried as the same signed payload on 429/425/5xx only)
+                 -> journal the outcome + audit
+
+`submit()` returns an `OrderResult` for every order-level outcome (refused with a reason, live,
+filled, partially filled, canceled remainder, UNKNOWN being reconciled). It raises only on bugs
+and on `StorageError`, after which trading is halted. A timeout or a dropped connection never
+leads to a re-send: the row goes UNKNOWN and the order is looked up by its locally computed hash
+until the venue says what happened (DESIGN invariants 1, 2, 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from errors import (
+    IllegalTransition,
+    OrderRejected,
+    OutcomeUnknown,
+    RateLimited,
+    StorageError,
+    TransientError,
+    VenueUnavailable,
+)
+from execution.market_rules import MarketRules
+from execution.positions import OpenOrder, PositionBook
+from execution.risk import RiskEngine, TradingState
+from execution.types import Ack, Broker, Prepared, VenueOrder, journal_status
+from models import ZERO, Fill, OrderRequest, OrderResult, OrderStatus, Position
+from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
+from observability.sidecar import CheckResult
+from resilience import Backoff, BreakerState, CircuitBreaker, Clock, RateLimiter, RetryPolicy
+from resilience.retry import retry_call
+from storage import Repositories
+from storage.repositories import JournalRow
+
+log = structlog.get_logger("executor")
+
+BATCH_MAX = 15
+STATE_KEY = "trading_state"
+DAY_KEY = "daily_pnl_baseline"
+FILLS_CURSOR = "venue:fills"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorConfig:
+    """Executor knobs taken from `Settings` by the orchestrator."""
+
+    kill_switch_path: Path | None = None
+    unknown_grace_s: float = 30.0
+    reconcile_interval_s: float = 30.0
+    cancel_on_shutdown: bool = False
+    daily_loss_limit: Decimal = Decimal("100")
+    daily_loss_warn_fraction: float = 0.8
+
+
+@dataclass(slots=True)
+class _Unknown:
+    client_order_id: str
+    venue_order_id: str
+    since: float
+    due: float
+    backoff: Backoff
+
+
+def _age_s(created_at: str) -> float:
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(created_at)).total_seconds()
+    except ValueError:
+        return float("inf")
+
+
+class Executor:
+    """Validates, journals, sends and reconciles orders. Implements OrderSink, PositionSource
+    and TickSizeSink for the strategies."""
+
+    def __init__(
+        self,
+        *,
+        repos: Repositories,
+        broker: Broker,
+        rules: MarketRules,
+        risk: RiskEngine,
+        positions: PositionBook,
+        metrics: Metrics,
+        breaker: CircuitBreaker,
+        limiter: RateLimiter,
+        retry_policy: RetryPolicy,
+        clock: Clock,
+        config: ExecutorConfig,
+    ) -> None:
+        self.repos = repos
+        self.broker = broker
+        self.rules = rules
+        self.risk = risk
+        self.positions = positions
+        self.metrics = metrics
+        self.breaker = breaker
+        self.limiter = limiter
+        self.retry_policy = retry_policy
+        self.clock = clock
+        self.config = config
+        self.state = TradingState.ACTIVE
+        self.state_reason = ""
+        self._requests: dict[str, OrderRequest] = {}
+        self._status: dict[str, OrderStatus] = {}
+        self._unknown: dict[str, _Unknown] = {}
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._warned_day: str | None = None
+        self._persisted_day: str | None = None
+        self._last_reconcile = 0.0
+        self.reconciled = asyncio.Event()
+        bind = getattr(broker, "bind", None)
+        if callable(bind):
+            bind(on_fill=self.on_fill, on_order=self.on_order_event)
+
+    # ------------------------------------------------------------------------------------
+    # start-up
+    # ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Restore trading state, positions, open orders and today's PnL baseline."""
+        raw = await self.repos.state.get(STATE_KEY)
+        if raw:
+            saved = orjson.loads(raw)
+            self.state = TradingState(saved.get("state", "ACTIVE"))
+            self.state_reason = str(saved.get("reason", ""))
+        self.positions.load(await self.repos.fills.positions(include_flat=True))
+        for row in await self.repos.orders.non_terminal():
+            self._track_row(row)
+        day_raw = await self.repos.state.get(DAY_KEY)
+        if day_raw:
+            d = orjson.loads(day_raw)
+            if d.get("day") == datetime.now(UTC).strftime("%Y-%m-%d"):
+                self.positions.set_day_baseline(d["day"], Decimal(d["baseline"]))
+                self._persisted_day = day_raw
+        self._publish()
+        log.info("executor_started", state=self.state, open_orders=self.positions.open_count)
+
+    def _track_row(self, row: JournalRow) -> None:
+        self._status[row.client_order_id] = row.status
+        self.positions.add_open_row(
+            OpenOrder(
+                row.client_order_id,
+                row.strategy,
+                row.token_id,
+                row.side,
+                row.price,
+                row.remaining,
+            )
+        )
+
+    # ------------------------------------------------------------------------------------
+    # protocols for strategies
+    # ------------------------------------------------------------------------------------
+    def position(self, token_id: str) -> Position:
+        """PositionSource: our holding in `token_id` as journaled fills say."""
+        return self.positions.position(token_id)
+
+    def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
+        """TickSizeSink: the market feed saw a `tick_size_change`."""
+        self.rules.set_tick_size(token_id, tick_size)
+
+    # ------------------------------------------------------------------------------------
+    # trading state
+    # ------------------------------------------------------------------------------------
+    async def halt(self, reason: str) -> None:
+        """Stop new orders (cancels still go); survives restarts until `resume()`."""
+        await self._set_state(TradingState.HALTED, reason)
+
+    async def reduce_only(self, reason: str) -> None:
+        """Allow only position-reducing SELLs (and cancels)."""
+        await self._set_state(TradingState.REDUCING, reason)
+
+    async def resume(self, reason: str = "manual resume") -> None:
+        """Return to ACTIVE. Refused while the kill-switch file exists."""
+        if self._kill_switch_on():
+            raise OrderRejected("kill-switch file is present; remove it first", source="halted")
+        self.breaker.reset()
+        await self._set_state(TradingState.ACTIVE, reason)
+
+    async def _set_state(self, state: TradingState, reason: str) -> None:
+        if state is self.state and reason == self.state_reason:
+            return
+        old = self.state
+        body = orjson.dumps({"state": state.value, "reason": reason}).decode()
+        await self.repos.state.set(
+            STATE_KEY, body, audit=("trading_state", {"from": old, "to": state, "reason": reason})
+        )
+        self.state, self.state_reason = state, reason
+        self.metrics.trading_state.set(TRADING_STATE_VALUE[state.value])
+        log.warning("trading_state_changed", old=old, new=state, reason=reason)
+
+    def _kill_switch_on(self) -> bool:
+        p = self.config.kill_switch_path
+        return p is not None and p.exists()
+
+    async def check_guards(self) -> None:
+        """Kill switch and daily loss limit; called before each order and by `run()`."""
+        if self._kill_switch_on() and self.state is not TradingState.HALTED:
+            await self.halt("kill-switch file present")
+        pnl = self.positions.daily_pnl()
+        day, baseline = self.positions.day
+        limit = self.config.daily_loss_limit
+        if pnl <= -limit and self.state is not TradingState.HALTED:
+            await self.halt(f"daily loss limit reached ({pnl} <= -{limit})")
+        elif pnl <= -limit * Decimal(str(self.config.daily_loss_warn_fraction)) and (
+            self._warned_day != day
+        ):
+            self._warned_day = day
+            log.warning("daily_loss_warning", pnl=str(pnl), limit=str(limit))
+            await self.repos.audit.append("daily_loss_warning", pnl=str(pnl), limit=str(limit))
+        want = orjson.dumps({"day": day, "baseline": str(baseline)}).decode()
+        if day and want != self._persisted_day:
+            await self.repos.state.set(DAY_KEY, want)
+            self._persisted_day = want
+
+    # ------------------------------------------------------------------------------------
+    # submission
+    # ------------------------------------------------------------------------------------
+    async def submit(self, request: OrderRequest) -> OrderResult:
+        """OrderSink: validate, journal, send and return the outcome of `request`."""
+        self._enter()
+        try:
+            return await self._submit(request)
+        finally:
+            self._leave()
+
+    async def submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderResult]:
+        """Submit several orders ready at the same time as POST /orders batches of up to 15.
+
+        Batches are never retried: an order whose batch failed in transit is looked up by hash.
+        """
+        self._enter()
+        try:
+            results: dict[str, OrderResult] = {}
+            ready: list[Prepared] = []
+            for req in requests:
+                prepared_or_result = await self._admit(req)
+                if isinstance(prepared_or_result, OrderResult):
+                    results[req.client_order_id] = prepared_or_result
+                else:
+                    ready.append(prepared_or_result)
+            if ready:
+                await asyncio.gather(*(self._journal_pending(p) for p in ready))
+            for i in range(0, len(ready), BATCH_MAX):
+                chunk = ready[i : i + BATCH_MAX]
+                for r in await self._send_batch(chunk):
+                    results[r.client_order_id] = r
+            return [results[r.client_order_id] for r in requests]
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def _admit(self, req: OrderRequest) -> Prepared | OrderResult:
+        """Trading state, market rules and risk; then sign. A refusal is journaled and audited."""
+        if req.client_order_id in self._requests or req.client_order_id in self._status:
+            return await self._refuse(req, "rules", "duplicate client order id", journal=False)
+        await self.check_guards()
+        if self.state is TradingState.HALTED:
+            return await self._refuse(req, "halted", f"trading is halted: {self.state_reason}")
+        meta = await self.rules.ensure(req.token_id)
+        reason = self.rules.check(req, meta)
+        if reason is not None:
+            return await self._refuse(req, "rules", reason)
+        reason = self.risk.check(req, self.positions, self.state)
+        if reason is not None:
+            source = "halted" if self.state is not TradingState.ACTIVE else "risk"
+            return await self._refuse(req, source, reason)
+        assert meta is not None
+        prepared = await self.broker.prepare(req, meta)
+        self._requests[req.client_order_id] = req
+        return prepared
+
+    async def _journal_pending(self, p: Prepared) -> None:
+        req = p.request
+        try:
+            await self.repos.orders.record(
+                req,
+                status=OrderStatus.PENDING,
+                venue_order_id=p.venue_order_id,
+                payload_hash=p.payload_hash,
+                audit=("order_journaled", {"venue_order_id": p.venue_order_id}),
+            )
+        except StorageError:
+            self.state, self.state_reason = TradingState.HALTED, "storage error"
+            self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
+            log.error("storage_failed_halting", client_order_id=req.client_order_id)
+            raise
+        self._status[req.client_order_id] = OrderStatus.PENDING
+        self.positions.add_open(req)
+        self.metrics.open_orders.set(self.positions.open_count)
+
+    async def _submit(self, req: OrderRequest) -> OrderResult:
+        started = time.perf_counter()
+        admitted = await self._admit(req)
+        if isinstance(admitted, OrderResult):
+            return admitted
+        prepared = admitted
+        await self._journal_pending(prepared)
+        if not self.breaker.allow():
+            return await self._settle_rejected(
+                req, "breaker", f"circuit breaker {self.breaker.state}: venue failing"
+            )
+        try:
+            ack = await self._send_with_retries(prepared)
+        except OrderRejected as e:
+            self.breaker.record_success()  # the venue answered; it is up
+            return await self._settle_rejected(req, "venue", e.reason)
+        except OutcomeUnknown as e:
+            self.breaker.record_failure()
+            return await self._outcome_unknown(prepared, str(e))
+        except TransientError as e:
+            self.breaker.record_failure()
+            if isinstance(e, VenueUnavailable) and e.retry_after:
+                self.breaker.force_open("venue unavailable", for_s=e.retry_after)
+            self.metrics.venue_errors_total.labels("post_order", type(e).__name__).inc()
+            return await self._after_transient(prepared, e)
+        self.breaker.record_success()
+        self.metrics.submit_seconds.labels(self.broker.name).observe(time.perf_counter() - started)
+        return await self._settle_ack(req, ack)
+
+    async def _send_with_retries(self, prepared: Prepared) -> Ack:
+        attempt = 0
+
+        async def once() -> Ack:
+            nonlocal attempt
+            attempt += 1
+            if attempt > 1:
+                self.metrics.venue_retries_total.labels("post_order", "transient").inc()
+            await self.limiter.acquire("post_order")
+            try:
+                return await self.broker.send(prepared)
+            except OrderRejected as e:
+                if attempt > 1 and "duplicated" in e.reason.lower():
+                    # An earlier attempt reached the venue after all: find out what it did.
+                    raise OutcomeUnknown(
+                        "duplicate on re-send", order_id=prepared.venue_order_id
+                    ) from e
+                raise
+
+        return await retry_call(
+            self.retry_policy,
+            once,
+            retry_on=(TransientError,),
+            clock=self.clock,
+            log_event="order_send_retry",
+            logger=log,
+        )
+
+    async def _send_batch(self, chunk: list[Prepared]) -> list[OrderResult]:
+        if not self.breaker.allow():
+            return [
+                await self._settle_rejected(p.request, "breaker", "circuit breaker open")
+                for p in chunk
+            ]
+        await self.limiter.acquire("post_orders")
+        try:
+            items = await self.broker.send_batch(chunk)
+        except OrderRejected as e:
+            self.breaker.record_success()
+            return [await self._settle_rejected(p.request, "venue", e.reason) for p in chunk]
+        except OutcomeUnknown as e:
+            self.breaker.record_failure()
+            return [await self._outcome_unknown(p, str(e)) for p in chunk]
+        except TransientError as e:
+            self.breaker.record_failure()
+            return [await self._after_transient(p, e) for p in chunk]
+        self.breaker.record_success()
+        out: list[OrderResult] = []
+        for p, item in zip(chunk, items, strict=True):
+            if isinstance(item, OrderRejected):
+                out.append(await self._settle_rejected(p.request, "venue", item.reason))
+            else:
+                out.append(await self._settle_ack(p.request, item))
+        return out
+
+    # ------------------------------------------------------------------------------------
+    # outcomes
+    # ------------------------------------------------------------------------------------
+    async def _refuse(
+        self, req: OrderRequest, source: str, reason: str, *, journal: bool = True
+    ) -> OrderResult:
+        """A local refusal: never sent; journaled as REJECTED with an audit entry, counted."""
+        self.metrics.order_rejections_total.labels(req.strategy, source).inc()
+        self.metrics.orders_total.labels(req.strategy, req.side.value, "rejected").inc()
+        log.info("order_refused", client_order_id=req.client_order_id, source=source, reason=reason)
+        detail = {"source": source, "reason": reason}
+        if journal:
+            await self.repos.orders.record(
+                req,
+                status=OrderStatus.REJECTED,
+                detail=f"{source}: {reason}",
+                audit=("order_refused", detail),
+            )
+        else:
+            await self.repos.audit.append(
+                "order_refused",
+                strategy=req.strategy,
+                client_order_id=req.client_order_id,
+                **detail,
+            )
+        return OrderResult(
+            client_order_id=req.client_order_id,
+            status=OrderStatus.REJECTED,
+            reason=f"{source}: {reason}",
+        )
+
+    async def _settle_rejected(self, req: OrderRequest, source: str, reason: str) -> OrderResult:
+        self.metrics.order_rejections_total.labels(req.strategy, source).inc()
+        await self._transition(
+            req,
+            OrderStatus.REJECTED,
+            detail=f"{source}: {reason}",
+            audit=("order_rejected", {"source": source, "reason": reason}),
+        )
+        log.info(
+            "order_rejected", client_order_id=req.client_order_id, source=source, reason=reason
+        )
+        return OrderResult(
+            client_order_id=req.client_order_id,
+            status=OrderStatus.REJECTED,
+            reason=f"{source}: {reason}",
+        )
+
+    async def _settle_ack(self, req: OrderRequest, ack: Ack) -> OrderResult:
+        status = journal_status(
+            ack.status, size=req.size, matched=ack.size_matched, order_type=req.order_type
+        )
+        reason = ""
+        if status is OrderStatus.CANCELED and ack.size_matched > 0:
+            reason = "remainder killed (FAK)"
+        await self._transition(
+            req,
+            status,
+            venue_order_id=ack.venue_order_id,
+            size_matched=ack.size_matched,
+            avg_price=ack.avg_price,
+            detail=reason or ack.status.value,
+            audit=(
+                "order_acknowledged",
+                {
+                    "venue_status": ack.status.value,
+                    "size_matched": str(ack.size_matched),
+                    "trade_ids": list(ack.trade_ids),
+                },
+            ),
+        )
+        return self._result(
+            req, status, ack.venue_order_id, ack.size_matched, ack.avg_price, reason
+        )
+
+    def _result(
+        self,
+        req: OrderRequest,
+        status: OrderStatus,
+        venue_order_id: str | None,
+        matched: Decimal,
+        avg: Decimal | None,
+        reason: str = "",
+    ) -> OrderResult:
+        return OrderResult(
+            client_order_id=req.client_order_id,
+            status=status,
+            venue_order_id=venue_order_id,
+            filled_size=matched,
+            avg_price=avg,
+            reason=reason,
+        )
+
+    async def _outcome_unknown(self, prepared: Prepared, why: str) -> OrderResult:
+        """The answer was lost: go UNKNOWN, look the order up once now, then in the background."""
+        req = prepared.request
+        self.metrics.outcome_unknown_total.inc()
+        log.warning(
+            "order_outcome_unknown",
+            client_order_id=req.client_order_id,
+            venue_order_id=prepared.venue_order_id,
+            why=why,
+        )
+        await self._transition(
+            req, OrderStatus.UNKNOWN, detail=why, audit=("order_outcome_unknown", {"why": why})
+        )
+        now = self.clock.monotonic()
+        self._unknown[req.client_order_id] = _Unknown(
+            req.client_order_id,
+            prepared.venue_order_id,
+            now,
+            now,
+            Backoff(0.05, max(1.0, self.config.unknown_grace_s / 4)),
+        )
+        settled = await self._try_settle_unknown(self._unknown[req.client_order_id])
+        if settled is not None:
+            return settled
+        return OrderResult(
+            client_order_id=req.client_order_id,
+            status=OrderStatus.UNKNOWN,
+            venue_order_id=prepared.venue_order_id,
+            reason="outcome unknown; reconciling by order hash",
+        )
+
+    async def _after_transient(self, prepared: Prepared, e: TransientError) -> OrderResult:
+        """Retries exhausted on definite venue errors. Look once before calling it rejected:
+        a 5xx can come back from a venue that did take the order."""
+        req = prepared.request
+        if not isinstance(e, RateLimited | VenueUnavailable):
+            try:
+                vo = await self._lookup(prepared.venue_order_id)
+            except (TransientError, OutcomeUnknown):
+                return await self._outcome_unknown(prepared, f"lookup failed after {e}")
+            if vo is not None:
+                return await self._settle_from_venue(req, vo, "found after venue errors")
+        return await self._settle_rejected(req, "venue", f"{type(e).__name__}: {e}")
+
+    async def _lookup(self, venue_order_id: str) -> VenueOrder | None:
+        await self.limiter.acquire("data_orders")
+        return await self.broker.lookup(venue_order_id)
+
+    async def _settle_from_venue(self, req: OrderRequest, vo: VenueOrder, why: str) -> OrderResult:
+        status = journal_status(
+            vo.status, size=req.size, matched=vo.size_matched, order_type=req.order_type
+        )
+        self.metrics.reconciled_total.labels(status.value).inc()
+        await self._transition(
+            req,
+            status,
+            venue_order_id=vo.venue_order_id,
+            size_matched=vo.size_matched,
+            detail=why,
+            audit=(
+                "order_reconciled",
+                {"venue_status": vo.status.value, "size_matched": str(vo.size_matched), "why": why},
+            ),
+        )
+        return self._result(req, status, vo.venue_order_id, vo.size_matched, None, why)
+
+    async def _try_settle_unknown(self, u: _Unknown) -> OrderResult | None:
+        req = await self._request_for(u.client_order_id)
+        if req is None:
+            self._unknown.pop(u.client_order_id, None)
+            return None
+        try:
+            vo = await self._lookup(u.venue_order_id)
+        except (TransientError, OutcomeUnknown) as e:
+            log.info(
+                "order_lookup_failed", client_order_id=u.client_order_id, error=type(e).__name__
+            )
+            u.due = self.clock.monotonic() + u.backoff.next()
+            return None
+        if vo is not None:
+            self._unknown.pop(u.client_order_id, None)
+            return await self._settle_from_venue(req, vo, "looked up by order hash")
+        if self.clock.monotonic() - u.since >= self.config.unknown_grace_s:
+            self._unknown.pop(u.client_order_id, None)
+            self.metrics.reconciled_total.labels("REJECTED").inc()
+            return await self._settle_rejected(
+                req, "venue", f"not found at the venue after {self.config.unknown_grace_s:g}s"
+            )
+        u.due = self.clock.monotonic() + u.backoff.next()
+        return None
+
+    async def _request_for(self, client_order_id: str) -> OrderRequest | None:
+        req = self._requests.get(client_order_id)
+        if req is not None:
+            return req
+        row = await self.repos.orders.get(client_order_id)
+        if row is None:
+            return None
+        req = OrderRequest.model_construct(
+            strategy=row.strategy,
+            token_id=row.token_id,
+            side=row.side,
+            price=row.price,
+            size=row.size,
+            order_type=row.order_type,
+            expiration=row.expiration,
+            post_only=row.post_only,
+            client_order_id=row.client_order_id,
+            reason=row.reason,
+        )
+        self._requests[client_order_id] = req
+        return req
+
+    async def _transition(
+        self,
+        req: OrderRequest,
+        to: OrderStatus,
+        *,
+        venue_order_id: str | None = None,
+        size_matched: Decimal | None = None,
+        avg_price: Decimal | None = None,
+        detail: str = "",
+        audit: tuple[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        coid = req.client_order_id
+        current = self._status.get(coid)
+        if current is not None and current != to and not current.can_become(to):
+            log.info("order_transition_skipped", client_order_id=coid, current=current, to=to)
+            return False
+        try:
+            await self.repos.orders.transition(
+                coid,
+                to,
+                venue_order_id=venue_order_id,
+                size_matched=size_matched,
+                avg_price=avg_price,
+                detail=detail,
+                audit=audit,
+            )
+        except IllegalTransition:
+            log.info("order_transition_refused", client_order_id=coid, to=to)
+            return False
+        except StorageError:
+            self.state, self.state_reason = TradingState.HALTED, "storage error"
+            self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
+            raise
+        if to.terminal:
+            self._status.pop(coid, None)
+            self._requests.pop(coid, None)
+            self._unknown.pop(coid, None)
+            self.positions.update_open(coid, None)
+            self.metrics.orders_total.labels(req.strategy, req.side.value, to.value.lower()).inc()
+        else:
+            self._status[coid] = to
+            if size_matched is not None:
+                self.positions.update_open(coid, req.size - size_matched)
+        self.metrics.open_orders.set(self.positions.open_count)
+        return True
+
+    # ------------------------------------------------------------------------------------
+    # venue events (user feed, paper broker, REST reconcile)
+    # ------------------------------------------------------------------------------------
+    async def on_fill(self, fill: Fill) -> None:
+        """Record a fill once (idempotent by trade id) and move the position."""
+        row = None
+        if fill.client_order_id is None:
+            row = await self.repos.orders.get_by_venue_id(fill.venue_order_id)
+            if row is not None:
+                fill = fill.model_copy(update={"client_order_id": row.client_order_id})
+        pos = await self.repos.fills.record(fill)
+        if pos is None:
+            return
+        self.positions.set_position(pos)
+        self.metrics.fills_total.labels(fill.side.value, fill.role.value.lower()).inc()
+        log.info(
+            "fill_recorded",
+            client_order_id=fill.client_order_id,
+            trade_id=fill.trade_id,
+            side=fill.side,
+            price=str(fill.price),
+            size=str(fill.size),
+        )
+        coid = fill.client_order_id
+        if coid is not None and self._status.get(coid) in (
+            OrderStatus.LIVE,
+            OrderStatus.PARTIALLY_FILLED,
+        ):
+            req = await self._request_for(coid)
+            if req is not None:
+                matched = sum((f.size for f in await self.repos.fills.for_order(coid)), ZERO)
+                to = OrderStatus.FILLED if matched >= req.size else OrderStatus.PARTIALLY_FILLED
+                await self._transition(req, to, size_matched=min(matched, req.size), detail="fill")
+        self._publish()
+
+    async def on_order_event(self, vo: VenueOrder) -> None:
+        """Apply an order update (user WS `order` event, paper broker, REST listing)."""
+        row = await self.repos.orders.get_by_venue_id(vo.venue_order_id)
+        if row is None or row.status.terminal:
+            return
+        req = await self._request_for(row.client_order_id)
+        if req is None:
+            return
+        if row.status is OrderStatus.PENDING:
+            # The submit path is still waiting for its ack and will settle the row (or start-up
+            # reconciliation will, if this process died meanwhile).
+            return
+        self._unknown.pop(row.client_order_id, None)
+        await self._settle_from_venue(req, vo, "order event")
+
+    # ------------------------------------------------------------------------------------
+    # cancels (always allowed: breaker and halt do not apply)
+    # ------------------------------------------------------------------------------------
+    async def cancel(self, client_order_id: str) -> bool:
+        """Cancel one resting order; return True if the venue canceled it."""
+        row = await self.repos.orders.get(client_order_id)
+        if row is None or row.venue_order_id is None or row.status.terminal:
+            return False
+        await self.limiter.acquire("cancel_order")
+        res = await self.broker.cancel([row.venue_order_id])
+        await self._apply_cancels(res.canceled)
+        return row.venue_order_id in res.canceled
+
+    async def cancel_all(self) -> int:
+        """Cancel every resting order at the venue; return how many were canceled."""
+        await self.limiter.acquire("cancel_all")
+        res = await self.broker.cancel_all()
+        await self._apply_cancels(res.canceled)
+        await self.repos.audit.append("cancel_all", canceled=len(res.canceled))
+        return len(res.canceled)
+
+    async def _apply_cancels(self, venue_ids: Sequence[str]) -> None:
+        for vid in venue_ids:
+            row = await self.repos.orders.get_by_venue_id(vid)
+            if row is None or row.status.terminal:
+                continue
+            req = await self._request_for(row.client_order_id)
+            if req is not None:
+                await self._transition(
+                    req, OrderStatus.CANCELED, detail="canceled", audit=("order_canceled", {})
+                )
+
+    # ------------------------------------------------------------------------------------
+    # reconciliation
+    # ------------------------------------------------------------------------------------
+    async def reconcile(self, *, grace_s: float | None = None) -> dict[str, int]:
+        """Settle every non-terminal journal row against the venue, compare open orders and
+        fetch fills since the last checkpoint. Run at start-up and after every reconnect."""
+        grace = self.config.unknown_grace_s if grace_s is None else grace_s
+        counts = {"settled": 0, "pending": 0, "unknown_at_venue": 0, "fills": 0}
+        journal_ids: set[str] = set()
+        for row in await self.repos.orders.non_terminal():
+            journal_ids.add(row.venue_order_id or "")
+            self._track_row(row)
+            req = await self._request_for(row.client_order_id)
+            if req is None:
+                continue
+            if row.venue_order_id is None:
+                await self._settle_rejected(req, "venue", "never sent (no order hash)")
+                counts["settled"] += 1
+                continue
+            vo = await self._lookup(row.venue_order_id)
+            if vo is not None:
+                await self._settle_from_venue(req, vo, "reconciled")
+                counts["settled"] += 1
+            elif _age_s(row.created_at) >= grace:
+                self.metrics.reconciled_total.labels("REJECTED").inc()
+                if row.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN):
+                    await self._settle_rejected(req, "venue", "not found at the venue")
+                else:
+                    await self._transition(
+                        req, OrderStatus.CANCELED, detail="no longer known to the venue"
+                    )
+                counts["settled"] += 1
+            else:
+                if row.status is OrderStatus.PENDING:
+                    await self._transition(req, OrderStatus.UNKNOWN, detail="reconciling")
+                now = self.clock.monotonic()
+                self._unknown[row.client_order_id] = _Unknown(
+                    row.client_order_id,
+                    row.venue_order_id,
+                    now - _age_s(row.created_at),
+                    now,
+                    Backoff(0.1, max(1.0, grace / 4)),
+                )
+                counts["pending"] += 1
+        await self.limiter.acquire("data_orders")
+        for vo in await self.broker.open_orders():
+            if vo.venue_order_id not in journal_ids:
+                known = await self.repos.orders.get_by_venue_id(vo.venue_order_id)
+                if known is None:
+                    counts["unknown_at_venue"] += 1
+                    log.warning("venue_order_not_in_journal", venue_order_id=vo.venue_order_id)
+                    await self.repos.audit.append(
+                        "venue_order_not_in_journal", venue_order_id=vo.venue_order_id
+                    )
+        counts["fills"] = await self.sync_fills()
+        self._last_reconcile = self.clock.monotonic()
+        self.reconciled.set()
+        await self.repos.audit.append("reconciled", counts=counts)
+        log.info("reconciled", **counts)
+        self._publish()
+        return counts
+
+    async def sync_fills(self) -> int:
+        """Fetch our fills since the checkpoint (minus an overlap) and record them."""
+        cursor = await self.repos.cursors.get(FILLS_CURSOR)
+        after = max(0, int(cursor) - 60) if cursor else int(time.time()) - 86_400
+        await self.limiter.acquire("data_trades")
+        fills = await self.broker.fills_since(after)
+        newest = int(cursor) if cursor else 0
+        for f in sorted(fills, key=lambda f: f.ts):
+            await self.on_fill(f)
+            newest = max(newest, int(f.ts.timestamp()))
+        if newest:
+            await self.repos.cursors.advance(FILLS_CURSOR, value=str(newest))
+        return len(fills)
+
+    async def settle_unknowns(self) -> None:
+        """Look up UNKNOWN orders whose next try is due."""
+        now = self.clock.monotonic()
+        for u in [u for u in self._unknown.values() if u.due <= now]:
+            await self._try_settle_unknown(u)
+
+    # ------------------------------------------------------------------------------------
+    # service loop, drain, health
+    # ------------------------------------------------------------------------------------
+    async def run(self, *, tick_s: float = 0.2, periodic_reconcile: bool = True) -> None:
+        """Guards, UNKNOWN lookups, periodic reconcile and metrics, until cancelled."""
+        while True:
+            await asyncio.sleep(tick_s)
+            try:
+                await self.check_guards()
+                await self.settle_unknowns()
+                if periodic_reconcile and (
+                    self.clock.monotonic() - self._last_reconcile
+                    >= self.config.reconcile_interval_s
+                ):
+                    await self.reconcile()
+                self._publish()
+            except StorageError:
+                raise
+            except Exception:  # the task boundary: log, count, keep guarding
+                self.metrics.venue_errors_total.labels("executor_loop", "error").inc()
+                log.exception("executor_loop_failed")
+
+    async def drain(self) -> None:
+        """Wait for in-flight submissions (the caller bounds this), then cancel if configured."""
+        await self._idle.wait()
+        if self.config.cancel_on_shutdown:
+            n = await self.cancel_all()
+            log.info("canceled_on_shutdown", canceled=n)
+
+    def health(self) -> CheckResult:
+        ok = self.state is TradingState.ACTIVE and self.breaker.state is BreakerState.CLOSED
+        return CheckResult(
+            ok,
+            {
+                "trading_state": self.state.value,
+                "reason": self.state_reason,
+                "breaker": self.breaker.state.value,
+                "open_orders": self.positions.open_count,
+                "unknown_orders": len(self._unknown),
+                "in_flight": self._inflight,
+            },
+        )
+
+    def on_breaker_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        """Hook for `CircuitBreaker(on_state_change=...)`."""
+        self.metrics.breaker_state.labels(name).set(BREAKER_STATE_VALUE[new.name])
+        if new is BreakerState.OPEN:
+            self.metrics.breaker_opened_total.labels(name).inc()
+        log.warning("breaker_state_changed", breaker=name, old=old.value, new=new.value)
+
+    def _publish(self) -> None:
+        m = self.metrics
+        m.trading_state.set(TRADING_STATE_VALUE[self.state.value])
+        m.open_orders.set(self.positions.open_count)
+        m.exposure_usd.set(float(self.positions.exposure()))
+        m.pnl_realized_usd.set(float(self.positions.realized()))
+        m.pnl_unrealized_usd.set(float(self.positions.unrealized()))
+        m.daily_pnl_usd.set(float(self.positions.daily_pnl()))
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+                return True
+        return False

@@ -1,0 +1,136 @@
+"""The user websocket: our order and trade events, with a REST reconcile after every (re)connect.
+
+The venue does not replay events missed while disconnected, so each successful subscription is
+followed by `on_connected()` (the executor's reconcile: open orders + trades since the last
+checkpoint). Text `PING` every `ping_interval_s`; reconnects use `resilience.Backoff`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from execution.types import VenueOrder
+from models import Fill
+from observability.metrics import Metrics
+from observability.sidecar import CheckResult
+from resilience import Backoff
+from venue.clob import fills_from_trade, venue_order
+
+log = structlog.get_logger("venue.user_feed")
+
+
+class UserFeed:
+    """Subscribe to the user channel and hand events to the executor."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        api_passphrase: str,
+        funder: str,
+        on_order: Callable[[VenueOrder], Awaitable[None]],
+        on_fill: Callable[[Fill], Awaitable[None]],
+        on_connected: Callable[[], Awaitable[Any]],
+        metrics: Metrics,
+        ping_interval_s: float = 10.0,
+        backoff: Backoff | None = None,
+        markets: list[str] | None = None,
+    ) -> None:
+        self.url = url
+        self._auth = {"apiKey": api_key, "secret": api_secret, "passphrase": api_passphrase}
+        self._owner = api_key
+        self._funder = funder
+        self._on_order = on_order
+        self._on_fill = on_fill
+        self._on_connected = on_connected
+        self._metrics = metrics
+        self._ping_s = ping_interval_s
+        self._backoff = backoff or Backoff(0.2, 30.0)
+        self._markets = markets or []
+        self.connected = False
+        self.connects = 0
+
+    def health(self) -> CheckResult:
+        return CheckResult(self.connected, {"connected": self.connected, "connects": self.connects})
+
+    async def run(self) -> None:
+        """Connect, subscribe, reconcile, dispatch; reconnect with backoff. Until cancelled."""
+        while True:
+            reason = "closed"
+            try:
+                async with websockets.connect(
+                    self.url, ping_interval=None, open_timeout=10, close_timeout=1
+                ) as ws:
+                    await ws.send(
+                        orjson.dumps(
+                            {"auth": self._auth, "markets": self._markets, "type": "user"}
+                        ).decode()
+                    )
+                    self.connected = True
+                    self.connects += 1
+                    self._metrics.feed_connected.labels("user").set(1)
+                    log.info("user_feed_connected", connects=self.connects)
+                    await self._on_connected()
+                    self._backoff.reset()
+                    await self._pump(ws)
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as e:
+                reason = "error"
+                log.warning("user_feed_disconnected", error=type(e).__name__)
+            except Exception:  # the task boundary: count, log, reconnect
+                reason = "error"
+                log.exception("user_feed_failed")
+            finally:
+                if self.connected:
+                    self._metrics.feed_connected.labels("user").set(0)
+                self.connected = False
+            self._metrics.feed_reconnects_total.labels("user", reason).inc()
+            await asyncio.sleep(self._backoff.next())
+
+    async def _pump(self, ws: ClientConnection) -> None:
+        pinger = asyncio.create_task(self._ping(ws), name="feed:user:ping")
+        try:
+            async for frame in ws:
+                await self.handle_frame(frame)
+        finally:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+
+    async def _ping(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self._ping_s)
+            await ws.send("PING")
+
+    async def handle_frame(self, frame: str | bytes) -> None:
+        """Parse one frame (an object, an array of objects, or `PONG`) and dispatch it."""
+        if frame in ("PONG", b"PONG"):
+            return
+        try:
+            data = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            self._metrics.feed_malformed_total.labels("user").inc()
+            return
+        for ev in data if isinstance(data, list) else [data]:
+            if isinstance(ev, dict):
+                await self.handle_event(ev)
+
+    async def handle_event(self, ev: dict[str, Any]) -> None:
+        kind = str(ev.get("event_type", ""))
+        self._metrics.feed_messages_total.labels("user", kind or "unknown").inc()
+        if kind == "order":
+            vo = venue_order(ev)
+            if vo is not None:
+                await self._on_order(vo)
+        elif kind == "trade":
+            for fill in fills_from_trade(ev, owner=self._owner, address=self._funder):
+                await self._on_fill(fill)
