@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from typing import ParamSpec, TypeVar
 
 import httpx
 import pytest
+from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.clob_types import (
     MarketOrderArgsV2,
     OpenOrderParams,
@@ -26,6 +28,9 @@ from py_clob_client_v2.utilities import generate_orderbook_summary_hash, parse_r
 from simulator import SimMarket, Simulator
 from simulator.testing import l2_headers, new_trader
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 D = Decimal
 MAKER = "0x" + "ab" * 20
 
@@ -41,8 +46,9 @@ def market(sim: Simulator) -> SimMarket:
     return sim.add_market(question="Will X?", slug="will-x")
 
 
-def run(fn, *a, **kw):  # type: ignore[no-untyped-def]
-    return asyncio.to_thread(fn, *a, **kw)
+async def run(fn: Callable[P, R], /, *a: P.args, **kw: P.kwargs) -> R:
+    """Run a blocking SDK call on a worker thread, as the daemon does."""
+    return await asyncio.to_thread(fn, *a, **kw)
 
 
 def api_error(exc: PolyApiException) -> object:
@@ -441,7 +447,7 @@ async def test_market_not_accepting_orders_refuses(sim: Simulator, market: SimMa
     assert api_error(e.value) == "the market is not yet ready to process new orders"
 
 
-async def _raw_post(client, sim: Simulator, body: object) -> httpx.Response:  # type: ignore[no-untyped-def]
+async def _raw_post(client: ClobClient, sim: Simulator, body: object) -> httpx.Response:
     raw = json.dumps(body, separators=(",", ":"))
     headers = l2_headers(client, "POST", "/order", raw)
     return await run(httpx.post, sim.clob_url + "/order", content=raw.encode(), headers=headers)
