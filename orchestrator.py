@@ -189,6 +189,11 @@ class Daemon:
         try:
             return await self._run()
         except Exception as e:  # the process boundary: a fatal error ends the run with exit 1
+            bad_config = [x for x in _leaves(e) if isinstance(x, ConfigError)]
+            if bad_config:  # e.g. a strategy's rules file, read at start-up
+                for bad in bad_config:
+                    log.error("config_error", problems=bad.problems)
+                return EXIT_CONFIG
             for exc in _leaves(e):
                 if isinstance(exc, FatalError):
                     log.error("fatal_error", error=str(exc))
@@ -342,6 +347,53 @@ class Daemon:
 
     async def _build_copy_trading(self, ctx: Context) -> None:
         """The Data API client and the copy trader."""
+        from resilience.clock import SystemClock
+        from resilience.retry import RetryPolicy
+        from strategies.copy_trader import CopyTrader, load_rules
+        from venue.data_api import DataApiBudget, DataApiClient
+
+        s = ctx.settings
+        if not s.copy_enabled or s.copy_rules_path is None:
+            log.info("copy_trader_off", enabled=s.copy_enabled, rules=str(s.copy_rules_path))
+            return
+        rules = load_rules(s.copy_rules_path)  # ConfigError: the daemon exits 2
+        if not rules.active:
+            log.info("copy_trader_off", reason="no enabled wallets in the rules file")
+            return
+        executor = ctx.executor
+        if executor is None:
+            raise FatalError("the copy trader needs the executor, which was not built")
+        metrics = ctx.metrics
+        clock = SystemClock()
+        data_api = DataApiClient(
+            base_url=s.data_api_url,
+            budget=DataApiBudget(s.rate_limit_fraction, clock=clock),
+            timeout_s=s.http_timeout_s,
+            retry=RetryPolicy(
+                attempts=min(s.retry_attempts, 3),
+                base_delay_s=s.retry_base_delay_s,
+                max_delay_s=min(s.retry_max_delay_s, 2.0),
+            ),
+            clock=clock,
+            on_error=lambda kind: metrics.data_api_errors_total.labels(kind).inc(),
+        )
+        ctx.closers.append(("data_api", data_api.close))
+        ctx.strategies.append(
+            CopyTrader(
+                rules=rules,
+                data_api=data_api,
+                sink=executor,
+                positions=executor,
+                repos=ctx.repos,
+                metrics=metrics,
+                markets=getattr(executor, "rules", None),
+                books=ctx.books,
+                poll_interval_s=s.copy_poll_interval_s,
+                max_trade_age_s=s.copy_max_trade_age_s,
+                clock=clock,
+            )
+        )
+        log.info("copy_trader_built", wallets=[w.name for w in rules.active])
 
     @staticmethod
     async def _cancel(what: str, tasks: Sequence[asyncio.Task[Any]], timeout_s: float) -> None:
