@@ -1,0 +1,149 @@
+"""The daemon with the copy trader, live against the simulator through the real executor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from config import load_settings
+from observability.logging import Redactor
+from orchestrator import EXIT_CONFIG, EXIT_OK, Context, Daemon
+from simulator import SimMarket, Simulator
+from storage import Database, Repositories
+from tests.helpers import clean_env, run_cli
+
+D = Decimal
+LEADER = "0x" + "5e" * 20
+MAKER = "0x" + "6a" * 20
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(seed=3, settle_delay_s=0.02) as s:
+        yield s
+
+
+@pytest.fixture
+def market(sim: Simulator) -> SimMarket:
+    m = sim.add_market(question="Will the copy fill?", slug="copy-fill", tags=("crypto",))
+    sim.seed_order(MAKER, m.token_ids[0], "SELL", D("0.51"), D("500"))
+    return m
+
+
+def settings_for(sim: Simulator, tmp_path: Path, rules: Path) -> Any:
+    acct = Account.create()
+    sim.fund(acct.address, collateral=D("1000"))
+    return load_settings(
+        env_file=None,
+        mode="live",
+        clob_host=sim.clob_url,
+        gamma_api_url=sim.gamma_url,
+        data_api_url=sim.data_url,
+        market_ws_url=sim.market_ws_url,
+        user_ws_url=sim.user_ws_url,
+        private_key="0x" + bytes(acct.key).hex(),
+        db_path=tmp_path / "polyd.db",
+        http_port=0,
+        sniper_enabled=False,
+        copy_rules_path=rules,
+        copy_poll_interval_s=0.25,
+        shutdown_timeout_s=3,
+    )
+
+
+def write_rules(tmp_path: Path) -> Path:
+    p = tmp_path / "copy.toml"
+    p.write_text(
+        f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
+        'max_slippage = "0.02"\nmax_trade_notional = "20"\n'
+    )
+    return p
+
+
+async def run_daemon(settings: Any, seconds: float, on_ready: Any = None) -> int:
+    daemon = Daemon(settings, redactor=Redactor([]), duration_s=seconds, on_ready=on_ready)
+    return await daemon.run()
+
+
+async def copies_in(db_path: Path) -> list[Any]:
+    db = Database(db_path)
+    await db.open()
+    try:
+        rows = await db.fetchall("SELECT * FROM orders WHERE strategy = 'copy'")
+        return [dict(r) for r in rows]
+    finally:
+        await db.close()
+
+
+async def test_daemon_copies_leader_buy_through_executor_once_across_restart(
+    sim: Simulator, market: SimMarket, tmp_path: Path
+) -> None:
+    settings = settings_for(sim, tmp_path, write_rules(tmp_path))
+    token = market.token_ids[0]
+
+    def trade_when_ready(ctx: Context) -> None:
+        sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("100"))
+
+    assert await run_daemon(settings, 2.5, trade_when_ready) == EXIT_OK
+    first = await copies_in(settings.db_path)
+    assert len(first) == 1
+    row = first[0]
+    assert (row["side"], D(row["size"]), D(row["price"])) == ("BUY", D("10.00"), D("0.52"))
+    assert row["status"] == "FILLED"
+    # A restart sees the same leader trade again (still young): it is not copied twice.
+    assert await run_daemon(settings, 1.5) == EXIT_OK
+    assert len(await copies_in(settings.db_path)) == 1
+    db = Database(settings.db_path)
+    await db.open()
+    try:
+        audit = await Repositories.over(db).audit.tail(event="copy_sent")
+    finally:
+        await db.close()
+    assert len(audit) == 1 and audit[0].detail["lag_s"] < 2.5
+
+
+def test_bad_rules_file_exits_2_naming_wallet_and_field(tmp_path: Path) -> None:
+    rules = tmp_path / "copy.toml"
+    rules.write_text(f'[[wallets]]\naddress = "{LEADER}"\nlabel = "bad-one"\nratio = "-2"\n')
+    env = clean_env(
+        COPY_RULES_PATH=str(rules),
+        DB_PATH=str(tmp_path / "polyd.db"),
+        HTTP_PORT="0",
+        SNIPER_ENABLED="false",
+        LOG_FORMAT="json",
+        GAMMA_API_URL="http://127.0.0.1:9",
+        CLOB_HOST="http://127.0.0.1:9",
+        DATA_API_URL="http://127.0.0.1:9",
+    )
+    t0 = time.monotonic()
+    proc = run_cli("--env-file", "none", "--duration", "5", env=env, timeout=60)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "bad-one" in out and "ratio" in out
+    assert time.monotonic() - t0 < 30
+
+
+async def test_rules_with_no_enabled_wallet_build_no_strategy(tmp_path: Path) -> None:
+    rules = tmp_path / "copy.json"
+    rules.write_text(json.dumps({"wallets": [{"address": LEADER, "ratio": "1", "enabled": False}]}))
+    settings = load_settings(
+        env_file=None,
+        db_path=tmp_path / "polyd.db",
+        http_port=0,
+        sniper_enabled=False,
+        copy_rules_path=rules,
+        gamma_api_url="http://127.0.0.1:9",
+        clob_host="http://127.0.0.1:9",
+    )
+    seen: list[str] = []
+    code = await run_daemon(settings, 0.3, lambda ctx: seen.extend(s.name for s in ctx.strategies))
+    assert code == EXIT_OK and "copy" not in seen
+    await asyncio.sleep(0)
