@@ -284,9 +284,6 @@ class Sniper:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
-        for r in self.rules:
-            for t in r.select.token_ids:
-                self._rules_of.setdefault(t, []).append(r)
         self.pending: list[tuple[OrderRequest, Decision, _Slot, Market | None]] = []
         """Orders decided by `evaluate()` called outside `run()` (nothing submits them)."""
         self.on_watch: Callable[[set[str]], None] | None = None

@@ -1,0 +1,382 @@
+"""Sniper decisions against a BookStore and a recording OrderSink (the executor's seam)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from errors import ConfigError
+from models import Market, OrderRequest, OrderResult, OrderStatus, OrderType, Position, Side
+from strategies.base import OrderSink
+from strategies.sniper import Sniper, SniperRule, load_rules, parse_rules
+from venue.order_book import BookStore
+
+YES = "1" * 70
+NO = "2" * 70
+CID = "0x" + "ab" * 32
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RecordingExecutor:
+    """Implements OrderSink/PositionSource/TickSizeSink; answers with a scripted status."""
+
+    def __init__(self, status: OrderStatus = OrderStatus.FILLED) -> None:
+        self.status = status
+        self.requests: list[OrderRequest] = []
+        self.gate: asyncio.Event | None = None
+        self.ticks: dict[str, D] = {}
+
+    async def submit(self, request: OrderRequest) -> OrderResult:
+        self.requests.append(request)
+        if self.gate is not None:
+            await self.gate.wait()
+        filled = request.size if self.status is OrderStatus.FILLED else D(0)
+        return OrderResult(
+            client_order_id=request.client_order_id,
+            status=self.status if request.side is Side.BUY else OrderStatus.LIVE,
+            filled_size=filled,
+            avg_price=request.price if filled else None,
+            reason="risk: max exposure" if self.status is OrderStatus.REJECTED else "",
+        )
+
+    def position(self, token_id: str) -> Position:
+        return Position(token_id=token_id)
+
+    def set_tick_size(self, token_id: str, tick_size: D) -> None:
+        self.ticks[token_id] = tick_size
+
+    @property
+    def buys(self) -> list[OrderRequest]:
+        return [r for r in self.requests if r.side is Side.BUY]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rule(**kw: Any) -> SniperRule:
+    base: dict[str, Any] = {
+        "name": "r1",
+        "select": {"token_ids": [YES]},
+        "min_price": "0.90",
+        "max_price": "0.95",
+        "min_size": "10",
+        "max_notional": "19",
+        "cooldown_s": 0,
+        "max_entries": 5,
+    }
+    base.update(kw)
+    return SniperRule.model_validate(base)
+
+
+def market(**kw: Any) -> Market:
+    base: dict[str, Any] = {
+        "condition_id": CID,
+        "token_ids": (YES, NO),
+        "tick_size": D("0.01"),
+        "min_size": D("5"),
+        "end_date": datetime.now(UTC) + timedelta(minutes=10),
+    }
+    base.update(kw)
+    return Market(**base)
+
+
+def set_book(store: BookStore, asks: dict[str, str], bids: dict[str, str] | None = None) -> None:
+    b = store.ensure(YES)
+    b.replace(
+        {D(p): D(s) for p, s in (bids or {"0.5": "10"}).items()},
+        {D(p): D(s) for p, s in asks.items()},
+        book_hash="",
+        timestamp_ms=0,
+        now=0.0,
+    )
+    store.notify([YES])
+
+
+@contextlib.asynccontextmanager
+async def sniper_running(
+    rules: list[SniperRule],
+    sink: OrderSink,
+    *,
+    mkt: Market | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[tuple[Sniper, BookStore]]:
+    store = BookStore(stale_after_s=60)
+    sn = Sniper(rules=rules, books=store, orders=sink, clock=clock or Clock())
+    sn.set_market(mkt or market())
+    task = asyncio.create_task(sn.run())
+    await asyncio.sleep(0)
+    try:
+        yield sn, store
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_opportunity_fires_exactly_once_while_it_persists() -> None:
+    ex = RecordingExecutor()
+    async with sniper_running([rule()], ex) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+        for size in ("90", "80", "70"):  # the same opportunity keeps changing size
+            set_book(store, {"0.93": size})
+            await settle()
+    assert len(ex.buys) == 1
+    req = ex.buys[0]
+    assert (req.side, req.price, req.order_type) == (Side.BUY, D("0.95"), OrderType.FAK)
+    assert req.size == D("20.00")  # 19 / 0.95, below the depth of 100
+
+
+async def test_opportunity_gone_then_back_fires_again() -> None:
+    ex = RecordingExecutor()
+    async with sniper_running([rule()], ex) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+        set_book(store, {"0.97": "100"})  # the ask moves out of the band
+        await settle()
+        set_book(store, {"0.92": "100"})
+        await settle()
+    assert [r.price for r in ex.buys] == [D("0.95"), D("0.95")]
+
+
+async def test_cooldown_delays_next_entry_until_a_change_after_it() -> None:
+    ex = RecordingExecutor()
+    clock = Clock()
+    async with sniper_running([rule(cooldown_s=30)], ex, clock=clock) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+        set_book(store, {"0.99": "100"})
+        await settle()
+        set_book(store, {"0.93": "100"})  # a new opportunity, inside the cooldown
+        await settle()
+        assert len(ex.buys) == 1
+        clock.now += 31
+        set_book(store, {"0.93": "99"})
+        await settle()
+    assert len(ex.buys) == 2
+
+
+async def test_max_entries_caps_accepted_entries_per_token() -> None:
+    ex = RecordingExecutor()
+    async with sniper_running([rule(max_entries=2)], ex) as (_, store):
+        for _ in range(4):
+            set_book(store, {"0.93": "100"})
+            await settle()
+            set_book(store, {"0.99": "100"})
+            await settle()
+    assert len(ex.buys) == 2
+
+
+async def test_risk_refusal_is_not_retried_and_not_counted_as_entry() -> None:
+    ex = RecordingExecutor(status=OrderStatus.REJECTED)
+    async with sniper_running([rule(max_entries=1)], ex) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+        set_book(store, {"0.93": "50"})  # same opportunity: no retry of a refused order
+        await settle()
+        assert len(ex.buys) == 1
+        ex.status = OrderStatus.FILLED
+        set_book(store, {"0.99": "100"})
+        await settle()
+        set_book(store, {"0.93": "100"})  # a new opportunity may still enter (0 entries so far)
+        await settle()
+    assert len(ex.buys) == 2
+
+
+async def test_in_flight_submission_blocks_a_second_order_for_the_token() -> None:
+    ex = RecordingExecutor()
+    ex.gate = asyncio.Event()
+    second = rule(name="r2", min_price="0.91")
+    async with sniper_running([rule(), second], ex) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+        assert len(ex.buys) == 1  # r2 also matches but waits for the in-flight order
+        ex.gate.set()
+        await settle()
+    assert len(ex.buys) == 2
+
+
+async def test_unusable_or_unsnapshotted_book_never_fires() -> None:
+    ex = RecordingExecutor()
+    async with sniper_running([rule()], ex) as (_, store):
+        store.ensure(YES).asks[D("0.93")] = D("100")  # levels but no snapshot
+        store.notify([YES])
+        await settle()
+        set_book(store, {"0.93": "100"})
+        store.mark_all_unusable([YES])  # e.g. the shard reconnects before we evaluate
+        await settle()
+    assert ex.buys == []
+
+
+@pytest.mark.parametrize(
+    ("asks", "fires"),
+    [
+        ({"0.89": "100"}, False),  # below min_price
+        ({"0.96": "100"}, False),  # above max_price
+        ({"0.93": "5", "0.95": "4"}, False),  # depth 9 < min_size 10
+        ({"0.93": "5", "0.95": "5", "0.96": "100"}, True),  # depth at or under max is 10
+    ],
+)
+async def test_band_and_depth_conditions(asks: dict[str, str], fires: bool) -> None:
+    ex = RecordingExecutor()
+    async with sniper_running([rule()], ex) as (_, store):
+        set_book(store, asks)
+        await settle()
+    assert bool(ex.buys) is fires
+
+
+async def test_size_is_capped_by_depth_and_rounded_down() -> None:
+    ex = RecordingExecutor()
+    async with sniper_running([rule(max_notional="1000", min_size="5")], ex) as (_, store):
+        set_book(store, {"0.93": "12.345"})
+        await settle()
+    assert ex.buys[0].size == D("12.34")
+
+
+async def test_market_ending_outside_window_does_not_fire() -> None:
+    ex = RecordingExecutor()
+    late = market(end_date=datetime.now(UTC) + timedelta(hours=3))
+    async with sniper_running([rule(ends_within_minutes=30)], ex, mkt=late) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+    assert ex.buys == []
+    ex2 = RecordingExecutor()
+    async with sniper_running([rule(ends_within_minutes=30)], ex2) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+    assert len(ex2.buys) == 1
+
+
+async def test_take_profit_rests_gtc_sell_rounded_up_to_tick() -> None:
+    ex = RecordingExecutor()
+    async with sniper_running([rule(take_profit="0.015", order_type="FOK")], ex) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+    buy, sell = ex.requests
+    assert buy.order_type is OrderType.FOK
+    assert (sell.side, sell.order_type) == (Side.SELL, OrderType.GTC)
+    assert sell.price == D("0.97")  # 0.95 * 1.015 = 0.96425 -> 0.97
+    assert sell.size == buy.size
+
+
+async def test_tick_size_change_is_honoured_by_next_order() -> None:
+    ex = RecordingExecutor()
+    r = rule(min_price="0.950", max_price="0.955")
+    async with sniper_running([r], ex) as (_, store):
+        set_book(store, {"0.95": "100"})
+        await settle()
+        store.get(YES).tick_size = D("0.001")  # type: ignore[union-attr]
+        set_book(store, {"0.99": "100"})
+        await settle()
+        set_book(store, {"0.951": "100"})
+        await settle()
+    assert [b.price for b in ex.buys] == [D("0.95"), D("0.955")]
+
+
+async def test_outcome_filter_watches_only_that_token() -> None:
+    store = BookStore(stale_after_s=60)
+    sn = Sniper(rules=[rule(outcome="No")], books=store, orders=RecordingExecutor())
+    sn.set_market(market())
+    assert sn.watched_tokens() == {NO}
+
+
+def test_rules_file_errors_name_rule_and_field(tmp_path: Path) -> None:
+    p = tmp_path / "rules.toml"
+    p.write_text(
+        '[[rules]]\nname = "ok"\nmin_price = "0.9"\nmax_price = "0.95"\nmin_size = "5"\n'
+        'max_notional = "10"\nselect = { slugs = ["x"] }\n\n'
+        '[[rules]]\nname = "bad-one"\nmin_price = "0.9"\nmax_price = "1.5"\nmin_size = "5"\n'
+        'max_notional = "10"\nselect = { slugs = ["x"] }\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        load_rules(p)
+    assert any("'bad-one'" in line and "max_price" in line for line in e.value.problems), (
+        e.value.problems
+    )
+
+
+def test_rules_without_selector_or_with_typo_are_refused() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_rules(
+            [
+                {
+                    "name": "x",
+                    "min_price": "0.9",
+                    "max_price": "0.95",
+                    "min_size": "1",
+                    "max_notional": "5",
+                    "select": {},
+                }
+            ]
+        )
+    assert "select" in e.value.problems[0]
+    with pytest.raises(ConfigError) as e:
+        parse_rules(
+            [
+                {
+                    "name": "x",
+                    "min_price": "0.9",
+                    "max_price": "0.95",
+                    "min_size": "1",
+                    "max_notional": "5",
+                    "select": {"slugs": ["a"]},
+                    "max_prize": "1",
+                }
+            ]
+        )
+    assert "max_prize" in e.value.problems[0]
+
+
+def test_unreadable_or_invalid_rules_file_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_rules(tmp_path / "missing.toml")
+    bad = tmp_path / "r.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError):
+        load_rules(bad)
+
+
+def test_json_rules_file_loads(tmp_path: Path) -> None:
+    p = tmp_path / "r.json"
+    p.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "name": "j",
+                        "min_price": 0.9,
+                        "max_price": 0.95,
+                        "min_size": 5,
+                        "max_notional": "10",
+                        "select": {"token_ids": [YES]},
+                    }
+                ]
+            }
+        )
+    )
+    (r,) = load_rules(p)
+    assert r.min_price == D("0.9")
+
+
+def test_example_rules_file_is_valid() -> None:
+    rules = load_rules(ROOT / "deploy" / "sniper-rules.example.toml")
+    assert rules
+    assert all(isinstance(r, SniperRule) for r in rules)
