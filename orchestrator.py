@@ -31,7 +31,9 @@ from config import Settings, env_file_warnings, load_settings
 from errors import ConfigError, FatalError, OrderRejected
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
+from observability.notify import Notifier, TradingWatch
 from observability.sidecar import CheckResult, Health, Phase, Sidecar
+from observability.systemd import SystemdNotifier
 from resilience.backoff import Backoff
 from storage import Database, Repositories
 from strategies.base import Strategy
@@ -72,7 +74,9 @@ class StrategySupervisor:
         window_s: float,
         backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        notify: Callable[..., object] | None = None,
     ) -> None:
+        self._notify = notify  # Notifier.notify(kind, key, text, **fields); never blocks
         self._metrics = metrics
         self._health = health
         self._max_restarts = max_restarts
@@ -118,9 +122,25 @@ class StrategySupervisor:
                     crashes=len(crashes),
                     window_s=self._window_s,
                 )
+                if self._notify is not None:
+                    self._notify(
+                        "strategy_halted",
+                        f"strategy_halted:{name}",
+                        f"strategy {name} halted after {len(crashes)} crashes in "
+                        f"{self._window_s:g}s ({state.last_error}); /health is degraded",
+                        strategy=name,
+                    )
                 return
             delay = backoff.next()
             log.warning("strategy_restarting", strategy=name, in_s=round(delay, 3))
+            if self._notify is not None:
+                self._notify(
+                    "strategy_crash",
+                    f"strategy_crash:{name}",
+                    f"strategy {name} crashed ({state.last_error}); restart {state.restarts} "
+                    f"in {delay:.1f}s",
+                    strategy=name,
+                )
             await self._sleep(delay)
 
     @staticmethod
@@ -153,6 +173,8 @@ class Context:
     closers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     drainers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
     executor: Any = None  # executor.Executor: OrderSink, PositionSource, TickSizeSink
+    # Operator webhook: ctx.notifier.notify(kind, key, text) never blocks (disabled without a URL).
+    notifier: Notifier = field(default_factory=Notifier)
     books: Any = None  # models.BookSource (the feed's BookStore) once market data is built
 
 
@@ -171,6 +193,7 @@ class Daemon:
         self.redactor = redactor
         self.duration_s = duration_s
         self.on_ready = on_ready
+        self.systemd = SystemdNotifier(settings.notify_socket, watchdog_usec=settings.watchdog_usec)
         self._stop = asyncio.Event()
         self.ctx: Context | None = None
 
@@ -187,7 +210,14 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
         try:
-            return await self._run()
+            # The watchdog pings from this loop from the first moment, so a blocked loop (at
+            # start-up too) stops them and systemd restarts the service.
+            async with asyncio.TaskGroup() as tg:
+                watchdog = tg.create_task(self.systemd.watchdog_loop(), name="lifecycle:watchdog")
+                try:
+                    return await self._run()
+                finally:
+                    watchdog.cancel()
         except Exception as e:  # the process boundary: a fatal error ends the run with exit 1
             bad_config = [x for x in _leaves(e) if isinstance(x, ConfigError)]
             if bad_config:  # e.g. a strategy's rules file, read at start-up
@@ -201,6 +231,8 @@ class Daemon:
                     log.error("fatal_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             return EXIT_FATAL
         finally:
+            self.systemd.stopping("stopped")
+            self.systemd.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -244,7 +276,21 @@ class Daemon:
 
     async def _start_and_serve(self, ctx: Context) -> None:
         s = ctx.settings
+        self.systemd.status("starting: building the trading stack and reconciling")
+        notifier = ctx.notifier = Notifier.from_settings(
+            s, metrics=ctx.metrics, redactor=ctx.redactor
+        )
+        ctx.closers.append(("notify", notifier.close))
         await self._build_trading(ctx)
+        if notifier.enabled:
+            watch = TradingWatch(
+                notifier=notifier,
+                metrics=ctx.metrics,
+                warn_fraction=s.risk_daily_loss_warn_fraction,
+                reason=lambda: str(getattr(ctx.executor, "state_reason", "") or ""),
+            )
+            ctx.services.append(("notify", notifier.run))
+            ctx.services.append(("notify:watch", watch.run))
         sidecar = ctx.sidecar = Sidecar(
             host=s.http_host,
             port=s.http_port,
@@ -262,6 +308,10 @@ class Daemon:
             metrics_url=f"http://{s.http_host}:{sidecar.bound_port}/metrics",
             strategies=[st.name for st in ctx.strategies],
         )
+        self.systemd.ready(
+            f"running: {s.mode}, {len(ctx.strategies)} strategies, "
+            f"sidecar on {s.http_host}:{sidecar.bound_port}"
+        )
         if self.on_ready is not None:
             self.on_ready(ctx)
         supervisor = StrategySupervisor(
@@ -269,6 +319,7 @@ class Daemon:
             health=ctx.health,
             max_restarts=s.strategy_max_restarts,
             window_s=s.strategy_restart_window_s,
+            notify=notifier.notify,
         )
         async with asyncio.TaskGroup() as tg:
             services = [tg.create_task(fn(), name=f"service:{n}") for n, fn in ctx.services]
@@ -280,6 +331,7 @@ class Daemon:
                 tg.create_task(self._stop_after(self.duration_s), name="lifecycle:duration")
             await self._stop.wait()
             ctx.health.phase = Phase.STOPPING
+            self.systemd.stopping("stopping: strategies, drain, feeds, sidecar, storage")
             log.info("daemon_stopping")
             await self._cancel("strategies", strategies, s.shutdown_timeout_s)
             for name, drain in ctx.drainers:
@@ -344,6 +396,84 @@ class Daemon:
 
     async def _build_market_data(self, ctx: Context) -> None:
         """Market discovery, the market websocket feed, order books and the sniper."""
+        import aiohttp
+
+        from models import Market
+        from resilience.clock import SystemClock
+        from resilience.rate_limit import RateLimiter, polymarket_limits
+        from strategies.sniper import Sniper
+        from strategies.sniper import load_rules as load_sniper_rules
+        from venue.gamma import Discovery, DiscoveryResult, GammaClient
+        from venue.market_feed import ClobBookFetcher, MarketFeed
+        from venue.order_book import BookStore
+
+        s = ctx.settings
+        rules = []
+        if s.sniper_enabled and s.sniper_rules_path is not None:
+            rules = load_sniper_rules(s.sniper_rules_path)  # ConfigError: the daemon exits 2
+        executor = ctx.executor
+        clock = SystemClock()
+        limiter = RateLimiter.from_limits(polymarket_limits(s.rate_limit_fraction), clock=clock)
+        store = BookStore(stale_after_s=s.feed_stale_after_s, clock=clock.monotonic)
+        ctx.books = store  # the paper broker and position marks read books through BookSource
+        session = aiohttp.ClientSession()
+        ctx.closers.append(("market_data_http", session.close))
+        feed = MarketFeed(
+            url=s.market_ws_url,
+            store=store,
+            metrics=ctx.metrics,
+            tick_sink=executor,  # tick_size_change -> the executor's market rules
+            fetcher=ClobBookFetcher(
+                session=session, base_url=s.clob_host, limiter=limiter, timeout_s=s.http_timeout_s
+            ),
+            shard_size=s.feed_shard_size,
+            ping_interval_s=s.feed_ping_interval_s,
+            stale_after_s=s.feed_stale_after_s,
+            clock=clock,
+        )
+        ctx.services.append(("feed:market", feed.run))
+        ctx.health.register("feed:market", feed.health)
+        if not rules:
+            log.info("sniper_off", enabled=s.sniper_enabled, rules=str(s.sniper_rules_path))
+            return
+        if executor is None:
+            raise FatalError("the sniper needs the executor, which was not built")
+        sniper = Sniper(rules=rules, books=store, orders=executor, metrics=ctx.metrics)
+        sniper.on_watch = lambda tokens: feed.watch("sniper", tokens)
+        market_rules = getattr(executor, "rules", None)
+
+        def on_markets(found: DiscoveryResult) -> None:
+            if market_rules is not None and hasattr(market_rules, "load_market"):
+                for m in {m.condition_id: m for ms in found.values() for m in ms}.values():
+                    market_rules.load_market(_with_live_tick(m, store))
+            sniper.set_markets(found)
+
+        def _with_live_tick(m: Market, books: BookStore) -> Market:
+            # Gamma's tick can lag a websocket tick_size_change; the book's tick is newer.
+            for t in m.token_ids:
+                b = books.get(t)
+                if b is not None and b.tick_size is not None and b.tick_size != m.tick_size:
+                    return m.model_copy(update={"tick_size": b.tick_size})
+            return m
+
+        gamma = GammaClient(
+            base_url=s.gamma_api_url,
+            session=session,
+            limiter=limiter,
+            metrics=ctx.metrics,
+            timeout_s=s.http_timeout_s,
+        )
+        discovery = Discovery(
+            gamma=gamma,
+            queries=sniper.market_queries(),
+            on_update=on_markets,
+            interval_s=s.discovery_interval_s,
+            metrics=ctx.metrics,
+            clock=clock,
+        )
+        ctx.services.append(("discovery", discovery.run))
+        ctx.strategies.append(sniper)
+        log.info("sniper_built", rules=[r.name for r in rules])
 
     async def _build_copy_trading(self, ctx: Context) -> None:
         """The Data API client and the copy trader."""
