@@ -929,3 +929,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
     return ordered[k]
+
+
+def write_demo_rules(sim: Any, workdir: Path) -> dict[str, Any]:
+    """Write copy rules following the demo scenario's whale; return the settings pointing at them.
+
+    Shaped as a `demo.RULE_WRITERS` entry (`(sim, workdir) -> settings overrides`).
+    """
+    whale = sim.scenario.whale_address if sim.scenario is not None else None
+    if whale is None:
+        return {}
+    path = workdir / "copy-rules.toml"
+    path.write_text(
+        "# written by --demo: copy the scenario's whale at 5% of its size\n"
+        "[[wallets]]\n"
+        f'address = "{whale}"\n'
+        'label = "demo-whale"\n'
+        'ratio = "0.05"\n'
+        'max_trade_notional = "20"\n'
+        'max_market_exposure = "150"\n'
+        'max_slippage = "0.02"\n'
+    )
+    return {"copy_enabled": True, "copy_rules_path": path}
