@@ -1,0 +1,141 @@
+"""Wire translation against real captures: order shapes, trades, acks, errors, market rules."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from py_clob_client_v2.exceptions import PolyApiException
+
+from errors import OrderRejected, OutcomeUnknown, RateLimited, TransientError, VenueUnavailable
+from execution.market_rules import MarketRules
+from execution.types import MarketMeta, VenueStatus, journal_status
+from models import LiquidityRole, OrderRequest, OrderStatus, OrderType, Side
+from venue.clob import ClobBroker, fills_from_trade, order_amounts, translate, venue_order
+
+F = Path("/work/shared/fixtures")
+TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
+
+
+def load(rel: str) -> Any:
+    return json.loads((F / rel).read_text())
+
+
+def test_rest_order_fak_partial_maps_to_canceled_with_size_matched() -> None:
+    vo = venue_order(load("clob_rest/get_order_fak_partial_size_matched_2026_01.json"))
+    assert vo is not None and vo.status is VenueStatus.MATCHED
+    assert (vo.original_size, vo.size_matched) == (Decimal("10"), Decimal("5"))
+    st = journal_status(
+        vo.status, size=Decimal(10), matched=vo.size_matched, order_type=OrderType.FAK
+    )
+    assert st is OrderStatus.CANCELED
+
+
+def test_order_status_long_names_and_micro_sizes_tolerated() -> None:
+    d = {
+        "id": "0xab",
+        "status": "ORDER_STATUS_LIVE",
+        "original_size": "100000000",
+        "size_matched": "25000000",
+        "price": "0.5",
+        "side": "BUY",
+    }
+    vo = venue_order(d, expected_size=Decimal("100"))
+    assert vo is not None and vo.status is VenueStatus.LIVE
+    assert (vo.original_size, vo.size_matched) == (Decimal("100"), Decimal("25"))
+
+
+def test_fok_killed_status_suffix_is_canceled() -> None:
+    vo = venue_order(load("ws_user/order_fok_killed_status_suffix_2026_05_SANITIZED.json"))
+    assert vo is not None and vo.status is VenueStatus.CANCELED
+
+
+def test_ws_trade_taker_fill_and_maker_fill() -> None:
+    t = load("ws_user/trade_matched_taker_2024_09.json")
+    fills = fills_from_trade(t, owner=t["owner"], address="0x0")
+    assert len(fills) == 1 and fills[0].role is LiquidityRole.TAKER
+    assert fills[0].venue_order_id == t["taker_order_id"] and fills[0].size == Decimal("5")
+    m = t["maker_orders"][0]
+    maker = fills_from_trade(t | {"trader_side": "MAKER"}, owner=m["owner"], address="0x0")
+    assert len(maker) == 1 and maker[0].side is Side.SELL and maker[0].role is LiquidityRole.MAKER
+
+
+def test_post_order_partial_ack_reads_shares_from_taking_amount() -> None:
+    res = load("clob_rest/post_order_fak_matched_partial_2026_01.json")
+    req = OrderRequest(
+        strategy="t",
+        token_id=TOKEN,
+        side=Side.BUY,
+        price=Decimal("0.47"),
+        size=Decimal("10"),
+        order_type=OrderType.FAK,
+    )
+    ack = ClobBroker._ack(res, req, "0x")
+    assert ack.size_matched == Decimal("5") and ack.avg_price == Decimal("0.47")
+
+
+def _api_error(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> PolyApiException:
+    return PolyApiException(httpx.Response(status, json=body, headers=headers))
+
+
+def test_error_translation_by_status() -> None:
+    err = load("clob_rest/post_order_error_400_not_enough_balance_allowance.json")
+    assert isinstance(translate(_api_error(400, err)), OrderRejected)
+    assert isinstance(translate(_api_error(429, {"error": "Too Many Requests"})), RateLimited)
+    assert isinstance(translate(_api_error(425, {"error": "x"})), VenueUnavailable)
+    assert isinstance(translate(_api_error(503, {"error": "x"})), VenueUnavailable)
+    five = translate(
+        _api_error(500, load("clob_rest/post_order_error_500_could_not_run_execution.json"))
+    )
+    assert type(five) is TransientError
+    lost = PolyApiException(error_msg="Request exception!")
+    lost.__context__ = httpx.ReadTimeout("slow")
+    assert isinstance(translate(lost), OutcomeUnknown)
+    lost.__context__ = httpx.ConnectError("refused")
+    assert type(translate(lost)) is TransientError
+
+
+@pytest.mark.parametrize(
+    ("side", "otype", "price", "size", "maker", "taker"),
+    [
+        (Side.BUY, OrderType.GTC, "0.47", "12.5", "5.875", "12.5"),
+        (Side.SELL, OrderType.GTC, "0.57", "10", "10", "5.70"),
+        (Side.BUY, OrderType.FOK, "0.47", "12.5", "5.87", "12.4893"),
+        (Side.SELL, OrderType.FAK, "0.47", "12.34", "12.34", "5.7998"),
+    ],
+)
+def test_order_amounts_match_venue_rounding(
+    side: Side, otype: OrderType, price: str, size: str, maker: str, taker: str
+) -> None:
+    req = OrderRequest(
+        strategy="t",
+        token_id=TOKEN,
+        side=side,
+        price=Decimal(price),
+        size=Decimal(size),
+        order_type=otype,
+    )
+    assert order_amounts(req) == (Decimal(maker), Decimal(taker))
+
+
+def test_market_rules_tick_size_change_applies_to_next_order() -> None:
+    rules = MarketRules()
+    rules.put(MarketMeta(TOKEN, "0x" + "1" * 64, Decimal("0.01"), Decimal("5"), False))
+    r = OrderRequest(
+        strategy="t",
+        token_id=TOKEN,
+        side=Side.BUY,
+        price=Decimal("0.971"),
+        size=Decimal("5"),
+        order_type=OrderType.GTC,
+    )
+    assert "tick" in (rules.check(r, rules.get(TOKEN)) or "")
+    change = load("ws_market/tick_size_change_2025_02.json")
+    rules.set_tick_size(TOKEN, Decimal(change["new_tick_size"]))
+    assert rules.check(r, rules.get(TOKEN)) is None
