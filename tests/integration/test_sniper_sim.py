@@ -1,0 +1,334 @@
+"""The sniper over the real feed, Gamma discovery and (last test) the real executor, against the
+simulator on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from eth_account import Account
+
+from config import load_settings
+from models import OrderRequest, OrderResult, OrderStatus, Position, Side
+from observability.logging import Redactor
+from observability.metrics import Metrics
+from orchestrator import EXIT_CONFIG, EXIT_OK, Context, Daemon
+from resilience.backoff import Backoff
+from simulator import SimMarket, Simulator
+from storage import Database
+from strategies.sniper import Sniper, SniperRule
+from venue.gamma import Discovery, GammaClient
+from venue.market_feed import ClobBookFetcher, MarketFeed
+from venue.order_book import BookStore
+
+D = Decimal
+MAKER = "0x" + "8c" * 20
+
+
+class RecordingExecutor:
+    """OrderSink + PositionSource + TickSizeSink; records what the sniper saw when it sent."""
+
+    def __init__(self, store: BookStore) -> None:
+        self.store = store
+        self.requests: list[OrderRequest] = []
+        self.snapshots_at_submit: list[int] = []
+        self.ticks: dict[str, Decimal] = {}
+
+    async def submit(self, request: OrderRequest) -> OrderResult:
+        self.requests.append(request)
+        book = self.store.get(request.token_id)
+        self.snapshots_at_submit.append(book.snapshots if book is not None else -1)
+        return OrderResult(
+            client_order_id=request.client_order_id,
+            status=OrderStatus.FILLED,
+            filled_size=request.size,
+            avg_price=request.price,
+        )
+
+    def position(self, token_id: str) -> Position:
+        return Position(token_id=token_id)
+
+    def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
+        self.ticks[token_id] = tick_size
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    market: SimMarket
+    store: BookStore
+    feed: MarketFeed
+    sniper: Sniper
+    ex: RecordingExecutor
+    discovery: Discovery
+
+    @property
+    def yes(self) -> str:
+        return self.market.token_ids[0]
+
+
+async def until(cond: Callable[[], Any], limit_s: float = 5.0) -> float:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while not cond():
+        if loop.time() - t0 > limit_s:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+    return loop.time() - t0
+
+
+def rule(**kw: Any) -> SniperRule:
+    base: dict[str, Any] = {
+        "name": "snipe",
+        "select": {"ends_within_minutes": 30, "tags": ["crypto"]},
+        "outcome": "Yes",
+        "min_price": "0.90",
+        "max_price": "0.95",
+        "min_size": "10",
+        "max_notional": "19",
+        "cooldown_s": 0,
+        "max_entries": 5,
+        "ends_within_minutes": 20,
+    }
+    base.update(kw)
+    return SniperRule.model_validate(base)
+
+
+@contextlib.asynccontextmanager
+async def rig(r: SniperRule | None = None, stale_after_s: float = 2.0) -> AsyncIterator[Rig]:
+    async with Simulator(seed=11, settle_delay_s=0.02) as sim, aiohttp.ClientSession() as http:
+        soon = datetime.now(UTC) + timedelta(minutes=10)
+        m = sim.add_market(question="Ends soon?", slug="ends-soon", tags=("crypto",), end_date=soon)
+        sim.add_market(question="Ends late?", slug="ends-late", tags=("crypto",))
+        sim.add_market(question="Other topic?", slug="other", tags=("sports",), end_date=soon)
+        sim.seed_order(MAKER, m.token_ids[0], "BUY", D("0.80"), D("50"))
+        sim.seed_order(MAKER, m.token_ids[0], "SELL", D("0.97"), D("50"))
+        store = BookStore(stale_after_s=stale_after_s)
+        ex = RecordingExecutor(store)
+        feed = MarketFeed(
+            url=sim.market_ws_url,
+            store=store,
+            metrics=Metrics(),
+            tick_sink=ex,
+            fetcher=ClobBookFetcher(session=http, base_url=sim.clob_url),
+            stale_after_s=stale_after_s,
+            ping_interval_s=min(1.0, stale_after_s / 2),
+            backoff=lambda: Backoff(0.2, 2.0),
+        )
+        sniper = Sniper(rules=[r or rule()], books=store, orders=ex)
+        sniper.on_watch = lambda toks: feed.watch("sniper", toks)
+        gamma = GammaClient(base_url=sim.gamma_url, session=http)
+        discovery = Discovery(
+            gamma=gamma,
+            queries=sniper.market_queries(),
+            on_update=sniper.set_markets,
+            interval_s=60,
+        )
+        tasks = [
+            asyncio.create_task(feed.run(), name="test:feed"),
+            asyncio.create_task(sniper.run(), name="test:sniper"),
+            asyncio.create_task(discovery.run(), name="test:discovery"),
+        ]
+        try:
+            rg = Rig(sim, m, store, feed, sniper, ex, discovery)
+            await until(lambda: store.usable_book(rg.yes) is not None)
+            yield rg
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+
+async def quiet(seconds: float = 0.2) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def test_discovery_selects_only_tagged_markets_ending_in_window() -> None:
+    async with rig() as rg:
+        assert rg.sniper.watched_tokens() == {rg.yes}
+        assert rg.feed.watched() == {rg.yes}
+
+
+async def test_sniper_fires_exactly_once_per_opportunity_over_the_wire() -> None:
+    async with rig() as rg:
+        sim, tok = rg.sim, rg.yes
+        ask = sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))
+        await until(lambda: len(rg.ex.requests) == 1)
+        sim.seed_order(MAKER, tok, "SELL", D("0.94"), D("30"))  # same opportunity, more depth
+        await quiet()
+        assert len(rg.ex.requests) == 1
+        sim.cancel_seeded(ask)
+        sim.seed_order(MAKER, tok, "BUY", D("0.94"), D("30"))  # takes the 0.94 ask: gone
+        await until(lambda: rg.store.best_ask(tok) == (D("0.97"), D("50")))
+        sim.seed_order(MAKER, tok, "SELL", D("0.92"), D("100"))  # a new opportunity
+        await until(lambda: len(rg.ex.requests) == 2)
+        await quiet()
+    req = rg.ex.requests[0]
+    assert (req.side, req.price, req.size) == (Side.BUY, D("0.95"), D("20"))
+    assert len(rg.ex.requests) == 2
+
+
+async def test_no_trigger_during_reconnect_and_resume_after_fresh_snapshot() -> None:
+    async with rig() as rg:
+        sim, tok = rg.sim, rg.yes
+        snaps = rg.store.get(tok).snapshots  # type: ignore[union-attr]
+        await sim.drop_websockets("market")
+        await until(lambda: rg.store.usable_book(tok) is None, 1.0)
+        # The opportunity appears while we are disconnected; our stale copy must not trade.
+        sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))
+        stale = rg.store.get(tok)
+        assert stale is not None
+        stale.asks[D("0.93")] = D("100")  # even if the stale copy showed it
+        rg.store.notify([tok])
+        await quiet(0.05)
+        assert rg.ex.requests == []
+        took = await until(lambda: len(rg.ex.requests) == 1, 2.0)
+        assert took < 1.5
+    assert rg.ex.snapshots_at_submit == [snaps + 1]
+
+
+async def test_silent_stall_is_detected_and_sniper_resumes() -> None:
+    async with rig(stale_after_s=1.0) as rg:
+        sim, tok = rg.sim, rg.yes
+        stop = asyncio.Event()
+
+        async def churn() -> None:
+            while not stop.is_set():
+                oid = sim.seed_order(MAKER, tok, "BUY", D("0.70"), D("1"))
+                await asyncio.sleep(0.05)
+                sim.cancel_seeded(oid)
+
+        mover = asyncio.create_task(churn())
+        try:
+            await until(lambda: rg.feed.shards[0].data_frames > 5)
+            sim.stall_websockets("market", seconds=30)
+            sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))  # held back by the stall
+            took = await until(lambda: rg.store.usable_book(tok) is None, 15.0)
+            assert took <= 1.5
+            assert rg.ex.requests == []
+            await until(lambda: len(rg.ex.requests) == 1, 3.0)
+        finally:
+            stop.set()
+            await mover
+
+
+async def test_tick_size_change_is_honoured_by_next_order() -> None:
+    r = rule(min_price="0.940", max_price="0.955")
+    async with rig(r) as rg:
+        sim, tok = rg.sim, rg.yes
+        a = sim.seed_order(MAKER, tok, "SELL", D("0.95"), D("100"))
+        await until(lambda: len(rg.ex.requests) == 1)
+        assert rg.ex.requests[0].price == D("0.95")  # 0.955 is off the 0.01 grid
+        sim.cancel_seeded(a)
+        await until(lambda: rg.store.best_ask(tok) == (D("0.97"), D("50")))
+        sim.set_tick_size(tok, D("0.001"))
+        await until(lambda: rg.ex.ticks.get(tok) == D("0.001"))
+        sim.seed_order(MAKER, tok, "SELL", D("0.951"), D("100"))
+        await until(lambda: len(rg.ex.requests) == 2)
+    assert rg.ex.requests[1].price == D("0.955")
+
+
+# --- the daemon, live against the simulator, through the real executor ----------------------
+
+
+def write_rules(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "sniper.toml"
+    p.write_text(body)
+    return p
+
+
+GOOD_RULES = """
+[[rules]]
+name = "near-close"
+outcome = "Yes"
+min_price = "0.90"
+max_price = "0.95"
+min_size = "10"
+max_notional = "19"
+ends_within_minutes = 20
+[rules.select]
+ends_within_minutes = 30
+tags = ["crypto"]
+"""
+
+
+def daemon_settings(sim: Simulator, tmp_path: Path, rules: Path) -> Any:
+    acct = Account.create()
+    sim.fund(acct.address, collateral=D("1000"))
+    return load_settings(
+        env_file=None,
+        mode="live",
+        clob_host=sim.clob_url,
+        gamma_api_url=sim.gamma_url,
+        data_api_url=sim.data_url,
+        market_ws_url=sim.market_ws_url,
+        user_ws_url=sim.user_ws_url,
+        private_key="0x" + bytes(acct.key).hex(),
+        db_path=tmp_path / "polyd.db",
+        http_port=0,
+        copy_enabled=False,
+        sniper_rules_path=rules,
+        feed_ping_interval_s=1.0,
+        shutdown_timeout_s=3,
+    )
+
+
+async def test_daemon_sniper_buys_through_executor_once(tmp_path: Path) -> None:
+    async with Simulator(seed=12, settle_delay_s=0.02) as sim:
+        soon = datetime.now(UTC) + timedelta(minutes=10)
+        m = sim.add_market(
+            question="Close soon?", slug="close-soon", tags=("crypto",), end_date=soon
+        )
+        tok = m.token_ids[0]
+        sim.seed_order(MAKER, tok, "SELL", D("0.97"), D("50"))
+        settings = daemon_settings(sim, tmp_path, write_rules(tmp_path, GOOD_RULES))
+
+        def dip_when_ready(ctx: Context) -> None:
+            async def later() -> None:
+                store = ctx.books
+                await until(lambda: store.usable_book(tok) is not None, 5.0)
+                sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))
+
+            ctx.services.append(("test:dip", later))
+
+        daemon = Daemon(settings, redactor=Redactor([]), duration_s=3.0, on_ready=dip_when_ready)
+        assert await daemon.run() == EXIT_OK
+    db = Database(settings.db_path)
+    await db.open()
+    try:
+        rows = [dict(r) for r in await db.fetchall("SELECT * FROM orders WHERE strategy='sniper'")]
+    finally:
+        await db.close()
+    assert len(rows) == 1, rows
+    assert (rows[0]["side"], D(rows[0]["price"])) == ("BUY", D("0.95"))
+    assert rows[0]["status"] == "FILLED"
+
+
+async def test_daemon_with_bad_sniper_rules_exits_2(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path, GOOD_RULES.replace('max_price = "0.95"', 'max_price = "1.5"'))
+    settings = load_settings(
+        env_file=None,
+        db_path=tmp_path / "polyd.db",
+        http_port=0,
+        copy_enabled=False,
+        sniper_rules_path=rules,
+        gamma_api_url="http://127.0.0.1:9",
+        clob_host="http://127.0.0.1:9",
+    )
+    daemon = Daemon(settings, redactor=Redactor([]), duration_s=1.0)
+    assert await daemon.run() == EXIT_CONFIG
+
+
+@pytest.fixture(autouse=True)
+def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SNIPER_RULES_PATH", raising=False)
