@@ -263,7 +263,7 @@ class Metrics:
         )
         self.notifications_total = Counter(
             "polyd_notifications_total",
-            "Operator notifications, by outcome (sent, deduped, throttled, failed)",
+            "Operator notifications, by outcome (sent, deduped, throttled, dropped, failed)",
             ["outcome"],
             registry=r,
         )
