@@ -281,6 +281,17 @@ class Daemon:
             s, metrics=ctx.metrics, redactor=ctx.redactor
         )
         ctx.closers.append(("notify", notifier.close))
+        # The sidecar listens before the trading stack is built, so /health answers "starting"
+        # (503) through a long start-up reconcile; stages register their control routes on it.
+        sidecar = ctx.sidecar = Sidecar(
+            host=s.http_host,
+            port=s.http_port,
+            health=ctx.health,
+            metrics=ctx.metrics,
+            control_token=s.control_token.get_secret_value() if s.control_token else None,
+        )
+        await sidecar.start()
+        ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)
         if notifier.enabled:
             watch = TradingWatch(
@@ -291,15 +302,6 @@ class Daemon:
             )
             ctx.services.append(("notify", notifier.run))
             ctx.services.append(("notify:watch", watch.run))
-        sidecar = ctx.sidecar = Sidecar(
-            host=s.http_host,
-            port=s.http_port,
-            health=ctx.health,
-            metrics=ctx.metrics,
-            control_token=s.control_token.get_secret_value() if s.control_token else None,
-        )
-        await sidecar.start()
-        ctx.closers.append(("sidecar", sidecar.stop))
         ctx.health.phase = Phase.RUNNING
         ctx.metrics.ready.set(1)
         log.info(
@@ -356,7 +358,10 @@ class Daemon:
 
         s = ctx.settings
         built = await assemble(
-            s, repos=ctx.repos, metrics=ctx.metrics, redactor=ctx.redactor,
+            s,
+            repos=ctx.repos,
+            metrics=ctx.metrics,
+            redactor=ctx.redactor,
             books=lambda: ctx.books,
         )
         executor = ctx.executor = built.executor
@@ -367,14 +372,6 @@ class Daemon:
             # /health says "starting" until every journal row left by the last run is settled.
             await executor.reconcile()
         ctx.services.extend(built.services)
-
-        async def controls() -> None:
-            # The sidecar is built after this stage; register the routes once it exists.
-            while ctx.sidecar is None:  # noqa: ASYNC110  # set by another stage; no event to wait on
-                await asyncio.sleep(0.05)
-            ctx.sidecar.add_control("halt", halt)
-            ctx.sidecar.add_control("resume", resume)
-            ctx.sidecar.add_control("cancel-all", cancel_all)
 
         async def halt(body: Mapping[str, Any]) -> Mapping[str, Any]:
             await executor.halt(str(body.get("reason") or "manual halt"))
@@ -390,7 +387,10 @@ class Daemon:
         async def cancel_all(body: Mapping[str, Any]) -> Mapping[str, Any]:
             return {"canceled": await executor.cancel_all()}
 
-        ctx.services.append(("controls", controls))
+        if ctx.sidecar is not None:
+            ctx.sidecar.add_control("halt", halt)
+            ctx.sidecar.add_control("resume", resume)
+            ctx.sidecar.add_control("cancel-all", cancel_all)
         ctx.drainers.append(("executor", executor.drain))
         ctx.closers.extend(built.closers)
 
