@@ -588,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--env-file", default=".env", metavar="PATH", help="settings file (default: .env)"
     )
+    from cli import add_commands  # status | positions | orders | halt | resume | cancel-all
+
+    add_commands(p)
     return p
 
 
@@ -606,6 +609,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("polyd: --duration must be greater than 0", file=sys.stderr)
         return EXIT_CONFIG
     env_file = None if args.env_file in ("", "none") else args.env_file
+    if args.command is not None:
+        from cli import run_command
+
+        cli_code: int = run_command(args, env_file=env_file)
+        return cli_code
     if args.demo:
         from demo import run_demo  # the simulator is only imported when asked for
 

@@ -1,0 +1,480 @@
+"""The operator CLI: `python -m orchestrator status|positions|orders|halt|resume|cancel-all`.
+
+`status`, `positions` and `orders` read the daemon's database read-only (SQLite `mode=ro`,
+`query_only`: WAL lets them read while the daemon writes; they never migrate or write) and, for
+`status`, the running daemon's `/health`. `halt`, `resume` and `cancel-all` POST to the running
+daemon's control routes with `CONTROL_TOKEN` as a bearer token. Human-readable tables by default,
+`--json` for scripts. No secret is ever printed: the token only goes into the request header.
+
+Exit codes: 0 ok; 1 the daemon answered but refused or is unhealthy; 2 bad configuration
+(including an unset CONTROL_TOKEN); 3 the daemon is not running; 4 the database cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from config import Settings, load_settings
+from errors import ConfigError
+
+EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
+COMMANDS = ("status", "positions", "orders", "halt", "resume", "cancel-all")
+TERMINAL = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
+
+
+class CliError(Exception):
+    """A message for the operator and the exit code that goes with it."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Add the operator sub-commands to the daemon's argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    # SUPPRESS: `status --env-file X` and `--env-file X status` both work, neither overrides.
+    common.add_argument(
+        "--env-file", default=argparse.SUPPRESS, metavar="PATH", help="settings file"
+    )
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        title="operator commands (talk to a running daemon and read its database)",
+    )
+    sub.add_parser(
+        "status", parents=[common], help="daemon health, trading state, order and fill counts"
+    )
+    sub.add_parser("positions", parents=[common], help="open positions and realized PnL")
+    orders = sub.add_parser("orders", parents=[common], help="recent orders, newest first")
+    orders.add_argument("--open", action="store_true", help="only orders not yet final")
+    orders.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
+    orders.add_argument("--strategy", default=None, help="only this strategy's orders")
+    halt = sub.add_parser("halt", parents=[common], help="stop new orders (cancels still go)")
+    halt.add_argument("--reason", default="manual halt (cli)", help="recorded in the audit log")
+    resume = sub.add_parser("resume", parents=[common], help="return to ACTIVE trading")
+    resume.add_argument("--reason", default="manual resume (cli)", help="recorded in the audit log")
+    sub.add_parser("cancel-all", parents=[common], help="cancel every resting order at the venue")
+
+
+def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
+    """Run one operator command; print its result; return the exit code."""
+    try:
+        settings = load_settings(env_file=env_file)
+    except ConfigError as e:
+        print("polyd: configuration error:", file=sys.stderr)
+        for line in e.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    as_json: bool = args.json
+    try:
+        if args.command == "status":
+            result, code = status(settings)
+            _emit(result, as_json, _render_status)
+            return code
+        if args.command == "positions":
+            _emit(positions(settings), as_json, _render_positions)
+            return EXIT_OK
+        if args.command == "orders":
+            if args.limit < 1:
+                raise CliError("--limit must be at least 1", EXIT_CONFIG)
+            rows = orders(settings, open_only=args.open, limit=args.limit, strategy=args.strategy)
+            _emit(rows, as_json, _render_orders)
+            return EXIT_OK
+        if args.command in ("halt", "resume"):
+            result = control(settings, args.command, {"reason": args.reason})
+            _emit(result, as_json, _render_control)
+            return EXIT_REFUSED if result.get("refused") else EXIT_OK
+        if args.command == "cancel-all":
+            result = control(settings, "cancel-all", {}, timeout_s=60)
+            _emit(result, as_json, _render_control)
+            return EXIT_OK
+    except CliError as e:
+        if as_json:
+            print(json.dumps({"error": str(e)}))
+        print(f"polyd {args.command}: {e}", file=sys.stderr)
+        return e.code
+    raise AssertionError(f"unknown command {args.command}")
+
+
+# --------------------------------------------------------------------------------------------
+# Talking to the daemon
+# --------------------------------------------------------------------------------------------
+
+
+def base_url(settings: Settings) -> str:
+    """The sidecar's address as seen from this machine (a wildcard bind is reached on loopback)."""
+    host = settings.http_host
+    if host in ("0.0.0.0", "", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}"
+
+
+def _request(
+    url: str, *, data: bytes | None = None, token: str | None = None, timeout_s: float
+) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status, _json_body(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, _json_body(e.read())
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise CliError(
+            f"the daemon is not running (no answer at {url.split('/', 3)[2]}: {reason}); "
+            "check HTTP_HOST/HTTP_PORT and `systemctl status polyd`",
+            EXIT_NOT_RUNNING,
+        ) from None
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {"error": raw[:200].decode(errors="replace")}
+    return body if isinstance(body, dict) else {"body": body}
+
+
+def health(settings: Settings) -> tuple[int, dict[str, Any]]:
+    """GET /health: (status code, body). Raise CliError(3) if the daemon does not answer."""
+    return _request(base_url(settings) + "/health", timeout_s=5)
+
+
+def control(
+    settings: Settings, action: str, body: dict[str, Any], *, timeout_s: float = 15
+) -> dict[str, Any]:
+    """POST /<action> with the bearer token; return the daemon's JSON answer."""
+    if settings.control_token is None:
+        raise CliError(
+            "CONTROL_TOKEN is not set, so the daemon's control routes are disabled; set the "
+            "same CONTROL_TOKEN for the daemon and this command (e.g. in .env) and restart it",
+            EXIT_CONFIG,
+        )
+    status, answer = _request(
+        f"{base_url(settings)}/{action}",
+        data=json.dumps(body).encode(),
+        token=settings.control_token.get_secret_value(),
+        timeout_s=timeout_s,
+    )
+    if status == 401:
+        raise CliError(
+            "the daemon refused the bearer token (401): this CONTROL_TOKEN differs from the "
+            "running daemon's",
+            EXIT_REFUSED,
+        )
+    if status == 403:
+        raise CliError(
+            "the running daemon has no CONTROL_TOKEN, so its control routes are disabled (403)",
+            EXIT_REFUSED,
+        )
+    if status == 404:
+        raise CliError(f"the running daemon has no '{action}' route (404)", EXIT_REFUSED)
+    if status >= 400:
+        raise CliError(f"the daemon answered {status}: {answer.get('error', answer)}", 1)
+    return answer
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the database (read-only)
+# --------------------------------------------------------------------------------------------
+
+
+def connect_ro(db_path: Path) -> sqlite3.Connection:
+    """Open the database read-only; never create, migrate or write it."""
+    path = db_path.expanduser().resolve()
+    if not path.is_file():
+        raise CliError(f"no database at {path} (has the daemon run with this DB_PATH?)", 4)
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA query_only = 1")
+        conn.execute("SELECT 1 FROM orders LIMIT 1")
+    except sqlite3.Error as e:
+        raise CliError(f"cannot read the database {path}: {e}", EXIT_NO_DB) from None
+    return conn
+
+
+def _read(settings: Settings, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    conn = connect_ro(settings.db_path)
+    try:
+        return list(conn.execute(sql, params))
+    except sqlite3.Error as e:
+        raise CliError(f"cannot read the database: {e}", EXIT_NO_DB) from None
+    finally:
+        conn.close()
+
+
+def _dec(text: str | None) -> Decimal:
+    try:
+        return Decimal(text) if text is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def positions(settings: Settings) -> list[dict[str, Any]]:
+    """Positions with a size or realized PnL, as the journaled fills say."""
+    rows = _read(
+        settings,
+        "SELECT token_id, size, avg_cost, realized_pnl, updated_at FROM positions"
+        " ORDER BY token_id",
+    )
+    out = []
+    for r in rows:
+        size, avg, pnl = _dec(r["size"]), _dec(r["avg_cost"]), _dec(r["realized_pnl"])
+        if size == 0 and pnl == 0:
+            continue
+        out.append(
+            {
+                "token_id": r["token_id"],
+                "size": str(size),
+                "avg_cost": str(avg),
+                "cost_basis": str((size * avg).quantize(Decimal("0.01"))),
+                "realized_pnl": str(pnl),
+                "updated_at": r["updated_at"],
+            }
+        )
+    return out
+
+
+def orders(
+    settings: Settings, *, open_only: bool = False, limit: int = 20, strategy: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest `limit` orders from the journal."""
+    where: list[str] = []
+    params: list[Any] = []
+    if open_only:
+        where.append(f"status NOT IN ({','.join('?' * len(TERMINAL))})")
+        params.extend(TERMINAL)
+    if strategy:
+        where.append("strategy = ?")
+        params.append(strategy)
+    sql = (
+        "SELECT client_order_id, strategy, token_id, side, price, size, size_matched, order_type,"
+        " status, venue_order_id, reason, detail, created_at, updated_at FROM orders"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY rowid DESC LIMIT ?"
+    )
+    return [dict(r) for r in _read(settings, sql, [*params, limit])]
+
+
+@dataclass(frozen=True)
+class DbSummary:
+    trading_state: str | None
+    state_reason: str | None
+    orders_by_status: dict[str, int]
+    open_orders: int
+    fills: int
+    positions: int
+    realized_pnl: str
+    last_order_at: str | None
+
+
+def db_summary(settings: Settings) -> DbSummary:
+    conn = connect_ro(settings.db_path)
+    try:
+        counts = {
+            str(r[0]): int(r[1])
+            for r in conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status")
+        }
+        state_row = conn.execute(
+            "SELECT value FROM daemon_state WHERE key = 'trading_state'"
+        ).fetchone()
+        state: dict[str, Any] = json.loads(state_row[0]) if state_row else {}
+        fills = int(conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0])
+        pos = list(conn.execute("SELECT size, realized_pnl FROM positions"))
+        last = conn.execute("SELECT MAX(created_at) FROM orders").fetchone()[0]
+    except (sqlite3.Error, ValueError) as e:
+        raise CliError(f"cannot read the database: {e}", EXIT_NO_DB) from None
+    finally:
+        conn.close()
+    return DbSummary(
+        trading_state=state.get("state") if state_row else None,
+        state_reason=state.get("reason") if state_row else None,
+        orders_by_status=dict(sorted(counts.items())),
+        open_orders=sum(n for s, n in counts.items() if s not in TERMINAL),
+        fills=fills,
+        positions=sum(1 for p in pos if _dec(p[0]) != 0),
+        realized_pnl=str(sum((_dec(p[1]) for p in pos), Decimal(0))),
+        last_order_at=last,
+    )
+
+
+def status(settings: Settings) -> tuple[dict[str, Any], int]:
+    """The daemon's /health plus a summary of its database; exit 0 only when healthy."""
+    out: dict[str, Any] = {"url": base_url(settings), "db_path": str(settings.db_path)}
+    code = EXIT_OK
+    try:
+        http_status, body = health(settings)
+        out["daemon"] = {"running": True, "http_status": http_status, **body}
+        if http_status != 200:
+            code = EXIT_REFUSED
+    except CliError:
+        out["daemon"] = {"running": False}
+        code = EXIT_NOT_RUNNING
+    try:
+        out["database"] = db_summary(settings).__dict__
+    except CliError as e:
+        out["database"] = {"error": str(e)}
+        if code == EXIT_OK:
+            code = EXIT_NO_DB
+    return out, code
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _emit(result: Any, as_json: bool, render: Any) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(render(result))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned text columns, numbers right-aligned."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+
+    def numeric(i: int) -> bool:
+        return bool(cells) and all(_is_number(r[i]) for r in cells if r[i])
+
+    right = [numeric(i) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        Decimal(text)
+    except InvalidOperation:
+        return False
+    return True
+
+
+def _short(text: str | None, n: int = 12) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _render_status(s: dict[str, Any]) -> str:
+    d, db = s["daemon"], s["database"]
+    lines = []
+    if d.get("running"):
+        lines.append(
+            f"daemon:        {d.get('status', '?')} (HTTP {d['http_status']}) at {s['url']}, "
+            f"mode {d.get('mode', '?')}, version {d.get('version', '?')}, "
+            f"up {d.get('uptime_s', 0):.0f}s"
+        )
+        checks = d.get("checks") or {}
+        rows = [
+            [name, "ok" if c.get("ok") else "FAIL", _detail(c.get("detail"))]
+            for name, c in checks.items()
+        ]
+        if rows:
+            lines += ["", table(["check", "ok", "detail"], rows), ""]
+    else:
+        lines.append(f"daemon:        NOT RUNNING (no answer at {s['url']})")
+    if "error" in db:
+        lines.append(f"database:      {db['error']}")
+        return "\n".join(lines)
+    state = db["trading_state"] or "ACTIVE (never changed)"
+    reason = f" — {db['state_reason']}" if db.get("state_reason") else ""
+    by_status = ", ".join(f"{k}={v}" for k, v in db["orders_by_status"].items()) or "none"
+    lines += [
+        f"trading state: {state}{reason}",
+        f"orders:        {by_status} (open {db['open_orders']}, last {db['last_order_at'] or '-'})",
+        f"fills:         {db['fills']}",
+        f"positions:     {db['positions']} open, realized PnL {db['realized_pnl']} pUSD",
+        f"database:      {s['db_path']}",
+    ]
+    return "\n".join(lines)
+
+
+def _detail(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return ", ".join(f"{k}={v}" for k, v in detail.items())
+    return "" if detail is None else str(detail)
+
+
+def _render_positions(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no positions"
+    total = sum((Decimal(r["realized_pnl"]) for r in rows), Decimal(0))
+    body = table(
+        ["token", "size", "avg cost", "cost basis", "realized PnL", "updated"],
+        [
+            [
+                _short(r["token_id"], 16),
+                r["size"],
+                r["avg_cost"],
+                r["cost_basis"],
+                r["realized_pnl"],
+                r["updated_at"][:19],
+            ]
+            for r in rows
+        ],
+    )
+    return f"{body}\n\n{len(rows)} positions, realized PnL {total} pUSD"
+
+
+def _render_orders(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no orders"
+    return table(
+        ["created", "client order id", "strategy", "side", "price", "size", "filled", "type",
+         "status", "token"],
+        [
+            [
+                (r["created_at"] or "")[:19],
+                _short(r["client_order_id"], 14),
+                r["strategy"],
+                r["side"],
+                r["price"],
+                r["size"],
+                r["size_matched"],
+                r["order_type"],
+                r["status"],
+                _short(r["token_id"], 14),
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+def _render_control(answer: dict[str, Any]) -> str:
+    action = answer.get("action", "?")
+    if "canceled" in answer:
+        return f"{action}: canceled {answer['canceled']} resting orders"
+    state = answer.get("trading_state", "?")
+    if answer.get("refused"):
+        return f"{action}: refused — {answer['refused']} (trading state {state})"
+    return f"{action}: ok, trading state is now {state}"
