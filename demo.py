@@ -59,7 +59,13 @@ def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any
         "market_ws_url": sim.market_ws_url,
         "user_ws_url": sim.user_ws_url,
         "private_key": key_hex,
+        # A real wallet's settings in the shell must never reach the simulator (or vice versa).
+        "clob_api_key": None,
+        "clob_api_secret": None,
+        "clob_api_passphrase": None,
+        "funder_address": None,
         "signature_type": 0,
+        "chain_id": 137,
         "db_path": workdir / "polyd-demo.db",
         "control_token": secrets.token_urlsafe(24),
         "discovery_interval_s": 10.0,
