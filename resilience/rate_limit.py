@@ -1,9 +1,10 @@
-"""Client-side rate limiting: async token buckets, a per-endpoint limiter, Polymarket's limits."""
+"""Client-side rate limiting: token buckets, sliding windows, a per-endpoint limiter, the limits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
@@ -262,3 +263,120 @@ def polymarket_limits(fraction: float) -> dict[str, tuple[float, float]]:
             raise ValueError(f"fraction {fraction} leaves {key} less than one request per window")
         limits[key] = (rate, burst)
     return limits
+
+
+class SlidingWindowLimiter:
+    """Admit at most `limit` units in any window of `window_s` seconds (a sliding-window log).
+
+    This is how Cloudflare, and so Polymarket, counts (reference §6.1: "throttled… sliding
+    windows"). Unlike a `TokenBucket`, it keeps no burst reserve: a smooth caller gets the full
+    `limit / window_s` rate, and a bursty one gets `limit` at once and then waits for the oldest
+    admission to leave the window. Formally, if `a_1 <= a_2 <= ...` are the admission instants,
+    `a_{i+limit} - a_i >= window_s` for every i, so every half-open window `[t, t + window_s)`
+    holds at most `limit` admissions.
+
+    Waiters are served first come, first served (the same FIFO lock scheme as `TokenBucket`);
+    a waiter cancelled at any point records nothing. Only the last `limit` admission instants
+    are kept, so memory is bounded by `limit`.
+    """
+
+    def __init__(self, limit: int, window_s: float, *, clock: Clock) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if window_s <= 0:
+            raise ValueError("window_s must be > 0")
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._admitted: deque[float] = deque(maxlen=limit)
+        self._turn = asyncio.Lock()  # wakes waiters in arrival order: FIFO
+        self._queued = 0
+        self.admitted_total = 0
+
+    @property
+    def clock(self) -> Clock:
+        """Return the clock this limiter measures windows by."""
+        return self._clock
+
+    @property
+    def rate_per_s(self) -> float:
+        """Return the sustained rate a smooth caller gets: `limit / window_s`."""
+        return self.limit / self.window_s
+
+    def in_window(self) -> int:
+        """Return how many admissions the window ending now holds."""
+        cutoff = self._clock.monotonic() - self.window_s
+        return sum(1 for t in self._admitted if t > cutoff)
+
+    def try_acquire(self, n: int = 1) -> bool:
+        """Admit `n` units now if the window has room and nobody is queued; never waits."""
+        return _try_admit((self,), n)
+
+    async def acquire(self, n: int = 1) -> float:
+        """Wait until `n` units fit in the window, admit them, and return the seconds waited."""
+        return await acquire_windows((self,), n)
+
+    def _wait_s(self, n: int, now: float) -> float:
+        # After admitting n at `now`, the admission `limit` places before the newest must be at
+        # least a window old: that is index len + n - limit - 1 of the kept log.
+        k = len(self._admitted) + n - self.limit - 1
+        if k < 0:
+            return 0.0
+        return max(0.0, self._admitted[k] + self.window_s - now)
+
+    def _admit(self, n: int, now: float) -> None:
+        self._admitted.extend([now] * n)
+        self.admitted_total += n
+
+
+def _try_admit(limiters: Sequence[SlidingWindowLimiter], n: int) -> bool:
+    if any(w._queued for w in limiters):
+        return False  # someone is waiting; jumping the queue would starve them
+    now = limiters[0].clock.monotonic()
+    if all(w._wait_s(n, now) <= _EPSILON for w in limiters):
+        for w in limiters:
+            w._admit(n, now)
+        return True
+    return False
+
+
+async def acquire_windows(limiters: Sequence[SlidingWindowLimiter], n: int = 1) -> float:
+    """Wait until every limiter in `limiters` has room for `n` units, admit them in all at once.
+
+    The sliding-window twin of `acquire_all`: admitting in every limiter at the same instant
+    keeps each limiter's guarantee true of the moment the request is sent; limiters are entered
+    in a fixed order so callers sharing them cannot deadlock. Returns the seconds waited;
+    cancellation admits nothing.
+    """
+    if not limiters:
+        raise ValueError("need at least one limiter")
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    for w in limiters:
+        if n > w.limit:
+            raise ValueError(f"n={n} exceeds limit={w.limit}; it could never be admitted")
+    clock = limiters[0].clock
+    if any(w.clock is not clock for w in limiters):
+        raise ValueError("limiters acquired together must share one clock")
+    ordered = sorted(set(limiters), key=id)
+    if _try_admit(ordered, n):
+        return 0.0
+    start = clock.monotonic()
+    for w in ordered:
+        w._queued += 1
+    try:
+        async with contextlib.AsyncExitStack() as turns:
+            for w in ordered:
+                await turns.enter_async_context(w._turn)
+            while True:
+                now = clock.monotonic()
+                wait_s = max(w._wait_s(n, now) for w in ordered)
+                if wait_s <= _EPSILON:
+                    for w in ordered:
+                        w._admit(n, now)
+                    break
+                await clock.sleep(wait_s)
+    finally:
+        for w in ordered:
+            w._queued -= 1
+    return clock.monotonic() - start
