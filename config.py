@@ -8,6 +8,7 @@ one line per problem, none of which echoes a value (so no secret can leak throug
 from __future__ import annotations
 
 import os
+import re
 import stat
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from errors import ConfigError
 from models import _to_decimal
@@ -296,6 +297,12 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
         return Settings(_env_file=env_file, **overrides)
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None
+    except SettingsError as e:
+        # A complex value (e.g. RISK_STRATEGY_BUDGETS) that is not JSON fails in the settings
+        # source, before validation; its message names the field and never the value.
+        m = re.search(r'field "([^"]+)"', str(e))
+        key = m.group(1).upper() if m else "SETTINGS"
+        raise ConfigError([f'{key}: must be JSON (e.g. {{}} or {{"sniper": "100"}})']) from None
 
 
 def env_file_warnings(env_file: str | Path = ".env") -> list[str]:

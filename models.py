@@ -18,6 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 UINT256_MAX: Final = 2**256 - 1
 ONE: Final = Decimal(1)
 ZERO: Final = Decimal(0)
+MONEY_MAX_DIGITS: Final = 15
+"""Money values must be below 10**15 (see `_to_decimal`)."""
 
 
 def _to_decimal(value: Any) -> Decimal:
@@ -39,6 +41,10 @@ def _to_decimal(value: Any) -> Decimal:
         raise ValueError(f"expected a decimal number, got {type(value).__name__}")
     if not d.is_finite():
         raise ValueError("must be a finite number")
+    if d.adjusted() >= MONEY_MAX_DIGITS:
+        # No real price, size or amount is this large, and one that is overflows Decimal
+        # arithmetic (price x size raises decimal.Overflow past 1e999999).
+        raise ValueError(f"must be below 1e{MONEY_MAX_DIGITS}")
     return d
 
 
