@@ -365,7 +365,12 @@ async def test_fill_during_user_ws_drop_recovered_by_rest_reconcile(live: Live) 
         )
         for _ in range(100):
             row = await live.repos.orders.get(res.client_order_id)
-            if row is not None and row.status is OrderStatus.FILLED:
+            # The reconcile settles the order by hash first, then fetches the trades.
+            if (
+                row is not None
+                and row.status is OrderStatus.FILLED
+                and live.ex.position(live.token).size == Decimal("10")
+            ):
                 break
             await asyncio.sleep(0.05)
         assert feed.connects >= 2

@@ -139,3 +139,37 @@ def test_market_rules_tick_size_change_applies_to_next_order() -> None:
     change = load("ws_market/tick_size_change_2025_02.json")
     rules.set_tick_size(TOKEN, Decimal(change["new_tick_size"]))
     assert rules.check(r, rules.get(TOKEN)) is None
+
+
+@pytest.mark.parametrize("neg_risk", [False, True])
+def test_fast_digest_signature_is_byte_identical_to_the_sdks(neg_risk: bool) -> None:
+    from eth_account import Account
+    from py_clob_client_v2.config import get_contract_config
+    from py_clob_client_v2.order_utils.exchange_order_builder_v2 import ExchangeOrderBuilderV2
+    from py_clob_client_v2.order_utils.model.order_data_v2 import OrderDataV2
+    from py_clob_client_v2.order_utils.model.side import Side as SdkSide
+    from py_clob_client_v2.signer import Signer
+
+    from venue.clob import DigestSigner, domain_separator, order_digest, order_hash
+
+    acct = Account.from_key("0x" + "5a" * 32)
+    cfg = get_contract_config(137)
+    exchange = cfg.neg_risk_exchange_v2 if neg_risk else cfg.exchange_v2
+    builder = ExchangeOrderBuilderV2(exchange, 137, Signer(acct.key.hex(), 137))
+    order = builder.build_order(
+        OrderDataV2(
+            maker=acct.address,
+            signer=acct.address,
+            tokenId=TOKEN,
+            makerAmount="5000000",
+            takerAmount="10000000",
+            side=SdkSide.BUY,
+            signatureType=0,
+        )
+    )
+    sdk_sig = builder.build_order_signature(builder.build_order_typed_data(order))
+    digest = order_digest(order, domain_separator(137, exchange))
+    assert DigestSigner(acct.key.hex()).sign(digest) == sdk_sig
+    assert order_hash(order, domain_separator(137, exchange)) == "0x" + digest.hex()
+    recovered = Account._recover_hash(digest, signature=bytes.fromhex(sdk_sig[2:]))
+    assert recovered == acct.address
