@@ -12,9 +12,11 @@ Figures:
   both from the Data API timestamp (which is *truncated to the second*, adding 0.5 s on average
   that no poller can remove) and from the true trade instant (known to the bench).
 * `wallets_within_budget`: how many wallets can each be polled every 1 s within the Data API
-  budget (`rate_limit_fraction` of 1,000 requests / 10 s, reference §6.1, minus a 2% burst
-  reserve), then *measured*: that many wallets polled for a few seconds against the simulator
-  (requests/s and the worst per-wallet gap), and twice as many to show graceful slow-down.
+  budget (`rate_limit_fraction` of 1,000 requests in any 10 s sliding window, reference §6.1),
+  *proved by measurement*: that many wallets polled for `--budget-seconds` (>= one window)
+  against the simulator, their mean poll interval checked and every request's admission instant
+  checked against every 10 s window; twice as many wallets show the graceful slow-down.
+  `--budget-only` skips the lag runs.
 """
 
 from __future__ import annotations
@@ -159,16 +161,39 @@ class _NullSink:
         return Position(token_id=token_id)
 
 
+class _RecordingBudget(DataApiBudget):
+    """The daemon's budget, recording the instant each request was admitted (send time)."""
+
+    def __init__(self, fraction: float, *, clock: SystemClock) -> None:
+        super().__init__(fraction, clock=clock)
+        self.admitted: list[float] = []
+
+    async def acquire(self, route: str) -> float:
+        waited = await super().acquire(route)
+        self.admitted.append(self.clock.monotonic())
+        return waited
+
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    """The most instants any half-open window [t, t + window_s) holds."""
+    ts = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(ts):
+        while ts[lo] <= t - window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
 async def _budget_run(wallets: int, seconds: float, fraction: float) -> dict[str, Any]:
-    """Poll `wallets` idle wallets for `seconds`; return the achieved rate and worst gap."""
+    """Poll `wallets` idle wallets for `seconds`; return the achieved rate, windows and gaps."""
     with TemporaryDirectory() as tmp:
         async with Simulator(seed=9) as sim:
             db = Database(Path(tmp) / "b.db")
             await db.open()
             clock = SystemClock()
-            api = DataApiClient(
-                base_url=sim.data_url, budget=DataApiBudget(fraction, clock=clock), timeout_s=5
-            )
+            budget = _RecordingBudget(fraction, clock=clock)
+            api = DataApiClient(base_url=sim.data_url, budget=budget, timeout_s=5)
             sink = _NullSink()
             trader = CopyTrader(
                 rules=CopyRules(
@@ -200,11 +225,31 @@ async def _budget_run(wallets: int, seconds: float, fraction: float) -> dict[str
                     user = parse_qs(r.query).get("user", [""])[0]
                     per_user[user].append(r.ts)
             gaps = [b - a for ts in per_user.values() for a, b in itertools.pairwise(ts)]
+            served = [r.ts for r in sim.request_log if r.server == "data"]
+    general = budget.windows["general"]
     return {
+        "wallets": wallets,
+        "seconds": seconds,
         "requests_per_s": round(n / elapsed, 2),
         "mean_poll_interval_s": round(wallets / (n / elapsed), 3) if n else None,
         "max_poll_gap_s": round(max(gaps), 3) if gaps else None,
+        "window_limit": general.limit,
+        # Every request of the run, warm-up included, checked against every 10 s window: at
+        # admission (the limiter's guarantee) and as the venue saw them (network jitter).
+        "max_requests_any_window_sent": max_in_window(budget.admitted, general.window_s),
+        "max_requests_any_window_served": max_in_window(served, general.window_s),
+        "requests_total": len(budget.admitted),
     }
+
+
+def _fits(run: dict[str, Any], interval_s: float) -> bool:
+    """All wallets polled at the interval (2% measuring slack) and no window over budget."""
+    mean = run["mean_poll_interval_s"]
+    return (
+        mean is not None
+        and mean <= interval_s * 1.02
+        and run["max_requests_any_window_sent"] <= run["window_limit"]
+    )
 
 
 def main(argv: list[str]) -> dict[str, object]:
@@ -212,7 +257,10 @@ def main(argv: list[str]) -> dict[str, object]:
     p.add_argument("--wallets", type=int, default=20, help="leader wallets in the lag runs")
     p.add_argument("--seconds", type=float, default=15.0, help="trading seconds per lag run")
     p.add_argument("--fraction", type=float, default=0.5, help="RATE_LIMIT_FRACTION")
-    p.add_argument("--budget-seconds", type=float, default=4.0)
+    p.add_argument(
+        "--budget-seconds", type=float, default=12.0, help="measuring time (>= one 10 s window)"
+    )
+    p.add_argument("--budget-only", action="store_true", help="skip the copy-lag runs")
     a = p.parse_args(argv)
     logging.disable(logging.WARNING)
     structlog.configure(
@@ -221,11 +269,16 @@ def main(argv: list[str]) -> dict[str, object]:
     )
 
     async def run() -> dict[str, object]:
-        aligned = await _lag_run(a.wallets, a.seconds, aligned=True, seed=1)
-        rand = await _lag_run(a.wallets, a.seconds, aligned=False, seed=2)
-        within = DataApiBudget(a.fraction, clock=SystemClock()).wallets_at(1.0)
-        at_budget = await _budget_run(within, a.budget_seconds, a.fraction)
-        over = await _budget_run(2 * within, a.budget_seconds, a.fraction)
+        empty: dict[str, Any] = {"from_ts": [], "true": [], "copied": 0, "trades": 0}
+        aligned = empty if a.budget_only else await _lag_run(a.wallets, a.seconds, True, 1)
+        rand = empty if a.budget_only else await _lag_run(a.wallets, a.seconds, False, 2)
+        computed = DataApiBudget(a.fraction, clock=SystemClock()).wallets_at(1.0)
+        at_budget = await _budget_run(computed, a.budget_seconds, a.fraction)
+        over = await _budget_run(2 * computed, a.budget_seconds, a.fraction)
+        # Proved by measurement: `computed` wallets each polled every 1 s with no 10 s window
+        # over budget; otherwise only what was actually achieved counts.
+        measured_rate = at_budget["requests_per_s"]
+        within = computed if _fits(at_budget, 1.0) else int(measured_rate)
 
         def r(x: float) -> float:
             return round(x, 3)
@@ -244,6 +297,7 @@ def main(argv: list[str]) -> dict[str, object]:
             "poll_interval_s": 1.0,
             "leader_wallets": a.wallets,
             "wallets_within_budget": within,
+            "wallets_within_budget_computed": computed,
             "rate_limit_fraction": a.fraction,
             "budget_requests_per_s": r(DataApiBudget(a.fraction, clock=SystemClock()).rate_per_s()),
             "measured_at_budget": at_budget,
@@ -255,7 +309,10 @@ def main(argv: list[str]) -> dict[str, object]:
                 "scripted at whole seconds so the second-resolution timestamp equals the true "
                 "instant; poll phases spread over the 1 s interval. random_instant: trades at "
                 "random instants, where the truncated timestamp adds ~0.5 s to the from_ts "
-                "figure but not to the true lag. wallets_within_budget = floor(budget rate x 1 s)."
+                "figure but not to the true lag. wallets_within_budget: that many idle wallets "
+                "polled every 1 s against the simulator for >= one 10 s window, mean interval "
+                "<= 1.02 s and no 10 s window holding more than fraction x 1,000 requests at "
+                "admission (sliding-window budget); served = as the simulator logged them."
             ),
         }
 

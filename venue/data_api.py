@@ -13,8 +13,8 @@ A row that cannot be understood is skipped and reported with a reason from `ROW_
 rows of other activity types (rewards, rebates, redeems) are dropped as `not_trade`.
 
 HTTP 5xx, 429 and timeouts become `errors.TransientError` (retried here with backoff); every call
-first takes a token from one `DataApiBudget` shared by all wallets, so following many wallets
-slows each poll down instead of getting the daemon throttled by Cloudflare (reference §6.1).
+first takes room in one `DataApiBudget` (sliding windows) shared by all wallets, so following many
+wallets slows each poll down instead of getting the daemon throttled by Cloudflare (§6.1).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import structlog
 from errors import FeedError, RateLimited, TransientError
 from models import Side, validate_condition_id, validate_token_id
 from resilience.clock import Clock, SystemClock
-from resilience.rate_limit import TokenBucket, acquire_all, documented_limits
+from resilience.rate_limit import SlidingWindowLimiter, acquire_windows, documented_limits
 from resilience.retry import RetryPolicy, retry_call
 
 log = structlog.get_logger("venue.data_api")
@@ -258,17 +258,24 @@ _DATA_API_KEYS: Final = {
     "trades": "data_api_trades",
     "positions": "data_api_positions",
 }
-_SMOOTH_BURST_SHARE: Final = 0.02
+_SMOOTHING: Final = 10
+"""The smoothing window is this many times shorter than the documented one."""
 
 
 class DataApiBudget:
-    """One token budget for every Data API call the daemon makes, shared by all wallets.
+    """One request budget for every Data API call the daemon makes, shared by all wallets.
 
-    Each documented "N per 10 s" limit (reference §6.1) becomes a token bucket whose burst plus
-    ten seconds of refill equals `fraction * N`, so no sliding window is ever exceeded. Unlike
-    the order-path buckets, a poller is smooth, so only 2% of the window is kept as burst and the
-    rest as sustained rate: that is what decides how many wallets fit at a 1 s interval.
-    Every call takes from `general`; `/trades` and `/positions` also take from their own bucket.
+    Each documented "N per 10 s" limit (reference §6.1) becomes a `SlidingWindowLimiter`
+    admitting `floor(fraction * N)` requests in any 10 s window: the same sliding-window rule
+    Cloudflare throttles by, so the daemon never exceeds its share of any window, yet a smooth
+    poller gets the whole share as rate (no burst reserve held back, as a token bucket must).
+    Every call takes from `general`; `/trades` and `/positions` also take from their own window.
+
+    A sliding window alone lets an overloaded poller spend a whole window's share in its first
+    seconds and then stall for the rest (twice the wallets it can serve: 5 s bursts, 5 s gaps).
+    So each limit also gets a *smoothing* window a tenth as long with a tenth of the requests
+    (rounded up; the documented window still holds the guarantee): overload then slows every
+    wallet a little each second instead of starving them in turns.
     """
 
     def __init__(self, fraction: float, *, clock: Clock) -> None:
@@ -277,28 +284,31 @@ class DataApiBudget:
         limits = documented_limits()
         self.fraction = fraction
         self.clock = clock
-        self.buckets: dict[str, TokenBucket] = {}
+        self.windows: dict[str, SlidingWindowLimiter] = {}
+        self.smoothing: dict[str, SlidingWindowLimiter] = {}
         for name, key in _DATA_API_KEYS.items():
             requests, window = limits[key]
-            budget = requests * fraction
-            burst = max(1.0, budget * _SMOOTH_BURST_SHARE)
-            self.buckets[name] = TokenBucket((budget - burst) / window, burst, clock=clock)
+            allowed = max(1, math.floor(requests * fraction + 1e-9))
+            self.windows[name] = SlidingWindowLimiter(allowed, window, clock=clock)
+            self.smoothing[name] = SlidingWindowLimiter(
+                math.ceil(allowed / _SMOOTHING), window / _SMOOTHING, clock=clock
+            )
 
     def rate_per_s(self, route: str = "activity") -> float:
         """Return the sustained requests per second `route` may make."""
-        return min(b.rate_per_s for b in self._for(route))
+        return min(w.rate_per_s for w in self._for(route))
 
     def wallets_at(self, interval_s: float, route: str = "activity") -> int:
         """Return how many wallets can each be polled every `interval_s` within the budget."""
         return math.floor(self.rate_per_s(route) * interval_s + 1e-9)
 
     async def acquire(self, route: str) -> float:
-        """Wait for a token for `route` (`activity`, `trades` or `positions`); return the wait."""
-        return await acquire_all(self._for(route))
+        """Wait for room for `route` (`activity`, `trades` or `positions`); return the wait."""
+        return await acquire_windows(self._for(route))
 
-    def _for(self, route: str) -> tuple[TokenBucket, ...]:
-        own = self.buckets.get(route)
-        return (self.buckets["general"],) if own is None else (self.buckets["general"], own)
+    def _for(self, route: str) -> tuple[SlidingWindowLimiter, ...]:
+        names = ("general",) if route not in self.windows else ("general", route)
+        return tuple(w for n in names for w in (self.windows[n], self.smoothing[n]))
 
 
 # --------------------------------------------------------------------------------------------
