@@ -329,8 +329,11 @@ class Daemon:
                 tg.create_task(supervisor.run(st), name=f"strategy:{st.name}")
                 for st in ctx.strategies
             ]
+            timers = []
             if self.duration_s is not None:
-                tg.create_task(self._stop_after(self.duration_s), name="lifecycle:duration")
+                timers.append(
+                    tg.create_task(self._stop_after(self.duration_s), name="lifecycle:duration")
+                )
             await self._stop.wait()
             ctx.health.phase = Phase.STOPPING
             self.systemd.stopping("stopping: strategies, drain, feeds, sidecar, storage")
@@ -339,7 +342,8 @@ class Daemon:
             for name, drain in ctx.drainers:
                 await self._step(f"drain:{name}", drain(), s.drain_timeout_s)
             await self._cancel("services", services, s.shutdown_timeout_s)
-            for task in tg_tasks_left(strategies + services):
+            # The duration timer too: a SIGTERM before it fires must not wait for it.
+            for task in tg_tasks_left(strategies + services + timers):
                 task.cancel()
 
     async def _stop_after(self, seconds: float) -> None:

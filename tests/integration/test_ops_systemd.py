@@ -115,3 +115,33 @@ def test_daemon_without_notify_socket_runs_as_before(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert "sd_notify_failed" not in res.stderr
     assert "sd_watchdog_started" not in res.stderr
+
+
+def test_sigterm_stops_promptly_even_with_a_pending_duration_timer(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, path = notify_socket
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "orchestrator", "--env-file", "none", "--duration", "300"],
+        cwd=ROOT,
+        env=clean_env(
+            MODE="paper",
+            DB_PATH=str(tmp_path / "d.db"),
+            HTTP_PORT="0",
+            LOG_FORMAT="json",
+            NOTIFY_SOCKET=path,
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log: list[tuple[float, str]] = []
+    try:
+        assert receive_until(sock, "READY=1", 30, log), log
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
