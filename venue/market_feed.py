@@ -356,6 +356,12 @@ class MarketFeed:
             reader = asyncio.create_task(self._reader(shard, ws), name=f"{shard.name}:reader")
             try:
                 return await self._watchdog(shard, ws, reader, backoff)
+            except asyncio.CancelledError:
+                # Shutting down: say goodbye with a normal close (1000), not 1011, bounded by
+                # the connection's close_timeout.
+                with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
+                    await ws.close()
+                raise
             finally:
                 reader.cancel()
                 await asyncio.wait([reader])
