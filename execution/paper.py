@@ -4,7 +4,12 @@ Marketable orders walk the book's levels up to their limit: FOK fills entirely o
 fills what it can and kills the rest, GTC/GTD fill their marketable part and rest the remainder.
 Resting orders fill when the book crosses them (`poll`, run by `run()`). Fills and order updates
 go to the same handlers the live user feed uses, so journal, positions and metrics match live.
-Liquidity is not consumed: two paper orders may fill against the same level.
+
+Paper fills consume the liquidity they take: the size taken at each level is remembered per
+token and subtracted from what later orders see, so two paper orders never both fill against the
+same level. The memory for a token is dropped when its book changes (a new snapshot or delta from
+the feed, or a REST `/book` with different levels): from then on the venue's book is the truth
+again. A book that is re-sent unchanged keeps the consumption.
 """
 
 from __future__ import annotations
@@ -87,6 +92,27 @@ def _crossing(side: Side, limit: Decimal, levels: list[Level]) -> list[Level]:
     return [lv for lv in levels if lv[0] >= limit]
 
 
+@dataclass(slots=True)
+class _Consumed:
+    """Liquidity our paper fills took from one token's book, valid while the book is unchanged."""
+
+    seen: tuple[tuple[Level, ...], tuple[Level, ...]]  # (bids, asks) as last seen
+    used: dict[tuple[Side, Decimal], Decimal]  # (side of the book, price) -> size taken
+
+
+def _less(
+    levels: list[Level] | None, book_side: Side, used: dict[tuple[Side, Decimal], Decimal]
+) -> list[Level] | None:
+    if levels is None:
+        return None
+    out: list[Level] = []
+    for price, size in levels:
+        left = size - used.get((book_side, price), ZERO)
+        if left > 0:
+            out.append((price, left))
+    return out
+
+
 def _walk(levels: list[Level], want: Decimal) -> list[Level]:
     """Take up to `want` from `levels` in order; return (price, size) fills."""
     out: list[Level] = []
@@ -109,6 +135,7 @@ class PaperBroker:
         self.books = books
         self.poll_interval_s = poll_interval_s
         self._orders: dict[str, _PaperOrder] = {}
+        self._consumed: dict[str, _Consumed] = {}
         self._on_fill: FillHandler | None = None
         self._on_order: OrderEventHandler | None = None
 
@@ -122,12 +149,34 @@ class PaperBroker:
         return Prepared(request, oid, hashlib.sha256(body).hexdigest(), body)
 
     async def _levels(self, req: OrderRequest) -> list[Level] | None:
+        """The levels `req` can trade against, less what earlier paper fills took."""
         if isinstance(self.books, Refreshable):
             await self.books.refresh(req.token_id)
-        levels = (
-            self.books.asks(req.token_id) if req.side is Side.BUY else self.books.bids(req.token_id)
-        )
+        tok = req.token_id
+        bids, asks = self.books.bids(tok), self.books.asks(tok)
+        seen = (tuple(bids or ()), tuple(asks or ()))
+        c = self._consumed.get(tok)
+        if c is not None and c.seen != seen:
+            del self._consumed[tok]  # the book moved on: the venue's levels are the truth again
+            c = None
+        used = c.used if c is not None else {}
+        book_side = Side.SELL if req.side is Side.BUY else Side.BUY
+        levels = _less(asks if req.side is Side.BUY else bids, book_side, used)
         return None if levels is None else _crossing(req.side, req.price, levels)
+
+    def _consume(self, req: OrderRequest, fills: list[Level]) -> None:
+        """Remember the size `fills` took from the book `req` traded against."""
+        if not fills:
+            return
+        tok = req.token_id
+        c = self._consumed.get(tok)
+        if c is None:
+            bids, asks = self.books.bids(tok), self.books.asks(tok)
+            c = self._consumed[tok] = _Consumed((tuple(bids or ()), tuple(asks or ())), {})
+        book_side = Side.SELL if req.side is Side.BUY else Side.BUY
+        for price, size in fills:
+            key = (book_side, price)
+            c.used[key] = c.used.get(key, ZERO) + size
 
     async def send(self, prepared: Prepared) -> Ack:
         req = prepared.request
@@ -144,6 +193,7 @@ class PaperBroker:
             raise OrderRejected(FAK_KILLED)
         po = _PaperOrder(prepared)
         self._orders[prepared.venue_order_id] = po
+        self._consume(req, fills)  # before any await: a concurrent order sees it
         trade_ids = await self._fill(po, fills)
         if po.remaining <= 0:
             po.status = VenueStatus.MATCHED
@@ -203,6 +253,7 @@ class PaperBroker:
             fills = _walk(crossing, po.remaining)
             if not fills:
                 continue
+            self._consume(req, fills)
             for price, size in fills:
                 await self._fill_as_maker(po, price, size)
             if po.remaining <= 0:

@@ -264,3 +264,54 @@ async def test_risk_caps_refuse_with_reasons(paper: Paper) -> None:
     third = await ex.submit(req(size=Decimal("5"), price=Decimal("0.2")))
     assert "open orders" in third.reason
     assert ex.metrics.order_rejections_total.labels("test", "risk")._value.get() == 2
+
+
+async def test_paper_fills_consume_liquidity_until_the_book_changes(paper: Paper) -> None:
+    set_asks(paper, ("0.50", "10"), ("0.55", "100"))
+    first = await paper.ex.submit(req(order_type=OrderType.FOK, size=Decimal("8")))
+    assert first.status is OrderStatus.FILLED and first.avg_price == Decimal("0.50")
+    # Only 2 of the 10 at 0.50 are left: a FOK for 8 at 0.50 cannot fill again.
+    again = await paper.ex.submit(req(order_type=OrderType.FOK, size=Decimal("8")))
+    assert again.status is OrderStatus.REJECTED and "FOK" in again.reason
+    # A FAK takes the 2 left and nothing more at its limit.
+    fak = await paper.ex.submit(req(order_type=OrderType.FAK, size=Decimal("8")))
+    assert fak.status is OrderStatus.CANCELED and fak.filled_size == Decimal("2")
+    # Marketable up to 0.55: the 0.50 level is used up, so everything fills at 0.55.
+    deeper = await paper.ex.submit(
+        req(order_type=OrderType.FOK, size=Decimal("6"), price=Decimal("0.55"))
+    )
+    assert deeper.status is OrderStatus.FILLED and deeper.avg_price == Decimal("0.55")
+    assert paper.ex.position(TOKEN).size == Decimal("16")
+    # A new delta for the token (the level re-quoted): the venue's book is the truth again.
+    set_asks(paper, ("0.50", "9"), ("0.55", "94"))
+    fresh = await paper.ex.submit(req(order_type=OrderType.FOK, size=Decimal("8")))
+    assert fresh.status is OrderStatus.FILLED and fresh.avg_price == Decimal("0.50")
+
+
+async def test_two_concurrent_paper_orders_do_not_fill_against_the_same_level(
+    paper: Paper,
+) -> None:
+    import asyncio
+
+    set_asks(paper, ("0.50", "10"))
+    a, b = await asyncio.gather(
+        paper.ex.submit(req(order_type=OrderType.FAK, size=Decimal("8"))),
+        paper.ex.submit(req(order_type=OrderType.FAK, size=Decimal("8"))),
+    )
+    assert sorted([a.filled_size, b.filled_size]) == [Decimal("2"), Decimal("8")]
+    assert paper.ex.position(TOKEN).size == Decimal("10")
+
+
+async def test_resting_paper_orders_share_a_crossing_level_not_double_fill(paper: Paper) -> None:
+    set_asks(paper, ("0.55", "100"))
+    one = await paper.ex.submit(req(price=Decimal("0.50")))
+    two = await paper.ex.submit(req(price=Decimal("0.50")))
+    assert one.status is two.status is OrderStatus.LIVE
+    set_asks(paper, ("0.49", "12"))  # crosses both; only 12 to share between 20 wanted
+    broker = paper.ex.broker
+    assert isinstance(broker, PaperBroker)
+    await broker.poll()
+    await broker.poll()  # the book did not change: nothing more to take
+    rows = [await paper.repos.orders.get(r.client_order_id) for r in (one, two)]
+    assert sum(r.size_matched for r in rows if r is not None) == Decimal("12")
+    assert paper.ex.position(TOKEN).size == Decimal("12")
