@@ -39,7 +39,7 @@ from execution.market_rules import MarketRules
 from execution.positions import OpenOrder, PositionBook
 from execution.risk import RiskEngine, TradingState
 from execution.types import Ack, Broker, Prepared, VenueOrder, journal_status
-from models import ZERO, Fill, OrderRequest, OrderResult, OrderStatus, Position
+from models import ZERO, Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from observability.sidecar import CheckResult
 from resilience import Backoff, BreakerState, CircuitBreaker, Clock, RateLimiter, RetryPolicy
@@ -663,6 +663,20 @@ class Executor:
         if pos is None:
             return
         self.positions.set_position(pos)
+        if fill.status is TradeStatus.FAILED:
+            # The trade never settled: the repository rebuilt the position without it (and
+            # audited `fill_failed`) in one transaction. The order's own status is left to the
+            # venue's order events.
+            log.warning(
+                "fill_failed_reversed",
+                client_order_id=fill.client_order_id,
+                trade_id=fill.trade_id,
+                side=fill.side,
+                size=str(fill.size),
+                position=str(pos.size),
+            )
+            self._publish()
+            return
         self.metrics.fills_total.labels(fill.side.value, fill.role.value.lower()).inc()
         log.info(
             "fill_recorded",

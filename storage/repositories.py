@@ -25,6 +25,7 @@ from models import (
     OrderType,
     Position,
     Side,
+    TradeStatus,
 )
 from storage.db import Database
 
@@ -284,6 +285,28 @@ def _position_from_row(token_id: str, r: sqlite3.Row | tuple[Any, ...] | None) -
     )
 
 
+def _upsert_position(c: sqlite3.Connection, pos: Position) -> None:
+    c.execute(
+        "INSERT INTO positions (token_id, size, avg_cost, realized_pnl, updated_at)"
+        " VALUES (?,?,?,?,?) ON CONFLICT(token_id) DO UPDATE SET size = excluded.size,"
+        " avg_cost = excluded.avg_cost, realized_pnl = excluded.realized_pnl,"
+        " updated_at = excluded.updated_at",
+        (pos.token_id, str(pos.size), str(pos.avg_cost), str(pos.realized_pnl), now_iso()),
+    )
+
+
+def _replay_position(c: sqlite3.Connection, token_id: str) -> Position:
+    """The position in `token_id` from its fills that did not fail, applied in recorded order."""
+    pos = Position(token_id=token_id)
+    for side, price, size, fee in c.execute(
+        "SELECT side, price, size, fee FROM fills WHERE token_id = ? AND status != ?"
+        " ORDER BY rowid",
+        (token_id, TradeStatus.FAILED.value),
+    ):
+        pos = pos.apply(Side(side), Decimal(price), Decimal(size), Decimal(fee))
+    return pos
+
+
 class FillRepository:
     """Fills of our orders, and the positions they move — written together, idempotently."""
 
@@ -295,6 +318,11 @@ class FillRepository:
 
         A fill already stored (same trade id and venue order id) only updates its trade status and
         returns None: the position moves once per fill however often the venue reports it.
+
+        A trade that moves to FAILED never settled: in the same transaction the position is
+        rebuilt from the token's fills that did not fail (in the order they were recorded), a
+        `fill_failed` audit entry is written, and the new position is returned. A fill first seen
+        as FAILED is stored (and audited) and moves nothing.
         """
 
         def job(c: sqlite3.Connection) -> Position | None:
@@ -317,10 +345,54 @@ class FillRepository:
                     now_iso(),
                 ),
             )
+            failed = fill.status is TradeStatus.FAILED
             if cur.rowcount == 0:
+                old = c.execute(
+                    "SELECT status FROM fills WHERE trade_id = ? AND venue_order_id = ?",
+                    (fill.trade_id, fill.venue_order_id),
+                ).fetchone()
                 c.execute(
                     "UPDATE fills SET status = ? WHERE trade_id = ? AND venue_order_id = ?",
                     (str(fill.status), fill.trade_id, fill.venue_order_id),
+                )
+                was_failed = old is not None and old[0] == TradeStatus.FAILED.value
+                if was_failed == failed:
+                    return None
+                before = _position_from_row(
+                    fill.token_id,
+                    c.execute(
+                        "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?",
+                        (fill.token_id,),
+                    ).fetchone(),
+                )
+                replayed = _replay_position(c, fill.token_id)
+                _upsert_position(c, replayed)
+                _append_audit(
+                    c,
+                    "fill_failed" if failed else "fill_restored",
+                    {
+                        "trade_id": fill.trade_id,
+                        "venue_order_id": fill.venue_order_id,
+                        "side": str(fill.side),
+                        "price": str(fill.price),
+                        "size": str(fill.size),
+                        "position_before": str(before.size),
+                        "position_after": str(replayed.size),
+                        "realized_pnl_after": str(replayed.realized_pnl),
+                    },
+                    client_order_id=fill.client_order_id,
+                )
+                return replayed
+            if failed:
+                _append_audit(
+                    c,
+                    "fill_failed",
+                    {
+                        "trade_id": fill.trade_id,
+                        "venue_order_id": fill.venue_order_id,
+                        "first_seen_failed": True,
+                    },
+                    client_order_id=fill.client_order_id,
                 )
                 return None
             r = c.execute(
@@ -330,19 +402,7 @@ class FillRepository:
             pos = _position_from_row(fill.token_id, r).apply(
                 fill.side, fill.price, fill.size, fill.fee
             )
-            c.execute(
-                "INSERT INTO positions (token_id, size, avg_cost, realized_pnl, updated_at)"
-                " VALUES (?,?,?,?,?) ON CONFLICT(token_id) DO UPDATE SET size = excluded.size,"
-                " avg_cost = excluded.avg_cost, realized_pnl = excluded.realized_pnl,"
-                " updated_at = excluded.updated_at",
-                (
-                    pos.token_id,
-                    str(pos.size),
-                    str(pos.avg_cost),
-                    str(pos.realized_pnl),
-                    now_iso(),
-                ),
-            )
+            _upsert_position(c, pos)
             return pos
 
         return await self._db.write(job)

@@ -315,3 +315,59 @@ async def test_resting_paper_orders_share_a_crossing_level_not_double_fill(paper
     rows = [await paper.repos.orders.get(r.client_order_id) for r in (one, two)]
     assert sum(r.size_matched for r in rows if r is not None) == Decimal("12")
     assert paper.ex.position(TOKEN).size == Decimal("12")
+
+
+async def test_failed_trade_reverses_its_position_effect_and_is_audited(paper: Paper) -> None:
+    from models import Fill, LiquidityRole, TradeStatus
+
+    def fill(trade: str, side: Side, price: str, size: str, status: TradeStatus) -> Fill:
+        return Fill(
+            trade_id=trade,
+            venue_order_id="0x" + trade * 8,
+            token_id=TOKEN,
+            side=side,
+            price=Decimal(price),
+            size=Decimal(size),
+            role=LiquidityRole.TAKER,
+            status=status,
+        )
+
+    ex = paper.ex
+    await ex.on_fill(fill("a", Side.BUY, "0.40", "10", TradeStatus.MATCHED))
+    await ex.on_fill(fill("b", Side.SELL, "0.60", "4", TradeStatus.MATCHED))
+    assert ex.position(TOKEN).size == Decimal("6")
+    assert ex.position(TOKEN).realized_pnl == Decimal("0.80")
+    # The SELL's settlement failed on chain: we still hold the 10 and realized nothing.
+    await ex.on_fill(fill("b", Side.SELL, "0.60", "4", TradeStatus.FAILED))
+    pos = ex.position(TOKEN)
+    assert (pos.size, pos.avg_cost, pos.realized_pnl) == (Decimal(10), Decimal("0.40"), Decimal(0))
+    assert await paper.repos.fills.position(TOKEN) == pos  # durable, same transaction
+    # Reported FAILED again (WS then REST): reversed once only.
+    await ex.on_fill(fill("b", Side.SELL, "0.60", "4", TradeStatus.FAILED))
+    assert ex.position(TOKEN) == pos
+    await ex.on_fill(fill("a", Side.BUY, "0.40", "10", TradeStatus.FAILED))
+    assert ex.position(TOKEN).size == 0
+    # A trade first seen as FAILED moves nothing.
+    await ex.on_fill(fill("c", Side.BUY, "0.30", "5", TradeStatus.FAILED))
+    assert ex.position(TOKEN).size == 0
+    audit = await paper.repos.audit.tail(event="fill_failed")
+    assert [a.detail["trade_id"] for a in reversed(audit)] == ["b", "a", "c"]
+    assert audit[-1].detail["position_before"] == "6" and audit[-1].detail["position_after"] == "10"
+    statuses = {f.trade_id: f.status for f in await paper.repos.fills.all()}
+    assert statuses == {"a": TradeStatus.FAILED, "b": TradeStatus.FAILED, "c": TradeStatus.FAILED}
+
+
+async def test_failed_trade_of_a_paper_order_lowers_exposure_and_restart_agrees(
+    paper: Paper,
+) -> None:
+    from models import TradeStatus
+
+    set_asks(paper, ("0.50", "100"))
+    res = await paper.ex.submit(req(order_type=OrderType.FOK))
+    assert res.status is OrderStatus.FILLED
+    [f] = await paper.repos.fills.for_order(res.client_order_id)
+    await paper.ex.on_fill(f.model_copy(update={"status": TradeStatus.FAILED}))
+    assert paper.ex.position(TOKEN).size == 0
+    again = make_executor(paper.repos, paper.books)
+    await again.start()
+    assert again.position(TOKEN).size == 0
