@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
-import sqlite3
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,7 +60,7 @@ from observability.metrics import Metrics
 from resilience.backoff import Backoff
 from resilience.clock import Clock, SystemClock
 from storage import Repositories
-from storage.repositories import now_iso
+from storage.repositories import CopyIntent
 from strategies.base import OrderSink, PositionSource
 from venue.data_api import Fetched, LeaderPosition, LeaderTrade
 
@@ -339,10 +337,11 @@ class PositionsReader(Protocol):
 
 
 # --------------------------------------------------------------------------------------------
-# Durable ledger: seen keys, cursors and intents in one write
+# Durable ledger: seen keys, cursors and intents in one write (storage: CopyIntentRepository)
 # --------------------------------------------------------------------------------------------
 
-INTENT_PREFIX: Final = "copy:intent:"
+Intent = CopyIntent
+"""A copy we decided to send: the exact request and what it copies (stored before sending)."""
 
 
 def client_order_id_for(dedupe_key: str) -> str:
@@ -350,57 +349,22 @@ def client_order_id_for(dedupe_key: str) -> str:
     return "cp" + hashlib.sha256(dedupe_key.encode()).hexdigest()[:30]
 
 
-@dataclass(frozen=True)
-class Intent:
-    """A copy we decided to send: the exact request and what it copies."""
-
-    request: OrderRequest
-    wallet: str
-    dedupe_key: str
-    leader_ts: int
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "request": self.request.model_dump(mode="json"),
-                "wallet": self.wallet,
-                "dedupe_key": self.dedupe_key,
-                "leader_ts": self.leader_ts,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Intent:
-        d = json.loads(text)
-        return cls(
-            request=OrderRequest.model_validate(d["request"]),
-            wallet=d["wallet"],
-            dedupe_key=d["dedupe_key"],
-            leader_ts=int(d["leader_ts"]),
-        )
-
-
 class CopyLedger:
-    """Seen dedupe keys, per-wallet cursors and pending intents, written together.
+    """The copy trader's view of its durable state: what each decision writes, and when.
 
-    Uses the `cursors`/`seen_ids` tables (source `copy:<wallet>`) and `daemon_state` (key
-    `copy:intent:<client order id>`) so one transaction covers all three.
+    The SQL lives in `storage.repositories.CopyIntentRepository`; this class only decides the
+    audit details and reads the executor's journal.
     """
 
     def __init__(self, repos: Repositories) -> None:
         self._repos = repos
-        self._db = repos.db
-
-    @staticmethod
-    def source(wallet: str) -> str:
-        return f"copy:{wallet}"
+        self._store = repos.copy_intents
 
     async def cursor(self, wallet: str) -> int | None:
-        v = await self._repos.cursors.get(self.source(wallet))
-        return int(v) if v is not None else None
+        return await self._store.cursor(wallet)
 
     async def seen(self, wallet: str, keys: Iterable[str]) -> set[str]:
-        return await self._repos.cursors.seen_among(self.source(wallet), keys)
+        return await self._store.seen_among(wallet, keys)
 
     async def handle(
         self,
@@ -413,78 +377,28 @@ class CopyLedger:
 
         Return False if it had been handled already (nothing is written then).
         """
-        source = self.source(trade.wallet)
-        ts = now_iso()
-
-        def job(c: sqlite3.Connection) -> bool:
-            cur = c.execute(
-                "INSERT OR IGNORE INTO seen_ids (source, id, seen_at) VALUES (?,?,?)",
-                (source, trade.dedupe_key, ts),
-            )
-            if cur.rowcount == 0:
-                return False
-            c.execute(
-                "INSERT INTO cursors (source, value, updated_at) VALUES (?,?,?)"
-                " ON CONFLICT(source) DO UPDATE SET value = excluded.value,"
-                " updated_at = excluded.updated_at"
-                " WHERE CAST(excluded.value AS INTEGER) > CAST(cursors.value AS INTEGER)",
-                (source, str(trade.timestamp), ts),
-            )
-            coid = None
-            if intent is not None:
-                coid = intent.request.client_order_id
-                c.execute(
-                    "INSERT OR REPLACE INTO daemon_state (key, value, updated_at) VALUES (?,?,?)",
-                    (INTENT_PREFIX + coid, intent.to_json(), ts),
-                )
-            detail: dict[str, Any] = {
-                "wallet": trade.wallet,
-                "dedupe_key": trade.dedupe_key,
-                "token_id": trade.token_id,
-                "side": trade.side.value,
-                "leader_price": str(trade.price),
-                "leader_size": str(trade.size),
-            }
-            event = "copy_intent"
-            if skip is not None:
-                event = "copy_skipped"
-                detail["reason"], detail["detail"] = skip
-            c.execute(
-                "INSERT INTO audit_log (at, event, strategy, client_order_id, detail)"
-                " VALUES (?,?,?,?,?)",
-                (ts, event, STRATEGY_NAME, coid, orjson.dumps(detail).decode()),
-            )
-            return True
-
-        result: bool = await self._db.write(job)
-        return result
-
-    async def advance_cursor(self, wallet: str, timestamp: int) -> None:
-        """Move the wallet's cursor forward to `timestamp` (never backwards)."""
-        current = await self.cursor(wallet)
-        if current is None or timestamp > current:
-            await self._repos.cursors.advance(self.source(wallet), value=str(timestamp))
+        detail: dict[str, Any] = {
+            "wallet": trade.wallet,
+            "dedupe_key": trade.dedupe_key,
+            "token_id": trade.token_id,
+            "side": trade.side.value,
+            "leader_price": str(trade.price),
+            "leader_size": str(trade.size),
+        }
+        event = "copy_intent"
+        if skip is not None:
+            event = "copy_skipped"
+            detail["reason"], detail["detail"] = skip
+        return await self._store.handle(
+            trade.wallet, trade.dedupe_key, trade.timestamp, audit=(event, detail), intent=intent
+        )
 
     async def pending(self) -> list[Intent]:
-        rows = await self._db.fetchall(
-            "SELECT value FROM daemon_state WHERE key LIKE ? ORDER BY updated_at",
-            (INTENT_PREFIX + "%",),
-        )
-        return [Intent.from_json(str(r[0])) for r in rows]
+        return await self._store.pending()
 
     async def close_intent(self, coid: str, event: str, **detail: Any) -> None:
         """Delete the intent for `coid` and audit how it ended, in one write."""
-        ts = now_iso()
-
-        def job(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM daemon_state WHERE key = ?", (INTENT_PREFIX + coid,))
-            c.execute(
-                "INSERT INTO audit_log (at, event, strategy, client_order_id, detail)"
-                " VALUES (?,?,?,?,?)",
-                (ts, event, STRATEGY_NAME, coid, orjson.dumps(detail, default=str).decode()),
-            )
-
-        await self._db.write(job)
+        await self._store.close(coid, event, detail)
 
     async def in_journal(self, coid: str) -> bool:
         return await self._repos.orders.get(coid) is not None
@@ -492,7 +406,7 @@ class CopyLedger:
     async def prune(self, wallet: str, *, older_than_s: float) -> int:
         before = time.time() - older_than_s
         iso = datetime.fromtimestamp(before, UTC).isoformat(timespec="microseconds")
-        return await self._repos.cursors.prune_seen(self.source(wallet), before_iso=iso)
+        return await self._store.prune_seen(wallet, before_iso=iso)
 
 
 # --------------------------------------------------------------------------------------------

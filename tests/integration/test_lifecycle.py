@@ -17,6 +17,7 @@ from observability.metrics import Metrics
 from observability.sidecar import Health
 from orchestrator import StrategySupervisor
 from resilience.backoff import Backoff
+from storage import load_migrations
 from tests.helpers import PYTHON, ROOT, clean_env, free_port
 
 
@@ -67,7 +68,7 @@ def test_daemon_starts_serves_health_and_stops_on_sigterm(tmp_path: Path) -> Non
     assert "daemon_ready" in events
     assert events[-1] == "daemon_stopped"
     applied = sqlite3.connect(db).execute("SELECT version FROM schema_migrations").fetchall()
-    assert applied == [(1,)]
+    assert applied == [(m.version,) for m in load_migrations()]
 
 
 def test_daemon_exits_1_on_a_fatal_start_up_error(tmp_path: Path) -> None:

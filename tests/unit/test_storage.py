@@ -55,7 +55,7 @@ async def test_open_applies_migrations_once_with_wal_and_full_sync(tmp_path: Pat
             assert mode is not None and mode[0] == "wal"
             assert sync is not None and sync[0] == 2  # FULL
     rows = sqlite3.connect(path).execute("SELECT version FROM schema_migrations").fetchall()
-    assert rows == [(1,)]
+    assert rows == [(m.version,) for m in load_migrations()]
 
 
 async def test_sql_transition_table_matches_the_model(repos: Repositories) -> None:
