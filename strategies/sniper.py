@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import structlog
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from errors import ConfigError
 from models import (
@@ -148,20 +156,31 @@ class SniperRule(BaseModel):
     take_profit: RuleDecimal | None = None
     max_book_age_s: float | None = Field(default=None, gt=0)
 
+    @field_validator("min_price", "max_price")
+    @classmethod
+    def _price(cls, v: Decimal) -> Decimal:
+        if not ZERO < v < ONE:
+            raise ValueError("must be strictly between 0 and 1")
+        return v
+
+    @field_validator("min_size", "max_notional")
+    @classmethod
+    def _positive(cls, v: Decimal) -> Decimal:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("take_profit")
+    @classmethod
+    def _tp(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None and not ZERO < v < ONE:
+            raise ValueError("must be a fraction between 0 and 1 (0.02 = +2%)")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> SniperRule:
-        for name in ("min_price", "max_price"):
-            v: Decimal = getattr(self, name)
-            if not ZERO < v < ONE:
-                raise ValueError(f"{name} must be strictly between 0 and 1")
         if self.min_price > self.max_price:
             raise ValueError("min_price must not exceed max_price")
-        if self.min_size <= 0:
-            raise ValueError("min_size must be greater than 0")
-        if self.max_notional <= 0:
-            raise ValueError("max_notional must be greater than 0")
-        if self.take_profit is not None and not ZERO < self.take_profit < ONE:
-            raise ValueError("take_profit must be a fraction between 0 and 1 (0.02 = +2%)")
         return self
 
 
@@ -183,8 +202,8 @@ def _problems(err: ValidationError, raw_rules: Any) -> list[str]:
                 r = raw_rules[i]
                 if isinstance(r, dict) and isinstance(r.get("name"), str):
                     name = r["name"]
-            field = ".".join(str(p) for p in loc[2:]) or "(rule)"
-            where = f"rule {name!r} (#{i + 1}) field {field}"
+            field = ".".join(str(p) for p in loc[2:])
+            where = f"rule {name!r} (#{i + 1})" + (f" field {field}" if field else "")
         elif loc:
             where = f"field {'.'.join(str(p) for p in loc)}"
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
