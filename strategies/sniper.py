@@ -562,3 +562,31 @@ class Sniper:
             size=str(size),
             status=exit_result.status.value,
         )
+
+
+def write_demo_rules(sim: Any, workdir: Path) -> dict[str, Any]:
+    """Write sniper rules for the demo scenario's markets that end soon; return the settings.
+
+    Shaped as a `demo.RULE_WRITERS` entry (`(sim, workdir) -> settings overrides`). The demo's
+    ending markets trade at 0.95-0.98 and now and then show a dip ask for a second or two.
+    """
+    if getattr(sim, "scenario", None) is None:
+        return {}
+    path = workdir / "sniper-rules.toml"
+    path.write_text(
+        "# written by --demo: buy near-certain outcomes of markets about to end\n"
+        "[[rules]]\n"
+        'name = "demo-near-close"\n'
+        'outcome = "Yes"\n'
+        'min_price = "0.90"\n'
+        'max_price = "0.97"\n'
+        'min_size = "5"\n'
+        'max_notional = "20"\n'
+        "max_entries = 3\n"
+        "cooldown_s = 20\n"
+        "ends_within_minutes = 30\n"
+        "[rules.select]\n"
+        "ends_within_minutes = 30\n"
+        'tags = ["crypto"]\n'
+    )
+    return {"sniper_enabled": True, "sniper_rules_path": path}

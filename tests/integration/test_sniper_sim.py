@@ -332,3 +332,24 @@ async def test_daemon_with_bad_sniper_rules_exits_2(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SNIPER_RULES_PATH", raising=False)
+
+
+async def test_demo_scenario_markets_are_sniped_by_demo_rules(tmp_path: Path) -> None:
+    from strategies.sniper import write_demo_rules
+
+    async with Simulator(seed=7, scenario="demo", settle_delay_s=0.02) as sim:
+        overrides = write_demo_rules(sim, tmp_path)
+        settings = daemon_settings(sim, tmp_path, overrides["sniper_rules_path"])
+        daemon = Daemon(settings, redactor=Redactor([]), duration_s=6.0)
+        assert await daemon.run() == EXIT_OK
+    db = Database(settings.db_path)
+    await db.open()
+    try:
+        rows = [dict(r) for r in await db.fetchall("SELECT * FROM orders WHERE strategy='sniper'")]
+    finally:
+        await db.close()
+    ending = (
+        {t for m in sim.scenario.ending_markets for t in m.token_ids} if sim.scenario else set()
+    )
+    assert rows, "the demo scenario produced no sniper order"
+    assert {r["token_id"] for r in rows} <= ending
