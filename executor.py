@@ -849,12 +849,25 @@ class Executor:
                 self.metrics.venue_errors_total.labels("executor_loop", "error").inc()
                 log.exception("executor_loop_failed")
 
-    async def drain(self) -> None:
-        """Wait for in-flight submissions (the caller bounds this), then cancel if configured."""
-        await self._idle.wait()
+    async def drain(self, wait_s: float | None = None) -> bool:
+        """Wait up to `wait_s` for in-flight submissions, then cancel resting orders if
+        `cancel_on_shutdown`; return True if every submission finished in time.
+
+        The cancel runs even when the wait timed out: a submission still in flight at that
+        point may land one more order after it, which the venue cancels once exchange heartbeats
+        stop (the daemon is exiting). The caller bounds the whole call as well.
+        """
+        drained = True
+        if wait_s is None:
+            await self._idle.wait()
+        elif not await self.wait_idle(wait_s):
+            drained = False
+            log.warning("drain_timed_out", in_flight=self._inflight, waited_s=wait_s)
+            await self.repos.audit.append("drain_timed_out", in_flight=self._inflight)
         if self.config.cancel_on_shutdown:
             n = await self.cancel_all()
             log.info("canceled_on_shutdown", canceled=n)
+        return drained
 
     def health(self) -> CheckResult:
         ok = self.state is TradingState.ACTIVE and self.breaker.state is BreakerState.CLOSED

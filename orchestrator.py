@@ -388,14 +388,27 @@ class Daemon:
                 return {"trading_state": executor.state.value, "refused": e.reason}
             return {"trading_state": executor.state.value}
 
+        async def reduce(body: Mapping[str, Any]) -> Mapping[str, Any]:
+            # REDUCING is manual only: the risk caps already refuse every BUY that would breach
+            # them, so an automatic trigger would add a state, not protection.
+            await executor.reduce_only(str(body.get("reason") or "manual reduce-only"))
+            return {"trading_state": executor.state.value}
+
         async def cancel_all(body: Mapping[str, Any]) -> Mapping[str, Any]:
             return {"canceled": await executor.cancel_all()}
 
         if ctx.sidecar is not None:
             ctx.sidecar.add_control("halt", halt)
             ctx.sidecar.add_control("resume", resume)
+            ctx.sidecar.add_control("reduce", reduce)
             ctx.sidecar.add_control("cancel-all", cancel_all)
-        ctx.drainers.append(("executor", executor.drain))
+
+        async def drain() -> None:
+            # Wait for in-flight submissions for part of the drain deadline, so that the
+            # CANCEL_ON_SHUTDOWN cancel still fits inside it when a submission hangs.
+            await executor.drain(wait_s=max(0.1, s.drain_timeout_s - s.http_timeout_s))
+
+        ctx.drainers.append(("executor", drain))
         ctx.closers.extend(built.closers)
 
     async def _build_market_data(self, ctx: Context) -> None:
