@@ -493,10 +493,10 @@ class Daemon:
         log.info("sniper_built", rules=[r.name for r in rules])
 
     async def _build_copy_trading(self, ctx: Context) -> None:
-        """The Data API client and the copy trader."""
+        """The Data API client, the Gamma tag index (if rules filter by tag) and the copy trader."""
         from resilience.clock import SystemClock
         from resilience.retry import RetryPolicy
-        from strategies.copy_trader import CopyTrader, load_rules
+        from strategies.copy_trader import CopyTrader, TagIndex, load_rules
         from venue.data_api import DataApiBudget, DataApiClient
 
         s = ctx.settings
@@ -525,6 +525,37 @@ class Daemon:
             on_error=lambda kind: metrics.data_api_errors_total.labels(kind).inc(),
         )
         ctx.closers.append(("data_api", data_api.close))
+        tags: TagIndex | None = None
+        tag_names = {t for w in rules.active for t in (*w.allow_tags, *w.block_tags)}
+        if tag_names:
+            # Tag allow/block lists: per-tag market lists from Gamma `/events?tag_slug=`, on
+            # a session and a small share of the Gamma limits of their own (discovery holds
+            # `rate_limit_fraction` of them; this is a few listings every few minutes).
+            import aiohttp
+
+            from resilience.rate_limit import RateLimiter, polymarket_limits
+            from venue.gamma import GammaClient, MarketQuery
+
+            session = aiohttp.ClientSession()
+            ctx.closers.append(("copy_gamma_http", session.close))
+            gamma = GammaClient(
+                base_url=s.gamma_api_url,
+                session=session,
+                limiter=RateLimiter.from_limits(
+                    polymarket_limits(min(0.1, s.rate_limit_fraction)), clock=clock
+                ),
+                metrics=metrics,
+                timeout_s=s.http_timeout_s,
+            )
+
+            async def tagged(tag: str) -> list[str]:
+                query = MarketQuery(
+                    tags=(tag,), active=None, accepting_orders=None, enable_order_book=None
+                )
+                return [m.condition_id for m in await gamma.markets(query)]
+
+            tags = TagIndex(tags=tag_names, lister=tagged, clock=clock)
+            log.info("copy_tags_wired", tags=list(tags.watched))
         ctx.strategies.append(
             CopyTrader(
                 rules=rules,
@@ -534,6 +565,7 @@ class Daemon:
                 repos=ctx.repos,
                 metrics=metrics,
                 markets=getattr(executor, "rules", None),
+                tags=tags,
                 books=ctx.books,
                 poll_interval_s=s.copy_poll_interval_s,
                 max_trade_age_s=s.copy_max_trade_age_s,

@@ -28,7 +28,7 @@ import hashlib
 import math
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
@@ -47,7 +47,7 @@ from pydantic import (
     model_validator,
 )
 
-from errors import ConfigError, OrderRejected, TransientError
+from errors import ConfigError, FeedError, OrderRejected, TransientError
 from models import (
     BookSource,
     OrderRequest,
@@ -302,6 +302,101 @@ class TagSource(Protocol):
         """Return the market's lower-case tags, or None if they cannot be known now."""
         ...
 
+    async def warm(self) -> None:
+        """Load what `tags` needs before the first leader trade; log errors, never raise."""
+        ...
+
+
+TagLister = Callable[[str], Awaitable[Iterable[str]]]
+"""`lister(tag)` -> condition ids of the open markets carrying `tag` (Gamma `/events?tag_slug=`)."""
+
+
+@dataclass
+class _TagEntry:
+    members: frozenset[str]
+    loaded_at: float
+
+
+class TagIndex:
+    """A `TagSource` over per-tag market lists, for exactly the tags the rules name.
+
+    Gamma's `/markets` rows carry no tags unless asked (`include_tag`), but `/events?tag_slug=`
+    filters by tag server-side; so for each tag a rule lists, the index keeps the set of condition
+    ids of open markets in events carrying it, and a market's tags (as far as the rules care) are
+    the listed tags whose set holds it. A set is reloaded after `ttl_s`, and sooner
+    (`miss_refresh_s`) when asked about a market it does not hold, so a market listed since the
+    last load is found. A tag that has never loaded makes `tags` return None: the trader then
+    fails closed. A failed reload keeps the previous set (tags change rarely).
+    """
+
+    def __init__(
+        self,
+        *,
+        tags: Iterable[str],
+        lister: TagLister,
+        clock: Clock | None = None,
+        ttl_s: float = 300.0,
+        miss_refresh_s: float = 30.0,
+        retry_after_s: float = 5.0,
+    ) -> None:
+        self.watched = tuple(sorted({t.strip().lower() for t in tags if t.strip()}))
+        self._lister = lister
+        self._clock = clock or SystemClock()
+        self._ttl = ttl_s
+        self._miss = miss_refresh_s
+        self._retry_after = retry_after_s
+        self._entries: dict[str, _TagEntry] = {}
+        self._failed_at: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.loads = 0
+
+    async def warm(self) -> None:
+        try:
+            for tag in self.watched:
+                await self._members(tag, None)
+        except Exception:  # a task's boundary: the first trade will try again
+            log.exception("copy_tags_warm_failed")
+
+    async def tags(self, condition_id: str) -> frozenset[str] | None:
+        found: set[str] = set()
+        for tag in self.watched:
+            members = await self._members(tag, condition_id)
+            if members is None:
+                return None
+            if condition_id in members:
+                found.add(tag)
+        return frozenset(found)
+
+    def _due(self, tag: str, condition_id: str | None, now: float) -> bool:
+        entry = self._entries.get(tag)
+        if entry is None:
+            return True
+        age = now - entry.loaded_at
+        missing = condition_id is not None and condition_id not in entry.members
+        return age >= self._ttl or (missing and age >= self._miss)
+
+    async def _members(self, tag: str, condition_id: str | None) -> frozenset[str] | None:
+        if self._due(tag, condition_id, self._clock.monotonic()):
+            async with self._locks.setdefault(tag, asyncio.Lock()):
+                now = self._clock.monotonic()
+                recently_failed = now - self._failed_at.get(tag, -math.inf) < self._retry_after
+                if self._due(tag, condition_id, now) and not recently_failed:
+                    await self._load(tag, now)
+        entry = self._entries.get(tag)
+        return entry.members if entry is not None else None
+
+    async def _load(self, tag: str, now: float) -> None:
+        try:
+            members = frozenset(await self._lister(tag))
+        except (TransientError, FeedError) as e:
+            self._failed_at[tag] = now
+            log.warning("copy_tags_load_failed", tag=tag, error=str(e))
+            return
+        self._entries[tag] = _TagEntry(members, now)
+        self._failed_at.pop(tag, None)
+        self.loads += 1
+        log.info("copy_tags_loaded", tag=tag, markets=len(members))
+
 
 @dataclass(frozen=True)
 class DefaultTick:
@@ -487,6 +582,17 @@ class CopyTrader:
         wall: Callable[[], float] = time.time,
         spread_phases: bool = True,
     ) -> None:
+        if tags is None:
+            tagged = [w.name for w in rules.active if w.allow_tags or w.block_tags]
+            if tagged:
+                # Refuse rather than skip every trade of these wallets as "tags unknown".
+                raise ConfigError(
+                    [
+                        f"COPY_RULES wallet {name}: allow_tags/block_tags need a market tag "
+                        "source (Gamma), and none is configured"
+                        for name in tagged
+                    ]
+                )
         self.rules = rules
         self._api = data_api
         self._sink = sink
@@ -518,6 +624,8 @@ class CopyTrader:
             log.info("copy_no_wallets")
             return
         async with asyncio.TaskGroup() as tg:
+            if self._tags is not None:
+                tg.create_task(self._tags.warm(), name="copy:tags")
             for i, rule in enumerate(wallets):
                 phase = (i / len(wallets)) * self._interval_of(rule) if self._spread else 0.0
                 tg.create_task(self._wallet_loop(rule, phase), name=f"copy:{rule.name}")

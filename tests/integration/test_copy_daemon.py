@@ -147,3 +147,39 @@ async def test_rules_with_no_enabled_wallet_build_no_strategy(tmp_path: Path) ->
     code = await run_daemon(settings, 0.3, lambda ctx: seen.extend(s.name for s in ctx.strategies))
     assert code == EXIT_OK and "copy" not in seen
     await asyncio.sleep(0)
+
+
+async def test_daemon_tag_lists_use_gamma_tags_allowed_copied_blocked_skipped(
+    sim: Simulator, market: SimMarket, tmp_path: Path
+) -> None:
+    sports = sim.add_market(question="Will the team win?", slug="team-wins", tags=("sports",))
+    sim.seed_order(MAKER, sports.token_ids[0], "SELL", D("0.51"), D("500"))
+    untagged = sim.add_market(question="No tags?", slug="no-tags")
+    sim.seed_order(MAKER, untagged.token_ids[0], "SELL", D("0.51"), D("500"))
+    rules = tmp_path / "copy.toml"
+    rules.write_text(
+        f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
+        'max_slippage = "0.02"\nallow_tags = ["crypto", "sports"]\nblock_tags = ["Sports"]\n'
+    )
+    settings = settings_for(sim, tmp_path, rules)
+
+    def trade_when_ready(ctx: Context) -> None:
+        for m in (market, sports, untagged):
+            sim.trade_as(
+                wallet=LEADER, token_id=m.token_ids[0], side="BUY", price=D("0.50"), size=D("100")
+            )
+
+    assert await run_daemon(settings, 3.0, trade_when_ready) == EXIT_OK
+    copies = await copies_in(settings.db_path)
+    assert [c["token_id"] for c in copies] == [market.token_ids[0]]  # the crypto market only
+    db = Database(settings.db_path)
+    await db.open()
+    try:
+        skips = await Repositories.over(db).audit.tail(event="copy_skipped")
+    finally:
+        await db.close()
+    reasons = {e.detail["token_id"]: e.detail["reason"] for e in skips}
+    assert reasons == {
+        sports.token_ids[0]: "market_blocked",
+        untagged.token_ids[0]: "market_not_allowed",
+    }

@@ -11,15 +11,17 @@ from typing import Any
 
 import pytest
 
-from errors import ConfigError, OrderRejected, TransientError
+from errors import ConfigError, FeedError, OrderRejected, TransientError
 from models import OrderRequest, OrderResult, OrderStatus, Position, Side
 from observability.metrics import Metrics
+from resilience.clock import FakeClock
 from storage import Database, Repositories
 from strategies.copy_trader import (
     CopyRules,
     CopyTrader,
     DefaultTick,
     StaticMarketInfo,
+    TagIndex,
     WalletRule,
     client_order_id_for,
     limit_price,
@@ -132,9 +134,23 @@ def rule(**kw: Any) -> WalletRule:
     return WalletRule.model_validate(base)
 
 
+class FakeTags:
+    """A TagSource: every market carries `tags` (None: tags cannot be known)."""
+
+    def __init__(self, tags: frozenset[str] | None = frozenset({"politics"})) -> None:
+        self.value = tags
+
+    async def tags(self, condition_id: str) -> frozenset[str] | None:
+        return self.value
+
+    async def warm(self) -> None:
+        return None
+
+
 def make(
     repos: Repositories, r: WalletRule, api: FakeApi, sink: RecordingSink, **kw: Any
 ) -> CopyTrader:
+    kw.setdefault("tags", FakeTags())
     return CopyTrader(
         rules=CopyRules(wallets=(r,)),
         data_api=api,
@@ -269,6 +285,7 @@ async def test_leader_sell_without_our_position_skips_no_position(repos: Reposit
         ({"block_slugs": ["bad-market"]}, {"slug": "bad-market"}, "market_blocked"),
         ({"allow_slugs": ["good"]}, {"slug": "other"}, "market_not_allowed"),
         ({"allow_tags": ["crypto"]}, {}, "market_not_allowed"),
+        ({"block_tags": ["Politics"]}, {}, "market_blocked"),
         ({"ratio": "0.01"}, {"size": "100"}, "below_min_size"),
     ],
 )
@@ -460,3 +477,90 @@ def test_rules_file_in_json_and_unreadable_files(tmp_path: Path) -> None:
 
 def test_default_tick_is_the_common_grid() -> None:
     assert DefaultTick().tick_size == Decimal("0.01")
+
+
+# -- tags ---------------------------------------------------------------------------------------
+
+
+async def test_tags_unknown_fail_closed_for_allow_and_block(repos: Repositories) -> None:
+    for kw, reason in (
+        ({"allow_tags": ["crypto"]}, "market_not_allowed"),
+        ({"block_tags": ["x"]}, "market_blocked"),
+    ):
+        api, sink, m = FakeApi(), RecordingSink(), Metrics()
+        api.trades = [trade()]
+        t = make(repos, rule(**kw), api, sink, metrics=m, tags=FakeTags(None))
+        await t.poll_once(t.rules.wallets[0])
+        assert not sink.requests and skipped(m, reason) == 1
+
+
+async def test_allowed_tag_is_copied(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    api.trades = [trade()]
+    t = make(repos, rule(allow_tags=["politics"], block_tags=["sports"]), api, sink)
+    await t.poll_once(t.rules.wallets[0])
+    assert len(sink.requests) == 1
+
+
+def test_tag_rules_without_a_tag_source_are_refused(repos: Repositories) -> None:
+    with pytest.raises(ConfigError) as e:
+        make(
+            repos, rule(label="whale", block_tags=["sports"]), FakeApi(), RecordingSink(), tags=None
+        )
+    assert "whale" in str(e.value.problems) and "tag source" in str(e.value.problems)
+    make(repos, rule(), FakeApi(), RecordingSink(), tags=None)  # no tag lists: fine without
+
+
+class Lister:
+    def __init__(self, table: dict[str, set[str]]) -> None:
+        self.table = table
+        self.calls: list[str] = []
+        self.fail: type[Exception] | None = None
+
+    async def __call__(self, tag: str) -> set[str]:
+        self.calls.append(tag)
+        if self.fail is not None:
+            raise self.fail("gamma down")
+        return set(self.table.get(tag, set()))
+
+
+async def test_tag_index_reports_only_watched_tags_and_caches() -> None:
+    clock = FakeClock()
+    lister = Lister({"crypto": {"0xa"}, "sports": {"0xb"}, "politics": {"0xa"}})
+    idx = TagIndex(tags=["Crypto", "sports"], lister=lister, clock=clock)
+    await idx.warm()
+    assert await idx.tags("0xa") == frozenset({"crypto"})
+    assert await idx.tags("0xb") == frozenset({"sports"})
+    assert lister.calls == ["crypto", "sports"]  # cached: no reload within the miss window
+
+
+async def test_tag_index_reloads_on_a_miss_after_the_miss_window_and_after_ttl() -> None:
+    clock = FakeClock()
+    lister = Lister({"crypto": {"0xa"}})
+    idx = TagIndex(tags=["crypto"], lister=lister, clock=clock, ttl_s=300, miss_refresh_s=30)
+    assert await idx.tags("0xnew") == frozenset()
+    lister.table["crypto"].add("0xnew")  # a market listed since
+    clock.advance(10)
+    assert await idx.tags("0xnew") == frozenset()  # too soon to reload for a miss
+    clock.advance(25)
+    assert await idx.tags("0xnew") == frozenset({"crypto"})
+    assert len(lister.calls) == 2
+    clock.advance(301)
+    assert await idx.tags("0xa") == frozenset({"crypto"})
+    assert len(lister.calls) == 3  # ttl reload even for a hit
+
+
+async def test_tag_index_unknown_until_first_load_then_keeps_old_set_on_failure() -> None:
+    clock = FakeClock()
+    lister = Lister({"crypto": {"0xa"}})
+    lister.fail = TransientError
+    idx = TagIndex(tags=["crypto"], lister=lister, clock=clock, retry_after_s=5)
+    assert await idx.tags("0xa") is None
+    assert await idx.tags("0xa") is None
+    assert len(lister.calls) == 1  # no hammering inside retry_after_s
+    clock.advance(6)
+    lister.fail = None
+    assert await idx.tags("0xa") == frozenset({"crypto"})
+    lister.fail = FeedError
+    clock.advance(400)
+    assert await idx.tags("0xa") == frozenset({"crypto"})  # stale beats unknown
