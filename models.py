@@ -329,6 +329,13 @@ class Market(_Frozen):
             raise ValueError("tick_size must be between 0 and 1")
         return v
 
+    @field_validator("min_size")
+    @classmethod
+    def _min_size(cls, v: Decimal) -> Decimal:
+        if v < 0:
+            raise ValueError("min_size must be 0 or more")
+        return v
+
     @property
     def tradable(self) -> bool:
         return self.active and self.accepting_orders and not self.closed
