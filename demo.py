@@ -37,7 +37,13 @@ DEFAULT_PORT = 8787
 RuleWriter = Callable[[Simulator, Path], dict[str, Any]]
 """Writes a strategy's rule file for the demo scenario; returns the settings that point at it."""
 
-RULE_WRITERS: list[RuleWriter] = []
+def _sniper_rules(sim: Simulator, workdir: Path) -> dict[str, Any]:
+    from strategies.sniper import write_demo_rules
+
+    return write_demo_rules(sim, workdir)
+
+
+RULE_WRITERS: list[RuleWriter] = [_sniper_rules]
 
 
 def _port_free(port: int) -> bool:

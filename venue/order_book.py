@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import orjson
-from sortedcontainers import SortedDict  # type: ignore[import-untyped]  # ships no stubs
+from sortedcontainers import SortedDict
 
 from models import ONE, ZERO, Level
 

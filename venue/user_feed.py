@@ -83,6 +83,8 @@ class UserFeed:
                     await self._on_connected()
                     self._backoff.reset()
                     await self._pump(ws)
+                    # The server ended the connection cleanly; say so, then reconnect.
+                    log.warning("user_feed_closed", code=ws.close_code, reason=ws.close_reason)
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as e:
                 reason = "error"
                 log.warning("user_feed_disconnected", error=type(e).__name__)
@@ -107,8 +109,10 @@ class UserFeed:
                 await pinger
 
     async def _ping(self, ws: ClientConnection) -> None:
+        # The venue drops a socket that sent nothing for ~10 s; pinging exactly every 10 s races
+        # that timer, so ping with a margin.
         while True:
-            await asyncio.sleep(self._ping_s)
+            await asyncio.sleep(self._ping_s * 0.8)
             await ws.send("PING")
 
     async def handle_frame(self, frame: str | bytes) -> None:
