@@ -37,6 +37,7 @@ DEFAULT_PORT = 8787
 RuleWriter = Callable[[Simulator, Path], dict[str, Any]]
 """Writes a strategy's rule file for the demo scenario; returns the settings that point at it."""
 
+
 def _sniper_rules(sim: Simulator, workdir: Path) -> dict[str, Any]:
     from strategies.sniper import write_demo_rules
 
@@ -85,12 +86,23 @@ async def summarize(db_path: Path) -> dict[str, Any]:
     """Return orders by status, fills, positions and PnL from the demo database."""
     async with Database(db_path) as db:
         repos = Repositories.over(db)
-        counts = await repos.orders.counts_by_status()
+        rows = await db.fetchall("SELECT strategy, status, size_matched FROM orders")
         fills = await repos.fills.all()
         positions = await repos.fills.positions()
+    outcomes: dict[str, int] = {}
+    by_strategy: dict[str, int] = {}
+    for r in rows:
+        status, matched = str(r["status"]), Decimal(r["size_matched"])
+        # A FAK that traded part of its size and had the rest killed ends CANCELED at the
+        # venue; show it as what it was to a trader.
+        if status == "CANCELED" and matched > 0:
+            status = "PARTIALLY_FILLED_REST_CANCELED"
+        outcomes[status] = outcomes.get(status, 0) + 1
+        by_strategy[str(r["strategy"])] = by_strategy.get(str(r["strategy"]), 0) + 1
     realized = sum((p.realized_pnl for p in positions), Decimal(0))
     return {
-        "orders": {str(k): v for k, v in sorted(counts.items())},
+        "orders": dict(sorted(outcomes.items())),
+        "orders_by_strategy": dict(sorted(by_strategy.items())),
         "fills": len(fills),
         "bought": str(sum((f.size for f in fills if f.side == "BUY"), Decimal(0))),
         "sold": str(sum((f.size for f in fills if f.side == "SELL"), Decimal(0))),
@@ -106,7 +118,11 @@ async def summarize(db_path: Path) -> dict[str, Any]:
 def _print_summary(summary: dict[str, Any]) -> None:
     print("\n=== polyd demo summary ===")
     orders = summary["orders"]
-    print("orders by status: " + (", ".join(f"{k}={v}" for k, v in orders.items()) or "none"))
+    print("orders by outcome: " + (", ".join(f"{k}={v}" for k, v in orders.items()) or "none"))
+    by_strategy = summary["orders_by_strategy"]
+    print(
+        "orders by strategy: " + (", ".join(f"{k}={v}" for k, v in by_strategy.items()) or "none")
+    )
     print(f"fills: {summary['fills']} (bought {summary['bought']}, sold {summary['sold']} shares)")
     for p in summary["positions"]:
         print(f"position {p['token_id'][:12]}…: {p['size']} @ {p['avg_cost']}")
