@@ -106,34 +106,50 @@ def render(board: dict[str, Any], base: str, start: float, end: float, out: Path
     step = max(1.0, (end - start) / 240)
     panels = board["panels"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig = plt.figure(figsize=(24, rows * 0.42), facecolor=BG)
-    grid = fig.add_gridspec(rows, 24, hspace=1.2, wspace=0.6, left=0.02, right=0.99)
-    grid.update(top=1 - 1.6 / rows, bottom=0.4 / rows)
+    unit, top, width_in = 0.5, 0.8, 24.0  # inches per grid row, title band, figure width
+    height_in = top + rows * unit + 0.2
+    fig = plt.figure(figsize=(width_in, height_in), facecolor=BG)
     first, last = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
     when = f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC"
-    fig.suptitle(
-        f"{board['title']} — rendered from Prometheus ({when}) by deploy/grafana/render_png.py",
+    fig.text(
+        0.01,
+        1 - 0.35 / height_in,
+        f"{board['title']} — every panel's PromQL run against Prometheus ({when}), "
+        "drawn by deploy/grafana/render_png.py",
         color=TEXT,
         fontsize=15,
-        x=0.02,
-        ha="left",
+        va="center",
     )
     for panel in panels:
         g = panel["gridPos"]
-        ax = fig.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]])
-        ax.set_facecolor(PANEL_BG if panel["type"] != "row" else BG)
+        kind = panel["type"]
+        title_in = 0.0 if kind == "row" else 0.3
+        ticks_in = 0.3 if kind == "timeseries" else 0.08
+        pad_x = 0.45 / width_in if kind == "timeseries" else 0.06 / width_in
+        box_top = top + g["y"] * unit + title_in
+        box_h = g["h"] * unit - title_in - ticks_in
+        ax = fig.add_axes(
+            (
+                g["x"] / 24 + pad_x,
+                1 - (box_top + box_h) / height_in,
+                g["w"] / 24 - pad_x - 0.06 / width_in,
+                box_h / height_in,
+            )
+        )
+        ax.set_facecolor(PANEL_BG if kind != "row" else BG)
         for spine in ax.spines.values():
             spine.set_color(GRID)
-        if panel["type"] == "row":
+        if kind == "row":
             ax.axis("off")
-            ax.text(0, 0.2, panel["title"], color=TEXT, fontsize=13, fontweight="bold")
+            ax.text(0, 0.3, panel["title"], color=TEXT, fontsize=13, fontweight="bold")
             continue
         ax.set_title(panel["title"], color=TEXT, fontsize=10, loc="left")
         series = fetch(base, panel, start, end, step)
-        if panel["type"] == "stat":
+        if kind == "stat":
             _stat(ax, panel, series)
         else:
             _timeseries(ax, panel, series, dates)
+            ax.set_xlim(first, last)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80, facecolor=BG)
 
@@ -148,12 +164,12 @@ def _stat(ax: Any, panel: dict[str, Any], series: list[Series]) -> None:
     width = 1 / len(shown)
     for i, s in enumerate(shown):
         text, color = mapped(panel, s.values[-1])
-        box = ax.inset_axes((i * width + 0.01, 0.03, width - 0.02, 0.8))
+        box = ax.inset_axes((i * width + 0.01, 0.04, width - 0.02, 0.92))
         box.set_xticks([])
         box.set_yticks([])
         box.set_facecolor(stat_color(panel, s.values[-1], color))
-        box.text(0.5, 0.55, text, color="white", ha="center", va="center", fontsize=17)
-        box.text(0.5, 0.15, s.label, color="white", ha="center", va="center", fontsize=8)
+        box.text(0.5, 0.58, text, color="white", ha="center", va="center", fontsize=20)
+        box.text(0.5, 0.17, s.label, color="white", ha="center", va="center", fontsize=9)
 
 
 def _timeseries(ax: Any, panel: dict[str, Any], series: list[Series], dates: Any) -> None:

@@ -144,3 +144,17 @@ def test_rules_files_match_the_ci_glob() -> None:
     # not match that glob (it is not a rules file).
     matched = sorted(p.name for p in Path(PROM).glob("*rules*.yml"))
     assert matched == ["polyd-rules.yml"]
+
+
+def test_dashboard_panels_fit_the_grid_without_overlapping() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    taken: set[tuple[int, int]] = set()
+    for panel in board["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, panel["title"]
+        cells = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
+    assert board["templating"]["list"][0]["type"] == "datasource"
