@@ -1,0 +1,189 @@
+"""SIGKILL the daemon (a real subprocess) while a copy is in flight; the restart copies it once.
+
+The simulator runs in the test's event loop; the daemon runs as `python -m orchestrator` in its
+own process, live against it. A `late_response` fault holds the copy's `POST /order` answer
+after the venue has matched it, so the kill lands after the intent and the PENDING journal row
+are durable but before the daemon learns the outcome: the worst moment for a duplicate. A
+`latency` fault holds the request before the venue reads it, so the kill drops it on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from eth_account import Account
+
+from simulator import SimMarket, Simulator
+from tests.helpers import PYTHON, ROOT, clean_env, free_port
+
+D = Decimal
+LEADER = "0x" + "3c" * 20
+MAKER = "0x" + "6b" * 20
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(seed=11, settle_delay_s=0.02) as s:
+        yield s
+
+
+@pytest.fixture
+def market(sim: Simulator) -> SimMarket:
+    m = sim.add_market(question="Will the copy survive a kill?", slug="kill-9")
+    sim.seed_order(MAKER, m.token_ids[0], "SELL", D("0.51"), D("500"))
+    return m
+
+
+def start_daemon(sim: Simulator, tmp_path: Path, key: str, port: int) -> subprocess.Popen[str]:
+    rules = tmp_path / "copy.toml"
+    rules.write_text(
+        f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
+        'max_slippage = "0.02"\nmax_trade_notional = "20"\n'
+    )
+    env = clean_env(
+        MODE="live",
+        CLOB_HOST=sim.clob_url,
+        GAMMA_API_URL=sim.gamma_url,
+        DATA_API_URL=sim.data_url,
+        MARKET_WS_URL=sim.market_ws_url,
+        USER_WS_URL=sim.user_ws_url,
+        PRIVATE_KEY=key,
+        DB_PATH=str(tmp_path / "polyd.db"),
+        HTTP_PORT=str(port),
+        SNIPER_ENABLED="false",
+        COPY_RULES_PATH=str(rules),
+        COPY_POLL_INTERVAL_S="0.2",
+        LOG_FORMAT="json",
+        SHUTDOWN_TIMEOUT_S="3",
+    )
+    return subprocess.Popen(
+        [PYTHON, "-m", "orchestrator", "--env-file", "none"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def until(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:  # noqa: ASYNC109 -- a polling helper that names the condition that failed
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []  # not migrated yet
+    finally:
+        con.close()
+
+
+async def healthy(port: int) -> bool:
+    try:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/health") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+def copies_at_venue(sim: Simulator, token: str) -> list[dict[str, Any]]:
+    return [o for o in sim.ledger()["orders"] if o["token_id"] == token and o["side"] == "BUY"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        # Matched at the venue at once, answered 3 s later: the kill lands in between.
+        {"kind": "late_response", "route": "POST /order", "seconds": 3},
+        # Held 2 s *before* the venue sees it: the kill lands while the order is on the wire.
+        {"kind": "latency", "route": "POST /order", "seconds": 2},
+    ],
+    ids=["matched_unanswered", "on_the_wire"],
+)
+async def test_sigkill_with_copy_in_flight_restart_copies_exactly_once(
+    sim: Simulator, market: SimMarket, tmp_path: Path, fault: dict[str, Any]
+) -> None:
+    acct = Account.create()
+    sim.fund(acct.address, collateral=D("1000"))
+    key = "0x" + bytes(acct.key).hex()
+    token = market.token_ids[0]
+    db = tmp_path / "polyd.db"
+    port = free_port()
+
+    proc = start_daemon(sim, tmp_path, key, port)
+    try:
+        await until(lambda: healthy(port), "the daemon to be ready")
+        await sim.apply_fault(fault)
+        sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("100"))
+        await until(
+            lambda: (
+                query(db, "SELECT 1 FROM copy_intents")
+                and query(db, "SELECT 1 FROM orders WHERE strategy = 'copy' AND status = 'PENDING'")
+                and (fault["kind"] == "latency" or copies_at_venue(sim, token))
+            ),
+            "the intent and the PENDING journal row (and the order at the venue)",
+        )
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert query(db, "SELECT COUNT(*) FROM copy_intents") == [(1,)]  # died before settling
+
+    port = free_port()
+    proc = start_daemon(sim, tmp_path, key, port)
+    try:
+        await until(lambda: healthy(port), "the restarted daemon to be ready")
+        await until(
+            lambda: query(db, "SELECT COUNT(*) FROM copy_intents") == [(0,)],
+            "the restart to settle the intent",
+        )
+        await asyncio.sleep(1.0)  # several more polls see the same (young) leader trade again
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+
+    venue = copies_at_venue(sim, token)
+    journal = query(db, "SELECT client_order_id, status, size_matched FROM orders")
+    events = [e for (e,) in query(db, "SELECT event FROM audit_log WHERE strategy = 'copy'")]
+    assert events.count("copy_intent") == 1  # decided once, across both runs
+    assert "copy_intent_in_journal" in events  # the restart left the order to the executor
+    assert len(journal) == 1  # one copy order, one client order id, ever
+    if fault["kind"] == "late_response":
+        # The venue matched it before the kill: exactly once, and the journal agrees.
+        assert len(venue) == 1, venue
+        assert D(venue[0]["size_matched"]) == D("10")
+        assert journal[0][1] == "FILLED" and D(journal[0][2]) == D("10")
+    else:
+        # The kill dropped the request before the venue read it. Never duplicated; whether it
+        # is ever sent is the executor's call on its journal row (today: left UNKNOWN, since a
+        # journaled order is never re-signed) -- copied at most once, not exactly once.
+        assert len(venue) <= 1, venue
+    assert "Traceback" not in err
