@@ -22,6 +22,7 @@ from typing import Any
 
 from eth_account import Account
 
+import strategies.copy_trader
 from config import Settings, load_settings
 from errors import ConfigError
 from observability.logging import Redactor, configure_logging
@@ -45,6 +46,7 @@ def _sniper_rules(sim: Simulator, workdir: Path) -> dict[str, Any]:
 
 
 RULE_WRITERS: list[RuleWriter] = [_sniper_rules]
+RULE_WRITERS.append(strategies.copy_trader.write_demo_rules)
 
 
 def _port_free(port: int) -> bool:
