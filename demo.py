@@ -172,9 +172,11 @@ async def _demo(duration_s: float | None) -> int:
 
 
 def _settings(overrides: dict[str, Any]) -> Settings:
-    if "http_port" not in overrides and not _port_free(DEFAULT_PORT):
-        overrides["http_port"] = 0
-    return load_settings(env_file=None, **overrides)
+    settings = load_settings(env_file=None, **overrides)
+    if settings.http_port == DEFAULT_PORT and not _port_free(DEFAULT_PORT):
+        # Another daemon holds the usual port: take any free one (the demo prints where).
+        settings = load_settings(env_file=None, **{**overrides, "http_port": 0})
+    return settings
 
 
 def run_demo(*, duration_s: float | None = None, env_file: str | Path | None = None) -> int:
