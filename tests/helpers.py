@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings, load_settings
+from models import OrderRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# A real token id from a captured payload (77 decimal digits).
+TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 # A throwaway key used only by tests (it has never held funds).
 TEST_PRIVATE_KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -53,3 +56,17 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def make_order(**overrides: object) -> OrderRequest:
+    """A valid GTC BUY of 10 @ 0.5 on TOKEN by the sniper; `overrides` replace any field."""
+    fields: dict[str, object] = {
+        "strategy": "sniper",
+        "token_id": TOKEN,
+        "side": "BUY",
+        "price": "0.5",
+        "size": "10",
+        "order_type": "GTC",
+    }
+    fields.update(overrides)
+    return OrderRequest.model_validate(fields)

@@ -15,28 +15,15 @@ from models import (
     TERMINAL_STATUSES,
     UINT256_MAX,
     Market,
-    OrderRequest,
     OrderStatus,
     OrderType,
     Position,
     Side,
     on_tick,
 )
+from tests.helpers import TOKEN, make_order
 
-TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
-
-
-def order(**kw: object) -> OrderRequest:
-    base: dict[str, object] = {
-        "strategy": "sniper",
-        "token_id": TOKEN,
-        "side": "BUY",
-        "price": "0.5",
-        "size": "10",
-        "order_type": "GTC",
-    }
-    base.update(kw)
-    return OrderRequest.model_validate(base)
+order = make_order
 
 
 prices_inside = st.decimals(min_value="0.0001", max_value="0.9999", places=4)

@@ -17,24 +17,11 @@ from pathlib import Path
 import pytest
 
 from errors import IllegalTransition, StorageError
-from models import ALLOWED_TRANSITIONS, Fill, OrderRequest, OrderStatus, TradeStatus
+from models import ALLOWED_TRANSITIONS, Fill, OrderStatus, TradeStatus
 from storage import Database, OrderNotFound, Repositories, load_migrations
-from tests.helpers import ROOT
+from tests.helpers import ROOT, TOKEN, make_order
 
-TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
-
-
-def req(**kw: object) -> OrderRequest:
-    base: dict[str, object] = {
-        "strategy": "sniper",
-        "token_id": TOKEN,
-        "side": "BUY",
-        "price": "0.5",
-        "size": "10",
-        "order_type": "GTC",
-    }
-    base.update(kw)
-    return OrderRequest.model_validate(base)
+req = make_order
 
 
 @pytest.fixture
