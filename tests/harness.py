@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from eth_account import Account
 
@@ -109,6 +109,16 @@ def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
                 proc.kill()
             return proc.wait(timeout=10)
     return int(proc.returncode)
+
+
+def _drain(pipe: IO[bytes], path: Path) -> None:
+    """Copy a child's output into `path` line by line until the pipe closes."""
+    with path.open("ab") as out, contextlib.suppress(OSError, ValueError):
+        for line in iter(pipe.readline, b""):
+            out.write(line)
+            out.flush()
+    with contextlib.suppress(OSError):
+        pipe.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,6 +483,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.exit_codes: list[int] = []
+        self._drains: list[threading.Thread] = []
 
     # life cycle ------------------------------------------------------------------------------
     @property
@@ -487,16 +498,32 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             raise HarnessError("daemon already running")
         self.runs += 1
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [PYTHON, "-m", "orchestrator", "--env-file", "none"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
+        # Output goes through pipes drained into files by this process, so a file-size limit
+        # set on the daemon (the disk-full test) hits its database, not its log lines.
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "orchestrator", "--env-file", "none"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for pipe, path in (
+            (self.proc.stdout, self.stdout_path),
+            (self.proc.stderr, self.stderr_path),
+        ):
+            assert pipe is not None
+            th = threading.Thread(
+                target=_drain, args=(pipe, path), daemon=True, name=f"drain:{path.name}"
             )
+            th.start()
+            self._drains.append(th)
         return self
+
+    def _join_drains(self) -> None:
+        for th in self._drains:
+            th.join(timeout=3)
+        self._drains.clear()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -511,6 +538,7 @@ class DaemonProcess:
         if self.proc is None or self.proc.returncode is not None:
             return None if self.proc is None else self.proc.returncode
         code = _stop_process(self.proc, timeout)
+        self._join_drains()
         self.exit_codes.append(code)
         return code
 
@@ -527,6 +555,7 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
             raise HarnessError(f"daemon did not stop within {timeout:g}s of SIGTERM") from e
+        self._join_drains()
         self.exit_codes.append(code)
         return code
 
@@ -535,6 +564,7 @@ class DaemonProcess:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         code = self.proc.wait(timeout=10)
+        self._join_drains()
         self.exit_codes.append(code)
         return code
 
