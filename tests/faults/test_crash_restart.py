@@ -1,0 +1,104 @@
+"""Crash-restart reconciliation: SIGKILL the daemon at random moments while both strategies trade.
+
+The daemon runs live against the simulator's demo scenario with the sniper (price bands over the
+living books) and the copy trader (following the whale) both trading continuously. It is killed
+with SIGKILL at seeded random moments (some during start-up and its reconcile, others while an
+order is in flight: every order is held 0.3 s at the venue before it matches) and restarted each
+time on the same database. At the end trading is halted, the journal is left to settle, and the
+database is compared with the simulator's ledger: every venue order has exactly one journal row
+in the right final state, fills and positions match, nothing is duplicated, lost or orphaned.
+
+The short run (5 kills) is in the default suite; `pytest -m slow` runs 25 kills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import (
+    Comparison,
+    DaemonProcess,
+    HarnessError,
+    SimProcess,
+    compare,
+    demo_rules,
+    wait_until,
+)
+
+# A lookup grace well above a normal submission time (ms): see /work/notes/bugs-found.md B1.
+CRASH_SETTINGS = {"ORDER_LOOKUP_GRACE_S": "8", "RECONCILE_INTERVAL_S": "5"}
+
+
+def crash_restart_run(workdir: Path, *, kills: int, seed: int) -> dict[str, int]:
+    """Kill and restart the daemon `kills` times; return the final counts."""
+    rng = random.Random(seed)
+    with SimProcess(workdir=workdir, seed=seed, scenario="demo") as sim:
+        d = DaemonProcess(sim, workdir, extra={**demo_rules(sim, workdir), **CRASH_SETTINGS})
+        try:
+            # Every order spends 0.3 s at the venue before it is matched (under the 1 s client
+            # timeout), so a fair share of the kills land between the PENDING row and the answer.
+            sim.fault(kind="latency", route="POST /order", seconds=0.3, count=100_000)
+            d.start()
+            d.wait_ready()
+            mid_submission = 0
+            for _ in range(kills):
+                time.sleep(rng.uniform(0.5, 4.0))  # from start: some land in start-up/reconcile
+                d.kill9()
+                mid_submission += bool(
+                    d.rows("SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN')")
+                )
+                d.start()
+            d.wait_ready()
+            time.sleep(2.0)
+            status, _ = d.control("halt", reason="crash-restart run: settle and compare")
+            assert status == 200
+            wait_until(
+                lambda: (
+                    not d.rows(
+                        "SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN') LIMIT 1"
+                    )
+                ),
+                30,
+                what="every journal row settled",
+            )
+
+            def settled_comparison() -> Comparison | None:
+                c = compare(sim.ledger(), d.db_path, address=d.address)
+                return c if c.ok else None
+
+            # on a timeout, fall through to the final comparison, which reports the details
+            with contextlib.suppress(HarnessError):
+                wait_until(settled_comparison, 20, interval=0.5, what="ledger and journal agree")
+            assert d.sigterm() == 0
+            c = compare(sim.ledger(), d.db_path, address=d.address)
+        finally:
+            d.stop()
+    counts = {"kills": kills, "seed": seed, **c.counts()}
+    counts["kills_leaving_unsettled_rows"] = mid_submission
+    counts["exit_codes_sigkill"] = sum(1 for x in d.exit_codes if x == -9)
+    print("crash-restart:", json.dumps(counts))
+    out = os.environ.get("POLYD_CRASH_FIGURES")
+    if out:
+        Path(out).write_text(json.dumps(counts, indent=2) + "\n")
+    assert c.ok, str(c)
+    assert c.venue_orders > 0 and c.duplicates == 0 and c.lost == 0 and c.orphans == 0
+    return counts
+
+
+def test_crash_restart_5_kills_reconciles_every_order_once(tmp_path: Path) -> None:
+    counts = crash_restart_run(tmp_path, kills=5, seed=8)
+    assert counts["venue_orders"] >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_crash_restart_25_kills_reconciles_every_order_once(tmp_path: Path) -> None:
+    counts = crash_restart_run(tmp_path, kills=25, seed=20)
+    assert counts["venue_orders"] >= 20
