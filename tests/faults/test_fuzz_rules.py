@@ -96,8 +96,13 @@ def check_sniper(fields: dict[str, Any], extra_rules: list[Any]) -> None:
         for line in problems:
             assert line.startswith("SNIPER_RULES_PATH:"), line
         if extra_rules == [] and isinstance(fields.get("name"), str) and fields["name"]:
-            # A problem with the one rule names it and the field.
-            assert any("rule " in ln and "field " in ln for ln in problems), problems
+            # A problem with the one rule names it and the field (a cross-field rule such as
+            # "min_price must not exceed max_price" names the fields in its message).
+            named = f"rule {fields['name']!r}"
+            assert any(
+                named in ln and ("field " in ln or any(f in ln for f in SNIPER_FIELDS))
+                for ln in problems
+            ), problems
         return
     for r in rules:
         assert 0 < r.min_price <= r.max_price < 1
