@@ -379,6 +379,12 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _q(text: str, places: int) -> str:
+    """Round for display only (--json keeps the exact values); no trailing zeros beyond it."""
+    value = _dec(text).quantize(Decimal(1).scaleb(-places))
+    return str(value.normalize() if value == value.to_integral() else value)
+
+
 def _short(text: str | None, n: int = 12) -> str:
     if not text:
         return ""
@@ -413,7 +419,7 @@ def _render_status(s: dict[str, Any]) -> str:
         f"trading state: {state}{reason}",
         f"orders:        {by_status} (open {db['open_orders']}, last {db['last_order_at'] or '-'})",
         f"fills:         {db['fills']}",
-        f"positions:     {db['positions']} open, realized PnL {db['realized_pnl']} pUSD",
+        f"positions:     {db['positions']} open, realized PnL {_q(db['realized_pnl'], 2)} pUSD",
         f"database:      {s['db_path']}",
     ]
     return "\n".join(lines)
@@ -434,16 +440,16 @@ def _render_positions(rows: list[dict[str, Any]]) -> str:
         [
             [
                 _short(r["token_id"], 16),
-                r["size"],
-                r["avg_cost"],
+                _q(r["size"], 4),
+                _q(r["avg_cost"], 4),
                 r["cost_basis"],
-                r["realized_pnl"],
+                _q(r["realized_pnl"], 2),
                 r["updated_at"][:19],
             ]
             for r in rows
         ],
     )
-    return f"{body}\n\n{len(rows)} positions, realized PnL {total} pUSD"
+    return f"{body}\n\n{len(rows)} positions, realized PnL {_q(str(total), 2)} pUSD"
 
 
 def _render_orders(rows: list[dict[str, Any]]) -> str:
