@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=30.0, gt=0, le=3600)
     drain_timeout_s: float = Field(default=5.0, gt=0, le=300)
     order_lookup_grace_s: float = Field(default=30.0, gt=0, le=3600)
+    # Must stay below the grace, so a re-sent order can still be found before it is given up.
+    order_resend_window_s: float = Field(default=20.0, ge=0, le=3600)
 
     # --- risk (read once, never hot-reloaded) --------------------------------------------------
     risk_max_order_notional: Money = Decimal("50")
@@ -223,6 +225,11 @@ class Settings(BaseSettings):
             )
         if self.retry_max_delay_s < self.retry_base_delay_s:
             problems.append("RETRY_MAX_DELAY_S: must be at least RETRY_BASE_DELAY_S")
+        if (
+            "order_resend_window_s" in self.model_fields_set
+            and self.order_resend_window_s >= self.order_lookup_grace_s
+        ):
+            problems.append("ORDER_RESEND_WINDOW_S: must be less than ORDER_LOOKUP_GRACE_S")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -230,6 +237,14 @@ class Settings(BaseSettings):
     @property
     def live(self) -> bool:
         return self.mode == "live"
+
+    @property
+    def resend_window_s(self) -> float:
+        """ORDER_RESEND_WINDOW_S; left unset, at most half of ORDER_LOOKUP_GRACE_S (so a short
+        grace configured on its own keeps the window below it)."""
+        if "order_resend_window_s" in self.model_fields_set:
+            return self.order_resend_window_s
+        return min(self.order_resend_window_s, self.order_lookup_grace_s / 2)
 
     def redacted(self) -> dict[str, str]:
         """Return every setting as display text, secrets replaced by `**********` or `(unset)`."""

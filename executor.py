@@ -38,8 +38,26 @@ from errors import (
 from execution.market_rules import MarketRules
 from execution.positions import OpenOrder, PositionBook
 from execution.risk import RiskEngine, TradingState
-from execution.types import Ack, Broker, Prepared, VenueOrder, journal_status
-from models import ZERO, Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
+from execution.types import (
+    Ack,
+    Broker,
+    Prepared,
+    Restorable,
+    StoredOrderMismatch,
+    VenueOrder,
+    journal_status,
+)
+from models import (
+    ZERO,
+    Fill,
+    OrderRequest,
+    OrderResult,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    TradeStatus,
+)
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from observability.sidecar import CheckResult
 from resilience import Backoff, BreakerState, CircuitBreaker, Clock, RateLimiter, RetryPolicy
@@ -61,6 +79,9 @@ class ExecutorConfig:
 
     kill_switch_path: Path | None = None
     unknown_grace_s: float = 30.0
+    # Reconciliation re-sends (same signed bytes) a journaled order the venue has never seen
+    # while it is younger than this; kept below `unknown_grace_s`. 0 = never re-send.
+    resend_window_s: float = 20.0
     reconcile_interval_s: float = 30.0
     cancel_on_shutdown: bool = False
     daily_loss_limit: Decimal = Decimal("100")
@@ -74,6 +95,10 @@ class _Unknown:
     since: float
     due: float
     backoff: Backoff
+
+
+class _Duplicated(OutcomeUnknown):
+    """The venue refused the order as a duplicate of its own hash: it holds that order."""
 
 
 def _age_s(created_at: str) -> float:
@@ -118,6 +143,9 @@ class Executor:
         self._requests: dict[str, OrderRequest] = {}
         self._status: dict[str, OrderStatus] = {}
         self._unknown: dict[str, _Unknown] = {}
+        # Client order ids whose send is in progress in this process (journaled PENDING, answer
+        # not settled yet): reconciliation leaves them to that send.
+        self._sending: set[str] = set()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -255,12 +283,17 @@ class Executor:
                     results[req.client_order_id] = prepared_or_result
                 else:
                     ready.append(prepared_or_result)
-            if ready:
-                await asyncio.gather(*(self._journal_pending(p) for p in ready))
-            for i in range(0, len(ready), BATCH_MAX):
-                chunk = ready[i : i + BATCH_MAX]
-                for r in await self._send_batch(chunk):
-                    results[r.client_order_id] = r
+            sending = {p.request.client_order_id for p in ready}
+            self._sending |= sending
+            try:
+                if ready:
+                    await asyncio.gather(*(self._journal_pending(p) for p in ready))
+                for i in range(0, len(ready), BATCH_MAX):
+                    chunk = ready[i : i + BATCH_MAX]
+                    for r in await self._send_batch(chunk):
+                        results[r.client_order_id] = r
+            finally:
+                self._sending -= sending
             return [results[r.client_order_id] for r in requests]
         finally:
             self._leave()
@@ -302,6 +335,7 @@ class Executor:
                 status=OrderStatus.PENDING,
                 venue_order_id=p.venue_order_id,
                 payload_hash=p.payload_hash,
+                signed_order=p.signed_order,
                 audit=("order_journaled", {"venue_order_id": p.venue_order_id}),
             )
         except StorageError:
@@ -319,6 +353,14 @@ class Executor:
         if isinstance(admitted, OrderResult):
             return admitted
         prepared = admitted
+        self._sending.add(req.client_order_id)
+        try:
+            return await self._journal_and_send(prepared, started)
+        finally:
+            self._sending.discard(req.client_order_id)
+
+    async def _journal_and_send(self, prepared: Prepared, started: float) -> OrderResult:
+        req = prepared.request
         await self._journal_pending(prepared)
         if not self.breaker.allow():
             return await self._settle_rejected(
@@ -330,13 +372,13 @@ class Executor:
             self.breaker.record_success()  # the venue answered; it is up
             return await self._settle_rejected(req, "venue", e.reason)
         except OutcomeUnknown as e:
-            self.breaker.record_failure()
+            if isinstance(e, _Duplicated):
+                self.breaker.record_success()  # the venue answered: it holds the order
+            else:
+                self.breaker.record_failure()
             return await self._outcome_unknown(prepared, str(e))
         except TransientError as e:
-            self.breaker.record_failure()
-            if isinstance(e, VenueUnavailable) and e.retry_after:
-                self.breaker.force_open("venue unavailable", for_s=e.retry_after)
-            self.metrics.venue_errors_total.labels("post_order", type(e).__name__).inc()
+            self._transient_failure(e)
             return await self._after_transient(prepared, e)
         self.breaker.record_success()
         self.metrics.submit_seconds.labels(self.broker.name).observe(time.perf_counter() - started)
@@ -354,9 +396,10 @@ class Executor:
             try:
                 return await self.broker.send(prepared)
             except OrderRejected as e:
-                if attempt > 1 and "duplicated" in e.reason.lower():
-                    # An earlier attempt reached the venue after all: find out what it did.
-                    raise OutcomeUnknown(
+                if "duplicated" in e.reason.lower():
+                    # The venue already holds an order with this hash (an earlier attempt, or
+                    # the send a crashed run made): it is ours; find out what it did.
+                    raise _Duplicated(
                         "duplicate on re-send", order_id=prepared.venue_order_id
                     ) from e
                 raise
@@ -369,6 +412,12 @@ class Executor:
             log_event="order_send_retry",
             logger=log,
         )
+
+    def _transient_failure(self, e: TransientError) -> None:
+        self.breaker.record_failure()
+        if isinstance(e, VenueUnavailable) and e.retry_after:
+            self.breaker.force_open("venue unavailable", for_s=e.retry_after)
+        self.metrics.venue_errors_total.labels("post_order", type(e).__name__).inc()
 
     async def _send_batch(self, chunk: list[Prepared]) -> list[OrderResult]:
         if not self.breaker.allow():
@@ -750,12 +799,21 @@ class Executor:
     # ------------------------------------------------------------------------------------
     async def reconcile(self, *, grace_s: float | None = None) -> dict[str, int]:
         """Settle every non-terminal journal row against the venue, compare open orders and
-        fetch fills since the last checkpoint. Run at start-up and after every reconnect."""
+        fetch fills since the last checkpoint. Run at start-up and after every reconnect.
+
+        A PENDING/UNKNOWN row the venue has never seen is re-sent (the same signed bytes, never
+        re-signed) while younger than the resend window: the crashed run may have died before
+        sending it, and the venue refuses a second order with the same hash. Rows whose send is
+        still in progress in this process are left to it.
+        """
         grace = self.config.unknown_grace_s if grace_s is None else grace_s
-        counts = {"settled": 0, "pending": 0, "unknown_at_venue": 0, "fills": 0}
+        window = min(self.config.resend_window_s, grace)
+        counts = {"settled": 0, "pending": 0, "resent": 0, "unknown_at_venue": 0, "fills": 0}
         journal_ids: set[str] = set()
         for row in await self.repos.orders.non_terminal():
             journal_ids.add(row.venue_order_id or "")
+            if row.client_order_id in self._sending:
+                continue  # its own send settles it
             self._track_row(row)
             req = await self._request_for(row.client_order_id)
             if req is None:
@@ -767,6 +825,14 @@ class Executor:
             vo = await self._lookup(row.venue_order_id)
             if vo is not None:
                 await self._settle_from_venue(req, vo, "reconciled")
+                counts["settled"] += 1
+            elif (
+                row.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN)
+                and _age_s(row.created_at) < window
+                and await self._resend(req, row) is not None
+            ):
+                self._unknown.pop(row.client_order_id, None)
+                counts["resent"] += 1
                 counts["settled"] += 1
             elif _age_s(row.created_at) >= grace:
                 self.metrics.reconciled_total.labels("REJECTED").inc()
@@ -806,6 +872,99 @@ class Executor:
         log.info("reconciled", **counts)
         self._publish()
         return counts
+
+    async def _resend(self, req: OrderRequest, row: JournalRow) -> OrderResult | None:
+        """Re-send the journaled signed order of `row` (the venue has never seen its hash).
+
+        Return the outcome if the venue answered, None if nothing was sent or the answer is
+        still unknown (the row is then looked up until the grace, as before).
+        """
+        coid = req.client_order_id
+        if not isinstance(self.broker, Restorable) or not row.venue_order_id:
+            return None
+        signed = await self.repos.orders.signed_order(coid)
+        if signed is None or not row.payload_hash:
+            return None  # journaled before signed orders were kept, or a paper order
+        if req.order_type is OrderType.GTD and (req.expiration or 0) <= time.time():
+            return None  # expired: the venue would refuse it; the grace settles it
+        await self.check_guards()
+        if self.state is TradingState.HALTED or (
+            self.state is TradingState.REDUCING and req.side is not Side.SELL
+        ):
+            log.info("order_resend_held", client_order_id=coid, trading_state=self.state.value)
+            return None
+        if not self.breaker.allow():
+            return None
+        try:
+            prepared = self.broker.restore(
+                req,
+                venue_order_id=row.venue_order_id,
+                payload_hash=row.payload_hash,
+                signed_order=signed,
+            )
+        except StoredOrderMismatch as e:
+            log.warning("order_resend_refused", client_order_id=coid, why=str(e))
+            await self.repos.audit.append(
+                "order_resend_refused", strategy=req.strategy, client_order_id=coid, why=str(e)
+            )
+            return None
+        self._sending.add(coid)
+        try:
+            age = round(_age_s(row.created_at), 3)
+            log.warning(
+                "order_resent",
+                client_order_id=coid,
+                venue_order_id=prepared.venue_order_id,
+                payload_hash=prepared.payload_hash,
+                age_s=age,
+            )
+            # Audited before it leaves, like the PENDING row: a crash mid-resend leaves a trace.
+            await self.repos.audit.append(
+                "order_resent",
+                strategy=req.strategy,
+                client_order_id=coid,
+                venue_order_id=prepared.venue_order_id,
+                payload_hash=prepared.payload_hash,
+                age_s=age,
+            )
+            self.metrics.venue_retries_total.labels("post_order", "resend").inc()
+            try:
+                ack = await self._send_with_retries(prepared)
+            except OrderRejected as e:
+                self.breaker.record_success()
+                return await self._settle_rejected(req, "venue", f"{e.reason} (re-sent)")
+            except OutcomeUnknown as e:
+                if isinstance(e, _Duplicated):
+                    self.breaker.record_success()
+                else:
+                    self.breaker.record_failure()
+                return await self._look_up_resent(req, prepared.venue_order_id, e)
+            except TransientError as e:
+                self._transient_failure(e)
+                return await self._look_up_resent(req, prepared.venue_order_id, e)
+            self.breaker.record_success()
+            return await self._settle_ack(req, ack)
+        finally:
+            self._sending.discard(coid)
+
+    async def _look_up_resent(
+        self, req: OrderRequest, venue_order_id: str, why: Exception
+    ) -> OrderResult | None:
+        try:
+            vo = await self._lookup(venue_order_id)
+        except (TransientError, OutcomeUnknown):
+            vo = None
+        if vo is None:
+            log.info(
+                "order_resend_unsettled",
+                client_order_id=req.client_order_id,
+                error=type(why).__name__,
+            )
+            return None
+        dup = isinstance(why, _Duplicated)
+        return await self._settle_from_venue(
+            req, vo, "re-sent: venue already had it" if dup else "re-sent, then looked up"
+        )
 
     async def sync_fills(self) -> int:
         """Fetch our fills since the checkpoint (minus an overlap) and record them."""

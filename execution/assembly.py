@@ -201,6 +201,7 @@ async def assemble(
         config=ExecutorConfig(
             kill_switch_path=s.kill_switch_path,
             unknown_grace_s=s.order_lookup_grace_s,
+            resend_window_s=s.resend_window_s,
             reconcile_interval_s=s.reconcile_interval_s,
             cancel_on_shutdown=s.cancel_on_shutdown,
             daily_loss_limit=s.risk_daily_loss_limit,

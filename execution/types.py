@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from errors import OrderRejected
+from errors import OrderRejected, PolydError
 from models import ZERO, Fill, OrderRequest, OrderStatus, OrderType, Side
 
 
@@ -59,12 +59,18 @@ class MarketMeta:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A signed order ready to send. `payload` is sent byte for byte on every attempt."""
+    """A signed order ready to send. `payload` is sent byte for byte on every attempt.
+
+    `signed_order` is what the journal keeps so the same order can be re-sent after a crash
+    (`Restorable.restore`): the signed order without the API key id or any credential. None for
+    brokers that cannot re-send (paper).
+    """
 
     request: OrderRequest
     venue_order_id: str
     payload_hash: str
     payload: bytes
+    signed_order: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,28 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Release threads and connections."""
+        ...
+
+
+class StoredOrderMismatch(PolydError):
+    """A journaled signed order does not hash to the order id or payload hash journaled with it
+    (or cannot be read). It is not re-sent; the row is looked up and settled as before."""
+
+
+@runtime_checkable
+class Restorable(Protocol):
+    """A broker that can rebuild a journaled signed order for a re-send (the live broker)."""
+
+    def restore(
+        self,
+        request: OrderRequest,
+        *,
+        venue_order_id: str,
+        payload_hash: str,
+        signed_order: str,
+    ) -> Prepared:
+        """Rebuild the exact payload of a journaled order, never signing anything; raise
+        StoredOrderMismatch unless it hashes to `venue_order_id` and `payload_hash`."""
         ...
 
 

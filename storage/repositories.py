@@ -134,18 +134,23 @@ class OrderJournal:
         status: OrderStatus = OrderStatus.PENDING,
         venue_order_id: str | None = None,
         payload_hash: str | None = None,
+        signed_order: str | None = None,
         detail: str = "",
         audit: Audit | None = None,
     ) -> None:
-        """Insert a new order row (PENDING before sending; REJECTED for a local refusal)."""
+        """Insert a new order row (PENDING before sending; REJECTED for a local refusal).
+
+        `signed_order` is the signed order as the broker can re-send it (JSON, no credential,
+        no API key id), so reconciliation can re-send the identical order.
+        """
         ts = now_iso()
 
         def job(c: sqlite3.Connection) -> None:
             c.execute(
                 "INSERT INTO orders (client_order_id, strategy, token_id, side, price, size,"
                 " order_type, expiration, post_only, reason, status, venue_order_id,"
-                " payload_hash, size_matched, detail, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?)",
+                " payload_hash, signed_order, size_matched, detail, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?)",
                 (
                     req.client_order_id,
                     req.strategy,
@@ -160,6 +165,7 @@ class OrderJournal:
                     status.value,
                     venue_order_id,
                     payload_hash,
+                    signed_order,
                     detail,
                     ts,
                     ts,
@@ -232,6 +238,13 @@ class OrderJournal:
             "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,)
         )
         return JournalRow.from_row(r) if r else None
+
+    async def signed_order(self, client_order_id: str) -> str | None:
+        """The signed order journaled with the row (JSON), or None if there is none."""
+        r = await self._db.fetchone(
+            "SELECT signed_order FROM orders WHERE client_order_id = ?", (client_order_id,)
+        )
+        return str(r[0]) if r is not None and r[0] is not None else None
 
     async def get_by_venue_id(self, venue_order_id: str) -> JournalRow | None:
         r = await self._db.fetchone(

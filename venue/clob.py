@@ -58,6 +58,7 @@ from execution.types import (
     CancelResult,
     MarketMeta,
     Prepared,
+    StoredOrderMismatch,
     VenueOrder,
     VenueStatus,
 )
@@ -285,6 +286,28 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
     return out
 
 
+_ORDER_KEYS = (
+    "salt",
+    "maker",
+    "signer",
+    "tokenId",
+    "makerAmount",
+    "takerAmount",
+    "side",
+    "expiration",
+    "signatureType",
+    "timestamp",
+    "metadata",
+    "builder",
+    "signature",
+)
+"""The signed order's fields in the SDK's wire order (`order_to_json_v2`)."""
+
+
+def _serialize(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _message(error_msg: Any) -> str:
     if isinstance(error_msg, dict):
         return str(error_msg.get("error") or error_msg.get("errorMsg") or error_msg)
@@ -472,8 +495,53 @@ class ClobBroker:
             signed = SignedOrderV2(**vars(order), signature=self._fast_signer.sign(digest))
             oid = "0x" + digest.hex()
         body = order_to_json_v2(signed, self.owner, req.order_type.value, req.post_only, True)
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        return Prepared(req, oid, hashlib.sha256(payload).hexdigest(), payload)
+        payload = _serialize(body)
+        # Journaled for a re-send after a crash: everything but the owner (the API key id).
+        stored = {k: v for k, v in body.items() if k != "owner"}
+        return Prepared(
+            req, oid, hashlib.sha256(payload).hexdigest(), payload, _serialize(stored).decode()
+        )
+
+    def restore(
+        self,
+        request: OrderRequest,
+        *,
+        venue_order_id: str,
+        payload_hash: str,
+        signed_order: str,
+    ) -> Prepared:
+        """Rebuild the POST body of a journaled signed order with the current owner.
+
+        Nothing is signed: the bytes are the ones journaled before the crash, checked against
+        the journaled order id (EIP-712 hash, either exchange) and payload hash.
+        """
+        try:
+            stored = json.loads(signed_order)
+            order = {k: stored["order"][k] for k in _ORDER_KEYS}
+            extra = {k: stored[k] for k in ("orderType", "deferExec", "postOnly")}
+            struct = OrderV2(
+                salt=str(order["salt"]),
+                maker=str(order["maker"]),
+                signer=str(order["signer"]),
+                tokenId=str(order["tokenId"]),
+                makerAmount=str(order["makerAmount"]),
+                takerAmount=str(order["takerAmount"]),
+                side=SdkSide.BUY if order["side"] == "BUY" else SdkSide.SELL,
+                signatureType=SignatureTypeV2(int(order["signatureType"])),
+                timestamp=str(order["timestamp"]),
+                metadata=str(order["metadata"]),
+                builder=str(order["builder"]),
+                expiration=str(order["expiration"]),
+            )
+            hashes = {order_hash(struct, d) for d in self._domains.values()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise StoredOrderMismatch(f"stored order unreadable ({type(e).__name__})") from None
+        if len(stored["order"]) != len(_ORDER_KEYS) or venue_order_id not in hashes:
+            raise StoredOrderMismatch("stored order does not hash to the journaled order id")
+        payload = _serialize({"order": order, "owner": self.owner, **extra})
+        if hashlib.sha256(payload).hexdigest() != payload_hash:
+            raise StoredOrderMismatch("rebuilt payload does not match the journaled payload hash")
+        return Prepared(request, venue_order_id, payload_hash, payload, signed_order)
 
     async def prepare(self, request: OrderRequest, meta: MarketMeta) -> Prepared:
         return await self._off_loop(self._sign_pool, lambda: self._sign(request, meta))
