@@ -59,6 +59,19 @@ def _legend(fmt: str, labels: dict[str, str]) -> str:
     return LEGEND.sub(lambda m: str(labels.get(m.group(1), "")), fmt).strip()
 
 
+def last_up(base: str, now: float) -> float:
+    """The last time in the past 6 hours a polyd scrape succeeded (the demo has ended since)."""
+    ones = [
+        float(t)
+        for item in query_range(base, 'up{job="polyd"}', now - 21_600, now, 2.0)
+        for t, v in item["values"]
+        if v == "1"
+    ]
+    if not ones:
+        raise RuntimeError("no successful polyd scrape in the last 6 hours")
+    return max(ones)
+
+
 def fetch(base: str, panel: dict[str, Any], start: float, end: float, step: float) -> list[Series]:
     out: list[Series] = []
     for target in panel.get("targets", []):
@@ -204,13 +217,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus base URL")
     p.add_argument("--dashboard", type=Path, default=HERE / "polyd.json")
     p.add_argument("--minutes", type=float, default=5.0, help="window ending at --end (now)")
-    p.add_argument("--end", type=float, default=None, help="unix time the window ends")
+    p.add_argument(
+        "--end",
+        default="now",
+        help="unix time the window ends, 'now', or 'last-up' (the last successful scrape)",
+    )
     p.add_argument("--out", type=Path, default=HERE.parent.parent / "docs" / "dashboard.png")
     args = p.parse_args(argv)
-    end = args.end if args.end is not None else time.time()
+    base = args.prometheus.rstrip("/")
+    if args.end == "now":
+        end = time.time()
+    elif args.end == "last-up":
+        end = last_up(base, time.time())
+    else:
+        end = float(args.end)
     start = end - args.minutes * 60
     board = json.loads(args.dashboard.read_text())
-    render(board, args.prometheus.rstrip("/"), start, end, args.out)
+    render(board, base, start, end, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
