@@ -4,7 +4,9 @@ The simulator runs in the test's event loop; the daemon runs as `python -m orche
 own process, live against it. A `late_response` fault holds the copy's `POST /order` answer
 after the venue has matched it, so the kill lands after the intent and the PENDING journal row
 are durable but before the daemon learns the outcome: the worst moment for a duplicate. A
-`latency` fault holds the request before the venue reads it, so the kill drops it on the wire.
+`latency` fault holds the request before the venue reads it, so the kill drops it on the wire:
+the restart's reconciliation finds no order under the journaled hash and re-sends the journaled
+signed order (the same bytes; the venue would refuse a second order with that hash).
 """
 
 from __future__ import annotations
@@ -176,14 +178,16 @@ async def test_sigkill_with_copy_in_flight_restart_copies_exactly_once(
     assert events.count("copy_intent") == 1  # decided once, across both runs
     assert "copy_intent_in_journal" in events  # the restart left the order to the executor
     assert len(journal) == 1  # one copy order, one client order id, ever
+    # Exactly once either way: one venue order, matched, and the journal agrees.
+    assert len(venue) == 1, venue
+    assert D(venue[0]["size_matched"]) == D("10")
+    assert venue[0]["id"] == query(db, "SELECT venue_order_id FROM orders")[0][0]
+    assert journal[0][1] == "FILLED" and D(journal[0][2]) == D("10")
     if fault["kind"] == "late_response":
-        # The venue matched it before the kill: exactly once, and the journal agrees.
-        assert len(venue) == 1, venue
-        assert D(venue[0]["size_matched"]) == D("10")
-        assert journal[0][1] == "FILLED" and D(journal[0][2]) == D("10")
+        # The venue matched it before the kill: the restart found it by hash, sent nothing.
+        assert "order_resent" not in events
     else:
-        # The kill dropped the request before the venue read it. Never duplicated; whether it
-        # is ever sent is the executor's call on its journal row (today: left UNKNOWN, since a
-        # journaled order is never re-signed) -- copied at most once, not exactly once.
-        assert len(venue) <= 1, venue
+        # The kill dropped the request before the venue read it: the restart re-sent the
+        # journaled signed order, once.
+        assert events.count("order_resent") == 1
     assert "Traceback" not in err
