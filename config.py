@@ -240,11 +240,12 @@ class Settings(BaseSettings):
 
     @property
     def resend_window_s(self) -> float:
-        """ORDER_RESEND_WINDOW_S; left unset, at most half of ORDER_LOOKUP_GRACE_S (so a short
-        grace configured on its own keeps the window below it)."""
-        if "order_resend_window_s" in self.model_fields_set:
-            return self.order_resend_window_s
-        return min(self.order_resend_window_s, self.order_lookup_grace_s / 2)
+        """ORDER_RESEND_WINDOW_S; left unset with a grace at or below its default, half of
+        ORDER_LOOKUP_GRACE_S (a short grace configured on its own keeps the window below it)."""
+        window, grace = self.order_resend_window_s, self.order_lookup_grace_s
+        if "order_resend_window_s" in self.model_fields_set or window < grace:
+            return window
+        return grace / 2
 
     def redacted(self) -> dict[str, str]:
         """Return every setting as display text, secrets replaced by `**********` or `(unset)`."""
