@@ -245,7 +245,10 @@ class Daemon:
         metrics.daily_loss_limit_usd.set(float(s.risk_daily_loss_limit))
         health = Health(mode=s.mode, version=VERSION)
         db = Database(
-            s.db_path, busy_timeout_ms=s.db_busy_timeout_ms, observe_batch=metrics.observe_db_batch
+            s.db_path,
+            busy_timeout_ms=s.db_busy_timeout_ms,
+            observe_batch=metrics.observe_db_batch,
+            observe_error=metrics.db_write_errors_total.inc,
         )
         await db.open()
         ctx = self.ctx = Context(

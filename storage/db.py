@@ -84,12 +84,14 @@ class Database:
         max_batch: int = 2000,
         pipeline_depth: int = 2,
         observe_batch: Callable[[int, float], None] | None = None,
+        observe_error: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
         self.pipeline_depth = pipeline_depth
         self._observe_batch = observe_batch
+        self._observe_error = observe_error
         self._conn: aiosqlite.Connection | None = None
         self._queue: list[tuple[Job, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
@@ -246,12 +248,17 @@ class Database:
         except Exception as e:  # the batch as a whole failed: nothing in it is durable
             self.last_write_error = str(e)
             log.error("db_batch_failed", jobs=len(batch), error=str(e))
+            if self._observe_error is not None:
+                self._observe_error()
             err = e if isinstance(e, StorageError) else StorageError(f"commit failed: {e}")
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        self.last_write_error = None
+        failed = [v for ok, v in results if not ok and isinstance(v, StorageError)]
+        self.last_write_error = str(failed[-1]) if failed else None
+        if failed and self._observe_error is not None:
+            self._observe_error()  # e.g. disk full at the statement rather than at COMMIT
         if self._observe_batch is not None:
             self._observe_batch(len(batch), time.perf_counter() - started)
         for (_, fut), (ok, value) in zip(batch, results, strict=True):

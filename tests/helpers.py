@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from config import Settings, load_settings
 from models import OrderRequest
@@ -70,3 +73,17 @@ def make_order(**overrides: object) -> OrderRequest:
     }
     fields.update(overrides)
     return OrderRequest.model_validate(fields)
+
+
+def require_tool(name: str, package: str) -> str:
+    """Return the path of command `name`; skip the test without it, but fail it under CI.
+
+    CI installs every tool the tests need (.ci/run), so a missing one there is a defect, not a
+    reason to skip silently.
+    """
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required in CI (Debian package {package})")
+    pytest.skip(f"{name} not installed (apt-get install {package})")

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import shutil
 import subprocess
 
 import orjson
-import pytest
 import structlog
 
 from observability.logging import REDACTED, Redactor, configure_logging
 from observability.metrics import Metrics
 from observability.sidecar import CheckResult, Health, Phase
+from tests.helpers import require_tool
 
 SECRET = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -59,11 +57,7 @@ def test_secrets_added_at_run_time_are_redacted_too() -> None:
 
 
 def test_metrics_pass_promtool_check_metrics() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is required in CI (Debian package prometheus)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+    promtool = require_tool("promtool", "prometheus")
     m = Metrics()
     m.build_info.labels("0.1.0", "paper").set(1)
     m.orders_total.labels("sniper", "BUY", "filled").inc()

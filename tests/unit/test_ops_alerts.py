@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from observability.metrics import Metrics
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require_tool
 
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "polyd-rules.yml"
@@ -122,19 +119,15 @@ def test_every_alert_has_a_runbook_link() -> None:
         assert f'runbook: "README#{alert.lower()}"' in text, alert
 
 
-PROMTOOL = shutil.which("promtool")
-
-
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
 def test_promtool_accepts_config_rules_and_rule_unit_tests() -> None:
-    assert PROMTOOL is not None
+    promtool = require_tool("promtool", "prometheus")
     for args in (
         ["check", "config", "prometheus.yml"],
         ["check", "rules", "polyd-rules.yml"],
         ["test", "rules", "polyd-alerts.test.yml"],
     ):
         res = subprocess.run(
-            [PROMTOOL, *args], cwd=PROM, capture_output=True, text=True, timeout=60, check=False
+            [promtool, *args], cwd=PROM, capture_output=True, text=True, timeout=60, check=False
         )
         assert res.returncode == 0, res.stdout + res.stderr
 

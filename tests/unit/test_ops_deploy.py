@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require_tool
 
 UNIT = ROOT / "deploy" / "polyd.service"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -24,17 +21,14 @@ def unit_settings() -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze not installed (apt-get install systemd)",
-)
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze", "systemd")
     # verify checks that ExecStart exists: point the install path at this checkout's .venv.
     unit = tmp_path / "polyd.service"
     unit.write_text(UNIT.read_text().replace(INSTALL_DIR, str(ROOT)))
     assert (ROOT / ".venv" / "bin" / "python").exists()
     res = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)],
+        [analyze, "verify", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -196,6 +196,36 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
     assert len(batches) < 50  # hundreds of writers, a handful of commits
 
 
+async def test_disk_full_fails_every_write_in_the_batch_and_is_counted(
+    tmp_path: Path,
+) -> None:
+    errors: list[int] = []
+    async with Database(tmp_path / "e.db", observe_error=lambda: errors.append(1)) as db:
+        # Cap the file at its current size: the next batch cannot grow it (a stand-in for a
+        # full disk), so its commit fails and none of its writes may be acknowledged.
+        pages = await db.fetchone("PRAGMA page_count")
+        assert pages is not None
+        await db.fetchall(f"PRAGMA max_page_count = {int(pages[0])}")
+        results = await asyncio.gather(
+            *(
+                db.execute(
+                    "INSERT INTO audit_log (at, event, detail) VALUES ('t', 'x', ?)", ("y" * 4000,)
+                )
+                for _ in range(20)
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StorageError) for r in results), results
+        assert errors
+        assert db.last_write_error is not None
+        rows = await db.fetchone("SELECT COUNT(*) FROM audit_log")
+        assert rows is not None and rows[0] == 0
+        # Space again: writes succeed and the error clears.
+        await db.fetchall("PRAGMA max_page_count = 1000000")
+        await db.execute("INSERT INTO audit_log (at, event, detail) VALUES ('t', 'ok', '{}')")
+        assert db.last_write_error is None
+
+
 async def test_write_after_close_is_refused(tmp_path: Path) -> None:
     db = Database(tmp_path / "c.db")
     await db.open()
