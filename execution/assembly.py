@@ -23,7 +23,7 @@ from execution.types import Broker
 from executor import Executor, ExecutorConfig
 from models import BookSource, Level
 from observability.logging import Redactor
-from observability.metrics import Metrics
+from observability.metrics import BREAKER_STATE_VALUE, Metrics
 from resilience import CircuitBreaker, Clock, RateLimiter, RetryPolicy, SystemClock
 from resilience.rate_limit import polymarket_limits
 from storage import Repositories
@@ -187,6 +187,8 @@ async def assemble(
         clock=clock,
         on_state_change=on_breaker,
     )
+    # Export the state from the start: a gauge with no sample reads as "no data", not "closed".
+    metrics.breaker_state.labels(breaker.name).set(BREAKER_STATE_VALUE[breaker.state.name])
     executor = Executor(
         repos=repos,
         broker=broker,

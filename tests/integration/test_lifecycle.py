@@ -54,7 +54,10 @@ def test_daemon_starts_serves_health_and_stops_on_sigterm(tmp_path: Path) -> Non
         assert body["status"] == "ok"
         assert body["mode"] == "paper"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            assert b"polyd_build_info" in r.read()
+            text = r.read()
+        assert b"polyd_build_info" in text
+        # States are exported from the start, not only after their first change.
+        assert b'polyd_breaker_state{breaker="venue"} 0.0' in text
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
