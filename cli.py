@@ -1,10 +1,11 @@
-"""The operator CLI: `python -m orchestrator status|positions|orders|halt|resume|cancel-all`.
+"""The operator CLI: `python -m orchestrator status|positions|orders|halt|reduce|resume|cancel-all`.
 
 `status`, `positions` and `orders` read the daemon's database read-only (SQLite `mode=ro`,
 `query_only`: WAL lets them read while the daemon writes; they never migrate or write) and, for
-`status`, the running daemon's `/health`. `halt`, `resume` and `cancel-all` POST to the running
-daemon's control routes with `CONTROL_TOKEN` as a bearer token. Human-readable tables by default,
-`--json` for scripts. No secret is ever printed: the token only goes into the request header.
+`status`, the running daemon's `/health`. `halt`, `reduce`, `resume` and `cancel-all` POST to the
+running daemon's control routes with `CONTROL_TOKEN` as a bearer token. Human-readable tables by
+default, `--json` for scripts. No secret is ever printed: the token only goes into a request
+header.
 
 Exit codes: 0 ok; 1 the daemon answered but refused or is unhealthy; 2 bad configuration
 (including an unset CONTROL_TOKEN); 3 the daemon is not running; 4 the database cannot be read.
@@ -28,7 +29,7 @@ from config import Settings, load_settings
 from errors import ConfigError
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
-COMMANDS = ("status", "positions", "orders", "halt", "resume", "cancel-all")
+COMMANDS = ("status", "positions", "orders", "halt", "reduce", "resume", "cancel-all")
 TERMINAL = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
 
 
@@ -63,6 +64,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     orders.add_argument("--strategy", default=None, help="only this strategy's orders")
     halt = sub.add_parser("halt", parents=[common], help="stop new orders (cancels still go)")
     halt.add_argument("--reason", default="manual halt (cli)", help="recorded in the audit log")
+    reduce = sub.add_parser(
+        "reduce", parents=[common], help="only position-reducing orders (and cancels) go"
+    )
+    reduce.add_argument("--reason", default="manual reduce (cli)", help="recorded in the audit log")
     resume = sub.add_parser("resume", parents=[common], help="return to ACTIVE trading")
     resume.add_argument("--reason", default="manual resume (cli)", help="recorded in the audit log")
     sub.add_parser("cancel-all", parents=[common], help="cancel every resting order at the venue")
@@ -92,7 +97,7 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
             rows = orders(settings, open_only=args.open, limit=args.limit, strategy=args.strategy)
             _emit(rows, as_json, _render_orders)
             return EXIT_OK
-        if args.command in ("halt", "resume"):
+        if args.command in ("halt", "reduce", "resume"):
             result = control(settings, args.command, {"reason": args.reason})
             _emit(result, as_json, _render_control)
             return EXIT_REFUSED if result.get("refused") else EXIT_OK

@@ -640,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--env-file", default=".env", metavar="PATH", help="settings file (default: .env)"
     )
-    from cli import add_commands  # status | positions | orders | halt | resume | cancel-all
+    from cli import add_commands  # status|positions|orders|halt|reduce|resume|cancel-all
 
     add_commands(p)
     return p

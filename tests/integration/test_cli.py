@@ -261,6 +261,17 @@ def test_halt_then_resume_through_the_control_routes(daemon: Running) -> None:
     assert cli("status", env=daemon.env()).returncode == 0
 
 
+def test_reduce_then_resume_through_the_control_routes(daemon: Running) -> None:
+    res = cli("reduce", "--reason", "winding down", "--json", env=daemon.env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(res.stdout)["trading_state"] == "REDUCING"
+    body = json.loads(cli("status", "--json", env=daemon.env()).stdout)
+    assert body["database"]["trading_state"] == "REDUCING"
+    assert body["database"]["state_reason"] == "winding down"
+    res = cli("resume", "--json", env=daemon.env())
+    assert json.loads(res.stdout)["trading_state"] == "ACTIVE"
+
+
 def test_cancel_all_reports_the_count(daemon: Running) -> None:
     res = cli("cancel-all", env=daemon.env())
     assert res.returncode == 0, res.stdout + res.stderr
