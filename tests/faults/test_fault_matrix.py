@@ -66,9 +66,9 @@ def test_429_burst_honours_retry_after_then_sends_once(make_rig: RigFactory) -> 
 def test_425_engine_restart_then_post_only_window_then_trading_resumes(
     make_rig: RigFactory,
 ) -> None:
-    # The post-only answer carries Retry-After; a grace shorter than that hits bugs-found B1
-    # (covered by its own xfail test below), so this test keeps the lookup grace long.
-    rig = make_rig(ORDER_LOOKUP_GRACE_S="60", RECONCILE_INTERVAL_S="60")
+    # The post-only answer's Retry-After (4 s) outlasts the lookup grace (2 s): the periodic
+    # reconcile must leave the in-flight order alone (bugs-found B1, fixed in 30b89a0).
+    rig = make_rig()
     started = time.monotonic()
     rig.sim.fault(kind="engine_restart", seconds=1.0, post_only_s=4.0)
     rig.trigger()  # lands in the 425 window: retried, then refused; never at the venue
@@ -300,8 +300,7 @@ c.execute("COMMIT")
 
 
 def test_database_locked_by_another_process_for_5s_loses_nothing(make_rig: RigFactory) -> None:
-    # A long lookup grace: this test is about the lock, not the reconcile race (bugs-found B1).
-    rig = make_rig(ORDER_LOOKUP_GRACE_S="60", RECONCILE_INTERVAL_S="60")
+    rig = make_rig()
     rig.trade_once()
     time.sleep(0.5)  # let the feed show the taken ask, so the sniper does not fire again
     locker = subprocess.Popen(
@@ -432,15 +431,10 @@ def test_sigterm_mid_submission_leaves_the_journal_settled(make_rig: RigFactory)
     assert _journal_statuses(rig) == ["FILLED"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the periodic reconcile settles this process's own in-flight PENDING row as "
-    "'not found at the venue' (REJECTED) once it is older than ORDER_LOOKUP_GRACE_S; the "
-    "order then fills and the journal is wrong (bugs-found B1)",
-)
 def test_slow_submission_is_not_rejected_by_the_periodic_reconcile(
     make_rig: RigFactory,
 ) -> None:
+    """bugs-found B1: a submission older than the lookup grace is still this process's own."""
     rig = make_rig(HTTP_TIMEOUT_S="8", ORDER_LOOKUP_GRACE_S="1", RECONCILE_INTERVAL_S="1")
     rig.sim.fault(kind="latency", route="POST /order", seconds=4, count=1)
     rig.trigger()
