@@ -26,6 +26,8 @@ from venue.clob import fills_from_trade, venue_order
 
 log = structlog.get_logger("venue.user_feed")
 
+_KINDS = frozenset({"order", "trade"})
+
 
 class UserFeed:
     """Subscribe to the user channel and hand events to the executor."""
@@ -130,7 +132,9 @@ class UserFeed:
 
     async def handle_event(self, ev: dict[str, Any]) -> None:
         kind = str(ev.get("event_type", ""))
-        self._metrics.feed_messages_total.labels("user", kind or "unknown").inc()
+        # A label from a fixed set: the wire's event type is unbounded text (STYLE §10).
+        label = kind if kind in _KINDS else "unknown"
+        self._metrics.feed_messages_total.labels("user", label).inc()
         if kind == "order":
             vo = venue_order(ev)
             if vo is not None:

@@ -390,10 +390,6 @@ XFAIL_DECIMALS = pytest.mark.xfail(
     reason="venue/clob.py venue_order yields NaN prices and raises InvalidOperation "
     "(bugs-found.md: user feed)",
 )
-XFAIL_LABELS = pytest.mark.xfail(
-    strict=True,
-    reason="venue/user_feed.py uses the raw event_type as a metric label (bugs-found.md)",
-)
 
 
 @XFAIL_RAISES
@@ -412,7 +408,6 @@ def test_fuzzed_user_frames_hand_over_finite_decimals(frames: list[bytes]) -> No
     check_user_decimals(frames)
 
 
-@XFAIL_LABELS
 @FAST
 @example([orjson.dumps({"event_type": "whatever-the-venue-invents"})])
 @given(st.lists(user_frames, min_size=1, max_size=6))
