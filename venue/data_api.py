@@ -143,7 +143,10 @@ def to_decimal(value: Any, *, what: str = "number") -> Decimal:
         raise RowError("bad_number", what) from None
     if not d.is_finite():
         raise RowError("bad_number", what)
-    d = d.quantize(DATA_API_DECIMALS, rounding=ROUND_HALF_EVEN).normalize()
+    try:
+        d = d.quantize(DATA_API_DECIMALS, rounding=ROUND_HALF_EVEN).normalize()
+    except InvalidOperation:  # >= ~1e22: 6 decimals would exceed the context's 28 digits
+        raise RowError("bad_number", what) from None
     # normalize() writes 400000 as 4E+5; keep plain integers plain for logs and dedupe keys.
     exp = d.as_tuple().exponent
     return d.quantize(Decimal(1)) if isinstance(exp, int) and exp > 0 else d

@@ -270,11 +270,6 @@ def check_data_api(row: Any) -> None:
     assert reason in ROW_SKIP_REASONS or not reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="venue/data_api.py to_decimal raises InvalidOperation (not RowError) for numbers "
-    ">= 1e22 and the whole page fails (bugs-found.md)",
-)
 @FAST
 @example(
     {

@@ -131,6 +131,13 @@ def test_to_decimal_never_goes_through_float_arithmetic() -> None:
     assert str(to_decimal(400000.0)) == "400000"
 
 
+@pytest.mark.parametrize("value", ["1e22", "1e30", 1e300, "-" + "9" * 30])
+def test_absurdly_large_number_is_a_bad_number_row_error(value: Any) -> None:
+    with pytest.raises(RowError) as e:
+        to_decimal(value, what="size")
+    assert e.value.reason == "bad_number"
+
+
 def test_dedupe_key_is_stable_across_number_spellings() -> None:
     base = load("v2_trades_snake_case_2026_09.json")[0]
     a = parse_trade_row(base)
