@@ -40,6 +40,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -80,16 +81,19 @@ def _rule_decimal(v: Any) -> Decimal:
 
 RuleDecimal = Annotated[Decimal, BeforeValidator(_rule_decimal)]
 
+MAX_WINDOW_MINUTES: Final = 525_600
+"""A year: the largest `ends_within_minutes` (TOML accepts `inf`, which Gamma's window cannot)."""
+
 
 class Selector(BaseModel):
     """Which markets a rule watches: explicit ids, and/or a Gamma filter."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     token_ids: tuple[str, ...] = ()
     condition_ids: tuple[str, ...] = ()
     slugs: tuple[str, ...] = ()
-    ends_within_minutes: float | None = Field(default=None, gt=0)
+    ends_within_minutes: float | None = Field(default=None, gt=0, le=MAX_WINDOW_MINUTES)
     tags: tuple[str, ...] = ()
     tag_ids: tuple[str, ...] = ()
     min_liquidity: RuleDecimal | None = None
@@ -139,7 +143,7 @@ class Selector(BaseModel):
 class SniperRule(BaseModel):
     """One sniper rule (see `deploy/sniper-rules.example.toml` for every field)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.]+$")
     enabled: bool = True
@@ -152,7 +156,7 @@ class SniperRule(BaseModel):
     order_type: Literal["FAK", "FOK"] = "FAK"
     max_entries: int = Field(default=1, ge=1, le=1000)
     cooldown_s: float = Field(default=60.0, ge=0)
-    ends_within_minutes: float | None = Field(default=None, gt=0)
+    ends_within_minutes: float | None = Field(default=None, gt=0, le=MAX_WINDOW_MINUTES)
     take_profit: RuleDecimal | None = None
     max_book_age_s: float | None = Field(default=None, gt=0)
 
@@ -161,6 +165,16 @@ class SniperRule(BaseModel):
     def _price(cls, v: Decimal) -> Decimal:
         if not ZERO < v < ONE:
             raise ValueError("must be strictly between 0 and 1")
+        return v
+
+    @field_validator("max_price")
+    @classmethod
+    def _band(cls, v: Decimal, info: ValidationInfo) -> Decimal:
+        # Checked on max_price (validated after min_price) so the refusal names a field, like
+        # every other rule error: "rule 'x' (#1) field max_price: must not be below min_price".
+        low = info.data.get("min_price")
+        if low is not None and v < low:
+            raise ValueError(f"must not be below min_price ({low})")
         return v
 
     @field_validator("min_size", "max_notional")
@@ -176,12 +190,6 @@ class SniperRule(BaseModel):
         if v is not None and not ZERO < v < ONE:
             raise ValueError("must be a fraction between 0 and 1 (0.02 = +2%)")
         return v
-
-    @model_validator(mode="after")
-    def _check(self) -> SniperRule:
-        if self.min_price > self.max_price:
-            raise ValueError("min_price must not exceed max_price")
-        return self
 
 
 class RulesFile(BaseModel):

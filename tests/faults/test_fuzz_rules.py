@@ -166,11 +166,6 @@ def test_fuzzed_rule_file_bytes_are_a_config_error_or_rules(raw: bytes, suffix: 
             assert problems is None or problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="strategies/sniper.py accepts ends_within_minutes = inf (TOML) and discovery later "
-    "overflows building the Gamma window (bugs-found.md)",
-)
 def test_infinite_sniper_window_is_refused_at_load() -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "rules.toml"

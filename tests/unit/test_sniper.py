@@ -313,6 +313,44 @@ def test_rules_file_errors_name_rule_and_field(tmp_path: Path) -> None:
     )
 
 
+def test_inverted_price_band_is_refused_naming_the_rule_and_field() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_rules([{**rule().model_dump(), "min_price": "0.95", "max_price": "0.90"}])
+    assert e.value.problems == [
+        "SNIPER_RULES_PATH: rule 'r1' (#1) field max_price: must not be below min_price (0.95)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ends_within_minutes", "inf"),
+        ("ends_within_minutes", "1e9"),  # finite but past a year: Gamma's window would overflow
+        ("select.ends_within_minutes", "inf"),
+        ("cooldown_s", "inf"),
+        ("cooldown_s", "nan"),
+        ("max_book_age_s", "inf"),
+    ],
+)
+def test_infinite_or_unbounded_durations_are_refused_at_load(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    table, _, key = field.rpartition(".")
+    body = (
+        '[[rules]]\nname = "r"\nmin_price = "0.9"\nmax_price = "0.98"\nmin_size = "5"\n'
+        'max_notional = "20"\n'
+    )
+    line = f"{key} = {value}\n"
+    body += ("" if table else line) + '[rules.select]\nslugs = ["x"]\n' + (line if table else "")
+    p = tmp_path / "rules.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError) as e:
+        load_rules(p)
+    assert any(f"rule 'r' (#1) field {field}:" in line for line in e.value.problems), (
+        e.value.problems
+    )
+
+
 def test_rules_without_selector_or_with_typo_are_refused() -> None:
     with pytest.raises(ConfigError) as e:
         parse_rules(
