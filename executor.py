@@ -7,8 +7,10 @@
 `submit()` returns an `OrderResult` for every order-level outcome (refused with a reason, live,
 filled, partially filled, canceled remainder, UNKNOWN being reconciled). It raises only on bugs
 and on `StorageError`, after which trading is halted. A timeout or a dropped connection never
-leads to a re-send: the row goes UNKNOWN and the order is looked up by its locally computed hash
-until the venue says what happened (DESIGN invariants 1, 2, 7).
+leads to a re-sign: the row goes UNKNOWN and the order is looked up by its locally computed hash
+until the venue says what happened (DESIGN invariants 1, 2, 7). The one re-send outside the
+429/425/5xx retries is reconciliation's: a young journaled order the venue has never seen is
+re-sent as the same signed bytes (the venue refuses a second order with the same hash).
 """
 
 from __future__ import annotations
