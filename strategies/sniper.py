@@ -14,8 +14,11 @@ grid), sized `min(max_notional / price, depth)` rounded down to the venue's size
 
 Exactly once per opportunity: after firing, a rule is disarmed for that token until it sees the
 condition false again on a usable book. No second order goes out for a token while one is in
-flight. At most `max_entries` accepted entries per token, at least `cooldown_s` apart. An
-optional take-profit rests a GTC SELL at entry x (1 + take_profit), rounded up to the tick.
+flight. At most `max_entries` accepted entries per token, at least `cooldown_s` apart.
+
+An optional take-profit rests a GTC SELL at entry x (1 + take_profit), rounded up to the tick. Live,
+the BUY's ack can beat its fill (user websocket), and risk only sells what the position holds, so
+the SELL waits (in its own task, bounded by `fill_wait_s`) until the position shows the fill.
 
 Only books the feed reports as changed are evaluated; nothing polls.
 """
@@ -59,7 +62,7 @@ from models import (
     validate_token_id,
 )
 from observability.metrics import Metrics
-from strategies.base import OrderSink
+from strategies.base import OrderSink, PositionSource
 from venue.gamma import DiscoveryResult, MarketQuery
 from venue.order_book import BookStore, OrderBook
 
@@ -69,6 +72,10 @@ SIZE_STEP: Final = Decimal("0.01")
 """Polymarket order sizes carry at most 2 decimals (reference §1.6)."""
 MIN_MARKETABLE_NOTIONAL: Final = Decimal("1")
 """Marketable BUYs under $1 are refused by the venue (reference §6.2)."""
+FILL_WAIT_S: Final = 5.0
+"""How long a take-profit waits for the BUY's fill to reach the position before sending anyway."""
+FILL_POLL_S: Final = 0.02
+"""How often it looks (the executor has no fill hook; the position is an in-memory read)."""
 
 
 def _rule_decimal(v: Any) -> Decimal:
@@ -292,15 +299,24 @@ class Sniper:
         rules: Sequence[SniperRule],
         books: BookStore,
         orders: OrderSink,
+        positions: PositionSource | None = None,
         metrics: Metrics | None = None,
         name: str = "sniper",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fill_wait_s: float = FILL_WAIT_S,
+        fill_poll_s: float = FILL_POLL_S,
     ) -> None:
         self.name = name
         self.rules = list(rules)
         self._books = books
         self._orders = orders
+        # The executor is both; without a position source a take-profit is sent at once.
+        if positions is None and isinstance(orders, PositionSource):
+            positions = orders
+        self._positions = positions
+        self._fill_wait_s = fill_wait_s
+        self._fill_poll_s = fill_poll_s
         self._metrics = metrics
         self._clock = clock
         self._wall = wall_clock
@@ -487,19 +503,26 @@ class Sniper:
             # Evaluated outside run() (a unit test calling evaluate): the caller submits.
             self.pending.append((req, d, slot, market))
             return
+        # What we hold before this BUY: its take-profit waits for the position to grow past it.
+        held = self._positions.position(d.token_id).size if self._positions else None
         self._tg.create_task(
-            self._submit(req, d, slot, market), name=f"{self.name}:submit:{d.rule.name}"
+            self._submit(req, d, slot, market, held), name=f"{self.name}:submit:{d.rule.name}"
         )
 
     async def _submit(
-        self, req: OrderRequest, d: Decision, slot: _Slot, market: Market | None
+        self,
+        req: OrderRequest,
+        d: Decision,
+        slot: _Slot,
+        market: Market | None,
+        held: Decimal | None = None,
     ) -> None:
         try:
             result = await self._orders.submit(req)
         finally:
             self._in_flight.discard(d.token_id)
             self._mark_dirty((d.token_id,))
-        await self._after(req, result, d, slot, market)
+        await self._after(req, result, d, slot, market, held)
 
     async def _after(
         self,
@@ -508,6 +531,7 @@ class Sniper:
         d: Decision,
         slot: _Slot,
         market: Market | None,
+        held: Decimal | None = None,
     ) -> None:
         filled = result.filled_size
         if result.accepted or filled > 0:
@@ -559,6 +583,30 @@ class Sniper:
             order_type=OrderType.GTC,
             reason=f"sniper rule {d.rule.name}: take profit {tp}",
         )
+        want = held + size if held is not None else None
+        if self._tg is None:
+            await self._take_profit(exit_req, d, want)
+        else:
+            self._tg.create_task(
+                self._take_profit(exit_req, d, want),
+                name=f"{self.name}:take_profit:{d.rule.name}",
+            )
+
+    async def _take_profit(self, exit_req: OrderRequest, d: Decision, want: Decimal | None) -> None:
+        positions = self._positions
+        if (
+            want is not None
+            and positions is not None
+            and not await self._reaches(positions, d.token_id, want)
+        ):
+            # Risk decides (and journals a refusal) rather than the take-profit vanishing here.
+            log.warning(
+                "sniper_take_profit_fill_not_seen",
+                rule=d.rule.name,
+                token_id=d.token_id,
+                want=str(want),
+                waited_s=self._fill_wait_s,
+            )
         if self._metrics is not None:
             self._metrics.strategy_signals_total.labels(self.name).inc()
         exit_result = await self._orders.submit(exit_req)
@@ -566,10 +614,22 @@ class Sniper:
             "sniper_take_profit",
             rule=d.rule.name,
             token_id=d.token_id,
-            price=str(price),
-            size=str(size),
+            price=str(exit_req.price),
+            size=str(exit_req.size),
             status=exit_result.status.value,
+            client_order_id=exit_req.client_order_id,
         )
+
+    async def _reaches(self, positions: PositionSource, token_id: str, want: Decimal) -> bool:
+        try:
+            async with asyncio.timeout(self._fill_wait_s):
+                # The executor offers no fill hook (and is not ours to change): a short, bounded
+                # poll of an in-memory read, in the take-profit's own task.
+                while positions.position(token_id).size < want:  # noqa: ASYNC110 - no hook
+                    await asyncio.sleep(self._fill_poll_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 def write_demo_rules(sim: Any, workdir: Path) -> dict[str, Any]:

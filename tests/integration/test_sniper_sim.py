@@ -314,6 +314,50 @@ async def test_daemon_sniper_buys_through_executor_once(tmp_path: Path) -> None:
     assert rows[0]["status"] == "FILLED"
 
 
+async def test_daemon_take_profit_rests_a_gtc_sell_for_the_filled_size(tmp_path: Path) -> None:
+    # B5: the BUY's ack (POST /order) arrives before its fill (user websocket); the take-profit
+    # must wait for the position, or risk refuses it ("SELL exceeds the position").
+    async with Simulator(seed=13, settle_delay_s=0.02) as sim:
+        soon = datetime.now(UTC) + timedelta(minutes=10)
+        m = sim.add_market(question="Close soon?", slug="tp-soon", tags=("crypto",), end_date=soon)
+        tok = m.token_ids[0]
+        sim.seed_order(MAKER, tok, "SELL", D("0.97"), D("50"))
+        rules = write_rules(
+            tmp_path, GOOD_RULES.replace("[rules.select]", 'take_profit = "0.02"\n[rules.select]')
+        )
+        settings = daemon_settings(sim, tmp_path, rules)
+        done = asyncio.Event()
+
+        def dip_when_ready(ctx: Context) -> None:
+            async def later() -> None:
+                await until(lambda: ctx.books.usable_book(tok) is not None, 5.0)
+                sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))
+                await until(lambda: any(o["side"] == "SELL" for o in ours()), 5.0)
+                done.set()
+
+            ctx.services.append(("test:dip", later))
+
+        def ours() -> list[dict[str, Any]]:
+            return [o for o in sim.ledger()["orders"] if not o["seeded"]]
+
+        daemon = Daemon(settings, redactor=Redactor([]), duration_s=4.0, on_ready=dip_when_ready)
+        assert await daemon.run() == EXIT_OK
+        assert done.is_set(), ours()
+        venue = {o["side"]: o for o in ours()}
+    buy, sell = venue["BUY"], venue["SELL"]
+    assert buy["size_matched"] > 0
+    assert (sell["order_type"], sell["status"]) == ("GTC", "LIVE")
+    assert sell["original_size"] == buy["size_matched"].quantize(D("0.01"), rounding="ROUND_FLOOR")
+    assert sell["price"] == D("0.95")  # 0.93 x 1.02 = 0.9486, up to the tick
+    db = Database(settings.db_path)
+    await db.open()
+    try:
+        rows = await db.fetchall("SELECT side, status FROM orders WHERE strategy='sniper'")
+    finally:
+        await db.close()
+    assert sorted((r["side"], r["status"]) for r in rows) == [("BUY", "FILLED"), ("SELL", "LIVE")]
+
+
 async def test_daemon_with_bad_sniper_rules_exits_2(tmp_path: Path) -> None:
     rules = write_rules(tmp_path, GOOD_RULES.replace('max_price = "0.95"', 'max_price = "1.5"'))
     settings = load_settings(

@@ -26,19 +26,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingExecutor:
-    """Implements OrderSink/PositionSource/TickSizeSink; answers with a scripted status."""
+    """Implements OrderSink/PositionSource/TickSizeSink; answers with a scripted status.
 
-    def __init__(self, status: OrderStatus = OrderStatus.FILLED) -> None:
+    A BUY's fill reaches the position with its answer, or (`fills_later`) only when the test
+    calls `deliver_fills()`, as when the ack beats the user websocket's fill live.
+    """
+
+    def __init__(self, status: OrderStatus = OrderStatus.FILLED, fills_later: bool = False) -> None:
         self.status = status
+        self.fills_later = fills_later
         self.requests: list[OrderRequest] = []
         self.gate: asyncio.Event | None = None
         self.ticks: dict[str, D] = {}
+        self.held: dict[str, D] = {}
+        self.undelivered: list[tuple[str, D]] = []
 
     async def submit(self, request: OrderRequest) -> OrderResult:
         self.requests.append(request)
         if self.gate is not None:
             await self.gate.wait()
         filled = request.size if self.status is OrderStatus.FILLED else D(0)
+        if request.side is Side.BUY and filled:
+            self.undelivered.append((request.token_id, filled))
+            if not self.fills_later:
+                self.deliver_fills()
         return OrderResult(
             client_order_id=request.client_order_id,
             status=self.status if request.side is Side.BUY else OrderStatus.LIVE,
@@ -47,8 +58,17 @@ class RecordingExecutor:
             reason="risk: max exposure" if self.status is OrderStatus.REJECTED else "",
         )
 
+    def deliver_fills(self) -> None:
+        for token, size in self.undelivered:
+            self.held[token] = self.held.get(token, D(0)) + size
+        self.undelivered.clear()
+
     def position(self, token_id: str) -> Position:
-        return Position(token_id=token_id)
+        return Position(token_id=token_id, size=self.held.get(token_id, D(0)))
+
+    @property
+    def sells(self) -> list[OrderRequest]:
+        return [r for r in self.requests if r.side is Side.SELL]
 
     def set_tick_size(self, token_id: str, tick_size: D) -> None:
         self.ticks[token_id] = tick_size
@@ -93,8 +113,13 @@ def market(**kw: Any) -> Market:
     return Market(**base)
 
 
-def set_book(store: BookStore, asks: dict[str, str], bids: dict[str, str] | None = None) -> None:
-    b = store.ensure(YES)
+def set_book(
+    store: BookStore,
+    asks: dict[str, str],
+    bids: dict[str, str] | None = None,
+    token: str = YES,
+) -> None:
+    b = store.ensure(token)
     b.replace(
         {D(p): D(s) for p, s in (bids or {"0.5": "10"}).items()},
         {D(p): D(s) for p, s in asks.items()},
@@ -102,7 +127,7 @@ def set_book(store: BookStore, asks: dict[str, str], bids: dict[str, str] | None
         timestamp_ms=0,
         now=0.0,
     )
-    store.notify([YES])
+    store.notify([token])
 
 
 @contextlib.asynccontextmanager
@@ -112,9 +137,12 @@ async def sniper_running(
     *,
     mkt: Market | None = None,
     clock: Clock | None = None,
+    fill_wait_s: float = 5.0,
 ) -> AsyncIterator[tuple[Sniper, BookStore]]:
     store = BookStore(stale_after_s=60)
-    sn = Sniper(rules=rules, books=store, orders=sink, clock=clock or Clock())
+    sn = Sniper(
+        rules=rules, books=store, orders=sink, clock=clock or Clock(), fill_wait_s=fill_wait_s
+    )
     sn.set_market(mkt or market())
     task = asyncio.create_task(sn.run())
     await asyncio.sleep(0)
@@ -275,6 +303,34 @@ async def test_take_profit_rests_gtc_sell_rounded_up_to_tick() -> None:
     assert (sell.side, sell.order_type) == (Side.SELL, OrderType.GTC)
     assert sell.price == D("0.97")  # 0.95 * 1.015 = 0.96425 -> 0.97
     assert sell.size == buy.size
+
+
+async def test_take_profit_waits_until_the_position_shows_the_fill() -> None:
+    # Live, the BUY's ack can come before its fill (user websocket); risk would refuse a SELL of
+    # shares the position does not hold yet.
+    ex = RecordingExecutor(fills_later=True)
+    both = market()
+    r = rule(take_profit="0.02")
+    async with sniper_running([r], ex, mkt=both) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await asyncio.sleep(0.1)
+        assert len(ex.buys) == 1 and ex.sells == []
+        set_book(store, {"0.93": "100"}, token=NO)  # other books are still evaluated meanwhile
+        await settle()
+        assert [b.token_id for b in ex.buys] == [YES, NO]
+        ex.deliver_fills()
+        await asyncio.sleep(0.1)
+        assert sorted((s.token_id, s.size) for s in ex.sells) == [(YES, D("20")), (NO, D("20"))]
+
+
+async def test_take_profit_goes_to_risk_after_the_deadline_if_the_fill_never_shows() -> None:
+    ex = RecordingExecutor(fills_later=True)
+    async with sniper_running([rule(take_profit="0.02")], ex, fill_wait_s=0.1) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await asyncio.sleep(0.05)
+        assert ex.sells == []
+        await asyncio.sleep(0.2)
+        assert len(ex.sells) == 1  # risk decides (and journals its refusal), not the sniper
 
 
 async def test_tick_size_change_is_honoured_by_next_order() -> None:
