@@ -14,7 +14,8 @@ grid), sized `min(max_notional / price, depth)` rounded down to the venue's size
 
 Exactly once per opportunity: after firing, a rule is disarmed for that token until it sees the
 condition false again on a usable book. No second order goes out for a token while one is in
-flight. At most `max_entries` accepted entries per token, at least `cooldown_s` apart.
+flight, nor after one of ours filled until the feed reports that book changed (the asks we took
+may still show). At most `max_entries` accepted entries per token, at least `cooldown_s` apart.
 
 An optional take-profit rests a GTC SELL at entry x (1 + take_profit), rounded up to the tick. Live,
 the BUY's ack can beat its fill (user websocket), and risk only sells what the position holds, so
@@ -324,6 +325,7 @@ class Sniper:
         self._rules_of: dict[str, list[SniperRule]] = {}
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._in_flight: set[str] = set()
+        self._took: set[str] = set()  # filled here; the feed has not shown its book since
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -379,6 +381,7 @@ class Sniper:
 
     # --- run loop ------------------------------------------------------------------------
     def _on_books(self, token_ids: Collection[str]) -> None:
+        self._took.difference_update(token_ids)
         self._dirty.update(token_ids)
         self._wake.set()
 
@@ -412,6 +415,8 @@ class Sniper:
         book = self._books.usable_book(token)
         if book is None:
             return []  # stale, reconnecting or never snapshotted: decide nothing, re-arm nothing
+        if token in self._took:
+            return []  # may still show the asks our fill took: wait for the feed's next change
         market = self._markets.get(token)
         now = self._clock()
         fired: list[Decision] = []
@@ -519,6 +524,8 @@ class Sniper:
     ) -> None:
         try:
             result = await self._orders.submit(req)
+            if result.filled_size > 0:
+                self._took.add(d.token_id)
         finally:
             self._in_flight.discard(d.token_id)
             self._mark_dirty((d.token_id,))

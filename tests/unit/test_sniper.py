@@ -230,7 +230,7 @@ async def test_risk_refusal_is_not_retried_and_not_counted_as_entry() -> None:
 
 
 async def test_in_flight_submission_blocks_a_second_order_for_the_token() -> None:
-    ex = RecordingExecutor()
+    ex = RecordingExecutor(status=OrderStatus.REJECTED)  # nothing filled: the book still holds
     ex.gate = asyncio.Event()
     second = rule(name="r2", min_price="0.91")
     async with sniper_running([rule(), second], ex) as (_, store):
@@ -238,6 +238,22 @@ async def test_in_flight_submission_blocks_a_second_order_for_the_token() -> Non
         await settle()
         assert len(ex.buys) == 1  # r2 also matches but waits for the in-flight order
         ex.gate.set()
+        await settle()
+    assert len(ex.buys) == 2
+
+
+async def test_after_our_fill_the_token_waits_for_the_feed_to_show_its_book_again() -> None:
+    ex = RecordingExecutor()
+    ex.gate = asyncio.Event()
+    second = rule(name="r2", min_price="0.91")
+    async with sniper_running([rule(), second], ex) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+        ex.gate.set()
+        await settle()
+        # The book still shows the asks our FAK took: r2 must not fire a second FAK on it.
+        assert len(ex.buys) == 1
+        set_book(store, {"0.93": "60"})  # the feed's next book for the token
         await settle()
     assert len(ex.buys) == 2
 
