@@ -444,6 +444,8 @@ class Executor:
         for p, item in zip(chunk, items, strict=True):
             if isinstance(item, OrderRejected):
                 out.append(await self._settle_rejected(p.request, "venue", item.reason))
+            elif isinstance(item, OutcomeUnknown):
+                out.append(await self._outcome_unknown(p, str(item)))
             else:
                 out.append(await self._settle_ack(p.request, item))
         return out

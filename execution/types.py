@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from errors import OrderRejected, PolydError
+from errors import OrderRejected, OutcomeUnknown, PolydError
 from models import ZERO, Fill, OrderRequest, OrderStatus, OrderType, Side
 
 
@@ -104,7 +104,8 @@ class CancelResult:
     not_canceled: dict[str, str] = field(default_factory=dict)
 
 
-BatchItem = Ack | OrderRejected
+BatchItem = Ack | OrderRejected | OutcomeUnknown
+"""One order's part of a batch answer: acked, refused, or an answer that could not be read."""
 FillHandler = Callable[[Fill], Awaitable[None]]
 OrderEventHandler = Callable[[VenueOrder], Awaitable[None]]
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +44,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import (
 )
 from py_clob_client_v2.order_utils.model.side import Side as SdkSide
 from py_clob_client_v2.order_utils.model.signature_type_v2 import SignatureTypeV2
+from pydantic import ValidationError
 
 from errors import (
     FatalError,
@@ -63,6 +66,7 @@ from execution.types import (
     VenueStatus,
 )
 from models import (
+    MONEY_MAX_DIGITS,
     ZERO,
     Fill,
     Level,
@@ -176,18 +180,43 @@ def _micro(v: Decimal) -> str:
     return str(int((v * MICRO).to_integral_value(rounding=ROUND_DOWN)))
 
 
-def _dec(v: Any, default: Decimal = ZERO) -> Decimal:
-    if v is None or v == "":
+class _Unreadable(ValueError):
+    """A wire value that is present but cannot be used (not a finite, non-negative number in
+    range, or the wrong type). The caller treats the whole answer or row as unreadable."""
+
+
+_RAW_MAX_DIGITS = MONEY_MAX_DIGITS + 6  # a money value in the REST API's 6-decimal units
+
+
+def _num(v: Any, default: Decimal = ZERO) -> Decimal:
+    """A finite, non-negative Decimal below 1e21 from a wire value; `default` when absent.
+
+    Raise `_Unreadable` for anything else (NaN, infinities, negatives, absurd magnitudes, bools,
+    lists...): `Decimal("NaN") > 0` raises and `1e999999` overflows later arithmetic.
+    """
+    if v is None or (isinstance(v, str) and not v.strip()):
         return default
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise _Unreadable(f"not a number ({type(v).__name__})")
     try:
-        return Decimal(str(v))
+        d = Decimal(str(v).strip())
     except InvalidOperation:
-        return default
+        raise _Unreadable("not a number") from None
+    if not d.is_finite() or d < 0 or (d and d.adjusted() >= _RAW_MAX_DIGITS):
+        raise _Unreadable("number out of range")
+    return d
+
+
+def _money(d: Decimal) -> Decimal:
+    """`d` if it is a usable money value (below 1e15, like `models.Money`), else `_Unreadable`."""
+    if d and d.adjusted() >= MONEY_MAX_DIGITS:
+        raise _Unreadable("number out of range")
+    return d
 
 
 def _size(raw: Any, expected: Decimal | None) -> Decimal:
     """Human size from `raw`, which the REST API may send in 6-decimal units (reference §1.7)."""
-    d = _dec(raw)
+    d = _num(raw)
     text = str(raw or "")
     if expected is not None and "." not in text and d >= MICRO and d == expected * MICRO:
         return d / MICRO
@@ -197,23 +226,32 @@ def _size(raw: Any, expected: Decimal | None) -> Decimal:
 
 
 def venue_order(d: dict[str, Any], *, expected_size: Decimal | None = None) -> VenueOrder | None:
-    """Translate a REST OpenOrder or a user-WS `order` event; None if it is not an order."""
+    """Translate a REST OpenOrder or a user-WS `order` event; None if it is not an order, or if
+    a number in it is unreadable (NaN, infinite, negative, out of range, a price above 1)."""
     status = VenueStatus.parse(d.get("status"))
     oid = d.get("id")
     if status is None or not isinstance(oid, str) or not oid:
         return None
-    original = _size(d.get("original_size"), expected_size)
-    scale_micro = original != _dec(d.get("original_size"))
-    matched = _dec(d.get("size_matched"))
-    if scale_micro:
-        matched = matched / MICRO
+    try:
+        original = _money(_size(d.get("original_size"), expected_size))
+        scale_micro = original != _num(d.get("original_size"))
+        matched = _num(d.get("size_matched"))
+        if scale_micro:
+            matched = matched / MICRO
+        _money(matched)
+        price = _num(d.get("price"))
+        if price > 1:
+            raise _Unreadable("price above 1")
+    except _Unreadable as e:
+        log.warning("venue_order_unreadable", venue_order_id=oid[:80], why=str(e))
+        return None
     side_raw = str(d.get("side", "")).upper()
     return VenueOrder(
         venue_order_id=oid,
         status=status,
         original_size=original,
         size_matched=matched,
-        price=_dec(d.get("price")),
+        price=price,
         token_id=str(d.get("asset_id", "")),
         side=Side(side_raw) if side_raw in ("BUY", "SELL") else None,
         order_type=str(d.get("order_type", "")),
@@ -223,21 +261,40 @@ def venue_order(d: dict[str, Any], *, expected_size: Decimal | None = None) -> V
 def _ts(v: Any) -> datetime:
     try:
         n = int(str(v))
-    except ValueError:
+        if n > 10**11:  # milliseconds
+            n //= 1000
+        return datetime.fromtimestamp(n, UTC)
+    except (ValueError, OverflowError, OSError):  # unreadable or out of datetime's range
         return datetime.now(UTC)
-    if n > 10**11:  # milliseconds
-        n //= 1000
-    return datetime.fromtimestamp(n, UTC)
+
+
+def _fill(trade_id: str, **fields: Any) -> Fill | None:
+    """A `Fill`, or None (logged) if the row does not make one: a missing or unreadable token
+    id, price or size. The trade's other fills, and the frame's other events, still count."""
+    try:
+        price, size = _num(fields.pop("price")), _money(_num(fields.pop("size")))
+        if not 0 < price < 1:
+            raise _Unreadable("price outside (0, 1)")
+        return Fill(trade_id=trade_id, price=price, size=size, **fields)
+    except (_Unreadable, ValidationError) as e:
+        why = str(e) if isinstance(e, _Unreadable) else f"{e.error_count()} invalid field(s)"
+        log.warning("trade_fill_skipped", trade_id=trade_id[:80], why=why)
+        return None
 
 
 def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fill]:
-    """Our fills in one REST `/data/trades` row or user-WS `trade` event (as taker or maker)."""
+    """Our fills in one REST `/data/trades` row or user-WS `trade` event (as taker or maker).
+
+    A fill that cannot be read (no token id, a missing or unreadable price or size) is logged
+    and skipped; nothing here raises on a malformed row.
+    """
     try:
         status = TradeStatus(str(t.get("status", "MATCHED")).upper().removeprefix("TRADE_STATUS_"))
     except ValueError:
         status = TradeStatus.MATCHED
     when = _ts(t.get("match_time") or t.get("matchtime") or t.get("timestamp") or 0)
-    trade_id = str(t.get("id", ""))
+    raw_id = t.get("id")
+    trade_id = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else ""
     token_id = str(t.get("asset_id", ""))
     out: list[Fill] = []
     side_raw = str(t.get("side", "")).upper()
@@ -247,21 +304,22 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
     if str(t.get("trader_side", "TAKER")).upper() == "TAKER" and (
         t.get("owner") == owner or str(t.get("maker_address", "")).lower() == address.lower()
     ):
-        out.append(
-            Fill(
-                trade_id=trade_id,
-                venue_order_id=str(t.get("taker_order_id", "")),
-                token_id=token_id,
-                side=taker_side,
-                price=_dec(t.get("price")),
-                size=_dec(t.get("size")),
-                role=LiquidityRole.TAKER,
-                status=status,
-                ts=when,
-            )
+        fill = _fill(
+            trade_id,
+            venue_order_id=str(t.get("taker_order_id", "")),
+            token_id=token_id,
+            side=taker_side,
+            price=t.get("price"),
+            size=t.get("size"),
+            role=LiquidityRole.TAKER,
+            status=status,
+            ts=when,
         )
-        return out
-    for m in t.get("maker_orders") or []:
+        return [fill] if fill is not None else out
+    makers = t.get("maker_orders")
+    for m in makers if isinstance(makers, list) else ():
+        if not isinstance(m, dict):
+            continue
         if m.get("owner") != owner and str(m.get("maker_address", "")).lower() != address.lower():
             continue
         ms = str(m.get("side", "")).upper()
@@ -270,19 +328,19 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
             if ms in ("BUY", "SELL")
             else (Side.SELL if taker_side is Side.BUY else Side.BUY)
         )
-        out.append(
-            Fill(
-                trade_id=trade_id,
-                venue_order_id=str(m.get("order_id", "")),
-                token_id=str(m.get("asset_id") or token_id),
-                side=side,
-                price=_dec(m.get("price")),
-                size=_dec(m.get("matched_amount")),
-                role=LiquidityRole.MAKER,
-                status=status,
-                ts=when,
-            )
+        fill = _fill(
+            trade_id,
+            venue_order_id=str(m.get("order_id", "")),
+            token_id=str(m.get("asset_id") or token_id),
+            side=side,
+            price=m.get("price"),
+            size=m.get("matched_amount"),
+            role=LiquidityRole.MAKER,
+            status=status,
+            ts=when,
         )
+        if fill is not None:
+            out.append(fill)
     return out
 
 
@@ -308,10 +366,25 @@ def _serialize(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+
+
 def _message(error_msg: Any) -> str:
+    """The venue's error text, short enough for a journal row and a log line.
+
+    An HTML body (Cloudflare's 403 page) is reduced to `HTML error page (<title>)`: the page
+    itself is neither kept in the journal nor logged.
+    """
     if isinstance(error_msg, dict):
-        return str(error_msg.get("error") or error_msg.get("errorMsg") or error_msg)
-    return str(error_msg)[:300]
+        text = str(error_msg.get("error") or error_msg.get("errorMsg") or error_msg)
+    else:
+        text = str(error_msg)
+    head = text.lstrip()[:200].lower()
+    if head.startswith(("<!doctype", "<html", "<head", "<body")) or "<html" in head:
+        m = _HTML_TITLE.search(text)
+        title = " ".join(html.unescape(m.group(1)).split())[:80] if m else ""
+        return f"HTML error page ({title})" if title else "HTML error page"
+    return text[:300]
 
 
 def _retry_after(error_msg: Any, headers: httpx.Headers | None) -> float | None:
@@ -549,21 +622,55 @@ class ClobBroker:
     # orders -----------------------------------------------------------------------------
     @staticmethod
     def _ack(res: Any, req: OrderRequest, oid: str) -> Ack:
+        """Read the venue's answer to a sent order.
+
+        A clear refusal (`success: false`, or an error with no order id) is `OrderRejected`.
+        Anything else this cannot read is `OutcomeUnknown("unreadable answer")`, never a
+        refusal: the order was sent and may have matched, so it is looked up by hash.
+        """
         if not isinstance(res, dict):
-            raise OrderRejected(f"unexpected answer: {str(res)[:200]}", source="venue")
+            raise OutcomeUnknown(f"unreadable answer ({type(res).__name__})", order_id=oid)
         err = str(res.get("errorMsg") or "")
-        if not res.get("success", True) or (err and not res.get("orderID")):
+        if res.get("success", True) is False or (err and not res.get("orderID")):
             raise OrderRejected(err or "order not accepted", source="venue")
-        status = VenueStatus.parse(res.get("status")) or VenueStatus.LIVE
-        making, taking = _dec(res.get("makingAmount")), _dec(res.get("takingAmount"))
+        try:
+            return ClobBroker._read_ack(res, req, oid)
+        except _Unreadable as e:
+            log.warning("order_answer_unreadable", venue_order_id=oid, why=str(e))
+            raise OutcomeUnknown(f"unreadable answer: {e}", order_id=oid) from None
+
+    @staticmethod
+    def _read_ack(res: dict[str, Any], req: OrderRequest, oid: str) -> Ack:
+        if not isinstance(res.get("success", True), bool):
+            raise _Unreadable("success is not a boolean")
+        order_id = res.get("orderID") or oid
+        if not isinstance(order_id, str):
+            raise _Unreadable("orderID is not a string")
+        raw_status = res.get("status")
+        status = VenueStatus.parse(raw_status)
+        if status is None:
+            if raw_status not in (None, ""):
+                raise _Unreadable("unknown status")
+            status = VenueStatus.LIVE
+        making, taking = _num(res.get("makingAmount")), _num(res.get("takingAmount"))
         shares, cash = (taking, making) if req.side is Side.BUY else (making, taking)
-        matched = shares if status is VenueStatus.MATCHED else ZERO
+        matched = _money(shares) if status is VenueStatus.MATCHED else ZERO
+        avg = (cash / shares) if matched > 0 else None
+        if avg is not None and avg > 1:
+            raise _Unreadable("average price above 1")
+        trade_ids = res.get("tradeIDs")
+        if trade_ids in (None, ""):
+            trade_ids = []
+        if not isinstance(trade_ids, list) or not all(
+            isinstance(t, str | int) and not isinstance(t, bool) for t in trade_ids
+        ):
+            raise _Unreadable("tradeIDs is not a list of ids")
         return Ack(
-            venue_order_id=str(res.get("orderID") or oid),
+            venue_order_id=order_id,
             status=status,
             size_matched=min(matched, req.size) if req.order_type.rests else matched,
-            avg_price=(cash / shares) if matched > 0 else None,
-            trade_ids=tuple(str(t) for t in res.get("tradeIDs") or ()),
+            avg_price=avg,
+            trade_ids=tuple(str(t) for t in trade_ids),
         )
 
     async def send(self, prepared: Prepared) -> Ack:
@@ -584,7 +691,7 @@ class ClobBroker:
         for p, r in zip(batch, res, strict=True):
             try:
                 out.append(self._ack(r, p.request, p.venue_order_id))
-            except OrderRejected as e:
+            except (OrderRejected, OutcomeUnknown) as e:
                 out.append(e)
         return out
 
@@ -605,9 +712,10 @@ class ClobBroker:
     def _cancel_result(res: Any) -> CancelResult:
         if not isinstance(res, dict):
             return CancelResult()
-        nc = res.get("not_canceled") or {}
+        canceled = res.get("canceled")
+        nc = res.get("not_canceled")
         return CancelResult(
-            tuple(str(x) for x in res.get("canceled") or ()),
+            tuple(x for x in canceled if isinstance(x, str)) if isinstance(canceled, list) else (),
             {str(k): str(v) for k, v in nc.items()} if isinstance(nc, dict) else {},
         )
 
@@ -620,7 +728,12 @@ class ClobBroker:
             raise TransientError(f"order lookup refused: {e.reason}", status=e.status) from e
         if not isinstance(res, dict) or not res:
             return None
-        return venue_order(res)
+        vo = venue_order(res)
+        if vo is None and res.get("id"):
+            # The venue knows the order but its row cannot be read: not "never seen", which
+            # would let the lookup grace reject an order that may be live or filled.
+            raise TransientError("order lookup answer unreadable")
+        return vo
 
     async def open_orders(self) -> list[VenueOrder]:
         rows = await self._call(lambda: self.client.get_open_orders(OpenOrderParams()))
@@ -700,22 +813,40 @@ def build_client(
 
 
 def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
-    """Market rules for both tokens from a CLOB `/markets/{condition_id}` row."""
+    """Market rules for both tokens from a CLOB `/markets/{condition_id}` row.
+
+    [] (market unknown: its orders are refused by the rules) if the row cannot be read: a tick
+    size outside (0, 1), a minimum size that is not a usable number, `tokens` not a list.
+    """
     if not isinstance(m, dict):
         return []
-    return [
-        MarketMeta(
-            token_id=str(tok.get("token_id")),
-            condition_id=condition_id,
-            tick_size=_dec(m.get("minimum_tick_size"), Decimal("0.01")),
-            min_size=_dec(m.get("minimum_order_size"), Decimal("5")),
-            neg_risk=bool(m.get("neg_risk", False)),
-            accepting_orders=bool(m.get("accepting_orders", True)) and bool(m.get("active", True)),
-            closed=bool(m.get("closed", False)),
+    tokens = m.get("tokens")
+    try:
+        tick = _num(m.get("minimum_tick_size"), Decimal("0.01"))
+        min_size = _money(_num(m.get("minimum_order_size"), Decimal("5")))
+        if not 0 < tick < 1:
+            raise _Unreadable("tick size outside (0, 1)")
+    except _Unreadable as e:
+        log.warning("market_meta_unreadable", condition_id=condition_id[:80], why=str(e))
+        return []
+    out: list[MarketMeta] = []
+    for tok in tokens if isinstance(tokens, list) else ():
+        tid = tok.get("token_id") if isinstance(tok, dict) else None
+        if not isinstance(tid, str | int) or isinstance(tid, bool) or tid == "":
+            continue
+        out.append(
+            MarketMeta(
+                token_id=str(tid),
+                condition_id=condition_id,
+                tick_size=tick,
+                min_size=min_size,
+                neg_risk=bool(m.get("neg_risk", False)),
+                accepting_orders=bool(m.get("accepting_orders", True))
+                and bool(m.get("active", True)),
+                closed=bool(m.get("closed", False)),
+            )
         )
-        for tok in m.get("tokens") or []
-        if isinstance(tok, dict)
-    ]
+    return out
 
 
 class PublicMarketMeta:

@@ -129,11 +129,6 @@ def test_403_html_page_is_refused_cleanly_then_trading_resumes(make_rig: RigFact
     assert rig.assert_consistent().venue_orders == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="venue/clob.py _message() keeps up to 300 chars of a 403 HTML page: the Cloudflare "
-    "page lands in the journal detail and logs (see /work/notes/bugs-found.md, B2)",
-)
 def test_403_html_page_is_not_echoed_into_the_journal(make_rig: RigFactory) -> None:
     rig = make_rig()
     rig.sim.fault(kind="status", route="POST /order", status=403, count=50)

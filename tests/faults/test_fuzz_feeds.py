@@ -380,19 +380,6 @@ def check_user_labels(frames: list[bytes]) -> None:
     assert labels <= {"order", "trade", "unknown"}, labels
 
 
-XFAIL_RAISES = pytest.mark.xfail(
-    strict=True,
-    reason="venue/clob.py fills_from_trade raises ValidationError/OverflowError/AttributeError/"
-    "TypeError on bad trade rows (bugs-found.md: user feed)",
-)
-XFAIL_DECIMALS = pytest.mark.xfail(
-    strict=True,
-    reason="venue/clob.py venue_order yields NaN prices and raises InvalidOperation "
-    "(bugs-found.md: user feed)",
-)
-
-
-@XFAIL_RAISES
 @FAST
 @example([orjson.dumps(BAD_TRADE), orjson.dumps(BAD_TIME), orjson.dumps(BAD_MAKERS)])
 @given(st.lists(user_frames, min_size=1, max_size=6))
@@ -400,7 +387,6 @@ def test_fuzzed_user_frames_never_raise(frames: list[bytes]) -> None:
     check_user_never_raises(frames)
 
 
-@XFAIL_DECIMALS
 @FAST
 @example([orjson.dumps(NAN_ORDER), orjson.dumps(HUGE_ORDER)])
 @given(st.lists(user_frames, min_size=1, max_size=6))
@@ -416,7 +402,6 @@ def test_fuzzed_user_event_types_keep_metric_labels_bounded(frames: list[bytes])
 
 
 @pytest.mark.slow
-@XFAIL_RAISES
 @SLOW
 @example([orjson.dumps(BAD_TRADE)])
 @given(st.lists(user_frames, min_size=1, max_size=6))

@@ -90,11 +90,6 @@ def check_ack(res: Any) -> None:
     assert ack.avg_price is None or ack.avg_price <= 1, ack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="venue/clob.py ClobBroker._ack raises InvalidOperation on NaN amounts and TypeError "
-    "on a non-list tradeIDs; an accepted order's answer is lost (bugs-found.md)",
-)
 @FAST
 @example({"status": "MATCHED", "orderID": "0x1", "makingAmount": "NaN", "takingAmount": "5"})
 @example({"orderID": "0x1", "tradeIDs": 5})
@@ -126,11 +121,6 @@ def check_order_row(row: dict[str, Any]) -> None:
     assert vo.price <= 1, vo
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="venue/clob.py venue_order returns NaN/negative prices and raises InvalidOperation "
-    "on NaN sizes (bugs-found.md)",
-)
 @FAST
 @example({"id": "0xabc", "status": "LIVE", "price": "NaN"})
 @example({"id": "0xabc", "status": "LIVE", "original_size": "NaN"})
@@ -147,11 +137,6 @@ def check_cancel_and_markets(cancel: Any, market: Any) -> None:
         assert meta.min_size.is_finite() and meta.min_size >= 0, meta
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="venue/clob.py _cancel_result/meta_from_market raise TypeError on non-list fields "
-    "and pass NaN ticks through (bugs-found.md)",
-)
 @FAST
 @example({"canceled": 5}, {})
 @example({}, {"tokens": [{"token_id": "1"}], "minimum_tick_size": "NaN"})

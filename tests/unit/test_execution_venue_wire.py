@@ -15,7 +15,14 @@ from errors import OrderRejected, OutcomeUnknown, RateLimited, TransientError, V
 from execution.market_rules import MarketRules
 from execution.types import MarketMeta, VenueStatus, journal_status
 from models import LiquidityRole, OrderRequest, OrderStatus, OrderType, Side
-from venue.clob import ClobBroker, fills_from_trade, order_amounts, translate, venue_order
+from venue.clob import (
+    ClobBroker,
+    fills_from_trade,
+    meta_from_market,
+    order_amounts,
+    translate,
+    venue_order,
+)
 
 F = Path("/work/shared/fixtures")
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
@@ -173,3 +180,83 @@ def test_fast_digest_signature_is_byte_identical_to_the_sdks(neg_risk: bool) -> 
     assert order_hash(order, domain_separator(137, exchange)) == "0x" + digest.hex()
     recovered = Account._recover_hash(digest, signature=bytes.fromhex(sdk_sig[2:]))
     assert recovered == acct.address
+
+
+# --- garbage in the answers (issue #8 fuzzing): never a crash, never a wrong number ---------
+
+GTC_BUY = OrderRequest(
+    strategy="t", token_id=TOKEN, side=Side.BUY, price="0.5", size="10", order_type=OrderType.GTC
+)
+
+
+@pytest.mark.parametrize(
+    "res",
+    [
+        {"status": "MATCHED", "orderID": "0x1", "makingAmount": "NaN", "takingAmount": "5"},
+        {"status": "MATCHED", "orderID": "0x1", "makingAmount": "9", "takingAmount": "5"},
+        {"orderID": "0x1", "tradeIDs": 5},
+        {"orderID": 5},
+        {"orderID": "0x1", "status": "EXPLODED"},
+        {"orderID": "0x1", "success": None},
+        "<html>ok</html>",
+        ["0x1"],
+    ],
+)
+def test_unreadable_order_answer_is_outcome_unknown_never_rejected(res: Any) -> None:
+    # The order was sent and may have matched: it must be looked up by hash, not refused.
+    with pytest.raises(OutcomeUnknown, match="unreadable answer") as e:
+        ClobBroker._ack(res, GTC_BUY, "0x" + "11" * 32)
+    assert e.value.order_id == "0x" + "11" * 32
+
+
+def test_clear_refusal_in_a_200_answer_is_still_rejected() -> None:
+    with pytest.raises(OrderRejected, match="not enough balance"):
+        ClobBroker._ack({"success": False, "errorMsg": "not enough balance"}, GTC_BUY, "0x")
+
+
+def test_ack_trade_ids_list_is_kept() -> None:
+    ack = ClobBroker._ack({"orderID": "0x1", "tradeIDs": ["a", 7]}, GTC_BUY, "0x")
+    assert ack.trade_ids == ("a", "7") and ack.status is VenueStatus.LIVE
+
+
+@pytest.mark.parametrize(
+    "field",
+    [("price", "NaN"), ("price", "1.5"), ("original_size", "1e999999"), ("size_matched", "-1")],
+)
+def test_order_row_with_an_unreadable_number_is_not_an_order(field: tuple[str, str]) -> None:
+    row = {"id": "0xab", "status": "LIVE", "price": "0.5", "original_size": "10"}
+    assert venue_order(row | dict([field])) is None
+
+
+def test_trade_with_unusable_fields_skips_those_fills_only() -> None:
+    t = load("ws_user/trade_mined_maker_multi_maker_orders_2024_09.json")
+    owner = t["maker_orders"][0]["owner"]
+    good = fills_from_trade(t | {"trader_side": "MAKER"}, owner=owner, address="0x0")
+    assert good
+    bad_first = [t["maker_orders"][0] | {"price": "NaN"}, *t["maker_orders"][1:]]
+    skipped = fills_from_trade(
+        t | {"trader_side": "MAKER", "maker_orders": [5, *bad_first], "match_time": "9" * 30},
+        owner=owner,
+        address="0x0",
+    )
+    assert len(skipped) == len(good) - 1
+    assert fills_from_trade(t | {"maker_orders": {"a": 1}}, owner=owner, address="0x0") == []
+
+
+def test_market_row_with_a_nan_tick_or_junk_tokens_gives_no_rules() -> None:
+    m = load("clob_rest/market_2024_trump_negrisk.json")
+    assert len(meta_from_market("0xc", m)) == 2
+    assert meta_from_market("0xc", m | {"minimum_tick_size": "NaN"}) == []
+    assert meta_from_market("0xc", m | {"tokens": 5}) == []
+    assert ClobBroker._cancel_result({"canceled": 5}).canceled == ()
+
+
+def test_cloudflare_403_page_is_reduced_to_its_title() -> None:
+    page = (
+        "<!DOCTYPE html>\n<html><head><title>Attention Required! | Cloudflare</title></head>"
+        "<body><h1>Sorry, you have been blocked</h1></body></html>"
+    )
+    err = translate(PolyApiException(httpx.Response(403, text=page)))
+    assert isinstance(err, VenueUnavailable)
+    assert str(err) == "HTML error page (Attention Required! | Cloudflare)"
+    assert translate(_api_error(400, {"error": "bad tick"})).args == ("bad tick",)
