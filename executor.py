@@ -6,11 +6,15 @@
 
 `submit()` returns an `OrderResult` for every order-level outcome (refused with a reason, live,
 filled, partially filled, canceled remainder, UNKNOWN being reconciled). It raises only on bugs
-and on `StorageError`, after which trading is halted. A timeout or a dropped connection never
-leads to a re-sign: the row goes UNKNOWN and the order is looked up by its locally computed hash
-until the venue says what happened (DESIGN invariants 1, 2, 7). The one re-send outside the
-429/425/5xx retries is reconciliation's: a young journaled order the venue has never seen is
-re-sent as the same signed bytes (the venue refuses a second order with the same hash).
+and on a `StorageError` once the order is admitted (the PENDING row or its outcome could not be
+written), after which trading is halted; a refusal that cannot be journaled is still returned
+(REJECTED, "storage error: ..."). From the PENDING write on, a submission belongs to the
+executor: cancelling the caller does not abandon it, and `drain()` waits for it. A timeout or a
+dropped connection never leads to a re-sign: the row goes UNKNOWN and the order is looked up by
+its locally computed hash until the venue says what happened (DESIGN invariants 1, 2, 7). The
+one re-send outside the 429/425/5xx retries is reconciliation's: a young journaled order the
+venue has never seen is re-sent as the same signed bytes (the venue refuses a second order with
+the same hash).
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -68,6 +72,7 @@ from storage import Repositories
 from storage.repositories import JournalRow
 
 log = structlog.get_logger("executor")
+T = TypeVar("T")
 
 BATCH_MAX = 15
 STATE_KEY = "trading_state"
@@ -101,6 +106,15 @@ class _Unknown:
 
 class _Duplicated(OutcomeUnknown):
     """The venue refused the order as a duplicate of its own hash: it holds that order."""
+
+
+def _log_abandoned_failure(task: asyncio.Future[Any]) -> None:
+    """Done-callback of a submission whose caller was cancelled: nobody else sees its error."""
+    if task.cancelled():
+        return
+    e = task.exception()
+    if e is not None:
+        log.error("order_submission_failed", error=type(e).__name__, detail=str(e)[:200])
 
 
 def _age_s(created_at: str) -> float:
@@ -148,12 +162,16 @@ class Executor:
         # Client order ids whose send is in progress in this process (journaled PENDING, answer
         # not settled yet): reconciliation leaves them to that send.
         self._sending: set[str] = set()
+        # Submissions from the PENDING write on, owned here so a cancelled caller cannot
+        # abandon a send half-way (drain() waits for them through `_inflight`).
+        self._submissions: set[asyncio.Task[Any]] = set()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._warned_day: str | None = None
         self._persisted_day: str | None = None
         self._last_reconcile = 0.0
+        self._forced_open_s: float | None = None  # how long the last force_open lasts
         self.reconciled = asyncio.Event()
         bind = getattr(broker, "bind", None)
         if callable(bind):
@@ -235,6 +253,13 @@ class Executor:
         self.metrics.trading_state.set(TRADING_STATE_VALUE[state.value])
         log.warning("trading_state_changed", old=old, new=state, reason=reason)
 
+    def _storage_failed(self, event: str, **kw: Any) -> None:
+        """A database write failed: halt trading in memory (the state row cannot be written
+        either). It stays halted until an operator resumes, once writes succeed again."""
+        self.state, self.state_reason = TradingState.HALTED, "storage error"
+        self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
+        log.error(event, **kw)
+
     def _kill_switch_on(self) -> bool:
         p = self.config.kill_switch_path
         return p is not None and p.exists()
@@ -263,12 +288,56 @@ class Executor:
     # submission
     # ------------------------------------------------------------------------------------
     async def submit(self, request: OrderRequest) -> OrderResult:
-        """OrderSink: validate, journal, send and return the outcome of `request`."""
+        """OrderSink: validate, journal, send and return the outcome of `request`.
+
+        From the PENDING write on, the submission runs as a task the executor owns: a caller
+        cancelled meanwhile (its strategy stopping on SIGTERM) stops waiting, but the order is
+        still sent and settled, and `drain()` waits for it (bugs-found B2).
+        """
         self._enter()
+        started = time.perf_counter()
         try:
-            return await self._submit(request)
-        finally:
+            admitted = await self._admit(request)
+        except BaseException:
             self._leave()
+            raise
+        if isinstance(admitted, OrderResult):
+            self._leave()
+            return admitted
+        coid = request.client_order_id
+        self._sending.add(coid)
+
+        def done(_: asyncio.Future[OrderResult]) -> None:
+            self._sending.discard(coid)
+            self._leave()
+
+        task = self._own(
+            self._journal_and_send(admitted, started), name=f"executor:submit:{coid}", done=done
+        )
+        return await self._await_owned(task, coid)
+
+    def _own(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        name: str,
+        done: Callable[[asyncio.Future[T]], None],
+    ) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._submissions.add(task)
+        task.add_done_callback(self._submissions.discard)
+        task.add_done_callback(done)
+        return task
+
+    async def _await_owned(self, task: asyncio.Task[T], client_order_id: str) -> T:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                # The caller stopped waiting; the order goes on (and drain() waits for it).
+                log.info("order_submission_continues", client_order_id=client_order_id)
+                task.add_done_callback(_log_abandoned_failure)
+            raise
 
     async def submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderResult]:
         """Submit several orders ready at the same time as POST /orders batches of up to 15.
@@ -276,29 +345,45 @@ class Executor:
         Batches are never retried: an order whose batch failed in transit is looked up by hash.
         """
         self._enter()
+        results: dict[str, OrderResult] = {}
+        ready: list[Prepared] = []
         try:
-            results: dict[str, OrderResult] = {}
-            ready: list[Prepared] = []
             for req in requests:
                 prepared_or_result = await self._admit(req)
                 if isinstance(prepared_or_result, OrderResult):
                     results[req.client_order_id] = prepared_or_result
                 else:
                     ready.append(prepared_or_result)
-            sending = {p.request.client_order_id for p in ready}
-            self._sending |= sending
-            try:
-                if ready:
-                    await asyncio.gather(*(self._journal_pending(p) for p in ready))
-                for i in range(0, len(ready), BATCH_MAX):
-                    chunk = ready[i : i + BATCH_MAX]
-                    for r in await self._send_batch(chunk):
-                        results[r.client_order_id] = r
-            finally:
-                self._sending -= sending
-            return [results[r.client_order_id] for r in requests]
-        finally:
+        except BaseException:
+            # Admitted but not yet journaled: nothing of them exists outside this process.
+            for p in ready:
+                self._requests.pop(p.request.client_order_id, None)
             self._leave()
+            raise
+        if not ready:
+            self._leave()
+            return [results[r.client_order_id] for r in requests]
+        sending = {p.request.client_order_id for p in ready}
+        self._sending |= sending
+
+        def done(_: asyncio.Future[list[OrderResult]]) -> None:
+            self._sending.difference_update(sending)
+            self._leave()
+
+        first = ready[0].request.client_order_id
+        task = self._own(
+            self._journal_and_send_batches(ready), name=f"executor:submit_many:{first}", done=done
+        )
+        for r in await self._await_owned(task, first):
+            results[r.client_order_id] = r
+        return [results[r.client_order_id] for r in requests]
+
+    async def _journal_and_send_batches(self, ready: list[Prepared]) -> list[OrderResult]:
+        await asyncio.gather(*(self._journal_pending(p) for p in ready))
+        out: list[OrderResult] = []
+        for i in range(0, len(ready), BATCH_MAX):
+            out.extend(await self._send_batch(ready[i : i + BATCH_MAX]))
+        return out
 
     def _enter(self) -> None:
         self._inflight += 1
@@ -313,7 +398,10 @@ class Executor:
         """Trading state, market rules and risk; then sign. A refusal is journaled and audited."""
         if req.client_order_id in self._requests or req.client_order_id in self._status:
             return await self._refuse(req, "rules", "duplicate client order id", journal=False)
-        await self.check_guards()
+        try:
+            await self.check_guards()
+        except StorageError:
+            self._storage_failed("storage_failed_halting", client_order_id=req.client_order_id)
         if self.state is TradingState.HALTED:
             return await self._refuse(req, "halted", f"trading is halted: {self.state_reason}")
         meta = await self.rules.ensure(req.token_id)
@@ -341,25 +429,11 @@ class Executor:
                 audit=("order_journaled", {"venue_order_id": p.venue_order_id}),
             )
         except StorageError:
-            self.state, self.state_reason = TradingState.HALTED, "storage error"
-            self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
-            log.error("storage_failed_halting", client_order_id=req.client_order_id)
+            self._storage_failed("storage_failed_halting", client_order_id=req.client_order_id)
             raise
         self._status[req.client_order_id] = OrderStatus.PENDING
         self.positions.add_open(req)
         self.metrics.open_orders.set(self.positions.open_count)
-
-    async def _submit(self, req: OrderRequest) -> OrderResult:
-        started = time.perf_counter()
-        admitted = await self._admit(req)
-        if isinstance(admitted, OrderResult):
-            return admitted
-        prepared = admitted
-        self._sending.add(req.client_order_id)
-        try:
-            return await self._journal_and_send(prepared, started)
-        finally:
-            self._sending.discard(req.client_order_id)
 
     async def _journal_and_send(self, prepared: Prepared, started: float) -> OrderResult:
         req = prepared.request
@@ -418,6 +492,7 @@ class Executor:
     def _transient_failure(self, e: TransientError) -> None:
         self.breaker.record_failure()
         if isinstance(e, VenueUnavailable) and e.retry_after:
+            self._forced_open_s = e.retry_after
             self.breaker.force_open("venue unavailable", for_s=e.retry_after)
         self.metrics.venue_errors_total.labels("post_order", type(e).__name__).inc()
 
@@ -456,29 +531,33 @@ class Executor:
     async def _refuse(
         self, req: OrderRequest, source: str, reason: str, *, journal: bool = True
     ) -> OrderResult:
-        """A local refusal: never sent; journaled as REJECTED with an audit entry, counted."""
+        """A local refusal: never sent; journaled as REJECTED with an audit entry, counted.
+
+        If that write fails the refusal still stands (nothing was sent): trading halts and the
+        strategy gets REJECTED "storage error: ..." rather than a `StorageError` (B3).
+        """
         self.metrics.order_rejections_total.labels(req.strategy, source).inc()
         self.metrics.orders_total.labels(req.strategy, req.side.value, "rejected").inc()
         log.info("order_refused", client_order_id=req.client_order_id, source=source, reason=reason)
         detail = {"source": source, "reason": reason}
-        if journal:
-            await self.repos.orders.record(
-                req,
-                status=OrderStatus.REJECTED,
-                detail=f"{source}: {reason}",
-                audit=("order_refused", detail),
-            )
-        else:
-            await self.repos.audit.append(
-                "order_refused",
-                strategy=req.strategy,
-                client_order_id=req.client_order_id,
-                **detail,
-            )
+        why = f"{source}: {reason}"
+        try:
+            if journal:
+                await self.repos.orders.record(
+                    req, status=OrderStatus.REJECTED, detail=why, audit=("order_refused", detail)
+                )
+            else:
+                await self.repos.audit.append(
+                    "order_refused",
+                    strategy=req.strategy,
+                    client_order_id=req.client_order_id,
+                    **detail,
+                )
+        except StorageError:
+            self._storage_failed("order_refusal_not_journaled", client_order_id=req.client_order_id)
+            why = f"storage error: {why}"
         return OrderResult(
-            client_order_id=req.client_order_id,
-            status=OrderStatus.REJECTED,
-            reason=f"{source}: {reason}",
+            client_order_id=req.client_order_id, status=OrderStatus.REJECTED, reason=why
         )
 
     async def _settle_rejected(self, req: OrderRequest, source: str, reason: str) -> OrderResult:
@@ -686,8 +765,7 @@ class Executor:
             log.info("order_transition_refused", client_order_id=coid, to=to)
             return False
         except StorageError:
-            self.state, self.state_reason = TradingState.HALTED, "storage error"
-            self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
+            self._storage_failed("storage_failed_halting", client_order_id=coid, to=to)
             raise
         if to.terminal:
             self._status.pop(coid, None)
@@ -1006,8 +1084,11 @@ class Executor:
                 ):
                     await self.reconcile()
                 self._publish()
-            except StorageError:
-                raise
+            except StorageError as e:
+                # A failed write halts trading; the daemon stays up (HALTED, /health 503 with
+                # the database check failing) until writes succeed and an operator resumes.
+                self.metrics.venue_errors_total.labels("executor_loop", "StorageError").inc()
+                self._storage_failed("executor_loop_storage_failed", error=str(e)[:200])
             except Exception:  # the task boundary: log, count, keep guarding
                 self.metrics.venue_errors_total.labels("executor_loop", "error").inc()
                 log.exception("executor_loop_failed")
@@ -1033,18 +1114,41 @@ class Executor:
         return drained
 
     def health(self) -> CheckResult:
-        ok = self.state is TradingState.ACTIVE and self.breaker.state is BreakerState.CLOSED
+        """The `executor` check: ok while ACTIVE and the breaker is not OPEN.
+
+        A breaker whose open period is over reads `half_open` and ok: it is waiting for the next
+        order to probe it, and without orders it would otherwise keep `/health` at 503 (and
+        uptime monitors alerting) for as long as nothing trades. It is not probed with a read:
+        a read proves nothing about `POST /order` in the venue's cancel-only or post-only modes.
+        """
+        breaker = self.breaker_state()
+        ok = self.state is TradingState.ACTIVE and breaker is not BreakerState.OPEN
         return CheckResult(
             ok,
             {
                 "trading_state": self.state.value,
                 "reason": self.state_reason,
-                "breaker": self.breaker.state.value,
+                "breaker": breaker.value,
                 "open_orders": self.positions.open_count,
                 "unknown_orders": len(self._unknown),
                 "in_flight": self._inflight,
             },
         )
+
+    def breaker_state(self) -> BreakerState:
+        """The breaker's state, with an OPEN breaker whose wait is over read as HALF_OPEN.
+
+        `CircuitBreaker.state` stays OPEN until the next `allow()` (an order) moves it; asking
+        `allow()` here would use up the probe slot the next order needs.
+        """
+        b = self.breaker
+        if b.state is not BreakerState.OPEN or b.opened_at is None:
+            return b.state
+        # Opened on failures: `reset_timeout_s`; forced by `_transient_failure`: Retry-After.
+        open_for = b.reset_timeout_s if b.reason == "failures" else self._forced_open_s
+        if open_for is not None and self.clock.monotonic() - b.opened_at >= open_for:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
 
     def on_breaker_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
         """Hook for `CircuitBreaker(on_state_change=...)`."""
@@ -1056,6 +1160,10 @@ class Executor:
     def _publish(self) -> None:
         m = self.metrics
         m.trading_state.set(TRADING_STATE_VALUE[self.state.value])
+        # As /health reads it: an OPEN breaker past its wait is half-open (waiting for a probe).
+        m.breaker_state.labels(self.breaker.name).set(
+            BREAKER_STATE_VALUE[self.breaker_state().name]
+        )
         m.open_orders.set(self.positions.open_count)
         m.exposure_usd.set(float(self.positions.exposure()))
         m.pnl_realized_usd.set(float(self.positions.realized()))

@@ -16,8 +16,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from tests.faults.conftest import Rig, RigFactory
 from tests.harness import wait_until
 from tests.helpers import PYTHON
@@ -360,12 +358,6 @@ def test_disk_full_sends_nothing_unjournaled_and_loses_nothing(make_rig: RigFact
     assert c.venue_orders >= 2  # the ask left on the book during the outage may be taken too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed journal write inside Executor.run (periodic reconcile) escapes the service "
-    "loop and ends the daemon with exit 1 instead of staying up HALTED with /health 503 "
-    "(bugs-found B3)",
-)
 def test_disk_full_daemon_stays_up_halted_with_health_503(make_rig: RigFactory) -> None:
     rig = make_rig(RECONCILE_INTERVAL_S="1")
     rig.trade_once()
@@ -411,12 +403,6 @@ def test_sigterm_mid_submission_exits_0_and_a_restart_settles_it_once(
     assert c.venue_orders == 1 and _journal_statuses(rig) == ["FILLED"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SIGTERM cancels the strategy task, and the order it is submitting is cancelled "
-    "with it: the drain finds nothing in flight and the row stays PENDING at exit "
-    "(bugs-found B2)",
-)
 def test_sigterm_mid_submission_leaves_the_journal_settled(make_rig: RigFactory) -> None:
     rig = make_rig()
     rig.sim.fault(kind="latency", route="POST /order", seconds=0.8, count=1)

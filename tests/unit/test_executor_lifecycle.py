@@ -1,0 +1,242 @@
+"""The executor around its edges: a cancelled caller (B2), a failing disk (B3), and the breaker
+as `/health` reports it once its open period is over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from errors import StorageError
+from execution.market_rules import MarketRules
+from execution.paper import PaperBroker
+from execution.positions import PositionBook
+from execution.risk import RiskEngine, RiskLimits, TradingState
+from execution.types import Ack, MarketMeta, Prepared
+from executor import Executor, ExecutorConfig
+from models import OrderStatus
+from observability.metrics import Metrics
+from resilience import BreakerState, CircuitBreaker, RateLimiter, RetryPolicy
+from resilience.clock import Clock, FakeClock, SystemClock
+from resilience.rate_limit import polymarket_limits
+from storage import Database, Repositories
+from tests.unit.test_executor_paper import COND, TOKEN, DictBooks, req
+
+T = TypeVar("T")
+
+
+class DiskFullDatabase(Database):
+    """A database whose writes fail while `full` is set, as the group-commit writer reports a
+    failed commit (every write raises StorageError and `last_write_error` is set)."""
+
+    full = False
+
+    async def write(self, job: Callable[[Any], T]) -> T:
+        if self.full:
+            self.last_write_error = "database or disk is full"
+            raise StorageError("commit failed: database or disk is full")
+        return await super().write(job)
+
+
+class GatedBroker(PaperBroker):
+    """A paper broker whose `send` waits until the test opens the gate (a slow venue)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.sending = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def send(self, prepared: Prepared) -> Ack:
+        self.sending.set()
+        await self.gate.wait()
+        return await super().send(prepared)
+
+
+def build(
+    repos: Repositories,
+    books: DictBooks,
+    *,
+    broker: Any = None,
+    clock: Clock | None = None,
+    reconcile_interval_s: float = 30.0,
+) -> Executor:
+    rules = MarketRules()
+    rules.put(MarketMeta(TOKEN, COND, Decimal("0.01"), Decimal("5"), False))
+    clock = clock or SystemClock()
+    return Executor(
+        repos=repos,
+        broker=broker or PaperBroker(books=books),
+        rules=rules,
+        risk=RiskEngine(
+            limits=RiskLimits(
+                max_order_notional=Decimal("50"),
+                max_position_notional=Decimal("200"),
+                max_total_exposure=Decimal("1000"),
+                max_open_orders=50,
+            )
+        ),
+        positions=PositionBook(books=books),
+        metrics=Metrics(),
+        breaker=CircuitBreaker("venue", failure_threshold=3, reset_timeout_s=5, clock=clock),
+        limiter=RateLimiter.from_limits(polymarket_limits(0.5), clock=clock),
+        retry_policy=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
+        clock=clock,
+        config=ExecutorConfig(reconcile_interval_s=reconcile_interval_s),
+    )
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[DiskFullDatabase]:
+    d = DiskFullDatabase(tmp_path / "polyd.db")
+    await d.open()
+    yield d
+    d.full = False
+    await d.close()
+
+
+@pytest.fixture
+def books() -> DictBooks:
+    b = DictBooks()
+    b.a[TOKEN] = [(Decimal("0.90"), Decimal("100"))]  # out of reach: GTC BUYs at 0.50 rest
+    b.b[TOKEN] = [(Decimal("0.10"), Decimal("100"))]
+    return b
+
+
+# --- B2: a cancelled caller does not abandon the order it was submitting -----------------------
+
+
+async def test_cancelled_caller_mid_send_still_settles_and_drain_waits_for_it(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    repos = Repositories.over(db)
+    broker = GatedBroker(books=books)
+    ex = build(repos, books, broker=broker)
+    await ex.start()
+    r = req()
+    caller = asyncio.create_task(ex.submit(r))  # the strategy's task
+    await broker.sending.wait()
+    caller.cancel()  # SIGTERM: strategies stop first
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ex.health().detail["in_flight"] == 1  # the send goes on, owned by the executor
+    assert not await ex.drain(wait_s=0.05)  # still waiting for the venue
+    drained = asyncio.create_task(ex.drain(wait_s=5))
+    await asyncio.sleep(0.05)
+    assert not drained.done()
+    broker.gate.set()
+    assert await drained
+    row = await repos.orders.get(r.client_order_id)
+    assert row is not None and row.status is OrderStatus.LIVE  # settled, not left PENDING
+    assert ex.health().detail["in_flight"] == 0
+
+
+async def test_cancelled_submit_many_caller_still_settles_the_batch(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    repos = Repositories.over(db)
+    broker = GatedBroker(books=books)
+    ex = build(repos, books, broker=broker)
+    await ex.start()
+    reqs = [req(price=Decimal("0.40")) for _ in range(3)]
+    caller = asyncio.create_task(ex.submit_many(reqs))
+    await broker.sending.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    broker.gate.set()
+    assert await ex.drain(wait_s=5)
+    rows = [await repos.orders.get(r.client_order_id) for r in reqs]
+    assert [row.status if row else None for row in rows] == [OrderStatus.LIVE] * 3
+
+
+# --- B3: a failing disk halts trading; the executor stays up ---------------------------------
+
+
+async def test_refusal_that_cannot_be_journaled_is_returned_not_raised(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    repos = Repositories.over(db)
+    ex = build(repos, books)
+    await ex.start()
+    await ex.halt("test")
+    db.full = True
+    res = await ex.submit(req())
+    assert res.status is OrderStatus.REJECTED
+    assert res.reason.startswith("storage error: halted: ")
+    assert ex.state is TradingState.HALTED and ex.state_reason == "storage error"
+
+
+async def test_failed_write_in_the_service_loop_halts_and_the_loop_keeps_running(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    repos = Repositories.over(db)
+    ex = build(repos, books, reconcile_interval_s=0.01)
+    await ex.start()
+    db.full = True
+    loop = asyncio.create_task(ex.run(tick_s=0.01))
+    try:
+        await asyncio.sleep(0.2)  # several periodic reconciles, each failing its audit write
+        assert not loop.done()  # not ended by the StorageError (the daemon would exit 1)
+        assert ex.state is TradingState.HALTED and ex.state_reason == "storage error"
+        health = ex.health()
+        assert health.ok is False and health.detail["trading_state"] == "HALTED"
+        failures = ex.metrics.registry.get_sample_value(
+            "polyd_venue_errors_total", {"endpoint": "executor_loop", "kind": "StorageError"}
+        )
+        assert failures is not None and failures >= 2
+        db.full = False  # space is back: writes succeed, the operator resumes
+        await asyncio.sleep(0.05)
+        assert db.last_write_error is None
+        assert ex.state is TradingState.HALTED  # no automatic resume
+        await ex.resume("disk cleaned")
+        assert ex.health().detail["trading_state"] == "ACTIVE"
+        assert (await ex.submit(req())).status is OrderStatus.LIVE
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+# --- the breaker on /health ------------------------------------------------------------------
+
+
+async def test_breaker_past_its_open_period_reports_half_open_and_ok(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    clock = FakeClock(100.0)
+    ex = build(Repositories.over(db), books, clock=clock)
+    await ex.start()
+    for _ in range(3):
+        ex.breaker.record_failure()
+    health = ex.health()
+    assert (health.ok, health.detail["breaker"]) == (False, "open")
+    clock.advance(5)  # the reset timeout: no order has probed it yet
+    assert ex.breaker.state is BreakerState.OPEN
+    health = ex.health()
+    assert (health.ok, health.detail["breaker"]) == (True, "half_open")
+    ex._publish()  # what run() does every tick: the gauge agrees with /health
+    gauge = ex.metrics.registry.get_sample_value("polyd_breaker_state", {"breaker": "venue"})
+    assert gauge == 1
+    assert ex.breaker.allow()  # reading the health used no probe slot: the next order probes
+    ex.breaker.record_failure()  # the probe failed: open again, /health 503 again
+    assert (ex.health().ok, ex.health().detail["breaker"]) == (False, "open")
+
+
+async def test_breaker_forced_open_by_retry_after_stays_open_until_it_passes(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    from errors import VenueUnavailable
+
+    clock = FakeClock(100.0)
+    ex = build(Repositories.over(db), books, clock=clock)
+    await ex.start()
+    ex._transient_failure(VenueUnavailable("cancel-only", status=503, retry_after=30))
+    clock.advance(5)  # past the breaker's own reset timeout, inside the venue's Retry-After
+    assert ex.health().detail["breaker"] == "open" and not ex.health().ok
+    clock.advance(25)
+    assert ex.health().detail["breaker"] == "half_open" and ex.health().ok
