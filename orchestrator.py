@@ -155,6 +155,41 @@ class StrategySupervisor:
 # --------------------------------------------------------------------------------------------
 
 
+class DatabaseProbe:
+    """Ping the database in the background; `/health` reads the last answer.
+
+    A ping queues behind write batches on the database's one thread, so a `/health` request that
+    pinged itself would wait for a group commit and its fsync under load. The check reports the
+    last ping (failing if it is older than `stale_after_s`) and the last write error.
+    """
+
+    def __init__(self, db: Database, *, interval_s: float = 1.0, stale_after_s: float = 5.0):
+        self._db = db
+        self._interval_s = interval_s
+        self._stale_after_s = stale_after_s
+        self._ok = False
+        self._at = float("-inf")
+
+    async def ping(self) -> None:
+        self._ok = await self._db.ping()
+        self._at = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.ping()
+
+    def check(self) -> CheckResult:
+        age = time.monotonic() - self._at
+        if not self._ok:
+            return CheckResult(False, "database does not answer")
+        if age > self._stale_after_s:
+            return CheckResult(False, f"no answer from the database for {age:.0f}s")
+        if self._db.last_write_error:
+            return CheckResult(False, "last write batch failed")
+        return CheckResult(True, "ok")
+
+
 @dataclass
 class Context:
     """What the composition root built, handed to the stages that need it."""
@@ -260,7 +295,10 @@ class Daemon:
             repos=Repositories.over(db),
         )
         ctx.closers.append(("storage", db.close))
-        health.register("database", lambda: self._db_check(db))
+        probe = DatabaseProbe(db)
+        await probe.ping()
+        health.register("database", probe.check)
+        ctx.services.append(("database:probe", probe.run))
         log.info("daemon_starting", version=VERSION, mode=s.mode, db=str(s.db_path))
         try:
             await self._start_and_serve(ctx)
@@ -268,14 +306,6 @@ class Daemon:
             await self._close_all(ctx)
         log.info("daemon_stopped")
         return EXIT_OK
-
-    @staticmethod
-    async def _db_check(db: Database) -> CheckResult:
-        if not await db.ping():
-            return CheckResult(False, "database does not answer")
-        if db.last_write_error:
-            return CheckResult(False, "last write batch failed")
-        return CheckResult(True, "ok")
 
     async def _start_and_serve(self, ctx: Context) -> None:
         s = ctx.settings

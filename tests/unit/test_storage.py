@@ -330,3 +330,27 @@ def test_write_acked_by_group_commit_survives_kill_9(tmp_path: Path) -> None:
     keys = {r[0] for r in conn.execute("SELECT source FROM cursors")}
     missing = [f"k{i}" for i in range(acked) if f"k{i}" not in keys]
     assert missing == []
+
+
+async def test_health_probe_reports_the_last_ping_without_waiting_on_writes(
+    tmp_path: Path,
+) -> None:
+    from orchestrator import DatabaseProbe
+
+    async with Database(tmp_path / "p.db") as db:
+        probe = DatabaseProbe(db, interval_s=0.01, stale_after_s=0.2)
+        assert probe.check().ok is False  # never pinged yet
+        await probe.ping()
+        assert probe.check().ok is True
+        await asyncio.sleep(0.3)
+        stale = probe.check()
+        assert stale.ok is False
+        assert "no answer" in str(stale.detail)
+        task = asyncio.create_task(probe.run())
+        await asyncio.sleep(0.05)
+        assert probe.check().ok is True
+        db.last_write_error = "disk full"
+        assert probe.check().detail == "last write batch failed"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
