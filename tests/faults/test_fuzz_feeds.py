@@ -17,27 +17,17 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from execution.types import VenueOrder
 from models import Fill
 from observability.metrics import Metrics
+from tests.faults.fuzzing import FAST, SLOW
 from venue.market_feed import MarketFeed, Shard
 from venue.order_book import BookStore
 from venue.user_feed import UserFeed
-
-settings.register_profile(
-    "polyd-fast",
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile("polyd-slow", settings.get_profile("polyd-fast"), max_examples=10_000)
-FAST = settings.get_profile("polyd-fast")
-SLOW = settings.get_profile("polyd-slow")
 
 A = "1" * 70
 B = "2" * 70

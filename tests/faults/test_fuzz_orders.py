@@ -11,22 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from models import UINT256_MAX, OrderRequest, OrderType, Side
-
-settings.register_profile(
-    "polyd-fast",
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile("polyd-slow", settings.get_profile("polyd-fast"), max_examples=10_000)
-FAST = settings.get_profile("polyd-fast")
-SLOW = settings.get_profile("polyd-slow")
+from tests.faults.fuzzing import FAST, SLOW
 
 strategy_names = st.from_regex(r"\A[a-z0-9_\-:.]{1,64}\Z")
 token_ids = st.integers(0, UINT256_MAX).map(str)

@@ -13,26 +13,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from errors import FeedError, PolydError
 from execution.types import Ack
 from models import OrderRequest
+from tests.faults.fuzzing import FAST, SLOW
 from venue.clob import ClobBroker, meta_from_market, venue_order
 from venue.data_api import ROW_SKIP_REASONS, RowError, parse_position_row, parse_trade_row
 from venue.gamma import parse_market
-
-settings.register_profile(
-    "polyd-fast",
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile("polyd-slow", settings.get_profile("polyd-fast"), max_examples=10_000)
-FAST = settings.get_profile("polyd-fast")
-SLOW = settings.get_profile("polyd-slow")
 
 CID = "0x" + "ab" * 32
 WALLET = "0x" + "cd" * 20

@@ -10,22 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from errors import ConfigError
 from strategies import copy_trader, sniper
-
-settings.register_profile(
-    "polyd-fast",
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile("polyd-slow", settings.get_profile("polyd-fast"), max_examples=10_000)
-FAST = settings.get_profile("polyd-fast")
-SLOW = settings.get_profile("polyd-slow")
+from tests.faults.fuzzing import FAST, SLOW
 
 TOKEN = "7" * 70
 CID = "0x" + "ab" * 32

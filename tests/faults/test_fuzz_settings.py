@@ -13,22 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from config import Settings, load_settings
 from errors import ConfigError
-
-settings.register_profile(
-    "polyd-fast",
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile("polyd-slow", settings.get_profile("polyd-fast"), max_examples=10_000)
-FAST = settings.get_profile("polyd-fast")
-SLOW = settings.get_profile("polyd-slow")
+from tests.faults.fuzzing import FAST, SLOW
 
 KEYS = sorted(n.upper() for n in Settings.model_fields)
 SECRET_KEYS = [
