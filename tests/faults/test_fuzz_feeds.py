@@ -289,7 +289,7 @@ user_frames = st.one_of(
     st.binary(max_size=20),
 )
 
-# Known-bad inputs (see /work/notes/bugs-found.md) so the strict xfails fail deterministically.
+# Inputs that once crashed the user feed, replayed explicitly so their fix stays tested.
 BAD_TRADE = {"event_type": "trade", "id": "t", "side": "BUY", "owner": OWNER, "asset_id": A}
 BAD_TIME = {**BAD_TRADE, "price": "0.5", "size": "1", "match_time": "9" * 30}
 BAD_MAKERS = {**BAD_TRADE, "owner": "x", "maker_orders": {"a": 1}}
