@@ -794,7 +794,7 @@ def expected_status(order: Json, order_type: str, journal_size: Decimal) -> set[
     A marketable BUY is signed as a dollar amount the SDK rounds to cents, so the venue's order
     can be a little smaller than the request (5.17 asked, 5.1551 signed): fully matched at the
     venue, the journal calls it CANCELED (remainder killed) against the requested size. Both
-    are terminal with the same size matched; see /work/notes/bugs-found.md.
+    are terminal with the same size matched (a FAK BUY is signed as a cent-rounded amount).
     """
     size, matched = Decimal(str(order["original_size"])), Decimal(str(order["size_matched"]))
     status = str(order["status"])

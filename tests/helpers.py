@@ -16,6 +16,8 @@ from config import Settings, load_settings
 from models import OrderRequest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Payloads captured from the real venue live in ../shared/fixtures, beside the checkout.
+FIXTURES = ROOT.parent / "shared" / "fixtures"
 PYTHON = sys.executable
 # A real token id from a captured payload (77 decimal digits).
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"

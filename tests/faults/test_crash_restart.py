@@ -32,7 +32,7 @@ from tests.harness import (
     wait_until,
 )
 
-# A lookup grace well above a normal submission time (ms): see /work/notes/bugs-found.md B1.
+# A lookup grace well above a normal submission time (ms), so no healthy order is rejected.
 CRASH_SETTINGS = {"ORDER_LOOKUP_GRACE_S": "8", "RECONCILE_INTERVAL_S": "5"}
 
 

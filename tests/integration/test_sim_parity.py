@@ -22,8 +22,9 @@ from py_clob_client_v2.exceptions import PolyApiException
 
 from simulator import SimMarket, Simulator
 from simulator.testing import new_trader
+from tests.helpers import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parents[2].parent / "shared" / "fixtures"
+FIXTURES = SHARED_FIXTURES
 D = Decimal
 MAKER = "0x" + "ab" * 20
 WALLET = "0x" + "cd" * 20

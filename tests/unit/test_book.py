@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from models import BookSource
+from tests.helpers import FIXTURES as SHARED_FIXTURES
 from venue.order_book import (
     BadLevel,
     BookStore,
@@ -152,9 +153,8 @@ def test_stats_count_usable_and_oldest_update() -> None:
 
 def test_rest_book_hash_matches_real_capture() -> None:
     import json
-    from pathlib import Path
 
-    fixtures = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+    fixtures = SHARED_FIXTURES
     p = fixtures / "clob_rest" / "book_2026_01_near_resolved_last_trade_price.json"
     body = json.loads(p.read_text())
     assert rest_book_hash(body) == body["hash"]

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from errors import FeedError, TransientError
 from models import Side
 from resilience.clock import FakeClock, SystemClock
 from resilience.retry import RetryPolicy
+from tests.helpers import FIXTURES as SHARED_FIXTURES
 from venue.data_api import (
     DataApiBudget,
     DataApiClient,
@@ -27,9 +27,7 @@ from venue.data_api import (
     unwrap,
 )
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "data_api"
-if not FIXTURES.is_dir():  # the checkout may live elsewhere; the shared folder does not move
-    FIXTURES = Path("/work/shared/fixtures/data_api")
+FIXTURES = SHARED_FIXTURES / "data_api"
 
 
 def load(name: str) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ from errors import OrderRejected, OutcomeUnknown, RateLimited, TransientError, V
 from execution.market_rules import MarketRules
 from execution.types import MarketMeta, VenueStatus, journal_status
 from models import LiquidityRole, OrderRequest, OrderStatus, OrderType, Side
+from tests.helpers import FIXTURES as SHARED_FIXTURES
 from venue.clob import (
     ClobBroker,
     fills_from_trade,
@@ -24,7 +24,7 @@ from venue.clob import (
     venue_order,
 )
 
-F = Path("/work/shared/fixtures")
+F = SHARED_FIXTURES
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 
 

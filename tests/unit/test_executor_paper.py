@@ -22,8 +22,9 @@ from observability.metrics import Metrics
 from resilience import CircuitBreaker, RateLimiter, RetryPolicy, SystemClock
 from resilience.rate_limit import polymarket_limits
 from storage import Database, Repositories
+from tests.helpers import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = SHARED_FIXTURES
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 COND = "0x" + "ab" * 32
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 from decimal import Decimal as D
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import FIXTURES as SHARED_FIXTURES
 from venue.market_feed import MarketFeed, Shard
 from venue.order_book import BookStore
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "ws_market"
+FIXTURES = SHARED_FIXTURES / "ws_market"
 YES = "98022490269692409998126496127597032490334070080325855126491859374983463996227"
 NO = "53831553061883006530739877284105938919721408776239639687877978808906551086026"
 A = "1" * 70

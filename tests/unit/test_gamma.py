@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,9 +15,10 @@ from aiohttp import web
 from errors import FeedError
 from observability.metrics import Metrics
 from simulator import Simulator
+from tests.helpers import FIXTURES as SHARED_FIXTURES
 from venue.gamma import Discovery, GammaClient, MarketQuery, keep, parse_market
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gamma"
+FIXTURES = SHARED_FIXTURES / "gamma"
 NOW = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
 
 
