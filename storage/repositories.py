@@ -42,6 +42,21 @@ def _json(detail: Mapping[str, Any]) -> str:
     return orjson.dumps(detail, default=str).decode()
 
 
+_AUDIT_SQL = (
+    "INSERT INTO audit_log (at, event, strategy, client_order_id, detail) VALUES (?,?,?,?,?)"
+)
+
+
+def _audit_params(
+    event: str,
+    detail: Mapping[str, Any],
+    *,
+    strategy: str | None = None,
+    client_order_id: str | None = None,
+) -> tuple[Any, ...]:
+    return (now_iso(), event, strategy, client_order_id, _json(detail))
+
+
 def _append_audit(
     c: sqlite3.Connection,
     event: str,
@@ -51,8 +66,8 @@ def _append_audit(
     client_order_id: str | None = None,
 ) -> None:
     c.execute(
-        "INSERT INTO audit_log (at, event, strategy, client_order_id, detail) VALUES (?,?,?,?,?)",
-        (now_iso(), event, strategy, client_order_id, _json(detail)),
+        _AUDIT_SQL,
+        _audit_params(event, detail, strategy=strategy, client_order_id=client_order_id),
     )
 
 
@@ -117,6 +132,21 @@ class OrderEvent:
     at: str
 
 
+_ORDER_INSERT_SQL = (
+    "INSERT INTO orders (client_order_id, strategy, token_id, side, price, size,"
+    " order_type, expiration, post_only, reason, status, venue_order_id,"
+    " payload_hash, signed_order, size_matched, detail, created_at, updated_at)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?)"
+)
+
+
+_ORDER_UPDATE_SQL = (
+    "UPDATE orders SET status = ?, venue_order_id = COALESCE(?, venue_order_id),"
+    " size_matched = COALESCE(?, size_matched), avg_price = COALESCE(?, avg_price),"
+    " detail = ?, updated_at = ? WHERE client_order_id = ?"
+)
+
+
 class OrderNotFound(StorageError):
     """A transition named a client order id the journal has never seen."""
 
@@ -144,41 +174,39 @@ class OrderJournal:
         no API key id), so reconciliation can re-send the identical order.
         """
         ts = now_iso()
+        # Parameters are built here, on the event loop: the job on the database thread then
+        # spends its time in SQLite (which releases the GIL), so batches overlap with the loop.
+        params = (
+            req.client_order_id,
+            req.strategy,
+            req.token_id,
+            req.side.value,
+            str(req.price),
+            str(req.size),
+            req.order_type.value,
+            req.expiration,
+            int(req.post_only),
+            req.reason,
+            status.value,
+            venue_order_id,
+            payload_hash,
+            signed_order,
+            detail,
+            ts,
+            ts,
+        )
+        audit_params = (
+            _audit_params(
+                audit[0], audit[1], strategy=req.strategy, client_order_id=req.client_order_id
+            )
+            if audit is not None
+            else None
+        )
 
         def job(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO orders (client_order_id, strategy, token_id, side, price, size,"
-                " order_type, expiration, post_only, reason, status, venue_order_id,"
-                " payload_hash, signed_order, size_matched, detail, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?)",
-                (
-                    req.client_order_id,
-                    req.strategy,
-                    req.token_id,
-                    req.side.value,
-                    str(req.price),
-                    str(req.size),
-                    req.order_type.value,
-                    req.expiration,
-                    int(req.post_only),
-                    req.reason,
-                    status.value,
-                    venue_order_id,
-                    payload_hash,
-                    signed_order,
-                    detail,
-                    ts,
-                    ts,
-                ),
-            )
-            if audit is not None:
-                _append_audit(
-                    c,
-                    audit[0],
-                    audit[1],
-                    strategy=req.strategy,
-                    client_order_id=req.client_order_id,
-                )
+            c.execute(_ORDER_INSERT_SQL, params)
+            if audit_params is not None:
+                c.execute(_AUDIT_SQL, audit_params)
 
         await self._db.write(job)
 
@@ -198,6 +226,18 @@ class OrderJournal:
         Moving a terminal row to the status it already has is a no-op (idempotent settlement).
         """
         ts = now_iso()
+        # Built on the event loop, so the database thread mostly runs SQLite (see `record`).
+        update = (
+            to.value,
+            venue_order_id,
+            str(size_matched) if size_matched is not None else None,
+            str(avg_price) if avg_price is not None else None,
+            detail,
+            ts,
+            client_order_id,
+        )
+        audit_at = now_iso()
+        audit_detail = _json(audit[1]) if audit is not None else None
 
         def job(c: sqlite3.Connection) -> OrderStatus:
             row = c.execute(
@@ -211,24 +251,9 @@ class OrderJournal:
                 return old
             if not old.can_become(to):
                 raise IllegalTransition(f"{client_order_id}: {old} -> {to} is not allowed")
-            c.execute(
-                "UPDATE orders SET status = ?, venue_order_id = COALESCE(?, venue_order_id),"
-                " size_matched = COALESCE(?, size_matched), avg_price = COALESCE(?, avg_price),"
-                " detail = ?, updated_at = ? WHERE client_order_id = ?",
-                (
-                    to.value,
-                    venue_order_id,
-                    str(size_matched) if size_matched is not None else None,
-                    str(avg_price) if avg_price is not None else None,
-                    detail,
-                    ts,
-                    client_order_id,
-                ),
-            )
+            c.execute(_ORDER_UPDATE_SQL, update)
             if audit is not None:
-                _append_audit(
-                    c, audit[0], audit[1], strategy=row[1], client_order_id=client_order_id
-                )
+                c.execute(_AUDIT_SQL, (audit_at, audit[0], row[1], client_order_id, audit_detail))
             return old
 
         return await self._db.write(job)
