@@ -58,9 +58,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any]:
-    """Settings that point the daemon at the simulator with a throwaway key."""
-    overrides: dict[str, Any] = {
+def funded_key(sim: Simulator, collateral: Decimal) -> str:
+    """Create a throwaway key, credit its address with `collateral` pUSD at `sim`, return it."""
+    account = Account.create()
+    sim.fund(account.address, collateral=collateral)
+    return "0x" + bytes(account.key).hex()
+
+
+def simulator_overrides(sim: Simulator, key_hex: str) -> dict[str, Any]:
+    """Settings that point the daemon, live, at `sim` with `key_hex` (for the demo, tests and
+    benchmarks): every venue URL, the key, and no credentials of a real wallet."""
+    return {
         "mode": "live",
         "clob_host": sim.clob_url,
         "gamma_api_url": sim.gamma_url,
@@ -75,6 +83,13 @@ def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any
         "funder_address": None,
         "signature_type": 0,
         "chain_id": 137,
+    }
+
+
+def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any]:
+    """Settings that point the daemon at the simulator with a throwaway key."""
+    overrides: dict[str, Any] = {
+        **simulator_overrides(sim, key_hex),
         "db_path": workdir / "polyd-demo.db",
         "control_token": secrets.token_urlsafe(24),
         "discovery_interval_s": 10.0,

@@ -37,9 +37,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
-from eth_account import Account
 
 from config import load_settings
+from demo import funded_key, simulator_overrides
 from models import OrderRequest, OrderResult, OrderStatus, Position
 from observability.logging import Redactor
 from observability.metrics import Metrics
@@ -76,17 +76,9 @@ async def _lag_run(wallets: int, seconds: float, aligned: bool, seed: int) -> di
             markets = [sim.add_market(question=f"Bench {i}?", slug=f"bench-{i}") for i in range(5)]
             for m in markets:
                 sim.seed_order(MAKER, m.token_ids[0], "SELL", D("0.51"), D("100000"))
-            acct = Account.create()
-            sim.fund(acct.address, collateral=D("100000"))
             settings = load_settings(
                 env_file=None,
-                mode="live",
-                clob_host=sim.clob_url,
-                gamma_api_url=sim.gamma_url,
-                data_api_url=sim.data_url,
-                market_ws_url=sim.market_ws_url,
-                user_ws_url=sim.user_ws_url,
-                private_key="0x" + bytes(acct.key).hex(),
+                **simulator_overrides(sim, funded_key(sim, D("100000"))),
                 db_path=Path(tmp) / "bench.db",
                 http_port=0,
                 sniper_enabled=False,

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account
 
 from config import load_settings
+from demo import funded_key, simulator_overrides
 from observability.logging import Redactor
 from orchestrator import EXIT_CONFIG, EXIT_OK, Context, Daemon
 from simulator import SimMarket, Simulator
@@ -39,17 +39,9 @@ def market(sim: Simulator) -> SimMarket:
 
 
 def settings_for(sim: Simulator, tmp_path: Path, rules: Path) -> Any:
-    acct = Account.create()
-    sim.fund(acct.address, collateral=D("1000"))
     return load_settings(
         env_file=None,
-        mode="live",
-        clob_host=sim.clob_url,
-        gamma_api_url=sim.gamma_url,
-        data_api_url=sim.data_url,
-        market_ws_url=sim.market_ws_url,
-        user_ws_url=sim.user_ws_url,
-        private_key="0x" + bytes(acct.key).hex(),
+        **simulator_overrides(sim, funded_key(sim, D("1000"))),
         db_path=tmp_path / "polyd.db",
         http_port=0,
         sniper_enabled=False,

@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from eth_account import Account
 
 from config import load_settings
+from demo import funded_key, simulator_overrides
 from models import OrderRequest, OrderResult, OrderStatus, Position, Side
 from observability.logging import Redactor
 from observability.metrics import Metrics
@@ -263,17 +263,9 @@ tags = ["crypto"]
 
 
 def daemon_settings(sim: Simulator, tmp_path: Path, rules: Path) -> Any:
-    acct = Account.create()
-    sim.fund(acct.address, collateral=D("1000"))
     return load_settings(
         env_file=None,
-        mode="live",
-        clob_host=sim.clob_url,
-        gamma_api_url=sim.gamma_url,
-        data_api_url=sim.data_url,
-        market_ws_url=sim.market_ws_url,
-        user_ws_url=sim.user_ws_url,
-        private_key="0x" + bytes(acct.key).hex(),
+        **simulator_overrides(sim, funded_key(sim, D("1000"))),
         db_path=tmp_path / "polyd.db",
         http_port=0,
         copy_enabled=False,
