@@ -121,7 +121,9 @@ class Clob:
 
     # app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.sim.log_middleware("clob"), self._faults_mw])
+        app = web.Application(
+            middlewares=[self.sim.log_middleware("clob"), self._faults_mw, self._order_errors_mw]
+        )
         r = app.router
         r.add_get("/", self.ok)
         r.add_get("/ok", self.ok)
@@ -160,6 +162,15 @@ class Clob:
         r.add_post("/_sim/seed_orders", self.admin_seed_orders)
         r.add_post("/_sim/market", self.admin_market)
         return app
+
+    @web.middleware
+    async def _order_errors_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Answer an `OrderError` raised by a route with its production status and text."""
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except OrderError as e:
+            return error(e.message, e.status)
 
     @web.middleware
     async def _faults_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -266,10 +277,7 @@ class Clob:
         return json_response({"version": 2})
 
     async def create_api_key(self, request: web.Request) -> web.Response:
-        try:
-            addr, nonce = self._l1(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        addr, nonce = self._l1(request)
         if (addr.lower(), nonce) in self.keys_by_addr_nonce:
             return error("Could not create api key", 400)
         key = self._derive(addr, nonce)
@@ -280,10 +288,7 @@ class Clob:
         )
 
     async def derive_api_key(self, request: web.Request) -> web.Response:
-        try:
-            addr, nonce = self._l1(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        addr, nonce = self._l1(request)
         key = self.keys_by_addr_nonce.get((addr.lower(), nonce))
         if key is None:
             return error("Could not derive api key!", 400)
@@ -292,10 +297,7 @@ class Clob:
         )
 
     async def list_api_keys(self, request: web.Request) -> web.Response:
-        try:
-            key, _ = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, _ = await self._auth(request)
         mine = [k.api_key for k in self.keys.values() if k.address.lower() == key.address.lower()]
         return json_response({"apiKeys": mine})
 
@@ -309,10 +311,7 @@ class Clob:
         return token, m
 
     async def book(self, request: web.Request) -> web.Response:
-        try:
-            token, _ = self._market_for(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        token, _ = self._market_for(request)
         return json_response(self.sim.book_summary(token))
 
     async def books(self, request: web.Request) -> web.Response:
@@ -344,31 +343,19 @@ class Clob:
         return token, m
 
     async def tick_size(self, request: web.Request) -> web.Response:
-        try:
-            _, m = self._param_market(request, "market not found")
-        except OrderError as e:
-            return error(e.message, e.status)
+        _, m = self._param_market(request, "market not found")
         return json_response({"minimum_tick_size": float(m.tick_size)})
 
     async def neg_risk(self, request: web.Request) -> web.Response:
-        try:
-            _, m = self._param_market(request, "market not found")
-        except OrderError as e:
-            return error(e.message, e.status)
+        _, m = self._param_market(request, "market not found")
         return json_response({"neg_risk": m.neg_risk})
 
     async def fee_rate(self, request: web.Request) -> web.Response:
-        try:
-            self._param_market(request, "fee rate not found for market")
-        except OrderError as e:
-            return error(e.message, e.status)
+        self._param_market(request, "fee rate not found for market")
         return json_response({"base_fee": 0})
 
     async def midpoint(self, request: web.Request) -> web.Response:
-        try:
-            token, _ = self._market_for(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        token, _ = self._market_for(request)
         b = self.sim.engine.books[token]
         bb, ba = b.best_bid(), b.best_ask()
         if bb is None or ba is None:
@@ -377,10 +364,7 @@ class Clob:
 
     async def price(self, request: web.Request) -> web.Response:
         """Best price on the named side of the book (BUY = best bid, SELL = best ask)."""
-        try:
-            token, _ = self._market_for(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        token, _ = self._market_for(request)
         side = request.query.get("side", "")
         if side not in ("BUY", "SELL"):
             return error("Invalid side", 400)
@@ -391,10 +375,7 @@ class Clob:
         return json_response({"price": fmt(p)})
 
     async def spread(self, request: web.Request) -> web.Response:
-        try:
-            token, _ = self._market_for(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        token, _ = self._market_for(request)
         b = self.sim.engine.books[token]
         bb, ba = b.best_bid(), b.best_ask()
         if bb is None or ba is None:
@@ -402,10 +383,7 @@ class Clob:
         return json_response({"spread": fmt(ba - bb)})
 
     async def last_trade_price(self, request: web.Request) -> web.Response:
-        try:
-            token, _ = self._market_for(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        token, _ = self._market_for(request)
         b = self.sim.engine.books[token]
         p = b.last_trade_price
         return json_response({"price": fmt(p) if p is not None else "0.5", "side": ""})
@@ -638,10 +616,7 @@ class Clob:
         return None
 
     async def post_order(self, request: web.Request) -> web.Response:
-        try:
-            key, raw = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, raw = await self._auth(request)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -654,18 +629,12 @@ class Clob:
                 503,
                 {"Retry-After": str(secs)},
             )
-        try:
-            order, _, m = self._build_order(body, key)
-            result = self._execute(order, m)
-        except OrderError as e:
-            return error(e.message, e.status)
+        order, _, m = self._build_order(body, key)
+        result = self._execute(order, m)
         return json_response(result)
 
     async def post_orders(self, request: web.Request) -> web.Response:
-        try:
-            key, raw = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, raw = await self._auth(request)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -729,8 +698,6 @@ class Clob:
         try:
             key, raw = await self._auth(request)
             body = orjson.loads(raw) if raw else None
-        except OrderError as e:
-            return error(e.message, e.status)
         except orjson.JSONDecodeError:
             return error("Invalid orderID")
         oid = body.get("orderID") if isinstance(body, dict) else None
@@ -742,8 +709,6 @@ class Clob:
         try:
             key, raw = await self._auth(request)
             body = orjson.loads(raw) if raw else None
-        except OrderError as e:
-            return error(e.message, e.status)
         except orjson.JSONDecodeError:
             return error("Invalid payload")
         if not isinstance(body, list) or not all(isinstance(x, str) for x in body):
@@ -753,10 +718,7 @@ class Clob:
         return json_response(self._cancel_many(key, body))
 
     async def cancel_all(self, request: web.Request) -> web.Response:
-        try:
-            key, _ = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, _ = await self._auth(request)
         ids = [o.id for o in self.sim.engine.open_orders(key.api_key)]
         return json_response(self._cancel_many(key, ids))
 
@@ -764,8 +726,6 @@ class Clob:
         try:
             key, raw = await self._auth(request)
             body = orjson.loads(raw) if raw else {}
-        except OrderError as e:
-            return error(e.message, e.status)
         except orjson.JSONDecodeError:
             return error("Invalid payload")
         if not isinstance(body, dict):
@@ -779,10 +739,7 @@ class Clob:
         return json_response(self._cancel_many(key, ids))
 
     async def data_orders(self, request: web.Request) -> web.Response:
-        try:
-            key, _ = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, _ = await self._auth(request)
         q = request.query
         rows = [
             o.rest_dict()
@@ -791,27 +748,18 @@ class Clob:
             and (not q.get("market") or o.market == q["market"])
             and (not q.get("asset_id") or o.token_id == q["asset_id"])
         ]
-        try:
-            return json_response(paginate(rows, q.get("next_cursor"), self.sim.page_size))
-        except OrderError as e:
-            return error(e.message, e.status)
+        return json_response(paginate(rows, q.get("next_cursor"), self.sim.page_size))
 
     async def data_order(self, request: web.Request) -> web.Response:
         """One order by id. An unknown id answers 200 with `null` (UNCERTAIN in production)."""
-        try:
-            key, _ = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, _ = await self._auth(request)
         o = self.sim.engine.orders.get(request.match_info["oid"])
         if o is None or o.owner != key.api_key:
             return json_response(None)
         return json_response(o.rest_dict())
 
     async def data_trades(self, request: web.Request) -> web.Response:
-        try:
-            key, _ = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, _ = await self._auth(request)
         q = request.query
         owner = key.api_key
         after = int(q["after"]) if q.get("after", "").isdigit() else None
@@ -837,10 +785,7 @@ class Clob:
             ):
                 continue
             rows.append(row)
-        try:
-            return json_response(paginate(rows, q.get("next_cursor"), self.sim.page_size))
-        except OrderError as e:
-            return error(e.message, e.status)
+        return json_response(paginate(rows, q.get("next_cursor"), self.sim.page_size))
 
     def _funder(self, key: ApiKey, sig_type: str | None) -> str:
         if sig_type not in (None, "", "0", "-1"):
@@ -848,10 +793,7 @@ class Clob:
         return key.address
 
     async def balance_allowance(self, request: web.Request) -> web.Response:
-        try:
-            key, _ = await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        key, _ = await self._auth(request)
         q = request.query
         addr = self._funder(key, q.get("signature_type"))
         eng = self.sim.engine
@@ -875,10 +817,7 @@ class Clob:
         )
 
     async def balance_allowance_update(self, request: web.Request) -> web.Response:
-        try:
-            await self._auth(request)
-        except OrderError as e:
-            return error(e.message, e.status)
+        await self._auth(request)
         return web.Response(text="")
 
     async def heartbeat(self, request: web.Request) -> web.Response:
@@ -886,8 +825,6 @@ class Clob:
         try:
             key, raw = await self._auth(request)
             body = orjson.loads(raw) if raw else {}
-        except OrderError as e:
-            return error(e.message, e.status)
         except orjson.JSONDecodeError:
             return error("Invalid payload")
         sent = body.get("heartbeat_id") if isinstance(body, dict) else None
