@@ -512,7 +512,7 @@ def run_load(
             "rss_growth_pct": round((rss_end - rss_start) / rss_start * 100, 2)
             if rss_start
             else None,
-            "note": "2 shared cores, several engineers' jobs running: figures are noisy",
+            "note": "latencies depend on what else runs on the machine; compare quiet runs",
         }
     finally:
         procs.stop_all()
