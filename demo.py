@@ -142,8 +142,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     print(f"fills: {summary['fills']} (bought {summary['bought']}, sold {summary['sold']} shares)")
     for p in summary["positions"]:
-        print(f"position {p['token_id'][:12]}…: {p['size']} @ {p['avg_cost']}")
-    print(f"realized PnL: {summary['realized_pnl']} pUSD")
+        cost = Decimal(p["avg_cost"]).quantize(Decimal("0.0001"))
+        print(f"position {p['token_id'][:12]}…: {p['size']} @ {cost}")
+    pnl = Decimal(summary["realized_pnl"]).quantize(Decimal("0.01"))
+    print(f"realized PnL: {pnl} pUSD")
 
 
 async def _demo(duration_s: float | None) -> int:
