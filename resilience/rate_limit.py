@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final, Protocol
 
 from resilience.clock import Clock
 
@@ -53,33 +53,91 @@ class TokenBucket:
 
     def try_acquire(self, n: float = 1) -> bool:
         """Take `n` tokens if available now and nobody is queued ahead; never waits."""
-        return _try_take((self,), n)
+        return _try_admit_all((self,), n)
 
     async def acquire(self, n: float = 1) -> float:
         """Wait for `n` tokens, take them, and return the seconds waited."""
         return await acquire_all((self,), n)
 
-    def _refill(self) -> None:
-        now = self._clock.monotonic()
+    def _refill(self, now: float | None = None) -> None:
+        now = self._clock.monotonic() if now is None else now
         elapsed = now - self._updated
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate_per_s)
             self._updated = now
 
-    def _deficit_s(self, n: float) -> float:
-        return max(0.0, (n - self._tokens) / self.rate_per_s)
+    def _wait_s(self, n: float, now: float) -> float:
+        self._refill(now)
+        if self._tokens + _EPSILON >= n:
+            return 0.0
+        return (n - self._tokens) / self.rate_per_s
+
+    def _admit(self, n: float, now: float) -> None:
+        self._tokens -= n
 
 
-def _try_take(buckets: Sequence[TokenBucket], n: float) -> bool:
-    if any(b._queued for b in buckets):
+class _Admits(Protocol):
+    """What admitting in several limiters at once needs from each: a FIFO turn, a count of
+    queued waiters, a clock, how long until `n` more fit, and taking them."""
+
+    _turn: asyncio.Lock
+    _queued: int
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def _wait_s(self, n: Any, now: float) -> float: ...
+
+    def _admit(self, n: Any, now: float) -> None: ...
+
+
+def _ordered(limiters: Sequence[_Admits], what: str) -> list[_Admits]:
+    """The distinct `limiters` in a fixed order (so callers sharing them cannot deadlock)."""
+    clock = limiters[0].clock
+    if any(w.clock is not clock for w in limiters):
+        raise ValueError(f"{what} acquired together must share one clock")
+    return sorted(set(limiters), key=id)
+
+
+def _try_admit_all(limiters: Sequence[_Admits], n: Any) -> bool:
+    if any(w._queued for w in limiters):
         return False  # someone is waiting; jumping the queue would starve them
-    for b in buckets:
-        b._refill()
-    if all(b._tokens + _EPSILON >= n for b in buckets):
-        for b in buckets:
-            b._tokens -= n
+    now = limiters[0].clock.monotonic()
+    if all(w._wait_s(n, now) <= _EPSILON for w in limiters):
+        for w in limiters:
+            w._admit(n, now)
         return True
     return False
+
+
+async def _admit_all(ordered: Sequence[_Admits], n: Any) -> float:
+    """Wait for a turn in every limiter, then until all have room; admit `n` in all at once.
+
+    Admitting in every limiter at the same instant keeps each limiter's guarantee true of the
+    moment the request is sent. Returns the seconds waited; cancellation admits nothing.
+    """
+    if _try_admit_all(ordered, n):
+        return 0.0
+    clock = ordered[0].clock
+    start = clock.monotonic()
+    for w in ordered:
+        w._queued += 1
+    try:
+        async with contextlib.AsyncExitStack() as turns:
+            for w in ordered:
+                await turns.enter_async_context(w._turn)
+            while True:
+                now = clock.monotonic()
+                wait_s = max(w._wait_s(n, now) for w in ordered)
+                if wait_s <= _EPSILON:
+                    for w in ordered:
+                        w._admit(n, now)
+                    break
+                await clock.sleep(wait_s)
+    finally:
+        for w in ordered:
+            w._queued -= 1
+    return clock.monotonic() - start
 
 
 async def acquire_all(buckets: Sequence[TokenBucket], n: float = 1) -> float:
@@ -96,32 +154,7 @@ async def acquire_all(buckets: Sequence[TokenBucket], n: float = 1) -> float:
     for b in buckets:
         if n > b.burst:
             raise ValueError(f"n={n} exceeds burst={b.burst}; it could never be admitted")
-    clock = buckets[0].clock
-    if any(b.clock is not clock for b in buckets):
-        raise ValueError("buckets acquired together must share one clock")
-    ordered = sorted(set(buckets), key=id)
-    if _try_take(ordered, n):
-        return 0.0
-    start = clock.monotonic()
-    for b in ordered:
-        b._queued += 1
-    try:
-        async with contextlib.AsyncExitStack() as turns:
-            for b in ordered:
-                await turns.enter_async_context(b._turn)
-            while True:
-                for b in ordered:
-                    b._refill()
-                wait_s = max(b._deficit_s(n) for b in ordered)
-                if wait_s <= _EPSILON:
-                    for b in ordered:
-                        b._tokens -= n
-                    break
-                await clock.sleep(wait_s)
-    finally:
-        for b in ordered:
-            b._queued -= 1
-    return clock.monotonic() - start
+    return await _admit_all(_ordered(buckets, "buckets"), n)
 
 
 class RateLimiter:
@@ -178,7 +211,7 @@ class RateLimiter:
 
     def try_acquire(self, endpoint: str, n: float = 1) -> bool:
         """Take `n` tokens for `endpoint` if every bucket can spare them now."""
-        return _try_take(self.buckets(endpoint), n)
+        return _try_admit_all(self.buckets(endpoint), n)
 
     async def acquire(self, endpoint: str, n: float = 1) -> float:
         """Wait until `endpoint` may be called; return the seconds waited."""
@@ -310,7 +343,7 @@ class SlidingWindowLimiter:
 
     def try_acquire(self, n: int = 1) -> bool:
         """Admit `n` units now if the window has room and nobody is queued; never waits."""
-        return _try_admit((self,), n)
+        return _try_admit_all((self,), n)
 
     async def acquire(self, n: int = 1) -> float:
         """Wait until `n` units fit in the window, admit them, and return the seconds waited."""
@@ -329,17 +362,6 @@ class SlidingWindowLimiter:
         self.admitted_total += n
 
 
-def _try_admit(limiters: Sequence[SlidingWindowLimiter], n: int) -> bool:
-    if any(w._queued for w in limiters):
-        return False  # someone is waiting; jumping the queue would starve them
-    now = limiters[0].clock.monotonic()
-    if all(w._wait_s(n, now) <= _EPSILON for w in limiters):
-        for w in limiters:
-            w._admit(n, now)
-        return True
-    return False
-
-
 async def acquire_windows(limiters: Sequence[SlidingWindowLimiter], n: int = 1) -> float:
     """Wait until every limiter in `limiters` has room for `n` units, admit them in all at once.
 
@@ -355,28 +377,4 @@ async def acquire_windows(limiters: Sequence[SlidingWindowLimiter], n: int = 1) 
     for w in limiters:
         if n > w.limit:
             raise ValueError(f"n={n} exceeds limit={w.limit}; it could never be admitted")
-    clock = limiters[0].clock
-    if any(w.clock is not clock for w in limiters):
-        raise ValueError("limiters acquired together must share one clock")
-    ordered = sorted(set(limiters), key=id)
-    if _try_admit(ordered, n):
-        return 0.0
-    start = clock.monotonic()
-    for w in ordered:
-        w._queued += 1
-    try:
-        async with contextlib.AsyncExitStack() as turns:
-            for w in ordered:
-                await turns.enter_async_context(w._turn)
-            while True:
-                now = clock.monotonic()
-                wait_s = max(w._wait_s(n, now) for w in ordered)
-                if wait_s <= _EPSILON:
-                    for w in ordered:
-                        w._admit(n, now)
-                    break
-                await clock.sleep(wait_s)
-    finally:
-        for w in ordered:
-            w._queued -= 1
-    return clock.monotonic() - start
+    return await _admit_all(_ordered(limiters, "limiters"), n)
