@@ -11,7 +11,9 @@ signing off-loop, durable PENDING row, rate limiter, breaker, POST /order):
   in the event loop (the venue ack). The PENDING row is durable before the send (invariant 1).
 * `submit_return_p50_ms` / `submit_return_p99_ms`: until `submit()` returns, i.e. also the
   outcome row durable (a second group commit).
-* `orders_per_s`: `--throughput-orders` submissions, `--concurrency` in flight, sustained.
+* `orders_per_s`: `--throughput-orders` submissions, `--concurrency` in flight, sustained. Every
+  order rests (GTC below the book), so the risk checks run against a growing set of open orders
+  (`resting_orders_at_end`); their cost must not grow with it.
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ async def _run(a: argparse.Namespace, db_dir: Path) -> dict[str, Any]:
         "latency_orders": a.latency_orders,
         "throughput_orders": a.throughput_orders,
         "concurrency": a.concurrency,
+        "resting_orders_at_end": expected,
         "simulator": "same process, same event loop" if a.in_process else "subprocess",
         "venue_budget": "POST /order 500/s per 10 s, 200/s per 10 min (docs 2026-06)",
         "ack": "POST /order answer back in the event loop; PENDING row durable before the send",
