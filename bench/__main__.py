@@ -11,6 +11,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
+import structlog
+
 
 def available() -> list[str]:
     """Return the names of the benchmark modules in this package."""
@@ -23,6 +25,9 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in names:
         print(f"usage: python -m bench {{{'|'.join(names)}}} [args]", file=sys.stderr)
         return 0 if argv and argv[0] in {"-h", "--help"} else 2
+    # stdout carries the one JSON line only: log lines (structlog prints to stdout unless told
+    # otherwise; a benchmark may reconfigure levels, and keeps this factory) go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     module = importlib.import_module(f"bench.{argv[0]}")
     figures = module.main(argv[1:])
     print(json.dumps({"bench": argv[0], **figures}, default=str))

@@ -1,0 +1,37 @@
+"""`python -m bench <name>` prints exactly one JSON line on stdout, whatever the code logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+
+def test_storage_bench_stdout_is_one_json_line() -> None:
+    # The storage bench opens databases, whose migrations log at info level: those lines must
+    # go to stderr, or `python -m bench storage | jq` breaks.
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "storage", "--seconds", "0.2", "--writers", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1, out.stdout
+    figures = json.loads(lines[0])
+    assert figures["bench"] == "storage"
+    assert figures["group_commit_writes_per_s"] > 0 and figures["naive_writes_per_s"] > 0
+    assert "migration_applied" in out.stderr
+
+
+def test_unknown_bench_is_refused_with_usage() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "nope"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "usage: python -m bench {" in out.stderr and "storage" in out.stderr
