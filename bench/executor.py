@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -33,10 +30,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 from eth_account import Account
 
+from bench._venue import add_market, fund, simulator
 from config import load_settings
 from execution.assembly import assemble
 from execution.types import Ack, Prepared
@@ -46,8 +43,6 @@ from observability.metrics import Metrics
 from resilience import RateLimiter, SystemClock
 from resilience.rate_limit import polymarket_limits
 from storage import Database, Repositories
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @asynccontextmanager
@@ -61,24 +56,12 @@ async def _venue(in_process: bool, address: str) -> AsyncIterator[tuple[str, str
             sim.fund(address, collateral=Decimal("100000000"))
             yield sim.clob_url, sim.user_ws_url, m.token_ids[0]
         return
-    proc = subprocess.Popen(  # noqa: ASYNC220  # set-up before timing, nothing else runs
-        [sys.executable, "-m", "simulator", "--seed", "11"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        urls = json.loads(await asyncio.to_thread(proc.stdout.readline))
+    # Start-up and shutdown block this loop: set-up before timing, nothing else runs yet.
+    with simulator(seed=11) as urls:
         host = urls["clob_url"]
-        async with httpx.AsyncClient(base_url=host, timeout=10) as c:
-            m = (await c.post("/_sim/market", json={"question": "Bench?", "slug": "bench"})).json()
-            r = await c.post("/_sim/fund", json={"address": address, "collateral": "100000000"})
-            r.raise_for_status()
-        yield host, urls["user_ws_url"], m["token_ids"][0]
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 10)
+        token = add_market(host, "Bench?", "bench")[0]
+        fund(host, address, "100000000")
+        yield host, urls["user_ws_url"], token
 
 
 def _pct(xs: list[float], q: float) -> float:

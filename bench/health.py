@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -279,15 +278,6 @@ class Procs:
                     p.wait(5)
 
 
-def _http_json(method: str, url: str, body: object | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
 def _metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -332,29 +322,21 @@ def run_load(
         workdir = Path(own_tmp.name)
     procs = Procs()
     try:
+        from bench._venue import add_market, fund, read_urls, simulator_argv
+
         sim = procs.start(
-            [PYTHON, "-m", "simulator", "--seed", "5"],
+            simulator_argv(seed=5),
             stdout=subprocess.PIPE,
             stderr=open(workdir / "sim.err", "wb"),  # noqa: SIM115  # closed with the process
         )
-        assert sim.stdout is not None
-        urls = json.loads(sim.stdout.readline())
+        urls = read_urls(sim)
         tokens: list[str] = []
         for i in range(N_MARKETS):
-            m = _http_json(
-                "POST",
-                urls["clob_url"] + "/_sim/market",
-                {"question": f"Load market {i}?", "slug": f"load-{i}"},
-            )
-            tokens += m["token_ids"]
+            tokens += add_market(urls["clob_url"], f"Load market {i}?", f"load-{i}")
         from eth_account import Account
 
         acct = Account.create()
-        _http_json(
-            "POST",
-            urls["clob_url"] + "/_sim/fund",
-            {"address": acct.address, "collateral": "100000"},
-        )
+        fund(urls["clob_url"], acct.address, "100000")
         blast_port = _free_port()
         blaster = procs.start(
             [

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -29,24 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._venue import add_market, fund, simulator  # noqa: E402
 from simulator import Simulator  # noqa: E402
 
 
 async def _market_feed_subprocess(n_events: int) -> dict[str, object]:
     """The venue in a subprocess (its own core) seeds; this process receives and parses."""
-    proc = subprocess.Popen(  # noqa: ASYNC220  # set-up before timing, nothing else runs
-        [sys.executable, "-m", "simulator", "--seed", "1"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        urls = json.loads(proc.stdout.readline())
+    with simulator(seed=1) as urls:  # set-up before timing, nothing else runs
         host = urls["clob_url"]
-        tok = httpx.post(host + "/_sim/market", json={"question": "B?", "slug": "b"}).json()[  # noqa: ASYNC210  # set-up before timing
-            "token_ids"
-        ][0]
+        tok = add_market(host, "B?", "b")[0]
         batch = 5000
         bodies = [
             orjson.dumps(
@@ -89,9 +79,6 @@ async def _market_feed_subprocess(n_events: int) -> dict[str, object]:
             "market_count_unit": "events (price_change objects), not frames",
             "market_venue": "subprocess",
         }
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def _market_feed(n_events: int) -> dict[str, object]:
@@ -143,33 +130,15 @@ def _orders(n_orders: int, threads: int) -> dict[str, object]:
     from py_clob_client_v2.client import ClobClient
     from py_clob_client_v2.clob_types import CreateOrderOptions, OrderArgsV2
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--seed", "1"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        urls = json.loads(proc.stdout.readline())
+    with simulator(seed=1) as urls:
         host = urls["clob_url"]
-        tok = httpx.post(host + "/_sim/market", json={"question": "B?", "slug": "b"}).json()[
-            "token_ids"
-        ][0]
+        tok = add_market(host, "B?", "b")[0]
         clients = []
         for _ in range(threads):
             acct = Account.create()
             c = ClobClient(host, 137, key=acct.key.hex())
             c.set_api_creds(c.create_or_derive_api_key())
-            httpx.post(
-                host + "/_sim/fund",
-                json={
-                    "address": acct.address,
-                    "collateral": "1000000",
-                    "token_id": tok,
-                    "shares": "1000000",
-                },
-            )
+            fund(host, acct.address, "1000000", token_id=tok, shares="1000000")
             clients.append(c)
         opts = CreateOrderOptions(tick_size="0.01", neg_risk=False)
         per = n_orders // threads
@@ -196,9 +165,6 @@ def _orders(n_orders: int, threads: int) -> dict[str, object]:
             "orders_matched": sum(matched),
             "order_client_threads": threads,
         }
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def main(argv: list[str]) -> dict[str, object]:
