@@ -41,7 +41,7 @@ from errors import (
     TransientError,
     VenueUnavailable,
 )
-from execution.market_rules import MarketRules
+from execution.market_rules import MarketRules, fillable_size
 from execution.positions import OpenOrder, PositionBook
 from execution.risk import RiskEngine, TradingState
 from execution.types import (
@@ -579,7 +579,7 @@ class Executor:
 
     async def _settle_ack(self, req: OrderRequest, ack: Ack) -> OrderResult:
         status = journal_status(
-            ack.status, size=req.size, matched=ack.size_matched, order_type=req.order_type
+            ack.status, size=fillable_size(req), matched=ack.size_matched, order_type=req.order_type
         )
         reason = ""
         if status is OrderStatus.CANCELED and ack.size_matched > 0:
@@ -672,7 +672,7 @@ class Executor:
 
     async def _settle_from_venue(self, req: OrderRequest, vo: VenueOrder, why: str) -> OrderResult:
         status = journal_status(
-            vo.status, size=req.size, matched=vo.size_matched, order_type=req.order_type
+            vo.status, size=fillable_size(req), matched=vo.size_matched, order_type=req.order_type
         )
         self.metrics.reconciled_total.labels(status.value).inc()
         await self._transition(
@@ -825,7 +825,8 @@ class Executor:
             req = await self._request_for(coid)
             if req is not None:
                 matched = sum((f.size for f in await self.repos.fills.for_order(coid)), ZERO)
-                to = OrderStatus.FILLED if matched >= req.size else OrderStatus.PARTIALLY_FILLED
+                fillable = fillable_size(req)
+                to = OrderStatus.FILLED if matched >= fillable else OrderStatus.PARTIALLY_FILLED
                 await self._transition(req, to, size_matched=min(matched, req.size), detail="fill")
         self._publish()
 

@@ -25,6 +25,36 @@ GTD_SECURITY_S = 60
 """A GTD order must expire more than 60 s from now (reference §1.7)."""
 SIZE_DECIMALS = 2
 SIZE_STEP = Decimal("0.01")
+AMOUNT_STEP = Decimal("0.0001")
+"""Marketable orders: the taker amount has at most 4 decimals (reference §1.6)."""
+
+
+def order_amounts(req: OrderRequest) -> tuple[Decimal, Decimal]:
+    """Return (maker, taker) amounts in human units, exactly as the venue checks them.
+
+    Limit orders: BUY pays price x size pUSD for `size` shares; SELL the reverse. Marketable
+    orders (FOK/FAK): the maker amount has at most 2 decimals and the taker at most 4, so a BUY
+    spends price x size rounded down to the cent.
+    """
+    p, s = req.price, req.size
+    if req.order_type.rests:
+        return (p * s, s) if req.side is Side.BUY else (s, p * s)
+    if req.side is Side.BUY:
+        dollars = (p * s).quantize(SIZE_STEP, rounding=ROUND_DOWN)
+        return dollars, (dollars / p).quantize(AMOUNT_STEP, rounding=ROUND_DOWN)
+    shares = s.quantize(SIZE_STEP, rounding=ROUND_DOWN)
+    return shares, (shares * p).quantize(AMOUNT_STEP, rounding=ROUND_DOWN)
+
+
+def fillable_size(req: OrderRequest) -> Decimal:
+    """The shares the venue's order for `req` can fill: `req.size` after the venue's rounding.
+
+    A marketable BUY of 20.61 shares at 0.97 spends 19.99 pUSD (the cent below 19.9917) for
+    20.6082 shares; once those have matched the order is filled, not "partially filled with the
+    rest killed". For resting orders and SELLs it is `req.size` itself.
+    """
+    maker, taker = order_amounts(req)
+    return taker if req.side is Side.BUY else maker
 
 
 class MarketRules:

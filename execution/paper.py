@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from errors import OrderRejected
+from execution.market_rules import fillable_size
 from execution.types import (
     Ack,
     BatchItem,
@@ -60,6 +61,7 @@ class Refreshable(Protocol):
 @dataclass(slots=True)
 class _PaperOrder:
     prepared: Prepared
+    fillable: Decimal  # the request's size after the venue's rounding (`fillable_size`)
     matched: Decimal = ZERO
     cost: Decimal = ZERO
     status: VenueStatus = VenueStatus.LIVE
@@ -70,7 +72,7 @@ class _PaperOrder:
 
     @property
     def remaining(self) -> Decimal:
-        return self.req.size - self.matched
+        return self.fillable - self.matched
 
     def view(self) -> VenueOrder:
         return VenueOrder(
@@ -185,13 +187,14 @@ class PaperBroker:
         crossing = await self._levels(req)
         if req.post_only and crossing:
             raise OrderRejected(POST_ONLY_CROSSES)
-        fills = _walk(crossing or [], req.size)
+        fillable = fillable_size(req)  # a marketable BUY: the shares its cents buy at its limit
+        fills = _walk(crossing or [], fillable)
         got = sum((s for _, s in fills), ZERO)
-        if req.order_type is OrderType.FOK and got < req.size:
+        if req.order_type is OrderType.FOK and got < fillable:
             raise OrderRejected(FOK_KILLED)
         if req.order_type is OrderType.FAK and got <= 0:
             raise OrderRejected(FAK_KILLED)
-        po = _PaperOrder(prepared)
+        po = _PaperOrder(prepared, fillable)
         self._orders[prepared.venue_order_id] = po
         self._consume(req, fills)  # before any await: a concurrent order sees it
         trade_ids = await self._fill(po, fills)

@@ -55,6 +55,7 @@ from errors import (
     TransientError,
     VenueUnavailable,
 )
+from execution.market_rules import order_amounts as order_amounts  # re-exported: wire rounding
 from execution.types import (
     Ack,
     BatchItem,
@@ -81,8 +82,6 @@ log = structlog.get_logger("venue.clob")
 T = TypeVar("T")
 MICRO = Decimal(1_000_000)
 BYTES32_ZERO = "0x" + "00" * 32
-_CENT = Decimal("0.01")
-_AMOUNT_STEP = Decimal("0.0001")
 
 _ORDER_TYPE_HASH = keccak(
     b"Order(uint256 salt,address maker,address signer,uint256 tokenId,"
@@ -157,23 +156,6 @@ class DigestSigner:
     def sign(self, digest: bytes) -> str:
         sig = self._key.sign_recoverable(digest, hasher=None)  # r || s || recovery id
         return "0x" + sig[:64].hex() + format(sig[64] + 27, "02x")
-
-
-def order_amounts(req: OrderRequest) -> tuple[Decimal, Decimal]:
-    """Return (maker, taker) amounts in human units, exactly as the venue checks them.
-
-    Limit orders: BUY pays price x size pUSD for `size` shares; SELL the reverse. Marketable
-    orders (FOK/FAK): the maker amount has at most 2 decimals and the taker at most 4, so a BUY
-    spends price x size rounded down to the cent.
-    """
-    p, s = req.price, req.size
-    if req.order_type.rests:
-        return (p * s, s) if req.side is Side.BUY else (s, p * s)
-    if req.side is Side.BUY:
-        dollars = (p * s).quantize(_CENT, rounding=ROUND_DOWN)
-        return dollars, (dollars / p).quantize(_AMOUNT_STEP, rounding=ROUND_DOWN)
-    shares = s.quantize(_CENT, rounding=ROUND_DOWN)
-    return shares, (shares * p).quantize(_AMOUNT_STEP, rounding=ROUND_DOWN)
 
 
 def _micro(v: Decimal) -> str:
