@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from models import Fill, OrderRequest, OrderStatus, OrderType, Side
+from models import Fill, OrderStatus, OrderType, Side
 from storage import Database, Repositories
-from tests.helpers import PYTHON, ROOT, clean_env, free_port, run_cli
+from tests.helpers import PYTHON, ROOT, clean_env, free_port, make_order, run_cli
 
 TOKEN = "cli-test-control-token-0123456789"
 TOKEN_A, TOKEN_B = "7" * 20 + "11", "8" * 20 + "22"
@@ -32,30 +32,9 @@ async def seed(db_path: Path) -> dict[str, str]:
     """Journal three orders (filled, live, rejected) and the filled one's fill."""
     async with Database(db_path) as db:
         repos = Repositories.over(db)
-        filled = OrderRequest(
-            strategy="sniper",
-            token_id=TOKEN_A,
-            side=Side.BUY,
-            price=Decimal("0.42"),
-            size=Decimal("10"),
-            order_type=OrderType.FOK,
-        )
-        live = OrderRequest(
-            strategy="copy",
-            token_id=TOKEN_B,
-            side=Side.BUY,
-            price=Decimal("0.30"),
-            size=Decimal("5"),
-            order_type=OrderType.GTC,
-        )
-        rejected = OrderRequest(
-            strategy="copy",
-            token_id=TOKEN_B,
-            side=Side.BUY,
-            price=Decimal("0.31"),
-            size=Decimal("5"),
-            order_type=OrderType.GTC,
-        )
+        filled = make_order(token_id=TOKEN_A, price="0.42", order_type=OrderType.FOK)
+        live = make_order(strategy="copy", token_id=TOKEN_B, price="0.30", size="5")
+        rejected = make_order(strategy="copy", token_id=TOKEN_B, price="0.31", size="5")
         await repos.orders.record(filled, venue_order_id="0xaaa1", payload_hash="h1")
         await repos.orders.transition(
             filled.client_order_id, OrderStatus.FILLED, size_matched=Decimal("10")

@@ -5,28 +5,21 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from models import OrderRequest, OrderType, Side
 from storage import Database, Repositories, load_migrations
 from storage.repositories import CopyIntent
+from tests.helpers import make_order
 
 WALLET = "0x" + "ab" * 20
 TOKEN = "1" * 77
 
 
 def intent(coid: str = "cp" + "0" * 30, key: str = "0xtx:tok:BUY:10") -> CopyIntent:
-    req = OrderRequest(
-        strategy="copy",
-        token_id=TOKEN,
-        side=Side.BUY,
-        price=Decimal("0.52"),
-        size=Decimal("10"),
-        order_type=OrderType.FAK,
-        client_order_id=coid,
+    req = make_order(
+        strategy="copy", token_id=TOKEN, price="0.52", order_type="FAK", client_order_id=coid
     )
     return CopyIntent(request=req, wallet=WALLET, dedupe_key=key, leader_ts=1_700_000_000)
 

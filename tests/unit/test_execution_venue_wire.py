@@ -13,8 +13,9 @@ from py_clob_client_v2.exceptions import PolyApiException
 from errors import OrderRejected, OutcomeUnknown, RateLimited, TransientError, VenueUnavailable
 from execution.market_rules import MarketRules
 from execution.types import MarketMeta, VenueStatus, journal_status
-from models import LiquidityRole, OrderRequest, OrderStatus, OrderType, Side
+from models import LiquidityRole, OrderStatus, OrderType, Side
 from tests.helpers import FIXTURES as SHARED_FIXTURES
+from tests.helpers import TOKEN, make_order
 from venue.clob import (
     ClobBroker,
     fills_from_trade,
@@ -25,7 +26,6 @@ from venue.clob import (
 )
 
 F = SHARED_FIXTURES
-TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 
 
 def load(rel: str) -> Any:
@@ -73,14 +73,7 @@ def test_ws_trade_taker_fill_and_maker_fill() -> None:
 
 def test_post_order_partial_ack_reads_shares_from_taking_amount() -> None:
     res = load("clob_rest/post_order_fak_matched_partial_2026_01.json")
-    req = OrderRequest(
-        strategy="t",
-        token_id=TOKEN,
-        side=Side.BUY,
-        price=Decimal("0.47"),
-        size=Decimal("10"),
-        order_type=OrderType.FAK,
-    )
+    req = make_order(price="0.47", order_type=OrderType.FAK)
     ack = ClobBroker._ack(res, req, "0x")
     assert ack.size_matched == Decimal("5") and ack.avg_price == Decimal("0.47")
 
@@ -120,28 +113,14 @@ def test_error_translation_by_status() -> None:
 def test_order_amounts_match_venue_rounding(
     side: Side, otype: OrderType, price: str, size: str, maker: str, taker: str
 ) -> None:
-    req = OrderRequest(
-        strategy="t",
-        token_id=TOKEN,
-        side=side,
-        price=Decimal(price),
-        size=Decimal(size),
-        order_type=otype,
-    )
+    req = make_order(side=side, price=price, size=size, order_type=otype)
     assert order_amounts(req) == (Decimal(maker), Decimal(taker))
 
 
 def test_market_rules_tick_size_change_applies_to_next_order() -> None:
     rules = MarketRules()
     rules.put(MarketMeta(TOKEN, "0x" + "1" * 64, Decimal("0.01"), Decimal("5"), False))
-    r = OrderRequest(
-        strategy="t",
-        token_id=TOKEN,
-        side=Side.BUY,
-        price=Decimal("0.971"),
-        size=Decimal("5"),
-        order_type=OrderType.GTC,
-    )
+    r = make_order(price="0.971", size="5")
     assert "tick" in (rules.check(r, rules.get(TOKEN)) or "")
     change = load("ws_market/tick_size_change_2025_02.json")
     rules.set_tick_size(TOKEN, Decimal(change["new_tick_size"]))
@@ -184,9 +163,7 @@ def test_fast_digest_signature_is_byte_identical_to_the_sdks(neg_risk: bool) -> 
 
 # --- garbage in the answers (issue #8 fuzzing): never a crash, never a wrong number ---------
 
-GTC_BUY = OrderRequest(
-    strategy="t", token_id=TOKEN, side=Side.BUY, price="0.5", size="10", order_type=OrderType.GTC
-)
+GTC_BUY = make_order()
 
 
 @pytest.mark.parametrize(
