@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Protocol, Self
 
 from eth_account import Account
 
@@ -421,22 +421,43 @@ FAST_SETTINGS: dict[str, str] = {
 }
 
 
+class Venue(Protocol):
+    """What `DaemonProcess` needs of a simulator: its URLs and a way to fund a wallet.
+
+    A `SimProcess`, or an in-process `simulator.Simulator` when a test drives the venue from its
+    own event loop (wait on the daemon there with async polling, not `wait_ready`).
+    """
+
+    @property
+    def clob_url(self) -> str: ...
+    @property
+    def gamma_url(self) -> str: ...
+    @property
+    def data_url(self) -> str: ...
+    @property
+    def market_ws_url(self) -> str: ...
+    @property
+    def user_ws_url(self) -> str: ...
+    def fund(self, address: str, collateral: Decimal | None = None) -> None: ...
+
+
 class DaemonProcess:
-    """`python -m orchestrator --env-file none` live against a `SimProcess`.
+    """`python -m orchestrator --env-file none` live against a `SimProcess` (or any `Venue`).
 
     A fresh key is generated and funded at the simulator unless `private_key` is given. Extra
     settings are passed as keyword arguments (or in `extra`) by their env name
     (`RISK_MAX_OPEN_ORDERS="5"`) or lower-case field name (`sniper_rules_path=path`); None drops
-    a setting.
+    a setting. `fast=False` leaves out FAST_SETTINGS: the daemon's own timeouts and intervals.
     """
 
     def __init__(
         self,
-        sim: SimProcess,
+        sim: Venue,
         workdir: Path,
         *,
         private_key: str | None = None,
         collateral: Decimal | str | None = "5000",
+        fast: bool = True,
         clob_url: str | None = None,
         user_ws_url: str | None = None,
         market_ws_url: str | None = None,
@@ -453,7 +474,7 @@ class DaemonProcess:
         self.private_key = "0x" + bytes(acct.key).hex()
         self.address: str = acct.address
         if collateral is not None:
-            sim.fund(self.address, collateral=collateral)
+            sim.fund(self.address, collateral=Decimal(collateral))
         self.db_path = workdir / f"{name}.db"
         self.port = free_port()
         self.token = secrets.token_urlsafe(24)
@@ -472,7 +493,7 @@ class DaemonProcess:
             "LOG_FORMAT": "json",
             "SNIPER_ENABLED": "false",
             "COPY_ENABLED": "false",
-            **FAST_SETTINGS,
+            **(FAST_SETTINGS if fast else {}),
         }
         for k, v in {**(extra or {}), **settings}.items():
             if v is None:

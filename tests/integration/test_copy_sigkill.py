@@ -15,7 +15,6 @@ import asyncio
 import inspect
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -24,10 +23,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from eth_account import Account
 
 from simulator import SimMarket, Simulator
-from tests.helpers import PYTHON, ROOT, clean_env, free_port
+from tests.harness import DaemonProcess
 
 D = Decimal
 LEADER = "0x" + "3c" * 20
@@ -47,35 +45,22 @@ def market(sim: Simulator) -> SimMarket:
     return m
 
 
-def start_daemon(sim: Simulator, tmp_path: Path, key: str, port: int) -> subprocess.Popen[str]:
+def copy_daemon(sim: Simulator, tmp_path: Path) -> DaemonProcess:
+    """The daemon, copying LEADER, with its own default timeouts (not the harness's fast ones)."""
     rules = tmp_path / "copy.toml"
     rules.write_text(
         f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
         'max_slippage = "0.02"\nmax_trade_notional = "20"\n'
     )
-    env = clean_env(
-        MODE="live",
-        CLOB_HOST=sim.clob_url,
-        GAMMA_API_URL=sim.gamma_url,
-        DATA_API_URL=sim.data_url,
-        MARKET_WS_URL=sim.market_ws_url,
-        USER_WS_URL=sim.user_ws_url,
-        PRIVATE_KEY=key,
-        DB_PATH=str(tmp_path / "polyd.db"),
-        HTTP_PORT=str(port),
-        SNIPER_ENABLED="false",
-        COPY_RULES_PATH=str(rules),
+    return DaemonProcess(
+        sim,
+        tmp_path,
+        collateral=D("1000"),
+        fast=False,
+        COPY_ENABLED=None,  # the default: on
+        COPY_RULES_PATH=rules,
         COPY_POLL_INTERVAL_S="0.2",
-        LOG_FORMAT="json",
         SHUTDOWN_TIMEOUT_S="3",
-    )
-    return subprocess.Popen(
-        [PYTHON, "-m", "orchestrator", "--env-file", "none"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
     )
 
 
@@ -128,16 +113,13 @@ def copies_at_venue(sim: Simulator, token: str) -> list[dict[str, Any]]:
 async def test_sigkill_with_copy_in_flight_restart_copies_exactly_once(
     sim: Simulator, market: SimMarket, tmp_path: Path, fault: dict[str, Any]
 ) -> None:
-    acct = Account.create()
-    sim.fund(acct.address, collateral=D("1000"))
-    key = "0x" + bytes(acct.key).hex()
+    d = copy_daemon(sim, tmp_path)
     token = market.token_ids[0]
-    db = tmp_path / "polyd.db"
-    port = free_port()
+    db = d.db_path
 
-    proc = start_daemon(sim, tmp_path, key, port)
+    d.start()
     try:
-        await until(lambda: healthy(port), "the daemon to be ready")
+        await until(lambda: healthy(d.port), "the daemon to be ready")
         await sim.apply_fault(fault)
         sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("100"))
         await until(
@@ -148,29 +130,25 @@ async def test_sigkill_with_copy_in_flight_restart_copies_exactly_once(
             ),
             "the intent and the PENDING journal row (and the order at the venue)",
         )
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert d.kill9() == -signal.SIGKILL
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        if d.alive():
+            d.kill9()
     assert query(db, "SELECT COUNT(*) FROM copy_intents") == [(1,)]  # died before settling
 
-    port = free_port()
-    proc = start_daemon(sim, tmp_path, key, port)
+    d.start()  # the same key, database and port
     try:
-        await until(lambda: healthy(port), "the restarted daemon to be ready")
+        await until(lambda: healthy(d.port), "the restarted daemon to be ready")
         await until(
             lambda: query(db, "SELECT COUNT(*) FROM copy_intents") == [(0,)],
             "the restart to settle the intent",
         )
         await asyncio.sleep(1.0)  # several more polls see the same (young) leader trade again
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert d.sigterm(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        _, err = proc.communicate()
+        if d.alive():
+            d.kill9()
+    err = d.stderr(run=2)
 
     venue = copies_at_venue(sim, token)
     journal = query(db, "SELECT client_order_id, status, size_matched FROM orders")
