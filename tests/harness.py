@@ -127,7 +127,10 @@ def _drain(pipe: IO[bytes], path: Path) -> None:
 
 
 class SimProcess:
-    """`python -m simulator --seed N [--scenario demo]` as a subprocess, with admin helpers."""
+    """`python -m simulator --seed N [--scenario demo]` as a subprocess, with admin helpers.
+
+    `settle_delay_s=None` leaves `--settle-delay` off the command line (the simulator's default).
+    """
 
     def __init__(
         self,
@@ -135,7 +138,7 @@ class SimProcess:
         workdir: Path,
         seed: int = 7,
         scenario: str | None = "demo",
-        settle_delay_s: float = 0.05,
+        settle_delay_s: float | None = 0.05,
     ) -> None:
         self.workdir = workdir
         self.seed = seed
@@ -150,7 +153,8 @@ class SimProcess:
     def start(self, timeout: float = SIM_READY_TIMEOUT_S) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [PYTHON, "-m", "simulator", "--seed", str(self.seed)]
-        args += ["--settle-delay", str(self.settle_delay_s)]
+        if self.settle_delay_s is not None:
+            args += ["--settle-delay", str(self.settle_delay_s)]
         if self.scenario:
             args += ["--scenario", self.scenario]
         with self._out.open("wb") as out, self._err.open("wb") as err:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +20,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 
 from simulator import SimMarket, Simulator
 from simulator.testing import l2_headers, new_trader
+from tests.harness import SimProcess
 
 D = Decimal
 MAKER = "0x" + "ab" * 20
@@ -329,21 +328,13 @@ async def test_demo_scenario_is_reproducible_for_a_seed() -> None:
     assert ids_a == ids_b
 
 
-async def test_cli_prints_urls_and_exits_zero_on_sigterm() -> None:
-    root = Path(__file__).resolve().parents[2]  # noqa: ASYNC240  # one stat in set-up
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "simulator",
-        "--seed",
-        "3",
-        cwd=root,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 20)
-    urls = json.loads(line)
-    assert set(urls) == {"clob_url", "gamma_url", "data_url", "market_ws_url", "user_ws_url"}
-    assert (await get(urls["clob_url"] + "/version")).json() == {"version": 2}
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 10) == 0
+def test_cli_prints_urls_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    # `python -m simulator --seed 3`: the URLs are its first stdout line (SimProcess reads it).
+    names = {"clob_url", "gamma_url", "data_url", "market_ws_url", "user_ws_url"}
+    cli = SimProcess(workdir=tmp_path, seed=3, scenario=None, settle_delay_s=None).start()
+    try:
+        assert set(cli.urls) == names
+        assert httpx.get(cli.clob_url + "/version", timeout=5).json() == {"version": 2}
+    finally:
+        code = cli.stop()  # SIGTERM; SIGKILL (a non-zero code) after 10 s
+    assert code == 0
