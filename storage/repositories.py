@@ -140,6 +140,14 @@ _ORDER_INSERT_SQL = (
 )
 
 
+NON_TERMINAL_SQL = (
+    "SELECT * FROM orders INDEXED BY orders_open"
+    " WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED') ORDER BY rowid"
+)
+"""The open orders. INDEXED BY: without statistics SQLite would rather walk the whole table in
+rowid order than sort, and the table keeps every order ever placed; the partial index (whose
+WHERE clause is this query's) holds only the open ones."""
+
 _ORDER_UPDATE_SQL = (
     "UPDATE orders SET status = ?, venue_order_id = COALESCE(?, venue_order_id),"
     " size_matched = COALESCE(?, size_matched), avg_price = COALESCE(?, avg_price),"
@@ -279,15 +287,14 @@ class OrderJournal:
 
     async def non_terminal(self) -> list[JournalRow]:
         """Every order that may still be in flight or resting: what reconciliation must settle."""
-        rows = await self._db.fetchall(
-            "SELECT * FROM orders WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')"
-            " ORDER BY rowid"
-        )
+        rows = await self._db.fetchall(NON_TERMINAL_SQL)
         return [JournalRow.from_row(r) for r in rows]
 
     async def recent(self, *, open_only: bool = False, limit: int = 100) -> list[JournalRow]:
         where = (
-            " WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')" if open_only else ""
+            " INDEXED BY orders_open WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')"
+            if open_only
+            else ""
         )
         rows = await self._db.fetchall(
             f"SELECT * FROM orders{where} ORDER BY rowid DESC LIMIT ?", (limit,)
