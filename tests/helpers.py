@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,20 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+async def until(cond: Callable[[], Any], limit_s: float = 5.0) -> float:
+    """Poll `cond` every 5 ms until it is truthy; return the seconds that took.
+
+    Fails the test (AssertionError) after `limit_s`.
+    """
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while not cond():
+        if loop.time() - t0 > limit_s:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+    return loop.time() - t0
 
 
 def make_order(**overrides: object) -> OrderRequest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from observability.metrics import Metrics
 from resilience.backoff import Backoff
 from simulator import SimMarket, Simulator
+from tests.helpers import until
 from venue.market_feed import ClobBookFetcher, MarketFeed
 from venue.order_book import BookStore
 
@@ -44,16 +45,6 @@ def market(sim: Simulator) -> SimMarket:
     for p, s in (("0.60", "10"), ("0.55", "7"), ("0.50", "3")):
         sim.seed_order(MAKER, tok, "SELL", D(p), D(s))
     return m
-
-
-async def until(cond: Callable[[], Any], limit_s: float = 5.0) -> float:
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    while not cond():
-        if loop.time() - t0 > limit_s:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
-    return loop.time() - t0
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,6 +25,7 @@ from resilience.backoff import Backoff
 from simulator import SimMarket, Simulator
 from storage import Database
 from strategies.sniper import Sniper, SniperRule
+from tests.helpers import until
 from venue.gamma import Discovery, GammaClient
 from venue.market_feed import ClobBookFetcher, MarketFeed
 from venue.order_book import BookStore
@@ -73,16 +74,6 @@ class Rig:
     @property
     def yes(self) -> str:
         return self.market.token_ids[0]
-
-
-async def until(cond: Callable[[], Any], limit_s: float = 5.0) -> float:
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    while not cond():
-        if loop.time() - t0 > limit_s:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
-    return loop.time() - t0
 
 
 def rule(**kw: Any) -> SniperRule:

@@ -18,6 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from observability.metrics import Metrics
 from resilience.backoff import Backoff
+from tests.helpers import until
 from venue.market_feed import MarketFeed
 from venue.order_book import BookStore
 
@@ -125,16 +126,6 @@ async def running(feed: MarketFeed) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def until(cond: Any, timeout: float = 5.0) -> float:  # noqa: ASYNC109 - a polling helper
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    while not cond():
-        if loop.time() - t0 > timeout:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
-    return loop.time() - t0
-
-
 def make(url: str, **kw: Any) -> tuple[MarketFeed, BookStore, Metrics]:
     store = BookStore(stale_after_s=kw.pop("stale_after_s", 1.0))
     metrics = Metrics()
@@ -194,7 +185,7 @@ async def test_watch_change_subscribes_and_unsubscribes_without_reconnect() -> N
         async with running(feed):
             await until(lambda: store.usable_book(A) is not None)
             feed.watch("t", [B])
-            await until(lambda: store.usable_book(B) is not None, timeout=2)
+            await until(lambda: store.usable_book(B) is not None, limit_s=2)
             await until(lambda: any(m.get("operation") == "unsubscribe" for m in v.messages))
         ops = [(m.get("operation"), m["assets_ids"]) for m in v.messages]
         assert ("subscribe", [B]) in ops
@@ -219,7 +210,7 @@ async def test_no_pong_reconnects_and_books_wait_for_new_snapshot() -> None:
         feed.watch("t", [A])
         async with running(feed):
             await until(lambda: store.usable_book(A) is not None)
-            await until(lambda: v.connections >= 2, timeout=3)
+            await until(lambda: v.connections >= 2, limit_s=3)
         assert reconnects(metrics, "no_pong") >= 1
 
 
@@ -237,10 +228,10 @@ async def test_silent_stall_with_pongs_is_detected_and_reconnected() -> None:
                 unusable_seen = unusable_seen or store.usable_book(A) is None
                 return unusable_seen
 
-            took = await until(became_unusable, timeout=3)
+            took = await until(became_unusable, limit_s=3)
             assert took < 1.5
-            await until(lambda: reconnects(metrics, "stall") >= 1, timeout=3)
-            await until(lambda: store.usable_book(A) is not None, timeout=2)
+            await until(lambda: reconnects(metrics, "stall") >= 1, limit_s=3)
+            await until(lambda: store.usable_book(A) is not None, limit_s=2)
         assert v.connections >= 2
 
 
@@ -254,7 +245,7 @@ async def test_server_drop_resubscribes_within_one_second() -> None:
             await until(lambda: store.usable_book(A) is None)
             took = await until(
                 lambda: v.connections == 2 and store.usable_book(A) and store.usable_book(B),
-                timeout=2,
+                limit_s=2,
             )
             assert took < 1.0
         assert reconnects(metrics, "closed") == 1
@@ -265,7 +256,7 @@ async def test_refused_connection_retries_with_backoff() -> None:
     feed, store, metrics = make("ws://127.0.0.1:9", stale_after_s=5)
     feed.watch("t", [A])
     async with running(feed):
-        await until(lambda: reconnects(metrics, "error") >= 2, timeout=3)
+        await until(lambda: reconnects(metrics, "error") >= 2, limit_s=3)
     assert store.usable_book(A) is None
 
 
