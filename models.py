@@ -369,3 +369,11 @@ class BookSource(Protocol):
     def bids(self, token_id: str) -> list[Level] | None:
         """Bid levels, highest price first, or None if the book is not usable."""
         ...
+
+    def best_ask(self, token_id: str) -> Level | None:
+        """The lowest ask, or None if there is none or the book is not usable (O(1))."""
+        ...
+
+    def best_bid(self, token_id: str) -> Level | None:
+        """The highest bid, or None if there is none or the book is not usable (O(1))."""
+        ...

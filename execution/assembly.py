@@ -62,6 +62,18 @@ class PreferredBooks:
         got = p.bids(token_id) if p is not None else None
         return got if got is not None else self._rest.bids(token_id)
 
+    # Best levels (position marks): O(1) from the feed's book; the REST book (fetched only while
+    # the feed's is unusable, kept 2 s) when the feed has none.
+    def best_ask(self, token_id: str) -> Level | None:
+        p = self._primary()
+        got = p.best_ask(token_id) if p is not None else None
+        return got if got is not None else self._rest.best_ask(token_id)
+
+    def best_bid(self, token_id: str) -> Level | None:
+        p = self._primary()
+        got = p.best_bid(token_id) if p is not None else None
+        return got if got is not None else self._rest.best_bid(token_id)
+
 
 @dataclass
 class Execution:

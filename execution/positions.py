@@ -71,6 +71,8 @@ class PositionBook:
     def __init__(self, *, books: BookSource | None = None) -> None:
         self.books = books
         self._positions: dict[str, Position] = {}
+        self._held: dict[str, Position] = {}  # the positions with shares: what gets marked
+        self._realized = ZERO  # running sum of every position's realized PnL
         self._open: dict[str, OpenOrder] = {}
         self._buy_notional = _Sums()  # keys: _ALL, ("token", id), ("strategy", name)
         self._sell_size = _Sums()  # keys: token id
@@ -80,13 +82,21 @@ class PositionBook:
     # positions ---------------------------------------------------------------------------
     def load(self, positions: Iterable[Position]) -> None:
         for p in positions:
-            self._positions[p.token_id] = p
+            self.set_position(p)
 
     def position(self, token_id: str) -> Position:
         return self._positions.get(token_id) or Position(token_id=token_id)
 
     def set_position(self, position: Position) -> None:
+        old = self._positions.get(position.token_id)
+        if old is not None:
+            self._realized -= old.realized_pnl
         self._positions[position.token_id] = position
+        self._realized += position.realized_pnl
+        if position.size > 0:
+            self._held[position.token_id] = position
+        else:
+            self._held.pop(position.token_id, None)
 
     def positions(self) -> list[Position]:
         return list(self._positions.values())
@@ -149,45 +159,40 @@ class PositionBook:
         return self._sell_size.get(token_id)
 
     # marks and PnL -----------------------------------------------------------------------
+    # Each read below costs O(positions holding shares), with an O(1) mark apiece (the best
+    # levels, never the whole book), and nothing for flat positions or for realized PnL.
     def mark(self, token_id: str) -> Decimal | None:
         """Mid of the best bid and ask, the best bid alone, or None without a usable book."""
         if self.books is None:
             return None
-        bids = self.books.bids(token_id)
-        asks = self.books.asks(token_id)
-        best_bid = bids[0][0] if bids else None
-        best_ask = asks[0][0] if asks else None
-        if best_bid is not None and best_ask is not None:
-            return (best_bid + best_ask) / 2
-        return best_bid
+        bid = self.books.best_bid(token_id)
+        if bid is None:
+            return None
+        ask = self.books.best_ask(token_id)
+        return (bid[0] + ask[0]) / 2 if ask is not None else bid[0]
 
     def cost_exposure(self, token_id: str | None = None) -> Decimal:
         """Cost basis of holdings (one token or all)."""
-        return sum(
-            (
-                p.size * p.avg_cost
-                for p in self._positions.values()
-                if token_id is None or p.token_id == token_id
-            ),
-            ZERO,
-        )
+        if token_id is not None:
+            p = self._held.get(token_id)
+            return p.size * p.avg_cost if p is not None else ZERO
+        return sum((p.size * p.avg_cost for p in self._held.values()), ZERO)
 
     def exposure(self) -> Decimal:
         """Marked value of holdings (cost where no mark) plus open BUY notional."""
         total = ZERO
-        for p in self._positions.values():
-            if p.size > 0:
-                m = self.mark(p.token_id)
-                total += p.size * (m if m is not None else p.avg_cost)
+        for p in self._held.values():
+            m = self.mark(p.token_id)
+            total += p.size * (m if m is not None else p.avg_cost)
         return total + self.open_buy_notional()
 
     def realized(self) -> Decimal:
-        return sum((p.realized_pnl for p in self._positions.values()), ZERO)
+        return self._realized
 
     def unrealized(self) -> Decimal:
         total = ZERO
-        for p in self._positions.values():
-            if p.size > 0 and (m := self.mark(p.token_id)) is not None:
+        for p in self._held.values():
+            if (m := self.mark(p.token_id)) is not None:
                 total += p.unrealized(m)
         return total
 

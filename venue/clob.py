@@ -892,5 +892,13 @@ class RestBookSource:
         b = self._get(token_id)
         return b[1] if b else None
 
+    def best_ask(self, token_id: str) -> Level | None:
+        asks = self.asks(token_id)
+        return asks[0] if asks else None
+
+    def best_bid(self, token_id: str) -> Level | None:
+        bids = self.bids(token_id)
+        return bids[0] if bids else None
+
     async def close(self) -> None:
         await self._client.aclose()

@@ -42,6 +42,14 @@ class DictBooks:
     def bids(self, token_id: str) -> list[Level] | None:
         return self.b.get(token_id)
 
+    def best_ask(self, token_id: str) -> Level | None:
+        levels = self.a.get(token_id)
+        return levels[0] if levels else None
+
+    def best_bid(self, token_id: str) -> Level | None:
+        levels = self.b.get(token_id)
+        return levels[0] if levels else None
+
 
 def levels(side: list[dict[str, str]]) -> list[Level]:
     """Wire levels are best-LAST; a BookSource is best-first."""

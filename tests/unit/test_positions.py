@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execution.positions import OpenOrder, PositionBook
-from models import ZERO, Side
+from models import ZERO, Position, Side
 
 TOKENS = ("1", "2", "3")
 STRATEGIES = ("sniper", "copy")
@@ -103,3 +103,51 @@ def test_a_partial_fill_lowers_the_commitment() -> None:
 def test_asking_for_a_token_and_a_strategy_at_once_is_refused() -> None:
     with pytest.raises(ValueError, match="not both"):
         PositionBook().open_buy_notional(token_id="1", strategy="sniper")
+
+
+class BestOnly:
+    """Best levels only: reading whole books (O(levels) per mark) fails the test."""
+
+    def __init__(self, marks: dict[str, tuple[str, str]]) -> None:
+        self.marks = {t: (Decimal(b), Decimal(a)) for t, (b, a) in marks.items()}
+
+    def asks(self, token_id: str) -> list[tuple[Decimal, Decimal]] | None:
+        raise AssertionError("marks must not copy the whole book")
+
+    def bids(self, token_id: str) -> list[tuple[Decimal, Decimal]] | None:
+        raise AssertionError("marks must not copy the whole book")
+
+    def best_bid(self, token_id: str) -> tuple[Decimal, Decimal] | None:
+        m = self.marks.get(token_id)
+        return (m[0], Decimal("1")) if m else None
+
+    def best_ask(self, token_id: str) -> tuple[Decimal, Decimal] | None:
+        m = self.marks.get(token_id)
+        return (m[1], Decimal("1")) if m else None
+
+
+def test_marks_use_best_levels_and_skip_flat_positions() -> None:
+    book = PositionBook(books=BestOnly({"1": ("0.40", "0.50"), "2": ("0.70", "0.80")}))
+    book.load(
+        [
+            Position(token_id="1", size=Decimal("10"), avg_cost=Decimal("0.50")),
+            Position(token_id="2", size=Decimal("0"), realized_pnl=Decimal("3")),
+            Position(token_id="3", size=Decimal("4"), avg_cost=Decimal("0.25")),  # no book
+        ]
+    )
+    assert book.mark("1") == Decimal("0.45")
+    # Held: 10 x 0.45 (marked) + 4 x 0.25 (cost, unmarked); token 2 is flat.
+    assert book.exposure() == Decimal("5.50")
+    assert book.unrealized() == Decimal("-0.50")
+    assert book.cost_exposure("1") == Decimal("5.00") and book.cost_exposure("2") == ZERO
+    assert book.cost_exposure() == Decimal("6.00")
+
+
+def test_realized_total_follows_every_position_update() -> None:
+    book = PositionBook()
+    book.set_position(Position(token_id="1", size=Decimal("5"), realized_pnl=Decimal("1.5")))
+    book.set_position(Position(token_id="2", realized_pnl=Decimal("-0.25")))
+    book.set_position(Position(token_id="1", size=Decimal("0"), realized_pnl=Decimal("2")))
+    assert book.realized() == Decimal("1.75")
+    assert book.realized() == sum((p.realized_pnl for p in book.positions()), ZERO)
+    assert book.exposure() == ZERO  # nothing held any more
