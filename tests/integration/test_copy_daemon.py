@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from config import load_settings
+from config import Settings
 from demo import funded_key, simulator_overrides
 from observability.logging import Redactor
 from orchestrator import EXIT_CONFIG, EXIT_OK, Context, Daemon
 from simulator import SimMarket, Simulator
 from storage import Database, Repositories
-from tests.helpers import clean_env, run_cli
+from storage.repositories import AuditEntry
+from tests.helpers import clean_env, make_settings, run_cli
 
 D = Decimal
 LEADER = "0x" + "5e" * 20
@@ -38,12 +39,10 @@ def market(sim: Simulator) -> SimMarket:
     return m
 
 
-def settings_for(sim: Simulator, tmp_path: Path, rules: Path) -> Any:
-    return load_settings(
-        env_file=None,
+def settings_for(sim: Simulator, tmp_path: Path, rules: Path) -> Settings:
+    return make_settings(
+        tmp_path,
         **simulator_overrides(sim, funded_key(sim, D("1000"))),
-        db_path=tmp_path / "polyd.db",
-        http_port=0,
         sniper_enabled=False,
         copy_rules_path=rules,
         copy_poll_interval_s=0.25,
@@ -66,13 +65,14 @@ async def run_daemon(settings: Any, seconds: float, on_ready: Any = None) -> int
 
 
 async def copies_in(db_path: Path) -> list[Any]:
-    db = Database(db_path)
-    await db.open()
-    try:
+    async with Database(db_path) as db:
         rows = await db.fetchall("SELECT * FROM orders WHERE strategy = 'copy'")
-        return [dict(r) for r in rows]
-    finally:
-        await db.close()
+    return [dict(r) for r in rows]
+
+
+async def audit_tail(db_path: Path, event: str) -> list[AuditEntry]:
+    async with Database(db_path) as db:
+        return await Repositories.over(db).audit.tail(event=event)
 
 
 async def test_daemon_copies_leader_buy_through_executor_once_across_restart(
@@ -93,12 +93,7 @@ async def test_daemon_copies_leader_buy_through_executor_once_across_restart(
     # A restart sees the same leader trade again (still young): it is not copied twice.
     assert await run_daemon(settings, 1.5) == EXIT_OK
     assert len(await copies_in(settings.db_path)) == 1
-    db = Database(settings.db_path)
-    await db.open()
-    try:
-        audit = await Repositories.over(db).audit.tail(event="copy_sent")
-    finally:
-        await db.close()
+    audit = await audit_tail(settings.db_path, "copy_sent")
     assert len(audit) == 1 and audit[0].detail["lag_s"] < 2.5
 
 
@@ -126,10 +121,8 @@ def test_bad_rules_file_exits_2_naming_wallet_and_field(tmp_path: Path) -> None:
 async def test_rules_with_no_enabled_wallet_build_no_strategy(tmp_path: Path) -> None:
     rules = tmp_path / "copy.json"
     rules.write_text(json.dumps({"wallets": [{"address": LEADER, "ratio": "1", "enabled": False}]}))
-    settings = load_settings(
-        env_file=None,
-        db_path=tmp_path / "polyd.db",
-        http_port=0,
+    settings = make_settings(
+        tmp_path,
         sniper_enabled=False,
         copy_rules_path=rules,
         gamma_api_url="http://127.0.0.1:9",
@@ -164,12 +157,7 @@ async def test_daemon_tag_lists_use_gamma_tags_allowed_copied_blocked_skipped(
     assert await run_daemon(settings, 3.0, trade_when_ready) == EXIT_OK
     copies = await copies_in(settings.db_path)
     assert [c["token_id"] for c in copies] == [market.token_ids[0]]  # the crypto market only
-    db = Database(settings.db_path)
-    await db.open()
-    try:
-        skips = await Repositories.over(db).audit.tail(event="copy_skipped")
-    finally:
-        await db.close()
+    skips = await audit_tail(settings.db_path, "copy_skipped")
     reasons = {e.detail["token_id"]: e.detail["reason"] for e in skips}
     assert reasons == {
         sports.token_ids[0]: "market_blocked",

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from config import load_settings
+from config import Settings
 from demo import funded_key, simulator_overrides
 from models import OrderRequest, OrderResult, OrderStatus, Position, Side
 from observability.logging import Redactor
@@ -25,7 +25,7 @@ from resilience.backoff import Backoff
 from simulator import SimMarket, Simulator
 from storage import Database
 from strategies.sniper import Sniper, SniperRule
-from tests.helpers import until
+from tests.helpers import make_settings, until
 from venue.gamma import Discovery, GammaClient
 from venue.market_feed import ClobBookFetcher, MarketFeed
 from venue.order_book import BookStore
@@ -253,17 +253,22 @@ tags = ["crypto"]
 """
 
 
-def daemon_settings(sim: Simulator, tmp_path: Path, rules: Path) -> Any:
-    return load_settings(
-        env_file=None,
+def daemon_settings(sim: Simulator, tmp_path: Path, rules: Path) -> Settings:
+    return make_settings(
+        tmp_path,
         **simulator_overrides(sim, funded_key(sim, D("1000"))),
-        db_path=tmp_path / "polyd.db",
-        http_port=0,
         copy_enabled=False,
         sniper_rules_path=rules,
         feed_ping_interval_s=1.0,
         shutdown_timeout_s=3,
     )
+
+
+async def sniper_orders(db_path: Path) -> list[dict[str, Any]]:
+    """The sniper's journal rows."""
+    async with Database(db_path) as db:
+        rows = await db.fetchall("SELECT * FROM orders WHERE strategy='sniper'")
+    return [dict(r) for r in rows]
 
 
 async def test_daemon_sniper_buys_through_executor_once(tmp_path: Path) -> None:
@@ -286,12 +291,7 @@ async def test_daemon_sniper_buys_through_executor_once(tmp_path: Path) -> None:
 
         daemon = Daemon(settings, redactor=Redactor([]), duration_s=3.0, on_ready=dip_when_ready)
         assert await daemon.run() == EXIT_OK
-    db = Database(settings.db_path)
-    await db.open()
-    try:
-        rows = [dict(r) for r in await db.fetchall("SELECT * FROM orders WHERE strategy='sniper'")]
-    finally:
-        await db.close()
+    rows = await sniper_orders(settings.db_path)
     assert len(rows) == 1, rows
     assert (rows[0]["side"], D(rows[0]["price"])) == ("BUY", D("0.95"))
     assert rows[0]["status"] == "FILLED"
@@ -332,21 +332,14 @@ async def test_daemon_take_profit_rests_a_gtc_sell_for_the_filled_size(tmp_path:
     assert (sell["order_type"], sell["status"]) == ("GTC", "LIVE")
     assert sell["original_size"] == buy["size_matched"].quantize(D("0.01"), rounding="ROUND_FLOOR")
     assert sell["price"] == D("0.95")  # 0.93 x 1.02 = 0.9486, up to the tick
-    db = Database(settings.db_path)
-    await db.open()
-    try:
-        rows = await db.fetchall("SELECT side, status FROM orders WHERE strategy='sniper'")
-    finally:
-        await db.close()
+    rows = await sniper_orders(settings.db_path)
     assert sorted((r["side"], r["status"]) for r in rows) == [("BUY", "FILLED"), ("SELL", "LIVE")]
 
 
 async def test_daemon_with_bad_sniper_rules_exits_2(tmp_path: Path) -> None:
     rules = write_rules(tmp_path, GOOD_RULES.replace('max_price = "0.95"', 'max_price = "1.5"'))
-    settings = load_settings(
-        env_file=None,
-        db_path=tmp_path / "polyd.db",
-        http_port=0,
+    settings = make_settings(
+        tmp_path,
         copy_enabled=False,
         sniper_rules_path=rules,
         gamma_api_url="http://127.0.0.1:9",
@@ -369,12 +362,7 @@ async def test_demo_scenario_markets_are_sniped_by_demo_rules(tmp_path: Path) ->
         settings = daemon_settings(sim, tmp_path, overrides["sniper_rules_path"])
         daemon = Daemon(settings, redactor=Redactor([]), duration_s=6.0)
         assert await daemon.run() == EXIT_OK
-    db = Database(settings.db_path)
-    await db.open()
-    try:
-        rows = [dict(r) for r in await db.fetchall("SELECT * FROM orders WHERE strategy='sniper'")]
-    finally:
-        await db.close()
+    rows = await sniper_orders(settings.db_path)
     ending = (
         {t for m in sim.scenario.ending_markets for t in m.token_ids} if sim.scenario else set()
     )
