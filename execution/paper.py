@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -133,10 +134,16 @@ class PaperBroker:
 
     name = "paper"
 
-    def __init__(self, *, books: BookSource, poll_interval_s: float = 0.2) -> None:
+    def __init__(
+        self, *, books: BookSource, poll_interval_s: float = 0.2, finished_kept: int = 10_000
+    ) -> None:
         self.books = books
         self.poll_interval_s = poll_interval_s
-        self._orders: dict[str, _PaperOrder] = {}
+        self._orders: dict[str, _PaperOrder] = {}  # working (LIVE) orders only
+        # The last `finished_kept` finished orders, for lookups and duplicate refusals: a long
+        # paper run must not keep every order it ever placed, nor scan them on every poll.
+        self._finished: OrderedDict[str, VenueOrder] = OrderedDict()
+        self._finished_kept = finished_kept
         self._consumed: dict[str, _Consumed] = {}
         self._on_fill: FillHandler | None = None
         self._on_order: OrderEventHandler | None = None
@@ -154,6 +161,9 @@ class PaperBroker:
         """The levels `req` can trade against, less what earlier paper fills took."""
         if isinstance(self.books, Refreshable):
             await self.books.refresh(req.token_id)
+        return self._levels_now(req)
+
+    def _levels_now(self, req: OrderRequest) -> list[Level] | None:
         tok = req.token_id
         bids, asks = self.books.bids(tok), self.books.asks(tok)
         seen = (tuple(bids or ()), tuple(asks or ()))
@@ -182,7 +192,7 @@ class PaperBroker:
 
     async def send(self, prepared: Prepared) -> Ack:
         req = prepared.request
-        if prepared.venue_order_id in self._orders:
+        if prepared.venue_order_id in self._orders or prepared.venue_order_id in self._finished:
             raise OrderRejected(f"order {prepared.venue_order_id} is invalid. Duplicated.")
         crossing = await self._levels(req)
         if req.post_only and crossing:
@@ -202,6 +212,7 @@ class PaperBroker:
             po.status = VenueStatus.MATCHED
         elif not req.order_type.rests:
             po.status = VenueStatus.MATCHED if po.matched > 0 else VenueStatus.CANCELED
+        self._retire_if_done(po)
         return Ack(
             venue_order_id=prepared.venue_order_id,
             status=VenueStatus.MATCHED if po.matched > 0 else VenueStatus.LIVE,
@@ -241,16 +252,47 @@ class PaperBroker:
                 out.append(e)
         return out
 
+    def _retire_if_done(self, po: _PaperOrder) -> None:
+        """Move an order that stopped working from the working set to the finished ones."""
+        if po.status is VenueStatus.LIVE:
+            return
+        oid = po.prepared.venue_order_id
+        self._orders.pop(oid, None)
+        self._finished[oid] = po.view()
+        while len(self._finished) > self._finished_kept:
+            self._finished.popitem(last=False)
+
+    def _may_cross(self, req: OrderRequest) -> bool:
+        """O(1) pre-check on the best level: False means the book cannot fill `req` now."""
+        if req.side is Side.BUY:
+            best = self.books.best_ask(req.token_id)
+            return best is not None and best[0] <= req.price
+        best = self.books.best_bid(req.token_id)
+        return best is not None and best[0] >= req.price
+
     async def poll(self) -> None:
-        """Fill resting orders the book now crosses; expire GTD orders past their time."""
+        """Fill resting orders the book now crosses; expire GTD orders past their time.
+
+        Costs O(working orders) with an O(1) best-level check each; only an order its book now
+        crosses reads the levels (a REST-backed book is refreshed once per token per poll).
+        """
         now = time.time()
-        for po in [o for o in self._orders.values() if o.status is VenueStatus.LIVE]:
+        refreshed: set[str] = set()
+        for po in list(self._orders.values()):
+            if po.status is not VenueStatus.LIVE:
+                continue
             req = po.req
             if req.order_type is OrderType.GTD and req.expiration and req.expiration - 60 <= now:
                 po.status = VenueStatus.EXPIRED
+                self._retire_if_done(po)
                 await self._emit(po)
                 continue
-            crossing = await self._levels(req)
+            if isinstance(self.books, Refreshable) and req.token_id not in refreshed:
+                refreshed.add(req.token_id)
+                await self.books.refresh(req.token_id)
+            if not self._may_cross(req):
+                continue
+            crossing = self._levels_now(req)
             if not crossing:
                 continue
             fills = _walk(crossing, po.remaining)
@@ -261,6 +303,7 @@ class PaperBroker:
                 await self._fill_as_maker(po, price, size)
             if po.remaining <= 0:
                 po.status = VenueStatus.MATCHED
+                self._retire_if_done(po)
             await self._emit(po)
 
     async def _fill_as_maker(self, po: _PaperOrder, price: Decimal, size: Decimal) -> None:
@@ -299,13 +342,14 @@ class PaperBroker:
         not_canceled: dict[str, str] = {}
         for oid in venue_order_ids:
             po = self._orders.get(oid)
-            if po is None:
-                not_canceled[oid] = "order not found"
-            elif po.status is not VenueStatus.LIVE:
+            if po is not None and po.status is VenueStatus.LIVE:
+                po.status = VenueStatus.CANCELED
+                self._retire_if_done(po)
+                canceled.append(oid)
+            elif oid in self._finished or po is not None:
                 not_canceled[oid] = "order can't be canceled, already matched"
             else:
-                po.status = VenueStatus.CANCELED
-                canceled.append(oid)
+                not_canceled[oid] = "order not found"
         return CancelResult(tuple(canceled), not_canceled)
 
     async def cancel_all(self) -> CancelResult:
@@ -314,7 +358,7 @@ class PaperBroker:
 
     async def lookup(self, venue_order_id: str) -> VenueOrder | None:
         po = self._orders.get(venue_order_id)
-        return po.view() if po is not None else None
+        return po.view() if po is not None else self._finished.get(venue_order_id)
 
     async def open_orders(self) -> list[VenueOrder]:
         return [o.view() for o in self._orders.values() if o.status is VenueStatus.LIVE]
