@@ -18,7 +18,6 @@ import ast
 import contextlib
 import json
 import sqlite3
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import DaemonProcess, SimProcess, demo_rules
-from tests.helpers import PYTHON, ROOT, clean_env, free_port
+from tests.helpers import ROOT, clean_env, free_port, run_cli
 
 RUN_S = 25.0
 
@@ -144,15 +143,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             control["resume"] = _post(f"{base}/resume", {"Authorization": f"Bearer {d.token}"})
             cli: dict[str, str] = {}
             for cmd in ("status", "orders", "positions"):
-                p = subprocess.run(
-                    [PYTHON, "-m", "orchestrator", cmd, "--json", "--env-file", "none"],
-                    cwd=ROOT,
-                    env=d.env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                )
+                p = run_cli(cmd, "--json", "--env-file", "none", env=d.env)
                 cli[cmd] = f"rc={p.returncode}\n{p.stdout}\n{p.stderr}"
             code = d.sigterm()
             assert code == 0, d.stderr()[-3000:]
@@ -284,15 +275,7 @@ def test_group_readable_env_file_draws_a_warning_at_start_up(run: Run, tmp_path:
         + "\n"
     )
     env_file.chmod(0o644)
-    p = subprocess.run(
-        [PYTHON, "-m", "orchestrator", "--env-file", str(env_file), "--duration", "2"],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    p = run_cli("--env-file", str(env_file), "--duration", "2", env=clean_env())
     events = []
     for line in (p.stdout + p.stderr).splitlines():
         with contextlib.suppress(ValueError):
@@ -303,14 +286,6 @@ def test_group_readable_env_file_draws_a_warning_at_start_up(run: Run, tmp_path:
     assert "chmod 600" in warned[0]["detail"]
     assert "env-file-token-never-printed" not in p.stdout + p.stderr
     env_file.chmod(0o600)
-    p2 = subprocess.run(
-        [PYTHON, "-m", "orchestrator", "--env-file", str(env_file), "--duration", "1"],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    p2 = run_cli("--env-file", str(env_file), "--duration", "1", env=clean_env())
     assert "env_file_permissions" not in p2.stderr, p2.stderr[-2000:]
     assert p2.returncode == 0, p2.stderr[-2000:]

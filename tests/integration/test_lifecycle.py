@@ -18,7 +18,7 @@ from observability.sidecar import Health
 from orchestrator import StrategySupervisor
 from resilience.backoff import Backoff
 from storage import load_migrations
-from tests.helpers import PYTHON, ROOT, clean_env, free_port
+from tests.helpers import PYTHON, ROOT, clean_env, free_port, run_cli
 
 
 def wait_for_health(port: int, timeout: float = 30) -> tuple[int, dict[str, object]]:
@@ -80,15 +80,8 @@ def test_daemon_exits_1_on_a_fatal_start_up_error(tmp_path: Path) -> None:
     blocker.bind(("127.0.0.1", port))
     blocker.listen()
     try:
-        res = subprocess.run(
-            [PYTHON, "-m", "orchestrator", "--env-file", "none"],
-            cwd=ROOT,
-            env=clean_env(DB_PATH=str(tmp_path / "f.db"), HTTP_PORT=str(port), LOG_FORMAT="json"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        env = clean_env(DB_PATH=str(tmp_path / "f.db"), HTTP_PORT=str(port), LOG_FORMAT="json")
+        res = run_cli("--env-file", "none", env=env, timeout=30)
     finally:
         blocker.close()
     assert res.returncode == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PYTHON, ROOT, clean_env, free_port
+from tests.helpers import PYTHON, ROOT, clean_env, free_port, run_cli
 
 
 @pytest.fixture
@@ -101,17 +101,8 @@ def test_daemon_under_fake_systemd_sends_ready_watchdog_and_stopping(
 
 
 def test_daemon_without_notify_socket_runs_as_before(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [PYTHON, "-m", "orchestrator", "--env-file", "none", "--duration", "1"],
-        cwd=ROOT,
-        env=clean_env(
-            MODE="paper", DB_PATH=str(tmp_path / "n.db"), HTTP_PORT="0", LOG_FORMAT="json"
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = clean_env(MODE="paper", DB_PATH=str(tmp_path / "n.db"), HTTP_PORT="0", LOG_FORMAT="json")
+    res = run_cli("--env-file", "none", "--duration", "1", env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "sd_notify_failed" not in res.stderr
     assert "sd_watchdog_started" not in res.stderr
