@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -212,14 +213,20 @@ async def server() -> AsyncIterator[tuple[FakeDataServer, str]]:
     await runner.cleanup()
 
 
-def client(url: str, errors: list[str], **kw: Any) -> DataApiClient:
-    return DataApiClient(
+@contextlib.asynccontextmanager
+async def client(url: str, errors: list[str], **kw: Any) -> AsyncIterator[DataApiClient]:
+    """A client of the fake server, closed on exit; error kinds are appended to `errors`."""
+    c = DataApiClient(
         base_url=url,
         budget=DataApiBudget(1.0, clock=SystemClock()),
         retry=RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02),
         on_error=errors.append,
         **kw,
     )
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 async def test_activity_paginates_until_a_short_page(server: tuple[FakeDataServer, str]) -> None:
@@ -227,11 +234,8 @@ async def test_activity_paginates_until_a_short_page(server: tuple[FakeDataServe
     rows = load("activity_trades_float_noise_prices_2026_04.json")
     fake.pages = [rows[:4], rows[4:8], rows[8:]]
     errors: list[str] = []
-    c = client(url, errors, page_size=4)
-    try:
+    async with client(url, errors, page_size=4) as c:
         got = await c.activity_trades("0x6a72f61820b26b1fe4d956e17b6dc2a1ea3033ee", start=123)
-    finally:
-        await c.close()
     assert len(got.rows) == 10 and got.pages == 3 and not errors
     assert [t.timestamp for t in got.rows] == sorted(t.timestamp for t in got.rows)
     assert fake.calls[0]["start"] == "123" and fake.calls[0]["type"] == "TRADE"
@@ -240,11 +244,8 @@ async def test_activity_paginates_until_a_short_page(server: tuple[FakeDataServe
 async def test_v2_envelope_page_parses(server: tuple[FakeDataServer, str]) -> None:
     fake, url = server
     fake.pages = [{"data": load("v2_activity_snake_case_2026_09.json"), "pagination": {}}]
-    c = client(url, [])
-    try:
+    async with client(url, []) as c:
         got = await c.activity_trades("0x7c3db723f1d4d8cb9c550095203b686cb11e5c6b")
-    finally:
-        await c.close()
     assert len(got.rows) == 2
 
 
@@ -253,11 +254,8 @@ async def test_5xx_then_success_is_retried_and_counted(server: tuple[FakeDataSer
     fake.statuses = [500, 503]
     fake.pages = [load("trades_2026_07.json")]
     errors: list[str] = []
-    c = client(url, errors)
-    try:
+    async with client(url, errors) as c:
         got = await c.activity_trades("0x970998da056e60c707d9b1fc55cfdf3d68c252ab")
-    finally:
-        await c.close()
     assert len(got.rows) == 5
     assert errors == ["http_5xx", "http_5xx"]
 
@@ -265,24 +263,18 @@ async def test_5xx_then_success_is_retried_and_counted(server: tuple[FakeDataSer
 async def test_persistent_5xx_raises_transient_error(server: tuple[FakeDataServer, str]) -> None:
     fake, url = server
     fake.statuses = [500] * 5
-    c = client(url, [])
-    try:
+    async with client(url, []) as c:
         with pytest.raises(TransientError):
             await c.activity_trades("0x970998da056e60c707d9b1fc55cfdf3d68c252ab")
-    finally:
-        await c.close()
 
 
 async def test_timeout_raises_transient_error(server: tuple[FakeDataServer, str]) -> None:
     fake, url = server
     fake.delay_s = 0.5
     errors: list[str] = []
-    c = client(url, errors, timeout_s=0.05)
-    try:
+    async with client(url, errors, timeout_s=0.05) as c:
         with pytest.raises(TransientError):
             await c.activity_trades("0x970998da056e60c707d9b1fc55cfdf3d68c252ab")
-    finally:
-        await c.close()
     assert errors == ["timeout"] * 3
 
 
@@ -291,11 +283,8 @@ async def test_garbage_rows_are_skipped_with_reasons(server: tuple[FakeDataServe
     rows = load("trades_2026_07.json")
     fake.pages = [[{}, rows[0], {"transactionHash": "0xzz"}, "x", *rows[1:]]]
     errors: list[str] = []
-    c = client(url, errors)
-    try:
+    async with client(url, errors) as c:
         got = await c.activity_trades("0x970998da056e60c707d9b1fc55cfdf3d68c252ab")
-    finally:
-        await c.close()
     assert len(got.rows) == 5
     assert sorted(r for r, _ in got.skipped) == ["missing_field", "missing_field", "not_object"]
     assert errors.count("row_missing_field") == 2
