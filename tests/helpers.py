@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from config import Settings, load_settings
-from models import OrderRequest
+from models import OrderRequest, OrderResult, OrderStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 # Payloads captured from the real venue live in ../shared/fixtures, beside the checkout.
@@ -91,6 +91,16 @@ def make_order(**overrides: object) -> OrderRequest:
     }
     fields.update(overrides)
     return OrderRequest.model_validate(fields)
+
+
+def filled_in_full(request: OrderRequest) -> OrderResult:
+    """What a fake executor answers for `request` filled in full at its limit price."""
+    return OrderResult(
+        client_order_id=request.client_order_id,
+        status=OrderStatus.FILLED,
+        filled_size=request.size,
+        avg_price=request.price,
+    )
 
 
 def require_tool(name: str, package: str) -> str:

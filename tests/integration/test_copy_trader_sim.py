@@ -19,6 +19,7 @@ from resilience.retry import RetryPolicy
 from simulator import SimMarket, Simulator
 from storage import Database, Repositories
 from strategies.copy_trader import CopyRules, CopyTrader, StaticMarketInfo, WalletRule
+from tests.helpers import filled_in_full
 from venue.data_api import DataApiBudget, DataApiClient
 
 D = Decimal
@@ -47,12 +48,7 @@ class Venue:
         await self.repos.orders.transition(
             request.client_order_id, OrderStatus.FILLED, size_matched=request.size
         )
-        return OrderResult(
-            client_order_id=request.client_order_id,
-            status=OrderStatus.FILLED,
-            filled_size=request.size,
-            avg_price=request.price,
-        )
+        return filled_in_full(request)
 
     def position(self, token_id: str) -> Position:
         return self.positions.get(token_id, Position(token_id=token_id))

@@ -17,7 +17,7 @@ import pytest
 
 from config import Settings
 from demo import funded_key, simulator_overrides
-from models import OrderRequest, OrderResult, OrderStatus, Position, Side
+from models import OrderRequest, OrderResult, Position, Side
 from observability.logging import Redactor
 from observability.metrics import Metrics
 from orchestrator import EXIT_CONFIG, EXIT_OK, Context, Daemon
@@ -25,7 +25,7 @@ from resilience.backoff import Backoff
 from simulator import SimMarket, Simulator
 from storage import Database
 from strategies.sniper import Sniper, SniperRule
-from tests.helpers import make_settings, until
+from tests.helpers import filled_in_full, make_settings, until
 from venue.gamma import Discovery, GammaClient
 from venue.market_feed import ClobBookFetcher, MarketFeed
 from venue.order_book import BookStore
@@ -47,12 +47,7 @@ class RecordingExecutor:
         self.requests.append(request)
         book = self.store.get(request.token_id)
         self.snapshots_at_submit.append(book.snapshots if book is not None else -1)
-        return OrderResult(
-            client_order_id=request.client_order_id,
-            status=OrderStatus.FILLED,
-            filled_size=request.size,
-            avg_price=request.price,
-        )
+        return filled_in_full(request)
 
     def position(self, token_id: str) -> Position:
         return Position(token_id=token_id)

@@ -28,6 +28,7 @@ from strategies.copy_trader import (
     load_rules,
     parse_rules,
 )
+from tests.helpers import filled_in_full
 from venue.data_api import Fetched, LeaderPosition, LeaderTrade
 
 LEADER = "0x" + "ab" * 20
@@ -107,12 +108,7 @@ class RecordingSink:
         self.positions[request.token_id] = self.position(request.token_id).apply(
             request.side, request.price, request.size
         )
-        return OrderResult(
-            client_order_id=request.client_order_id,
-            status=OrderStatus.FILLED,
-            filled_size=request.size,
-            avg_price=request.price,
-        )
+        return filled_in_full(request)
 
     def position(self, token_id: str) -> Position:
         return self.positions.get(token_id, Position(token_id=token_id))
