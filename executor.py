@@ -162,6 +162,7 @@ class Executor:
         # Client order ids whose send is in progress in this process (journaled PENDING, answer
         # not settled yet): reconciliation leaves them to that send.
         self._sending: set[str] = set()
+        self._reconcile_lock = asyncio.Lock()  # start-up, periodic and user-feed passes
         # Submissions from the PENDING write on, owned here so a cancelled caller cannot
         # abandon a send half-way (drain() waits for them through `_inflight`).
         self._submissions: set[asyncio.Task[Any]] = set()
@@ -884,15 +885,33 @@ class Executor:
         """Settle every non-terminal journal row against the venue, compare open orders and
         fetch fills since the last checkpoint. Run at start-up and after every reconnect.
 
+        The venue's open orders are fetched once; a row the venue lists there is settled from
+        that list (and not written at all when nothing changed), and only rows it no longer lists
+        are looked up one by one. So a pass costs one paginated read plus one lookup per order
+        that finished unseen, not one lookup per resting order. One pass runs at a time.
+
         A PENDING/UNKNOWN row the venue has never seen is re-sent (the same signed bytes, never
         re-signed) while younger than the resend window: the crashed run may have died before
         sending it, and the venue refuses a second order with the same hash. Rows whose send is
         still in progress in this process are left to it.
         """
+        async with self._reconcile_lock:
+            return await self._reconcile(grace_s)
+
+    async def _reconcile(self, grace_s: float | None) -> dict[str, int]:
         grace = self.config.unknown_grace_s if grace_s is None else grace_s
         window = min(self.config.resend_window_s, grace)
-        counts = {"settled": 0, "pending": 0, "resent": 0, "unknown_at_venue": 0, "fills": 0}
+        counts = {
+            "settled": 0,
+            "unchanged": 0,
+            "pending": 0,
+            "resent": 0,
+            "unknown_at_venue": 0,
+            "fills": 0,
+        }
         journal_ids: set[str] = set()
+        await self.limiter.acquire("data_orders")
+        venue_open = {vo.venue_order_id: vo for vo in await self.broker.open_orders()}
         for row in await self.repos.orders.non_terminal():
             journal_ids.add(row.venue_order_id or "")
             if row.client_order_id in self._sending:
@@ -905,7 +924,12 @@ class Executor:
                 await self._settle_rejected(req, "venue", "never sent (no order hash)")
                 counts["settled"] += 1
                 continue
-            vo = await self._lookup(row.venue_order_id)
+            vo = venue_open.get(row.venue_order_id)
+            if vo is not None and self._unchanged(req, row, vo):
+                counts["unchanged"] += 1
+                continue
+            if vo is None:
+                vo = await self._lookup(row.venue_order_id)
             if vo is not None:
                 await self._settle_from_venue(req, vo, "reconciled")
                 counts["settled"] += 1
@@ -938,8 +962,7 @@ class Executor:
                     Backoff(0.1, max(1.0, grace / 4)),
                 )
                 counts["pending"] += 1
-        await self.limiter.acquire("data_orders")
-        for vo in await self.broker.open_orders():
+        for vo in venue_open.values():
             if vo.venue_order_id not in journal_ids:
                 known = await self.repos.orders.get_by_venue_id(vo.venue_order_id)
                 if known is None:
@@ -955,6 +978,14 @@ class Executor:
         log.info("reconciled", **counts)
         self._publish()
         return counts
+
+    @staticmethod
+    def _unchanged(req: OrderRequest, row: JournalRow, vo: VenueOrder) -> bool:
+        """True if settling `row` from `vo` would write the status and size it already has."""
+        status = journal_status(
+            vo.status, size=fillable_size(req), matched=vo.size_matched, order_type=req.order_type
+        )
+        return status is row.status and vo.size_matched == row.size_matched
 
     async def _resend(self, req: OrderRequest, row: JournalRow) -> OrderResult | None:
         """Re-send the journaled signed order of `row` (the venue has never seen its hash).

@@ -82,8 +82,6 @@ class UserFeed:
                     self.connects += 1
                     self._metrics.feed_connected.labels("user").set(1)
                     log.info("user_feed_connected", connects=self.connects)
-                    await self._on_connected()
-                    self._backoff.reset()
                     await self._pump(ws)
                     # The server ended the connection cleanly; say so, then reconnect.
                     log.warning("user_feed_closed", code=ws.close_code, reason=ws.close_reason)
@@ -101,8 +99,13 @@ class UserFeed:
             await asyncio.sleep(self._backoff.next())
 
     async def _pump(self, ws: ClientConnection) -> None:
+        # The pinger starts before the reconcile: with many open orders the REST reconcile can
+        # outlast the venue's ~10 s idle limit, and a socket dropped for silence would reconnect
+        # and reconcile again. Frames that arrive meanwhile wait in the socket's buffer.
         pinger = asyncio.create_task(self._ping(ws), name="feed:user:ping")
         try:
+            await self._on_connected()
+            self._backoff.reset()
             async for frame in ws:
                 await self.handle_frame(frame)
         finally:

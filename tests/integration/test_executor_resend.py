@@ -103,7 +103,13 @@ async def test_crash_resend_of_order_already_at_venue_gets_duplicated_settles_on
                 return None
             return await real_lookup(venue_order_id)
 
+        real_open = second.broker.open_orders
+
+        async def open_orders_before_the_venue_read_it() -> list[VenueOrder]:
+            return [vo for vo in await real_open() if vo.venue_order_id != prepared.venue_order_id]
+
         second.broker.lookup = lookup_misses_once  # type: ignore[method-assign]  # the race
+        second.broker.open_orders = open_orders_before_the_venue_read_it  # type: ignore[method-assign]
         try:
             counts = await second.ex.reconcile()
             assert counts["resent"] == 1
