@@ -51,6 +51,7 @@ from execution.types import (
     Restorable,
     StoredOrderMismatch,
     VenueOrder,
+    VenueStatus,
     journal_status,
 )
 from models import (
@@ -579,9 +580,7 @@ class Executor:
         )
 
     async def _settle_ack(self, req: OrderRequest, ack: Ack) -> OrderResult:
-        status = journal_status(
-            ack.status, size=fillable_size(req), matched=ack.size_matched, order_type=req.order_type
-        )
+        status = self._status_of(req, ack.status, ack.size_matched)
         reason = ""
         if status is OrderStatus.CANCELED and ack.size_matched > 0:
             reason = "remainder killed (FAK)"
@@ -672,9 +671,7 @@ class Executor:
         return await self.broker.lookup(venue_order_id)
 
     async def _settle_from_venue(self, req: OrderRequest, vo: VenueOrder, why: str) -> OrderResult:
-        status = journal_status(
-            vo.status, size=fillable_size(req), matched=vo.size_matched, order_type=req.order_type
-        )
+        status = self._status_of(req, vo.status, vo.size_matched)
         self.metrics.reconciled_total.labels(status.value).inc()
         await self._transition(
             req,
@@ -980,11 +977,16 @@ class Executor:
         return counts
 
     @staticmethod
-    def _unchanged(req: OrderRequest, row: JournalRow, vo: VenueOrder) -> bool:
-        """True if settling `row` from `vo` would write the status and size it already has."""
-        status = journal_status(
-            vo.status, size=fillable_size(req), matched=vo.size_matched, order_type=req.order_type
+    def _status_of(req: OrderRequest, status: VenueStatus, matched: Decimal) -> OrderStatus:
+        """The journal status of `req` given the venue's status and matched size; the order is
+        filled once it matched its size after the venue's rounding (`fillable_size`)."""
+        return journal_status(
+            status, size=fillable_size(req), matched=matched, order_type=req.order_type
         )
+
+    def _unchanged(self, req: OrderRequest, row: JournalRow, vo: VenueOrder) -> bool:
+        """True if settling `row` from `vo` would write the status and size it already has."""
+        status = self._status_of(req, vo.status, vo.size_matched)
         return status is row.status and vo.size_matched == row.size_matched
 
     async def _resend(self, req: OrderRequest, row: JournalRow) -> OrderResult | None:

@@ -264,11 +264,9 @@ class PaperBroker:
 
     def _may_cross(self, req: OrderRequest) -> bool:
         """O(1) pre-check on the best level: False means the book cannot fill `req` now."""
-        if req.side is Side.BUY:
-            best = self.books.best_ask(req.token_id)
-            return best is not None and best[0] <= req.price
-        best = self.books.best_bid(req.token_id)
-        return best is not None and best[0] >= req.price
+        tok = req.token_id
+        best = self.books.best_ask(tok) if req.side is Side.BUY else self.books.best_bid(tok)
+        return best is not None and bool(_crossing(req.side, req.price, [best]))
 
     async def poll(self) -> None:
         """Fill resting orders the book now crosses; expire GTD orders past their time.
@@ -341,27 +339,26 @@ class PaperBroker:
         canceled: list[str] = []
         not_canceled: dict[str, str] = {}
         for oid in venue_order_ids:
-            po = self._orders.get(oid)
-            if po is not None and po.status is VenueStatus.LIVE:
+            po = self._orders.get(oid)  # working orders are LIVE: a finished one was retired
+            if po is not None:
                 po.status = VenueStatus.CANCELED
                 self._retire_if_done(po)
                 canceled.append(oid)
-            elif oid in self._finished or po is not None:
+            elif oid in self._finished:
                 not_canceled[oid] = "order can't be canceled, already matched"
             else:
                 not_canceled[oid] = "order not found"
         return CancelResult(tuple(canceled), not_canceled)
 
     async def cancel_all(self) -> CancelResult:
-        live = [k for k, o in self._orders.items() if o.status is VenueStatus.LIVE]
-        return await self.cancel(live)
+        return await self.cancel(list(self._orders))
 
     async def lookup(self, venue_order_id: str) -> VenueOrder | None:
         po = self._orders.get(venue_order_id)
         return po.view() if po is not None else self._finished.get(venue_order_id)
 
     async def open_orders(self) -> list[VenueOrder]:
-        return [o.view() for o in self._orders.values() if o.status is VenueStatus.LIVE]
+        return [o.view() for o in self._orders.values()]
 
     async def fills_since(self, after_unix_s: int) -> list[Fill]:
         return []  # paper fills are delivered to the handler as they happen
