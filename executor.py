@@ -42,9 +42,7 @@ from errors import (
     VenueUnavailable,
 )
 from execution.market_rules import MarketRules, fillable_size
-from execution.positions import OpenOrder, PositionBook
-from execution.risk import RiskEngine, TradingState
-from execution.types import (
+from execution.ports import (
     Ack,
     Broker,
     Prepared,
@@ -54,6 +52,8 @@ from execution.types import (
     VenueStatus,
     journal_status,
 )
+from execution.positions import OpenOrder, PositionBook
+from execution.risk import RiskEngine, TradingState
 from models import (
     ZERO,
     Fill,
@@ -65,8 +65,8 @@ from models import (
     Side,
     TradeStatus,
 )
+from observability.health import CheckResult
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
-from observability.sidecar import CheckResult
 from resilience import Backoff, BreakerState, CircuitBreaker, Clock, RateLimiter, RetryPolicy
 from resilience.retry import retry_call
 from storage import Repositories

@@ -29,10 +29,11 @@ import structlog
 
 from config import Settings, env_file_warnings, load_settings
 from errors import ConfigError, FatalError, OrderRejected
+from observability.health import CheckResult
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
 from observability.notify import Notifier, TradingWatch
-from observability.sidecar import CheckResult, Health, Phase, Sidecar
+from observability.sidecar import Health, Phase, Sidecar
 from observability.systemd import SystemdNotifier
 from resilience.backoff import Backoff
 from storage import Database, Repositories

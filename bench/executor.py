@@ -36,7 +36,7 @@ from eth_account import Account
 from bench._venue import add_market, fund, simulator
 from config import load_settings
 from execution.assembly import assemble
-from execution.types import Ack, Prepared
+from execution.ports import Ack, Prepared
 from models import OrderRequest, OrderStatus, OrderType, Side
 from observability.logging import Redactor
 from observability.metrics import Metrics

@@ -17,9 +17,9 @@ from config import Settings
 from errors import PolydError
 from execution.market_rules import MarketRules
 from execution.paper import PaperBroker
+from execution.ports import Broker
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits
-from execution.types import Broker
 from executor import Executor, ExecutorConfig
 from models import BookSource, Level
 from observability.logging import Redactor

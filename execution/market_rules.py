@@ -14,7 +14,7 @@ from decimal import ROUND_DOWN, Decimal
 import structlog
 
 from errors import TransientError
-from execution.types import MarketMeta, MetadataSource
+from execution.ports import MarketMeta, MetadataSource
 from models import ONE, Market, OrderRequest, OrderType, Side, on_tick
 
 log = structlog.get_logger("execution.market_rules")

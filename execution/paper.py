@@ -29,7 +29,7 @@ import structlog
 
 from errors import OrderRejected
 from execution.market_rules import fillable_size
-from execution.types import (
+from execution.ports import (
     Ack,
     BatchItem,
     CancelResult,

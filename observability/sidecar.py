@@ -21,6 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from observability.health import CheckFn, CheckResult
 from observability.metrics import Metrics
 
 log = structlog.get_logger("sidecar")
@@ -32,15 +33,6 @@ class Phase(enum.StrEnum):
     STOPPING = "stopping"
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    """One health check's verdict. `detail` must hold no secret."""
-
-    ok: bool
-    detail: Any = None
-
-
-CheckFn = Callable[[], CheckResult | Awaitable[CheckResult]]
 ControlFn = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 from models import OrderRequest, OrderResult, Position
@@ -23,15 +22,6 @@ class PositionSource(Protocol):
 
     def position(self, token_id: str) -> Position:
         """Return the position in `token_id` (size 0 if none)."""
-        ...
-
-
-@runtime_checkable
-class TickSizeSink(Protocol):
-    """Where the market feed reports a `tick_size_change`, so the next order uses the new grid."""
-
-    def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
-        """Record the new minimum tick for `token_id`."""
         ...
 
 

@@ -278,7 +278,7 @@ def load_rules(path: Path) -> CopyRules:
 
 
 class TickInfo(Protocol):
-    """The market facts sizing and pricing need (`execution.types.MarketMeta` fits)."""
+    """The market facts sizing and pricing need (`execution.ports.MarketMeta` fits)."""
 
     @property
     def tick_size(self) -> Decimal: ...

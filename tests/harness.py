@@ -814,7 +814,7 @@ class Comparison:
 
 
 def expected_status(order: Json, order_type: str, journal_size: Decimal) -> set[str]:
-    """The journal statuses that agree with a venue order (see execution.types.journal_status).
+    """The journal statuses that agree with a venue order (see execution.ports.journal_status).
 
     A marketable BUY is signed as a dollar amount the SDK rounds to cents, so the venue's order
     can be a little smaller than the request (5.17 asked, 5.1551 signed): fully matched at the

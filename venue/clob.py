@@ -56,7 +56,7 @@ from errors import (
     VenueUnavailable,
 )
 from execution.market_rules import order_amounts as order_amounts  # re-exported: wire rounding
-from execution.types import (
+from execution.ports import (
     Ack,
     BatchItem,
     CancelResult,

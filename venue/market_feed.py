@@ -36,12 +36,12 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 from errors import FeedError
+from execution.ports import TickSizeSink
+from observability.health import CheckResult
 from observability.metrics import Metrics
-from observability.sidecar import CheckResult
 from resilience.backoff import Backoff
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter
-from strategies.base import TickSizeSink
 from venue.order_book import (
     BadLevel,
     BookStore,

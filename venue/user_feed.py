@@ -17,10 +17,10 @@ import structlog
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from execution.types import VenueOrder
+from execution.ports import VenueOrder
 from models import Fill
+from observability.health import CheckResult
 from observability.metrics import Metrics
-from observability.sidecar import CheckResult
 from resilience import Backoff
 from venue.clob import fills_from_trade, venue_order
 

@@ -21,7 +21,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from execution.types import VenueOrder
+from execution.ports import VenueOrder
 from models import Fill
 from observability.metrics import Metrics
 from tests.faults.fuzzing import FAST, SLOW

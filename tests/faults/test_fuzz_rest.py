@@ -17,7 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from errors import FeedError, PolydError
-from execution.types import Ack
+from execution.ports import Ack
 from models import OrderRequest
 from tests.faults.fuzzing import FAST, SLOW
 from venue.clob import ClobBroker, meta_from_market, venue_order

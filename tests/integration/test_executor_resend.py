@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from execution.types import Prepared, StoredOrderMismatch, VenueOrder
+from execution.ports import Prepared, StoredOrderMismatch, VenueOrder
 from models import OrderStatus, OrderType
 from simulator import Simulator
 from tests.integration.test_executor_live import Live, close_live, make_live, seed_asks

@@ -8,8 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from observability.health import CheckResult
 from observability.metrics import Metrics
-from observability.sidecar import CheckResult, Health, Phase, Sidecar
+from observability.sidecar import Health, Phase, Sidecar
 
 TOKEN = "control-token-for-tests-0123456789"
 

@@ -12,7 +12,7 @@ from py_clob_client_v2.exceptions import PolyApiException
 
 from errors import OrderRejected, OutcomeUnknown, RateLimited, TransientError, VenueUnavailable
 from execution.market_rules import MarketRules
-from execution.types import MarketMeta, VenueStatus, journal_status
+from execution.ports import MarketMeta, VenueStatus, journal_status
 from models import LiquidityRole, OrderStatus, OrderType, Side
 from tests.helpers import FIXTURES as SHARED_FIXTURES
 from tests.helpers import TOKEN, make_order

@@ -15,9 +15,9 @@ import pytest
 from errors import StorageError
 from execution.market_rules import MarketRules
 from execution.paper import PaperBroker
+from execution.ports import Ack, MarketMeta, Prepared
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits, TradingState
-from execution.types import Ack, MarketMeta, Prepared
 from executor import Executor, ExecutorConfig
 from models import OrderStatus
 from observability.metrics import Metrics

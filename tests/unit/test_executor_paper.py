@@ -13,9 +13,9 @@ import pytest
 
 from execution.market_rules import MarketRules
 from execution.paper import PaperBroker
+from execution.ports import Ack, MarketMeta, Prepared
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits, TradingState
-from execution.types import Ack, MarketMeta, Prepared
 from executor import Executor, ExecutorConfig
 from models import Level, OrderRequest, OrderStatus, OrderType, Side
 from observability.metrics import Metrics

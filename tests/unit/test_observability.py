@@ -9,9 +9,10 @@ import subprocess
 import orjson
 import structlog
 
+from observability.health import CheckResult
 from observability.logging import REDACTED, Redactor, configure_logging
 from observability.metrics import Metrics
-from observability.sidecar import CheckResult, Health, Phase
+from observability.sidecar import Health, Phase
 from tests.helpers import require_tool
 
 SECRET = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"

@@ -8,7 +8,7 @@ import pytest
 
 from errors import OrderRejected
 from execution.paper import PaperBroker
-from execution.types import MarketMeta, VenueStatus
+from execution.ports import MarketMeta, VenueStatus
 from models import Level
 from tests.helpers import TOKEN, make_order
 

@@ -204,3 +204,12 @@ def journal_status(
         return OrderStatus.PARTIALLY_FILLED if matched > 0 else OrderStatus.LIVE
     # LIVE or DELAYED: still working at the venue.
     return OrderStatus.PARTIALLY_FILLED if matched > 0 else OrderStatus.LIVE
+
+
+@runtime_checkable
+class TickSizeSink(Protocol):
+    """Where the market feed reports a `tick_size_change`, so the next order uses the new grid."""
+
+    def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
+        """Record the new minimum tick for `token_id`."""
+        ...
