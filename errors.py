@@ -6,6 +6,18 @@ Adapters in `venue/` translate vendor errors into these (`raise X from e`); noth
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class RefusalSource(StrEnum):
+    """Who refused an order: the label on `OrderRejected`, metrics and the audit log."""
+
+    RULES = "rules"
+    RISK = "risk"
+    BREAKER = "breaker"
+    HALTED = "halted"
+    VENUE = "venue"
+
 
 class PolydError(Exception):
     """Base of every error the daemon raises on purpose."""
@@ -78,11 +90,28 @@ class OrderRejected(PolydError):
     `source` is `"rules"`, `"risk"`, `"breaker"`, `"halted"` or `"venue"`.
     """
 
-    def __init__(self, reason: str, *, source: str = "venue", status: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        source: RefusalSource | str = RefusalSource.VENUE,
+        status: int | None = None,
+    ) -> None:
         self.reason = reason
-        self.source = source
+        self.source = RefusalSource(source)
         self.status = status
         super().__init__(reason)
+
+
+class DuplicateOrder(OrderRejected):
+    """The venue already holds an order with this signed payload's hash (it refuses a second
+    copy of the same bytes). Not a failure of the order: look it up by its hash and settle
+    from what the venue says. Raised by the venue adapter, which alone reads the venue's text.
+    """
+
+    def __init__(self, reason: str, *, order_id: str | None = None, status: int | None = None):
+        self.order_id = order_id
+        super().__init__(reason, source=RefusalSource.VENUE, status=status)
 
 
 class FeedError(PolydError):
