@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo run test test-slow lint fmt bench
+.PHONY: install demo run test test-slow lint fmt bench mutate
 
 $(STAMP): requirements.lock
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "polyd needs Python >= 3.11"'
@@ -38,3 +38,6 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+mutate: $(STAMP)  ## mutation testing of the money-critical modules (slow; not in `make test`)
+	$(BIN)/python -m tools.mutate $(ARGS)

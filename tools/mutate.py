@@ -1,0 +1,259 @@
+"""Mutation testing of the money-critical code: `make mutate` (or `python -m tools.mutate`).
+
+Each group in `tools/mutation.toml` names the modules to mutate and the test files that guard
+them. For each group this copies the working tree into a scratch directory, configures mutmut
+there (so the checkout is never modified), runs it, and reads its verdicts. It prints one JSON
+document: per module, how many mutants were killed, timed out, survived or had no covering
+test, the kill rate, and every surviving mutant that `tools/mutation.toml` does not explain
+(`[accepted]`: mutant name → one-line reason it is equivalent or accepted).
+
+Kill rate = (killed + timed out) / (all mutants − accepted survivors). A mutant with no
+covering test counts as a survivor: no test would notice it.
+
+    python -m tools.mutate                   # every group
+    python -m tools.mutate --group risk      # one group
+    python -m tools.mutate --smoke           # the smoke group (small; fits a CI run)
+    python -m tools.mutate --keep            # keep the scratch copy for `mutmut show NAME`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "tools" / "mutation.toml"
+
+# mutmut's verdicts (`mutmut results --all True`), folded into the four classes reported here.
+KILLED = {"killed", "caught by type check", "segfault"}
+TIMEOUT = {"timeout"}
+NO_TESTS = {"no tests"}
+SURVIVED = {"survived", "suspicious", "skipped", "not checked", "check was interrupted by user"}
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    modules: list[str]
+    tests: list[str]
+    smoke: bool = False
+
+
+@dataclass
+class ModuleResult:
+    mutants: int = 0
+    killed: int = 0
+    timeout: int = 0
+    survived: int = 0
+    no_tests: int = 0
+    accepted: int = 0
+    unexplained: list[str] = field(default_factory=list)
+
+    @property
+    def kill_rate(self) -> float | None:
+        scored = self.mutants - self.accepted
+        return None if scored <= 0 else round((self.killed + self.timeout) / scored, 4)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mutants": self.mutants,
+            "killed": self.killed,
+            "timeout": self.timeout,
+            "survived": self.survived,
+            "no_tests": self.no_tests,
+            "accepted": self.accepted,
+            "kill_rate": self.kill_rate,
+            "unexplained_survivors": sorted(self.unexplained),
+        }
+
+
+def load_config(path: Path = CONFIG) -> tuple[list[Group], dict[str, str]]:
+    """Read the groups and the accepted survivors; a malformed file names its problem."""
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"{path}: {e}") from None
+    groups: list[Group] = []
+    for i, raw in enumerate(data.get("group", [])):
+        try:
+            g = Group(
+                name=str(raw["name"]),
+                modules=[str(m) for m in raw["modules"]],
+                tests=[str(t) for t in raw["tests"]],
+                smoke=bool(raw.get("smoke", False)),
+            )
+        except (KeyError, TypeError) as e:
+            raise SystemExit(f"{path}: group #{i + 1}: missing or bad field {e}") from None
+        for p in [*g.modules, *g.tests]:
+            if not (ROOT / p).exists():
+                raise SystemExit(f"{path}: group {g.name!r}: {p} does not exist")
+        groups.append(g)
+    accepted = {str(k): str(v) for k, v in data.get("accepted", {}).items()}
+    return groups, accepted
+
+
+def _tree_files() -> list[str]:
+    """Tracked and new (not ignored) files of the working tree, as they are on disk now."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def _copy_tree(dest: Path) -> list[str]:
+    """Copy the working tree to `dest`; return the top-level Python modules and packages."""
+    tops: set[str] = set()
+    for rel in _tree_files():
+        src = ROOT / rel
+        dst = dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        top = rel.split("/", 1)[0]
+        if top.endswith(".py") or (ROOT / top / "__init__.py").exists():
+            tops.add(top)
+    return sorted(tops)
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], Path]:
+    """Run mutmut for one group in a scratch copy; return {mutant name: verdict}."""
+    work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
+    tops = _copy_tree(work)
+    also_copy = [t for t in tops if t not in g.modules]
+    with (work / "pyproject.toml").open("a", encoding="utf-8") as f:
+        f.write(
+            "\n[tool.mutmut]\n"
+            f"source_paths = {_toml_list(g.modules)}\n"
+            f"also_copy = {_toml_list(also_copy)}\n"
+            f"pytest_add_cli_args_test_selection = {_toml_list(g.tests)}\n"
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        )
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    log_path = work / "mutmut-run.log"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        rc = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        ).returncode
+    print(
+        f"[{g.name}] mutmut run exit {rc} in {time.monotonic() - started:.0f}s (log {log_path})",
+        file=sys.stderr,
+    )
+    listing = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "True"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    verdicts: dict[str, str] = {}
+    for line in listing.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name:
+            verdicts[name] = status
+    if not verdicts:
+        tail = log_path.read_text("utf-8", "replace")[-2000:]
+        raise SystemExit(f"[{g.name}] mutmut produced no verdicts; end of its log:\n{tail}")
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return verdicts, work
+
+
+def module_of(mutant: str, modules: list[str]) -> str:
+    """`execution.risk.xǁRiskEngineǁcheck__mutmut_3` → `execution/risk.py` (longest match)."""
+    best, best_len = "?", -1
+    for m in modules:
+        dotted = m.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        if mutant.startswith(dotted + ".") and len(dotted) > best_len:
+            best, best_len = m, len(dotted)
+    return best
+
+
+def summarise(
+    verdicts: dict[str, str], modules: list[str], accepted: dict[str, str]
+) -> dict[str, ModuleResult]:
+    out: dict[str, ModuleResult] = {m: ModuleResult() for m in modules}
+    for name, status in sorted(verdicts.items()):
+        r = out.setdefault(module_of(name, modules), ModuleResult())
+        r.mutants += 1
+        if status in KILLED:
+            r.killed += 1
+        elif status in TIMEOUT:
+            r.timeout += 1
+        else:
+            if status in NO_TESTS:
+                r.no_tests += 1
+            else:
+                r.survived += 1
+            if name in accepted:
+                r.accepted += 1
+            else:
+                r.unexplained.append(name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.mutate", description=__doc__.split("\n")[0])
+    ap.add_argument("--group", action="append", default=[], help="run only this group")
+    ap.add_argument("--smoke", action="store_true", help="run only groups marked smoke = true")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    ap.add_argument("--min-kill-rate", type=float, default=None, help="exit 1 below this rate")
+    args = ap.parse_args(argv)
+    groups, accepted = load_config()
+    known = {g.name for g in groups}
+    unknown = [n for n in args.group if n not in known]
+    if unknown:
+        print(f"unknown group(s) {unknown}; known: {sorted(known)}", file=sys.stderr)
+        return 2
+    chosen = [
+        g
+        for g in groups
+        if (not args.group or g.name in args.group) and (not args.smoke or g.smoke)
+    ]
+    report: dict[str, Any] = {}
+    low: list[str] = []
+    for g in chosen:
+        verdicts, work = run_group(g, args.jobs, args.keep)
+        modules = summarise(verdicts, g.modules, accepted)
+        report[g.name] = {
+            "modules": {m: r.as_json() for m, r in modules.items()},
+            "verdicts": dict(Counter(verdicts.values())),
+            **({"scratch": str(work)} if args.keep else {}),
+        }
+        for m, r in modules.items():
+            rate = r.kill_rate
+            if args.min_kill_rate is not None and rate is not None and rate < args.min_kill_rate:
+                low.append(f"{m}: {rate:.1%}")
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    if low:
+        print("below the kill-rate floor: " + ", ".join(low), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
