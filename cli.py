@@ -15,22 +15,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from config import Settings, load_settings
 from errors import ConfigError
+from storage.reports import DbSummary, ReportError, Reports
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
+T = TypeVar("T")
+
 COMMANDS = ("status", "positions", "orders", "halt", "reduce", "resume", "cancel-all")
-TERMINAL = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
 
 
 class CliError(Exception):
@@ -204,29 +205,13 @@ def control(
 # --------------------------------------------------------------------------------------------
 
 
-def connect_ro(db_path: Path) -> sqlite3.Connection:
-    """Open the database read-only; never create, migrate or write it."""
-    path = db_path.expanduser().resolve()
-    if not path.is_file():
-        raise CliError(f"no database at {path} (has the daemon run with this DB_PATH?)", 4)
+def _read(settings: Settings, report: Callable[[Reports], T]) -> T:
+    """Run one report over the daemon's database, opened read-only (CliError 4 if unreadable)."""
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA query_only = 1")
-        conn.execute("SELECT 1 FROM orders LIMIT 1")
-    except sqlite3.Error as e:
-        raise CliError(f"cannot read the database {path}: {e}", EXIT_NO_DB) from None
-    return conn
-
-
-def _read(settings: Settings, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-    conn = connect_ro(settings.db_path)
-    try:
-        return list(conn.execute(sql, params))
-    except sqlite3.Error as e:
-        raise CliError(f"cannot read the database: {e}", EXIT_NO_DB) from None
-    finally:
-        conn.close()
+        with Reports.open(settings.db_path) as reports:
+            return report(reports)
+    except ReportError as e:
+        raise CliError(str(e), EXIT_NO_DB) from None
 
 
 def _dec(text: str | None) -> Decimal:
@@ -238,90 +223,30 @@ def _dec(text: str | None) -> Decimal:
 
 def positions(settings: Settings) -> list[dict[str, Any]]:
     """Positions with a size or realized PnL, as the journaled fills say."""
-    rows = _read(
-        settings,
-        "SELECT token_id, size, avg_cost, realized_pnl, updated_at FROM positions"
-        " ORDER BY token_id",
-    )
-    out = []
-    for r in rows:
-        size, avg, pnl = _dec(r["size"]), _dec(r["avg_cost"]), _dec(r["realized_pnl"])
-        if size == 0 and pnl == 0:
-            continue
-        out.append(
-            {
-                "token_id": r["token_id"],
-                "size": str(size),
-                "avg_cost": str(avg),
-                "cost_basis": str((size * avg).quantize(Decimal("0.01"))),
-                "realized_pnl": str(pnl),
-                "updated_at": r["updated_at"],
-            }
-        )
-    return out
+    return [
+        {
+            "token_id": p.token_id,
+            "size": str(p.size),
+            "avg_cost": str(p.avg_cost),
+            "cost_basis": str((p.size * p.avg_cost).quantize(Decimal("0.01"))),
+            "realized_pnl": str(p.realized_pnl),
+            "updated_at": p.updated_at,
+        }
+        for p in _read(settings, Reports.positions)
+    ]
 
 
 def orders(
     settings: Settings, *, open_only: bool = False, limit: int = 20, strategy: str | None = None
 ) -> list[dict[str, Any]]:
     """The newest `limit` orders from the journal."""
-    where: list[str] = []
-    params: list[Any] = []
-    if open_only:
-        where.append(f"status NOT IN ({','.join('?' * len(TERMINAL))})")
-        params.extend(TERMINAL)
-    if strategy:
-        where.append("strategy = ?")
-        params.append(strategy)
-    sql = (
-        "SELECT client_order_id, strategy, token_id, side, price, size, size_matched, order_type,"
-        " status, venue_order_id, reason, detail, created_at, updated_at FROM orders"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY rowid DESC LIMIT ?"
-    )
-    return [dict(r) for r in _read(settings, sql, [*params, limit])]
-
-
-@dataclass(frozen=True)
-class DbSummary:
-    trading_state: str | None
-    state_reason: str | None
-    orders_by_status: dict[str, int]
-    open_orders: int
-    fills: int
-    positions: int
-    realized_pnl: str
-    last_order_at: str | None
+    rows = _read(settings, lambda r: r.orders(open_only=open_only, limit=limit, strategy=strategy))
+    return [asdict(r) for r in rows]
 
 
 def db_summary(settings: Settings) -> DbSummary:
-    conn = connect_ro(settings.db_path)
-    try:
-        counts = {
-            str(r[0]): int(r[1])
-            for r in conn.execute("SELECT status, COUNT(*) FROM orders GROUP BY status")
-        }
-        state_row = conn.execute(
-            "SELECT value FROM daemon_state WHERE key = 'trading_state'"
-        ).fetchone()
-        state: dict[str, Any] = json.loads(state_row[0]) if state_row else {}
-        fills = int(conn.execute("SELECT COUNT(*) FROM fills").fetchone()[0])
-        pos = list(conn.execute("SELECT size, realized_pnl FROM positions"))
-        last = conn.execute("SELECT MAX(created_at) FROM orders").fetchone()[0]
-    except (sqlite3.Error, ValueError) as e:
-        raise CliError(f"cannot read the database: {e}", EXIT_NO_DB) from None
-    finally:
-        conn.close()
-    return DbSummary(
-        trading_state=state.get("state") if state_row else None,
-        state_reason=state.get("reason") if state_row else None,
-        orders_by_status=dict(sorted(counts.items())),
-        open_orders=sum(n for s, n in counts.items() if s not in TERMINAL),
-        fills=fills,
-        positions=sum(1 for p in pos if _dec(p[0]) != 0),
-        realized_pnl=str(sum((_dec(p[1]) for p in pos), Decimal(0))),
-        last_order_at=last,
-    )
+    """Trading state, order and fill counts, positions and PnL from the daemon's database."""
+    return _read(settings, Reports.summary)
 
 
 def status(settings: Settings) -> tuple[dict[str, Any], int]:

@@ -28,7 +28,7 @@ from errors import ConfigError
 from observability.logging import Redactor, configure_logging
 from orchestrator import EXIT_CONFIG, Context, Daemon
 from simulator import Simulator
-from storage import Database, Repositories
+from storage.reports import Reports
 
 DEMO_DIR = Path("data/demo")
 DEMO_COLLATERAL = Decimal("5000")
@@ -99,36 +99,24 @@ def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any
     return overrides
 
 
-async def summarize(db_path: Path) -> dict[str, Any]:
-    """Return orders by status, fills, positions and PnL from the demo database."""
-    async with Database(db_path) as db:
-        repos = Repositories.over(db)
-        rows = await db.fetchall("SELECT strategy, status, size_matched FROM orders")
-        fills = await repos.fills.all()
-        positions = await repos.fills.positions()
-    outcomes: dict[str, int] = {}
-    by_strategy: dict[str, int] = {}
-    for r in rows:
-        status, matched = str(r["status"]), Decimal(r["size_matched"])
-        # A FAK that traded part of its size and had the rest killed ends CANCELED at the
-        # venue; show it as what it was to a trader.
-        if status == "CANCELED" and matched > 0:
-            status = "PARTIALLY_FILLED_REST_CANCELED"
-        outcomes[status] = outcomes.get(status, 0) + 1
-        by_strategy[str(r["strategy"])] = by_strategy.get(str(r["strategy"]), 0) + 1
-    realized = sum((p.realized_pnl for p in positions), Decimal(0))
+def summarize(db_path: Path) -> dict[str, Any]:
+    """Return orders by outcome and strategy, fills, positions and PnL from the demo database."""
+    with Reports.open(db_path) as reports:
+        outcomes = reports.order_outcomes()
+        fills = reports.fill_totals()
+        positions = reports.positions()
     return {
-        "orders": dict(sorted(outcomes.items())),
-        "orders_by_strategy": dict(sorted(by_strategy.items())),
-        "fills": len(fills),
-        "bought": str(sum((f.size for f in fills if f.side == "BUY"), Decimal(0))),
-        "sold": str(sum((f.size for f in fills if f.side == "SELL"), Decimal(0))),
+        "orders": outcomes.by_outcome,
+        "orders_by_strategy": outcomes.by_strategy,
+        "fills": fills.count,
+        "bought": str(fills.bought),
+        "sold": str(fills.sold),
         "positions": [
             {"token_id": p.token_id, "size": str(p.size), "avg_cost": str(p.avg_cost)}
             for p in positions
             if p.size != 0
         ],
-        "realized_pnl": str(realized),
+        "realized_pnl": str(sum((p.realized_pnl for p in positions), Decimal(0))),
     }
 
 
@@ -184,7 +172,7 @@ async def _demo(duration_s: float | None) -> int:
         daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
         code = await daemon.run()
     with contextlib.suppress(Exception):
-        _print_summary(await summarize(settings.db_path))
+        _print_summary(summarize(settings.db_path))
     return code
 
 

@@ -1,6 +1,8 @@
-"""Durable storage: the aiosqlite database, its migrations and the repositories over it."""
+"""Durable storage: the aiosqlite database, its migrations, the repositories over it, and the
+read-only reports operators see (`storage.reports`)."""
 
 from storage.db import Database, load_migrations
+from storage.keys import TRADING_STATE_KEY
 from storage.repositories import (
     AuditEntry,
     AuditLog,
@@ -16,6 +18,7 @@ from storage.repositories import (
 )
 
 __all__ = [
+    "TRADING_STATE_KEY",
     "AuditEntry",
     "AuditLog",
     "CursorRepository",

@@ -1,0 +1,8 @@
+"""Names of the rows in the `daemon_state` table, shared by the code that writes them and the
+reports that read them."""
+
+from typing import Final
+
+TRADING_STATE_KEY: Final = "trading_state"
+"""The executor's trading state (ACTIVE, REDUCING, HALTED) and why, as JSON:
+`{"state": ..., "reason": ...}`."""

@@ -1,0 +1,233 @@
+"""Read-only reports over the daemon's database: what operators (the CLI) and the demo summary see.
+
+This is the one read model outside the daemon: it opens the database file read-only (SQLite
+`mode=ro` and `query_only`; WAL lets it read while the daemon writes), never creates, migrates or
+writes it, and hands back plain records with `Decimal` money. Every reading the CLI or the demo
+prints comes from here, so no SQL lives outside `storage/`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+
+from errors import StorageError
+from models import TERMINAL_STATUSES, Side
+from storage.keys import TRADING_STATE_KEY
+
+# Terminal statuses, in a fixed order, as SQL parameters.
+_TERMINAL: Final[tuple[str, ...]] = tuple(sorted(s.value for s in TERMINAL_STATUSES))
+
+
+class ReportError(StorageError):
+    """The database cannot be read (missing, not a polyd database, unreadable). Reports only:
+    the operator sees the message; nothing is written."""
+
+
+class DatabaseMissing(ReportError):
+    """There is no database file at the configured path (the daemon has not run with it)."""
+
+
+@dataclass(frozen=True)
+class PositionReport:
+    """A position with a size or realized PnL, as the journaled fills moved it."""
+
+    token_id: str
+    size: Decimal
+    avg_cost: Decimal
+    realized_pnl: Decimal
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class OrderReport:
+    """One journaled order, its fields as stored (money as the text the journal wrote)."""
+
+    client_order_id: str
+    strategy: str
+    token_id: str
+    side: str
+    price: str
+    size: str
+    size_matched: str
+    order_type: str
+    status: str
+    venue_order_id: str | None
+    reason: str
+    detail: str
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class DbSummary:
+    """The database part of `status`: trading state, order and fill counts, positions, PnL."""
+
+    trading_state: str | None
+    state_reason: str | None
+    orders_by_status: dict[str, int]
+    open_orders: int
+    fills: int
+    positions: int
+    realized_pnl: str
+    last_order_at: str | None
+
+
+@dataclass(frozen=True)
+class OrderOutcomes:
+    """How the journaled orders ended, as a trader reads it, and how many each strategy sent.
+
+    A FAK that traded part of its size and had the rest killed ends CANCELED at the venue; it is
+    counted as `PARTIALLY_FILLED_REST_CANCELED`.
+    """
+
+    by_outcome: dict[str, int]
+    by_strategy: dict[str, int]
+
+
+@dataclass(frozen=True)
+class FillTotals:
+    """Every journaled fill: how many, and the shares bought and sold."""
+
+    count: int
+    bought: Decimal
+    sold: Decimal
+
+
+def _dec(text: str | None) -> Decimal:
+    try:
+        return Decimal(text) if text is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+class Reports:
+    """A read-only connection to the database file and the reports read through it.
+
+    Use as a context manager: `with Reports.open(path) as reports: reports.positions()`.
+    Every failure to read raises `ReportError`.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, db_path: Path) -> Reports:
+        """Open `db_path` read-only; never create, migrate or write it."""
+        path = db_path.expanduser().resolve()
+        if not path.is_file():
+            raise DatabaseMissing(f"no database at {path} (has the daemon run with this DB_PATH?)")
+        try:
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error as e:
+            raise ReportError(f"cannot read the database {path}: {e}") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute("SELECT 1 FROM orders LIMIT 1")
+        except sqlite3.Error as e:
+            conn.close()
+            raise ReportError(f"cannot read the database {path}: {e}") from None
+        return cls(conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Reports:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return list(self._conn.execute(sql, params))
+        except sqlite3.Error as e:
+            raise ReportError(f"cannot read the database: {e}") from None
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def positions(self) -> list[PositionReport]:
+        """Positions with a size or realized PnL, by token id."""
+        out = []
+        for r in self._rows(
+            "SELECT token_id, size, avg_cost, realized_pnl, updated_at FROM positions"
+            " ORDER BY token_id"
+        ):
+            size, avg, pnl = _dec(r["size"]), _dec(r["avg_cost"]), _dec(r["realized_pnl"])
+            if size == 0 and pnl == 0:
+                continue
+            out.append(PositionReport(r["token_id"], size, avg, pnl, r["updated_at"]))
+        return out
+
+    def orders(
+        self, *, open_only: bool = False, limit: int = 20, strategy: str | None = None
+    ) -> list[OrderReport]:
+        """The newest `limit` orders from the journal, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if open_only:
+            where.append(f"status NOT IN ({','.join('?' * len(_TERMINAL))})")
+            params.extend(_TERMINAL)
+        if strategy:
+            where.append("strategy = ?")
+            params.append(strategy)
+        sql = (
+            "SELECT client_order_id, strategy, token_id, side, price, size, size_matched,"
+            " order_type, status, venue_order_id, reason, detail, created_at, updated_at"
+            " FROM orders"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY rowid DESC LIMIT ?"
+        )
+        return [OrderReport(**dict(r)) for r in self._rows(sql, [*params, limit])]
+
+    def summary(self) -> DbSummary:
+        """Trading state, orders by status, open orders, fills, open positions, realized PnL."""
+        counts = {
+            str(r[0]): int(r[1])
+            for r in self._rows("SELECT status, COUNT(*) FROM orders GROUP BY status")
+        }
+        state_rows = self._rows(
+            "SELECT value FROM daemon_state WHERE key = ?", (TRADING_STATE_KEY,)
+        )
+        try:
+            state: dict[str, Any] = json.loads(state_rows[0][0]) if state_rows else {}
+        except ValueError as e:
+            raise ReportError(f"cannot read the database: {e}") from None
+        fills = int(self._rows("SELECT COUNT(*) FROM fills")[0][0])
+        pos = self._rows("SELECT size, realized_pnl FROM positions")
+        last = self._rows("SELECT MAX(created_at) FROM orders")[0][0]
+        return DbSummary(
+            trading_state=state.get("state") if state_rows else None,
+            state_reason=state.get("reason") if state_rows else None,
+            orders_by_status=dict(sorted(counts.items())),
+            open_orders=sum(n for s, n in counts.items() if s not in _TERMINAL),
+            fills=fills,
+            positions=sum(1 for p in pos if _dec(p[0]) != 0),
+            realized_pnl=str(sum((_dec(p[1]) for p in pos), Decimal(0))),
+            last_order_at=last,
+        )
+
+    def order_outcomes(self) -> OrderOutcomes:
+        """Every journaled order by outcome and by strategy, each sorted by name."""
+        outcomes: dict[str, int] = {}
+        by_strategy: dict[str, int] = {}
+        for r in self._rows("SELECT strategy, status, size_matched FROM orders"):
+            status, matched = str(r["status"]), _dec(r["size_matched"])
+            if status == "CANCELED" and matched > 0:
+                status = "PARTIALLY_FILLED_REST_CANCELED"
+            outcomes[status] = outcomes.get(status, 0) + 1
+            by_strategy[str(r["strategy"])] = by_strategy.get(str(r["strategy"]), 0) + 1
+        return OrderOutcomes(dict(sorted(outcomes.items())), dict(sorted(by_strategy.items())))
+
+    def fill_totals(self) -> FillTotals:
+        """How many fills are journaled and the shares they bought and sold."""
+        rows = self._rows("SELECT side, size FROM fills")
+        bought = sum((_dec(r[1]) for r in rows if r[0] == Side.BUY.value), Decimal(0))
+        sold = sum((_dec(r[1]) for r in rows if r[0] == Side.SELL.value), Decimal(0))
+        return FillTotals(count=len(rows), bought=bought, sold=sold)
