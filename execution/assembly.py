@@ -27,13 +27,8 @@ from observability.metrics import BREAKER_STATE_VALUE, Metrics
 from resilience import CircuitBreaker, Clock, RateLimiter, RetryPolicy, SystemClock
 from resilience.rate_limit import polymarket_limits
 from storage import Repositories
-from venue.clob import (
-    ClobBroker,
-    PublicMarketMeta,
-    RestBookSource,
-    build_client,
-    install_http_client,
-)
+from venue.clob.broker import ClobBroker, build_client
+from venue.clob.public import PublicMarketMeta, RestBookSource
 from venue.user_feed import UserFeed
 
 log = structlog.get_logger("execution.assembly")
@@ -106,8 +101,7 @@ async def heartbeats(
         if not started and executor.positions.open_count == 0:
             continue
         try:
-            await executor.limiter.acquire("clob_general")
-            await broker.heartbeat()
+            await broker.heartbeat()  # takes its own rate-limit bucket
             started = True
         except PolydError as e:
             metrics.heartbeat_failures_total.inc()
@@ -140,7 +134,6 @@ async def assemble(
     broker: Broker
     clob: ClobBroker | None = None
     if s.live:
-        install_http_client(s.http_timeout_s)
         assert s.private_key is not None  # Settings refuses live mode without it
         creds = (
             (
@@ -160,6 +153,7 @@ async def assemble(
             creds=creds,
             signature_type=s.signature_type,
             funder=s.funder_address,
+            http_timeout_s=s.http_timeout_s,
         )
         assert client.creds is not None
         # Derived credentials are secrets too: scrub them from every log line from now on.
@@ -170,17 +164,19 @@ async def assemble(
             chain_id=s.chain_id,
             signer_threads=s.signer_threads,
             http_threads=max(4, 2 * s.signer_threads),
+            http_timeout_s=s.http_timeout_s,
+            limiter=limiter,
         )
         broker = clob
         rules = MarketRules(source=clob)
-        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s)
+        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
         closers.append(("clob", clob.close))
     else:
-        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s)
+        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
         paper = PaperBroker(books=PreferredBooks(rest=rest_books, primary=books))
         broker = paper
         # Paper mode still follows the venue's rules, read from its public REST routes.
-        public = PublicMarketMeta(host=s.clob_host, timeout_s=s.http_timeout_s)
+        public = PublicMarketMeta(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
         rules = MarketRules(source=public)
         closers.append(("market-meta", public.close))
         services.append(("paper", paper.run))

@@ -22,7 +22,7 @@ from models import Fill
 from observability.health import CheckResult
 from observability.metrics import Metrics
 from resilience import Backoff
-from venue.clob import fills_from_trade, venue_order
+from venue.clob.wire import fills_from_trade, venue_order
 
 log = structlog.get_logger("venue.user_feed")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -10,10 +11,21 @@ import httpx
 import pytest
 from py_clob_client_v2.exceptions import PolyApiException
 
-from errors import OrderRejected, OutcomeUnknown, RateLimited, TransientError, VenueUnavailable
+from errors import (
+    DuplicateOrder,
+    OrderRejected,
+    OutcomeUnknown,
+    RateLimited,
+    TransientError,
+    VenueUnavailable,
+)
 from execution.market_rules import MarketRules
 from execution.ports import MarketMeta, VenueStatus, journal_status
 from models import LiquidityRole, OrderStatus, OrderType, Side
+from resilience.clock import FakeClock
+from resilience.rate_limit import RateLimiter
+from simulator import Simulator
+from simulator.testing import new_trader
 from tests.helpers import FIXTURES as SHARED_FIXTURES
 from tests.helpers import TOKEN, make_order
 from venue.clob import (
@@ -237,3 +249,84 @@ def test_cloudflare_403_page_is_reduced_to_its_title() -> None:
     assert isinstance(err, VenueUnavailable)
     assert str(err) == "HTML error page (Attention Required! | Cloudflare)"
     assert translate(_api_error(400, {"error": "bad tick"})).args == ("bad tick",)
+
+
+DUPLICATED = "order 0x{} is invalid. Duplicated."
+
+
+def test_the_venues_duplicate_refusal_is_a_duplicate_order_and_nothing_else_is() -> None:
+    oid = "0x" + "ab" * 32
+    text = DUPLICATED.format("ab" * 32)
+    err = translate(_api_error(400, {"error": text}), order_id=oid)
+    assert isinstance(err, DuplicateOrder) and isinstance(err, OrderRejected)
+    assert (err.order_id, err.status, err.reason) == (oid, 400, text)
+    legacy = translate(_api_error(400, {"error": "INVALID_ORDER_DUPLICATED"}), order_id=oid)
+    assert isinstance(legacy, DuplicateOrder)
+    with pytest.raises(DuplicateOrder) as batch_item:
+        ClobBroker._ack({"success": False, "errorMsg": text, "orderID": ""}, GTC_BUY, oid)
+    assert batch_item.value.order_id == oid and batch_item.value.reason == text
+    for other in ("not enough balance / allowance", "invalid post-only order: order crosses book"):
+        assert type(translate(_api_error(400, {"error": other}))) is OrderRejected
+        with pytest.raises(OrderRejected) as refused:
+            ClobBroker._ack({"success": False, "errorMsg": other}, GTC_BUY, oid)
+        assert type(refused.value) is OrderRejected
+    # A 5xx naming a duplicate is still the venue failing, not a refusal of this order.
+    assert type(translate(_api_error(500, {"error": text}))) is TransientError
+
+
+_BUCKETS = (
+    "post_order",
+    "post_orders",
+    "cancel_order",
+    "cancel_orders",
+    "cancel_all",
+    "data_orders",
+    "data_trades",
+    "clob_general",
+)
+
+
+async def test_broker_takes_its_own_rate_limit_buckets_and_names_a_re_sent_duplicate() -> None:
+    async with Simulator(seed=41, settle_delay_s=0.01) as sim:
+        market = sim.add_market("Will it rain?", "rain")
+        token = market.token_ids[0]
+        client, _ = await asyncio.to_thread(new_trader, sim)
+        # No refill (a fake clock that never moves): what each bucket lost is what was taken.
+        limiter = RateLimiter.from_limits(
+            dict.fromkeys(_BUCKETS, (1e-09, 100.0)), clock=FakeClock()
+        )
+        broker = ClobBroker(
+            client=client, host=sim.clob_url, chain_id=sim.chain_id, limiter=limiter
+        )
+
+        def taken() -> dict[str, float]:
+            return {k: 100.0 - limiter.buckets(k)[0].available() for k in _BUCKETS}
+
+        try:
+            (meta,) = [m for m in await broker.market_meta(token) if m.token_id == token]
+            prepared = await broker.prepare(make_order(token_id=token, price="0.4"), meta)
+            ack = await broker.send(prepared)
+            assert ack.venue_order_id == prepared.venue_order_id
+            with pytest.raises(DuplicateOrder) as dup:
+                await broker.send(prepared)  # the same signed bytes again
+            assert dup.value.order_id == prepared.venue_order_id
+            assert "duplicated" in dup.value.reason.lower()
+            found = await broker.lookup(prepared.venue_order_id)
+            assert found is not None and found.status.name == "LIVE"
+            assert [o.venue_order_id for o in await broker.open_orders()] == [ack.venue_order_id]
+            assert await broker.fills_since(0) == []
+            assert await broker.heartbeat() != ""
+            assert (await broker.cancel([ack.venue_order_id])).canceled == (ack.venue_order_id,)
+            await broker.cancel_all()
+            assert taken() == {
+                "post_order": 2,
+                "post_orders": 0,
+                "cancel_order": 1,
+                "cancel_orders": 0,
+                "cancel_all": 1,
+                "data_orders": 2,  # one lookup, one page of open orders
+                "data_trades": 1,
+                "clob_general": 3,  # two market-rules reads, one heartbeat
+            }
+        finally:
+            await broker.close()

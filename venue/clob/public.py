@@ -1,0 +1,113 @@
+"""The CLOB's public (unauthenticated) REST routes: market rules and order books.
+
+Used in paper mode, where there is no live broker: `PublicMarketMeta` reads the rules a market's
+orders must follow, `RestBookSource` serves `/book` snapshots until the market feed's books are
+wired in. Each takes room in the venue's rate-limit bucket for its route when given a limiter.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import httpx
+import structlog
+
+from errors import TransientError
+from execution.ports import MarketMeta
+from models import Level
+from resilience.rate_limit import RateLimiter
+from venue.clob.wire import meta_from_market
+
+log = structlog.get_logger("venue.clob")
+
+
+class PublicMarketMeta:
+    """Market rules from the venue's public `/markets-by-token` + `/markets` (no credentials);
+    used in paper mode."""
+
+    def __init__(
+        self, *, host: str, timeout_s: float = 5.0, limiter: RateLimiter | None = None
+    ) -> None:
+        self._client = httpx.AsyncClient(base_url=host.rstrip("/"), timeout=timeout_s)
+        self._limiter = limiter
+
+    async def _get(self, path: str) -> httpx.Response:
+        if self._limiter is not None:
+            await self._limiter.acquire("clob_general")
+        return await self._client.get(path)
+
+    async def market_meta(self, token_id: str) -> list[MarketMeta]:
+        try:
+            r = await self._get(f"/markets-by-token/{token_id}")
+            if r.status_code != 200:
+                return []
+            cid = r.json().get("condition_id")
+            if not cid:
+                return []
+            m = await self._get(f"/markets/{cid}")
+        except httpx.HTTPError as e:
+            raise TransientError(f"market metadata unavailable: {type(e).__name__}") from e
+        return meta_from_market(str(cid), m.json()) if m.status_code == 200 else []
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class RestBookSource:
+    """A `BookSource` over the venue's REST `/book`, for paper trading until the feed's BookStore
+    is wired in. Levels arrive best-LAST on the wire; they are reversed here."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        timeout_s: float = 5.0,
+        max_age_s: float = 2.0,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(base_url=host.rstrip("/"), timeout=timeout_s)
+        self._max_age_s = max_age_s
+        self._limiter = limiter
+        self._books: dict[str, tuple[float, list[Level], list[Level]]] = {}
+
+    async def refresh(self, token_id: str) -> None:
+        if self._limiter is not None:
+            await self._limiter.acquire("book")
+        try:
+            r = await self._client.get("/book", params={"token_id": token_id})
+        except httpx.HTTPError as e:
+            log.warning("book_fetch_failed", token_id=token_id, error=type(e).__name__)
+            return
+        if r.status_code != 200:
+            self._books.pop(token_id, None)
+            return
+        d = r.json()
+        bids = [(Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("bids") or [])]
+        asks = [(Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("asks") or [])]
+        self._books[token_id] = (time.monotonic(), bids, asks)
+
+    def _get(self, token_id: str) -> tuple[list[Level], list[Level]] | None:
+        b = self._books.get(token_id)
+        if b is None or time.monotonic() - b[0] > self._max_age_s:
+            return None
+        return b[1], b[2]
+
+    def bids(self, token_id: str) -> list[Level] | None:
+        b = self._get(token_id)
+        return b[0] if b else None
+
+    def asks(self, token_id: str) -> list[Level] | None:
+        b = self._get(token_id)
+        return b[1] if b else None
+
+    def best_ask(self, token_id: str) -> Level | None:
+        asks = self.asks(token_id)
+        return asks[0] if asks else None
+
+    def best_bid(self, token_id: str) -> Level | None:
+        bids = self.bids(token_id)
+        return bids[0] if bids else None
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,283 @@
+"""Venue JSON -> our types: order rows and events, trades, `POST /order` answers, cancel
+answers and market rules.
+
+Nothing here raises on a malformed row: what cannot be read is logged and skipped (an order row
+becomes None, a fill is dropped, market rules become []), except the answer to a sent order,
+which is a clear refusal (`OrderRejected`) or `OutcomeUnknown`, never a guess.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import structlog
+from pydantic import ValidationError
+
+from errors import DuplicateOrder, OrderRejected, OutcomeUnknown
+from execution.ports import Ack, CancelResult, MarketMeta, VenueOrder, VenueStatus
+from models import (
+    MONEY_MAX_DIGITS,
+    ZERO,
+    Fill,
+    LiquidityRole,
+    OrderRequest,
+    Side,
+    TradeStatus,
+)
+from venue import parse
+from venue.clob.signing import MICRO
+from venue.clob.translate import is_duplicate
+from venue.parse import Unreadable
+
+log = structlog.get_logger("venue.clob")
+
+_RAW_MAX_DIGITS: Final = MONEY_MAX_DIGITS + 6  # a money value in the REST API's 6-decimal units
+
+
+def _num(v: Any, default: Decimal = ZERO) -> Decimal:
+    """A finite, non-negative Decimal below 1e21 from a wire value; `default` when absent.
+
+    Raise `Unreadable` for anything else (NaN, infinities, negatives, absurd magnitudes, bools,
+    lists...): `Decimal("NaN") > 0` raises and `1e999999` overflows later arithmetic.
+    """
+    return parse.amount(v, max_digits=_RAW_MAX_DIGITS, default=default)
+
+
+def _money(d: Decimal) -> Decimal:
+    """`d` if it is a usable money value (below 1e15, like `models.Money`), else `Unreadable`."""
+    if d and d.adjusted() >= MONEY_MAX_DIGITS:
+        raise Unreadable("number out of range")
+    return d
+
+
+def _size(raw: Any, expected: Decimal | None) -> Decimal:
+    """Human size from `raw`, which the REST API may send in 6-decimal units (an `original_size`
+    of `"10000000"` for 10 shares)."""
+    d = _num(raw)
+    text = str(raw or "")
+    if expected is not None and "." not in text and d >= MICRO and d == expected * MICRO:
+        return d / MICRO
+    if expected is None and "." not in text and d >= MICRO * 1000:
+        return d / MICRO
+    return d
+
+
+def venue_order(d: dict[str, Any], *, expected_size: Decimal | None = None) -> VenueOrder | None:
+    """Translate a REST OpenOrder or a user-WS `order` event; None if it is not an order, or if
+    a number in it is unreadable (NaN, infinite, negative, out of range, a price above 1)."""
+    status = VenueStatus.parse(d.get("status"))
+    oid = d.get("id")
+    if status is None or not isinstance(oid, str) or not oid:
+        return None
+    try:
+        original = _money(_size(d.get("original_size"), expected_size))
+        scale_micro = original != _num(d.get("original_size"))
+        matched = _num(d.get("size_matched"))
+        if scale_micro:
+            matched = matched / MICRO
+        _money(matched)
+        price = _num(d.get("price"))
+        if price > 1:
+            raise Unreadable("price above 1")
+    except Unreadable as e:
+        log.warning("venue_order_unreadable", venue_order_id=oid[:80], why=str(e))
+        return None
+    side_raw = str(d.get("side", "")).upper()
+    return VenueOrder(
+        venue_order_id=oid,
+        status=status,
+        original_size=original,
+        size_matched=matched,
+        price=price,
+        token_id=str(d.get("asset_id", "")),
+        side=Side(side_raw) if side_raw in ("BUY", "SELL") else None,
+        order_type=str(d.get("order_type", "")),
+    )
+
+
+def _ts(v: Any) -> datetime:
+    """A trade's time from epoch seconds or milliseconds; now if it cannot be read."""
+    return parse.epoch_datetime(v) or datetime.now(UTC)
+
+
+def _fill(trade_id: str, **fields: Any) -> Fill | None:
+    """A `Fill`, or None (logged) if the row does not make one: a missing or unreadable token
+    id, price or size. The trade's other fills, and the frame's other events, still count."""
+    try:
+        price, size = _num(fields.pop("price")), _money(_num(fields.pop("size")))
+        if not 0 < price < 1:
+            raise Unreadable("price outside (0, 1)")
+        return Fill(trade_id=trade_id, price=price, size=size, **fields)
+    except (Unreadable, ValidationError) as e:
+        why = str(e) if isinstance(e, Unreadable) else f"{e.error_count()} invalid field(s)"
+        log.warning("trade_fill_skipped", trade_id=trade_id[:80], why=why)
+        return None
+
+
+def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fill]:
+    """Our fills in one REST `/data/trades` row or user-WS `trade` event (as taker or maker).
+
+    A fill that cannot be read (no token id, a missing or unreadable price or size) is logged
+    and skipped; nothing here raises on a malformed row.
+    """
+    try:
+        status = TradeStatus(str(t.get("status", "MATCHED")).upper().removeprefix("TRADE_STATUS_"))
+    except ValueError:
+        status = TradeStatus.MATCHED
+    when = _ts(t.get("match_time") or t.get("matchtime") or t.get("timestamp") or 0)
+    raw_id = t.get("id")
+    trade_id = str(raw_id) if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else ""
+    token_id = str(t.get("asset_id", ""))
+    out: list[Fill] = []
+    side_raw = str(t.get("side", "")).upper()
+    if side_raw not in ("BUY", "SELL") or not trade_id:
+        return out
+    taker_side = Side(side_raw)
+    if str(t.get("trader_side", "TAKER")).upper() == "TAKER" and (
+        t.get("owner") == owner or str(t.get("maker_address", "")).lower() == address.lower()
+    ):
+        fill = _fill(
+            trade_id,
+            venue_order_id=str(t.get("taker_order_id", "")),
+            token_id=token_id,
+            side=taker_side,
+            price=t.get("price"),
+            size=t.get("size"),
+            role=LiquidityRole.TAKER,
+            status=status,
+            ts=when,
+        )
+        return [fill] if fill is not None else out
+    makers = t.get("maker_orders")
+    for m in makers if isinstance(makers, list) else ():
+        if not isinstance(m, dict):
+            continue
+        if m.get("owner") != owner and str(m.get("maker_address", "")).lower() != address.lower():
+            continue
+        ms = str(m.get("side", "")).upper()
+        side = (
+            Side(ms)
+            if ms in ("BUY", "SELL")
+            else (Side.SELL if taker_side is Side.BUY else Side.BUY)
+        )
+        fill = _fill(
+            trade_id,
+            venue_order_id=str(m.get("order_id", "")),
+            token_id=str(m.get("asset_id") or token_id),
+            side=side,
+            price=m.get("price"),
+            size=m.get("matched_amount"),
+            role=LiquidityRole.MAKER,
+            status=status,
+            ts=when,
+        )
+        if fill is not None:
+            out.append(fill)
+    return out
+
+
+def order_answer(res: Any, req: OrderRequest, oid: str) -> Ack:
+    """Read the venue's answer to a sent order.
+
+    A clear refusal (`success: false`, or an error with no order id) is `OrderRejected`; the
+    venue saying it already holds this order is `DuplicateOrder`. Anything else this cannot
+    read is `OutcomeUnknown("unreadable answer")`, never a refusal: the order was sent and may
+    have matched, so it is looked up by hash.
+    """
+    if not isinstance(res, dict):
+        raise OutcomeUnknown(f"unreadable answer ({type(res).__name__})", order_id=oid)
+    err = str(res.get("errorMsg") or "")
+    if res.get("success", True) is False or (err and not res.get("orderID")):
+        if is_duplicate(err):
+            raise DuplicateOrder(err, order_id=oid)
+        raise OrderRejected(err or "order not accepted", source="venue")
+    try:
+        return _read_ack(res, req, oid)
+    except Unreadable as e:
+        log.warning("order_answer_unreadable", venue_order_id=oid, why=str(e))
+        raise OutcomeUnknown(f"unreadable answer: {e}", order_id=oid) from None
+
+
+def _read_ack(res: dict[str, Any], req: OrderRequest, oid: str) -> Ack:
+    if not isinstance(res.get("success", True), bool):
+        raise Unreadable("success is not a boolean")
+    order_id = res.get("orderID") or oid
+    if not isinstance(order_id, str):
+        raise Unreadable("orderID is not a string")
+    raw_status = res.get("status")
+    status = VenueStatus.parse(raw_status)
+    if status is None:
+        if raw_status not in (None, ""):
+            raise Unreadable("unknown status")
+        status = VenueStatus.LIVE
+    making, taking = _num(res.get("makingAmount")), _num(res.get("takingAmount"))
+    shares, cash = (taking, making) if req.side is Side.BUY else (making, taking)
+    matched = _money(shares) if status is VenueStatus.MATCHED else ZERO
+    avg = (cash / shares) if matched > 0 else None
+    if avg is not None and avg > 1:
+        raise Unreadable("average price above 1")
+    trade_ids = res.get("tradeIDs")
+    if trade_ids in (None, ""):
+        trade_ids = []
+    if not isinstance(trade_ids, list) or not all(
+        isinstance(t, str | int) and not isinstance(t, bool) for t in trade_ids
+    ):
+        raise Unreadable("tradeIDs is not a list of ids")
+    return Ack(
+        venue_order_id=order_id,
+        status=status,
+        size_matched=min(matched, req.size) if req.order_type.rests else matched,
+        avg_price=avg,
+        trade_ids=tuple(str(t) for t in trade_ids),
+    )
+
+
+def cancel_answer(res: Any) -> CancelResult:
+    """Read a cancel answer (`{canceled: [...], not_canceled: {id: why}}`); empty if unreadable."""
+    if not isinstance(res, dict):
+        return CancelResult()
+    canceled = res.get("canceled")
+    nc = res.get("not_canceled")
+    return CancelResult(
+        tuple(x for x in canceled if isinstance(x, str)) if isinstance(canceled, list) else (),
+        {str(k): str(v) for k, v in nc.items()} if isinstance(nc, dict) else {},
+    )
+
+
+def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
+    """Market rules for both tokens from a CLOB `/markets/{condition_id}` row.
+
+    [] (market unknown: its orders are refused by the rules) if the row cannot be read: a tick
+    size outside (0, 1), a minimum size that is not a usable number, `tokens` not a list.
+    """
+    if not isinstance(m, dict):
+        return []
+    tokens = m.get("tokens")
+    try:
+        tick = _num(m.get("minimum_tick_size"), Decimal("0.01"))
+        min_size = _money(_num(m.get("minimum_order_size"), Decimal("5")))
+        if not 0 < tick < 1:
+            raise Unreadable("tick size outside (0, 1)")
+    except Unreadable as e:
+        log.warning("market_meta_unreadable", condition_id=condition_id[:80], why=str(e))
+        return []
+    out: list[MarketMeta] = []
+    for tok in tokens if isinstance(tokens, list) else ():
+        tid = tok.get("token_id") if isinstance(tok, dict) else None
+        if not isinstance(tid, str | int) or isinstance(tid, bool) or tid == "":
+            continue
+        out.append(
+            MarketMeta(
+                token_id=str(tid),
+                condition_id=condition_id,
+                tick_size=tick,
+                min_size=min_size,
+                neg_risk=bool(m.get("neg_risk", False)),
+                accepting_orders=bool(m.get("accepting_orders", True))
+                and bool(m.get("active", True)),
+                closed=bool(m.get("closed", False)),
+            )
+        )
+    return out
