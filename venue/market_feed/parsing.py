@@ -13,7 +13,8 @@ Owns every schema the market websocket has spoken and what counts as malformed:
 
 Parsing never touches a book: each `parse_*` function returns a typed event or raises one of
 `PARSE_ERRORS`, and `FrameStats` counts events by type and malformed input, logging malformed
-samples at most every few seconds.
+samples at most every few seconds. Prices, sizes and levels follow the book's rules
+(`venue.order_book`); timestamps are read by the shared lenient parsers (`venue.parse`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import orjson
 import structlog
 
 from venue.order_book import BadLevel, parse_levels, parse_price, parse_size
+from venue.parse import unix_ms
 
 if TYPE_CHECKING:
     from observability.metrics import Metrics
@@ -101,15 +103,6 @@ class MarketResolved:
 
 
 # --- fields ------------------------------------------------------------------------------
-def ts_ms(raw: Any) -> int:
-    """Return a millisecond timestamp from a string (or int) of digits; 0 when absent."""
-    if raw is None or raw == "":
-        return 0
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise ValueError("timestamp must be a string of digits")
-    return int(raw)
-
-
 def parse_token(raw: Any) -> str:
     """Return an asset (token) id: a non-empty string."""
     if not isinstance(raw, str) or not raw:
@@ -177,7 +170,7 @@ def parse_book(ev: dict[str, Any], token_id: str) -> BookSnapshot:
     """Parse a websocket `book` snapshot for `token_id` (its `asset_id`, already parsed)."""
     bids = parse_levels(ev["bids"] if "bids" in ev else ev.get("buys"))
     asks = parse_levels(ev["asks"] if "asks" in ev else ev.get("sells"))
-    ts = ts_ms(ev.get("timestamp"))
+    ts = unix_ms(ev.get("timestamp"))
     tick = ev.get("tick_size")
     new_tick = parse_tick(tick) if tick not in (None, "") else None
     book_hash = ev.get("hash")
@@ -203,7 +196,7 @@ def parse_rest_book(payload: Any, token_id: str) -> BookSnapshot:
     """Parse the levels, timestamp and hash of a REST `/book` body (tick size not included)."""
     bids = parse_levels(payload.get("bids"))
     asks = parse_levels(payload.get("asks"))
-    ts = ts_ms(payload.get("timestamp"))
+    ts = unix_ms(payload.get("timestamp"))
     h = payload.get("hash")
     return BookSnapshot(token_id, bids, asks, ts, h if isinstance(h, str) else "")
 
