@@ -321,3 +321,20 @@ async def test_rest_book_with_wrong_hash_is_refetched() -> None:
     assert feed.apply_rest_book(A, body) is False
     assert not store.get(A).usable  # type: ignore[union-attr]
     assert feed.apply_rest_book(A, body, trust_hash=True) is True
+
+
+async def test_rotating_watched_tokens_keeps_feed_state_to_what_is_watched() -> None:
+    feed, store, _ = make("ws://127.0.0.1:9", shard_size=50)
+    for round_ in range(40):
+        tokens = [f"{round_:04d}{i:066d}" for i in range(120)]
+        feed.watch("rotating", tokens)
+        feed.watch(f"one-off-{round_}", tokens[:3])
+        feed.watch(f"one-off-{round_}", [])
+    assert len(store) == 120
+    assert len(feed.shards) == 3  # shards are reused once they have room again
+    assert sum(len(s.assets) for s in feed.shards) == 120
+    assert set(feed._wanted) == {"rotating"}  # an owner that wants nothing is forgotten
+    feed.watch("rotating", [])
+    assert len(store) == 0
+    assert feed._wanted == {}
+    assert feed.health().ok  # nothing watched
