@@ -22,7 +22,6 @@ from typing import Any
 
 from eth_account import Account
 
-import strategies.copy_trader
 from config import Settings, load_settings
 from errors import ConfigError
 from observability.logging import Redactor, configure_logging
@@ -39,14 +38,54 @@ RuleWriter = Callable[[Simulator, Path], dict[str, Any]]
 """Writes a strategy's rule file for the demo scenario; returns the settings that point at it."""
 
 
-def _sniper_rules(sim: Simulator, workdir: Path) -> dict[str, Any]:
-    from strategies.sniper import write_demo_rules
+def write_sniper_rules(sim: Any, workdir: Path) -> dict[str, Any]:
+    """Write sniper rules for the demo scenario's markets that end soon; return the settings.
 
-    return write_demo_rules(sim, workdir)
+    The demo's ending markets trade at 0.95-0.98 and now and then show a dip ask for a second
+    or two.
+    """
+    if getattr(sim, "scenario", None) is None:
+        return {}
+    path = workdir / "sniper-rules.toml"
+    path.write_text(
+        "# written by --demo: buy near-certain outcomes of markets about to end\n"
+        "[[rules]]\n"
+        'name = "demo-near-close"\n'
+        'outcome = "Yes"\n'
+        'min_price = "0.90"\n'
+        'max_price = "0.97"\n'
+        'min_size = "5"\n'
+        'max_notional = "20"\n'
+        "max_entries = 3\n"
+        "cooldown_s = 20\n"
+        "ends_within_minutes = 30\n"
+        "[rules.select]\n"
+        "ends_within_minutes = 30\n"
+        'tags = ["crypto"]\n'
+    )
+    return {"sniper_enabled": True, "sniper_rules_path": path}
 
 
-RULE_WRITERS: list[RuleWriter] = [_sniper_rules]
-RULE_WRITERS.append(strategies.copy_trader.write_demo_rules)
+def write_copy_rules(sim: Any, workdir: Path) -> dict[str, Any]:
+    """Write copy rules following the demo scenario's whale; return the settings using them."""
+    whale = sim.scenario.whale_address if sim.scenario is not None else None
+    if whale is None:
+        return {}
+    path = workdir / "copy-rules.toml"
+    path.write_text(
+        "# written by --demo: copy the scenario's whale at 5% of its size\n"
+        "[[wallets]]\n"
+        f'address = "{whale}"\n'
+        'label = "demo-whale"\n'
+        'ratio = "0.05"\n'
+        'max_trade_notional = "20"\n'
+        'max_market_exposure = "150"\n'
+        'max_slippage = "0.02"\n'
+    )
+    return {"copy_enabled": True, "copy_rules_path": path}
+
+
+RULE_WRITERS: list[RuleWriter] = [write_sniper_rules, write_copy_rules]
 
 
 def _port_free(port: int) -> bool:

@@ -730,8 +730,8 @@ class _SimShim:
 
 
 def copy_rules(sim: SimProcess, workdir: Path) -> dict[str, object]:
-    """Settings for the copy trader following the demo whale (`copy_trader.write_demo_rules`)."""
-    from strategies.copy_trader import write_demo_rules
+    """Settings for the copy trader following the demo whale (`demo.write_copy_rules`)."""
+    from demo import write_copy_rules as write_demo_rules
 
     return dict(write_demo_rules(_SimShim(sim), workdir))
 

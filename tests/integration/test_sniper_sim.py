@@ -350,7 +350,7 @@ def _no_env_leak(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_demo_scenario_markets_are_sniped_by_demo_rules(tmp_path: Path) -> None:
-    from strategies.sniper import write_demo_rules
+    from demo import write_sniper_rules as write_demo_rules
 
     async with Simulator(seed=7, scenario="demo", settle_delay_s=0.02) as sim:
         overrides = write_demo_rules(sim, tmp_path)
