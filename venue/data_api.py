@@ -14,7 +14,8 @@ rows of other activity types (rewards, rebates, redeems) are dropped as `not_tra
 
 HTTP 5xx, 429 and timeouts become `errors.TransientError` (retried here with backoff); every call
 first takes room in one `DataApiBudget` (sliding windows) shared by all wallets, so following many
-wallets slows each poll down instead of getting the daemon throttled by Cloudflare (§6.1).
+wallets slows each poll down instead of getting the daemon throttled by Cloudflare
+(https://docs.polymarket.com/api-reference/rate-limits).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from models import Side, validate_condition_id, validate_token_id
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import SlidingWindowLimiter, acquire_windows, documented_limits
 from resilience.retry import RetryPolicy, retry_call
+from venue import parse
+from venue.parse import Unreadable
 
 log = structlog.get_logger("venue.data_api")
 
@@ -125,24 +128,19 @@ class Fetched(Generic[T]):
 
 
 def _first(row: Mapping[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if k in row and row[k] is not None:
-            return row[k]
-    raise RowError("missing_field", "/".join(keys))
+    """The first of `keys` with a non-null value in `row`; RowError("missing_field") if none."""
+    value = parse.first(row, *keys)
+    if value is None:
+        raise RowError("missing_field", "/".join(keys))
+    return value
 
 
 def to_decimal(value: Any, *, what: str = "number") -> Decimal:
     """Convert a JSON number or numeric string to Decimal via its text, at 6-decimal precision."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise RowError("bad_number", what)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RowError("bad_number", what)
     try:
-        d = Decimal(str(value).strip())
-    except InvalidOperation:
+        d = parse.decimal(value)
+    except Unreadable:
         raise RowError("bad_number", what) from None
-    if not d.is_finite():
-        raise RowError("bad_number", what)
     try:
         d = d.quantize(DATA_API_DECIMALS, rounding=ROUND_HALF_EVEN).normalize()
     except InvalidOperation:  # >= ~1e22: 6 decimals would exceed the context's 28 digits
@@ -194,11 +192,9 @@ def parse_trade_row(row: Any) -> LeaderTrade:
     if isinstance(ts_raw, bool) or not isinstance(ts_raw, int | float | str):
         raise RowError("bad_timestamp")
     try:
-        ts = int(Decimal(str(ts_raw)))
-    except (InvalidOperation, ValueError):
+        ts = parse.epoch_seconds(ts_raw)  # milliseconds slipped in become seconds
+    except Unreadable:
         raise RowError("bad_timestamp", str(ts_raw)[:32]) from None
-    if ts > 10**11:  # milliseconds slipped in: the documented unit is seconds
-        ts //= 1000
     if ts <= 0:
         raise RowError("bad_timestamp", str(ts_raw)[:32])
     return LeaderTrade(
@@ -268,10 +264,11 @@ _SMOOTHING: Final = 10
 class DataApiBudget:
     """One request budget for every Data API call the daemon makes, shared by all wallets.
 
-    Each documented "N per 10 s" limit (reference §6.1) becomes a `SlidingWindowLimiter`
-    admitting `floor(fraction * N)` requests in any 10 s window: the same sliding-window rule
-    Cloudflare throttles by, so the daemon never exceeds its share of any window, yet a smooth
-    poller gets the whole share as rate (no burst reserve held back, as a token bucket must).
+    Each documented "N per 10 s" limit (Polymarket's rate-limits page) becomes a
+    `SlidingWindowLimiter` admitting `floor(fraction * N)` requests in any 10 s window: the
+    same sliding-window rule Cloudflare throttles by, so the daemon never exceeds its share of
+    any window, yet a smooth poller gets the whole share as rate (no burst reserve held back,
+    as a token bucket must).
     Every call takes from `general`; `/trades` and `/positions` also take from their own window.
 
     A sliding window alone lets an overloaded poller spend a whole window's share in its first
@@ -385,7 +382,7 @@ class DataApiClient:
             raise TransientError(f"Data API {path}: {type(e).__name__}") from e
         if status == 429:
             self._on_error("http_429")
-            hint = _float_or_none(retry_after)
+            hint = parse.float_or_none(retry_after)
             raise RateLimited(f"Data API {path} answered 429", status=429, retry_after=hint)
         if status >= 500:
             self._on_error("http_5xx")
@@ -474,10 +471,3 @@ class DataApiClient:
         if market:
             params["market"] = market
         return await self._paged("positions", "/positions", params, parse_position_row, 500)
-
-
-def _float_or_none(v: str | None) -> float | None:
-    try:
-        return float(v) if v is not None else None
-    except ValueError:
-        return None

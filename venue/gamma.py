@@ -1,7 +1,7 @@
 """Gamma API adapter (`gamma-api.polymarket.com`): market discovery.
 
-Gamma rows carry `outcomes`, `outcomePrices` and `clobTokenIds` as JSON-encoded *strings*
-(reference §4.2); some proxies send real arrays. Both are accepted. Rows that cannot become a
+Gamma rows carry `outcomes`, `outcomePrices` and `clobTokenIds` as JSON-encoded *strings*;
+some proxies send real arrays. Both are accepted. Rows that cannot become a
 `models.Market` (legacy scalar markets without a CLOB, missing ids) are skipped, counted and
 logged, never fatal.
 
@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Final
 
 import aiohttp
@@ -30,6 +30,7 @@ from observability.metrics import Metrics
 from resilience.backoff import Backoff
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter
+from venue import parse
 
 log = structlog.get_logger("gamma")
 
@@ -87,43 +88,6 @@ class MarketRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _json_list(raw: Any, name: str) -> list[Any]:
-    if raw is None or raw == "":
-        return []
-    if isinstance(raw, str):
-        try:
-            raw = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ValueError(f"{name} is not JSON") from None
-    if not isinstance(raw, list):
-        raise ValueError(f"{name} must be a list")
-    return raw
-
-
-def _dec(raw: Any) -> Decimal | None:
-    if raw is None or raw == "" or isinstance(raw, bool):
-        return None
-    try:
-        d = Decimal(str(raw))  # floats via their shortest repr: 0.01 -> "0.01"
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
-
-
-def _date(raw: Any) -> datetime | None:
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        d = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
-def _flag(raw: Any, default: bool) -> bool:
-    return raw if isinstance(raw, bool) else default
-
-
 def parse_market(row: Mapping[str, Any]) -> MarketRow:
     """Translate one Gamma `/markets` row; raise FeedError saying why it is unusable."""
     if not isinstance(row, Mapping):
@@ -132,25 +96,25 @@ def parse_market(row: Mapping[str, Any]) -> MarketRow:
     if not cid:
         raise FeedError("no conditionId")
     try:
-        tokens = [str(t) for t in _json_list(row.get("clobTokenIds"), "clobTokenIds")]
-        outcomes = [str(o) for o in _json_list(row.get("outcomes"), "outcomes")]
+        tokens = [str(t) for t in parse.json_list(row.get("clobTokenIds"), "clobTokenIds")]
+        outcomes = [str(o) for o in parse.json_list(row.get("outcomes"), "outcomes")]
     except ValueError as e:
         raise FeedError(str(e)) from None
     if not tokens:
         raise FeedError("no clobTokenIds (market has no order book)")
     if outcomes and len(outcomes) != len(tokens):
         raise FeedError("outcomes and clobTokenIds differ in length")
-    tick = _dec(row.get("orderPriceMinTickSize"))
-    min_size = _dec(row.get("orderMinSize"))
+    tick = parse.decimal_or_none(row.get("orderPriceMinTickSize"))
+    min_size = parse.decimal_or_none(row.get("orderMinSize"))
     fields: dict[str, Any] = {
         "condition_id": cid,
         "token_ids": tuple(tokens),
         "outcomes": tuple(outcomes) if outcomes else ("Yes", "No")[: len(tokens)],
-        "neg_risk": _flag(row.get("negRisk"), False),
-        "end_date": _date(row.get("endDate")),
-        "accepting_orders": _flag(row.get("acceptingOrders"), False),
-        "active": _flag(row.get("active"), False),
-        "closed": _flag(row.get("closed"), False),
+        "neg_risk": parse.flag(row.get("negRisk"), False),
+        "end_date": parse.iso_datetime(row.get("endDate")),
+        "accepting_orders": parse.flag(row.get("acceptingOrders"), False),
+        "active": parse.flag(row.get("active"), False),
+        "closed": parse.flag(row.get("closed"), False),
         "slug": str(row.get("slug") or ""),
         "question": str(row.get("question") or "")[:500],
     }
@@ -172,9 +136,9 @@ def parse_market(row: Mapping[str, Any]) -> MarketRow:
     )
     return MarketRow(
         market=market,
-        enable_order_book=_flag(row.get("enableOrderBook"), False),
-        liquidity=_dec(row.get("liquidityNum", row.get("liquidity"))),
-        volume=_dec(row.get("volumeNum", row.get("volume"))),
+        enable_order_book=parse.flag(row.get("enableOrderBook"), False),
+        liquidity=parse.decimal_or_none(row.get("liquidityNum", row.get("liquidity"))),
+        volume=parse.decimal_or_none(row.get("volumeNum", row.get("volume"))),
         tag_slugs=tag_slugs,
         raw_id=str(row.get("id", "")),
     )

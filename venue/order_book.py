@@ -376,8 +376,9 @@ _HASH_KEYS: Final[Sequence[str]] = (
 def rest_book_hash(payload: Mapping[str, Any]) -> str | None:
     """Return the SHA-1 py-clob-client computes for a REST `/book` body, or None if uncheckable.
 
-    The digest covers compact JSON of the keys above, in that order, with `hash` blanked
-    (reference §3.2). Payloads missing any key (older captures) cannot be checked.
+    The digest covers compact JSON of the keys above, in that order, with `hash` blanked, as
+    `py_clob_client_v2.utilities.generate_orderbook_summary_hash` does. Payloads missing any
+    key (older captures) cannot be checked.
     """
     if any(k not in payload for k in _HASH_KEYS):
         return None

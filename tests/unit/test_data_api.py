@@ -124,6 +124,34 @@ def test_row_with_bad_fields_names_the_reason() -> None:
         assert e.value.reason == reason, field
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "stamp", ["Infinity", "-inf", "NaN", "1e20", "1e99999999", [1700000000], {"s": 1}]
+)
+def test_unusable_timestamp_is_a_bad_timestamp_row_error(stamp: Any) -> None:
+    # An infinity once escaped as OverflowError (failing the whole page, not the row), and
+    # "1e99999999" built a hundred-million-digit int on the event loop.
+    good = load("v2_trades_snake_case_2026_09.json")[0]
+    with pytest.raises(RowError) as e:
+        parse_trade_row({**good, "timestamp": stamp})
+    assert e.value.reason == "bad_timestamp"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "want"),
+    [
+        (1_700_000_000, 1_700_000_000),
+        ("1700000000", 1_700_000_000),
+        (1_700_000_000_123, 1_700_000_000),  # milliseconds slipped in
+        ("1700000000.9", 1_700_000_000),
+        (1.7e9, 1_700_000_000),
+    ],
+)
+def test_timestamp_is_whole_seconds(stamp: Any, want: int) -> None:
+    good = load("v2_trades_snake_case_2026_09.json")[0]
+    assert parse_trade_row({**good, "timestamp": stamp}).timestamp == want
+
+
 def test_to_decimal_never_goes_through_float_arithmetic() -> None:
     assert to_decimal(0.5700000001) == Decimal("0.57")
     assert to_decimal("12.3456789") == Decimal("12.345679")
