@@ -1,6 +1,6 @@
 """Local L2 order books fed by the market websocket: snapshots, deltas, usability, depth.
 
-A book is *usable* (DESIGN invariant 6) only when all of these hold:
+A book is *usable* (no trading on stale data) only when all of these hold:
 
 * it received a full snapshot (websocket `book` or REST `/book`) since it was last invalidated;
 * nothing has cast doubt on it since (crossed levels, a bad delta, a best-price mismatch);

@@ -330,3 +330,120 @@ async def test_broker_takes_its_own_rate_limit_buckets_and_names_a_re_sent_dupli
             }
         finally:
             await broker.close()
+
+
+async def test_build_client_derives_the_same_credentials_as_the_sdk() -> None:
+    from eth_account import Account
+    from py_clob_client_v2.client import ClobClient
+
+    from venue.clob import build_client
+
+    async with Simulator(seed=42) as sim:
+        key = Account.create().key.hex()
+
+        def both() -> tuple[Any, Any]:
+            ours = build_client(
+                host=sim.clob_url,
+                chain_id=sim.chain_id,
+                private_key=key,
+                creds=None,
+                signature_type=0,
+                funder=None,
+                http_timeout_s=2.0,
+            ).creds
+            sdk = ClobClient(sim.clob_url, sim.chain_id, key=key).create_or_derive_api_key()
+            return ours, sdk
+
+        ours, sdk = await asyncio.to_thread(both)
+        assert ours is not None and ours.api_key
+        assert (ours.api_key, ours.api_secret, ours.api_passphrase) == (
+            sdk.api_key,
+            sdk.api_secret,
+            sdk.api_passphrase,
+        )
+
+
+class _Capture:
+    """A loopback HTTP/1.1 server that keeps each raw request and answers 200 `{}`."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.requests: list[bytes] = []
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._srv.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        conn.settimeout(10)
+        with conn:
+            buf = b""
+            while True:
+                head, sep, rest = buf.partition(b"\r\n\r\n")
+                if sep:
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    if len(rest) >= length:
+                        self.requests.append(head + sep + rest[:length])
+                        buf = rest[length:]
+                        conn.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 2\r\n\r\n{}"
+                        )
+                        continue
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+
+    def close(self) -> None:
+        self._srv.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/order", '{"order":{"salt":"1"},"owner":"k","orderType":"GTC"}'),
+        ("DELETE", "/orders", '["0xa","0xb"]'),
+        ("GET", "/data/order/0xabc", None),
+        ("DELETE", "/cancel-all", None),
+    ],
+)
+def test_transport_sends_the_same_bytes_as_the_sdks_http_helper(
+    method: str, path: str, body: str | None
+) -> None:
+    from py_clob_client_v2.http_helpers import helpers as sdk_http
+
+    from venue.clob.transport import ClobHttp
+
+    cap = _Capture()
+    http = ClobHttp(cap.url, timeout_s=5.0)
+    # The same L2 headers for both (they hold the time, so they are built once).
+    headers = {"POLY_ADDRESS": "0x1", "POLY_SIGNATURE": "sig=", "POLY_TIMESTAMP": "1"}
+    try:
+        assert http.request(method, path, headers=dict(headers), body=body) == {}
+        assert sdk_http.request(f"{cap.url}{path}", method, dict(headers), body) == {}
+    finally:
+        http.close()
+        cap.close()
+    ours, sdk = cap.requests
+    assert ours == sdk
+    if body is not None:
+        assert ours.endswith(body.encode())

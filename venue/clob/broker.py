@@ -2,9 +2,9 @@
 heartbeats and market rules, against the CLOB or the simulator.
 
 * Signing (CPU) and HTTP (blocking `httpx`) run on small dedicated thread pools, never on the
-  event loop (DESIGN invariant 5).
+  event loop: nothing blocks the loop.
 * An order is signed once, in `prepare`, which also computes its EIP-712 hash (the venue's order
-  id) locally; `send` posts the same serialized bytes on every attempt (invariant 2).
+  id) locally; `send` posts the same serialized bytes on every attempt (never a new signature).
 * `deferExec` is always set, so a match never makes the venue's client poll `/data/trades`.
 * The broker owns its HTTP client (`ClobHttp`, timeout `http_timeout_s`) and, when given one,
   takes the venue's rate-limit bucket for each request before it leaves (`limiter`).
