@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import time
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ ORDER_TYPES = ("GTC", "GTD", "FOK", "FAK")
 MAX_BATCH = 15
 MAX_CANCEL = 1000
 GTD_SECURITY_S = 60
+RECEIVED_MAX = 10_000
+ORDER_POSTS = ("/order", "/orders")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,29 @@ def paginate(rows: list[Json], cursor: str | None, page_size: int) -> Json:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ReceivedOrder:
+    """One order as it reached the venue, before any fault answered its request.
+
+    `body` is the whole body of a `POST /order`, or one element of a `POST /orders` list in
+    compact JSON (a batch body is its elements' bytes joined). `order_id` is the hash the venue
+    computes for it (what `orderID` would say); None when the body does not hold a readable order.
+    """
+
+    path: str
+    body: bytes
+    owner: str | None
+    order_id: str | None
+
+    def as_json(self) -> Json:
+        return {
+            "path": self.path,
+            "body": self.body.decode("utf-8", errors="replace"),
+            "owner": self.owner,
+            "order_id": self.order_id,
+        }
+
+
 class Clob:
     """Route handlers of the CLOB server; state lives on the `Simulator`."""
 
@@ -118,6 +144,9 @@ class Clob:
         self.keys_by_addr_nonce: dict[tuple[str, int], ApiKey] = {}
         self.heartbeats: dict[str, tuple[str, asyncio.TimerHandle | None]] = {}
         self.funders: dict[str, str] = {}  # api key -> funder seen on its orders
+        # Every order-carrying request body, as received (the last RECEIVED_MAX of them).
+        self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED_MAX)
+        self.received_total = 0
 
     # app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -158,6 +187,7 @@ class Clob:
         r.add_post("/v1/heartbeats", self.heartbeat)
         r.add_post("/_sim/fund", self.admin_fund)
         r.add_get("/_sim/ledger", self.admin_ledger)
+        r.add_get("/_sim/received_orders", self.admin_received_orders)
         r.add_post("/_sim/fault", self.admin_fault)
         r.add_post("/_sim/seed_orders", self.admin_seed_orders)
         r.add_post("/_sim/market", self.admin_market)
@@ -182,6 +212,17 @@ class Clob:
             return resp
         faults = self.sim.faults.registry
         route = f"{request.method} {path}"
+        raw = b""
+        if request.method == "POST" and path in ORDER_POSTS:
+            raw = await request.read()  # aiohttp keeps it for the handler
+            self.received.append((path, raw))
+            self.received_total += 1
+            failing = faults.failing_after_accept
+            if failing:
+                for oid in self._order_ids(raw):
+                    if oid in failing:
+                        stuck = failing[oid]
+                        return self._status_fault(stuck.status, stuck.retry_after, stuck.body)
         phase = faults.restart_phase()
         if phase is not None and phase[0] == "425" and route in ORDER_ROUTES:
             return web.Response(status=425, text="service not ready")
@@ -191,8 +232,15 @@ class Clob:
         f = faults.take(faults.http, request.method, path, {"status"})
         if f is not None:
             return self._status_fault(f.status, f.retry_after, f.body)
+        accepted = faults.take(faults.http, request.method, path, {"accept_then_status"})
         late = faults.take(faults.http, request.method, path, {"late_response"})
         resp = await handler(request)
+        if accepted is not None:
+            # The engine has acted on the order; the answer is lost behind a 5xx, and so is the
+            # answer to every re-send of the same order.
+            for oid in self._order_ids(raw):
+                faults.failing_after_accept[oid] = accepted
+            return self._status_fault(accepted.status, accepted.retry_after, accepted.body)
         if late is not None:
             await asyncio.sleep(late.seconds)
         return resp
@@ -217,6 +265,55 @@ class Clob:
         if status == 500:
             return json_response({"error": "could not run the execution"}, 500, headers)
         return json_response({"error": "simulated fault"}, status, headers)
+
+    # what reached the venue ---------------------------------------------------------------
+    def _order_hash(self, o: Json, m: SimMarket) -> str:
+        """The order's EIP-712 hash on its market's exchange: the venue's order id."""
+        contract = crypto.CHAIN_CONTRACTS[self.sim.chain_id][1 if m.neg_risk else 0]
+        return (
+            "0x" + crypto.order_digest(self.sim.domain(contract), crypto.order_struct_hash(o)).hex()
+        )
+
+    def _read_order(self, item: object) -> tuple[str | None, str | None]:
+        """(owner, order id) of one order body; None for what cannot be read."""
+        if not isinstance(item, dict):
+            return None, None
+        owner = item.get("owner")
+        o = item.get("order")
+        m = self.sim.market_of_token(str(o.get("tokenId", ""))) if isinstance(o, dict) else None
+        if not isinstance(o, dict) or m is None:
+            return owner if isinstance(owner, str) else None, None
+        try:
+            oid: str | None = self._order_hash(o, m)
+        except (ValueError, KeyError, TypeError, InvalidOperation, crypto.SignatureError):
+            oid = None
+        return owner if isinstance(owner, str) else None, oid
+
+    def _order_ids(self, raw: bytes) -> list[str]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return []
+        items = body if isinstance(body, list) else [body]
+        return [oid for oid in (self._read_order(x)[1] for x in items) if oid is not None]
+
+    def received_orders(self) -> list[ReceivedOrder]:
+        """Every order the venue received (a batch counts each of its orders), oldest first."""
+        out: list[ReceivedOrder] = []
+        for path, raw in self.received:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                out.append(ReceivedOrder(path, raw, None, None))
+                continue
+            if path == "/orders" and isinstance(body, list):
+                for item in body:
+                    owner, oid = self._read_order(item)
+                    out.append(ReceivedOrder(path, orjson.dumps(item), owner, oid))
+            else:
+                owner, oid = self._read_order(body)
+                out.append(ReceivedOrder(path, raw, owner, oid))
+        return out
 
     # auth --------------------------------------------------------------------------------
     def _l1(self, request: web.Request) -> tuple[str, int]:
@@ -444,7 +541,7 @@ class Clob:
             struct = crypto.order_struct_hash(o)
         except (ValueError, KeyError, InvalidOperation, crypto.SignatureError) as e:
             raise OrderError("Invalid order payload") from e
-        order_id = "0x" + crypto.order_digest(dom, struct).hex()
+        order_id = "0x" + crypto.order_digest(dom, struct).hex()  # as `_order_hash`
         signer, maker = str(o["signer"]), str(o["maker"])
         key_addr = key.address.lower()
         try:
@@ -863,6 +960,17 @@ class Clob:
     async def admin_ledger(self, request: web.Request) -> web.Response:
         return web.Response(
             body=orjson.dumps(self.sim.ledger(), default=str), content_type="application/json"
+        )
+
+    async def admin_received_orders(self, request: web.Request) -> web.Response:
+        """`{"total": n, "orders": [...]}`: what `received_orders()` holds; `total` counts the
+        order requests ever received (above the kept ones' when the oldest were dropped)."""
+        return json_response(
+            {
+                "total": self.received_total,
+                "kept": len(self.received),
+                "orders": [r.as_json() for r in self.received_orders()],
+            }
         )
 
     async def admin_fault(self, request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` acce
     {"kind": "status", "route": "POST /order", "status": 429, "count": 3, "retry_after": 1}
     {"kind": "latency", "route": "*", "seconds": 0.5, "count": 2}
     {"kind": "late_response", "route": "POST /order", "seconds": 6, "count": 1}
+    {"kind": "accept_then_status", "route": "POST /order", "status": 500, "count": 1}
     {"kind": "engine_restart", "seconds": 2, "post_only_s": 5}
     {"kind": "ws_stall", "channel": "market", "seconds": 20}  (also ws_drop, ws_malformed+count)
     {"kind": "data_api", "status": 500, "count": 2}
@@ -12,6 +13,15 @@ Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` acce
     {"kind": "clear"}
 
 `route` is `"METHOD /path"` (path without query), `"* /path"`, or `"*"`. `count` defaults to 1.
+
+`accept_then_status` is the venue failing *after* its matching engine took the order: the order
+is accepted (it matches, or rests on the book) and the client is answered `status` (a 5xx)
+instead of the acknowledgement. Polymarket's CLOB answers such a failure with HTTP 500
+`{"error": "could not run the execution"}`, and a client that retries the same signed order
+keeps getting that 5xx: the order it sent is remembered by hash, and every later POST of it is
+answered the same way (`count` is the number of orders taken, not of requests), so the client's
+retries run out while the venue holds the order. Only a lookup by the order's hash
+(`GET /data/order/{hash}`) tells what happened to it.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ KINDS = frozenset(
         "status",
         "latency",
         "late_response",
+        "accept_then_status",
         "engine_restart",
         "ws_drop",
         "ws_stall",
@@ -85,6 +96,8 @@ class FaultRegistry:
     http: list[Fault] = field(default_factory=list)
     data: list[Fault] = field(default_factory=list)
     restart: RestartWindow | None = None
+    # Order hashes an `accept_then_status` fault took: their re-sends get the same status.
+    failing_after_accept: dict[str, Fault] = field(default_factory=dict)
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         kind = spec.get("kind")
@@ -106,6 +119,7 @@ class FaultRegistry:
         self.http.clear()
         self.data.clear()
         self.restart = None
+        self.failing_after_accept.clear()
 
     def take(self, pending: list[Fault], method: str, path: str, kinds: set[str]) -> Fault | None:
         for f in pending:

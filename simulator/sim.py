@@ -711,7 +711,7 @@ class Simulator:
         route = str(spec.get("route", "*"))
         if kind == "clear":
             reg.clear()
-        elif kind in ("status", "latency", "late_response"):
+        elif kind in ("status", "latency", "late_response", "accept_then_status"):
             ra = spec.get("retry_after")
             reg.add_http(
                 Fault(

@@ -41,7 +41,15 @@ from typing import IO, Any, Protocol, Self
 
 from eth_account import Account
 
-from tests.helpers import PYTHON, ROOT, clean_env, free_port
+from tests.helpers import (
+    JOURNAL_SIGNED_SQL,
+    PYTHON,
+    ROOT,
+    ExactlyOnce,
+    clean_env,
+    exactly_once,
+    free_port,
+)
 
 Json = dict[str, Any]
 
@@ -279,6 +287,12 @@ class SimProcess:
         }
         market: Json = self._admin("POST", "/_sim/market", body)
         return market
+
+    def received_orders(self) -> Json:
+        """Every order body the venue received (`GET /_sim/received_orders`): `orders`, with
+        `total` and `kept` request counts (they differ once the oldest were dropped)."""
+        received: Json = self._admin("GET", "/_sim/received_orders")
+        return received
 
     def seed_orders(self, orders: list[Json]) -> list[str]:
         """Rest orders from simulated makers (`POST /_sim/seed_orders`)."""
@@ -939,6 +953,20 @@ def compare(
                 c.position_mismatches += 1
                 c.details.append(f"position {tok[:12]}: venue {venue} journal {mine}")
     return c
+
+
+def check_exactly_once(sim: SimProcess, db_path: Path, *, address: str) -> ExactlyOnce:
+    """`tests.helpers.exactly_once` over the simulator's received bodies and the journal."""
+    received = sim.received_orders()
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = [dict(r) for r in conn.execute(JOURNAL_SIGNED_SQL).fetchall()]
+    finally:
+        conn.close()
+    return exactly_once(
+        received["orders"], rows, address=address, complete=received["total"] == received["kept"]
+    )
 
 
 @contextlib.contextmanager

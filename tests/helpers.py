@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +119,100 @@ def require_tool(name: str, package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required in CI (Debian package {package})")
     pytest.skip(f"{name} not installed (apt-get install {package})")
+
+
+# --------------------------------------------------------------------------------------------
+# Exactly once: what the venue received against what the journal signed
+# --------------------------------------------------------------------------------------------
+
+JOURNAL_SIGNED_SQL = (
+    "SELECT client_order_id, status, venue_order_id, payload_hash, signed_order FROM orders"
+)
+"""The journal columns `exactly_once` reads (one mapping per row)."""
+
+
+@dataclass
+class ExactlyOnce:
+    """What the venue received of ours, held against the signed orders the journal kept.
+
+    `sends` counts, per client order id, the order bodies the venue received for that row (a
+    retry or a re-send counts again, and must be the same bytes). `problems` is empty when every
+    body the venue received is one journaled before it was sent, byte for byte.
+    """
+
+    received: int = 0
+    sends: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        head = f"received {self.received} orders of ours, sends {dict(self.sends)}"
+        return head + ("\n  " + "\n  ".join(self.problems[:40]) if self.problems else "")
+
+
+def _canonical(signed: Mapping[str, object]) -> str:
+    """One spelling of a signed order (salt, amounts, signature, order type...), owner left out:
+    the journal keeps it without the API key id."""
+    return json.dumps(
+        {k: v for k, v in signed.items() if k != "owner"}, sort_keys=True, separators=(",", ":")
+    )
+
+
+def exactly_once(
+    received: Iterable[Mapping[str, object]],
+    journal: Iterable[Mapping[str, object]],
+    *,
+    address: str,
+    complete: bool = True,
+) -> ExactlyOnce:
+    """Check every order body the venue received from `address` against the journal.
+
+    `received` holds the venue's record of order bodies (`path`, `body` text, `order_id` the
+    venue computed), as `simulator.clob.ReceivedOrder.as_json()` gives them; `journal` the rows
+    of `JOURNAL_SIGNED_SQL`; `complete` is False if the venue dropped the oldest bodies. Each
+    body must be the signed order of exactly one journal row (same salt, signature, amounts,
+    order type), with the journaled payload hash over its bytes and the journaled order hash as
+    the venue's order id. An order signed again on a retry (new salt, new hash) is a body no row
+    holds; a row whose venue order id was rewritten after the send names an order the venue
+    never received.
+    """
+    me = address.lower()
+    report = ExactlyOnce()
+    if not complete:
+        report.problems.append("the venue's record of order bodies is incomplete")
+    rows: dict[str, list[Mapping[str, object]]] = {}
+    for row in journal:
+        signed = row.get("signed_order")
+        if isinstance(signed, str):
+            rows.setdefault(_canonical(json.loads(signed)), []).append(row)
+    for r in received:
+        body = str(r["body"])
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            continue  # not an order of anyone's
+        order = parsed.get("order") if isinstance(parsed, dict) else None
+        if not isinstance(order, dict) or str(order.get("maker", "")).lower() != me:
+            continue
+        report.received += 1
+        salt, venue_id = order.get("salt"), r.get("order_id")
+        matches = rows.get(_canonical(parsed), [])
+        if len(matches) != 1:
+            report.problems.append(
+                f"{r['path']}: the venue received order {venue_id} (salt {salt}), which "
+                f"{len(matches)} journal rows hold: signed again, or sent without its row"
+            )
+            continue
+        row = matches[0]
+        coid = str(row["client_order_id"])
+        report.sends[coid] += 1
+        if hashlib.sha256(body.encode()).hexdigest() != row["payload_hash"]:
+            report.problems.append(f"{coid}: the bytes the venue received are not the journaled")
+        if venue_id != row["venue_order_id"]:
+            report.problems.append(
+                f"{coid}: the venue calls its order {venue_id}, the journal {row['venue_order_id']}"
+            )
+    return report

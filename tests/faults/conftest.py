@@ -27,9 +27,11 @@ from tests.harness import (
     Json,
     SimProcess,
     TcpProxy,
+    check_exactly_once,
     compare,
     wait_until,
 )
+from tests.helpers import ExactlyOnce
 
 SLUG = "fault-trigger"
 MAKER = "0x" + "5e" * 20
@@ -165,7 +167,8 @@ class Rig:
         return compare(self.sim.ledger(), self.d.db_path, address=self.d.address, settled=settled)
 
     def assert_consistent(self, *, settled: bool = True, wait_s: float = 8.0) -> Comparison:
-        """No venue order without its one journal row, nothing sent twice, states agree.
+        """No venue order without its one journal row, nothing sent twice, states agree, and
+        every order body the venue received is one the journal signed, byte for byte.
 
         Fills arrive on the user feed (or the next REST reconcile) a moment after the order's
         answer, so this polls for up to `wait_s` before failing.
@@ -178,7 +181,13 @@ class Rig:
             time.sleep(0.3)
         assert c.ok, str(c)
         assert c.lost == 0 and c.duplicates == 0 and c.orphans == 0
+        sent = self.exactly_once()
+        assert sent.ok, str(sent)
         return c
+
+    def exactly_once(self) -> ExactlyOnce:
+        """Every order body the venue received against the journal's signed orders."""
+        return check_exactly_once(self.sim, self.d.db_path, address=self.d.address)
 
     def terminal_rows(self) -> list[Json]:
         return [r for r in self.journal() if r["status"] in TERMINAL]

@@ -1,11 +1,12 @@
 """The fault matrix at process level: the daemon and the simulator as real subprocesses.
 
 Each test injects one fault and checks the same invariants: no journal row lost, no order sent
-twice (ledger vs database through `tests.harness.compare`), the daemon's state and `/health` as
-expected during the fault, and trading resuming once the fault clears. The in-process executor
-tests (`tests/integration/test_executor_live.py`) cover the same faults component by component;
-here the whole daemon (feeds, strategies, executor, storage, sidecar) runs as `python -m
-orchestrator` and only its sockets, files and exit codes are observed.
+twice (ledger vs database through `tests.harness.compare`), every order body the venue received
+the signed order journaled before it was sent (`Rig.exactly_once`), the daemon's state and
+`/health` as expected during the fault, and trading resuming once the fault clears. The
+in-process executor tests (`tests/integration/test_executor_live.py`) cover the same faults
+component by component; here the whole daemon (feeds, strategies, executor, storage, sidecar)
+runs as `python -m orchestrator` and only its sockets, files and exit codes are observed.
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ def test_clob_500s_are_retried_with_the_same_order_and_sent_once(make_rig: RigFa
     assert rig.d.metric("polyd_venue_retries_total") >= 2
     c = rig.assert_consistent()
     assert c.venue_orders == 1 and _journal_statuses(rig) == ["FILLED"]
+    # The venue received the one journaled order three times, the same bytes each time.
+    assert list(rig.exactly_once().sends.values()) == [3]
+    rig.wait_health(200)
+    rig.trade_once()
+    assert rig.assert_consistent().venue_orders == 2
+
+
+def test_accepted_then_5xx_until_retries_run_out_is_settled_by_lookup_not_rejected(
+    make_rig: RigFactory,
+) -> None:
+    # The venue's engine matches the order, then answers 500 to its POST and to every re-send
+    # of it, until the daemon's retries (RETRY_ATTEMPTS=3) run out. The order is the venue's:
+    # the daemon must find it by its hash and book the fill, not call it REJECTED.
+    rig = make_rig()
+    rig.sim.fault(kind="accept_then_status", route="POST /order", status=500)
+    order = rig.trade_once()
+    assert order["size_matched"] == "5"
+    c = rig.assert_consistent()
+    assert c.venue_orders == 1 and _journal_statuses(rig) == ["FILLED"]
+    assert c.fill_mismatches == 0 and c.position_mismatches == 0
+    assert list(rig.exactly_once().sends.values()) == [3]
     rig.wait_health(200)
     rig.trade_once()
     assert rig.assert_consistent().venue_orders == 2
@@ -56,6 +78,7 @@ def test_429_burst_honours_retry_after_then_sends_once(make_rig: RigFactory) -> 
     c = rig.assert_consistent()
     assert c.venue_orders == 1 and _journal_statuses(rig) == ["FILLED"]
     assert any(e["event"] == "order_send_retry" for e in rig.d.log_events())
+    assert list(rig.exactly_once().sends.values()) == [3]  # one order, sent as journaled
     rig.wait_health(200)
     rig.trade_once()
     assert rig.assert_consistent().venue_orders == 2
