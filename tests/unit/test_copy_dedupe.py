@@ -1,0 +1,334 @@
+"""The copy trader against the simulator's Data API: every leader fill is handled exactly once,
+also when several share one transaction, and the per-market exposure cap counts the copies this
+run has booked before any fill of theirs reaches the positions.
+
+A leader's taker order that matches several resting orders settles in one transaction: the Data
+API lists one row per fill, with the same transaction hash. Rows differ by asset, side, size or
+price; none may be taken for a re-poll of another. Polls are driven one at a time
+(`poll_once`), so "a second poll copies nothing" is checked without waiting on a schedule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import OrderStatus, Side
+from observability.metrics import Metrics
+from resilience.clock import SystemClock
+from resilience.retry import RetryPolicy
+from simulator import SimMarket, Simulator
+from simulator.sim import DataRow
+from storage import Database, Repositories
+from strategies.base import OrderSink, PositionSource
+from strategies.copy_trader import CopyRules, CopyTrader, WalletRule
+from tests.helpers import until
+from tests.integration.test_copy_trader_sim import Venue
+from tests.integration.test_executor_live import Live, close_live, make_live
+from venue.data_api import DataApiBudget, DataApiClient
+
+D = Decimal
+LEADER = "0x" + "5e" * 20
+SELLER = "0x" + "77" * 20  # another wallet whose resting orders the leader takes
+
+
+def wallet_rule(**kw: Any) -> WalletRule:
+    base: dict[str, Any] = {"address": LEADER, "ratio": "0.5", "max_slippage": "0.02"}
+    return WalletRule.model_validate(base | kw)
+
+
+@asynccontextmanager
+async def copier(
+    sim: Simulator,
+    repos: Repositories,
+    sink: OrderSink,
+    positions: PositionSource,
+    rule: WalletRule,
+    **kw: Any,
+) -> AsyncIterator[CopyTrader]:
+    """A copy trader reading the simulator's Data API over loopback; polled by the test."""
+    api = DataApiClient(
+        base_url=sim.data_url,
+        budget=DataApiBudget(1.0, clock=SystemClock()),
+        timeout_s=2.0,
+        retry=RetryPolicy(attempts=3, base_delay_s=0.05, max_delay_s=0.1),
+    )
+    try:
+        yield CopyTrader(
+            rules=CopyRules(wallets=(rule,)),
+            data_api=api,
+            sink=sink,
+            positions=positions,
+            repos=repos,
+            metrics=Metrics(),
+            max_trade_age_s=60,
+            spread_phases=False,
+            **kw,
+        )
+    finally:
+        await api.close()
+
+
+@pytest.fixture
+async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
+    db = Database(tmp_path / "copy.db")
+    await db.open()
+    try:
+        yield Repositories.over(db)
+    finally:
+        await db.close()
+
+
+async def handled(repos: Repositories) -> list[tuple[str, Side, Decimal, Decimal]]:
+    """(token, side, leader size, leader price) of every leader fill handled, copied or not."""
+    out = []
+    for event in ("copy_intent", "copy_skipped"):
+        for e in await repos.audit.tail(event=event, limit=500):
+            d = e.detail
+            if "dedupe_key" in d:  # a handling decision (not the close of an intent)
+                out.append(
+                    (d["token_id"], Side(d["side"]), D(d["leader_size"]), D(d["leader_price"]))
+                )
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------------
+# (a) several fills in one transaction
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One leader fill: which transaction (index), which outcome token (index), side, size,
+    price."""
+
+    tx: int
+    outcome: int
+    side: Side
+    size: str
+    price: str
+
+
+TX_BASE = int(time.time())
+
+
+def tx_hash(n: int) -> str:
+    return "0x" + f"{TX_BASE:032x}{n:032x}"
+
+
+def list_rows(sim: Simulator, market: SimMarket, rows: tuple[Row, ...]) -> None:
+    """Publish the leader's fills on the simulator's Data API, all in the same second."""
+    now = int(time.time())
+    for r in rows:
+        token = market.token_ids[r.outcome]
+        sim.data_rows.append(
+            DataRow(
+                LEADER, r.side.value, token, market, D(r.size), D(r.price), now, tx_hash(r.tx), True
+            )
+        )
+
+
+ONE_TX_CASES = [
+    pytest.param(
+        (Row(1, 0, Side.BUY, "10", "0.50"), Row(1, 1, Side.BUY, "10", "0.50")),
+        id="same-tx-two-assets",
+    ),
+    pytest.param(
+        (Row(1, 0, Side.BUY, "10", "0.50"), Row(1, 0, Side.SELL, "10", "0.50")),
+        id="same-tx-two-sides",
+    ),
+    pytest.param(
+        (Row(1, 0, Side.BUY, "10", "0.50"), Row(1, 0, Side.BUY, "30", "0.50")),
+        id="same-tx-two-sizes",
+    ),
+    pytest.param(
+        (Row(1, 0, Side.BUY, "10", "0.50"), Row(2, 0, Side.BUY, "10", "0.50")),
+        id="two-txs-otherwise-equal",
+    ),
+    pytest.param(
+        (
+            Row(1, 0, Side.BUY, "10", "0.50"),
+            Row(1, 1, Side.BUY, "12", "0.45"),
+            Row(1, 0, Side.BUY, "30", "0.51"),
+            Row(1, 0, Side.SELL, "20", "0.52"),
+        ),
+        id="same-tx-assets-sides-sizes-prices",
+    ),
+    pytest.param(
+        (Row(1, 0, Side.BUY, "10", "0.50"), Row(1, 0, Side.BUY, "10", "0.51")),
+        id="same-tx-same-asset-two-prices",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="the dedupe key (tx hash + asset + side + size) leaves out the price: a fill "
+            "of the same size at a second price in one transaction is dropped as a duplicate",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("rows", ONE_TX_CASES)
+async def test_each_leader_fill_in_a_transaction_is_handled_once(
+    repos: Repositories, tmp_path: Path, rows: tuple[Row, ...]
+) -> None:
+    async with Simulator(seed=11, settle_delay_s=0.01) as sim:
+        market = sim.add_market(question="Will dedupe hold?", slug="dedupe-holds")
+        list_rows(sim, market, rows)
+        venue = Venue(repos)
+        async with copier(sim, repos, venue, venue, wallet_rule()) as trader:
+            rule = trader.rules.wallets[0]
+            assert await trader.poll_once(rule) == len(rows)
+            want = sorted(
+                (market.token_ids[r.outcome], r.side, D(r.size), D(r.price)) for r in rows
+            )
+            assert await handled(repos) == want
+            # Every BUY is copied (a SELL too, once a copied BUY gave us something to sell).
+            buys = sum(1 for r in rows if r.side is Side.BUY)
+            assert sum(1 for s in venue.sent if s.side is Side.BUY) == buys
+            assert len({s.client_order_id for s in venue.sent}) == len(venue.sent)
+            sent = len(venue.sent)
+            # The same rows again (the Data API's `start` is inclusive): nothing more.
+            assert await trader.poll_once(rule) == 0
+            assert len(venue.sent) == sent
+            assert await handled(repos) == want
+        # A restarted trader (same database) does not copy them again either.
+        async with copier(sim, repos, venue, venue, wallet_rule()) as again:
+            assert await again.poll_once(again.rules.wallets[0]) == 0
+            assert len(venue.sent) == sent
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        pytest.param(("10", "30"), id="two-levels-two-sizes"),
+        pytest.param(
+            ("10", "10"),
+            id="two-levels-same-size",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the dedupe key leaves out the price: the second fill of the leader's "
+                "order (same tx, asset, side and size, next price level) is never copied",
+            ),
+        ),
+    ],
+)
+async def test_a_leader_order_taking_two_price_levels_is_copied_per_fill(
+    repos: Repositories, sizes: tuple[str, str]
+) -> None:
+    async with Simulator(seed=12, settle_delay_s=0.01) as sim:
+        market = sim.add_market(question="Will levels hold?", slug="levels-hold")
+        token = market.token_ids[0]
+        first, second = D(sizes[0]), D(sizes[1])
+        sim.seed_order(maker=SELLER, token_id=token, side="SELL", price=D("0.50"), size=first)
+        sim.seed_order(maker=SELLER, token_id=token, side="SELL", price=D("0.51"), size=second)
+        # The leader's FAK takes both levels: one transaction, two fills.
+        sim.seed_order(
+            maker=LEADER,
+            token_id=token,
+            side="BUY",
+            price=D("0.51"),
+            size=first + second,
+            order_type="FAK",
+        )
+        fills = [r for r in sim.data_rows if r.wallet == LEADER]
+        assert len(fills) == 2 and len({r.tx for r in fills}) == 1
+        venue = Venue(repos)
+        async with copier(sim, repos, venue, venue, wallet_rule()) as trader:
+            assert await trader.poll_once(trader.rules.wallets[0]) == 2
+            assert await handled(repos) == [
+                (token, Side.BUY, first, D("0.50")),
+                (token, Side.BUY, second, D("0.51")),
+            ]
+            # Half of each fill, at the fill's price plus 0.02.
+            assert sorted((s.size, s.price) for s in venue.sent) == sorted(
+                [(first / 2, D("0.52")), (second / 2, D("0.53"))]
+            )
+            assert await trader.poll_once(trader.rules.wallets[0]) == 0
+            assert len(venue.sent) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# (b) market exposure counts copies booked but not yet in the positions
+# --------------------------------------------------------------------------------------------
+
+CAP = D("10")
+
+
+@asynccontextmanager
+async def live_copier(tmp_path: Path, seed: int) -> AsyncIterator[tuple[Live, CopyTrader]]:
+    """The real executor (live broker, simulator over loopback, no user feed: fills reach the
+    positions only when a reconcile fetches them) as the copy trader's sink and positions."""
+    async with Simulator(seed=seed, settle_delay_s=0.01) as sim:
+        live = await make_live(tmp_path, sim)
+        try:
+            sim.seed_order(
+                maker=SELLER, token_id=live.token, side="SELL", price=D("0.50"), size=D("500")
+            )
+            rule = wallet_rule(max_market_exposure=str(CAP), max_trade_notional="25")
+            async with copier(
+                sim, live.repos, live.ex, live.ex, rule, markets=live.ex.rules
+            ) as trader:
+                yield live, trader
+        finally:
+            await close_live(live)
+
+
+def our_matched_notional(live: Live) -> Decimal:
+    """What our orders matched at the venue, at their fill prices (our copies are takers)."""
+    ours = {o["id"] for o in live.our_orders()}
+    trades = live.sim.ledger()["trades"]
+    return sum((t["size"] * t["price"] for t in trades if t["taker_order_id"] in ours), D(0))
+
+
+async def test_two_leader_buys_in_a_row_stay_under_the_market_cap_before_fills_arrive(
+    tmp_path: Path,
+) -> None:
+    async with live_copier(tmp_path, seed=21) as (live, trader):
+        rule = trader.rules.wallets[0]
+        live.sim.trade_as(
+            wallet=LEADER, token_id=live.token, side="BUY", price=D("0.50"), size=D("40")
+        )
+        assert await trader.poll_once(rule) == 1
+        (first,) = live.our_orders()
+        assert first["status"] == "MATCHED"
+        # The copy traded, but no fill has reached the executor's positions yet.
+        assert live.ex.position(live.token).size == 0, "scenario needs fills not yet synced"
+        live.sim.trade_as(
+            wallet=LEADER, token_id=live.token, side="BUY", price=D("0.50"), size=D("40")
+        )
+        assert await trader.poll_once(rule) == 1
+        assert our_matched_notional(live) <= CAP
+        assert len(live.our_orders()) == 1  # the room left is under the market minimum
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a copy the executor answers UNKNOWN (sent, outcome not known yet) is settled by the "
+    "copy trader as 'unfilled' and books nothing, so the next leader trade gets the whole "
+    "market room again while the first copy may be (here: is) filled",
+)
+async def test_a_copy_whose_outcome_is_unknown_still_counts_against_the_market_cap(
+    tmp_path: Path,
+) -> None:
+    async with live_copier(tmp_path, seed=22) as (live, trader):
+        rule = trader.rules.wallets[0]
+        # The first copy reaches the venue only after our client stopped waiting for it.
+        live.sim.faults.add(kind="latency", route="POST /order", seconds=1.0, count=1)
+        live.sim.trade_as(
+            wallet=LEADER, token_id=live.token, side="BUY", price=D("0.50"), size=D("40")
+        )
+        assert await trader.poll_once(rule) == 1
+        rows = await live.repos.orders.non_terminal()
+        assert [r.status for r in rows] == [OrderStatus.UNKNOWN]
+        await until(lambda: [o["status"] for o in live.our_orders()] == ["MATCHED"])
+        live.sim.trade_as(
+            wallet=LEADER, token_id=live.token, side="BUY", price=D("0.50"), size=D("40")
+        )
+        assert await trader.poll_once(rule) == 1
+        assert our_matched_notional(live) <= CAP
