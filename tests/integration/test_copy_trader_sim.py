@@ -41,13 +41,14 @@ class Venue:
             await self.hold.wait()
         assert self.repos is not None
         await self.repos.orders.record(request)
-        self.sent.append(request)
         self.positions[request.token_id] = self.position(request.token_id).apply(
             request.side, request.price, request.size
         )
         await self.repos.orders.transition(
             request.client_order_id, OrderStatus.FILLED, size_matched=request.size
         )
+        # Listed once the result is on its way: a test waiting for `sent` sees its settling.
+        self.sent.append(request)
         return filled_in_full(request)
 
     def position(self, token_id: str) -> Position:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from strategies.copy_trader import (
     CopyRules,
     CopyTrader,
     DefaultTick,
+    MarketMemory,
     StaticMarketInfo,
     TagIndex,
     WalletRule,
@@ -47,13 +49,14 @@ def trade(
     token: str = TOKEN,
     slug: str = "some-market",
     tx: str | None = None,
+    cond: str = COND,
 ) -> LeaderTrade:
     _tx_counter[0] += 1
     return LeaderTrade(
         wallet=LEADER,
         tx_hash=tx or "0x" + f"{_tx_counter[0]:064x}",
         token_id=token,
-        condition_id=COND,
+        condition_id=cond,
         side=side,
         size=Decimal(size),
         price=Decimal(price),
@@ -560,3 +563,50 @@ async def test_tag_index_unknown_until_first_load_then_keeps_old_set_on_failure(
     lister.fail = FeedError
     clock.advance(400)
     assert await idx.tags("0xa") == frozenset({"crypto"})  # stale beats unknown
+
+
+# -- bounded memory ------------------------------------------------------------------------------
+
+
+async def test_recent_copies_and_lags_keep_only_the_last_n(repos: Repositories) -> None:
+    api, sink, m = FakeApi(), RecordingSink(), Metrics()
+    api.trades = [trade(size="20", age_s=2) for _ in range(12)]
+    t = make(repos, rule(ratio="1", max_market_exposure="1000"), api, sink, metrics=m, recent=4)
+    await t.poll_once(t.rules.wallets[0])
+    assert len(sink.requests) == 12 and m.copy_copied_total._value.get() == 12
+    assert list(t.copied) == sink.requests[-4:]
+    assert len(t.lags) == 4
+
+
+async def test_market_memory_stays_bounded_and_keeps_held_markets(repos: Repositories) -> None:
+    api, sink = FakeApi(), RecordingSink()
+    t = make(repos, rule(ratio="1", max_market_exposure="1000"), api, sink, max_markets=5)
+    api.trades = [trade(size="20", age_s=3)]  # bought: we hold TOKEN in COND from now on
+    await t.poll_once(t.rules.wallets[0])
+    sink.fill = False  # later copies find nothing: their markets hold nothing of ours
+    for i in range(40):
+        cond = "0x" + f"{i + 1:064x}"
+        api.trades.append(trade(size="20", age_s=2, token=f"{5 * 10**70 + i}", cond=cond))
+        await t.poll_once(t.rules.wallets[0])
+    assert len(sink.requests) == 41
+    assert len(t._memory) <= 5 and t._memory.locks == 0
+    assert t._memory.condition_of(TOKEN) == COND
+    assert t._memory.exposure(COND) == Decimal("10.40")  # 20 @ 0.52, still counted
+
+
+async def test_market_locks_exist_only_while_a_decision_holds_or_waits() -> None:
+    memory = MarketMemory(RecordingSink(), max_markets=2)
+    order: list[str] = []
+
+    async def decide(name: str) -> None:
+        async with memory.locked(COND):
+            order.append(f"{name} in")
+            await asyncio.sleep(0)
+            order.append(f"{name} out")
+
+    await asyncio.gather(decide("a"), decide("b"))
+    assert order == ["a in", "a out", "b in", "b out"]
+    assert memory.locks == 0
+    for i in range(100):
+        memory.note("0x" + f"{i:064x}", str(i))
+    assert len(memory) == 2

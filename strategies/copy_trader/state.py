@@ -1,0 +1,201 @@
+"""Copy trader state: the durable ledger (dedupe, cursors, intents) and a per-market memory.
+
+`CopyLedger` is the trader's view of its durable state: which leader trades were handled, each
+wallet's cursor and the intents stored before sending, each decision written in one
+transaction (the SQL lives in `storage.repositories.CopyIntentRepository`). `MarketMemory` is
+the in-memory, bounded part: per market, the tokens the leader traded, the notional we bought in
+this run, and the lock that serialises decisions on one market.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from storage import Repositories
+from storage.repositories import CopyIntent
+from strategies.base import PositionSource
+from venue.data_api import LeaderTrade
+
+MAX_MARKETS: Final = 10_000
+"""How many markets `MarketMemory` remembers before forgetting the least recently traded."""
+
+Intent = CopyIntent
+"""A copy we decided to send: the exact request and what it copies (stored before sending)."""
+
+
+def client_order_id_for(dedupe_key: str) -> str:
+    """Derive the copy order's client order id from the leader trade's dedupe key."""
+    return "cp" + hashlib.sha256(dedupe_key.encode()).hexdigest()[:30]
+
+
+class CopyLedger:
+    """The copy trader's view of its durable state: what each decision writes, and when.
+
+    The SQL lives in `storage.repositories.CopyIntentRepository`; this class only decides the
+    audit details and reads the executor's journal.
+    """
+
+    def __init__(self, repos: Repositories) -> None:
+        self._repos = repos
+        self._store = repos.copy_intents
+
+    async def cursor(self, wallet: str) -> int | None:
+        return await self._store.cursor(wallet)
+
+    async def seen(self, wallet: str, keys: Iterable[str]) -> set[str]:
+        return await self._store.seen_among(wallet, keys)
+
+    async def handle(
+        self,
+        trade: LeaderTrade,
+        *,
+        intent: Intent | None = None,
+        skip: tuple[str, str] | None = None,
+    ) -> bool:
+        """Mark `trade` handled (and store `intent`, or audit `skip`) atomically.
+
+        Return False if it had been handled already (nothing is written then).
+        """
+        detail: dict[str, Any] = {
+            "wallet": trade.wallet,
+            "dedupe_key": trade.dedupe_key,
+            "token_id": trade.token_id,
+            "side": trade.side.value,
+            "leader_price": str(trade.price),
+            "leader_size": str(trade.size),
+        }
+        event = "copy_intent"
+        if skip is not None:
+            event = "copy_skipped"
+            detail["reason"], detail["detail"] = skip
+        return await self._store.handle(
+            trade.wallet, trade.dedupe_key, trade.timestamp, audit=(event, detail), intent=intent
+        )
+
+    async def pending(self) -> list[Intent]:
+        return await self._store.pending()
+
+    async def close_intent(self, coid: str, event: str, **detail: Any) -> None:
+        """Delete the intent for `coid` and audit how it ended, in one write."""
+        await self._store.close(coid, event, detail)
+
+    async def in_journal(self, coid: str) -> bool:
+        return await self._repos.orders.get(coid) is not None
+
+    async def prune(self, wallet: str, *, older_than_s: float) -> int:
+        before = time.time() - older_than_s
+        iso = datetime.fromtimestamp(before, UTC).isoformat(timespec="microseconds")
+        return await self._store.prune_seen(wallet, before_iso=iso)
+
+
+@dataclass
+class _Market:
+    tokens: set[str] = field(default_factory=set)
+    booked: Decimal = Decimal(0)  # notional we bought in this market (this run)
+
+
+@dataclass
+class _Lock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class MarketMemory:
+    """Per market, what the trader learned this run: its tokens, our booked notional, a lock.
+
+    The exposure of a market is the larger of what we hold in its tokens (at cost) and what we
+    booked buying in it, so a fill the position has not shown yet still counts. Bounded: past
+    `max_markets`, noting a new market forgets the least recently traded one that is not being
+    decided on and in which we hold nothing (markets we hold stay, and are bounded by our
+    capital). A lock exists only while some decision waits for or holds it.
+    """
+
+    def __init__(self, positions: PositionSource, *, max_markets: int = MAX_MARKETS) -> None:
+        if max_markets < 1:
+            raise ValueError("max_markets must be at least 1")
+        self._positions = positions
+        self._max = max_markets
+        self._markets: OrderedDict[str, _Market] = OrderedDict()
+        self._condition_of: dict[str, str] = {}
+        self._locks: dict[str, _Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._markets)
+
+    @property
+    def locks(self) -> int:
+        """How many market locks exist now (one per market being decided on)."""
+        return len(self._locks)
+
+    def note(self, condition_id: str, token_id: str) -> None:
+        """Remember that `token_id` trades in `condition_id` (a leader just traded it)."""
+        m = self._markets.get(condition_id)
+        if m is None:
+            m = self._markets[condition_id] = _Market()
+        else:
+            self._markets.move_to_end(condition_id)
+        m.tokens.add(token_id)
+        self._condition_of.setdefault(token_id, condition_id)
+        self._evict(keep=condition_id)
+
+    def condition_of(self, token_id: str) -> str | None:
+        """The market `token_id` was noted in, if it is remembered."""
+        return self._condition_of.get(token_id)
+
+    def book(self, condition_id: str, notional: Decimal) -> None:
+        """Add `notional` bought in `condition_id` to its booked exposure."""
+        m = self._markets.get(condition_id)
+        if m is not None:
+            m.booked += notional
+
+    def exposure(self, condition_id: str) -> Decimal:
+        """Our exposure in the market: held at cost, or booked if more."""
+        m = self._markets.get(condition_id)
+        if m is None:
+            return Decimal(0)
+        held = Decimal(0)
+        for token in m.tokens:
+            pos = self._positions.position(token)
+            held += pos.size * pos.avg_cost
+        return max(held, m.booked)
+
+    @contextlib.asynccontextmanager
+    async def locked(self, condition_id: str) -> AsyncIterator[None]:
+        """Hold the market's lock: one decision at a time per market."""
+        entry = self._locks.get(condition_id)
+        if entry is None:
+            entry = self._locks[condition_id] = _Lock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[condition_id]
+
+    def _holds(self, m: _Market) -> bool:
+        return any(self._positions.position(t).size > 0 for t in m.tokens)
+
+    def _evict(self, *, keep: str) -> None:
+        looked = 0
+        while len(self._markets) > self._max and looked < len(self._markets):
+            looked += 1
+            cond = next(iter(self._markets))
+            m = self._markets[cond]
+            if cond == keep or cond in self._locks or self._holds(m):
+                self._markets.move_to_end(cond)  # in use: give it another round
+                continue
+            del self._markets[cond]
+            for token in m.tokens:
+                if self._condition_of.get(token) == cond:
+                    del self._condition_of[token]
