@@ -490,3 +490,60 @@ def test_example_rules_file_is_valid() -> None:
     rules = load_rules(ROOT / "deploy" / "sniper-rules.example.toml")
     assert rules
     assert all(isinstance(r, SniperRule) for r in rules)
+
+
+def _nth_market(i: int) -> Market:
+    return market(
+        condition_id="0x" + f"{i + 1:064x}",
+        token_ids=(f"{3 * 10**69 + 2 * i}", f"{3 * 10**69 + 2 * i + 1}"),
+    )
+
+
+async def test_slots_of_tokens_no_longer_watched_stay_bounded() -> None:
+    ex = RecordingExecutor()
+    store = BookStore(stale_after_s=60)
+    sn = Sniper(rules=[rule()], books=store, orders=ex, clock=Clock(), retired_slots=3)
+    task = asyncio.create_task(sn.run())
+    try:
+        for i in range(50):  # discovery moves on to a new market every pass
+            m = _nth_market(i)
+            sn.set_markets({"r1": [m]})
+            for tok in m.token_ids:
+                set_book(store, {"0.93": "100"}, token=tok)
+            await settle()
+            assert sn._slots.live <= 2 and sn._slots.retired <= 3
+            assert len(sn._took) <= 2  # tokens we filled on, while still watched
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(ex.buys) == 100  # every market was traded while it was watched
+    assert len(sn._slots) <= 5
+
+
+async def test_a_token_watched_again_keeps_its_entries_and_cooldown() -> None:
+    ex = RecordingExecutor()
+    clock = Clock()
+    store = BookStore(stale_after_s=60)
+    a, b = _nth_market(0), _nth_market(1)
+    r = rule(max_entries=1, cooldown_s=30, outcome="Yes")
+    sn = Sniper(rules=[r], books=store, orders=ex, clock=clock, retired_slots=3)
+    task = asyncio.create_task(sn.run())
+    try:
+        sn.set_markets({"r1": [a]})
+        set_book(store, {"0.93": "100"}, token=a.token_ids[0])
+        await settle()
+        assert len(ex.buys) == 1
+        sn.set_markets({"r1": [b]})  # a drops out of discovery for a pass ...
+        await settle()
+        sn.set_markets({"r1": [a]})  # ... and comes back
+        set_book(store, {"0.99": "100"}, token=a.token_ids[0])
+        await settle()
+        clock.now += 31
+        set_book(store, {"0.93": "100"}, token=a.token_ids[0])  # a new opportunity on a
+        await settle()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(ex.buys) == 1  # max_entries = 1 still holds for a
