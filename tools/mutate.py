@@ -161,6 +161,12 @@ def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], Path]:
         f"[{g.name}] mutmut run exit {rc} in {time.monotonic() - started:.0f}s (log {log_path})",
         file=sys.stderr,
     )
+    if rc != 0:
+        tail = log_path.read_text("utf-8", "replace")[-3000:]
+        raise SystemExit(
+            f"[{g.name}] mutmut failed (exit {rc}): the guarding tests must pass on the unmutated"
+            f" code first. End of its log ({log_path}):\n{tail}"
+        )
     listing = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "True"],
         cwd=work,
