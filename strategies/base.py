@@ -1,4 +1,4 @@
-"""The Strategy contract: strategies decide; only the executor trades (DESIGN invariant 4)."""
+"""The Strategy contract: strategies decide and emit `OrderRequest`s; only the executor trades."""
 
 from __future__ import annotations
 

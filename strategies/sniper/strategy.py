@@ -3,7 +3,7 @@
 Rules come from a TOML or JSON file (`SNIPER_RULES_PATH`; see
 `deploy/sniper-rules.example.toml`). Each rule selects markets (explicit token ids, condition
 ids or slugs, and/or a Gamma filter such as "ends within N minutes") and fires when, on a
-*usable* book (DESIGN invariant 6):
+*usable* book (a fresh snapshot, and updates still arriving):
 
 * the best ask is within `[min_price, max_price]`,
 * the ask depth at or under `max_price` is at least `min_size`,
