@@ -116,11 +116,8 @@ class Row:
     price: str
 
 
-TX_BASE = int(time.time())
-
-
 def tx_hash(n: int) -> str:
-    return "0x" + f"{TX_BASE:032x}{n:032x}"
+    return "0x" + f"{n:064x}"
 
 
 def list_rows(sim: Simulator, market: SimMarket, rows: tuple[Row, ...]) -> None:
@@ -265,7 +262,7 @@ async def live_copier(tmp_path: Path, seed: int) -> AsyncIterator[tuple[Live, Co
     """The real executor (live broker, simulator over loopback, no user feed: fills reach the
     positions only when a reconcile fetches them) as the copy trader's sink and positions."""
     async with Simulator(seed=seed, settle_delay_s=0.01) as sim:
-        live = await make_live(tmp_path, sim)
+        live = await make_live(tmp_path, sim, http_timeout_s=0.5)
         try:
             sim.seed_order(
                 maker=SELLER, token_id=live.token, side="SELL", price=D("0.50"), size=D("500")
@@ -318,15 +315,16 @@ async def test_a_copy_whose_outcome_is_unknown_still_counts_against_the_market_c
 ) -> None:
     async with live_copier(tmp_path, seed=22) as (live, trader):
         rule = trader.rules.wallets[0]
-        # The first copy reaches the venue only after our client stopped waiting for it.
-        live.sim.faults.add(kind="latency", route="POST /order", seconds=1.0, count=1)
+        # The first copy reaches the venue 3 s after it was sent: our client stopped waiting at
+        # 0.5 s, and its lookup right after found nothing yet.
+        live.sim.faults.add(kind="latency", route="POST /order", seconds=3.0, count=1)
         live.sim.trade_as(
             wallet=LEADER, token_id=live.token, side="BUY", price=D("0.50"), size=D("40")
         )
         assert await trader.poll_once(rule) == 1
         rows = await live.repos.orders.non_terminal()
         assert [r.status for r in rows] == [OrderStatus.UNKNOWN]
-        await until(lambda: [o["status"] for o in live.our_orders()] == ["MATCHED"])
+        await until(lambda: [o["status"] for o in live.our_orders()] == ["MATCHED"], 15.0)
         live.sim.trade_as(
             wallet=LEADER, token_id=live.token, side="BUY", price=D("0.50"), size=D("40")
         )
