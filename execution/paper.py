@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 import orjson
 import structlog
 
-from errors import OrderRejected
+from errors import DuplicateOrder, OrderRejected
 from execution.market_rules import fillable_size
 from execution.ports import (
     Ack,
@@ -193,7 +193,10 @@ class PaperBroker:
     async def send(self, prepared: Prepared) -> Ack:
         req = prepared.request
         if prepared.venue_order_id in self._orders or prepared.venue_order_id in self._finished:
-            raise OrderRejected(f"order {prepared.venue_order_id} is invalid. Duplicated.")
+            raise DuplicateOrder(
+                f"order {prepared.venue_order_id} is invalid. Duplicated.",
+                order_id=prepared.venue_order_id,
+            )
         crossing = await self._levels(req)
         if req.post_only and crossing:
             raise OrderRejected(POST_ONLY_CROSSES)

@@ -1,0 +1,159 @@
+"""The trading guard: whether new orders may go out, and why not.
+
+It holds the trading state (ACTIVE, REDUCING, HALTED) and its reason, persisted so a halt
+survives restarts until an operator resumes; the kill-switch file; the daily loss limit (halt at
+the limit, one warning a day at a fraction of it) with today's PnL baseline persisted; and the
+view of the venue circuit breaker that `/health` and the metrics show. Cancels never ask it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import structlog
+
+from errors import OrderRejected, RefusalSource, TransientError, VenueUnavailable
+from execution.positions import PositionBook
+from execution.risk import TradingState
+from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
+from resilience import BreakerState, CircuitBreaker, Clock
+from storage import Repositories
+
+log = structlog.get_logger("executor")
+
+STATE_KEY = "trading_state"
+DAY_KEY = "daily_pnl_baseline"
+
+
+class TradingGuard:
+    """Trading state, kill switch, daily loss limit and the breaker's state as health reads it."""
+
+    def __init__(
+        self,
+        *,
+        repos: Repositories,
+        positions: PositionBook,
+        metrics: Metrics,
+        breaker: CircuitBreaker,
+        clock: Clock,
+        kill_switch_path: Path | None = None,
+        daily_loss_limit: Decimal = Decimal("100"),
+        daily_loss_warn_fraction: float = 0.8,
+    ) -> None:
+        self._store = repos.state
+        self._audit = repos.audit
+        self.positions = positions
+        self.metrics = metrics
+        self.breaker = breaker
+        self.clock = clock
+        self.kill_switch_path = kill_switch_path
+        self.daily_loss_limit = daily_loss_limit
+        self.daily_loss_warn_fraction = daily_loss_warn_fraction
+        self.state = TradingState.ACTIVE
+        self.reason = ""
+        self._warned_day: str | None = None
+        self._persisted_day: str | None = None
+        self._forced_open_s: float | None = None  # how long the last force_open lasts
+
+    async def load(self) -> None:
+        """Restore the persisted trading state and, if it is from today, the PnL baseline."""
+        raw = await self._store.get(STATE_KEY)
+        if raw:
+            saved = orjson.loads(raw)
+            self.state = TradingState(saved.get("state", "ACTIVE"))
+            self.reason = str(saved.get("reason", ""))
+        day_raw = await self._store.get(DAY_KEY)
+        if day_raw:
+            d = orjson.loads(day_raw)
+            if d.get("day") == datetime.now(UTC).strftime("%Y-%m-%d"):
+                self.positions.set_day_baseline(d["day"], Decimal(d["baseline"]))
+                self._persisted_day = day_raw
+
+    # trading state ------------------------------------------------------------------------
+    async def set_state(self, state: TradingState, reason: str) -> None:
+        if state is self.state and reason == self.reason:
+            return
+        old = self.state
+        body = orjson.dumps({"state": state.value, "reason": reason}).decode()
+        await self._store.set(
+            STATE_KEY, body, audit=("trading_state", {"from": old, "to": state, "reason": reason})
+        )
+        self.state, self.reason = state, reason
+        self.metrics.trading_state.set(TRADING_STATE_VALUE[state.value])
+        log.warning("trading_state_changed", old=old, new=state, reason=reason)
+
+    async def resume(self, reason: str) -> None:
+        """Back to ACTIVE with a fresh breaker; refused while the kill-switch file exists."""
+        if self.kill_switch_on():
+            raise OrderRejected(
+                "kill-switch file is present; remove it first", source=RefusalSource.HALTED
+            )
+        self.breaker.reset()
+        await self.set_state(TradingState.ACTIVE, reason)
+
+    def storage_failed(self) -> None:
+        """A database write failed: halt in memory (the state row cannot be written either).
+        It stays halted until an operator resumes, once writes succeed again."""
+        self.state, self.reason = TradingState.HALTED, "storage error"
+        self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
+
+    def kill_switch_on(self) -> bool:
+        p = self.kill_switch_path
+        return p is not None and p.exists()
+
+    async def check(self) -> None:
+        """Kill switch and daily loss limit; persist today's PnL baseline when it changes."""
+        if self.kill_switch_on() and self.state is not TradingState.HALTED:
+            await self.set_state(TradingState.HALTED, "kill-switch file present")
+        pnl = self.positions.daily_pnl()
+        day, baseline = self.positions.day
+        limit = self.daily_loss_limit
+        if pnl <= -limit and self.state is not TradingState.HALTED:
+            await self.set_state(
+                TradingState.HALTED, f"daily loss limit reached ({pnl} <= -{limit})"
+            )
+        elif pnl <= -limit * Decimal(str(self.daily_loss_warn_fraction)) and (
+            self._warned_day != day
+        ):
+            self._warned_day = day
+            log.warning("daily_loss_warning", pnl=str(pnl), limit=str(limit))
+            await self._audit.append("daily_loss_warning", pnl=str(pnl), limit=str(limit))
+        want = orjson.dumps({"day": day, "baseline": str(baseline)}).decode()
+        if day and want != self._persisted_day:
+            await self._store.set(DAY_KEY, want)
+            self._persisted_day = want
+
+    # venue breaker ------------------------------------------------------------------------
+    def venue_failed(self, e: TransientError) -> None:
+        """A send failed on a definite venue error: count it against the breaker, and hold new
+        orders for the venue's Retry-After when it said how long it is unavailable."""
+        self.breaker.record_failure()
+        if isinstance(e, VenueUnavailable) and e.retry_after:
+            self._forced_open_s = e.retry_after
+            self.breaker.force_open("venue unavailable", for_s=e.retry_after)
+        self.metrics.venue_errors_total.labels("post_order", type(e).__name__).inc()
+
+    def breaker_state(self) -> BreakerState:
+        """The breaker's state, with an OPEN breaker whose wait is over read as HALF_OPEN.
+
+        `CircuitBreaker.state` stays OPEN until the next `allow()` (an order) moves it; asking
+        `allow()` here would use up the probe slot the next order needs.
+        """
+        b = self.breaker
+        if b.state is not BreakerState.OPEN or b.opened_at is None:
+            return b.state
+        # Opened on failures: `reset_timeout_s`; forced by `venue_failed`: Retry-After.
+        open_for = b.reset_timeout_s if b.reason == "failures" else self._forced_open_s
+        if open_for is not None and self.clock.monotonic() - b.opened_at >= open_for:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    def on_breaker_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        """Hook for `CircuitBreaker(on_state_change=...)`."""
+        self.metrics.breaker_state.labels(name).set(BREAKER_STATE_VALUE[new.name])
+        if new is BreakerState.OPEN:
+            self.metrics.breaker_opened_total.labels(name).inc()
+        log.warning("breaker_state_changed", breaker=name, old=old.value, new=new.value)

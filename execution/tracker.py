@@ -1,0 +1,244 @@
+"""The order tracker: the one in-memory mirror of the order journal.
+
+One record per client order id the executor is working on: its request, journal status, venue
+order id, whether a send of it is in progress in this process, and (while its outcome is unknown)
+when to look it up next. Every journal transition the executor makes goes through
+`OrderTracker.transition`, which writes the row and then moves the record and the position
+book's open-order commitments together. A record leaves when its order reaches a terminal status,
+so the tracker holds what is in flight or resting, never the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from errors import IllegalTransition, StorageError
+from execution.ports import Prepared
+from execution.positions import OpenOrder, PositionBook
+from models import OrderRequest, OrderStatus
+from observability.metrics import Metrics
+from resilience import Backoff
+from storage.repositories import JournalRow, OrderJournal
+
+log = structlog.get_logger("executor")
+
+StorageFailed = Callable[..., None]
+"""Called as `(event, **log_fields)` when a journal write failed (the executor halts)."""
+
+
+@dataclass(slots=True)
+class Lookup:
+    """An order whose outcome is unknown: looked up by its hash at `due`, until the grace."""
+
+    client_order_id: str
+    venue_order_id: str
+    since: float
+    due: float
+    backoff: Backoff
+
+
+@dataclass(slots=True)
+class TrackedOrder:
+    """What the process knows of one order between admission and a terminal status."""
+
+    request: OrderRequest | None = None
+    status: OrderStatus | None = None  # None: admitted, not journaled yet
+    venue_order_id: str | None = None
+    sending: bool = False  # a send of it is in progress here: reconciliation leaves it alone
+    lookup: Lookup | None = None  # outcome unknown: when to look it up next
+
+
+class OrderTracker:
+    """Client order id -> `TrackedOrder`, kept in step with the journal and the position book."""
+
+    def __init__(
+        self,
+        *,
+        journal: OrderJournal,
+        positions: PositionBook,
+        metrics: Metrics,
+        on_storage_failure: StorageFailed,
+    ) -> None:
+        self.journal = journal
+        self.positions = positions
+        self.metrics = metrics
+        self._storage_failed = on_storage_failure
+        self._orders: dict[str, TrackedOrder] = {}
+        # The records with a `lookup`, so the periodic sweep does not walk every resting order.
+        self._lookups: dict[str, Lookup] = {}
+
+    def __contains__(self, client_order_id: object) -> bool:
+        return client_order_id in self._orders
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def _record(self, client_order_id: str) -> TrackedOrder:
+        rec = self._orders.get(client_order_id)
+        if rec is None:
+            rec = self._orders[client_order_id] = TrackedOrder()
+        return rec
+
+    # admission and journaling -------------------------------------------------------------
+    def admit(self, prepared: Prepared) -> None:
+        """`prepared` passed every check and was signed; it is about to be journaled."""
+        rec = self._record(prepared.request.client_order_id)
+        rec.request = prepared.request
+        rec.venue_order_id = prepared.venue_order_id
+
+    def forget(self, client_order_id: str) -> None:
+        """Drop an admitted order that was never journaled (nothing of it left the process)."""
+        self._orders.pop(client_order_id, None)
+        self._lookups.pop(client_order_id, None)
+
+    async def journal_pending(self, prepared: Prepared) -> None:
+        """Write the PENDING row (with the signed order) durably, then track it as open."""
+        req = prepared.request
+        try:
+            await self.journal.record(
+                req,
+                status=OrderStatus.PENDING,
+                venue_order_id=prepared.venue_order_id,
+                payload_hash=prepared.payload_hash,
+                signed_order=prepared.signed_order,
+                audit=("order_journaled", {"venue_order_id": prepared.venue_order_id}),
+            )
+        except StorageError:
+            self._storage_failed("storage_failed_halting", client_order_id=req.client_order_id)
+            raise
+        self._record(req.client_order_id).status = OrderStatus.PENDING
+        self.positions.add_open(req)
+        self.metrics.open_orders.set(self.positions.open_count)
+
+    def track_row(self, row: JournalRow) -> None:
+        """Mirror a non-terminal journal row (start-up, reconciliation)."""
+        rec = self._record(row.client_order_id)
+        rec.status = row.status
+        if row.venue_order_id is not None:
+            rec.venue_order_id = row.venue_order_id
+        self.positions.add_open_row(
+            OpenOrder(
+                row.client_order_id, row.strategy, row.token_id, row.side, row.price, row.remaining
+            )
+        )
+
+    async def load(self) -> None:
+        """Track every non-terminal journal row (start-up)."""
+        for row in await self.journal.non_terminal():
+            self.track_row(row)
+
+    # reads ----------------------------------------------------------------------------------
+    def status(self, client_order_id: str) -> OrderStatus | None:
+        rec = self._orders.get(client_order_id)
+        return rec.status if rec is not None else None
+
+    async def request_for(self, client_order_id: str) -> OrderRequest | None:
+        """The order's request: from memory, else rebuilt from its journal row."""
+        rec = self._orders.get(client_order_id)
+        if rec is not None and rec.request is not None:
+            return rec.request
+        row = await self.journal.get(client_order_id)
+        if row is None:
+            return None
+        req = OrderRequest.model_construct(
+            strategy=row.strategy,
+            token_id=row.token_id,
+            side=row.side,
+            price=row.price,
+            size=row.size,
+            order_type=row.order_type,
+            expiration=row.expiration,
+            post_only=row.post_only,
+            client_order_id=row.client_order_id,
+            reason=row.reason,
+        )
+        if not row.status.terminal:  # a finished order is not tracked again
+            self._record(client_order_id).request = req
+        return req
+
+    # sends in progress ------------------------------------------------------------------------
+    def is_sending(self, client_order_id: str) -> bool:
+        rec = self._orders.get(client_order_id)
+        return rec is not None and rec.sending
+
+    def set_sending(self, client_order_id: str, sending: bool) -> None:
+        rec = self._orders.get(client_order_id)
+        if rec is not None:
+            rec.sending = sending
+
+    # unknown outcomes ---------------------------------------------------------------------------
+    def look_up_later(self, lookup: Lookup) -> Lookup:
+        """Schedule lookups of an order whose outcome is unknown."""
+        self._record(lookup.client_order_id).lookup = lookup
+        self._lookups[lookup.client_order_id] = lookup
+        return lookup
+
+    def lookup_done(self, client_order_id: str) -> None:
+        self._lookups.pop(client_order_id, None)
+        rec = self._orders.get(client_order_id)
+        if rec is not None:
+            rec.lookup = None
+            if rec.status is None and rec.request is None and not rec.sending:
+                del self._orders[client_order_id]  # held only the lookup
+
+    def lookups_due(self, now: float) -> list[Lookup]:
+        return [u for u in self._lookups.values() if u.due <= now]
+
+    @property
+    def unknown_count(self) -> int:
+        return len(self._lookups)
+
+    # transitions ----------------------------------------------------------------------------------
+    async def transition(
+        self,
+        req: OrderRequest,
+        to: OrderStatus,
+        *,
+        venue_order_id: str | None = None,
+        size_matched: Decimal | None = None,
+        avg_price: Decimal | None = None,
+        detail: str = "",
+        audit: tuple[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Journal `req` moving to `to`, then mirror it; False if the life cycle forbids it."""
+        coid = req.client_order_id
+        rec = self._orders.get(coid)
+        current = rec.status if rec is not None else None
+        if current is not None and current != to and not current.can_become(to):
+            log.info("order_transition_skipped", client_order_id=coid, current=current, to=to)
+            return False
+        try:
+            await self.journal.transition(
+                coid,
+                to,
+                venue_order_id=venue_order_id,
+                size_matched=size_matched,
+                avg_price=avg_price,
+                detail=detail,
+                audit=audit,
+            )
+        except IllegalTransition:
+            log.info("order_transition_refused", client_order_id=coid, to=to)
+            return False
+        except StorageError:
+            self._storage_failed("storage_failed_halting", client_order_id=coid, to=to)
+            raise
+        if to.terminal:
+            self._orders.pop(coid, None)
+            self._lookups.pop(coid, None)
+            self.positions.update_open(coid, None)
+            self.metrics.orders_total.labels(req.strategy, req.side.value, to.value.lower()).inc()
+        else:
+            rec = self._record(coid)
+            rec.status = to
+            if venue_order_id is not None:
+                rec.venue_order_id = venue_order_id
+            if size_matched is not None:
+                self.positions.update_open(coid, req.size - size_matched)
+        self.metrics.open_orders.set(self.positions.open_count)
+        return True
