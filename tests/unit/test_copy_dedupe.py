@@ -3,8 +3,9 @@ also when several share one transaction, and the per-market exposure cap counts 
 run has booked before any fill of theirs reaches the positions.
 
 A leader's taker order that matches several resting orders settles in one transaction: the Data
-API lists one row per fill, with the same transaction hash. Rows differ by asset, side, size or
-price; none may be taken for a re-poll of another. Polls are driven one at a time
+API lists one row per fill, with the same transaction hash; a match that fills the leader's
+resting orders on both outcome tokens (or a buy and a sell) does the same. Rows differ by asset,
+side, size or price; none may be taken for a re-poll of another. Polls are driven one at a time
 (`poll_once`), so "a second poll copies nothing" is checked without waiting on a schedule.
 """
 
