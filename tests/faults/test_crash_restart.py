@@ -4,9 +4,12 @@ The daemon runs live against the simulator's demo scenario with the sniper (pric
 living books) and the copy trader (following the whale) both trading continuously. It is killed
 with SIGKILL at seeded random moments (some during start-up and its reconcile, others while an
 order is in flight: every order is held 0.3 s at the venue before it matches) and restarted each
-time on the same database. At the end trading is halted, the journal is left to settle, and the
-database is compared with the simulator's ledger: every venue order has exactly one journal row
-in the right final state, fills and positions match, nothing is duplicated, lost or orphaned.
+time on the same database. One kill in every run is not left to chance: it waits until the venue
+has received an order it holds for 2 s, so it lands between the PENDING row and the answer. At
+the end trading is halted, the journal is left to settle, and the database is compared with the
+simulator's ledger: every venue order has exactly one journal row in the right final state,
+fills and positions match, nothing is duplicated, lost or orphaned, and every order body the
+venue received is one the journal signed, byte for byte.
 
 The short run (5 kills) is in the default suite; `pytest -m slow` runs 25 kills.
 """
@@ -27,6 +30,7 @@ from tests.harness import (
     DaemonProcess,
     HarnessError,
     SimProcess,
+    check_exactly_once,
     compare,
     demo_rules,
     wait_until,
@@ -34,6 +38,35 @@ from tests.harness import (
 
 # A lookup grace well above a normal submission time (ms), so no healthy order is rejected.
 CRASH_SETTINGS = {"ORDER_LOOKUP_GRACE_S": "8", "RECONCILE_INTERVAL_S": "5"}
+UNSETTLED_SQL = "SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN')"
+
+
+def hold_next_order(sim: SimProcess, seconds: float) -> int:
+    """Hold the next POST /order `seconds` at the venue (the others 0.3 s, as before); return
+    how many order requests the venue had received until now."""
+    sim.clear_faults()
+    sim.fault(kind="latency", route="POST /order", seconds=seconds, count=1)  # matched first
+    sim.fault(kind="latency", route="POST /order", seconds=0.3, count=100_000)
+    total: int = sim.received_orders()["total"]
+    return total
+
+
+def kill_mid_submission(sim: SimProcess, d: DaemonProcess) -> None:
+    """SIGKILL the daemon while an order is at the venue and its journal row is unsettled.
+
+    The next order is held 2 s at the venue: past the daemon's 1 s client timeout its row turns
+    UNKNOWN, and it cannot be found until the venue lets it through, so the row stays unsettled
+    for seconds, whatever the polling below costs.
+    """
+    before = hold_next_order(sim, 2.0)
+    wait_until(
+        lambda: sim.received_orders()["total"] > before and d.rows(UNSETTLED_SQL),
+        30,
+        interval=0.05,
+        what="an order held at the venue with its journal row unsettled",
+    )
+    d.kill9()
+    assert d.rows(UNSETTLED_SQL), "the kill landed after the order settled"
 
 
 def crash_restart_run(workdir: Path, *, kills: int, seed: int) -> dict[str, int]:
@@ -48,12 +81,13 @@ def crash_restart_run(workdir: Path, *, kills: int, seed: int) -> dict[str, int]
             d.start()
             d.wait_ready()
             mid_submission = 0
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.5, 4.0))  # from start: some land in start-up/reconcile
-                d.kill9()
-                mid_submission += bool(
-                    d.rows("SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN')")
-                )
+            for i in range(kills):
+                if i == kills // 2:
+                    kill_mid_submission(sim, d)  # at least this one lands mid-submission
+                else:
+                    time.sleep(rng.uniform(0.5, 4.0))  # from start: some in start-up/reconcile
+                    d.kill9()
+                mid_submission += bool(d.rows(UNSETTLED_SQL))
                 d.start()
             d.wait_ready()
             time.sleep(2.0)
@@ -78,6 +112,7 @@ def crash_restart_run(workdir: Path, *, kills: int, seed: int) -> dict[str, int]
                 wait_until(settled_comparison, 20, interval=0.5, what="ledger and journal agree")
             assert d.sigterm() == 0
             c = compare(sim.ledger(), d.db_path, address=d.address)
+            sent = check_exactly_once(sim, d.db_path, address=d.address)
         finally:
             d.stop()
     counts = {"kills": kills, "seed": seed, **c.counts()}
@@ -89,6 +124,9 @@ def crash_restart_run(workdir: Path, *, kills: int, seed: int) -> dict[str, int]
         Path(out).write_text(json.dumps(counts, indent=2) + "\n")
     assert c.ok, str(c)
     assert c.venue_orders > 0 and c.duplicates == 0 and c.lost == 0 and c.orphans == 0
+    # Whatever was re-sent after a kill went out as the bytes journaled before it.
+    assert sent.ok, str(sent)
+    assert mid_submission >= 1, counts
     return counts
 
 
