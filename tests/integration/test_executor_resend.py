@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,46 @@ async def crash_before_post(live: Live, **req: Any) -> str:
     rows = await live.repos.orders.non_terminal()
     assert [r.status for r in rows] == [OrderStatus.PENDING]
     return rows[0].client_order_id
+
+
+async def crash_mid_submission(live: Live, *, after_post: bool, **req: Any) -> str:
+    """Submit an order and kill the submission once its PENDING row is durable: before the POST
+    leaves, or (`after_post`) once the venue has taken it but before its answer is read; return
+    its client order id."""
+    request = live.req(**req)
+    entered = asyncio.Event()
+    real_send = live.broker.send
+
+    async def dies(prepared: Prepared) -> Any:
+        if after_post:
+            await real_send(prepared)
+        entered.set()
+        await asyncio.Event().wait()  # the process dies here
+
+    live.broker.send = dies  # type: ignore[method-assign]  # the crash point
+    task = asyncio.create_task(live.ex.submit(request))
+    await entered.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    live.broker.send = real_send  # type: ignore[method-assign]
+    row = await live.repos.orders.get(request.client_order_id)
+    assert row is not None and row.status is OrderStatus.PENDING
+    return request.client_order_id
+
+
+async def backdate(live: Live, coid: str, seconds: float) -> None:
+    """Make the journal row of `coid` `seconds` older than it is (as if journaled then)."""
+    row = await live.repos.orders.get(coid)
+    assert row is not None
+    then = (datetime.fromisoformat(row.created_at) - timedelta(seconds=seconds)).isoformat(
+        timespec="microseconds"
+    )
+    await live.db.write(
+        lambda c: c.execute(
+            "UPDATE orders SET created_at = ? WHERE client_order_id = ?", (then, coid)
+        )
+    )
 
 
 async def audit_events(live: Live, coid: str) -> list[str]:
@@ -129,25 +170,74 @@ async def test_pending_row_older_than_resend_window_not_resent_rejected_after_gr
     tmp_path: Path,
 ) -> None:
     async with Simulator(seed=23, settle_delay_s=0.01) as sim:
-        settings: dict[str, Any] = {"order_lookup_grace_s": 1.0, "order_resend_window_s": 0.2}
+        settings: dict[str, Any] = {"order_lookup_grace_s": 30.0, "order_resend_window_s": 20.0}
         first = await make_live(tmp_path, sim, **settings)
         coid = await crash_before_post(first)
         key = first.key
         await close_live(first)
-        await asyncio.sleep(0.3)  # past the resend window, inside the grace
 
         second = await make_live(tmp_path, sim, key=key, **settings)
         try:
+            await backdate(second, coid, 25)  # past the resend window, inside the grace
             counts = await second.ex.reconcile()
             assert counts["resent"] == 0 and counts["pending"] == 1
             row = await second.repos.orders.get(coid)
             assert row is not None and row.status is OrderStatus.UNKNOWN
-            await asyncio.sleep(0.8)
-            await second.ex.settle_unknowns()
+            await backdate(second, coid, 6)  # past the grace
+            await second.ex.reconcile()
             row = await second.repos.orders.get(coid)
             assert row is not None and row.status is OrderStatus.REJECTED
             assert second.posts() == 0 and second.our_orders() == []
             assert "order_resent" not in await audit_events(second, coid)
+        finally:
+            await close_live(second)
+
+
+async def test_resend_window_resends_a_young_order_as_its_journaled_bytes_and_no_older_one(
+    tmp_path: Path,
+) -> None:
+    # Three submissions die mid-way: one before its POST, one after the venue took it, one more
+    # before its POST. Restarted, the daemon finds the last two 25 s old (past the 20 s resend
+    # window, inside the 30 s lookup grace).
+    async with Simulator(seed=28, settle_delay_s=0.01) as sim:
+        settings: dict[str, Any] = {"order_lookup_grace_s": 30.0, "order_resend_window_s": 20.0}
+        first = await make_live(tmp_path, sim, **settings)
+        young = await crash_mid_submission(first, after_post=False, price=Decimal("0.30"))
+        old_sent = await crash_mid_submission(first, after_post=True, price=Decimal("0.31"))
+        old_unsent = await crash_mid_submission(first, after_post=False, price=Decimal("0.32"))
+        assert first.posts() == 1
+        key = first.key
+        await close_live(first)
+
+        second = await make_live(tmp_path, sim, key=key, **settings)
+        try:
+            await backdate(second, old_sent, 25)
+            await backdate(second, old_unsent, 25)
+            counts = await second.ex.reconcile()
+            assert counts["resent"] == 1 and counts["pending"] == 1, counts
+            # The young one went out once, as the very bytes journaled before the crash; the old
+            # one the venue holds was looked up, not sent again; the old unsent one stayed home.
+            sent = await second.assert_sent_as_journaled()
+            assert sent.sends == {young: 1, old_sent: 1}
+            assert second.posts() == 2 and len(second.our_orders()) == 2
+            get = second.repos.orders.get
+            r_young, r_sent, r_unsent = await get(young), await get(old_sent), await get(old_unsent)
+            assert r_young is not None and r_young.status is OrderStatus.LIVE
+            assert r_sent is not None and r_sent.status is OrderStatus.LIVE
+            assert r_sent.detail == "reconciled"
+            assert r_unsent is not None and r_unsent.status is OrderStatus.UNKNOWN
+            assert "order_resent" in await audit_events(second, young)
+            for coid in (old_sent, old_unsent):
+                assert "order_resent" not in await audit_events(second, coid)
+            await second.assert_journal_matches_ledger()
+            # Past the grace the order the venue never saw is rejected, still never sent.
+            await backdate(second, old_unsent, 6)
+            await second.ex.reconcile()
+            r_unsent = await get(old_unsent)
+            assert r_unsent is not None and r_unsent.status is OrderStatus.REJECTED
+            assert r_unsent.detail == "venue: not found at the venue"
+            assert second.posts() == 2
+            await second.assert_journal_matches_ledger()
         finally:
             await close_live(second)
 
