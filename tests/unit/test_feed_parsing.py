@@ -387,16 +387,16 @@ def test_three_price_change_schemas_parse_to_the_same_level_changes() -> None:
     flat["side"] = "SELL"
     want = [(A, False, D("0.5"), D("10"))]
     for ev in (current, interim, flat):
-        assert parse_price_change(ev).changes == want
+        assert parse_price_change(ev)[0] == want
 
 
 def test_unreadable_venue_best_is_kept_as_a_doubt_not_a_bad_event() -> None:
     from venue.market_feed.parsing import parse_price_change
 
     ev = orjson.loads(change(A, "SELL", "0.55", "3", "x", "0.55"))
-    assert parse_price_change(ev).bests == {A: None}
+    assert parse_price_change(ev)[1] == {A: None}
     ev = orjson.loads(change(A, "SELL", "0.55", "3", "0", "0.55"))
-    assert parse_price_change(ev).bests == {A: (None, D("0.55"))}
+    assert parse_price_change(ev)[1] == {A: (None, D("0.55"))}
     feed, shard, _ = make_feed(A)
     feed.handle_frame(snapshot(A, [("0.4", "1")], [("0.6", "1")]), shard)
     feed.handle_frame(change(A, "SELL", "0.55", "3", "x", "0.55"), shard)

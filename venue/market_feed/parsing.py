@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 import structlog
 
 from venue.order_book import BadLevel, parse_levels, parse_price, parse_size
@@ -60,13 +59,10 @@ class BookSnapshot:
     last_trade_price: Decimal | None = None
 
 
-@dataclass(slots=True)
-class PriceChange:
-    """Level updates from one `price_change` event, all parsed before any is applied."""
-
-    changes: list[LevelChange]
-    bests: dict[str, VenueBest]
-    """The venue's best bid/ask per token, for the entries that carried both."""
+PriceChange = tuple[list[LevelChange], dict[str, VenueBest]]
+"""One `price_change` event: its level updates, all parsed before any is applied, and the
+venue's best bid/ask per token for the entries that carried both. A plain tuple: this is the
+hot path, and a tuple costs a fraction of an object to build."""
 
 
 @dataclass(slots=True)
@@ -141,24 +137,6 @@ def _bests(bid: Any, ask: Any) -> VenueBest:
 
 
 # --- frames and events -------------------------------------------------------------------
-def frame_events(data: str | bytes, stats: FrameStats) -> list[Any] | None:
-    """Return the events in a data frame (a JSON object or array), or None if it has none.
-
-    A frame that is not JSON is counted: as `empty` when blank, as malformed otherwise.
-    """
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        if not data.strip():
-            stats.count("empty")
-        else:
-            stats.bad("frame is not JSON", data)
-        return None
-    if type(obj) is list:
-        return obj
-    return [obj]
-
-
 def untyped_event_type(ev: dict[str, Any]) -> str | None:
     """Name an event that carries no usable `event_type`: early snapshots had none."""
     if ev.get("event_type") is None and ("bids" in ev or "buys" in ev):
@@ -230,7 +208,7 @@ def parse_price_change(ev: dict[str, Any]) -> PriceChange:
         parsed.append(
             (token, parse_side(ev["side"]), parse_price(ev["price"]), parse_size(ev["size"]))
         )
-    return PriceChange(parsed, bests)
+    return parsed, bests
 
 
 def parse_tick_size_change(ev: dict[str, Any]) -> TickSizeChange:
@@ -281,6 +259,13 @@ class FrameStats:
         """Count one event of `event_type`."""
         c = self.events
         c[event_type] = c.get(event_type, 0) + 1
+
+    def not_json(self, data: str | bytes) -> None:
+        """Count a frame that is not JSON: `empty` when blank, malformed otherwise."""
+        if not data.strip():
+            self.count("empty")
+        else:
+            self.bad("frame is not JSON", data)
 
     def bad(self, why: str, sample: Any) -> None:
         """Count a malformed frame or event; log a sample unless one was logged recently."""
