@@ -1,21 +1,21 @@
-"""`python -m orchestrator --demo`: the daemon, live, against the built-in venue simulator.
+"""`python -m orchestrator --demo`: what the daemon needs to run live against the built-in venue
+simulator.
 
-Starts the simulator in-process with its seeded demo scenario (living books, markets about to
-end, a whale wallet), generates a throwaway key, funds it at the simulator, and runs the daemon in
-**live mode** — the real signing and submission path — against it. Nothing leaves the machine.
-On exit it prints a summary from the daemon's own database.
+`prepared()` starts the simulator in-process with its seeded demo scenario (living books, markets
+about to end, a whale wallet), generates a throwaway key, funds it at the simulator, writes the
+strategies' rule files and yields the settings that run the daemon in **live mode** — the real
+signing and submission path — against it. Nothing leaves the machine. `print_summary()` prints
+what the run did, from the daemon's own database. The orchestrator runs the daemon in between.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import secrets
 import shutil
 import socket
-import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,6 @@ from typing import Any
 from eth_account import Account
 
 from config import Settings, load_settings
-from errors import ConfigError
-from observability.logging import Redactor, configure_logging
-from orchestrator import EXIT_CONFIG, Context, Daemon
 from simulator import Simulator
 from storage.reports import Reports
 
@@ -159,6 +156,12 @@ def summarize(db_path: Path) -> dict[str, Any]:
     }
 
 
+def print_summary(db_path: Path) -> None:
+    """Print what the demo did, from its database (nothing if the daemon never wrote one)."""
+    with contextlib.suppress(Exception):
+        _print_summary(summarize(db_path))
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     print("\n=== polyd demo summary ===")
     orders = summary["orders"]
@@ -175,44 +178,45 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"realized PnL: {pnl} pUSD")
 
 
-async def _demo(duration_s: float | None) -> int:
+@dataclass(frozen=True)
+class Demo:
+    """A prepared demo: the running simulator, the funded throwaway wallet, the settings."""
+
+    sim: Simulator
+    wallet: str
+    settings: Settings
+
+    def banner(self) -> dict[str, str]:
+        """What the demo prints first (one JSON line): where it trades and where it writes."""
+        return {
+            "demo": "polyd live against the built-in simulator",
+            "wallet": self.wallet,
+            "collateral": str(DEMO_COLLATERAL),
+            "clob_url": self.sim.clob_url,
+            "db": str(self.settings.db_path),
+        }
+
+
+@contextlib.asynccontextmanager
+async def prepared(workdir: Path = DEMO_DIR) -> AsyncIterator[Demo]:
+    """Start the demo simulator, fund a throwaway key at it, write the rule files under a fresh
+    `workdir`, and yield the settings that point the daemon at it; stop the simulator on exit.
+
+    Settings are never read from a `.env`: the demo must never pick up a real key. A bad
+    setting raises `ConfigError`.
+    """
     account = Account.create()
     key_hex = "0x" + bytes(account.key).hex()
-    workdir = DEMO_DIR
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True, exist_ok=True)
+    _fresh_dir(workdir)
     async with Simulator(seed=DEMO_SEED, scenario="demo") as sim:
         sim.fund(account.address, collateral=DEMO_COLLATERAL)
-        overrides = demo_overrides(sim, key_hex, workdir)
-        settings = _settings(overrides)
-        redactor = configure_logging(
-            level=settings.log_level,
-            fmt=settings.log_format,
-            redactor=Redactor(settings.secret_values()),
-        )
-        print(
-            json.dumps(
-                {
-                    "demo": "polyd live against the built-in simulator",
-                    "wallet": account.address,
-                    "collateral": str(DEMO_COLLATERAL),
-                    "clob_url": sim.clob_url,
-                    "db": str(settings.db_path),
-                }
-            ),
-            flush=True,
-        )
+        settings = _settings(demo_overrides(sim, key_hex, workdir))
+        yield Demo(sim=sim, wallet=account.address, settings=settings)
 
-        def announce(ctx: Context) -> None:
-            assert ctx.sidecar is not None
-            base = f"http://{settings.http_host}:{ctx.sidecar.bound_port}"
-            print(f"health:  {base}/health\nmetrics: {base}/metrics", flush=True)
 
-        daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
-        code = await daemon.run()
-    with contextlib.suppress(Exception):
-        _print_summary(summarize(settings.db_path))
-    return code
+def _fresh_dir(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
 
 
 def _settings(overrides: dict[str, Any]) -> Settings:
@@ -221,15 +225,3 @@ def _settings(overrides: dict[str, Any]) -> Settings:
         # Another daemon holds the usual port: take any free one (the demo prints where).
         settings = load_settings(env_file=None, **{**overrides, "http_port": 0})
     return settings
-
-
-def run_demo(*, duration_s: float | None = None, env_file: str | Path | None = None) -> int:
-    """Run the demo to completion and return the exit code. `env_file` is ignored on purpose:
-    the demo must never pick up a real key from a developer's `.env`."""
-    try:
-        return asyncio.run(_demo(duration_s))
-    except ConfigError as e:
-        print("polyd: demo configuration error:", file=sys.stderr)
-        for line in e.problems:
-            print(f"  {line}", file=sys.stderr)
-        return EXIT_CONFIG

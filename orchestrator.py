@@ -1,7 +1,7 @@
-"""polyd's composition root: `python -m orchestrator`.
+"""polyd's life cycle: `python -m orchestrator`.
 
-Builds every component from one `Settings`, owns every long-lived task in a TaskGroup, and runs the
-life cycle from DESIGN.md:
+Folds the stages that `wiring/` builds from one `Settings` into one life cycle, owns every
+long-lived task in a TaskGroup, and runs them in this order:
 
 start: settings -> logging -> metrics -> storage (open, migrate) -> venue -> reconcile -> executor
        -> sidecar -> feeds -> strategies   (/health says "starting" until reconcile is done)
@@ -16,19 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from config import Settings, env_file_warnings, load_settings
-from errors import ConfigError, FatalError, OrderRejected
+from errors import ConfigError, FatalError
 from observability.health import CheckResult
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
@@ -38,6 +39,12 @@ from observability.systemd import SystemdNotifier
 from resilience.backoff import Backoff
 from storage import Database, Repositories
 from strategies.base import Strategy
+from wiring.shared import Shared, build_shared, process_metrics
+from wiring.stage import Service, Stage, Step
+
+if TYPE_CHECKING:  # built lazily: the venue SDK loads only when trading is built
+    from executor import Executor
+    from venue.order_book import BookStore
 
 VERSION = "0.1.0"
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
@@ -193,25 +200,38 @@ class DatabaseProbe:
 
 @dataclass
 class Context:
-    """What the composition root built, handed to the stages that need it."""
+    """What the daemon built, as its life cycle runs it: the shared parts, the stages folded in
+    build order (their services, strategies, drainers and closers), and the stages' products that
+    hooks (`on_ready`, tests, benchmarks) read."""
 
     settings: Settings
     redactor: Redactor
     metrics: Metrics
     health: Health
+    shared: Shared
     db: Database
     repos: Repositories
     sidecar: Sidecar | None = None
     strategies: list[Strategy] = field(default_factory=list)
-    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = field(
-        default_factory=list
-    )
-    closers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
-    drainers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
-    executor: Any = None  # executor.Executor: OrderSink, PositionSource, TickSizeSink
+    services: list[Service] = field(default_factory=list)
+    closers: list[Step] = field(default_factory=list)
+    drainers: list[Step] = field(default_factory=list)
     # Operator webhook: ctx.notifier.notify(kind, key, text) never blocks (disabled without a URL).
     notifier: Notifier = field(default_factory=Notifier)
-    books: Any = None  # models.BookSource (the feed's BookStore) once market data is built
+    executor: Executor | None = None  # once the execution stage is built
+    books: BookStore | None = None  # the market feed's books, once market data is built
+
+    def fold(self, stage: Stage) -> None:
+        """Take a stage's parts into the life cycle (its start-up steps are run by the caller)."""
+        for name, check in stage.checks:
+            self.health.register(name, check)
+        if self.sidecar is not None:
+            for action, handler in stage.controls:
+                self.sidecar.add_control(action, handler)
+        self.services.extend(stage.services)
+        self.strategies.extend(stage.strategies)
+        self.drainers.extend(stage.drainers)
+        self.closers.extend(stage.closers)
 
 
 class Daemon:
@@ -275,40 +295,32 @@ class Daemon:
 
     async def _run(self) -> int:
         s = self.settings
-        metrics = Metrics()
-        metrics.build_info.labels(VERSION, s.mode).set(1)
-        metrics.start_time_seconds.set(time.time())
-        metrics.daily_loss_limit_usd.set(float(s.risk_daily_loss_limit))
+        metrics = process_metrics(s, version=VERSION)
         health = Health(mode=s.mode, version=VERSION)
-        db = Database(
-            s.db_path,
-            busy_timeout_ms=s.db_busy_timeout_ms,
-            observe_batch=metrics.observe_db_batch,
-            observe_error=metrics.db_write_errors_total.inc,
-        )
-        await db.open()
+        shared = await build_shared(s, redactor=self.redactor, metrics=metrics)
         ctx = self.ctx = Context(
             settings=s,
             redactor=self.redactor,
             metrics=metrics,
             health=health,
-            db=db,
-            repos=Repositories.over(db),
+            shared=shared,
+            db=shared.db,
+            repos=shared.repos,
         )
-        ctx.closers.append(("storage", db.close))
-        probe = DatabaseProbe(db)
+        ctx.closers.extend(shared.closers)
+        probe = DatabaseProbe(shared.db)
         await probe.ping()
         health.register("database", probe.check)
         ctx.services.append(("database:probe", probe.run))
         log.info("daemon_starting", version=VERSION, mode=s.mode, db=str(s.db_path))
         try:
-            await self._start_and_serve(ctx)
+            await self._start_and_serve(ctx, probe)
         finally:
             await self._close_all(ctx)
         log.info("daemon_stopped")
         return EXIT_OK
 
-    async def _start_and_serve(self, ctx: Context) -> None:
+    async def _start_and_serve(self, ctx: Context, probe: DatabaseProbe) -> None:
         s = ctx.settings
         self.systemd.status("starting: building the trading stack and reconciling")
         notifier = ctx.notifier = Notifier.from_settings(
@@ -327,12 +339,15 @@ class Daemon:
         await sidecar.start()
         ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)
+        # Building and reconciling can outlast the probe's staleness limit, and its loop starts
+        # with the services: ping once more so /health reads a fresh answer when it turns ok.
+        await probe.ping()
         if notifier.enabled:
             watch = TradingWatch(
                 notifier=notifier,
                 metrics=ctx.metrics,
                 warn_fraction=s.risk_daily_loss_warn_fraction,
-                reason=lambda: str(getattr(ctx.executor, "state_reason", "") or ""),
+                reason=lambda: ctx.executor.state_reason if ctx.executor is not None else "",
             )
             ctx.services.append(("notify", notifier.run))
             ctx.services.append(("notify:watch", watch.run))
@@ -385,231 +400,30 @@ class Daemon:
         self.request_stop(f"duration {seconds:g}s elapsed")
 
     async def _build_trading(self, ctx: Context) -> None:
-        """Build the trading stack in life-cycle order; each stage adds services and closers."""
-        await self._build_execution(ctx)
-        await self._build_market_data(ctx)
-        await self._build_copy_trading(ctx)
+        """Build the stages in life-cycle order and fold each in as it is built: execution
+        (reconciled before anything trades), market data, copy trading."""
+        # Imported here: the venue SDK loads only when trading is built, not for the CLI.
+        from wiring.copy_trading import build_copy_trading
+        from wiring.execution import build_execution
+        from wiring.market_data import build_market_data
 
-    async def _build_execution(self, ctx: Context) -> None:
-        """Venue client, start-up reconciliation, executor, user feed, control routes."""
-        from execution.assembly import assemble  # the SDK loads only when trading is built
-
-        s = ctx.settings
-        built = await assemble(
-            s,
-            repos=ctx.repos,
-            metrics=ctx.metrics,
-            redactor=ctx.redactor,
-            books=lambda: ctx.books,
-        )
-        executor = ctx.executor = built.executor
-        ctx.health.register("executor", executor.health)
-        if built.user_feed is not None:
-            ctx.health.register("venue:user_feed", built.user_feed.health)
-        if s.live:
-            # /health says "starting" until every journal row left by the last run is settled.
-            await executor.reconcile()
-        ctx.services.extend(built.services)
-
-        async def halt(body: Mapping[str, Any]) -> Mapping[str, Any]:
-            await executor.halt(str(body.get("reason") or "manual halt"))
-            return {"trading_state": executor.state.value}
-
-        async def resume(body: Mapping[str, Any]) -> Mapping[str, Any]:
-            try:
-                await executor.resume(str(body.get("reason") or "manual resume"))
-            except OrderRejected as e:
-                return {"trading_state": executor.state.value, "refused": e.reason}
-            return {"trading_state": executor.state.value}
-
-        async def reduce(body: Mapping[str, Any]) -> Mapping[str, Any]:
-            # REDUCING is manual only: the risk caps already refuse every BUY that would breach
-            # them, so an automatic trigger would add a state, not protection.
-            await executor.reduce_only(str(body.get("reason") or "manual reduce-only"))
-            return {"trading_state": executor.state.value}
-
-        async def cancel_all(body: Mapping[str, Any]) -> Mapping[str, Any]:
-            return {"canceled": await executor.cancel_all()}
-
-        if ctx.sidecar is not None:
-            ctx.sidecar.add_control("halt", halt)
-            ctx.sidecar.add_control("resume", resume)
-            ctx.sidecar.add_control("reduce", reduce)
-            ctx.sidecar.add_control("cancel-all", cancel_all)
-
-        async def drain() -> None:
-            # Wait for in-flight submissions for part of the drain deadline, so that the
-            # CANCEL_ON_SHUTDOWN cancel still fits inside it when a submission hangs.
-            await executor.drain(wait_s=max(0.1, s.drain_timeout_s - s.http_timeout_s))
-
-        ctx.drainers.append(("executor", drain))
-        ctx.closers.extend(built.closers)
-
-    async def _build_market_data(self, ctx: Context) -> None:
-        """Market discovery, the market websocket feed, order books and the sniper."""
-        import aiohttp
-
-        from models import Market
-        from resilience.clock import SystemClock
-        from resilience.rate_limit import RateLimiter, polymarket_limits
-        from strategies.sniper import Sniper
-        from strategies.sniper import load_rules as load_sniper_rules
-        from venue.gamma import Discovery, DiscoveryResult, GammaClient
-        from venue.market_feed import ClobBookFetcher, MarketFeed
-        from venue.order_book import BookStore
-
-        s = ctx.settings
-        rules = []
-        if s.sniper_enabled and s.sniper_rules_path is not None:
-            rules = load_sniper_rules(s.sniper_rules_path)  # ConfigError: the daemon exits 2
-        executor = ctx.executor
-        clock = SystemClock()
-        limiter = RateLimiter.from_limits(polymarket_limits(s.rate_limit_fraction), clock=clock)
-        store = BookStore(stale_after_s=s.feed_stale_after_s, clock=clock.monotonic)
-        ctx.books = store  # the paper broker and position marks read books through BookSource
-        session = aiohttp.ClientSession()
-        ctx.closers.append(("market_data_http", session.close))
-        feed = MarketFeed(
-            url=s.market_ws_url,
-            store=store,
-            metrics=ctx.metrics,
-            tick_sink=executor,  # tick_size_change -> the executor's market rules
-            fetcher=ClobBookFetcher(
-                session=session, base_url=s.clob_host, limiter=limiter, timeout_s=s.http_timeout_s
-            ),
-            shard_size=s.feed_shard_size,
-            ping_interval_s=s.feed_ping_interval_s,
-            stale_after_s=s.feed_stale_after_s,
-            clock=clock,
-        )
-        ctx.services.append(("feed:market", feed.run))
-        ctx.health.register("feed:market", feed.health)
-        if not rules:
-            log.info("sniper_off", enabled=s.sniper_enabled, rules=str(s.sniper_rules_path))
-            return
-        if executor is None:
-            raise FatalError("the sniper needs the executor, which was not built")
-        sniper = Sniper(rules=rules, books=store, orders=executor, metrics=ctx.metrics)
-        sniper.on_watch = lambda tokens: feed.watch("sniper", tokens)
-        market_rules = getattr(executor, "rules", None)
-
-        def on_markets(found: DiscoveryResult) -> None:
-            if market_rules is not None and hasattr(market_rules, "load_market"):
-                for m in {m.condition_id: m for ms in found.values() for m in ms}.values():
-                    market_rules.load_market(_with_live_tick(m, store))
-            sniper.set_markets(found)
-
-        def _with_live_tick(m: Market, books: BookStore) -> Market:
-            # Gamma's tick can lag a websocket tick_size_change; the book's tick is newer.
-            for t in m.token_ids:
-                b = books.get(t)
-                if b is not None and b.tick_size is not None and b.tick_size != m.tick_size:
-                    return m.model_copy(update={"tick_size": b.tick_size})
-            return m
-
-        gamma = GammaClient(
-            base_url=s.gamma_api_url,
-            session=session,
-            limiter=limiter,
-            metrics=ctx.metrics,
-            timeout_s=s.http_timeout_s,
-        )
-        discovery = Discovery(
-            gamma=gamma,
-            queries=sniper.market_queries(),
-            on_update=on_markets,
-            interval_s=s.discovery_interval_s,
-            metrics=ctx.metrics,
-            clock=clock,
-        )
-        ctx.services.append(("discovery", discovery.run))
-        ctx.strategies.append(sniper)
-        log.info("sniper_built", rules=[r.name for r in rules])
-
-    async def _build_copy_trading(self, ctx: Context) -> None:
-        """The Data API client, the Gamma tag index (if rules filter by tag) and the copy trader."""
-        from resilience.clock import SystemClock
-        from resilience.retry import RetryPolicy
-        from strategies.copy_trader import CopyTrader, TagIndex, load_rules
-        from venue.data_api import DataApiBudget, DataApiClient
-
-        s = ctx.settings
-        if not s.copy_enabled or s.copy_rules_path is None:
-            log.info("copy_trader_off", enabled=s.copy_enabled, rules=str(s.copy_rules_path))
-            return
-        rules = load_rules(s.copy_rules_path)  # ConfigError: the daemon exits 2
-        if not rules.active:
-            log.info("copy_trader_off", reason="no enabled wallets in the rules file")
-            return
-        executor = ctx.executor
-        if executor is None:
-            raise FatalError("the copy trader needs the executor, which was not built")
-        metrics = ctx.metrics
-        clock = SystemClock()
-        data_api = DataApiClient(
-            base_url=s.data_api_url,
-            budget=DataApiBudget(s.rate_limit_fraction, clock=clock),
-            timeout_s=s.http_timeout_s,
-            retry=RetryPolicy(
-                attempts=min(s.retry_attempts, 3),
-                base_delay_s=s.retry_base_delay_s,
-                max_delay_s=min(s.retry_max_delay_s, 2.0),
-            ),
-            clock=clock,
-            on_error=lambda kind: metrics.data_api_errors_total.labels(kind).inc(),
-        )
-        ctx.closers.append(("data_api", data_api.close))
-        tags: TagIndex | None = None
-        tag_names = {t for w in rules.active for t in (*w.allow_tags, *w.block_tags)}
-        if tag_names:
-            # Tag allow/block lists: per-tag market lists from Gamma `/events?tag_slug=`, on
-            # a session and a small share of the Gamma limits of their own (discovery holds
-            # `rate_limit_fraction` of them; this is a few listings every few minutes).
-            import aiohttp
-
-            from resilience.rate_limit import RateLimiter, polymarket_limits
-            from venue.gamma import GammaClient, MarketQuery
-
-            session = aiohttp.ClientSession()
-            ctx.closers.append(("copy_gamma_http", session.close))
-            gamma = GammaClient(
-                base_url=s.gamma_api_url,
-                session=session,
-                limiter=RateLimiter.from_limits(
-                    polymarket_limits(min(0.1, s.rate_limit_fraction)), clock=clock
-                ),
-                metrics=metrics,
-                timeout_s=s.http_timeout_s,
-            )
-
-            async def tagged(tag: str) -> list[str]:
-                query = MarketQuery(
-                    tags=(tag,), active=None, accepting_orders=None, enable_order_book=None
-                )
-                return [m.condition_id for m in await gamma.markets(query)]
-
-            tags = TagIndex(tags=tag_names, lister=tagged, clock=clock)
-            log.info("copy_tags_wired", tags=list(tags.watched))
-        ctx.strategies.append(
-            CopyTrader(
-                rules=rules,
-                data_api=data_api,
-                sink=executor,
-                positions=executor,
-                repos=ctx.repos,
-                metrics=metrics,
-                markets=getattr(executor, "rules", None),
-                tags=tags,
-                books=ctx.books,
-                poll_interval_s=s.copy_poll_interval_s,
-                max_trade_age_s=s.copy_max_trade_age_s,
-                clock=clock,
-            )
-        )
-        log.info("copy_trader_built", wallets=[w.name for w in rules.active])
+        execution = await build_execution(ctx.shared, books=lambda: ctx.books)
+        ctx.executor = execution.executor
+        await self._fold(ctx, execution)
+        market_data = build_market_data(ctx.shared, execution)
+        ctx.books = market_data.books
+        await self._fold(ctx, market_data)
+        await self._fold(ctx, build_copy_trading(ctx.shared, execution, books=market_data.books))
 
     @staticmethod
-    async def _cancel(what: str, tasks: Sequence[asyncio.Task[Any]], timeout_s: float) -> None:
+    async def _fold(ctx: Context, stage: Stage) -> None:
+        """Fold `stage` into the life cycle, then run its start-up steps (e.g. reconcile)."""
+        ctx.fold(stage)
+        for _, step in stage.startup:
+            await step()
+
+    @staticmethod
+    async def _cancel(what: str, tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None:
         for t in tasks:
             t.cancel()
         if not tasks:
@@ -639,7 +453,7 @@ def _leaves(e: BaseException) -> list[BaseException]:
     return [e]
 
 
-def tg_tasks_left(tasks: Sequence[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+def tg_tasks_left(tasks: Sequence[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
     return [t for t in tasks if not t.done()]
 
 
@@ -698,10 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli_code: int = run_command(args, env_file=env_file)
         return cli_code
     if args.demo:
-        from demo import run_demo  # the simulator is only imported when asked for
-
-        code: int = run_demo(duration_s=args.duration, env_file=env_file)
-        return code
+        return run_demo(duration_s=args.duration)
     try:
         settings = load_settings(env_file=env_file)
     except ConfigError as e:
@@ -734,6 +545,41 @@ def run(
         log.warning("env_file_permissions", detail=warning)
     daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=on_ready)
     return asyncio.run(daemon.run())
+
+
+def run_demo(*, duration_s: float | None = None) -> int:
+    """Run the daemon live against the built-in simulator (`--demo`) and return the exit code.
+    No settings file is read: the demo must never pick up a real key from a developer's `.env`."""
+    try:
+        return asyncio.run(_demo(duration_s))
+    except ConfigError as e:
+        print("polyd: demo configuration error:", file=sys.stderr)
+        for line in e.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+async def _demo(duration_s: float | None) -> int:
+    import demo  # the simulator is only imported when asked for
+
+    async with demo.prepared() as prepared:
+        settings = prepared.settings
+        redactor = configure_logging(
+            level=settings.log_level,
+            fmt=settings.log_format,
+            redactor=Redactor(settings.secret_values()),
+        )
+        print(json.dumps(prepared.banner()), flush=True)
+
+        def announce(ctx: Context) -> None:
+            assert ctx.sidecar is not None
+            base = f"http://{settings.http_host}:{ctx.sidecar.bound_port}"
+            print(f"health:  {base}/health\nmetrics: {base}/metrics", flush=True)
+
+        daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
+        code = await daemon.run()
+    demo.print_summary(settings.db_path)
+    return code
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from eth_account import Account
 
 from bench._venue import add_market, fund, simulator
 from config import load_settings
-from execution.assembly import assemble
 from execution.ports import Ack, Prepared
 from models import OrderRequest, OrderStatus, OrderType, Side
 from observability.logging import Redactor
@@ -46,6 +45,7 @@ from observability.metrics import Metrics
 from resilience import RateLimiter, SystemClock
 from resilience.rate_limit import polymarket_limits
 from storage import Database, Repositories
+from wiring.execution import assemble
 
 
 @asynccontextmanager

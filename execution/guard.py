@@ -20,11 +20,11 @@ from execution.positions import PositionBook
 from execution.risk import TradingState
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from resilience import BreakerState, CircuitBreaker, Clock
-from storage import Repositories
+from storage import TRADING_STATE_KEY, Repositories
 
 log = structlog.get_logger("executor")
 
-STATE_KEY = "trading_state"
+STATE_KEY = TRADING_STATE_KEY
 DAY_KEY = "daily_pnl_baseline"
 
 

@@ -279,6 +279,7 @@ async def test_daemon_sniper_buys_through_executor_once(tmp_path: Path) -> None:
         def dip_when_ready(ctx: Context) -> None:
             async def later() -> None:
                 store = ctx.books
+                assert store is not None  # on_ready runs once market data is built
                 await until(lambda: store.usable_book(tok) is not None, 5.0)
                 sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))
 
@@ -308,7 +309,9 @@ async def test_daemon_take_profit_rests_a_gtc_sell_for_the_filled_size(tmp_path:
 
         def dip_when_ready(ctx: Context) -> None:
             async def later() -> None:
-                await until(lambda: ctx.books.usable_book(tok) is not None, 5.0)
+                store = ctx.books
+                assert store is not None  # on_ready runs once market data is built
+                await until(lambda: store.usable_book(tok) is not None, 5.0)
                 sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))
                 await until(lambda: any(o["side"] == "SELL" for o in ours()), 5.0)
                 done.set()

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from execution.assembly import assemble
 from execution.ports import MarketMeta
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits, TradingState
@@ -28,6 +27,7 @@ from observability.metrics import Metrics
 from storage import Database, Repositories
 from tests.helpers import TOKEN, make_settings
 from tests.unit.test_executor_paper import DictBooks, make_executor
+from wiring.execution import assemble
 
 D = Decimal
 A = TOKEN

@@ -1,20 +1,21 @@
-"""Build the execution stack from `Settings`: broker, rules, risk, executor, user feed.
+"""Build the execution stage from `Settings`: broker, market rules, risk, executor, user feed,
+heartbeats, and the operator's control routes.
 
-The orchestrator calls `assemble()` and wires the result into its life cycle; tests call it too,
-so the daemon and the tests build the same thing.
+The orchestrator folds the stage into its life cycle; tests and benchmarks call `assemble()` too,
+so the daemon and they build the same thing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from config import Settings
-from errors import PolydError
+from errors import OrderRejected, PolydError
 from execution.market_rules import MarketRules
 from execution.paper import PaperBroker
 from execution.ports import Broker
@@ -25,18 +26,19 @@ from models import BookSource, Level
 from observability.logging import Redactor
 from observability.metrics import BREAKER_STATE_VALUE, Metrics
 from resilience import CircuitBreaker, Clock, RateLimiter, RetryPolicy, SystemClock
-from resilience.rate_limit import polymarket_limits
 from storage import Repositories
 from venue.clob.broker import ClobBroker, build_client
 from venue.clob.public import PublicMarketMeta, RestBookSource
 from venue.user_feed import UserFeed
+from wiring.shared import Shared, venue_limiter
+from wiring.stage import Control, Service, Stage, Step
 
-log = structlog.get_logger("execution.assembly")
+log = structlog.get_logger("wiring.execution")
 
 
 class PreferredBooks:
-    """A `BookSource` that uses the market feed's BookStore once it is wired in, and the REST
-    `/book` until then (paper trading must work before the feed issue lands)."""
+    """A `BookSource` that reads the market feed's BookStore once it is built and has the book,
+    and the REST `/book` otherwise (paper fills and position marks work before the feed does)."""
 
     def __init__(self, *, rest: RestBookSource, primary: Callable[[], BookSource | None]) -> None:
         self._rest = rest
@@ -70,17 +72,15 @@ class PreferredBooks:
         return got if got is not None else self._rest.best_bid(token_id)
 
 
-@dataclass
-class Execution:
-    """What `assemble()` built."""
+@dataclass(kw_only=True)
+class ExecutionStage(Stage):
+    """The executor and what it trades through. `rules` is the executor's market rules (the
+    market data stage loads discovered markets into them)."""
 
     executor: Executor
     broker: Broker
+    rules: MarketRules
     user_feed: UserFeed | None = None
-    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = field(
-        default_factory=list
-    )
-    closers: list[tuple[str, Callable[[], Awaitable[None]]]] = field(default_factory=list)
 
 
 def retry_policy(s: Settings) -> RetryPolicy:
@@ -108,6 +108,48 @@ async def heartbeats(
             log.warning("heartbeat_failed", error=type(e).__name__)
 
 
+def controls(executor: Executor) -> list[Control]:
+    """The operator's routes: halt, resume, reduce-only, cancel every resting order."""
+
+    async def halt(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        await executor.halt(str(body.get("reason") or "manual halt"))
+        return {"trading_state": executor.state.value}
+
+    async def resume(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            await executor.resume(str(body.get("reason") or "manual resume"))
+        except OrderRejected as e:
+            return {"trading_state": executor.state.value, "refused": e.reason}
+        return {"trading_state": executor.state.value}
+
+    async def reduce(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        # REDUCING is manual only: the risk caps already refuse every BUY that would breach
+        # them, so an automatic trigger would add a state, not protection.
+        await executor.reduce_only(str(body.get("reason") or "manual reduce-only"))
+        return {"trading_state": executor.state.value}
+
+    async def cancel_all(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"canceled": await executor.cancel_all()}
+
+    return [("halt", halt), ("resume", resume), ("reduce", reduce), ("cancel-all", cancel_all)]
+
+
+async def build_execution(
+    shared: Shared, *, books: Callable[[], BookSource | None] = lambda: None
+) -> ExecutionStage:
+    """The execution stage over the process's storage, metrics and venue budget. `books` returns
+    the market feed's BookStore once that stage is built (None until then)."""
+    return await assemble(
+        shared.settings,
+        repos=shared.repos,
+        metrics=shared.metrics,
+        redactor=shared.redactor,
+        books=books,
+        clock=shared.clock,
+        limiter=shared.budget.limiter,
+    )
+
+
 async def assemble(
     s: Settings,
     *,
@@ -117,20 +159,16 @@ async def assemble(
     books: Callable[[], BookSource | None] = lambda: None,
     clock: Clock | None = None,
     limiter: RateLimiter | None = None,
-) -> Execution:
-    """Build the broker (paper or live), market rules, risk, executor and (live) user feed."""
+) -> ExecutionStage:
+    """Build the broker (paper or live), market rules, risk, executor and (live) user feed.
+
+    `limiter` is the process's venue budget; without one (a test, a benchmark) the stage gets a
+    budget of its own.
+    """
     clock = clock or SystemClock()
-    on_wait_metrics = metrics
-
-    def on_wait(endpoint: str, waited: float) -> None:
-        on_wait_metrics.rate_limit_waits_total.labels(endpoint).inc()
-        on_wait_metrics.rate_limit_wait_seconds_total.labels(endpoint).inc(waited)
-
-    limiter = limiter or RateLimiter.from_limits(
-        polymarket_limits(s.rate_limit_fraction), clock=clock, on_wait=on_wait
-    )
-    closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
-    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+    limiter = limiter or venue_limiter(s, clock=clock, metrics=metrics)
+    closers: list[Step] = []
+    services: list[Service] = []
     broker: Broker
     clob: ClobBroker | None = None
     if s.live:
@@ -245,4 +283,29 @@ async def assemble(
             )
         )
     services.append(("executor", lambda: executor.run(periodic_reconcile=s.live)))
-    return Execution(executor, broker, feed, services, closers)
+    stage = ExecutionStage(
+        executor=executor,
+        broker=broker,
+        rules=rules,
+        user_feed=feed,
+        services=services,
+        closers=closers,
+    )
+    stage.checks.append(("executor", executor.health))
+    if feed is not None:
+        stage.checks.append(("venue:user_feed", feed.health))
+    if s.live:
+        # /health says "starting" until every journal row left by the last run is settled.
+        async def reconcile() -> None:
+            await executor.reconcile()
+
+        stage.startup.append(("reconcile", reconcile))
+    stage.controls.extend(controls(executor))
+
+    async def drain() -> None:
+        # Wait for in-flight submissions for part of the drain deadline, so that the
+        # CANCEL_ON_SHUTDOWN cancel still fits inside it when a submission hangs.
+        await executor.drain(wait_s=max(0.1, s.drain_timeout_s - s.http_timeout_s))
+
+    stage.drainers.append(("executor", drain))
+    return stage

@@ -1,0 +1,176 @@
+"""What the process has once: metrics, storage, the redactor, the clock, the venue budget and the
+HTTP session. Every stage is built from one `Shared`.
+
+The venue budget is the only place Polymarket's documented limits become buckets: one
+`RateLimiter` for every CLOB and Gamma call the process makes (whichever adapter makes it), and one
+`DataApiBudget` (sliding windows) for every Data API call. Two limiters over the same limits
+would each believe they own the whole budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from config import Settings
+from observability.logging import Redactor
+from observability.metrics import Metrics
+from resilience.clock import Clock, SystemClock
+from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
+from storage import Database, Repositories
+from venue.data_api import DataApiBudget
+from wiring.stage import Step
+
+# The one session replaces three (market data and Gamma tag listings with aiohttp's default pool
+# of 100 connections each, the Data API with 32), so its pool keeps their sum.
+HTTP_CONNECTIONS = 232
+HTTP_HEADERS = {"Accept": "application/json", "User-Agent": "polyd/0.1"}
+
+
+def http_session() -> aiohttp.ClientSession:
+    """The process's one HTTP session for the JSON APIs (every call sets its own timeout)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, ttl_dns_cache=300),
+        headers=HTTP_HEADERS,
+    )
+
+
+class CostlierCalls(RateLimiter):
+    """A view of another limiter's buckets (the same objects, so the same budget) in which every
+    call costs `weight` tokens: its caller alone gets at most `1 / weight` of that budget's rate
+    and burst, and whatever it takes, the other callers no longer have."""
+
+    def __init__(self, base: RateLimiter, weight: float, *, on_wait: WaitHook | None) -> None:
+        super().__init__(
+            {
+                f"{endpoint}:{i}": bucket
+                for endpoint in sorted(base.endpoints)
+                for i, bucket in enumerate(base.buckets(endpoint))
+            },
+            on_wait=on_wait,
+        )
+        self.weight = weight
+
+    def try_acquire(self, endpoint: str, n: float = 1) -> bool:
+        return super().try_acquire(endpoint, n * self.weight)
+
+    async def acquire(self, endpoint: str, n: float = 1) -> float:
+        return await super().acquire(endpoint, n * self.weight)
+
+
+def _wait_hook(metrics: Metrics | None) -> WaitHook | None:
+    if metrics is None:
+        return None
+
+    def on_wait(endpoint: str, waited: float) -> None:
+        metrics.rate_limit_waits_total.labels(endpoint).inc()
+        metrics.rate_limit_wait_seconds_total.labels(endpoint).inc(waited)
+
+    return on_wait
+
+
+@dataclass(frozen=True)
+class VenueBudget:
+    """The process's share of Polymarket's rate limits (`fraction` = `RATE_LIMIT_FRACTION`).
+
+    `limiter` admits CLOB and Gamma calls by endpoint (token buckets, burst and sustained);
+    `data_api` admits Data API calls (sliding windows, as Cloudflare counts them).
+    """
+
+    fraction: float
+    limiter: RateLimiter
+    data_api: DataApiBudget
+    metrics: Metrics | None = None
+
+    def capped(self, share: float) -> RateLimiter:
+        """The one limiter, for a caller that must never take more than `share` of the venue's
+        limits on its own: each of its calls costs `fraction / share` tokens. Its calls still
+        come out of the process's budget, so with every other caller the process stays within
+        `fraction`."""
+        if share >= self.fraction:
+            return self.limiter
+        return CostlierCalls(self.limiter, self.fraction / share, on_wait=_wait_hook(self.metrics))
+
+
+def venue_limiter(
+    settings: Settings, *, clock: Clock, metrics: Metrics | None = None
+) -> RateLimiter:
+    """The process's one `RateLimiter` over Polymarket's documented limits; waits are counted in
+    `metrics` (per endpoint) when given."""
+    return RateLimiter.from_limits(
+        polymarket_limits(settings.rate_limit_fraction), clock=clock, on_wait=_wait_hook(metrics)
+    )
+
+
+def venue_budget(
+    settings: Settings, *, clock: Clock, metrics: Metrics | None = None
+) -> VenueBudget:
+    """Build the process's venue budget from `RATE_LIMIT_FRACTION`."""
+    return VenueBudget(
+        fraction=settings.rate_limit_fraction,
+        limiter=venue_limiter(settings, clock=clock, metrics=metrics),
+        data_api=DataApiBudget(settings.rate_limit_fraction, clock=clock),
+        metrics=metrics,
+    )
+
+
+def process_metrics(settings: Settings, *, version: str) -> Metrics:
+    """The process's one metrics registry, with the facts known from settings already set."""
+    metrics = Metrics()
+    metrics.build_info.labels(version, settings.mode).set(1)
+    metrics.start_time_seconds.set(time.time())
+    metrics.daily_loss_limit_usd.set(float(settings.risk_daily_loss_limit))
+    return metrics
+
+
+@dataclass
+class Shared:
+    """What every stage is built from. `closers` close the session and then storage (last)."""
+
+    settings: Settings
+    redactor: Redactor
+    metrics: Metrics
+    clock: Clock
+    db: Database
+    repos: Repositories
+    budget: VenueBudget
+    http: aiohttp.ClientSession
+    closers: list[Step] = field(default_factory=list)
+
+
+async def open_storage(settings: Settings, metrics: Metrics) -> Database:
+    """Open (and migrate) the daemon's database, its write batches observed in `metrics`."""
+    db = Database(
+        settings.db_path,
+        busy_timeout_ms=settings.db_busy_timeout_ms,
+        observe_batch=metrics.observe_db_batch,
+        observe_error=metrics.db_write_errors_total.inc,
+    )
+    await db.open()
+    return db
+
+
+async def build_shared(
+    settings: Settings, *, redactor: Redactor, metrics: Metrics, clock: Clock | None = None
+) -> Shared:
+    """Open storage and build the venue budget and the HTTP session (call inside the loop).
+
+    Storage's closer comes first in `closers`, so, closed in reverse, it closes last.
+    """
+    clock = clock or SystemClock()
+    db = await open_storage(settings, metrics)
+    shared = Shared(
+        settings=settings,
+        redactor=redactor,
+        metrics=metrics,
+        clock=clock,
+        db=db,
+        repos=Repositories.over(db),
+        budget=venue_budget(settings, clock=clock, metrics=metrics),
+        http=http_session(),
+    )
+    shared.closers.append(("storage", db.close))
+    shared.closers.append(("http", shared.http.close))
+    return shared
