@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import FIXTURES as SHARED_FIXTURES
 from venue.market_feed import MarketFeed, Shard
+from venue.market_feed.parsing import parse_price_change
 from venue.order_book import BookStore
 
 FIXTURES = SHARED_FIXTURES / "ws_market"
@@ -372,8 +373,6 @@ def test_unknown_event_types_share_one_counter() -> None:
 
 
 def test_three_price_change_schemas_parse_to_the_same_level_changes() -> None:
-    from venue.market_feed.parsing import parse_price_change
-
     current = {
         "event_type": "price_change",
         "price_changes": [{"asset_id": A, "price": "0.5", "size": "10", "side": "SELL"}],
@@ -391,8 +390,6 @@ def test_three_price_change_schemas_parse_to_the_same_level_changes() -> None:
 
 
 def test_unreadable_venue_best_is_kept_as_a_doubt_not_a_bad_event() -> None:
-    from venue.market_feed.parsing import parse_price_change
-
     ev = orjson.loads(change(A, "SELL", "0.55", "3", "x", "0.55"))
     assert parse_price_change(ev)[1] == {A: None}
     ev = orjson.loads(change(A, "SELL", "0.55", "3", "0", "0.55"))

@@ -88,21 +88,17 @@ class MarketFeed:
     ) -> None:
         if shard_size < 1:
             raise ValueError("shard_size must be >= 1")
-        self.url = url
         self.store = store
         self.metrics = metrics
         self.tick_sink = tick_sink
         self.fetcher = fetcher
         self.shard_size = shard_size
-        self.ping_interval_s = ping_interval_s
-        self.pong_timeout_s = pong_timeout_s or min(5.0, ping_interval_s)
-        self.stale_after_s = stale_after_s
         self._clock = clock or SystemClock()
         self._connector = ShardConnector(
             ConnectionSettings(
                 url=url,
                 ping_interval_s=ping_interval_s,
-                pong_timeout_s=self.pong_timeout_s,
+                pong_timeout_s=pong_timeout_s or min(5.0, ping_interval_s),
                 stale_after_s=stale_after_s,
                 open_timeout_s=open_timeout_s,
             ),
@@ -132,6 +128,26 @@ class MarketFeed:
             "new_market": self._on_ignored,
             "market_resolved": self._on_market_resolved,
         }
+
+    @property
+    def url(self) -> str:
+        """The market websocket URL."""
+        return self._connector.settings.url
+
+    @property
+    def ping_interval_s(self) -> float:
+        """Each shard sends `PING` at least this often."""
+        return self._connector.settings.ping_interval_s
+
+    @property
+    def pong_timeout_s(self) -> float:
+        """A shard whose `PING` gets no `PONG` within this is reconnected."""
+        return self._connector.settings.pong_timeout_s
+
+    @property
+    def stale_after_s(self) -> float:
+        """Silence after which a shard is stalled (and unhealthy)."""
+        return self._connector.settings.stale_after_s
 
     # --- what to watch -------------------------------------------------------------------
     def watch(self, owner: str, token_ids: Iterable[str]) -> None:
