@@ -1,7 +1,7 @@
 """Fuzz REST response translation: garbage in -> a clear refusal or skip, never a crash and never
 a wrong Decimal (NaN, infinite, negative, out of range).
 
-* CLOB broker (`venue/clob.py`): the `POST /order` answer (`ClobBroker._ack`), order rows
+* CLOB adapter (`venue/clob/`): the `POST /order` answer (`ClobBroker._ack`), order rows
   (`venue_order`, used by lookup/open orders), cancel answers, `/markets` rows.
 * Gamma (`venue/gamma.py`): `/markets` rows -> `MarketRow` or `FeedError`.
 * Data API (`venue/data_api.py`): trade and position rows -> parsed rows or `RowError`.
