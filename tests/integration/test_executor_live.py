@@ -23,6 +23,7 @@ import pytest
 from eth_account import Account
 
 from config import Settings, load_settings
+from execution.assembly import Execution, assemble
 from executor import Executor
 from models import OrderRequest, OrderStatus, OrderType, Side
 from observability.logging import Redactor
@@ -36,8 +37,6 @@ from storage.repositories import JournalRow
 from tests.harness import expected_status
 from tests.helpers import JOURNAL_SIGNED_SQL, ExactlyOnce, exactly_once
 from venue.clob import ClobBroker
-from wiring.execution import ExecutionStage as Execution
-from wiring.execution import assemble
 
 MAKER = "0x" + "22" * 20
 
@@ -566,6 +565,24 @@ async def test_submit_many_posts_batches_of_fifteen_once(live: Live) -> None:
     assert live.posts("/orders") == 2 and live.posts() == 0
     assert len(live.our_orders()) == 17
     await live.assert_journal_matches_ledger()
+
+
+async def test_batch_accepted_then_5xx_is_not_resent_and_each_order_settled_by_lookup(
+    live: Live,
+) -> None:
+    # A batch is never retried; when the venue took it and then answered 500, every order in it
+    # is the venue's and must be found by its hash, not called REJECTED.
+    live.sim.faults.add(kind="accept_then_status", route="POST /orders", status=500)
+    reqs = [live.req(price=Decimal("0.30")) for _ in range(3)]
+    results = await live.ex.submit_many(reqs)
+    assert [r.status for r in results] == [OrderStatus.LIVE] * 3, results
+    assert live.posts("/orders") == 1 and live.posts() == 0
+    assert sorted(r.venue_order_id or "" for r in results) == sorted(
+        o["id"] for o in live.our_orders()
+    )
+    await live.assert_journal_matches_ledger()
+    sent = await live.assert_sent_as_journaled()
+    assert sent.sends == {r.client_order_id: 1 for r in reqs}
 
 
 # --- the checks above bite -----------------------------------------------------------------
