@@ -23,7 +23,6 @@ import pytest
 from eth_account import Account
 
 from config import Settings, load_settings
-from execution.assembly import Execution, assemble
 from executor import Executor
 from models import OrderRequest, OrderStatus, OrderType, Side
 from observability.logging import Redactor
@@ -37,6 +36,8 @@ from storage.repositories import JournalRow
 from tests.harness import expected_status
 from tests.helpers import JOURNAL_SIGNED_SQL, ExactlyOnce, exactly_once
 from venue.clob import ClobBroker
+from wiring.execution import ExecutionStage as Execution
+from wiring.execution import assemble
 
 MAKER = "0x" + "22" * 20
 
