@@ -5,7 +5,7 @@ living books) and the copy trader (following the whale) both trading continuousl
 with SIGKILL at seeded random moments (some during start-up and its reconcile, others while an
 order is in flight: every order is held 0.3 s at the venue before it matches) and restarted each
 time on the same database. One kill in every run is not left to chance: it waits until the venue
-has received an order it holds for 2 s, so it lands between the PENDING row and the answer. At
+has received an order it holds for 3 s, so it lands between the PENDING row and the answer. At
 the end trading is halted, the journal is left to settle, and the database is compared with the
 simulator's ledger: every venue order has exactly one journal row in the right final state,
 fills and positions match, nothing is duplicated, lost or orphaned, and every order body the
@@ -41,26 +41,30 @@ CRASH_SETTINGS = {"ORDER_LOOKUP_GRACE_S": "8", "RECONCILE_INTERVAL_S": "5"}
 UNSETTLED_SQL = "SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN')"
 
 
+def single_posts(sim: SimProcess) -> int:
+    """How many POST /order bodies the venue has received."""
+    return sum(1 for r in sim.received_orders()["orders"] if r["path"] == "/order")
+
+
 def hold_next_order(sim: SimProcess, seconds: float) -> int:
     """Hold the next POST /order `seconds` at the venue (the others 0.3 s, as before); return
-    how many order requests the venue had received until now."""
+    how many POST /order bodies the venue had received until now."""
     sim.clear_faults()
     sim.fault(kind="latency", route="POST /order", seconds=seconds, count=1)  # matched first
     sim.fault(kind="latency", route="POST /order", seconds=0.3, count=100_000)
-    total: int = sim.received_orders()["total"]
-    return total
+    return single_posts(sim)
 
 
 def kill_mid_submission(sim: SimProcess, d: DaemonProcess) -> None:
     """SIGKILL the daemon while an order is at the venue and its journal row is unsettled.
 
-    The next order is held 2 s at the venue: past the daemon's 1 s client timeout its row turns
+    The next order is held 3 s at the venue: past the daemon's 1 s client timeout its row turns
     UNKNOWN, and it cannot be found until the venue lets it through, so the row stays unsettled
     for seconds, whatever the polling below costs.
     """
-    before = hold_next_order(sim, 2.0)
+    before = hold_next_order(sim, 3.0)
     wait_until(
-        lambda: sim.received_orders()["total"] > before and d.rows(UNSETTLED_SQL),
+        lambda: single_posts(sim) > before and d.rows(UNSETTLED_SQL),
         30,
         interval=0.05,
         what="an order held at the venue with its journal row unsettled",
