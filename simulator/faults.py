@@ -15,13 +15,15 @@ Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` acce
 `route` is `"METHOD /path"` (path without query), `"* /path"`, or `"*"`. `count` defaults to 1.
 
 `accept_then_status` is the venue failing *after* its matching engine took the order: the order
-is accepted (it matches, or rests on the book) and the client is answered `status` (a 5xx)
-instead of the acknowledgement. Polymarket's CLOB answers such a failure with HTTP 500
-`{"error": "could not run the execution"}`, and a client that retries the same signed order
-keeps getting that 5xx: the order it sent is remembered by hash, and every later POST of it is
-answered the same way (`count` is the number of orders taken, not of requests), so the client's
-retries run out while the venue holds the order. Only a lookup by the order's hash
-(`GET /data/order/{hash}`) tells what happened to it.
+is accepted (it matches, or rests on the book) and the client is answered `status` instead of
+the acknowledgement. Polymarket documents HTTP 500 `{"error": "could not run the execution"}` on
+`POST /order`; a 5xx says nothing about whether the engine acted on the order. Here every later
+POST of the same signed order (same hash) is answered `status` too, so a client that retries
+runs out of retries while the venue holds the order (the real venue may instead refuse such a
+re-send as a duplicate: either way no acknowledgement comes back). `count` is the number of
+requests the fault takes (every order of a batch is remembered); the re-sends of a remembered
+order do not use it up. Only a lookup by the order's hash (`GET /data/order/{hash}`) tells what
+happened to it.
 """
 
 from __future__ import annotations
