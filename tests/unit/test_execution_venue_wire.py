@@ -332,6 +332,28 @@ async def test_broker_takes_its_own_rate_limit_buckets_and_names_a_re_sent_dupli
             await broker.close()
 
 
+async def test_public_routes_take_their_own_rate_limit_buckets() -> None:
+    from venue.clob import PublicMarketMeta, RestBookSource
+
+    async with Simulator(seed=43) as sim:
+        token = sim.add_market("Will it snow?", "snow").token_ids[0]
+        sim.seed_order("0x" + "5" * 40, token, "SELL", Decimal("0.6"), Decimal("20"))
+        limiter = RateLimiter.from_limits(
+            dict.fromkeys(("book", "clob_general"), (1e-9, 100.0)), clock=FakeClock()
+        )
+        meta = PublicMarketMeta(host=sim.clob_url, limiter=limiter)
+        books = RestBookSource(host=sim.clob_url, limiter=limiter)
+        try:
+            assert [m.token_id for m in await meta.market_meta(token)].count(token) == 1
+            await books.refresh(token)
+            assert books.best_ask(token) == (Decimal("0.6"), Decimal("20"))
+        finally:
+            await meta.close()
+            await books.close()
+        left = {k: limiter.buckets(k)[0].available() for k in ("book", "clob_general")}
+        assert left == {"book": 99.0, "clob_general": 98.0}
+
+
 async def test_build_client_derives_the_same_credentials_as_the_sdk() -> None:
     from eth_account import Account
     from py_clob_client_v2.client import ClobClient
