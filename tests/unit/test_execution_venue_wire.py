@@ -469,3 +469,37 @@ def test_transport_sends_the_same_bytes_as_the_sdks_http_helper(
     assert ours == sdk
     if body is not None:
         assert ours.endswith(body.encode())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html><title>Just a moment...</title></html>",
+        '{"bids": [{"price": "0.4"}], "asks": []}',
+        '{"bids": [{"price": "zero", "size": "1"}], "asks": []}',
+        '{"bids": "nope", "asks": []}',
+        '["not", "a", "book"]',
+    ],
+)
+async def test_rest_book_that_is_not_a_book_is_no_book(body: str) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from venue.clob import RestBookSource
+
+    answers = [body, '{"bids": [{"price": "0.4", "size": "3"}], "asks": []}']
+
+    async def book(_: web.Request) -> web.Response:
+        return web.Response(text=answers.pop(0), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/book", book)
+    async with TestServer(app) as server:
+        books = RestBookSource(host=str(server.make_url("")))
+        try:
+            await books.refresh(TOKEN)
+            assert books.bids(TOKEN) is None and books.best_bid(TOKEN) is None
+            await books.refresh(TOKEN)  # the next good answer is used
+            assert books.best_bid(TOKEN) == (Decimal("0.4"), Decimal("3"))
+        finally:
+            await books.close()

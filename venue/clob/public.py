@@ -82,9 +82,20 @@ class RestBookSource:
         if r.status_code != 200:
             self._books.pop(token_id, None)
             return
-        d = r.json()
-        bids = [(Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("bids") or [])]
-        asks = [(Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("asks") or [])]
+        try:
+            d = r.json()
+            bids = [
+                (Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("bids") or [])
+            ]
+            asks = [
+                (Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("asks") or [])
+            ]
+        except (ValueError, ArithmeticError, KeyError, TypeError, AttributeError) as e:
+            # Not a book (an HTML page, a level without a price): no book, as for a non-200.
+            # Raising would fail the paper order being sent, or the paper broker's whole poll.
+            log.warning("book_unreadable", token_id=token_id, error=type(e).__name__)
+            self._books.pop(token_id, None)
+            return
         self._books[token_id] = (time.monotonic(), bids, asks)
 
     def _get(self, token_id: str) -> tuple[list[Level], list[Level]] | None:
