@@ -196,6 +196,7 @@ def test_response_after_client_timeout_is_looked_up_not_resent(make_rig: RigFact
     c = rig.assert_consistent()
     assert c.venue_orders == 1  # matched at the venue once; never re-signed or re-sent
     assert _journal_statuses(rig) == ["FILLED"]
+    assert list(rig.exactly_once().sends.values()) == [1]  # the venue received it once
     assert any(e["event"] == "order_outcome_unknown" for e in rig.d.log_events())
     rig.wait_health(200)
     rig.trade_once()
@@ -462,5 +463,6 @@ def test_kill9_mid_submission_then_restart_reconciles_without_resending(
     rig.d.restart()
     c = rig.assert_consistent()
     assert c.venue_orders == 1 and _journal_statuses(rig) == ["FILLED"]
+    assert list(rig.exactly_once().sends.values()) == [1]  # looked up, not sent again
     rig.trade_once()
     assert rig.assert_consistent().venue_orders == 2
