@@ -1,8 +1,11 @@
 """The order executor: where money is lost or kept.
 
-    market rules -> risk -> sign once -> journal PENDING (durable) -> rate limit -> breaker
+    market rules -> risk -> sign once -> journal PENDING (durable) -> breaker
                  -> broker.send (retried as the same signed payload on 429/425/5xx only)
                  -> journal the outcome + audit
+
+The broker keeps to the venue's rate limits itself (the live broker waits on its own buckets,
+the paper broker on none); the executor names no endpoint.
 
 `submit()` returns an `OrderResult` for every order-level outcome (refused with a reason, live,
 filled, partially filled, canceled remainder, UNKNOWN being reconciled). It raises only on bugs
@@ -53,7 +56,7 @@ from execution.tracker import OrderTracker
 from models import Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.health import CheckResult
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
-from resilience import BreakerState, CircuitBreaker, Clock, RateLimiter, RetryPolicy
+from resilience import BreakerState, CircuitBreaker, Clock, RetryPolicy
 from resilience.retry import retry_call
 from storage import Repositories
 
@@ -101,7 +104,6 @@ class Executor:
         positions: PositionBook,
         metrics: Metrics,
         breaker: CircuitBreaker,
-        limiter: RateLimiter,
         retry_policy: RetryPolicy,
         clock: Clock,
         config: ExecutorConfig,
@@ -113,7 +115,6 @@ class Executor:
         self.positions = positions
         self.metrics = metrics
         self.breaker = breaker
-        self.limiter = limiter
         self.retry_policy = retry_policy
         self.clock = clock
         self.config = config
@@ -147,7 +148,6 @@ class Executor:
             tracker=self.tracker,
             guard=self.guard,
             breaker=breaker,
-            limiter=limiter,
             metrics=metrics,
             clock=clock,
             unknown_grace_s=config.unknown_grace_s,
@@ -156,7 +156,6 @@ class Executor:
         self.batches = BatchSender(
             broker=broker,
             breaker=breaker,
-            limiter=limiter,
             tracker=self.tracker,
             settle=self.settle,
             reconciler=self.reconciler,
@@ -393,7 +392,6 @@ class Executor:
             attempt += 1
             if attempt > 1:
                 self.metrics.venue_retries_total.labels("post_order", "transient").inc()
-            await self.limiter.acquire("post_order")
             return await self.broker.send(prepared)
 
         return await retry_call(
@@ -470,14 +468,12 @@ class Executor:
         row = await self.repos.orders.get(client_order_id)
         if row is None or row.venue_order_id is None or row.status.terminal:
             return False
-        await self.limiter.acquire("cancel_order")
         res = await self.broker.cancel([row.venue_order_id])
         await self.settle.canceled(res.canceled)
         return row.venue_order_id in res.canceled
 
     async def cancel_all(self) -> int:
         """Cancel every resting order at the venue; return how many were canceled."""
-        await self.limiter.acquire("cancel_all")
         res = await self.broker.cancel_all()
         await self.settle.canceled(res.canceled)
         await self.repos.audit.append("cancel_all", canceled=len(res.canceled))

@@ -14,7 +14,7 @@ from execution.reconciler import Reconciler
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
 from models import OrderResult
-from resilience import CircuitBreaker, RateLimiter
+from resilience import CircuitBreaker
 
 BATCH_MAX = 15
 
@@ -27,14 +27,12 @@ class BatchSender:
         *,
         broker: Broker,
         breaker: CircuitBreaker,
-        limiter: RateLimiter,
         tracker: OrderTracker,
         settle: Settlement,
         reconciler: Reconciler,
     ) -> None:
         self.broker = broker
         self.breaker = breaker
-        self.limiter = limiter
         self.tracker = tracker
         self.settle = settle
         self.reconciler = reconciler
@@ -53,7 +51,6 @@ class BatchSender:
             return [
                 await self.settle.rejected(p.request, RefusalSource.BREAKER, why) for p in chunk
             ]
-        await self.limiter.acquire("post_orders")
         try:
             items = await self.broker.send_batch(chunk)
         except OrderRejected as e:

@@ -34,7 +34,7 @@ from execution.settlement import Settlement, status_of
 from execution.tracker import Lookup, OrderTracker
 from models import Fill, OrderRequest, OrderResult, OrderStatus, OrderType, Side
 from observability.metrics import Metrics
-from resilience import Backoff, CircuitBreaker, Clock, RateLimiter
+from resilience import Backoff, CircuitBreaker, Clock
 from storage import Repositories
 from storage.repositories import JournalRow
 
@@ -76,7 +76,6 @@ class Reconciler:
         tracker: OrderTracker,
         guard: TradingGuard,
         breaker: CircuitBreaker,
-        limiter: RateLimiter,
         metrics: Metrics,
         clock: Clock,
         unknown_grace_s: float,
@@ -89,7 +88,6 @@ class Reconciler:
         self.tracker = tracker
         self.guard = guard
         self.breaker = breaker
-        self.limiter = limiter
         self.metrics = metrics
         self.clock = clock
         self.unknown_grace_s = unknown_grace_s
@@ -99,7 +97,6 @@ class Reconciler:
         self._lock = asyncio.Lock()  # start-up, periodic and user-feed passes
 
     async def lookup(self, venue_order_id: str) -> VenueOrder | None:
-        await self.limiter.acquire("data_orders")
         return await self.broker.lookup(venue_order_id)
 
     # one pass -----------------------------------------------------------------------------
@@ -120,7 +117,6 @@ class Reconciler:
             "fills": 0,
         }
         journal_ids: set[str] = set()
-        await self.limiter.acquire("data_orders")
         venue_open = {vo.venue_order_id: vo for vo in await self.broker.open_orders()}
         for row in await self.repos.orders.non_terminal():
             journal_ids.add(row.venue_order_id or "")
@@ -290,7 +286,6 @@ class Reconciler:
         """Fetch our fills since the checkpoint (minus an overlap) and record them."""
         cursor = await self.repos.cursors.get(FILLS_CURSOR)
         after = max(0, int(cursor) - 60) if cursor else int(time.time()) - 86_400
-        await self.limiter.acquire("data_trades")
         fills = await self.broker.fills_since(after)
         newest = int(cursor) if cursor else 0
         for f in sorted(fills, key=lambda f: f.ts):

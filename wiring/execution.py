@@ -243,7 +243,6 @@ async def assemble(
         positions=positions,
         metrics=metrics,
         breaker=breaker,
-        limiter=limiter,
         retry_policy=retry_policy(s),
         clock=clock,
         config=ExecutorConfig(

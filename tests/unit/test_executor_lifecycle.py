@@ -21,9 +21,8 @@ from execution.risk import RiskEngine, RiskLimits, TradingState
 from executor import Executor, ExecutorConfig
 from models import OrderStatus
 from observability.metrics import Metrics
-from resilience import BreakerState, CircuitBreaker, RateLimiter, RetryPolicy
+from resilience import BreakerState, CircuitBreaker, RetryPolicy
 from resilience.clock import Clock, FakeClock, SystemClock
-from resilience.rate_limit import polymarket_limits
 from storage import Database, Repositories
 from tests.unit.test_executor_paper import COND, TOKEN, DictBooks, req
 
@@ -83,7 +82,6 @@ def build(
         positions=PositionBook(books=books),
         metrics=Metrics(),
         breaker=CircuitBreaker("venue", failure_threshold=3, reset_timeout_s=5, clock=clock),
-        limiter=RateLimiter.from_limits(polymarket_limits(0.5), clock=clock),
         retry_policy=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
         clock=clock,
         config=ExecutorConfig(reconcile_interval_s=reconcile_interval_s),

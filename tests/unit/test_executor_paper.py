@@ -19,8 +19,7 @@ from execution.risk import RiskEngine, RiskLimits, TradingState
 from executor import Executor, ExecutorConfig
 from models import Level, OrderRequest, OrderStatus, OrderType, Side
 from observability.metrics import Metrics
-from resilience import CircuitBreaker, RateLimiter, RetryPolicy, SystemClock
-from resilience.rate_limit import polymarket_limits
+from resilience import CircuitBreaker, RetryPolicy, SystemClock
 from storage import Database, Repositories
 from tests.helpers import FIXTURES as SHARED_FIXTURES
 
@@ -91,7 +90,6 @@ def make_executor(
         positions=PositionBook(books=books),
         metrics=metrics,
         breaker=CircuitBreaker("venue", failure_threshold=3, reset_timeout_s=1, clock=clock),
-        limiter=RateLimiter.from_limits(polymarket_limits(0.5), clock=clock),
         retry_policy=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
         clock=clock,
         config=ExecutorConfig(kill_switch_path=kill, daily_loss_limit=Decimal(loss_limit)),
