@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage import Database, Repositories, load_migrations
-from storage.repositories import CopyIntent
+from storage.copy_intents import CopyIntent
 from tests.helpers import make_order
 
 WALLET = "0x" + "ab" * 20

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from storage import Database, Repositories
-from storage.repositories import NON_TERMINAL_SQL
+from storage.journal import NON_TERMINAL_SQL
 from tests.helpers import make_order
 
 

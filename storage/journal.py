@@ -1,0 +1,269 @@
+"""The order journal: the durable record of every order and every status it has had.
+
+Owns the `orders` table (and reads `order_events`, which its triggers fill). A transition and its
+audit entry are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from decimal import Decimal
+
+from errors import IllegalTransition, StorageError
+from models import TERMINAL_STATUSES, OrderRequest, OrderStatus, OrderType, Side
+from storage.audit import AUDIT_SQL, Audit, audit_row, detail_json, now_iso
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """One order as the journal knows it."""
+
+    client_order_id: str
+    strategy: str
+    token_id: str
+    side: Side
+    price: Decimal
+    size: Decimal
+    order_type: OrderType
+    expiration: int | None
+    post_only: bool
+    reason: str
+    status: OrderStatus
+    venue_order_id: str | None
+    payload_hash: str | None
+    size_matched: Decimal
+    avg_price: Decimal | None
+    detail: str
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> JournalRow:
+        return cls(
+            client_order_id=r["client_order_id"],
+            strategy=r["strategy"],
+            token_id=r["token_id"],
+            side=Side(r["side"]),
+            price=Decimal(r["price"]),
+            size=Decimal(r["size"]),
+            order_type=OrderType(r["order_type"]),
+            expiration=r["expiration"],
+            post_only=bool(r["post_only"]),
+            reason=r["reason"],
+            status=OrderStatus(r["status"]),
+            venue_order_id=r["venue_order_id"],
+            payload_hash=r["payload_hash"],
+            size_matched=Decimal(r["size_matched"]),
+            avg_price=Decimal(r["avg_price"]) if r["avg_price"] is not None else None,
+            detail=r["detail"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+        )
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.size - self.size_matched, Decimal(0))
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    """One status change of an order, as the `order_events` trigger recorded it."""
+
+    client_order_id: str
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    size_matched: Decimal
+    detail: str
+    at: str
+
+
+_ORDER_INSERT_SQL = (
+    "INSERT INTO orders (client_order_id, strategy, token_id, side, price, size,"
+    " order_type, expiration, post_only, reason, status, venue_order_id,"
+    " payload_hash, signed_order, size_matched, detail, created_at, updated_at)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?)"
+)
+
+
+NON_TERMINAL_SQL = (
+    "SELECT * FROM orders INDEXED BY orders_open"
+    " WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED') ORDER BY rowid"
+)
+"""The open orders. INDEXED BY: without statistics SQLite would rather walk the whole table in
+rowid order than sort, and the table keeps every order ever placed; the partial index (whose
+WHERE clause is this query's) holds only the open ones."""
+
+_ORDER_UPDATE_SQL = (
+    "UPDATE orders SET status = ?, venue_order_id = COALESCE(?, venue_order_id),"
+    " size_matched = COALESCE(?, size_matched), avg_price = COALESCE(?, avg_price),"
+    " detail = ?, updated_at = ? WHERE client_order_id = ?"
+)
+
+
+class OrderNotFound(StorageError):
+    """A transition named a client order id the journal has never seen."""
+
+
+class OrderJournal:
+    """The durable record of every order and every status it has had."""
+
+    def __init__(self, *, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self,
+        req: OrderRequest,
+        *,
+        status: OrderStatus = OrderStatus.PENDING,
+        venue_order_id: str | None = None,
+        payload_hash: str | None = None,
+        signed_order: str | None = None,
+        detail: str = "",
+        audit: Audit | None = None,
+    ) -> None:
+        """Insert a new order row (PENDING before sending; REJECTED for a local refusal).
+
+        `signed_order` is the signed order as the broker can re-send it (JSON, no credential,
+        no API key id), so reconciliation can re-send the identical order.
+        """
+        ts = now_iso()
+        # Parameters are built here, on the event loop: the job on the database thread then
+        # spends its time in SQLite (which releases the GIL), so batches overlap with the loop.
+        params = (
+            req.client_order_id,
+            req.strategy,
+            req.token_id,
+            req.side.value,
+            str(req.price),
+            str(req.size),
+            req.order_type.value,
+            req.expiration,
+            int(req.post_only),
+            req.reason,
+            status.value,
+            venue_order_id,
+            payload_hash,
+            signed_order,
+            detail,
+            ts,
+            ts,
+        )
+        audit_params = (
+            audit_row(
+                audit[0], audit[1], strategy=req.strategy, client_order_id=req.client_order_id
+            )
+            if audit is not None
+            else None
+        )
+
+        def job(c: sqlite3.Connection) -> None:
+            c.execute(_ORDER_INSERT_SQL, params)
+            if audit_params is not None:
+                c.execute(AUDIT_SQL, audit_params)
+
+        await self._db.write(job)
+
+    async def transition(
+        self,
+        client_order_id: str,
+        to: OrderStatus,
+        *,
+        venue_order_id: str | None = None,
+        size_matched: Decimal | None = None,
+        avg_price: Decimal | None = None,
+        detail: str = "",
+        audit: Audit | None = None,
+    ) -> OrderStatus:
+        """Move an order to `to`; return the status it had. Raise IllegalTransition if forbidden.
+
+        Moving a terminal row to the status it already has is a no-op (idempotent settlement).
+        """
+        ts = now_iso()
+        # Built on the event loop, so the database thread mostly runs SQLite (see `record`).
+        update = (
+            to.value,
+            venue_order_id,
+            str(size_matched) if size_matched is not None else None,
+            str(avg_price) if avg_price is not None else None,
+            detail,
+            ts,
+            client_order_id,
+        )
+        audit_at = now_iso()
+        audit_detail = detail_json(audit[1]) if audit is not None else None
+
+        def job(c: sqlite3.Connection) -> OrderStatus:
+            row = c.execute(
+                "SELECT status, strategy FROM orders WHERE client_order_id = ?",
+                (client_order_id,),
+            ).fetchone()
+            if row is None:
+                raise OrderNotFound(f"no journal row for client order id {client_order_id}")
+            old = OrderStatus(row[0])
+            if old == to and old in TERMINAL_STATUSES:
+                return old
+            if not old.can_become(to):
+                raise IllegalTransition(f"{client_order_id}: {old} -> {to} is not allowed")
+            c.execute(_ORDER_UPDATE_SQL, update)
+            if audit is not None:
+                c.execute(AUDIT_SQL, (audit_at, audit[0], row[1], client_order_id, audit_detail))
+            return old
+
+        return await self._db.write(job)
+
+    async def get(self, client_order_id: str) -> JournalRow | None:
+        r = await self._db.fetchone(
+            "SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,)
+        )
+        return JournalRow.from_row(r) if r else None
+
+    async def signed_order(self, client_order_id: str) -> str | None:
+        """The signed order journaled with the row (JSON), or None if there is none."""
+        r = await self._db.fetchone(
+            "SELECT signed_order FROM orders WHERE client_order_id = ?", (client_order_id,)
+        )
+        return str(r[0]) if r is not None and r[0] is not None else None
+
+    async def get_by_venue_id(self, venue_order_id: str) -> JournalRow | None:
+        r = await self._db.fetchone(
+            "SELECT * FROM orders WHERE venue_order_id = ?", (venue_order_id,)
+        )
+        return JournalRow.from_row(r) if r else None
+
+    async def non_terminal(self) -> list[JournalRow]:
+        """Every order that may still be in flight or resting: what reconciliation must settle."""
+        rows = await self._db.fetchall(NON_TERMINAL_SQL)
+        return [JournalRow.from_row(r) for r in rows]
+
+    async def recent(self, *, open_only: bool = False, limit: int = 100) -> list[JournalRow]:
+        where = (
+            " INDEXED BY orders_open WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')"
+            if open_only
+            else ""
+        )
+        rows = await self._db.fetchall(
+            f"SELECT * FROM orders{where} ORDER BY rowid DESC LIMIT ?", (limit,)
+        )
+        return [JournalRow.from_row(r) for r in rows]
+
+    async def events(self, client_order_id: str) -> list[OrderEvent]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM order_events WHERE client_order_id = ? ORDER BY id", (client_order_id,)
+        )
+        return [
+            OrderEvent(
+                client_order_id=r["client_order_id"],
+                from_status=OrderStatus(r["from_status"]) if r["from_status"] else None,
+                to_status=OrderStatus(r["to_status"]),
+                size_matched=Decimal(r["size_matched"]),
+                detail=r["detail"],
+                at=r["at"],
+            )
+            for r in rows
+        ]
+
+    async def counts_by_status(self) -> dict[OrderStatus, int]:
+        rows = await self._db.fetchall("SELECT status, COUNT(*) FROM orders GROUP BY status")
+        return {OrderStatus(r[0]): int(r[1]) for r in rows}
