@@ -12,7 +12,8 @@ Figures:
   both from the Data API timestamp (which is *truncated to the second*, adding 0.5 s on average
   that no poller can remove) and from the true trade instant (known to the bench).
 * `wallets_within_budget`: how many wallets can each be polled every 1 s within the Data API
-  budget (`rate_limit_fraction` of 1,000 requests in any 10 s sliding window, reference §6.1),
+  budget (`rate_limit_fraction` of 1,000 requests in any 10 s sliding window, as documented at
+  https://docs.polymarket.com/api-reference/rate-limits),
   *proved by measurement*: that many wallets polled for `--budget-seconds` (>= one window)
   against the simulator, their mean poll interval checked and every request's admission instant
   checked against every 10 s window; twice as many wallets show the graceful slow-down.

@@ -222,8 +222,8 @@ class RateLimiter:
 
 
 # Documented limits: (endpoint key, requests, window seconds). Source for every figure:
-# ../shared/reference/polymarket-api.md §6.1, which paraphrases docs.polymarket.com
-# `api-reference/rate-limits` (2026-06 version). All are Cloudflare sliding windows.
+# https://docs.polymarket.com/api-reference/rate-limits (2026-06 version). All are Cloudflare
+# sliding windows.
 _TEN_S: Final = 10.0
 _TEN_MIN: Final = 600.0
 _DOCUMENTED_LIMITS: Final[tuple[tuple[str, float, float], ...]] = (
@@ -272,7 +272,7 @@ _BURST_SHARE_SUSTAINED: Final = 0.05
 
 
 def documented_limits() -> dict[str, tuple[float, float]]:
-    """Return each bucket key's documented `(requests, window_s)` from reference §6.1."""
+    """Return each bucket key's documented `(requests, window_s)` (Polymarket's rate limits)."""
     return {key: (requests, window) for key, requests, window in _DOCUMENTED_LIMITS}
 
 
@@ -301,12 +301,13 @@ def polymarket_limits(fraction: float) -> dict[str, tuple[float, float]]:
 class SlidingWindowLimiter:
     """Admit at most `limit` units in any window of `window_s` seconds (a sliding-window log).
 
-    This is how Cloudflare, and so Polymarket, counts (reference §6.1: "throttled… sliding
-    windows"). Unlike a `TokenBucket`, it keeps no burst reserve: a smooth caller gets the full
-    `limit / window_s` rate, and a bursty one gets `limit` at once and then waits for the oldest
-    admission to leave the window. Formally, if `a_1 <= a_2 <= ...` are the admission instants,
-    `a_{i+limit} - a_i >= window_s` for every i, so every half-open window `[t, t + window_s)`
-    holds at most `limit` admissions.
+    This is how Cloudflare, and so Polymarket, counts: Polymarket's rate-limit page
+    (https://docs.polymarket.com/api-reference/rate-limits) says requests over a limit are
+    "throttled… sliding windows". Unlike a `TokenBucket`, it keeps no burst reserve: a smooth
+    caller gets the full `limit / window_s` rate, and a bursty one gets `limit` at once and then
+    waits for the oldest admission to leave the window. Formally, if `a_1 <= a_2 <= ...` are the
+    admission instants, `a_{i+limit} - a_i >= window_s` for every i, so every half-open window
+    `[t, t + window_s)` holds at most `limit` admissions.
 
     Waiters are served first come, first served (the same FIFO lock scheme as `TokenBucket`);
     a waiter cancelled at any point records nothing. Only the last `limit` admission instants

@@ -22,7 +22,7 @@ from config import Settings, load_settings
 from models import OrderRequest, OrderResult, OrderStatus
 
 ROOT = Path(__file__).resolve().parent.parent
-# Payloads captured from the real venue live in ../shared/fixtures, beside the checkout.
+# Payloads captured from the real venue are kept outside the repository, beside the checkout.
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 PYTHON = sys.executable
 # A real token id from a captured payload (77 decimal digits).

@@ -88,7 +88,8 @@ def test_425_engine_restart_then_post_only_window_then_trading_resumes(
     make_rig: RigFactory,
 ) -> None:
     # The post-only answer's Retry-After (4 s) outlasts the lookup grace (2 s): the periodic
-    # reconcile must leave the in-flight order alone (bugs-found B1, fixed in 30b89a0).
+    # reconcile must leave the in-flight order alone (it once rejected a send still on the wire
+    # as unknown at the venue; fixed in 30b89a0).
     rig = make_rig()
     started = time.monotonic()
     rig.sim.fault(kind="engine_restart", seconds=1.0, post_only_s=4.0)
@@ -439,7 +440,7 @@ def test_sigterm_mid_submission_leaves_the_journal_settled(make_rig: RigFactory)
 def test_slow_submission_is_not_rejected_by_the_periodic_reconcile(
     make_rig: RigFactory,
 ) -> None:
-    """bugs-found B1: a submission older than the lookup grace is still this process's own."""
+    """A submission older than the lookup grace is still this process's own (fixed in 30b89a0)."""
     rig = make_rig(HTTP_TIMEOUT_S="8", ORDER_LOOKUP_GRACE_S="1", RECONCILE_INTERVAL_S="1")
     rig.sim.fault(kind="latency", route="POST /order", seconds=4, count=1)
     rig.trigger()

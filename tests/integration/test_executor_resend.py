@@ -374,8 +374,9 @@ async def _set_signed(tmp_path: Path, coid: str, text: str) -> None:
 
 
 async def test_periodic_reconcile_leaves_in_flight_send_alone(tmp_path: Path) -> None:
-    # A submission slower than the lookup grace (bugs-found B1): the reconcile must neither
-    # reject nor re-send it; its own send settles it.
+    # A submission slower than the lookup grace (the reconcile once rejected such a send as
+    # unknown at the venue; fixed in 30b89a0): the reconcile must neither reject nor re-send it;
+    # its own send settles it.
     async with Simulator(seed=27, settle_delay_s=0.01) as sim:
         live = await make_live(
             tmp_path, sim, http_timeout_s=3.0, order_lookup_grace_s=0.5, order_resend_window_s=0.4

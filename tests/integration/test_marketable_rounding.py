@@ -1,7 +1,9 @@
 """A marketable BUY filled as far as the venue's rounding allows is FILLED, not "rest killed".
 
 A FAK/FOK BUY spends price x size rounded down to the cent: 20.61 shares at 0.97 is 19.9917
-pUSD, sent as 19.99 pUSD for 20.6082 shares (reference §1.6). When those 20.6082 match, nothing
+pUSD, sent as 19.99 pUSD for 20.6082 shares (the SDK's order builder rounds a market BUY's pUSD
+amount down to the cent and buys amount / price shares: `get_market_order_amounts` in
+https://github.com/Polymarket/py-clob-client-v2). When those 20.6082 match, nothing
 was killed; the journal, the result and the paper broker must all say FILLED.
 """
 

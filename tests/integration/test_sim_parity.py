@@ -1,4 +1,4 @@
-"""Every captured payload under ../shared/fixtures has a same-shaped simulator counterpart.
+"""Every payload captured from the real venue (`FIXTURES`) has a same-shaped simulator twin.
 
 Shapes are compared as key sets and JSON value types, recursively (first element of lists).
 Keys a fixture has but the simulator does not emit must be listed in OPTIONAL with a reason;

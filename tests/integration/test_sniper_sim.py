@@ -294,7 +294,7 @@ async def test_daemon_sniper_buys_through_executor_once(tmp_path: Path) -> None:
 
 
 async def test_daemon_take_profit_rests_a_gtc_sell_for_the_filled_size(tmp_path: Path) -> None:
-    # B5: the BUY's ack (POST /order) arrives before its fill (user websocket); the take-profit
+    # The BUY's ack (POST /order) arrives before its fill (user websocket); the take-profit
     # must wait for the position, or risk refuses it ("SELL exceeds the position").
     async with Simulator(seed=13, settle_delay_s=0.02) as sim:
         soon = datetime.now(UTC) + timedelta(minutes=10)
