@@ -236,10 +236,7 @@ def test_polymarket_limits_are_turned_into_buckets_in_one_place() -> None:
     assert callers == ["wiring.shared"]
 
 
-@pytest.mark.xfail(
-    reason="storage/repositories.py, simulator/sim.py and simulator/clob.py are over 600 lines",
-    strict=False,
-)
+@pytest.mark.xfail(reason="simulator/sim.py and simulator/clob.py are over 600 lines", strict=False)
 def test_no_production_module_is_over_the_size_limit() -> None:
     big = sorted(
         f"{m.name}: {m.lines} lines" for m in modules().values() if m.lines > MAX_MODULE_LINES
@@ -247,7 +244,6 @@ def test_no_production_module_is_over_the_size_limit() -> None:
     assert big == []
 
 
-@pytest.mark.xfail(reason="the Executor class is still over 500 lines", strict=False)
 def test_the_executor_class_is_within_its_size_limit() -> None:
     classes = [
         node
