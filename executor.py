@@ -44,12 +44,12 @@ from errors import (
     StorageError,
     TransientError,
 )
-from execution.batch import BATCH_MAX, BatchSender
-from execution.guard import DAY_KEY, STATE_KEY, TradingGuard
+from execution.batch import BatchSender
+from execution.guard import TradingGuard
 from execution.market_rules import MarketRules
 from execution.ports import Ack, Broker, Prepared, VenueOrder
 from execution.positions import PositionBook
-from execution.reconciler import FILLS_CURSOR, Reconciler
+from execution.reconciler import Reconciler
 from execution.risk import RiskEngine, TradingState
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
@@ -59,8 +59,6 @@ from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metr
 from resilience import BreakerState, CircuitBreaker, Clock, RetryPolicy
 from resilience.retry import retry_call
 from storage import Repositories
-
-__all__ = ["BATCH_MAX", "DAY_KEY", "FILLS_CURSOR", "STATE_KEY", "Executor", "ExecutorConfig"]
 
 log = structlog.get_logger("executor")
 T = TypeVar("T")

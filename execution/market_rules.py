@@ -20,13 +20,13 @@ from models import ONE, Market, OrderRequest, OrderType, Side, on_tick
 log = structlog.get_logger("execution.market_rules")
 
 MIN_MARKETABLE_BUY_NOTIONAL = Decimal("1")
-"""The venue refuses marketable BUYs under $1 (reference §6.2)."""
+"""The venue refuses marketable BUYs under $1."""
 GTD_SECURITY_S = 60
-"""A GTD order must expire more than 60 s from now (reference §1.7)."""
+"""A GTD order must expire more than 60 s from now."""
 SIZE_DECIMALS = 2
 SIZE_STEP = Decimal("0.01")
 AMOUNT_STEP = Decimal("0.0001")
-"""Marketable orders: the taker amount has at most 4 decimals (reference §1.6)."""
+"""Marketable orders: the taker amount has at most 4 decimals."""
 
 
 def order_amounts(req: OrderRequest) -> tuple[Decimal, Decimal]:

@@ -1,5 +1,5 @@
-"""The executor around its edges: a cancelled caller (B2), a failing disk (B3), and the breaker
-as `/health` reports it once its open period is over."""
+"""The executor around its edges: a cancelled caller, a failing disk, the breaker as `/health`
+reports it once its open period is over, and a duplicate refusal of a retried send."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from errors import StorageError
+from errors import StorageError, TransientError
 from execution.market_rules import MarketRules
 from execution.paper import PaperBroker
 from execution.ports import Ack, MarketMeta, Prepared
@@ -105,7 +105,7 @@ def books() -> DictBooks:
     return b
 
 
-# --- B2: a cancelled caller does not abandon the order it was submitting -----------------------
+# --- a cancelled caller does not abandon the order it was submitting -----------------------
 
 
 async def test_cancelled_caller_mid_send_still_settles_and_drain_waits_for_it(
@@ -152,7 +152,7 @@ async def test_cancelled_submit_many_caller_still_settles_the_batch(
     assert [row.status if row else None for row in rows] == [OrderStatus.LIVE] * 3
 
 
-# --- B3: a failing disk halts trading; the executor stays up ---------------------------------
+# --- a failing disk halts trading; the executor stays up ---------------------------------
 
 
 async def test_refusal_that_cannot_be_journaled_is_returned_not_raised(
@@ -238,3 +238,42 @@ async def test_breaker_forced_open_by_retry_after_stays_open_until_it_passes(
     assert ex.health().detail["breaker"] == "open" and not ex.health().ok
     clock.advance(25)
     assert ex.health().detail["breaker"] == "half_open" and ex.health().ok
+
+
+# --- a duplicate refusal means the venue holds the order ---------------------------------------
+
+
+class AcceptedThenLostBroker(PaperBroker):
+    """A paper venue that takes the first send of each order and then answers it with a 500,
+    as a venue that accepted an order and failed before answering does."""
+
+    async def send(self, prepared: Prepared) -> Ack:
+        first = prepared.venue_order_id not in self._orders
+        ack = await super().send(prepared)
+        if first:
+            raise TransientError("HTTP 500 after the order was accepted", status=500)
+        return ack
+
+
+async def test_duplicate_refusal_of_a_retried_send_is_looked_up_not_rejected(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    repos = Repositories.over(db)
+    broker = AcceptedThenLostBroker(books=books)
+    ex = build(repos, books, broker=broker)
+    await ex.start()
+    res = await ex.submit(req())
+    # The retry of the same bytes is refused as a duplicate: the venue holds the order, so it is
+    # looked up by its hash and journaled as the venue has it, not as a venue refusal.
+    assert res.status is OrderStatus.LIVE, res
+    row = await repos.orders.get(res.client_order_id)
+    assert row is not None and row.status is OrderStatus.LIVE
+    assert row.detail == "looked up by order hash"
+    assert [e.to_status for e in await repos.orders.events(res.client_order_id)] == [
+        OrderStatus.PENDING,
+        OrderStatus.UNKNOWN,
+        OrderStatus.LIVE,
+    ]
+    assert [o.venue_order_id for o in await broker.open_orders()] == [res.venue_order_id]
+    assert ex.breaker.state is BreakerState.CLOSED and ex.breaker_state() is BreakerState.CLOSED
+    assert len(ex.tracker) == 1 and ex.tracker.unknown_count == 0

@@ -378,3 +378,36 @@ async def test_failed_trade_of_a_paper_order_lowers_exposure_and_restart_agrees(
     again = make_executor(paper.repos, paper.books)
     await again.start()
     assert again.position(TOKEN).size == 0
+
+
+async def test_the_order_tracker_holds_only_orders_still_working(paper: Paper) -> None:
+    """One record per working order; each leaves when its order reaches a terminal status, so
+    a daemon that trades all day holds its open orders, not its history."""
+    set_asks(paper, ("0.50", "4"), ("0.52", "10"))
+    filled = await paper.ex.submit(
+        req(order_type=OrderType.FOK, price=Decimal("0.50"), size=Decimal("4"))
+    )
+    killed = await paper.ex.submit(req(order_type=OrderType.FOK, price=Decimal("0.51")))
+    partly = await paper.ex.submit(
+        req(order_type=OrderType.FAK, price=Decimal("0.52"), size=Decimal("20"))
+    )
+    resting = await paper.ex.submit(req(price=Decimal("0.30")))
+    refused = await paper.ex.submit(req(price=Decimal("0.30"), size=Decimal("1")))  # under min
+    statuses = [r.status for r in (filled, killed, partly, resting, refused)]
+    assert statuses == [
+        OrderStatus.FILLED,
+        OrderStatus.REJECTED,
+        OrderStatus.CANCELED,
+        OrderStatus.LIVE,
+        OrderStatus.REJECTED,
+    ]
+    tracker = paper.ex.tracker
+    assert len(tracker) == 1 and resting.client_order_id in tracker
+    assert tracker.status(resting.client_order_id) is OrderStatus.LIVE
+    again = await paper.ex.submit(
+        req(price=Decimal("0.31"), client_order_id=resting.client_order_id)
+    )
+    assert again.status is OrderStatus.REJECTED and "duplicate client order id" in again.reason
+    assert await paper.ex.cancel(resting.client_order_id)
+    assert len(tracker) == 0 and tracker.unknown_count == 0
+    assert paper.ex.positions.open_count == 0
