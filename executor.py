@@ -14,13 +14,14 @@ written), after which trading is halted; a refusal that cannot be journaled is s
 (REJECTED, "storage error: ..."). From the PENDING write on, a submission belongs to the
 executor: cancelling the caller does not abandon it, and `drain()` waits for it. A timeout or a
 dropped connection never leads to a re-sign: the row goes UNKNOWN and the order is looked up by
-its locally computed hash until the venue says what happened (DESIGN invariants 1, 2, 7). The
-one re-send outside the 429/425/5xx retries is reconciliation's: a young journaled order the
-venue has never seen is re-sent as the same signed bytes (the venue refuses a second order with
-the same hash).
+its locally computed hash until the venue says what happened. The one re-send outside the
+429/425/5xx retries is reconciliation's: a young journaled order the venue has never seen is
+re-sent as the same signed bytes (the venue refuses a second order with the same hash).
 
-Its parts live in `execution/`: the order tracker (the in-memory mirror of the journal), the
-trading guard (trading state, kill switch, daily loss limit, breaker view) and the reconciler.
+Its parts live in `execution/`: `tracker` (the in-memory mirror of the journal), `guard`
+(trading state, kill switch, daily loss limit, the breaker as health reads it), `settlement`
+(an outcome written as a journal row, audit entry, counters and `OrderResult`), `reconciler`
+(reconcile passes, same-bytes re-sends, fill sync, unknown outcomes) and `batch` (`submit_many`).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from models import Fill, OrderRequest, OrderResult, OrderStatus, OrderType, Side
 from observability.metrics import Metrics
 from resilience import Backoff, CircuitBreaker, Clock
 from storage import Repositories
-from storage.repositories import JournalRow
+from storage.journal import JournalRow
 
 log = structlog.get_logger("executor")
 

@@ -23,7 +23,7 @@ from execution.positions import OpenOrder, PositionBook
 from models import OrderRequest, OrderStatus
 from observability.metrics import Metrics
 from resilience import Backoff
-from storage.repositories import JournalRow, OrderJournal
+from storage.journal import JournalRow, OrderJournal
 
 log = structlog.get_logger("executor")
 
