@@ -20,6 +20,7 @@ wallets slows each poll down instead of getting the daemon throttled by Cloudfla
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -92,8 +93,20 @@ class LeaderTrade:
 
     @property
     def dedupe_key(self) -> str:
-        """Transaction hash + asset + side + size: one leader fill, stable across polls."""
-        return f"{self.tx_hash}:{self.token_id}:{self.side.value}:{self.size.normalize():f}"
+        """Transaction hash + asset + side + size + price: one leader fill, stable across polls.
+
+        One taker order that takes several price levels settles in one transaction, one row
+        per level, possibly of equal sizes: the price tells them apart. Numbers are written as
+        normalised Decimal text at the Data API's 6 decimals, so spellings and float noise
+        (`0.48000000001`, `0.480`, `0.48`) give one key.
+        """
+        price = self.price
+        with contextlib.suppress(InvalidOperation):  # beyond 28 digits: keep it as it is
+            price = price.quantize(DATA_API_DECIMALS, rounding=ROUND_HALF_EVEN)
+        return (
+            f"{self.tx_hash}:{self.token_id}:{self.side.value}:{self.size.normalize():f}"
+            f":{price.normalize():f}"
+        )
 
     @property
     def notional(self) -> Decimal:

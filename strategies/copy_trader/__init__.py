@@ -1,12 +1,13 @@
 """The copy trader: follow chosen wallets through the Data API and mirror their trades.
 
 Exactly-once copying across crashes. Each trade is *handled* by one durable write that marks its
-dedupe key (tx hash + asset + side + size) seen, moves the wallet's cursor to its timestamp and —
-when it is to be copied — stores an *intent*: the exact `OrderRequest`, whose client order id is
-derived from the dedupe key. Only then is the request submitted. The executor journals an order
-by client order id before it leaves the process, so after a crash each stored intent is either in
-the journal (the executor's reconciliation owns it; the intent is closed) or it never left (it is
-submitted now, with the same client order id). A skip is the same write without an intent.
+dedupe key (tx hash + asset + side + size + price) seen, moves the wallet's cursor to its
+timestamp and — when it is to be copied — stores an *intent*: the exact `OrderRequest`, whose
+client order id is derived from the dedupe key. Only then is the request submitted. The executor
+journals an order by client order id before it leaves the process, so after a crash each stored
+intent is either in the journal (the executor's reconciliation owns it; the intent is closed) or
+it never left (it is submitted now, with the same client order id). A skip is the same write
+without an intent.
 The Data API's `start` filter is inclusive and the cursor is a timestamp in seconds, so trades
 sharing the cursor's second are fetched again and dropped by the seen set: no gap, no duplicate.
 

@@ -37,6 +37,18 @@ def client_order_id_for(dedupe_key: str) -> str:
     return "cp" + hashlib.sha256(dedupe_key.encode()).hexdigest()[:30]
 
 
+def legacy_dedupe_key(trade: LeaderTrade) -> str:
+    """The key earlier versions recorded for `trade`: tx hash + asset + side + size, no price.
+
+    A database written before the price joined the key holds keys of this form only; one of
+    them marks `trade` handled. The forms cannot collide (four fields here, five in the current
+    key), and no current version writes this form, so it never hides a fill handled since: at
+    worst, a fill of the same size at a second price in a transaction handled before the upgrade
+    stays uncopied, as it was then.
+    """
+    return f"{trade.tx_hash}:{trade.token_id}:{trade.side.value}:{trade.size.normalize():f}"
+
+
 class CopyLedger:
     """The copy trader's view of its durable state: what each decision writes, and when.
 
@@ -51,8 +63,17 @@ class CopyLedger:
     async def cursor(self, wallet: str) -> int | None:
         return await self._store.cursor(wallet)
 
-    async def seen(self, wallet: str, keys: Iterable[str]) -> set[str]:
-        return await self._store.seen_among(wallet, keys)
+    async def seen(self, wallet: str, trades: Iterable[LeaderTrade]) -> set[str]:
+        """The dedupe keys of those `trades` handled already, under their key or the legacy
+        key an earlier version recorded (`legacy_dedupe_key`)."""
+        trades = list(trades)
+        keys = {t.dedupe_key for t in trades} | {legacy_dedupe_key(t) for t in trades}
+        recorded = await self._store.seen_among(wallet, keys)
+        return {
+            t.dedupe_key
+            for t in trades
+            if t.dedupe_key in recorded or legacy_dedupe_key(t) in recorded
+        }
 
     async def handle(
         self,

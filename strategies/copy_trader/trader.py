@@ -227,7 +227,7 @@ class CopyTrader:
         trades = [t for t in got.rows if t.wallet == rule.address and t.timestamp >= start]
         if not trades:
             return 0
-        seen = await self._ledger.seen(rule.address, {t.dedupe_key for t in trades})
+        seen = await self._ledger.seen(rule.address, trades)
         fresh: list[LeaderTrade] = []
         keys: set[str] = set()
         for t in trades:

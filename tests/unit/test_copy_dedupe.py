@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,11 @@ from simulator.sim import DataRow
 from storage import Database, Repositories
 from strategies.base import OrderSink, PositionSource
 from strategies.copy_trader import CopyRules, CopyTrader, WalletRule
+from strategies.copy_trader.state import legacy_dedupe_key
 from tests.helpers import until
 from tests.integration.test_copy_trader_sim import Venue
 from tests.integration.test_executor_live import Live, close_live, make_live
-from venue.data_api import DataApiBudget, DataApiClient
+from venue.data_api import DataApiBudget, DataApiClient, parse_trade_row
 
 D = Decimal
 LEADER = "0x" + "5e" * 20
@@ -162,11 +163,6 @@ ONE_TX_CASES = [
     pytest.param(
         (Row(1, 0, Side.BUY, "10", "0.50"), Row(1, 0, Side.BUY, "10", "0.51")),
         id="same-tx-same-asset-two-prices",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the dedupe key (tx hash + asset + side + size) leaves out the price: a fill "
-            "of the same size at a second price in one transaction is dropped as a duplicate",
-        ),
     ),
 ]
 
@@ -205,15 +201,7 @@ async def test_each_leader_fill_in_a_transaction_is_handled_once(
     "sizes",
     [
         pytest.param(("10", "30"), id="two-levels-two-sizes"),
-        pytest.param(
-            ("10", "10"),
-            id="two-levels-same-size",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the dedupe key leaves out the price: the second fill of the leader's "
-                "order (same tx, asset, side and size, next price level) is never copied",
-            ),
-        ),
+        pytest.param(("10", "10"), id="two-levels-same-size"),
     ],
 )
 async def test_a_leader_order_taking_two_price_levels_is_copied_per_fill(
@@ -249,6 +237,71 @@ async def test_a_leader_order_taking_two_price_levels_is_copied_per_fill(
             )
             assert await trader.poll_once(trader.rules.wallets[0]) == 0
             assert len(venue.sent) == 2
+
+
+def leader_row(tx: int, size: Any, price: Any) -> dict[str, Any]:
+    """One `/activity` row of the leader, as the Data API writes it (v1, JSON numbers)."""
+    return {
+        "proxyWallet": LEADER,
+        "type": "TRADE",
+        "transactionHash": tx_hash(tx),
+        "asset": "1234567",
+        "conditionId": "0x" + "ab" * 32,
+        "side": "BUY",
+        "size": size,
+        "price": price,
+        "timestamp": 1_700_000_000,
+    }
+
+
+@pytest.mark.parametrize(
+    "price", [0.48000000001, 0.47999999999, "0.48", "0.480", 0.48, "4.8e-1", D("0.480000")]
+)
+def test_float_noise_in_the_price_gives_one_dedupe_key(price: Any) -> None:
+    want = parse_trade_row(leader_row(1, 10, "0.48")).dedupe_key
+    assert parse_trade_row(leader_row(1, 10, price)).dedupe_key == want
+    # Built directly (not through the parser), a trade keys the same way too.
+    trade = parse_trade_row(leader_row(1, 10, "0.48"))
+    assert replace(trade, price=D("0.48000000001")).dedupe_key == want
+    assert replace(trade, price=D("0.4800")).dedupe_key == want
+
+
+def test_a_second_price_or_size_gives_another_dedupe_key() -> None:
+    key = parse_trade_row(leader_row(1, 10, 0.48)).dedupe_key
+    assert parse_trade_row(leader_row(1, 10, 0.49)).dedupe_key != key
+    assert parse_trade_row(leader_row(1, 10, 0.480001)).dedupe_key != key
+    assert parse_trade_row(leader_row(1, 11, 0.48)).dedupe_key != key
+    assert parse_trade_row(leader_row(2, 10, 0.48)).dedupe_key != key
+
+
+async def test_a_fill_handled_under_the_legacy_key_is_not_copied_again(
+    repos: Repositories,
+) -> None:
+    """A database written before the price joined the dedupe key: its fills stay handled."""
+    async with Simulator(seed=13, settle_delay_s=0.01) as sim:
+        market = sim.add_market(question="Will the upgrade hold?", slug="upgrade-holds")
+        old = Row(1, 0, Side.BUY, "10", "0.50")  # copied by the previous version
+        new = Row(1, 0, Side.BUY, "30", "0.50")  # same transaction, never handled
+        list_rows(sim, market, (old, new))
+        api = DataApiClient(base_url=sim.data_url, budget=DataApiBudget(1.0, clock=SystemClock()))
+        try:
+            got = await api.activity_trades(LEADER)
+        finally:
+            await api.close()
+        (old_trade,) = [t for t in got.rows if t.size == D(old.size)]
+        legacy = f"{tx_hash(1)}:{market.token_ids[0]}:BUY:10"
+        assert legacy_dedupe_key(old_trade) == legacy != old_trade.dedupe_key
+        # What the previous version wrote when it handled the fill: its key, marked seen.
+        assert await repos.copy_intents.handle(
+            LEADER, legacy, old_trade.timestamp, audit=("copy_sent", {"wallet": LEADER})
+        )
+        venue = Venue(repos)
+        async with copier(sim, repos, venue, venue, wallet_rule()) as trader:
+            assert await trader.poll_once(trader.rules.wallets[0]) == 1
+            assert [(s.size, s.price) for s in venue.sent] == [(D("15"), D("0.52"))]
+            assert await handled(repos) == [(market.token_ids[0], Side.BUY, D(new.size), D("0.50"))]
+            assert await trader.poll_once(trader.rules.wallets[0]) == 0
+            assert len(venue.sent) == 1
 
 
 # --------------------------------------------------------------------------------------------
