@@ -359,7 +359,7 @@ class BookSource(Protocol):
 
     Levels are best first: asks ascending by price, bids descending. `None` means there is no
     *usable* book for the token (never snapshotted, stale, or resynchronising): callers must not
-    trade on it (DESIGN invariant 6).
+    trade on it: no trading on stale data.
     """
 
     def asks(self, token_id: str) -> list[Level] | None:

@@ -17,7 +17,7 @@ from resilience.clock import Clock
 T = TypeVar("T")
 
 # Retrying these would break the design's invariants: a rejection is final, and an order whose
-# outcome is unknown must be looked up, never re-sent (DESIGN.md invariant 2). Cancellation
+# outcome is unknown must be looked up by its hash, never re-sent or re-signed. Cancellation
 # must always propagate.
 NEVER_RETRIED: tuple[type[BaseException], ...] = (
     OrderRejected,

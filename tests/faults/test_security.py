@@ -1,4 +1,5 @@
-"""Security guarantees at the process level (DESIGN invariant 9 and the sidecar's promises).
+"""Security guarantees at the process level (secrets never leave: no log line, metric, health body,
+exception or database row holds one) and the sidecar's promises.
 
 One live daemon (subprocess, `tests/harness.py`) trades with both strategies against the simulator
 with known secrets: a private key, configured CLOB API credentials and a control token. Then every
