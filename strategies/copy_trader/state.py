@@ -4,7 +4,8 @@
 wallet's cursor and the intents stored before sending, each decision written in one
 transaction (the SQL lives in `storage.repositories.CopyIntentRepository`). `MarketMemory` is
 the in-memory, bounded part: per market, the tokens the leader traded, the notional we bought in
-this run, and the lock that serialises decisions on one market.
+this run, what our copies still open reserve, and the lock that serialises decisions on one
+market.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from storage import Repositories
+from storage import JournalRow, Repositories
 from storage.repositories import CopyIntent
 from strategies.base import PositionSource
 from venue.data_api import LeaderTrade
@@ -112,6 +113,10 @@ class CopyLedger:
     async def in_journal(self, coid: str) -> bool:
         return await self._repos.orders.get(coid) is not None
 
+    async def journal_row(self, coid: str) -> JournalRow | None:
+        """The executor's journal entry of our order `coid`, if it journaled one."""
+        return await self._repos.orders.get(coid)
+
     async def prune(self, wallet: str, *, older_than_s: float) -> int:
         before = time.time() - older_than_s
         iso = datetime.fromtimestamp(before, UTC).isoformat(timespec="microseconds")
@@ -119,9 +124,16 @@ class CopyLedger:
 
 
 @dataclass
+class _Reservation:
+    notional: Decimal  # what the copy counts now: filled at its price + open part at its limit
+    until: float  # monotonic time past which a copy the journal does not know is dropped
+
+
+@dataclass
 class _Market:
     tokens: set[str] = field(default_factory=set)
     booked: Decimal = Decimal(0)  # notional we bought in this market (this run)
+    reserved: dict[str, _Reservation] = field(default_factory=dict)  # by client order id
 
 
 @dataclass
@@ -131,13 +143,19 @@ class _Lock:
 
 
 class MarketMemory:
-    """Per market, what the trader learned this run: its tokens, our booked notional, a lock.
+    """Per market, what the trader learned this run: its tokens, our booked notional, the
+    reservations of copies still open, a lock.
 
     The exposure of a market is the larger of what we hold in its tokens (at cost) and what we
-    booked buying in it, so a fill the position has not shown yet still counts. Bounded: past
-    `max_markets`, noting a new market forgets the least recently traded one that is not being
-    decided on and in which we hold nothing (markets we hold stay, and are bounded by our
-    capital). A lock exists only while some decision waits for or holds it.
+    booked buying in it plus what open copies reserve, so a fill the position has not shown yet
+    still counts, and so does a copy that may still fill (resting, or sent with its outcome
+    unknown). A reservation is settled (`settle`: what filled is booked, the rest freed) or
+    dropped (`release`) by the trader once the order's outcome is known.
+
+    Bounded: past `max_markets`, noting a new market forgets the least recently traded one that
+    is not being decided on, in which we hold nothing and reserve nothing (markets we hold stay,
+    bounded by our capital; reservations end with their orders). A lock exists only while some
+    decision waits for or holds it.
     """
 
     def __init__(self, positions: PositionSource, *, max_markets: int = MAX_MARKETS) -> None:
@@ -148,6 +166,7 @@ class MarketMemory:
         self._markets: OrderedDict[str, _Market] = OrderedDict()
         self._condition_of: dict[str, str] = {}
         self._locks: dict[str, _Lock] = {}
+        self._reserved_in: dict[str, str] = {}  # client order id -> market of its reservation
 
     def __len__(self) -> int:
         return len(self._markets)
@@ -178,8 +197,50 @@ class MarketMemory:
         if m is not None:
             m.booked += notional
 
+    def reserve(
+        self, condition_id: str, client_order_id: str, notional: Decimal, *, until: float
+    ) -> None:
+        """Count `notional` against `condition_id` for a copy that may still fill, until it is
+        settled or released (`until`: the monotonic time the trader may drop it unseen)."""
+        m = self._markets.get(condition_id)
+        if m is not None:
+            m.reserved[client_order_id] = _Reservation(notional, until)
+            self._reserved_in[client_order_id] = condition_id
+
+    def reservations(self, condition_id: str | None = None) -> list[tuple[str, float]]:
+        """`(client order id, until)` of the open reservations (in one market, or in all)."""
+        out = []
+        for coid, cond in self._reserved_in.items():
+            if condition_id is None or cond == condition_id:
+                out.append((coid, self._markets[cond].reserved[coid].until))
+        return out
+
+    def reserved(self, condition_id: str) -> Decimal:
+        """What the open copies in `condition_id` reserve."""
+        m = self._markets.get(condition_id)
+        return sum((r.notional for r in m.reserved.values()), Decimal(0)) if m else Decimal(0)
+
+    def adjust(self, client_order_id: str, notional: Decimal) -> None:
+        """Set what the still-open copy `client_order_id` counts (e.g. after a partial fill)."""
+        cond = self._reserved_in.get(client_order_id)
+        if cond is not None:
+            self._markets[cond].reserved[client_order_id].notional = notional
+
+    def settle(self, client_order_id: str, bought: Decimal) -> None:
+        """End the reservation of a copy whose outcome is known: book `bought` (what filled, at
+        its price), free the rest. Nothing happens if the reservation has ended already."""
+        cond = self._reserved_in.pop(client_order_id, None)
+        if cond is not None:
+            m = self._markets[cond]
+            del m.reserved[client_order_id]
+            m.booked += bought
+
+    def release(self, client_order_id: str) -> None:
+        """Drop a reservation without booking anything."""
+        self.settle(client_order_id, Decimal(0))
+
     def exposure(self, condition_id: str) -> Decimal:
-        """Our exposure in the market: held at cost, or booked if more."""
+        """Our exposure in the market: held at cost, or booked plus reserved if more."""
         m = self._markets.get(condition_id)
         if m is None:
             return Decimal(0)
@@ -187,7 +248,7 @@ class MarketMemory:
         for token in m.tokens:
             pos = self._positions.position(token)
             held += pos.size * pos.avg_cost
-        return max(held, m.booked)
+        return max(held, m.booked + self.reserved(condition_id))
 
     @contextlib.asynccontextmanager
     async def locked(self, condition_id: str) -> AsyncIterator[None]:
@@ -213,7 +274,7 @@ class MarketMemory:
             looked += 1
             cond = next(iter(self._markets))
             m = self._markets[cond]
-            if cond == keep or cond in self._locks or self._holds(m):
+            if cond == keep or cond in self._locks or m.reserved or self._holds(m):
                 self._markets.move_to_end(cond)  # in use: give it another round
                 continue
             del self._markets[cond]

@@ -194,6 +194,14 @@ class CopyTrader:
         coid = intent.request.client_order_id
         if await self._ledger.in_journal(coid):
             await self._ledger.close_intent(coid, "copy_intent_in_journal", wallet=intent.wallet)
+            req = intent.request
+            cond = self._memory.condition_of(req.token_id)
+            if req.side is Side.BUY and cond is not None:
+                # Sent by this run, outcome never answered: count it until the journal says how
+                # it ended (refreshed at once, so a known outcome is booked now).
+                until = self._clock.monotonic() + self._reservation_life(intent.wallet)
+                self._memory.reserve(cond, coid, req.size * req.price, until=until)
+                await self._refresh_reservations(cond)
             log.info("copy_intent_in_journal", client_order_id=coid)
             return 0
         rule = next((r for r in self.rules.active if r.address == intent.wallet), None)
@@ -213,6 +221,7 @@ class CopyTrader:
         """Fetch the wallet's new trades and handle each; return how many were handled."""
         for intent in [i for i in self._unsent.values() if i.wallet == rule.address]:
             await self._complete(intent)
+        await self._refresh_reservations()  # also those of markets the leaders left
         max_age = self._age_of(rule)
         now = self._wall()
         cursor = await self._ledger.cursor(rule.address)
@@ -292,9 +301,7 @@ class CopyTrader:
             self.copied.append(req)
             self.lags.append(lag)
             if req.side is Side.BUY:
-                cond = self._memory.condition_of(req.token_id)
-                if cond is not None:
-                    self._memory.book(cond, filled * (result.avg_price or req.price))
+                self._count_buy(intent, result)
             log.info(
                 "copy_copied",
                 wallet=intent.wallet,
@@ -309,11 +316,60 @@ class CopyTrader:
                 coid, "copy_sent", status=result.status.value, filled=str(filled), lag_s=lag
             )
             return
+        if req.side is Side.BUY:
+            self._count_buy(intent, result)  # an UNKNOWN outcome may still be a fill
         reason = "rejected" if result.status.value == "REJECTED" else "unfilled"
         await self._ledger.close_intent(
             coid, "copy_skipped", reason=reason, status=result.status.value, detail=result.reason
         )
         self._count_skip(reason, wallet=intent.wallet, detail=result.reason)
+
+    # -- market exposure of our copies --------------------------------------------------------
+
+    def _count_buy(self, intent: Intent, result: OrderResult) -> None:
+        """Count a copied BUY against its market's cap: what filled, at its price; and, while
+        the order may still fill (resting, or its outcome unknown), its open part at its limit
+        price, as a reservation held until `_refresh_reservations` learns how the order ended."""
+        req = intent.request
+        cond = self._memory.condition_of(req.token_id)
+        if cond is None:
+            return
+        bought = result.filled_size * (result.avg_price or req.price)
+        if not result.status.open:
+            self._memory.book(cond, bought)
+            return
+        open_part = max(req.size - result.filled_size, Decimal(0)) * req.price
+        until = self._clock.monotonic() + self._reservation_life(intent.wallet)
+        self._memory.reserve(cond, req.client_order_id, bought + open_part, until=until)
+
+    def _reservation_life(self, wallet: str) -> float:
+        rule = next((r for r in self.rules.active if r.address == wallet), None)
+        return self._age_of(rule) if rule is not None else self._max_age
+
+    async def _refresh_reservations(self, condition_id: str | None = None) -> None:
+        """Settle the reservations of copies whose outcome is known now (in one market or all).
+
+        The trader learns how an order ended from the executor's journal, which the executor's
+        tracking and reconciliation drive to a terminal state: once terminal, what matched is
+        booked at its price and the rest of the room is freed (a copy canceled or expired
+        unfilled frees all of it); while open, the reservation follows its matched size. A sink
+        that journals nothing (no such row) leaves the trader blind: that reservation is dropped
+        once its life has run out, the wallet's `max_trade_age_s` after the copy was settled (a
+        copy so old would not be sent any more either; a fill it made shows in the positions).
+        Every reservation thus ends, and the memory of them stays bounded.
+        """
+        for coid, until in self._memory.reservations(condition_id):
+            row = await self._ledger.journal_row(coid)
+            if row is None:
+                if self._clock.monotonic() >= until:
+                    self._memory.release(coid)
+                continue
+            bought = row.size_matched * (row.avg_price or row.price)
+            if row.status.terminal:
+                self._memory.settle(coid, bought)
+            else:
+                open_part = max(row.size - row.size_matched, Decimal(0)) * row.price
+                self._memory.adjust(coid, bought + open_part)
 
     # -- the rule ------------------------------------------------------------------------------
 
@@ -339,6 +395,7 @@ class CopyTrader:
         if price is None:
             return Skip("price_out_of_range", f"leader {trade.price} tick {tick}")
         if entry:
+            await self._refresh_reservations(trade.condition_id)
             exposure = self._memory.exposure(trade.condition_id)
             size_or_skip = entry_size(rule, trade, price, exposure)
         else:

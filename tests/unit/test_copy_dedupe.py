@@ -23,7 +23,7 @@ import pytest
 
 from models import OrderRequest, OrderResult, OrderStatus, Position, Side
 from observability.metrics import Metrics
-from resilience.clock import SystemClock
+from resilience.clock import FakeClock, SystemClock
 from resilience.retry import RetryPolicy
 from simulator import SimMarket, Simulator
 from simulator.sim import DataRow
@@ -358,12 +358,6 @@ async def test_two_leader_buys_in_a_row_stay_under_the_market_cap_before_fills_a
         assert len(live.our_orders()) == 1  # the room left is under the market minimum
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a copy the executor answers UNKNOWN (sent, outcome not known yet) is settled by the "
-    "copy trader as 'unfilled' and books nothing, so the next leader trade gets the whole "
-    "market room again while the first copy may be (here: is) filled",
-)
 async def test_a_copy_whose_outcome_is_unknown_still_counts_against_the_market_cap(
     tmp_path: Path,
 ) -> None:
@@ -402,11 +396,6 @@ class DelayedVenue:
         return Position(token_id=token_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an accepted copy that has not matched yet (LIVE: delayed matching) is booked at its "
-    "filled size, zero, so the next leader trade gets the whole market room again",
-)
 async def test_a_resting_copy_counts_against_the_market_cap(repos: Repositories) -> None:
     async with Simulator(seed=23, settle_delay_s=0.01) as sim:
         market = sim.add_market(question="Will the delay hold?", slug="delay-holds")
@@ -420,3 +409,84 @@ async def test_a_resting_copy_counts_against_the_market_cap(repos: Repositories)
             sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("40"))
             assert await trader.poll_once(rule) == 1
             assert sum((r.notional for r in venue.sent), D(0)) <= CAP
+
+
+class JournaledDelayedVenue(DelayedVenue):
+    """A delayed-matching venue behind a journal, as the executor keeps one: every order is
+    journaled and accepted LIVE; the test then ends it as the venue would (`end`)."""
+
+    def __init__(self, repos: Repositories) -> None:
+        super().__init__()
+        self.repos = repos
+
+    async def submit(self, request: OrderRequest) -> OrderResult:
+        await self.repos.orders.record(request)
+        await self.repos.orders.transition(request.client_order_id, OrderStatus.LIVE)
+        return await super().submit(request)
+
+    async def end(self, request: OrderRequest, status: OrderStatus, matched: Decimal) -> None:
+        await self.repos.orders.transition(
+            request.client_order_id,
+            status,
+            size_matched=matched,
+            avg_price=request.price if matched else None,
+        )
+
+
+@pytest.mark.parametrize(
+    ("status", "matched"),
+    [
+        pytest.param(OrderStatus.CANCELED, D("0"), id="canceled-unfilled"),
+        pytest.param(OrderStatus.EXPIRED, D("0"), id="expired-unfilled"),
+        pytest.param(OrderStatus.CANCELED, D("5"), id="canceled-after-a-partial-fill"),
+    ],
+)
+async def test_a_resting_copy_that_ends_frees_the_room_it_did_not_fill(
+    repos: Repositories, status: OrderStatus, matched: Decimal
+) -> None:
+    async with Simulator(seed=24, settle_delay_s=0.01) as sim:
+        market = sim.add_market(question="Will the room come back?", slug="room-back")
+        token = market.token_ids[0]
+        venue = JournaledDelayedVenue(repos)
+        rule = wallet_rule(max_market_exposure=str(CAP), max_trade_notional="25")
+        async with copier(sim, repos, venue, venue, rule) as trader:
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("40"))
+            assert await trader.poll_once(rule) == 1
+            (first,) = venue.sent  # resting, 19.23 @ 0.52: the whole room
+            # While it rests, the next leader trade finds no room.
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("40"))
+            assert await trader.poll_once(rule) == 1
+            assert venue.sent == [first]
+            # The venue ends it, `matched` of it filled: the rest of its room is free again.
+            await venue.end(first, status, matched)
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("40"))
+            assert await trader.poll_once(rule) == 1
+            _, second = venue.sent
+            bought = matched * first.price
+            assert second.notional <= CAP - bought
+            assert second.notional > CAP - bought - second.price  # all the room, to a share
+
+
+async def test_a_copy_the_trader_cannot_follow_holds_its_room_for_the_copy_age_only(
+    repos: Repositories,
+) -> None:
+    """A sink that journals nothing leaves the trader blind to the copy's outcome: its room is
+    held for the wallet's max trade age (60 s here), then freed."""
+    async with Simulator(seed=25, settle_delay_s=0.01) as sim:
+        market = sim.add_market(question="Will the room expire?", slug="room-expires")
+        token = market.token_ids[0]
+        venue = DelayedVenue()
+        clock = FakeClock()
+        rule = wallet_rule(max_market_exposure=str(CAP), max_trade_notional="25")
+        async with copier(sim, repos, venue, venue, rule, clock=clock) as trader:
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("40"))
+            assert await trader.poll_once(rule) == 1
+            clock.advance(59)
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("40"))
+            assert await trader.poll_once(rule) == 1
+            assert len(venue.sent) == 1  # still held
+            clock.advance(1)
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("40"))
+            assert await trader.poll_once(rule) == 1
+            assert len(venue.sent) == 2
+            assert venue.sent[1].notional > CAP - venue.sent[1].price  # all the room again

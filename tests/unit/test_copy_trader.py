@@ -610,3 +610,21 @@ async def test_market_locks_exist_only_while_a_decision_holds_or_waits() -> None
     for i in range(100):
         memory.note("0x" + f"{i:064x}", str(i))
     assert len(memory) == 2
+
+
+def test_market_memory_keeps_a_market_while_a_copy_reserves_room_in_it() -> None:
+    memory = MarketMemory(RecordingSink(), max_markets=1)
+    memory.note(COND, TOKEN)
+    memory.book(COND, Decimal("2"))
+    memory.reserve(COND, "cp-open", Decimal("5"), until=60.0)
+    assert memory.exposure(COND) == Decimal("7")
+    memory.note("0x" + "01" * 32, "1")  # past the bound: the reserving market stays
+    assert memory.condition_of(TOKEN) == COND and memory.exposure(COND) == Decimal("7")
+    assert memory.reservations() == [("cp-open", 60.0)]
+    memory.adjust("cp-open", Decimal("4"))
+    assert memory.exposure(COND) == Decimal("6")
+    memory.settle("cp-open", Decimal("1.5"))  # ended: what filled is booked, the rest freed
+    memory.settle("cp-open", Decimal("1.5"))  # a second settling books nothing more
+    assert memory.exposure(COND) == Decimal("3.5") and memory.reservations() == []
+    memory.note("0x" + "02" * 32, "2")
+    assert memory.condition_of(TOKEN) is None  # nothing reserved or held: forgotten
