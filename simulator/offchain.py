@@ -13,7 +13,7 @@ from simulator.engine import ZERO
 from simulator.market import SimMarket, tag_id
 
 if TYPE_CHECKING:
-    from simulator.sim import DataRow, Simulator
+    from simulator.venue import DataRow, Venue
 
 Json = dict[str, Any]
 
@@ -45,11 +45,11 @@ def _int(v: str | None, default: int) -> int:
 class Gamma:
     """`/markets` and `/events` with the production filters the daemon uses."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Venue) -> None:
         self.sim = sim
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.sim.log_middleware("gamma")])
+        app = web.Application(middlewares=[self.sim.server.log_middleware("gamma")])
         app.router.add_get("/markets", self.markets)
         app.router.add_get("/markets/slug/{slug}", self.market_by_slug)
         app.router.add_get("/markets/{id}", self.market_by_id)
@@ -148,11 +148,11 @@ PROFILE = {
 class DataApi:
     """`/trades`, `/activity`, `/positions` for every wallet (daemon's and scripted)."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Venue) -> None:
         self.sim = sim
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.sim.log_middleware("data"), self._faults_mw])
+        app = web.Application(middlewares=[self.sim.server.log_middleware("data"), self._faults_mw])
         app.router.add_get("/trades", self.trades)
         app.router.add_get("/activity", self.activity)
         app.router.add_get("/positions", self.positions)

@@ -4,7 +4,7 @@
   posting and cancelling every 0.2-1 s; simulated takers hit the touch with FAK orders.
 * Two markets ending 10-20 minutes after start whose favourite trades at 0.95-0.99. Now and
   then an ask *dips* below the ladder for a second or two: material for a sniper.
-* A whale (`WHALE_ADDRESS`) trades every 2-5 s through `Simulator.trade_as`: it shows up in
+* A whale (`WHALE_ADDRESS`) trades every 2-5 s through `Venue.trade_as`: it shows up in
   the Data API `/trades` and `/activity`, material for a copy trader.
 
 All randomness comes from `random.Random(seed)`.
@@ -25,7 +25,7 @@ from simulator.engine import Order, OrderError
 
 if TYPE_CHECKING:
     from simulator.market import SimMarket
-    from simulator.sim import Simulator
+    from simulator.venue import Venue
 
 WHALE_ADDRESS = "0xdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
 TICK = Decimal("0.01")
@@ -44,7 +44,7 @@ class Scenario:
 
     whale_address = WHALE_ADDRESS
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Venue) -> None:
         self.sim = sim
         self.rng = random.Random(sim.seed)
         self.makers = [f"0x{self.rng.getrandbits(160):040x}" for _ in range(4)]

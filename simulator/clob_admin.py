@@ -1,0 +1,95 @@
+"""The simulator's own `/_sim/*` routes (loopback only): fund, ledger, received orders,
+faults, seeded orders and new markets."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import orjson
+from aiohttp import web
+
+from simulator.clob_http import error, json_response
+from simulator.venue import Venue
+
+
+class Admin:
+    """Route handlers that drive the venue from a test or a demo."""
+
+    def __init__(self, venue: Venue) -> None:
+        self.venue = venue
+
+    async def admin_fund(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            addr = str(body["address"])
+            if body.get("token_id"):
+                self.venue.fund(
+                    addr, token_id=str(body["token_id"]), shares=Decimal(str(body["shares"]))
+                )
+            if body.get("collateral") is not None:
+                self.venue.fund(addr, collateral=Decimal(str(body["collateral"])))
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation, ValueError) as e:
+            return error(f"bad fund request: {e}", 400)
+        return json_response({"ok": True})
+
+    async def admin_ledger(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(self.venue.ledger(), default=str), content_type="application/json"
+        )
+
+    async def admin_received_orders(self, request: web.Request) -> web.Response:
+        """`{"total": n, "orders": [...]}`: what `received_orders()` holds; `total` counts the
+        order requests ever received (above the kept ones' when the oldest were dropped)."""
+        return json_response(
+            {
+                "total": self.venue.received_total,
+                "kept": len(self.venue.received),
+                "orders": [r.as_json() for r in self.venue.received_orders()],
+            }
+        )
+
+    async def admin_fault(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("fault must be an object")
+            if body.get("kind") == "clear":
+                self.venue.faults.clear()
+            else:
+                await self.venue.apply_fault(body)
+        except (orjson.JSONDecodeError, ValueError, TypeError) as e:
+            return error(str(e), 400)
+        return json_response({"ok": True})
+
+    async def admin_market(self, request: web.Request) -> web.Response:
+        """List a market: `{"question","slug","tick_size"?,"min_size"?,"neg_risk"?}`."""
+        try:
+            body = orjson.loads(await request.read())
+            m = self.venue.add_market(
+                question=str(body["question"]),
+                slug=str(body["slug"]),
+                tick_size=Decimal(str(body.get("tick_size", "0.01"))),
+                min_size=Decimal(str(body.get("min_size", "5"))),
+                neg_risk=bool(body.get("neg_risk", False)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation) as e:
+            return error(f"bad market request: {e}", 400)
+        return json_response({"condition_id": m.condition_id, "token_ids": list(m.token_ids)})
+
+    async def admin_seed_orders(self, request: web.Request) -> web.Response:
+        """Seed many resting orders at once: `[{"maker","token_id","side","price","size"}]`."""
+        try:
+            body = orjson.loads(await request.read())
+            ids = [
+                self.venue.seed_order(
+                    maker=str(x["maker"]),
+                    token_id=str(x["token_id"]),
+                    side=str(x["side"]),
+                    price=Decimal(str(x["price"])),
+                    size=Decimal(str(x["size"])),
+                )
+                for x in body
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation, ValueError) as e:
+            return error(f"bad seed request: {e}", 400)
+        return json_response({"order_ids": ids})

@@ -1,0 +1,409 @@
+"""CLOB order routes: V2 order bodies checked (EIP-712 signature against the API key, tick,
+size, amounts' precision, balance) and matched; cancels; heartbeats that cancel on a lapse.
+
+Errors use production status codes and `{"error": "..."}` texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from simulator.clob_auth import Auth
+from simulator.clob_http import MICRO, Json, decimals, error, json_response
+from simulator.crypto import (
+    CHAIN_CONTRACTS,
+    SignatureError,
+    order_digest,
+    order_struct_hash,
+    poly1271_digest,
+    recover,
+)
+from simulator.engine import ZERO, Order, OrderError, fmt
+from simulator.faults import POST_ONLY_MODE
+from simulator.venue import ApiKey, Venue
+
+if TYPE_CHECKING:
+    from simulator.market import SimMarket
+
+V1_FIELDS = ("nonce", "feeRateBps", "taker")
+V2_FIELDS = (
+    "salt",
+    "maker",
+    "signer",
+    "tokenId",
+    "makerAmount",
+    "takerAmount",
+    "side",
+    "signatureType",
+    "timestamp",
+    "metadata",
+    "builder",
+    "signature",
+)
+ORDER_TYPES = ("GTC", "GTD", "FOK", "FAK")
+MAX_BATCH = 15
+MAX_CANCEL = 1000
+GTD_SECURITY_S = 60
+
+
+class Orders:
+    """Route handlers that place and cancel orders and keep heartbeats."""
+
+    def __init__(self, venue: Venue, auth: Auth) -> None:
+        self.venue = venue
+        self.auth = auth
+
+    def _build_order(self, body: object, key: ApiKey) -> tuple[Order, Json, SimMarket]:
+        if not isinstance(body, dict) or not isinstance(body.get("order"), dict):
+            raise OrderError("Invalid order payload")
+        o = body["order"]
+        if any(f in o for f in V1_FIELDS):
+            raise OrderError("order_version_mismatch")
+        if any(f not in o for f in V2_FIELDS):
+            raise OrderError("Invalid order payload")
+        if body.get("owner") != key.api_key:
+            raise OrderError("the order owner has to be the owner of the API KEY")
+        otype = body.get("orderType", "GTC")
+        if otype not in ORDER_TYPES:
+            raise OrderError("Invalid order payload")
+        side = o["side"]
+        if side not in ("BUY", "SELL"):
+            raise OrderError("Invalid order payload")
+        token = str(o["tokenId"])
+        m = self.venue.market_of_token(token)
+        if m is None:
+            raise OrderError("Invalid order payload")
+        try:
+            sig_type = int(o["signatureType"])
+            maker_amt = Decimal(int(str(o["makerAmount"]))) / MICRO
+            taker_amt = Decimal(int(str(o["takerAmount"]))) / MICRO
+            expiration = int(str(o.get("expiration") or "0"))
+            contract = CHAIN_CONTRACTS[self.venue.chain_id][1 if m.neg_risk else 0]
+            dom = self.venue.domain(contract)
+            struct = order_struct_hash(o)
+        except (ValueError, KeyError, InvalidOperation, SignatureError) as e:
+            raise OrderError("Invalid order payload") from e
+        order_id = "0x" + order_digest(dom, struct).hex()  # as `_order_hash`
+        signer, maker = str(o["signer"]), str(o["maker"])
+        key_addr = key.address.lower()
+        try:
+            if sig_type == 3:
+                if signer.lower() != maker.lower():
+                    raise OrderError("invalid signature")
+                digest = poly1271_digest(dom, struct, self.venue.chain_id, signer)
+                if recover(digest, str(o["signature"])[:132]) != key_addr:
+                    raise OrderError("invalid signature")
+            elif sig_type in (0, 1, 2):
+                if signer.lower() != key_addr:
+                    raise OrderError(
+                        "the order signer address has to be the address of the API KEY"
+                    )
+                if sig_type == 0 and maker.lower() != signer.lower():
+                    raise OrderError("invalid signature")
+                digest = order_digest(dom, struct)
+                if recover(digest, str(o["signature"])) != key_addr:
+                    raise OrderError("invalid signature")
+            else:
+                raise OrderError("Invalid order payload")
+        except SignatureError as e:
+            raise OrderError("invalid signature") from e
+        if maker.lower() != key_addr:
+            self.venue.funders[key.api_key] = maker
+        if maker_amt <= 0 or taker_amt <= 0:
+            raise OrderError("Invalid order payload")
+        post_only = bool(body.get("postOnly", False))
+        is_market = otype in ("FOK", "FAK")
+        tick = self.venue.tick_of(token)
+        amt_dec = decimals(tick) + 2
+        if side == "BUY":
+            dollars, shares = maker_amt, taker_amt
+        else:
+            shares, dollars = maker_amt, taker_amt
+        md, td = decimals(maker_amt), decimals(taker_amt)
+        if is_market:
+            if md > 2 or td > 4:
+                word = "buy" if side == "BUY" else "sell"
+                raise OrderError(
+                    f"invalid amounts, the market {word} orders maker amount supports a max "
+                    "accuracy of 2 decimals, taker amount a max of 4 decimals"
+                )
+        elif side == "BUY" and (md > amt_dec or td > 2):
+            raise OrderError(
+                f"invalid amounts, the buy orders maker amount supports a max accuracy of "
+                f"{amt_dec} decimals, taker amount a max of 2 decimals"
+            )
+        elif side == "SELL" and (md > 2 or td > amt_dec):
+            raise OrderError(
+                f"invalid amounts, the sell orders maker amount supports a max accuracy of "
+                f"2 decimals, taker amount a max of {amt_dec} decimals"
+            )
+        price = dollars / shares
+        if not is_market:
+            if price % tick != 0:
+                if decimals(price) <= 4:
+                    raise OrderError(
+                        f"order {order_id} is invalid. Price ({fmt(price)}) breaks minimum tick "
+                        f"size rule: {fmt(tick)}"
+                    )
+                rounded = price.quantize(tick)
+                which = "maker" if side == "BUY" else "taker"
+                raise OrderError(
+                    f"invalid amounts, the {which} amount for a ${fmt(rounded)} order of size "
+                    f"{fmt(shares)} should be '{fmt(rounded * shares)}' but the value submited "
+                    f"is '{fmt(dollars)}'"
+                )
+            if price < tick or price > 1 - tick:
+                raise OrderError(
+                    f"order {order_id} is invalid. Price ({fmt(price)}) breaks minimum tick size "
+                    f"rule: {fmt(tick)}"
+                )
+            if shares < m.min_size:
+                raise OrderError(
+                    f"order {order_id} is invalid. Size ({fmt(shares)}) lower than the minimum: "
+                    f"{fmt(m.min_size)}"
+                )
+        else:
+            if price >= 1 or price <= 0:
+                raise OrderError(
+                    f"order {order_id} is invalid. Price ({fmt(price)}) breaks minimum tick size "
+                    f"rule: {fmt(tick)}"
+                )
+            if side == "BUY" and dollars < 1:
+                raise OrderError(
+                    f"invalid amount for a marketable BUY order (${fmt(dollars)}), min size: $1"
+                )
+        now = int(time.time())
+        if otype == "GTD" and expiration <= now + GTD_SECURITY_S:
+            raise OrderError("invalid expiration")
+        order = Order(
+            id=order_id,
+            owner=key.api_key,
+            maker=maker,
+            signer=signer,
+            token_id=token,
+            market=m.condition_id,
+            outcome=m.outcome_of(token),
+            side=side,
+            price=price,
+            original_size=shares,
+            order_type=otype,
+            expiration=expiration if otype == "GTD" else 0,
+            created_at=now,
+            post_only=post_only,
+            maker_amount=dollars,
+        )
+        return order, body, m
+
+    def _execute(self, order: Order, m: SimMarket) -> Json:
+        """Run the venue-state checks and the match. Raises OrderError on refusal."""
+        eng = self.venue.engine
+        if not m.accepting_orders or m.closed:
+            raise OrderError("the market is not yet ready to process new orders")
+        if order.id in eng.orders:
+            raise OrderError(f"order {order.id} is invalid. Duplicated.")
+        if order.post_only:
+            if order.order_type not in ("GTC", "GTD"):
+                raise OrderError(
+                    "invalid post-only order: only GTC and GTD orders can be post-only"
+                )
+            if eng.crosses(order.side, order.token_id, order.price):
+                raise OrderError("invalid post-only order: order crosses book")
+        if order.side == "BUY":
+            if order.maker_amount > eng.available_collateral(order.maker):
+                raise OrderError("not enough balance / allowance")
+        elif order.original_size > eng.available_shares(order.maker, order.token_id):
+            raise OrderError("not enough balance / allowance")
+        if order.order_type in ("FOK", "FAK"):
+            got = eng.fillable(order.side, order.token_id, order.price, order.original_size)
+            if order.order_type == "FOK" and got < order.original_size:
+                msg = "order couldn't be fully filled. FOK orders are fully filled or killed."
+                self.venue.sink.killed(order, msg)
+                raise OrderError(msg)
+            if order.order_type == "FAK" and got <= 0:
+                raise OrderError(
+                    "no orders found to match with FAK order. FAK orders are partially filled "
+                    "or killed if no match is found."
+                )
+        trades = self.venue.submit(order)
+        if not trades:
+            return {
+                "success": True,
+                "errorMsg": "",
+                "orderID": order.id,
+                "status": "live",
+                "makingAmount": "",
+                "takingAmount": "",
+            }
+        shares = sum((t.size for t in trades), ZERO)
+        cash = sum((t.size * t.price for t in trades), ZERO)
+        making, taking = (cash, shares) if order.side == "BUY" else (shares, cash)
+        return {
+            "success": True,
+            "errorMsg": "",
+            "orderID": order.id,
+            "status": "matched",
+            "makingAmount": fmt(making),
+            "takingAmount": fmt(taking),
+            "transactionsHashes": [trades[0].transaction_hash],
+            "tradeIDs": [t.id for t in trades],
+        }
+
+    def _post_only_window(self) -> float | None:
+        phase = self.venue.faults.registry.restart_phase()
+        if phase is not None and phase[0] == "post_only":
+            return phase[1]
+        return None
+
+    async def post_order(self, request: web.Request) -> web.Response:
+        key, raw = await self.auth.auth(request)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return error("Invalid order payload")
+        window = self._post_only_window()
+        if window is not None and not (isinstance(body, dict) and body.get("postOnly")):
+            secs = max(1, int(window + 0.999))
+            return json_response(
+                {"error": POST_ONLY_MODE, "code": "post_only_mode", "retry_after_seconds": secs},
+                503,
+                {"Retry-After": str(secs)},
+            )
+        order, _, m = self._build_order(body, key)
+        result = self._execute(order, m)
+        return json_response(result)
+
+    async def post_orders(self, request: web.Request) -> web.Response:
+        key, raw = await self.auth.auth(request)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return error("Invalid order payload")
+        if not isinstance(body, list):
+            return error("Invalid order payload")
+        if len(body) > MAX_BATCH:
+            return error(f"Too many orders in payload: {len(body)}, max allowed: {MAX_BATCH}")
+        window = self._post_only_window()
+        out: list[Json] = []
+        for item in body:
+            if window is not None and not (isinstance(item, dict) and item.get("postOnly")):
+                out.append(
+                    {
+                        "success": True,
+                        "errorMsg": POST_ONLY_MODE,
+                        "orderID": "",
+                        "status": "",
+                        "makingAmount": "",
+                        "takingAmount": "",
+                    }
+                )
+                continue
+            order_id = ""
+            try:
+                order, _, m = self._build_order(item, key)
+                order_id = order.id
+                out.append(self._execute(order, m))
+            except OrderError as e:
+                if e.message == "order_version_mismatch":
+                    return error(e.message, e.status)
+                out.append(
+                    {
+                        "success": False,
+                        "errorMsg": e.message,
+                        "orderID": order_id,
+                        "status": "",
+                        "makingAmount": "",
+                        "takingAmount": "",
+                    }
+                )
+        return json_response(out)
+
+    def _cancel_many(self, key: ApiKey, ids: list[str]) -> Json:
+        canceled: list[str] = []
+        not_canceled: dict[str, str] = {}
+        for oid in ids:
+            o = self.venue.engine.orders.get(oid)
+            if o is None or o.owner != key.api_key:
+                not_canceled[oid] = "order not found"
+            elif o.status == "CANCELED":
+                not_canceled[oid] = "order already canceled"
+            elif o.status != "LIVE":
+                not_canceled[oid] = "order can't be canceled, already matched"
+            else:
+                self.venue.engine.cancel(oid)
+                canceled.append(oid)
+        return {"canceled": canceled, "not_canceled": not_canceled}
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        try:
+            key, raw = await self.auth.auth(request)
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return error("Invalid orderID")
+        oid = body.get("orderID") if isinstance(body, dict) else None
+        if not isinstance(oid, str) or not oid:
+            return error("Invalid orderID")
+        return json_response(self._cancel_many(key, [oid]))
+
+    async def cancel_orders(self, request: web.Request) -> web.Response:
+        try:
+            key, raw = await self.auth.auth(request)
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return error("Invalid payload")
+        if not isinstance(body, list) or not all(isinstance(x, str) for x in body):
+            return error("Invalid payload")
+        if len(body) > MAX_CANCEL:
+            return error(f"Too many orders in payload, max allowed: {MAX_CANCEL}")
+        return json_response(self._cancel_many(key, body))
+
+    async def cancel_all(self, request: web.Request) -> web.Response:
+        key, _ = await self.auth.auth(request)
+        ids = [o.id for o in self.venue.engine.open_orders(key.api_key)]
+        return json_response(self._cancel_many(key, ids))
+
+    async def cancel_market_orders(self, request: web.Request) -> web.Response:
+        try:
+            key, raw = await self.auth.auth(request)
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            return error("Invalid payload")
+        if not isinstance(body, dict):
+            return error("Invalid payload")
+        market, asset = body.get("market") or "", body.get("asset_id") or ""
+        ids = [
+            o.id
+            for o in self.venue.engine.open_orders(key.api_key)
+            if (not market or o.market == market) and (not asset or o.token_id == asset)
+        ]
+        return json_response(self._cancel_many(key, ids))
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        """Heartbeats: once started, a lapse cancels every open order of the API key."""
+        try:
+            key, raw = await self.auth.auth(request)
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            return error("Invalid payload")
+        sent = body.get("heartbeat_id") if isinstance(body, dict) else None
+        current = self.venue.heartbeats.get(key.api_key)
+        if current is not None and sent and sent != current[0]:
+            return error("Invalid heartbeat id", 400, heartbeat_id=current[0])
+        if current is not None and current[1] is not None:
+            current[1].cancel()
+        new_id = self.venue.engine.new_uuid()
+        handle = asyncio.get_running_loop().call_later(
+            self.venue.heartbeat_timeout_s, self._heartbeat_lapsed, key.api_key
+        )
+        self.venue.heartbeats[key.api_key] = (new_id, handle)
+        return json_response({"heartbeat_id": new_id})
+
+    def _heartbeat_lapsed(self, api_key: str) -> None:
+        self.venue.heartbeats.pop(api_key, None)
+        for o in list(self.venue.engine.open_orders(api_key)):
+            self.venue.engine.cancel(o.id)
