@@ -196,7 +196,6 @@ def test_cycles_finds_every_loop_and_nothing_else() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="simulator/ still has an import cycle", strict=False)
 def test_no_import_cycles_between_modules() -> None:
     found = cycles(graph(modules()))
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
@@ -236,7 +235,6 @@ def test_polymarket_limits_are_turned_into_buckets_in_one_place() -> None:
     assert callers == ["wiring.shared"]
 
 
-@pytest.mark.xfail(reason="simulator/sim.py and simulator/clob.py are over 600 lines", strict=False)
 def test_no_production_module_is_over_the_size_limit() -> None:
     big = sorted(
         f"{m.name}: {m.lines} lines" for m in modules().values() if m.lines > MAX_MODULE_LINES
