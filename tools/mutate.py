@@ -115,16 +115,15 @@ def _tree_files() -> list[str]:
 
 
 def _copy_tree(dest: Path) -> list[str]:
-    """Copy the working tree to `dest`; return the top-level Python modules and packages."""
+    """Copy the working tree to `dest`; return its top-level entries (tests read data files
+    such as the deploy examples, so everything is copied, not only Python packages)."""
     tops: set[str] = set()
     for rel in _tree_files():
         src = ROOT / rel
         dst = dest / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-        top = rel.split("/", 1)[0]
-        if top.endswith(".py") or (ROOT / top / "__init__.py").exists():
-            tops.add(top)
+        tops.add(rel.split("/", 1)[0])
     return sorted(tops)
 
 
@@ -136,7 +135,7 @@ def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], Path]:
     """Run mutmut for one group in a scratch copy; return {mutant name: verdict}."""
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
     tops = _copy_tree(work)
-    also_copy = [t for t in tops if t not in g.modules]
+    also_copy = [t for t in tops if t not in g.modules and t != "pyproject.toml"]
     with (work / "pyproject.toml").open("a", encoding="utf-8") as f:
         f.write(
             "\n[tool.mutmut]\n"
@@ -242,8 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
     report: dict[str, Any] = {}
     low: list[str] = []
+    failed: list[str] = []
     for g in chosen:
-        verdicts, work = run_group(g, args.jobs, args.keep)
+        try:
+            verdicts, work = run_group(g, args.jobs, args.keep)
+        except SystemExit as e:
+            print(e, file=sys.stderr)
+            report[g.name] = {"error": "the group's tests fail on the unmutated code (see stderr)"}
+            failed.append(g.name)
+            continue
         modules = summarise(verdicts, g.modules, accepted)
         report[g.name] = {
             "modules": {m: r.as_json() for m, r in modules.items()},
@@ -257,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report, indent=2, ensure_ascii=False))
     if low:
         print("below the kill-rate floor: " + ", ".join(low), file=sys.stderr)
-        return 1
-    return 0
+    if failed:
+        print("groups that could not run: " + ", ".join(failed), file=sys.stderr)
+    return 1 if low or failed else 0
 
 
 if __name__ == "__main__":
