@@ -135,6 +135,11 @@ def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], Path]:
     """Run mutmut for one group in a scratch copy; return {mutant name: verdict}."""
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
     tops = _copy_tree(work)
+    # Tests read the venue payloads captured beside the checkout (`../shared/fixtures`); mutmut
+    # runs them from `<scratch>/mutants`, so the scratch gets the same neighbour.
+    captured = ROOT.parent / "shared"
+    if captured.is_dir():
+        (work / "shared").symlink_to(captured, target_is_directory=True)
     also_copy = [t for t in tops if t not in g.modules and t != "pyproject.toml"]
     with (work / "pyproject.toml").open("a", encoding="utf-8") as f:
         f.write(
