@@ -42,10 +42,11 @@ def parse_price(raw: Any) -> Decimal:
         raise BadLevel("price must be a string")
     try:
         p = Decimal(raw)
-        if not ZERO < p < ONE:
-            raise BadLevel(f"price {raw!r} outside (0, 1)")
+        inside = ZERO < p < ONE
     except _BAD_NUMBER:
         raise BadLevel(f"price {raw[:40]!r} is not a number") from None
+    if not inside:
+        raise BadLevel(f"price {raw[:40]!r} outside (0, 1)")
     return p
 
 
@@ -55,10 +56,11 @@ def parse_size(raw: Any) -> Decimal:
         raise BadLevel("size must be a string")
     try:
         s = Decimal(raw)
-        if not (s.is_finite() and s >= ZERO):
-            raise BadLevel(f"size {raw!r} is negative or not finite")
+        sound = s.is_finite() and s >= ZERO
     except _BAD_NUMBER:
         raise BadLevel(f"size {raw[:40]!r} is not a number") from None
+    if not sound:
+        raise BadLevel(f"size {raw[:40]!r} is negative or not finite")
     return s
 
 

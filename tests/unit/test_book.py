@@ -10,10 +10,13 @@ from models import BookSource
 from tests.helpers import FIXTURES as SHARED_FIXTURES
 from venue.order_book import (
     BadLevel,
+    BookStats,
     BookStore,
     Link,
     OrderBook,
     parse_levels,
+    parse_price,
+    parse_size,
     rest_book_hash,
 )
 
@@ -151,6 +154,7 @@ def test_stats_count_usable_and_oldest_update() -> None:
     assert st.max_age_s == pytest.approx(3)
 
 
+@pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason="shared fixtures not present")
 def test_rest_book_hash_matches_real_capture() -> None:
     import json
 
@@ -159,3 +163,283 @@ def test_rest_book_hash_matches_real_capture() -> None:
     body = json.loads(p.read_text())
     assert rest_book_hash(body) == body["hash"]
     assert rest_book_hash({"market": "x"}) is None
+
+
+# --- parsing: what is refused, and why --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"price": "0.5"}, "levels must be a list"),
+        (["0.5"], "a level must be an object"),
+        ([{"price": 0.5, "size": "1"}], "price must be a string"),
+        ([{"price": "1", "size": "1"}], "price '1' outside (0, 1)"),
+        ([{"price": "0", "size": "1"}], "price '0' outside (0, 1)"),
+        ([{"price": "abc", "size": "1"}], "price 'abc' is not a number"),
+        ([{"price": "9" * 50, "size": "1"}], f"price {'9' * 40!r} outside (0, 1)"),
+        (
+            [{"price": "0.5", "size": "-" + "9" * 50}],
+            f"size {'-' + '9' * 39!r} is negative or not finite",
+        ),
+        ([{"price": "x" * 50, "size": "1"}], f"price {'x' * 40!r} is not a number"),
+        ([{"price": "0.5", "size": 1}], "size must be a string"),
+        ([{"price": "0.5", "size": "-1"}], "size '-1' is negative or not finite"),
+        ([{"price": "0.5", "size": "Infinity"}], "size 'Infinity' is negative or not finite"),
+        ([{"price": "0.5", "size": "y" * 50}], f"size {'y' * 40!r} is not a number"),
+    ],
+)
+def test_a_refused_level_says_what_is_wrong(raw: object, message: str) -> None:
+    with pytest.raises(BadLevel) as e:
+        parse_levels(raw)
+    assert str(e.value) == message
+
+
+def test_a_zero_size_level_parses_and_is_dropped() -> None:
+    assert parse_size("0") == D("0")
+    assert parse_price(".48") == D("0.48")
+    assert parse_levels(levels(("0.5", "0"), ("0.4", "3"))) == {D("0.4"): D("3")}
+
+
+# --- one book ----------------------------------------------------------------------------------
+
+
+def test_a_new_book_is_empty_and_unusable_until_its_first_snapshot() -> None:
+    b = OrderBook(TOK, "0xabc", D("0.01"))
+    assert (b.token_id, b.market, b.tick_size) == (TOK, "0xabc", D("0.01"))
+    assert b.best_bid() is None and b.best_ask() is None and not b.crossed()
+    assert b.bid_levels() == [] and b.ask_levels() == []
+    assert b.ask_depth_at_or_under(D("0.99")) == 0 and b.bid_depth_at_or_over(D("0.01")) == 0
+    assert b.usable is False
+    assert (b.hash, b.timestamp_ms, b.snapshots, b.last_trade_price) == ("", 0, 0, None)
+    assert b.snapshot_at == b.updated_at == float("-inf")
+    assert b.invariant_problems() == []
+    assert OrderBook(TOK).market == "" and OrderBook(TOK).tick_size is None
+
+
+def test_each_snapshot_records_its_hash_time_and_count() -> None:
+    b = OrderBook(TOK)
+    b.replace({D("0.4"): D("1")}, {D("0.6"): D("1")}, book_hash="h1", timestamp_ms=111, now=5.0)
+    assert (b.hash, b.timestamp_ms, b.snapshots, b.snapshot_at, b.updated_at) == (
+        "h1",
+        111,
+        1,
+        5.0,
+        5.0,
+    )
+    b.replace({D("0.3"): D("2")}, {}, book_hash="h2", timestamp_ms=222, now=9.0)
+    assert (b.hash, b.timestamp_ms, b.snapshots, b.snapshot_at) == ("h2", 222, 2, 9.0)
+    assert b.bid_levels() == [(D("0.3"), D("2"))] and b.ask_levels() == []  # replaced, not merged
+
+
+def test_a_locked_book_is_crossed_and_not_usable() -> None:
+    b = OrderBook(TOK)
+    b.replace({D("0.5"): D("1")}, {D("0.5"): D("1")}, book_hash="", timestamp_ms=0, now=0)
+    assert b.crossed()
+    assert not b.usable
+
+
+def test_bid_depth_sums_every_bid_at_or_over_the_price() -> None:
+    b = OrderBook(TOK)
+    b.replace(
+        {D("0.1"): D("1"), D("0.2"): D("2"), D("0.3"): D("4")},
+        {},
+        book_hash="",
+        timestamp_ms=0,
+        now=0,
+    )
+    assert b.bid_depth_at_or_over(D("0.2")) == D("6")
+    assert b.bid_depth_at_or_over(D("0.31")) == D("0")
+
+
+def test_removing_a_level_that_is_not_there_is_harmless() -> None:
+    b = OrderBook(TOK)
+    b.set_level(True, D("0.4"), D("0"))
+    b.set_level(False, D("0.6"), D("0"))
+    assert b.bid_levels() == [] and b.ask_levels() == []
+
+
+def test_invariant_problems_name_every_impossible_level() -> None:
+    b = OrderBook(TOK)
+    b.replace({D("0.4"): D("1")}, {D("0.6"): D("1")}, book_hash="", timestamp_ms=0, now=0)
+    # Written behind the parser's back: levels no venue book can have.
+    b.bids[D("0")] = D("1")
+    b.bids[D("0.45")] = D("0")
+    b.asks[D("1")] = D("2")
+    b.asks[D("0.3")] = D("1")  # now crossed, and still marked usable
+    assert b.invariant_problems() == [
+        "bid price 0 outside (0, 1)",
+        "bid size 0 at 0.45 not positive",
+        "ask price 1 outside (0, 1)",
+        "usable book is crossed",
+    ]
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+def test_store_needs_a_positive_staleness_bound() -> None:
+    with pytest.raises(ValueError, match=r"^stale_after_s must be > 0$"):
+        BookStore(stale_after_s=0)
+    assert BookStore(stale_after_s=0.5).stale_after_s == 0.5
+
+
+def test_store_registry_ensure_get_remove() -> None:
+    store = BookStore(stale_after_s=5)
+    other = "2" * 70
+    b = store.ensure(TOK, market="0xm", tick_size=D("0.01"))
+    assert (b.token_id, b.market, b.tick_size) == (TOK, "0xm", D("0.01"))
+    assert store.ensure(TOK) is b and store.get(TOK) is b
+    assert TOK in store and other not in store
+    assert store.get(other) is None
+    store.ensure(other)
+    assert store.token_ids() == [TOK, other] and len(store) == 2
+    store.remove(TOK)
+    store.remove("9" * 70)  # not watched: nothing to do
+    assert store.token_ids() == [other] and TOK not in store and store.get(TOK) is None
+
+
+def test_store_ensure_fills_in_what_a_book_lacks_and_never_overwrites() -> None:
+    store = BookStore(stale_after_s=5)
+    b = store.ensure(TOK)
+    assert (b.market, b.tick_size) == ("", None)
+    store.ensure(TOK)  # nothing new: nothing changes
+    assert (b.market, b.tick_size) == ("", None)
+    store.ensure(TOK, market="0xm", tick_size=D("0.01"))
+    assert (b.market, b.tick_size) == ("0xm", D("0.01"))
+    store.ensure(TOK, market="0xother", tick_size=D("0.001"))
+    assert (b.market, b.tick_size) == ("0xm", D("0.01"))
+    store.ensure(TOK)
+    assert (b.market, b.tick_size) == ("0xm", D("0.01"))
+
+
+def test_store_reads_answer_only_for_a_usable_book() -> None:
+    clock = Clock()
+    store = BookStore(stale_after_s=5, clock=clock)
+    b = store.ensure(TOK)
+    b.link = Link(last_frame=clock.now, connected=True)
+    assert not store.is_usable(TOK) and not store.is_usable("9" * 70)
+    b.replace(
+        {D("0.3"): D("1"), D("0.4"): D("2")},
+        {D("0.6"): D("3"), D("0.7"): D("4")},
+        book_hash="",
+        timestamp_ms=0,
+        now=clock.now,
+    )
+    assert store.is_usable(TOK) and store.usable_book(TOK) is b
+    assert store.best_bid(TOK) == (D("0.4"), D("2"))
+    assert store.best_ask(TOK) == (D("0.6"), D("3"))
+    assert store.ask_depth_at_or_under(TOK, D("0.7")) == D("7")
+    assert store.ask_depth_at_or_under(TOK, D("0.65")) == D("3")
+    assert store.bid_depth_at_or_over(TOK, D("0.3")) == D("3")
+    assert store.bid_depth_at_or_over(TOK, D("0.35")) == D("2")
+    clock.now += 5  # exactly at the bound: still fresh
+    assert store.is_usable(TOK) and store.best_bid(TOK) == (D("0.4"), D("2"))
+    clock.now += 0.5
+    assert not store.is_usable(TOK)
+    for read in (store.best_bid, store.best_ask, store.asks, store.bids):
+        assert read(TOK) is None
+    assert store.ask_depth_at_or_under(TOK, D("0.7")) is None
+    assert store.bid_depth_at_or_over(TOK, D("0.3")) is None
+    for read in (store.best_bid, store.best_ask):
+        assert read("9" * 70) is None
+
+
+def test_mark_unusable_reports_whether_it_changed_anything() -> None:
+    store = BookStore(stale_after_s=5)
+    b = store.ensure(TOK)
+    assert store.mark_unusable(TOK) is False  # never snapshotted
+    b.replace({}, {D("0.5"): D("1")}, book_hash="", timestamp_ms=0, now=0)
+    assert store.mark_unusable(TOK) is True
+    assert b.usable is False and not store.is_usable(TOK)
+    assert store.mark_unusable("9" * 70) is False
+
+
+def test_listeners_are_told_once_each_until_removed() -> None:
+    store = BookStore(stale_after_s=5)
+    seen_a: list[list[str]] = []
+    seen_b: list[list[str]] = []
+
+    def a(toks: object) -> None:
+        seen_a.append(sorted(toks))  # type: ignore[call-overload]
+
+    def b(toks: object) -> None:
+        seen_b.append(sorted(toks))  # type: ignore[call-overload]
+
+    store.add_listener(a)
+    store.add_listener(a)
+    store.add_listener(b)
+    store.notify([TOK])
+    store.remove_listener(a)
+    store.remove_listener(a)  # already gone: harmless
+    store.notify(["2" * 70])
+    assert seen_a == [[TOK]]
+    assert seen_b == [[TOK], ["2" * 70]]
+
+
+def test_stats_count_every_usable_book_and_the_oldest_among_them() -> None:
+    clock = Clock()
+    store = BookStore(stale_after_s=50, clock=clock)
+    assert store.stats() == BookStats(total=0, usable=0, max_age_s=0.0)
+    for i, age in enumerate((3.0, 7.0, 1.0)):
+        b = store.ensure(str(i + 1) * 70)
+        b.link = Link(last_frame=clock.now, connected=True)
+        b.replace({}, {D("0.5"): D("1")}, book_hash="", timestamp_ms=0, now=clock.now - age)
+    stale = store.ensure("9" * 70)
+    stale.replace({}, {D("0.5"): D("1")}, book_hash="", timestamp_ms=0, now=clock.now - 99)
+    stale.link = Link(last_frame=clock.now - 60, connected=True)  # its link went silent
+    assert store.stats() == BookStats(total=4, usable=3, max_age_s=7.0)
+
+
+def test_stats_of_fresh_books_report_zero_age() -> None:
+    clock = Clock()
+    store = BookStore(stale_after_s=50, clock=clock)
+    store.ensure(TOK).replace({}, {D("0.5"): D("1")}, book_hash="", timestamp_ms=0, now=clock.now)
+    assert store.stats().max_age_s == 0.0
+
+
+# --- REST /book hash ---------------------------------------------------------------------------
+
+
+def book_body() -> dict[str, object]:
+    return {
+        "market": "0x" + "ab" * 32,
+        "asset_id": TOK,
+        "timestamp": "1757000000000",
+        "hash": "",
+        "bids": [{"price": "0.4", "size": "10"}],
+        "asks": [{"price": "0.6", "size": "5"}],
+        "min_order_size": "5",
+        "tick_size": "0.01",
+        "neg_risk": False,
+        "last_trade_price": "0.5",
+    }
+
+
+def expected_hash(body: dict[str, object]) -> str:
+    """The SDK's digest, computed independently: compact JSON, fixed key order, hash blanked."""
+    import hashlib
+    import json
+
+    keys = list(book_body())
+    doc = {k: ("" if k == "hash" else body[k]) for k in keys}
+    return hashlib.sha1(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+
+
+def test_rest_book_hash_covers_every_field_but_the_hash_itself() -> None:
+    body = book_body()
+    digest = rest_book_hash(body)
+    assert digest == expected_hash(body)
+    # The body's own hash field is blanked, key order does not matter, extra keys are ignored.
+    signed = {**body, "hash": digest, "extra": 1}
+    assert rest_book_hash(dict(reversed(list(signed.items())))) == digest
+    # Any covered field changing changes the digest.
+    for key, value in (("bids", []), ("tick_size", "0.001"), ("last_trade_price", "0.51")):
+        assert rest_book_hash({**body, key: value}) not in (None, digest)
+
+
+def test_rest_book_hash_is_none_when_any_field_is_missing() -> None:
+    for key in book_body():
+        body = book_body()
+        del body[key]
+        assert rest_book_hash(body) is None
