@@ -27,7 +27,7 @@ from resilience.clock import FakeClock, SystemClock
 from resilience.retry import RetryPolicy
 from simulator import SimMarket, Simulator
 from simulator.sim import DataRow
-from storage import Database, Repositories
+from storage import Repositories
 from strategies.base import OrderSink, PositionSource
 from strategies.copy_trader import CopyRules, CopyTrader, WalletRule
 from strategies.copy_trader.state import legacy_dedupe_key
@@ -76,16 +76,6 @@ async def copier(
         )
     finally:
         await api.close()
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = Database(tmp_path / "copy.db")
-    await db.open()
-    try:
-        yield Repositories.over(db)
-    finally:
-        await db.close()
 
 
 async def handled(repos: Repositories) -> list[tuple[str, Side, Decimal, Decimal]]:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from storage import Database, Repositories, load_migrations
 from storage.copy_intents import CopyIntent
@@ -22,16 +19,6 @@ def intent(coid: str = "cp" + "0" * 30, key: str = "0xtx:tok:BUY:10") -> CopyInt
         strategy="copy", token_id=TOKEN, price="0.52", order_type="FAK", client_order_id=coid
     )
     return CopyIntent(request=req, wallet=WALLET, dedupe_key=key, leader_ts=1_700_000_000)
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = Database(tmp_path / "c.db")
-    await db.open()
-    try:
-        yield Repositories.over(db)
-    finally:
-        await db.close()
 
 
 async def test_handle_marks_seen_moves_cursor_stores_intent_and_audits_once(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from errors import ConfigError, FeedError, OrderRejected, TransientError
 from models import OrderRequest, OrderResult, OrderStatus, Position, Side
 from observability.metrics import Metrics
 from resilience.clock import FakeClock
-from storage import Database, Repositories
+from storage import Repositories
 from strategies.copy_trader import (
     CopyRules,
     CopyTrader,
@@ -115,16 +114,6 @@ class RecordingSink:
 
     def position(self, token_id: str) -> Position:
         return self.positions.get(token_id, Position(token_id=token_id))
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = Database(tmp_path / "copy.db")
-    await db.open()
-    try:
-        yield Repositories.over(db)
-    finally:
-        await db.close()
 
 
 def rule(**kw: Any) -> WalletRule:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,14 +21,6 @@ from storage import Database, OrderNotFound, Repositories, load_migrations
 from tests.helpers import ROOT, TOKEN, make_order
 
 req = make_order
-
-
-@pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    db = Database(tmp_path / "t.db")
-    await db.open()
-    yield Repositories.over(db)
-    await db.close()
 
 
 async def test_open_applies_migrations_once_with_wal_and_full_sync(tmp_path: Path) -> None:
