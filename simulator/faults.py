@@ -14,16 +14,17 @@ Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` acce
 
 `route` is `"METHOD /path"` (path without query), `"* /path"`, or `"*"`. `count` defaults to 1.
 
-`accept_then_status` is the venue failing *after* its matching engine took the order: the order
-is accepted (it matches, or rests on the book) and the client is answered `status` instead of
-the acknowledgement. Polymarket documents HTTP 500 `{"error": "could not run the execution"}` on
-`POST /order`; a 5xx says nothing about whether the engine acted on the order. Here every later
-POST of the same signed order (same hash) is answered `status` too, so a client that retries
-runs out of retries while the venue holds the order (the real venue may instead refuse such a
-re-send as a duplicate: either way no acknowledgement comes back). `count` is the number of
-requests the fault takes (every order of a batch is remembered); the re-sends of a remembered
-order do not use it up. Only a lookup by the order's hash (`GET /data/order/{hash}`) tells what
-happened to it.
+`accept_then_status` is the venue failing *after* its matching engine took the order: the order is
+accepted (it matches, or rests on the book) and the client is answered `status` instead of the
+acknowledgement. Polymarket documents HTTP 500 `{"error": "could not run the execution"}` on `POST
+/order` (https://docs.polymarket.com/resources/error-codes; captured from the real venue as
+`clob_rest/post_order_error_500_could_not_run_execution.json` in the team's fixture set); a 5xx
+says nothing about whether the engine acted on the order. Here every later POST of the same signed
+order (same hash) is answered `status` too, so a client that retries runs out of retries while the
+venue holds the order (the real venue may instead refuse such a re-send as a duplicate: either way
+no acknowledgement comes back). `count` is the number of requests the fault takes (every order of a
+batch is remembered); the re-sends of a remembered order do not use it up. Only a lookup by the
+order's hash (`GET /data/order/{hash}`) tells what happened to it.
 """
 
 from __future__ import annotations
