@@ -103,10 +103,13 @@ def copies_at_venue(sim: Simulator, token: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     "fault",
     [
-        # Matched at the venue at once, answered 3 s later: the kill lands in between.
-        {"kind": "late_response", "route": "POST /order", "seconds": 3},
-        # Held 2 s *before* the venue sees it: the kill lands while the order is on the wire.
-        {"kind": "latency", "route": "POST /order", "seconds": 2},
+        # Matched at the venue at once, answered 30 s later: the kill lands in between. The
+        # hold outlasts the test, so however slow the machine, the daemon never sees the answer.
+        {"kind": "late_response", "route": "POST /order", "seconds": 30},
+        # Held 30 s *before* the venue acts on it: the kill lands while the order is on the
+        # wire, and the restart reconciles and re-sends long before the held copy would reach
+        # the engine (a shorter hold let a slow restart find the order already there).
+        {"kind": "latency", "route": "POST /order", "seconds": 30},
     ],
     ids=["matched_unanswered", "on_the_wire"],
 )
