@@ -8,18 +8,19 @@ plain SQL, so a repository that stores one thing and reports another is caught.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from errors import IllegalTransition
-from models import OrderStatus, OrderType, Side
+from models import Fill, LiquidityRole, OrderStatus, OrderType, Side, TradeStatus
 from storage import Database, Repositories
 from storage.audit import detail_json
 from storage.copy_intents import CopyIntent
 from storage.journal import OrderNotFound
-from tests.helpers import make_order
+from tests.helpers import TOKEN, make_order
 
 D = Decimal
 FAR_PAST = "2000-01-01T00:00:00.000000+00:00"
@@ -361,6 +362,179 @@ async def test_copy_prune_forgets_only_that_wallets_old_keys(repos: Repositories
     assert await ledger.prune_seen("0xa", before_iso=FAR_FUTURE) == 1
     assert await ledger.seen_among("0xa", ["k"]) == set()
     assert await ledger.seen_among("0xb", ["k"]) == {"k"}
+
+
+# -- fills and positions ------------------------------------------------------------------------
+
+TOKEN_B = "1" * 70
+
+
+def _fill(trade: str, venue: str, side: str, price: str, size: str, **kw: object) -> Fill:
+    args: dict[str, object] = {
+        "trade_id": trade,
+        "venue_order_id": venue,
+        "token_id": TOKEN,
+        "side": side,
+        "price": price,
+        "size": size,
+    }
+    args.update(kw)
+    return Fill.model_validate(args)
+
+
+async def test_fill_round_trips_every_field(repos: Repositories) -> None:
+    ts = datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=UTC)
+    f = _fill(
+        "t1",
+        "0xa",
+        "SELL",
+        "0.615",
+        "7.25",
+        client_order_id="c-1",
+        fee=D("0.10899"),
+        role=LiquidityRole.MAKER,
+        status=TradeStatus.MINED,
+        ts=ts,
+    )
+    await repos.fills.record(_fill("t0", "0xz", "BUY", "0.5", "10"))
+    await repos.fills.record(f)
+    got = await repos.fills.for_order("c-1")
+    assert got == [f]
+    raw = await repos.db.fetchone(
+        "SELECT trade_id, venue_order_id, client_order_id, token_id, side, price, size, fee,"
+        " role, status, ts FROM fills WHERE trade_id = 't1'"
+    )
+    assert raw is not None
+    assert tuple(raw) == (
+        "t1",
+        "0xa",
+        "c-1",
+        TOKEN,
+        "SELL",
+        "0.615",
+        "7.25",
+        "0.10899",
+        "MAKER",
+        "MINED",
+        "2026-12-05T01:02:03.456789+00:00",
+    )
+
+
+async def test_fills_are_listed_by_time_and_limited(repos: Repositories) -> None:
+    base = datetime(2026, 12, 5, tzinfo=UTC)
+    late = _fill(
+        "late", "0x1", "BUY", "0.4", "5", client_order_id="c", ts=base + timedelta(seconds=2)
+    )
+    early = _fill("early", "0x2", "BUY", "0.4", "5", client_order_id="c", ts=base)
+    other = _fill(
+        "other", "0x3", "BUY", "0.4", "5", client_order_id="d", ts=base + timedelta(seconds=1)
+    )
+    for f in (late, early, other):
+        await repos.fills.record(f)
+    assert [f.trade_id for f in await repos.fills.for_order("c")] == ["early", "late"]
+    assert [f.trade_id for f in await repos.fills.all()] == ["early", "other", "late"]
+    assert [f.trade_id for f in await repos.fills.all(limit=2)] == ["early", "other"]
+    assert await repos.fills.for_order("nobody") == []
+
+
+async def test_position_moves_with_price_size_and_fee(repos: Repositories) -> None:
+    p1 = await repos.fills.record(_fill("t1", "0xa", "BUY", "0.40", "10", fee=D("0.1")))
+    assert p1 is not None
+    assert (p1.size, p1.avg_cost, p1.realized_pnl) == (D("10"), D("0.41"), D("0"))
+    p2 = await repos.fills.record(_fill("t2", "0xb", "SELL", "0.60", "4", fee=D("0.02")))
+    assert p2 is not None
+    assert (p2.size, p2.avg_cost) == (D("6"), D("0.41"))
+    assert p2.realized_pnl == D("0.74")  # (0.60 - 0.41) * 4 - 0.02
+    stored = await repos.fills.position(TOKEN)
+    assert (stored.size, stored.avg_cost, stored.realized_pnl) == (p2.size, p2.avg_cost, D("0.74"))
+    raw = await repos.db.fetchone(
+        "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?", (TOKEN,)
+    )
+    assert raw is not None and tuple(Decimal(x) for x in raw) == (D("6"), D("0.41"), D("0.74"))
+    assert (await repos.fills.position(TOKEN_B)).size == 0
+
+
+async def test_a_repeated_fill_moves_its_position_once(repos: Repositories) -> None:
+    f = _fill("t1", "0xa", "BUY", "0.5", "10")
+    assert await repos.fills.record(f) is not None
+    again = f.model_copy(update={"status": TradeStatus.CONFIRMED, "size": D("99")})
+    assert await repos.fills.record(again) is None
+    assert (await repos.fills.position(TOKEN)).size == D("10")
+    [stored] = await repos.fills.all()
+    assert (stored.status, stored.size) == (TradeStatus.CONFIRMED, D("10"))
+    # the same trade on another of our orders (both sides ours) is a separate fill
+    assert await repos.fills.record(_fill("t1", "0xb", "BUY", "0.5", "1")) is not None
+    assert (await repos.fills.position(TOKEN)).size == D("11")
+
+
+async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> None:
+    await repos.fills.record(_fill("t1", "0xa", "BUY", "0.40", "10", client_order_id="c1"))
+    await repos.fills.record(_fill("t2", "0xb", "BUY", "0.60", "10", client_order_id="c2"))
+    await repos.fills.record(_fill("t3", "0xc", "SELL", "0.70", "5", client_order_id="c3"))
+    other = await repos.fills.record(
+        _fill("x", "0xd", "BUY", "0.3", "2", token_id=TOKEN_B, client_order_id="c4")
+    )
+    assert other is not None
+    failed = await repos.fills.record(
+        _fill("t2", "0xb", "BUY", "0.60", "10", client_order_id="c2", status=TradeStatus.FAILED)
+    )
+    assert failed is not None
+    # replay of t1 then t3: 10 @ 0.40, sell 5 @ 0.70
+    assert (failed.size, failed.avg_cost, failed.realized_pnl) == (D("5"), D("0.40"), D("1.50"))
+    assert await repos.fills.position(TOKEN) == failed
+    assert (await repos.fills.position(TOKEN_B)).size == D("2")
+    [entry] = await repos.audit.tail(event="fill_failed")
+    assert entry.client_order_id == "c2"
+    assert entry.detail == {
+        "trade_id": "t2",
+        "venue_order_id": "0xb",
+        "side": "BUY",
+        "price": "0.60",
+        "size": "10",
+        "position_before": "15",
+        "position_after": "5",
+        "realized_pnl_after": "1.50",
+    }
+    # reported FAILED again: nothing moves, nothing audited
+    assert (
+        await repos.fills.record(_fill("t2", "0xb", "BUY", "0.60", "10", status=TradeStatus.FAILED))
+        is None
+    )
+    assert len(await repos.audit.tail(event="fill_failed")) == 1
+    restored = await repos.fills.record(
+        _fill("t2", "0xb", "BUY", "0.60", "10", status=TradeStatus.CONFIRMED)
+    )
+    assert restored is not None
+    assert (restored.size, restored.avg_cost) == (D("15"), D("0.50"))
+    assert restored.realized_pnl == D("1.00")  # sell 5 @ 0.70 against avg 0.50
+    [back] = await repos.audit.tail(event="fill_restored")
+    assert (back.detail["position_before"], back.detail["position_after"]) == ("5", "15")
+
+
+async def test_a_fill_first_seen_failed_is_kept_and_moves_nothing(repos: Repositories) -> None:
+    f = _fill("t9", "0xa", "BUY", "0.5", "10", client_order_id="c9", status=TradeStatus.FAILED)
+    assert await repos.fills.record(f) is None
+    assert (await repos.fills.position(TOKEN)).size == 0
+    assert await repos.fills.for_order("c9") == [f]
+    [entry] = await repos.audit.tail(event="fill_failed")
+    assert entry.client_order_id == "c9"
+    assert entry.detail == {"trade_id": "t9", "venue_order_id": "0xa", "first_seen_failed": True}
+
+
+async def test_positions_lists_held_and_realized_tokens_in_order(repos: Repositories) -> None:
+    await repos.fills.record(_fill("a", "0xa", "BUY", "0.5", "4", token_id=TOKEN_B))
+    await repos.fills.record(_fill("b", "0xb", "BUY", "0.5", "4"))
+    await repos.fills.record(_fill("c", "0xc", "SELL", "0.5", "4"))  # flat, zero PnL
+    held = await repos.fills.positions()
+    assert [(p.token_id, p.size) for p in held] == [(TOKEN_B, D("4"))]
+    everything = await repos.fills.positions(include_flat=True)
+    assert [p.token_id for p in everything] == sorted([TOKEN, TOKEN_B])
+    await repos.fills.record(_fill("d", "0xd", "BUY", "0.4", "1"))
+    await repos.fills.record(_fill("e", "0xe", "SELL", "0.6", "1"))  # flat, PnL 0.2
+    realized = {p.token_id: p for p in await repos.fills.positions()}
+    assert set(realized) == {TOKEN, TOKEN_B}
+    assert (realized[TOKEN].size, realized[TOKEN].realized_pnl) == (D("0"), D("0.2"))
+    assert (realized[TOKEN_B].avg_cost, realized[TOKEN_B].realized_pnl) == (D("0.5"), D("0"))
 
 
 async def test_everything_written_survives_a_reopen(tmp_path: Path) -> None:
