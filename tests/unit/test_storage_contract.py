@@ -312,6 +312,18 @@ async def test_audit_tail_is_newest_first_filtered_and_limited(repos: Repositori
     assert len(await repos.audit.tail(event="tick")) == 5
 
 
+async def test_audit_tail_and_recent_orders_default_to_the_last_hundred(
+    repos: Repositories,
+) -> None:
+    for i in range(101):
+        await repos.audit.append("tick", n=i)
+        await repos.orders.record(make_order(client_order_id=f"coid-{i:04d}"))
+    tail = await repos.audit.tail()
+    assert len(tail) == 100 and tail[-1].detail == {"n": 1}
+    recent = await repos.orders.recent()
+    assert len(recent) == 100 and recent[-1].client_order_id == "coid-0001"
+
+
 def test_detail_json_is_compact_and_exact() -> None:
     assert detail_json({"a": D("0.10"), "b": [1, "x"]}) == '{"a":"0.10","b":[1,"x"]}'
 
@@ -326,7 +338,9 @@ async def test_copy_ledger_round_trips_an_intent_and_keeps_sources_apart(
     req = make_order(strategy="copy", price="0.42", size="3.3")
     intent = CopyIntent(request=req, wallet="0xw1", dedupe_key="k1", leader_ts=1_700_000_100)
     assert await ledger.cursor("0xw1") is None
-    assert await ledger.handle("0xw1", "k1", 1_700_000_100, audit=("copy", {}), intent=intent)
+    assert await ledger.handle(
+        "0xw1", "k1", 1_700_000_100, audit=("copy", {"leader": "0xw1"}), intent=intent
+    )
     [back] = await ledger.pending()
     assert back == intent
     assert await ledger.cursor("0xw1") == 1_700_000_100
@@ -336,6 +350,7 @@ async def test_copy_ledger_round_trips_an_intent_and_keeps_sources_apart(
     assert await repos.cursors.is_seen("copy:0xw1", "k1")  # the documented source name
     [entry] = await repos.audit.tail(event="copy")
     assert (entry.strategy, entry.client_order_id) == ("copy", req.client_order_id)
+    assert entry.detail == {"leader": "0xw1"}
 
 
 async def test_copy_ledger_keeps_intents_in_order_and_closes_one(repos: Repositories) -> None:
@@ -468,7 +483,9 @@ async def test_a_repeated_fill_moves_its_position_once(repos: Repositories) -> N
 
 
 async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> None:
-    await repos.fills.record(_fill("t1", "0xa", "BUY", "0.40", "10", client_order_id="c1"))
+    await repos.fills.record(
+        _fill("t1", "0xa", "BUY", "0.40", "10", client_order_id="c1", fee=D("0.2"))
+    )
     await repos.fills.record(_fill("t2", "0xb", "BUY", "0.60", "10", client_order_id="c2"))
     await repos.fills.record(_fill("t3", "0xc", "SELL", "0.70", "5", client_order_id="c3"))
     other = await repos.fills.record(
@@ -479,8 +496,8 @@ async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> 
         _fill("t2", "0xb", "BUY", "0.60", "10", client_order_id="c2", status=TradeStatus.FAILED)
     )
     assert failed is not None
-    # replay of t1 then t3: 10 @ 0.40, sell 5 @ 0.70
-    assert (failed.size, failed.avg_cost, failed.realized_pnl) == (D("5"), D("0.40"), D("1.50"))
+    # replay of t1 then t3: 10 @ 0.40 + 0.2 fee (avg 0.42), sell 5 @ 0.70
+    assert (failed.size, failed.avg_cost, failed.realized_pnl) == (D("5"), D("0.42"), D("1.40"))
     assert await repos.fills.position(TOKEN) == failed
     assert (await repos.fills.position(TOKEN_B)).size == D("2")
     [entry] = await repos.audit.tail(event="fill_failed")
@@ -493,7 +510,7 @@ async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> 
         "size": "10",
         "position_before": "15",
         "position_after": "5",
-        "realized_pnl_after": "1.50",
+        "realized_pnl_after": "1.40",
     }
     # reported FAILED again: nothing moves, nothing audited
     assert (
@@ -505,8 +522,8 @@ async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> 
         _fill("t2", "0xb", "BUY", "0.60", "10", status=TradeStatus.CONFIRMED)
     )
     assert restored is not None
-    assert (restored.size, restored.avg_cost) == (D("15"), D("0.50"))
-    assert restored.realized_pnl == D("1.00")  # sell 5 @ 0.70 against avg 0.50
+    assert (restored.size, restored.avg_cost) == (D("15"), D("0.51"))
+    assert restored.realized_pnl == D("0.95")  # sell 5 @ 0.70 against avg (4.2 + 6) / 20
     [back] = await repos.audit.tail(event="fill_restored")
     assert (back.detail["position_before"], back.detail["position_after"]) == ("5", "15")
 
