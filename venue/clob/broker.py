@@ -5,7 +5,11 @@ heartbeats and market rules, against the CLOB or the simulator.
   event loop: nothing blocks the loop.
 * An order is signed once, in `prepare`, which also computes its EIP-712 hash (the venue's order
   id) locally; `send` posts the same serialized bytes on every attempt (never a new signature).
-* `deferExec` is always set, so a match never makes the venue's client poll `/data/trades`.
+* The order body is the one the SDK's own `post_order(order, order_type, post_only)` sends,
+  byte for byte, with its default `deferExec: false` (`order_to_json_v2` in py-clob-client-v2,
+  `py_clob_client_v2/order_utils/model/order_data_v2.py`); a unit test holds the identity.
+  The SDK's client-side polling of `/data/trades` after a match is not the body's concern: the
+  daemon never calls `post_order`, it posts these bytes itself.
 * The broker owns its HTTP client (`ClobHttp`, timeout `http_timeout_s`) and, when given one,
   takes the venue's rate-limit bucket for each request before it leaves (`limiter`).
 * Vendor errors become `errors` classes (see `venue.clob.translate`).
@@ -70,6 +74,9 @@ from venue.clob.wire import (
 )
 
 log = structlog.get_logger("venue.clob")
+
+SDK_DEFER_EXEC = False
+"""`deferExec` as the SDK's `ClobClient.post_order` sends it by default."""
 
 T = TypeVar("T")
 
@@ -198,7 +205,9 @@ class ClobBroker:
             digest = order_digest(order, self._domains[meta.neg_risk])
             signed = SignedOrderV2(**vars(order), signature=self._fast_signer.sign(digest))
             oid = "0x" + digest.hex()
-        body = order_to_json_v2(signed, self.owner, req.order_type.value, req.post_only, True)
+        body = order_to_json_v2(
+            signed, self.owner, req.order_type.value, req.post_only, SDK_DEFER_EXEC
+        )
         payload = serialize(body)
         # Journaled for a re-send after a crash: everything but the owner (the API key id).
         stored = {k: v for k, v in body.items() if k != "owner"}
