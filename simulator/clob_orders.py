@@ -384,26 +384,63 @@ class Orders:
         return json_response(self._cancel_many(key, ids))
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        """Heartbeats: once started, a lapse cancels every open order of the API key."""
+        """`POST /v1/heartbeats`: the order dead-man switch of one API key, with chained ids.
+
+        Sources: `post_heartbeat` in py-clob-client-v2 (`py_clob_client_v2/client.py`: body
+        `{"heartbeat_id": id}`, `""` the first time; the answer's `heartbeat_id` is sent next);
+        `OrderHeartbeat` / `OrderHeartbeatMismatchResponse` in Polymarket/py-sdk
+        (`src/polymarket/models/clob/order_heartbeats.py`: a wrong id is answered 400
+        `{"error_msg": "Invalid Heartbeat ID", "heartbeat_id": <expected>}`); the older
+        `{"error": ..., "heartbeat_id": ...}` shape of Polymarket/py-clob-client
+        `examples/post_heartbeat.py` is served when `venue.heartbeat_legacy_error` is set; the
+        10 s deadline per API key is Polymarket/ts-sdk `actions/order-heartbeats.ts` ("missing
+        the ten-second deadline triggers cancellation of this API key's orders").
+
+        The switch arms on the first valid heartbeat (undocumented; the feature is opt-in). A
+        heartbeat of `""` restarts the chain. Without a valid heartbeat for
+        `venue.heartbeat_timeout_s`, every resting order of the key is canceled
+        (`_heartbeat_lapsed`).
+        """
         try:
             key, raw = await self.auth.auth(request)
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
             return error("Invalid payload")
         sent = body.get("heartbeat_id") if isinstance(body, dict) else None
+        if sent is not None and not isinstance(sent, str):
+            return error("Invalid payload")
         current = self.venue.heartbeats.get(key.api_key)
         if current is not None and sent and sent != current[0]:
-            return error("Invalid heartbeat id", 400, heartbeat_id=current[0])
-        if current is not None and current[1] is not None:
-            current[1].cancel()
+            text = "Invalid Heartbeat ID"
+            if self.venue.heartbeat_legacy_error:
+                return json_response({"error": text, "heartbeat_id": current[0]}, 400)
+            return json_response({"error_msg": text, "heartbeat_id": current[0]}, 400)
         new_id = self.venue.engine.new_uuid()
-        handle = asyncio.get_running_loop().call_later(
-            self.venue.heartbeat_timeout_s, self._heartbeat_lapsed, key.api_key
-        )
-        self.venue.heartbeats[key.api_key] = (new_id, handle)
+        self._arm(key.api_key, new_id)
         return json_response({"heartbeat_id": new_id})
 
+    async def legacy_heartbeat(self, request: web.Request) -> web.Response:
+        """`POST /heartbeats` with no body: `{"status": "ok"}` (the only variant in the API
+        reference, https://docs.polymarket.com/api-reference/trade/send-heartbeat). It shares the
+        key's registration and resets the expected `/v1` id to empty, as the unified SDKs'
+        `sendLegacyOrderHeartbeat` describes."""
+        key, _ = await self.auth.auth(request)
+        self._arm(key.api_key, "")
+        return json_response({"status": "ok"})
+
+    def _arm(self, api_key: str, expected_id: str) -> None:
+        current = self.venue.heartbeats.get(api_key)
+        if current is not None and current[1] is not None:
+            current[1].cancel()
+        handle = asyncio.get_running_loop().call_later(
+            self.venue.heartbeat_timeout_s, self._heartbeat_lapsed, api_key
+        )
+        self.venue.heartbeats[api_key] = (expected_id, handle)
+
     def _heartbeat_lapsed(self, api_key: str) -> None:
+        """The deadline passed: cancel every resting order of the key. Each gets the usual
+        user-feed `order` CANCELLATION event and shows CANCELED on REST (`Engine.cancel`)."""
         self.venue.heartbeats.pop(api_key, None)
+        self.venue.heartbeat_lapses += 1
         for o in list(self.venue.engine.open_orders(api_key)):
             self.venue.engine.cancel(o.id)

@@ -168,7 +168,10 @@ class Venue:
         self.data_rows: list[DataRow] = []
         self.keys: dict[str, ApiKey] = {}
         self.keys_by_addr_nonce: dict[tuple[str, int], ApiKey] = {}
+        # api key -> (expected heartbeat id, lapse timer); see `Orders.heartbeat`.
         self.heartbeats: dict[str, tuple[str, asyncio.TimerHandle | None]] = {}
+        self.heartbeat_legacy_error = False  # 400 body `{"error", ...}` instead of `error_msg`
+        self.heartbeat_lapses = 0  # how many API keys' switches fired
         self.funders: dict[str, str] = {}  # api key -> funder seen on its orders
         # Every order-carrying request body, as received (the last RECEIVED_MAX of them).
         self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED_MAX)
@@ -469,7 +472,7 @@ class Venue:
         route = str(spec.get("route", "*"))
         if kind == "clear":
             reg.clear()
-        elif kind in ("status", "latency", "late_response", "accept_then_status"):
+        elif kind in ("status", "latency", "late_response", "accept_then_status", "drop"):
             ra = spec.get("retry_after")
             reg.add_http(
                 Fault(
