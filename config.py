@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=5.0, gt=0, le=120)
     signer_threads: int = Field(default=2, ge=1, le=32)
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=10)
+    # Heartbeats are lapsed after this many consecutive failures, or this long since the last
+    # success (the venue cancels resting orders after 10 s without one).
+    heartbeat_max_failures: int = Field(default=2, ge=1, le=100)
+    heartbeat_lapse_s: float = Field(default=8.0, gt=0, le=10)
     rate_limit_fraction: float = Field(default=0.5, ge=0.05, le=1)
     retry_attempts: int = Field(default=4, ge=1, le=20)
     retry_base_delay_s: float = Field(default=0.25, gt=0, le=60)

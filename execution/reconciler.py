@@ -203,8 +203,10 @@ class Reconciler:
             return None  # expired: the venue would refuse it; the grace settles it
         await self.guard.check()
         state = self.guard.state
-        if state is TradingState.HALTED or (
-            state is TradingState.REDUCING and req.side is not Side.SELL
+        if (
+            state is TradingState.HALTED
+            or (state is TradingState.REDUCING and req.side is not Side.SELL)
+            or self.guard.refuses_resting(req.order_type.rests) is not None
         ):
             log.info("order_resend_held", client_order_id=coid, trading_state=state.value)
             return None

@@ -168,8 +168,7 @@ class Venue:
         self.data_rows: list[DataRow] = []
         self.keys: dict[str, ApiKey] = {}
         self.keys_by_addr_nonce: dict[tuple[str, int], ApiKey] = {}
-        # api key -> (expected heartbeat id, lapse timer); see `Orders.heartbeat`.
-        self.heartbeats: dict[str, tuple[str, asyncio.TimerHandle | None]] = {}
+        self.heartbeats: dict[str, tuple[str, asyncio.TimerHandle | None]] = {}  # Orders.heartbeat
         self.heartbeat_legacy_error = False  # 400 body `{"error", ...}` instead of `error_msg`
         self.heartbeat_lapses = 0  # how many API keys' switches fired
         self.funders: dict[str, str] = {}  # api key -> funder seen on its orders

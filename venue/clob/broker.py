@@ -341,22 +341,31 @@ class ClobBroker:
         return out
 
     async def heartbeat(self) -> str:
-        """Send one exchange heartbeat; the venue cancels our orders if they stop."""
-        body = json.dumps({"heartbeat_id": self.heartbeat_id}, separators=(",", ":"))
+        """Send one exchange heartbeat, chaining the id; the venue cancels our orders if they stop.
+
+        A 400 naming the id the venue expects (`{"error_msg": ..., "heartbeat_id": id}` today,
+        `{"error": ..., "heartbeat_id": id}` in older examples: Polymarket/py-sdk
+        `order_heartbeats.py`, Polymarket/py-clob-client `examples/post_heartbeat.py`) is answered
+        by adopting that id and resending at once, once. Raise on any other failure.
+        """
         try:
-            res = await self._call(
-                "clob_general", lambda: self._request("POST", "/v1/heartbeats", body)
-            )
+            return await self._heartbeat_once()
         except OrderRejected as e:
-            # An expired id is answered 400 with the id to use; adopt it.
-            cause = e.__cause__
-            msg = cause.error_msg if isinstance(cause, PolyApiException) else None
-            if isinstance(msg, dict) and msg.get("heartbeat_id"):
-                self.heartbeat_id = str(msg["heartbeat_id"])
-                return self.heartbeat_id
-            raise
-        if isinstance(res, dict) and res.get("heartbeat_id"):
-            self.heartbeat_id = str(res["heartbeat_id"])
+            expected = _expected_heartbeat_id(e)
+            if expected is None:
+                raise
+            log.info("heartbeat_id_adopted")
+            self.heartbeat_id = expected
+            return await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> str:
+        body = json.dumps({"heartbeat_id": self.heartbeat_id}, separators=(",", ":"))
+        res = await self._call(
+            "clob_general", lambda: self._request("POST", "/v1/heartbeats", body)
+        )
+        if not isinstance(res, dict) or not isinstance(res.get("heartbeat_id"), str):
+            raise TransientError("heartbeat answer has no heartbeat_id")
+        self.heartbeat_id = res["heartbeat_id"]
         return self.heartbeat_id
 
     # market metadata (MetadataSource) ---------------------------------------------------
@@ -379,6 +388,15 @@ class ClobBroker:
         self._sign_pool.shutdown(wait=False, cancel_futures=True)
         self._http_pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
+
+
+def _expected_heartbeat_id(e: OrderRejected) -> str | None:
+    """The id a heartbeat refusal names as the one to send (None if it names none)."""
+    cause = e.__cause__
+    msg = cause.error_msg if isinstance(cause, PolyApiException) else None
+    if e.status == 400 and isinstance(msg, dict) and isinstance(msg.get("heartbeat_id"), str):
+        return str(msg["heartbeat_id"])
+    return None
 
 
 def build_client(
