@@ -442,7 +442,7 @@ class Venue:
             "market_slug": m.slug,
             "end_date_iso": m.end_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "game_start_time": None,
-            "seconds_delay": 0,
+            "seconds_delay": m.seconds_delay,
             "fpmm": "",
             "maker_base_fee": 0,
             "taker_base_fee": 0,
