@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     order_lookup_grace_s: float = Field(default=30.0, gt=0, le=3600)
     # Must stay below the grace, so a re-sent order can still be found before it is given up.
     order_resend_window_s: float = Field(default=20.0, ge=0, le=3600)
+    # A `delayed` order (a market's taker delay) not settled by the user feed is looked up this
+    # long after the market's delay (`sd`) has passed.
+    delayed_order_margin_s: float = Field(default=5.0, gt=0, le=600)
 
     # --- risk (read once, never hot-reloaded) --------------------------------------------------
     risk_max_order_notional: Money = Decimal("50")

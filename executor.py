@@ -76,6 +76,8 @@ class ExecutorConfig:
     resend_window_s: float = 20.0
     reconcile_interval_s: float = 30.0
     cancel_on_shutdown: bool = False
+    # A `delayed` order not settled by events is looked up this long after the market's delay.
+    delayed_margin_s: float = 5.0
     daily_loss_limit: Decimal = Decimal("100")
     daily_loss_warn_fraction: float = 0.8
 
@@ -151,7 +153,10 @@ class Executor:
             clock=clock,
             unknown_grace_s=config.unknown_grace_s,
             resend_window_s=config.resend_window_s,
+            rules=rules,
+            delayed_margin_s=config.delayed_margin_s,
         )
+        self.settle.on_delayed = self.reconciler.watch_delayed
         self.batches = BatchSender(
             broker=broker,
             breaker=breaker,

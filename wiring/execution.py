@@ -234,6 +234,7 @@ async def assemble(
             kill_switch_path=s.kill_switch_path,
             unknown_grace_s=s.order_lookup_grace_s,
             resend_window_s=s.resend_window_s,
+            delayed_margin_s=s.delayed_order_margin_s,
             reconcile_interval_s=s.reconcile_interval_s,
             cancel_on_shutdown=s.cancel_on_shutdown,
             daily_loss_limit=s.risk_daily_loss_limit,

@@ -327,11 +327,14 @@ class ClobBroker:
         rows = await self._pages("data_orders", "/data/orders", {})
         return [vo for r in rows if isinstance(r, dict) and (vo := venue_order(r)) is not None]
 
-    async def fills_since(self, after_unix_s: int) -> list[Fill]:
+    async def fills_since(self, after_unix_s: int, *, market: str | None = None) -> list[Fill]:
         params: dict[str, Any] = {}
         if after_unix_s:
             params["after"] = after_unix_s
-        if self.funder:
+        if market:
+            # By market only: NautilusTrader #3345, an asset filter misses our maker fills.
+            params["market"] = market
+        elif self.funder:
             params["maker_address"] = self.funder
         rows = await self._pages("data_trades", "/data/trades", params)
         out: list[Fill] = []
