@@ -1,0 +1,167 @@
+"""The taker fee: the formula the SDK uses, 5-decimal rounding (down booked, up budgeted), who
+pays, and BUY sizing that leaves room for the fee.
+
+Sources: https://github.com/Polymarket/py-clob-client-v2/blob/main/py_clob_client_v2/fees.py
+(`platform_fee_rate = fee_rate * (price * (1 - price)) ** fee_exponent`, the installed SDK is
+compared with directly below) and https://docs.polymarket.com/trading/fees (taker only, 5 decimals).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from py_clob_client_v2.fees import adjust_buy_amount_for_fees
+
+from execution.fees import (
+    FEE_QUANTUM,
+    NO_FEE,
+    FeeSchedule,
+    buy_cost,
+    fee,
+    fee_booked,
+    fee_budget,
+    max_buy_size,
+)
+
+D = Decimal
+
+
+def sdk_fee_per_share(price: str, rate: str, exponent: str) -> float:
+    """The SDK's platform fee on one share: `adjust_buy_amount_for_fees` with a balance of
+    exactly `amount` + fee returns `amount - fee` (the fee it computed on `amount` pUSD at
+    `price`, i.e. on `amount / price` shares). With amount = price, that is one share."""
+    p, r, e = float(price), float(rate), float(exponent)
+    # balance == amount: the SDK trims to balance - platform_fee.
+    trimmed: float = adjust_buy_amount_for_fees(p, p, p, r, e, 0.0)
+    return p - trimmed
+
+
+@pytest.mark.parametrize(
+    ("price", "rate", "exponent"),
+    [
+        ("0.5", "0.072", "1"),
+        ("0.97", "0.072", "1"),
+        ("0.98", "0.072", "1"),
+        ("0.03", "0.03", "1"),
+        ("0.42", "0.04", "1"),
+        ("0.9", "0.25", "2"),
+        ("0.61", "0.0175", "1"),
+        ("0.33", "0.05", "1.5"),
+    ],
+)
+def test_fee_matches_the_sdk_formula(price: str, rate: str, exponent: str) -> None:
+    shares = D(1000)
+    ours = fee(shares, D(price), D(rate), D(exponent), up=False)
+    sdk = D(repr(sdk_fee_per_share(price, rate, exponent))) * shares
+    # The SDK works in float; ours is exact then floored to 0.00001.
+    assert abs(ours - sdk) <= D("0.00002"), (ours, sdk)
+    assert ours > 0
+
+
+def test_worked_numbers_of_the_docs() -> None:
+    # docs/venue-mechanics.md section 1: crypto 0.072, 100 shares.
+    crypto = FeeSchedule(rate=D("0.072"), exponent=D(1), source="clob")
+    assert fee_booked(D(100), D("0.97"), crypto, taker=True) == D("0.20952")
+    assert fee_booked(D(100), D("0.98"), crypto, taker=True) == D("0.14112")
+    sports = FeeSchedule(rate=D("0.03"))
+    assert fee_booked(D(100), D("0.97"), sports, taker=True) == D("0.08730")
+
+
+def test_rounding_is_down_when_booked_and_up_when_budgeted() -> None:
+    s = FeeSchedule(rate=D("0.072"))
+    # 7 x 0.072 x 0.37 x 0.63 = 0.11748... : floor 0.11747, ceiling 0.11748
+    exact = D(7) * D("0.072") * D("0.37") * D("0.63")
+    assert exact == D("0.1174824")
+    assert fee_booked(D(7), D("0.37"), s, taker=True) == D("0.11748")
+    assert fee_budget(D(7), D("0.37"), s) == D("0.11749")
+    # Under the smallest unit: nothing charged, the unit budgeted.
+    assert fee_booked(D("0.01"), D("0.99"), s, taker=True) == 0
+    assert fee_budget(D("0.01"), D("0.99"), s) == FEE_QUANTUM
+
+
+def test_maker_pays_nothing_on_a_taker_only_market() -> None:
+    s = FeeSchedule(rate=D("0.072"), taker_only=True)
+    assert fee_booked(D(100), D("0.5"), s, taker=False) == 0
+    both = FeeSchedule(rate=D("0.072"), taker_only=False)
+    assert fee_booked(D(100), D("0.5"), both, taker=False) == D("1.8")
+
+
+def test_no_fee_market() -> None:
+    assert fee_booked(D(100), D("0.5"), NO_FEE, taker=True) == 0
+    assert fee_budget(D(100), D("0.5"), NO_FEE) == 0
+    assert buy_cost(D(100), D("0.5"), NO_FEE) == D(50)
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ((D("-0.1"), D(1)), "rate"),
+        ((D("1"), D(1)), "rate"),
+        ((D("0.1"), D("0")), "exponent"),
+        ((D("0.1"), D("NaN")), "exponent"),
+    ],
+)
+def test_bad_schedule_is_refused_naming_the_field(kw: tuple[Decimal, Decimal], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        FeeSchedule(rate=kw[0], exponent=kw[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        ((D(-1), D("0.5"), D("0.1"), D(1)), "size"),
+        ((D(1), D(1), D("0.1"), D(1)), "price"),
+        ((D(1), D("0.5"), D("-0.1"), D(1)), "rate"),
+        ((D(1), D("0.5"), D("0.1"), D(0)), "exponent"),
+    ],
+)
+def test_bad_input_names_the_problem(args: tuple[Decimal, ...], what: str) -> None:
+    with pytest.raises(ValueError, match=what):
+        fee(*args, up=True)
+
+
+def test_max_buy_size_leaves_room_for_the_fee() -> None:
+    s = FeeSchedule(rate=D("0.072"))
+    size = max_buy_size(D(100), D("0.97"), s)
+    # Without the fee 103.09 shares would fit; with it only 102.87.
+    assert size == D("102.87")
+    assert buy_cost(size, D("0.97"), s) <= D(100) < buy_cost(size + D("0.01"), D("0.97"), s)
+    assert max_buy_size(D(100), D("0.97"), NO_FEE) == D("103.09")
+    assert max_buy_size(D(0), D("0.5"), s) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    budget=st.decimals(min_value="0.01", max_value="100000", places=2),
+    price=st.decimals(min_value="0.001", max_value="0.999", places=3),
+    rate=st.decimals(min_value="0", max_value="0.3", places=4),
+    exponent=st.sampled_from([D(1), D(2), D("1.5"), D("0.5")]),
+)
+def test_max_buy_size_is_the_largest_that_fits(
+    budget: Decimal, price: Decimal, rate: Decimal, exponent: Decimal
+) -> None:
+    s = FeeSchedule(rate=rate, exponent=exponent)
+    size = max_buy_size(budget, price, s)
+    assert size >= 0 and size == size.quantize(D("0.01"))
+    if size > 0:
+        assert buy_cost(size, price, s) <= budget
+    assert buy_cost(size + D("0.01"), price, s) > budget
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.decimals(min_value="0.01", max_value="100000", places=2),
+    low=st.decimals(min_value="0.001", max_value="0.998", places=3),
+    rate=st.sampled_from([D("0.072"), D("0.03"), D("0.25")]),
+    exponent=st.sampled_from([D(1), D(2)]),
+)
+def test_cost_per_share_grows_with_the_price(
+    size: Decimal, low: Decimal, rate: Decimal, exponent: Decimal
+) -> None:
+    """Budgeting at the limit covers fills at better prices (the module's claim)."""
+    s = FeeSchedule(rate=rate, exponent=exponent)
+    high = low + D("0.001")
+    assert buy_cost(size, low, s) <= buy_cost(size, high, s) + FEE_QUANTUM
