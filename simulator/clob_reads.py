@@ -85,8 +85,11 @@ class Reads:
         return json_response({"neg_risk": m.neg_risk})
 
     async def fee_rate(self, request: web.Request) -> web.Response:
-        self._param_market(request, "fee rate not found for market")
-        return json_response({"base_fee": 0})
+        """`/fee-rate`: the legacy V1 `base_fee` (bps signed into V1 orders; the SDK reads it
+        for `version == 1` only, `__resolve_fee_rate_bps`). Non-zero on fee markets, but not
+        the rate charged: that is `fd` on `/clob-markets`."""
+        _, m = self._param_market(request, "fee rate not found for market")
+        return json_response({"base_fee": m.legacy_base_fee})
 
     async def midpoint(self, request: web.Request) -> web.Response:
         token, _ = self._market_for(request)

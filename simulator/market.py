@@ -41,10 +41,40 @@ class SimMarket:
     books: dict[str, Book] = field(default_factory=dict)
     # Seconds a marketable order waits before it matches (0: none); see `Orders._delay`.
     taker_delay_s: float = 0.0
+    fee_rate: Decimal = Decimal(0)
+    """Taker fee rate (`fd.r`, Gamma `feeSchedule.rate`); 0 = a market without a fee."""
+    fee_exponent: Decimal = Decimal(1)
+    """Exponent of the fee formula (`fd.e`, Gamma `feeSchedule.exponent`)."""
+    fee_type: str = ""
+    """Gamma `feeType` (for example `crypto_fees_v2`); empty without a fee."""
+    rebate_rate: Decimal = Decimal(0)
+    """Gamma `feeSchedule.rebateRate`: the fees' share paid back to makers (daily, not per fill)."""
 
     @property
     def active(self) -> bool:
         return not self.closed
+
+    @property
+    def fees_enabled(self) -> bool:
+        return self.fee_rate > 0
+
+    @property
+    def legacy_base_fee(self) -> int:
+        """The legacy V1 base fee in bps (Gamma `takerBaseFee`, `/fee-rate` `base_fee`): 1000 on
+        fee markets, 0 otherwise, as in the real captures (a 2026-03 5-minute BTC market and a
+        2026-06 crypto_fees_v2 list carry `makerBaseFee`/`takerBaseFee` 1000). Not the rate
+        charged: the SDK reads it only for V1 orders."""
+        return 1000 if self.fees_enabled else 0
+
+    def _fee_schedule(self) -> Json:
+        """Gamma `feeSchedule`, as in the real sports capture (NautilusTrader's
+        gamma_market_sports_market_money_line.json): numbers, not strings."""
+        return {
+            "exponent": _num(self.fee_exponent),
+            "rate": _num(self.fee_rate),
+            "rebateRate": _num(self.rebate_rate),
+            "takerOnly": True,
+        }
 
     def outcome_of(self, token_id: str) -> str:
         return self.outcomes[self.token_ids.index(token_id)]
@@ -113,8 +143,8 @@ class SimMarket:
             "volume1yrClob": float(self.volume),
             "volumeClob": float(self.volume),
             "liquidityClob": float(self.liquidity),
-            "makerBaseFee": 0,
-            "takerBaseFee": 0,
+            "makerBaseFee": self.legacy_base_fee,
+            "takerBaseFee": self.legacy_base_fee,
             "acceptingOrders": self.accepting_orders,
             "negRisk": self.neg_risk,
             "ready": False,
@@ -141,11 +171,19 @@ class SimMarket:
             "deploying": False,
             "rfqEnabled": False,
             "holdingRewardsEnabled": False,
-            "feesEnabled": False,
+            "feesEnabled": self.fees_enabled,
             "requiresTranslation": False,
             "makerRebatesFeeShareBps": 0,
             "tags": self._tags(),
+            **self._gamma_fee_fields(),
         }
+
+    def _gamma_fee_fields(self) -> Json:
+        """`feeSchedule` and `feeType` appear on fee-enabled markets only (the real captures of
+        markets without a fee have neither)."""
+        if not self.fees_enabled:
+            return {}
+        return {"feeSchedule": self._fee_schedule(), "feeType": self.fee_type or "fees"}
 
     def _tags(self) -> list[Json]:
         published = self.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
@@ -215,20 +253,28 @@ class SimMarket:
         return d
 
     def clob_market_dict(self) -> Json:
-        """`GET /clob-markets/{condition_id}` compact shape used by py-clob-client-v2."""
-        return {
+        """`GET /clob-markets/{condition_id}` compact shape used by py-clob-client-v2.
+
+        `fd: {r, e, to}` is the platform fee (rate, exponent, taker only) and is absent on a
+        market without a fee; `mbf`/`tbf` are the legacy base fees. Source: `MarketDetails` in
+        https://github.com/Polymarket/clob-client-v2/blob/main/src/types/clob.ts, read by the
+        SDK's `get_clob_market_info` (`fd.r`, `fd.e`).
+        """
+        d: Json = {
             "t": [{"t": t, "o": o} for t, o in zip(self.token_ids, self.outcomes, strict=True)],
             "mts": float(self.tick_size),
             "mos": float(self.min_size),
             "nr": self.neg_risk,
-            "fd": {"r": 0.0, "e": 0.0},
-            "mbf": 0,
-            "tbf": 0,
+            "mbf": self.legacy_base_fee,
+            "tbf": self.legacy_base_fee,
             "itode": self.taker_delay_s > 0,
             "rfqe": False,
             "gst": None,
             "oas": self.accepting_orders,
         } | self.delay_fields()
+        if self.fees_enabled:
+            d["fd"] = {"r": _num(self.fee_rate), "e": _num(self.fee_exponent), "to": True}
+        return d
 
     def delay_fields(self) -> Json:
         """`sd` ("seconds delay", TS client `MarketDetails`), served with `itode` only when the
@@ -240,6 +286,11 @@ class SimMarket:
         """The delay as `/markets` serves it (`seconds_delay`, an integer in NT's captures)."""
         d = self.taker_delay_s
         return int(d) if d == int(d) else d
+
+
+def _num(d: Decimal) -> int | float:
+    """A JSON number as the venue writes it: an integer when whole (`"exponent": 1`)."""
+    return int(d) if d == d.to_integral_value() else float(d)
 
 
 def _tag_id(tag: str) -> str:

@@ -7,6 +7,10 @@
 * A whale (`WHALE_ADDRESS`) trades every 2-5 s through `Venue.trade_as`: it shows up in
   the Data API `/trades` and `/activity`, material for a copy trader.
 
+Every market charges the venue's taker fee at its category's 2026 rate (crypto 0.072, sports
+0.03, economics 0.05; exponent 1; https://docs.polymarket.com/trading/fees), so the demo shows
+fees in fills, positions and PnL as a real run would.
+
 All randomness comes from `random.Random(seed)`.
 """
 
@@ -29,6 +33,14 @@ if TYPE_CHECKING:
 
 WHALE_ADDRESS = "0xdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
 TICK = Decimal("0.01")
+
+FEES: dict[str, tuple[Decimal, str, Decimal]] = {
+    "crypto": (Decimal("0.072"), "crypto_fees_v2", Decimal("0.2")),
+    "sports": (Decimal("0.03"), "sports_fees_v2", Decimal("0.25")),
+    "economy": (Decimal("0.05"), "economics_fees", Decimal("0.25")),
+}
+"""Taker fee (rate, Gamma feeType, maker rebate share) by tag: the 2026 category table of
+https://docs.polymarket.com/trading/fees, with crypto at 0.072 (not 0.07)."""
 
 
 @dataclass
@@ -58,6 +70,7 @@ class Scenario:
             ("Will Team A win the final?", "team-a-final", ("sports",)),
         ]
         for q, slug, tags in topics:
+            rate, fee_type, rebate = FEES[tags[0]]
             m = sim.add_market(
                 question=q,
                 slug=slug,
@@ -65,9 +78,13 @@ class Scenario:
                 end_date=now + timedelta(days=self.rng.randint(3, 30)),
                 volume=Decimal(self.rng.randint(10_000, 500_000)),
                 liquidity=Decimal(self.rng.randint(1_000, 50_000)),
+                fee_rate=rate,
+                fee_type=fee_type,
+                rebate_rate=rebate,
             )
             fair = Decimal(self.rng.randint(30, 70)) / 100
             self.books.append(LiveBook(m, fair, ending=False))
+        rate, fee_type, rebate = FEES["crypto"]
         for i in range(2):
             m = sim.add_market(
                 question=f"Will ETH be above $3,{i}00 at the close of this window?",
@@ -76,6 +93,9 @@ class Scenario:
                 end_date=now + timedelta(minutes=self.rng.randint(10, 20)),
                 volume=Decimal(self.rng.randint(5_000, 50_000)),
                 liquidity=Decimal(self.rng.randint(1_000, 10_000)),
+                fee_rate=rate,
+                fee_type=fee_type,
+                rebate_rate=rebate,
             )
             fair = Decimal(self.rng.randint(95, 98)) / 100
             self.books.append(LiveBook(m, fair, ending=True))
@@ -156,7 +176,8 @@ class Scenario:
             size = Decimal(rng.randint(5, 30))
             wallet = rng.choice(self.takers)
             if side == "BUY":
-                self.sim.fund(wallet, collateral=best * size)
+                # The notional and the taker fee on top (rate x size bounds it from above).
+                self.sim.fund(wallet, collateral=best * size + b.market.fee_rate * size)
             else:
                 self.sim.fund(wallet, token_id=tok, shares=size)
             o = Order(

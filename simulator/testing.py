@@ -12,6 +12,7 @@ from eth_account import Account
 from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.headers import create_level_2_headers
 
+from simulator.market import SimMarket
 from simulator.sim import Simulator
 
 
@@ -51,3 +52,30 @@ def l2_headers(
     headers: dict[str, str] = create_level_2_headers(client.signer, client.creds, args)
     headers["Content-Type"] = "application/json"
     return headers
+
+
+CRYPTO_FEE_RATE = Decimal("0.072")
+"""The 2026 crypto taker-fee rate (https://docs.polymarket.com/trading/fees)."""
+
+
+def add_fee_market(
+    sim: Simulator,
+    question: str = "Will BTC be above $100k at the close of this window?",
+    slug: str = "btc-fee-window",
+    *,
+    fee_rate: Decimal = CRYPTO_FEE_RATE,
+    fee_exponent: Decimal = Decimal(1),
+    **kw: Any,
+) -> SimMarket:
+    """List a market that charges the taker fee (crypto rate by default), served as `fd` on
+    `/clob-markets` and `feeSchedule` on Gamma like a real fee market."""
+    return sim.add_market(
+        question=question,
+        slug=slug,
+        tags=kw.pop("tags", ("crypto",)),
+        fee_rate=fee_rate,
+        fee_exponent=fee_exponent,
+        fee_type=kw.pop("fee_type", "crypto_fees_v2"),
+        rebate_rate=kw.pop("rebate_rate", Decimal("0.2")),
+        **kw,
+    )

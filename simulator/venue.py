@@ -213,8 +213,21 @@ class Venue:
         volume: Decimal = Decimal("1000"),
         liquidity: Decimal = Decimal("500"),
         closed: bool = False,
+        fee_rate: Decimal = Decimal(0),
+        fee_exponent: Decimal = Decimal(1),
+        fee_type: str = "",
+        rebate_rate: Decimal = Decimal(0),
     ) -> SimMarket:
-        """List a binary market and create its two empty books."""
+        """List a binary market and create its two empty books.
+
+        `fee_rate`/`fee_exponent` make it a fee market (the taker pays
+        `C x rate x (p(1-p))^exponent` per fill; https://docs.polymarket.com/trading/fees).
+        """
+        fee_rate, fee_exponent = Decimal(fee_rate), Decimal(fee_exponent)
+        if not 0 <= fee_rate < 1:
+            raise ValueError(f"fee_rate must be in [0, 1), got {fee_rate}")
+        if fee_exponent <= 0:
+            raise ValueError(f"fee_exponent must be greater than 0, got {fee_exponent}")
         n = len(self.markets)
         m = SimMarket(
             gamma_id=str(500000 + n),
@@ -235,6 +248,10 @@ class Venue:
             created=datetime.now(UTC),
             closed=closed,
             event_id=str(90000 + n),
+            fee_rate=fee_rate,
+            fee_exponent=fee_exponent,
+            fee_type=fee_type,
+            rebate_rate=Decimal(rebate_rate),
         )
         for i, t in enumerate(m.token_ids):
             b = Book(t, m.condition_id)
@@ -444,8 +461,8 @@ class Venue:
             "game_start_time": None,
             "seconds_delay": m.seconds_delay,
             "fpmm": "",
-            "maker_base_fee": 0,
-            "taker_base_fee": 0,
+            "maker_base_fee": m.legacy_base_fee,
+            "taker_base_fee": m.legacy_base_fee,
             "notifications_enabled": False,
             "neg_risk": m.neg_risk,
             "neg_risk_market_id": m.question_id if m.neg_risk else "",
