@@ -46,6 +46,7 @@ from errors import (
     TransientError,
 )
 from execution.batch import BatchSender
+from execution.fees import fee_budget
 from execution.guard import TradingGuard
 from execution.market_rules import MarketRules
 from execution.ports import Ack, Broker, Prepared, VenueOrder
@@ -343,13 +344,14 @@ class Executor:
         reason = self.rules.check(req, meta)
         if reason is not None:
             return await self.settle.refused(req, RefusalSource.RULES, reason)
-        reason = self.risk.check(req, self.positions, self.state)
+        assert meta is not None  # the rules refuse an unknown market
+        fee = fee_budget(req.size, req.price, meta.fee)
+        reason = self.risk.check(req, self.positions, self.state, fee=fee)
         if reason is not None:
             active = self.state is TradingState.ACTIVE
             return await self.settle.refused(
                 req, RefusalSource.RISK if active else RefusalSource.HALTED, reason
             )
-        assert meta is not None
         prepared = await self.broker.prepare(req, meta)
         self.tracker.admit(prepared)
         return prepared
@@ -419,6 +421,7 @@ class Executor:
             row = await self.repos.orders.get_by_venue_id(fill.venue_order_id)
             if row is not None:
                 fill = fill.model_copy(update={"client_order_id": row.client_order_id})
+        fill = await self.rules.with_fee(fill)
         pos = await self.repos.fills.record(fill)
         if pos is None:
             return
@@ -438,6 +441,8 @@ class Executor:
             self._publish()
             return
         self.metrics.fills_total.labels(fill.side.value, fill.role.value.lower()).inc()
+        if fill.fee > 0:
+            self.metrics.fees_paid_usd_total.labels(fill.side.value).inc(float(fill.fee))
         log.info(
             "fill_recorded",
             client_order_id=fill.client_order_id,
@@ -445,6 +450,8 @@ class Executor:
             side=fill.side,
             price=str(fill.price),
             size=str(fill.size),
+            role=fill.role.value,
+            fee=str(fill.fee),
         )
         if fill.client_order_id is not None:
             await self.settle.filled(fill.client_order_id)

@@ -311,6 +311,11 @@ class Market(_Frozen):
     closed: bool = False
     slug: str = ""
     question: str = ""
+    fee_rate: Money | None = None
+    """Gamma's taker fee rate (`feeSchedule.rate`, 0 when `feesEnabled` is false); None when
+    Gamma did not say. The CLOB's `fd` takes precedence (see `execution.fees`)."""
+    fee_exponent: Money = ONE
+    fee_taker_only: bool = True
 
     @field_validator("condition_id")
     @classmethod

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_FLOOR, ROUND_UP, Decimal
 from typing import Final
 
-from models import ONE, ZERO
+from models import ONE, ZERO, Market
 
 FEE_QUANTUM: Final = Decimal("0.00001")
 """Fees are charged to 5 decimals; smaller fees round to zero."""
@@ -126,3 +126,19 @@ def max_buy_size(
     while size > 0 and buy_cost(size, price, schedule) > budget:
         size -= step
     return max(size, ZERO)
+
+
+def gamma_schedule(market: Market) -> FeeSchedule | None:
+    """The fee Gamma showed for `market` (`feesEnabled`/`feeSchedule`), or None if it did not
+    say. Only a fallback: the CLOB's `fd` wins when it has been read."""
+    if market.fee_rate is None:
+        return None
+    try:
+        return FeeSchedule(
+            rate=market.fee_rate,
+            exponent=market.fee_exponent,
+            taker_only=market.fee_taker_only,
+            source=FeeSource.GAMMA,
+        )
+    except ValueError:
+        return None

@@ -1,4 +1,5 @@
-"""Market rules: tick grid, minimum size, open market — checked before anything is journaled.
+"""Market rules: tick grid, minimum size, open market — checked before anything is journaled —
+and each market's taker fee (`/clob-markets` `fd`, falling back to Gamma's `feeSchedule`).
 
 Metadata is cached per token. It is fed by the venue (`MetadataSource`, fetched once on first
 use), by market discovery (`load_market`) and by the market feed's `tick_size_change`
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
 
 import structlog
 
 from errors import TransientError
+from execution.fees import NO_FEE, FeeSchedule, FeeSource, fee_booked, gamma_schedule
 from execution.ports import MarketMeta, MetadataSource
-from models import ONE, Market, OrderRequest, OrderType, Side, on_tick
+from models import ONE, Fill, LiquidityRole, Market, OrderRequest, OrderType, Side, on_tick
 
 log = structlog.get_logger("execution.market_rules")
 
@@ -25,6 +28,8 @@ GTD_SECURITY_S = 60
 """A GTD order must expire more than 60 s from now."""
 SIZE_DECIMALS = 2
 SIZE_STEP = Decimal("0.01")
+FEE_RETRY_S = 60.0
+"""How long before asking `/clob-markets` again for a fee it could not serve."""
 AMOUNT_STEP = Decimal("0.0001")
 """Marketable orders: the taker amount has at most 4 decimals."""
 
@@ -64,6 +69,7 @@ class MarketRules:
         self._source = source
         self._meta: dict[str, MarketMeta] = {}
         self._loading: dict[str, asyncio.Future[None]] = {}
+        self._fee_tried: dict[str, float] = {}  # token -> when its CLOB fee was last asked for
 
     def get(self, token_id: str) -> MarketMeta | None:
         return self._meta.get(token_id)
@@ -84,28 +90,72 @@ class MarketRules:
                     neg_risk=market.neg_risk,
                     accepting_orders=market.accepting_orders and market.active,
                     closed=market.closed,
+                    fee=self._fee_after_gamma(token_id, market),
                 )
             )
+
+    # fees -------------------------------------------------------------------------------
+    def fee(self, token_id: str) -> FeeSchedule:
+        """The token's taker fee as last read (`/clob-markets` `fd`, else Gamma), or no fee
+        when the market is unknown."""
+        meta = self._meta.get(token_id)
+        return meta.fee if meta is not None else NO_FEE
+
+    async def with_fee(self, fill: Fill) -> Fill:
+        """`fill` with the fee the venue charged it. Trades carry no fee amount, so it is
+        computed from the market's schedule: taker only, rounded down; a maker pays 0."""
+        if fill.fee != 0:
+            return fill
+        await self.ensure(fill.token_id)
+        taker = fill.role is LiquidityRole.TAKER
+        fee = fee_booked(fill.size, fill.price, self.fee(fill.token_id), taker=taker)
+        return fill.model_copy(update={"fee": fee}) if fee else fill
+
+    def _fee_after_gamma(self, token_id: str, market: Market) -> FeeSchedule:
+        """Gamma's schedule only where the CLOB's has not been read: `fd` wins."""
+        old = self._meta.get(token_id)
+        if old is not None and old.fee.source == FeeSource.CLOB:
+            return old.fee
+        return gamma_schedule(market) or (old.fee if old is not None else NO_FEE)
+
+    def _needs_fee(self, meta: MarketMeta) -> bool:
+        """True when the CLOB's fee of a known token has not been read and is due for a try."""
+        if self._source is None or meta.fee.source == FeeSource.CLOB:
+            return False
+        last = self._fee_tried.get(meta.token_id)
+        return last is None or time.monotonic() - last >= FEE_RETRY_S
+
+    async def _read_fee(self, meta: MarketMeta) -> None:
+        """Read the CLOB's fee for a token discovery (Gamma) loaded; keep the rest as it is."""
+        assert self._source is not None
+        self._fee_tried[meta.token_id] = time.monotonic()
+        try:
+            fetched = await self._source.market_meta(meta.token_id)
+        except TransientError as e:
+            log.warning("market_fee_unavailable", token_id=meta.token_id, error=type(e).__name__)
+            return
+        for m in fetched:
+            cur = self._meta.get(m.token_id)
+            if m.fee.source == FeeSource.CLOB and cur is not None:
+                self._meta[m.token_id] = replace(cur, fee=m.fee)
+                self._fee_tried.pop(m.token_id, None)
+            elif cur is None:
+                self._meta[m.token_id] = m
 
     def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
         """Apply a `tick_size_change`; unknown tokens are fetched on first use as usual."""
         old = self._meta.get(token_id)
         if old is None:
             return
-        self._meta[token_id] = MarketMeta(
-            token_id=old.token_id,
-            condition_id=old.condition_id,
-            tick_size=tick_size,
-            min_size=old.min_size,
-            neg_risk=old.neg_risk,
-            accepting_orders=old.accepting_orders,
-            closed=old.closed,
-        )
+        self._meta[token_id] = replace(old, tick_size=tick_size)  # the fee and the rest stay
         log.info("tick_size_changed", token_id=token_id, old=str(old.tick_size), new=str(tick_size))
 
     async def ensure(self, token_id: str) -> MarketMeta | None:
         """Return the token's metadata, fetching it from the venue the first time."""
         meta = self._meta.get(token_id)
+        if meta is not None and self._needs_fee(meta):
+            await self._read_fee(meta)
+            return self._meta.get(token_id)
         if meta is not None or self._source is None:
             return meta
         pending = self._loading.get(token_id)
@@ -114,6 +164,8 @@ class MarketRules:
             try:
                 for m in await self._source.market_meta(token_id):
                     self._meta.setdefault(m.token_id, m)
+                    if m.fee.source != FeeSource.CLOB:
+                        self._fee_tried[m.token_id] = time.monotonic()
                 pending.set_result(None)
             except TransientError as e:
                 log.warning("market_meta_unavailable", token_id=token_id, error=type(e).__name__)

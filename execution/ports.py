@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from errors import OrderRejected, OutcomeUnknown, PolydError
+from execution.fees import NO_FEE, FeeSchedule
 from models import ZERO, Fill, OrderRequest, OrderStatus, OrderType, Side
 
 
@@ -52,6 +53,8 @@ class MarketMeta:
     accepting_orders: bool = True
     closed: bool = False
     taker_delay_s: float = 0.0  # `seconds_delay`: marketable orders wait this long to match
+    fee: FeeSchedule = NO_FEE
+    """The market's taker fee (`/clob-markets` `fd`, else Gamma `feeSchedule`)."""
 
     @property
     def tradable(self) -> bool:

@@ -1,5 +1,7 @@
 """Risk limits (read once from settings, never hot-reloaded) and the trading state.
 
+A BUY commits its notional plus the most the venue's taker fee can charge it.
+
 Trading states: ACTIVE (everything allowed), REDUCING (only SELLs that reduce a holding, and
 cancels), HALTED (cancels only). Limits apply to BUYs — a SELL of a holding only lowers risk —
 except that a SELL may not exceed the holding not already offered by other open SELLs.
@@ -13,7 +15,7 @@ from enum import StrEnum
 
 from config import Settings
 from execution.positions import PositionBook
-from models import OrderRequest, Side
+from models import ZERO, OrderRequest, Side
 
 
 class TradingState(StrEnum):
@@ -61,7 +63,11 @@ class RiskEngine:
     def __init__(self, *, limits: RiskLimits) -> None:
         self.limits = limits
 
-    def check(self, req: OrderRequest, book: PositionBook, state: TradingState) -> str | None:
+    def check(
+        self, req: OrderRequest, book: PositionBook, state: TradingState, *, fee: Decimal = ZERO
+    ) -> str | None:
+        """`fee` is the most the order can be charged (budgeted, rounded up): a BUY commits its
+        notional plus that fee."""
         lim = self.limits
         if state is TradingState.HALTED:
             return "trading is halted"
@@ -74,9 +80,13 @@ class RiskEngine:
             if not reducing:
                 return "SELL exceeds the position not already offered for sale"
             return None
-        notional = req.notional
+        notional = req.notional + fee
         if notional > lim.max_order_notional:
-            return f"order notional {notional} exceeds the per-order cap {lim.max_order_notional}"
+            with_fee = f" (fee {fee} included)" if fee else ""
+            return (
+                f"order notional {notional}{with_fee} exceeds the per-order cap "
+                f"{lim.max_order_notional}"
+            )
         token_total = (
             book.cost_exposure(req.token_id)
             + book.open_buy_notional(token_id=req.token_id)

@@ -131,6 +131,12 @@ class Metrics:
         self.fills_total = Counter(
             "polyd_fills_total", "Fills of our orders", ["side", "role"], registry=r
         )
+        self.fees_paid_usd_total = Counter(
+            "polyd_fees_paid_usd_total",
+            "Taker fees booked on our fills (pUSD), by side; a maker fill pays none",
+            ["side"],
+            registry=r,
+        )
         self.heartbeat_failures_total = Counter(
             "polyd_heartbeat_failures_total", "Failed exchange heartbeats", registry=r
         )

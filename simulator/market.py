@@ -54,6 +54,14 @@ class SimMarket:
     def active(self) -> bool:
         return not self.closed
 
+    def __post_init__(self) -> None:
+        # A fee market: the taker pays C x rate x (p(1-p))^exponent per fill
+        # (https://docs.polymarket.com/trading/fees).
+        if not 0 <= self.fee_rate < 1:
+            raise ValueError(f"fee_rate must be in [0, 1), got {self.fee_rate}")
+        if self.fee_exponent <= 0:
+            raise ValueError(f"fee_exponent must be greater than 0, got {self.fee_exponent}")
+
     @property
     def fees_enabled(self) -> bool:
         return self.fee_rate > 0

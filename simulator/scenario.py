@@ -79,9 +79,8 @@ class Scenario:
                 volume=Decimal(self.rng.randint(10_000, 500_000)),
                 liquidity=Decimal(self.rng.randint(1_000, 50_000)),
                 fee_rate=rate,
-                fee_type=fee_type,
-                rebate_rate=rebate,
             )
+            m.fee_type, m.rebate_rate = fee_type, rebate
             fair = Decimal(self.rng.randint(30, 70)) / 100
             self.books.append(LiveBook(m, fair, ending=False))
         rate, fee_type, rebate = FEES["crypto"]
@@ -94,9 +93,8 @@ class Scenario:
                 volume=Decimal(self.rng.randint(5_000, 50_000)),
                 liquidity=Decimal(self.rng.randint(1_000, 10_000)),
                 fee_rate=rate,
-                fee_type=fee_type,
-                rebate_rate=rebate,
             )
+            m.fee_type, m.rebate_rate = fee_type, rebate
             fair = Decimal(self.rng.randint(95, 98)) / 100
             self.books.append(LiveBook(m, fair, ending=True))
         self.markets: list[SimMarket] = [b.market for b in self.books]

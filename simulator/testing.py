@@ -69,13 +69,15 @@ def add_fee_market(
 ) -> SimMarket:
     """List a market that charges the taker fee (crypto rate by default), served as `fd` on
     `/clob-markets` and `feeSchedule` on Gamma like a real fee market."""
-    return sim.add_market(
+    fee_type = kw.pop("fee_type", "crypto_fees_v2")
+    rebate_rate = kw.pop("rebate_rate", Decimal("0.2"))
+    m = sim.add_market(
         question=question,
         slug=slug,
         tags=kw.pop("tags", ("crypto",)),
         fee_rate=fee_rate,
         fee_exponent=fee_exponent,
-        fee_type=kw.pop("fee_type", "crypto_fees_v2"),
-        rebate_rate=kw.pop("rebate_rate", Decimal("0.2")),
         **kw,
     )
+    m.fee_type, m.rebate_rate = fee_type, rebate_rate
+    return m

@@ -215,19 +215,8 @@ class Venue:
         closed: bool = False,
         fee_rate: Decimal = Decimal(0),
         fee_exponent: Decimal = Decimal(1),
-        fee_type: str = "",
-        rebate_rate: Decimal = Decimal(0),
     ) -> SimMarket:
-        """List a binary market and create its two empty books.
-
-        `fee_rate`/`fee_exponent` make it a fee market (the taker pays
-        `C x rate x (p(1-p))^exponent` per fill; https://docs.polymarket.com/trading/fees).
-        """
-        fee_rate, fee_exponent = Decimal(fee_rate), Decimal(fee_exponent)
-        if not 0 <= fee_rate < 1:
-            raise ValueError(f"fee_rate must be in [0, 1), got {fee_rate}")
-        if fee_exponent <= 0:
-            raise ValueError(f"fee_exponent must be greater than 0, got {fee_exponent}")
+        """List a binary market and create its two empty books (`fee_*`: see `SimMarket`)."""
         n = len(self.markets)
         m = SimMarket(
             gamma_id=str(500000 + n),
@@ -248,17 +237,12 @@ class Venue:
             created=datetime.now(UTC),
             closed=closed,
             event_id=str(90000 + n),
-            fee_rate=fee_rate,
-            fee_exponent=fee_exponent,
-            fee_type=fee_type,
-            rebate_rate=Decimal(rebate_rate),
+            fee_rate=Decimal(fee_rate),
+            fee_exponent=Decimal(fee_exponent),
         )
-        for i, t in enumerate(m.token_ids):
-            b = Book(t, m.condition_id)
-            m.books[t] = b
-            self.engine.books[t] = b
+        for t in m.token_ids:
+            m.books[t] = self.engine.books[t] = Book(t, m.condition_id)
             self._market_of_token[t] = m
-            _ = i
         self.markets.append(m)
         self.markets_by_cid[m.condition_id] = m
         return m

@@ -122,6 +122,7 @@ def parse_market(row: Mapping[str, Any]) -> MarketRow:
         fields["tick_size"] = tick
     if min_size is not None:
         fields["min_size"] = min_size
+    fields.update(_fee_fields(row))
     try:
         market = Market(**fields)
     except ValidationError as e:
@@ -142,6 +143,34 @@ def parse_market(row: Mapping[str, Any]) -> MarketRow:
         tag_slugs=tag_slugs,
         raw_id=str(row.get("id", "")),
     )
+
+
+def _fee_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """`Market` fee fields from Gamma's `feesEnabled` and `feeSchedule {rate, exponent,
+    takerOnly}` (real captures: a 2026-04 sports market at rate 0.03, a 2026-06 crypto_fees_v2
+    list at 0.07). `feesEnabled: false` is rate 0; a fee market without a readable schedule says
+    nothing (the CLOB's `fd` is the source either way)."""
+    enabled = row.get("feesEnabled")
+    if enabled is False:
+        return {"fee_rate": Decimal(0)}
+    sched = row.get("feeSchedule")
+    if enabled is not True or not isinstance(sched, Mapping):
+        return {}
+    rate = parse.decimal_or_none(sched.get("rate"))
+    exponent = parse.decimal_or_none(sched.get("exponent"))
+    taker_only = sched.get("takerOnly", True)
+    if (
+        rate is None
+        or not 0 <= rate < 1
+        or (exponent is not None and not 0 < exponent <= 10)
+        or not isinstance(taker_only, bool)
+    ):
+        log.warning("gamma_fee_schedule_unreadable", condition_id=str(row.get("conditionId"))[:80])
+        return {}
+    out: dict[str, Any] = {"fee_rate": rate, "fee_taker_only": taker_only}
+    if exponent is not None:
+        out["fee_exponent"] = exponent
+    return out
 
 
 def keep(row: MarketRow, q: MarketQuery, now: datetime) -> bool:

@@ -326,7 +326,7 @@ async def test_broker_takes_its_own_rate_limit_buckets_and_names_a_re_sent_dupli
                 "cancel_all": 1,
                 "data_orders": 2,  # one lookup, one page of open orders
                 "data_trades": 1,
-                "clob_general": 3,  # two market-rules reads, one heartbeat
+                "clob_general": 4,  # three market-rules reads (fee: /clob-markets), one heartbeat
             }
         finally:
             await broker.close()
@@ -351,7 +351,7 @@ async def test_public_routes_take_their_own_rate_limit_buckets() -> None:
             await meta.close()
             await books.close()
         left = {k: limiter.buckets(k)[0].available() for k in ("book", "clob_general")}
-        assert left == {"book": 99.0, "clob_general": 98.0}
+        assert left == {"book": 99.0, "clob_general": 97.0}  # /clob-markets holds the fee
 
 
 async def test_build_client_derives_the_same_credentials_as_the_sdk() -> None:

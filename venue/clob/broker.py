@@ -41,6 +41,7 @@ from py_clob_client_v2.order_utils.model.side import Side as SdkSide
 from py_clob_client_v2.order_utils.model.signature_type_v2 import SignatureTypeV2
 
 from errors import FatalError, OrderRejected, OutcomeUnknown, TransientError
+from execution.fees import FeeSchedule
 from execution.market_rules import order_amounts
 from execution.ports import (
     Ack,
@@ -67,10 +68,12 @@ from venue.clob.translate import translate
 from venue.clob.transport import END_CURSOR, INITIAL_CURSOR, ClobHttp
 from venue.clob.wire import (
     cancel_answer,
+    fee_from_clob_market,
     fills_from_trade,
     meta_from_market,
     order_answer,
     venue_order,
+    with_fee,
 )
 
 log = structlog.get_logger("venue.clob")
@@ -385,7 +388,19 @@ class ClobBroker:
             )
         except OrderRejected:
             return []
-        return meta_from_market(str(cid), m)
+        return with_fee(meta_from_market(str(cid), m), await self._clob_market_fee(str(cid)))
+
+    async def _clob_market_fee(self, cid: str) -> FeeSchedule | None:
+        """The market's taker fee from `/clob-markets/{cid}` (`fd`); None if it cannot be read
+        now (the rules fall back to Gamma's schedule and ask again later)."""
+        try:
+            d = await self._call(
+                "clob_general", lambda: self._http.request("GET", f"/clob-markets/{cid}")
+            )
+        except (OrderRejected, TransientError) as e:
+            log.warning("clob_market_fee_unavailable", condition_id=cid, error=type(e).__name__)
+            return None
+        return fee_from_clob_market(cid, d)
 
     async def close(self) -> None:
         self._sign_pool.shutdown(wait=False, cancel_futures=True)

@@ -14,10 +14,11 @@ import httpx
 import structlog
 
 from errors import TransientError
+from execution.fees import FeeSchedule
 from execution.ports import MarketMeta
 from models import Level
 from resilience.rate_limit import RateLimiter
-from venue.clob.wire import meta_from_market
+from venue.clob.wire import fee_from_clob_market, meta_from_market, with_fee
 
 log = structlog.get_logger("venue.clob")
 
@@ -48,7 +49,21 @@ class PublicMarketMeta:
             m = await self._get(f"/markets/{cid}")
         except httpx.HTTPError as e:
             raise TransientError(f"market metadata unavailable: {type(e).__name__}") from e
-        return meta_from_market(str(cid), m.json()) if m.status_code == 200 else []
+        if m.status_code != 200:
+            return []
+        return with_fee(meta_from_market(str(cid), m.json()), await self._fee(str(cid)))
+
+    async def _fee(self, cid: str) -> FeeSchedule | None:
+        """The taker fee from `/clob-markets/{cid}` (`fd`); None if it cannot be read now."""
+        try:
+            r = await self._get(f"/clob-markets/{cid}")
+            if r.status_code != 200:
+                raise ValueError(f"HTTP {r.status_code}")
+            body = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            log.warning("clob_market_fee_unavailable", condition_id=cid, error=str(e)[:80])
+            return None
+        return fee_from_clob_market(cid, body)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -8,6 +8,7 @@ which is a clear refusal (`OrderRejected`) or `OutcomeUnknown`, never a guess.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -16,6 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from errors import DuplicateOrder, OrderRejected, OutcomeUnknown
+from execution.fees import NO_FEE, FeeSchedule, FeeSource
 from execution.ports import Ack, CancelResult, MarketMeta, VenueOrder, VenueStatus
 from models import (
     MONEY_MAX_DIGITS,
@@ -284,3 +286,40 @@ def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
             )
         )
     return out
+
+
+def fee_from_clob_market(condition_id: str, d: Any) -> FeeSchedule | None:
+    """The taker fee in a `/clob-markets/{condition_id}` record: `fd: {r: rate, e: exponent,
+    to: taker_only}`, absent when the market has no fee (`MarketDetails` in
+    https://github.com/Polymarket/clob-client-v2/blob/main/src/types/clob.ts; the SDK's
+    `get_clob_market_info` reads `fd.r` and `fd.e`).
+
+    None (logged) if the record cannot be read, so the caller falls back to Gamma's schedule.
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("t"), list):
+        log.warning("clob_market_unreadable", condition_id=condition_id[:80], why="no tokens")
+        return None
+    fd = d.get("fd")
+    if fd is None:
+        return FeeSchedule(source=FeeSource.CLOB)
+    try:
+        if not isinstance(fd, dict):
+            raise Unreadable("fd is not an object")
+        rate = parse.amount(fd.get("r"), max_digits=1)
+        exponent = parse.amount(fd.get("e"), max_digits=2, default=Decimal(1))
+        to = fd.get("to", True)
+        if not isinstance(to, bool):
+            raise Unreadable("fd.to is not a boolean")
+        if rate == 0:
+            return FeeSchedule(source=FeeSource.CLOB)
+        return FeeSchedule(rate=rate, exponent=exponent, taker_only=to, source=FeeSource.CLOB)
+    except (Unreadable, ValueError) as e:
+        log.warning("clob_market_fee_unreadable", condition_id=condition_id[:80], why=str(e))
+        return None
+
+
+def with_fee(metas: list[MarketMeta], fee: FeeSchedule | None) -> list[MarketMeta]:
+    """`metas` with the market's fee set (unchanged when `fee` is None: not read)."""
+    if fee is None or fee == NO_FEE:
+        return metas
+    return [replace(m, fee=fee) for m in metas]

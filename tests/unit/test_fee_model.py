@@ -1,0 +1,194 @@
+"""The daemon's fee model: read from the venue per market (`/clob-markets` `fd` first, Gamma's
+`feeSchedule` as the fallback, never `base_fee`), kept through tick changes, booked on taker fills
+only, counted by risk, and carried into cost basis and PnL.
+
+Sources: `MarketDetails.fd` in https://github.com/Polymarket/clob-client-v2/blob/main/src/types/clob.ts;
+Gamma `feeSchedule` in the real capture `gamma/market_sports_moneyline_closed_2026_04.json`;
+https://docs.polymarket.com/trading/fees (the taker pays, makers pay nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+
+from execution.fees import NO_FEE, FeeSchedule, FeeSource
+from execution.market_rules import MarketRules
+from execution.ports import MarketMeta
+from execution.positions import PositionBook
+from execution.risk import RiskEngine, RiskLimits, TradingState
+from models import Fill, LiquidityRole, Market, Position, Side
+from tests.helpers import FIXTURES, TOKEN, make_order
+from venue.clob.wire import fee_from_clob_market, with_fee
+from venue.gamma import parse_market
+
+OTHER = "2" * 70
+CONDITION = "0x" + "ab" * 32
+CRYPTO = FeeSchedule(rate=D("0.072"), source=FeeSource.CLOB)
+
+
+def meta(token: str = TOKEN, fee: FeeSchedule = NO_FEE) -> MarketMeta:
+    return MarketMeta(
+        token_id=token,
+        condition_id=CONDITION,
+        tick_size=D("0.01"),
+        min_size=D(5),
+        neg_risk=False,
+        fee=fee,
+    )
+
+
+def market(**kw: Any) -> Market:
+    return Market(condition_id=CONDITION, token_ids=(TOKEN, OTHER), **kw)
+
+
+# --- reading the venue ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fd", "want"),
+    [
+        ({"r": 0.072, "e": 1, "to": True}, CRYPTO),
+        ({"r": 0.25, "e": 2}, FeeSchedule(rate=D("0.25"), exponent=D(2), source=FeeSource.CLOB)),
+        ({"r": "0.03", "e": "1.5", "to": False}, FeeSchedule(D("0.03"), D("1.5"), False, "clob")),
+        (None, FeeSchedule(source=FeeSource.CLOB)),  # absent: the market has no fee
+        ({"r": 0, "e": 0}, FeeSchedule(source=FeeSource.CLOB)),
+    ],
+)
+def test_fd_is_the_fee(fd: Any, want: FeeSchedule) -> None:
+    d: dict[str, Any] = {"t": [{"t": TOKEN, "o": "Yes"}], "mts": 0.01, "mbf": 1000, "tbf": 1000}
+    if fd is not None:
+        d["fd"] = fd
+    assert fee_from_clob_market(CONDITION, d) == want
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"fd": {"r": "x"}},
+        {"fd": {"r": -1}},
+        {"fd": {"r": 0.07, "e": 0}},
+        {"fd": [1]},
+        {"fd": {"r": 0.1, "to": "yes"}},
+    ],
+)
+def test_unreadable_fd_is_none_so_gamma_is_the_fallback(bad: dict[str, Any]) -> None:
+    assert fee_from_clob_market(CONDITION, {"t": [], **bad}) is None
+    assert fee_from_clob_market(CONDITION, "<html>") is None
+
+
+def test_with_fee_sets_both_tokens() -> None:
+    both = with_fee([meta(), meta(OTHER)], CRYPTO)
+    assert [m.fee for m in both] == [CRYPTO, CRYPTO]
+    assert with_fee([meta()], None) == [meta()]
+
+
+def test_gamma_fee_schedule_from_a_real_capture() -> None:
+    raw = json.loads(
+        (FIXTURES / "gamma" / "market_sports_moneyline_closed_2026_04.json").read_text()
+    )
+    row = raw[0] if isinstance(raw, list) else raw
+    m = parse_market(row).market
+    assert (m.fee_rate, m.fee_exponent, m.fee_taker_only) == (D("0.03"), D(1), True)
+    no_fee = dict(row, feesEnabled=False)
+    no_fee.pop("feeSchedule")
+    assert parse_market(no_fee).market.fee_rate == 0
+    unsaid = dict(row)
+    unsaid.pop("feeSchedule")  # a fee market whose schedule Gamma does not show
+    assert parse_market(unsaid).market.fee_rate is None
+
+
+# --- precedence and refresh ---------------------------------------------------------------------
+
+
+class Venue:
+    def __init__(self, fee: FeeSchedule) -> None:
+        self.fee = fee
+        self.calls = 0
+
+    async def market_meta(self, token_id: str) -> list[MarketMeta]:
+        self.calls += 1
+        return [meta(fee=self.fee), meta(OTHER, fee=self.fee)]
+
+
+async def test_clob_fee_wins_over_gamma_and_gamma_is_the_fallback() -> None:
+    venue = Venue(CRYPTO)
+    rules = MarketRules(source=venue)
+    rules.load_market(market(fee_rate=D("0.05")))
+    assert rules.fee(TOKEN) == FeeSchedule(rate=D("0.05"), source=FeeSource.GAMMA)
+    await rules.ensure(TOKEN)  # the first order reads `fd`
+    assert rules.fee(TOKEN) == CRYPTO and rules.fee(OTHER) == CRYPTO
+    rules.load_market(market(fee_rate=D("0.05")))  # rediscovery does not overwrite `fd`
+    assert rules.fee(TOKEN) == CRYPTO
+    rules.set_tick_size(TOKEN, D("0.001"))  # a tick change keeps the fee
+    assert rules.fee(TOKEN) == CRYPTO
+    await rules.ensure(TOKEN)
+    assert venue.calls == 1
+
+
+async def test_fee_not_served_by_the_clob_is_asked_again_later() -> None:
+    venue = Venue(NO_FEE)  # /clob-markets could not be read
+    rules = MarketRules(source=venue)
+    rules.load_market(market(fee_rate=D("0.05")))
+    await rules.ensure(TOKEN)
+    await rules.ensure(TOKEN)
+    assert venue.calls == 1  # not once per order
+    assert rules.fee(TOKEN).rate == D("0.05")  # Gamma's meanwhile
+
+
+def test_unknown_market_has_no_fee() -> None:
+    assert MarketRules().fee(TOKEN) == NO_FEE
+
+
+# --- booking ------------------------------------------------------------------------------------
+
+
+def fill(role: LiquidityRole, side: Side = Side.BUY, fee: str = "0") -> Fill:
+    return Fill(
+        trade_id="t1",
+        venue_order_id="0x1",
+        token_id=TOKEN,
+        side=side,
+        price=D("0.97"),
+        size=D(100),
+        role=role,
+        fee=D(fee),
+    )
+
+
+async def test_taker_fill_books_the_fee_and_a_maker_fill_none() -> None:
+    rules = MarketRules()
+    rules.put(meta(fee=CRYPTO))
+    assert (await rules.with_fee(fill(LiquidityRole.TAKER))).fee == D("0.20952")
+    assert (await rules.with_fee(fill(LiquidityRole.MAKER))).fee == 0
+    assert (await rules.with_fee(fill(LiquidityRole.TAKER, fee="0.3"))).fee == D("0.3")
+
+
+def test_cost_basis_and_pnl_carry_the_fees() -> None:
+    # BUY 100 @ 0.97 as taker (fee 0.20952), SELL 100 @ 0.98 as taker (fee 0.14112).
+    pos = Position(token_id=TOKEN).apply(Side.BUY, D("0.97"), D(100), D("0.20952"))
+    assert pos.avg_cost * pos.size == D("97.20952")
+    done = pos.apply(Side.SELL, D("0.98"), D(100), D("0.14112"))
+    assert done.realized_pnl == D("1.00") - D("0.35064")
+    # Sold as maker (a post-only take-profit): only the entry fee.
+    maker_exit = pos.apply(Side.SELL, D("0.98"), D(100), D(0))
+    assert maker_exit.realized_pnl == D("0.79048")
+
+
+def test_risk_counts_the_fee_of_a_buy() -> None:
+    risk = RiskEngine(
+        limits=RiskLimits(
+            max_order_notional=D("97.1"),
+            max_position_notional=D(10**6),
+            max_total_exposure=D(10**6),
+            max_open_orders=10,
+        )
+    )
+    req = make_order(price="0.97", size="100")  # 97.00 notional
+    book = PositionBook()
+    assert risk.check(req, book, TradingState.ACTIVE) is None
+    why = risk.check(req, book, TradingState.ACTIVE, fee=D("0.20952"))
+    assert why == "order notional 97.20952 (fee 0.20952 included) exceeds the per-order cap 97.1"
