@@ -77,7 +77,11 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         log.info("sniper_off", enabled=s.sniper_enabled, rules=str(s.sniper_rules_path))
         return stage
     sniper = stage.sniper = Sniper(
-        rules=rules, books=store, orders=executor, metrics=shared.metrics
+        rules=rules,
+        books=store,
+        orders=executor,
+        metrics=shared.metrics,
+        fees=execution.rules.fee,
     )
     sniper.on_watch = lambda tokens: feed.watch("sniper", tokens)
     market_rules = execution.rules

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Final
 
+from execution.fees import NO_FEE, FeeSchedule, max_buy_size
 from models import Side
 from strategies.copy_trader.rules import WalletRule
 from venue.data_api import LeaderTrade
@@ -99,15 +100,21 @@ def rule_notional(rule: WalletRule, trade: LeaderTrade, price: Decimal) -> Decim
 
 
 def entry_size(
-    rule: WalletRule, trade: LeaderTrade, price: Decimal, exposure: Decimal
+    rule: WalletRule,
+    trade: LeaderTrade,
+    price: Decimal,
+    exposure: Decimal,
+    fee: FeeSchedule = NO_FEE,
 ) -> Decimal | Skip:
-    """Size of a copied entry, shrunk to the room left under `max_market_exposure`."""
+    """Size of a copied entry, shrunk to the room left under `max_market_exposure`: the most
+    that budget buys at `price` once the market's taker `fee` (budgeted at the limit) is paid,
+    rounded down to the size step."""
     notional = rule_notional(rule, trade, price)
     room = rule.max_market_exposure - exposure
     if room <= 0:
         return Skip("exposure_limit", f"market exposure at {rule.max_market_exposure}")
     notional = min(notional, room)
-    return notional / price
+    return max_buy_size(notional, price, fee, step=SIZE_STEP)
 
 
 def mirror_fraction(sold: Decimal, leader_before: Decimal) -> Decimal:

@@ -25,6 +25,8 @@ from typing import Final, Protocol
 import structlog
 
 from errors import ConfigError, OrderRejected, TransientError
+from execution.fees import NO_FEE
+from execution.ports import MarketMeta
 from models import BookSource, OrderRequest, OrderResult, OrderType, Side
 from observability.metrics import Metrics
 from resilience.backoff import Backoff
@@ -397,7 +399,8 @@ class CopyTrader:
         if entry:
             await self._refresh_reservations(trade.condition_id)
             exposure = self._memory.exposure(trade.condition_id)
-            size_or_skip = entry_size(rule, trade, price, exposure)
+            fee = info.fee if isinstance(info, MarketMeta) else NO_FEE
+            size_or_skip = entry_size(rule, trade, price, exposure, fee)
         else:
             size_or_skip = await self._exit_size(rule, trade, price, batch)
         if isinstance(size_or_skip, Skip):

@@ -116,6 +116,9 @@ class SniperRule(BaseModel):
     cooldown_s: float = Field(default=60.0, ge=0)
     ends_within_minutes: float | None = Field(default=None, gt=0, le=MAX_WINDOW_MINUTES)
     take_profit: RuleDecimal | None = None
+    take_profit_post_only: bool = True
+    """Rest the take-profit as post-only: it never takes, so it never pays the taker fee (the
+    venue refuses it if it would cross, rather than filling it as a taker)."""
     max_book_age_s: float | None = Field(default=None, gt=0)
 
     @field_validator("min_price", "max_price")

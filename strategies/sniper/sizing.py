@@ -1,9 +1,9 @@
 """Sniper sizing: whether a book is an opportunity for a rule, and what order it makes.
 
 Owns the arithmetic, free of I/O and state: the band check on the best ask, the market-end
-window, the limit price on the tick grid, the depth at or under it, the size (the rule's
-notional over the limit, capped by depth, rounded down to the size step) against the market's
-and the venue's minimums, and the take-profit quote.
+window, the limit price on the tick grid, the depth at or under it, the size (the most the rule's
+notional buys at the limit once the taker fee is paid, capped by depth, rounded down to the size
+step) against the market's and the venue's minimums, and the take-profit quote.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Final
 
+from execution.fees import NO_FEE, FeeSchedule, max_buy_size
 from models import ONE, ZERO, Market
 from strategies.sniper.rules import SniperRule
 from venue.order_book import OrderBook
@@ -54,8 +55,12 @@ def opportunity(
     book: OrderBook,
     market: Market | None,
     wall: Callable[[], datetime],
+    fee: FeeSchedule = NO_FEE,
 ) -> Decision | None:
-    """Return the BUY `rule` makes on `book` now, or None if the book is no opportunity."""
+    """Return the BUY `rule` makes on `book` now, or None if the book is no opportunity.
+
+    Its notional plus the most the market's taker `fee` can charge it stays within
+    `rule.max_notional`."""
     best = book.best_ask()
     if best is None:
         return None
@@ -78,7 +83,8 @@ def opportunity(
     depth = book.ask_depth_at_or_under(limit)
     if depth < rule.min_size:
         return None
-    size = floor_to(min(rule.max_notional / limit, depth), SIZE_STEP)
+    # The taker fee is paid on top of the notional: budget it at the limit (the worst price).
+    size = min(max_buy_size(rule.max_notional, limit, fee), floor_to(depth, SIZE_STEP))
     min_size = market.min_size if market is not None else ZERO
     if size <= 0 or size < min_size or size * limit < MIN_MARKETABLE_NOTIONAL:
         return None

@@ -10,14 +10,16 @@ ids or slugs, and/or a Gamma filter such as "ends within N minutes") and fires w
 * optionally, the market ends within `ends_within_minutes`.
 
 It then emits one BUY (FAK by default, or FOK) limited at `max_price` (on the current tick
-grid), sized `min(max_notional / price, depth)` rounded down to the venue's size precision.
+grid), sized so that notional plus the market's taker fee (budgeted at that price) stays within
+`max_notional`, capped by depth, rounded down to the venue's size precision.
 
 Exactly once per opportunity: after firing, a rule is disarmed for that token until it sees the
 condition false again on a usable book. No second order goes out for a token while one is in
 flight, nor after one of ours filled until the feed reports that book changed (the asks we took
 may still show). At most `max_entries` accepted entries per token, at least `cooldown_s` apart.
 
-An optional take-profit rests a GTC SELL at entry x (1 + take_profit), rounded up to the tick. Live,
+An optional take-profit rests a GTC SELL at entry x (1 + take_profit), rounded up to the tick,
+post-only by default (`take_profit_post_only`): a maker pays no taker fee. Live,
 the BUY's ack can beat its fill (user websocket), and risk only sells what the position holds, so
 the SELL waits (in its own task, bounded by `fill_wait_s`) until the position shows the fill.
 
@@ -39,6 +41,7 @@ from typing import Final
 
 import structlog
 
+from execution.fees import NO_FEE, FeeSchedule, FeeSource, gamma_schedule
 from models import ONE, ZERO, Market, OrderRequest, OrderResult, OrderType, Side
 from observability.metrics import Metrics
 from strategies.base import OrderSink, PositionSource
@@ -73,8 +76,11 @@ class Sniper:
         fill_wait_s: float = FILL_WAIT_S,
         fill_poll_s: float = FILL_POLL_S,
         retired_slots: int = RETIRED_SLOTS,
+        fees: Callable[[str], FeeSchedule] | None = None,
     ) -> None:
         self.name = name
+        # The market's taker fee per token (the executor's market rules); Gamma's as fallback.
+        self._fees = fees
         self.rules = list(rules)
         self._books = books
         self._orders = orders
@@ -188,7 +194,7 @@ class Sniper:
             slot = self._slots.get(rule.name, token)
             if rule.max_book_age_s is not None and now - book.updated_at > rule.max_book_age_s:
                 continue
-            d = opportunity(rule, token, book, market, self._wall)
+            d = opportunity(rule, token, book, market, self._wall, self._fee(token, market))
             if d is None:
                 slot.armed = True
                 continue
@@ -206,6 +212,14 @@ class Sniper:
             slot.armed = False
             slot.last_fire = now
             self._fire(tg, d, slot, market)
+
+    def _fee(self, token: str, market: Market | None) -> FeeSchedule:
+        """The token's taker fee: the market rules' (`/clob-markets` `fd`) once read, else the
+        schedule Gamma showed discovery, else none."""
+        known = self._fees(token) if self._fees is not None else NO_FEE
+        if known.source == FeeSource.NONE and market is not None:
+            return gamma_schedule(market) or known
+        return known
 
     def _blocked(self, reason: str) -> None:
         if self._metrics is not None:
@@ -313,6 +327,7 @@ class Sniper:
             price=price,
             size=size,
             order_type=OrderType.GTC,
+            post_only=d.rule.take_profit_post_only,
             reason=f"sniper rule {d.rule.name}: take profit {tp}",
         )
         want = held + size if held is not None else None

@@ -9,21 +9,26 @@ https://docs.polymarket.com/trading/fees (the taker pays, makers pay nothing).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from decimal import Decimal as D
 from typing import Any
 
 import pytest
 
-from execution.fees import NO_FEE, FeeSchedule, FeeSource
+from execution.fees import NO_FEE, FeeSchedule, FeeSource, fee_budget
 from execution.market_rules import MarketRules
 from execution.ports import MarketMeta
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits, TradingState
-from models import Fill, LiquidityRole, Market, Position, Side
+from models import Fill, LiquidityRole, Market, OrderRequest, OrderResult, Position, Side
+from strategies.copy_trader.sizing import entry_size
+from strategies.sniper import Sniper
 from tests.helpers import FIXTURES, TOKEN, make_order
 from venue.clob.wire import fee_from_clob_market, with_fee
 from venue.gamma import parse_market
+from venue.order_book import BookStore
 
 OTHER = "2" * 70
 CONDITION = "0x" + "ab" * 32
@@ -192,3 +197,71 @@ def test_risk_counts_the_fee_of_a_buy() -> None:
     assert risk.check(req, book, TradingState.ACTIVE) is None
     why = risk.check(req, book, TradingState.ACTIVE, fee=D("0.20952"))
     assert why == "order notional 97.20952 (fee 0.20952 included) exceeds the per-order cap 97.1"
+
+
+# --- sizing -------------------------------------------------------------------------------------
+
+
+async def test_sniper_buy_leaves_room_for_the_fee_and_exits_post_only() -> None:
+    from tests.unit.test_sniper import RecordingExecutor, market, rule, set_book, settle
+
+    ex = RecordingExecutor()
+    store = BookStore(stale_after_s=60)
+    sn = Sniper(
+        rules=[rule(max_notional="19", take_profit="0.02")],
+        books=store,
+        orders=ex,
+        fees=lambda token: CRYPTO,
+    )
+    sn.set_market(market())
+    task = asyncio.create_task(sn.run())
+    try:
+        await asyncio.sleep(0)
+        set_book(store, {"0.93": "100"})
+        await settle()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    buy, sell = ex.requests
+    # Without the fee 19 / 0.95 = 20 shares; with it one share costs 0.95 + 0.00342.
+    assert buy.size == D("19.92")
+    assert buy.notional + fee_budget(buy.size, buy.price, CRYPTO) <= D(19)
+    assert D("19.93") * buy.price + fee_budget(D("19.93"), buy.price, CRYPTO) > D(19)
+    assert sell.post_only and sell.order_type.value == "GTC"
+
+
+async def test_sniper_uses_gammas_fee_until_the_clob_fee_is_read() -> None:
+    from tests.unit.test_sniper import market, rule
+
+    sn = Sniper(rules=[rule()], books=BookStore(stale_after_s=60), orders=_Nowhere())
+    m = market(fee_rate=D("0.05"))
+    assert sn._fee(TOKEN, m).rate == D("0.05")
+    sn2 = Sniper(
+        rules=[rule()], books=BookStore(stale_after_s=60), orders=_Nowhere(), fees=lambda t: CRYPTO
+    )
+    assert sn2._fee(TOKEN, m) == CRYPTO
+
+
+def test_take_profit_post_only_can_be_turned_off() -> None:
+    from tests.unit.test_sniper import rule
+
+    assert rule(take_profit="0.02").take_profit_post_only is True
+    assert rule(take_profit="0.02", take_profit_post_only=False).take_profit_post_only is False
+
+
+def test_copy_entry_leaves_room_for_the_fee() -> None:
+    from tests.unit.test_copy_trader import rule, trade
+
+    r = rule(sizing="fixed_notional", fixed_notional="10", ratio=None)
+    t = trade(price="0.50")
+    plain = entry_size(r, t, D("0.5"), D(0))
+    with_fee = entry_size(r, t, D("0.5"), D(0), CRYPTO)
+    assert plain == D(20)
+    assert isinstance(with_fee, D) and with_fee == D("19.30")  # 10 / (0.5 + 0.072 x 0.25)
+    assert with_fee * D("0.5") + fee_budget(with_fee, D("0.5"), CRYPTO) <= D(10)
+
+
+class _Nowhere:
+    async def submit(self, request: OrderRequest) -> OrderResult:
+        raise AssertionError("no order expected")
