@@ -46,7 +46,7 @@ from errors import (
     TransientError,
 )
 from execution.batch import BatchSender
-from execution.fees import fee_budget
+from execution.funds import Funds
 from execution.guard import TradingGuard
 from execution.market_rules import MarketRules
 from execution.ports import Ack, Broker, Prepared, VenueOrder
@@ -130,6 +130,7 @@ class Executor:
             daily_loss_limit=config.daily_loss_limit,
             daily_loss_warn_fraction=config.daily_loss_warn_fraction,
         )
+        self.funds = Funds(broker=broker, positions=positions, metrics=metrics)
         self.tracker = OrderTracker(
             journal=repos.orders,
             positions=positions,
@@ -345,8 +346,8 @@ class Executor:
         if reason is not None:
             return await self.settle.refused(req, RefusalSource.RULES, reason)
         assert meta is not None  # the rules refuse an unknown market
-        fee = fee_budget(req.size, req.price, meta.fee)
-        reason = self.risk.check(req, self.positions, self.state, fee=fee)
+        req, fee, reason = await self.funds.fit(req, meta)  # a BUY the balance cannot pay shrinks
+        reason = reason or self.risk.check(req, self.positions, self.state, fee=fee)
         if reason is not None:
             active = self.state is TradingState.ACTIVE
             return await self.settle.refused(
@@ -441,8 +442,7 @@ class Executor:
             self._publish()
             return
         self.metrics.fills_total.labels(fill.side.value, fill.role.value.lower()).inc()
-        if fill.fee > 0:
-            self.metrics.fees_paid_usd_total.labels(fill.side.value).inc(float(fill.fee))
+        self.funds.booked(fill)
         log.info(
             "fill_recorded",
             client_order_id=fill.client_order_id,

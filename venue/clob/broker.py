@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import structlog
@@ -54,8 +55,10 @@ from execution.ports import (
 )
 from models import Fill, OrderRequest, Side
 from resilience.rate_limit import RateLimiter
+from venue import parse
 from venue.clob.signing import (
     BYTES32_ZERO,
+    MICRO,
     ORDER_KEYS,
     DigestSigner,
     domain_separator,
@@ -75,6 +78,7 @@ from venue.clob.wire import (
     venue_order,
     with_fee,
 )
+from venue.parse import Unreadable
 
 log = structlog.get_logger("venue.clob")
 
@@ -373,6 +377,22 @@ class ClobBroker:
             raise TransientError("heartbeat answer has no heartbeat_id")
         self.heartbeat_id = res["heartbeat_id"]
         return self.heartbeat_id
+
+    async def collateral_balance(self) -> Decimal:
+        """BalanceSource: the funder's pUSD (`GET /balance-allowance`, 6-decimal units)."""
+        params = {"asset_type": "COLLATERAL", "signature_type": int(self.signature_type)}
+        headers = self._http.l2_headers(self._signer, self._creds, "GET", "/balance-allowance")
+        try:
+            res = await self._call(
+                "balance_allowance",
+                lambda: self._http.request(
+                    "GET", "/balance-allowance", headers=headers, params=params
+                ),
+            )
+            raw = res.get("balance") if isinstance(res, dict) else None
+            return parse.amount(raw, max_digits=21) / MICRO
+        except (OrderRejected, Unreadable) as e:
+            raise TransientError(f"balance unreadable: {e}") from e
 
     # market metadata (MetadataSource) ---------------------------------------------------
     async def market_meta(self, token_id: str) -> list[MarketMeta]:

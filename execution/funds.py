@@ -1,0 +1,86 @@
+"""The wallet's cash as the executor sees it: what a BUY may take (notional + taker fee), a BUY
+shrunk to the free balance before the venue would refuse it, and the fees our fills paid.
+
+Polymarket's V2 exchange charges a taker BUY its fee in pUSD **on top of** the notional, and the
+venue refuses an order the balance cannot cover with HTTP 400 `not enough balance / allowance`
+(https://docs.polymarket.com/resources/error-codes). Both SDKs trim a market BUY for the fee
+(`adjust_buy_amount_for_fees` in
+https://github.com/Polymarket/py-clob-client-v2/blob/main/py_clob_client_v2/fees.py); here every
+BUY is checked, and shrunk to the largest size whose notional + budgeted fee fits the free balance:
+the wallet's pUSD minus what our open BUYs already reserve at the venue.
+
+The balance is read fresh for each BUY from a broker that can tell it (`BalanceSource`, the live
+broker); without one (paper) nothing is shrunk. A balance that cannot be read leaves the order as
+it is (logged): the venue's own check still stands.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+import structlog
+
+from errors import TransientError
+from execution.fees import buy_cost, fee_budget, max_buy_size
+from execution.market_rules import SIZE_STEP, MarketRules
+from execution.ports import MarketMeta
+from execution.positions import PositionBook
+from models import ZERO, Fill, OrderRequest, Side
+from observability.metrics import Metrics
+
+log = structlog.get_logger("execution.funds")
+
+
+@runtime_checkable
+class BalanceSource(Protocol):
+    """A broker that can read the wallet's pUSD balance (`/balance-allowance`)."""
+
+    async def collateral_balance(self) -> Decimal:
+        """The wallet's pUSD balance; raise TransientError if it cannot be read now."""
+        ...
+
+
+class Funds:
+    """Fits BUYs to the free balance and counts the fees our fills paid."""
+
+    def __init__(self, *, broker: object, positions: PositionBook, metrics: Metrics) -> None:
+        self._balance = broker if isinstance(broker, BalanceSource) else None
+        self._positions = positions
+        self._metrics = metrics
+
+    async def fit(
+        self, req: OrderRequest, meta: MarketMeta
+    ) -> tuple[OrderRequest, Decimal, str | None]:
+        """`(request, fee budget, refusal)`: a BUY whose notional + fee the free balance cannot
+        pay is shrunk to the largest size it can (refused if that breaks the market's rules)."""
+        fee = meta.fee
+        budget = fee_budget(req.size, req.price, fee)
+        if req.side is not Side.BUY or self._balance is None:
+            return req, budget, None
+        try:
+            balance = await self._balance.collateral_balance()
+        except TransientError as e:
+            log.warning("balance_unavailable", client_order_id=req.client_order_id, error=str(e))
+            return req, budget, None
+        free = balance - self._positions.open_buy_notional()
+        if buy_cost(req.size, req.price, fee) <= free:
+            return req, budget, None
+        size = max_buy_size(free, req.price, fee, step=SIZE_STEP)
+        shrunk = req.model_copy(update={"size": size})
+        broken = MarketRules.check(shrunk, meta) if size > ZERO else "nothing left"
+        if broken is not None:
+            return req, budget, f"free balance {free} cannot pay notional + fee ({broken})"
+        log.info(
+            "buy_shrunk_to_balance",
+            client_order_id=req.client_order_id,
+            size=str(req.size),
+            shrunk_to=str(size),
+            free=str(free),
+        )
+        return shrunk, fee_budget(size, req.price, fee), None
+
+    def booked(self, fill: Fill) -> None:
+        """Count the fee a recorded fill paid (`polyd_fees_paid_usd_total`)."""
+        if fill.fee > 0:
+            self._metrics.fees_paid_usd_total.labels(fill.side.value).inc(float(fill.fee))
