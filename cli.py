@@ -230,6 +230,7 @@ def positions(settings: Settings) -> list[dict[str, Any]]:
             "avg_cost": str(p.avg_cost),
             "cost_basis": str((p.size * p.avg_cost).quantize(Decimal("0.01"))),
             "realized_pnl": str(p.realized_pnl),
+            "fees_paid": str(p.fees_paid),
             "updated_at": p.updated_at,
         }
         for p in _read(settings, Reports.positions)
@@ -348,7 +349,7 @@ def _render_status(s: dict[str, Any]) -> str:
     lines += [
         f"trading state: {state}{reason}",
         f"orders:        {by_status} (open {db['open_orders']}, last {db['last_order_at'] or '-'})",
-        f"fills:         {db['fills']}",
+        f"fills:         {db['fills']} (taker fees paid {_q(db.get('fees_paid', '0'), 5)} pUSD)",
         f"positions:     {db['positions']} open, realized PnL {_q(db['realized_pnl'], 2)} pUSD",
         f"database:      {s['db_path']}",
     ]
@@ -366,13 +367,14 @@ def _render_positions(rows: list[dict[str, Any]]) -> str:
         return "no positions"
     total = sum((Decimal(r["realized_pnl"]) for r in rows), Decimal(0))
     body = table(
-        ["token", "size", "avg cost", "cost basis", "realized PnL", "updated"],
+        ["token", "size", "avg cost", "cost basis", "fees paid", "realized PnL", "updated"],
         [
             [
                 _short(r["token_id"], 16),
                 _q(r["size"], 4),
                 _q(r["avg_cost"], 4),
                 r["cost_basis"],
+                _q(r.get("fees_paid", "0"), 5),
                 _q(r["realized_pnl"], 2),
                 r["updated_at"][:19],
             ]

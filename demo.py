@@ -147,6 +147,7 @@ def summarize(db_path: Path) -> dict[str, Any]:
         "fills": fills.count,
         "bought": str(fills.bought),
         "sold": str(fills.sold),
+        "fees_paid": str(fills.fees),
         "positions": [
             {"token_id": p.token_id, "size": str(p.size), "avg_cost": str(p.avg_cost)}
             for p in positions
@@ -171,6 +172,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "orders by strategy: " + (", ".join(f"{k}={v}" for k, v in by_strategy.items()) or "none")
     )
     print(f"fills: {summary['fills']} (bought {summary['bought']}, sold {summary['sold']} shares)")
+    print(f"taker fees paid: {summary['fees_paid']} pUSD (in cost basis and PnL below)")
     for p in summary["positions"]:
         cost = Decimal(p["avg_cost"]).quantize(Decimal("0.0001"))
         print(f"position {p['token_id'][:12]}…: {p['size']} @ {cost}")

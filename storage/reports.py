@@ -42,6 +42,8 @@ class PositionReport:
     avg_cost: Decimal
     realized_pnl: Decimal
     updated_at: str
+    fees_paid: Decimal = Decimal(0)
+    """Taker fees the token's journaled fills paid (in the cost basis and PnL already)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class DbSummary:
     positions: int
     realized_pnl: str
     last_order_at: str | None
+    fees_paid: str = "0"
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class FillTotals:
     count: int
     bought: Decimal
     sold: Decimal
+    fees: Decimal = Decimal(0)
 
 
 def _dec(text: str | None) -> Decimal:
@@ -162,7 +166,8 @@ class Reports:
             size, avg, pnl = _dec(r["size"]), _dec(r["avg_cost"]), _dec(r["realized_pnl"])
             if size == 0 and pnl == 0:
                 continue
-            out.append(PositionReport(r["token_id"], size, avg, pnl, r["updated_at"]))
+            fees = self._fees(r["token_id"])
+            out.append(PositionReport(r["token_id"], size, avg, pnl, r["updated_at"], fees))
         return out
 
     def orders(
@@ -200,6 +205,7 @@ class Reports:
         except ValueError as e:
             raise ReportError(f"cannot read the database: {e}") from None
         fills = int(self._rows("SELECT COUNT(*) FROM fills")[0][0])
+        fees = self._fees()
         pos = self._rows("SELECT size, realized_pnl FROM positions")
         last = self._rows("SELECT MAX(created_at) FROM orders")[0][0]
         return DbSummary(
@@ -211,6 +217,7 @@ class Reports:
             positions=sum(1 for p in pos if _dec(p[0]) != 0),
             realized_pnl=str(sum((_dec(p[1]) for p in pos), Decimal(0))),
             last_order_at=last,
+            fees_paid=str(fees),
         )
 
     def order_outcomes(self) -> OrderOutcomes:
@@ -227,7 +234,19 @@ class Reports:
 
     def fill_totals(self) -> FillTotals:
         """How many fills are journaled and the shares they bought and sold."""
-        rows = self._rows("SELECT side, size FROM fills")
+        rows = self._rows("SELECT side, size, fee FROM fills")
         bought = sum((_dec(r[1]) for r in rows if r[0] == Side.BUY.value), Decimal(0))
         sold = sum((_dec(r[1]) for r in rows if r[0] == Side.SELL.value), Decimal(0))
-        return FillTotals(count=len(rows), bought=bought, sold=sold)
+        fees = sum((_dec(r[2]) for r in rows), Decimal(0))
+        return FillTotals(count=len(rows), bought=bought, sold=sold, fees=fees)
+
+    def _fees(self, token_id: str | None = None) -> Decimal:
+        """Fees paid by the fills that did not fail (of one token, or all), summed as Decimal
+        (SQL's SUM would go through floating point)."""
+        if token_id is None:
+            rows = self._rows("SELECT fee FROM fills WHERE status != 'FAILED'")
+        else:
+            rows = self._rows(
+                "SELECT fee FROM fills WHERE status != 'FAILED' AND token_id = ?", (token_id,)
+            )
+        return sum((_dec(r[0]) for r in rows), Decimal(0))

@@ -192,6 +192,7 @@ def test_positions_lists_the_filled_position(daemon: Running) -> None:
             "avg_cost": "0.42",
             "cost_basis": "4.20",
             "realized_pnl": "0",
+            "fees_paid": "0",  # the test's market charges no fee
             "updated_at": rows[0]["updated_at"],
         }
     ]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from execution.ports import MarketMeta
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits, TradingState
 from models import Fill, LiquidityRole, Market, OrderRequest, OrderResult, Position, Side
+from storage import Repositories
+from storage.reports import Reports
 from strategies.copy_trader.sizing import entry_size
 from strategies.sniper import Sniper
 from tests.helpers import FIXTURES, TOKEN, make_order
@@ -265,3 +268,21 @@ def test_copy_entry_leaves_room_for_the_fee() -> None:
 class _Nowhere:
     async def submit(self, request: OrderRequest) -> OrderResult:
         raise AssertionError("no order expected")
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+async def test_reports_show_the_fees_paid(repos: Repositories, tmp_path: Path) -> None:
+    await repos.fills.record(fill(LiquidityRole.TAKER, fee="0.20952"))
+    sell = fill(LiquidityRole.TAKER, Side.SELL, fee="0.14112").model_copy(
+        update={"trade_id": "t2", "price": D("0.98"), "size": D(50)}
+    )
+    await repos.fills.record(sell)
+    with Reports.open(tmp_path / "polyd.db") as reports:
+        assert reports.fill_totals().fees == D("0.35064")
+        assert reports.summary().fees_paid == "0.35064"
+        (pos,) = reports.positions()
+    assert pos.fees_paid == D("0.35064")
+    # BUY 100 @ 0.97 + 0.20952, SELL 50 @ 0.98 - 0.14112
+    assert pos.realized_pnl == (D("0.98") - D("97.20952") / 100) * 50 - D("0.14112")
