@@ -46,7 +46,7 @@ from errors import (
     TransientError,
 )
 from execution.batch import BatchSender
-from execution.funds import Funds
+from execution.funds import count_fill, fill_log
 from execution.guard import TradingGuard
 from execution.market_rules import MarketRules
 from execution.ports import Ack, Broker, Prepared, VenueOrder
@@ -130,7 +130,6 @@ class Executor:
             daily_loss_limit=config.daily_loss_limit,
             daily_loss_warn_fraction=config.daily_loss_warn_fraction,
         )
-        self.funds = Funds(broker=broker, positions=positions, metrics=metrics)
         self.tracker = OrderTracker(
             journal=repos.orders,
             positions=positions,
@@ -346,8 +345,7 @@ class Executor:
         if reason is not None:
             return await self.settle.refused(req, RefusalSource.RULES, reason)
         assert meta is not None  # the rules refuse an unknown market
-        req, fee, reason = await self.funds.fit(req, meta)  # a BUY the balance cannot pay shrinks
-        reason = reason or self.risk.check(req, self.positions, self.state, fee=fee)
+        req, reason = await self.risk.admit(req, meta, self.positions, self.state)
         if reason is not None:
             active = self.state is TradingState.ACTIVE
             return await self.settle.refused(
@@ -441,18 +439,8 @@ class Executor:
             )
             self._publish()
             return
-        self.metrics.fills_total.labels(fill.side.value, fill.role.value.lower()).inc()
-        self.funds.booked(fill)
-        log.info(
-            "fill_recorded",
-            client_order_id=fill.client_order_id,
-            trade_id=fill.trade_id,
-            side=fill.side,
-            price=str(fill.price),
-            size=str(fill.size),
-            role=fill.role.value,
-            fee=str(fill.fee),
-        )
+        count_fill(self.metrics, fill)
+        log.info("fill_recorded", **fill_log(fill))
         if fill.client_order_id is not None:
             await self.settle.filled(fill.client_order_id)
         self._publish()

@@ -42,15 +42,13 @@ class BalanceSource(Protocol):
 
 
 class Funds:
-    """Fits BUYs to the free balance and counts the fees our fills paid."""
+    """Fits BUYs to the free balance (live: the broker reads it; otherwise nothing is shrunk)."""
 
-    def __init__(self, *, broker: object, positions: PositionBook, metrics: Metrics) -> None:
+    def __init__(self, *, broker: object = None) -> None:
         self._balance = broker if isinstance(broker, BalanceSource) else None
-        self._positions = positions
-        self._metrics = metrics
 
     async def fit(
-        self, req: OrderRequest, meta: MarketMeta
+        self, req: OrderRequest, meta: MarketMeta, positions: PositionBook
     ) -> tuple[OrderRequest, Decimal, str | None]:
         """`(request, fee budget, refusal)`: a BUY whose notional + fee the free balance cannot
         pay is shrunk to the largest size it can (refused if that breaks the market's rules)."""
@@ -63,7 +61,7 @@ class Funds:
         except TransientError as e:
             log.warning("balance_unavailable", client_order_id=req.client_order_id, error=str(e))
             return req, budget, None
-        free = balance - self._positions.open_buy_notional()
+        free = balance - positions.open_buy_notional()
         if buy_cost(req.size, req.price, fee) <= free:
             return req, budget, None
         size = max_buy_size(free, req.price, fee, step=SIZE_STEP)
@@ -80,7 +78,23 @@ class Funds:
         )
         return shrunk, fee_budget(size, req.price, fee), None
 
-    def booked(self, fill: Fill) -> None:
-        """Count the fee a recorded fill paid (`polyd_fees_paid_usd_total`)."""
-        if fill.fee > 0:
-            self._metrics.fees_paid_usd_total.labels(fill.side.value).inc(float(fill.fee))
+
+def count_fill(metrics: Metrics, fill: Fill) -> None:
+    """Count a recorded fill (`polyd_fills_total`) and the fee it paid
+    (`polyd_fees_paid_usd_total`)."""
+    metrics.fills_total.labels(fill.side.value, fill.role.value.lower()).inc()
+    if fill.fee > 0:
+        metrics.fees_paid_usd_total.labels(fill.side.value).inc(float(fill.fee))
+
+
+def fill_log(fill: Fill) -> dict[str, object]:
+    """The fields of a `fill_recorded` log line, fee and liquidity role included."""
+    return {
+        "client_order_id": fill.client_order_id,
+        "trade_id": fill.trade_id,
+        "side": fill.side,
+        "price": str(fill.price),
+        "size": str(fill.size),
+        "role": fill.role.value,
+        "fee": str(fill.fee),
+    }

@@ -14,6 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 
 from config import Settings
+from execution.funds import Funds
+from execution.ports import MarketMeta
 from execution.positions import PositionBook
 from models import ZERO, OrderRequest, Side
 
@@ -60,8 +62,17 @@ def is_reducing(req: OrderRequest, book: PositionBook) -> bool:
 class RiskEngine:
     """Say why an order would breach a limit, or nothing."""
 
-    def __init__(self, *, limits: RiskLimits) -> None:
+    def __init__(self, *, limits: RiskLimits, funds: Funds | None = None) -> None:
         self.limits = limits
+        self.funds = funds or Funds()
+
+    async def admit(
+        self, req: OrderRequest, meta: MarketMeta, book: PositionBook, state: TradingState
+    ) -> tuple[OrderRequest, str | None]:
+        """Fit a BUY to the free balance (notional + taker fee; it may shrink), then `check` it
+        with the most its fee can be. Returns the request to send and why not, if refused."""
+        req, fee, why = await self.funds.fit(req, meta, book)
+        return req, why or self.check(req, book, state, fee=fee)
 
     def check(
         self, req: OrderRequest, book: PositionBook, state: TradingState, *, fee: Decimal = ZERO

@@ -260,6 +260,43 @@ class SimMarket:
             d["markets"] = [m]
         return d
 
+    def clob_row(self) -> Json:
+        """A CLOB `/markets/{condition_id}` row."""
+        return {
+            "enable_order_book": True,
+            "active": self.active,
+            "closed": self.closed,
+            "archived": False,
+            "accepting_orders": self.accepting_orders,
+            "accepting_order_timestamp": None,
+            "minimum_order_size": float(self.min_size),
+            "minimum_tick_size": float(self.tick_size),
+            "condition_id": self.condition_id,
+            "question_id": self.question_id,
+            "question": self.question,
+            "description": self.question,
+            "market_slug": self.slug,
+            "end_date_iso": self.end_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "game_start_time": None,
+            "seconds_delay": self.seconds_delay,
+            "fpmm": "",
+            "maker_base_fee": self.legacy_base_fee,
+            "taker_base_fee": self.legacy_base_fee,
+            "notifications_enabled": False,
+            "neg_risk": self.neg_risk,
+            "neg_risk_market_id": self.question_id if self.neg_risk else "",
+            "neg_risk_request_id": "",
+            "icon": "",
+            "image": "",
+            "rewards": {"rates": None, "min_size": 0, "max_spread": 0},
+            "is_50_50_outcome": False,
+            "tokens": [
+                {"token_id": t, "outcome": o, "price": 0.5, "winner": False}
+                for t, o in zip(self.token_ids, self.outcomes, strict=True)
+            ],
+            "tags": list(self.tags),
+        }
+
     def clob_market_dict(self) -> Json:
         """`GET /clob-markets/{condition_id}` compact shape used by py-clob-client-v2.
 

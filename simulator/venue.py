@@ -427,40 +427,7 @@ class Venue:
         }
 
     def clob_market_row(self, m: SimMarket) -> Json:
-        return {
-            "enable_order_book": True,
-            "active": m.active,
-            "closed": m.closed,
-            "archived": False,
-            "accepting_orders": m.accepting_orders,
-            "accepting_order_timestamp": None,
-            "minimum_order_size": float(m.min_size),
-            "minimum_tick_size": float(m.tick_size),
-            "condition_id": m.condition_id,
-            "question_id": m.question_id,
-            "question": m.question,
-            "description": m.question,
-            "market_slug": m.slug,
-            "end_date_iso": m.end_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "game_start_time": None,
-            "seconds_delay": m.seconds_delay,
-            "fpmm": "",
-            "maker_base_fee": m.legacy_base_fee,
-            "taker_base_fee": m.legacy_base_fee,
-            "notifications_enabled": False,
-            "neg_risk": m.neg_risk,
-            "neg_risk_market_id": m.question_id if m.neg_risk else "",
-            "neg_risk_request_id": "",
-            "icon": "",
-            "image": "",
-            "rewards": {"rates": None, "min_size": 0, "max_spread": 0},
-            "is_50_50_outcome": False,
-            "tokens": [
-                {"token_id": t, "outcome": o, "price": 0.5, "winner": False}
-                for t, o in zip(m.token_ids, m.outcomes, strict=True)
-            ],
-            "tags": list(m.tags),
-        }
+        return m.clob_row()
 
     # faults ------------------------------------------------------------------------------
     def apply_fault_sync(self, spec: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import structlog
 
 from config import Settings
 from errors import OrderRejected
+from execution.funds import Funds
 from execution.heartbeat import ExecutorTrading, HeartbeatMonitor
 from execution.market_rules import MarketRules
 from execution.paper import PaperBroker
@@ -224,7 +225,7 @@ async def assemble(
         repos=repos,
         broker=broker,
         rules=rules,
-        risk=RiskEngine(limits=RiskLimits.from_settings(s)),
+        risk=RiskEngine(limits=RiskLimits.from_settings(s), funds=Funds(broker=broker)),
         positions=positions,
         metrics=metrics,
         breaker=breaker,
