@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from errors import TransientError
 from execution.fees import NO_FEE, FeeSchedule, FeeSource, fee_budget
+from execution.funds import Funds
 from execution.market_rules import MarketRules
 from execution.ports import MarketMeta
 from execution.positions import PositionBook
@@ -286,3 +288,39 @@ async def test_reports_show_the_fees_paid(repos: Repositories, tmp_path: Path) -
     assert pos.fees_paid == D("0.35064")
     # BUY 100 @ 0.97 + 0.20952, SELL 50 @ 0.98 - 0.14112
     assert pos.realized_pnl == (D("0.98") - D("97.20952") / 100) * 50 - D("0.14112")
+
+
+# --- the free balance -----------------------------------------------------------------------------
+
+
+class Wallet:
+    def __init__(self, balance: str | None) -> None:
+        self.balance = balance
+
+    async def collateral_balance(self) -> D:
+        if self.balance is None:
+            raise TransientError("balance unreadable")
+        return D(self.balance)
+
+
+async def test_buy_past_the_free_balance_is_shrunk_or_refused() -> None:
+    book = PositionBook()
+    book.add_open(make_order(price="0.5", size="10", client_order_id="resting-buy-1"))  # 5 pUSD
+    m = meta(fee=CRYPTO)
+    req = make_order(price="0.5", size="30")  # 15 + fee 0.54
+    shrunk, fee, why = await Funds(broker=Wallet("15")).fit(req, m, book)
+    assert why is None and shrunk.client_order_id == req.client_order_id
+    assert shrunk.size == D("19.30")  # (15 - 5) / (0.5 + 0.018)
+    assert fee == fee_budget(D("19.30"), D("0.5"), CRYPTO)
+    # Less than the market minimum left: refused here, never sent.
+    _, _, why = await Funds(broker=Wallet("6")).fit(req, m, book)
+    assert why is not None and "under the market minimum" in why
+    # Enough, a SELL, no balance source, or an unreadable balance: unchanged.
+    for funds, order in [
+        (Funds(broker=Wallet("100")), req),
+        (Funds(broker=Wallet("0")), make_order(side="SELL")),
+        (Funds(), req),
+        (Funds(broker=Wallet(None)), req),
+    ]:
+        same, _, why = await funds.fit(order, m, book)
+        assert (same, why) == (order, None)
