@@ -335,8 +335,7 @@ class Executor:
             return await self.settle.refused(
                 req, RefusalSource.HALTED, f"trading is halted: {self.state_reason}"
             )
-        meta = await self.rules.ensure(req.token_id)
-        reason = self.rules.check(req, meta)
+        meta, reason = await self.rules.admit(req)
         if reason is not None:
             return await self.settle.refused(req, RefusalSource.RULES, reason)
         reason = self.risk.check(req, self.positions, self.state)
@@ -576,6 +575,7 @@ class Executor:
         m.pnl_realized_usd.set(float(self.positions.realized()))
         m.pnl_unrealized_usd.set(float(self.positions.unrealized()))
         m.daily_pnl_usd.set(float(self.positions.daily_pnl()))
+        m.redeemable_usd.set(float(self.positions.redeemable()))
 
     async def wait_idle(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):
