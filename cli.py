@@ -314,7 +314,8 @@ def _is_number(text: str) -> bool:
 def _q(text: str, places: int) -> str:
     """Round for display only (--json keeps the exact values); no trailing zeros beyond it."""
     value = _dec(text).quantize(Decimal(1).scaleb(-places))
-    return str(value.normalize() if value == value.to_integral() else value)
+    # Fixed-point: a whole 10 must read "10", not Decimal's normalized "1E+1".
+    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
 
 
 def _short(text: str | None, n: int = 12) -> str:

@@ -51,6 +51,7 @@ from execution.market_rules import MarketRules
 from execution.ports import Ack, Broker, Prepared, VenueOrder
 from execution.positions import PositionBook
 from execution.reconciler import Reconciler
+from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
@@ -245,7 +246,9 @@ class Executor:
         task = self._own(
             self._journal_and_send(admitted, started), name=f"executor:submit:{coid}", done=done
         )
-        return await self._await_owned(task, coid)
+        return await reprice_once(
+            request, await self._await_owned(task, coid), self.rules, self.submit
+        )
 
     def _own(
         self,
