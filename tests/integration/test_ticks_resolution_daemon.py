@@ -259,7 +259,7 @@ async def test_a_market_resolving_mid_run_settles_pnl_and_sends_nothing_after(
                                "url": "-", "db_path": "-"})  # fmt: skip
     assert "redeemable:    10 pUSD" in text
     positions = cli.positions(settings)
-    assert [(p["payout"], D(p["redeemable"])) for p in positions] == [("1", 10)]
+    assert [(p["payout"], D(p["redeemable"])) for p in positions] == [("1", D(10))]
     assert "redeemable: 10 pUSD (not cash)" in cli._render_positions(positions)
 
 
