@@ -107,6 +107,10 @@ class Resolutions:
         held = {p.token_id for p in self.positions.positions() if p.size > 0}
         return held | {o.token_id for o in self.positions.open_orders()}
 
+    def tokens_to_watch(self) -> set[str]:
+        """Tokens of interest whose market has not resolved (a resolved book never trades)."""
+        return self.tokens_of_interest() - set(self._known)
+
     # --- inputs (synchronous: callbacks of the feeds) ------------------------------------
     def on_feed(self, condition_id: str, token_ids: list[str], winner: str | None) -> None:
         """The market feed's `market_resolved`. Without a usable winner the CLOB is asked."""
@@ -134,7 +138,7 @@ class Resolutions:
         next_poll = loop.time()
         while True:
             if self.on_tokens is not None:
-                self.on_tokens(self.tokens_of_interest())
+                self.on_tokens(self.tokens_to_watch())
             try:
                 if loop.time() >= next_poll:
                     next_poll = loop.time() + self.poll_interval_s

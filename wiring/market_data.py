@@ -74,7 +74,7 @@ def build_resolutions(
 
     async def load() -> None:
         await res.load()
-        feed.watch("holdings", res.tokens_of_interest())
+        feed.watch("holdings", res.tokens_to_watch())
 
     stage.startup.append(("resolutions", load))
     stage.services.append(("resolutions", res.run))

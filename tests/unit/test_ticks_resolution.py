@@ -214,6 +214,7 @@ async def test_a_resolution_is_applied_once_stored_and_restored(repos: Repositor
     assert await res.resolved(CONDITION, {TOKEN: D(1), OTHER: D(0)}, "market_feed")
     assert not await res.resolved(CONDITION, {TOKEN: D(1), OTHER: D(0)}, "clob")  # known
     assert positions.redeemable() == D(10)
+    assert res.tokens_of_interest() == {TOKEN} and res.tokens_to_watch() == set()
     assert 'polyd_markets_resolved_total{source="market_feed"} 1.0' in metrics.render().decode()
     again, rules2, positions2, _ = resolutions(repos)  # a restart
     positions2.set_position(Position(token_id=TOKEN, size=D("10"), avg_cost=D("0.4")))
