@@ -20,7 +20,7 @@ from execution.repricing import REPRICE_SUFFIX, refused_tick, repriced
 from execution.resolution import Resolutions, valid_payouts
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
-from models import OrderType, Position, Side
+from models import OrderStatus, OrderType, Position, Side
 from observability.metrics import Metrics
 from storage import Repositories
 from storage.reports import Reports
@@ -238,3 +238,26 @@ def test_cli_amounts_print_fixed_point() -> None:
     assert cli._q("10.00", 2) == "10"
     assert cli._q("1E+1", 2) == "10"
     assert cli._q("12.345", 2) == "12.34"
+
+
+async def test_a_resolution_marks_our_resting_orders_canceled_and_refuses_new_ones(
+    repos: Repositories,
+) -> None:
+    """Without any venue event: the journal's open orders in the resolved market end CANCELED."""
+    from tests.unit.test_executor_paper import COND, DictBooks, make_executor
+    from tests.unit.test_executor_paper import TOKEN as PAPER_TOKEN
+
+    ex = make_executor(repos, DictBooks())
+    await ex.start()
+    resting = await ex.submit(make_order(token_id=PAPER_TOKEN, price=D("0.30")))
+    assert resting.status is OrderStatus.LIVE and ex.positions.open_count == 1
+    res = Resolutions(
+        rules=ex.rules, positions=ex.positions, repos=repos, settle=ex.settle, metrics=ex.metrics
+    )
+    assert await res.resolved(COND, {PAPER_TOKEN: D(0), OTHER: D(1)}, "gamma")
+    row = await repos.orders.get(resting.client_order_id)
+    assert row is not None and row.status is OrderStatus.CANCELED
+    assert ex.positions.open_count == 0
+    again = await ex.submit(make_order(token_id=PAPER_TOKEN, price=D("0.30")))
+    assert again.status is OrderStatus.REJECTED
+    assert again.reason == "rules: market resolved (this token pays 0): no new orders"
