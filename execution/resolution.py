@@ -19,7 +19,8 @@ learns of a resolution from any of:
 On a resolution: the market rules refuse every order there with a reason naming it, the
 positions are marked at the payout (PnL settled at 1/0/0.5, `redeemable` = shares x payout), the
 journal's open orders of those tokens are marked canceled, and the fact is stored in
-`daemon_state` (`storage.keys.RESOLUTIONS_KEY`) so a restart, and the CLI, know it.
+`daemon_state` (`storage.keys.RESOLUTIONS_KEY`) so a restart, and the CLI, know it. It also
+publishes `polyd_redeemable_pusd`.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class Resolutions:
                 self._known[str(token)] = {k: str(v) for k, v in d.items()}
         except (ValueError, KeyError, TypeError, AttributeError, InvalidOperation) as e:
             log.error("resolutions_unreadable", error=str(e)[:200])
+        self.metrics.redeemable_usd.set(float(self.positions.redeemable()))
 
     def payout(self, token_id: str) -> Decimal | None:
         d = self._known.get(token_id)
@@ -139,6 +141,7 @@ class Resolutions:
         while True:
             if self.on_tokens is not None:
                 self.on_tokens(self.tokens_to_watch())
+            self.metrics.redeemable_usd.set(float(self.positions.redeemable()))
             try:
                 if loop.time() >= next_poll:
                     next_poll = loop.time() + self.poll_interval_s
