@@ -39,6 +39,13 @@ class SimMarket:
     closed: bool = False
     event_id: str = ""
     books: dict[str, Book] = field(default_factory=dict)
+    # Tick and resolution state (`simulator.lifecycle` changes it). `listed_tick` is the tick the
+    # market was listed with; a 0.01 market moves to 0.001 while its price is above 0.96 or
+    # below 0.04 and back when it returns (`auto_tick`).
+    listed_tick: Decimal | None = None
+    auto_tick: bool = True
+    payouts: dict[str, Decimal] = field(default_factory=dict)  # token -> 1/0/0.5 once resolved
+    resolved_at: datetime | None = None
     # Seconds a marketable order waits before it matches (0: none); see `Orders._delay`.
     taker_delay_s: float = 0.0
     fee_rate: Decimal = Decimal(0)
@@ -84,6 +91,21 @@ class SimMarket:
             "takerOnly": True,
         }
 
+    def _gamma_fee_fields(self) -> Json:
+        """`feeSchedule` and `feeType` appear on fee-enabled markets only (the real captures of
+        markets without a fee have neither)."""
+        if not self.fees_enabled:
+            return {}
+        return {"feeSchedule": self._fee_schedule(), "feeType": self.fee_type or "fees"}
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.payouts)
+
+    @property
+    def is_50_50(self) -> bool:
+        return self.resolved and all(p == Decimal("0.5") for p in self.payouts.values())
+
     def outcome_of(self, token_id: str) -> str:
         return self.outcomes[self.token_ids.index(token_id)]
 
@@ -102,96 +124,105 @@ class SimMarket:
         bb, ba = yes.best_bid(), yes.best_ask()
         p0 = self._price(self.token_ids[0]).quantize(Decimal("0.0001")).normalize()
         prices = [fmt(p0), fmt(Decimal(1) - p0)]
+        if self.resolved:  # NT's gamma_market_closed_binary_* captures: "1"/"0" (or "0.5")
+            prices = [fmt(self.payouts[t]) for t in self.token_ids]
         ltp = yes.last_trade_price
         start = self.created
         tick = float(self.tick_size)
         minsz = int(self.min_size) if self.min_size == int(self.min_size) else float(self.min_size)
-        return {
-            "id": self.gamma_id,
-            "question": self.question,
-            "conditionId": self.condition_id,
-            "slug": self.slug,
-            "resolutionSource": "",
-            "endDate": iso_z(self.end_date),
-            "liquidity": fmt(self.liquidity),
-            "startDate": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "image": "",
-            "icon": "",
-            "description": self.question,
-            "outcomes": '["' + '", "'.join(self.outcomes) + '"]',
-            "outcomePrices": '["' + '", "'.join(prices) + '"]',
-            "volume": fmt(self.volume),
-            "active": self.active,
-            "closed": self.closed,
-            "marketMakerAddress": "",
-            "createdAt": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "updatedAt": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "new": False,
-            "featured": False,
-            "archived": False,
-            "restricted": True,
-            "groupItemThreshold": "0",
-            "questionID": self.question_id,
-            "enableOrderBook": True,
-            "orderPriceMinTickSize": tick,
-            "orderMinSize": minsz,
-            "volumeNum": float(self.volume),
-            "liquidityNum": float(self.liquidity),
-            "endDateIso": self.end_date.astimezone(UTC).strftime("%Y-%m-%d"),
-            "startDateIso": start.astimezone(UTC).strftime("%Y-%m-%d"),
-            "hasReviewedDates": True,
-            "volume24hr": float(self.volume),
-            "volume1wk": float(self.volume),
-            "volume1mo": float(self.volume),
-            "volume1yr": float(self.volume),
-            "clobTokenIds": '["' + '", "'.join(self.token_ids) + '"]',
-            "volume24hrClob": float(self.volume),
-            "volume1wkClob": float(self.volume),
-            "volume1moClob": float(self.volume),
-            "volume1yrClob": float(self.volume),
-            "volumeClob": float(self.volume),
-            "liquidityClob": float(self.liquidity),
-            "makerBaseFee": self.legacy_base_fee,
-            "takerBaseFee": self.legacy_base_fee,
-            "acceptingOrders": self.accepting_orders,
-            "negRisk": self.neg_risk,
-            "ready": False,
-            "funded": False,
-            "acceptingOrdersTimestamp": iso_z(start),
-            "cyom": False,
-            "competitive": 0.9,
-            "pagerDutyNotificationEnabled": False,
-            "approved": True,
-            "rewardsMinSize": 0,
-            "rewardsMaxSpread": 0.0,
-            "spread": float(ba - bb) if bb is not None and ba is not None else 1.0,
-            "lastTradePrice": float(ltp) if ltp is not None else 0.0,
-            "bestBid": float(bb) if bb is not None else 0.0,
-            "bestAsk": float(ba) if ba is not None else 1.0,
-            "automaticallyActive": True,
-            "clearBookOnStart": True,
-            "showGmpSeries": False,
-            "showGmpOutcome": False,
-            "manualActivation": False,
-            "negRiskOther": False,
-            "umaResolutionStatuses": "[]",
-            "pendingDeployment": False,
-            "deploying": False,
-            "rfqEnabled": False,
-            "holdingRewardsEnabled": False,
-            "feesEnabled": self.fees_enabled,
-            "requiresTranslation": False,
-            "makerRebatesFeeShareBps": 0,
-            "tags": self._tags(),
-            **self._gamma_fee_fields(),
-        }
+        return (
+            {
+                "id": self.gamma_id,
+                "question": self.question,
+                "conditionId": self.condition_id,
+                "slug": self.slug,
+                "resolutionSource": "",
+                "endDate": iso_z(self.end_date),
+                "liquidity": fmt(self.liquidity),
+                "startDate": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "image": "",
+                "icon": "",
+                "description": self.question,
+                "outcomes": '["' + '", "'.join(self.outcomes) + '"]',
+                "outcomePrices": '["' + '", "'.join(prices) + '"]',
+                "volume": fmt(self.volume),
+                "active": self.active,
+                "closed": self.closed,
+                "marketMakerAddress": "",
+                "createdAt": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "updatedAt": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "new": False,
+                "featured": False,
+                "archived": False,
+                "restricted": True,
+                "groupItemThreshold": "0",
+                "questionID": self.question_id,
+                "enableOrderBook": True,
+                "orderPriceMinTickSize": tick,
+                "orderMinSize": minsz,
+                "volumeNum": float(self.volume),
+                "liquidityNum": float(self.liquidity),
+                "endDateIso": self.end_date.astimezone(UTC).strftime("%Y-%m-%d"),
+                "startDateIso": start.astimezone(UTC).strftime("%Y-%m-%d"),
+                "hasReviewedDates": True,
+                "volume24hr": float(self.volume),
+                "volume1wk": float(self.volume),
+                "volume1mo": float(self.volume),
+                "volume1yr": float(self.volume),
+                "clobTokenIds": '["' + '", "'.join(self.token_ids) + '"]',
+                "volume24hrClob": float(self.volume),
+                "volume1wkClob": float(self.volume),
+                "volume1moClob": float(self.volume),
+                "volume1yrClob": float(self.volume),
+                "volumeClob": float(self.volume),
+                "liquidityClob": float(self.liquidity),
+                "makerBaseFee": self.legacy_base_fee,
+                "takerBaseFee": self.legacy_base_fee,
+                "acceptingOrders": self.accepting_orders,
+                "negRisk": self.neg_risk,
+                "ready": False,
+                "funded": False,
+                "acceptingOrdersTimestamp": iso_z(start),
+                "cyom": False,
+                "competitive": 0.9,
+                "pagerDutyNotificationEnabled": False,
+                "approved": True,
+                "rewardsMinSize": 0,
+                "rewardsMaxSpread": 0.0,
+                "spread": float(ba - bb) if bb is not None and ba is not None else 1.0,
+                "lastTradePrice": float(ltp) if ltp is not None else 0.0,
+                "bestBid": float(bb) if bb is not None else 0.0,
+                "bestAsk": float(ba) if ba is not None else 1.0,
+                "automaticallyActive": True,
+                "clearBookOnStart": True,
+                "showGmpSeries": False,
+                "showGmpOutcome": False,
+                "manualActivation": False,
+                "negRiskOther": False,
+                "umaResolutionStatuses": '["proposed"]' if self.resolved else "[]",
+                "pendingDeployment": False,
+                "deploying": False,
+                "rfqEnabled": False,
+                "holdingRewardsEnabled": False,
+                "feesEnabled": self.fees_enabled,
+                "requiresTranslation": False,
+                "makerRebatesFeeShareBps": 0,
+                "tags": self._tags(),
+            }
+            | self._resolution_fields()
+            | self._gamma_fee_fields()
+        )
 
-    def _gamma_fee_fields(self) -> Json:
-        """`feeSchedule` and `feeType` appear on fee-enabled markets only (the real captures of
-        markets without a fee have neither)."""
-        if not self.fees_enabled:
+    def _resolution_fields(self) -> Json:
+        """What Gamma adds once a market resolved, as in NT's real capture
+        `gamma_market_closed_binary_accepting_false.json` (PR #4164): `closed` (set by the
+        lifecycle), `umaResolutionStatus`, `closedTime`, `outcomePrices` "1"/"0"."""
+        if not self.resolved or self.resolved_at is None:
             return {}
-        return {"feeSchedule": self._fee_schedule(), "feeType": self.fee_type or "fees"}
+        return {
+            "umaResolutionStatus": "resolved",
+            "closedTime": self.resolved_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00"),
+        }
 
     def _tags(self) -> list[Json]:
         published = self.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
@@ -260,10 +291,24 @@ class SimMarket:
             d["markets"] = [m]
         return d
 
+    def clob_tokens(self) -> list[Json]:
+        """CLOB `/markets` `tokens`; once resolved `price` 1/0 (0.5 each for a 50-50 outcome)
+        and `winner`, as in the real capture `market_closed_accepting_orders_false` (NT PR
+        #4164)."""
+        return [
+            {
+                "token_id": t,
+                "outcome": o,
+                "price": float(self.payouts.get(t, Decimal("0.5"))),
+                "winner": self.payouts.get(t) == 1,
+            }
+            for t, o in zip(self.token_ids, self.outcomes, strict=True)
+        ]
+
     def clob_row(self) -> Json:
         """A CLOB `/markets/{condition_id}` row."""
         return {
-            "enable_order_book": True,
+            "enable_order_book": not self.resolved,
             "active": self.active,
             "closed": self.closed,
             "archived": False,
@@ -289,11 +334,8 @@ class SimMarket:
             "icon": "",
             "image": "",
             "rewards": {"rates": None, "min_size": 0, "max_spread": 0},
-            "is_50_50_outcome": False,
-            "tokens": [
-                {"token_id": t, "outcome": o, "price": 0.5, "winner": False}
-                for t, o in zip(self.token_ids, self.outcomes, strict=True)
-            ],
+            "is_50_50_outcome": self.is_50_50,  # resolved: price 1/0 and winner, as in NT's capture
+            "tokens": self.clob_tokens(),
             "tags": list(self.tags),
         }
 

@@ -31,7 +31,7 @@ from simulator.crypto import (
     order_digest,
     order_struct_hash,
 )
-from simulator.engine import ZERO, Book, Engine, Order, OrderError, Sink, Trade, fmt, now_ms
+from simulator.engine import ZERO, Book, Engine, Order, Sink, Trade, fmt, now_ms
 from simulator.faults import Fault, FaultRegistry
 from simulator.market import SimMarket
 
@@ -58,6 +58,12 @@ class VenueSink(Sink):
 
     def killed(self, order: Order, reason: str) -> None:
         """A FOK order was killed before it reached the engine."""
+
+    def tick_changed(self, market: SimMarket, old: Decimal) -> None:
+        """`market`'s tick changed from `old` (`simulator.lifecycle`)."""
+
+    def market_resolved(self, market: SimMarket, winner: str | None, announce: bool) -> None:
+        """`market` resolved (`simulator.lifecycle`); `announce`: send `market_resolved`."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +316,8 @@ class Venue:
             raise ValueError("side must be BUY or SELL")
         if price % m.tick_size != 0 or not (m.tick_size <= price <= 1 - m.tick_size):
             raise ValueError(f"price {price} is off the {m.tick_size} grid")
+        if m.closed or not m.accepting_orders:
+            raise ValueError(f"market {m.slug} is not accepting orders")
         if side == "BUY":
             self.engine.credit(maker, price * size)
         else:
@@ -563,6 +571,3 @@ class Venue:
 
     def orders_of(self, owner: str) -> list[Order]:
         return [o for o in self.engine.orders.values() if o.owner == owner]
-
-    def _raise_unknown(self, token_id: str) -> None:
-        raise OrderError(f"unknown token {token_id}", 404)
