@@ -442,6 +442,7 @@ class Executor:
             self._publish()
             return
         count_fill(self.metrics, fill)
+        self.risk.funds.spent(fill)
         log.info("fill_recorded", **fill_log(fill))
         if fill.client_order_id is not None:
             await self.settle.filled(fill.client_order_id)

@@ -9,15 +9,18 @@ https://github.com/Polymarket/py-clob-client-v2/blob/main/py_clob_client_v2/fees
 BUY is checked, and shrunk to the largest size whose notional + budgeted fee fits the free balance:
 the wallet's pUSD minus what our open BUYs already reserve at the venue.
 
-The balance is read fresh for each BUY from a broker that can tell it (`BalanceSource`, the live
-broker); without one (paper) nothing is shrunk. A balance that cannot be read leaves the order as
-it is (logged): the venue's own check still stands.
+The balance comes from a broker that can tell it (`BalanceSource`, the live broker): a read
+serves for a few seconds, less what our BUY fills spent since, and is always read again before an
+order is shrunk. Without one (paper) nothing is shrunk. A balance that cannot be read leaves the
+order as it is (logged): the venue's own check still stands.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 import structlog
 
@@ -41,28 +44,65 @@ class BalanceSource(Protocol):
         ...
 
 
-class Funds:
-    """Fits BUYs to the free balance (live: the broker reads it; otherwise nothing is shrunk)."""
+BALANCE_MAX_AGE_S: Final = 5.0
+"""How long a balance read serves BUYs that fit it comfortably (one read per BUY would spend
+the venue's `/balance-allowance` budget at a few orders a second)."""
 
-    def __init__(self, *, broker: object = None) -> None:
-        self._balance = broker if isinstance(broker, BalanceSource) else None
+
+class Funds:
+    """Fits BUYs to the free balance (live: the broker reads it; otherwise nothing is shrunk).
+
+    The balance read is kept for `max_age_s`, less what our BUY fills have spent since (notional
+    + fee), less what our open BUYs reserve. A BUY that does not fit that figure is checked
+    against a fresh read before it is shrunk.
+    """
+
+    def __init__(
+        self,
+        *,
+        broker: object = None,
+        max_age_s: float = BALANCE_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = broker if isinstance(broker, BalanceSource) else None
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._balance: Decimal | None = None
+        self._read_at = 0.0
+        self._spent = ZERO  # by BUY fills since the read
+
+    def spent(self, fill: Fill) -> None:
+        """A BUY fill took notional + fee from the wallet since the last read."""
+        if fill.side is Side.BUY and self._balance is not None:
+            self._spent += fill.price * fill.size + fill.fee
+
+    async def _free(self, positions: PositionBook, *, fresh: bool) -> Decimal | None:
+        assert self._source is not None
+        now = self._clock()
+        if fresh or self._balance is None or now - self._read_at > self._max_age_s:
+            try:
+                self._balance = await self._source.collateral_balance()
+            except TransientError as e:
+                log.warning("balance_unavailable", error=str(e)[:200])
+                return None
+            self._read_at, self._spent = now, ZERO
+        return self._balance - self._spent - positions.open_buy_notional()
 
     async def fit(
         self, req: OrderRequest, meta: MarketMeta, positions: PositionBook
     ) -> tuple[OrderRequest, Decimal, str | None]:
         """`(request, fee budget, refusal)`: a BUY whose notional + fee the free balance cannot
-        pay is shrunk to the largest size it can (refused if that breaks the market's rules)."""
+        pay is shrunk to the largest size it can (refused if that breaks the market's rules).
+        A balance that cannot be read leaves the order as it is: the venue's check stands."""
         fee = meta.fee
         budget = fee_budget(req.size, req.price, fee)
-        if req.side is not Side.BUY or self._balance is None:
+        if req.side is not Side.BUY or self._source is None:
             return req, budget, None
-        try:
-            balance = await self._balance.collateral_balance()
-        except TransientError as e:
-            log.warning("balance_unavailable", client_order_id=req.client_order_id, error=str(e))
-            return req, budget, None
-        free = balance - positions.open_buy_notional()
-        if buy_cost(req.size, req.price, fee) <= free:
+        cost = buy_cost(req.size, req.price, fee)
+        free = await self._free(positions, fresh=False)
+        if free is not None and cost > free:
+            free = await self._free(positions, fresh=True)  # the venue's word before shrinking
+        if free is None or cost <= free:
             return req, budget, None
         size = max_buy_size(free, req.price, fee, step=SIZE_STEP)
         shrunk = req.model_copy(update={"size": size})

@@ -296,8 +296,10 @@ async def test_reports_show_the_fees_paid(repos: Repositories, tmp_path: Path) -
 class Wallet:
     def __init__(self, balance: str | None) -> None:
         self.balance = balance
+        self.reads = 0
 
     async def collateral_balance(self) -> D:
+        self.reads += 1
         if self.balance is None:
             raise TransientError("balance unreadable")
         return D(self.balance)
@@ -324,3 +326,25 @@ async def test_buy_past_the_free_balance_is_shrunk_or_refused() -> None:
     ]:
         same, _, why = await funds.fit(order, m, book)
         assert (same, why) == (order, None)
+
+
+async def test_balance_read_serves_a_while_less_what_fills_spent() -> None:
+    now = [0.0]
+    wallet = Wallet("100")
+    funds = Funds(broker=wallet, max_age_s=5, clock=lambda: now[0])
+    book, m = PositionBook(), meta(fee=CRYPTO)
+    small = make_order(price="0.5", size="10")
+    for _ in range(3):
+        assert (await funds.fit(small, m, book))[0] == small
+    assert wallet.reads == 1  # BUYs that fit do not each cost a read
+    # A BUY fill spent 90 + fee since: 9.79 is left by our count, so a BUY of 20 (10.036 with
+    # its fee) no longer fits and the venue is asked again before anything is shrunk.
+    funds.spent(fill(LiquidityRole.TAKER, fee="0.20952").model_copy(update={"price": D("0.9")}))
+    assert (await funds.fit(small, m, book))[0] == small and wallet.reads == 1
+    wallet.balance = "9.79048"
+    shrunk, _, why = await funds.fit(make_order(price="0.5", size="20"), m, book)
+    assert why is None and wallet.reads == 2
+    assert shrunk.size == D("18.90")  # 9.79048 / 0.518
+    now[0] = 6.0  # too old: read again
+    await funds.fit(make_order(price="0.5", size="5"), m, book)
+    assert wallet.reads == 3
