@@ -24,7 +24,7 @@ from simulator.crypto import (
     poly1271_digest,
     recover,
 )
-from simulator.engine import ZERO, Order, OrderError, fmt
+from simulator.engine import Order, OrderError, fmt
 from simulator.faults import POST_ONLY_MODE
 from simulator.venue import ApiKey, Venue
 
@@ -214,18 +214,20 @@ class Orders:
                 )
             if eng.crosses(order.side, order.token_id, order.price):
                 raise OrderError("invalid post-only order: order crosses book")
+        shares, _cash, fee = eng.fillable(order)
+        # A BUY needs its pUSD plus the taker fee of what it would match now (makers pay none):
+        # the one documented refusal is this 400 (https://docs.polymarket.com/resources/error-codes).
         if order.side == "BUY":
-            if order.maker_amount > eng.available_collateral(order.maker):
+            if order.maker_amount + fee > eng.available_collateral(order.maker):
                 raise OrderError("not enough balance / allowance")
         elif order.original_size > eng.available_shares(order.maker, order.token_id):
             raise OrderError("not enough balance / allowance")
         if order.order_type in ("FOK", "FAK"):
-            got = eng.fillable(order.side, order.token_id, order.price, order.original_size)
-            if order.order_type == "FOK" and got < order.original_size:
+            if order.order_type == "FOK" and shares < order.original_size:
                 msg = "order couldn't be fully filled. FOK orders are fully filled or killed."
                 self.venue.sink.killed(order, msg)
                 raise OrderError(msg)
-            if order.order_type == "FAK" and got <= 0:
+            if order.order_type == "FAK" and shares <= 0:
                 raise OrderError(
                     "no orders found to match with FAK order. FAK orders are partially filled "
                     "or killed if no match is found."
@@ -240,9 +242,13 @@ class Orders:
                 "makingAmount": "",
                 "takingAmount": "",
             }
-        shares = sum((t.size for t in trades), ZERO)
-        cash = sum((t.size * t.price for t in trades), ZERO)
-        making, taking = (cash, shares) if order.side == "BUY" else (shares, cash)
+        # The totals actually exchanged, fee excluded: a BUY's price improvement shows as
+        # `takingAmount` above the order's size (py-clob-client-v2 issue #89).
+        making, taking = (
+            (trades[0].cash, trades[0].size)
+            if order.side == "BUY"
+            else (trades[0].size, trades[0].cash)
+        )
         return {
             "success": True,
             "errorMsg": "",

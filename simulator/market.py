@@ -39,6 +39,10 @@ class SimMarket:
     closed: bool = False
     event_id: str = ""
     books: dict[str, Book] = field(default_factory=dict)
+    # The taker fee schedule (`fd.r` / `fd.e` of `/clob-markets`): the engine charges
+    # `C x fee_rate x (p(1-p))^fee_exponent` per fill through `Venue.fee_of`. 0 = no fee.
+    fee_rate: Decimal = Decimal(0)
+    fee_exponent: Decimal = Decimal(1)
 
     @property
     def active(self) -> bool:

@@ -160,6 +160,7 @@ class Venue:
         self.sink = sink
         self.engine = Engine(self.rng, self.sink)
         self.engine.on_rest = self._on_rest
+        self.engine.fee_of = self.fee_of
         self.faults = Faults(self)
         self.markets: list[SimMarket] = []
         self.markets_by_cid: dict[str, SimMarket] = {}
@@ -234,18 +235,23 @@ class Venue:
             closed=closed,
             event_id=str(90000 + n),
         )
-        for i, t in enumerate(m.token_ids):
+        for t in m.token_ids:
             b = Book(t, m.condition_id)
             m.books[t] = b
             self.engine.books[t] = b
             self._market_of_token[t] = m
-            _ = i
+        self.engine.pair(*m.token_ids)
         self.markets.append(m)
         self.markets_by_cid[m.condition_id] = m
         return m
 
     def market_of_token(self, token_id: str) -> SimMarket | None:
         return self._market_of_token.get(token_id)
+
+    def fee_of(self, token_id: str) -> tuple[Decimal, Decimal]:
+        """The taker fee schedule of `token_id`'s market: (rate, exponent)."""
+        m = self._market_of_token[token_id]
+        return m.fee_rate, m.fee_exponent
 
     def tick_of(self, token_id: str) -> Decimal:
         return self._market_of_token[token_id].tick_size
@@ -357,9 +363,11 @@ class Venue:
         return tx
 
     def record_fill(self, t: Trade) -> None:
-        tk, mk = t.taker_order, t.maker_order
+        """Data API rows of a trade: the taker's (total shares at its average price) and one
+        per maker order (its own token, side and price)."""
+        tk = t.taker_order
         m = self._market_of_token[tk.token_id]
-        m.volume += t.size * t.price
+        m.volume += t.cash
         self.data_rows.append(
             DataRow(
                 tk.maker,
@@ -367,25 +375,27 @@ class Venue:
                 tk.token_id,
                 m,
                 t.size,
-                t.price,
+                t.cash / t.size,
                 t.match_time,
                 t.transaction_hash,
                 True,
             )
         )
-        self.data_rows.append(
-            DataRow(
-                mk.maker,
-                mk.side,
-                mk.token_id,
-                m,
-                t.size,
-                t.price,
-                t.match_time,
-                t.transaction_hash,
-                False,
+        for mf in t.makers:
+            mk = mf.order
+            self.data_rows.append(
+                DataRow(
+                    mk.maker,
+                    mk.side,
+                    mk.token_id,
+                    m,
+                    mf.size,
+                    mf.price,
+                    t.match_time,
+                    t.transaction_hash,
+                    False,
+                )
             )
-        )
 
     # books -------------------------------------------------------------------------------
     def book_summary(self, token_id: str) -> Json:
@@ -518,23 +528,31 @@ class Venue:
                 }
                 for o in eng.orders.values()
             ],
+            # One row per (trade, maker order): `price` and `fee` are the taker's for that leg,
+            # `maker_price` the maker's own; `fee` is the exact fee charged (the oracle).
             "trades": [
                 {
                     "id": t.id,
                     "taker_order_id": t.taker_order.id,
-                    "maker_order_id": t.maker_order.id,
+                    "maker_order_id": mf.order.id,
                     "taker": t.taker_order.maker,
-                    "maker": t.maker_order.maker,
+                    "maker": mf.order.maker,
                     "token_id": t.taker_order.token_id,
+                    "maker_token_id": mf.order.token_id,
                     "side": t.taker_order.side,
-                    "price": t.price,
-                    "size": t.size,
+                    "maker_side": mf.order.side,
+                    "price": mf.taker_price,
+                    "maker_price": mf.price,
+                    "size": mf.size,
+                    "fee": mf.taker_fee,
                     "status": t.status,
                     "transaction_hash": t.transaction_hash,
                     "match_time": t.match_time,
                 }
                 for t in eng.trades
+                for mf in t.makers
             ],
+            "sets_minted": dict(eng.sets_minted),
             "balances": balances,
         }
 
