@@ -195,7 +195,7 @@ async def test_market_fok_buy_fills_at_best_asks(sim: Simulator, market: SimMark
     # One trade for the sweep, with a maker entry per level (docs/venue-mechanics.md §6):
     # 10 at 0.5 for 5 pUSD, then the other 5 pUSD at 0.52.
     assert len(res["tradeIDs"]) == 1
-    assert (res["makingAmount"], res["takingAmount"]) == ("9.99999992", "19.615384")
+    assert (res["makingAmount"], res["takingAmount"]) == ("9.99999968", "19.615384")
     trades = await run(client.get_trades)
     assert [(m["price"], m["matched_amount"]) for m in trades[0]["maker_orders"]] == [
         ("0.5", "10"),
