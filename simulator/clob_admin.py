@@ -1,5 +1,5 @@
 """The simulator's own `/_sim/*` routes (loopback only): fund, ledger, received orders,
-faults, seeded orders and new markets."""
+faults, seeded orders, new markets and wire options."""
 
 from __future__ import annotations
 
@@ -93,3 +93,19 @@ class Admin:
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation, ValueError) as e:
             return error(f"bad seed request: {e}", 400)
         return json_response({"order_ids": ids})
+
+    async def admin_options(self, request: web.Request) -> web.Response:
+        """Set wire options: `{"feed_maker_side": false}` drops `maker_orders[].side` from
+        user-channel trade events, as some live fills do (REST rows keep it)."""
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict) or set(body) - {"feed_maker_side"}:
+                raise ValueError("options: only feed_maker_side is known")
+            side = body.get("feed_maker_side")
+            if side is not None:
+                if not isinstance(side, bool):
+                    raise ValueError("options: feed_maker_side must be a boolean")
+                self.venue.engine.feed_maker_side = side
+        except (orjson.JSONDecodeError, ValueError) as e:
+            return error(f"bad options request: {e}", 400)
+        return json_response({"feed_maker_side": self.venue.engine.feed_maker_side})
