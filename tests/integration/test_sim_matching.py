@@ -76,12 +76,18 @@ def assert_conserved(
     before: tuple[Decimal, Decimal, Decimal, Decimal],
     after: tuple[Decimal, Decimal, Decimal, Decimal],
     sets: Decimal,
+    *,
+    funded: Decimal = D(0),
+    funded_yes: Decimal = D(0),
+    funded_no: Decimal = D(0),
 ) -> None:
+    """Between `before` and `after`, pUSD and each token's supply moved only by the `sets`
+    minted (negative: merged), besides what was funded from outside the venue meanwhile."""
     c0, y0, n0, s0 = before
     c1, y1, n1, s1 = after
     assert s1 - s0 == sets
-    assert c1 == c0 - sets  # pUSD locked into (or released from) full sets, nothing else
-    assert (y1 - y0, n1 - n0) == (sets, sets)
+    assert c1 == c0 + funded - sets  # pUSD locked into (or released from) full sets
+    assert (y1 - y0, n1 - n0) == (sets + funded_yes, sets + funded_no)
 
 
 def wallet(sim: Simulator, address: str) -> dict[str, Any]:
