@@ -42,6 +42,7 @@ R = TypeVar("R")
 D = Decimal
 MAKER = "0x" + "ab" * 20
 MAKER2 = "0x" + "cd" * 20
+NONE = D(0)
 
 
 @pytest.fixture
@@ -77,9 +78,9 @@ def assert_conserved(
     after: tuple[Decimal, Decimal, Decimal, Decimal],
     sets: Decimal,
     *,
-    funded: Decimal = D(0),
-    funded_yes: Decimal = D(0),
-    funded_no: Decimal = D(0),
+    funded: Decimal = NONE,
+    funded_yes: Decimal = NONE,
+    funded_no: Decimal = NONE,
 ) -> None:
     """Between `before` and `after`, pUSD and each token's supply moved only by the `sets`
     minted (negative: merged), besides what was funded from outside the venue meanwhile."""
