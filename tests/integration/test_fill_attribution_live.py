@@ -122,7 +122,7 @@ async def test_a_take_profit_closed_by_a_merge_leaves_us_flat(live: Live) -> Non
     (fill,) = await live.repos.fills.for_order(tp.client_order_id)
     assert (fill.side, fill.token_id, fill.price, fill.size) == (Side.SELL, yes, D("0.55"), D("10"))
     pos = live.ex.position(yes)
-    assert (pos.size, pos.realized_pnl) == (0, D("1.5"))  # (0.55 - 0.40) x 10
+    assert (pos.size, pos.realized_pnl) == (D(0), D("1.5"))  # (0.55 - 0.40) x 10
     assert live.ex.position(no).size == 0
     assert venue_tokens(live, yes) == 0 == venue_tokens(live, no)
     await live.assert_journal_matches_ledger()
