@@ -528,30 +528,7 @@ class Venue:
                 }
                 for o in eng.orders.values()
             ],
-            # One row per (trade, maker order): `price` and `fee` are the taker's for that leg,
-            # `maker_price` the maker's own; `fee` is the exact fee charged (the oracle).
-            "trades": [
-                {
-                    "id": t.id,
-                    "taker_order_id": t.taker_order.id,
-                    "maker_order_id": mf.order.id,
-                    "taker": t.taker_order.maker,
-                    "maker": mf.order.maker,
-                    "token_id": t.taker_order.token_id,
-                    "maker_token_id": mf.order.token_id,
-                    "side": t.taker_order.side,
-                    "maker_side": mf.order.side,
-                    "price": mf.taker_price,
-                    "maker_price": mf.price,
-                    "size": mf.size,
-                    "fee": mf.taker_fee,
-                    "status": t.status,
-                    "transaction_hash": t.transaction_hash,
-                    "match_time": t.match_time,
-                }
-                for t in eng.trades
-                for mf in t.makers
-            ],
+            "trades": [row for t in eng.trades for row in t.ledger_rows()],
             "sets_minted": dict(eng.sets_minted),
             "balances": balances,
         }
