@@ -39,10 +39,14 @@ class SimMarket:
     closed: bool = False
     event_id: str = ""
     books: dict[str, Book] = field(default_factory=dict)
-    # The taker fee schedule (`fd.r` / `fd.e` of `/clob-markets`): the engine charges
-    # `C x fee_rate x (p(1-p))^fee_exponent` per fill through `Venue.fee_of`. 0 = no fee.
     fee_rate: Decimal = Decimal(0)
+    """Taker fee rate (`fd.r`, Gamma `feeSchedule.rate`); 0 = a market without a fee."""
     fee_exponent: Decimal = Decimal(1)
+    """Exponent of the fee formula (`fd.e`, Gamma `feeSchedule.exponent`)."""
+    fee_type: str = ""
+    """Gamma `feeType` (for example `crypto_fees_v2`); empty without a fee."""
+    rebate_rate: Decimal = Decimal(0)
+    """Gamma `feeSchedule.rebateRate`: the fees' share paid back to makers (daily, not per fill)."""
 
     @property
     def active(self) -> bool:

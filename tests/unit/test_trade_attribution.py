@@ -129,3 +129,14 @@ def test_unreadable_legs_fall_back_to_the_top_level_price_and_size() -> None:
     t["maker_orders"] = [t["maker_orders"][0] | {"price": "NaN"}]
     (fill,) = fills_from_trade(t, owner=t["owner"], address="0x0")
     assert (fill.size, fill.price) == (D("1096.87"), D("0.518"))
+
+
+def test_legs_that_do_not_add_up_to_the_top_level_size_are_logged() -> None:
+    t = capture() | {"trader_side": "TAKER"}
+    with capture_logs() as logs:
+        fills_from_trade(t, owner=t["owner"], address="0x0")
+    assert logs == []
+    with capture_logs() as logs:
+        (fill,) = fills_from_trade(t | {"size": "1100"}, owner=t["owner"], address="0x0")
+    assert [e["event"] for e in logs] == ["taker_size_disagrees"]
+    assert fill.size == D("1096.87")  # the legs are what was exchanged

@@ -8,7 +8,6 @@ which is a clear refusal (`OrderRejected`) or `OutcomeUnknown`, never a guess.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -200,15 +199,17 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
         legs = _taker_average(makers, token_id, trade_id)
         if legs is not None:
             size, price = legs
-            top = t.get("size")
-            with contextlib.suppress(Unreadable):
-                if top is not None and _num(top) != size:
-                    log.warning(
-                        "taker_size_disagrees",
-                        trade_id=trade_id[:80],
-                        top=str(top)[:40],
-                        legs=str(size),
-                    )
+            try:
+                top: Decimal | None = _num(t.get("size"))
+            except Unreadable:
+                top = None
+            if top != size:
+                log.warning(
+                    "taker_size_disagrees",
+                    trade_id=trade_id[:80],
+                    top=str(t.get("size"))[:40],
+                    legs=str(size),
+                )
         fill = _fill(
             trade_id,
             venue_order_id=str(t.get("taker_order_id", "")),
