@@ -363,38 +363,18 @@ class Venue:
         return tx
 
     def record_fill(self, t: Trade) -> None:
-        """Data API rows of a trade: the taker's (total shares at its average price) and one
-        per maker order (its own token, side and price)."""
+        """Data API rows of a trade, per maker order taken: the taker's (its token, side and
+        price for that leg) and the maker's (its own token, side and price)."""
         tk = t.taker_order
         m = self._market_of_token[tk.token_id]
         m.volume += t.cash
-        self.data_rows.append(
-            DataRow(
-                tk.maker,
-                tk.side,
-                tk.token_id,
-                m,
-                t.size,
-                t.cash / t.size,
-                t.match_time,
-                t.transaction_hash,
-                True,
-            )
-        )
         for mf in t.makers:
-            mk = mf.order
+            mk, when, tx = mf.order, t.match_time, t.transaction_hash
             self.data_rows.append(
-                DataRow(
-                    mk.maker,
-                    mk.side,
-                    mk.token_id,
-                    m,
-                    mf.size,
-                    mf.price,
-                    t.match_time,
-                    t.transaction_hash,
-                    False,
-                )
+                DataRow(tk.maker, tk.side, tk.token_id, m, mf.size, mf.taker_price, when, tx, True)
+            )
+            self.data_rows.append(
+                DataRow(mk.maker, mk.side, mk.token_id, m, mf.size, mf.price, when, tx, False)
             )
 
     # books -------------------------------------------------------------------------------
