@@ -108,10 +108,20 @@ class Order:
 
     @property
     def remaining(self) -> Decimal:
-        """Shares still open: a SELL's shares left, or what a BUY's pUSD left buys at its limit."""
+        """Shares still open. A SELL: its shares left. A BUY: what its pUSD left buys at its
+        limit, but no more than its size still unmatched. A BUY that took better prices has
+        spent less than its size x limit, and its surplus pUSD buys extra shares only while it
+        takes; once it holds its size it is complete (what a GTC remainder does with surplus
+        pUSD is unobserved: it rests the rest of its size, the surplus stays in the wallet)."""
         if self.side == "BUY":
-            return floor_shares(self.left / self.price) if self.price > 0 else ZERO
+            if self.price <= 0:
+                return ZERO
+            return max(ZERO, min(floor_shares(self.left / self.price), self.unmatched))
         return self.left
+
+    @property
+    def unmatched(self) -> Decimal:
+        return max(ZERO, self.original_size - self.size_matched)
 
     def rest_dict(self) -> Json:
         """The REST OpenOrder shape (`/data/orders`, `/data/order/{id}`)."""

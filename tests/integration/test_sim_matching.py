@@ -318,3 +318,25 @@ async def test_our_resting_buy_no_filled_by_a_buy_yes_reaches_us_as_a_maker_leg(
     assert (no_change["price"], no_change["size"], no_change["side"]) == ("0.4", "6", "BUY")
     (row,) = await run(client.get_trades)
     assert row["maker_orders"][0]["side"] == "BUY"  # REST rows always carry it
+
+
+async def test_a_gtc_buy_that_took_better_prices_rests_the_rest_of_its_size(
+    sim: Simulator, market: SimMarket
+) -> None:
+    """The surplus buys extra shares while the order takes; the remainder rests at the limit
+    for the rest of its size (a GTC with surplus pUSD left is unobserved; see `Order.remaining`)."""
+    yes, _ = market.token_ids
+    sim.seed_order(maker=MAKER, token_id=yes, side="SELL", price=D("0.50"), size=D("4"))
+    client, acct = await run(new_trader, sim, D("100"))
+    res = await run(client.create_and_post_order, OrderArgsV2(yes, 0.60, 10, "BUY"))
+    assert (res["status"], res["makingAmount"], res["takingAmount"]) == ("matched", "2", "4")
+    book = await run(client.get_order_book, yes)
+    assert [(b["price"], b["size"]) for b in book["bids"]] == [("0.6", "6")]
+    order = await run(client.get_order, res["orderID"])
+    assert (order["status"], order["size_matched"]) == ("LIVE", "4")
+    # Filled to its size by a seller at its limit, it is complete; its unspent 0.40 is free.
+    sim.seed_order(maker=MAKER2, token_id=yes, side="SELL", price=D("0.60"), size=D("6"))
+    order = await run(client.get_order, res["orderID"])
+    assert (order["status"], order["size_matched"]) == ("MATCHED", "10")
+    assert sim.engine.available_collateral(acct.address) == D("100") - D("2") - D("3.6")
+    assert wallet(sim, acct.address)["tokens"][yes] == D("10")
