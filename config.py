@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=5.0, gt=0, le=120)
     signer_threads: int = Field(default=2, ge=1, le=32)
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=10)
+    # Heartbeats are lapsed after this many consecutive failures, or this long since the last
+    # success (the venue cancels resting orders after 10 s without one).
+    heartbeat_max_failures: int = Field(default=2, ge=1, le=100)
+    heartbeat_lapse_s: float = Field(default=8.0, gt=0, le=10)
     rate_limit_fraction: float = Field(default=0.5, ge=0.05, le=1)
     retry_attempts: int = Field(default=4, ge=1, le=20)
     retry_base_delay_s: float = Field(default=0.25, gt=0, le=60)
@@ -155,6 +159,9 @@ class Settings(BaseSettings):
     order_lookup_grace_s: float = Field(default=30.0, gt=0, le=3600)
     # Must stay below the grace, so a re-sent order can still be found before it is given up.
     order_resend_window_s: float = Field(default=20.0, ge=0, le=3600)
+    # A `delayed` order (a market's taker delay) not settled by the user feed is looked up this
+    # long after the market's delay (`sd`) has passed.
+    delayed_order_margin_s: float = Field(default=5.0, gt=0, le=600)
 
     # --- risk (read once, never hot-reloaded) --------------------------------------------------
     risk_max_order_notional: Money = Decimal("50")

@@ -76,6 +76,8 @@ class ExecutorConfig:
     resend_window_s: float = 20.0
     reconcile_interval_s: float = 30.0
     cancel_on_shutdown: bool = False
+    # A `delayed` order not settled by events is looked up this long after the market's delay.
+    delayed_margin_s: float = 5.0
     daily_loss_limit: Decimal = Decimal("100")
     daily_loss_warn_fraction: float = 0.8
 
@@ -151,7 +153,10 @@ class Executor:
             clock=clock,
             unknown_grace_s=config.unknown_grace_s,
             resend_window_s=config.resend_window_s,
+            rules=rules,
+            delayed_margin_s=config.delayed_margin_s,
         )
+        self.settle.on_delayed = self.reconciler.watch_delayed
         self.batches = BatchSender(
             broker=broker,
             breaker=breaker,
@@ -331,10 +336,9 @@ class Executor:
             await self.guard.check()
         except StorageError:
             self._storage_failed("storage_failed_halting", client_order_id=req.client_order_id)
-        if self.state is TradingState.HALTED:
-            return await self.settle.refused(
-                req, RefusalSource.HALTED, f"trading is halted: {self.state_reason}"
-            )
+        halted = self.guard.refusal(rests=req.order_type.rests)
+        if halted is not None:
+            return await self.settle.refused(req, RefusalSource.HALTED, halted)
         meta = await self.rules.ensure(req.token_id)
         reason = self.rules.check(req, meta)
         if reason is not None:
@@ -535,7 +539,8 @@ class Executor:
         return drained
 
     def health(self) -> CheckResult:
-        """The `executor` check: ok while ACTIVE and the breaker is not OPEN.
+        """The `executor` check: ok while ACTIVE, the breaker is not OPEN and no hold on resting
+        orders (exchange heartbeats lapsed).
 
         A breaker whose open period is over reads `half_open` and ok: it is waiting for the next
         order to probe it, and without orders it would otherwise keep `/health` at 503 (and
@@ -543,12 +548,14 @@ class Executor:
         a read proves nothing about `POST /order` in the venue's cancel-only or post-only modes.
         """
         breaker = self.breaker_state()
-        ok = self.state is TradingState.ACTIVE and breaker is not BreakerState.OPEN
+        held = self.guard.resting_hold
+        ok = self.state is TradingState.ACTIVE and breaker is not BreakerState.OPEN and not held
         return CheckResult(
             ok,
             {
                 "trading_state": self.state.value,
                 "reason": self.state_reason,
+                "resting_orders_held": held or "",
                 "breaker": breaker.value,
                 "open_orders": self.positions.open_count,
                 "unknown_orders": self.tracker.unknown_count,

@@ -2,8 +2,10 @@
 
 It holds the trading state (ACTIVE, REDUCING, HALTED) and its reason, persisted so a halt
 survives restarts until an operator resumes; the kill-switch file; the daily loss limit (halt at
-the limit, one warning a day at a fraction of it) with today's PnL baseline persisted; and the
-view of the venue circuit breaker that `/health` and the metrics show. Cancels never ask it.
+the limit, one warning a day at a fraction of it) with today's PnL baseline persisted; the hold
+on new resting orders while exchange heartbeats are lapsed (in memory: it ends when heartbeats
+recover and a reconcile finished, never by hand); and the view of the venue circuit breaker that
+`/health` and the metrics show. Cancels never ask it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class TradingGuard:
         self._warned_day: str | None = None
         self._persisted_day: str | None = None
         self._forced_open_s: float | None = None  # how long the last force_open lasts
+        # Why new resting (GTC/GTD) orders are held, or None: see `execution.heartbeat`.
+        self.resting_hold: str | None = None
 
     async def load(self) -> None:
         """Restore the persisted trading state and, if it is from today, the PnL baseline."""
@@ -125,6 +129,29 @@ class TradingGuard:
         if day and want != self._persisted_day:
             await self._store.set(DAY_KEY, want)
             self._persisted_day = want
+
+    # resting orders while heartbeats are lapsed -----------------------------------------------
+    def hold_resting(self, reason: str) -> None:
+        """Refuse new resting orders with `reason` (marketable orders and cancels still go)."""
+        if self.resting_hold is None:
+            log.warning("resting_orders_held", reason=reason)
+        self.resting_hold = reason
+
+    def release_resting(self) -> None:
+        if self.resting_hold is not None:
+            log.warning("resting_orders_allowed")
+        self.resting_hold = None
+
+    def refuses_resting(self, rests: bool) -> str | None:
+        """The hold's reason if an order that `rests` must be refused now, else None."""
+        return self.resting_hold if rests else None
+
+    def refusal(self, *, rests: bool) -> str | None:
+        """Why a new order must be refused now (halted, or a resting one held), else None."""
+        if self.state is TradingState.HALTED:
+            return f"trading is halted: {self.reason}"
+        held = self.refuses_resting(rests)
+        return f"new resting orders are held: {held}" if held is not None else None
 
     # venue breaker ------------------------------------------------------------------------
     def venue_failed(self, e: TransientError) -> None:

@@ -363,7 +363,7 @@ class PaperBroker:
     async def open_orders(self) -> list[VenueOrder]:
         return [o.view() for o in self._orders.values()]
 
-    async def fills_since(self, after_unix_s: int) -> list[Fill]:
+    async def fills_since(self, after_unix_s: int, *, market: str | None = None) -> list[Fill]:
         return []  # paper fills are delivered to the handler as they happen
 
     async def close(self) -> None:

@@ -51,6 +51,7 @@ class MarketMeta:
     neg_risk: bool
     accepting_orders: bool = True
     closed: bool = False
+    taker_delay_s: float = 0.0  # `seconds_delay`: marketable orders wait this long to match
 
     @property
     def tradable(self) -> bool:
@@ -144,8 +145,9 @@ class Broker(Protocol):
         """Return every resting order of this account."""
         ...
 
-    async def fills_since(self, after_unix_s: int) -> list[Fill]:
-        """Return our fills (as maker or taker) matched at or after `after_unix_s`."""
+    async def fills_since(self, after_unix_s: int, *, market: str | None = None) -> list[Fill]:
+        """Return our fills (as maker or taker) matched at or after `after_unix_s`, in one
+        market (condition id) when `market` is given."""
         ...
 
     async def close(self) -> None:
@@ -198,11 +200,14 @@ def journal_status(
         return OrderStatus.EXPIRED
     if status is VenueStatus.CANCELED:
         return OrderStatus.CANCELED
-    if status in (VenueStatus.MATCHED, VenueStatus.UNMATCHED):
+    if status is VenueStatus.UNMATCHED:
+        return OrderStatus.CANCELED  # "marketable but failure delaying": no fill, not resting
+    if status is VenueStatus.MATCHED:
         if not order_type.rests:
             return OrderStatus.CANCELED
         return OrderStatus.PARTIALLY_FILLED if matched > 0 else OrderStatus.LIVE
-    # LIVE or DELAYED: still working at the venue.
+    # LIVE or DELAYED (accepted, waiting for the market's taker delay): still working at the
+    # venue; a DELAYED order keeps its reservation until the feed or a reconcile settles it.
     return OrderStatus.PARTIALLY_FILLED if matched > 0 else OrderStatus.LIVE
 
 

@@ -4,15 +4,20 @@ It runs at start-up, after every user-feed reconnect and periodically: every non
 row is settled against the venue's open orders (one paginated read) or, for rows the venue no
 longer lists, a lookup by order hash; a young journaled order the venue has never seen is re-sent
 as the same signed bytes; fills are fetched since the last checkpoint; and UNKNOWN orders are
-looked up on their backoff until the grace runs out. How an answer becomes a journal status is
-`Settlement`'s; this module decides what to ask and when. It also takes over an order whose
-send ended without a definite answer (outcome unknown, or retries exhausted on venue errors).
+looked up on their backoff until the grace runs out. An order the venue answered `delayed` is
+watched: if neither the user feed nor a reconcile has settled it once the market's taker delay
+(`sd`) plus a margin has passed, it is looked up by its hash and our fills in its market are read
+(`/data/trades?market=`), again every margin until it ends. How an answer becomes a journal
+status is `Settlement`'s; this module decides what to ask and when. It also takes over an order
+whose send ended without a definite answer (outcome unknown, or retries exhausted on venue
+errors).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -28,7 +33,16 @@ from errors import (
     VenueUnavailable,
 )
 from execution.guard import TradingGuard
-from execution.ports import Ack, Broker, Prepared, Restorable, StoredOrderMismatch, VenueOrder
+from execution.market_rules import MarketRules
+from execution.ports import (
+    Ack,
+    Broker,
+    Prepared,
+    Restorable,
+    StoredOrderMismatch,
+    VenueOrder,
+    VenueStatus,
+)
 from execution.risk import TradingState
 from execution.settlement import Settlement, status_of
 from execution.tracker import Lookup, OrderTracker
@@ -41,6 +55,18 @@ from storage.journal import JournalRow
 log = structlog.get_logger("executor")
 
 FILLS_CURSOR = "venue:fills"
+DELAYED_MAX_CHECKS = 20  # then the periodic reconcile alone settles it
+
+
+@dataclass(slots=True)
+class Delayed:
+    """An order the venue holds back for its market's taker delay."""
+
+    client_order_id: str
+    venue_order_id: str
+    token_id: str
+    due: float
+    checks: int = 0
 
 
 class Sender(Protocol):
@@ -80,6 +106,8 @@ class Reconciler:
         clock: Clock,
         unknown_grace_s: float,
         resend_window_s: float,
+        rules: MarketRules | None = None,
+        delayed_margin_s: float = 5.0,
     ) -> None:
         self.sender = sender
         self.settle = settle
@@ -92,6 +120,9 @@ class Reconciler:
         self.clock = clock
         self.unknown_grace_s = unknown_grace_s
         self.resend_window_s = resend_window_s
+        self.rules = rules
+        self.delayed_margin_s = delayed_margin_s
+        self._delayed: dict[str, Delayed] = {}  # open delayed orders only (dropped once settled)
         self.last_run = 0.0  # clock.monotonic() at the end of the last pass
         self.reconciled = asyncio.Event()
         self._lock = asyncio.Lock()  # start-up, periodic and user-feed passes
@@ -203,8 +234,10 @@ class Reconciler:
             return None  # expired: the venue would refuse it; the grace settles it
         await self.guard.check()
         state = self.guard.state
-        if state is TradingState.HALTED or (
-            state is TradingState.REDUCING and req.side is not Side.SELL
+        if (
+            state is TradingState.HALTED
+            or (state is TradingState.REDUCING and req.side is not Side.SELL)
+            or self.guard.refuses_resting(req.order_type.rests) is not None
         ):
             log.info("order_resend_held", client_order_id=coid, trading_state=state.value)
             return None
@@ -343,9 +376,69 @@ class Reconciler:
         return await self.settle.rejected(req, RefusalSource.VENUE, f"{type(e).__name__}: {e}")
 
     async def settle_unknowns(self) -> None:
-        """Look up UNKNOWN orders whose next try is due."""
+        """Look up UNKNOWN orders whose next try is due, and delayed orders past their delay."""
         for u in self.tracker.lookups_due(self.clock.monotonic()):
             await self.try_settle(u)
+        if self._delayed:
+            await self.settle_delayed()
+
+    # orders the venue holds back (taker delay) ----------------------------------------------------
+    def watch_delayed(self, req: OrderRequest, ack: Ack) -> None:
+        """`ack` said `delayed`: check on it after the market's delay plus the margin."""
+        meta = self.rules.get(req.token_id) if self.rules is not None else None
+        delay = meta.taker_delay_s if meta is not None else 0.0
+        coid = req.client_order_id
+        due = self.clock.monotonic() + delay + self.delayed_margin_s
+        self._delayed[coid] = Delayed(coid, ack.venue_order_id, req.token_id, due)
+        log.info("order_delayed", client_order_id=coid, venue_order_id=ack.venue_order_id)
+
+    @property
+    def delayed_count(self) -> int:
+        return len(self._delayed)
+
+    async def settle_delayed(self) -> None:
+        """Settle delayed orders past their due time that no event has settled yet."""
+        now = self.clock.monotonic()
+        for d in list(self._delayed.values()):
+            status = self.tracker.status(d.client_order_id)
+            if status is None or status.terminal:
+                del self._delayed[d.client_order_id]  # the feed (or a reconcile) settled it
+                continue
+            if d.due > now:
+                continue
+            d.checks += 1
+            d.due = now + self.delayed_margin_s
+            if d.checks > DELAYED_MAX_CHECKS:
+                del self._delayed[d.client_order_id]
+                log.warning("order_delayed_unsettled", client_order_id=d.client_order_id)
+                continue
+            req = await self.tracker.request_for(d.client_order_id)
+            if req is None:
+                del self._delayed[d.client_order_id]
+                continue
+            try:
+                await self._fills_in_market(d.token_id)
+                vo = await self.lookup(d.venue_order_id)
+            except (TransientError, OutcomeUnknown) as e:
+                log.info(
+                    "order_delayed_lookup_failed",
+                    client_order_id=d.client_order_id,
+                    error=type(e).__name__,
+                )
+                continue
+            if vo is not None and vo.status is not VenueStatus.DELAYED:
+                await self.settle.from_venue(req, vo, "delayed order looked up")
+                del self._delayed[d.client_order_id]
+
+    async def _fills_in_market(self, token_id: str) -> None:
+        """Record our fills in the token's market (by market, never by asset: a maker fill of
+        ours on the other token is listed under the taker's asset)."""
+        meta = self.rules.get(token_id) if self.rules is not None else None
+        if meta is None:
+            return
+        after = int(time.time()) - 3600
+        for f in await self.broker.fills_since(after, market=meta.condition_id):
+            await self.sender.on_fill(f)
 
     async def try_settle(self, u: Lookup) -> OrderResult | None:
         """Look `u` up once: settle it if the venue knows it, reject it past the grace,

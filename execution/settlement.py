@@ -9,7 +9,7 @@ it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 import structlog
@@ -48,6 +48,9 @@ class Settlement:
         self.tracker = tracker
         self.metrics = metrics
         self._storage_failed = on_storage_failure
+        # Told of every acknowledged order the venue holds back (`delayed`): the reconciler
+        # watches it until the feed or a lookup settles it.
+        self.on_delayed: Callable[[OrderRequest, Ack], None] | None = None
 
     async def refused(
         self, req: OrderRequest, source: RefusalSource, reason: str, *, journal: bool = True
@@ -100,11 +103,18 @@ class Settlement:
         )
 
     async def acknowledged(self, req: OrderRequest, ack: Ack) -> OrderResult:
-        """The venue's answer to an accepted order."""
+        """The venue's answer to an accepted order.
+
+        `delayed` is accepted and pending, neither filled nor refused: the row stays open (LIVE,
+        detail DELAYED) with its full reservation, and is never re-sent.
+        """
         status = status_of(req, ack.status, ack.size_matched)
         reason = ""
         if status is OrderStatus.CANCELED and ack.size_matched > 0:
             reason = "remainder killed (FAK)"
+        delayed = ack.status is VenueStatus.DELAYED
+        if delayed and self.on_delayed is not None:
+            self.on_delayed(req, ack)
         await self.tracker.transition(
             req,
             status,
@@ -127,7 +137,7 @@ class Settlement:
             venue_order_id=ack.venue_order_id,
             filled_size=ack.size_matched,
             avg_price=ack.avg_price,
-            reason=reason,
+            reason=reason or ("delayed by the venue" if delayed else ""),
         )
 
     async def from_venue(self, req: OrderRequest, vo: VenueOrder, why: str) -> OrderResult:

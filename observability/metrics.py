@@ -134,6 +134,15 @@ class Metrics:
         self.heartbeat_failures_total = Counter(
             "polyd_heartbeat_failures_total", "Failed exchange heartbeats", registry=r
         )
+        self.heartbeat_ok = Gauge(
+            "polyd_heartbeat_ok",
+            "1 unless exchange heartbeats lapsed (new resting orders held until a reconcile)",
+            registry=r,
+        )
+        self.heartbeat_ok.set(1)  # an unlabelled gauge starts at 0, which would read "lapsed"
+        self.heartbeat_lapses_total = Counter(
+            "polyd_heartbeat_lapses_total", "Times exchange heartbeats lapsed", registry=r
+        )
 
         # -- positions and PnL ----------------------------------------------------------------
         self.exposure_usd = Gauge(

@@ -250,7 +250,8 @@ class Notifier:
 
 
 class TradingWatch:
-    """Watch the executor's metrics and notify on transitions: halt, breaker open, daily loss.
+    """Watch the executor's metrics and notify on transitions: halt, breaker open, daily loss,
+    exchange heartbeats lapsed and recovered.
 
     Reads only the metrics registry (the executor feeds `polyd_trading_state`,
     `polyd_breaker_state`, `polyd_daily_pnl_usd`), so it is decoupled from the executor's code.
@@ -274,6 +275,7 @@ class TradingWatch:
         self._halted: bool | None = None
         self._open: dict[str, bool] = {}
         self._loss_warned = False
+        self._heartbeat_lapsed = False
 
     def _gauge(self, name: str) -> float | None:
         return self._m.registry.get_sample_value(name)
@@ -303,6 +305,23 @@ class TradingWatch:
                         breaker=name,
                     )
                 self._open[name] = is_open
+        hb = self._gauge("polyd_heartbeat_ok")
+        if hb is not None:
+            lapsed = hb == 0
+            if lapsed and not self._heartbeat_lapsed:
+                self._n.notify(
+                    "heartbeat_lapsed",
+                    "heartbeat_lapsed",
+                    "exchange heartbeats lapsed: the venue may have canceled our resting orders; "
+                    "new resting orders are held until heartbeats recover and a reconcile finishes",
+                )
+            elif self._heartbeat_lapsed and not lapsed:
+                self._n.notify(
+                    "heartbeat_recovered",
+                    "heartbeat_recovered",
+                    "exchange heartbeats recovered; open orders reconciled, resting orders allowed",
+                )
+            self._heartbeat_lapsed = lapsed
         pnl, limit = self._gauge("polyd_daily_pnl_usd"), self._gauge("polyd_daily_loss_limit_usd")
         if pnl is not None and limit:
             near = pnl <= -limit * self._warn_fraction

@@ -1,4 +1,5 @@
-"""`python -m simulator [--seed N] [--scenario demo]`: serve the venue until SIGTERM/SIGINT.
+"""`python -m simulator [--seed N] [--scenario demo] [--heartbeat-timeout S]`: serve the venue
+until SIGTERM/SIGINT.
 
 Prints one JSON line with the URLs, then serves. Exits 0 on a signal.
 """
@@ -15,12 +16,19 @@ import orjson
 from simulator.sim import Simulator
 
 
-async def serve(seed: int, scenario: str | None, settle_delay_s: float) -> None:
+async def serve(
+    seed: int, scenario: str | None, settle_delay_s: float, heartbeat_timeout_s: float = 10.0
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Simulator(seed=seed, scenario=scenario, settle_delay_s=settle_delay_s) as sim:
+    async with Simulator(
+        seed=seed,
+        scenario=scenario,
+        settle_delay_s=settle_delay_s,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+    ) as sim:
         urls = {
             "clob_url": sim.clob_url,
             "gamma_url": sim.gamma_url,
@@ -38,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--scenario", choices=["demo"], default=None)
     p.add_argument("--settle-delay", type=float, default=0.05, dest="settle_delay_s")
+    # The venue's order dead-man switch: 10 s per API key (Polymarket/ts-sdk order-heartbeats.ts).
+    p.add_argument("--heartbeat-timeout", type=float, default=10.0, dest="heartbeat_timeout_s")
     args = p.parse_args(argv)
-    asyncio.run(serve(args.seed, args.scenario, args.settle_delay_s))
+    if args.heartbeat_timeout_s <= 0:
+        p.error("--heartbeat-timeout must be positive")
+    asyncio.run(serve(args.seed, args.scenario, args.settle_delay_s, args.heartbeat_timeout_s))
     return 0
 
 

@@ -94,6 +94,7 @@ class Clob:
         r.add_get("/balance-allowance", self.reads.balance_allowance)
         r.add_get("/balance-allowance/update", self.reads.balance_allowance_update)
         r.add_post("/v1/heartbeats", self.orders.heartbeat)
+        r.add_post("/heartbeats", self.orders.legacy_heartbeat)
         r.add_post("/_sim/fund", self.admin.admin_fund)
         r.add_get("/_sim/ledger", self.admin.admin_ledger)
         r.add_get("/_sim/received_orders", self.admin.admin_received_orders)
@@ -141,6 +142,10 @@ class Clob:
         f = faults.take(faults.http, request.method, path, {"status"})
         if f is not None:
             return self._status_fault(f.status, f.retry_after, f.body)
+        if faults.take(faults.http, request.method, path, {"drop"}) is not None:
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPInternalServerError  # never written: the connection is gone
         accepted = faults.take(faults.http, request.method, path, {"accept_then_status"})
         late = faults.take(faults.http, request.method, path, {"late_response"})
         resp = await handler(request)

@@ -48,6 +48,28 @@ V2_FIELDS = (
 )
 ORDER_TYPES = ("GTC", "GTD", "FOK", "FAK")
 MAX_BATCH = 15
+DELAY_REFUSED = "order is delayed and can't be canceled"
+# Whether a delayed order can be canceled is undocumented (one news report says no): refused here.
+
+
+def delayed_answer(order_id: str) -> Json:
+    """The answer to a marketable order on a market with a taker delay.
+
+    `status: "delayed"` is documented (https://docs.polymarket.com/trading/orders/create;
+    NautilusTrader `PolymarketOrderStatus::Delayed`, "marketable but subject to matching
+    delay"). The amounts in such an answer are undocumented: empty amounts (nothing matched
+    yet) are our assumption, kept here alone so it is easy to change.
+    """
+    return {
+        "success": True,
+        "errorMsg": "",
+        "orderID": order_id,
+        "status": "delayed",
+        "makingAmount": "",
+        "takingAmount": "",
+    }
+
+
 MAX_CANCEL = 1000
 GTD_SECURITY_S = 60
 
@@ -214,14 +236,10 @@ class Orders:
                 )
             if eng.crosses(order.side, order.token_id, order.price):
                 raise OrderError("invalid post-only order: order crosses book")
-        shares, _cash, fee = eng.fillable(order)
-        # A BUY needs its pUSD plus the taker fee of what it would match now (makers pay none):
-        # the one documented refusal is this 400 (https://docs.polymarket.com/resources/error-codes).
-        if order.side == "BUY":
-            if order.maker_amount + fee > eng.available_collateral(order.maker):
-                raise OrderError("not enough balance / allowance")
-        elif order.original_size > eng.available_shares(order.maker, order.token_id):
-            raise OrderError("not enough balance / allowance")
+        self._check_balance(order)
+        if m.taker_delay_s > 0 and eng.crosses(order.side, order.token_id, order.price):
+            return self._delay(order, m.taker_delay_s)
+        shares, _cash, _fee = eng.fillable(order)
         if order.order_type in ("FOK", "FAK"):
             if order.order_type == "FOK" and shares < order.original_size:
                 msg = "order couldn't be fully filled. FOK orders are fully filled or killed."
@@ -259,6 +277,67 @@ class Orders:
             "transactionsHashes": [trades[0].transaction_hash],
             "tradeIDs": [t.id for t in trades],
         }
+
+    def _check_balance(self, order: Order) -> None:
+        """A BUY needs its pUSD plus the taker fee of what it would match now (makers pay none);
+        a SELL its shares. The one documented refusal is this 400
+        (https://docs.polymarket.com/resources/error-codes; docs/venue-mechanics.md §1)."""
+        eng = self.venue.engine
+        if order.side == "BUY":
+            _shares, _cash, fee = eng.fillable(order)
+            if order.maker_amount + fee > eng.available_collateral(order.maker):
+                raise OrderError("not enough balance / allowance")
+        elif order.original_size > eng.available_shares(order.maker, order.token_id):
+            raise OrderError("not enough balance / allowance")
+
+    def _delay(self, order: Order, delay_s: float) -> Json:
+        """Hold a marketable order for the market's taker delay, then match it against the book
+        as it is then (`_run_delayed`).
+
+        Source: the compact market record's `itode` ("taker order delay enabled") and `sd`
+        ("seconds delay"), TS client `MarketDetails` in
+        https://github.com/Polymarket/clob-client-v2/blob/main/src/types/clob.ts; the outcome
+        arrives later as user-feed trades and order events, FOK/FAK remainders canceled
+        (docs/venue-mechanics.md §5). Meanwhile the order is on REST as `DELAYED` and its funds
+        are held, so they cannot back another order.
+        """
+        eng = self.venue.engine
+        order.status = "DELAYED"
+        eng.orders[order.id] = order
+        eng._reserve(order, order.left)
+        self.venue._later(delay_s, self._run_delayed, order.id)
+        return delayed_answer(order.id)
+
+    def _run_delayed(self, order_id: str) -> None:
+        eng = self.venue.engine
+        o = eng.orders.get(order_id)
+        if o is None or o.status != "DELAYED":
+            return
+        eng._reserve(o, -o.left)
+        m = self.venue.market_of_token(o.token_id)
+        why = ""
+        if m is None or not m.accepting_orders or m.closed:
+            why = "the market is not yet ready to process new orders"
+        else:
+            try:
+                self._check_balance(o)
+            except OrderError as e:
+                why = e.message
+        got, _cash, _fee = eng.fillable(o)
+        if not why and o.order_type == "FOK" and got < o.original_size:
+            o.status = "CANCELED"
+            self.venue.sink.killed(
+                o, "order couldn't be fully filled. FOK orders are fully filled or killed."
+            )
+            return
+        if not why and o.order_type == "FAK" and got <= 0:
+            why = "no orders found to match with FAK order"
+        if why:
+            o.status = "CANCELED"
+            self.venue.sink.order_event(o, "CANCELLATION", "CANCELED")
+            return
+        o.status = "LIVE"
+        self.venue.submit(o)  # the book as it is now; FAK remainder canceled, GTC rests
 
     def _post_only_window(self) -> float | None:
         phase = self.venue.faults.registry.restart_phase()
@@ -338,6 +417,8 @@ class Orders:
                 not_canceled[oid] = "order not found"
             elif o.status == "CANCELED":
                 not_canceled[oid] = "order already canceled"
+            elif o.status == "DELAYED":
+                not_canceled[oid] = DELAY_REFUSED
             elif o.status != "LIVE":
                 not_canceled[oid] = "order can't be canceled, already matched"
             else:
@@ -390,26 +471,63 @@ class Orders:
         return json_response(self._cancel_many(key, ids))
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        """Heartbeats: once started, a lapse cancels every open order of the API key."""
+        """`POST /v1/heartbeats`: the order dead-man switch of one API key, with chained ids.
+
+        Sources: `post_heartbeat` in py-clob-client-v2 (`py_clob_client_v2/client.py`: body
+        `{"heartbeat_id": id}`, `""` the first time; the answer's `heartbeat_id` is sent next);
+        `OrderHeartbeat` / `OrderHeartbeatMismatchResponse` in Polymarket/py-sdk
+        (`src/polymarket/models/clob/order_heartbeats.py`: a wrong id is answered 400
+        `{"error_msg": "Invalid Heartbeat ID", "heartbeat_id": <expected>}`); the older
+        `{"error": ..., "heartbeat_id": ...}` shape of Polymarket/py-clob-client
+        `examples/post_heartbeat.py` is served when `venue.heartbeat_legacy_error` is set; the
+        10 s deadline per API key is Polymarket/ts-sdk `actions/order-heartbeats.ts` ("missing
+        the ten-second deadline triggers cancellation of this API key's orders").
+
+        The switch arms on the first valid heartbeat (undocumented; the feature is opt-in). A
+        heartbeat of `""` restarts the chain. Without a valid heartbeat for
+        `venue.heartbeat_timeout_s`, every resting order of the key is canceled
+        (`_heartbeat_lapsed`).
+        """
         try:
             key, raw = await self.auth.auth(request)
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
             return error("Invalid payload")
         sent = body.get("heartbeat_id") if isinstance(body, dict) else None
+        if sent is not None and not isinstance(sent, str):
+            return error("Invalid payload")
         current = self.venue.heartbeats.get(key.api_key)
         if current is not None and sent and sent != current[0]:
-            return error("Invalid heartbeat id", 400, heartbeat_id=current[0])
-        if current is not None and current[1] is not None:
-            current[1].cancel()
+            text = "Invalid Heartbeat ID"
+            if self.venue.heartbeat_legacy_error:
+                return json_response({"error": text, "heartbeat_id": current[0]}, 400)
+            return json_response({"error_msg": text, "heartbeat_id": current[0]}, 400)
         new_id = self.venue.engine.new_uuid()
-        handle = asyncio.get_running_loop().call_later(
-            self.venue.heartbeat_timeout_s, self._heartbeat_lapsed, key.api_key
-        )
-        self.venue.heartbeats[key.api_key] = (new_id, handle)
+        self._arm(key.api_key, new_id)
         return json_response({"heartbeat_id": new_id})
 
+    async def legacy_heartbeat(self, request: web.Request) -> web.Response:
+        """`POST /heartbeats` with no body: `{"status": "ok"}` (the only variant in the API
+        reference, https://docs.polymarket.com/api-reference/trade/send-heartbeat). It shares the
+        key's registration and resets the expected `/v1` id to empty, as the unified SDKs'
+        `sendLegacyOrderHeartbeat` describes."""
+        key, _ = await self.auth.auth(request)
+        self._arm(key.api_key, "")
+        return json_response({"status": "ok"})
+
+    def _arm(self, api_key: str, expected_id: str) -> None:
+        current = self.venue.heartbeats.get(api_key)
+        if current is not None and current[1] is not None:
+            current[1].cancel()
+        handle = asyncio.get_running_loop().call_later(
+            self.venue.heartbeat_timeout_s, self._heartbeat_lapsed, api_key
+        )
+        self.venue.heartbeats[api_key] = (expected_id, handle)
+
     def _heartbeat_lapsed(self, api_key: str) -> None:
+        """The deadline passed: cancel every resting order of the key. Each gets the usual
+        user-feed `order` CANCELLATION event and shows CANCELED on REST (`Engine.cancel`)."""
         self.venue.heartbeats.pop(api_key, None)
+        self.venue.heartbeat_lapses += 1
         for o in list(self.venue.engine.open_orders(api_key)):
             self.venue.engine.cancel(o.id)

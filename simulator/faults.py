@@ -6,6 +6,7 @@ Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` acce
     {"kind": "latency", "route": "*", "seconds": 0.5, "count": 2}
     {"kind": "late_response", "route": "POST /order", "seconds": 6, "count": 1}
     {"kind": "accept_then_status", "route": "POST /order", "status": 500, "count": 1}
+    {"kind": "drop", "route": "POST /v1/heartbeats", "count": 2}
     {"kind": "engine_restart", "seconds": 2, "post_only_s": 5}
     {"kind": "ws_stall", "channel": "market", "seconds": 20}  (also ws_drop, ws_malformed+count)
     {"kind": "data_api", "status": 500, "count": 2}
@@ -13,6 +14,10 @@ Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` acce
     {"kind": "clear"}
 
 `route` is `"METHOD /path"` (path without query), `"* /path"`, or `"*"`. `count` defaults to 1.
+
+`drop` closes the connection without an answer and without running the route: the request never
+reached the venue (for heartbeats, the dead-man switch does not see it). A heartbeat can also be
+delayed (`latency`) or answered 5xx (`status`, not recorded either).
 
 `accept_then_status` is the venue failing *after* its matching engine took the order: the order is
 accepted (it matches, or rests on the book) and the client is answered `status` instead of the
@@ -58,6 +63,7 @@ KINDS = frozenset(
         "latency",
         "late_response",
         "accept_then_status",
+        "drop",
         "engine_restart",
         "ws_drop",
         "ws_stall",

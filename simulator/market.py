@@ -39,6 +39,8 @@ class SimMarket:
     closed: bool = False
     event_id: str = ""
     books: dict[str, Book] = field(default_factory=dict)
+    # Seconds a marketable order waits before it matches (0: none); see `Orders._delay`.
+    taker_delay_s: float = 0.0
     fee_rate: Decimal = Decimal(0)
     """Taker fee rate (`fd.r`, Gamma `feeSchedule.rate`); 0 = a market without a fee."""
     fee_exponent: Decimal = Decimal(1)
@@ -230,11 +232,22 @@ class SimMarket:
             "fd": {"r": 0.0, "e": 0.0},
             "mbf": 0,
             "tbf": 0,
-            "itode": False,
+            "itode": self.taker_delay_s > 0,
             "rfqe": False,
             "gst": None,
             "oas": self.accepting_orders,
-        }
+        } | self.delay_fields()
+
+    def delay_fields(self) -> Json:
+        """`sd` ("seconds delay", TS client `MarketDetails`), served with `itode` only when the
+        market delays takers (https://github.com/Polymarket/clob-client-v2, src/types/clob.ts)."""
+        return {"sd": self.seconds_delay} if self.taker_delay_s > 0 else {}
+
+    @property
+    def seconds_delay(self) -> int | float:
+        """The delay as `/markets` serves it (`seconds_delay`, an integer in NT's captures)."""
+        d = self.taker_delay_s
+        return int(d) if d == int(d) else d
 
 
 def _tag_id(tag: str) -> str:

@@ -132,7 +132,7 @@ class Simulator(Venue):
         *,
         chain_id: int = 137,
         page_size: int = 100,
-        heartbeat_timeout_s: float = 15.0,
+        heartbeat_timeout_s: float = 10.0,
         ws_idle_timeout_s: float = 10.0,
         ws_subscribe_timeout_s: float = 10.0,
     ) -> None:

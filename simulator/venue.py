@@ -169,7 +169,9 @@ class Venue:
         self.data_rows: list[DataRow] = []
         self.keys: dict[str, ApiKey] = {}
         self.keys_by_addr_nonce: dict[tuple[str, int], ApiKey] = {}
-        self.heartbeats: dict[str, tuple[str, asyncio.TimerHandle | None]] = {}
+        self.heartbeats: dict[str, tuple[str, asyncio.TimerHandle | None]] = {}  # Orders.heartbeat
+        self.heartbeat_legacy_error = False  # 400 body `{"error", ...}` instead of `error_msg`
+        self.heartbeat_lapses = 0  # how many API keys' switches fired
         self.funders: dict[str, str] = {}  # api key -> funder seen on its orders
         # Every order-carrying request body, as received (the last RECEIVED_MAX of them).
         self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED_MAX)
@@ -430,7 +432,7 @@ class Venue:
             "market_slug": m.slug,
             "end_date_iso": m.end_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "game_start_time": None,
-            "seconds_delay": 0,
+            "seconds_delay": m.seconds_delay,
             "fpmm": "",
             "maker_base_fee": 0,
             "taker_base_fee": 0,
@@ -459,7 +461,7 @@ class Venue:
         route = str(spec.get("route", "*"))
         if kind == "clear":
             reg.clear()
-        elif kind in ("status", "latency", "late_response", "accept_then_status"):
+        elif kind in ("status", "latency", "late_response", "accept_then_status", "drop"):
             ra = spec.get("retry_after")
             reg.add_http(
                 Fault(

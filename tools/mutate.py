@@ -10,6 +10,13 @@ test, the kill rate, and every surviving mutant that `tools/mutation.toml` does 
 Kill rate = (killed + timed out) / (all mutants − accepted survivors). A mutant with no
 covering test counts as a survivor: no test would notice it.
 
+One class of survivor is recognised as equivalent by rule, not by name (`sql_case_equivalent`):
+mutmut upper- or lower-cases string literals, and SQLite treats SQL keywords and identifiers, and
+`sqlite3.Row` keys, without regard to case. A survivor whose only change is the case of a string
+that is SQL text holding no quoted literal (`'FILLED'` compares with case), or of a key read from
+a row named `r`/`row`, behaves exactly like the original. It is reported as accepted and counted
+under `equivalent_by_rule`.
+
     python -m tools.mutate                   # every group
     python -m tools.mutate --group risk      # one group
     python -m tools.mutate --smoke           # the smoke group (small; fits a CI run)
@@ -19,8 +26,10 @@ covering test counts as a survivor: no test would notice it.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +37,7 @@ import tempfile
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +68,7 @@ class ModuleResult:
     survived: int = 0
     no_tests: int = 0
     accepted: int = 0
+    equivalent_by_rule: int = 0
     unexplained: list[str] = field(default_factory=list)
 
     @property
@@ -73,6 +84,7 @@ class ModuleResult:
             "survived": self.survived,
             "no_tests": self.no_tests,
             "accepted": self.accepted,
+            "equivalent_by_rule": self.equivalent_by_rule,
             "kill_rate": self.kill_rate,
             "unexplained_survivors": sorted(self.unexplained),
         }
@@ -131,8 +143,9 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], Path]:
-    """Run mutmut for one group in a scratch copy; return {mutant name: verdict}."""
+def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], set[str], Path]:
+    """Run mutmut for one group in a scratch copy; return {mutant name: verdict}, the survivors
+    equivalent by rule, and the scratch directory."""
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
     tops = _copy_tree(work)
     # Tests read the venue payloads captured beside the checkout (`../shared/fixtures`); mutmut
@@ -187,9 +200,104 @@ def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], Path]:
     if not verdicts:
         tail = log_path.read_text("utf-8", "replace")[-2000:]
         raise SystemExit(f"[{g.name}] mutmut produced no verdicts; end of its log:\n{tail}")
+    survivors = [n for n, v in verdicts.items() if v not in KILLED | TIMEOUT]
+    equivalent = equivalent_by_rule(work, survivors)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
-    return verdicts, work
+    return verdicts, equivalent, work
+
+
+_SQL_WORD = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|VALUES|FROM|WHERE|SET|INTO|ORDER BY|GROUP BY|LIMIT"
+    r"|CONFLICT|EXCLUDED|INDEXED BY|CAST|AS INTEGER|AND|NOT IN)\b",
+    re.IGNORECASE,
+)
+_ROW_NAMES = {"r", "row"}
+
+
+def _functions(tree: ast.AST) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    return {
+        n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def _body(f: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    return ast.dump(ast.Module(body=list(f.body), type_ignores=[]))
+
+
+def sql_case_equivalent(original: ast.AST, mutant: ast.AST) -> bool:
+    """True if `mutant` differs from `original` only in the letter case of one string literal
+    that SQLite reads without regard to case (see the module docstring)."""
+    a, b = list(ast.walk(original)), list(ast.walk(mutant))
+    if len(a) != len(b):
+        return False
+    changed: list[tuple[ast.Constant, ast.Constant]] = []
+    for x, y in zip(a, b, strict=True):
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, ast.Constant) and isinstance(y, ast.Constant) and x.value != y.value:
+            changed.append((x, y))
+    if len(changed) != 1:
+        return False
+    x, y = changed[0]
+    if not (isinstance(x.value, str) and isinstance(y.value, str)):
+        return False
+    if x.value.casefold() != y.value.casefold():
+        return False
+    # everything else identical (names, operators, structure), apart from the function's name
+    saved = y.value
+    y.value = x.value
+    try:
+        if not isinstance(original, ast.FunctionDef | ast.AsyncFunctionDef) or not isinstance(
+            mutant, ast.FunctionDef | ast.AsyncFunctionDef
+        ):
+            return False
+        same = _body(original) == _body(mutant) and ast.dump(original.args) == ast.dump(mutant.args)
+    finally:
+        y.value = saved
+    if not same:
+        return False
+    text = x.value
+    if "'" not in text and _SQL_WORD.search(text):
+        return True
+    for node in ast.walk(original):
+        if (
+            isinstance(node, ast.Subscript)
+            and node.slice is x
+            and isinstance(node.value, ast.Name)
+            and node.value.id in _ROW_NAMES
+        ):
+            return True
+    return False
+
+
+def equivalent_by_rule(work: Path, names: list[str]) -> set[str]:
+    """The survivors in `names` that `sql_case_equivalent` explains, read from mutmut's
+    `mutants/` copy of each module (which holds every mutant and the original side by side)."""
+    out: set[str] = set()
+    trees: dict[Path, dict[str, ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+    for name in names:
+        module, _, func = name.partition(".x")
+        if not func:
+            continue
+        # `storage.fills.xǁFillRepositoryǁrecord__mutmut_7` → storage/fills.py, function
+        # `xǁFillRepositoryǁrecord__mutmut_7` beside `xǁFillRepositoryǁrecord__mutmut_orig`
+        path = work / "mutants" / (module.replace(".", "/") + ".py")
+        if path not in trees:
+            try:
+                trees[path] = _functions(ast.parse(path.read_text("utf-8")))
+            except (OSError, SyntaxError):
+                trees[path] = {}
+        funcs = trees[path]
+        mutant_name = "x" + func
+        original_name = mutant_name.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+        if (
+            mutant_name in funcs
+            and original_name in funcs
+            and sql_case_equivalent(funcs[original_name], funcs[mutant_name])
+        ):
+            out.add(name)
+    return out
 
 
 def module_of(mutant: str, modules: list[str]) -> str:
@@ -203,7 +311,10 @@ def module_of(mutant: str, modules: list[str]) -> str:
 
 
 def summarise(
-    verdicts: dict[str, str], modules: list[str], accepted: dict[str, str]
+    verdicts: dict[str, str],
+    modules: list[str],
+    accepted: dict[str, str],
+    equivalent: Collection[str] = (),
 ) -> dict[str, ModuleResult]:
     out: dict[str, ModuleResult] = {m: ModuleResult() for m in modules}
     for name, status in sorted(verdicts.items()):
@@ -220,6 +331,9 @@ def summarise(
                 r.survived += 1
             if name in accepted:
                 r.accepted += 1
+            elif name in equivalent:
+                r.accepted += 1
+                r.equivalent_by_rule += 1
             else:
                 r.unexplained.append(name)
     return out
@@ -249,13 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for g in chosen:
         try:
-            verdicts, work = run_group(g, args.jobs, args.keep)
+            verdicts, equivalent, work = run_group(g, args.jobs, args.keep)
         except SystemExit as e:
             print(e, file=sys.stderr)
             report[g.name] = {"error": "the group's tests fail on the unmutated code (see stderr)"}
             failed.append(g.name)
             continue
-        modules = summarise(verdicts, g.modules, accepted)
+        modules = summarise(verdicts, g.modules, accepted, equivalent)
         report[g.name] = {
             "modules": {m: r.as_json() for m, r in modules.items()},
             "verdicts": dict(Counter(verdicts.values())),

@@ -1,5 +1,5 @@
 """Build the execution stage from `Settings`: broker, market rules, risk, executor, user feed,
-heartbeats, and the operator's control routes.
+the exchange heartbeat monitor (`execution.heartbeat`), and the operator's control routes.
 
 The orchestrator folds the stage into its life cycle; tests and benchmarks call `assemble()` too,
 so the daemon and they build the same thing.
@@ -15,7 +15,8 @@ from typing import Any
 import structlog
 
 from config import Settings
-from errors import OrderRejected, PolydError
+from errors import OrderRejected
+from execution.heartbeat import ExecutorTrading, HeartbeatMonitor
 from execution.market_rules import MarketRules
 from execution.paper import PaperBroker
 from execution.ports import Broker
@@ -81,6 +82,7 @@ class ExecutionStage(Stage):
     broker: Broker
     rules: MarketRules
     user_feed: UserFeed | None = None
+    heartbeat: HeartbeatMonitor | None = None  # live only
 
 
 def retry_policy(s: Settings) -> RetryPolicy:
@@ -89,23 +91,6 @@ def retry_policy(s: Settings) -> RetryPolicy:
         base_delay_s=s.retry_base_delay_s,
         max_delay_s=s.retry_max_delay_s,
     )
-
-
-async def heartbeats(
-    broker: ClobBroker, executor: Executor, metrics: Metrics, interval_s: float
-) -> None:
-    """Send exchange heartbeats while orders rest, so the venue cancels them if we die."""
-    started = False
-    while True:
-        await asyncio.sleep(interval_s)
-        if not started and executor.positions.open_count == 0:
-            continue
-        try:
-            await broker.heartbeat()  # takes its own rate-limit bucket
-            started = True
-        except PolydError as e:
-            metrics.heartbeat_failures_total.inc()
-            log.warning("heartbeat_failed", error=type(e).__name__)
 
 
 def controls(executor: Executor) -> list[Control]:
@@ -249,6 +234,7 @@ async def assemble(
             kill_switch_path=s.kill_switch_path,
             unknown_grace_s=s.order_lookup_grace_s,
             resend_window_s=s.resend_window_s,
+            delayed_margin_s=s.delayed_order_margin_s,
             reconcile_interval_s=s.reconcile_interval_s,
             cancel_on_shutdown=s.cancel_on_shutdown,
             daily_loss_limit=s.risk_daily_loss_limit,
@@ -258,6 +244,7 @@ async def assemble(
     executor_box.append(executor)
     await executor.start()
     feed: UserFeed | None = None
+    monitor: HeartbeatMonitor | None = None
     if clob is not None:
         creds_ = clob.client.creds
         assert creds_ is not None
@@ -274,19 +261,23 @@ async def assemble(
             ping_interval_s=s.feed_ping_interval_s,
         )
         services.append(("feed:user", feed.run))
-        live_broker = clob
-        services.append(
-            (
-                "heartbeats",
-                lambda: heartbeats(live_broker, executor, metrics, s.heartbeat_interval_s),
-            )
+        monitor = HeartbeatMonitor(
+            venue=clob,
+            trading=ExecutorTrading(executor),
+            metrics=metrics,
+            clock=clock,
+            interval_s=s.heartbeat_interval_s,
+            max_failures=s.heartbeat_max_failures,
+            lapse_after_s=s.heartbeat_lapse_s,
         )
+        services.append(("heartbeats", monitor.run))
     services.append(("executor", lambda: executor.run(periodic_reconcile=s.live)))
     stage = ExecutionStage(
         executor=executor,
         broker=broker,
         rules=rules,
         user_feed=feed,
+        heartbeat=monitor,
         services=services,
         closers=closers,
     )

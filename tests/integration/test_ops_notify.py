@@ -307,6 +307,27 @@ async def test_trading_watch_notifies_on_halt_breaker_and_daily_loss(hook: Hook)
     assert "venue" in hook.received[1][1]["text"]
 
 
+async def test_trading_watch_notifies_when_heartbeats_lapse_and_recover(hook: Hook) -> None:
+    m = Metrics()
+    n = Notifier(url=hook.base + "/w", metrics=m, min_interval_s=0)
+    watch = TradingWatch(notifier=n, metrics=m, warn_fraction=0.8)
+    watch.check()
+    assert n.pending == 0  # a fresh registry reads "heartbeats ok"
+    m.heartbeat_ok.set(0)
+    watch.check()
+    watch.check()  # edge-triggered: no repeats
+    m.heartbeat_ok.set(1)
+    watch.check()
+
+    async def body() -> None:
+        await hook.wait_for(2)
+
+    await with_sender(n, body)
+    kinds = [p["kind"] for _, p in hook.received]
+    assert kinds == ["heartbeat_lapsed", "heartbeat_recovered"]
+    assert "resting orders are held" in hook.received[0][1]["text"]
+
+
 async def test_supervisor_notifies_on_crash_and_on_halt() -> None:
     sent: list[tuple[str, str]] = []
 

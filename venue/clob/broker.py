@@ -5,7 +5,11 @@ heartbeats and market rules, against the CLOB or the simulator.
   event loop: nothing blocks the loop.
 * An order is signed once, in `prepare`, which also computes its EIP-712 hash (the venue's order
   id) locally; `send` posts the same serialized bytes on every attempt (never a new signature).
-* `deferExec` is always set, so a match never makes the venue's client poll `/data/trades`.
+* The order body is the one the SDK's own `post_order(order, order_type, post_only)` sends,
+  byte for byte, with its default `deferExec: false` (`order_to_json_v2` in py-clob-client-v2,
+  `py_clob_client_v2/order_utils/model/order_data_v2.py`); a unit test holds the identity.
+  The SDK's client-side polling of `/data/trades` after a match is not the body's concern: the
+  daemon never calls `post_order`, it posts these bytes itself.
 * The broker owns its HTTP client (`ClobHttp`, timeout `http_timeout_s`) and, when given one,
   takes the venue's rate-limit bucket for each request before it leaves (`limiter`).
 * Vendor errors become `errors` classes (see `venue.clob.translate`).
@@ -70,6 +74,9 @@ from venue.clob.wire import (
 )
 
 log = structlog.get_logger("venue.clob")
+
+SDK_DEFER_EXEC = False
+"""`deferExec` as the SDK's `ClobClient.post_order` sends it by default."""
 
 T = TypeVar("T")
 
@@ -198,7 +205,9 @@ class ClobBroker:
             digest = order_digest(order, self._domains[meta.neg_risk])
             signed = SignedOrderV2(**vars(order), signature=self._fast_signer.sign(digest))
             oid = "0x" + digest.hex()
-        body = order_to_json_v2(signed, self.owner, req.order_type.value, req.post_only, True)
+        body = order_to_json_v2(
+            signed, self.owner, req.order_type.value, req.post_only, SDK_DEFER_EXEC
+        )
         payload = serialize(body)
         # Journaled for a re-send after a crash: everything but the owner (the API key id).
         stored = {k: v for k, v in body.items() if k != "owner"}
@@ -318,11 +327,14 @@ class ClobBroker:
         rows = await self._pages("data_orders", "/data/orders", {})
         return [vo for r in rows if isinstance(r, dict) and (vo := venue_order(r)) is not None]
 
-    async def fills_since(self, after_unix_s: int) -> list[Fill]:
+    async def fills_since(self, after_unix_s: int, *, market: str | None = None) -> list[Fill]:
         params: dict[str, Any] = {}
         if after_unix_s:
             params["after"] = after_unix_s
-        if self.funder:
+        if market:
+            # By market only: NautilusTrader #3345, an asset filter misses our maker fills.
+            params["market"] = market
+        elif self.funder:
             params["maker_address"] = self.funder
         rows = await self._pages("data_trades", "/data/trades", params)
         out: list[Fill] = []
@@ -332,22 +344,31 @@ class ClobBroker:
         return out
 
     async def heartbeat(self) -> str:
-        """Send one exchange heartbeat; the venue cancels our orders if they stop."""
-        body = json.dumps({"heartbeat_id": self.heartbeat_id}, separators=(",", ":"))
+        """Send one exchange heartbeat, chaining the id; the venue cancels our orders if they stop.
+
+        A 400 naming the id the venue expects (`{"error_msg": ..., "heartbeat_id": id}` today,
+        `{"error": ..., "heartbeat_id": id}` in older examples: Polymarket/py-sdk
+        `order_heartbeats.py`, Polymarket/py-clob-client `examples/post_heartbeat.py`) is answered
+        by adopting that id and resending at once, once. Raise on any other failure.
+        """
         try:
-            res = await self._call(
-                "clob_general", lambda: self._request("POST", "/v1/heartbeats", body)
-            )
+            return await self._heartbeat_once()
         except OrderRejected as e:
-            # An expired id is answered 400 with the id to use; adopt it.
-            cause = e.__cause__
-            msg = cause.error_msg if isinstance(cause, PolyApiException) else None
-            if isinstance(msg, dict) and msg.get("heartbeat_id"):
-                self.heartbeat_id = str(msg["heartbeat_id"])
-                return self.heartbeat_id
-            raise
-        if isinstance(res, dict) and res.get("heartbeat_id"):
-            self.heartbeat_id = str(res["heartbeat_id"])
+            expected = _expected_heartbeat_id(e)
+            if expected is None:
+                raise
+            log.info("heartbeat_id_adopted")
+            self.heartbeat_id = expected
+            return await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> str:
+        body = json.dumps({"heartbeat_id": self.heartbeat_id}, separators=(",", ":"))
+        res = await self._call(
+            "clob_general", lambda: self._request("POST", "/v1/heartbeats", body)
+        )
+        if not isinstance(res, dict) or not isinstance(res.get("heartbeat_id"), str):
+            raise TransientError("heartbeat answer has no heartbeat_id")
+        self.heartbeat_id = res["heartbeat_id"]
         return self.heartbeat_id
 
     # market metadata (MetadataSource) ---------------------------------------------------
@@ -370,6 +391,15 @@ class ClobBroker:
         self._sign_pool.shutdown(wait=False, cancel_futures=True)
         self._http_pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()
+
+
+def _expected_heartbeat_id(e: OrderRejected) -> str | None:
+    """The id a heartbeat refusal names as the one to send (None if it names none)."""
+    cause = e.__cause__
+    msg = cause.error_msg if isinstance(cause, PolyApiException) else None
+    if e.status == 400 and isinstance(msg, dict) and isinstance(msg.get("heartbeat_id"), str):
+        return str(msg["heartbeat_id"])
+    return None
 
 
 def build_client(

@@ -50,7 +50,12 @@ def message(error_msg: Any) -> str:
     itself is neither kept in the journal nor logged.
     """
     if isinstance(error_msg, dict):
-        text = str(error_msg.get("error") or error_msg.get("errorMsg") or error_msg)
+        text = str(
+            error_msg.get("error")
+            or error_msg.get("errorMsg")
+            or error_msg.get("error_msg")  # heartbeat refusals (Polymarket/py-sdk)
+            or error_msg
+        )
     else:
         text = str(error_msg)
     head = text.lstrip()[:200].lower()

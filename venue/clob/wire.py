@@ -325,6 +325,8 @@ def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
         min_size = _money(_num(m.get("minimum_order_size"), Decimal("5")))
         if not 0 < tick < 1:
             raise Unreadable("tick size outside (0, 1)")
+        # Marketable orders wait this long before matching (`sd` on /clob-markets).
+        delay = float(_num(m.get("seconds_delay") or 0))
     except Unreadable as e:
         log.warning("market_meta_unreadable", condition_id=condition_id[:80], why=str(e))
         return []
@@ -343,6 +345,7 @@ def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
                 accepting_orders=bool(m.get("accepting_orders", True))
                 and bool(m.get("active", True)),
                 closed=bool(m.get("closed", False)),
+                taker_delay_s=delay,
             )
         )
     return out

@@ -1,0 +1,59 @@
+"""The mutation tool's equivalence rule accepts only case changes SQLite cannot see."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+
+from tools.mutate import sql_case_equivalent
+
+
+def _pair(original: str, mutant: str) -> tuple[ast.AST, ast.AST]:
+    def fn(src: str) -> ast.AST:
+        return ast.parse(textwrap.dedent(src)).body[0]
+
+    return fn(original), fn(mutant)
+
+
+def test_case_of_sql_text_and_row_keys_is_equivalent() -> None:
+    assert sql_case_equivalent(
+        *_pair(
+            'def f(c):\n    return c.execute("SELECT size FROM positions WHERE id = ?")',
+            'def g(c):\n    return c.execute("select size from positions where id = ?")',
+        )
+    )
+    assert sql_case_equivalent(
+        *_pair('def f(r):\n    return r["trade_id"]', 'def g(r):\n    return r["TRADE_ID"]')
+    )
+
+
+def test_quoted_literals_values_and_other_changes_are_not() -> None:
+    # a quoted SQL literal compares with case
+    assert not sql_case_equivalent(
+        *_pair(
+            "def f(c):\n    return c.execute(\"SELECT * FROM o WHERE s = 'FILLED'\")",
+            "def g(c):\n    return c.execute(\"select * from o where s = 'filled'\")",
+        )
+    )
+    # a value that is not SQL: an audit event name
+    assert not sql_case_equivalent(
+        *_pair('def f(a):\n    a.append("fill_failed")', 'def g(a):\n    a.append("FILL_FAILED")')
+    )
+    # a key of something that is not a row
+    assert not sql_case_equivalent(
+        *_pair('def f(d):\n    return d["side"]', 'def g(d):\n    return d["SIDE"]')
+    )
+    # a case change plus another change
+    assert not sql_case_equivalent(
+        *_pair(
+            'def f(c):\n    return c.execute("SELECT a FROM t LIMIT ?", (1,))',
+            'def g(c):\n    return c.execute("select a from t limit ?", (2,))',
+        )
+    )
+    # not a case change at all
+    assert not sql_case_equivalent(
+        *_pair(
+            'def f(c):\n    return c.execute("SELECT a FROM t")',
+            'def g(c):\n    return c.execute("XXSELECT a FROM tXX")',
+        )
+    )
