@@ -95,17 +95,21 @@ class Admin:
         return json_response({"order_ids": ids})
 
     async def admin_options(self, request: web.Request) -> web.Response:
-        """Set wire options: `{"feed_maker_side": false}` drops `maker_orders[].side` from
-        user-channel trade events, as some live fills do (REST rows keep it)."""
+        """Set wire options of user-channel trade events: `{"feed_maker_side": false}` drops
+        `maker_orders[].side`, `{"feed_empty_maker_fee_bps": true}` sends `fee_rate_bps: ""`
+        on maker entries, as some live fills do (REST rows keep both)."""
+        eng = self.venue.engine
+        known = ("feed_maker_side", "feed_empty_maker_fee_bps")
         try:
             body = orjson.loads(await request.read())
-            if not isinstance(body, dict) or set(body) - {"feed_maker_side"}:
-                raise ValueError("options: only feed_maker_side is known")
-            side = body.get("feed_maker_side")
-            if side is not None:
-                if not isinstance(side, bool):
-                    raise ValueError("options: feed_maker_side must be a boolean")
-                self.venue.engine.feed_maker_side = side
+            if not isinstance(body, dict) or set(body) - set(known):
+                raise ValueError(f"options: only {', '.join(known)} are known")
+            if any(not isinstance(v, bool) for v in body.values()):
+                raise ValueError("options: values must be booleans")
         except (orjson.JSONDecodeError, ValueError) as e:
             return error(f"bad options request: {e}", 400)
-        return json_response({"feed_maker_side": self.venue.engine.feed_maker_side})
+        if "feed_maker_side" in body:
+            eng.feed_maker_side = body["feed_maker_side"]
+        if "feed_empty_maker_fee_bps" in body:
+            eng.feed_empty_maker_fee_bps = body["feed_empty_maker_fee_bps"]
+        return json_response({k: getattr(eng, k) for k in known})

@@ -199,6 +199,8 @@ class Engine:
         self.fee_of: Callable[[str], tuple[Decimal, Decimal]] = lambda _token: (ZERO, ONE)
         # Whether user-channel trade events carry `maker_orders[].side` (REST rows always do).
         self.feed_maker_side = True
+        # Whether user-channel trade events send `fee_rate_bps: ""` on maker entries.
+        self.feed_empty_maker_fee_bps = False
 
     def pair(self, token_a: str, token_b: str) -> None:
         """Declare the two tokens of one condition: each matches the other's book too."""

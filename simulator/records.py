@@ -304,13 +304,20 @@ class Trade:
             "trader_side": "MAKER" if is_maker else "TAKER",
         }
 
-    def ws_dict(self, viewer_owner: str, *, maker_side: bool = True) -> Json:
+    def ws_dict(
+        self, viewer_owner: str, *, maker_side: bool = True, empty_maker_fee_bps: bool = False
+    ) -> Json:
         """The user-channel `trade` event for one party of the trade.
 
         `maker_side=False` drops `maker_orders[].side`, as some user-channel fills do (the TS
         client types it `side?: Side`; the real 2024 capture has it on no maker).
+        `empty_maker_fee_bps` sends `"fee_rate_bps": ""` on the maker entries, as the user feed
+        sometimes does (NautilusTrader's `PolymarketMakerOrder`, docs/venue-mechanics.md §1).
         """
         d = self.rest_dict(viewer_owner, maker_side=maker_side)
+        if empty_maker_fee_bps:
+            for m in d["maker_orders"]:
+                m["fee_rate_bps"] = ""
         del d["match_time"]
         d["matchtime"] = str(self.match_time)
         d["bucket_index"] = "0"

@@ -109,9 +109,10 @@ class _Sink(VenueSink):
         if not hub.conns:
             return
         market = trade.taker_order.market
-        side = sim.engine.feed_maker_side
+        side, empty = sim.engine.feed_maker_side, sim.engine.feed_empty_maker_fee_bps
         for owner in trade.owners():
-            hub.to_owner(owner, market, orjson.dumps(trade.ws_dict(owner, maker_side=side)))
+            ev = trade.ws_dict(owner, maker_side=side, empty_maker_fee_bps=empty)
+            hub.to_owner(owner, market, orjson.dumps(ev))
 
     def last_trade(self, token_id: str, price: Decimal, size: Decimal, side: str, tx: str) -> None:
         self.sim.emit_last_trade(token_id, price, size, side, tx)

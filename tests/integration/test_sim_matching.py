@@ -277,9 +277,11 @@ async def test_our_resting_buy_no_filled_by_a_buy_yes_reaches_us_as_a_maker_leg(
     sim: Simulator, market: SimMarket, feed_side: bool
 ) -> None:
     yes, no = market.token_ids
+    market.fee_rate = D("0.03")
+    options = {"feed_maker_side": feed_side, "feed_empty_maker_fee_bps": not feed_side}
     async with httpx.AsyncClient() as http:
-        r = await http.post(f"{sim.clob_url}/_sim/options", json={"feed_maker_side": feed_side})
-        assert r.status_code == 200
+        r = await http.post(f"{sim.clob_url}/_sim/options", json=options)
+        assert (r.status_code, r.json()) == (200, options)
         bad = await http.post(f"{sim.clob_url}/_sim/options", json={"feed_maker_side": "no"})
         assert bad.status_code == 400
     client, _ = await run(new_trader, sim, D("100"))
@@ -314,10 +316,13 @@ async def test_our_resting_buy_no_filled_by_a_buy_yes_reaches_us_as_a_maker_leg(
     assert ("side" in m) is feed_side
     if feed_side:
         assert m["side"] == "BUY"
+    assert ev["fee_rate_bps"] == "300"
+    assert m["fee_rate_bps"] == ("300" if feed_side else "")
     no_change = next(c for c in changes if c["asset_id"] == no)
     assert (no_change["price"], no_change["size"], no_change["side"]) == ("0.4", "6", "BUY")
     (row,) = await run(client.get_trades)
     assert row["maker_orders"][0]["side"] == "BUY"  # REST rows always carry it
+    assert row["maker_orders"][0]["fee_rate_bps"] == "300"
 
 
 async def test_a_gtc_buy_that_took_better_prices_rests_the_rest_of_its_size(
