@@ -231,6 +231,8 @@ def positions(settings: Settings) -> list[dict[str, Any]]:
             "cost_basis": str((p.size * p.avg_cost).quantize(Decimal("0.01"))),
             "realized_pnl": str(p.realized_pnl),
             "updated_at": p.updated_at,
+            "payout": None if p.payout is None else str(p.payout),
+            "redeemable": str(p.redeemable),
         }
         for p in _read(settings, Reports.positions)
     ]
@@ -312,7 +314,8 @@ def _is_number(text: str) -> bool:
 def _q(text: str, places: int) -> str:
     """Round for display only (--json keeps the exact values); no trailing zeros beyond it."""
     value = _dec(text).quantize(Decimal(1).scaleb(-places))
-    return str(value.normalize() if value == value.to_integral() else value)
+    # Fixed-point: a whole 10 must read "10", not Decimal's normalized "1E+1".
+    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
 
 
 def _short(text: str | None, n: int = 12) -> str:
@@ -350,6 +353,8 @@ def _render_status(s: dict[str, Any]) -> str:
         f"orders:        {by_status} (open {db['open_orders']}, last {db['last_order_at'] or '-'})",
         f"fills:         {db['fills']}",
         f"positions:     {db['positions']} open, realized PnL {_q(db['realized_pnl'], 2)} pUSD",
+        f"redeemable:    {_q(db.get('redeemable', '0'), 2)} pUSD (resolved, not yet redeemed;"
+        " not cash)",
         f"database:      {s['db_path']}",
     ]
     return "\n".join(lines)
@@ -365,8 +370,9 @@ def _render_positions(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no positions"
     total = sum((Decimal(r["realized_pnl"]) for r in rows), Decimal(0))
+    redeemable = sum((Decimal(r.get("redeemable") or "0") for r in rows), Decimal(0))
     body = table(
-        ["token", "size", "avg cost", "cost basis", "realized PnL", "updated"],
+        ["token", "size", "avg cost", "cost basis", "realized PnL", "resolved", "updated"],
         [
             [
                 _short(r["token_id"], 16),
@@ -374,12 +380,16 @@ def _render_positions(rows: list[dict[str, Any]]) -> str:
                 _q(r["avg_cost"], 4),
                 r["cost_basis"],
                 _q(r["realized_pnl"], 2),
+                "" if r.get("payout") is None else f"pays {r['payout']}",
                 r["updated_at"][:19],
             ]
             for r in rows
         ],
     )
-    return f"{body}\n\n{len(rows)} positions, realized PnL {_q(str(total), 2)} pUSD"
+    return (
+        f"{body}\n\n{len(rows)} positions, realized PnL {_q(str(total), 2)} pUSD, "
+        f"redeemable: {_q(str(redeemable), 2)} pUSD (not cash)"
+    )
 
 
 def _render_orders(rows: list[dict[str, Any]]) -> str:

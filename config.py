@@ -179,6 +179,8 @@ class Settings(BaseSettings):
     feed_stale_after_s: float = Field(default=15.0, gt=0, le=600)
     feed_shard_size: int = Field(default=200, ge=1, le=500)
     discovery_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    # How often Gamma is asked whether the markets we hold or trade resolved.
+    resolution_poll_s: float = Field(default=60.0, gt=0, le=86_400)
 
     # --- copy trader ---------------------------------------------------------------------------
     copy_enabled: bool = True

@@ -51,6 +51,7 @@ from execution.market_rules import MarketRules
 from execution.ports import Ack, Broker, Prepared, VenueOrder
 from execution.positions import PositionBook
 from execution.reconciler import Reconciler
+from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
@@ -250,7 +251,9 @@ class Executor:
         task = self._own(
             self._journal_and_send(admitted, started), name=f"executor:submit:{coid}", done=done
         )
-        return await self._await_owned(task, coid)
+        return await reprice_once(
+            request, await self._await_owned(task, coid), self.rules, self.submit
+        )
 
     def _own(
         self,
@@ -339,8 +342,7 @@ class Executor:
         halted = self.guard.refusal(rests=req.order_type.rests)
         if halted is not None:
             return await self.settle.refused(req, RefusalSource.HALTED, halted)
-        meta = await self.rules.ensure(req.token_id)
-        reason = self.rules.check(req, meta)
+        meta, reason = await self.rules.admit(req)
         if reason is not None:
             return await self.settle.refused(req, RefusalSource.RULES, reason)
         reason = self.risk.check(req, self.positions, self.state)

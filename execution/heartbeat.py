@@ -194,12 +194,13 @@ class HeartbeatMonitor:
         except PolydError as e:
             log.warning("heartbeat_recovery_reconcile_failed", error=type(e).__name__)
             return  # still lapsed: the next successful heartbeat tries again
+        # audited before the hold lifts, so whoever sees trading resume also finds the entry
+        await self.trading.audit("heartbeat_recovered")
         self.lapsed = False
         self.unconfirmed = 0
         self.trading.release_resting()
         self.metrics.heartbeat_ok.set(1)
         log.warning("heartbeat_recovered", reconciled=counts)
-        await self.trading.audit("heartbeat_recovered")
 
     def health(self) -> dict[str, Any]:
         """The heartbeat's part of the executor's health detail."""

@@ -2,13 +2,17 @@
 
 Metadata is cached per token. It is fed by the venue (`MetadataSource`, fetched once on first
 use), by market discovery (`load_market`) and by the market feed's `tick_size_change`
-(`set_tick_size`), so the next order uses the new grid.
+(`set_tick_size`), so the next order uses the new grid. A price off the cached grid refetches
+the market once before it is refused (`admit`): the tick turns finer above 0.96 / below 0.04 and
+a missed `tick_size_change` must not leave the daemon refusing good prices. A resolved market
+(`mark_resolved`) refuses every order with a reason naming the resolution.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
 
 import structlog
@@ -65,6 +69,11 @@ class MarketRules:
         self._meta: dict[str, MarketMeta] = {}
         self._loading: dict[str, asyncio.Future[None]] = {}
 
+    @property
+    def source(self) -> MetadataSource | None:
+        """Where metadata is fetched from (the venue's `/markets`)."""
+        return self._source
+
     def get(self, token_id: str) -> MarketMeta | None:
         return self._meta.get(token_id)
 
@@ -92,16 +101,42 @@ class MarketRules:
         old = self._meta.get(token_id)
         if old is None:
             return
-        self._meta[token_id] = MarketMeta(
-            token_id=old.token_id,
-            condition_id=old.condition_id,
-            tick_size=tick_size,
-            min_size=old.min_size,
-            neg_risk=old.neg_risk,
-            accepting_orders=old.accepting_orders,
-            closed=old.closed,
-        )
+        self._meta[token_id] = replace(old, tick_size=tick_size)
         log.info("tick_size_changed", token_id=token_id, old=str(old.tick_size), new=str(tick_size))
+
+    def mark_resolved(self, token_id: str, condition_id: str, payout: Decimal) -> None:
+        """The market of `token_id` resolved: no order there is sent again."""
+        old = self._meta.get(token_id) or MarketMeta(
+            token_id, condition_id, Decimal("0.01"), Decimal("5"), False
+        )
+        self._meta[token_id] = replace(old, accepting_orders=False, closed=True, payout=payout)
+
+    async def refresh(self, token_id: str) -> MarketMeta | None:
+        """Fetch the token's market again (its tick may have changed); keep what we had if the
+        venue cannot say, and never forget a resolution."""
+        if self._source is None:
+            return self._meta.get(token_id)
+        try:
+            fresh = await self._source.market_meta(token_id)
+        except TransientError as e:
+            log.warning("market_meta_unavailable", token_id=token_id, error=type(e).__name__)
+            return self._meta.get(token_id)
+        for m in fresh:
+            old = self._meta.get(m.token_id)
+            if old is not None and old.payout is not None and m.payout is None:
+                m = replace(m, accepting_orders=False, closed=True, payout=old.payout)
+            self._meta[m.token_id] = m
+        return self._meta.get(token_id)
+
+    async def admit(self, req: OrderRequest) -> tuple[MarketMeta | None, str | None]:
+        """(metadata, why the venue would refuse `req` or None). A price off the cached grid
+        refetches the market once first: the cached tick may be the stale one."""
+        meta = await self.ensure(req.token_id)
+        reason = self.check(req, meta)
+        if reason is not None and meta is not None and meta.payout is None and _off_grid(reason):
+            meta = await self.refresh(req.token_id)
+            reason = self.check(req, meta)
+        return meta, reason
 
     async def ensure(self, token_id: str) -> MarketMeta | None:
         """Return the token's metadata, fetching it from the venue the first time."""
@@ -131,6 +166,8 @@ class MarketRules:
         """Return why the venue would refuse `req`, or None if it follows the market's rules."""
         if meta is None:
             return f"unknown market for token {req.token_id}"
+        if meta.payout is not None:
+            return f"market resolved (this token pays {meta.payout}): no new orders"
         if meta.closed:
             return "market is closed"
         if not meta.accepting_orders:
@@ -155,3 +192,7 @@ class MarketRules:
             if req.expiration <= t + GTD_SECURITY_S:
                 return "GTD expiration must be more than 60 s ahead"
         return None
+
+
+def _off_grid(reason: str) -> bool:
+    return "tick grid" in reason or (reason.startswith("price ") and " outside [" in reason)

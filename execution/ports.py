@@ -51,6 +51,8 @@ class MarketMeta:
     neg_risk: bool
     accepting_orders: bool = True
     closed: bool = False
+    payout: Decimal | None = None
+    """Set once the market resolved: what one share of this token redeems for (1, 0, 0.5)."""
     taker_delay_s: float = 0.0  # `seconds_delay`: marketable orders wait this long to match
 
     @property

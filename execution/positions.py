@@ -78,6 +78,7 @@ class PositionBook:
         self._sell_size = _Sums()  # keys: token id
         self._day: str | None = None
         self._day_baseline = ZERO
+        self._payouts: dict[str, Decimal] = {}  # resolved tokens: what a share redeems for
 
     # positions ---------------------------------------------------------------------------
     def load(self, positions: Iterable[Position]) -> None:
@@ -161,8 +162,27 @@ class PositionBook:
     # marks and PnL -----------------------------------------------------------------------
     # Each read below costs O(positions holding shares), with an O(1) mark apiece (the best
     # levels, never the whole book), and nothing for flat positions or for realized PnL.
+    def set_payout(self, token_id: str, payout: Decimal) -> None:
+        """The token's market resolved: its shares are marked at `payout` from now on."""
+        self._payouts[token_id] = payout
+
+    def payout(self, token_id: str) -> Decimal | None:
+        return self._payouts.get(token_id)
+
+    def redeemable(self) -> Decimal:
+        """Shares x payout of held positions in resolved markets: value, not cash, until they
+        are redeemed on chain."""
+        total = ZERO
+        for p in self._held.values():
+            if (pay := self._payouts.get(p.token_id)) is not None:
+                total += p.size * pay
+        return total
+
     def mark(self, token_id: str) -> Decimal | None:
-        """Mid of the best bid and ask, the best bid alone, or None without a usable book."""
+        """The payout of a resolved token; else mid of the best bid and ask, the best bid alone,
+        or None without a usable book."""
+        if (pay := self._payouts.get(token_id)) is not None:
+            return pay
         if self.books is None:
             return None
         bid = self.books.best_bid(token_id)

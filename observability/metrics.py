@@ -157,6 +157,18 @@ class Metrics:
         self.daily_pnl_usd = Gauge(
             "polyd_daily_pnl_usd", "Realized plus marked PnL since 00:00 UTC", registry=r
         )
+        self.redeemable_usd = Gauge(
+            "polyd_redeemable_pusd",
+            "Value of positions in resolved markets (shares x payout), not yet redeemed on chain;"
+            " not cash",
+            registry=r,
+        )
+        self.markets_resolved_total = Counter(
+            "polyd_markets_resolved_total",
+            "Markets seen resolved with a position or order of ours, by how we learned it",
+            ["source"],
+            registry=r,
+        )
         self.daily_loss_limit_usd = Gauge(
             "polyd_daily_loss_limit_usd", "Configured daily loss limit", registry=r
         )

@@ -101,6 +101,8 @@ class Clob:
         r.add_post("/_sim/fault", self.admin.admin_fault)
         r.add_post("/_sim/seed_orders", self.admin.admin_seed_orders)
         r.add_post("/_sim/market", self.admin.admin_market)
+        r.add_post("/_sim/resolve", self.admin.admin_resolve)
+        r.add_post("/_sim/tick", self.admin.admin_tick)
         r.add_post("/_sim/options", self.admin.admin_options)
         return app
 

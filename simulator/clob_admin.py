@@ -1,14 +1,16 @@
 """The simulator's own `/_sim/*` routes (loopback only): fund, ledger, received orders,
-faults, seeded orders, new markets and wire options."""
+faults, seeded orders, new markets, tick changes, resolutions and wire options."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import orjson
 from aiohttp import web
 
 from simulator.clob_http import error, json_response
+from simulator.lifecycle import Lifecycle
 from simulator.venue import Venue
 
 
@@ -17,6 +19,7 @@ class Admin:
 
     def __init__(self, venue: Venue) -> None:
         self.venue = venue
+        self.lifecycle = Lifecycle(venue)
 
     async def admin_fund(self, request: web.Request) -> web.Response:
         try:
@@ -93,6 +96,36 @@ class Admin:
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation, ValueError) as e:
             return error(f"bad seed request: {e}", 400)
         return json_response({"order_ids": ids})
+
+    async def admin_resolve(self, request: web.Request) -> web.Response:
+        """Resolve a market: `{"condition_id", "winner": token id | null (50-50),
+        "announce"?: true, "in_s"?: seconds from now}` (see `simulator.lifecycle`)."""
+        try:
+            body = orjson.loads(await request.read())
+            cid, winner = str(body["condition_id"]), body.get("winner")
+            if winner is not None and not isinstance(winner, str):
+                raise ValueError("winner must be a token id or null")
+            announce = bool(body.get("announce", True))
+            if body.get("in_s") is not None:
+                at = datetime.now(UTC) + timedelta(seconds=float(body["in_s"]))
+                self.lifecycle.schedule(cid, winner, at, announce=announce)
+            else:
+                self.lifecycle.resolve(cid, winner, announce=announce)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            return error(f"bad resolve request: {e}", 400)
+        return json_response({"ok": True})
+
+    async def admin_tick(self, request: web.Request) -> web.Response:
+        """Relist a market at a new tick: `{"token_id", "tick_size"}`."""
+        try:
+            body = orjson.loads(await request.read())
+            m = self.venue.market_of_token(str(body["token_id"]))
+            if m is None:
+                raise ValueError(f"unknown token {body['token_id']}")
+            self.lifecycle.set_tick(m, Decimal(str(body["tick_size"])), relist=True)
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation, ValueError) as e:
+            return error(f"bad tick request: {e}", 400)
+        return json_response({"ok": True})
 
     async def admin_options(self, request: web.Request) -> web.Response:
         """Set wire options of user-channel trade events: `{"feed_maker_side": false}` drops

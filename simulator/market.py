@@ -39,6 +39,13 @@ class SimMarket:
     closed: bool = False
     event_id: str = ""
     books: dict[str, Book] = field(default_factory=dict)
+    # Tick and resolution state (`simulator.lifecycle` changes it). `listed_tick` is the tick the
+    # market was listed with; a 0.01 market moves to 0.001 while its price is above 0.96 or
+    # below 0.04 and back when it returns (`auto_tick`).
+    listed_tick: Decimal | None = None
+    auto_tick: bool = True
+    payouts: dict[str, Decimal] = field(default_factory=dict)  # token -> 1/0/0.5 once resolved
+    resolved_at: datetime | None = None
     # Seconds a marketable order waits before it matches (0: none); see `Orders._delay`.
     taker_delay_s: float = 0.0
     fee_rate: Decimal = Decimal(0)
@@ -53,6 +60,14 @@ class SimMarket:
     @property
     def active(self) -> bool:
         return not self.closed
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.payouts)
+
+    @property
+    def is_50_50(self) -> bool:
+        return self.resolved and all(p == Decimal("0.5") for p in self.payouts.values())
 
     def outcome_of(self, token_id: str) -> str:
         return self.outcomes[self.token_ids.index(token_id)]
@@ -72,6 +87,8 @@ class SimMarket:
         bb, ba = yes.best_bid(), yes.best_ask()
         p0 = self._price(self.token_ids[0]).quantize(Decimal("0.0001")).normalize()
         prices = [fmt(p0), fmt(Decimal(1) - p0)]
+        if self.resolved:  # NT's gamma_market_closed_binary_* captures: "1"/"0" (or "0.5")
+            prices = [fmt(self.payouts[t]) for t in self.token_ids]
         ltp = yes.last_trade_price
         start = self.created
         tick = float(self.tick_size)
@@ -144,7 +161,7 @@ class SimMarket:
             "showGmpOutcome": False,
             "manualActivation": False,
             "negRiskOther": False,
-            "umaResolutionStatuses": "[]",
+            "umaResolutionStatuses": '["proposed"]' if self.resolved else "[]",
             "pendingDeployment": False,
             "deploying": False,
             "rfqEnabled": False,
@@ -153,6 +170,17 @@ class SimMarket:
             "requiresTranslation": False,
             "makerRebatesFeeShareBps": 0,
             "tags": self._tags(),
+        } | self._resolution_fields()
+
+    def _resolution_fields(self) -> Json:
+        """What Gamma adds once a market resolved, as in NT's real capture
+        `gamma_market_closed_binary_accepting_false.json` (PR #4164): `closed` (set by the
+        lifecycle), `umaResolutionStatus`, `closedTime`, `outcomePrices` "1"/"0"."""
+        if not self.resolved or self.resolved_at is None:
+            return {}
+        return {
+            "umaResolutionStatus": "resolved",
+            "closedTime": self.resolved_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00"),
         }
 
     def _tags(self) -> list[Json]:
@@ -221,6 +249,20 @@ class SimMarket:
             m.pop("tags", None)
             d["markets"] = [m]
         return d
+
+    def clob_tokens(self) -> list[Json]:
+        """CLOB `/markets` `tokens`; once resolved `price` 1/0 (0.5 each for a 50-50 outcome)
+        and `winner`, as in the real capture `market_closed_accepting_orders_false` (NT PR
+        #4164)."""
+        return [
+            {
+                "token_id": t,
+                "outcome": o,
+                "price": float(self.payouts.get(t, Decimal("0.5"))),
+                "winner": self.payouts.get(t) == 1,
+            }
+            for t, o in zip(self.token_ids, self.outcomes, strict=True)
+        ]
 
     def clob_market_dict(self) -> Json:
         """`GET /clob-markets/{condition_id}` compact shape used by py-clob-client-v2."""

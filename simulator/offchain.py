@@ -146,7 +146,13 @@ PROFILE = {
 
 
 class DataApi:
-    """`/trades`, `/activity`, `/positions` for every wallet (daemon's and scripted)."""
+    """`/trades`, `/activity`, `/positions` for every wallet (daemon's and scripted).
+
+    A position in a resolved market is `redeemable: true` with `curPrice` its payout and
+    `currentValue = size x payout`, and `?redeemable=true` lists only those, as the docs' "Get
+    current positions for a user" page and the real capture `positions_2025_redeemable_and_open`
+    show (a lost position: `curPrice` 0, `currentValue` 0, `redeemable` true).
+    """
 
     def __init__(self, sim: Venue) -> None:
         self.sim = sim
@@ -298,6 +304,7 @@ class DataApi:
                 a[3] += (r.price - avg) * r.size
                 a[0] -= r.size
         threshold = Decimal(request.query.get("sizeThreshold") or "1")
+        redeemable = _bool(request.query.get("redeemable"))
         out: list[Json] = []
         for token, (size, bought, cost, realized) in agg.items():
             if size < threshold or size <= 0:
@@ -309,6 +316,10 @@ class DataApi:
             avg = cost / bought if bought else ZERO
             book = self.sim.engine.books[token]
             cur = book.last_trade_price if book.last_trade_price is not None else avg
+            if m.resolved:  # worth its payout: 1 (winner), 0 (loser), 0.5 (50-50)
+                cur = m.payouts[token]
+            if redeemable is not None and redeemable != m.resolved:
+                continue
             initial = size * avg
             current = size * cur
             out.append(
@@ -326,7 +337,7 @@ class DataApi:
                     "realizedPnl": float(realized),
                     "percentRealizedPnl": 0.0,
                     "curPrice": float(cur),
-                    "redeemable": False,
+                    "redeemable": m.resolved,
                     "mergeable": False,
                     "title": m.question,
                     "slug": m.slug,

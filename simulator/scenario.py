@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from simulator.engine import Order, OrderError
+from simulator.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from simulator.market import SimMarket
@@ -85,6 +86,10 @@ class Scenario:
     def start(self) -> None:
         for b in self.books:
             self._ladder(b)
+        # The ending markets resolve at their end date, YES winning (their price is ~0.96).
+        lifecycle = Lifecycle(self.sim)
+        for m in self.ending_markets:
+            lifecycle.schedule(m.condition_id, m.token_ids[0], m.end_date)
         for i, b in enumerate(self.books):
             self._tasks.append(asyncio.create_task(self._maker(b), name=f"sim:scenario:maker:{i}"))
         self._tasks.append(asyncio.create_task(self._taker(), name="sim:scenario:taker"))

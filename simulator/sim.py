@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,8 @@ from aiohttp import web
 
 from simulator.clob import Clob
 from simulator.engine import LevelChange, Order, Trade, fmt, now_ms, rate_bps
+from simulator.lifecycle import Lifecycle
+from simulator.market import SimMarket
 from simulator.offchain import DataApi, Gamma
 from simulator.scenario import Scenario
 from simulator.venue import (
@@ -44,6 +47,7 @@ class _Sink(VenueSink):
     def level_changes(self, market: str, changes: list[LevelChange]) -> None:
         sim = self.sim
         hub = sim.market_hub
+        sim.lifecycle.recompute_tick(market)  # the 0.96 / 0.04 rule, before the book events
         by_asset: dict[str, list[LevelChange]] = {}
         for c in changes:
             by_asset.setdefault(c.token_id, []).append(c)
@@ -86,6 +90,41 @@ class _Sink(VenueSink):
                     "timestamp": ts,
                 }
                 hub.to_assets(asset, orjson.dumps(bba), custom_only=True)
+
+    def tick_changed(self, market: SimMarket, old: Decimal) -> None:
+        """One `tick_size_change` per token to its subscribers (NT's capture
+        `tick_size_change.json`)."""
+        ts = str(now_ms())
+        for t in market.token_ids:
+            ev = {
+                "asset_id": t,
+                "event_type": "tick_size_change",
+                "market": market.condition_id,
+                "new_tick_size": fmt(market.tick_size),
+                "old_tick_size": fmt(old),
+                "timestamp": ts,
+            }
+            self.sim.market_hub.to_assets(t, orjson.dumps(ev))
+
+    def market_resolved(self, market: SimMarket, winner: str | None, announce: bool) -> None:
+        """`market_resolved` once per connection subscribed (with `custom_feature_enabled`) to a
+        token of the market; the shape of the docs' example and NT's `ws_market_resolved_msg`."""
+        if not announce:
+            return
+        ev: Json = {
+            "event_type": "market_resolved",
+            "id": market.gamma_id,
+            "market": market.condition_id,
+            "assets_ids": list(market.token_ids),
+            "winning_asset_id": winner or "",
+            "winning_outcome": market.outcome_of(winner) if winner else "",
+            "timestamp": str(now_ms()),
+            "tags": list(market.tags),
+        }
+        frame = orjson.dumps(ev)
+        for c in self.sim.market_hub.conns:
+            if c.custom and c.assets.intersection(market.token_ids):
+                c.push(frame)
 
     def order_event(self, order: Order, kind: str, status: str | None = None) -> None:
         hub = self.sim.user_hub
@@ -149,6 +188,7 @@ class Simulator(Venue):
             server=self,
         )
         self.scenario_name = scenario
+        self.lifecycle = Lifecycle(self)
         self.clob = Clob(self)
         self.market_hub = Hub(
             "market",
@@ -252,20 +292,21 @@ class Simulator(Venue):
         return mw
 
     def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
-        """Change the market's tick (both tokens); emits `tick_size_change` per token."""
-        m = self._market_of_token[token_id]
-        old, m.tick_size = m.tick_size, Decimal(tick_size)
-        ts = str(now_ms())
-        for t in m.token_ids:
-            ev = {
-                "asset_id": t,
-                "event_type": "tick_size_change",
-                "market": m.condition_id,
-                "new_tick_size": fmt(m.tick_size),
-                "old_tick_size": fmt(old),
-                "timestamp": ts,
-            }
-            self.market_hub.to_assets(t, orjson.dumps(ev))
+        """Relist the market at a new tick (both tokens); emits `tick_size_change` per token.
+        The automatic 0.96 / 0.04 rule applies only to markets (re)listed at 0.01."""
+        self.lifecycle.set_tick(self._market_of_token[token_id], Decimal(tick_size), relist=True)
+
+    def resolve_market(
+        self, condition_id: str, winner: str | None, *, announce: bool = True
+    ) -> None:
+        """Resolve now (`winner` token id, None for 50-50); see `simulator.lifecycle`."""
+        self.lifecycle.resolve(condition_id, winner, announce=announce)
+
+    def schedule_resolution(
+        self, condition_id: str, winner: str | None, at: datetime, *, announce: bool = True
+    ) -> None:
+        """Resolve at wall-clock time `at`; see `simulator.lifecycle`."""
+        self.lifecycle.schedule(condition_id, winner, at, announce=announce)
 
     def emit_last_trade(
         self, token_id: str, price: Decimal, size: Decimal, side: str, tx: str

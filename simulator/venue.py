@@ -31,7 +31,7 @@ from simulator.crypto import (
     order_digest,
     order_struct_hash,
 )
-from simulator.engine import ZERO, Book, Engine, Order, OrderError, Sink, Trade, fmt, now_ms
+from simulator.engine import ZERO, Book, Engine, Order, Sink, Trade, fmt, now_ms
 from simulator.faults import Fault, FaultRegistry
 from simulator.market import SimMarket
 
@@ -58,6 +58,12 @@ class VenueSink(Sink):
 
     def killed(self, order: Order, reason: str) -> None:
         """A FOK order was killed before it reached the engine."""
+
+    def tick_changed(self, market: SimMarket, old: Decimal) -> None:
+        """`market`'s tick changed from `old` (`simulator.lifecycle`)."""
+
+    def market_resolved(self, market: SimMarket, winner: str | None, announce: bool) -> None:
+        """`market` resolved (`simulator.lifecycle`); `announce`: send `market_resolved`."""
 
 
 @dataclass(frozen=True)
@@ -238,9 +244,7 @@ class Venue:
             event_id=str(90000 + n),
         )
         for t in m.token_ids:
-            b = Book(t, m.condition_id)
-            m.books[t] = b
-            self.engine.books[t] = b
+            m.books[t] = self.engine.books[t] = Book(t, m.condition_id)
             self._market_of_token[t] = m
         self.engine.pair(*m.token_ids)
         self.markets.append(m)
@@ -315,6 +319,8 @@ class Venue:
             raise ValueError("side must be BUY or SELL")
         if price % m.tick_size != 0 or not (m.tick_size <= price <= 1 - m.tick_size):
             raise ValueError(f"price {price} is off the {m.tick_size} grid")
+        if m.closed or not m.accepting_orders:
+            raise ValueError(f"market {m.slug} is not accepting orders")
         if side == "BUY":
             self.engine.credit(maker, price * size)
         else:
@@ -417,7 +423,7 @@ class Venue:
 
     def clob_market_row(self, m: SimMarket) -> Json:
         return {
-            "enable_order_book": True,
+            "enable_order_book": not m.resolved,
             "active": m.active,
             "closed": m.closed,
             "archived": False,
@@ -443,11 +449,8 @@ class Venue:
             "icon": "",
             "image": "",
             "rewards": {"rates": None, "min_size": 0, "max_spread": 0},
-            "is_50_50_outcome": False,
-            "tokens": [
-                {"token_id": t, "outcome": o, "price": 0.5, "winner": False}
-                for t, o in zip(m.token_ids, m.outcomes, strict=True)
-            ],
+            "is_50_50_outcome": m.is_50_50,  # resolved: price 1/0 and winner, as in NT's capture
+            "tokens": m.clob_tokens(),
             "tags": list(m.tags),
         }
 
@@ -570,6 +573,3 @@ class Venue:
 
     def orders_of(self, owner: str) -> list[Order]:
         return [o for o in self.engine.orders.values() if o.owner == owner]
-
-    def _raise_unknown(self, token_id: str) -> None:
-        raise OrderError(f"unknown token {token_id}", 404)

@@ -6,3 +6,7 @@ from typing import Final
 TRADING_STATE_KEY: Final = "trading_state"
 """The executor's trading state (ACTIVE, REDUCING, HALTED) and why, as JSON:
 `{"state": ..., "reason": ...}`."""
+
+RESOLUTIONS_KEY: Final = "resolutions"
+"""Resolved markets the daemon held or traded: `{token_id: {"payout": "1", "condition_id": ...,
+"source": ...}}` as JSON. A position in one is worth shares x payout until redeemed on chain."""

@@ -18,9 +18,10 @@ from typing import Any, Final
 
 from errors import StorageError
 from models import TERMINAL_STATUSES, Side
-from storage.keys import TRADING_STATE_KEY
+from storage.keys import RESOLUTIONS_KEY, TRADING_STATE_KEY
 
 # Terminal statuses, in a fixed order, as SQL parameters.
+_ZERO: Final = Decimal(0)
 _TERMINAL: Final[tuple[str, ...]] = tuple(sorted(s.value for s in TERMINAL_STATUSES))
 
 
@@ -42,6 +43,13 @@ class PositionReport:
     avg_cost: Decimal
     realized_pnl: Decimal
     updated_at: str
+    payout: Decimal | None = None
+    """Set when the token's market resolved: what a share redeems for (1, 0, 0.5)."""
+
+    @property
+    def redeemable(self) -> Decimal:
+        """Shares x payout of a resolved position (value, not cash, until redeemed on chain)."""
+        return self.size * self.payout if self.payout is not None and self.size > 0 else _ZERO
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class DbSummary:
     positions: int
     realized_pnl: str
     last_order_at: str | None
+    redeemable: str = "0"
+    """Shares x payout of positions in resolved markets, in pUSD; not cash."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,8 @@ class Reports:
     # -- reports ------------------------------------------------------------------------------
 
     def positions(self) -> list[PositionReport]:
-        """Positions with a size or realized PnL, by token id."""
+        """Positions with a size or realized PnL, by token id (with the payout if resolved)."""
+        payouts = self.payouts()
         out = []
         for r in self._rows(
             "SELECT token_id, size, avg_cost, realized_pnl, updated_at FROM positions"
@@ -162,8 +173,18 @@ class Reports:
             size, avg, pnl = _dec(r["size"]), _dec(r["avg_cost"]), _dec(r["realized_pnl"])
             if size == 0 and pnl == 0:
                 continue
-            out.append(PositionReport(r["token_id"], size, avg, pnl, r["updated_at"]))
+            payout = payouts.get(r["token_id"])
+            out.append(PositionReport(r["token_id"], size, avg, pnl, r["updated_at"], payout))
         return out
+
+    def payouts(self) -> dict[str, Decimal]:
+        """Payout per token of the resolved markets the daemon knows of."""
+        rows = self._rows("SELECT value FROM daemon_state WHERE key = ?", (RESOLUTIONS_KEY,))
+        try:
+            stored = json.loads(rows[0][0]) if rows else {}
+            return {str(t): Decimal(str(d["payout"])) for t, d in stored.items()}
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
+            raise ReportError(f"cannot read the database: resolutions: {e}") from None
 
     def orders(
         self, *, open_only: bool = False, limit: int = 20, strategy: str | None = None
@@ -211,6 +232,7 @@ class Reports:
             positions=sum(1 for p in pos if _dec(p[0]) != 0),
             realized_pnl=str(sum((_dec(p[1]) for p in pos), Decimal(0))),
             last_order_at=last,
+            redeemable=str(sum((p.redeemable for p in self.positions()), _ZERO)),
         )
 
     def order_outcomes(self) -> OrderOutcomes:

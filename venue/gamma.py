@@ -255,6 +255,10 @@ class GammaClient:
             log.warning("gamma_page_cap", path=path, pages=self._max_pages)
         return out
 
+    async def pages(self, path: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Every row of a `/markets` listing with these filters (the markets bucket)."""
+        return await self._pages(path, params, "gamma_markets")
+
     def _skip(self, n: int, why: str, **kw: Any) -> None:
         if n <= 0:
             return
@@ -320,6 +324,43 @@ class GammaClient:
             if isinstance(ms, list):
                 raw += [m for m in ms if isinstance(m, dict)]
         return self._rows(raw, q, now)
+
+
+def resolution_payouts(row: Mapping[str, Any]) -> dict[str, Decimal] | None:
+    """Payout per token of a resolved Gamma market row, or None if it is not (yet) one.
+
+    Resolved means `closed`, `umaResolutionStatus == "resolved"` and `outcomePrices` (a JSON
+    string ordered like `clobTokenIds`) with exactly one outcome at 1 and the other at 0, as in
+    NT's real captures (PR #4164). `["0","0"]` (no winner determinable) and non-binary prices
+    (0.58 / 0.42) are not: the caller keeps polling them.
+    """
+    if row.get("closed") is not True or row.get("umaResolutionStatus") != "resolved":
+        return None
+    try:
+        tokens = [str(t) for t in parse.json_list(row.get("clobTokenIds"), "clobTokenIds")]
+        prices = [Decimal(str(p)) for p in parse.json_list(row.get("outcomePrices"), "prices")]
+    except (ValueError, ArithmeticError):
+        return None
+    if len(tokens) != 2 or len(prices) != 2 or sorted(prices) != [Decimal(0), Decimal(1)]:
+        return None
+    return dict(zip(tokens, prices, strict=True))
+
+
+async def resolved_markets(
+    gamma: GammaClient, token_ids: Sequence[str]
+) -> list[tuple[str, dict[str, Decimal]]]:
+    """[(condition id, payouts)] of the resolved markets among those of `token_ids`."""
+    out: list[tuple[str, dict[str, Decimal]]] = []
+    for i in range(0, len(token_ids), IDS_PER_REQUEST):
+        chunk = token_ids[i : i + IDS_PER_REQUEST]
+        rows = await gamma.pages(
+            "/markets", [("closed", "true"), *(("clob_token_ids", t) for t in chunk)]
+        )
+        for r in rows:
+            payouts = resolution_payouts(r)
+            if payouts is not None and r.get("conditionId"):
+                out.append((str(r["conditionId"]), payouts))
+    return out
 
 
 DiscoveryResult = dict[str, list[Market]]

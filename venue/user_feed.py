@@ -61,6 +61,8 @@ class UserFeed:
         self._markets = markets or []
         self.connected = False
         self.connects = 0
+        self.on_market_resolved: Callable[[str], None] | None = None
+        """Told the token of every order the venue ended `CANCELED_MARKET_RESOLVED`."""
 
     def health(self) -> CheckResult:
         return CheckResult(self.connected, {"connected": self.connected, "connects": self.connects})
@@ -143,6 +145,9 @@ class UserFeed:
             vo = venue_order(ev)
             if vo is not None:
                 await self._on_order(vo)
+                status = str(ev.get("status", "")).upper()
+                if status == "CANCELED_MARKET_RESOLVED" and self.on_market_resolved is not None:
+                    self.on_market_resolved(vo.token_id)
         elif kind == "trade":
             for fill in fills_from_trade(ev, owner=self._owner, address=self._funder):
                 await self._on_fill(fill)

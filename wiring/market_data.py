@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import structlog
 
 from execution.market_rules import MarketRules
+from execution.resolution import Resolutions
 from models import Market
 from strategies.sniper import Sniper
 from strategies.sniper import load_rules as load_sniper_rules
-from venue.gamma import Discovery, DiscoveryResult, GammaClient
+from venue.gamma import Discovery, DiscoveryResult, GammaClient, resolved_markets
 from venue.market_feed import ClobBookFetcher, MarketFeed
 from venue.order_book import BookStore
 from wiring.execution import ExecutionStage
@@ -28,6 +29,7 @@ class MarketDataStage(Stage):
 
     books: BookStore
     feed: MarketFeed
+    resolutions: Resolutions | None = None
     sniper: Sniper | None = None
 
 
@@ -45,6 +47,38 @@ def load_markets(found: DiscoveryResult, rules: MarketRules, books: BookStore) -
     """Load every market discovery found (once each) into the executor's market rules."""
     for m in {m.condition_id: m for ms in found.values() for m in ms}.values():
         rules.load_market(with_live_tick(m, books))
+
+
+def build_resolutions(
+    shared: Shared, execution: ExecutionStage, stage: MarketDataStage, gamma: GammaClient
+) -> Resolutions:
+    """Resolution tracking over the executor's rules and positions. The feed watches every
+    token with a position or an open order (its tick changes and `market_resolved` reach the
+    rules whatever strategy traded it); feed events and user-feed `CANCELED_MARKET_RESOLVED`
+    report to it, and Gamma is polled every `RESOLUTION_POLL_S`."""
+    executor, feed = execution.executor, stage.feed
+    res = Resolutions(
+        rules=execution.rules,
+        positions=executor.positions,
+        repos=shared.repos,
+        settle=executor.settle,
+        metrics=shared.metrics,
+        source=execution.rules.source,
+        gamma_poll=lambda tokens: resolved_markets(gamma, tokens),
+        poll_interval_s=shared.settings.resolution_poll_s,
+        on_tokens=lambda tokens: feed.watch("holdings", tokens),
+    )
+    feed.on_resolved = res.on_feed
+    if execution.user_feed is not None:
+        execution.user_feed.on_market_resolved = res.suspect
+
+    async def load() -> None:
+        await res.load()
+        feed.watch("holdings", res.tokens_to_watch())
+
+    stage.startup.append(("resolutions", load))
+    stage.services.append(("resolutions", res.run))
+    return res
 
 
 def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataStage:
@@ -73,6 +107,14 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
     stage = MarketDataStage(books=store, feed=feed)
     stage.services.append(("feed:market", feed.run))
     stage.checks.append(("feed:market", feed.health))
+    gamma = GammaClient(
+        base_url=s.gamma_api_url,
+        session=shared.http,
+        limiter=limiter,
+        metrics=shared.metrics,
+        timeout_s=s.http_timeout_s,
+    )
+    stage.resolutions = build_resolutions(shared, execution, stage, gamma)
     if not rules:
         log.info("sniper_off", enabled=s.sniper_enabled, rules=str(s.sniper_rules_path))
         return stage
@@ -86,13 +128,6 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         load_markets(found, market_rules, store)
         sniper.set_markets(found)
 
-    gamma = GammaClient(
-        base_url=s.gamma_api_url,
-        session=shared.http,
-        limiter=limiter,
-        metrics=shared.metrics,
-        timeout_s=s.http_timeout_s,
-    )
     discovery = Discovery(
         gamma=gamma,
         queries=sniper.market_queries(),

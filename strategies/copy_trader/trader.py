@@ -340,7 +340,8 @@ class CopyTrader:
             return
         open_part = max(req.size - result.filled_size, Decimal(0)) * req.price
         until = self._clock.monotonic() + self._reservation_life(intent.wallet)
-        self._memory.reserve(cond, req.client_order_id, bought + open_part, until=until)
+        # The result's id: a tick-refused copy may live on as its re-priced order.
+        self._memory.reserve(cond, result.client_order_id, bought + open_part, until=until)
 
     def _reservation_life(self, wallet: str) -> float:
         rule = next((r for r in self.rules.active if r.address == wallet), None)

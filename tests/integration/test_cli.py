@@ -22,6 +22,7 @@ import pytest
 
 from models import Fill, OrderStatus, OrderType, Side
 from storage import Database, Repositories
+from tests.harness import SimProcess
 from tests.helpers import PYTHON, ROOT, clean_env, free_port, make_order, run_cli
 
 TOKEN = "cli-test-control-token-0123456789"
@@ -121,6 +122,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterat
     db = folder / "polyd.db"
     ids = asyncio.run(seed(db))
     port = free_port()
+    # The daemon's market feed watches every held token: give it a venue that answers.
+    sim = SimProcess(workdir=folder, scenario=None).start()
     proc = subprocess.Popen(
         [PYTHON, "-m", "orchestrator", "--env-file", "none"],
         cwd=ROOT,
@@ -132,6 +135,11 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterat
             CONTROL_TOKEN=TOKEN,
             NOTIFY_WEBHOOK_URL=webhook.url,
             NOTIFY_MIN_INTERVAL_S="0",
+            CLOB_HOST=sim.clob_url,
+            GAMMA_API_URL=sim.gamma_url,
+            DATA_API_URL=sim.data_url,
+            MARKET_WS_URL=sim.market_ws_url,
+            USER_WS_URL=sim.user_ws_url,
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -158,6 +166,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterat
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        sim.stop()
         _, err = proc.communicate()
         assert TOKEN not in err
 
@@ -193,6 +202,8 @@ def test_positions_lists_the_filled_position(daemon: Running) -> None:
             "cost_basis": "4.20",
             "realized_pnl": "0",
             "updated_at": rows[0]["updated_at"],
+            "payout": None,  # its market has not resolved
+            "redeemable": "0",
         }
     ]
 

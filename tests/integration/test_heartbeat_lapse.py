@@ -67,6 +67,11 @@ async def test_lapse_holds_resting_orders_then_recovery_reconciles_before_resumi
                 assert gauge(lv, "polyd_heartbeat_lapses_total") == 1.0
                 assert monitor.unconfirmed == 1  # our resting order: canceled-unknown
                 assert not lv.ex.health().ok
+                # the audit entry is written just after the flag is raised
+                for _ in range(100):
+                    if await lv.repos.audit.tail(event="heartbeat_lapsed"):
+                        break
+                    await asyncio.sleep(0.05)
                 assert await lv.repos.audit.tail(event="heartbeat_lapsed")
                 # ...holds new resting orders; marketable orders and cancels still go.
                 held = await lv.ex.submit(lv.req(price=Decimal("0.31")))

@@ -31,7 +31,8 @@ WALLET = "0x" + "cd" * 20
 
 SKIP = {
     "best_bid_ask_DOC_EXAMPLE.json": None,  # emitted; compared below (docs example, no capture)
-    "market_resolved_DOC_EXAMPLE.json": "docs example; the simulator does not resolve markets",
+    "market_resolved_DOC_EXAMPLE.json": "compared in test_sim_lifecycle.py: a resolution ends "
+    "the market this test's world keeps reading",
     "new_market_DOC_EXAMPLE.json": "docs example; the simulator does not emit new_market",
     "price_change_legacy_changes_array_2024_10_DOCDERIVED.json": "legacy schema, not emitted",
     "price_change_legacy_flat_schema_2024_08.json": "legacy pre-2025-09-15 schema, not emitted",

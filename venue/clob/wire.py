@@ -331,6 +331,7 @@ def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
         log.warning("market_meta_unreadable", condition_id=condition_id[:80], why=str(e))
         return []
     out: list[MarketMeta] = []
+    payouts = clob_payouts(m)
     for tok in tokens if isinstance(tokens, list) else ():
         tid = tok.get("token_id") if isinstance(tok, dict) else None
         if not isinstance(tid, str | int) or isinstance(tid, bool) or tid == "":
@@ -345,7 +346,28 @@ def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
                 accepting_orders=bool(m.get("accepting_orders", True))
                 and bool(m.get("active", True)),
                 closed=bool(m.get("closed", False)),
+                payout=payouts.get(str(tid)),
                 taker_delay_s=delay,
             )
         )
     return out
+
+
+def clob_payouts(m: dict[str, Any]) -> dict[str, Decimal]:
+    """Payout per token of a resolved CLOB `/markets` row, {} while unresolved or unclear.
+
+    Resolved: `closed` and either `is_50_50_outcome` (0.5 each) or exactly one of two tokens
+    with `winner: true` (1 and 0), as in NT's real capture of a closed market (PR #4164).
+    """
+    tokens = m.get("tokens")
+    if m.get("closed") is not True or not isinstance(tokens, list) or len(tokens) != 2:
+        return {}
+    ids = [t.get("token_id") if isinstance(t, dict) else None for t in tokens]
+    if not all(isinstance(t, str) and t for t in ids):
+        return {}
+    if m.get("is_50_50_outcome") is True:
+        return {str(t): Decimal("0.5") for t in ids}
+    winners = [t.get("winner") is True for t in tokens]
+    if sum(winners) != 1:
+        return {}
+    return {str(t): Decimal(1) if w else Decimal(0) for t, w in zip(ids, winners, strict=True)}

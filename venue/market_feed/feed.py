@@ -91,6 +91,8 @@ class MarketFeed:
         self.store = store
         self.metrics = metrics
         self.tick_sink = tick_sink
+        self.on_resolved: Callable[[str, list[str], str | None], None] | None = None
+        """Told (market, token ids, winning token or None) of every `market_resolved`."""
         self.fetcher = fetcher
         self.shard_size = shard_size
         self._clock = clock or SystemClock()
@@ -383,7 +385,9 @@ class MarketFeed:
             if book is not None and book.usable:
                 book.usable = False  # resolved: no more trading, whatever the book says
                 touched.add(book.token_id)
-        log.info("market_resolved", market=resolved.market)
+        log.info("market_resolved", market=resolved.market, winner=resolved.winner)
+        if self.on_resolved is not None:
+            self.on_resolved(resolved.market, resolved.token_ids, resolved.winner)
 
     # --- doubt and resync ----------------------------------------------------------------
     def _doubt(self, book: OrderBook, reason: str, touched: set[str]) -> None:

@@ -96,6 +96,7 @@ class MarketResolved:
 
     market: str
     token_ids: list[str]
+    winner: str | None = None
 
 
 # --- fields ------------------------------------------------------------------------------
@@ -235,7 +236,13 @@ def parse_market_resolved(ev: dict[str, Any]) -> MarketResolved:
     assets = ev.get("assets_ids")
     if type(assets) is not list:
         raise BadLevel("assets_ids must be a list")
-    return MarketResolved(str(ev.get("market", ""))[:66], [a for a in assets if type(a) is str])
+    tokens = [a for a in assets if type(a) is str]
+    winner = ev.get("winning_asset_id")
+    return MarketResolved(
+        str(ev.get("market", ""))[:66],
+        tokens,
+        winner if type(winner) is str and winner in tokens else None,
+    )
 
 
 # --- counting ----------------------------------------------------------------------------
