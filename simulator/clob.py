@@ -103,6 +103,7 @@ class Clob:
         r.add_post("/_sim/market", self.admin.admin_market)
         r.add_post("/_sim/resolve", self.admin.admin_resolve)
         r.add_post("/_sim/tick", self.admin.admin_tick)
+        r.add_post("/_sim/options", self.admin.admin_options)
         return app
 
     @web.middleware

@@ -1,5 +1,5 @@
 """The simulator's own `/_sim/*` routes (loopback only): fund, ledger, received orders,
-faults, seeded orders, new markets, tick changes and resolutions."""
+faults, seeded orders, new markets, tick changes, resolutions and wire options."""
 
 from __future__ import annotations
 
@@ -126,3 +126,23 @@ class Admin:
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation, ValueError) as e:
             return error(f"bad tick request: {e}", 400)
         return json_response({"ok": True})
+
+    async def admin_options(self, request: web.Request) -> web.Response:
+        """Set wire options of user-channel trade events: `{"feed_maker_side": false}` drops
+        `maker_orders[].side`, `{"feed_empty_maker_fee_bps": true}` sends `fee_rate_bps: ""`
+        on maker entries, as some live fills do (REST rows keep both)."""
+        eng = self.venue.engine
+        known = ("feed_maker_side", "feed_empty_maker_fee_bps")
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict) or set(body) - set(known):
+                raise ValueError(f"options: only {', '.join(known)} are known")
+            if any(not isinstance(v, bool) for v in body.values()):
+                raise ValueError("options: values must be booleans")
+        except (orjson.JSONDecodeError, ValueError) as e:
+            return error(f"bad options request: {e}", 400)
+        if "feed_maker_side" in body:
+            eng.feed_maker_side = body["feed_maker_side"]
+        if "feed_empty_maker_fee_bps" in body:
+            eng.feed_empty_maker_fee_bps = body["feed_empty_maker_fee_bps"]
+        return json_response({k: getattr(eng, k) for k in known})

@@ -24,7 +24,7 @@ from simulator.crypto import (
     poly1271_digest,
     recover,
 )
-from simulator.engine import ZERO, Order, OrderError, fmt
+from simulator.engine import Order, OrderError, fmt
 from simulator.faults import POST_ONLY_MODE
 from simulator.venue import ApiKey, Venue
 
@@ -239,13 +239,13 @@ class Orders:
         self._check_balance(order)
         if m.taker_delay_s > 0 and eng.crosses(order.side, order.token_id, order.price):
             return self._delay(order, m.taker_delay_s)
+        shares, _cash, _fee = eng.fillable(order)
         if order.order_type in ("FOK", "FAK"):
-            got = eng.fillable(order.side, order.token_id, order.price, order.original_size)
-            if order.order_type == "FOK" and got < order.original_size:
+            if order.order_type == "FOK" and shares < order.original_size:
                 msg = "order couldn't be fully filled. FOK orders are fully filled or killed."
                 self.venue.sink.killed(order, msg)
                 raise OrderError(msg)
-            if order.order_type == "FAK" and got <= 0:
+            if order.order_type == "FAK" and shares <= 0:
                 raise OrderError(
                     "no orders found to match with FAK order. FAK orders are partially filled "
                     "or killed if no match is found."
@@ -260,9 +260,13 @@ class Orders:
                 "makingAmount": "",
                 "takingAmount": "",
             }
-        shares = sum((t.size for t in trades), ZERO)
-        cash = sum((t.size * t.price for t in trades), ZERO)
-        making, taking = (cash, shares) if order.side == "BUY" else (shares, cash)
+        # The totals actually exchanged, fee excluded: a BUY's price improvement shows as
+        # `takingAmount` above the order's size (py-clob-client-v2 issue #89).
+        making, taking = (
+            (trades[0].cash, trades[0].size)
+            if order.side == "BUY"
+            else (trades[0].size, trades[0].cash)
+        )
         return {
             "success": True,
             "errorMsg": "",
@@ -275,9 +279,13 @@ class Orders:
         }
 
     def _check_balance(self, order: Order) -> None:
+        """A BUY needs its pUSD plus the taker fee of what it would match now (makers pay none);
+        a SELL its shares. The one documented refusal is this 400
+        (https://docs.polymarket.com/resources/error-codes; docs/venue-mechanics.md §1)."""
         eng = self.venue.engine
         if order.side == "BUY":
-            if order.maker_amount > eng.available_collateral(order.maker):
+            _shares, _cash, fee = eng.fillable(order)
+            if order.maker_amount + fee > eng.available_collateral(order.maker):
                 raise OrderError("not enough balance / allowance")
         elif order.original_size > eng.available_shares(order.maker, order.token_id):
             raise OrderError("not enough balance / allowance")
@@ -296,7 +304,7 @@ class Orders:
         eng = self.venue.engine
         order.status = "DELAYED"
         eng.orders[order.id] = order
-        eng._reserve(order, order.original_size)
+        eng._reserve(order, order.left)
         self.venue._later(delay_s, self._run_delayed, order.id)
         return delayed_answer(order.id)
 
@@ -305,7 +313,7 @@ class Orders:
         o = eng.orders.get(order_id)
         if o is None or o.status != "DELAYED":
             return
-        eng._reserve(o, -o.original_size)
+        eng._reserve(o, -o.left)
         m = self.venue.market_of_token(o.token_id)
         why = ""
         if m is None or not m.accepting_orders or m.closed:
@@ -315,7 +323,7 @@ class Orders:
                 self._check_balance(o)
             except OrderError as e:
                 why = e.message
-        got = eng.fillable(o.side, o.token_id, o.price, o.original_size)
+        got, _cash, _fee = eng.fillable(o)
         if not why and o.order_type == "FOK" and got < o.original_size:
             o.status = "CANCELED"
             self.venue.sink.killed(

@@ -178,12 +178,14 @@ class Reads:
         before = int(q["before"]) if q.get("before", "").isdigit() else None
         rows: list[Json] = []
         for t in reversed(self.venue.engine.trades):
-            if t.taker_order.owner != owner and t.maker_order.owner != owner:
+            if owner not in t.owners():
                 continue
             if q.get("id") and t.id != q["id"]:
                 continue
             if q.get("market") and t.taker_order.market != q["market"]:
                 continue
+            # The venue filters `asset_id` on the taker's token: a maker fill on the other token
+            # of the market is missed (NautilusTrader issue #3345); `market` finds it.
             if q.get("asset_id") and t.taker_order.token_id != q["asset_id"]:
                 continue
             if after is not None and t.match_time < after:

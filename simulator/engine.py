@@ -1,9 +1,23 @@
 """The matching engine and authoritative ledger of the venue simulator.
 
-Price-time priority per token. Only orders on the *same* token match each other: the engine
-does not mint (BUY Yes + BUY No) or merge (SELL Yes + SELL No) across the two tokens of a binary
-market the way Polymarket's exchange can. Each (taker, maker) fill is one trade with one
-`maker_orders` entry; production groups all makers of one taker order into one trade.
+Price-time priority across both tokens of a market, as Polymarket's exchange matches them
+(`_deriveMatchType` and `CalculatorHelper._isCrossing` in
+https://github.com/Polymarket/ctf-exchange/blob/main/src/exchange/mixins/Trading.sol, and the
+V2 `Trading.sol` in https://github.com/Alatharee21/ctf-exchange-v2, docs/venue-mechanics.md §2):
+
+- a BUY takes the same token's asks at `p <= limit`, and the other token's resting BUYs at
+  `q >= 1 - limit` (a **mint**: both buyers pay their own price, the pUSD becomes full sets);
+- a SELL takes the same token's bids at `p >= limit`, and the other token's resting SELLs at
+  `q <= 1 - limit` (a **merge**: both sellers give their shares, the full sets become pUSD);
+- the other book's level `q` ranks as `1 - q`; equal prices go to the older order.
+
+Every taker order that matches is **one** trade with one `maker_orders` entry per maker order
+(docs/venue-mechanics.md §6). Each order is accounted in its maker amount, as the exchange
+tracks `remaining` (pUSD for a BUY, shares for a SELL): a BUY taker spends its pUSD at the
+makers' prices and receives the price improvement as extra shares ("taking with surplus";
+py-clob-client-v2 issue #89: a FAK BUY of 5 at 0.99 against an ask at 0.98 filled 5.051019),
+a SELL taker sells its shares and receives every maker's price. The taker pays the market's
+fee in pUSD at match time, per leg at the leg's price, floored to 0.00001 (§1); makers pay 0.
 
 Money is `Decimal` throughout. The engine is synchronous and loop-agnostic; it reports what
 happened through the `Sink` callbacks, and the simulator turns those into websocket frames.
@@ -13,194 +27,49 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import heapq
 import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
-ZERO = Decimal(0)
-ONE = Decimal(1)
+from simulator.records import (
+    FEE_RECEIVER,
+    ONE,
+    ZERO,
+    Json,
+    MakerFill,
+    Order,
+    OrderError,
+    Trade,
+    floor_shares,
+    fmt,
+    now_ms,
+    rate_bps,
+    taker_fee,
+)
 
-Json = dict[str, Any]
-
-
-_FMT_CACHE: dict[Decimal, str] = {}
-
-
-def fmt(d: Decimal) -> str:
-    """Format a Decimal the way Polymarket prints prices and sizes ("0.5", "100", "192.3")."""
-    s = _FMT_CACHE.get(d)
-    if s is None:
-        s = str(d.quantize(ONE)) if d == d.to_integral_value() else format(d.normalize(), "f")
-        if len(_FMT_CACHE) < 100_000:
-            _FMT_CACHE[d] = s
-    return s
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class OrderError(Exception):
-    """A refusal with the production HTTP status and `error` text."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-@dataclass(slots=True)
-class Order:
-    """One order in the ledger (resting, filled, killed or cancelled)."""
-
-    id: str
-    owner: str
-    maker: str
-    signer: str
-    token_id: str
-    market: str
-    outcome: str
-    side: str
-    price: Decimal
-    original_size: Decimal
-    order_type: str
-    expiration: int
-    created_at: int
-    post_only: bool = False
-    seeded: bool = False
-    size_matched: Decimal = ZERO
-    status: str = "LIVE"
-    associate_trades: list[str] = field(default_factory=list)
-    seq: int = 0
-    maker_amount: Decimal = ZERO
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.original_size - self.size_matched
-
-    def rest_dict(self) -> Json:
-        """The REST OpenOrder shape (`/data/orders`, `/data/order/{id}`)."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "owner": self.owner,
-            "maker_address": self.maker,
-            "market": self.market,
-            "asset_id": self.token_id,
-            "side": self.side,
-            "original_size": fmt(self.original_size),
-            "size_matched": fmt(self.size_matched),
-            "price": fmt(self.price),
-            "outcome": self.outcome,
-            "expiration": str(self.expiration),
-            "order_type": self.order_type,
-            "associate_trades": list(self.associate_trades),
-            "created_at": self.created_at,
-        }
-
-    def ledger_dict(self) -> Json:
-        d = self.rest_dict()
-        d["maker"] = self.maker
-        d["token_id"] = self.token_id
-        d["post_only"] = self.post_only
-        d["seeded"] = self.seeded
-        return d
-
-    def ws_dict(self, kind: str, status: str | None = None) -> Json:
-        """The user-channel `order` event."""
-        return {
-            "asset_id": self.token_id,
-            "associate_trades": list(self.associate_trades) if self.associate_trades else None,
-            "created_at": str(self.created_at),
-            "event_type": "order",
-            "expiration": str(self.expiration),
-            "id": self.id,
-            "maker_address": self.maker,
-            "market": self.market,
-            "order_owner": self.owner,
-            "order_type": self.order_type,
-            "original_size": fmt(self.original_size),
-            "outcome": self.outcome,
-            "owner": self.owner,
-            "price": fmt(self.price),
-            "side": self.side,
-            "size_matched": fmt(self.size_matched),
-            "status": status or self.status,
-            "timestamp": str(now_ms()),
-            "type": kind,
-        }
-
-
-@dataclass(slots=True)
-class Trade:
-    """One fill between a taker order and one resting maker order."""
-
-    id: str
-    taker_order: Order
-    maker_order: Order
-    size: Decimal
-    price: Decimal
-    match_time: int
-    transaction_hash: str
-    status: str = "MATCHED"
-    last_update: int = 0
-
-    def _maker_entry(self) -> Json:
-        m = self.maker_order
-        return {
-            "order_id": m.id,
-            "owner": m.owner,
-            "maker_address": m.maker,
-            "matched_amount": fmt(self.size),
-            "price": fmt(self.price),
-            "fee_rate_bps": "0",
-            "asset_id": m.token_id,
-            "outcome": m.outcome,
-            "side": m.side,
-        }
-
-    def rest_dict(self, viewer_owner: str | None = None) -> Json:
-        """The REST `/data/trades` row, seen by the taker (TAKER) or the maker (MAKER)."""
-        t = self.taker_order
-        is_maker = viewer_owner is not None and viewer_owner == self.maker_order.owner
-        is_maker = is_maker and viewer_owner != t.owner
-        return {
-            "id": self.id,
-            "taker_order_id": t.id,
-            "market": t.market,
-            "asset_id": t.token_id,
-            "side": t.side,
-            "size": fmt(self.size),
-            "fee_rate_bps": "0",
-            "price": fmt(self.price),
-            "status": self.status,
-            "match_time": str(self.match_time),
-            "last_update": str(self.last_update or self.match_time),
-            "outcome": t.outcome,
-            "bucket_index": 0,
-            "owner": self.maker_order.owner if is_maker else t.owner,
-            "maker_address": self.maker_order.maker if is_maker else t.maker,
-            "transaction_hash": self.transaction_hash,
-            "maker_orders": [self._maker_entry()],
-            "trader_side": "MAKER" if is_maker else "TAKER",
-        }
-
-    def ws_dict(self, viewer_owner: str) -> Json:
-        """The user-channel `trade` event for one side of the fill."""
-        d = self.rest_dict(viewer_owner)
-        del d["match_time"]
-        d["matchtime"] = str(self.match_time)
-        d["bucket_index"] = "0"
-        d["event_type"] = "trade"
-        d["type"] = "TRADE"
-        d["trade_owner"] = d["owner"]
-        d["timestamp"] = str(now_ms())
-        return d
+__all__ = [
+    "FEE_RECEIVER",
+    "ONE",
+    "ZERO",
+    "Book",
+    "Engine",
+    "LevelChange",
+    "MakerFill",
+    "Order",
+    "OrderError",
+    "Sink",
+    "Trade",
+    "floor_shares",
+    "fmt",
+    "now_ms",
+    "rate_bps",
+    "taker_fee",
+]
 
 
 class Book:
@@ -306,14 +175,6 @@ class Sink:
         """A trade changed this book; production follows with a `book` snapshot."""
 
 
-@dataclass(slots=True)
-class TokenInfo:
-    token_id: str
-    condition_id: str
-    outcome: str
-    index: int
-
-
 class Engine:
     """Books, orders, trades and balances for every market of the simulator."""
 
@@ -321,7 +182,7 @@ class Engine:
         self.rng = rng
         self.sink = sink or Sink()
         self.books: dict[str, Book] = {}
-        self.tokens: dict[str, TokenInfo] = {}
+        self.complement: dict[str, str] = {}
         self.orders: dict[str, Order] = {}
         self.trades: list[Trade] = []
         self.trades_by_id: dict[str, Trade] = {}
@@ -329,8 +190,22 @@ class Engine:
         self.shares: dict[tuple[str, str], Decimal] = {}
         self.reserved_collateral: dict[str, Decimal] = {}
         self.reserved_shares: dict[tuple[str, str], Decimal] = {}
+        # Full sets minted (+) or merged (-) by matches, per condition id.
+        self.sets_minted: dict[str, Decimal] = {}
         self._seq = 0
         self.on_rest: Callable[[Order], None] | None = None
+        # The one accessor for a token's fee schedule: (rate, exponent). The venue reads its
+        # markets' `fee_rate` / `fee_exponent`; a bare engine charges no fee.
+        self.fee_of: Callable[[str], tuple[Decimal, Decimal]] = lambda _token: (ZERO, ONE)
+        # Whether user-channel trade events carry `maker_orders[].side` (REST rows always do).
+        self.feed_maker_side = True
+        # Whether user-channel trade events send `fee_rate_bps: ""` on maker entries.
+        self.feed_empty_maker_fee_bps = False
+
+    def pair(self, token_a: str, token_b: str) -> None:
+        """Declare the two tokens of one condition: each matches the other's book too."""
+        self.complement[token_a] = token_b
+        self.complement[token_b] = token_a
 
     # ids -----------------------------------------------------------------------------------
     def new_uuid(self) -> str:
@@ -356,131 +231,232 @@ class Engine:
         k = (address.lower(), token_id)
         return self.shares.get(k, ZERO) - self.reserved_shares.get(k, ZERO)
 
-    def _reserve(self, o: Order, qty: Decimal) -> None:
-        """Reserve (qty > 0) or release (qty < 0) funds backing `qty` shares of a resting order."""
+    def _reserve(self, o: Order, amount: Decimal) -> None:
+        """Reserve (> 0) or release (< 0) `amount` of a resting order's maker asset (pUSD for a
+        BUY, shares for a SELL)."""
         a = o.maker.lower()
         if o.side == "BUY":
-            self.reserved_collateral[a] = self.reserved_collateral.get(a, ZERO) + qty * o.price
+            self.reserved_collateral[a] = self.reserved_collateral.get(a, ZERO) + amount
         else:
             k = (a, o.token_id)
-            self.reserved_shares[k] = self.reserved_shares.get(k, ZERO) + qty
+            self.reserved_shares[k] = self.reserved_shares.get(k, ZERO) + amount
 
-    # orders --------------------------------------------------------------------------------
-    def fillable(self, side: str, token_id: str, limit: Decimal, size: Decimal) -> Decimal:
-        """How much of `size` could fill right now at `limit` or better."""
-        book = self.books[token_id]
-        got = ZERO
+    # matching ------------------------------------------------------------------------------
+    def _queue(self, book: Book, side: str, cross: bool) -> Iterator[tuple[Decimal, int, Order]]:
+        """Resting orders of one book that a taker on `side` could take, best first, as
+        (price in the taker's token, time priority, order)."""
         if side == "BUY":
-            for p in book.ask_prices:
-                if p > limit:
-                    break
-                got += book.ask_levels[p]
-                if got >= size:
-                    return size
+            # Same token: asks, lowest first. Other token: bids, highest first, ranked 1 - q.
+            queues, prices = (
+                (book.bids, reversed(book.bid_prices))
+                if cross
+                else (
+                    book.asks,
+                    iter(book.ask_prices),
+                )
+            )
         else:
-            for p in reversed(book.bid_prices):
-                if p < limit:
-                    break
-                got += book.bid_levels[p]
-                if got >= size:
-                    return size
-        return got
+            # Same token: bids, highest first. Other token: asks, lowest first, ranked 1 - q.
+            queues, prices = (
+                (book.asks, iter(book.ask_prices))
+                if cross
+                else (
+                    book.bids,
+                    reversed(book.bid_prices),
+                )
+            )
+        for p in prices:
+            pi = ONE - p if cross else p
+            for m in queues[p]:
+                yield pi, m.seq, m
+
+    def _makers(self, side: str, token_id: str) -> Iterator[tuple[Decimal, Order, bool]]:
+        """Every resting order a taker on (`side`, `token_id`) could take, in price-time
+        priority across both books of the condition: (taker's price, order, other-token)."""
+        own = ((pi, seq, m, False) for pi, seq, m in self._queue(self.books[token_id], side, False))
+        streams: list[Iterator[tuple[Decimal, int, Order, bool]]] = [own]
+        comp = self.complement.get(token_id)
+        if comp is not None:
+            streams.append(
+                (pi, seq, m, True) for pi, seq, m in self._queue(self.books[comp], side, True)
+            )
+        sign = 1 if side == "BUY" else -1
+        for pi, _seq, m, cross in heapq.merge(*streams, key=lambda x: (sign * x[0], x[1])):
+            yield pi, m, cross
+
+    def plan(self, o: Order) -> list[MakerFill]:
+        """What `o` would take right now, without changing anything: one leg per maker order.
+
+        A BUY spends its pUSD left at each maker's price (the improvement becomes shares); a
+        SELL sells its shares left. Each leg carries the taker's fee at the leg's price.
+        """
+        left = o.left
+        legs: list[MakerFill] = []
+        rate, exponent = self.fee_of(o.token_id)
+        for pi, m, cross in self._makers(o.side, o.token_id):
+            if (o.side == "BUY" and pi > o.price) or (o.side == "SELL" and pi < o.price):
+                break
+            if o.side == "BUY":
+                n = min(m.remaining, floor_shares(left / pi))
+            else:
+                n = min(m.remaining, left)
+            if n <= 0:
+                if m.remaining <= 0:
+                    continue
+                break
+            legs.append(MakerFill(m, n, m.price, pi, cross, taker_fee(n, pi, rate, exponent)))
+            left -= n * pi if o.side == "BUY" else n
+            if left <= 0:
+                break
+        return legs
+
+    def fillable(self, o: Order) -> tuple[Decimal, Decimal, Decimal]:
+        """(shares, pUSD, taker fee) that `o` would match right now."""
+        legs = self.plan(o)
+        shares = sum((x.size for x in legs), ZERO)
+        cash = sum((x.size * x.taker_price for x in legs), ZERO)
+        return shares, cash, sum((x.taker_fee for x in legs), ZERO)
 
     def crosses(self, side: str, token_id: str, price: Decimal) -> bool:
+        """Whether an order at `price` would take anything (either book of the condition)."""
         book = self.books[token_id]
+        comp = self.complement.get(token_id)
+        other = self.books[comp] if comp is not None else None
         if side == "BUY":
             ba = book.best_ask()
-            return ba is not None and ba <= price
+            ob = other.best_bid() if other is not None else None
+            return (ba is not None and ba <= price) or (ob is not None and ONE - ob <= price)
         bb = book.best_bid()
-        return bb is not None and bb >= price
+        oa = other.best_ask() if other is not None else None
+        return (bb is not None and bb >= price) or (oa is not None and ONE - oa >= price)
 
     def submit(self, o: Order) -> list[Trade]:
         """Match `o` and rest any GTC/GTD remainder; FOK/FAK remainders are killed.
 
         Validation (balance, FOK fillability, post-only) is the caller's job; this only
-        executes. Returns the trades created.
+        executes. Returns the trades created: none, or one with every maker taken.
         """
         self._seq += 1
         o.seq = self._seq
         self.orders[o.id] = o
         book = self.books[o.token_id]
         changes: list[LevelChange] = []
-        trades: list[Trade] = []
-        tx = ""
-        ts = 0
-        if o.side == "BUY":
-            prices, queues = book.ask_prices, book.asks
-        else:
-            prices, queues = book.bid_prices, book.bids
-        while o.remaining > 0 and prices:
-            p = prices[0] if o.side == "BUY" else prices[-1]
-            if (o.side == "BUY" and p > o.price) or (o.side == "SELL" and p < o.price):
-                break
-            q = queues[p]
-            m = q[0]
-            qty = min(o.remaining, m.remaining)
-            if not tx:
-                tx, ts = self.new_hash(), int(time.time())
-            self._settle_fill(o, m, qty, p)
-            m.size_matched += qty
-            o.size_matched += qty
-            self._reserve(m, -qty)
+        legs = self.plan(o)
+        trade: Trade | None = None
+        if legs:
+            tx, ts = self.new_hash(), int(time.time())
+            for leg in legs:
+                m = leg.order
+                self._settle_leg(o, leg)
+                m.size_matched += leg.size
+                o.size_matched += leg.size
+                spent_m = leg.size * m.price if m.side == "BUY" else leg.size
+                m.left -= spent_m
+                self._reserve(m, -spent_m)
+                o.left -= leg.size * leg.taker_price if o.side == "BUY" else leg.size
+                full = m.remaining <= 0
+                if full:
+                    m.status = "MATCHED"
+                    if m.left > 0:  # dust a BUY's pUSD cannot buy at its limit
+                        self._reserve(m, -m.left)
+                mbook = self.books[m.token_id]
+                new_size = mbook.reduce(m, leg.size, remove=full)
+                changes.append(LevelChange(m.token_id, m.price, m.side, new_size, m.id))
+                if leg.cross:
+                    mbook.last_trade_price = m.price
+            rate, _ = self.fee_of(o.token_id)
             trade = Trade(
                 id=self.new_uuid(),
                 taker_order=o,
-                maker_order=m,
-                size=qty,
-                price=p,
+                makers=legs,
+                size=sum((x.size for x in legs), ZERO),
+                price=legs[0].taker_price,
+                cash=sum((x.size * x.taker_price for x in legs), ZERO),
+                fee=sum((x.taker_fee for x in legs), ZERO),
+                fee_rate_bps=rate_bps(rate),
                 match_time=ts,
                 transaction_hash=tx,
                 last_update=ts,
             )
-            trades.append(trade)
             self.trades.append(trade)
             self.trades_by_id[trade.id] = trade
             o.associate_trades.append(trade.id)
-            m.associate_trades.append(trade.id)
-            full = m.remaining == 0
-            if full:
-                m.status = "MATCHED"
-            new_size = book.reduce(m, qty, remove=full)
-            changes.append(LevelChange(o.token_id, p, m.side, new_size, m.id))
-            self.sink.order_event(m, "UPDATE")
-        book.last_trade_price = trades[-1].price if trades else book.last_trade_price
+            for leg in legs:
+                if trade.id not in leg.order.associate_trades:
+                    leg.order.associate_trades.append(trade.id)
+            book.last_trade_price = legs[-1].taker_price
         if o.remaining > 0 and o.order_type in ("GTC", "GTD"):
             o.status = "LIVE"
             new_size = book.add(o)
-            self._reserve(o, o.remaining)
+            self._reserve(o, o.left)
             changes.append(LevelChange(o.token_id, o.price, o.side, new_size, o.id))
             if self.on_rest is not None:
                 self.on_rest(o)
         else:
             o.status = "MATCHED" if o.size_matched > 0 else "CANCELED"
-        # Order events first (placement), then the trades, as production does.
+        # Order events first (placement, maker updates), then the trade, as production does.
         if not o.seeded:
             self.sink.order_event(o, "PLACEMENT")
-        if o.order_type in ("FOK", "FAK") and o.remaining > 0 and o.size_matched > 0:
+        for leg in legs:
+            self.sink.order_event(leg.order, "UPDATE")
+        killed = o.order_type in ("FOK", "FAK") and o.size_matched < o.original_size
+        if killed and o.remaining > 0 and o.size_matched > 0:
             self.sink.order_event(o, "CANCELLATION", "CANCELED")
-        for t in trades:
-            self.sink.trade_event(t)
+        if trade is not None:
+            self.sink.trade_event(trade)
         if changes:
             self.sink.level_changes(o.market, changes)
-        if trades:
-            last = trades[-1]
-            size = sum((t.size for t in trades), ZERO)
-            self.sink.last_trade(o.token_id, last.price, size, o.side, tx)
+        if trade is not None:
+            self.sink.last_trade(
+                o.token_id, trade.price, trade.size, o.side, trade.transaction_hash
+            )
             self.sink.book_traded(o.token_id)
-        return trades
+            comp = self.complement.get(o.token_id)
+            if comp is not None and any(x.cross for x in legs):
+                self.sink.book_traded(comp)
+        return [trade] if trade is not None else []
 
-    def _settle_fill(self, taker: Order, maker: Order, qty: Decimal, price: Decimal) -> None:
-        cash = qty * price
-        tok = taker.token_id
-        buyer, seller = (taker, maker) if taker.side == "BUY" else (maker, taker)
-        b, s = buyer.maker.lower(), seller.maker.lower()
-        self.collateral[b] = self.collateral.get(b, ZERO) - cash
-        self.collateral[s] = self.collateral.get(s, ZERO) + cash
-        self.shares[(s, tok)] = self.shares.get((s, tok), ZERO) - qty
-        self.shares[(b, tok)] = self.shares.get((b, tok), ZERO) + qty
+    def _move(self, address: str, amount: Decimal) -> None:
+        a = address.lower()
+        self.collateral[a] = self.collateral.get(a, ZERO) + amount
+
+    def _move_shares(self, address: str, token_id: str, amount: Decimal) -> None:
+        k = (address.lower(), token_id)
+        self.shares[k] = self.shares.get(k, ZERO) + amount
+
+    def _settle_leg(self, taker: Order, leg: MakerFill) -> None:
+        """Move pUSD and shares for one leg; collateral is conserved exactly.
+
+        Same token: the buyer pays the maker's price to the seller, the shares change hands.
+        Mint (two BUYs): each buyer pays its own price (the taker `1 - q`, the maker `q`); the
+        `n` pUSD become `n` full sets, each buyer gets its token. Merge (two SELLs): each seller
+        gives its shares, the `n` full sets become `n` pUSD, each seller gets its own price. The
+        taker's fee goes to the venue's fee receiver.
+        """
+        m, n = leg.order, leg.size
+        tk, mk = taker.maker, m.maker
+        if not leg.cross:
+            cash = n * leg.price
+            buyer, seller = (tk, mk) if taker.side == "BUY" else (mk, tk)
+            self._move(buyer, -cash)
+            self._move(seller, cash)
+            self._move_shares(seller, taker.token_id, -n)
+            self._move_shares(buyer, taker.token_id, n)
+        elif taker.side == "BUY":
+            self._move(tk, -(n * leg.taker_price))
+            self._move(mk, -(n * leg.price))
+            self._move_shares(tk, taker.token_id, n)
+            self._move_shares(mk, m.token_id, n)
+            self.sets_minted[taker.market] = self.sets_minted.get(taker.market, ZERO) + n
+        else:
+            self._move_shares(tk, taker.token_id, -n)
+            self._move_shares(mk, m.token_id, -n)
+            self._move(tk, n * leg.taker_price)
+            self._move(mk, n * leg.price)
+            self.sets_minted[taker.market] = self.sets_minted.get(taker.market, ZERO) - n
+        if leg.taker_fee > 0:
+            self._move(tk, -leg.taker_fee)
+            self._move(FEE_RECEIVER, leg.taker_fee)
 
     def cancel(self, order_id: str, status: str = "CANCELED") -> Order | None:
         """Cancel a resting order; return it, or None if it is not open."""
@@ -490,7 +466,7 @@ class Engine:
         book = self.books[o.token_id]
         rem = o.remaining
         new_size = book.reduce(o, rem, remove=True)
-        self._reserve(o, -rem)
+        self._reserve(o, -o.left)
         o.status = "CANCELED"
         self.sink.order_event(o, "CANCELLATION", status)
         self.sink.level_changes(

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from simulator.clob import Clob
-from simulator.engine import LevelChange, Order, Trade, fmt, now_ms
+from simulator.engine import LevelChange, Order, Trade, fmt, now_ms, rate_bps
 from simulator.lifecycle import Lifecycle
 from simulator.market import SimMarket
 from simulator.offchain import DataApi, Gamma
@@ -147,11 +147,11 @@ class _Sink(VenueSink):
         hub = sim.user_hub
         if not hub.conns:
             return
-        t_owner, m_owner = trade.taker_order.owner, trade.maker_order.owner
         market = trade.taker_order.market
-        hub.to_owner(t_owner, market, orjson.dumps(trade.ws_dict(t_owner)))
-        if m_owner != t_owner:
-            hub.to_owner(m_owner, market, orjson.dumps(trade.ws_dict(m_owner)))
+        side, empty = sim.engine.feed_maker_side, sim.engine.feed_empty_maker_fee_bps
+        for owner in trade.owners():
+            ev = trade.ws_dict(owner, maker_side=side, empty_maker_fee_bps=empty)
+            hub.to_owner(owner, market, orjson.dumps(ev))
 
     def last_trade(self, token_id: str, price: Decimal, size: Decimal, side: str, tx: str) -> None:
         self.sim.emit_last_trade(token_id, price, size, side, tx)
@@ -317,7 +317,7 @@ class Simulator(Venue):
         ev = {
             "asset_id": token_id,
             "event_type": "last_trade_price",
-            "fee_rate_bps": "0",
+            "fee_rate_bps": rate_bps(m.fee_rate),
             "market": m.condition_id,
             "price": fmt(price),
             "side": side,

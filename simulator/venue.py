@@ -166,6 +166,7 @@ class Venue:
         self.sink = sink
         self.engine = Engine(self.rng, self.sink)
         self.engine.on_rest = self._on_rest
+        self.engine.fee_of = self.fee_of
         self.faults = Faults(self)
         self.markets: list[SimMarket] = []
         self.markets_by_cid: dict[str, SimMarket] = {}
@@ -249,12 +250,18 @@ class Venue:
         for t in m.token_ids:
             m.books[t] = self.engine.books[t] = Book(t, m.condition_id)
             self._market_of_token[t] = m
+        self.engine.pair(*m.token_ids)
         self.markets.append(m)
         self.markets_by_cid[m.condition_id] = m
         return m
 
     def market_of_token(self, token_id: str) -> SimMarket | None:
         return self._market_of_token.get(token_id)
+
+    def fee_of(self, token_id: str) -> tuple[Decimal, Decimal]:
+        """The taker fee schedule of `token_id`'s market: (rate, exponent)."""
+        m = self._market_of_token[token_id]
+        return m.fee_rate, m.fee_exponent
 
     def tick_of(self, token_id: str) -> Decimal:
         return self._market_of_token[token_id].tick_size
@@ -368,35 +375,19 @@ class Venue:
         return tx
 
     def record_fill(self, t: Trade) -> None:
-        tk, mk = t.taker_order, t.maker_order
+        """Data API rows of a trade, per maker order taken: the taker's (its token, side and
+        price for that leg) and the maker's (its own token, side and price)."""
+        tk = t.taker_order
         m = self._market_of_token[tk.token_id]
-        m.volume += t.size * t.price
-        self.data_rows.append(
-            DataRow(
-                tk.maker,
-                tk.side,
-                tk.token_id,
-                m,
-                t.size,
-                t.price,
-                t.match_time,
-                t.transaction_hash,
-                True,
+        m.volume += t.cash
+        for mf in t.makers:
+            mk, when, tx = mf.order, t.match_time, t.transaction_hash
+            self.data_rows.append(
+                DataRow(tk.maker, tk.side, tk.token_id, m, mf.size, mf.taker_price, when, tx, True)
             )
-        )
-        self.data_rows.append(
-            DataRow(
-                mk.maker,
-                mk.side,
-                mk.token_id,
-                m,
-                t.size,
-                t.price,
-                t.match_time,
-                t.transaction_hash,
-                False,
+            self.data_rows.append(
+                DataRow(mk.maker, mk.side, mk.token_id, m, mf.size, mf.price, when, tx, False)
             )
-        )
 
     # books -------------------------------------------------------------------------------
     def book_summary(self, token_id: str) -> Json:
@@ -496,23 +487,8 @@ class Venue:
                 }
                 for o in eng.orders.values()
             ],
-            "trades": [
-                {
-                    "id": t.id,
-                    "taker_order_id": t.taker_order.id,
-                    "maker_order_id": t.maker_order.id,
-                    "taker": t.taker_order.maker,
-                    "maker": t.maker_order.maker,
-                    "token_id": t.taker_order.token_id,
-                    "side": t.taker_order.side,
-                    "price": t.price,
-                    "size": t.size,
-                    "status": t.status,
-                    "transaction_hash": t.transaction_hash,
-                    "match_time": t.match_time,
-                }
-                for t in eng.trades
-            ],
+            "trades": [row for t in eng.trades for row in t.ledger_rows()],
+            "sets_minted": dict(eng.sets_minted),
             "balances": balances,
         }
 

@@ -930,10 +930,16 @@ def compare(
             )
     # fills: one row per (trade, our order) the venue matched
     venue_fills: Counter[tuple[str, str]] = Counter()
-    for t in ledger["trades"]:
-        for oid in (t["taker_order_id"], t["maker_order_id"]):
-            if oid in ours:
-                venue_fills[(t["id"], oid)] += 1
+    # The ledger has a row per (trade, maker order); a taker with several makers in one trade
+    # has one fill of that trade, so each (trade, order) pair counts once.
+    pairs = {
+        (t["id"], oid)
+        for t in ledger["trades"]
+        for oid in (t["taker_order_id"], t["maker_order_id"])
+        if oid in ours
+    }
+    for key in pairs:
+        venue_fills[key] += 1
     journal_fills: Counter[tuple[str, str]] = Counter(
         (f["trade_id"], f["venue_order_id"]) for f in fills
     )

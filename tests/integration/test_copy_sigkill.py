@@ -160,10 +160,13 @@ async def test_sigkill_with_copy_in_flight_restart_copies_exactly_once(
     assert "copy_intent_in_journal" in events  # the restart left the order to the executor
     assert len(journal) == 1  # one copy order, one client order id, ever
     # Exactly once either way: one venue order, matched, and the journal agrees.
+    # The copy is a FAK BUY of 10 at 0.52 (the leader's 0.50 plus 0.02 slippage) against the ask
+    # at 0.51: its 5.20 pUSD buy 10.196078 shares (taking with surplus, py-clob-client-v2 #89).
+    filled = D("10.196078")
     assert len(venue) == 1, venue
-    assert D(venue[0]["size_matched"]) == D("10")
+    assert D(venue[0]["size_matched"]) == filled
     assert venue[0]["id"] == query(db, "SELECT venue_order_id FROM orders")[0][0]
-    assert journal[0][1] == "FILLED" and D(journal[0][2]) == D("10")
+    assert journal[0][1] == "FILLED" and D(journal[0][2]) == filled
     if fault["kind"] == "late_response":
         # The venue matched it before the kill: the restart found it by hash, sent nothing.
         assert "order_resent" not in events

@@ -64,12 +64,15 @@ async def test_live_marketable_buy_filled_to_its_rounded_size_is_filled(
     req = live.req(price=Decimal("0.97"), size=Decimal("20.61"), order_type=order_type)
     res = await live.ex.submit(req)
     assert res.status is OrderStatus.FILLED, res
-    assert res.filled_size == Decimal("20.6082")
+    # The venue spends the whole 19.99 pUSD at the ask and pays every share it buys, floored to
+    # 6 decimals: 20.608247, above the 20.6082 signed (taking with surplus, py-clob-client-v2
+    # issue #89; docs/venue-mechanics.md §6).
+    assert res.filled_size == Decimal("20.608247")
     row = await live.repos.orders.get(req.client_order_id)
     assert row is not None and row.status is OrderStatus.FILLED
-    assert row.size_matched == Decimal("20.6082")
+    assert row.size_matched == Decimal("20.608247")
     (venue,) = live.our_orders()
-    assert Decimal(venue["size_matched"]) == Decimal("20.6082")
+    assert Decimal(venue["size_matched"]) == Decimal("20.608247")
     await live.assert_journal_matches_ledger()
 
 

@@ -126,15 +126,17 @@ async def test_crossing_gtc_matches_moves_balances_and_settles(
     client, acct = await run(new_trader, sim, D("100"))
     res = await run(client.create_and_post_order, OrderArgsV2(tok, 0.62, 10, "BUY"))
     assert res["status"] == "matched"
-    assert (res["makingAmount"], res["takingAmount"]) == ("6", "10")  # filled at the maker price
+    # The BUY spends its 6.20 pUSD at the maker's 0.60: the improvement is extra shares, floored
+    # to 6 decimals (taking with surplus, docs/venue-mechanics.md §6; py-clob-client-v2 #89).
+    assert (res["makingAmount"], res["takingAmount"]) == ("6.1999998", "10.333333")
     assert len(res["transactionsHashes"]) == 1
     assert len(res["tradeIDs"]) == 1
     led = sim.ledger()
     bal = led["balances"][acct.address.lower()]
-    assert bal["collateral"] == D("94")
-    assert bal["tokens"][tok] == D("10")
+    assert bal["collateral"] == D("100") - D("6.1999998")
+    assert bal["tokens"][tok] == D("10.333333")
     maker = next(o for o in led["orders"] if o["id"] == maker_oid)
-    assert (maker["status"], maker["size_matched"]) == ("LIVE", D("10"))
+    assert (maker["status"], maker["size_matched"]) == ("LIVE", D("10.333333"))
     await asyncio.sleep(0.1)
     trades = await run(client.get_trades)
     assert trades[0]["status"] == "CONFIRMED"
@@ -190,7 +192,15 @@ async def test_market_fok_buy_fills_at_best_asks(sim: Simulator, market: SimMark
         MarketOrderArgsV2(tok, amount=10, side="BUY", price=0.55),
     )
     assert res["status"] == "matched"
-    assert len(res["tradeIDs"]) == 2
+    # One trade for the sweep, with a maker entry per level (docs/venue-mechanics.md §6):
+    # 10 at 0.5 for 5 pUSD, then the other 5 pUSD at 0.52.
+    assert len(res["tradeIDs"]) == 1
+    assert (res["makingAmount"], res["takingAmount"]) == ("9.99999968", "19.615384")
+    trades = await run(client.get_trades)
+    assert [(m["price"], m["matched_amount"]) for m in trades[0]["maker_orders"]] == [
+        ("0.5", "10"),
+        ("0.52", "9.615384"),
+    ]
     order = await run(client.get_order, res["orderID"])
     assert (order["status"], order["order_type"]) == ("MATCHED", "FOK")
 

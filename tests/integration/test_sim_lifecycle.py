@@ -126,7 +126,9 @@ async def test_tick_turns_finer_below_004_and_a_mid_book_keeps_it_coarse(
 ) -> None:
     yes = market.token_ids[0]
     sim.seed_order(MAKER, yes, "BUY", D("0.50"), D("10"))
-    sim.seed_order(MAKER, yes, "SELL", D("0.96"), D("10"))  # mid 0.73: coarse
+    # mid 0.74: coarse. (An ask at 0.97 or below would be taken by the No ask at 0.03 below:
+    # two SELLs with prices summing to at most 1 merge.)
+    sim.seed_order(MAKER, yes, "SELL", D("0.98"), D("10"))
     assert market.tick_size == D("0.01")
     sim.seed_order(MAKER, market.token_ids[1], "SELL", D("0.03"), D("10"))
     assert market.tick_size == D("0.001")

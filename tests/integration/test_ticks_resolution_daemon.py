@@ -120,13 +120,16 @@ async def test_tick_changes_at_096_on_a_copied_token_never_leave_the_daemon_refu
         assert m.tick_size == D("0.001")
         await until(lambda: ex.rules.get(yes).tick_size == D("0.001"), "rules at 0.001")  # type: ignore[union-attr]
         sim.trade_as(wallet=LEADER, token_id=yes, side="BUY", price=D("0.975"), size=D("100"))
-        await until(lambda: ex.position(yes).size == D("20"), "copy at 0.995 (0.001 grid)")
+        # The copy's 9.95 pUSD at 0.995 take the 0.98 ask: 10.153061 shares (a BUY's price
+        # improvement comes as extra shares, docs/venue-mechanics.md §6).
+        second = D("10") + D("10.153061")
+        await until(lambda: ex.position(yes).size == second, "copy at 0.995 (0.001 grid)")
         sim.cancel_seeded(above)
         sim.seed_order(MAKER, yes, "SELL", D("0.95"), D("500"))  # back under 0.96: 0.01
         assert m.tick_size == D("0.01")
         await until(lambda: ex.rules.get(yes).tick_size == D("0.01"), "rules back at 0.01")  # type: ignore[union-attr]
         sim.trade_as(wallet=LEADER, token_id=yes, side="BUY", price=D("0.935"), size=D("100"))
-        await until(lambda: ex.position(yes).size == D("30"), "copy at 0.95 (0.01 grid)")
+        await until(lambda: ex.position(yes).size == second + 10, "copy at 0.95 (0.01 grid)")
 
     await drive(settings, script)
     rows = await journal(settings.db_path)

@@ -118,11 +118,67 @@ def _fill(trade_id: str, **fields: Any) -> Fill | None:
         return None
 
 
+def _maker_side(m: dict[str, Any], taker_side: Side, taker_asset: str, trade_id: str) -> Side:
+    """A maker order's side, derived from the asset ids (NautilusTrader's `determine_order_side`,
+    the fix of its issues #3126 / #3357; docs/venue-mechanics.md §2).
+
+    A maker on the taker's token is on the other side (a plain transfer); a maker on the other
+    token of the market is on the **same** side (two BUYs mint, two SELLs merge). The wire's
+    `side` is optional on user-channel fills and only cross-checked.
+    """
+    asset = str(m.get("asset_id") or taker_asset)
+    opposite = Side.SELL if taker_side is Side.BUY else Side.BUY
+    derived = taker_side if asset != taker_asset else opposite
+    wire = str(m.get("side", "")).upper()
+    if wire in ("BUY", "SELL") and wire != derived.value:
+        log.warning(
+            "maker_side_disagrees",
+            trade_id=trade_id[:80],
+            venue_order_id=str(m.get("order_id", ""))[:80],
+            wire_side=wire,
+            derived_side=derived.value,
+        )
+    return derived
+
+
+def _taker_average(makers: Any, taker_asset: str, trade_id: str) -> tuple[Decimal, Decimal] | None:
+    """(shares, average price) of a taker fill from its `maker_orders`, in the taker's token.
+
+    Each leg counts at the maker's price when the maker is on the taker's token and at `1 -
+    price` when it is on the other token (a mint or merge leg); shares are `sum(matched_amount)`.
+    None when the legs cannot be read (then the top-level `price` and `size` are used).
+    """
+    if not isinstance(makers, list) or not makers:
+        return None
+    shares = notional = ZERO
+    try:
+        for m in makers:
+            if not isinstance(m, dict):
+                raise Unreadable("maker order is not an object")
+            n, p = _num(m.get("matched_amount")), _num(m.get("price"))
+            if not 0 < p < 1:
+                raise Unreadable("maker price outside (0, 1)")
+            cross = str(m.get("asset_id") or taker_asset) != taker_asset
+            shares += n
+            notional += n * ((1 - p) if cross else p)
+    except Unreadable as e:
+        log.warning("taker_legs_unreadable", trade_id=trade_id[:80], why=str(e))
+        return None
+    if shares <= 0:
+        return None
+    return shares, notional / shares
+
+
 def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fill]:
     """Our fills in one REST `/data/trades` row or user-WS `trade` event (as taker or maker).
 
-    A fill that cannot be read (no token id, a missing or unreadable price or size) is logged
-    and skipped; nothing here raises on a malformed row.
+    The top level is the taker's view; `maker_orders` has one entry per maker order, each in the
+    maker's own token. Our taker fill is the size-weighted average over the maker legs (the
+    top-level `price` is not that average when the taker swept several levels), with size
+    `sum(matched_amount)`. Our maker fill is booked on the maker's `asset_id` at the maker's
+    `price`, on the side derived from the asset ids (`_maker_side`). A fill that cannot be read
+    (no token id, a missing or unreadable price or size) is logged and skipped; nothing here
+    raises on a malformed row.
     """
     try:
         status = TradeStatus(str(t.get("status", "MATCHED")).upper().removeprefix("TRADE_STATUS_"))
@@ -137,38 +193,47 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
     if side_raw not in ("BUY", "SELL") or not trade_id:
         return out
     taker_side = Side(side_raw)
+    makers = t.get("maker_orders")
     if str(t.get("trader_side", "TAKER")).upper() == "TAKER" and (
         t.get("owner") == owner or str(t.get("maker_address", "")).lower() == address.lower()
     ):
+        price, size = t.get("price"), t.get("size")
+        legs = _taker_average(makers, token_id, trade_id)
+        if legs is not None:
+            size, price = legs
+            try:
+                top: Decimal | None = _num(t.get("size"))
+            except Unreadable:
+                top = None
+            if top != size:
+                log.warning(
+                    "taker_size_disagrees",
+                    trade_id=trade_id[:80],
+                    top=str(t.get("size"))[:40],
+                    legs=str(size),
+                )
         fill = _fill(
             trade_id,
             venue_order_id=str(t.get("taker_order_id", "")),
             token_id=token_id,
             side=taker_side,
-            price=t.get("price"),
-            size=t.get("size"),
+            price=price,
+            size=size,
             role=LiquidityRole.TAKER,
             status=status,
             ts=when,
         )
         return [fill] if fill is not None else out
-    makers = t.get("maker_orders")
     for m in makers if isinstance(makers, list) else ():
         if not isinstance(m, dict):
             continue
         if m.get("owner") != owner and str(m.get("maker_address", "")).lower() != address.lower():
             continue
-        ms = str(m.get("side", "")).upper()
-        side = (
-            Side(ms)
-            if ms in ("BUY", "SELL")
-            else (Side.SELL if taker_side is Side.BUY else Side.BUY)
-        )
         fill = _fill(
             trade_id,
             venue_order_id=str(m.get("order_id", "")),
             token_id=str(m.get("asset_id") or token_id),
-            side=side,
+            side=_maker_side(m, taker_side, token_id, trade_id),
             price=m.get("price"),
             size=m.get("matched_amount"),
             role=LiquidityRole.MAKER,
