@@ -17,9 +17,14 @@ precision quoted in https://github.com/nautechsystems/nautilus_trader (docs/inte
 polymarket.md, "Fees"). Which way the venue rounds is not documented: a fee is **booked** rounded
 down to 0.00001 and **budgeted** rounded up.
 
-Budgeting a BUY at its limit price is safe for fills at better prices: the cost of one share,
-`q + rate x (q(1-q))^e`, grows with `q` for every published schedule (its slope is
-`1 + rate x e x (q(1-q))^(e-1) x (1-2q)`, positive while `rate x e x 4^(1-e) < 1`).
+Budgeting a BUY that takes. Its shares cost at most its limit `L`, but a taker BUY takes with
+surplus: what it saves at a better price `q` buys extra shares (docs/venue-mechanics.md §2), so
+the pUSD it spends, `c`, buys `c / q` shares and pays `c x rate x (q(1-q))^e / q` in fees, which
+is larger at lower prices (for e = 1 it is `c x rate x (1 - q)`). A BUY is therefore budgeted at
+the most that fee can be for prices between the lowest ask it can take (`low`, the best ask) and
+its limit (`fee_per_pusd`). For shares at fixed count the cost of one share,
+`q + rate x (q(1-q))^e`, grows with `q` (its slope is `1 + rate x e x (q(1-q))^(e-1) x (1-2q)`,
+positive while `rate x e x 4^(1-e) < 1`), so the limit bounds that case.
 """
 
 from __future__ import annotations
@@ -106,24 +111,55 @@ def fee_budget(size: Decimal, price: Decimal, schedule: FeeSchedule) -> Decimal:
     return fee(size, price, schedule.rate, schedule.exponent, up=True)
 
 
-def buy_cost(size: Decimal, price: Decimal, schedule: FeeSchedule) -> Decimal:
-    """What a BUY of `size` at limit `price` may take from the wallet: notional + budgeted fee."""
-    return price * size + fee_budget(size, price, schedule)
+def fee_per_pusd(low: Decimal, high: Decimal, schedule: FeeSchedule) -> Decimal:
+    """The most fee a taker BUY pays per pUSD it spends at prices in [`low`, `high`]:
+    `rate x max (q(1-q))^e / q` (spending c at q buys c / q shares)."""
+    if not schedule.charged:
+        return ZERO
+    e = schedule.exponent
+    prices = [low, high]
+    if e > 1:  # (q(1-q))^e / q = q^(e-1) (1-q)^e peaks inside (0, 1)
+        peak = (e - 1) / (2 * e - 1)
+        if low < peak < high:
+            prices.append(peak)
+    return schedule.rate * max((q * (ONE - q)) ** e / q for q in prices)
+
+
+def buy_cost(
+    size: Decimal, price: Decimal, schedule: FeeSchedule, *, low: Decimal | None = None
+) -> Decimal:
+    """What a BUY of `size` at limit `price` may take from the wallet: notional + budgeted fee.
+
+    `low` is the lowest price it can take at (the best ask; None: nothing better than `price`):
+    a BUY that takes below its limit buys extra shares with the difference, and pays their fee.
+    """
+    notional = price * size
+    fee_up = fee_budget(size, price, schedule)
+    if low is not None and ZERO < low < price and schedule.charged:
+        surplus = (notional * fee_per_pusd(low, price, schedule)).quantize(
+            FEE_QUANTUM, rounding=ROUND_UP
+        )
+        fee_up = max(fee_up, surplus)
+    return notional + fee_up
 
 
 def max_buy_size(
-    budget: Decimal, price: Decimal, schedule: FeeSchedule, *, step: Decimal = SIZE_STEP
+    budget: Decimal,
+    price: Decimal,
+    schedule: FeeSchedule,
+    *,
+    step: Decimal = SIZE_STEP,
+    low: Decimal | None = None,
 ) -> Decimal:
-    """The largest size (a multiple of `step`) whose notional + budgeted fee at `price` fits
-    in `budget`; 0 if none does."""
+    """The largest size (a multiple of `step`) whose notional + budgeted fee at limit `price`
+    (taking from `low` up, see `buy_cost`) fits in `budget`; 0 if none does."""
     if budget <= 0:
         return ZERO
-    per_share = price
-    if schedule.charged:
-        per_share += schedule.rate * (price * (ONE - price)) ** schedule.exponent
+    bottom = low if low is not None and ZERO < low < price else price
+    per_share = price * (ONE + fee_per_pusd(bottom, price, schedule))
     size = (budget / per_share / step).to_integral_value(rounding=ROUND_FLOOR) * step
-    # The fee's rounding up adds at most 0.00001 per fill: a step or two down is enough.
-    while size > 0 and buy_cost(size, price, schedule) > budget:
+    # The fee's rounding up adds at most 0.00001: a step or two down is enough.
+    while size > 0 and buy_cost(size, price, schedule, low=low) > budget:
         size -= step
     return max(size, ZERO)
 

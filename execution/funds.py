@@ -95,16 +95,19 @@ class Funds:
         pay is shrunk to the largest size it can (refused if that breaks the market's rules).
         A balance that cannot be read leaves the order as it is: the venue's check stands."""
         fee = meta.fee
-        budget = fee_budget(req.size, req.price, fee)
-        if req.side is not Side.BUY or self._source is None:
+        if req.side is not Side.BUY:
+            return req, fee_budget(req.size, req.price, fee), None
+        low = _best_ask(positions, req.token_id)
+        cost = buy_cost(req.size, req.price, fee, low=low)
+        budget = cost - req.notional
+        if self._source is None:
             return req, budget, None
-        cost = buy_cost(req.size, req.price, fee)
         free = await self._free(positions, fresh=False)
         if free is not None and cost > free:
             free = await self._free(positions, fresh=True)  # the venue's word before shrinking
         if free is None or cost <= free:
             return req, budget, None
-        size = max_buy_size(free, req.price, fee, step=SIZE_STEP)
+        size = max_buy_size(free, req.price, fee, step=SIZE_STEP, low=low)
         shrunk = req.model_copy(update={"size": size})
         broken = MarketRules.check(shrunk, meta) if size > ZERO else "nothing left"
         if broken is not None:
@@ -116,7 +119,13 @@ class Funds:
             shrunk_to=str(size),
             free=str(free),
         )
-        return shrunk, fee_budget(size, req.price, fee), None
+        return shrunk, buy_cost(size, req.price, fee, low=low) - shrunk.notional, None
+
+
+def _best_ask(positions: PositionBook, token_id: str) -> Decimal | None:
+    """The lowest ask a BUY can take now (its surplus buys extra shares, which pay the fee)."""
+    level = positions.books.best_ask(token_id) if positions.books is not None else None
+    return level[0] if level is not None else None
 
 
 def count_fill(metrics: Metrics, fill: Fill) -> None:

@@ -105,16 +105,18 @@ def entry_size(
     price: Decimal,
     exposure: Decimal,
     fee: FeeSchedule = NO_FEE,
+    low: Decimal | None = None,
 ) -> Decimal | Skip:
     """Size of a copied entry, shrunk to the room left under `max_market_exposure`: the most
     that budget buys at `price` once the market's taker `fee` (budgeted at the limit) is paid,
-    rounded down to the size step."""
+    rounded down to the size step. `low` is the best ask: a BUY taking below its limit buys
+    extra shares, which pay the fee too."""
     notional = rule_notional(rule, trade, price)
     room = rule.max_market_exposure - exposure
     if room <= 0:
         return Skip("exposure_limit", f"market exposure at {rule.max_market_exposure}")
     notional = min(notional, room)
-    return max_buy_size(notional, price, fee, step=SIZE_STEP)
+    return max_buy_size(notional, price, fee, step=SIZE_STEP, low=low)
 
 
 def mirror_fraction(sold: Decimal, leader_before: Decimal) -> Decimal:

@@ -401,7 +401,9 @@ class CopyTrader:
             await self._refresh_reservations(trade.condition_id)
             exposure = self._memory.exposure(trade.condition_id)
             fee = info.fee if isinstance(info, MarketMeta) else NO_FEE
-            size_or_skip = entry_size(rule, trade, price, exposure, fee)
+            asks = self._books.asks(trade.token_id) if self._books is not None else None
+            low = asks[0][0] if asks else None
+            size_or_skip = entry_size(rule, trade, price, exposure, fee, low)
         else:
             size_or_skip = await self._exit_size(rule, trade, price, batch)
         if isinstance(size_or_skip, Skip):

@@ -84,7 +84,9 @@ def opportunity(
     if depth < rule.min_size:
         return None
     # The taker fee is paid on top of the notional: budget it at the limit (the worst price).
-    size = min(max_buy_size(rule.max_notional, limit, fee), floor_to(depth, SIZE_STEP))
+    # It takes from the best ask up: what it saves below the limit buys extra shares, which pay
+    # the fee too (`execution.fees.buy_cost`).
+    size = min(max_buy_size(rule.max_notional, limit, fee, low=ask), floor_to(depth, SIZE_STEP))
     min_size = market.min_size if market is not None else ZERO
     if size <= 0 or size < min_size or size * limit < MIN_MARKETABLE_NOTIONAL:
         return None

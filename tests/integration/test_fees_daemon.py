@@ -18,8 +18,6 @@ from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from demo import funded_key, simulator_overrides
 from observability.logging import Redactor
 from orchestrator import EXIT_OK, Context, Daemon
@@ -169,11 +167,6 @@ async def test_round_trip_books_the_taker_fee_and_none_on_the_maker_exit(tmp_pat
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the simulator charges the fee at match time only once the matching branch "
-    "(fee charging in simulator/engine.py) is merged; then this must pass: drop the mark",
-)
 async def test_simulator_ledger_charges_what_the_daemon_booked(tmp_path: Path) -> None:
     run = await run_daemon(
         tmp_path, extra='take_profit = "0.02"', collateral=D(1000), take_back=True, duration_s=5.0
@@ -198,12 +191,16 @@ async def test_buy_sized_past_the_balance_is_shrunk_before_the_venue_refuses_it(
     assert "balance" not in (buy.get("detail") or "")
     assert run.refusals == []
     size, price = D(buy["size"]), D(buy["price"])
-    # The largest size whose notional + fee (budgeted at the limit, rounded up) fits in 10.
-    per_share = price + RATE * price * (1 - price)
-    assert size == (D(10) / per_share).quantize(D("0.01"), rounding=ROUND_DOWN) == D("10.48")
+    # The largest size whose notional + fee fits in 10. It takes the 0.93 ask, so what it saves
+    # below its 0.95 limit buys extra shares, which pay the fee too: per pUSD spent at 0.93 the
+    # fee is 0.072 x (1 - 0.93) (written out here, not the daemon's function).
+    per_share = price * (1 + RATE * (1 - D("0.93")))
+    assert size == (D(10) / per_share).quantize(D("0.01"), rounding=ROUND_DOWN) == D("10.47")
     venue_orders = [o for o in run.ledger["orders"] if not o["seeded"]]
-    # A marketable BUY spends price x size down to the cent (9.95 pUSD for 10.4736 shares).
-    assert [o["original_size"] for o in venue_orders] == [D("10.4736")]
+    # A marketable BUY spends price x size down to the cent, for its shares at the limit.
+    cash = (size * price).quantize(D("0.01"), rounding=ROUND_DOWN)
+    shares = (cash / price).quantize(D("0.0001"), rounding=ROUND_DOWN)
+    assert [o["original_size"] for o in venue_orders] == [shares]
     trades = venue_fills(run)
     assert trades and all(taker for _, taker in trades)
     fee = sum((expected_fee(t["size"], t["price"]) for t, _ in trades), D(0))

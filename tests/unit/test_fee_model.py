@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from errors import TransientError
-from execution.fees import NO_FEE, FeeSchedule, FeeSource, fee_budget
+from execution.fees import NO_FEE, FeeSchedule, FeeSource, buy_cost, fee_budget
 from execution.funds import Funds
 from execution.market_rules import MarketRules
 from execution.ports import MarketMeta
@@ -229,10 +229,11 @@ async def test_sniper_buy_leaves_room_for_the_fee_and_exits_post_only() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     buy, sell = ex.requests
-    # Without the fee 19 / 0.95 = 20 shares; with it one share costs 0.95 + 0.00342.
-    assert buy.size == D("19.92")
-    assert buy.notional + fee_budget(buy.size, buy.price, CRYPTO) <= D(19)
-    assert D("19.93") * buy.price + fee_budget(D("19.93"), buy.price, CRYPTO) > D(19)
+    # Without the fee 19 / 0.95 = 20 shares. It takes the 0.93 ask: 19 pUSD there buys
+    # 19 / 0.93 shares, whose fee is 19 x 0.072 x 0.07 = 0.09576, so 19.89 shares fit.
+    assert buy.size == D("19.89")
+    assert buy_cost(buy.size, buy.price, CRYPTO, low=D("0.93")) <= D(19)
+    assert buy_cost(D("19.90"), buy.price, CRYPTO, low=D("0.93")) > D(19)
     assert sell.post_only and sell.order_type.value == "GTC"
 
 

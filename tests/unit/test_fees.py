@@ -165,3 +165,33 @@ def test_cost_per_share_grows_with_the_price(
     s = FeeSchedule(rate=rate, exponent=exponent)
     high = low + D("0.001")
     assert buy_cost(size, low, s) <= buy_cost(size, high, s) + FEE_QUANTUM
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.decimals(min_value="1", max_value="10000", places=2),
+    limit=st.decimals(min_value="0.02", max_value="0.99", places=2),
+    frac=st.decimals(min_value="0", max_value="1", places=3),
+    rate=st.sampled_from([D("0.072"), D("0.03"), D("0.25")]),
+    exponent=st.sampled_from([D(1), D(2), D("1.5"), D("0.5")]),
+)
+def test_budget_covers_a_taker_buy_whose_surplus_buys_extra_shares(
+    size: Decimal, limit: Decimal, frac: Decimal, rate: Decimal, exponent: Decimal
+) -> None:
+    """A BUY spending limit x size pUSD that fills at q <= limit gets (limit x size) / q shares
+    (docs/venue-mechanics.md section 2, surplus as shares) and pays their fee: the budget taken
+    from the best ask `low` up covers it for every q in [low, limit]."""
+    s = FeeSchedule(rate=rate, exponent=exponent)
+    low = max(D("0.01"), (limit * frac).quantize(D("0.01")))
+    cash = limit * size
+    budget = buy_cost(size, limit, s, low=low) - cash
+    for q in {low, limit, ((low + limit) / 2).quantize(D("0.001"))}:
+        assert fee(cash / q, q, rate, exponent, up=False) <= budget
+
+
+def test_surplus_fee_at_a_lower_price_is_budgeted() -> None:
+    s = FeeSchedule(rate=D("0.072"))
+    # 10.48 at limit 0.95 spends 9.956; at 0.93 that buys 10.7054 shares: fee 0.05017, not 0.03584.
+    assert buy_cost(D("10.48"), D("0.95"), s) == D("9.956") + D("0.03585")
+    assert buy_cost(D("10.48"), D("0.95"), s, low=D("0.93")) == D("9.956") + D("0.05018")
+    assert max_buy_size(D(10), D("0.95"), s, low=D("0.93")) == D("10.47")
