@@ -76,8 +76,11 @@ def test_token_id_that_is_not_decimal_uint256_is_rejected(token: str) -> None:
 @settings(max_examples=300)
 def test_arbitrary_token_text_is_accepted_only_if_decimal_uint256(text: str) -> None:
     stripped = text.strip()
+    # Python's strip() also removes the ASCII separators \x1c-\x1f; the model strips only
+    # Unicode white space, so an id padded with separators is refused (garbage, not an id).
     ok = (
-        stripped.isascii()
+        not any(c in text for c in "\x1c\x1d\x1e\x1f")
+        and stripped.isascii()
         and stripped.isdigit()
         and 0 < len(stripped) <= 78
         and int(stripped) <= UINT256_MAX
