@@ -23,6 +23,7 @@ from typing import Any
 from eth_account import Account
 
 from config import Settings, load_settings
+from ledger_check import LedgerCheck, check
 from simulator import Simulator
 from storage.reports import Reports
 
@@ -129,6 +130,9 @@ def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any
         "db_path": workdir / "polyd-demo.db",
         "control_token": secrets.token_urlsafe(24),
         "discovery_interval_s": 10.0,
+        # Nothing of ours may rest (and fill) after the daemon stops: the ledger check at the
+        # end compares the daemon's books with the venue's once both have stopped moving.
+        "cancel_on_shutdown": True,
     }
     for write in RULE_WRITERS:
         overrides.update(write(sim, workdir))
@@ -178,6 +182,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"position {p['token_id'][:12]}…: {p['size']} @ {cost}")
     pnl = Decimal(summary["realized_pnl"]).quantize(Decimal("0.01"))
     print(f"realized PnL: {pnl} pUSD")
+
+
+def ledger_check(demo: Demo) -> LedgerCheck:
+    """Compare the daemon's fills, fees and positions with the simulator's ledger for the demo
+    wallet (call it once the daemon has stopped and booked its last fills)."""
+    return check(demo.sim.ledger(), demo.settings.db_path, address=demo.wallet)
 
 
 @dataclass(frozen=True)

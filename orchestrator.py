@@ -578,8 +578,12 @@ async def _demo(duration_s: float | None) -> int:
 
         daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
         code = await daemon.run()
-    demo.print_summary(settings.db_path)
-    return code
+        demo.print_summary(settings.db_path)
+        if code != EXIT_OK:
+            return code
+        result = demo.ledger_check(prepared)
+        print(result.line(), flush=True)
+    return code if result.ok else EXIT_FATAL
 
 
 if __name__ == "__main__":

@@ -113,6 +113,21 @@ class FillTotals:
     fees: Decimal = Decimal(0)
 
 
+@dataclass(frozen=True)
+class FillReport:
+    """One journaled fill: our part of one venue trade, for one of our venue orders."""
+
+    trade_id: str
+    venue_order_id: str
+    token_id: str
+    side: str
+    price: Decimal
+    size: Decimal
+    fee: Decimal
+    role: str
+    status: str
+
+
 def _dec(text: str | None) -> Decimal:
     try:
         return Decimal(text) if text is not None else Decimal(0)
@@ -261,6 +276,26 @@ class Reports:
         sold = sum((_dec(r[1]) for r in rows if r[0] == Side.SELL.value), Decimal(0))
         fees = sum((_dec(r[2]) for r in rows), Decimal(0))
         return FillTotals(count=len(rows), bought=bought, sold=sold, fees=fees)
+
+    def fills(self) -> list[FillReport]:
+        """Every journaled fill, in the order it was recorded (failed ones too: see `status`)."""
+        return [
+            FillReport(
+                trade_id=str(r["trade_id"]),
+                venue_order_id=str(r["venue_order_id"]),
+                token_id=str(r["token_id"]),
+                side=str(r["side"]),
+                price=_dec(r["price"]),
+                size=_dec(r["size"]),
+                fee=_dec(r["fee"]),
+                role=str(r["role"]),
+                status=str(r["status"]),
+            )
+            for r in self._rows(
+                "SELECT trade_id, venue_order_id, token_id, side, price, size, fee, role, status"
+                " FROM fills ORDER BY rowid"
+            )
+        ]
 
     def _fees(self, token_id: str | None = None) -> Decimal:
         """Fees paid by the fills that did not fail (of one token, or all), summed as Decimal
