@@ -184,6 +184,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"realized PnL: {pnl} pUSD")
 
 
+def settle_settings(settings: Settings) -> Settings:
+    """The settings of the demo's last pass: the same daemon with no strategy. Its start-up
+    reconcile settles every journal row and fetches the fills matched since the last checkpoint,
+    so a fill the user feed had not delivered when the daemon stopped is booked before the
+    ledger check."""
+    return settings.model_copy(update={"sniper_enabled": False, "copy_enabled": False})
+
+
 def ledger_check(demo: Demo) -> LedgerCheck:
     """Compare the daemon's fills, fees and positions with the simulator's ledger for the demo
     wallet (call it once the daemon has stopped and booked its last fills)."""

@@ -252,6 +252,10 @@ class Fill(_Frozen):
     role: LiquidityRole = LiquidityRole.TAKER
     status: TradeStatus = TradeStatus.MATCHED
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    legs: tuple[tuple[Decimal, Decimal], ...] = ()
+    """A taker fill's legs as (shares, price in our token), one per maker order it took. The venue
+    charges the taker fee per leg at the leg's price (each floored), so the fee is booked from
+    them when known; empty for a maker fill or when the legs were not read."""
 
     @field_validator("token_id")
     @classmethod

@@ -578,6 +578,10 @@ async def _demo(duration_s: float | None) -> int:
 
         daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
         code = await daemon.run()
+        if code == EXIT_OK:
+            # A last pass with no strategy: its start-up reconcile books what was still in flight.
+            settle = demo.settle_settings(settings)
+            code = await Daemon(settle, redactor=redactor, duration_s=0).run()
         demo.print_summary(settings.db_path)
         if code != EXIT_OK:
             return code

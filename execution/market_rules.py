@@ -21,7 +21,7 @@ import structlog
 from errors import TransientError
 from execution.fees import NO_FEE, FeeSchedule, FeeSource, fee_booked, gamma_schedule
 from execution.ports import MarketMeta, MetadataSource
-from models import ONE, Fill, LiquidityRole, Market, OrderRequest, OrderType, Side, on_tick
+from models import ONE, ZERO, Fill, LiquidityRole, Market, OrderRequest, OrderType, Side, on_tick
 
 log = structlog.get_logger("execution.market_rules")
 
@@ -111,12 +111,16 @@ class MarketRules:
 
     async def with_fee(self, fill: Fill) -> Fill:
         """`fill` with the fee the venue charged it. Trades carry no fee amount, so it is
-        computed from the market's schedule: taker only, rounded down; a maker pays 0."""
+        computed from the market's schedule: taker only, rounded down; a maker pays 0. A taker
+        fill with its legs known pays per leg at the leg's price, each rounded down, as the venue
+        charges it (docs/venue-mechanics.md §1): not once on the average price."""
         if fill.fee != 0:
             return fill
         await self.ensure(fill.token_id)
         taker = fill.role is LiquidityRole.TAKER
-        fee = fee_booked(fill.size, fill.price, self.fee(fill.token_id), taker=taker)
+        schedule = self.fee(fill.token_id)
+        legs = fill.legs or ((fill.size, fill.price),)
+        fee = sum((fee_booked(n, p, schedule, taker=taker) for n, p in legs), ZERO)
         return fill.model_copy(update={"fee": fee}) if fee else fill
 
     def _fee_after_gamma(self, token_id: str, market: Market) -> FeeSchedule:

@@ -141,8 +141,11 @@ def _maker_side(m: dict[str, Any], taker_side: Side, taker_asset: str, trade_id:
     return derived
 
 
-def _taker_average(makers: Any, taker_asset: str, trade_id: str) -> tuple[Decimal, Decimal] | None:
-    """(shares, average price) of a taker fill from its `maker_orders`, in the taker's token.
+def _taker_legs(
+    makers: Any, taker_asset: str, trade_id: str
+) -> tuple[Decimal, Decimal, tuple[tuple[Decimal, Decimal], ...]] | None:
+    """(shares, average price, legs) of a taker fill from its `maker_orders`, in the taker's
+    token; `legs` is (shares, price) per maker order, which the fee is charged on.
 
     Each leg counts at the maker's price when the maker is on the taker's token and at `1 -
     price` when it is on the other token (a mint or merge leg); shares are `sum(matched_amount)`.
@@ -151,6 +154,7 @@ def _taker_average(makers: Any, taker_asset: str, trade_id: str) -> tuple[Decima
     if not isinstance(makers, list) or not makers:
         return None
     shares = notional = ZERO
+    legs: list[tuple[Decimal, Decimal]] = []
     try:
         for m in makers:
             if not isinstance(m, dict):
@@ -159,14 +163,17 @@ def _taker_average(makers: Any, taker_asset: str, trade_id: str) -> tuple[Decima
             if not 0 < p < 1:
                 raise Unreadable("maker price outside (0, 1)")
             cross = str(m.get("asset_id") or taker_asset) != taker_asset
+            mine = (1 - p) if cross else p
             shares += n
-            notional += n * ((1 - p) if cross else p)
+            notional += n * mine
+            if n > 0:
+                legs.append((n, mine))
     except Unreadable as e:
         log.warning("taker_legs_unreadable", trade_id=trade_id[:80], why=str(e))
         return None
     if shares <= 0:
         return None
-    return shares, notional / shares
+    return shares, notional / shares, tuple(legs)
 
 
 def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fill]:
@@ -198,9 +205,10 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
         t.get("owner") == owner or str(t.get("maker_address", "")).lower() == address.lower()
     ):
         price, size = t.get("price"), t.get("size")
-        legs = _taker_average(makers, token_id, trade_id)
-        if legs is not None:
-            size, price = legs
+        taken = _taker_legs(makers, token_id, trade_id)
+        legs: tuple[tuple[Decimal, Decimal], ...] = ()
+        if taken is not None:
+            size, price, legs = taken
             try:
                 top: Decimal | None = _num(t.get("size"))
             except Unreadable:
@@ -222,6 +230,7 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
             role=LiquidityRole.TAKER,
             status=status,
             ts=when,
+            legs=legs,
         )
         return [fill] if fill is not None else out
     for m in makers if isinstance(makers, list) else ():
