@@ -349,3 +349,35 @@ async def test_balance_read_serves_a_while_less_what_fills_spent() -> None:
     now[0] = 6.0  # too old: read again
     await funds.fit(make_order(price="0.5", size="5"), m, book)
     assert wallet.reads == 3
+
+
+async def test_a_taker_sweep_pays_the_fee_per_leg_not_on_its_average_price() -> None:
+    # The venue charges each matched maker order at its own price, each floored to 0.00001
+    # (https://docs.polymarket.com/trading/fees: the fee per fill at the fill's price; the
+    # simulator's ledger records it per leg). 50 @ 0.50 and 50 @ 0.90 at 0.072:
+    # 0.9 + 0.324 = 1.224; on the 0.70 average it would be 1.512.
+    from venue.clob.wire import fills_from_trade
+
+    trade = {
+        "id": "t-sweep",
+        "taker_order_id": "0xtaker",
+        "asset_id": TOKEN,
+        "side": "BUY",
+        "size": "100",
+        "price": "0.5",
+        "status": "MATCHED",
+        "owner": "me",
+        "trader_side": "TAKER",
+        "maker_orders": [
+            {"order_id": "0xm1", "matched_amount": "50", "price": "0.5", "asset_id": TOKEN},
+            {"order_id": "0xm2", "matched_amount": "50", "price": "0.9", "asset_id": TOKEN},
+        ],
+    }
+    (f,) = fills_from_trade(trade, owner="me", address="0xabc")
+    assert f.price == D("0.7") and f.size == D(100)
+    assert f.legs == ((D(50), D("0.5")), (D(50), D("0.9")))
+    rules = MarketRules()
+    rules.put(meta(fee=CRYPTO))
+    assert (await rules.with_fee(f)).fee == D("1.224")
+    # Without legs (a paper fill, an unreadable maker list) the fill's own price is used.
+    assert (await rules.with_fee(f.model_copy(update={"legs": ()}))).fee == D("1.512")
