@@ -1,12 +1,16 @@
-"""`python -m orchestrator --demo`: live against the in-process simulator, healthy, clean exit."""
+"""`python -m orchestrator --demo`: live against the in-process simulator, healthy, clean exit,
+and its books equal the simulator's ledger: fills (token, side, price, size, fee), fees and
+positions (`ledger_check`; the taker fee per leg, https://docs.polymarket.com/trading/fees)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 from tests.helpers import PYTHON, ROOT, TEST_PRIVATE_KEY, clean_env, free_port
@@ -17,7 +21,7 @@ def test_demo_runs_healthy_and_exits_0(tmp_path: Path) -> None:
     # A real-looking key in the environment must not leak into the demo: it makes its own.
     env = clean_env(HTTP_PORT=str(port), LOG_FORMAT="json", PRIVATE_KEY=TEST_PRIVATE_KEY)
     proc = subprocess.Popen(
-        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "20"],
+        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "45"],
         cwd=tmp_path,  # the demo writes data/demo/ under the working directory
         env={**env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -50,3 +54,12 @@ def test_demo_runs_healthy_and_exits_0(tmp_path: Path) -> None:
     events = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
     assert any(e.get("event") == "daemon_ready" for e in events)
     assert (tmp_path / "data" / "demo" / "polyd-demo.db").exists()
+    # The demo's fee markets charged our taker fills, and the daemon booked exactly that.
+    check = re.search(
+        r"^ledger check: (\d+) fills, fees ([0-9.]+) pUSD, positions (\d+) tokens — (.*)$",
+        out,
+        re.MULTILINE,
+    )
+    assert check is not None, out[-3000:]
+    assert check.group(4) == "match", check.group(0)
+    assert int(check.group(1)) > 0 and Decimal(check.group(2)) > 0, check.group(0)
