@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
 
 from config import Settings, load_settings
 from models import OrderRequest, OrderResult, OrderStatus
@@ -216,3 +218,14 @@ def exactly_once(
                 f"{coid}: the venue calls its order {venue_id}, the journal {row['venue_order_id']}"
             )
     return report
+
+
+async def open_user_feed(url: str, creds: Any, *markets: str) -> ClientConnection:
+    """A user-channel websocket subscribed with an SDK client's API credentials to `markets`,
+    answered a PING (so the subscription is in place). Close it, or use it in `async with`."""
+    ws = await websockets.connect(url)
+    auth = {"apiKey": creds.api_key, "secret": creds.api_secret, "passphrase": creds.api_passphrase}
+    await ws.send(json.dumps({"auth": auth, "markets": list(markets), "type": "user"}))
+    await ws.send("PING")
+    assert await ws.recv() == "PONG"
+    return ws

@@ -20,12 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload, OrderType
 
 from simulator import SimMarket, Simulator
 from simulator.testing import new_trader
-from tests.helpers import until
+from tests.helpers import open_user_feed, until
 
 D = Decimal
 MAKER = "0x" + "cd" * 20
@@ -64,24 +63,7 @@ async def test_delayed_market_serves_itode_sd_and_seconds_delay(
 
 
 async def feed(sim: Simulator, client: Any, market: SimMarket) -> Any:
-    c = client.creds
-    ws = await websockets.connect(sim.user_ws_url)
-    await ws.send(
-        json.dumps(
-            {
-                "auth": {
-                    "apiKey": c.api_key,
-                    "secret": c.api_secret,
-                    "passphrase": c.api_passphrase,
-                },
-                "markets": [market.condition_id],
-                "type": "user",
-            }
-        )
-    )
-    await ws.send("PING")
-    assert await ws.recv() == "PONG"
-    return ws
+    return await open_user_feed(sim.user_ws_url, client.creds, market.condition_id)
 
 
 async def read_until(ws: Any, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:

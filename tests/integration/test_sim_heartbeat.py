@@ -18,13 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 from py_clob_client_v2.clob_types import OrderArgsV2
 from py_clob_client_v2.exceptions import PolyApiException
 
 from simulator import Simulator
 from simulator.testing import l2_headers, new_trader
-from tests.helpers import until
+from tests.helpers import open_user_feed, until
 
 
 async def run(fn: Callable[..., Any], /, *a: Any) -> Any:
@@ -54,23 +53,7 @@ async def test_lapse_cancels_every_resting_order_of_that_key_only_with_feed_and_
             "orderID"
         ]
         await run(other.post_heartbeat, "")  # the other key arms too, and keeps beating
-        c = client.creds
-        async with websockets.connect(sim.user_ws_url) as ws:
-            await ws.send(
-                json.dumps(
-                    {
-                        "auth": {
-                            "apiKey": c.api_key,
-                            "secret": c.api_secret,
-                            "passphrase": c.api_passphrase,
-                        },
-                        "markets": [m.condition_id],
-                        "type": "user",
-                    }
-                )
-            )
-            await ws.send("PING")
-            assert await ws.recv() == "PONG"
+        async with await open_user_feed(sim.user_ws_url, client.creds, m.condition_id) as ws:
             hb = await run(client.post_heartbeat, "")  # arms the switch for our key
             assert hb["heartbeat_id"]
             canceled: list[dict[str, Any]] = []

@@ -14,6 +14,7 @@ from py_clob_client_v2.clob_types import OrderArgsV2
 
 from simulator import SimMarket, Simulator
 from simulator.testing import new_trader
+from tests.helpers import open_user_feed
 
 D = Decimal
 MAKER = "0x" + "ab" * 20
@@ -201,23 +202,7 @@ async def test_user_channel_reports_orders_and_trade_lifecycle(
     tok = market.token_ids[0]
     sim.seed_order(maker=MAKER, token_id=tok, side="SELL", price=D("0.5"), size=D("5"))
     client, _ = await asyncio.to_thread(new_trader, sim)
-    c = client.creds
-    async with websockets.connect(sim.user_ws_url) as ws:
-        await ws.send(
-            json.dumps(
-                {
-                    "auth": {
-                        "apiKey": c.api_key,
-                        "secret": c.api_secret,
-                        "passphrase": c.api_passphrase,
-                    },
-                    "markets": [market.condition_id],
-                    "type": "user",
-                }
-            )
-        )
-        await ws.send("PING")
-        assert await ws.recv() == "PONG"
+    async with await open_user_feed(sim.user_ws_url, client.creds, market.condition_id) as ws:
         res = await asyncio.to_thread(
             client.create_and_post_order, OrderArgsV2(tok, 0.5, 10, "BUY")
         )
@@ -235,4 +220,4 @@ async def test_user_channel_reports_orders_and_trade_lifecycle(
         assert [t["status"] for t in trades] == ["MATCHED", "MINED", "CONFIRMED"]
         assert trades[0]["trader_side"] == "TAKER"
         assert trades[0]["matchtime"].isdigit()
-        assert trades[0]["owner"] == c.api_key
+        assert trades[0]["owner"] == client.creds.api_key
