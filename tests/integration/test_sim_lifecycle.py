@@ -29,7 +29,7 @@ from py_clob_client_v2.exceptions import PolyApiException
 
 from simulator import SimMarket, Simulator
 from simulator.testing import new_trader
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, open_user_feed
 
 D = Decimal
 MAKER = "0x" + "ab" * 20
@@ -177,13 +177,7 @@ async def test_a_resting_order_off_the_new_grid_keeps_resting_and_matches(
 
 # --- resolution --------------------------------------------------------------------------
 async def user_ws(sim: Simulator, client: Any, market: SimMarket) -> Any:
-    c = client.creds
-    ws = await websockets.connect(sim.user_ws_url)
-    auth = {"apiKey": c.api_key, "secret": c.api_secret, "passphrase": c.api_passphrase}
-    await ws.send(json.dumps({"auth": auth, "markets": [market.condition_id], "type": "user"}))
-    await ws.send("PING")
-    assert await ws.recv() == "PONG"
-    return ws
+    return await open_user_feed(sim.user_ws_url, client.creds, market.condition_id)
 
 
 async def test_resolution_cancels_resting_orders_and_every_surface_says_resolved(
