@@ -1,8 +1,10 @@
 """Settings: one frozen, validated object read from the environment and `.env`.
 
 This is the only module that reads the process environment. Risk limits and strategy rules are
-read once at start-up and never hot-reloaded. Invalid configuration raises `ConfigError` carrying
-one line per problem, none of which echoes a value (so no secret can leak through an error).
+read once at start-up and never hot-reloaded (`wiring.reload` names the few settings a reload may
+change while running: credentials, control token, notifications, log level). Invalid
+configuration raises `ConfigError` carrying one line per problem, none of which echoes a value
+(so no secret can leak through an error).
 """
 
 from __future__ import annotations
@@ -193,6 +195,23 @@ class Settings(BaseSettings):
     notify_kind: Literal["generic", "telegram", "discord"] = "generic"
     notify_telegram_chat_id: str | None = None
     notify_min_interval_s: float = Field(default=60.0, ge=0, le=86_400)
+    # --- tracing (OpenTelemetry, standard variable names; off unless an exporter is chosen) ----
+    otel_traces_exporter: Literal["otlp", "none"] | None = None
+    otel_exporter_otlp_endpoint: HttpUrl | None = None
+    otel_exporter_otlp_traces_endpoint: HttpUrl | None = None
+    otel_exporter_otlp_headers: OptionalSecret = None
+    otel_service_name: str = Field(default="polyd", min_length=1, max_length=100)
+    otel_traces_sampler: Literal[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = "parentbased_always_on"
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0, le=1)
+    otel_export_timeout_s: float = Field(default=10.0, gt=0, le=60)
+
     # Set by systemd for Type=notify units; not meant for .env.
     notify_socket: str | None = None
     watchdog_usec: int | None = Field(default=None, ge=0)
@@ -239,9 +258,63 @@ class Settings(BaseSettings):
             and self.order_resend_window_s >= self.order_lookup_grace_s
         ):
             problems.append("ORDER_RESEND_WINDOW_S: must be less than ORDER_LOOKUP_GRACE_S")
+        if self.otel_exporter_otlp_headers is not None:
+            try:
+                self.otel_headers()
+            except ValueError:
+                problems.append(
+                    "OTEL_EXPORTER_OTLP_HEADERS: must be comma-separated key=value pairs"
+                )
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def otel_traces_endpoint(self) -> str | None:
+        """Where spans go (OTLP/HTTP), or None when tracing is off.
+
+        On with `OTEL_TRACES_EXPORTER=otlp` (default endpoint `http://localhost:4318`, as the
+        OpenTelemetry specification says), or with an endpoint set and no exporter named;
+        `OTEL_TRACES_EXPORTER=none` turns it off whatever else is set. The signal-specific
+        `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as given; the general one gets `/v1/traces`.
+        """
+        exporter = self.otel_traces_exporter
+        specific, general = (
+            self.otel_exporter_otlp_traces_endpoint,
+            self.otel_exporter_otlp_endpoint,
+        )
+        if exporter == "none" or (exporter is None and specific is None and general is None):
+            return None
+        if specific is not None:
+            return specific
+        return (general or "http://localhost:4318") + "/v1/traces"
+
+    @property
+    def otel_traces_sampler_ratio(self) -> float:
+        """The fraction of new traces kept (children follow their parent's decision)."""
+        sampler = self.otel_traces_sampler
+        if sampler.endswith("always_on"):
+            return 1.0
+        if sampler.endswith("always_off"):
+            return 0.0
+        return self.otel_traces_sampler_arg
+
+    def otel_headers(self) -> dict[str, str]:
+        """`OTEL_EXPORTER_OTLP_HEADERS` as a dict (`k=v,k2=v2`, values URL-encoded)."""
+        from urllib.parse import unquote
+
+        raw = self.otel_exporter_otlp_headers
+        out: dict[str, str] = {}
+        if raw is None:
+            return out
+        for pair in raw.get_secret_value().split(","):
+            if not pair.strip():
+                continue
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ValueError("not key=value")
+            out[key.strip()] = unquote(value.strip())
+        return out
 
     @property
     def live(self) -> bool:

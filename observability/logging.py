@@ -17,6 +17,8 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from observability.tracing import add_trace_ids
+
 REDACTED = "[REDACTED]"
 _SECRET_KEY = re.compile(
     r"(private_?key|secret|passphrase|password|api_?key|authorization|token|signature)", re.I
@@ -120,6 +122,7 @@ def configure_logging(
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,  # logs inside a span carry its trace_id/span_id (join logs and traces)
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

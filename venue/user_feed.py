@@ -21,6 +21,7 @@ from execution.ports import VenueOrder
 from models import Fill
 from observability.health import CheckResult
 from observability.metrics import Metrics
+from observability.tracing import Tracing
 from resilience import Backoff
 from venue.clob.wire import fills_from_trade, venue_order
 
@@ -47,7 +48,11 @@ class UserFeed:
         ping_interval_s: float = 10.0,
         backoff: Backoff | None = None,
         markets: list[str] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing()
+        self._ws: ClientConnection | None = None
+        self._closing: asyncio.Task[None] | None = None  # kept: a task nobody holds may vanish
         self.url = url
         self._auth = {"apiKey": api_key, "secret": api_secret, "passphrase": api_passphrase}
         self._owner = api_key
@@ -63,6 +68,20 @@ class UserFeed:
         self.connects = 0
         self.on_market_resolved: Callable[[str], None] | None = None
         """Told the token of every order the venue ended `CANCELED_MARKET_RESOLVED`."""
+
+    def set_creds(self, *, api_key: str, api_secret: str, api_passphrase: str) -> None:
+        """Subscribe with new API credentials: the open connection is closed, and the next one
+        (at once, then the usual reconcile) authenticates with these."""
+        self._auth = {"apiKey": api_key, "secret": api_secret, "passphrase": api_passphrase}
+        self._owner = api_key
+        self._backoff.reset()
+        ws = self._ws
+        if ws is not None:
+            log.info("user_feed_resubscribing", reason="credentials rotated")
+            # Closing wakes the pump with a clean close; `run` reconnects with the new auth.
+            self._closing = asyncio.get_running_loop().create_task(
+                ws.close(), name="feed:user:rotate-close"
+            )
 
     def health(self) -> CheckResult:
         return CheckResult(self.connected, {"connected": self.connected, "connects": self.connects})
@@ -81,6 +100,7 @@ class UserFeed:
                         ).decode()
                     )
                     self.connected = True
+                    self._ws = ws
                     self.connects += 1
                     self._metrics.feed_connected.labels("user").set(1)
                     log.info("user_feed_connected", connects=self.connects)
@@ -97,6 +117,7 @@ class UserFeed:
                 if self.connected:
                     self._metrics.feed_connected.labels("user").set(0)
                 self.connected = False
+                self._ws = None
             self._metrics.feed_reconnects_total.labels("user", reason).inc()
             await asyncio.sleep(self._backoff.next())
 
@@ -106,7 +127,8 @@ class UserFeed:
         # and reconcile again. Frames that arrive meanwhile wait in the socket's buffer.
         pinger = asyncio.create_task(self._ping(ws), name="feed:user:ping")
         try:
-            await self._on_connected()
+            with self._tracing.span("user_feed_resync", connects=self.connects):
+                await self._on_connected()
             self._backoff.reset()
             async for frame in ws:
                 await self.handle_frame(frame)

@@ -94,6 +94,7 @@ def build_copy_trading(
         poll_interval_s=s.copy_poll_interval_s,
         max_trade_age_s=s.copy_max_trade_age_s,
         clock=shared.clock,
+        tracing=shared.tracing,
     )
     stage.strategies.append(trader)
     log.info("copy_trader_built", wallets=[w.name for w in rules.active])

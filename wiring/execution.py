@@ -27,6 +27,7 @@ from executor import Executor, ExecutorConfig
 from models import BookSource, Level
 from observability.logging import Redactor
 from observability.metrics import BREAKER_STATE_VALUE, Metrics
+from observability.tracing import Tracing
 from resilience import CircuitBreaker, Clock, RateLimiter, RetryPolicy, SystemClock
 from storage import Repositories
 from venue.clob.broker import ClobBroker, build_client
@@ -133,6 +134,7 @@ async def build_execution(
         books=books,
         clock=shared.clock,
         limiter=shared.budget.limiter,
+        tracing=shared.tracing,
     )
 
 
@@ -145,6 +147,7 @@ async def assemble(
     books: Callable[[], BookSource | None] = lambda: None,
     clock: Clock | None = None,
     limiter: RateLimiter | None = None,
+    tracing: Tracing | None = None,
 ) -> ExecutionStage:
     """Build the broker (paper or live), market rules, risk, executor and (live) user feed.
 
@@ -190,6 +193,7 @@ async def assemble(
             http_threads=max(4, 2 * s.signer_threads),
             http_timeout_s=s.http_timeout_s,
             limiter=limiter,
+            tracing=tracing,
         )
         broker = clob
         rules = MarketRules(source=clob)
@@ -241,6 +245,7 @@ async def assemble(
             daily_loss_limit=s.risk_daily_loss_limit,
             daily_loss_warn_fraction=s.risk_daily_loss_warn_fraction,
         ),
+        tracing=tracing,
     )
     executor_box.append(executor)
     await executor.start()
@@ -260,6 +265,7 @@ async def assemble(
             on_connected=executor.reconcile,
             metrics=metrics,
             ping_interval_s=s.feed_ping_interval_s,
+            tracing=tracing,
         )
         services.append(("feed:user", feed.run))
         monitor = HeartbeatMonitor(

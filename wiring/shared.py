@@ -9,6 +9,7 @@ would each believe they own the whole budget.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import aiohttp
 from config import Settings
 from observability.logging import Redactor
 from observability.metrics import Metrics
+from observability.tracing import Tracing
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
@@ -138,6 +140,7 @@ class Shared:
     budget: VenueBudget
     http: aiohttp.ClientSession
     closers: list[Step] = field(default_factory=list)
+    tracing: Tracing = field(default_factory=Tracing)  # off unless settings turn it on
 
 
 async def open_storage(settings: Settings, metrics: Metrics) -> Database:
@@ -170,7 +173,15 @@ async def build_shared(
         repos=Repositories.over(db),
         budget=venue_budget(settings, clock=clock, metrics=metrics),
         http=http_session(),
+        tracing=Tracing.from_settings(settings),
     )
     shared.closers.append(("storage", db.close))
+    if shared.tracing.enabled:
+        tracing = shared.tracing
+
+        async def close_tracing() -> None:
+            await asyncio.to_thread(tracing.shutdown)  # flushes buffered spans (blocking)
+
+        shared.closers.append(("tracing", close_tracing))
     shared.closers.append(("http", shared.http.close))
     return shared

@@ -29,6 +29,7 @@ from execution.fees import NO_FEE
 from execution.ports import MarketMeta
 from models import BookSource, OrderRequest, OrderResult, OrderType, Side
 from observability.metrics import Metrics
+from observability.tracing import Tracing
 from resilience.backoff import Backoff
 from resilience.clock import Clock, SystemClock
 from storage import Repositories
@@ -102,7 +103,9 @@ class CopyTrader:
         spread_phases: bool = True,
         recent: int = RECENT,
         max_markets: int = MAX_MARKETS,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing()
         if tags is None:
             tagged = [w.name for w in rules.active if w.allow_tags or w.block_tags]
             if tagged:
@@ -259,16 +262,27 @@ class CopyTrader:
         self._metrics.copy_leader_trades_total.inc()
         self._memory.note(trade.condition_id, trade.token_id)
         async with self._memory.locked(trade.condition_id):
-            decision = await self._decide(rule, trade, batch)
-            if isinstance(decision, Skip):
-                if await self._ledger.handle(trade, skip=(decision.reason, decision.detail)):
-                    self._count_skip(decision.reason, wallet=rule.name, detail=decision.detail)
-                return
-            intent = Intent(decision, trade.wallet, trade.dedupe_key, trade.timestamp)
-            if not await self._ledger.handle(trade, intent=intent):
-                return  # handled by an earlier poll that raced this one
-            self._metrics.strategy_signals_total.labels(STRATEGY_NAME).inc()
-            await self._submit(intent)
+            # The trace of a copied order starts at the decision about the leader's trade.
+            with self._tracing.span(
+                "copy_decision",
+                strategy=STRATEGY_NAME,
+                wallet=rule.name,
+                token_id=trade.token_id,
+                side=trade.side,
+            ):
+                await self._decide_and_submit(rule, trade, batch)
+
+    async def _decide_and_submit(self, rule: WalletRule, trade: LeaderTrade, batch: Batch) -> None:
+        decision = await self._decide(rule, trade, batch)
+        if isinstance(decision, Skip):
+            if await self._ledger.handle(trade, skip=(decision.reason, decision.detail)):
+                self._count_skip(decision.reason, wallet=rule.name, detail=decision.detail)
+            return
+        intent = Intent(decision, trade.wallet, trade.dedupe_key, trade.timestamp)
+        if not await self._ledger.handle(trade, intent=intent):
+            return  # handled by an earlier poll that raced this one
+        self._metrics.strategy_signals_total.labels(STRATEGY_NAME).inc()
+        await self._submit(intent)
 
     def _count_skip(self, reason: str, *, wallet: str, detail: str = "") -> None:
         self._metrics.copy_skipped_total.labels(reason).inc()

@@ -44,6 +44,7 @@ import structlog
 from execution.fees import NO_FEE, FeeSchedule, FeeSource, gamma_schedule
 from models import ONE, ZERO, Market, OrderRequest, OrderResult, OrderType, Side
 from observability.metrics import Metrics
+from observability.tracing import Tracing
 from strategies.base import OrderSink, PositionSource
 from strategies.sniper.rules import SniperRule
 from strategies.sniper.sizing import DEFAULT_TICK, Decision, opportunity, take_profit_quote
@@ -77,7 +78,9 @@ class Sniper:
         fill_poll_s: float = FILL_POLL_S,
         retired_slots: int = RETIRED_SLOTS,
         fees: Callable[[str], FeeSchedule] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing()
         self.name = name
         # The market's taker fee per token (the executor's market rules); Gamma's as fallback.
         self._fees = fees
@@ -249,9 +252,20 @@ class Sniper:
         self._in_flight.add(d.token_id)
         # What we hold before this BUY: its take-profit waits for the position to grow past it.
         held = self._positions.position(d.token_id).size if self._positions else None
-        tg.create_task(
-            self._submit(tg, req, d, slot, market, held), name=f"{self.name}:submit:{d.rule.name}"
-        )
+        # The trace of this order starts here: the submission task inherits the span as parent.
+        with self._tracing.span(
+            "sniper_evaluation",
+            strategy=self.name,
+            rule=d.rule.name,
+            token_id=d.token_id,
+            side=req.side,
+            order_type=req.order_type,
+            client_order_id=req.client_order_id,
+        ):
+            tg.create_task(
+                self._submit(tg, req, d, slot, market, held),
+                name=f"{self.name}:submit:{d.rule.name}",
+            )
 
     async def _submit(
         self,

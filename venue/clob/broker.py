@@ -54,6 +54,7 @@ from execution.ports import (
     VenueOrder,
 )
 from models import Fill, OrderRequest, Side
+from observability.tracing import Tracing
 from resilience.rate_limit import RateLimiter
 from venue import parse
 from venue.clob.signing import (
@@ -104,7 +105,9 @@ class ClobBroker:
         http_threads: int = 8,
         http_timeout_s: float = 5.0,
         limiter: RateLimiter | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing()
         if client.signer is None or client.creds is None:
             raise FatalError("the CLOB client needs a private key and API credentials")
         self.client = client
@@ -147,7 +150,19 @@ class ClobBroker:
     async def _budget(self, bucket: str) -> None:
         """Wait for room in the venue's rate-limit `bucket` (no limiter: no wait)."""
         if self._limiter is not None:
-            await self._limiter.acquire(bucket)
+            with self._tracing.span("rate_limit_wait", bucket=bucket):
+                await self._limiter.acquire(bucket)
+
+    def set_creds(self, creds: ApiCreds) -> None:
+        """Use new API credentials from the next request on (a rotation; see `wiring.reload`).
+
+        One attribute swap each, read once per request on the HTTP threads: a request signs with
+        the old or the new credentials, never a mix. Orders signed before the swap carry the old
+        key as `owner` in their signed bytes.
+        """
+        self.client.set_api_creds(creds)
+        self._creds = creds
+        self.owner = creds.api_key
 
     def _request(self, method: str, path: str, body: str | None = None) -> Any:
         """One L2-authenticated request (blocking: run it through `_call`)."""
