@@ -59,7 +59,7 @@ from execution.tracker import OrderTracker
 from models import Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.health import CheckResult
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
-from observability.tracing import Tracing
+from observability.tracing import Tracing, traced_order
 from resilience import BreakerState, CircuitBreaker, Clock, RetryPolicy
 from resilience.retry import retry_call
 from storage import Repositories
@@ -139,6 +139,7 @@ class Executor:
             positions=positions,
             metrics=metrics,
             on_storage_failure=self._storage_failed,
+            tracing=self.tracing,
         )
         self.settle = Settlement(
             repos=repos,
@@ -228,33 +229,14 @@ class Executor:
         log.error(event, **kw)
 
     # --- submission ---
+    @traced_order
     async def submit(self, request: OrderRequest) -> OrderResult:
         """OrderSink: validate, journal, send and return the outcome of `request`.
 
         From the PENDING write on, the submission runs as a task the executor owns: a caller
         cancelled meanwhile (its strategy stopping on SIGTERM) stops waiting, but the order is
-        still sent and settled, and `drain()` waits for it. Traced as one `execute_order` span
-        (a child of the strategy's decision) when tracing is on.
+        still sent and settled, and `drain()` waits for it.
         """
-        t = self.tracing
-        if not t.enabled:
-            return await self._submit(request)
-        with t.span(
-            "execute_order",
-            strategy=request.strategy,
-            side=request.side,
-            order_type=request.order_type,
-            token_id=request.token_id,
-            client_order_id=request.client_order_id,
-        ):
-            t.remember_order(request.client_order_id)
-            result = await self._submit(request)
-            t.set(outcome=result.status)
-            if not (result.accepted or result.filled_size > 0):
-                t.error(result.reason or result.status.value)
-            return result
-
-    async def _submit(self, request: OrderRequest) -> OrderResult:
         self._enter()
         started = time.perf_counter()
         try:
@@ -363,26 +345,21 @@ class Executor:
             await self.guard.check()
         except StorageError:
             self._storage_failed("storage_failed_halting", client_order_id=req.client_order_id)
-        t = self.tracing
         halted = self.guard.refusal(rests=req.order_type.rests)
         if halted is not None:
-            t.set(refusal_source=RefusalSource.HALTED)
             return await self.settle.refused(req, RefusalSource.HALTED, halted)
-        with t.span("market_rules"):
-            meta, reason = await self.rules.admit(req)
+        meta, reason = await self.tracing.within("market_rules", self.rules.admit(req))
         if reason is not None:
-            t.set(refusal_source=RefusalSource.RULES)
             return await self.settle.refused(req, RefusalSource.RULES, reason)
         assert meta is not None  # the rules refuse an unknown market
-        with t.span("risk"):
+        with self.tracing.span("risk"):
             req, reason = await self.risk.admit(req, meta, self.positions, self.state)
         if reason is not None:
             active = self.state is TradingState.ACTIVE
-            source = RefusalSource.RISK if active else RefusalSource.HALTED
-            t.set(refusal_source=source)
-            return await self.settle.refused(req, source, reason)
-        with t.span("sign"):
-            prepared = await self.broker.prepare(req, meta)
+            return await self.settle.refused(
+                req, RefusalSource.RISK if active else RefusalSource.HALTED, reason
+            )
+        prepared = await self.tracing.within("sign", self.broker.prepare(req, meta))
         self.tracker.admit(prepared)
         return prepared
 
@@ -391,43 +368,28 @@ class Executor:
 
     async def _journal_and_send(self, prepared: Prepared, started: float) -> OrderResult:
         req = prepared.request
-        t = self.tracing
-        with t.span("journal_pending"):
-            await self._journal_pending(prepared)
-        with t.span("breaker", state=self.breaker.state.name):
-            allowed = self.breaker.allow()
-        if not allowed:
-            t.set(refusal_source=RefusalSource.BREAKER)
-            with t.span("journal_outcome"):
-                return await self.settle.rejected(
-                    req,
-                    RefusalSource.BREAKER,
-                    f"circuit breaker {self.breaker.state}: venue failing",
-                )
+        await self._journal_pending(prepared)
+        if not self.tracing.call("breaker", self.breaker.allow, state=self.breaker.state.name):
+            return await self.settle.rejected(
+                req, RefusalSource.BREAKER, f"circuit breaker {self.breaker.state}: venue failing"
+            )
         try:
-            with t.span("post_order"):
-                ack = await self.send_signed(prepared)
+            ack = await self.tracing.within("post_order", self.send_signed(prepared))
         except DuplicateOrder:
             self.breaker.record_success()  # the venue answered: it holds the order
-            with t.span("journal_outcome"):
-                return await self._outcome_unknown(prepared, "duplicate on re-send")
+            return await self._outcome_unknown(prepared, "duplicate on re-send")
         except OrderRejected as e:
             self.breaker.record_success()  # the venue answered; it is up
-            t.set(refusal_source=RefusalSource.VENUE)
-            with t.span("journal_outcome"):
-                return await self.settle.rejected(req, RefusalSource.VENUE, e.reason)
+            return await self.settle.rejected(req, RefusalSource.VENUE, e.reason)
         except OutcomeUnknown as e:
             self.breaker.record_failure()
-            with t.span("journal_outcome"):
-                return await self._outcome_unknown(prepared, str(e))
+            return await self._outcome_unknown(prepared, str(e))
         except TransientError as e:
             self._transient_failure(e)
-            with t.span("journal_outcome"):
-                return await self.reconciler.after_errors(prepared, e)
+            return await self.reconciler.after_errors(prepared, e)
         self.breaker.record_success()
         self.metrics.submit_seconds.labels(self.broker.name).observe(time.perf_counter() - started)
-        with t.span("journal_outcome"):
-            return await self.settle.acknowledged(req, ack)
+        return await self.settle.acknowledged(req, ack)
 
     async def send_signed(self, prepared: Prepared) -> Ack:
         """Send a signed order, retried as the same payload on 429/425/5xx only.
@@ -461,23 +423,11 @@ class Executor:
 
     # --- venue events (user feed, paper broker, REST reconcile) ---
     async def on_fill(self, fill: Fill) -> None:
-        """Record a fill once (idempotent by trade id) and move the position. Traced as a
-        `fill` span linked to its order's trace."""
+        """Record a fill once (idempotent by trade id) and move the position."""
         if fill.client_order_id is None:
             row = await self.repos.orders.get_by_venue_id(fill.venue_order_id)
             if row is not None:
                 fill = fill.model_copy(update={"client_order_id": row.client_order_id})
-        if not self.tracing.enabled:
-            return await self._record_fill(fill)
-        with self.tracing.fill_span(
-            fill.client_order_id,
-            side=fill.side,
-            token_id=fill.token_id,
-            trade_status=fill.status,
-        ):
-            await self._record_fill(fill)
-
-    async def _record_fill(self, fill: Fill) -> None:
         fill = await self.rules.with_fee(fill)
         pos = await self.repos.fills.record(fill)
         if pos is None:
@@ -541,9 +491,7 @@ class Executor:
         """Settle every non-terminal journal row against the venue (re-sending a young one it
         has never seen as the same signed bytes) and fetch fills since the last checkpoint. Run
         at start-up, after every user-feed reconnect and periodically; see `Reconciler`."""
-        with self.tracing.span("reconcile"):
-            counts = await self.reconciler.reconcile(grace_s=grace_s)
-            self.tracing.set(**{f"orders.{k}": v for k, v in counts.items()})
+        counts = await self.tracing.within("reconcile", self.reconciler.reconcile(grace_s=grace_s))
         self._publish()
         return counts
 

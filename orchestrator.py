@@ -39,6 +39,7 @@ from observability.systemd import SystemdNotifier
 from resilience.backoff import Backoff
 from storage import Database, Repositories
 from strategies.base import Strategy
+from wiring.reload import Reloads
 from wiring.shared import Shared, build_shared, process_metrics
 from wiring.stage import Service, Stage, Step
 
@@ -245,6 +246,7 @@ class Daemon:
         duration_s: float | None = None,
         on_ready: Callable[[Context], None] | None = None,
     ) -> None:
+        self.reloads = Reloads(load=lambda: settings)  # SIGHUP / POST /reload (`wiring.reload`)
         self.settings = settings
         self.redactor = redactor
         self.duration_s = duration_s
@@ -265,6 +267,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
+        self.reloads.install(loop)
         try:
             # The watchdog pings from this loop from the first moment, so a blocked loop (at
             # start-up too) stops them and systemd restarts the service.
@@ -289,7 +292,7 @@ class Daemon:
         finally:
             self.systemd.stopping("stopped")
             self.systemd.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
 
@@ -342,15 +345,16 @@ class Daemon:
         # Building and reconciling can outlast the probe's staleness limit, and its loop starts
         # with the services: ping once more so /health reads a fresh answer when it turns ok.
         await probe.ping()
-        if notifier.enabled:
-            watch = TradingWatch(
-                notifier=notifier,
-                metrics=ctx.metrics,
-                warn_fraction=s.risk_daily_loss_warn_fraction,
-                reason=lambda: ctx.executor.state_reason if ctx.executor is not None else "",
-            )
-            ctx.services.append(("notify", notifier.run))
-            ctx.services.append(("notify:watch", watch.run))
+        # Both run without a webhook too (idle), so a reload can set one.
+        watch = TradingWatch(
+            notifier=notifier,
+            metrics=ctx.metrics,
+            warn_fraction=s.risk_daily_loss_warn_fraction,
+            reason=lambda: ctx.executor.state_reason if ctx.executor is not None else "",
+        )
+        ctx.services.append(("notify", notifier.run))
+        ctx.services.append(("notify:watch", watch.run))
+        self.reloads.start(ctx)
         ctx.health.phase = Phase.RUNNING
         ctx.metrics.ready.set(1)
         log.info(
@@ -544,6 +548,7 @@ def run(
     for warning in env_file_warnings(env_file) if env_file else []:
         log.warning("env_file_permissions", detail=warning)
     daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=on_ready)
+    daemon.reloads.load = lambda: load_settings(env_file=env_file)
     return asyncio.run(daemon.run())
 
 

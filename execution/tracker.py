@@ -22,6 +22,7 @@ from execution.ports import Prepared
 from execution.positions import OpenOrder, PositionBook
 from models import OrderRequest, OrderStatus
 from observability.metrics import Metrics
+from observability.tracing import Tracing
 from resilience import Backoff
 from storage.journal import JournalRow, OrderJournal
 
@@ -63,7 +64,9 @@ class OrderTracker:
         positions: PositionBook,
         metrics: Metrics,
         on_storage_failure: StorageFailed,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing()
         self.journal = journal
         self.positions = positions
         self.metrics = metrics
@@ -99,15 +102,18 @@ class OrderTracker:
     async def journal_pending(self, prepared: Prepared) -> None:
         """Write the PENDING row (with the signed order) durably, then track it as open."""
         req = prepared.request
+        # Fills from the user feed name the venue's order id: link them to this order's trace.
+        self._tracing.remember_order(prepared.venue_order_id)
         try:
-            await self.journal.record(
-                req,
-                status=OrderStatus.PENDING,
-                venue_order_id=prepared.venue_order_id,
-                payload_hash=prepared.payload_hash,
-                signed_order=prepared.signed_order,
-                audit=("order_journaled", {"venue_order_id": prepared.venue_order_id}),
-            )
+            with self._tracing.span("journal_pending"):
+                await self.journal.record(
+                    req,
+                    status=OrderStatus.PENDING,
+                    venue_order_id=prepared.venue_order_id,
+                    payload_hash=prepared.payload_hash,
+                    signed_order=prepared.signed_order,
+                    audit=("order_journaled", {"venue_order_id": prepared.venue_order_id}),
+                )
         except StorageError:
             self._storage_failed("storage_failed_halting", client_order_id=req.client_order_id)
             raise
@@ -213,15 +219,16 @@ class OrderTracker:
             log.info("order_transition_skipped", client_order_id=coid, current=current, to=to)
             return False
         try:
-            await self.journal.transition(
-                coid,
-                to,
-                venue_order_id=venue_order_id,
-                size_matched=size_matched,
-                avg_price=avg_price,
-                detail=detail,
-                audit=audit,
-            )
+            with self._tracing.span("journal_outcome", status=to):
+                await self.journal.transition(
+                    coid,
+                    to,
+                    venue_order_id=venue_order_id,
+                    size_matched=size_matched,
+                    avg_price=avg_price,
+                    detail=detail,
+                    audit=audit,
+                )
         except IllegalTransition:
             log.info("order_transition_refused", client_order_id=coid, to=to)
             return False

@@ -156,11 +156,16 @@ def configure_logging(
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)
-    root.setLevel(level)
+    set_level(level)
+    return redactor
+
+
+def set_level(level: str) -> None:
+    """Set the log level of the whole pipeline (at start-up, and on a settings reload)."""
+    logging.getLogger().setLevel(level)
     # Chatty libraries: keep their warnings, drop their per-request debug noise.
     for name in ("aiohttp.access", "websockets", "httpx", "httpcore", "hpack", "asyncio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    return redactor
 
 
 def bind(**context: Any) -> None:

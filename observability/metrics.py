@@ -294,6 +294,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.settings_reloads_total = Counter(
+            "polyd_settings_reloads_total",
+            "Settings reloads (SIGHUP or POST /reload), by outcome "
+            "(applied, unchanged, refused, invalid)",
+            ["outcome"],
+            registry=r,
+        )
 
     def observe_db_batch(self, jobs: int, seconds: float) -> None:
         """Hook for `Database(observe_batch=...)`."""

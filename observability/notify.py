@@ -129,6 +129,21 @@ class Notifier:
     def enabled(self) -> bool:
         return self._url is not None
 
+    def reconfigure(self, settings: Any) -> None:
+        """Take new webhook settings (a reload): messages from now on go to the new URL.
+
+        A message already queued for the old URL is sent to the new one; with no URL any more,
+        queued messages are dropped (counted) and new ones are refused.
+        """
+        url = settings.notify_webhook_url
+        raw = url.get_secret_value() if url is not None else None
+        self.kind = settings.notify_kind
+        self._url = (telegram_url(raw) if self.kind == "telegram" else raw) if raw else None
+        if raw:
+            self._redactor.add(*secret_parts(raw))
+        self._chat_id = settings.notify_telegram_chat_id
+        self._min_interval_s = settings.notify_min_interval_s
+
     @property
     def pending(self) -> int:
         return self._queue.qsize()
@@ -177,9 +192,8 @@ class Notifier:
     # -- the background task ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Send queued messages one at a time until cancelled (a TaskGroup service)."""
-        if self._url is None:
-            return
+        """Send queued messages one at a time until cancelled (a TaskGroup service). Runs with
+        no URL too (nothing is queued then), so a reload that sets one needs no new task."""
         while True:
             msg = await self._queue.get()
             await self._deliver(msg)
@@ -201,6 +215,9 @@ class Notifier:
                 self._session = None
 
     async def _deliver(self, msg: Notification) -> None:
+        if self._url is None:  # the URL was removed by a reload after this was queued
+            self._count("dropped")
+            return
         try:
             status = await self._post(self.payload(msg))
         except asyncio.CancelledError:

@@ -119,6 +119,10 @@ class Sidecar:
         """Expose `POST /<action>` (bearer-token protected) calling `handler(json_body)`."""
         self._controls[action] = handler
 
+    def set_control_token(self, token: str | None) -> None:
+        """Demand `token` from the next control request on (None disables the routes)."""
+        self._token = token.encode() if token else None
+
     @property
     def controls_enabled(self) -> bool:
         return self._token is not None

@@ -17,14 +17,17 @@ arrives later on the user feed starts its own span *linked* to the order's trace
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, MutableMapping
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
+
+from errors import RefusalSource
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -34,6 +37,10 @@ TRACER_NAME = "polyd"
 MAX_REMEMBERED_ORDERS = 10_000
 
 Attr = str | bool | int | float
+T = TypeVar("T")
+R = TypeVar("R")
+F = TypeVar("F")
+REFUSAL_SOURCES = frozenset(s.value for s in RefusalSource)
 
 
 def attr(value: Any) -> Attr:
@@ -163,27 +170,100 @@ class Tracing:
         if span.is_recording():
             span.set_status(Status(StatusCode.ERROR, description[:200]))
 
-    def remember_order(self, client_order_id: str) -> None:
-        """Remember the current span as `client_order_id`'s, for its later fills."""
+    def remember_order(self, order_id: str) -> None:
+        """Remember the current span as the order's (client or venue order id), for fills."""
         if self._tracer is None:
             return
         ctx = trace.get_current_span().get_span_context()
         if ctx.is_valid:
-            self.orders.remember(client_order_id, ctx)
+            self.orders.remember(order_id, ctx)
+
+    async def within(self, name: str, aw: Awaitable[T], **attributes: Any) -> T:
+        """Await `aw` inside a span named `name` (just await it when tracing is off)."""
+        if self._tracer is None:
+            return await aw
+        with self.span(name, **attributes):
+            return await aw
+
+    def call(self, name: str, fn: Callable[[], T], **attributes: Any) -> T:
+        """Call `fn` inside a span named `name` (just call it when tracing is off)."""
+        if self._tracer is None:
+            return fn()
+        with self.span(name, **attributes):
+            return fn()
+
+    async def order(self, request: Any, submission: Awaitable[T]) -> T:
+        """Await an order's `submission` inside its `execute_order` span; record the outcome."""
+        if self._tracer is None:
+            return await submission
+        with self.order_span(request):
+            return self.order_outcome(await submission)
+
+    def order_span(self, request: Any) -> contextlib.AbstractContextManager[Any]:
+        """`execute_order` for an `OrderRequest`, remembered for the order's later fills."""
+        if self._tracer is None:
+            return _NO_SPAN
+        return self._order_span(request)
 
     @contextlib.contextmanager
-    def fill_span(self, client_order_id: str | None, **attributes: Any) -> Iterator[None]:
-        """A span for one fill, linked to its order's trace when the order is remembered."""
-        if self._tracer is None:
-            yield
-            return
-        order = self.orders.get(client_order_id)
-        with self._tracer.start_as_current_span(
-            "fill",
-            attributes=_attrs({"client_order_id": client_order_id, **attributes}),
-            links=[Link(order)] if order is not None else None,
+    def _order_span(self, request: Any) -> Iterator[None]:
+        with self.span(
+            "execute_order",
+            strategy=request.strategy,
+            side=request.side,
+            order_type=request.order_type,
+            token_id=request.token_id,
+            client_order_id=request.client_order_id,
         ):
+            self.remember_order(request.client_order_id)
             yield
+
+    def order_outcome(self, result: T) -> T:
+        """Record an `OrderResult` on the current span: its outcome, who refused it (the prefix
+        of a refusal's reason), and an error status unless the venue took it."""
+        if self._tracer is None:
+            return result
+        status = getattr(result, "status", None)
+        reason = str(getattr(result, "reason", ""))
+        source = reason.partition(":")[0]
+        self.set(
+            outcome=status,
+            refusal_source=source if source in REFUSAL_SOURCES else None,
+        )
+        venue_order_id = getattr(result, "venue_order_id", None)
+        if venue_order_id:
+            self.remember_order(venue_order_id)
+        if not (getattr(result, "accepted", False) or getattr(result, "filled_size", 0) > 0):
+            self.error(reason or str(attr(status)))
+        return result
+
+    def fill_span(self, fill: Any) -> contextlib.AbstractContextManager[Any]:
+        """A `fill` span for a `Fill`, linked to its order's trace when the order is known
+        (by client order id, or by the venue's order id for a fill from the user feed)."""
+        if self._tracer is None:
+            return _NO_SPAN
+        order = self.orders.get(fill.client_order_id) or self.orders.get(fill.venue_order_id)
+        return self.span(
+            "fill",
+            links=[Link(order)] if order is not None else None,
+            client_order_id=fill.client_order_id,
+            token_id=fill.token_id,
+            side=fill.side,
+            trade_status=fill.status,
+        )
+
+    def traced_fills(
+        self, on_fill: Callable[[F], Awaitable[None]]
+    ) -> Callable[[F], Awaitable[None]]:
+        """`on_fill` with each call inside a `fill_span` (as given when tracing is off)."""
+        if self._tracer is None:
+            return on_fill
+
+        async def traced(fill: F) -> None:
+            with self.fill_span(fill):
+                await on_fill(fill)
+
+        return traced
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Export what is buffered (blocking, up to `timeout_s`)."""
@@ -195,6 +275,25 @@ class Tracing:
         """Flush and stop the exporter (blocking: call it off the event loop)."""
         if self._provider is not None:
             self._provider.shutdown()
+
+
+class _Traced(Protocol):
+    tracing: Tracing
+
+
+S = TypeVar("S", bound=_Traced)
+
+
+def traced_order(
+    submit: Callable[[S, R], Awaitable[T]],
+) -> Callable[[S, R], Coroutine[Any, Any, T]]:
+    """Decorate an `OrderSink.submit` method: each call runs in its `execute_order` span."""
+
+    @functools.wraps(submit)
+    async def traced(self: S, request: R) -> T:
+        return await self.tracing.order(request, submit(self, request))
+
+    return traced
 
 
 def add_trace_ids(

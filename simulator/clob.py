@@ -70,6 +70,7 @@ class Clob:
         r.add_post("/auth/api-key", self.auth.create_api_key)
         r.add_get("/auth/derive-api-key", self.auth.derive_api_key)
         r.add_get("/auth/api-keys", self.auth.list_api_keys)
+        r.add_delete("/auth/api-key", self.auth.delete_api_key)
         r.add_get("/book", self.reads.book)
         r.add_post("/books", self.reads.books)
         r.add_get("/tick-size", self.reads.tick_size)

@@ -1,5 +1,11 @@
 """CLOB authentication: L1 (EIP-712 `ClobAuth`) for API-key creation, L2 (HMAC over the raw
-body) for the rest, and the API-key routes (`/auth/*`). Keys are kept on the `Venue`."""
+body) for the rest, and the API-key routes (`/auth/*`). Keys are kept on the `Venue`.
+
+The routes are those py-clob-client-v2 calls (`py_clob_client_v2/endpoints.py`,
+`client.py`): `POST /auth/api-key` (L1, `create_api_key(nonce)`), `GET /auth/derive-api-key`
+(L1), `GET /auth/api-keys` (L2) and `DELETE /auth/api-key` (L2, `delete_api_key()`: deletes the
+key whose headers sign the request, no body). A new nonce creates another key for the same
+address; the same nonce again is refused, as the venue does."""
 
 from __future__ import annotations
 
@@ -87,6 +93,13 @@ class Auth:
         return json_response(
             {"apiKey": key.api_key, "secret": key.secret, "passphrase": key.passphrase}
         )
+
+    async def delete_api_key(self, request: web.Request) -> web.Response:
+        """Delete the API key that signed this request; it is refused (401) from then on."""
+        key, _ = await self.auth(request)
+        self.venue.keys.pop(key.api_key, None)
+        self.venue.keys_by_addr_nonce.pop((key.address.lower(), key.nonce), None)
+        return json_response("OK")
 
     async def list_api_keys(self, request: web.Request) -> web.Response:
         key, _ = await self.auth(request)

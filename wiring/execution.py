@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -85,6 +85,8 @@ class ExecutionStage(Stage):
     rules: MarketRules
     user_feed: UserFeed | None = None
     heartbeat: HeartbeatMonitor | None = None  # live only
+    # What takes rotated API credentials on a reload (live only: the broker and the user feed).
+    credential_sinks: list[Any] = field(default_factory=list)
 
 
 def retry_policy(s: Settings) -> RetryPolicy:
@@ -126,7 +128,7 @@ async def build_execution(
 ) -> ExecutionStage:
     """The execution stage over the process's storage, metrics and venue budget. `books` returns
     the market feed's BookStore once that stage is built (None until then)."""
-    return await assemble(
+    stage = await assemble(
         shared.settings,
         repos=shared.repos,
         metrics=shared.metrics,
@@ -136,6 +138,8 @@ async def build_execution(
         limiter=shared.budget.limiter,
         tracing=shared.tracing,
     )
+    shared.credential_sinks.extend(stage.credential_sinks)
+    return stage
 
 
 async def assemble(
@@ -261,7 +265,7 @@ async def assemble(
             api_passphrase=creds_.api_passphrase,
             funder=clob.funder,
             on_order=executor.on_order_event,
-            on_fill=executor.on_fill,
+            on_fill=(tracing or Tracing()).traced_fills(executor.on_fill),
             on_connected=executor.reconcile,
             metrics=metrics,
             ping_interval_s=s.feed_ping_interval_s,
@@ -285,6 +289,7 @@ async def assemble(
         rules=rules,
         user_feed=feed,
         heartbeat=monitor,
+        credential_sinks=[x for x in (clob, feed) if x is not None],
         services=services,
         closers=closers,
     )

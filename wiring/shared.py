@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -141,6 +142,8 @@ class Shared:
     http: aiohttp.ClientSession
     closers: list[Step] = field(default_factory=list)
     tracing: Tracing = field(default_factory=Tracing)  # off unless settings turn it on
+    # What takes rotated API credentials on a settings reload (the live broker, the user feed).
+    credential_sinks: list[Any] = field(default_factory=list)
 
 
 async def open_storage(settings: Settings, metrics: Metrics) -> Database:

@@ -153,13 +153,14 @@ class ClobBroker:
             with self._tracing.span("rate_limit_wait", bucket=bucket):
                 await self._limiter.acquire(bucket)
 
-    def set_creds(self, creds: ApiCreds) -> None:
+    def set_creds(self, *, api_key: str, api_secret: str, api_passphrase: str) -> None:
         """Use new API credentials from the next request on (a rotation; see `wiring.reload`).
 
-        One attribute swap each, read once per request on the HTTP threads: a request signs with
-        the old or the new credentials, never a mix. Orders signed before the swap carry the old
-        key as `owner` in their signed bytes.
+        One attribute swap, read once per request on the HTTP threads: a request signs with the
+        old or the new credentials, never a mix. An order signed before the swap carries the old
+        key as `owner` in its signed bytes.
         """
+        creds = ApiCreds(api_key=api_key, api_secret=api_secret, api_passphrase=api_passphrase)
         self.client.set_api_creds(creds)
         self._creds = creds
         self.owner = creds.api_key
