@@ -1,11 +1,13 @@
-"""The operator CLI: `python -m orchestrator status|positions|orders|halt|reduce|resume|cancel-all`.
+"""The operator CLI: `python -m orchestrator status|positions|orders|halt|reduce|resume|cancel-all|
+reload|rotate-api-key`.
 
 `status`, `positions` and `orders` read the daemon's database read-only (SQLite `mode=ro`,
 `query_only`: WAL lets them read while the daemon writes; they never migrate or write) and, for
 `status`, the running daemon's `/health`. `halt`, `reduce`, `resume` and `cancel-all` POST to the
-running daemon's control routes with `CONTROL_TOKEN` as a bearer token. Human-readable tables by
-default, `--json` for scripts. No secret is ever printed: the token only goes into a request
-header.
+running daemon's control routes with `CONTROL_TOKEN` as a bearer token, and so does `reload`
+(re-read the settings file). `rotate-api-key` replaces the API key (`credentials`).
+Human-readable tables by default, `--json` for scripts. No secret is ever printed: the token only
+goes into a request header.
 
 Exit codes: 0 ok; 1 the daemon answered but refused or is unhealthy; 2 bad configuration
 (including an unset CONTROL_TOKEN); 3 the daemon is not running; 4 the database cannot be read.
@@ -31,7 +33,17 @@ from storage.reports import DbSummary, ReportError, Reports
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
 T = TypeVar("T")
 
-COMMANDS = ("status", "positions", "orders", "halt", "reduce", "resume", "cancel-all")
+COMMANDS = (
+    "status",
+    "positions",
+    "orders",
+    "halt",
+    "reduce",
+    "resume",
+    "cancel-all",
+    "reload",
+    "rotate-api-key",
+)
 
 
 class CliError(Exception):
@@ -72,6 +84,20 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     resume = sub.add_parser("resume", parents=[common], help="return to ACTIVE trading")
     resume.add_argument("--reason", default="manual resume (cli)", help="recorded in the audit log")
     sub.add_parser("cancel-all", parents=[common], help="cancel every resting order at the venue")
+    sub.add_parser(
+        "reload", parents=[common], help="re-read the settings file in the running daemon"
+    )
+    rotate = sub.add_parser(
+        "rotate-api-key",
+        parents=[common],
+        help="new API credentials at the venue, into the settings file, reload, delete the old",
+    )
+    rotate.add_argument(
+        "--pid",
+        type=int,
+        default=None,
+        help="reload the daemon with SIGHUP to this pid (default: POST /reload, CONTROL_TOKEN)",
+    )
 
 
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
@@ -106,6 +132,12 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
             result = control(settings, "cancel-all", {}, timeout_s=60)
             _emit(result, as_json, _render_control)
             return EXIT_OK
+        if args.command == "reload":
+            result = control(settings, "reload", {})
+            _emit(result, as_json, _render_control)
+            return EXIT_OK if result.get("reload") in ("applied", "unchanged") else EXIT_REFUSED
+        if args.command == "rotate-api-key":
+            return rotate(settings, env_file=env_file, pid=args.pid, as_json=as_json)
     except CliError as e:
         if as_json:
             print(json.dumps({"error": str(e)}))
@@ -198,6 +230,48 @@ def control(
     if status >= 400:
         raise CliError(f"the daemon answered {status}: {answer.get('error', answer)}", 1)
     return answer
+
+
+def rotate(
+    settings: Settings, *, env_file: str | Path | None, pid: int | None, as_json: bool
+) -> int:
+    """`rotate-api-key` (see `credentials`): the daemon is reloaded by SIGHUP to `pid`, else by
+    POST /reload; with neither possible, only while no daemon runs."""
+    from credentials import RotationError, rotate_api_key, sighup
+
+    if env_file is None:
+        raise CliError("rotate-api-key writes the settings file: pass --env-file PATH", EXIT_CONFIG)
+
+    def reload_over_http() -> dict[str, Any] | None:
+        try:
+            return control(settings, "reload", {})
+        except CliError as e:
+            if e.code == EXIT_NOT_RUNNING:
+                return None
+            raise
+
+    reload: Callable[[], Any]
+    if pid is not None:
+        reload = sighup(pid)
+    elif settings.control_token is not None:
+        reload = reload_over_http
+    else:
+        try:
+            health(settings)
+        except CliError:
+            reload = lambda: None  # noqa: E731 - no daemon runs: nothing to reload
+        else:
+            raise CliError(
+                "a daemon is running and cannot be told to reload: set CONTROL_TOKEN or pass "
+                "--pid (nothing was changed)",
+                EXIT_CONFIG,
+            )
+    try:
+        done = rotate_api_key(settings, env_file=Path(env_file), reload=reload)
+    except RotationError as e:
+        raise CliError(str(e), EXIT_REFUSED) from None
+    _emit({"rotated": True, "steps": done.lines}, as_json, lambda r: "\n".join(r["steps"]))
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,6 +503,9 @@ def _render_orders(rows: list[dict[str, Any]]) -> str:
 
 def _render_control(answer: dict[str, Any]) -> str:
     action = answer.get("action", "?")
+    if "reload" in answer:
+        lines = [f"{action}: {answer['reload']} " + ", ".join(answer.get("changed") or [])]
+        return "\n".join(lines + [f"  {p}" for p in answer.get("problems") or []])
     if "canceled" in answer:
         return f"{action}: canceled {answer['canceled']} resting orders"
     state = answer.get("trading_state", "?")

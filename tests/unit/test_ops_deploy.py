@@ -43,9 +43,14 @@ def test_unit_is_a_notify_service_with_a_watchdog_and_hardening() -> None:
     assert s["NotifyAccess"] == ["main"]
     assert s["Restart"] == ["on-failure"]
     assert int(s["WatchdogSec"][0]) >= 10
-    assert s["ExecStart"] == [f"{INSTALL_DIR}/.venv/bin/python -m orchestrator --env-file none"]
+    # The daemon reads the settings file itself, so SIGHUP (`systemctl reload`) re-reads it;
+    # an EnvironmentFile= would be read by systemd at start only.
+    assert s["ExecStart"] == [
+        f"{INSTALL_DIR}/.venv/bin/python -m orchestrator --env-file /etc/polyd/polyd.env"
+    ]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert "EnvironmentFile" not in s
     assert s["User"] == ["polyd"]
-    assert s["EnvironmentFile"] == ["/etc/polyd/polyd.env"]
     for key, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
