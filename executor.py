@@ -179,7 +179,7 @@ class Executor:
         self._idle.set()
         bind = getattr(broker, "bind", None)
         if callable(bind):
-            bind(on_fill=self.on_fill, on_order=self.on_order_event)
+            bind(on_fill=self.tracing.traced_fills(self.on_fill), on_order=self.on_order_event)
 
     async def start(self) -> None:
         """Restore trading state, positions, open orders and today's PnL baseline."""

@@ -61,6 +61,9 @@ def _attrs(values: Mapping[str, Any]) -> dict[str, Attr]:
 class _NoSpan(contextlib.AbstractContextManager[None]):
     """The context manager `span()` returns with tracing off: does nothing, allocates nothing."""
 
+    def __enter__(self) -> None:
+        return None
+
     def __exit__(self, *exc: object) -> None:
         return None
 
@@ -99,9 +102,10 @@ class Tracing:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Tracing:
-        """Build from `config.Settings` (off unless `OTEL_TRACES_EXPORTER=otlp`)."""
+        """Build from `config.Settings`: off unless it names an OTLP endpoint to export to
+        (`Settings.otel_traces_endpoint`)."""
         endpoint = settings.otel_traces_endpoint
-        if settings.otel_traces_exporter != "otlp" or endpoint is None:
+        if endpoint is None:
             return cls()
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

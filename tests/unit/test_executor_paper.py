@@ -19,6 +19,7 @@ from execution.risk import RiskEngine, RiskLimits, TradingState
 from executor import Executor, ExecutorConfig
 from models import Level, OrderRequest, OrderStatus, OrderType, Side
 from observability.metrics import Metrics
+from observability.tracing import Tracing
 from resilience import CircuitBreaker, RetryPolicy, SystemClock
 from storage import Database, Repositories
 from tests.helpers import FIXTURES as SHARED_FIXTURES
@@ -70,6 +71,7 @@ def make_executor(
     broker: Any = None,
     kill: Path | None = None,
     loss_limit: str = "100",
+    tracing: Tracing | None = None,
     **limits: Any,
 ) -> Executor:
     rules = MarketRules()
@@ -93,6 +95,7 @@ def make_executor(
         retry_policy=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
         clock=clock,
         config=ExecutorConfig(kill_switch_path=kill, daily_loss_limit=Decimal(loss_limit)),
+        tracing=tracing,
     )
 
 
