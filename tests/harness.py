@@ -466,6 +466,8 @@ class DaemonProcess:
     settings are passed as keyword arguments (or in `extra`) by their env name
     (`RISK_MAX_OPEN_ORDERS="5"`) or lower-case field name (`sniper_rules_path=path`); None drops
     a setting. `fast=False` leaves out FAST_SETTINGS: the daemon's own timeouts and intervals.
+    With `env_file`, the settings are written to that file (mode 0600) instead of the
+    environment and the daemon reads it (`--env-file`), as under systemd: a reload re-reads it.
     """
 
     def __init__(
@@ -482,6 +484,7 @@ class DaemonProcess:
         data_url: str | None = None,
         name: str = "daemon",
         extra: Mapping[str, object] | None = None,
+        env_file: Path | None = None,
         **settings: object,
     ) -> None:
         self.sim = sim
@@ -518,11 +521,23 @@ class DaemonProcess:
                 env.pop(k.upper(), None)
             else:
                 env[k.upper()] = str(v)
+        self.env_file = env_file
+        self.file_settings: dict[str, str] = {}
+        if env_file is not None:
+            self.file_settings = dict(env)
+            self.write_env_file(env)
+            env = {}
         self.env = clean_env(**env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.exit_codes: list[int] = []
         self._drains: list[threading.Thread] = []
+
+    def write_env_file(self, values: Mapping[str, str]) -> None:
+        """Write the settings file (`env_file`) with `values`, mode 0600."""
+        assert self.env_file is not None
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        self.env_file.chmod(0o600)
 
     # life cycle ------------------------------------------------------------------------------
     @property
@@ -540,7 +555,7 @@ class DaemonProcess:
         # Output goes through pipes drained into files by this process, so a file-size limit
         # set on the daemon (the disk-full test) hits its database, not its log lines.
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "orchestrator", "--env-file", "none"],
+            [PYTHON, "-m", "orchestrator", "--env-file", str(self.env_file or "none")],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
