@@ -103,6 +103,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         ping_interval_s=s.feed_ping_interval_s,
         stale_after_s=s.feed_stale_after_s,
         clock=shared.clock,
+        tracing=shared.tracing,
     )
     stage = MarketDataStage(books=store, feed=feed)
     stage.services.append(("feed:market", feed.run))

@@ -4,6 +4,7 @@ redaction, and a down or slow endpoint that never slows the caller."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -274,7 +275,13 @@ async def test_disabled_notifier_accepts_nothing_and_counts_nothing() -> None:
     n = Notifier(metrics=m)
     assert not n.enabled
     assert n.notify("halt", "halt", "x") is False
-    await n.run()  # returns at once
+    # It idles rather than returning, so a settings reload can give it a URL later.
+    task = asyncio.create_task(n.run())
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     await n.close()
     assert outcomes(m) == {}
 

@@ -235,6 +235,7 @@ async def test_daemon_traces_one_sniper_and_one_copy_order_end_to_end(
     assert (sniper.trace_id, sniper.span_id) in linked
     assert (copy.trace_id, copy.span_id) in linked
     assert receiver.named("reconcile") and receiver.named("user_feed_resync")
+    assert receiver.named("market_feed_connected")
     # No secret in any attribute of any span.
     texts = [str(v) for s in receiver.spans for v in s.attributes.values()]
     texts += [str(v) for res in receiver.resources for v in res.values()]

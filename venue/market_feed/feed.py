@@ -34,6 +34,7 @@ from errors import FeedError
 from execution.ports import TickSizeSink
 from observability.health import CheckResult
 from observability.metrics import Metrics
+from observability.tracing import Tracing
 from resilience.backoff import Backoff
 from resilience.clock import Clock, SystemClock
 from venue.market_feed.connection import FEED, ConnectionSettings, Shard, ShardConnector
@@ -85,7 +86,9 @@ class MarketFeed:
         clock: Clock | None = None,
         connect: Callable[..., Any] = ws_connect,
         open_timeout_s: float = 10.0,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing()
         if shard_size < 1:
             raise ValueError("shard_size must be >= 1")
         self.store = store
@@ -216,7 +219,8 @@ class MarketFeed:
 
     def shard_connected(self, shard: Shard) -> None:
         """A shard connected and subscribed: update the connected gauge."""
-        self._set_connected_gauge()
+        with self._tracing.span("market_feed_connected", assets=len(shard.assets)):
+            self._set_connected_gauge()
 
     def shard_lost(self, shard: Shard) -> int:
         """A shard's connection ended: its books wait for new snapshots. Return how many."""
@@ -412,7 +416,7 @@ class MarketFeed:
             token = await self._resync_q.get()
             self._resync_queued.discard(token)
             try:
-                await self._resync(token)
+                await self._tracing.within("book_resync", self._resync(token), token_id=token)
             except Exception:  # the task's loop boundary: one bad resync must not end them all
                 log.exception("book_resync_crashed", token_id=token)
             finally:
