@@ -504,7 +504,8 @@ def _render_orders(rows: list[dict[str, Any]]) -> str:
 def _render_control(answer: dict[str, Any]) -> str:
     action = answer.get("action", "?")
     if "reload" in answer:
-        lines = [f"{action}: {answer['reload']} " + ", ".join(answer.get("changed") or [])]
+        changed = ", ".join(answer.get("changed") or [])
+        lines = [f"{action}: {answer['reload']}" + (f" ({changed})" if changed else "")]
         return "\n".join(lines + [f"  {p}" for p in answer.get("problems") or []])
     if "canceled" in answer:
         return f"{action}: canceled {answer['canceled']} resting orders"

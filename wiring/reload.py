@@ -76,7 +76,8 @@ class ReloadResult:
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reload": self.outcome, "changed": self.changed, "problems": self.problems}
+        changed = [k.upper() for k in self.changed]
+        return {"reload": self.outcome, "changed": changed, "problems": self.problems}
 
 
 def changed_keys(old: Settings, new: Settings) -> list[str]:

@@ -72,6 +72,8 @@ def test_sighup_rotates_the_control_token_and_refuses_a_new_private_key(
         assert user_feed_connects(d) == connects  # the feed was not dropped
         assert d.health()[0] == 200
         assert d.metric("polyd_settings_reloads_total", outcome="applied") == 1
+        cli = run_cli("--env-file", str(env_file), "reload", env=clean_env())
+        assert (cli.returncode, cli.stdout.strip()) == (0, "reload: unchanged"), cli.stderr
         # No reconnect, so no reconcile of a reconnect (the periodic one goes on).
         assert len(events(d, "user_feed_connected")) == 1
 
