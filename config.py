@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     feed_ping_interval_s: float = Field(default=10.0, gt=0, le=60)
     feed_stale_after_s: float = Field(default=15.0, gt=0, le=600)
     feed_shard_size: int = Field(default=200, ge=1, le=500)
+    # The user websocket: a PING unanswered this long, or no frame at all (PONGs included) for
+    # USER_FEED_STALE_AFTER_S, makes /health degraded and the socket reconnect and reconcile.
+    user_feed_pong_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    user_feed_stale_after_s: float = Field(default=30.0, gt=0, le=600)
     discovery_interval_s: float = Field(default=60.0, gt=0, le=86_400)
     # How often Gamma is asked whether the markets we hold or trade resolved.
     resolution_poll_s: float = Field(default=60.0, gt=0, le=86_400)
@@ -239,6 +243,9 @@ class Settings(BaseSettings):
             and self.order_resend_window_s >= self.order_lookup_grace_s
         ):
             problems.append("ORDER_RESEND_WINDOW_S: must be less than ORDER_LOOKUP_GRACE_S")
+        if self.user_feed_stale_after_s <= self.feed_ping_interval_s:
+            # On a quiet account PONGs are the user channel's only traffic, one per ping.
+            problems.append("USER_FEED_STALE_AFTER_S: must be greater than FEED_PING_INTERVAL_S")
         if problems:
             raise ValueError("\n".join(problems))
         return self

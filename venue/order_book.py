@@ -18,50 +18,47 @@ import hashlib
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Final
 
 import orjson
 from sortedcontainers import SortedDict
 
 from models import ONE, ZERO, Level
+from venue import parse
 
 BookListener = Callable[[Collection[str]], None]
 """Called with the token ids whose book changed (levels, usability or tick size)."""
 
-_BAD_NUMBER: Final = (InvalidOperation, TypeError, ValueError, AttributeError)
-
 
 class BadLevel(ValueError):
-    """A price level that cannot be on a Polymarket book (bad number, price outside (0, 1))."""
+    """A price level that cannot be on a Polymarket book (bad number, price outside (0, 1), size
+    negative or above `venue.parse.MAX_SHARES`)."""
 
 
 def parse_price(raw: Any) -> Decimal:
-    """Return a price strictly inside (0, 1), from a decimal string (".48" is accepted)."""
+    """Return a price strictly inside (0, 1), from a decimal string (".48" is accepted).
+
+    The bounds are `venue.parse`'s: NaN, infinities and overlong text are refused too."""
     if not isinstance(raw, str):
         raise BadLevel("price must be a string")
     try:
-        p = Decimal(raw)
-        inside = ZERO < p < ONE
-    except _BAD_NUMBER:
-        raise BadLevel(f"price {raw[:40]!r} is not a number") from None
-    if not inside:
+        p = parse.price(raw)
+    except parse.Unreadable as e:
+        raise BadLevel(str(e)) from None
+    if not ZERO < p < ONE:
         raise BadLevel(f"price {raw[:40]!r} outside (0, 1)")
     return p
 
 
 def parse_size(raw: Any) -> Decimal:
-    """Return a size >= 0 (0 removes a level), from a decimal string."""
+    """Return a size in [0, `MAX_SHARES`] (0 removes a level), from a decimal string."""
     if not isinstance(raw, str):
         raise BadLevel("size must be a string")
     try:
-        s = Decimal(raw)
-        sound = s.is_finite() and s >= ZERO
-    except _BAD_NUMBER:
-        raise BadLevel(f"size {raw[:40]!r} is not a number") from None
-    if not sound:
-        raise BadLevel(f"size {raw[:40]!r} is negative or not finite")
-    return s
+        return parse.size(raw)
+    except parse.Unreadable as e:
+        raise BadLevel(str(e)) from None
 
 
 def parse_levels(raw: Any) -> dict[Decimal, Decimal]:

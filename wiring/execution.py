@@ -31,6 +31,7 @@ from resilience import CircuitBreaker, Clock, RateLimiter, RetryPolicy, SystemCl
 from storage import Repositories
 from venue.clob.broker import ClobBroker, build_client
 from venue.clob.public import PublicMarketMeta, RestBookSource
+from venue.parse import MalformedLog
 from venue.user_feed import UserFeed
 from wiring.shared import Shared, venue_limiter
 from wiring.stage import Control, Service, Stage, Step
@@ -190,13 +191,24 @@ async def assemble(
             http_threads=max(4, 2 * s.signer_threads),
             http_timeout_s=s.http_timeout_s,
             limiter=limiter,
+            malformed=MalformedLog("rest", metrics=metrics),
         )
         broker = clob
         rules = MarketRules(source=clob)
-        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
+        rest_books = RestBookSource(
+            host=s.clob_host,
+            timeout_s=s.http_timeout_s,
+            limiter=limiter,
+            malformed=MalformedLog("rest", metrics=metrics),
+        )
         closers.append(("clob", clob.close))
     else:
-        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
+        rest_books = RestBookSource(
+            host=s.clob_host,
+            timeout_s=s.http_timeout_s,
+            limiter=limiter,
+            malformed=MalformedLog("rest", metrics=metrics),
+        )
         paper = PaperBroker(books=PreferredBooks(rest=rest_books, primary=books))
         broker = paper
         # Paper mode still follows the venue's rules, read from its public REST routes.
@@ -260,6 +272,9 @@ async def assemble(
             on_connected=executor.reconcile,
             metrics=metrics,
             ping_interval_s=s.feed_ping_interval_s,
+            pong_timeout_s=s.user_feed_pong_timeout_s,
+            stale_after_s=s.user_feed_stale_after_s,
+            clock=clock,
         )
         services.append(("feed:user", feed.run))
         monitor = HeartbeatMonitor(

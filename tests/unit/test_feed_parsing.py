@@ -218,6 +218,11 @@ def test_bad_entry_rejects_whole_price_change_message() -> None:
     ev["price_changes"].append({"asset_id": A, "price": "oops", "size": "1", "side": "BUY"})
     feed.handle_frame(orjson.dumps(ev), shard)
     assert feed.malformed == 1
+    book = feed.store.get(A)
+    assert book is not None and book.best_ask() == (D("0.6"), D("1"))  # nothing applied
+    # The book missed an update: unusable until a fresh snapshot.
+    assert feed.store.usable_book(A) is None
+    feed.handle_frame(snapshot(A, [("0.4", "1")], [("0.6", "1")]), shard)
     assert feed.store.best_ask(A) == (D("0.6"), D("1"))
 
 

@@ -104,6 +104,7 @@ class ClobBroker:
         http_threads: int = 8,
         http_timeout_s: float = 5.0,
         limiter: RateLimiter | None = None,
+        malformed: parse.MalformedLog | None = None,
     ) -> None:
         if client.signer is None or client.creds is None:
             raise FatalError("the CLOB client needs a private key and API credentials")
@@ -136,6 +137,8 @@ class ClobBroker:
         )
         self._http = ClobHttp(self.host, timeout_s=http_timeout_s)
         self._limiter = limiter
+        self._malformed = malformed or parse.MalformedLog("rest")
+        """Told of every REST row refused for a number out of bounds (`venue.parse`)."""
         self._sign_pool = ThreadPoolExecutor(signer_threads, thread_name_prefix="clob-sign")
         self._http_pool = ThreadPoolExecutor(http_threads, thread_name_prefix="clob-http")
         self.heartbeat_id = ""
@@ -323,7 +326,7 @@ class ClobBroker:
             raise TransientError(f"order lookup refused: {e.reason}", status=e.status) from e
         if not isinstance(res, dict) or not res:
             return None
-        vo = venue_order(res)
+        vo = venue_order(res, malformed=self._malformed)
         if vo is None and res.get("id"):
             # The venue knows the order but its row cannot be read: not "never seen", which
             # would let the lookup grace reject an order that may be live or filled.
@@ -332,7 +335,11 @@ class ClobBroker:
 
     async def open_orders(self) -> list[VenueOrder]:
         rows = await self._pages("data_orders", "/data/orders", {})
-        return [vo for r in rows if isinstance(r, dict) and (vo := venue_order(r)) is not None]
+        return [
+            vo
+            for r in rows
+            if isinstance(r, dict) and (vo := venue_order(r, malformed=self._malformed)) is not None
+        ]
 
     async def fills_since(self, after_unix_s: int, *, market: str | None = None) -> list[Fill]:
         params: dict[str, Any] = {}
@@ -347,7 +354,11 @@ class ClobBroker:
         out: list[Fill] = []
         for r in rows:
             if isinstance(r, dict):
-                out.extend(fills_from_trade(r, owner=self.owner, address=self.funder))
+                out.extend(
+                    fills_from_trade(
+                        r, owner=self.owner, address=self.funder, malformed=self._malformed
+                    )
+                )
         return out
 
     async def heartbeat(self) -> str:
@@ -390,7 +401,11 @@ class ClobBroker:
                 ),
             )
             raw = res.get("balance") if isinstance(res, dict) else None
-            return parse.amount(raw, max_digits=21) / MICRO
+            try:
+                return parse.pusd(parse.amount(raw, max_digits=21) / MICRO, what="balance")
+            except Unreadable as e:
+                self._malformed(f"balance: {e}", res)
+                raise
         except (OrderRejected, Unreadable) as e:
             raise TransientError(f"balance unreadable: {e}") from e
 
