@@ -52,6 +52,10 @@ class Server(Protocol):
         """Apply a websocket fault (`ws_drop`, `ws_stall`, `ws_malformed`) on `channel`."""
         ...
 
+    def send_raw_frame(self, channel: str, frame: bytes) -> None:
+        """Send `frame` as it is, once, on every connection of `channel` (`ws_frame`)."""
+        ...
+
 
 class VenueSink(Sink):
     """The engine's sink, plus the refusals the order routes report that the engine never sees."""
@@ -458,6 +462,11 @@ class Venue:
         elif kind in ("ws_drop", "ws_stall", "ws_malformed"):
             channel = str(spec.get("channel", "all"))
             self.server.ws_fault(kind, channel, seconds, int(spec.get("count", 5)))
+        elif kind == "ws_frame":
+            frame = spec.get("frame")
+            if not isinstance(frame, str):
+                raise ValueError("ws_frame needs `frame`: the text to send")
+            self.server.send_raw_frame(str(spec.get("channel", "all")), frame.encode())
 
     async def apply_fault(self, spec: dict[str, Any]) -> None:
         self.apply_fault_sync(spec)
