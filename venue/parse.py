@@ -36,6 +36,7 @@ __all__ = [
     "MAX_NUMBER_TEXT",
     "MAX_PUSD",
     "MAX_SHARES",
+    "MIN_ADJUSTED",
     "MalformedLog",
     "OutOfBounds",
     "Unreadable",
@@ -89,7 +90,7 @@ MAX_NUMBER_TEXT: Final = 64
 """Numeric text longer than this is refused before `Decimal` sees it: a real price or size is at
 most ~30 characters, and converting a 10^6-digit string would hold the event loop."""
 
-_MIN_ADJUSTED: Final = -30
+MIN_ADJUSTED: Final = -30
 """A non-zero number smaller than 10^-30 is refused: the venue's numbers have 6 decimals."""
 
 MALFORMED_SOURCES: Final = ("market", "user", "rest", "data_api", "gamma")
@@ -141,7 +142,7 @@ def _bounded(raw: Any, what: str) -> Decimal:
         if str(e) == "number not finite":
             raise OutOfBounds(f"{what} {_show(raw)} is not finite") from None
         raise Unreadable(f"{what} {_show(raw)} is not a number") from None
-    if d and d.adjusted() < _MIN_ADJUSTED:
+    if d and d.adjusted() < MIN_ADJUSTED:
         # `1e-999999999` is "inside (0, 1)" but no venue number has that scale.
         raise OutOfBounds(f"{what} {_show(raw)} is too small to be a venue number")
     return d
