@@ -143,3 +143,25 @@ def test_cli_version_and_help() -> None:
     assert res.returncode == 0
     assert "--demo" in res.stdout
     assert "--check-config" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"user_feed_pong_timeout_s": 0}, "USER_FEED_PONG_TIMEOUT_S:"),
+        ({"user_feed_pong_timeout_s": 61}, "USER_FEED_PONG_TIMEOUT_S:"),
+        ({"user_feed_stale_after_s": -1}, "USER_FEED_STALE_AFTER_S:"),
+        (
+            {"user_feed_stale_after_s": 10, "feed_ping_interval_s": 10},
+            "USER_FEED_STALE_AFTER_S: must be greater than FEED_PING_INTERVAL_S",
+        ),
+    ],
+)
+def test_user_feed_liveness_windows_are_validated(
+    tmp_path: Path, overrides: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, **overrides)
+    assert any(expected in line for line in info.value.problems), info.value.problems
+    s = make_settings(tmp_path)
+    assert (s.user_feed_pong_timeout_s, s.user_feed_stale_after_s) == (5.0, 30.0)
