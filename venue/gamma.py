@@ -249,6 +249,7 @@ class GammaClient:
         page_size: int = PAGE_SIZE,
         max_pages: int = MAX_PAGES,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        malformed: parse.MalformedLog | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._session = session
@@ -259,7 +260,8 @@ class GammaClient:
         self._max_pages = max_pages
         self._now = now
         self.skipped = 0
-        self._malformed = parse.MalformedLog("gamma", metrics=metrics)
+        self._malformed = malformed or parse.MalformedLog("gamma", metrics=metrics)
+        """Told of every row refused for a number out of bounds."""
 
     async def _get(self, path: str, params: list[tuple[str, str]], bucket: str) -> Any:
         if self._limiter is not None:

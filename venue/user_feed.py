@@ -193,7 +193,7 @@ class UserFeed:
         live = self._live
         while True:
             await asyncio.wait(
-                (reader, dispatcher), timeout=self._tick_s, return_when="FIRST_COMPLETED"
+                (reader, dispatcher), timeout=self._tick_s, return_when=asyncio.FIRST_COMPLETED
             )
             for t in (dispatcher, reader):
                 if t.done():

@@ -12,7 +12,6 @@ from strategies.copy_trader import CopyTrader, TagIndex, load_rules
 from venue.data_api import DataApiClient
 from venue.gamma import GammaClient, MarketQuery
 from venue.order_book import BookStore
-from venue.parse import MalformedLog
 from wiring.execution import ExecutionStage
 from wiring.shared import Shared
 from wiring.stage import Stage
@@ -58,7 +57,7 @@ def build_copy_trading(
         clock=shared.clock,
         session=shared.http,
         on_error=lambda kind: metrics.data_api_errors_total.labels(kind).inc(),
-        malformed=MalformedLog("data_api", metrics=metrics, monotonic=shared.clock.monotonic),
+        malformed=shared.malformed_log("data_api"),
     )
     stage.closers.append(("data_api", data_api.close))
     tags: TagIndex | None = None
@@ -73,6 +72,7 @@ def build_copy_trading(
             limiter=shared.budget.capped(TAG_INDEX_SHARE),
             metrics=metrics,
             timeout_s=s.http_timeout_s,
+            malformed=shared.malformed_log("gamma"),
         )
 
         async def tagged(tag: str) -> list[str]:

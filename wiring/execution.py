@@ -134,6 +134,7 @@ async def build_execution(
         books=books,
         clock=shared.clock,
         limiter=shared.budget.limiter,
+        rest_malformed=shared.malformed_log("rest"),
     )
 
 
@@ -146,13 +147,17 @@ async def assemble(
     books: Callable[[], BookSource | None] = lambda: None,
     clock: Clock | None = None,
     limiter: RateLimiter | None = None,
+    rest_malformed: MalformedLog | None = None,
 ) -> ExecutionStage:
     """Build the broker (paper or live), market rules, risk, executor and (live) user feed.
 
     `limiter` is the process's venue budget; without one (a test, a benchmark) the stage gets a
-    budget of its own.
+    budget of its own. `rest_malformed` counts REST answers refused for out-of-bound numbers.
     """
     clock = clock or SystemClock()
+    rest_malformed = rest_malformed or MalformedLog(
+        "rest", metrics=metrics, monotonic=clock.monotonic
+    )
     limiter = limiter or venue_limiter(s, clock=clock, metrics=metrics)
     closers: list[Step] = []
     services: list[Service] = []
@@ -191,7 +196,7 @@ async def assemble(
             http_threads=max(4, 2 * s.signer_threads),
             http_timeout_s=s.http_timeout_s,
             limiter=limiter,
-            malformed=MalformedLog("rest", metrics=metrics),
+            malformed=rest_malformed,
         )
         broker = clob
         rules = MarketRules(source=clob)
@@ -199,7 +204,7 @@ async def assemble(
             host=s.clob_host,
             timeout_s=s.http_timeout_s,
             limiter=limiter,
-            malformed=MalformedLog("rest", metrics=metrics),
+            malformed=rest_malformed,
         )
         closers.append(("clob", clob.close))
     else:
@@ -207,12 +212,17 @@ async def assemble(
             host=s.clob_host,
             timeout_s=s.http_timeout_s,
             limiter=limiter,
-            malformed=MalformedLog("rest", metrics=metrics),
+            malformed=rest_malformed,
         )
         paper = PaperBroker(books=PreferredBooks(rest=rest_books, primary=books))
         broker = paper
         # Paper mode still follows the venue's rules, read from its public REST routes.
-        public = PublicMarketMeta(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
+        public = PublicMarketMeta(
+            host=s.clob_host,
+            timeout_s=s.http_timeout_s,
+            limiter=limiter,
+            malformed=rest_malformed,
+        )
         rules = MarketRules(source=public)
         closers.append(("market-meta", public.close))
         services.append(("paper", paper.run))

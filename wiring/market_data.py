@@ -103,6 +103,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         ping_interval_s=s.feed_ping_interval_s,
         stale_after_s=s.feed_stale_after_s,
         clock=shared.clock,
+        rest_malformed=shared.malformed_log("rest"),
     )
     stage = MarketDataStage(books=store, feed=feed)
     stage.services.append(("feed:market", feed.run))
@@ -113,6 +114,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         limiter=limiter,
         metrics=shared.metrics,
         timeout_s=s.http_timeout_s,
+        malformed=shared.malformed_log("gamma"),
     )
     stage.resolutions = build_resolutions(shared, execution, stage, gamma)
     if not rules:

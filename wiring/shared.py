@@ -21,6 +21,7 @@ from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
 from venue.data_api import DataApiBudget
+from venue.parse import MalformedLog
 from wiring.stage import Step
 
 # The one session replaces three (market data and Gamma tag listings with aiohttp's default pool
@@ -138,6 +139,17 @@ class Shared:
     budget: VenueBudget
     http: aiohttp.ClientSession
     closers: list[Step] = field(default_factory=list)
+    malformed: dict[str, MalformedLog] = field(default_factory=dict)
+    """One malformed-input log per source (`venue.parse.MALFORMED_SOURCES`), built on demand."""
+
+    def malformed_log(self, source: str) -> MalformedLog:
+        """The process's one `MalformedLog` for `source` (its log rate limit is per source)."""
+        log_ = self.malformed.get(source)
+        if log_ is None:
+            log_ = self.malformed[source] = MalformedLog(
+                source, metrics=self.metrics, monotonic=self.clock.monotonic
+            )
+        return log_
 
 
 async def open_storage(settings: Settings, metrics: Metrics) -> Database:

@@ -423,7 +423,8 @@ class ClobBroker:
             )
         except OrderRejected:
             return []
-        return with_fee(meta_from_market(str(cid), m), await self._clob_market_fee(str(cid)))
+        metas = meta_from_market(str(cid), m, malformed=self._malformed)
+        return with_fee(metas, await self._clob_market_fee(str(cid)))
 
     async def _clob_market_fee(self, cid: str) -> FeeSchedule | None:
         """The market's taker fee from `/clob-markets/{cid}` (`fd`); None if it cannot be read

@@ -29,10 +29,16 @@ class PublicMarketMeta:
     used in paper mode."""
 
     def __init__(
-        self, *, host: str, timeout_s: float = 5.0, limiter: RateLimiter | None = None
+        self,
+        *,
+        host: str,
+        timeout_s: float = 5.0,
+        limiter: RateLimiter | None = None,
+        malformed: MalformedLog | None = None,
     ) -> None:
         self._client = httpx.AsyncClient(base_url=host.rstrip("/"), timeout=timeout_s)
         self._limiter = limiter
+        self._malformed = malformed
 
     async def _get(self, path: str) -> httpx.Response:
         if self._limiter is not None:
@@ -52,7 +58,8 @@ class PublicMarketMeta:
             raise TransientError(f"market metadata unavailable: {type(e).__name__}") from e
         if m.status_code != 200:
             return []
-        return with_fee(meta_from_market(str(cid), m.json()), await self._fee(str(cid)))
+        metas = meta_from_market(str(cid), m.json(), malformed=self._malformed)
+        return with_fee(metas, await self._fee(str(cid)))
 
     async def _fee(self, cid: str) -> FeeSchedule | None:
         """The taker fee from `/clob-markets/{cid}` (`fd`); None if it cannot be read now."""

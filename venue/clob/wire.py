@@ -337,7 +337,9 @@ def cancel_answer(res: Any) -> CancelResult:
     )
 
 
-def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
+def meta_from_market(
+    condition_id: str, m: Any, *, malformed: MalformedLog | None = None
+) -> list[MarketMeta]:
     """Market rules for both tokens from a CLOB `/markets/{condition_id}` row.
 
     [] (market unknown: its orders are refused by the rules) if the row cannot be read: a tick
@@ -350,11 +352,13 @@ def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
         tick = _num(m.get("minimum_tick_size"), Decimal("0.01"))
         min_size = _money(_num(m.get("minimum_order_size"), Decimal("5")))
         if not 0 < tick < 1:
-            raise Unreadable("tick size outside (0, 1)")
+            raise OutOfBounds("tick size outside (0, 1)")
         # Marketable orders wait this long before matching (`sd` on /clob-markets).
         delay = float(_num(m.get("seconds_delay") or 0))
     except Unreadable as e:
         log.warning("market_meta_unreadable", condition_id=condition_id[:80], why=str(e))
+        if malformed is not None and isinstance(e, OutOfBounds):
+            malformed(f"market {condition_id[:80]}: {e}", m)
         return []
     out: list[MarketMeta] = []
     payouts = clob_payouts(m)

@@ -87,6 +87,7 @@ class MarketFeed:
         clock: Clock | None = None,
         connect: Callable[..., Any] = ws_connect,
         open_timeout_s: float = 10.0,
+        rest_malformed: MalformedLog | None = None,
     ) -> None:
         if shard_size < 1:
             raise ValueError("shard_size must be >= 1")
@@ -120,9 +121,10 @@ class MarketFeed:
         self._resync_queued: set[str] = set()
         self._resync_pending: set[str] = set()
         self._stats = FrameStats(self._clock.monotonic)
-        self._rest_malformed = MalformedLog(
+        self._rest_malformed = rest_malformed or MalformedLog(
             "rest", metrics=metrics, monotonic=self._clock.monotonic
         )
+        """Told of every REST `/book` body refused (an out-of-bound level)."""
         self._resyncs = 0
         self.last_frame_ns = 0
         """`time.perf_counter_ns()` when the latest frame arrived (tick-to-order benchmark)."""
