@@ -219,12 +219,25 @@ class SniperStateRepository:
         return {str(r[0]): int(r[1] or 0) for r in rows}
 
     async def take_profits(self, rules: Collection[str]) -> list[StoredTakeProfit]:
-        """The stored take-profits of `rules`, oldest first."""
-        rows = await self._db.fetchall(
-            "SELECT rule, entry_order_id, request FROM sniper_take_profits ORDER BY rowid"
-        )
+        """The stored take-profits of `rules` still to send, oldest first.
+
+        One whose client order id the journal holds already was journaled (as a local refusal:
+        a PENDING row would have deleted it) by a run that died before dropping it: it is
+        dropped now, never sent again under an id the journal has."""
+
+        def job(c: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            c.execute(
+                "DELETE FROM sniper_take_profits WHERE client_order_id IN"
+                " (SELECT client_order_id FROM orders)"
+            )
+            rows = c.execute(
+                "SELECT rule, entry_order_id, request FROM sniper_take_profits ORDER BY rowid"
+            ).fetchall()
+            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+        rows = await self._db.write(job)
         return [
-            StoredTakeProfit(str(r[0]), str(r[1]), OrderRequest.model_validate_json(str(r[2])))
-            for r in rows
-            if r[0] in rules
+            StoredTakeProfit(rule, entry, OrderRequest.model_validate_json(body))
+            for rule, entry, body in rows
+            if rule in rules
         ]

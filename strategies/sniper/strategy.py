@@ -236,7 +236,6 @@ class Sniper:
         pruned = await self._state.prune_absent(names)
         if pruned:
             log.info("sniper_state_pruned", slots=pruned, days=ABSENT_RULE_RETENTION_DAYS)
-        by_name = {r.name: r for r in self.rules}
         for tp in await self._state.take_profits(names):
             log.info(
                 "sniper_take_profit_recovered",
@@ -244,9 +243,9 @@ class Sniper:
                 token_id=tp.request.token_id,
                 client_order_id=tp.request.client_order_id,
             )
-            d = Decision(by_name[tp.rule], tp.request.token_id, ZERO, ZERO, ZERO, ZERO)
             tg.create_task(
-                self._take_profit(tp.request, d, None), name=f"{self.name}:take_profit:{tp.rule}"
+                self._take_profit(tp.request, tp.rule, None),
+                name=f"{self.name}:take_profit:{tp.rule}",
             )
 
     async def _send(self, req: OrderRequest, also: StateWrite | None) -> OrderResult:
@@ -467,21 +466,22 @@ class Sniper:
                 d.rule.name, d.token_id, req.client_order_id, exit_req
             )
         tg.create_task(
-            self._take_profit(exit_req, d, want), name=f"{self.name}:take_profit:{d.rule.name}"
+            self._take_profit(exit_req, d.rule.name, want),
+            name=f"{self.name}:take_profit:{d.rule.name}",
         )
 
-    async def _take_profit(self, exit_req: OrderRequest, d: Decision, want: Decimal | None) -> None:
+    async def _take_profit(self, exit_req: OrderRequest, rule: str, want: Decimal | None) -> None:
         positions = self._positions
         if (
             want is not None
             and positions is not None
-            and not await self._reaches(positions, d.token_id, want)
+            and not await self._reaches(positions, exit_req.token_id, want)
         ):
             # Risk decides (and journals a refusal) rather than the take-profit vanishing here.
             log.warning(
                 "sniper_take_profit_fill_not_seen",
-                rule=d.rule.name,
-                token_id=d.token_id,
+                rule=rule,
+                token_id=exit_req.token_id,
                 want=str(want),
                 waited_s=self._fill_wait_s,
             )
@@ -495,8 +495,8 @@ class Sniper:
             await self._state.drop_take_profit(coid, exit_result.reason)
         log.info(
             "sniper_take_profit",
-            rule=d.rule.name,
-            token_id=d.token_id,
+            rule=rule,
+            token_id=exit_req.token_id,
             price=str(exit_req.price),
             size=str(exit_req.size),
             status=exit_result.status.value,

@@ -329,3 +329,25 @@ def test_durable_state_needs_a_sink_that_journals_it(repos: Repositories) -> Non
             orders=RecordingExecutor(),
             state=repos.sniper_state,
         )
+
+
+async def test_a_stored_take_profit_the_journal_already_holds_is_dropped_not_resent(
+    repos: Repositories,
+) -> None:
+    sink = JournalingSink(repos)
+    exit_req = OrderRequest(
+        strategy="sniper",
+        token_id=YES,
+        side=Side.SELL,
+        price=D("0.97"),
+        size=D("20"),
+        order_type="GTC",
+        reason="sniper rule r1: take profit 0.02",
+    )
+    # A run refused it locally (a REJECTED row) and died before dropping it.
+    await repos.sniper_state.store_take_profit("r1", YES, "buy-1", exit_req)
+    await repos.orders.record(exit_req, status=OrderStatus.REJECTED)
+    async with running(repos, [rule(take_profit="0.02")], sink):
+        await quiet()
+    assert sink.sells == []
+    assert await repos.db.fetchall("SELECT 1 FROM sniper_take_profits") == []
