@@ -62,6 +62,7 @@ from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metr
 from resilience import BreakerState, CircuitBreaker, Clock, RetryPolicy
 from resilience.retry import retry_call
 from storage import Repositories
+from storage.journal import StateWrite
 
 log = structlog.get_logger("executor")
 T = TypeVar("T")
@@ -225,12 +226,12 @@ class Executor:
         log.error(event, **kw)
 
     # --- submission ---
-    async def submit(self, request: OrderRequest) -> OrderResult:
-        """OrderSink: validate, journal, send and return the outcome of `request`.
-
-        From the PENDING write on, the submission runs as a task the executor owns: a caller
-        cancelled meanwhile (its strategy stopping on SIGTERM) stops waiting, but the order is
-        still sent and settled, and `drain()` waits for it.
+    async def submit(self, request: OrderRequest, *, also: StateWrite | None = None) -> OrderResult:
+        """OrderSink: validate, journal, send and return the outcome of `request`; `also` (the
+        strategy state the order uses) commits with its PENDING row. From the PENDING write on,
+        the submission runs as a task the executor owns: a caller cancelled meanwhile (its
+        strategy stopping on SIGTERM) stops waiting, but the order is still sent and settled,
+        and `drain()` waits for it.
         """
         self._enter()
         started = time.perf_counter()
@@ -249,9 +250,8 @@ class Executor:
             self.tracker.set_sending(coid, False)
             self._leave()
 
-        task = self._own(
-            self._journal_and_send(admitted, started), name=f"executor:submit:{coid}", done=done
-        )
+        sending = self._journal_and_send(admitted, started, also)
+        task = self._own(sending, name=f"executor:submit:{coid}", done=done)
         return await reprice_once(
             request, await self._await_owned(task, coid), self.rules, self.submit
         )
@@ -357,12 +357,14 @@ class Executor:
         self.tracker.admit(prepared)
         return prepared
 
-    async def _journal_pending(self, prepared: Prepared) -> None:
-        await self.tracker.journal_pending(prepared)
+    async def _journal_pending(self, prepared: Prepared, also: StateWrite | None = None) -> None:
+        await self.tracker.journal_pending(prepared, also=also)
 
-    async def _journal_and_send(self, prepared: Prepared, started: float) -> OrderResult:
+    async def _journal_and_send(
+        self, prepared: Prepared, started: float, also: StateWrite | None
+    ) -> OrderResult:
         req = prepared.request
-        await self._journal_pending(prepared)
+        await self._journal_pending(prepared, also)
         if not self.breaker.allow():
             return await self.settle.rejected(
                 req, RefusalSource.BREAKER, f"circuit breaker {self.breaker.state}: venue failing"

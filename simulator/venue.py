@@ -365,13 +365,24 @@ class Venue:
     def _expire(self, order_id: str) -> None:
         self.engine.cancel(order_id)
 
-    def trade_as(self, wallet: str, token_id: str, side: str, price: Decimal, size: Decimal) -> str:
-        """Record a scripted wallet's trade (Data API + `last_trade_price`); returns its tx hash."""
+    def trade_as(
+        self,
+        wallet: str,
+        token_id: str,
+        side: str,
+        price: Decimal,
+        size: Decimal,
+        *,
+        at: int | None = None,
+    ) -> str:
+        """Record a scripted wallet's trade (Data API + `last_trade_price`); returns its tx hash.
+
+        `at` backdates it (unix seconds): a wallet's history from before a follower started."""
         m = self._market_of_token[token_id]
         tx = self.engine.new_hash()
         price, size = Decimal(price), Decimal(size)
         self.data_rows.append(
-            DataRow(wallet, side, token_id, m, size, price, int(time.time()), tx, True)
+            DataRow(wallet, side, token_id, m, size, price, at or int(time.time()), tx, True)
         )
         m.books[token_id].last_trade_price = price
         m.volume += price * size

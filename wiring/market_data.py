@@ -126,6 +126,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         orders=executor,
         metrics=shared.metrics,
         fees=execution.rules.fee,
+        state=shared.repos.sniper_state,  # entries, cooldowns, take-profits survive restarts
     )
     sniper.on_watch = lambda tokens: feed.watch("sniper", tokens)
     market_rules = execution.rules

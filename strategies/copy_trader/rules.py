@@ -58,6 +58,10 @@ class WalletRule(BaseModel):
     max_slippage: Dec = Decimal("0.02")
     order_type: Literal["FAK", "FOK"] = "FAK"
     max_trade_age_s: float | None = Field(default=None, gt=0, le=86_400)
+    backfill_s: float = Field(default=0, ge=0, le=86_400, allow_inf_nan=False)
+    """On the first start for this wallet (no stored cursor), copy its trades of the last
+    `backfill_s` seconds; older ones are recorded as seen, never copied. 0 (the default): start
+    from now. At most the wallet's max trade age."""
     min_leader_notional: Dec = Decimal("0")
     poll_interval_s: float | None = Field(default=None, ge=0.1, le=3600)
     allow_slugs: frozenset[str] = frozenset()
@@ -123,6 +127,11 @@ class WalletRule(BaseModel):
             raise ValueError("percent_max_notional must be at least percent_min_notional")
         if not self.sides:
             raise ValueError("sides must name BUY, SELL or both")
+        if self.max_trade_age_s is not None and self.backfill_s > self.max_trade_age_s:
+            raise ValueError(
+                f"backfill_s ({self.backfill_s:g}) must be at most max_trade_age_s "
+                f"({self.max_trade_age_s:g}): older trades are never copied"
+            )
         return self
 
     @property
