@@ -34,6 +34,15 @@ class ConfigError(PolydError):
         super().__init__("; ".join(self.problems) if self.problems else "invalid configuration")
 
 
+class AlreadyRunning(PolydError):
+    """Another process holds what a daemon must have alone: its database's writer lock (another
+    daemon runs on the same database) or its sidecar's address (`HTTP_HOST:HTTP_PORT`).
+
+    The daemon exits at once with code 3 and one line saying which and who; it writes nothing.
+    Restarting cannot help until the other process stops, so systemd does not retry it.
+    """
+
+
 class FatalError(PolydError):
     """Something a human must fix (bad credentials, banned address, corrupt database).
 
