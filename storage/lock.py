@@ -100,7 +100,6 @@ class FileLock:
         except OSError as e:  # the lock holds anyway; only the refusal's message loses the pid
             log.warning("lock_pid_not_written", path=str(self.path), error=e.strerror)
         self._fd = fd
-        log.debug("writer_lock_taken", path=str(self.path), pid=os.getpid())
 
     async def release(self) -> None:
         fd, self._fd = self._fd, None
