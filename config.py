@@ -7,6 +7,7 @@ one line per problem, none of which echoes a value (so no secret can leak throug
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -357,12 +358,19 @@ def load_document(path: Path, *, setting: str, fmt: Literal["toml", "json"]) -> 
     """
     text = read_text_file(path, setting=setting)
     where = f"{setting} {clip(str(path))}"
-    too_deep = False
+    # Counted before decoding: the decoders recurse once per level, so a 100,000-deep file
+    # would take them to the interpreter's recursion limit (or, with a raised limit, past the
+    # C stack). The count is loose (table headers, strings it cannot see into); the exact
+    # check runs on the decoded document below.
+    too_deep = _bracket_depth(text, fmt) > 4 * MAX_NESTING
     data: Any = None
     try:
-        data = (
-            tomllib.loads(text) if fmt == "toml" else json.loads(text, parse_constant=_no_constant)
-        )
+        if not too_deep:
+            data = (
+                tomllib.loads(text)
+                if fmt == "toml"
+                else json.loads(text, parse_constant=_no_constant)
+            )
     except RecursionError:  # the decoder's own stack gave out: far deeper than allowed
         too_deep = True
     except ValueError as e:  # TOML/JSON syntax, an integer of thousands of digits, NaN in JSON
@@ -370,6 +378,27 @@ def load_document(path: Path, *, setting: str, fmt: Literal["toml", "json"]) -> 
     if too_deep or _too_deep(data):
         raise ConfigError([f"{where}: nests tables or lists more than {MAX_NESTING} deep"])
     return data
+
+
+# Strings and comments, whose brackets do not nest: TOML's four kinds of string and its
+# comments; JSON's one kind of string. A string left open runs to the end of its line (or, for
+# a multi-line one, of the text), as it would for the decoder, which stops there; that also
+# keeps the scan linear on any input.
+_TOML_OPAQUE = re.compile(
+    r'"""[\s\S]*?(?:"""|\Z)'
+    r"|'''[\s\S]*?(?:'''|\Z)"
+    r'|"(?:[^"\\\n]|\\.)*"?'
+    r"|'[^'\n]*'?"
+    r"|#[^\n]*"
+)
+_JSON_OPAQUE = re.compile(r'"(?:[^"\\]|\\.)*"?')
+
+
+def _bracket_depth(text: str, fmt: Literal["toml", "json"]) -> int:
+    """The deepest nesting of `[`/`{` outside strings and comments."""
+    bare = (_TOML_OPAQUE if fmt == "toml" else _JSON_OPAQUE).sub("", text)
+    steps = (1 if c in "[{" else -1 for c in bare if c in "[]{}")
+    return max(itertools.accumulate(steps, initial=0))
 
 
 def _too_deep(data: Any) -> bool:

@@ -39,7 +39,8 @@ def test_second_daemon_exits_3_naming_the_holder_and_the_first_keeps_trading(
     tmp_path: Path,
 ) -> None:
     with SimProcess(workdir=tmp_path, seed=11) as sim:
-        first = DaemonProcess(sim, tmp_path, name="first", **sniper_rules(sim, tmp_path))
+        rules = sniper_rules(sim, tmp_path)
+        first = DaemonProcess(sim, tmp_path, name="first", extra=rules)
         # The same settings (key, database) on another port: the second daemon.
         second = DaemonProcess(
             sim,
@@ -47,8 +48,7 @@ def test_second_daemon_exits_3_naming_the_holder_and_the_first_keeps_trading(
             name="second",
             private_key=first.private_key,
             collateral=None,
-            db_path=first.db_path,
-            **sniper_rules(sim, tmp_path),
+            extra={**rules, "db_path": first.db_path},
         )
         second.db_path = first.db_path
         try:
