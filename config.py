@@ -447,7 +447,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
 
     Raise ConfigError with one line per problem. Tests pass `env_file=None` and overrides only.
     The settings file must be a readable UTF-8 text file of at most `MAX_FILE_BYTES` (it may be
-    empty); only the default `.env` may be missing.
+    empty); only one named `.env` (the default) may be missing.
     """
     if env_file is not None:
         path = Path(env_file)
