@@ -20,6 +20,7 @@ from observability.metrics import Metrics
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
+from storage.lock import writer_lock
 from venue.data_api import DataApiBudget
 from venue.parse import MalformedLog
 from wiring.stage import Step
@@ -169,10 +170,19 @@ async def build_shared(
 ) -> Shared:
     """Open storage and build the venue budget and the HTTP session (call inside the loop).
 
-    Storage's closer comes first in `closers`, so, closed in reverse, it closes last.
+    Storage's closers come first in `closers`, so, closed in reverse, the database closes last
+    but for its writer lock, which is released after it.
     """
     clock = clock or SystemClock()
-    db = await open_storage(settings, metrics)
+    # One writer per database: the lock comes before the database is opened or migrated, so a
+    # second daemon on the same file stops here (AlreadyRunning, exit 3) having touched nothing.
+    lock = writer_lock(settings.db_path)
+    await lock.acquire()
+    try:
+        db = await open_storage(settings, metrics)
+    except BaseException:
+        await lock.release()
+        raise
     shared = Shared(
         settings=settings,
         redactor=redactor,
@@ -183,6 +193,7 @@ async def build_shared(
         budget=venue_budget(settings, clock=clock, metrics=metrics),
         http=http_session(),
     )
+    shared.closers.append(("storage:lock", lock.release))
     shared.closers.append(("storage", db.close))
     shared.closers.append(("http", shared.http.close))
     return shared
