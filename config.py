@@ -9,12 +9,15 @@ configuration raises `ConfigError` carrying one line per problem, none of which 
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import stat
+import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -180,6 +183,10 @@ class Settings(BaseSettings):
     feed_ping_interval_s: float = Field(default=10.0, gt=0, le=60)
     feed_stale_after_s: float = Field(default=15.0, gt=0, le=600)
     feed_shard_size: int = Field(default=200, ge=1, le=500)
+    # The user websocket: a PING unanswered this long, or no frame at all (PONGs included) for
+    # USER_FEED_STALE_AFTER_S, makes /health degraded and the socket reconnect and reconcile.
+    user_feed_pong_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    user_feed_stale_after_s: float = Field(default=30.0, gt=0, le=600)
     discovery_interval_s: float = Field(default=60.0, gt=0, le=86_400)
     # How often Gamma is asked whether the markets we hold or trade resolved.
     resolution_poll_s: float = Field(default=60.0, gt=0, le=86_400)
@@ -258,6 +265,9 @@ class Settings(BaseSettings):
             and self.order_resend_window_s >= self.order_lookup_grace_s
         ):
             problems.append("ORDER_RESEND_WINDOW_S: must be less than ORDER_LOOKUP_GRACE_S")
+        if self.user_feed_stale_after_s <= self.feed_ping_interval_s:
+            # On a quiet account PONGs are the user channel's only traffic, one per ping.
+            problems.append("USER_FEED_STALE_AFTER_S: must be greater than FEED_PING_INTERVAL_S")
         if self.otel_exporter_otlp_headers is not None:
             try:
                 self.otel_headers()
@@ -357,6 +367,132 @@ class Settings(BaseSettings):
         return found
 
 
+# --------------------------------------------------------------------------------------------
+# Files the operator writes (the settings file, strategy rules)
+# --------------------------------------------------------------------------------------------
+
+MAX_FILE_BYTES: Final = 1 << 20
+"""The largest settings or rules file read (1 MiB; a real one is a few KiB)."""
+MAX_NESTING: Final = 32
+"""The deepest nesting of tables and lists a rules file may have (a real one has 4 or 5)."""
+MAX_ECHO: Final = 80
+"""At most this many characters of a file's content (or its path) are echoed in an error."""
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """`text` shortened to `limit` characters (an ellipsis marks the cut), on one line."""
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_text_file(path: Path, *, setting: str, allow_empty: bool = False) -> str:
+    """Read the operator's file `path` (named by `setting` in errors) as UTF-8 text.
+
+    Every way the file can be wrong is a `ConfigError` whose one line names `setting` and the
+    file: missing, a folder or a device rather than a file, unreadable, over `MAX_FILE_BYTES`
+    (only that much is ever read), empty (unless `allow_empty`), a NUL byte, not UTF-8.
+    """
+    where = f"{setting} {clip(str(path))}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError([f"{where}: no such file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{where}: cannot read it: {e.strerror or type(e).__name__}"]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError([f"{where}: is a folder, not a file"])
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device could block or never end
+        raise ConfigError([f"{where}: is not a regular file"])
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError([f"{where}: cannot read it: {e.strerror or type(e).__name__}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(
+            [f"{where}: is larger than {MAX_FILE_BYTES >> 20} MiB; is it the right file?"]
+        )
+    if not allow_empty and not raw.strip():
+        raise ConfigError([f"{where}: is empty"])
+    if (nul := raw.find(b"\0")) >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise ConfigError([f"{where}: has a NUL byte on line {line}; it is not a text file"])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            [f"{where}: is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line})"]
+        ) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def load_document(path: Path, *, setting: str, fmt: Literal["toml", "json"]) -> Any:
+    """Read `path` with `read_text_file` and decode it as TOML or JSON.
+
+    A file that does not decode, or nests deeper than `MAX_NESTING`, is a `ConfigError` naming
+    `setting` and the file, with at most `MAX_ECHO` characters of the decoder's message.
+    """
+    text = read_text_file(path, setting=setting)
+    where = f"{setting} {clip(str(path))}"
+    # Counted before decoding: the decoders recurse once per level, so a 100,000-deep file
+    # would take them to the interpreter's recursion limit (or, with a raised limit, past the
+    # C stack). The count is loose (table headers, strings it cannot see into); the exact
+    # check runs on the decoded document below.
+    too_deep = _bracket_depth(text, fmt) > 4 * MAX_NESTING
+    data: Any = None
+    try:
+        if not too_deep:
+            data = (
+                tomllib.loads(text)
+                if fmt == "toml"
+                else json.loads(text, parse_constant=_no_constant)
+            )
+    except RecursionError:  # the decoder's own stack gave out: far deeper than allowed
+        too_deep = True
+    except ValueError as e:  # TOML/JSON syntax, an integer of thousands of digits, NaN in JSON
+        raise ConfigError([f"{where}: is not valid {fmt.upper()}: {clip(str(e))}"]) from None
+    if too_deep or _too_deep(data):
+        raise ConfigError([f"{where}: nests tables or lists more than {MAX_NESTING} deep"])
+    return data
+
+
+# Strings and comments, whose brackets do not nest: TOML's four kinds of string and its
+# comments; JSON's one kind of string. A string left open runs to the end of its line (or, for
+# a multi-line one, of the text), as it would for the decoder, which stops there; that also
+# keeps the scan linear on any input.
+_TOML_OPAQUE = re.compile(
+    r'"""[\s\S]*?(?:"""|\Z)'
+    r"|'''[\s\S]*?(?:'''|\Z)"
+    r'|"(?:[^"\\\n]|\\.)*"?'
+    r"|'[^'\n]*'?"
+    r"|#[^\n]*"
+)
+_JSON_OPAQUE = re.compile(r'"(?:[^"\\]|\\.)*"?')
+
+
+def _bracket_depth(text: str, fmt: Literal["toml", "json"]) -> int:
+    """The deepest nesting of `[`/`{` outside strings and comments."""
+    bare = (_TOML_OPAQUE if fmt == "toml" else _JSON_OPAQUE).sub("", text)
+    steps = (1 if c in "[{" else -1 for c in bare if c in "[]{}")
+    return max(itertools.accumulate(steps, initial=0))
+
+
+def _too_deep(data: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= MAX_NESTING:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _db_folder_problems(db_path: Path) -> list[str]:
     folder = db_path.expanduser().resolve().parent
     probe = folder
@@ -390,7 +526,13 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
     """Build Settings from the environment, `env_file` (None for none) and explicit `overrides`.
 
     Raise ConfigError with one line per problem. Tests pass `env_file=None` and overrides only.
+    The settings file must be a readable UTF-8 text file of at most `MAX_FILE_BYTES` (it may be
+    empty); only one named `.env` (the default) may be missing.
     """
+    if env_file is not None:
+        path = Path(env_file)
+        if path.exists() or path.is_symlink() or path.name != ".env":
+            read_text_file(path, setting="settings file", allow_empty=True)
     try:
         return Settings(_env_file=env_file, **overrides)
     except ValidationError as e:

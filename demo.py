@@ -25,6 +25,7 @@ from eth_account import Account
 from config import Settings, load_settings
 from ledger_check import LedgerCheck, check
 from simulator import Simulator
+from storage.lock import FileLock
 from storage.reports import Reports
 
 DEMO_DIR = Path("data/demo")
@@ -223,15 +224,22 @@ async def prepared(workdir: Path = DEMO_DIR) -> AsyncIterator[Demo]:
     `workdir`, and yield the settings that point the daemon at it; stop the simulator on exit.
 
     Settings are never read from a `.env`: the demo must never pick up a real key. A bad
-    setting raises `ConfigError`.
+    setting raises `ConfigError`; another demo running in `workdir`, `AlreadyRunning`.
     """
     account = Account.create()
     key_hex = "0x" + bytes(account.key).hex()
-    _fresh_dir(workdir)
-    async with Simulator(seed=DEMO_SEED, scenario="demo") as sim:
-        sim.fund(account.address, collateral=DEMO_COLLATERAL)
-        settings = _settings(demo_overrides(sim, key_hex, workdir))
-        yield Demo(sim=sim, wallet=account.address, settings=settings)
+    # `workdir` is wiped and reused: a second demo from the same checkout is refused (exit 3)
+    # before it wipes the running one's database.
+    lock = FileLock(workdir, what="the demo folder", hint="one demo at a time per folder")
+    await lock.acquire()
+    try:
+        _fresh_dir(workdir)
+        async with Simulator(seed=DEMO_SEED, scenario="demo") as sim:
+            sim.fund(account.address, collateral=DEMO_COLLATERAL)
+            settings = _settings(demo_overrides(sim, key_hex, workdir))
+            yield Demo(sim=sim, wallet=account.address, settings=settings)
+    finally:
+        await lock.release()
 
 
 def _fresh_dir(workdir: Path) -> None:

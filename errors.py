@@ -27,11 +27,31 @@ class ConfigError(PolydError):
     """Settings are invalid. The daemon refuses to start and exits with code 2.
 
     `problems` holds one human-readable line per problem; none of them contains a secret value.
+    However hostile the input, what is kept is bounded: each line is cut at `MAX_LINE`
+    characters, and past `MAX_LINES` lines a last one says how many were left out.
     """
 
+    MAX_LINE = 300
+    MAX_LINES = 50
+
     def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
+        # Up to MAX_LINES + 1 lines pass as they are, so bounded problems bound again unchanged.
+        shown = problems if len(problems) <= self.MAX_LINES + 1 else problems[: self.MAX_LINES]
+        lines = [" ".join(p.splitlines()) for p in shown]
+        lines = [p if len(p) <= self.MAX_LINE else p[: self.MAX_LINE - 1] + "…" for p in lines]
+        if len(shown) < len(problems):
+            lines.append(f"({len(problems) - len(shown)} more problems not shown)")
+        self.problems = lines
         super().__init__("; ".join(self.problems) if self.problems else "invalid configuration")
+
+
+class AlreadyRunning(PolydError):
+    """Another process holds what a daemon must have alone: its database's writer lock (another
+    daemon runs on the same database) or its sidecar's address (`HTTP_HOST:HTTP_PORT`).
+
+    The daemon exits at once with code 3 and one line saying which and who; it writes nothing.
+    Restarting cannot help until the other process stops, so systemd does not retry it.
+    """
 
 
 class FatalError(PolydError):

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +63,7 @@ from observability.tracing import Tracing, traced_order
 from resilience import BreakerState, CircuitBreaker, Clock, RetryPolicy
 from resilience.retry import retry_call
 from storage import Repositories
+from storage.journal import StateWrite
 
 log = structlog.get_logger("executor")
 T = TypeVar("T")
@@ -83,6 +84,7 @@ class ExecutorConfig:
     delayed_margin_s: float = 5.0
     daily_loss_limit: Decimal = Decimal("100")
     daily_loss_warn_fraction: float = 0.8
+    tracing: Tracing = field(default_factory=Tracing)  # off unless the settings turn it on
 
 
 def _log_abandoned_failure(task: asyncio.Future[Any]) -> None:
@@ -111,9 +113,8 @@ class Executor:
         retry_policy: RetryPolicy,
         clock: Clock,
         config: ExecutorConfig,
-        tracing: Tracing | None = None,
     ) -> None:
-        self.tracing = tracing or Tracing()
+        self.tracing = config.tracing
         self.repos = repos
         self.broker = broker
         self.rules = rules
@@ -230,12 +231,12 @@ class Executor:
 
     # --- submission ---
     @traced_order
-    async def submit(self, request: OrderRequest) -> OrderResult:
-        """OrderSink: validate, journal, send and return the outcome of `request`.
-
-        From the PENDING write on, the submission runs as a task the executor owns: a caller
-        cancelled meanwhile (its strategy stopping on SIGTERM) stops waiting, but the order is
-        still sent and settled, and `drain()` waits for it.
+    async def submit(self, request: OrderRequest, *, also: StateWrite | None = None) -> OrderResult:
+        """OrderSink: validate, journal, send and return the outcome of `request`; `also` (the
+        strategy state the order uses) commits with its PENDING row. From the PENDING write on,
+        the submission runs as a task the executor owns: a caller cancelled meanwhile (its
+        strategy stopping on SIGTERM) stops waiting, but the order is still sent and settled,
+        and `drain()` waits for it.
         """
         self._enter()
         started = time.perf_counter()
@@ -254,9 +255,8 @@ class Executor:
             self.tracker.set_sending(coid, False)
             self._leave()
 
-        task = self._own(
-            self._journal_and_send(admitted, started), name=f"executor:submit:{coid}", done=done
-        )
+        sending = self._journal_and_send(admitted, started, also)
+        task = self._own(sending, name=f"executor:submit:{coid}", done=done)
         return await reprice_once(
             request, await self._await_owned(task, coid), self.rules, self.submit
         )
@@ -363,12 +363,14 @@ class Executor:
         self.tracker.admit(prepared)
         return prepared
 
-    async def _journal_pending(self, prepared: Prepared) -> None:
-        await self.tracker.journal_pending(prepared)
+    async def _journal_pending(self, prepared: Prepared, also: StateWrite | None = None) -> None:
+        await self.tracker.journal_pending(prepared, also=also)
 
-    async def _journal_and_send(self, prepared: Prepared, started: float) -> OrderResult:
+    async def _journal_and_send(
+        self, prepared: Prepared, started: float, also: StateWrite | None
+    ) -> OrderResult:
         req = prepared.request
-        await self._journal_pending(prepared)
+        await self._journal_pending(prepared, also)
         if not self.tracing.call("breaker", self.breaker.allow, state=self.breaker.state.name):
             return await self.settle.rejected(
                 req, RefusalSource.BREAKER, f"circuit breaker {self.breaker.state}: venue failing"

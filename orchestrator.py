@@ -3,12 +3,13 @@
 Folds the stages that `wiring/` builds from one `Settings` into one life cycle, owns every
 long-lived task in a TaskGroup, and runs them in this order:
 
-start: settings -> logging -> metrics -> storage (open, migrate) -> venue -> reconcile -> executor
-       -> sidecar -> feeds -> strategies   (/health says "starting" until reconcile is done)
+start: settings -> logging -> metrics -> storage (writer lock, open, migrate) -> sidecar -> venue
+       -> reconcile -> executor -> feeds -> strategies   (/health says "starting" until then)
 stop:  strategies -> executor drain (+ cancel resting orders if configured) -> feeds -> sidecar
        -> storage, each step under a deadline. SIGTERM/SIGINT only *ask* for this.
 
-Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad configuration.
+Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad configuration or rules, 3 another process
+holds the database (another daemon) or the sidecar's address.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from config import Settings, env_file_warnings, load_settings
-from errors import ConfigError, FatalError
+from errors import AlreadyRunning, ConfigError, FatalError
 from observability.health import CheckResult
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
-from observability.notify import Notifier, TradingWatch
+from observability.notify import Notifier
 from observability.sidecar import Health, Phase, Sidecar
 from observability.systemd import SystemdNotifier
 from resilience.backoff import Backoff
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # built lazily: the venue SDK loads only when trading is buil
     from venue.order_book import BookStore
 
 VERSION = "0.1.0"
-EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FATAL, EXIT_CONFIG, EXIT_IN_USE = 0, 1, 2, 3
 
 log = structlog.get_logger("orchestrator")
 
@@ -278,10 +279,13 @@ class Daemon:
                 finally:
                     watchdog.cancel()
         except Exception as e:  # the process boundary: a fatal error ends the run with exit 1
+            if busy := [x for x in _leaves(e) if isinstance(x, AlreadyRunning)]:
+                log.error("already_running", error=str(busy[0]))  # one line, no traceback
+                return EXIT_IN_USE
             bad_config = [x for x in _leaves(e) if isinstance(x, ConfigError)]
-            if bad_config:  # e.g. a strategy's rules file, read at start-up
-                for bad in bad_config:
-                    log.error("config_error", problems=bad.problems)
+            if bad_config:  # e.g. a strategy's rules file, read at start-up: a line a problem
+                for problem in (p for bad in bad_config for p in bad.problems):
+                    log.error("config_error", problem=problem)
                 return EXIT_CONFIG
             for exc in _leaves(e):
                 if isinstance(exc, FatalError):
@@ -345,15 +349,10 @@ class Daemon:
         # Building and reconciling can outlast the probe's staleness limit, and its loop starts
         # with the services: ping once more so /health reads a fresh answer when it turns ok.
         await probe.ping()
-        # Both run without a webhook too (idle), so a reload can set one.
-        watch = TradingWatch(
-            notifier=notifier,
-            metrics=ctx.metrics,
+        ctx.services += notifier.services(
             warn_fraction=s.risk_daily_loss_warn_fraction,
             reason=lambda: ctx.executor.state_reason if ctx.executor is not None else "",
         )
-        ctx.services.append(("notify", notifier.run))
-        ctx.services.append(("notify:watch", watch.run))
         self.reloads.start(ctx)
         ctx.health.phase = Phase.RUNNING
         ctx.metrics.ready.set(1)
@@ -558,10 +557,11 @@ def run_demo(*, duration_s: float | None = None) -> int:
     try:
         return asyncio.run(_demo(duration_s))
     except ConfigError as e:
-        print("polyd: demo configuration error:", file=sys.stderr)
-        for line in e.problems:
-            print(f"  {line}", file=sys.stderr)
+        _print_config_error(e)
         return EXIT_CONFIG
+    except AlreadyRunning as e:  # another demo is running from this checkout
+        print(f"polyd: {e}", file=sys.stderr)
+        return EXIT_IN_USE
 
 
 async def _demo(duration_s: float | None) -> int:

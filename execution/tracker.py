@@ -24,7 +24,7 @@ from models import OrderRequest, OrderStatus
 from observability.metrics import Metrics
 from observability.tracing import Tracing
 from resilience import Backoff
-from storage.journal import JournalRow, OrderJournal
+from storage.journal import JournalRow, OrderJournal, StateWrite
 
 log = structlog.get_logger("executor")
 
@@ -99,8 +99,9 @@ class OrderTracker:
         self._orders.pop(client_order_id, None)
         self._lookups.pop(client_order_id, None)
 
-    async def journal_pending(self, prepared: Prepared) -> None:
-        """Write the PENDING row (with the signed order) durably, then track it as open."""
+    async def journal_pending(self, prepared: Prepared, *, also: StateWrite | None = None) -> None:
+        """Write the PENDING row (with the signed order, and `also` in the same transaction)
+        durably, then track it as open."""
         req = prepared.request
         # Fills from the user feed name the venue's order id: link them to this order's trace.
         self._tracing.remember_order(prepared.venue_order_id)
@@ -113,6 +114,7 @@ class OrderTracker:
                     payload_hash=prepared.payload_hash,
                     signed_order=prepared.signed_order,
                     audit=("order_journaled", {"venue_order_id": prepared.venue_order_id}),
+                    also=also,
                 )
         except StorageError:
             self._storage_failed("storage_failed_halting", client_order_id=req.client_order_id)

@@ -187,7 +187,11 @@ class Metrics:
             registry=r,
         )
         self.feed_malformed_total = Counter(
-            "polyd_feed_malformed_total", "Frames that could not be parsed", ["feed"], registry=r
+            "polyd_feed_malformed_total",
+            "Venue input that could not be parsed or was out of bounds, by source "
+            "(market, user, rest, data_api, gamma)",
+            ["feed"],
+            registry=r,
         )
         self.feed_reconnects_total = Counter(
             "polyd_feed_reconnects_total",

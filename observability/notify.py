@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -143,6 +143,17 @@ class Notifier:
             self._redactor.add(*secret_parts(raw))
         self._chat_id = settings.notify_telegram_chat_id
         self._min_interval_s = settings.notify_min_interval_s
+
+    def services(
+        self, *, warn_fraction: float, reason: Callable[[], str]
+    ) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """The daemon's notification tasks: the sender and a `TradingWatch` on its metrics.
+        Both run without a webhook too (idle), so a settings reload can set one."""
+        assert self._metrics is not None, "the daemon's notifier counts in its metrics"
+        watch = TradingWatch(
+            notifier=self, metrics=self._metrics, warn_fraction=warn_fraction, reason=reason
+        )
+        return [("notify", self.run), ("notify:watch", watch.run)]
 
     @property
     def pending(self) -> int:

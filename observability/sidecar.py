@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import hmac
 import inspect
 import time
@@ -21,6 +22,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from errors import AlreadyRunning, ConfigError
 from observability.health import CheckFn, CheckResult
 from observability.metrics import Metrics
 
@@ -128,15 +130,31 @@ class Sidecar:
         return self._token is not None
 
     async def start(self) -> None:
+        """Listen on `host:port`; raise `AlreadyRunning` if another process has that address,
+        `ConfigError` if this machine cannot listen there (unknown host, privileged port)."""
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise self._bind_error(e) from None
         self._runner = runner
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
         log.info("sidecar_listening", host=self._host, port=self.bound_port)
+
+    def _bind_error(self, e: OSError) -> Exception:
+        where = f"{self._host}:{self._port}"
+        if e.errno == errno.EADDRINUSE:
+            return AlreadyRunning(
+                f"the sidecar address {where} is in use by another process (another polyd?); "
+                "stop it, or set HTTP_PORT to a free port"
+            )
+        reason = e.strerror or type(e).__name__
+        return ConfigError([f"HTTP_HOST, HTTP_PORT: cannot listen on {where}: {reason}"])
 
     async def stop(self) -> None:
         if self._runner is not None:

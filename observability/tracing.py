@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, MutableMapping
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
@@ -39,6 +39,7 @@ MAX_REMEMBERED_ORDERS = 10_000
 Attr = str | bool | int | float
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 F = TypeVar("F")
 REFUSAL_SOURCES = frozenset(s.value for s in RefusalSource)
 
@@ -289,14 +290,14 @@ S = TypeVar("S", bound=_Traced)
 
 
 def traced_order(
-    submit: Callable[[S, R], Awaitable[T]],
-) -> Callable[[S, R], Coroutine[Any, Any, T]]:
+    submit: Callable[Concatenate[S, R, P], Awaitable[T]],
+) -> Callable[Concatenate[S, R, P], Coroutine[Any, Any, T]]:
     """Decorate an `OrderSink.submit` method: each call runs in its `execute_order` span."""
 
-    @functools.wraps(submit)
-    async def traced(self: S, request: R) -> T:
-        return await self.tracing.order(request, submit(self, request))
+    async def traced(self: S, request: R, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.tracing.order(request, submit(self, request, *args, **kwargs))
 
+    functools.update_wrapper(traced, submit)  # its name, docstring and signature
     return traced
 
 

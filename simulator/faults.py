@@ -9,9 +9,14 @@ Every fault is a plain dict with a `kind`, the same body `POST /_sim/fault` acce
     {"kind": "drop", "route": "POST /v1/heartbeats", "count": 2}
     {"kind": "engine_restart", "seconds": 2, "post_only_s": 5}
     {"kind": "ws_stall", "channel": "market", "seconds": 20}  (also ws_drop, ws_malformed+count)
+    {"kind": "ws_frame", "channel": "market", "frame": "{\"event_type\": \"book\", ...}"}
     {"kind": "data_api", "status": 500, "count": 2}
     {"kind": "data_api_garbage", "count": 1}
     {"kind": "clear"}
+
+`ws_frame` sends `frame` (text, as given) once to every open connection of `channel`: a hostile
+or out-of-bounds frame a test writes itself (an ask of size `1e308`), where `ws_malformed` sends
+the simulator's own garbage.
 
 `route` is `"METHOD /path"` (path without query), `"* /path"`, or `"*"`. `count` defaults to 1.
 
@@ -68,6 +73,7 @@ KINDS = frozenset(
         "ws_drop",
         "ws_stall",
         "ws_malformed",
+        "ws_frame",
         "data_api",
         "data_api_garbage",
         "clear",

@@ -392,6 +392,12 @@ class Simulator(Venue):
         for hub in self._hubs(channel):
             hub.malformed(count)
 
+    def send_raw_frame(self, channel: str, frame: bytes) -> None:
+        """Send `frame` as it is, once, on every connection of `channel`."""
+        for hub in self._hubs(channel):
+            for c in hub.conns:
+                c.push_frame(frame)
+
     def _hubs(self, channel: str) -> list[Hub]:
         if channel == "market":
             return [self.market_hub]

@@ -52,6 +52,10 @@ class Server(Protocol):
         """Apply a websocket fault (`ws_drop`, `ws_stall`, `ws_malformed`) on `channel`."""
         ...
 
+    def send_raw_frame(self, channel: str, frame: bytes) -> None:
+        """Send `frame` as it is, once, on every connection of `channel` (`ws_frame`)."""
+        ...
+
 
 class VenueSink(Sink):
     """The engine's sink, plus the refusals the order routes report that the engine never sees."""
@@ -361,13 +365,24 @@ class Venue:
     def _expire(self, order_id: str) -> None:
         self.engine.cancel(order_id)
 
-    def trade_as(self, wallet: str, token_id: str, side: str, price: Decimal, size: Decimal) -> str:
-        """Record a scripted wallet's trade (Data API + `last_trade_price`); returns its tx hash."""
+    def trade_as(
+        self,
+        wallet: str,
+        token_id: str,
+        side: str,
+        price: Decimal,
+        size: Decimal,
+        *,
+        at: int | None = None,
+    ) -> str:
+        """Record a scripted wallet's trade (Data API + `last_trade_price`); returns its tx hash.
+
+        `at` backdates it (unix seconds): a wallet's history from before a follower started."""
         m = self._market_of_token[token_id]
         tx = self.engine.new_hash()
         price, size = Decimal(price), Decimal(size)
         self.data_rows.append(
-            DataRow(wallet, side, token_id, m, size, price, int(time.time()), tx, True)
+            DataRow(wallet, side, token_id, m, size, price, at or int(time.time()), tx, True)
         )
         m.books[token_id].last_trade_price = price
         m.volume += price * size
@@ -458,6 +473,11 @@ class Venue:
         elif kind in ("ws_drop", "ws_stall", "ws_malformed"):
             channel = str(spec.get("channel", "all"))
             self.server.ws_fault(kind, channel, seconds, int(spec.get("count", 5)))
+        elif kind == "ws_frame":
+            frame = spec.get("frame")
+            if not isinstance(frame, str):
+                raise ValueError("ws_frame needs `frame`: the text to send")
+            self.server.send_raw_frame(str(spec.get("channel", "all")), frame.encode())
 
     async def apply_fault(self, spec: dict[str, Any]) -> None:
         self.apply_fault_sync(spec)

@@ -51,6 +51,33 @@ class CopyIntentRepository:
         )
         return int(r[0]) if r else None
 
+    async def start_following(
+        self, wallet: str, *, cursor: int, seen: Iterable[str], audit: Audit
+    ) -> bool:
+        """First start for `wallet`: mark `seen` (its existing trades) handled and set its
+        cursor, with the audit entry, atomically. Return False (writing nothing) if the wallet
+        has a cursor already (started before)."""
+        source = self.source(wallet)
+        ts = now_iso()
+        keys = list(seen)
+
+        def job(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO cursors (source, value, updated_at) VALUES (?,?,?)",
+                (source, str(cursor), ts),
+            )
+            if cur.rowcount == 0:
+                return False
+            c.executemany(
+                "INSERT OR IGNORE INTO seen_ids (source, id, seen_at) VALUES (?,?,?)",
+                [(source, k, ts) for k in keys],
+            )
+            append_audit(c, audit[0], audit[1], strategy=COPY_STRATEGY)
+            return True
+
+        result: bool = await self._db.write(job)
+        return result
+
     async def seen_among(self, wallet: str, keys: Iterable[str]) -> set[str]:
         """Return which of `keys` (leader trade dedupe keys) were handled already."""
         return await CursorRepository(db=self._db).seen_among(self.source(wallet), keys)

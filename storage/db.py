@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import structlog
 
-from errors import IllegalTransition, StorageError
+from errors import FatalError, IllegalTransition, StorageError
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -107,14 +107,22 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn = conn
-        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
-        if self.path != Path(":memory:") and (mode is None or str(mode[0]).lower() != "wal"):
-            raise StorageError(f"could not enable WAL on {self.path}")
-        await conn.execute("PRAGMA synchronous = FULL")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        conn.row_factory = sqlite3.Row
-        await self._migrate()
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+            if self.path != Path(":memory:") and (mode is None or str(mode[0]).lower() != "wal"):
+                raise StorageError(f"could not enable WAL on {self.path}")
+            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            conn.row_factory = sqlite3.Row
+            await self._migrate()
+        except BaseException as e:
+            # The connection's thread would keep the process alive after the error.
+            self._conn = None
+            await conn.close()
+            if isinstance(e, sqlite3.DatabaseError):  # e.g. "file is not a database"
+                raise FatalError(f"cannot open the database {self.path}: {e}") from None
+            raise
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="storage:writer")
 

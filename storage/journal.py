@@ -7,6 +7,7 @@ audit entry are written in one transaction.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -102,6 +103,12 @@ _ORDER_UPDATE_SQL = (
 )
 
 
+StateWrite = Callable[[sqlite3.Connection], None]
+"""A write that commits in the same transaction as an order's PENDING row: the strategy state
+the order consumes (a sniper entry, a take-profit that is now sent). Built by the repository
+that owns the state (`storage.strategy_state`), never by a strategy."""
+
+
 class OrderNotFound(StorageError):
     """A transition named a client order id the journal has never seen."""
 
@@ -122,11 +129,14 @@ class OrderJournal:
         signed_order: str | None = None,
         detail: str = "",
         audit: Audit | None = None,
+        also: StateWrite | None = None,
     ) -> None:
         """Insert a new order row (PENDING before sending; REJECTED for a local refusal).
 
         `signed_order` is the signed order as the broker can re-send it (JSON, no credential,
-        no API key id), so reconciliation can re-send the identical order.
+        no API key id), so reconciliation can re-send the identical order. `also` runs in the
+        same transaction: the row and the strategy state it consumes commit together or not at
+        all.
         """
         ts = now_iso()
         # Parameters are built here, on the event loop: the job on the database thread then
@@ -162,6 +172,8 @@ class OrderJournal:
             c.execute(_ORDER_INSERT_SQL, params)
             if audit_params is not None:
                 c.execute(AUDIT_SQL, audit_params)
+            if also is not None:
+                also(c)
 
         await self._db.write(job)
 

@@ -2,8 +2,9 @@
 
 Each repository lives in the module that owns its tables: `storage.journal` (orders),
 `storage.fills` (fills and positions), `storage.cursors` (cursors and seen ids),
-`storage.audit` (the audit log), `storage.state` (daemon key/value state) and
-`storage.copy_intents` (the copy trader's ledger).
+`storage.audit` (the audit log), `storage.state` (daemon key/value state),
+`storage.copy_intents` (the copy trader's ledger) and `storage.strategy_state` (the sniper's
+durable slots and take-profits).
 
 Every write goes through `Database.write`, so it is durable when the await returns. Writes that
 must be atomic together (a fill and the position it moves; a transition and its audit entry) run
@@ -21,6 +22,7 @@ from storage.db import Database
 from storage.fills import FillRepository
 from storage.journal import NON_TERMINAL_SQL, JournalRow, OrderEvent, OrderJournal, OrderNotFound
 from storage.state import StateRepository
+from storage.strategy_state import SniperStateRepository
 
 __all__ = [
     "COPY_STRATEGY",
@@ -37,6 +39,7 @@ __all__ = [
     "OrderJournal",
     "OrderNotFound",
     "Repositories",
+    "SniperStateRepository",
     "StateRepository",
     "now_iso",
 ]
@@ -53,6 +56,7 @@ class Repositories:
     audit: AuditLog
     state: StateRepository
     copy_intents: CopyIntentRepository
+    sniper_state: SniperStateRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -64,4 +68,5 @@ class Repositories:
             audit=AuditLog(db=db),
             state=StateRepository(db=db),
             copy_intents=CopyIntentRepository(db=db),
+            sniper_state=SniperStateRepository(db=db),
         )

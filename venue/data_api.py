@@ -63,6 +63,9 @@ ROW_SKIP_REASONS: Final = frozenset(
     }
 )
 
+_MALFORMED_REASONS: Final = frozenset({"bad_number", "out_of_range"})
+"""Row skips that are malformed numbers (counted in `polyd_feed_malformed_total`)."""
+
 ErrorHook = Callable[[str], None]
 """Called as `hook(kind)` for each failed call or skipped row (kind: a short fixed label)."""
 
@@ -163,6 +166,19 @@ def to_decimal(value: Any, *, what: str = "number") -> Decimal:
     return d.quantize(Decimal(1)) if isinstance(exp, int) and exp > 0 else d
 
 
+def _bounded(value: Any, what: str, check: Callable[..., Decimal]) -> Decimal:
+    """`value` through `venue.parse`'s bounds (`parse.size` or `parse.price`), then at the Data
+    API's 6 decimals. A number outside the bounds (NaN, an infinity, a negative size, a size
+    above `parse.MAX_SHARES`, a price outside [0, 1]) is `RowError("out_of_range")`."""
+    try:
+        check(value, what=what)
+    except parse.OutOfBounds as e:
+        raise RowError("out_of_range", str(e)) from None
+    except Unreadable:
+        raise RowError("bad_number", what) from None
+    return to_decimal(value, what=what)
+
+
 def _hex(value: Any, length: int, reason: str) -> str:
     v = value.lower() if isinstance(value, str) else ""
     if (
@@ -197,8 +213,8 @@ def parse_trade_row(row: Any) -> LeaderTrade:
         side = Side(str(side_raw).upper())
     except ValueError:
         raise RowError("bad_side", str(side_raw)[:16]) from None
-    size = to_decimal(_first(row, "size"), what="size")
-    price = to_decimal(_first(row, "price"), what="price")
+    size = _bounded(_first(row, "size"), "size", parse.size)
+    price = _bounded(_first(row, "price"), "price", parse.price)
     if size <= 0 or not Decimal(0) < price < Decimal(1):
         raise RowError("out_of_range", f"size={size} price={price}")
     ts_raw = _first(row, "timestamp")
@@ -239,11 +255,9 @@ def parse_position_row(row: Any) -> LeaderPosition:
         condition_id = validate_condition_id(_first(row, "conditionId", "condition_id"))
     except ValueError:
         raise RowError("bad_condition_id") from None
-    size = to_decimal(_first(row, "size", "current_size"), what="size")
-    if size < 0:
-        raise RowError("out_of_range", f"size={size}")
+    size = _bounded(_first(row, "size", "current_size"), "size", parse.size)
     avg_raw = row.get("avgPrice", row.get("avg_price"))
-    avg = to_decimal(avg_raw, what="avg_price") if avg_raw is not None else None
+    avg = _bounded(avg_raw, "avg_price", parse.price) if avg_raw is not None else None
     return LeaderPosition(wallet, token_id, condition_id, size, avg)
 
 
@@ -345,6 +359,7 @@ class DataApiClient:
         page_size: int = 100,
         max_pages: int = 20,
         rng: random.Random | None = None,
+        malformed: parse.MalformedLog | None = None,
     ) -> None:
         if not 1 <= page_size <= 500:
             raise ValueError("page_size must be in [1, 500] (the /activity maximum)")
@@ -356,6 +371,8 @@ class DataApiClient:
         self._session = session
         self._owns_session = session is None
         self._on_error = on_error or (lambda kind: None)
+        self._malformed = malformed or parse.MalformedLog("data_api")
+        """Told of every row refused for a number out of bounds or unreadable."""
         self.page_size = page_size
         self.max_pages = max_pages
         self._rng = rng
@@ -447,6 +464,8 @@ class DataApiClient:
                     out.skipped.append((e.reason, str(e)))
                     if e.reason != "not_trade":
                         self._on_error(f"row_{e.reason}")
+                    if e.reason in _MALFORMED_REASONS:
+                        self._malformed(str(e), row)
             # A v1 page is a bare list: a full page may have more behind it. Garbage rows can
             # inflate a page, so count what the server sent, not what parsed.
             if not (has_more or len(rows) >= page_size):

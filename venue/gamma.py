@@ -88,8 +88,40 @@ class MarketRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class MalformedRow(FeedError):
+    """A Gamma row with a number outside `venue.parse`'s bounds: skipped, and counted as
+    malformed input (`polyd_feed_malformed_total{feed="gamma"}`)."""
+
+
+def _cumulative(raw: Any, *, what: str) -> Decimal:
+    return parse.size(raw, what=what, bound=parse.MAX_PUSD_CUMULATIVE)
+
+
+def _bounded(
+    row: Mapping[str, Any],
+    key: str,
+    check: Callable[..., Decimal],
+    *,
+    alias: str | None = None,
+) -> Decimal | None:
+    """`row[key]` (or `row[alias]`) through a `venue.parse` bound; None when absent or not a
+    number (the default applies); `MalformedRow` when outside the bound (NaN, 1e308, -1)."""
+    raw = row.get(key)
+    if raw is None and alias is not None:
+        raw, key = row.get(alias), alias
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        return check(raw, what=key)
+    except parse.OutOfBounds as e:
+        raise MalformedRow(str(e)) from None
+    except parse.Unreadable:
+        return None
+
+
 def parse_market(row: Mapping[str, Any]) -> MarketRow:
-    """Translate one Gamma `/markets` row; raise FeedError saying why it is unusable."""
+    """Translate one Gamma `/markets` row; raise FeedError saying why it is unusable
+    (`MalformedRow` for a number outside `venue.parse`'s bounds)."""
     if not isinstance(row, Mapping):
         raise FeedError("row is not an object")
     cid = row.get("conditionId")
@@ -104,8 +136,10 @@ def parse_market(row: Mapping[str, Any]) -> MarketRow:
         raise FeedError("no clobTokenIds (market has no order book)")
     if outcomes and len(outcomes) != len(tokens):
         raise FeedError("outcomes and clobTokenIds differ in length")
-    tick = parse.decimal_or_none(row.get("orderPriceMinTickSize"))
-    min_size = parse.decimal_or_none(row.get("orderMinSize"))
+    tick = _bounded(row, "orderPriceMinTickSize", parse.price)
+    min_size = _bounded(row, "orderMinSize", parse.size)
+    liquidity = _bounded(row, "liquidityNum", parse.pusd, alias="liquidity")
+    volume = _bounded(row, "volumeNum", _cumulative, alias="volume")
     fields: dict[str, Any] = {
         "condition_id": cid,
         "token_ids": tuple(tokens),
@@ -138,8 +172,8 @@ def parse_market(row: Mapping[str, Any]) -> MarketRow:
     return MarketRow(
         market=market,
         enable_order_book=parse.flag(row.get("enableOrderBook"), False),
-        liquidity=parse.decimal_or_none(row.get("liquidityNum", row.get("liquidity"))),
-        volume=parse.decimal_or_none(row.get("volumeNum", row.get("volume"))),
+        liquidity=liquidity,
+        volume=volume,
         tag_slugs=tag_slugs,
         raw_id=str(row.get("id", "")),
     )
@@ -156,8 +190,8 @@ def _fee_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     sched = row.get("feeSchedule")
     if enabled is not True or not isinstance(sched, Mapping):
         return {}
-    rate = parse.decimal_or_none(sched.get("rate"))
-    exponent = parse.decimal_or_none(sched.get("exponent"))
+    rate = _bounded(sched, "rate", parse.price)
+    exponent = _bounded(sched, "exponent", parse.size)
     taker_only = sched.get("takerOnly", True)
     if (
         rate is None
@@ -215,6 +249,7 @@ class GammaClient:
         page_size: int = PAGE_SIZE,
         max_pages: int = MAX_PAGES,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        malformed: parse.MalformedLog | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._session = session
@@ -225,6 +260,8 @@ class GammaClient:
         self._max_pages = max_pages
         self._now = now
         self.skipped = 0
+        self._malformed = malformed or parse.MalformedLog("gamma", metrics=metrics)
+        """Told of every row refused for a number out of bounds."""
 
     async def _get(self, path: str, params: list[tuple[str, str]], bucket: str) -> Any:
         if self._limiter is not None:
@@ -303,6 +340,8 @@ class GammaClient:
                 row = parse_market(r)
             except FeedError as e:
                 self._skip(1, str(e), gamma_id=str(r.get("id", ""))[:20])
+                if isinstance(e, MalformedRow):
+                    self._malformed(str(e), r)
                 continue
             if q.tags and not (set(q.tags) & set(row.tag_slugs)) and row.tag_slugs:
                 continue
@@ -367,8 +406,8 @@ def resolution_payouts(row: Mapping[str, Any]) -> dict[str, Decimal] | None:
         return None
     try:
         tokens = [str(t) for t in parse.json_list(row.get("clobTokenIds"), "clobTokenIds")]
-        prices = [Decimal(str(p)) for p in parse.json_list(row.get("outcomePrices"), "prices")]
-    except (ValueError, ArithmeticError):
+        prices = [parse.price(p) for p in parse.json_list(row.get("outcomePrices"), "prices")]
+    except (ValueError, ArithmeticError):  # parse.Unreadable included: NaN, 1.5, "1e999"
         return None
     if len(tokens) != 2 or len(prices) != 2 or sorted(prices) != [Decimal(0), Decimal(1)]:
         return None

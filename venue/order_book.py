@@ -25,43 +25,61 @@ import orjson
 from sortedcontainers import SortedDict
 
 from models import ONE, ZERO, Level
+from venue import parse
 
 BookListener = Callable[[Collection[str]], None]
 """Called with the token ids whose book changed (levels, usability or tick size)."""
 
-_BAD_NUMBER: Final = (InvalidOperation, TypeError, ValueError, AttributeError)
+
+_BAD_NUMBER: Final = (InvalidOperation, TypeError, ValueError)
+_TEXT_MAX: Final = parse.MAX_NUMBER_TEXT
+_SIZE_MAX: Final = parse.MAX_SHARES
+_ADJUSTED_MIN: Final = parse.MIN_ADJUSTED
 
 
 class BadLevel(ValueError):
-    """A price level that cannot be on a Polymarket book (bad number, price outside (0, 1))."""
+    """A price level that cannot be on a Polymarket book (bad number, price outside (0, 1), size
+    negative or above `venue.parse.MAX_SHARES`)."""
 
 
 def parse_price(raw: Any) -> Decimal:
-    """Return a price strictly inside (0, 1), from a decimal string (".48" is accepted)."""
+    """Return a price strictly inside (0, 1), from a decimal string (".48" is accepted).
+
+    The bounds are `venue.parse`'s (NaN, infinities and overlong text are refused too). The
+    common case is checked inline, this being the feed's hot path; anything it does not accept
+    goes through `venue.parse.price` for the verdict and its message."""
     if not isinstance(raw, str):
         raise BadLevel("price must be a string")
+    if len(raw) <= _TEXT_MAX:
+        try:
+            p = Decimal(raw)
+            if ZERO < p < ONE and p.adjusted() >= _ADJUSTED_MIN:
+                return p
+        except _BAD_NUMBER:
+            pass
     try:
-        p = Decimal(raw)
-        inside = ZERO < p < ONE
-    except _BAD_NUMBER:
-        raise BadLevel(f"price {raw[:40]!r} is not a number") from None
-    if not inside:
-        raise BadLevel(f"price {raw[:40]!r} outside (0, 1)")
-    return p
+        p = parse.price(raw)
+    except parse.Unreadable as e:
+        raise BadLevel(str(e)) from None
+    raise BadLevel(f"price {raw[:40]!r} outside (0, 1)")
 
 
 def parse_size(raw: Any) -> Decimal:
-    """Return a size >= 0 (0 removes a level), from a decimal string."""
+    """Return a size in [0, `venue.parse.MAX_SHARES`] (0 removes a level), from a decimal
+    string; the same fast path as `parse_price`."""
     if not isinstance(raw, str):
         raise BadLevel("size must be a string")
+    if len(raw) <= _TEXT_MAX:
+        try:
+            s = Decimal(raw)
+            if ZERO <= s <= _SIZE_MAX and (not s or s.adjusted() >= _ADJUSTED_MIN):
+                return s
+        except _BAD_NUMBER:
+            pass
     try:
-        s = Decimal(raw)
-        sound = s.is_finite() and s >= ZERO
-    except _BAD_NUMBER:
-        raise BadLevel(f"size {raw[:40]!r} is not a number") from None
-    if not sound:
-        raise BadLevel(f"size {raw[:40]!r} is negative or not finite")
-    return s
+        return parse.size(raw)
+    except parse.Unreadable as e:
+        raise BadLevel(str(e)) from None
 
 
 def parse_levels(raw: Any) -> dict[Decimal, Decimal]:

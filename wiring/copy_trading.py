@@ -57,6 +57,7 @@ def build_copy_trading(
         clock=shared.clock,
         session=shared.http,
         on_error=lambda kind: metrics.data_api_errors_total.labels(kind).inc(),
+        malformed=shared.malformed_log("data_api"),
     )
     stage.closers.append(("data_api", data_api.close))
     tags: TagIndex | None = None
@@ -71,6 +72,7 @@ def build_copy_trading(
             limiter=shared.budget.capped(TAG_INDEX_SHARE),
             metrics=metrics,
             timeout_s=s.http_timeout_s,
+            malformed=shared.malformed_log("gamma"),
         )
 
         async def tagged(tag: str) -> list[str]:

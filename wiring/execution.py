@@ -32,6 +32,7 @@ from resilience import CircuitBreaker, Clock, RateLimiter, RetryPolicy, SystemCl
 from storage import Repositories
 from venue.clob.broker import ClobBroker, build_client
 from venue.clob.public import PublicMarketMeta, RestBookSource
+from venue.parse import MalformedLog
 from venue.user_feed import UserFeed
 from wiring.shared import Shared, venue_limiter
 from wiring.stage import Control, Service, Stage, Step
@@ -136,6 +137,7 @@ async def build_execution(
         books=books,
         clock=shared.clock,
         limiter=shared.budget.limiter,
+        rest_malformed=shared.malformed_log("rest"),
         tracing=shared.tracing,
     )
     shared.credential_sinks.extend(stage.credential_sinks)
@@ -151,14 +153,18 @@ async def assemble(
     books: Callable[[], BookSource | None] = lambda: None,
     clock: Clock | None = None,
     limiter: RateLimiter | None = None,
+    rest_malformed: MalformedLog | None = None,
     tracing: Tracing | None = None,
 ) -> ExecutionStage:
     """Build the broker (paper or live), market rules, risk, executor and (live) user feed.
 
     `limiter` is the process's venue budget; without one (a test, a benchmark) the stage gets a
-    budget of its own.
+    budget of its own. `rest_malformed` counts REST answers refused for out-of-bound numbers.
     """
     clock = clock or SystemClock()
+    rest_malformed = rest_malformed or MalformedLog(
+        "rest", metrics=metrics, monotonic=clock.monotonic
+    )
     limiter = limiter or venue_limiter(s, clock=clock, metrics=metrics)
     closers: list[Step] = []
     services: list[Service] = []
@@ -197,18 +203,34 @@ async def assemble(
             http_threads=max(4, 2 * s.signer_threads),
             http_timeout_s=s.http_timeout_s,
             limiter=limiter,
+            malformed=rest_malformed,
             tracing=tracing,
         )
         broker = clob
         rules = MarketRules(source=clob)
-        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
+        rest_books = RestBookSource(
+            host=s.clob_host,
+            timeout_s=s.http_timeout_s,
+            limiter=limiter,
+            malformed=rest_malformed,
+        )
         closers.append(("clob", clob.close))
     else:
-        rest_books = RestBookSource(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
+        rest_books = RestBookSource(
+            host=s.clob_host,
+            timeout_s=s.http_timeout_s,
+            limiter=limiter,
+            malformed=rest_malformed,
+        )
         paper = PaperBroker(books=PreferredBooks(rest=rest_books, primary=books))
         broker = paper
         # Paper mode still follows the venue's rules, read from its public REST routes.
-        public = PublicMarketMeta(host=s.clob_host, timeout_s=s.http_timeout_s, limiter=limiter)
+        public = PublicMarketMeta(
+            host=s.clob_host,
+            timeout_s=s.http_timeout_s,
+            limiter=limiter,
+            malformed=rest_malformed,
+        )
         rules = MarketRules(source=public)
         closers.append(("market-meta", public.close))
         services.append(("paper", paper.run))
@@ -248,8 +270,8 @@ async def assemble(
             cancel_on_shutdown=s.cancel_on_shutdown,
             daily_loss_limit=s.risk_daily_loss_limit,
             daily_loss_warn_fraction=s.risk_daily_loss_warn_fraction,
+            tracing=tracing or Tracing(),
         ),
-        tracing=tracing,
     )
     executor_box.append(executor)
     await executor.start()
@@ -269,6 +291,9 @@ async def assemble(
             on_connected=executor.reconcile,
             metrics=metrics,
             ping_interval_s=s.feed_ping_interval_s,
+            pong_timeout_s=s.user_feed_pong_timeout_s,
+            stale_after_s=s.user_feed_stale_after_s,
+            clock=clock,
             tracing=tracing,
         )
         services.append(("feed:user", feed.run))

@@ -103,6 +103,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         ping_interval_s=s.feed_ping_interval_s,
         stale_after_s=s.feed_stale_after_s,
         clock=shared.clock,
+        rest_malformed=shared.malformed_log("rest"),
         tracing=shared.tracing,
     )
     stage = MarketDataStage(books=store, feed=feed)
@@ -114,6 +115,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         limiter=limiter,
         metrics=shared.metrics,
         timeout_s=s.http_timeout_s,
+        malformed=shared.malformed_log("gamma"),
     )
     stage.resolutions = build_resolutions(shared, execution, stage, gamma)
     if not rules:
@@ -125,6 +127,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         orders=executor,
         metrics=shared.metrics,
         fees=execution.rules.fee,
+        state=shared.repos.sniper_state,  # entries, cooldowns, take-profits survive restarts
         tracing=shared.tracing,
     )
     sniper.on_watch = lambda tokens: feed.watch("sniper", tokens)

@@ -23,7 +23,9 @@ from observability.tracing import Tracing
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
+from storage.lock import writer_lock
 from venue.data_api import DataApiBudget
+from venue.parse import MalformedLog
 from wiring.stage import Step
 
 # The one session replaces three (market data and Gamma tag listings with aiohttp's default pool
@@ -144,6 +146,17 @@ class Shared:
     tracing: Tracing = field(default_factory=Tracing)  # off unless settings turn it on
     # What takes rotated API credentials on a settings reload (the live broker, the user feed).
     credential_sinks: list[Any] = field(default_factory=list)
+    malformed: dict[str, MalformedLog] = field(default_factory=dict)
+    """One malformed-input log per source (`venue.parse.MALFORMED_SOURCES`), built on demand."""
+
+    def malformed_log(self, source: str) -> MalformedLog:
+        """The process's one `MalformedLog` for `source` (its log rate limit is per source)."""
+        log_ = self.malformed.get(source)
+        if log_ is None:
+            log_ = self.malformed[source] = MalformedLog(
+                source, metrics=self.metrics, monotonic=self.clock.monotonic
+            )
+        return log_
 
 
 async def open_storage(settings: Settings, metrics: Metrics) -> Database:
@@ -163,10 +176,19 @@ async def build_shared(
 ) -> Shared:
     """Open storage and build the venue budget and the HTTP session (call inside the loop).
 
-    Storage's closer comes first in `closers`, so, closed in reverse, it closes last.
+    Storage's closers come first in `closers`, so, closed in reverse, the database closes last
+    but for its writer lock, which is released after it.
     """
     clock = clock or SystemClock()
-    db = await open_storage(settings, metrics)
+    # One writer per database: the lock comes before the database is opened or migrated, so a
+    # second daemon on the same file stops here (AlreadyRunning, exit 3) having touched nothing.
+    lock = writer_lock(settings.db_path)
+    await lock.acquire()
+    try:
+        db = await open_storage(settings, metrics)
+    except BaseException:
+        await lock.release()
+        raise
     shared = Shared(
         settings=settings,
         redactor=redactor,
@@ -178,6 +200,7 @@ async def build_shared(
         http=http_session(),
         tracing=Tracing.from_settings(settings),
     )
+    shared.closers.append(("storage:lock", lock.release))
     shared.closers.append(("storage", db.close))
     if shared.tracing.enabled:
         tracing = shared.tracing

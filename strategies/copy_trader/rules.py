@@ -7,13 +7,11 @@ the field. Nothing here trades or keeps state.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -24,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from config import clip, load_document
 from errors import ConfigError
 from models import Side, _to_decimal
 
@@ -58,6 +57,10 @@ class WalletRule(BaseModel):
     max_slippage: Dec = Decimal("0.02")
     order_type: Literal["FAK", "FOK"] = "FAK"
     max_trade_age_s: float | None = Field(default=None, gt=0, le=86_400)
+    backfill_s: float = Field(default=0, ge=0, le=86_400, allow_inf_nan=False)
+    """On the first start for this wallet (no stored cursor), copy its trades of the last
+    `backfill_s` seconds; older ones are recorded as seen, never copied. 0 (the default): start
+    from now. At most the wallet's max trade age."""
     min_leader_notional: Dec = Decimal("0")
     poll_interval_s: float | None = Field(default=None, ge=0.1, le=3600)
     allow_slugs: frozenset[str] = frozenset()
@@ -123,6 +126,11 @@ class WalletRule(BaseModel):
             raise ValueError("percent_max_notional must be at least percent_min_notional")
         if not self.sides:
             raise ValueError("sides must name BUY, SELL or both")
+        if self.max_trade_age_s is not None and self.backfill_s > self.max_trade_age_s:
+            raise ValueError(
+                f"backfill_s ({self.backfill_s:g}) must be at most max_trade_age_s "
+                f"({self.max_trade_age_s:g}): older trades are never copied"
+            )
         return self
 
     @property
@@ -157,7 +165,8 @@ def parse_rules(data: Mapping[str, Any]) -> CopyRules:
         raise ConfigError(["COPY_RULES: the file must be a table/object with a `wallets` list"])
     unknown = set(data) - {"defaults", "wallets"}
     if unknown:
-        raise ConfigError([f"COPY_RULES: unknown top-level key(s): {', '.join(sorted(unknown))}"])
+        keys = clip(", ".join(sorted(map(str, unknown))))
+        raise ConfigError([f"COPY_RULES: unknown top-level key(s): {keys}"])
     defaults = data.get("defaults") or {}
     wallets = data.get("wallets") or []
     if not isinstance(defaults, Mapping) or not isinstance(wallets, list):
@@ -168,12 +177,12 @@ def parse_rules(data: Mapping[str, Any]) -> CopyRules:
         if not isinstance(raw, Mapping):
             problems.append(f"COPY_RULES wallets[{i}]: must be a table")
             continue
-        who = str(raw.get("label") or raw.get("address") or f"#{i}")
+        who = clip(str(raw.get("label") or raw.get("address") or f"#{i}"), 64)
         try:
             rules.append(WalletRule.model_validate({**defaults, **raw}))
         except ValidationError as e:
             for err in e.errors(include_input=False, include_url=False, include_context=False):
-                loc = ".".join(str(p) for p in err.get("loc", ())) or "(rule)"
+                loc = clip(".".join(str(p) for p in err.get("loc", ()))) or "(rule)"
                 msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
                 problems.append(f"COPY_RULES wallet {who} ({i}): {loc}: {msg}")
     if problems:
@@ -190,16 +199,20 @@ def parse_rules(data: Mapping[str, Any]) -> CopyRules:
 
 
 def load_rules(path: Path) -> CopyRules:
-    """Read and validate a TOML (`.toml`) or JSON rules file; raise ConfigError when bad."""
+    """Read and validate a JSON (`.json`) or TOML (any other name) rules file.
+
+    Raise ConfigError on any problem, one line each, every line naming the file: the file's
+    own problems (`config.load_document`: missing, a folder, unreadable, huge, empty, NUL
+    bytes, not UTF-8, not TOML/JSON, nested too deep) and each wallet's.
+    """
+    path = Path(path)
+    data = load_document(
+        path, setting="COPY_RULES_PATH", fmt="json" if path.suffix.lower() == ".json" else "toml"
+    )
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError([f"COPY_RULES_PATH: cannot read {path}: {e.strerror}"]) from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = orjson.loads(raw)
-        else:
-            data = tomllib.loads(raw.decode("utf-8"))
-    except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError([f"COPY_RULES_PATH: {path} is not valid TOML/JSON: {e}"]) from None
-    return parse_rules(data)
+        return parse_rules(data)
+    except ConfigError as e:
+        head = f"COPY_RULES_PATH {clip(str(path))}: "
+        raise ConfigError(
+            [head + line.removeprefix("COPY_RULES").lstrip(": ") for line in e.problems]
+        ) from None

@@ -64,6 +64,18 @@ class CopyLedger:
     async def cursor(self, wallet: str) -> int | None:
         return await self._store.cursor(wallet)
 
+    async def start_following(
+        self, wallet: str, *, cursor: int, existing: Iterable[LeaderTrade], detail: dict[str, Any]
+    ) -> bool:
+        """Record a new wallet's `existing` trades as seen (never copied) and its cursor, in one
+        write; False if the wallet had been started already."""
+        return await self._store.start_following(
+            wallet,
+            cursor=cursor,
+            seen=[t.dedupe_key for t in existing],
+            audit=("copy_wallet_started", {"wallet": wallet, **detail}),
+        )
+
     async def seen(self, wallet: str, trades: Iterable[LeaderTrade]) -> set[str]:
         """The dedupe keys of those `trades` handled already, under their key or the legacy
         key an earlier version recorded (`legacy_dedupe_key`)."""

@@ -1,8 +1,10 @@
 """The copy trader's loop: poll each followed wallet, decide every new trade, submit, settle.
 
-Per followed wallet, a task polls `/activity?type=TRADE` from a persisted high-water mark on a
-fixed-rate schedule (phases spread over the interval so wallets do not poll in lockstep), and
-every trade it has not handled before goes through the wallet's rule:
+Per followed wallet, a task first applies the start policy (`begin`: a wallet with no stored
+cursor starts from now, its existing trades recorded as seen and never copied, unless its rule
+asks for a bounded `backfill_s`), then polls `/activity?type=TRADE` from a persisted high-water
+mark on a fixed-rate schedule (phases spread over the interval so wallets do not poll in
+lockstep), and every trade it has not handled before goes through the wallet's rule:
 
     side -> age -> leader notional (entries) -> market allow/block -> sizing -> exposure
          -> limit price (leader +/- slippage, on the tick grid) -> book check -> minimum size
@@ -20,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -106,6 +108,16 @@ class CopyTrader:
         tracing: Tracing | None = None,
     ) -> None:
         self._tracing = tracing or Tracing()
+        for w in rules.active:
+            age = w.max_trade_age_s or max_trade_age_s
+            if w.backfill_s > age:
+                raise ConfigError(
+                    [
+                        f"COPY_RULES wallet {w.name}: backfill_s ({w.backfill_s:g}) must be at "
+                        f"most the max trade age ({age:g}s, COPY_MAX_TRADE_AGE_S unless the "
+                        "wallet sets max_trade_age_s)"
+                    ]
+                )
         if tags is None:
             tagged = [w.name for w in rules.active if w.allow_tags or w.block_tags]
             if tagged:
@@ -166,9 +178,13 @@ class CopyTrader:
         await self._ledger.prune(rule.address, older_than_s=max(86_400.0, 10 * self._age_of(rule)))
         await self._clock.sleep(phase)
         next_at = self._clock.monotonic()
+        started = False
         while True:
             delay = interval
             try:
+                if not started:
+                    await self.begin(rule)
+                    started = True
                 await self.poll_once(rule)
                 backoff.reset()
             except TransientError as e:
@@ -219,6 +235,40 @@ class CopyTrader:
             return 0
         await self._submit(intent)
         return 1
+
+    # -- start policy --------------------------------------------------------------------------
+
+    async def begin(self, rule: WalletRule) -> int:
+        """Apply the start policy to `rule`'s wallet; return how many trades it set aside.
+
+        A wallet with a stored cursor resumes from it. A new one (no cursor) starts from now:
+        the trades the Data API already has (as far back as a poll would look) are recorded as
+        seen and never copied, except those of the last `backfill_s` seconds, which the polls
+        that follow copy as usual (still subject to the max trade age). Logged per wallet.
+        """
+        cursor = await self._ledger.cursor(rule.address)
+        if cursor is not None:
+            log.info("copy_wallet_resumed", wallet=rule.name, cursor=cursor)
+            return 0
+        now = self._wall()
+        since = int(now - 2 * self._age_of(rule)) - 1  # as far back as `poll_once` looks
+        got = await self._api.activity_trades(rule.address, start=since)
+        trades = [t for t in got.rows if t.wallet == rule.address and t.timestamp >= since]
+        window = now - rule.backfill_s
+        existing = [t for t in trades if rule.backfill_s == 0 or t.timestamp < window]
+        start = int(now) if rule.backfill_s == 0 else int(window)
+        detail: dict[str, Any] = {
+            "existing_trades": len(trades),
+            "recorded_seen": len(existing),
+            "backfill_s": rule.backfill_s,
+            "from_ts": start,
+        }
+        if not await self._ledger.start_following(
+            rule.address, cursor=start, existing=existing, detail=detail
+        ):
+            return 0  # another task started it meanwhile
+        log.info("copy_wallet_first_start", wallet=rule.name, **detail)
+        return len(existing)
 
     # -- polling -------------------------------------------------------------------------------
 

@@ -7,8 +7,6 @@ JSON rule files (`SNIPER_RULES_PATH`; see `deploy/sniper-rules.example.toml`), w
 
 from __future__ import annotations
 
-import json
-import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -24,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from config import clip, load_document
 from errors import ConfigError
 from models import ONE, ZERO, _to_decimal, validate_condition_id, validate_token_id
 from venue.gamma import MarketQuery
@@ -38,6 +37,8 @@ def _rule_decimal(v: Any) -> Decimal:
 
 
 RuleDecimal = Annotated[Decimal, BeforeValidator(_rule_decimal)]
+
+SETTING: Final = "SNIPER_RULES_PATH"
 
 MAX_WINDOW_MINUTES: Final = 525_600
 """A year: the largest `ends_within_minutes` (TOML accepts `inf`, which Gamma's window cannot)."""
@@ -170,11 +171,11 @@ def _problems(err: ValidationError, raw_rules: Any) -> list[str]:
             if isinstance(raw_rules, list) and i < len(raw_rules):
                 r = raw_rules[i]
                 if isinstance(r, dict) and isinstance(r.get("name"), str):
-                    name = r["name"]
-            field = ".".join(str(p) for p in loc[2:])
+                    name = clip(r["name"], 64)
+            field = clip(".".join(str(p) for p in loc[2:]))
             where = f"rule {name!r} (#{i + 1})" + (f" field {field}" if field else "")
         elif loc:
-            where = f"field {'.'.join(str(p) for p in loc)}"
+            where = f"field {clip('.'.join(str(p) for p in loc))}"
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
         lines.append(f"SNIPER_RULES_PATH: {where}: {msg}")
     return lines
@@ -198,16 +199,18 @@ def parse_rules(data: Any) -> list[SniperRule]:
 
 
 def load_rules(path: str | Path) -> list[SniperRule]:
-    """Read and validate a TOML (`.toml`) or JSON rules file; raise ConfigError on any problem."""
+    """Read and validate a TOML (`.toml`) or JSON (any other name) rules file.
+
+    Raise ConfigError on any problem, one line each, every line naming the file: the file's
+    own problems (`config.load_document`: missing, a folder, unreadable, huge, empty, NUL
+    bytes, not UTF-8, not TOML/JSON, nested too deep) and each rule's.
+    """
     p = Path(path)
+    data = load_document(p, setting=SETTING, fmt="toml" if p.suffix.lower() == ".toml" else "json")
     try:
-        text = p.read_bytes()
-    except OSError as e:
-        raise ConfigError([f"SNIPER_RULES_PATH: cannot read {p}: {e.strerror}"]) from None
-    try:
-        data: Any = (
-            tomllib.loads(text.decode()) if p.suffix.lower() == ".toml" else json.loads(text)
-        )
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError([f"SNIPER_RULES_PATH: {p} is not valid {p.suffix[1:]}: {e}"]) from None
-    return parse_rules(data)
+        return parse_rules(data)
+    except ConfigError as e:
+        head = f"{SETTING} {clip(str(p))}: "
+        raise ConfigError(
+            [head + line.removeprefix(f"{SETTING}: ") for line in e.problems]
+        ) from None

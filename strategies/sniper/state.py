@@ -1,11 +1,13 @@
 """Sniper state: one firing slot per (rule, token), bounded to the tokens the sniper watches.
 
 A slot says whether a rule is armed on a token (disarmed after firing until it sees the
-condition false again), how many accepted entries it made there and when it last fired. Slots of
-tokens the sniper stops watching are set aside; a token that comes back (discovery can drop a
-market for a pass and list it again) gets its old slot back, so `max_entries` and the cooldown
-still hold. Set-aside slots are kept for the `retired_max` most recently retired pairs; a slot
-that never fired carries nothing and is simply dropped.
+condition false again), how many entries it made there (counted when the order is journaled,
+given back when it is refused) and when it last fired. Slots of tokens the sniper stops watching
+are set aside; a token that comes back (discovery can drop a market for a pass and list it
+again) gets its old slot back, so `max_entries` and the cooldown still hold. Set-aside slots are
+kept for the `retired_max` most recently retired pairs; a slot that never fired carries nothing
+and is simply dropped. With durable state (`storage.strategy_state`) these slots are a cache: a
+pair not here is read back from the database before the sniper decides on it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ class Slots:
     def retired(self) -> int:
         """How many slots of pairs no longer watched are remembered."""
         return len(self._retired)
+
+    def known(self, rule: str, token: str) -> bool:
+        """True if (rule, token) has a slot here, watched or retired."""
+        key = (rule, token)
+        return key in self._live or key in self._retired
+
+    def restore(self, rule: str, token: str, slot: Slot) -> None:
+        """Install a slot read back from storage as the live slot of (rule, token)."""
+        key = (rule, token)
+        self._retired.pop(key, None)
+        self._live[key] = slot
 
     def get(self, rule: str, token: str) -> Slot:
         """Return the slot of (rule, token), bringing a retired one back, or a new one."""

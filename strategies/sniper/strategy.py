@@ -25,6 +25,14 @@ the SELL waits (in its own task, bounded by `fill_wait_s`) until the position sh
 
 Only books the feed reports as changed are evaluated; nothing polls.
 
+Durable state (`state=`, a `storage.strategy_state.SniperStateRepository`): an entry is counted
+when its order is journaled PENDING, in the same transaction (the executor runs the slot write
+with the row), so a crash or restart can never forget an order that may be at the venue; a
+refusal (nothing bought, nothing resting) gives the entry back. `max_entries` holds for the life
+of the rule, whose identity is its name. The cooldown is stored as wall-clock time. A
+take-profit is stored once its BUY filled and closed in the transaction that journals the SELL,
+so one a crash interrupted is sent at the next start.
+
 This module owns the loop (discovery's markets, book changes, firing, submission, take-profit);
 the rule schema lives in `rules`, the arithmetic in `sizing` and the per-(rule, token) slots in
 `state`.
@@ -33,18 +41,21 @@ the rule schema lives in `rules`, the arithmetic in `sizing` and the per-(rule, 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final
+from typing import Final, Protocol, cast
 
 import structlog
 
 from execution.fees import NO_FEE, FeeSchedule, FeeSource, gamma_schedule
-from models import ONE, ZERO, Market, OrderRequest, OrderResult, OrderType, Side
+from models import ONE, ZERO, Market, OrderRequest, OrderResult, OrderStatus, OrderType, Side
 from observability.metrics import Metrics
 from observability.tracing import Tracing
+from storage.journal import StateWrite
+from storage.strategy_state import ABSENT_RULE_RETENTION_DAYS, SlotKey, SniperStateRepository
 from strategies.base import OrderSink, PositionSource
 from strategies.sniper.rules import SniperRule
 from strategies.sniper.sizing import DEFAULT_TICK, Decision, opportunity, take_profit_quote
@@ -58,6 +69,21 @@ FILL_WAIT_S: Final = 5.0
 """How long a take-profit waits for the BUY's fill to reach the position before sending anyway."""
 FILL_POLL_S: Final = 0.02
 """How often it looks (the executor has no fill hook; the position is an in-memory read)."""
+NOTHING_BOUGHT: Final = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELED, OrderStatus.EXPIRED})
+"""Final statuses that, with no fill, mean the order bought nothing: its entry is given back."""
+
+
+class StateOrderSink(Protocol):
+    """An `OrderSink` that journals a state write with the order's PENDING row (the executor)."""
+
+    async def submit(
+        self, request: OrderRequest, *, also: StateWrite | None = None
+    ) -> OrderResult: ...
+
+
+def refused(result: OrderResult) -> bool:
+    """True if the order bought nothing and rests nowhere: it does not use up an entry."""
+    return result.filled_size <= 0 and result.status in NOTHING_BOUGHT
 
 
 class Sniper:
@@ -78,10 +104,16 @@ class Sniper:
         fill_poll_s: float = FILL_POLL_S,
         retired_slots: int = RETIRED_SLOTS,
         fees: Callable[[str], FeeSchedule] | None = None,
+        state: SniperStateRepository | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self._tracing = tracing or Tracing()
+        if state is not None and "also" not in inspect.signature(orders.submit).parameters:
+            raise TypeError("durable sniper state needs an order sink that journals it (also=)")
         self.name = name
+        self._state = state
+        self._to_load: set[SlotKey] = set()  # watched pairs not read back from storage yet
+        self._rearmed: set[SlotKey] = set()  # re-armed in memory, not yet in storage
         # The market's taker fee per token (the executor's market rules); Gamma's as fallback.
         self._fees = fees
         self.rules = list(rules)
@@ -131,6 +163,7 @@ class Sniper:
         # Forget tokens no longer watched: their slots are set aside (bounded), and they leave
         # `_took` (the feed stops showing their books; a book watched again needs a snapshot).
         self._slots.keep_only((r.name, t) for t, rs in rules_of.items() for r in rs)
+        self._want_loaded((r.name, t) for t, rs in rules_of.items() for r in rs)
         self._took.intersection_update(rules_of)
         for token, m in markets.items():
             self._books.ensure(token, market=m.condition_id, tick_size=m.tick_size)
@@ -147,6 +180,7 @@ class Sniper:
                 continue
             self._markets[token] = market
             self._rules_of[token] = chosen
+            self._want_loaded((r.name, token) for r in chosen)
             self._books.ensure(token, market=market.condition_id, tick_size=market.tick_size)
         if self.on_watch is not None:
             self.on_watch(set(self._rules_of))
@@ -154,6 +188,73 @@ class Sniper:
 
     def watched_tokens(self) -> set[str]:
         return set(self._rules_of)
+
+    # --- durable state -------------------------------------------------------------------
+    def _want_loaded(self, keys: Iterable[SlotKey]) -> None:
+        """Queue pairs with no slot in memory to be read back before deciding on them."""
+        if self._state is None:
+            return
+        self._to_load.update(k for k in keys if not self._slots.known(*k))
+
+    async def _load_slots(self) -> None:
+        assert self._state is not None
+        keys, self._to_load = self._to_load, set()
+        stored = await self._state.load(keys)
+        mono, wall = self._clock(), self._wall().timestamp()
+        for (rule, token), st in stored.items():
+            if self._slots.known(rule, token):
+                continue  # decided on meanwhile (never: loads run before decisions)
+            last = float("-inf")
+            if st.last_fire_at is not None:
+                last = mono - max(wall - st.last_fire_at, 0.0)
+            self._slots.restore(rule, token, Slot(st.armed, st.entries, last))
+        for rule, token in keys:
+            self._slots.get(rule, token)  # known from now on: nothing stored means blank
+        if stored:
+            log.info("sniper_slots_loaded", slots=len(stored))
+
+    async def _flush_rearmed(self) -> None:
+        assert self._state is not None
+        keys, self._rearmed = self._rearmed, set()
+        await self._state.rearm(keys)
+
+    async def _start_state(self, tg: asyncio.TaskGroup) -> None:
+        """Say which rules have stored state and which do not, prune long-gone rules, and send
+        the take-profits a previous run stored but never journaled."""
+        assert self._state is not None
+        names = {r.name for r in self.rules}
+        stored = await self._state.rule_names()
+        gone = sorted(set(stored) - names)
+        if gone:
+            log.warning(
+                "sniper_state_not_loaded",
+                rules=gone,
+                entries={n: stored[n] for n in gone},
+                why="no rule of that name in the rules file (renamed, removed or disabled); "
+                f"its state is kept {ABSENT_RULE_RETENTION_DAYS} days, then deleted",
+            )
+        fresh = sorted(names - set(stored))
+        if fresh:
+            log.info("sniper_rules_without_state", rules=fresh, why="new or renamed: no entries")
+        pruned = await self._state.prune_absent(names)
+        if pruned:
+            log.info("sniper_state_pruned", slots=pruned, days=ABSENT_RULE_RETENTION_DAYS)
+        for tp in await self._state.take_profits(names):
+            log.info(
+                "sniper_take_profit_recovered",
+                rule=tp.rule,
+                token_id=tp.request.token_id,
+                client_order_id=tp.request.client_order_id,
+            )
+            tg.create_task(
+                self._take_profit(tp.request, tp.rule, None),
+                name=f"{self.name}:take_profit:{tp.rule}",
+            )
+
+    async def _send(self, req: OrderRequest, also: StateWrite | None) -> OrderResult:
+        if also is None or self._state is None:
+            return await self._orders.submit(req)
+        return await cast(StateOrderSink, self._orders).submit(req, also=also)
 
     # --- run loop ------------------------------------------------------------------------
     def _on_books(self, token_ids: Collection[str]) -> None:
@@ -170,10 +271,16 @@ class Sniper:
         self._books.add_listener(self._on_books)
         try:
             async with asyncio.TaskGroup() as tg:
+                if self._state is not None:
+                    await self._start_state(tg)
                 self._mark_dirty(self._rules_of)
                 while True:
                     await self._wake.wait()
                     self._wake.clear()
+                    if self._to_load:
+                        await self._load_slots()
+                    if self._rearmed:
+                        await self._flush_rearmed()
                     dirty, self._dirty = self._dirty, set()
                     for token in dirty:
                         self._evaluate(tg, token)
@@ -185,6 +292,10 @@ class Sniper:
         """Check every rule on `token`'s book and submit, in `tg`, what fires."""
         rules = self._rules_of.get(token)
         if not rules:
+            return
+        if self._to_load and any((r.name, token) in self._to_load for r in rules):
+            self._wake.set()  # read back from storage first: the run loop does, then decides
+            self._dirty.add(token)
             return
         book = self._books.usable_book(token)
         if book is None:
@@ -199,6 +310,9 @@ class Sniper:
                 continue
             d = opportunity(rule, token, book, market, self._wall, self._fee(token, market))
             if d is None:
+                if not slot.armed and self._state is not None:
+                    self._rearmed.add((rule.name, token))
+                    self._wake.set()
                 slot.armed = True
                 continue
             if not slot.armed:
@@ -214,6 +328,7 @@ class Sniper:
                 continue  # stays armed: may fire on a book change after the cooldown
             slot.armed = False
             slot.last_fire = now
+            slot.entries += 1  # counted now (in flight); given back if the order is refused
             self._fire(tg, d, slot, market)
 
     def _fee(self, token: str, market: Market | None) -> FeeSchedule:
@@ -252,6 +367,11 @@ class Sniper:
         self._in_flight.add(d.token_id)
         # What we hold before this BUY: its take-profit waits for the position to grow past it.
         held = self._positions.position(d.token_id).size if self._positions else None
+        also = None
+        if self._state is not None:
+            also = self._state.fired(
+                d.rule.name, d.token_id, req.client_order_id, self._wall().timestamp()
+            )
         # The trace of this order starts here: the submission task inherits the span as parent.
         with self._tracing.span(
             "sniper_evaluation",
@@ -263,7 +383,7 @@ class Sniper:
             client_order_id=req.client_order_id,
         ):
             tg.create_task(
-                self._submit(tg, req, d, slot, market, held),
+                self._submit(tg, req, d, slot, market, held, also),
                 name=f"{self.name}:submit:{d.rule.name}",
             )
 
@@ -275,17 +395,26 @@ class Sniper:
         slot: Slot,
         market: Market | None,
         held: Decimal | None,
+        also: StateWrite | None,
     ) -> None:
         try:
-            result = await self._orders.submit(req)
+            result = await self._send(req, also)
             if result.filled_size > 0:
                 self._took.add(d.token_id)
+            if refused(result):
+                slot.entries = max(slot.entries - 1, 0)
+                if self._state is not None:
+                    # Only if this order was counted (journaled): a refusal before that wrote
+                    # nothing. The one order in flight per token keeps this exact.
+                    await self._state.give_back(
+                        d.rule.name, d.token_id, req.client_order_id, result.reason
+                    )
         finally:
             self._in_flight.discard(d.token_id)
             self._mark_dirty((d.token_id,))
-        self._after(tg, req, result, d, slot, market, held)
+        await self._after(tg, req, result, d, slot, market, held)
 
-    def _after(
+    async def _after(
         self,
         tg: asyncio.TaskGroup,
         req: OrderRequest,
@@ -296,8 +425,7 @@ class Sniper:
         held: Decimal | None,
     ) -> None:
         filled = result.filled_size
-        if result.accepted or filled > 0:
-            slot.entries += 1
+        if not refused(result):
             log.info(
                 "sniper_entry",
                 rule=d.rule.name,
@@ -345,32 +473,43 @@ class Sniper:
             reason=f"sniper rule {d.rule.name}: take profit {tp}",
         )
         want = held + size if held is not None else None
+        if self._state is not None:
+            # Durable before it is sent: a crash from here on sends it at the next start.
+            await self._state.store_take_profit(
+                d.rule.name, d.token_id, req.client_order_id, exit_req
+            )
         tg.create_task(
-            self._take_profit(exit_req, d, want), name=f"{self.name}:take_profit:{d.rule.name}"
+            self._take_profit(exit_req, d.rule.name, want),
+            name=f"{self.name}:take_profit:{d.rule.name}",
         )
 
-    async def _take_profit(self, exit_req: OrderRequest, d: Decision, want: Decimal | None) -> None:
+    async def _take_profit(self, exit_req: OrderRequest, rule: str, want: Decimal | None) -> None:
         positions = self._positions
         if (
             want is not None
             and positions is not None
-            and not await self._reaches(positions, d.token_id, want)
+            and not await self._reaches(positions, exit_req.token_id, want)
         ):
             # Risk decides (and journals a refusal) rather than the take-profit vanishing here.
             log.warning(
                 "sniper_take_profit_fill_not_seen",
-                rule=d.rule.name,
-                token_id=d.token_id,
+                rule=rule,
+                token_id=exit_req.token_id,
                 want=str(want),
                 waited_s=self._fill_wait_s,
             )
         if self._metrics is not None:
             self._metrics.strategy_signals_total.labels(self.name).inc()
-        exit_result = await self._orders.submit(exit_req)
+        coid = exit_req.client_order_id
+        also = self._state.take_profit_sent(coid) if self._state is not None else None
+        exit_result = await self._send(exit_req, also)
+        if self._state is not None and exit_result.status is OrderStatus.REJECTED:
+            # Refused (before or after its PENDING row): it will not be sent again.
+            await self._state.drop_take_profit(coid, exit_result.reason)
         log.info(
             "sniper_take_profit",
-            rule=d.rule.name,
-            token_id=d.token_id,
+            rule=rule,
+            token_id=exit_req.token_id,
             price=str(exit_req.price),
             size=str(exit_req.size),
             status=exit_result.status.value,

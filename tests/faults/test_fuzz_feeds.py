@@ -27,6 +27,7 @@ from observability.metrics import Metrics
 from tests.faults.fuzzing import FAST, SLOW
 from venue.market_feed import MarketFeed, Shard
 from venue.order_book import BookStore
+from venue.parse import MAX_SHARES
 from venue.user_feed import UserFeed
 
 A = "1" * 70
@@ -36,7 +37,7 @@ prices = st.integers(1, 99).map(lambda c: f"0.{c:02d}")
 sizes = st.one_of(st.just("0"), st.integers(1, 5000).map(str), st.sampled_from(["12.5", "0.01"]))
 JUNK: list[Any] = [None, 5, 0.5, True, "", "abc", "NaN", "-1", "1.5", "Infinity", "1e999", [], {}]
 BAD_PRICE = [*JUNK, "0", "1", "0.0", "-0.5", "sNaN"]
-BAD_SIZE = [*(j for j in JUNK if j not in ("1.5", "1e999")), "-0.01", "-Infinity"]
+BAD_SIZE = [*(j for j in JUNK if j != "1.5"), "-0.01", "-Infinity", "1e308", "1000000000.000001"]
 BAD_SIDE = [*JUNK, "buy", "Bid", "BUYY"]
 BAD_TOKEN: list[Any] = [None, 5, "", [], {}]
 
@@ -354,9 +355,10 @@ def check_user_decimals(frames: list[bytes]) -> None:
         for d in (vo.price, vo.original_size, vo.size_matched):
             assert d.is_finite() and d >= 0, vo
         assert vo.price <= 1, vo
+        assert vo.original_size <= MAX_SHARES and vo.size_matched <= MAX_SHARES, vo
     for f in sink.fills:
         assert f.price.is_finite() and 0 < f.price < 1, f
-        assert f.size.is_finite() and f.size > 0, f
+        assert f.size.is_finite() and 0 < f.size <= MAX_SHARES, f
 
 
 def check_user_labels(frames: list[bytes]) -> None:

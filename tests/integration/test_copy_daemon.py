@@ -51,10 +51,12 @@ def settings_for(sim: Simulator, tmp_path: Path, rules: Path) -> Settings:
 
 
 def write_rules(tmp_path: Path) -> Path:
+    # backfill_s: the leader trades as soon as the daemon is ready, which may be before the
+    # copy trader's first start for the wallet (a trade older than that is not copied).
     p = tmp_path / "copy.toml"
     p.write_text(
         f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
-        'max_slippage = "0.02"\nmax_trade_notional = "20"\n'
+        'max_slippage = "0.02"\nbackfill_s = 30\nmax_trade_notional = "20"\n'
     )
     return p
 
@@ -144,7 +146,8 @@ async def test_daemon_tag_lists_use_gamma_tags_allowed_copied_blocked_skipped(
     rules = tmp_path / "copy.toml"
     rules.write_text(
         f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
-        'max_slippage = "0.02"\nallow_tags = ["crypto", "sports"]\nblock_tags = ["Sports"]\n'
+        'max_slippage = "0.02"\nbackfill_s = 30\n'
+        'allow_tags = ["crypto", "sports"]\nblock_tags = ["Sports"]\n'
     )
     settings = settings_for(sim, tmp_path, rules)
 

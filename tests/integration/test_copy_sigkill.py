@@ -50,7 +50,7 @@ def copy_daemon(sim: Simulator, tmp_path: Path) -> DaemonProcess:
     rules = tmp_path / "copy.toml"
     rules.write_text(
         f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
-        'max_slippage = "0.02"\nmax_trade_notional = "20"\n'
+        'max_slippage = "0.02"\nbackfill_s = 30\nmax_trade_notional = "20"\n'
     )
     return DaemonProcess(
         sim,

@@ -100,12 +100,18 @@ async def running(
     )
     task = asyncio.create_task(trader.run(), name="copy:test")
     try:
+        # The wallet's first start (history recorded as seen) is done: trades from now are new.
+        await until(lambda: _started(repos, rule.address))
         yield trader, v, metrics, api
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await api.close()
         await db.close()
+
+
+async def _started(repos: Repositories, wallet: str) -> bool:
+    return await repos.copy_intents.cursor(wallet) is not None
 
 
 async def until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:  # noqa: ASYNC109 -- a polling helper, asyncio.timeout would hide which condition failed
@@ -232,3 +238,62 @@ async def test_data_api_5xx_and_garbage_cost_no_trade_and_duplicate_none(
     assert len({r.client_order_id for r in venue.sent}) == 2
     assert m.data_api_errors_total.labels("http_5xx")._value.get() >= 4
     assert m.data_api_errors_total.labels("row_missing_field")._value.get() >= 1
+
+
+async def test_new_wallet_with_20_old_trades_copies_none_then_copies_new_ones(
+    sim: Simulator, market: SimMarket, tmp_path: Path
+) -> None:
+    # Twenty trades 5-43 s old: all inside the 60 s max trade age, so without the start policy
+    # every one of them would be copied on the first poll.
+    token = market.token_ids[0]
+    now = int(time.time())
+    for i in range(20):
+        sim.trade_as(
+            wallet=LEADER,
+            token_id=token,
+            side="BUY",
+            price=D("0.5"),
+            size=D("100"),
+            at=now - 5 - 2 * i,
+        )
+    async with running(sim, tmp_path / "n.db", rule()) as (t, venue, m, _):
+        await asyncio.sleep(5 * POLL_S)
+        assert venue.sent == []
+        (entry,) = await t._ledger._repos.audit.tail(event="copy_wallet_started")
+        assert entry.detail["existing_trades"] == 20 and entry.detail["recorded_seen"] == 20
+        sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.5"), size=D("100"))
+        await until(lambda: len(venue.sent) == 1)
+    assert m.copy_skipped_total.labels("too_old")._value.get() == 0  # set aside, not skipped
+
+
+async def test_backfill_copies_only_the_trades_inside_its_window(
+    sim: Simulator, market: SimMarket, tmp_path: Path
+) -> None:
+    token = market.token_ids[0]
+    now = int(time.time())
+    for age in (50, 45, 40):  # older than the 30 s window: recorded as seen
+        sim.trade_as(
+            wallet=LEADER, token_id=token, side="BUY", price=D("0.5"), size=D("100"), at=now - age
+        )
+    inside = [
+        sim.trade_as(
+            wallet=LEADER, token_id=token, side="BUY", price=D("0.5"), size=D(size), at=now - 10
+        )
+        for size in ("100", "120")
+    ]
+    async with running(sim, tmp_path / "w.db", rule(backfill_s=30)) as (t, venue, _m, _):
+        await until(lambda: len(venue.sent) == 2)
+        await asyncio.sleep(5 * POLL_S)
+        (entry,) = await t._ledger._repos.audit.tail(event="copy_wallet_started")
+    assert len(venue.sent) == 2
+    assert sorted(r.size for r in venue.sent) == [D("10.00"), D("12.00")]
+    assert all(
+        tx[:12] in r.reason
+        for tx, r in zip(inside, sorted(venue.sent, key=lambda r: r.size), strict=True)
+    )
+    assert entry.detail["recorded_seen"] == 3 and entry.detail["backfill_s"] == 30
+
+
+def test_backfill_beyond_the_max_trade_age_is_refused_naming_the_wallet() -> None:
+    with pytest.raises(ValueError, match="backfill_s"):
+        rule(max_trade_age_s=20, backfill_s=30)

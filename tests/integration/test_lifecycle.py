@@ -75,17 +75,16 @@ def test_daemon_starts_serves_health_and_stops_on_sigterm(tmp_path: Path) -> Non
 
 
 def test_daemon_exits_1_on_a_fatal_start_up_error(tmp_path: Path) -> None:
-    port = free_port()
-    blocker = __import__("socket").socket()
-    blocker.bind(("127.0.0.1", port))
-    blocker.listen()
-    try:
-        env = clean_env(DB_PATH=str(tmp_path / "f.db"), HTTP_PORT=str(port), LOG_FORMAT="json")
-        res = run_cli("--env-file", "none", env=env, timeout=30)
-    finally:
-        blocker.close()
+    # A database file that is not a database: a human must look at it (a taken port is exit 3,
+    # see test_single_writer.py). The daemon must exit, not hang on the connection's thread.
+    db = tmp_path / "f.db"
+    db.write_bytes(b"not a database; " * 64)
+    env = clean_env(DB_PATH=str(db), HTTP_PORT=str(free_port()), LOG_FORMAT="json")
+    res = run_cli("--env-file", "none", env=env, timeout=30)
     assert res.returncode == 1
-    assert "fatal_error" in res.stderr
+    events = [json.loads(x) for x in res.stderr.splitlines() if x.startswith("{")]
+    assert [e["event"] for e in events if e["level"] == "error"] == ["fatal_error"]
+    assert f"cannot open the database {db}" in events[-1]["error"]
 
 
 class Crasher:

@@ -105,7 +105,7 @@ async def test_tick_changes_at_096_on_a_copied_token_never_leave_the_daemon_refu
     rules = tmp_path / "copy.toml"
     rules.write_text(
         f'[[wallets]]\naddress = "{LEADER}"\nlabel = "leader"\nratio = "0.1"\n'
-        'max_slippage = "0.02"\nmax_trade_notional = "20"\n'
+        'max_slippage = "0.02"\nbackfill_s = 30\nmax_trade_notional = "20"\n'
     )
     settings = settings_for(sim, tmp_path, copy_rules_path=rules, copy_poll_interval_s=0.2)
 

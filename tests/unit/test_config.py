@@ -143,3 +143,81 @@ def test_cli_version_and_help() -> None:
     assert res.returncode == 0
     assert "--demo" in res.stdout
     assert "--check-config" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"user_feed_pong_timeout_s": 0}, "USER_FEED_PONG_TIMEOUT_S:"),
+        ({"user_feed_pong_timeout_s": 61}, "USER_FEED_PONG_TIMEOUT_S:"),
+        ({"user_feed_stale_after_s": -1}, "USER_FEED_STALE_AFTER_S:"),
+        (
+            {"user_feed_stale_after_s": 10, "feed_ping_interval_s": 10},
+            "USER_FEED_STALE_AFTER_S: must be greater than FEED_PING_INTERVAL_S",
+        ),
+    ],
+)
+def test_user_feed_liveness_windows_are_validated(
+    tmp_path: Path, overrides: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, **overrides)
+    assert any(expected in line for line in info.value.problems), info.value.problems
+    s = make_settings(tmp_path)
+    assert (s.user_feed_pong_timeout_s, s.user_feed_stale_after_s) == (5.0, 30.0)
+
+
+# Each: the settings file's bytes (None: a folder in its place) and what its one line says.
+BAD_ENV_FILES: dict[str, tuple[bytes | None, str]] = {
+    "folder": (None, "is a folder, not a file"),
+    "huge": (b"MODE=paper\n# " + b"x" * (2 << 20) + b"\n", "is larger than 1 MiB"),
+    "nul": (b"MODE=paper\nHTTP_PORT=80\x0080\n", "has a NUL byte on line 2"),
+    "latin1": (b"MODE=paper\nNOTIFY_TELEGRAM_CHAT_ID=caf\xe9\n", "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ENV_FILES))
+def test_bad_settings_file_is_one_line_naming_it(tmp_path: Path, case: str) -> None:
+    content, says = BAD_ENV_FILES[case]
+    path = tmp_path / "polyd.env"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as bad:
+        load_settings(env_file=path, db_path=tmp_path / "polyd.db")
+    (line,) = bad.value.problems
+    assert line.startswith(f"settings file {path}: {says}"), line
+
+
+def test_named_settings_file_that_is_missing_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(env_file=tmp_path / "polyd.env", db_path=tmp_path / "polyd.db")
+    # The default `.env` is optional: without one, the environment and defaults apply.
+    assert load_settings(env_file=tmp_path / ".env", db_path=tmp_path / "polyd.db").mode == "paper"
+
+
+def test_empty_settings_file_means_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "polyd.env"
+    path.write_bytes(b"")
+    assert load_settings(env_file=path, db_path=tmp_path / "polyd.db").mode == "paper"
+
+
+def test_cli_bad_settings_file_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "polyd.env"
+    path.write_bytes(b"MODE=\xff\xfe\n")
+    res = run_cli("--env-file", str(path), "--check-config", env=clean_env())
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.splitlines() == [
+        "polyd: configuration error:",
+        f"  settings file {path}: is not UTF-8 text (byte 0xff on line 1)",
+    ]
+
+
+def test_config_error_lines_are_bounded_however_long_the_input() -> None:
+    e = ConfigError(["X: " + "y" * 1_000_000, "two\nlines", *[f"p{i}" for i in range(500)]])
+    assert len(e.problems) == ConfigError.MAX_LINES + 1
+    assert all(len(p) <= ConfigError.MAX_LINE for p in e.problems)
+    assert e.problems[1] == "two lines"
+    assert e.problems[-1] == f"({502 - ConfigError.MAX_LINES} more problems not shown)"

@@ -499,6 +499,19 @@ def test_tag_rules_without_a_tag_source_are_refused(repos: Repositories) -> None
     make(repos, rule(), FakeApi(), RecordingSink(), tags=None)  # no tag lists: fine without
 
 
+def test_backfill_longer_than_the_default_max_trade_age_is_refused(repos: Repositories) -> None:
+    with pytest.raises(ConfigError) as e:
+        make(
+            repos,
+            rule(label="whale", backfill_s=90),
+            FakeApi(),
+            RecordingSink(),
+            max_trade_age_s=60,
+        )
+    assert "whale" in str(e.value.problems) and "backfill_s (90)" in str(e.value.problems)
+    make(repos, rule(backfill_s=60), FakeApi(), RecordingSink(), max_trade_age_s=60)
+
+
 class Lister:
     def __init__(self, table: dict[str, set[str]]) -> None:
         self.table = table

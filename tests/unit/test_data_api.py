@@ -113,7 +113,14 @@ def test_row_with_bad_fields_names_the_reason() -> None:
     for field, value, reason in (
         ("side", "HOLD", "bad_side"),
         ("price", 1.5, "out_of_range"),
-        ("price", "NaN", "bad_number"),
+        ("price", "NaN", "out_of_range"),
+        ("price", "abc", "bad_number"),
+        ("price", "1e308", "out_of_range"),
+        ("size", "-1", "out_of_range"),
+        ("size", "1e308", "out_of_range"),
+        ("size", "1e999", "out_of_range"),
+        ("size", "NaN", "out_of_range"),
+        ("size", "Infinity", "out_of_range"),
         ("size", True, "bad_number"),
         ("token_id", "0xabc", "bad_token_id"),
         ("transaction_hash", "0xzz", "bad_tx_hash"),
@@ -327,3 +334,47 @@ async def test_garbage_rows_are_skipped_with_reasons(server: tuple[FakeDataServe
     assert len(got.rows) == 5
     assert sorted(r for r, _ in got.skipped) == ["missing_field", "missing_field", "not_object"]
     assert errors.count("row_missing_field") == 2
+
+
+# -- bounds ----------------------------------------------------------------------------------
+
+HOSTILE_NUMBERS = ["1e308", "-1", "NaN", "Infinity", "1e999", "1" * 80]
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+def test_position_row_with_an_out_of_bound_size_or_avg_price_is_out_of_range(value: str) -> None:
+    good = load("v2_positions_snake_case_2026.json")[0]
+    parse_position_row(good)
+    for field in ("current_size", "avg_price"):
+        with pytest.raises(RowError) as e:
+            parse_position_row({**good, field: value})
+        assert e.value.reason == "out_of_range", field
+    with pytest.raises(RowError) as e:
+        parse_position_row({**good, "avg_price": "1.5"})
+    assert e.value.reason == "out_of_range"
+
+
+async def test_leader_trades_with_hostile_numbers_are_never_returned_and_are_counted(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    from observability.metrics import Metrics
+    from venue.parse import MalformedLog
+
+    fake, url = server
+    rows = load("trades_2026_07.json")
+    hostile = [
+        {**rows[0], "size": "1e308"},
+        {**rows[0], "size": "-3"},
+        {**rows[0], "price": "1.5"},
+        {**rows[0], "price": "NaN"},
+        {**rows[0], "size": "Infinity"},
+    ]
+    fake.pages = [[*hostile, *rows[1:]]]
+    errors: list[str] = []
+    metrics = Metrics()
+    async with client(url, errors, malformed=MalformedLog("data_api", metrics=metrics)) as c:
+        got = await c.activity_trades("0x970998da056e60c707d9b1fc55cfdf3d68c252ab")
+    assert len(got.rows) == len(rows) - 1  # only the sound rows
+    assert [r for r, _ in got.skipped] == ["out_of_range"] * len(hostile)
+    value = metrics.registry.get_sample_value("polyd_feed_malformed_total", {"feed": "data_api"})
+    assert value == len(hostile)

@@ -503,3 +503,32 @@ async def test_rest_book_that_is_not_a_book_is_no_book(body: str) -> None:
             assert books.best_bid(TOKEN) == (Decimal("0.4"), Decimal("3"))
         finally:
             await books.close()
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"minimum_tick_size": "1.5"},
+        {"minimum_tick_size": "NaN"},
+        {"minimum_order_size": "1e308"},
+        {"minimum_order_size": "-5"},
+    ],
+)
+def test_market_rules_with_an_out_of_bound_number_are_none_and_counted(
+    over: dict[str, str],
+) -> None:
+    from observability.metrics import Metrics
+    from venue.parse import MalformedLog
+
+    metrics = Metrics()
+    m = {
+        "condition_id": "0xc",
+        "minimum_tick_size": "0.01",
+        "minimum_order_size": "5",
+        "tokens": [{"token_id": "1"}, {"token_id": "2"}],
+    }
+    rest = MalformedLog("rest", metrics=metrics)
+    assert len(meta_from_market("0xc", m, malformed=rest)) == 2  # the control
+    assert meta_from_market("0xc", m | over, malformed=rest) == []
+    sample = metrics.registry.get_sample_value("polyd_feed_malformed_total", {"feed": "rest"})
+    assert sample == 1

@@ -94,8 +94,11 @@ def make_executor(
         breaker=CircuitBreaker("venue", failure_threshold=3, reset_timeout_s=1, clock=clock),
         retry_policy=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.02),
         clock=clock,
-        config=ExecutorConfig(kill_switch_path=kill, daily_loss_limit=Decimal(loss_limit)),
-        tracing=tracing,
+        config=ExecutorConfig(
+            kill_switch_path=kill,
+            daily_loss_limit=Decimal(loss_limit),
+            tracing=tracing or Tracing(),
+        ),
     )
 
 

@@ -338,3 +338,33 @@ async def test_rotating_watched_tokens_keeps_feed_state_to_what_is_watched() -> 
     assert len(store) == 0
     assert feed._wanted == {}
     assert feed.health().ok  # nothing watched
+
+
+async def test_a_hostile_rest_resync_is_counted_as_malformed_rest_input_and_never_installed() -> (
+    None
+):
+    body = {
+        "market": "0x" + "cd" * 32,
+        "asset_id": A,
+        "timestamp": "5",
+        "hash": "not-checked-when-keys-missing",
+        "bids": [{"price": "0.41", "size": "3"}],
+        "asks": [{"price": "0.59", "size": "1e308"}],
+    }
+    fetcher = FakeFetcher(body)
+    feed, store, metrics = make("ws://127.0.0.1:9", fetcher=fetcher)
+    feed.watch("t", [A])
+    feed.request_resync(A, "test")
+    worker = asyncio.create_task(feed._resync_worker())
+    try:
+        await until(lambda: fetcher.calls >= 3, limit_s=5)  # every attempt refused
+        await until(lambda: A not in feed._resync_pending)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    assert store.usable_book(A) is None
+    assert store.get(A).asks == {}  # type: ignore[union-attr]
+    value = metrics.registry.get_sample_value("polyd_feed_malformed_total", {"feed": "rest"})
+    assert value == 3
+    assert metrics.registry.get_sample_value("polyd_book_resyncs_total") in (None, 0)

@@ -218,6 +218,11 @@ def test_bad_entry_rejects_whole_price_change_message() -> None:
     ev["price_changes"].append({"asset_id": A, "price": "oops", "size": "1", "side": "BUY"})
     feed.handle_frame(orjson.dumps(ev), shard)
     assert feed.malformed == 1
+    book = feed.store.get(A)
+    assert book is not None and book.best_ask() == (D("0.6"), D("1"))  # nothing applied
+    # The book missed an update: unusable until a fresh snapshot.
+    assert feed.store.usable_book(A) is None
+    feed.handle_frame(snapshot(A, [("0.4", "1")], [("0.6", "1")]), shard)
     assert feed.store.best_ask(A) == (D("0.6"), D("1"))
 
 
@@ -400,3 +405,106 @@ def test_unreadable_venue_best_is_kept_as_a_doubt_not_a_bad_event() -> None:
     assert feed.malformed == 0
     assert feed.store.usable_book(A) is None
     assert A in feed._resync_pending
+
+
+# --- bounds: hostile numbers never reach the executor ----------------------------------------
+
+# (price, size) of an ask inside the sniper rule's band (0.90-0.95, >= 10 shares) with one
+# hostile number; the last is the control that must trade.
+HOSTILE_ASKS = [
+    ("0.93", "1e308"),
+    ("0.93", "-100"),
+    ("1.5", "100"),
+    ("NaN", "100"),
+    ("0.93", "NaN"),
+    ("0.93", "Infinity"),
+    ("0.93", "1e999"),
+    ("0.93", "1" * 80),
+]
+
+
+async def test_hostile_book_frames_never_reach_the_executor_and_are_counted() -> None:
+    import asyncio
+
+    from observability.metrics import Metrics
+    from strategies.sniper import Sniper
+    from tests.unit.test_sniper import Clock, RecordingExecutor, market, rule
+
+    metrics = Metrics()
+    store = BookStore(stale_after_s=30)
+    feed = MarketFeed(url="ws://127.0.0.1:1/ws/market", store=store, metrics=metrics)
+    feed.watch("test", [A])
+    shard = feed.shards[0]
+    shard.link.connected = True
+    ex = RecordingExecutor()
+    sniper = Sniper(rules=[rule()], books=store, orders=ex, clock=Clock())
+    sniper.set_market(market())
+    task = asyncio.create_task(sniper.run())
+    try:
+        for i, (price, size) in enumerate(HOSTILE_ASKS):
+            # A sound book first, outside the band, then the hostile one replacing it.
+            feed.handle_frame(snapshot(A, [("0.5", "10")], [("0.99", "10")]), shard)
+            assert store.usable_book(A) is not None
+            feed.handle_frame(snapshot(A, [("0.5", "10")], [(price, size)]), shard)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert store.usable_book(A) is None, (price, size)  # until a fresh snapshot
+            assert feed.malformed == i + 1
+        assert ex.requests == []
+        feed.flush_metrics()
+        value = metrics.registry.get_sample_value("polyd_feed_malformed_total", {"feed": "market"})
+        assert value == len(HOSTILE_ASKS)
+        # The control: the same frame with sound numbers trades once.
+        feed.handle_frame(snapshot(A, [("0.5", "10")], [("0.93", "100")]), shard)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(ex.buys) == 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize(("price", "size"), HOSTILE_ASKS)
+def test_a_hostile_price_change_is_refused_and_makes_the_book_unusable(
+    price: str, size: str
+) -> None:
+    feed, shard, _ = make_feed(A)
+    feed.handle_frame(snapshot(A, [("0.4", "1")], [("0.6", "1")]), shard)
+    feed.handle_frame(change(A, "SELL", price, size, "0.4", "0.6"), shard)
+    assert feed.malformed == 1
+    book = feed.store.get(A)
+    assert book is not None and book.ask_levels() == [(D("0.6"), D("1"))]
+    assert feed.store.usable_book(A) is None
+
+
+@pytest.mark.parametrize("value", ["1e308", "-0.01", "1.5", "NaN", "Infinity", "1e999"])
+def test_hostile_tick_last_trade_and_best_bid_ask_events_are_counted_and_ignored(
+    value: str,
+) -> None:
+    feed, shard, ticks = make_feed(A)
+    feed.handle_frame(snapshot(A, [("0.4", "1")], [("0.6", "1")]), shard)
+    book = feed.store.get(A)
+    assert book is not None
+    tick_before, last_before = book.tick_size, book.last_trade_price
+    frames: list[dict[str, Any]] = [
+        {"event_type": "tick_size_change", "asset_id": A, "new_tick_size": value},
+        {"event_type": "last_trade_price", "asset_id": A, "price": value, "size": "1"},
+        {"event_type": "best_bid_ask", "asset_id": A, "best_bid": value, "best_ask": "0.6"},
+    ]
+    for ev in frames:
+        feed.handle_frame(orjson.dumps(ev), shard)
+    assert feed.malformed == len(frames)
+    assert (book.tick_size, book.last_trade_price) == (tick_before, last_before)
+    assert ticks.calls == []
+    assert feed.store.usable_book(A) is not None  # these do not touch the levels
+
+
+def test_a_hostile_rest_book_is_refused() -> None:
+    from venue.order_book import BadLevel
+
+    feed, _, _ = make_feed(A)
+    body = {"asset_id": A, "bids": [], "asks": [{"price": "0.5", "size": "1e308"}]}
+    with pytest.raises(BadLevel, match="above"):
+        feed.apply_rest_book(A, body, trust_hash=True)
+    assert feed.store.usable_book(A) is None

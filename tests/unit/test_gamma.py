@@ -219,3 +219,72 @@ async def test_discovery_keeps_last_result_when_gamma_fails() -> None:
         disc.result = {"r": []}
         assert not await disc.refresh()
         assert disc.result == {"r": []}
+
+
+# --- bounds -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("orderPriceMinTickSize", "1.5"),
+        ("orderPriceMinTickSize", "NaN"),
+        ("orderPriceMinTickSize", -0.01),
+        ("orderMinSize", 1e308),
+        ("orderMinSize", "-5"),
+        ("orderMinSize", "Infinity"),
+        ("liquidityNum", 1e308),
+        ("liquidityNum", "-1"),
+        ("liquidityNum", "NaN"),
+        ("volumeNum", "1e999"),
+        ("feeSchedule", {"rate": "1.5", "exponent": 1, "takerOnly": True}),
+        ("feeSchedule", {"rate": "NaN", "exponent": 1, "takerOnly": True}),
+    ],
+)
+def test_a_row_with_an_out_of_bound_number_is_malformed(field: str, value: Any) -> None:
+    from venue.gamma import MalformedRow
+
+    parse_market(good_row(1, feesEnabled=True))
+    with pytest.raises(MalformedRow):
+        parse_market(good_row(1, feesEnabled=True, **{field: value}))
+
+
+async def test_out_of_bound_rows_are_skipped_and_counted_as_malformed_gamma_input() -> None:
+    rows = [good_row(1), good_row(2, orderMinSize=1e308), good_row(3, liquidityNum="NaN")]
+
+    async def markets(request: web.Request) -> web.Response:
+        return web.json_response(rows if request.query["offset"] == "0" else [])
+
+    app = web.Application()
+    app.router.add_get("/markets", markets)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    metrics = Metrics()
+    try:
+        async with aiohttp.ClientSession() as s:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            g = GammaClient(base_url=url, session=s, metrics=metrics, now=lambda: NOW)
+            got = await g.markets(MarketQuery(active=None, closed=None, accepting_orders=None))
+    finally:
+        await runner.cleanup()
+    assert [m.condition_id for m in got] == [rows[0]["conditionId"]]
+    value = metrics.registry.get_sample_value("polyd_feed_malformed_total", {"feed": "gamma"})
+    assert value == 2
+
+
+@pytest.mark.parametrize(
+    "prices", ['["NaN", "1"]', '["1.5", "0"]', '["1e999", "0"]', '["-1", "1"]']
+)
+def test_resolution_payouts_with_hostile_prices_are_not_a_resolution(prices: str) -> None:
+    from venue.gamma import resolution_payouts
+
+    row = {
+        "closed": True,
+        "umaResolutionStatus": "resolved",
+        "clobTokenIds": '["1", "2"]',
+        "outcomePrices": prices,
+    }
+    assert resolution_payouts(row) is None
+    assert resolution_payouts(row | {"outcomePrices": '["1", "0"]'}) == {"1": D(1), "2": D(0)}

@@ -60,7 +60,8 @@ def test_unit_is_a_notify_service_with_a_watchdog_and_hardening() -> None:
     }.items():
         assert s[key] == [value], key
     assert "DB_PATH=/var/lib/polyd/polyd.db" in s["Environment"]
-    assert s["RestartPreventExitStatus"] == ["2"]  # bad configuration is not retried
+    # Not retried: bad configuration (2), the database or the port held by another process (3).
+    assert s["RestartPreventExitStatus"] == ["2 3"]
 
 
 def test_dockerfile_is_slim_non_root_hash_pinned_with_a_healthcheck_and_a_volume() -> None:

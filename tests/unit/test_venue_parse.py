@@ -215,3 +215,98 @@ def test_float_or_none_reads_header_text() -> None:
     assert parse.float_or_none(None) is None
     assert parse.float_or_none("soon") is None
     assert parse.float_or_none("") is None
+
+
+# --- bounds -----------------------------------------------------------------------------------
+
+HOSTILE = ["1e308", "-1", "1.5", "NaN", "Infinity", "-Infinity", "1e999", "sNaN", "9" * 65]
+
+
+@pytest.mark.parametrize("raw", HOSTILE)
+def test_price_refuses_every_hostile_value_as_out_of_bounds(raw: str) -> None:
+    with pytest.raises(parse.OutOfBounds):
+        parse.price(raw)
+
+
+@pytest.mark.parametrize("raw", [r for r in HOSTILE if r != "1.5"])
+def test_size_refuses_every_hostile_value_as_out_of_bounds(raw: str) -> None:
+    with pytest.raises(parse.OutOfBounds):
+        parse.size(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [("0", D(0)), ("1", D(1)), ("0.5", D("0.5")), (0.01, D("0.01")), (".48", D("0.48"))],
+)
+def test_price_accepts_zero_to_one_inclusive(raw: Any, want: D) -> None:
+    assert parse.price(raw) == want
+
+
+def test_size_bound_is_ten_to_the_ninth_shares_inclusive() -> None:
+    assert parse.MAX_SHARES == parse.MAX_PUSD == D(10**9)
+    assert parse.size("1000000000") == D(10**9)
+    assert parse.size(0) == 0
+    with pytest.raises(parse.OutOfBounds, match="above 1000000000"):
+        parse.size("1000000000.000001")
+    with pytest.raises(parse.OutOfBounds):
+        parse.pusd("1e10")
+    assert parse.size("5e11", bound=parse.MAX_PUSD_CUMULATIVE) == D("5e11")
+
+
+@pytest.mark.parametrize("raw", ["abc", "", [], {}, True, None])
+def test_non_numbers_are_unreadable_not_out_of_bounds(raw: Any) -> None:
+    with pytest.raises(parse.Unreadable) as e:
+        parse.size(raw)
+    assert not isinstance(e.value, parse.OutOfBounds)
+
+
+def test_huge_exponents_and_long_text_are_refused_quickly() -> None:
+    import time
+
+    t0 = time.perf_counter()
+    for raw in ("1e999999999", "1e-999999999", "-1e999999999", "1" * 100_000, "0." + "1" * 100_000):
+        with pytest.raises(parse.OutOfBounds):
+            parse.size(raw)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_refusals_name_the_field_and_a_short_sample() -> None:
+    with pytest.raises(parse.OutOfBounds) as e:
+        parse.size("1e308", what="asks[0].size")
+    assert str(e.value) == "asks[0].size '1e308' above 1000000000"
+    with pytest.raises(parse.OutOfBounds) as e:
+        parse.size("1" * 1000)
+    assert str(e.value) == "size is 1000 characters long"
+
+
+def test_malformed_log_counts_every_event_logs_once_per_window_with_a_truncated_sample() -> None:
+    from structlog.testing import capture_logs
+
+    from observability.metrics import Metrics
+
+    now = [100.0]
+    metrics = Metrics()
+    user = parse.MalformedLog("user", metrics=metrics, monotonic=lambda: now[0])
+    rest = parse.MalformedLog("rest", metrics=metrics, monotonic=lambda: now[0])
+    with capture_logs() as logs:
+        for _ in range(1000):
+            user("size above bound", {"size": "1e308", "pad": "x" * 10_000})
+        rest("price outside [0, 1]", b"\xff" * 500)  # another source logs on its own
+        now[0] += parse.MALFORMED_LOG_EVERY_S
+        user("again", "y")
+    assert user.count == 1001 and rest.count == 1
+    assert [(e["source"], e["suppressed_since_last"]) for e in logs] == [
+        ("user", 0),
+        ("rest", 0),
+        ("user", 999),
+    ]
+    assert all(e["event"] == "feed_malformed" for e in logs)
+    assert all(len(e["sample"]) <= parse.SAMPLE_CHARS for e in logs)
+    sample = metrics.registry.get_sample_value
+    assert sample("polyd_feed_malformed_total", {"feed": "user"}) == 1001
+    assert sample("polyd_feed_malformed_total", {"feed": "rest"}) == 1
+
+
+def test_malformed_log_sources_are_a_fixed_set() -> None:
+    with pytest.raises(ValueError, match="unknown malformed-input source"):
+        parse.MalformedLog("anything-else")

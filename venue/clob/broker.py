@@ -105,6 +105,7 @@ class ClobBroker:
         http_threads: int = 8,
         http_timeout_s: float = 5.0,
         limiter: RateLimiter | None = None,
+        malformed: parse.MalformedLog | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self._tracing = tracing or Tracing()
@@ -139,6 +140,8 @@ class ClobBroker:
         )
         self._http = ClobHttp(self.host, timeout_s=http_timeout_s)
         self._limiter = limiter
+        self._malformed = malformed or parse.MalformedLog("rest")
+        """Told of every REST row refused for a number out of bounds (`venue.parse`)."""
         self._sign_pool = ThreadPoolExecutor(signer_threads, thread_name_prefix="clob-sign")
         self._http_pool = ThreadPoolExecutor(http_threads, thread_name_prefix="clob-http")
         self.heartbeat_id = ""
@@ -339,7 +342,7 @@ class ClobBroker:
             raise TransientError(f"order lookup refused: {e.reason}", status=e.status) from e
         if not isinstance(res, dict) or not res:
             return None
-        vo = venue_order(res)
+        vo = venue_order(res, malformed=self._malformed)
         if vo is None and res.get("id"):
             # The venue knows the order but its row cannot be read: not "never seen", which
             # would let the lookup grace reject an order that may be live or filled.
@@ -348,7 +351,11 @@ class ClobBroker:
 
     async def open_orders(self) -> list[VenueOrder]:
         rows = await self._pages("data_orders", "/data/orders", {})
-        return [vo for r in rows if isinstance(r, dict) and (vo := venue_order(r)) is not None]
+        return [
+            vo
+            for r in rows
+            if isinstance(r, dict) and (vo := venue_order(r, malformed=self._malformed)) is not None
+        ]
 
     async def fills_since(self, after_unix_s: int, *, market: str | None = None) -> list[Fill]:
         params: dict[str, Any] = {}
@@ -363,7 +370,11 @@ class ClobBroker:
         out: list[Fill] = []
         for r in rows:
             if isinstance(r, dict):
-                out.extend(fills_from_trade(r, owner=self.owner, address=self.funder))
+                out.extend(
+                    fills_from_trade(
+                        r, owner=self.owner, address=self.funder, malformed=self._malformed
+                    )
+                )
         return out
 
     async def heartbeat(self) -> str:
@@ -406,7 +417,11 @@ class ClobBroker:
                 ),
             )
             raw = res.get("balance") if isinstance(res, dict) else None
-            return parse.amount(raw, max_digits=21) / MICRO
+            try:
+                return parse.pusd(parse.amount(raw, max_digits=21) / MICRO, what="balance")
+            except Unreadable as e:
+                self._malformed(f"balance: {e}", res)
+                raise
         except (OrderRejected, Unreadable) as e:
             raise TransientError(f"balance unreadable: {e}") from e
 
@@ -424,7 +439,8 @@ class ClobBroker:
             )
         except OrderRejected:
             return []
-        return with_fee(meta_from_market(str(cid), m), await self._clob_market_fee(str(cid)))
+        metas = meta_from_market(str(cid), m, malformed=self._malformed)
+        return with_fee(metas, await self._clob_market_fee(str(cid)))
 
     async def _clob_market_fee(self, cid: str) -> FeeSchedule | None:
         """The market's taker fee from `/clob-markets/{cid}` (`fd`); None if it cannot be read

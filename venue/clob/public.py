@@ -8,7 +8,6 @@ wired in. Each takes room in the venue's rate-limit bucket for its route when gi
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 
 import httpx
 import structlog
@@ -19,6 +18,8 @@ from execution.ports import MarketMeta
 from models import Level
 from resilience.rate_limit import RateLimiter
 from venue.clob.wire import fee_from_clob_market, meta_from_market, with_fee
+from venue.order_book import BadLevel, parse_levels
+from venue.parse import MalformedLog
 
 log = structlog.get_logger("venue.clob")
 
@@ -28,10 +29,16 @@ class PublicMarketMeta:
     used in paper mode."""
 
     def __init__(
-        self, *, host: str, timeout_s: float = 5.0, limiter: RateLimiter | None = None
+        self,
+        *,
+        host: str,
+        timeout_s: float = 5.0,
+        limiter: RateLimiter | None = None,
+        malformed: MalformedLog | None = None,
     ) -> None:
         self._client = httpx.AsyncClient(base_url=host.rstrip("/"), timeout=timeout_s)
         self._limiter = limiter
+        self._malformed = malformed
 
     async def _get(self, path: str) -> httpx.Response:
         if self._limiter is not None:
@@ -51,7 +58,8 @@ class PublicMarketMeta:
             raise TransientError(f"market metadata unavailable: {type(e).__name__}") from e
         if m.status_code != 200:
             return []
-        return with_fee(meta_from_market(str(cid), m.json()), await self._fee(str(cid)))
+        metas = meta_from_market(str(cid), m.json(), malformed=self._malformed)
+        return with_fee(metas, await self._fee(str(cid)))
 
     async def _fee(self, cid: str) -> FeeSchedule | None:
         """The taker fee from `/clob-markets/{cid}` (`fd`); None if it cannot be read now."""
@@ -80,8 +88,10 @@ class RestBookSource:
         timeout_s: float = 5.0,
         max_age_s: float = 2.0,
         limiter: RateLimiter | None = None,
+        malformed: MalformedLog | None = None,
     ) -> None:
         self._client = httpx.AsyncClient(base_url=host.rstrip("/"), timeout=timeout_s)
+        self._malformed = malformed
         self._max_age_s = max_age_s
         self._limiter = limiter
         self._books: dict[str, tuple[float, list[Level], list[Level]]] = {}
@@ -99,16 +109,15 @@ class RestBookSource:
             return
         try:
             d = r.json()
-            bids = [
-                (Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("bids") or [])
-            ]
-            asks = [
-                (Decimal(x["price"]), Decimal(x["size"])) for x in reversed(d.get("asks") or [])
-            ]
+            bids = sorted(parse_levels(d.get("bids") or []).items(), reverse=True)
+            asks = sorted(parse_levels(d.get("asks") or []).items())
         except (ValueError, ArithmeticError, KeyError, TypeError, AttributeError) as e:
-            # Not a book (an HTML page, a level without a price): no book, as for a non-200.
-            # Raising would fail the paper order being sent, or the paper broker's whole poll.
+            # Not a book (an HTML page, a level without a price, a size out of bounds): no
+            # book, as for a non-200. Raising would fail the paper order being sent, or the
+            # paper broker's whole poll.
             log.warning("book_unreadable", token_id=token_id, error=type(e).__name__)
+            if isinstance(e, BadLevel) and self._malformed is not None:
+                self._malformed(f"/book: {e}", r.text)
             self._books.pop(token_id, None)
             return
         self._books[token_id] = (time.monotonic(), bids, asks)

@@ -31,7 +31,7 @@ from models import (
 from venue import parse
 from venue.clob.signing import MICRO
 from venue.clob.translate import is_duplicate
-from venue.parse import Unreadable
+from venue.parse import MalformedLog, OutOfBounds, Unreadable
 
 log = structlog.get_logger("venue.clob")
 
@@ -48,9 +48,10 @@ def _num(v: Any, default: Decimal = ZERO) -> Decimal:
 
 
 def _money(d: Decimal) -> Decimal:
-    """`d` if it is a usable money value (below 1e15, like `models.Money`), else `Unreadable`."""
-    if d and d.adjusted() >= MONEY_MAX_DIGITS:
-        raise Unreadable("number out of range")
+    """`d` if it is within `parse.MAX_SHARES` (a size; the venue's pUSD amounts share the bound),
+    else `OutOfBounds`."""
+    if d > parse.MAX_SHARES:
+        raise OutOfBounds(f"{d:.6g} above {parse.MAX_SHARES:f}")
     return d
 
 
@@ -66,9 +67,15 @@ def _size(raw: Any, expected: Decimal | None) -> Decimal:
     return d
 
 
-def venue_order(d: dict[str, Any], *, expected_size: Decimal | None = None) -> VenueOrder | None:
+def venue_order(
+    d: dict[str, Any],
+    *,
+    expected_size: Decimal | None = None,
+    malformed: MalformedLog | None = None,
+) -> VenueOrder | None:
     """Translate a REST OpenOrder or a user-WS `order` event; None if it is not an order, or if
-    a number in it is unreadable (NaN, infinite, negative, out of range, a price above 1)."""
+    a number in it is unreadable or out of bounds (NaN, infinite, negative, a size above
+    `parse.MAX_SHARES`, a price above 1), which is also told to `malformed`."""
     status = VenueStatus.parse(d.get("status"))
     oid = d.get("id")
     if status is None or not isinstance(oid, str) or not oid:
@@ -80,11 +87,11 @@ def venue_order(d: dict[str, Any], *, expected_size: Decimal | None = None) -> V
         if scale_micro:
             matched = matched / MICRO
         _money(matched)
-        price = _num(d.get("price"))
-        if price > 1:
-            raise Unreadable("price above 1")
+        price = parse.price(d.get("price") or 0)
     except Unreadable as e:
         log.warning("venue_order_unreadable", venue_order_id=oid[:80], why=str(e))
+        if malformed is not None:
+            malformed(f"order: {e}", d)
         return None
     side_raw = str(d.get("side", "")).upper()
     return VenueOrder(
@@ -104,7 +111,7 @@ def _ts(v: Any) -> datetime:
     return parse.epoch_datetime(v) or datetime.now(UTC)
 
 
-def _fill(trade_id: str, **fields: Any) -> Fill | None:
+def _fill(trade_id: str, malformed: MalformedLog | None, **fields: Any) -> Fill | None:
     """A `Fill`, or None (logged) if the row does not make one: a missing or unreadable token
     id, price or size. The trade's other fills, and the frame's other events, still count."""
     try:
@@ -115,6 +122,8 @@ def _fill(trade_id: str, **fields: Any) -> Fill | None:
     except (Unreadable, ValidationError) as e:
         why = str(e) if isinstance(e, Unreadable) else f"{e.error_count()} invalid field(s)"
         log.warning("trade_fill_skipped", trade_id=trade_id[:80], why=why)
+        if malformed is not None:
+            malformed(f"trade {trade_id[:80]}: {why}", fields)
         return None
 
 
@@ -142,7 +151,7 @@ def _maker_side(m: dict[str, Any], taker_side: Side, taker_asset: str, trade_id:
 
 
 def _taker_legs(
-    makers: Any, taker_asset: str, trade_id: str
+    makers: Any, taker_asset: str, trade_id: str, malformed: MalformedLog | None = None
 ) -> tuple[Decimal, Decimal, tuple[tuple[Decimal, Decimal], ...]] | None:
     """(shares, average price, legs) of a taker fill from its `maker_orders`, in the taker's
     token; `legs` is (shares, price) per maker order, which the fee is charged on.
@@ -170,13 +179,17 @@ def _taker_legs(
                 legs.append((n, mine))
     except Unreadable as e:
         log.warning("taker_legs_unreadable", trade_id=trade_id[:80], why=str(e))
+        if malformed is not None:
+            malformed(f"trade {trade_id[:80]} maker_orders: {e}", makers)
         return None
     if shares <= 0:
         return None
     return shares, notional / shares, tuple(legs)
 
 
-def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fill]:
+def fills_from_trade(
+    t: dict[str, Any], *, owner: str, address: str, malformed: MalformedLog | None = None
+) -> list[Fill]:
     """Our fills in one REST `/data/trades` row or user-WS `trade` event (as taker or maker).
 
     The top level is the taker's view; `maker_orders` has one entry per maker order, each in the
@@ -185,7 +198,7 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
     `sum(matched_amount)`. Our maker fill is booked on the maker's `asset_id` at the maker's
     `price`, on the side derived from the asset ids (`_maker_side`). A fill that cannot be read
     (no token id, a missing or unreadable price or size) is logged and skipped; nothing here
-    raises on a malformed row.
+    raises on a malformed row; what is out of bounds is also told to `malformed`.
     """
     try:
         status = TradeStatus(str(t.get("status", "MATCHED")).upper().removeprefix("TRADE_STATUS_"))
@@ -205,7 +218,7 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
         t.get("owner") == owner or str(t.get("maker_address", "")).lower() == address.lower()
     ):
         price, size = t.get("price"), t.get("size")
-        taken = _taker_legs(makers, token_id, trade_id)
+        taken = _taker_legs(makers, token_id, trade_id, malformed)
         legs: tuple[tuple[Decimal, Decimal], ...] = ()
         if taken is not None:
             size, price, legs = taken
@@ -222,6 +235,7 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
                 )
         fill = _fill(
             trade_id,
+            malformed,
             venue_order_id=str(t.get("taker_order_id", "")),
             token_id=token_id,
             side=taker_side,
@@ -240,6 +254,7 @@ def fills_from_trade(t: dict[str, Any], *, owner: str, address: str) -> list[Fil
             continue
         fill = _fill(
             trade_id,
+            malformed,
             venue_order_id=str(m.get("order_id", "")),
             token_id=str(m.get("asset_id") or token_id),
             side=_maker_side(m, taker_side, token_id, trade_id),
@@ -322,7 +337,9 @@ def cancel_answer(res: Any) -> CancelResult:
     )
 
 
-def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
+def meta_from_market(
+    condition_id: str, m: Any, *, malformed: MalformedLog | None = None
+) -> list[MarketMeta]:
     """Market rules for both tokens from a CLOB `/markets/{condition_id}` row.
 
     [] (market unknown: its orders are refused by the rules) if the row cannot be read: a tick
@@ -335,11 +352,13 @@ def meta_from_market(condition_id: str, m: Any) -> list[MarketMeta]:
         tick = _num(m.get("minimum_tick_size"), Decimal("0.01"))
         min_size = _money(_num(m.get("minimum_order_size"), Decimal("5")))
         if not 0 < tick < 1:
-            raise Unreadable("tick size outside (0, 1)")
+            raise OutOfBounds("tick size outside (0, 1)")
         # Marketable orders wait this long before matching (`sd` on /clob-markets).
         delay = float(_num(m.get("seconds_delay") or 0))
     except Unreadable as e:
         log.warning("market_meta_unreadable", condition_id=condition_id[:80], why=str(e))
+        if malformed is not None and isinstance(e, OutOfBounds):
+            malformed(f"market {condition_id[:80]}: {e}", m)
         return []
     out: list[MarketMeta] = []
     payouts = clob_payouts(m)

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection
 
 from resilience.backoff import Backoff
 from resilience.clock import Clock
+from venue.liveness import NO_PONG, STALL, Liveness
 from venue.market_feed.parsing import PING
 from venue.order_book import Link
 
@@ -42,10 +43,11 @@ log = structlog.get_logger("market_feed")
 FEED: Final = "market"
 
 
-class Shard:
-    """One websocket connection and the assets it carries."""
+class Shard(Liveness):
+    """One websocket connection, the assets it carries and its liveness clocks."""
 
     def __init__(self, index: int) -> None:
+        super().__init__()
         self.index = index
         self.name = f"feed:{FEED}:{index}"
         self.assets: set[str] = set()
@@ -55,37 +57,14 @@ class Shard:
         self.ws: ClientConnection | None = None
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.connected_at = float("-inf")
-        self.last_data = float("-inf")
-        self.data_frames = 0
-        self.gap_ewma = 0.0
-        self.ping_sent_at = float("-inf")
-        self.ping_outstanding_since: float | None = None
         self.connections = 0
 
     def on_connect(self, now: float) -> None:
         """Start the liveness clocks of a fresh connection."""
-        self.connected_at = now
-        self.last_data = now
-        self.data_frames = 0
-        self.gap_ewma = 0.0
-        self.ping_sent_at = now
-        self.ping_outstanding_since = None
+        super().on_connect(now)
         self.link.last_frame = now
         self.link.connected = True
         self.connections += 1
-
-    def on_data(self, now: float) -> None:
-        """Record a data frame (not a PONG): the stall watchdog learns the usual gap."""
-        if self.data_frames:
-            gap = now - self.last_data
-            self.gap_ewma = gap if self.data_frames == 1 else 0.8 * self.gap_ewma + 0.2 * gap
-        self.data_frames += 1
-        self.last_data = now
-
-    def on_pong(self) -> None:
-        """The venue answered the outstanding PING."""
-        self.ping_outstanding_since = None
 
 
 class ShardOwner(Protocol):
@@ -234,23 +213,17 @@ class ShardConnector:
                 return "closed"
             now = self._clock.monotonic()
             await self._sync_subscriptions(shard, ws, now)
-            if now - shard.ping_sent_at >= cfg.ping_interval_s - self._tick_s:
+            if shard.ping_due(now, cfg.ping_interval_s - self._tick_s):
                 await ws.send(PING)
-                shard.ping_sent_at = now
-                if shard.ping_outstanding_since is None:
-                    shard.ping_outstanding_since = now
-            since = shard.ping_outstanding_since
-            if since is not None and now - since > cfg.pong_timeout_s:
-                log.warning("feed_no_pong", shard=shard.index, waited_s=round(now - since, 3))
-                return "no_pong"
-            silence = now - shard.last_data
-            if (
-                shard.data_frames >= 2
-                and silence > cfg.stale_after_s
-                and silence > 4 * shard.gap_ewma
-            ):
+                shard.pinged(now)
+            waited = shard.pong_overdue(now, cfg.pong_timeout_s)
+            if waited is not None:
+                log.warning("feed_no_pong", shard=shard.index, waited_s=round(waited, 3))
+                return NO_PONG
+            silence = shard.data_stalled(now, cfg.stale_after_s)
+            if silence is not None:
                 log.warning("feed_stalled", shard=shard.index, silent_s=round(silence, 3))
-                return "stall"
+                return STALL
             for token, t0 in list(shard.awaiting.items()):
                 if now - t0 > cfg.stale_after_s:
                     # No snapshot came for this token: ask REST rather than reconnect, so a

@@ -51,10 +51,12 @@ from venue.market_feed.parsing import (
     parse_tick,
     parse_tick_size_change,
     parse_token,
+    price_change_tokens,
     untyped_event_type,
 )
 from venue.market_feed.rest import BookFetcher
 from venue.order_book import BadLevel, BookStore, OrderBook, rest_book_hash
+from venue.parse import MalformedLog
 
 log = structlog.get_logger("market_feed")
 
@@ -86,6 +88,7 @@ class MarketFeed:
         clock: Clock | None = None,
         connect: Callable[..., Any] = ws_connect,
         open_timeout_s: float = 10.0,
+        rest_malformed: MalformedLog | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self._tracing = tracing or Tracing()
@@ -121,6 +124,10 @@ class MarketFeed:
         self._resync_queued: set[str] = set()
         self._resync_pending: set[str] = set()
         self._stats = FrameStats(self._clock.monotonic)
+        self._rest_malformed = rest_malformed or MalformedLog(
+            "rest", metrics=metrics, monotonic=self._clock.monotonic
+        )
+        """Told of every REST `/book` body refused (an out-of-bound level)."""
         self._resyncs = 0
         self.last_frame_ns = 0
         """`time.perf_counter_ns()` when the latest frame arrived (tick-to-order benchmark)."""
@@ -318,7 +325,16 @@ class MarketFeed:
     def _on_price_change(
         self, ev: dict[str, Any], touched: set[str], now: float, shard: Shard
     ) -> None:
-        changes, bests = parse_price_change(ev)  # all of it first: no half-applied event
+        try:
+            changes, bests = parse_price_change(ev)  # all of it first: no half-applied event
+        except PARSE_ERRORS:
+            # The event was refused whole, so the books it names missed an update: they wait
+            # for a fresh snapshot rather than trade on levels that may be wrong.
+            for token in price_change_tokens(ev):
+                book = self.store.get(token)
+                if book is not None and book.snapshots:
+                    self._doubt(book, "bad_delta", touched)
+            raise
         changed: set[str] = set()
         store = self.store
         for token, is_bid, price, size in changes:
@@ -431,10 +447,17 @@ class MarketFeed:
                 return  # unwatched, or a websocket snapshot already fixed it
             try:
                 payload = await self.fetcher.fetch_book(token)
-                ok = self.apply_rest_book(token, payload, trust_hash=attempt == _RESYNC_ATTEMPTS)
-            except (FeedError, *PARSE_ERRORS) as e:
+            except FeedError as e:
                 log.warning("book_resync_failed", token_id=token, attempt=attempt, error=str(e))
                 ok = False
+            else:
+                try:
+                    ok = self.apply_rest_book(
+                        token, payload, trust_hash=attempt == _RESYNC_ATTEMPTS
+                    )
+                except PARSE_ERRORS as e:
+                    self._rest_malformed(f"bad /book: {e}", payload)
+                    ok = False
             if ok:
                 return
             await self._clock.sleep(0.2 * attempt)

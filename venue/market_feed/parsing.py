@@ -24,15 +24,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
-
 from venue.order_book import BadLevel, parse_levels, parse_price, parse_size
-from venue.parse import unix_ms
+from venue.parse import MalformedLog, unix_ms
 
 if TYPE_CHECKING:
     from observability.metrics import Metrics
-
-log = structlog.get_logger("market_feed")
 
 PONG: Final = "PONG"
 PING: Final = "PING"
@@ -212,6 +208,19 @@ def parse_price_change(ev: dict[str, Any]) -> PriceChange:
     return parsed, bests
 
 
+def price_change_tokens(ev: dict[str, Any]) -> set[str]:
+    """The asset ids a `price_change` names, in any schema, readable or not (for doubt)."""
+    out: set[str] = set()
+    if type(ev.get("asset_id")) is str:
+        out.add(ev["asset_id"])
+    entries = ev.get("price_changes")
+    if type(entries) is list:
+        out.update(
+            e["asset_id"] for e in entries if type(e) is dict and type(e.get("asset_id")) is str
+        )
+    return out
+
+
 def parse_tick_size_change(ev: dict[str, Any]) -> TickSizeChange:
     """Parse a `tick_size_change`."""
     return TickSizeChange(parse_token(ev["asset_id"]), parse_tick(ev["new_tick_size"]))
@@ -254,11 +263,10 @@ class FrameStats:
     """
 
     def __init__(self, monotonic: Callable[[], float]) -> None:
-        self._monotonic = monotonic
         self.events: dict[str, int] = {}
         self.malformed = 0
-        self._logged_at = float("-inf")
-        self._suppressed = 0
+        # Counted here and pushed to Prometheus in batches by `flush` (the hot path).
+        self._log = MalformedLog("market", monotonic=monotonic, every_s=MALFORMED_LOG_EVERY_S)
         self._flushed: dict[str, int] = {}
         self._malformed_flushed = 0
 
@@ -277,19 +285,7 @@ class FrameStats:
     def bad(self, why: str, sample: Any) -> None:
         """Count a malformed frame or event; log a sample unless one was logged recently."""
         self.malformed += 1
-        now = self._monotonic()
-        if now - self._logged_at < MALFORMED_LOG_EVERY_S:
-            self._suppressed += 1
-            return
-        text = sample if isinstance(sample, (str, bytes)) else repr(sample)
-        log.warning(
-            "feed_malformed",
-            why=why[:200],
-            sample=str(text)[:200],
-            suppressed_since_last=self._suppressed,
-        )
-        self._logged_at = now
-        self._suppressed = 0
+        self._log(why, sample, counted=True)
 
     def flush(self, metrics: Metrics, feed: str) -> None:
         """Add what was counted since the last flush to the Prometheus counters."""
