@@ -208,17 +208,17 @@ class Executor:
     def state_reason(self) -> str:
         return self.guard.reason
 
-    async def halt(self, reason: str) -> None:
+    async def halt(self, reason: str, actor: str = "") -> None:
         """Stop new orders (cancels still go); survives restarts until `resume()`."""
-        await self.guard.set_state(TradingState.HALTED, reason)
+        await self.guard.set_state(TradingState.HALTED, reason, actor=actor)
 
-    async def reduce_only(self, reason: str) -> None:
+    async def reduce_only(self, reason: str, actor: str = "") -> None:
         """Allow only position-reducing SELLs (and cancels)."""
-        await self.guard.set_state(TradingState.REDUCING, reason)
+        await self.guard.set_state(TradingState.REDUCING, reason, actor=actor)
 
-    async def resume(self, reason: str = "manual resume") -> None:
+    async def resume(self, reason: str = "manual resume", actor: str = "") -> None:
         """Return to ACTIVE. Refused while the kill-switch file exists."""
-        await self.guard.resume(reason)
+        await self.guard.resume(reason, actor=actor)
 
     async def check_guards(self) -> None:
         """Kill switch and daily loss limit; called before each order and by `run()`."""
@@ -481,11 +481,11 @@ class Executor:
         await self.settle.canceled(res.canceled)
         return row.venue_order_id in res.canceled
 
-    async def cancel_all(self) -> int:
+    async def cancel_all(self, actor: str = "daemon") -> int:
         """Cancel every resting order at the venue; return how many were canceled."""
         res = await self.broker.cancel_all()
         await self.settle.canceled(res.canceled)
-        await self.repos.audit.append("cancel_all", canceled=len(res.canceled))
+        await self.repos.audit.append("cancel_all", canceled=len(res.canceled), actor=actor)
         return len(res.canceled)
 
     # --- reconciliation (the reconciler's) ---

@@ -46,6 +46,7 @@ from wiring.stage import Service, Stage, Step
 
 if TYPE_CHECKING:  # built lazily: the venue SDK loads only when trading is built
     from executor import Executor
+    from observability.chat import ChatBot
     from venue.order_book import BookStore
 
 VERSION = "0.1.0"
@@ -222,6 +223,7 @@ class Context:
     notifier: Notifier = field(default_factory=Notifier)
     executor: Executor | None = None  # once the execution stage is built
     books: BookStore | None = None  # the market feed's books, once market data is built
+    chat: ChatBot | None = None  # Telegram chat control (idle without a bot token)
 
     def fold(self, stage: Stage) -> None:
         """Take a stage's parts into the life cycle (its start-up steps are run by the caller)."""
@@ -353,6 +355,9 @@ class Daemon:
             warn_fraction=s.risk_daily_loss_warn_fraction,
             reason=lambda: ctx.executor.state_reason if ctx.executor is not None else "",
         )
+        from wiring.chat import build_chat  # python-telegram-bot loads for the daemon only
+
+        ctx.chat = build_chat(ctx)
         self.reloads.start(ctx)
         ctx.health.phase = Phase.RUNNING
         ctx.metrics.ready.set(1)

@@ -77,26 +77,29 @@ class TradingGuard:
                 self._persisted_day = day_raw
 
     # trading state ------------------------------------------------------------------------
-    async def set_state(self, state: TradingState, reason: str) -> None:
+    async def set_state(self, state: TradingState, reason: str, *, actor: str = "") -> None:
+        """Move to `state`, persisted and audited; `actor` (who asked: `http`,
+        `telegram:<chat id>`; empty for the daemon itself) goes into the audit entry."""
         if state is self.state and reason == self.reason:
             return
         old = self.state
         body = orjson.dumps({"state": state.value, "reason": reason}).decode()
-        await self._store.set(
-            STATE_KEY, body, audit=("trading_state", {"from": old, "to": state, "reason": reason})
-        )
+        move: dict[str, object] = {"from": old, "to": state, "reason": reason}
+        if actor:
+            move["actor"] = actor
+        await self._store.set(STATE_KEY, body, audit=("trading_state", move))
         self.state, self.reason = state, reason
         self.metrics.trading_state.set(TRADING_STATE_VALUE[state.value])
         log.warning("trading_state_changed", old=old, new=state, reason=reason)
 
-    async def resume(self, reason: str) -> None:
+    async def resume(self, reason: str, *, actor: str = "") -> None:
         """Back to ACTIVE with a fresh breaker; refused while the kill-switch file exists."""
         if self.kill_switch_on():
             raise OrderRejected(
                 "kill-switch file is present; remove it first", source=RefusalSource.HALTED
             )
         self.breaker.reset()
-        await self.set_state(TradingState.ACTIVE, reason)
+        await self.set_state(TradingState.ACTIVE, reason, actor=actor)
 
     def storage_failed(self) -> None:
         """A database write failed: halt in memory (the state row cannot be written either).

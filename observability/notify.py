@@ -110,6 +110,7 @@ class Notifier:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 3.0))
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._sinks: list[Callable[[Notification], bool]] = []
 
     @classmethod
     def from_settings(cls, settings: Any, *, metrics: Metrics, redactor: Redactor) -> Notifier:
@@ -127,7 +128,12 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
-        return self._url is not None
+        return self._url is not None or bool(self._sinks)
+
+    def add_sink(self, sink: Callable[[Notification], bool]) -> None:
+        """Also hand every accepted message to `sink` (e.g. the Telegram chat bot), which must
+        not block and returns whether it took the message; dedupe and rate limit apply first."""
+        self._sinks.append(sink)
 
     def reconfigure(self, settings: Any) -> None:
         """Take new webhook settings (a reload): messages from now on go to the new URL.
@@ -167,7 +173,7 @@ class Notifier:
 
     def notify(self, kind: str, key: str, text: str, **fields: Any) -> bool:
         """Queue a message; return True if it was accepted. Never blocks, never awaits."""
-        if self._url is None:
+        if not self.enabled:
             return False
         now = self._clock()
         last = self._last_by_key.get(key)
@@ -187,11 +193,15 @@ class Notifier:
             fields=dict(self._redactor(None, "info", dict(fields))),
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        try:
-            self._queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self._count("dropped")
-            log.warning("notification_dropped", kind=kind, key=key, reason="queue full")
+        taken = [sink(msg) for sink in self._sinks]
+        if self._url is not None:
+            try:
+                self._queue.put_nowait(msg)
+                taken.append(True)
+            except asyncio.QueueFull:
+                self._count("dropped")
+                log.warning("notification_dropped", kind=kind, key=key, reason="queue full")
+        if not any(taken):
             return False
         self._accepted.append(now)
         self._last_by_key[key] = now

@@ -189,6 +189,16 @@ class Sidecar:
                 raise ValueError("body must be a JSON object")
         except (ValueError, orjson.JSONDecodeError) as e:
             return _json({"error": f"invalid JSON body: {e}"}, 400)
-        log.info("control_action", action=action)
-        result = await handler(payload)
+        result = await self.run_control(action, payload, actor="http")
         return _json({"ok": True, "action": action, **result})
+
+    async def run_control(
+        self, action: str, body: Mapping[str, Any], *, actor: str
+    ) -> Mapping[str, Any]:
+        """Run the control `action` for `actor` (who asked: `http` for the bearer-token route,
+        `telegram:<chat id>` for chat control), the one path every operator command takes. The
+        handler records `actor` in the audit entry it writes. Raise KeyError for no such action.
+        """
+        handler = self._controls[action]
+        log.info("control_action", action=action, actor=actor)
+        return await handler({**body, "actor": actor})

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from errors import StorageError
 from models import TERMINAL_STATUSES, Side
@@ -146,7 +146,7 @@ class Reports:
         self._conn = conn
 
     @classmethod
-    def open(cls, db_path: Path) -> Reports:
+    def open(cls, db_path: Path) -> Self:
         """Open `db_path` read-only; never create, migrate or write it."""
         path = db_path.expanduser().resolve()
         if not path.is_file():
@@ -167,7 +167,7 @@ class Reports:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> Reports:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -99,15 +99,16 @@ def retry_policy(s: Settings) -> RetryPolicy:
 
 
 def controls(executor: Executor) -> list[Control]:
-    """The operator's routes: halt, resume, reduce-only, cancel every resting order."""
+    """The operator's routes: halt, resume, reduce-only, cancel every resting order. `actor` in
+    the body (set by the sidecar, never by the caller) goes into the audit entry."""
 
     async def halt(body: Mapping[str, Any]) -> Mapping[str, Any]:
-        await executor.halt(str(body.get("reason") or "manual halt"))
+        await executor.halt(str(body.get("reason") or "manual halt"), actor=_actor(body))
         return {"trading_state": executor.state.value}
 
     async def resume(body: Mapping[str, Any]) -> Mapping[str, Any]:
         try:
-            await executor.resume(str(body.get("reason") or "manual resume"))
+            await executor.resume(str(body.get("reason") or "manual resume"), actor=_actor(body))
         except OrderRejected as e:
             return {"trading_state": executor.state.value, "refused": e.reason}
         return {"trading_state": executor.state.value}
@@ -115,13 +116,18 @@ def controls(executor: Executor) -> list[Control]:
     async def reduce(body: Mapping[str, Any]) -> Mapping[str, Any]:
         # REDUCING is manual only: the risk caps already refuse every BUY that would breach
         # them, so an automatic trigger would add a state, not protection.
-        await executor.reduce_only(str(body.get("reason") or "manual reduce-only"))
+        reason = str(body.get("reason") or "manual reduce-only")
+        await executor.reduce_only(reason, actor=_actor(body))
         return {"trading_state": executor.state.value}
 
     async def cancel_all(body: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {"canceled": await executor.cancel_all()}
+        return {"canceled": await executor.cancel_all(actor=_actor(body))}
 
     return [("halt", halt), ("resume", resume), ("reduce", reduce), ("cancel-all", cancel_all)]
+
+
+def _actor(body: Mapping[str, Any]) -> str:
+    return str(body.get("actor") or "")
 
 
 async def build_execution(

@@ -1,0 +1,281 @@
+"""Telegram chat control against a fake Bot API on loopback (tests/fake_bot_api.py): the real
+python-telegram-bot client long-polls it, commands are answered from a database the test builds,
+unknown chats are refused and audited, the digest goes out at its time, failed polls back off
+and recover, and a reload moves the bot to new settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import Fill, OrderStatus, Side
+from observability.chat import ChatBot, ChatConfig
+from observability.metrics import Metrics
+from observability.notify import Notifier
+from storage import Database, Repositories
+from storage.reports import Reports
+from tests.fake_bot_api import TOKEN, FakeBotApi
+from tests.helpers import make_order, make_settings
+from wiring.chat import DaemonDesk, money, short
+
+OPERATOR, STRANGER = 4242, 999_001
+TOKEN_A = "7" * 69 + "12345678"
+
+
+async def seed(path: Path) -> str:
+    """One sniper order: bought 10 @ 0.40, sold 4 @ 0.50 -> 6 held @ 0.40, 0.40 realized."""
+    async with Database(path) as db:
+        repos = Repositories.over(db)
+        order = make_order(strategy="sniper", token_id=TOKEN_A, price="0.40")
+        await repos.orders.record(order, venue_order_id="0xa1", payload_hash="h1")
+        await repos.orders.transition(
+            order.client_order_id, OrderStatus.FILLED, size_matched=Decimal("10")
+        )
+        for trade, side, price, size in (
+            ("t1", Side.BUY, "0.40", "10"),
+            ("t2", Side.SELL, "0.50", "4"),
+        ):
+            await repos.fills.record(
+                Fill(
+                    trade_id=trade,
+                    venue_order_id="0xa1",
+                    client_order_id=order.client_order_id,
+                    token_id=TOKEN_A,
+                    side=side,
+                    price=Decimal(price),
+                    size=Decimal(size),
+                )
+            )
+    return order.client_order_id
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+class Bench:
+    """A bot over a seeded database, its audit log, and the fake server."""
+
+    def __init__(self, api: FakeBotApi, db: Database, bot: ChatBot, path: Path) -> None:
+        self.api, self.db, self.bot, self.path = api, db, bot, path
+
+    async def audit(self, event: str) -> list[dict[str, Any]]:
+        return [e.detail for e in await Repositories.over(self.db).audit.tail(event=event)]
+
+
+def config(api: FakeBotApi, **kw: Any) -> ChatConfig:
+    base: dict[str, Any] = {
+        "token": TOKEN,
+        "api_url": api.url,
+        "chat_ids": frozenset({OPERATOR}),
+        "poll_timeout_s": 1,
+    }
+    base.update(kw)
+    return ChatConfig(**base)
+
+
+@contextlib.asynccontextmanager
+async def bench(tmp_path: Path, clock: Clock | None = None, **kw: Any) -> AsyncIterator[Bench]:
+    path = tmp_path / "polyd.db"
+    await seed(path)
+    async with FakeBotApi() as api, Database(path) as db:
+        desk = DaemonDesk(
+            db_path=path,
+            daily_loss_limit=Decimal("100"),
+            mode="paper",
+            executor=lambda: None,
+            run_control=None,
+            now=clock or (lambda: datetime.now(UTC)),
+        )
+        bot = ChatBot(
+            config=config(api, **kw),
+            desk=desk,
+            audit=Repositories.over(db).audit,
+            metrics=Metrics(),
+            mode="paper",
+            now=clock or (lambda: datetime.now(UTC)),
+            fill_poll_s=0.05,
+        )
+        tasks = [asyncio.create_task(fn(), name=name) for name, fn in bot.services()]
+        try:
+            yield Bench(api, db, bot, path)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
+            for t in tasks:
+                assert t.cancelled(), t  # no service ended on its own (an error)
+
+
+async def test_each_read_command_answers_with_the_figures_in_the_database(
+    tmp_path: Path,
+) -> None:
+    async with bench(tmp_path) as b:
+        status = await b.api.reply_to(OPERATOR, "/status")
+        positions = await b.api.reply_to(OPERATOR, "/positions")
+        pnl = await b.api.reply_to(OPERATOR, "/pnl")
+        daily = await b.api.reply_to(OPERATOR, "/daily")
+        help_text = await b.api.reply_to(OPERATOR, "/help")
+        unknown = await b.api.reply_to(OPERATOR, "/frobnicate")
+    with Reports.open(b.path) as r:
+        summary = r.summary()
+    assert summary.realized_pnl == "0.40" or Decimal(summary.realized_pnl) == Decimal("0.4")
+    assert status.startswith("polyd (paper): ACTIVE")
+    assert "realized PnL: 0.40, fees paid: 0.00" in status
+    assert "open orders: 0, positions: 1, fills: 2" in status
+    assert f"{short(TOKEN_A)}: 6 @ 0.4, realized 0.40" in positions
+    assert short(TOKEN_A) == "…12345678"
+    assert "realized PnL: 0.40" in pnl and "fees paid: 0.00" in pnl
+    today = datetime.now(UTC).date().isoformat()
+    # Bought 10 x 0.40 = 4.00 pUSD, sold 4 x 0.50 = 2.00, today; the six days before are empty.
+    assert f"{today}: 2 fills, bought 4.00, sold 2.00, fees 0.00" in daily
+    assert len(daily.splitlines()) == 1 + 7
+    assert "/cancel_all" in help_text and f"This chat's id: {OPERATOR}" in help_text
+    assert unknown.startswith("Unknown command")
+
+
+async def test_an_unknown_chat_is_refused_once_audited_and_never_answered(
+    tmp_path: Path,
+) -> None:
+    async with bench(tmp_path) as b:
+        refusal = await b.api.reply_to(STRANGER, "/status")
+        assert refusal == f"This chat (id {STRANGER}) may not use this bot."
+        b.api.message(STRANGER, "/halt confirm")
+        b.api.press(STRANGER, "halt:9999999999")
+        # The operator's command after the stranger's: once answered, the stranger's were seen.
+        await b.api.reply_to(OPERATOR, "/status")
+        refused = await b.audit("chat_refused")
+    assert b.api.texts(STRANGER) == [refusal]  # one refusal per chat per 10 minutes
+    assert refused == [{"chat_id": STRANGER, "user_id": STRANGER, "what": "/status"}]
+    assert b.api.answered == []  # the stranger's button press was not handled either
+
+
+async def test_the_digest_goes_out_once_at_its_time(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 12, 5, 20, 59, 30, tzinfo=UTC))
+    async with bench(tmp_path, clock=clock, digest_at=(21, 0)) as b:
+        await b.api.wait_for(lambda: b.api.calls["getUpdates"] > 0)
+        assert await b.bot.digest_tick() is False  # 20:59: not yet
+        clock.at += timedelta(seconds=31)
+        assert await b.bot.digest_tick() is True  # 21:00:01
+        await b.api.wait_for(lambda: len(b.api.texts(OPERATOR)) == 1)
+        assert await b.bot.digest_tick() is False  # once a day
+        clock.at += timedelta(days=1)
+        assert await b.bot.digest_tick() is True
+        await b.api.wait_for(lambda: len(b.api.texts(OPERATOR)) == 2)
+    first, second = b.api.texts(OPERATOR)
+    assert first.startswith("polyd daily digest 2026-12-05\npolyd (paper): ACTIVE")
+    assert "realized PnL: 0.40" in first
+    assert second.startswith("polyd daily digest 2026-12-06")
+
+
+async def test_a_daemon_started_after_the_digest_time_waits_for_the_next_day(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(datetime(2026, 12, 5, 22, 0, tzinfo=UTC))
+    async with bench(tmp_path, clock=clock, digest_at=(21, 0)) as b:
+        assert await b.bot.digest_tick() is False
+        clock.at += timedelta(hours=22)  # 20:00 next day
+        assert await b.bot.digest_tick() is False
+        clock.at += timedelta(hours=1)
+        assert await b.bot.digest_tick() is True
+
+
+async def test_failed_polls_back_off_and_the_bot_recovers(tmp_path: Path) -> None:
+    async with bench(tmp_path) as b:
+        b.api.fail_polls = 2  # 502 Bad Gateway twice: waits 1 s, then 1.5 s
+        started = asyncio.get_running_loop().time()
+        answer = await b.api.reply_to(OPERATOR, "/status", within_s=15)
+        took = asyncio.get_running_loop().time() - started
+        assert b.bot.poll_errors == 2
+        assert answer.startswith("polyd (paper)")
+        assert took >= 2.0  # it backed off rather than hammering the server
+
+
+async def test_a_bot_that_cannot_reach_the_api_retries_and_never_raises(tmp_path: Path) -> None:
+    async with FakeBotApi() as gone:
+        pass  # closed: connections to its port are refused
+    path = tmp_path / "polyd.db"
+    await seed(path)
+    async with Database(path) as db:
+        bot = ChatBot(
+            config=config(gone),
+            desk=DaemonDesk(
+                db_path=path,
+                daily_loss_limit=Decimal(100),
+                mode="paper",
+                executor=lambda: None,
+                run_control=None,
+            ),
+            audit=Repositories.over(db).audit,
+        )
+        task = asyncio.create_task(bot.run())
+        await asyncio.sleep(1.5)  # first try, 1 s backoff, second try
+        assert not task.done()
+        task.cancel()
+        await asyncio.wait([task])
+    assert task.cancelled()
+    assert bot.failures >= 2
+
+
+async def test_notifications_and_fills_reach_every_configured_chat(tmp_path: Path) -> None:
+    async with bench(tmp_path, chat_ids=frozenset({OPERATOR, -100_200}), notify_fills=True) as b:
+        notifier = Notifier(metrics=Metrics(), mode="paper")  # no webhook: the bot only
+        notifier.add_sink(b.bot.push)
+        assert notifier.notify("halt", "halt", "trading halted: daily loss limit")
+        await b.api.wait_for(lambda: len(b.api.sent) == 2)
+        assert {m["text"] for m in b.api.sent} == {
+            "polyd halt (paper): trading halted: daily loss limit"
+        }
+        await asyncio.sleep(0.2)  # the fill watch took its starting mark (no backlog)
+        async with Database(b.path) as db:
+            await Repositories.over(db).fills.record(
+                Fill(
+                    trade_id="t3",
+                    venue_order_id="0xa1",
+                    client_order_id=None,
+                    token_id=TOKEN_A,
+                    side=Side.SELL,
+                    price=Decimal("0.55"),
+                    size=Decimal("2"),
+                )
+            )
+        await b.api.wait_for(lambda: len(b.api.sent) == 4)
+    assert b.api.texts(-100_200)[1] == f"fill: SELL 2 of {short(TOKEN_A)} @ 0.55, fee 0 (taker)"
+    assert b.api.texts(OPERATOR)[1] == b.api.texts(-100_200)[1]
+
+
+async def test_a_reload_moves_the_bot_to_the_new_chats(tmp_path: Path) -> None:
+    other = 5151
+    async with bench(tmp_path) as b:
+        assert (await b.api.reply_to(other, "/status")).startswith("This chat")
+        s = make_settings(
+            tmp_path,
+            telegram_bot_token=TOKEN,
+            telegram_api_url=b.api.url,
+            notify_telegram_chat_id=f"{OPERATOR},{other}",
+            telegram_poll_timeout_s=1,
+        )
+        b.bot.reconfigure(s)
+        assert b.bot.config.chat_ids == {OPERATOR, other}
+        answer = await b.api.reply_to(other, "/pnl", within_s=15)
+        assert answer.startswith("realized PnL: 0.40")
+        b.bot.reconfigure(make_settings(tmp_path))  # no token: the bot stops and idles
+        await asyncio.sleep(0.3)
+        assert b.bot.app is None
+        assert b.bot.say("anything") is False
+
+
+@pytest.mark.parametrize("amount", ["0.405", "-3.2"])
+def test_money_is_shown_to_the_cent(amount: str) -> None:
+    assert money(Decimal(amount)) == {"0.405": "0.40", "-3.2": "-3.20"}[amount]

@@ -1,0 +1,242 @@
+"""Chat control wired into the daemon: the bot, what it reads, and the control path it uses.
+
+Figures come from the CLI's read model (`storage.reports`, read-only, in a worker thread so the
+loop never waits on SQLite) plus the executor's live state and today's PnL; control commands run
+the sidecar's control path (`Sidecar.run_control`), the same handlers and audit entries as
+`python -m orchestrator halt|resume|cancel-all`, with the chat as the actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from config import Settings
+from observability.chat import ChatBot, ChatConfig
+from observability.metrics import Metrics
+from observability.notify import Notifier
+from observability.sidecar import Sidecar
+from storage import Repositories
+from storage.activity import Activity, DayFills, FillNotice
+from storage.reports import DbSummary, PositionReport
+from wiring.stage import Service
+
+CENT = Decimal("0.01")
+MAX_LINES = 30
+RunControl = Callable[..., Awaitable[Mapping[str, Any]]]
+
+
+class LiveState(Protocol):
+    """The executor as the bot reads it (state, reason, today's marked PnL)."""
+
+    @property
+    def state_reason(self) -> str: ...
+
+    @property
+    def state(self) -> Any: ...
+
+    @property
+    def positions(self) -> Any: ...
+
+
+def money(d: Decimal) -> str:
+    """pUSD to the cent, for a chat message (the database keeps the exact figure)."""
+    return str(d.quantize(CENT, rounding=ROUND_HALF_EVEN))
+
+
+def short(token_id: str) -> str:
+    """A token id as a chat line shows it: its last 8 digits."""
+    return token_id if len(token_id) <= 10 else "…" + token_id[-8:]
+
+
+@dataclass(frozen=True)
+class Live:
+    state: str
+    reason: str
+    today: Decimal | None
+
+
+class DaemonDesk:
+    """The `Desk` of the running daemon (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        db_path: Path,
+        daily_loss_limit: Decimal,
+        mode: str,
+        executor: Callable[[], LiveState | None],
+        run_control: RunControl | None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db_path = db_path
+        self._limit = daily_loss_limit
+        self._mode = mode
+        self._executor = executor
+        self._run_control = run_control
+        self._now = now
+        self._mark: int | None = None
+
+    def _live(self) -> Live | None:
+        ex = self._executor()
+        if ex is None:
+            return None
+        return Live(str(ex.state.value), ex.state_reason, ex.positions.daily_pnl())
+
+    async def report(self, name: str) -> str:
+        live = self._live()  # on the loop: the executor is not thread-safe
+        today = self._now().astimezone(UTC).date()
+        return await asyncio.to_thread(self._report, name, live, today)
+
+    def _report(self, name: str, live: Live | None, today: Any) -> str:
+        with Activity.open(self._db_path) as db:
+            if name == "status":
+                return self.status(db.summary(), live)
+            if name == "positions":
+                return positions_text(db.positions())
+            if name == "pnl":
+                return self.pnl(db.summary(), db.positions(), live)
+            if name == "daily":
+                return daily_text(db.fill_days(today))
+            if name == "digest":
+                day = db.fill_days(today, days=1)
+                return f"polyd daily digest {today.isoformat()}\n" + "\n".join(
+                    [self.status(db.summary(), live), *map(day_line, day)]
+                )
+        raise ValueError(f"no such report: {name}")
+
+    def _today(self, live: Live | None) -> str:
+        if live is None or live.today is None:
+            return "today's PnL: (not known yet)"
+        return f"today's PnL: {money(live.today)} (halts at -{money(self._limit)})"
+
+    def status(self, s: DbSummary, live: Live | None) -> str:
+        state = live.state if live is not None else (s.trading_state or "ACTIVE")
+        reason = live.reason if live is not None else (s.state_reason or "")
+        head = f"polyd ({self._mode}): {state}" + (f" ({reason})" if reason else "")
+        return "\n".join(
+            [
+                head,
+                self._today(live),
+                f"realized PnL: {money(Decimal(s.realized_pnl))}, fees paid: "
+                f"{money(Decimal(s.fees_paid))}",
+                f"open orders: {s.open_orders}, positions: {s.positions}, fills: {s.fills}",
+                f"last order: {s.last_order_at or 'none'}",
+            ]
+        )
+
+    def pnl(self, s: DbSummary, rows: list[PositionReport], live: Live | None) -> str:
+        by: dict[str, Decimal] = {}
+        for p in rows:
+            name = str(getattr(p, "strategy", "") or "all")
+            by[name] = by.get(name, Decimal(0)) + p.realized_pnl
+        lines = [
+            f"realized PnL: {money(Decimal(s.realized_pnl))}",
+            f"fees paid: {money(Decimal(s.fees_paid))}",
+            f"redeemable (resolved markets): {money(Decimal(s.redeemable))}",
+            self._today(live),
+        ]
+        if len(by) > 1:
+            lines += [f"  {name}: {money(v)}" for name, v in sorted(by.items())]
+        return "\n".join(lines)
+
+    async def new_fills(self) -> list[str]:
+        notices = await asyncio.to_thread(self._new_fills)
+        return [fill_line(n) for n in notices]
+
+    def _new_fills(self) -> list[FillNotice]:
+        with Activity.open(self._db_path) as db:
+            if self._mark is None:
+                self._mark = db.last_mark()
+                return []
+            got = db.fills_after(self._mark)
+            if got:
+                self._mark = got[-1].mark
+            return got
+
+    async def control(self, action: str, body: Mapping[str, Any], *, actor: str) -> str:
+        if self._run_control is None:
+            return "Control is not available in this daemon."
+        result = await self._run_control(action, body, actor=actor)
+        if result.get("refused"):
+            return f"{action} refused: {result['refused']}"
+        if "canceled" in result:
+            return f"Canceled {result['canceled']} resting orders."
+        return f"Trading is {result.get('trading_state')}."
+
+
+def positions_text(rows: list[PositionReport]) -> str:
+    held = [p for p in rows if p.size != 0]
+    if not held:
+        return "No open positions."
+    lines = []
+    for p in held[:MAX_LINES]:
+        strategy = getattr(p, "strategy", "")
+        who = f"{strategy} " if strategy else ""
+        line = f"{who}{short(p.token_id)}: {p.size.normalize():f} @ {p.avg_cost.normalize():f}"
+        line += f", realized {money(p.realized_pnl)}"
+        if p.payout is not None:
+            line += f", resolved: pays {p.payout.normalize():f}"
+        lines.append(line)
+    if len(held) > MAX_LINES:
+        lines.append(f"… and {len(held) - MAX_LINES} more")
+    return "\n".join(lines)
+
+
+def day_line(d: DayFills) -> str:
+    return (
+        f"{d.day}: {d.fills} fills, bought {money(d.bought)}, sold {money(d.sold)}, "
+        f"fees {money(d.fees)}"
+    )
+
+
+def daily_text(days: list[DayFills]) -> str:
+    return "Fills per UTC day (pUSD):\n" + "\n".join(day_line(d) for d in days)
+
+
+def fill_line(n: FillNotice) -> str:
+    who = f"{n.strategy} " if n.strategy else ""
+    failed = " (FAILED on chain)" if n.status == "FAILED" else ""
+    return (
+        f"fill: {who}{n.side} {n.size.normalize():f} of {short(n.token_id)} @ "
+        f"{n.price.normalize():f}, fee {n.fee.normalize():f} ({n.role.lower()}){failed}"
+    )
+
+
+class _Daemon(Protocol):
+    settings: Settings
+    metrics: Metrics
+    repos: Repositories
+    notifier: Notifier
+    sidecar: Sidecar | None
+    services: list[Service]
+
+    @property
+    def executor(self) -> Any: ...
+
+
+def build_chat(ctx: _Daemon) -> ChatBot:
+    """The daemon's chat bot: its services added to `ctx`, notifications handed to it."""
+    s = ctx.settings
+    desk = DaemonDesk(
+        db_path=s.db_path,
+        daily_loss_limit=s.risk_daily_loss_limit,
+        mode=s.mode,
+        executor=lambda: ctx.executor,
+        run_control=ctx.sidecar.run_control if ctx.sidecar is not None else None,
+    )
+    bot = ChatBot(
+        config=ChatConfig.from_settings(s),
+        desk=desk,
+        audit=ctx.repos.audit,
+        metrics=ctx.metrics,
+        mode=s.mode,
+    )
+    ctx.notifier.add_sink(bot.push)
+    ctx.services.extend(bot.services())
+    return bot
