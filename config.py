@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from errors import ConfigError
 from models import _to_decimal
+from observability.chat_config import chat_problems, check_chat_ids, check_digest_at, check_token
 
 HEX = set("0123456789abcdefABCDEF")
 
@@ -95,10 +96,6 @@ def _url(schemes: tuple[str, ...]) -> Any:
     return AfterValidator(check)
 
 
-# A Bot API token: "<bot id>:<secret>" (https://core.telegram.org/bots/api#authorizing-your-bot).
-BOT_TOKEN: Final = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{30,100}")
-CHAT_ID: Final = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31}")
-DIGEST_AT: Final = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 HttpUrl = Annotated[str, _url(("https", "http"))]
 WsUrl = Annotated[str, _url(("wss", "ws"))]
 
@@ -204,13 +201,13 @@ class Settings(BaseSettings):
     # --- operations ----------------------------------------------------------------------------
     notify_webhook_url: OptionalSecret = None
     notify_kind: Literal["generic", "telegram", "discord"] = "generic"
-    notify_telegram_chat_id: str | None = None
+    notify_telegram_chat_id: Annotated[str | None, AfterValidator(check_chat_ids)] = None
     notify_min_interval_s: float = Field(default=60.0, ge=0, le=86_400)
     # --- two-way Telegram control (docs/chat-control.md); on when a bot token is set --------
-    telegram_bot_token: OptionalSecret = None
+    telegram_bot_token: Annotated[OptionalSecret, AfterValidator(check_token)] = None
     telegram_api_url: HttpUrl = "https://api.telegram.org"
     telegram_notify_fills: bool = False
-    telegram_digest_at: str = "21:00"
+    telegram_digest_at: Annotated[str, AfterValidator(check_digest_at)] = "21:00"
     telegram_poll_timeout_s: int = Field(default=30, ge=0, le=50)
     # --- tracing (OpenTelemetry, standard variable names; off unless an exporter is chosen) ----
     otel_traces_exporter: Literal["otlp", "none"] | None = None
@@ -239,38 +236,6 @@ class Settings(BaseSettings):
         problems = _db_folder_problems(v)
         if problems:
             raise ValueError(problems[0].removeprefix("DB_PATH: "))
-        return v
-
-    @field_validator("telegram_bot_token")
-    @classmethod
-    def _bot_token(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not BOT_TOKEN.fullmatch(v.get_secret_value().strip()):
-            raise ValueError(
-                "must be a bot token as @BotFather gives it: the bot's numeric id, a colon, "
-                "then 30 or more letters, digits, '_' or '-'"
-            )
-        return SecretStr(v.get_secret_value().strip()) if v is not None else None
-
-    @field_validator("notify_telegram_chat_id")
-    @classmethod
-    def _chat_ids(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        items = [item.strip() for item in v.split(",")]
-        for n, item in enumerate(items, 1):
-            if not CHAT_ID.fullmatch(item):
-                raise ValueError(
-                    f"entry {n} is not a chat id: use the chat's number (123456789, or "
-                    "-1001234567890 for a group) or @channelname, several separated by commas"
-                )
-        return ",".join(items)
-
-    @field_validator("telegram_digest_at")
-    @classmethod
-    def _digest_at(cls, v: str) -> str:
-        v = v.strip().lower()
-        if v != "off" and not DIGEST_AT.fullmatch(v):
-            raise ValueError("must be a UTC time as HH:MM (e.g. 21:00), or off for no digest")
         return v
 
     @field_validator("risk_strategy_budgets")
@@ -317,49 +282,10 @@ class Settings(BaseSettings):
                 problems.append(
                     "OTEL_EXPORTER_OTLP_HEADERS: must be comma-separated key=value pairs"
                 )
-        problems.extend(self._chat_problems())
+        problems.extend(chat_problems(self))
         if problems:
             raise ValueError("\n".join(problems))
         return self
-
-    def _chat_problems(self) -> list[str]:
-        ids = self.telegram_chat_ids
-        several = "NOTIFY_TELEGRAM_CHAT_ID: the Telegram webhook sends to one chat; set "
-        if self.telegram_bot_token is None:
-            if self.notify_kind == "telegram" and len(ids) > 1:
-                return [several + "TELEGRAM_BOT_TOKEN (chat control) to reach several"]
-            return []
-        problems = []
-        if not ids:
-            problems.append(
-                "NOTIFY_TELEGRAM_CHAT_ID: required when TELEGRAM_BOT_TOKEN is set (the numeric "
-                "ids of the chats allowed to use the bot; the bot tells a chat its id)"
-            )
-        elif any(i.startswith("@") for i in ids):
-            problems.append(
-                "NOTIFY_TELEGRAM_CHAT_ID: with TELEGRAM_BOT_TOKEN every entry must be a numeric "
-                "chat id (commands arrive from numeric ids, not @names)"
-            )
-        if self.notify_kind == "telegram" and self.notify_webhook_url is not None:
-            problems.append(
-                "NOTIFY_WEBHOOK_URL: leave it unset (or NOTIFY_KIND generic/discord) when "
-                "TELEGRAM_BOT_TOKEN is set: the bot sends the notifications itself"
-            )
-        return problems
-
-    @property
-    def telegram_chat_ids(self) -> tuple[str, ...]:
-        """NOTIFY_TELEGRAM_CHAT_ID as a tuple of ids (empty when unset)."""
-        raw = self.notify_telegram_chat_id
-        return tuple(raw.split(",")) if raw else ()
-
-    @property
-    def telegram_digest_time(self) -> tuple[int, int] | None:
-        """TELEGRAM_DIGEST_AT as (hour, minute) UTC, or None when off."""
-        if self.telegram_digest_at == "off":
-            return None
-        hour, minute = self.telegram_digest_at.split(":")
-        return int(hour), int(minute)
 
     @property
     def otel_traces_endpoint(self) -> str | None:

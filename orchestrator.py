@@ -40,13 +40,13 @@ from observability.systemd import SystemdNotifier
 from resilience.backoff import Backoff
 from storage import Database, Repositories
 from strategies.base import Strategy
+from wiring.chat import build_chat
 from wiring.reload import Reloads
 from wiring.shared import Shared, build_shared, process_metrics
 from wiring.stage import Service, Stage, Step
 
 if TYPE_CHECKING:  # built lazily: the venue SDK loads only when trading is built
     from executor import Executor
-    from observability.chat import ChatBot
     from venue.order_book import BookStore
 
 VERSION = "0.1.0"
@@ -223,7 +223,6 @@ class Context:
     notifier: Notifier = field(default_factory=Notifier)
     executor: Executor | None = None  # once the execution stage is built
     books: BookStore | None = None  # the market feed's books, once market data is built
-    chat: ChatBot | None = None  # Telegram chat control (idle without a bot token)
 
     def fold(self, stage: Stage) -> None:
         """Take a stage's parts into the life cycle (its start-up steps are run by the caller)."""
@@ -354,10 +353,7 @@ class Daemon:
         ctx.services += notifier.services(
             warn_fraction=s.risk_daily_loss_warn_fraction,
             reason=lambda: ctx.executor.state_reason if ctx.executor is not None else "",
-        )
-        from wiring.chat import build_chat  # python-telegram-bot loads for the daemon only
-
-        ctx.chat = build_chat(ctx)
+        ) + build_chat(ctx)  # Telegram chat control (idle without a bot token)
         self.reloads.start(ctx)
         ctx.health.phase = Phase.RUNNING
         ctx.metrics.ready.set(1)

@@ -27,7 +27,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -46,6 +45,7 @@ from telegram.ext import (
     filters,
 )
 
+from observability.chat_config import ChatConfig
 from observability.metrics import Metrics
 from observability.notify import TELEGRAM_LIMIT, Notification
 
@@ -88,35 +88,6 @@ class Desk(Protocol):
 
 class Audit(Protocol):
     async def append(self, event: str, **detail: Any) -> None: ...
-
-
-@dataclass(frozen=True)
-class ChatConfig:
-    """The Telegram settings the bot runs on (from `config.Settings`)."""
-
-    token: str | None = None
-    api_url: str = "https://api.telegram.org"
-    chat_ids: frozenset[int] = frozenset()
-    notify_fills: bool = False
-    digest_at: tuple[int, int] | None = None
-    poll_timeout_s: int = 30
-
-    @classmethod
-    def from_settings(cls, s: Any) -> ChatConfig:
-        """Typed loosely so this module does not import config."""
-        token = s.telegram_bot_token
-        return cls(
-            token=token.get_secret_value() if token is not None else None,
-            api_url=s.telegram_api_url,
-            chat_ids=frozenset(int(c) for c in s.telegram_chat_ids if not c.startswith("@")),
-            notify_fills=s.telegram_notify_fills,
-            digest_at=s.telegram_digest_time,
-            poll_timeout_s=s.telegram_poll_timeout_s,
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self.token is not None and bool(self.chat_ids)
 
 
 class ChatBot:

@@ -111,6 +111,7 @@ class Notifier:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._sinks: list[Callable[[Notification], bool]] = []
+        self._on_reconfigure: list[Callable[[Any], None]] = []
 
     @classmethod
     def from_settings(cls, settings: Any, *, metrics: Metrics, redactor: Redactor) -> Notifier:
@@ -130,10 +131,18 @@ class Notifier:
     def enabled(self) -> bool:
         return self._url is not None or bool(self._sinks)
 
-    def add_sink(self, sink: Callable[[Notification], bool]) -> None:
+    def add_sink(
+        self,
+        sink: Callable[[Notification], bool],
+        *,
+        reconfigure: Callable[[Any], None] | None = None,
+    ) -> None:
         """Also hand every accepted message to `sink` (e.g. the Telegram chat bot), which must
-        not block and returns whether it took the message; dedupe and rate limit apply first."""
+        not block and returns whether it took the message; dedupe and rate limit apply first.
+        `reconfigure` gets the new settings whenever the notifier does (a reload)."""
         self._sinks.append(sink)
+        if reconfigure is not None:
+            self._on_reconfigure.append(reconfigure)
 
     def reconfigure(self, settings: Any) -> None:
         """Take new webhook settings (a reload): messages from now on go to the new URL.
@@ -149,6 +158,8 @@ class Notifier:
             self._redactor.add(*secret_parts(raw))
         self._chat_id = settings.notify_telegram_chat_id
         self._min_interval_s = settings.notify_min_interval_s
+        for listener in self._on_reconfigure:
+            listener(settings)
 
     def services(
         self, *, warn_fraction: float, reason: Callable[[], str]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from config import Settings
-from observability.chat import ChatBot, ChatConfig
+from observability.chat_config import ChatConfig
 from observability.metrics import Metrics
 from observability.notify import Notifier
 from observability.sidecar import Sidecar
@@ -214,14 +214,16 @@ class _Daemon(Protocol):
     repos: Repositories
     notifier: Notifier
     sidecar: Sidecar | None
-    services: list[Service]
 
     @property
     def executor(self) -> Any: ...
 
 
-def build_chat(ctx: _Daemon) -> ChatBot:
-    """The daemon's chat bot: its services added to `ctx`, notifications handed to it."""
+def build_chat(ctx: _Daemon) -> list[Service]:
+    """The daemon's chat bot, handed the notifier's messages and reloads; return its services
+    (they idle without a bot token, so a reload can set one)."""
+    from observability.chat import ChatBot  # python-telegram-bot loads with the daemon only
+
     s = ctx.settings
     desk = DaemonDesk(
         db_path=s.db_path,
@@ -237,6 +239,5 @@ def build_chat(ctx: _Daemon) -> ChatBot:
         metrics=ctx.metrics,
         mode=s.mode,
     )
-    ctx.notifier.add_sink(bot.push)
-    ctx.services.extend(bot.services())
-    return bot
+    ctx.notifier.add_sink(bot.push, reconfigure=bot.reconfigure)
+    return bot.services()

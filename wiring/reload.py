@@ -7,7 +7,7 @@ What can change safely is applied in place, nothing else:
   headers from the next request; the user feed re-subscribes with them;
 - `CONTROL_TOKEN`: demanded from the next control request;
 - `NOTIFY_WEBHOOK_URL`, `NOTIFY_KIND`, `NOTIFY_TELEGRAM_CHAT_ID`, `NOTIFY_MIN_INTERVAL_S`: used
-  from the next notification; the `TELEGRAM_*` settings restart the chat bot on them;
+  from the next notification; the `TELEGRAM_*` settings (chat control) restart the bot on them;
 - `LOG_LEVEL`: at once.
 
 A change to any other setting (the private key, funder, signature type, database, ports, risk
@@ -24,7 +24,7 @@ import contextlib
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -37,9 +37,6 @@ from observability.sidecar import Sidecar
 from storage import Repositories
 from wiring.shared import Shared
 from wiring.stage import Service
-
-if TYPE_CHECKING:  # python-telegram-bot loads with the daemon, not with the CLI
-    from observability.chat import ChatBot
 
 log = structlog.get_logger("reload")
 
@@ -250,16 +247,9 @@ class _Daemon(Protocol):
     redactor: Redactor
     repos: Repositories
     notifier: Notifier
-    chat: ChatBot | None
     sidecar: Sidecar | None
     shared: Shared
     services: list[Service]
-
-
-def _reconfigure(ctx: _Daemon, new: Settings) -> None:
-    ctx.notifier.reconfigure(new)
-    if ctx.chat is not None:
-        ctx.chat.reconfigure(new)
 
 
 def build_reloader(ctx: _Daemon, *, load: Callable[[], Settings]) -> Reloader:
@@ -273,7 +263,7 @@ def build_reloader(ctx: _Daemon, *, load: Callable[[], Settings]) -> Reloader:
         audit=ctx.repos.audit,
         notify=ctx.notifier.notify,
         set_control_token=sidecar.set_control_token if sidecar is not None else lambda _: None,
-        reconfigure_notifier=lambda new: _reconfigure(ctx, new),
+        reconfigure_notifier=ctx.notifier.reconfigure,
         credential_sinks=ctx.shared.credential_sinks,
     )
     if sidecar is not None:

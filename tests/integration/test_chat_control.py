@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from py_clob_client_v2.client import ClobClient
+from py_clob_client_v2.clob_types import OrderArgsV2, PartialCreateOrderOptions
 
+from demo import funded_key, simulator_overrides
+from execution.risk import TradingState
 from models import Fill, OrderStatus, Side
-from observability.chat import ChatBot, ChatConfig
+from observability.chat import ChatBot
+from observability.chat_config import ChatConfig
+from observability.logging import Redactor
 from observability.metrics import Metrics
 from observability.notify import Notifier
+from orchestrator import EXIT_OK, Context, Daemon
+from simulator import Simulator
 from storage import Database, Repositories
 from storage.reports import Reports
 from tests.fake_bot_api import TOKEN, FakeBotApi
@@ -279,3 +287,99 @@ async def test_a_reload_moves_the_bot_to_the_new_chats(tmp_path: Path) -> None:
 @pytest.mark.parametrize("amount", ["0.405", "-3.2"])
 def test_money_is_shown_to_the_cent(amount: str) -> None:
     assert money(Decimal(amount)) == {"0.405": "0.40", "-3.2": "-3.20"}[amount]
+
+
+# --- the daemon: chat control through the sidecar's control path -----------------------------
+
+
+def place_resting(clob_url: str, key: str, token: str, prices: list[str]) -> list[str]:
+    """Rest BUY orders at the venue under the daemon's key with the real SDK (blocking)."""
+    client = ClobClient(clob_url, 137, key=key)
+    client.set_api_creds(client.create_or_derive_api_key())
+    ids = []
+    for p in prices:
+        order = client.create_order(
+            OrderArgsV2(token_id=token, price=float(p), size=10.0, side="BUY"),
+            PartialCreateOrderOptions(tick_size="0.01", neg_risk=False),
+        )
+        res: dict[str, Any] = client.post_order(order)
+        assert res["success"] and res["status"] == "live", res
+        ids.append(res["orderID"])
+    return ids
+
+
+def said(api: FakeBotApi, start: str) -> bool:
+    return any(t.startswith(start) for t in api.texts(OPERATOR))
+
+
+async def test_halt_resume_and_cancel_all_from_the_chat_run_the_daemons_control_path(
+    tmp_path: Path,
+) -> None:
+    async with Simulator(seed=41, settle_delay_s=0.01) as sim, FakeBotApi() as api:
+        token = sim.add_market(question="Chat?", slug="chat").token_ids[0]
+        key = funded_key(sim, Decimal("1000"))
+        settings = make_settings(
+            tmp_path,
+            **simulator_overrides(sim, key),
+            sniper_enabled=False,
+            copy_enabled=False,
+            shutdown_timeout_s=3,
+            telegram_bot_token=TOKEN,
+            telegram_api_url=api.url,
+            notify_telegram_chat_id=str(OPERATOR),
+            telegram_poll_timeout_s=1,
+        )
+        errors: list[BaseException] = []
+        daemon: Daemon
+
+        async def script(ctx: Context) -> None:
+            ex = ctx.executor
+            assert ex is not None
+            await api.wait_for(lambda: api.calls["getUpdates"] > 0)
+            ask = await api.reply_to(OPERATOR, "/halt")
+            assert ask.startswith("Halt trading: new orders stop, cancels still go.")
+            assert ex.state is TradingState.ACTIVE  # asking is not doing
+            (button,) = api.sent[-1]["reply_markup"]["inline_keyboard"][0]
+            api.press(OPERATOR, button["callback_data"])
+            await api.wait_for(lambda: said(api, "Trading is HALTED."))
+            assert ex.state.value == "HALTED"
+            assert len(api.answered) == 1
+            # The notifier's watch saw the halt; the bot carried its message to the chat.
+            await api.wait_for(lambda: said(api, "polyd halt (live): trading halted"))
+            api.message(OPERATOR, "/resume back to work")
+            await api.wait_for(lambda: said(api, "Trading is ACTIVE."))
+            assert ex.state.value == "ACTIVE"
+            ids = await asyncio.to_thread(place_resting, sim.clob_url, key, token, ["0.30", "0.31"])
+            api.message(OPERATOR, "/cancel_all confirm")
+            await api.wait_for(lambda: said(api, "Canceled 2 resting orders."))
+            by_id = {o["id"]: o["status"] for o in sim.ledger()["orders"]}
+            assert [by_id[i] for i in ids] == ["CANCELED", "CANCELED"]
+
+        async def wrapped(ctx: Context) -> None:
+            try:
+                await script(ctx)
+            except BaseException as e:
+                errors.append(e)
+            finally:
+                daemon.request_stop("test script done")
+
+        tasks: list[asyncio.Task[None]] = []
+
+        def on_ready(ctx: Context) -> None:
+            tasks.append(asyncio.get_running_loop().create_task(wrapped(ctx)))
+
+        daemon = Daemon(settings, redactor=Redactor([]), duration_s=60, on_ready=on_ready)
+        code = await daemon.run()
+        if errors:
+            raise errors[0]
+        assert code == EXIT_OK
+    async with Database(settings.db_path) as db:
+        audit = Repositories.over(db).audit
+        moves = [e.detail for e in reversed(await audit.tail(event="trading_state"))]
+        cancels = [e.detail for e in await audit.tail(event="cancel_all")]
+    actor = f"telegram:{OPERATOR}"
+    assert [(m["to"], m.get("actor"), m["reason"]) for m in moves] == [
+        ("HALTED", actor, "manual halt (telegram)"),
+        ("ACTIVE", actor, "back to work"),
+    ]
+    assert cancels == [{"canceled": 2, "actor": actor}]
