@@ -103,7 +103,12 @@ def test_telegram_settings_reload_and_reach_the_bot_through_the_notifier(tmp_pat
     taken: list[Notification] = []
     n = Notifier(metrics=Metrics())
     assert not n.notify("halt", "halt", "nobody listens")  # no webhook, no sink
-    n.add_sink(lambda m: taken.append(m) is None, reconfigure=seen.append)
+
+    def sink(m: Notification) -> bool:
+        taken.append(m)
+        return True
+
+    n.add_sink(sink, reconfigure=seen.append)
     assert n.notify("halt", "halt", "trading halted")
     assert [m.text for m in taken] == ["trading halted"]
     new = make_settings(tmp_path, telegram_bot_token=TOKEN, notify_telegram_chat_id="1")
