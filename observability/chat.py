@@ -278,8 +278,11 @@ class ChatBot:
             return
         if chat is not None and self._may_refuse(chat.id):
             user = update.effective_user
-            text = update.effective_message.text if update.effective_message else None
-            what = (text or "").split(" ", 1)[0][:32]
+            if update.callback_query is not None:
+                what = "button " + (update.callback_query.data or "").split(":")[0][:24]
+            else:
+                text = update.effective_message.text if update.effective_message else None
+                what = (text or "").split(" ", 1)[0][:32]
             log.warning("chat_refused", chat_id=chat.id, what=what)
             with contextlib.suppress(Exception):  # the audit must not stop the refusal
                 await self._audit.append(
