@@ -119,7 +119,10 @@ class FakeBotApi:
         self._changed.set()
         if request.match_info["token"] != self.token:
             return _error(401, "Unauthorized")
-        params = await _params(request)
+        try:
+            params = await _params(request)
+        except ConnectionResetError:  # the bot went away mid-request (it restarted)
+            return _error(400, "Bad Request: connection lost")
         if method == "getMe":
             return _ok(BOT)
         if method == "deleteWebhook":

@@ -354,6 +354,20 @@ async def test_halt_resume_and_cancel_all_from_the_chat_run_the_daemons_control_
             await api.wait_for(lambda: said(api, "Canceled 2 resting orders."))
             by_id = {o["id"]: o["status"] for o in sim.ledger()["orders"]}
             assert [by_id[i] for i in ids] == ["CANCELED", "CANCELED"]
+            # A reload that adds a chat: the bot restarts on it (SIGHUP takes the same path).
+            added = settings.model_copy(update={"notify_telegram_chat_id": f"{OPERATOR},5151"})
+            reloader = daemon.reloads.reloader
+            assert reloader is not None
+            reloader._load = lambda: added
+            result = await reloader.reload(source="test")
+            assert result.outcome == "applied" and result.changed == ["notify_telegram_chat_id"]
+            await api.wait_for(
+                lambda: "polyd reload (live): settings reloaded" in str(api.texts(5151))
+            )
+            api.message(5151, "/status")
+            await api.wait_for(
+                lambda: any(t.startswith("polyd (live): ACTIVE") for t in api.texts(5151)), 15
+            )
 
         async def wrapped(ctx: Context) -> None:
             try:
