@@ -44,6 +44,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from observability.chat_config import ChatConfig
 from observability.metrics import Metrics
@@ -90,6 +91,25 @@ class Audit(Protocol):
     async def append(self, event: str, **detail: Any) -> None: ...
 
 
+class ChatStalled(Exception):
+    """No `getUpdates` succeeded for too long (the library's polling gave up, e.g. on a token
+    revoked while running): the bot is restarted, with backoff."""
+
+
+class _Polls(HTTPXRequest):
+    """The `getUpdates` connection, noting when a poll was last answered with success."""
+
+    def __init__(self, on_ok: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_ok = on_ok
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        code, body = await super().do_request(*args, **kwargs)
+        if 200 <= code < 300:
+            self._on_ok()
+        return code, body
+
+
 class ChatBot:
     """The daemon's Telegram bot; see the module docstring. Its three services run in the
     orchestrator's TaskGroup and idle while no bot token is configured."""
@@ -108,6 +128,7 @@ class ChatBot:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stall_s: float | None = None,
     ) -> None:
         self.config = config
         self._desk = desk
@@ -126,6 +147,8 @@ class ChatBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self.poll_errors = 0
         self.failures = 0
+        self._stall_s = stall_s
+        self._polled_at = 0.0
 
     def reconfigure(self, settings: Any) -> None:
         """Take new Telegram settings (a reload): the bot restarts on them."""
@@ -227,6 +250,7 @@ class ChatBot:
             .token(config.token)
             .base_url(config.api_url + "/bot")
             .base_file_url(config.api_url + "/file/bot")
+            .get_updates_request(_Polls(self._polled))
             .build()
         )
         self._register(app)
@@ -243,8 +267,10 @@ class ChatBot:
                 log.info("chat_bot_started", bot=app.bot.username, chats=len(config.chat_ids))
                 async with asyncio.TaskGroup() as tg:
                     sender = tg.create_task(self._send_outbox(app), name="chat:send")
-                    await self._changed.wait()
-                    sender.cancel()
+                    try:
+                        await self._watch(config)
+                    finally:
+                        sender.cancel()
             finally:
                 self.app = None
                 async with asyncio.timeout(5):
@@ -253,6 +279,22 @@ class ChatBot:
                     if app.running:
                         await app.stop()
         log.info("chat_bot_restarting", reason="settings changed")
+
+    def _polled(self) -> None:
+        self._polled_at = self._monotonic()
+
+    async def _watch(self, config: ChatConfig) -> None:
+        """Return when the settings change; raise ChatStalled when polls stop succeeding."""
+        stall_s = self._stall_s or config.poll_timeout_s + 90.0
+        self._polled_at = self._monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(stall_s / 2, 30.0)):
+                    await self._changed.wait()
+                    return
+            quiet = self._monotonic() - self._polled_at
+            if quiet > stall_s:
+                raise ChatStalled(f"no successful getUpdates for {quiet:.0f} s")
 
     def _poll_failed(self, e: TelegramError) -> None:
         self.poll_errors += 1

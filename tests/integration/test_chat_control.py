@@ -94,7 +94,9 @@ def config(api: FakeBotApi, **kw: Any) -> ChatConfig:
 
 
 @contextlib.asynccontextmanager
-async def bench(tmp_path: Path, clock: Clock | None = None, **kw: Any) -> AsyncIterator[Bench]:
+async def bench(
+    tmp_path: Path, clock: Clock | None = None, stall_s: float | None = None, **kw: Any
+) -> AsyncIterator[Bench]:
     path = tmp_path / "polyd.db"
     await seed(path)
     async with FakeBotApi() as api, Database(path) as db:
@@ -114,6 +116,7 @@ async def bench(tmp_path: Path, clock: Clock | None = None, **kw: Any) -> AsyncI
             mode="paper",
             now=clock or (lambda: datetime.now(UTC)),
             fill_poll_s=0.05,
+            stall_s=stall_s,
         )
         tasks = [asyncio.create_task(fn(), name=name) for name, fn in bot.services()]
         try:
@@ -208,6 +211,18 @@ async def test_failed_polls_back_off_and_the_bot_recovers(tmp_path: Path) -> Non
         assert b.bot.poll_errors == 2
         assert answer.startswith("polyd (paper)")
         assert took >= 2.0  # it backed off rather than hammering the server
+
+
+async def test_a_token_refused_while_running_restarts_the_bot_until_it_is_accepted(
+    tmp_path: Path,
+) -> None:
+    async with bench(tmp_path, stall_s=0.6) as b:
+        assert (await b.api.reply_to(OPERATOR, "/pnl")).startswith("realized PnL")
+        b.api.token = "987654321:" + "B" * 35  # the bot's token revoked: 401 Unauthorized
+        await b.api.wait_for(lambda: b.bot.failures >= 1, within_s=10)  # stalled, getMe refused
+        b.api.token = TOKEN
+        answer = await b.api.reply_to(OPERATOR, "/pnl", within_s=15)
+        assert answer.startswith("realized PnL")
 
 
 async def test_a_bot_that_cannot_reach_the_api_retries_and_never_raises(tmp_path: Path) -> None:
