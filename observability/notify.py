@@ -110,7 +110,7 @@ class Notifier:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 3.0))
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._sinks: list[Callable[[Notification], bool]] = []
+        self._sinks: list[tuple[Callable[[Notification], bool], Callable[[], bool]]] = []
         self._on_reconfigure: list[Callable[[Any], None]] = []
 
     @classmethod
@@ -129,18 +129,20 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
-        return self._url is not None or bool(self._sinks)
+        return self._url is not None or any(active() for _, active in self._sinks)
 
     def add_sink(
         self,
         sink: Callable[[Notification], bool],
         *,
+        active: Callable[[], bool] = lambda: True,
         reconfigure: Callable[[Any], None] | None = None,
     ) -> None:
         """Also hand every accepted message to `sink` (e.g. the Telegram chat bot), which must
         not block and returns whether it took the message; dedupe and rate limit apply first.
-        `reconfigure` gets the new settings whenever the notifier does (a reload)."""
-        self._sinks.append(sink)
+        `active()` says whether it takes messages now (with no URL and no active sink, nothing
+        is counted); `reconfigure` gets the new settings whenever the notifier does (a reload)."""
+        self._sinks.append((sink, active))
         if reconfigure is not None:
             self._on_reconfigure.append(reconfigure)
 
@@ -204,7 +206,7 @@ class Notifier:
             fields=dict(self._redactor(None, "info", dict(fields))),
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        taken = [sink(msg) for sink in self._sinks]
+        taken = [sink(msg) for sink, active in self._sinks if active()]
         if self._url is not None:
             try:
                 self._queue.put_nowait(msg)

@@ -239,5 +239,5 @@ def build_chat(ctx: _Daemon) -> list[Service]:
         metrics=ctx.metrics,
         mode=s.mode,
     )
-    ctx.notifier.add_sink(bot.push, reconfigure=bot.reconfigure)
+    ctx.notifier.add_sink(bot.push, active=lambda: bot.config.enabled, reconfigure=bot.reconfigure)
     return bot.services()

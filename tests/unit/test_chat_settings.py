@@ -108,7 +108,10 @@ def test_telegram_settings_reload_and_reach_the_bot_through_the_notifier(tmp_pat
         taken.append(m)
         return True
 
-    n.add_sink(sink, reconfigure=seen.append)
+    on = False
+    n.add_sink(sink, active=lambda: on, reconfigure=seen.append)
+    assert not n.notify("halt", "halt", "the bot is off")
+    on = True
     assert n.notify("halt", "halt", "trading halted")
     assert [m.text for m in taken] == ["trading halted"]
     new = make_settings(tmp_path, telegram_bot_token=TOKEN, notify_telegram_chat_id="1")
