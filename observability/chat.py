@@ -265,12 +265,13 @@ class ChatBot:
                     error_callback=self._poll_failed,
                 )
                 log.info("chat_bot_started", bot=app.bot.username, chats=len(config.chat_ids))
-                async with asyncio.TaskGroup() as tg:
-                    sender = tg.create_task(self._send_outbox(app), name="chat:send")
-                    try:
-                        await self._watch(config)
-                    finally:
-                        sender.cancel()
+                # Owned here: cancelled and awaited below whatever ends the session.
+                sender = asyncio.create_task(self._send_outbox(app), name="chat:send")
+                try:
+                    await self._watch(config)
+                finally:
+                    sender.cancel()
+                    await asyncio.wait([sender])
             finally:
                 self.app = None
                 async with asyncio.timeout(5):
@@ -310,7 +311,9 @@ class ChatBot:
         app.add_handler(CommandHandler(list(CONFIRMED), self._confirmed))
         app.add_handler(CommandHandler("resume", self._resume))
         app.add_handler(CallbackQueryHandler(self._button))
-        app.add_handler(MessageHandler(filters.ALL, self._unknown))
+        # Other commands, and plain text in a private chat (group chatter is left alone).
+        unknown = filters.COMMAND | (filters.TEXT & filters.ChatType.PRIVATE)
+        app.add_handler(MessageHandler(unknown, self._unknown))
         app.add_error_handler(self._handler_failed)
 
     async def _gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

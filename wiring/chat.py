@@ -23,7 +23,7 @@ from observability.notify import Notifier
 from observability.sidecar import Sidecar
 from storage import Repositories
 from storage.activity import Activity, DayFills, FillNotice
-from storage.reports import DbSummary, PositionReport
+from storage.reports import DbSummary, PositionReport, ReportError
 from wiring.stage import Service
 
 CENT = Decimal("0.01")
@@ -91,7 +91,10 @@ class DaemonDesk:
     async def report(self, name: str) -> str:
         live = self._live()  # on the loop: the executor is not thread-safe
         today = self._now().astimezone(UTC).date()
-        return await asyncio.to_thread(self._report, name, live, today)
+        try:
+            return await asyncio.to_thread(self._report, name, live, today)
+        except ReportError as e:  # its message names the database and the problem, no secret
+            return f"Cannot answer /{name}: {e}"
 
     def _report(self, name: str, live: Live | None, today: Any) -> str:
         with Activity.open(self._db_path) as db:

@@ -299,6 +299,18 @@ async def test_a_reload_moves_the_bot_to_the_new_chats(tmp_path: Path) -> None:
         assert b.bot.say("anything") is False
 
 
+async def test_an_unreadable_database_is_answered_not_crashed(tmp_path: Path) -> None:
+    desk = DaemonDesk(
+        db_path=tmp_path / "missing.db",
+        daily_loss_limit=Decimal(100),
+        mode="paper",
+        executor=lambda: None,
+        run_control=None,
+    )
+    answer = await desk.report("status")
+    assert answer.startswith("Cannot answer /status: no database at ")
+
+
 @pytest.mark.parametrize("amount", ["0.405", "-3.2"])
 def test_money_is_shown_to_the_cent(amount: str) -> None:
     assert money(Decimal(amount)) == {"0.405": "0.40", "-3.2": "-3.20"}[amount]
