@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from py_clob_client_v2.client import ClobClient
 from py_clob_client_v2.clob_types import OrderArgsV2, PartialCreateOrderOptions
@@ -25,6 +26,7 @@ from observability.chat_config import ChatConfig
 from observability.logging import Redactor
 from observability.metrics import Metrics
 from observability.notify import Notifier
+from observability.sidecar import Health, Sidecar
 from orchestrator import EXIT_OK, Context, Daemon
 from simulator import Simulator
 from storage import Database, Repositories
@@ -424,3 +426,33 @@ async def test_halt_resume_and_cancel_all_from_the_chat_run_the_daemons_control_
         ("ACTIVE", actor, "back to work"),
     ]
     assert cancels == [{"canceled": 2, "actor": actor}]
+
+
+async def test_the_http_route_names_its_actor_and_a_body_cannot_claim_another() -> None:
+    sidecar = Sidecar(
+        host="127.0.0.1",
+        port=0,
+        health=Health(mode="paper", version="t"),
+        metrics=Metrics(),
+        control_token="s3cret-token-for-tests",
+    )
+    seen: list[str] = []
+
+    async def halt(body: Mapping[str, Any]) -> Mapping[str, Any]:
+        seen.append(str(body["actor"]))
+        return {"trading_state": "HALTED"}
+
+    sidecar.add_control("halt", halt)
+    await sidecar.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"http://127.0.0.1:{sidecar.bound_port}/halt",
+                json={"actor": f"telegram:{OPERATOR}"},
+                headers={"Authorization": "Bearer s3cret-token-for-tests"},
+            )
+            assert resp.status == 200
+        await sidecar.run_control("halt", {}, actor=f"telegram:{OPERATOR}")
+    finally:
+        await sidecar.stop()
+    assert seen == ["http", f"telegram:{OPERATOR}"]
