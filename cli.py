@@ -72,6 +72,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     resume = sub.add_parser("resume", parents=[common], help="return to ACTIVE trading")
     resume.add_argument("--reason", default="manual resume (cli)", help="recorded in the audit log")
     sub.add_parser("cancel-all", parents=[common], help="cancel every resting order at the venue")
+    from backtest.cli import add_parser as add_vet
+
+    add_vet(sub, [common])
 
 
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
@@ -84,6 +87,10 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
     as_json: bool = args.json
+    if args.command == "vet":
+        from backtest.cli import run as run_vet
+
+        return run_vet(args, settings)
     try:
         if args.command == "status":
             result, code = status(settings)
