@@ -710,7 +710,7 @@ async def fetch(
                 tape.setdefault(t.token_id, []).append((t.timestamp, t.price))
     for t in trades:  # the leader's own trades are on the tape even if the feed missed them
         tape.setdefault(t.token_id, []).append((t.timestamp, t.price))
-    frozen = {tok: tuple(sorted(set(rows), key=lambda r: r[0])) for tok, rows in tape.items()}
+    frozen = {tok: tuple(sorted(set(rows))) for tok, rows in tape.items()}
     return VetInput(
         wallet=wallet,
         start=start,
@@ -768,7 +768,13 @@ def summary_json(r: VetResult) -> dict[str, Any]:
         "wallet": r.input.wallet,
         "window": {"start": r.input.start, "end": r.input.end},
         "lag_s": r.lag_s,
-        "rule": r.rule.model_dump(mode="json", exclude={"address", "label", "enabled"}),
+        "rule": {
+            # frozensets dump in hash order, which changes between processes: sort them
+            k: sorted(v) if isinstance(v, list) else v
+            for k, v in r.rule.model_dump(
+                mode="json", exclude={"address", "label", "enabled"}
+            ).items()
+        },
         "leader_trades": len(r.input.trades),
         "markets_traded": len(markets),
         "leader": figures_json(r.leader),
