@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from backtest import fetch as vf
 from backtest import vet as vt
 from config import Settings
 from errors import ConfigError, FeedError, TransientError
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if not 0 <= args.lag_s <= MAX_LAG_S:
             raise VetError(f"--lag-s must be between 0 and {MAX_LAG_S}", EXIT_INPUT)
         try:
-            rule = vt.load_rule(args.rules, wallet)
+            rule = vf.load_rule(args.rules, wallet)
         except ConfigError as e:
             raise VetError("; ".join(e.problems), EXIT_INPUT) from None
         end = int(time.time()) if args.end is None else args.end
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _fetch(settings: Settings, wallet: str, start: int, end: int) -> vt.VetInput:
+async def _fetch(settings: Settings, wallet: str, start: int, end: int) -> vf.VetInput:
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=settings.http_timeout_s)
@@ -137,7 +138,7 @@ async def _fetch(settings: Settings, wallet: str, start: int, end: int) -> vt.Ve
         )
         gamma = GammaClient(base_url=str(settings.gamma_api_url), session=session)
         try:
-            return await vt.fetch(wallet, data_api=data_api, gamma=gamma, start=start, end=end)
+            return await vf.fetch(wallet, data_api=data_api, gamma=gamma, start=start, end=end)
         except (TransientError, FeedError) as e:
             raise VetError(f"the venue failed: {e}", EXIT_VENUE) from None
 

@@ -1,8 +1,7 @@
 """Copy vetting: would copying this wallet have made money, after our lag, slippage and fees?
 
-`fetch` pulls what the venue says about a wallet (its trades from the Data API `/activity`, its
-holdings now from `/positions`, every market's trade feed from `/trades?market=`, and each
-market's tick, minimum size, taker fee and resolution from Gamma `/markets`). `simulate` then
+`backtest.fetch` pulls what the venue says about a wallet (its trades, its holdings, each
+market's trade feed, tick, minimum size, taker fee and resolution). `simulate` then
 replays the wallet's trades in time order twice: once as the leader made them, and once as a
 copier following them with a copy rule would have, using the copy trader's own sizing code
 (`strategies.copy_trader.sizing`) and the venue's fee (`execution.fees`). Pure, deterministic,
@@ -33,29 +32,25 @@ The copier model (stated for the operator in docs/backtesting.md):
 from __future__ import annotations
 
 import bisect
-import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
-from pathlib import Path
 from typing import Any, Final
 
-import orjson
 import structlog
 
+from backtest.accounts import Account, FillRecord
+from backtest.fetch import MarketFacts, VetInput
 from backtest.metrics import (
     EquityPoint,
-    RoundTrip,
     equity_curve,
     hit_rate,
     max_drawdown,
     median_hold_s,
 )
-from errors import FeedError
-from execution.fees import NO_FEE, FeeSchedule, fee_booked, gamma_schedule
+from execution.fees import fee_booked
 from models import Side
-from strategies.copy_trader.rules import WalletRule, load_rules, parse_rules
+from strategies.copy_trader.rules import WalletRule
 from strategies.copy_trader.sizing import (
     Skip,
     entry_size,
@@ -64,8 +59,7 @@ from strategies.copy_trader.sizing import (
     min_size_skip,
     round_size,
 )
-from venue import gamma as gamma_api
-from venue.data_api import DataApiClient, LeaderTrade
+from venue.data_api import LeaderTrade
 
 log = structlog.get_logger("backtest.vet")
 
@@ -88,165 +82,6 @@ FEW_TRIPS: Final = 5
 """Fewer closed positions than this is too little history to judge."""
 TOP_MARKETS: Final = 3
 """How many markets get a price chart with fills in the report."""
-
-DEFAULT_RULE: Final = {"sizing": "fixed_notional", "fixed_notional": "10"}
-"""The copy rule `vet` uses without `--rules`: 10 pUSD per entry, the rule schema's defaults
-otherwise (mirror exits, 0.02 slippage, 25 per trade, 100 per market)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Input
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MarketFacts:
-    """What Gamma says about one market: trading rules, fee and (if resolved) the payouts."""
-
-    condition_id: str
-    token_ids: tuple[str, ...]
-    outcomes: tuple[str, ...] = ("Yes", "No")
-    slug: str = ""
-    question: str = ""
-    tick: Decimal = Decimal("0.01")
-    min_size: Decimal = Decimal("5")
-    fee: FeeSchedule = NO_FEE
-    payouts: Mapping[str, Decimal] | None = None
-    resolved_at: int | None = None
-    tags: frozenset[str] = frozenset()
-    known: bool = True
-    """False when Gamma did not know the market: defaults stand in for its rules."""
-
-
-@dataclass(frozen=True, slots=True)
-class VetInput:
-    """Everything `simulate` needs: the wallet's trades and the markets they touched."""
-
-    wallet: str
-    start: int
-    end: int
-    trades: tuple[LeaderTrade, ...]
-    markets: Mapping[str, MarketFacts]
-    tape: Mapping[str, tuple[tuple[int, Decimal], ...]]
-    """Per token: the market's trades `(timestamp, price)`, oldest first."""
-    leader_now: Mapping[str, Decimal] = field(default_factory=dict)
-    """The wallet's holding per token now (`/positions`)."""
-    notes: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------------------------
-# Accounts
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FillRecord:
-    """One fill of the leader or the copier, as the report draws it."""
-
-    ts: int
-    token_id: str
-    condition_id: str
-    side: str
-    shares: Decimal
-    price: Decimal
-    fee: Decimal
-
-
-@dataclass(slots=True)
-class _Holding:
-    shares: Decimal = ZERO
-    cost: Decimal = ZERO
-    opened: int = 0
-
-
-class Account:
-    """Holdings at average cost, realized PnL over time, round trips, fees, per-market PnL."""
-
-    def __init__(self) -> None:
-        self.holdings: dict[str, _Holding] = {}
-        self.changes: list[tuple[int, Decimal]] = []
-        self.trips: list[RoundTrip] = []
-        self.fills: list[FillRecord] = []
-        self.fees = ZERO
-        self.by_market: dict[str, Decimal] = {}
-        self._cond: dict[str, str] = {}
-        self._open_pnl: dict[str, Decimal] = {}
-        """PnL realized so far by each holding still open (its round trip's running total)."""
-
-    def shares(self, token: str) -> Decimal:
-        h = self.holdings.get(token)
-        return h.shares if h is not None else ZERO
-
-    def exposure(self, condition_id: str) -> Decimal:
-        """What the account holds in the market, at cost (the copy trader's exposure)."""
-        return sum(
-            (h.cost for t, h in self.holdings.items() if self._cond.get(t) == condition_id),
-            ZERO,
-        )
-
-    def _book(self, ts: int, condition_id: str, pnl: Decimal) -> None:
-        self.changes.append((ts, pnl))
-        self.by_market[condition_id] = self.by_market.get(condition_id, ZERO) + pnl
-
-    def buy(
-        self, ts: int, token: str, cid: str, shares: Decimal, price: Decimal, fee: Decimal
-    ) -> None:
-        self._cond[token] = cid
-        h = self.holdings.setdefault(token, _Holding(opened=ts))
-        if h.shares <= 0:
-            h.opened = ts
-        h.shares += shares
-        h.cost += shares * price + fee
-        self.fees += fee
-        self.by_market.setdefault(cid, ZERO)
-        self.fills.append(FillRecord(ts, token, cid, "BUY", shares, price, fee))
-
-    def sell(
-        self, ts: int, token: str, cid: str, shares: Decimal, price: Decimal, fee: Decimal
-    ) -> None:
-        h = self.holdings.get(token)
-        if h is None or h.shares <= 0:
-            return
-        shares = min(shares, h.shares)
-        basis = h.cost * shares / h.shares
-        pnl = shares * price - fee - basis
-        h.shares -= shares
-        h.cost -= basis
-        self.fees += fee
-        self.fills.append(FillRecord(ts, token, cid, "SELL", shares, price, fee))
-        self._book(ts, cid, pnl)
-        self._trip_pnl(token, pnl)
-        if h.shares <= 0:
-            self._close(ts, token, cid)
-
-    def _trip_pnl(self, token: str, pnl: Decimal) -> None:
-        self._open_pnl[token] = self._open_pnl.get(token, ZERO) + pnl
-
-    def _close(self, ts: int, token: str, cid: str) -> None:
-        h = self.holdings.pop(token)
-        pnl = self._open_pnl.pop(token, ZERO)
-        self.trips.append(RoundTrip(token, cid, h.opened, ts, pnl))
-
-    def resolve(self, ts: int, token: str, cid: str, payout: Decimal) -> None:
-        """Pay out the holding at `payout` per share (redemption has no fee)."""
-        h = self.holdings.get(token)
-        if h is None or h.shares <= 0:
-            return
-        pnl = h.shares * payout - h.cost
-        self._book(ts, cid, pnl)
-        self._trip_pnl(token, pnl)
-        self._close(ts, token, cid)
-
-    def mark(self, ts: int, prices: Mapping[str, Decimal]) -> Decimal:
-        """Book the open holdings at `prices` at `ts` (the end of the window); return the sum."""
-        total = ZERO
-        for token, h in sorted(self.holdings.items()):
-            if h.shares <= 0 or token not in prices:
-                continue
-            pnl = h.shares * prices[token] - h.cost
-            self._book(ts, self._cond.get(token, ""), pnl)
-            total += pnl
-        return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,123 +442,6 @@ def q2(d: Decimal) -> Decimal:
 
 
 # --------------------------------------------------------------------------------------------
-# Fetching from the venue
-# --------------------------------------------------------------------------------------------
-
-
-def _closed_at(row: Mapping[str, Any]) -> int | None:
-    """Gamma's `closedTime` ("2025-10-04 12:00:00+00") as unix seconds; None if unreadable."""
-    raw = row.get("closedTime")
-    if not isinstance(raw, str) or not raw.strip():
-        return None
-    text = raw.strip().replace(" ", "T", 1)
-    if text.endswith("+00"):
-        text += ":00"
-    try:
-        d = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return int((d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp())
-
-
-def market_facts(row: Mapping[str, Any]) -> MarketFacts:
-    """A Gamma `/markets` row as `MarketFacts`; FeedError when the row is unusable."""
-    parsed = gamma_api.parse_market(row)
-    m = parsed.market
-    payouts = gamma_api.resolution_payouts(row)
-    return MarketFacts(
-        condition_id=m.condition_id,
-        token_ids=m.token_ids,
-        outcomes=m.outcomes,
-        slug=m.slug,
-        question=m.question,
-        tick=m.tick_size,
-        min_size=m.min_size,
-        fee=gamma_schedule(m) or NO_FEE,
-        payouts=payouts,
-        resolved_at=_closed_at(row) if payouts is not None else None,
-        tags=frozenset(s.lower() for s in parsed.tag_slugs),
-    )
-
-
-async def fetch_markets(
-    gamma: gamma_api.GammaClient, condition_ids: Sequence[str]
-) -> dict[str, MarketFacts]:
-    """Gamma's facts for each market (closed ones first: Gamma lists open ones by default)."""
-    out: dict[str, MarketFacts] = {}
-    for closed in ("true", "false"):
-        wanted = [c for c in condition_ids if c not in out]
-        for i in range(0, len(wanted), gamma_api.IDS_PER_REQUEST):
-            chunk = wanted[i : i + gamma_api.IDS_PER_REQUEST]
-            rows = await gamma.pages(
-                "/markets", [("closed", closed), *(("condition_ids", c) for c in chunk)]
-            )
-            for r in rows:
-                try:
-                    f = market_facts(r)
-                except FeedError as e:
-                    log.warning("vet_market_unreadable", error=str(e))
-                    continue
-                if f.condition_id in chunk:
-                    out[f.condition_id] = f
-    return out
-
-
-async def fetch(
-    wallet: str,
-    *,
-    data_api: DataApiClient,
-    gamma: gamma_api.GammaClient,
-    start: int,
-    end: int,
-) -> VetInput:
-    """Pull the wallet's trades in `[start, end]`, its holdings and its markets' facts and
-    trade feeds. Venue errors propagate (`errors.TransientError`, `errors.FeedError`)."""
-    notes: list[str] = []
-    got = await data_api.activity_trades(wallet, start=start)
-    trades = tuple(t for t in got.rows if t.wallet == wallet and start <= t.timestamp <= end)
-    if got.truncated:
-        notes.append(
-            f"the wallet's history was cut at {len(got.rows)} trades (Data API paging limit): "
-            "use fewer --days"
-        )
-    if got.skipped:
-        bad = sum(1 for reason, _ in got.skipped if reason != "not_trade")
-        if bad:
-            notes.append(f"{bad} unreadable Data API row(s) were skipped")
-    pos = await data_api.positions(wallet)
-    leader_now = {p.token_id: p.size for p in pos.rows if p.wallet == wallet}
-    cids = sorted({t.condition_id for t in trades})
-    markets = await fetch_markets(gamma, cids)
-    missing = [c for c in cids if c not in markets]
-    if missing:
-        notes.append(
-            f"{len(missing)} market(s) unknown to Gamma: default tick 0.01, minimum 5, no fee"
-        )
-    tape: dict[str, list[tuple[int, Decimal]]] = {}
-    for cid in cids:
-        feed = await data_api.market_trades(cid, since=start)
-        if feed.truncated:
-            notes.append(f"market {cid[:10]}…: trade feed cut at {len(feed.rows)} trades")
-        for t in feed.rows:
-            if t.timestamp <= end + 86_400:
-                tape.setdefault(t.token_id, []).append((t.timestamp, t.price))
-    for t in trades:  # the leader's own trades are on the tape even if the feed missed them
-        tape.setdefault(t.token_id, []).append((t.timestamp, t.price))
-    frozen = {tok: tuple(sorted(set(rows))) for tok, rows in tape.items()}
-    return VetInput(
-        wallet=wallet,
-        start=start,
-        end=end,
-        trades=trades,
-        markets=markets,
-        tape=frozen,
-        leader_now=leader_now,
-        notes=tuple(notes),
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # JSON
 # --------------------------------------------------------------------------------------------
 
@@ -784,20 +502,3 @@ def summary_json(r: VetResult) -> dict[str, Any]:
         "reasons": list(r.reasons),
         "notes": list(r.input.notes),
     }
-
-
-def load_rule(path: str | None, wallet: str) -> WalletRule:
-    """The copy rule for `wallet`: its entry in the rules file, else the file's `[defaults]`
-    (or, without a file, `DEFAULT_RULE`) applied to it. ConfigError when the file is bad."""
-    if path is None:
-        return parse_rules({"wallets": [{**DEFAULT_RULE, "address": wallet}]}).wallets[0]
-    rules = load_rules(Path(path))  # validates the whole file, and says where it is bad
-    for w in rules.wallets:
-        if w.address == wallet:
-            return w
-    raw = Path(path).read_bytes()
-    data = orjson.loads(raw) if path.lower().endswith(".json") else tomllib.loads(raw.decode())
-    defaults = dict(data.get("defaults") or {})
-    if not {"sizing", "ratio", "fixed_notional", "percent"} & set(defaults):
-        defaults = {**DEFAULT_RULE, **defaults}
-    return parse_rules({"defaults": defaults, "wallets": [{"address": wallet}]}).wallets[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from backtest import vet
+from backtest.fetch import fetch
 from simulator import Simulator
 from simulator.testing import add_fee_market
 from strategies.copy_trader.rules import parse_rules
@@ -69,7 +70,7 @@ async def fetch_and_simulate(
             page_size=500,
         )
         gamma = GammaClient(base_url=sim.gamma_url, session=session)
-        data = await vet.fetch(LEADER, data_api=api, gamma=gamma, start=end - 3 * DAY, end=end)
+        data = await fetch(LEADER, data_api=api, gamma=gamma, start=end - 3 * DAY, end=end)
     return vet.simulate(data, rule, lag_s=lag_s)
 
 
