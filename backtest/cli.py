@@ -64,7 +64,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("wallet", metavar="WALLET", help="the wallet (proxy) address, 0x + 40 hex")
     p.add_argument("--rules", default=None, metavar="FILE", help="copy rules (TOML/JSON)")
     p.add_argument("--days", type=int, default=30, metavar="N", help="look back N days (30)")
-    p.add_argument("--lag-s", type=int, default=2, metavar="N", help="our copy lag in s (2)")
+    p.add_argument("--lag-s", type=int, default=1, metavar="N", help="our copy lag in s (1)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (vet-<wallet>)")
     p.add_argument(
         "--end",
@@ -186,6 +186,20 @@ def _fmt(d: Decimal | None, places: str = "0.01") -> str:
     return "-" if d is None else f"{d.quantize(Decimal(places)):f}"
 
 
+def _duration(s: Decimal | None) -> str:
+    if s is None:
+        return "-"
+    secs = int(s)
+    d, rem = divmod(secs, 86_400)
+    h, rem = divmod(rem, 3600)
+    m, sec = divmod(rem, 60)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m}m"
+    return f"{m}m {sec}s" if m else f"{sec}s"
+
+
 def report_data(r: vt.VetResult) -> rp.ReportData:
     """The report of a vet run: figures of both accounts, per market, fills on prices."""
     from backtest import report as rp
@@ -203,7 +217,7 @@ def report_data(r: vt.VetResult) -> rp.ReportData:
         ("of which unrealized", _fmt(lf.unrealized), _fmt(cf.unrealized)),
         ("hit rate", _fmt(lf.hit_rate), _fmt(cf.hit_rate)),
         ("max drawdown (pUSD)", _fmt(lf.max_drawdown), _fmt(cf.max_drawdown)),
-        ("median hold (s)", _fmt(lf.median_hold_s, "1"), _fmt(cf.median_hold_s, "1")),
+        ("median hold", _duration(lf.median_hold_s), _duration(cf.median_hold_s)),
         ("closed positions", str(lf.closed_positions), str(cf.closed_positions)),
         ("fills", str(lf.fills), str(cf.fills)),
         ("markets traded", str(len(label)), str(len({f.condition_id for f in r.copier_fills}))),

@@ -87,8 +87,11 @@ async def chromium(tmp: Path) -> AsyncIterator[str]:
     await drain
 
 
-async def open_page(browser_ws: str, page: Path, *, plots: int) -> PageRun:
-    """Load `page`, wait until `plots` plotly figures are drawn, screenshot the full page."""
+async def open_page(
+    browser_ws: str, page: Path, *, plots: int, clip: dict[str, float] | None = None
+) -> PageRun:
+    """Load `page`, wait until `plots` plotly figures are drawn, screenshot the full page (or
+    the `clip` rectangle {x, y, width, height, scale}: how docs/vet-report.png was made)."""
     run = PageRun()
     ids = itertools.count(1)
     async with websockets.connect(browser_ws, max_size=None) as ws:
@@ -152,7 +155,11 @@ async def open_page(browser_ws: str, page: Path, *, plots: int) -> PageRun:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # let the last figure finish its layout
             shot = await call(
-                "Page.captureScreenshot", sid, format="png", captureBeyondViewport=True
+                "Page.captureScreenshot",
+                sid,
+                format="png",
+                captureBeyondViewport=True,
+                **({"clip": clip} if clip else {}),
             )
             run.screenshot = base64.b64decode(shot["data"])
         finally:
