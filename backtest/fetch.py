@@ -9,6 +9,7 @@ and `closedTime`). Venue errors propagate as `errors.TransientError` / `errors.F
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +21,17 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from errors import FeedError
+from errors import FeedError, TransientError
 from execution.fees import NO_FEE, FeeSchedule, gamma_schedule
+from resilience.clock import SystemClock
+from resilience.retry import RetryPolicy, retry_call
 from strategies.copy_trader.rules import WalletRule, load_rules, parse_rules
 from venue import gamma as gamma_api
 from venue.data_api import DataApiClient, LeaderTrade
 
 log = structlog.get_logger("backtest.vet")
+
+GAMMA_RETRY: Final = RetryPolicy(attempts=3, base_delay_s=0.2, max_delay_s=2.0)
 
 DEFAULT_RULE: Final = {"sizing": "fixed_notional", "fixed_notional": "10"}
 """The copy rule `vet` uses without `--rules`: 10 pUSD per entry, the rule schema's defaults
@@ -112,8 +117,15 @@ async def fetch_markets(
         wanted = [c for c in condition_ids if c not in out]
         for i in range(0, len(wanted), gamma_api.IDS_PER_REQUEST):
             chunk = wanted[i : i + gamma_api.IDS_PER_REQUEST]
-            rows = await gamma.pages(
-                "/markets", [("closed", closed), *(("condition_ids", c) for c in chunk)]
+            params = [("closed", closed), *(("condition_ids", c) for c in chunk)]
+            # The Gamma client does not retry; a one-shot run should not die on one 5xx.
+            rows = await retry_call(
+                GAMMA_RETRY,
+                functools.partial(gamma.pages, "/markets", params),
+                retry_on=(TransientError,),
+                clock=SystemClock(),
+                log_event="vet_gamma_retry",
+                logger=log,
             )
             for r in rows:
                 try:
