@@ -55,6 +55,7 @@ async def chromium(tmp: Path) -> AsyncIterator[str]:
             "--headless",
             "--no-sandbox",  # tests run as root in CI
             "--disable-gpu",
+            "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
             "--no-first-run",
             "--remote-debugging-port=0",
             f"--user-data-dir={tmp / 'profile'}",
