@@ -100,6 +100,11 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
 
 
+    from backtest.cli import add_parser as add_vet
+
+    add_vet(sub, [common])
+
+
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
     """Run one operator command; print its result; return the exit code."""
     try:
@@ -110,6 +115,10 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
     as_json: bool = args.json
+    if args.command == "vet":
+        from backtest.cli import run as run_vet
+
+        return run_vet(args, settings)
     try:
         if args.command == "status":
             result, code = status(settings)
