@@ -72,10 +72,17 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     resume = sub.add_parser("resume", parents=[common], help="return to ACTIVE trading")
     resume.add_argument("--reason", default="manual resume (cli)", help="recorded in the audit log")
     sub.add_parser("cancel-all", parents=[common], help="cancel every resting order at the venue")
+    from recording.cli import add_parser as add_record
+
+    add_record(sub, common)
 
 
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
     """Run one operator command; print its result; return the exit code."""
+    if args.command == "record":
+        from recording.cli import run as run_record
+
+        return run_record(args, env_file=env_file)
     try:
         settings = load_settings(env_file=env_file)
     except ConfigError as e:
