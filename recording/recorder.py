@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -27,12 +27,13 @@ from config import Settings
 from errors import ConfigError, FeedError, TransientError
 from models import Market
 from recording import format as fmt
+from recording.metadata import record_markets
 from recording.tap import FeedRecorder, RecordingFetcher
 from recording.writer import RecordWriter
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter
 from strategies.sniper import load_rules
-from venue.gamma import IDS_PER_REQUEST, Discovery, DiscoveryResult, GammaClient, MarketQuery
+from venue.gamma import Discovery, DiscoveryResult, GammaClient, MarketQuery
 from venue.market_feed import BookFetcher, ClobBookFetcher, MarketFeed
 from venue.order_book import BookStore
 
@@ -187,29 +188,13 @@ class Recorder:
             try:
                 ok = await self._discovery.refresh()
                 markets = {m.condition_id: m for ms in self._found.values() for m in ms}
-                await self._record_metadata(sorted(markets))
+                await record_markets(self._gamma, self._writer, sorted(markets))
                 self.markets = markets
                 self.feed.watch(OWNER, [t for m in markets.values() for t in m.token_ids])
             except (TransientError, FeedError) as e:
                 log.warning("record_discovery_failed", error=str(e))
                 ok = False
             await self._clock.sleep(self._discovery_interval_s if ok else 5.0)
-
-    async def _record_metadata(self, condition_ids: Sequence[str]) -> None:
-        """Record the Gamma row of every market in `condition_ids` (open or closed)."""
-        seen: set[str] = set()
-        for closed in (None, "true"):
-            missing = [c for c in condition_ids if c not in seen]
-            for i in range(0, len(missing), IDS_PER_REQUEST):
-                chunk = missing[i : i + IDS_PER_REQUEST]
-                params = [("condition_ids", c) for c in chunk]
-                if closed is not None:
-                    params.append(("closed", closed))
-                for row in await self._gamma.pages("/markets", params):
-                    cid = row.get("conditionId")
-                    if isinstance(cid, str) and cid in chunk and cid not in seen:
-                        seen.add(cid)
-                        self._writer.put(fmt.MARKET, {"gamma": row})
 
     async def _snapshots(self) -> None:
         while True:
