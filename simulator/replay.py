@@ -44,10 +44,12 @@ import orjson
 
 from recording import format as fmt
 from recording.reader import Recording
+from simulator.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from simulator.market import SimMarket
-    from simulator.sim import Simulator
+    from simulator.venue import Venue
+    from simulator.ws import Hub
 
 log = logging.getLogger("simulator.replay")
 
@@ -85,12 +87,14 @@ def _end_date(v: Any) -> datetime | None:
 
 
 class Replay:
-    """Replay `recording` into `sim` at `speed` times the recorded pace (see the module)."""
+    """Replay `recording` into `sim` (frames out through the market `hub`) at `speed` times
+    the recorded pace (see the module docstring)."""
 
-    def __init__(self, sim: Simulator, recording: Recording, *, speed: float = 1.0) -> None:
+    def __init__(self, sim: Venue, hub: Hub, recording: Recording, *, speed: float = 1.0) -> None:
         if not speed > 0:
             raise ValueError("speed must be greater than 0")
         self.sim = sim
+        self.hub = hub
         self.recording = recording
         self.speed = speed
         self.frames = 0
@@ -214,7 +218,7 @@ class Replay:
         finally:
             sim.market_quiet = False
         frame = text.encode()
-        for c in sim.market_hub.conns:
+        for c in self.hub.conns:
             if c.subscribed and (not assets or c.assets & assets):
                 c.push_frame(frame)
         self.frames += 1
@@ -250,7 +254,7 @@ class Replay:
         m = self.sim.markets_by_cid.get(condition_id)
         if m is None or m.resolved:
             return
-        self.sim.resolve_market(
+        Lifecycle(self.sim).resolve(
             condition_id, winner if winner in m.token_ids else None, announce=False
         )
 

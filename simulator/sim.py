@@ -200,9 +200,6 @@ class Simulator(Venue):
         self.replay_path = Path(replay) if replay is not None else None
         self.replay_speed = speed
         self.replay: Replay | None = None
-        self.market_quiet = False
-        self.market_subscribed = asyncio.Event()
-        """Set by the first market-websocket subscription (a replay's clock starts there)."""
         """While True, book changes send no market-channel frames (a replay is applying one)."""
         self.lifecycle = Lifecycle(self)
         self.clob = Clob(self)
@@ -237,7 +234,9 @@ class Simulator(Venue):
         """Bind the four servers on 127.0.0.1 (ephemeral ports) and start the scenario or the
         replay (a recording that cannot be read raises before anything is bound)."""
         if self.replay_path is not None:
-            self.replay = Replay(self, Recording(self.replay_path), speed=self.replay_speed)
+            self.replay = Replay(
+                self, self.market_hub, Recording(self.replay_path), speed=self.replay_speed
+            )
             self.replay.list_markets()
         ws_app = web.Application(middlewares=[self.log_middleware("ws")])
         ws_app.router.add_get("/ws/market", self.market_hub.handle)

@@ -190,6 +190,10 @@ class Venue:
         self._domains: dict[str, bytes] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self.stats_events = 0
+        self.market_quiet = False
+        """While True, book changes send no market-channel frames (a replay is applying one)."""
+        self.market_subscribed = asyncio.Event()
+        """Set by the first market-websocket subscription (a replay's clock starts there)."""
 
     def _later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -11,8 +11,8 @@ from pathlib import Path
 from demo import funded_key, simulator_overrides
 from observability.logging import Redactor
 from orchestrator import EXIT_CONFIG, EXIT_OK, Daemon
-from recording import Recording
 from recording import format as fmt
+from recording.reader import Recording
 from simulator import Simulator
 from tests.helpers import make_settings
 

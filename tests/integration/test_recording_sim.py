@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from recording import Recording
 from recording import format as fmt
+from recording.reader import Recording
 from recording.recorder import Selection, record
 from simulator import Simulator
 from tests.helpers import PYTHON, ROOT, clean_env, make_settings, until

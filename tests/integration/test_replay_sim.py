@@ -15,8 +15,8 @@ import pytest
 import websockets
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderType
 
-from recording import Recording
 from recording import format as fmt
+from recording.reader import Recording
 from recording.recorder import Selection, record
 from simulator import Simulator
 from simulator.replay import REPLAY_MAKER

@@ -18,9 +18,10 @@ import orjson
 import pytest
 import zstandard
 
-from recording import Recording, RecordingError, RecordWriter
 from recording import format as fmt
-from recording.reader import read_all
+from recording.format import RecordingError
+from recording.reader import Recording, read_all
+from recording.writer import RecordWriter
 from tests.helpers import PYTHON, ROOT
 
 HOUR = fmt.HOUR_NS
@@ -209,7 +210,7 @@ _FILL_DISK = textwrap.dedent(
     import json, resource, signal, sys, time
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-    from recording import RecordWriter
+    from recording.writer import RecordWriter
     from recording import format as fmt
     w = RecordWriter(sys.argv[1], batch_wait_s=0.005, level=1)
     w.start()
