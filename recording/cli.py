@@ -59,8 +59,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
     """Run `record` to its end; return the exit code."""
     try:
-        if args.record_duration is not None and args.record_duration <= 0:
-            raise ConfigError(["record: --duration must be greater than 0"])
+        for flag, value in (
+            ("--duration", args.record_duration),
+            ("--snapshot-interval", args.snapshot_interval),
+            ("--progress-interval", args.progress_interval),
+        ):
+            if value is not None and not value > 0:
+                raise ConfigError([f"record: {flag} must be greater than 0"])
         settings = load_settings(env_file=env_file)
         selection = Selection(slugs=tuple(args.slugs), tags=tuple(args.tags), rules_path=args.rules)
         selection.queries()

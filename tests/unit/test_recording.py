@@ -22,7 +22,7 @@ from recording import format as fmt
 from recording.format import RecordingError
 from recording.reader import Recording, read_all
 from recording.writer import RecordWriter
-from tests.helpers import PYTHON, ROOT
+from tests.helpers import PYTHON, ROOT, clean_env, run_cli
 
 HOUR = fmt.HOUR_NS
 
@@ -252,3 +252,23 @@ def test_a_file_size_limit_stops_the_writer_cleanly_and_keeps_what_it_wrote(
     assert len(records) == result["records"] > 10
     assert [json.loads(r["d"])["i"] for r in records[1:]] == list(range(len(records) - 1))
     assert any("no end record" in p for p in rec.problems)
+
+
+def test_record_command_refuses_bad_selections_with_exit_2(tmp_path: Path) -> None:
+    env = clean_env()
+    out = str(tmp_path / "rec")
+    none = run_cli("record", "--env-file", "none", "--out", out, env=env)
+    assert none.returncode == 2
+    assert "one of the arguments --slugs --tags --rules is required" in none.stderr
+    bad = tmp_path / "rules.toml"
+    bad.write_text("[[rules]]\nname = 'x'\n")
+    rules = run_cli("record", "--env-file", "none", "--out", out, "--rules", str(bad), env=env)
+    assert rules.returncode == 2
+    assert "rule 'x' (#1) field select: Field required" in rules.stderr
+    interval = run_cli(
+        "record", "--env-file", "none", "--out", out, "--slugs", "a", "--snapshot-interval", "0",
+        env=env,
+    )  # fmt: skip
+    assert interval.returncode == 2
+    assert "record: --snapshot-interval must be greater than 0" in interval.stderr
+    assert not (tmp_path / "rec").exists()  # nothing created for a refused run
