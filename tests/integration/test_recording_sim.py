@@ -114,11 +114,14 @@ async def test_a_feed_drop_is_recorded_as_a_gap_and_recording_continues(
             snapshot_interval_s=30.0,
         )
     )
-    await until(lambda: demo.market_hub.conns, 5.0)
-    await asyncio.sleep(1.0)
+    await until(lambda: any(c.frames_sent >= 3 for c in demo.market_hub.conns), 10.0)
+    before = set(demo.market_hub.conns)
     assert await demo.drop_websockets("market") == 1
-    await until(lambda: demo.market_hub.conns, 10.0)
-    await asyncio.sleep(1.5)
+
+    def reconnected() -> bool:
+        return any(c.subscribed and c.frames_sent >= 3 for c in demo.market_hub.conns - before)
+
+    await until(reconnected, 15.0)
     stop.set()
     summary = await task
     assert summary.gaps == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from recording.recorder import Selection, record
 from simulator import Simulator
 from simulator.replay import REPLAY_MAKER
 from simulator.testing import new_trader
-from tests.helpers import make_settings
+from tests.harness import SimProcess
+from tests.helpers import PYTHON, ROOT, make_settings
 
 SLUGS = ("btc-above-100k", "eth-window-0")
 D = Decimal
@@ -131,3 +133,37 @@ async def test_replayed_levels_are_the_rest_book_and_orders_take_them(recording:
         assert trade["price"] == str(best_ask)
         makers = {m["maker_address"].lower() for m in trade["maker_orders"]}
         assert makers == {REPLAY_MAKER}
+
+
+async def test_python_m_simulator_replay_serves_the_recording_over_its_urls(
+    recording: Path, tmp_path: Path
+) -> None:
+    rec = Recording(recording)
+    want = _frames(rec)
+    args = ("--replay", str(recording), "--speed", "5")
+    with SimProcess(workdir=tmp_path / "sim", scenario=None, extra_args=args) as sim:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.get(f"{sim.gamma_url}/markets", params={"slug": list(SLUGS)})
+            rows = await resp.json()
+        assert {r["conditionId"] for r in rows} == set(rec.markets())
+        async with websockets.connect(sim.market_ws_url) as ws:
+            await ws.send(json.dumps({"assets_ids": _tokens(rec), "type": "market"}))
+            await asyncio.wait_for(ws.recv(), 5)  # the subscription's own book dump
+            got = [str(await asyncio.wait_for(ws.recv(), 5)) for _ in want]
+        assert got == want
+        assert sim.stop() == 0
+
+
+def test_python_m_simulator_refuses_a_directory_that_is_not_a_recording(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(
+        [PYTHON, "-m", "simulator", "--replay", str(tmp_path / "empty")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "cannot replay" in proc.stderr
+    assert "holds no recording files" in proc.stderr
