@@ -4,8 +4,8 @@ This is the one reader of the format (`recording.format`): the simulator's repla
 else that consumes recordings, reads through `Recording`. It tolerates what a killed or
 disk-starved recorder leaves behind: a last frame cut short or a last line without its newline
 is skipped, and said so in `problems` (and one log line per file); every whole record before it
-is returned. A file that is not a recording, has no header, or has a newer format version is a
-`RecordingError` naming the file.
+is returned; a file cut short before its header was whole is skipped and reported. A file that
+is not a recording or has a newer format version is a `RecordingError` naming the file.
 """
 
 from __future__ import annotations
@@ -81,15 +81,17 @@ class Recording:
                 if name is None or not p.is_file():
                     continue
                 info = FileInfo(p, name.hour, name.seq)
-                self._read_header(info)
-                out.append(info)
+                if self._read_header(info):
+                    out.append(info)
             if not out:
                 raise fmt.RecordingError(f"{self.path} holds no recording files")
             out.sort(key=lambda f: (f.hour, f.seq))
             self._files = out
         return self._files
 
-    def _read_header(self, info: FileInfo) -> None:
+    def _read_header(self, info: FileInfo) -> bool:
+        """Read `info`'s header; False for a file cut short before its header was whole (a
+        kill or a full disk right after it was created): skipped, and said so."""
         for rec in _lines(info.path, problems=None):
             if rec.get("k") != fmt.HEADER:
                 raise fmt.RecordingError(f"{info.path.name}: first record is not a header")
@@ -103,8 +105,9 @@ class Recording:
                 )
             info.version, info.session = version, str(rec.get("session", ""))
             info.first_t, info.header = int(rec.get("t", 0)), rec
-            return
-        raise fmt.RecordingError(f"{info.path.name}: empty file (no header)")
+            return True
+        self._problem(f"{info.path.name}: no whole header (file cut short at its start); skipped")
+        return False
 
     def records(
         self,

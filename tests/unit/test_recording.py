@@ -272,3 +272,15 @@ def test_record_command_refuses_bad_selections_with_exit_2(tmp_path: Path) -> No
     assert interval.returncode == 2
     assert "record: --snapshot-interval must be greater than 0" in interval.stderr
     assert not (tmp_path / "rec").exists()  # nothing created for a refused run
+
+
+def test_a_file_cut_short_before_its_header_is_skipped_and_reported(tmp_path: Path) -> None:
+    w = _writer(tmp_path)
+    _frames(3, w)
+    w.close()
+    (tmp_path / "rec" / "20300101T00Z-0009.jsonl.zst").write_bytes(b"")  # killed at creation
+    rec = Recording(tmp_path / "rec")
+    assert Counter(r.kind for r in rec.records())[fmt.WS] == 3
+    assert rec.problems == [
+        "20300101T00Z-0009.jsonl.zst: no whole header (file cut short at its start); skipped"
+    ]
