@@ -74,7 +74,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("cancel-all", parents=[common], help="cancel every resting order at the venue")
     from recording.cli import add_parser as add_record
 
-    add_record(sub, common)
+    add_record(sub)
 
 
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:

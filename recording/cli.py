@@ -28,13 +28,14 @@ from recording.recorder import Selection, record
 EXIT_OK, EXIT_DISK, EXIT_CONFIG = 0, 1, 2
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: Any) -> None:
     """Register `record` on the operator sub-command parser `sub`."""
     p = sub.add_parser(
         "record",
-        parents=[common],
         help="record markets' websocket frames, REST books and Gamma metadata to a directory",
     )
+    # SUPPRESS: `record --env-file X` and `--env-file X record` both work, neither overrides.
+    p.add_argument("--env-file", default=argparse.SUPPRESS, metavar="PATH", help="settings file")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="recording directory")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--slugs", nargs="+", default=(), metavar="SLUG", help="market slugs")
