@@ -105,8 +105,17 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     add_vet(sub, [common])
 
 
+    from recording.cli import add_parser as add_record
+
+    add_record(sub)
+
+
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
     """Run one operator command; print its result; return the exit code."""
+    if args.command == "record":
+        from recording.cli import run as run_record
+
+        return run_record(args, env_file=env_file)
     try:
         settings = load_settings(env_file=env_file)
     except ConfigError as e:

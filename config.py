@@ -190,6 +190,9 @@ class Settings(BaseSettings):
     discovery_interval_s: float = Field(default=60.0, gt=0, le=86_400)
     # How often Gamma is asked whether the markets we hold or trade resolved.
     resolution_poll_s: float = Field(default=60.0, gt=0, le=86_400)
+    # Record the market feed while trading (raw frames with receive time, gaps, REST resyncs,
+    # Gamma rows) to this directory, in the recording format of docs/recording.md. None: off.
+    record_dir: Path | None = None
 
     # --- copy trader ---------------------------------------------------------------------------
     copy_enabled: bool = True

@@ -137,7 +137,8 @@ def _drain(pipe: IO[bytes], path: Path) -> None:
 class SimProcess:
     """`python -m simulator --seed N [--scenario demo]` as a subprocess, with admin helpers.
 
-    `settle_delay_s=None` leaves `--settle-delay` off the command line (the simulator's default).
+    `settle_delay_s=None` leaves `--settle-delay` off the command line (the simulator's default);
+    `extra_args` go on the end of it (e.g. `--replay DIR`).
     """
 
     def __init__(
@@ -147,8 +148,10 @@ class SimProcess:
         seed: int = 7,
         scenario: str | None = "demo",
         settle_delay_s: float | None = 0.05,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
+        self.extra_args = extra_args
         self.seed = seed
         self.scenario = scenario
         self.settle_delay_s = settle_delay_s
@@ -165,6 +168,7 @@ class SimProcess:
             args += ["--settle-delay", str(self.settle_delay_s)]
         if self.scenario:
             args += ["--scenario", self.scenario]
+        args += self.extra_args
         with self._out.open("wb") as out, self._err.open("wb") as err:
             self.proc = subprocess.Popen(
                 args, cwd=ROOT, env=clean_env(), stdout=out, stderr=err, start_new_session=True
