@@ -99,11 +99,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         help="reload the daemon with SIGHUP to this pid (default: POST /reload, CONTROL_TOKEN)",
     )
 
-
     from backtest.cli import add_parser as add_vet
 
     add_vet(sub, [common])
-
 
     from recording.cli import add_parser as add_record
 
