@@ -186,9 +186,9 @@ class Executor:
         log.info("executor_started", state=self.state, open_orders=self.positions.open_count)
 
     # --- protocols for strategies ---
-    def position(self, token_id: str) -> Position:
-        """PositionSource: our holding in `token_id` as journaled fills say."""
-        return self.positions.position(token_id)
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        """PositionSource: `strategy`'s holding in `token_id` as its journaled fills say."""
+        return self.positions.position(token_id, strategy=strategy)
 
     def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
         """TickSizeSink: the market feed saw a `tick_size_change`."""

@@ -3,6 +3,12 @@
 Owns the `fills` and `positions` tables. A fill and the position it moves are written in one
 transaction, idempotently: a fill reported twice moves its position once, and a trade that
 turns FAILED rebuilds the position from the fills that did not fail.
+
+Positions are kept per (strategy, token). A fill is attributed once, when first recorded, to
+the strategy of our order it belongs to (its client order id, else its venue order id, in the
+`orders` journal); a fill of no order of ours (a manual trade on the same account, an order
+missing from the journal) is booked under `UNATTRIBUTED`. The attribution is stored on the
+fill, so a replay moves the same position.
 """
 
 from __future__ import annotations
@@ -12,39 +18,75 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from models import Fill, Position, Side, TradeStatus
+from models import UNATTRIBUTED, Fill, Position, Side, TradeStatus
 from storage.audit import append_audit, now_iso
 from storage.db import Database
 
 
-def _position_from_row(token_id: str, r: sqlite3.Row | tuple[Any, ...] | None) -> Position:
+def _position_from_row(
+    strategy: str, token_id: str, r: sqlite3.Row | tuple[Any, ...] | None
+) -> Position:
     if r is None:
-        return Position(token_id=token_id)
+        return Position(token_id=token_id, strategy=strategy)
     return Position(
-        token_id=token_id, size=Decimal(r[0]), avg_cost=Decimal(r[1]), realized_pnl=Decimal(r[2])
+        token_id=token_id,
+        strategy=strategy,
+        size=Decimal(r[0]),
+        avg_cost=Decimal(r[1]),
+        realized_pnl=Decimal(r[2]),
     )
 
 
-def _upsert_position(c: sqlite3.Connection, pos: Position) -> None:
+def _read_position(c: sqlite3.Connection, strategy: str, token_id: str) -> Position:
+    r = c.execute(
+        "SELECT size, avg_cost, realized_pnl FROM positions WHERE strategy = ? AND token_id = ?",
+        (strategy, token_id),
+    ).fetchone()
+    return _position_from_row(strategy, token_id, r)
+
+
+def upsert_position(c: sqlite3.Connection, pos: Position) -> None:
     c.execute(
-        "INSERT INTO positions (token_id, size, avg_cost, realized_pnl, updated_at)"
-        " VALUES (?,?,?,?,?) ON CONFLICT(token_id) DO UPDATE SET size = excluded.size,"
-        " avg_cost = excluded.avg_cost, realized_pnl = excluded.realized_pnl,"
-        " updated_at = excluded.updated_at",
-        (pos.token_id, str(pos.size), str(pos.avg_cost), str(pos.realized_pnl), now_iso()),
+        "INSERT INTO positions (strategy, token_id, size, avg_cost, realized_pnl, updated_at)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT(strategy, token_id) DO UPDATE SET"
+        " size = excluded.size, avg_cost = excluded.avg_cost,"
+        " realized_pnl = excluded.realized_pnl, updated_at = excluded.updated_at",
+        (
+            pos.strategy,
+            pos.token_id,
+            str(pos.size),
+            str(pos.avg_cost),
+            str(pos.realized_pnl),
+            now_iso(),
+        ),
     )
 
 
-def _replay_position(c: sqlite3.Connection, token_id: str) -> Position:
-    """The position in `token_id` from its fills that did not fail, applied in recorded order."""
-    pos = Position(token_id=token_id)
+def replay_position(c: sqlite3.Connection, strategy: str, token_id: str) -> Position:
+    """`strategy`'s position in `token_id` from its fills that did not fail, applied in
+    recorded order."""
+    pos = Position(token_id=token_id, strategy=strategy)
     for side, price, size, fee in c.execute(
-        "SELECT side, price, size, fee FROM fills WHERE token_id = ? AND status != ?"
-        " ORDER BY rowid",
-        (token_id, TradeStatus.FAILED.value),
+        "SELECT side, price, size, fee FROM fills WHERE strategy = ? AND token_id = ?"
+        " AND status != ? ORDER BY rowid",
+        (strategy, token_id, TradeStatus.FAILED.value),
     ):
         pos = pos.apply(Side(side), Decimal(price), Decimal(size), Decimal(fee))
     return pos
+
+
+def attribute(c: sqlite3.Connection, client_order_id: str | None, venue_order_id: str) -> str:
+    """The strategy of our order behind a fill, or `UNATTRIBUTED` if no journaled order is."""
+    r = None
+    if client_order_id is not None:
+        r = c.execute(
+            "SELECT strategy FROM orders WHERE client_order_id = ?", (client_order_id,)
+        ).fetchone()
+    if r is None:
+        r = c.execute(
+            "SELECT strategy FROM orders WHERE venue_order_id = ?", (venue_order_id,)
+        ).fetchone()
+    return str(r[0]) if r is not None else UNATTRIBUTED
 
 
 class FillRepository:
@@ -66,14 +108,16 @@ class FillRepository:
         """
 
         def job(c: sqlite3.Connection) -> Position | None:
+            strategy = attribute(c, fill.client_order_id, fill.venue_order_id)
             cur = c.execute(
-                "INSERT OR IGNORE INTO fills (trade_id, venue_order_id, client_order_id, token_id,"
-                " side, price, size, fee, role, status, ts, recorded_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO fills (trade_id, venue_order_id, client_order_id, strategy,"
+                " token_id, side, price, size, fee, role, status, ts, recorded_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     fill.trade_id,
                     fill.venue_order_id,
                     fill.client_order_id,
+                    strategy,
                     fill.token_id,
                     str(fill.side),
                     str(fill.price),
@@ -88,9 +132,11 @@ class FillRepository:
             failed = fill.status is TradeStatus.FAILED
             if cur.rowcount == 0:
                 old = c.execute(
-                    "SELECT status FROM fills WHERE trade_id = ? AND venue_order_id = ?",
+                    "SELECT status, strategy FROM fills WHERE trade_id = ? AND venue_order_id = ?",
                     (fill.trade_id, fill.venue_order_id),
                 ).fetchone()
+                if old is not None:
+                    strategy = str(old[1])  # attributed when first recorded
                 c.execute(
                     "UPDATE fills SET status = ? WHERE trade_id = ? AND venue_order_id = ?",
                     (str(fill.status), fill.trade_id, fill.venue_order_id),
@@ -98,21 +144,16 @@ class FillRepository:
                 was_failed = old is not None and old[0] == TradeStatus.FAILED.value
                 if was_failed == failed:
                     return None
-                before = _position_from_row(
-                    fill.token_id,
-                    c.execute(
-                        "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?",
-                        (fill.token_id,),
-                    ).fetchone(),
-                )
-                replayed = _replay_position(c, fill.token_id)
-                _upsert_position(c, replayed)
+                before = _read_position(c, strategy, fill.token_id)
+                replayed = replay_position(c, strategy, fill.token_id)
+                upsert_position(c, replayed)
                 append_audit(
                     c,
                     "fill_failed" if failed else "fill_restored",
                     {
                         "trade_id": fill.trade_id,
                         "venue_order_id": fill.venue_order_id,
+                        "strategy": strategy,
                         "side": str(fill.side),
                         "price": str(fill.price),
                         "size": str(fill.size),
@@ -135,14 +176,10 @@ class FillRepository:
                     client_order_id=fill.client_order_id,
                 )
                 return None
-            r = c.execute(
-                "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?",
-                (fill.token_id,),
-            ).fetchone()
-            pos = _position_from_row(fill.token_id, r).apply(
+            pos = _read_position(c, strategy, fill.token_id).apply(
                 fill.side, fill.price, fill.size, fill.fee
             )
-            _upsert_position(c, pos)
+            upsert_position(c, pos)
             return pos
 
         return await self._db.write(job)
@@ -157,17 +194,21 @@ class FillRepository:
         rows = await self._db.fetchall("SELECT * FROM fills ORDER BY ts LIMIT ?", (limit,))
         return [self._fill(r) for r in rows]
 
-    async def position(self, token_id: str) -> Position:
+    async def position(self, token_id: str, *, strategy: str) -> Position:
         r = await self._db.fetchone(
-            "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?", (token_id,)
+            "SELECT size, avg_cost, realized_pnl FROM positions"
+            " WHERE strategy = ? AND token_id = ?",
+            (strategy, token_id),
         )
-        return _position_from_row(token_id, r)
+        return _position_from_row(strategy, token_id, r)
 
     async def positions(self, *, include_flat: bool = False) -> list[Position]:
+        """Every (strategy, token) position, by strategy then token."""
         rows = await self._db.fetchall(
-            "SELECT token_id, size, avg_cost, realized_pnl FROM positions ORDER BY token_id"
+            "SELECT strategy, token_id, size, avg_cost, realized_pnl FROM positions"
+            " ORDER BY strategy, token_id"
         )
-        out = [_position_from_row(r[0], tuple(r)[1:]) for r in rows]
+        out = [_position_from_row(r[0], r[1], tuple(r)[2:]) for r in rows]
         return out if include_flat else [p for p in out if p.size != 0 or p.realized_pnl != 0]
 
     @staticmethod

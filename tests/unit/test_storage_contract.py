@@ -460,13 +460,13 @@ async def test_position_moves_with_price_size_and_fee(repos: Repositories) -> No
     assert p2 is not None
     assert (p2.size, p2.avg_cost) == (D("6"), D("0.41"))
     assert p2.realized_pnl == D("0.74")  # (0.60 - 0.41) * 4 - 0.02
-    stored = await repos.fills.position(TOKEN)
+    stored = await repos.fills.position(TOKEN, strategy="unattributed")
     assert (stored.size, stored.avg_cost, stored.realized_pnl) == (p2.size, p2.avg_cost, D("0.74"))
     raw = await repos.db.fetchone(
         "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?", (TOKEN,)
     )
     assert raw is not None and tuple(Decimal(x) for x in raw) == (D("6"), D("0.41"), D("0.74"))
-    assert (await repos.fills.position(TOKEN_B)).size == 0
+    assert (await repos.fills.position(TOKEN_B, strategy="unattributed")).size == 0
 
 
 async def test_a_repeated_fill_moves_its_position_once(repos: Repositories) -> None:
@@ -474,12 +474,12 @@ async def test_a_repeated_fill_moves_its_position_once(repos: Repositories) -> N
     assert await repos.fills.record(f) is not None
     again = f.model_copy(update={"status": TradeStatus.CONFIRMED, "size": D("99")})
     assert await repos.fills.record(again) is None
-    assert (await repos.fills.position(TOKEN)).size == D("10")
+    assert (await repos.fills.position(TOKEN, strategy="unattributed")).size == D("10")
     [stored] = await repos.fills.all()
     assert (stored.status, stored.size) == (TradeStatus.CONFIRMED, D("10"))
     # the same trade on another of our orders (both sides ours) is a separate fill
     assert await repos.fills.record(_fill("t1", "0xb", "BUY", "0.5", "1")) is not None
-    assert (await repos.fills.position(TOKEN)).size == D("11")
+    assert (await repos.fills.position(TOKEN, strategy="unattributed")).size == D("11")
 
 
 async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> None:
@@ -498,13 +498,14 @@ async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> 
     assert failed is not None
     # replay of t1 then t3: 10 @ 0.40 + 0.2 fee (avg 0.42), sell 5 @ 0.70
     assert (failed.size, failed.avg_cost, failed.realized_pnl) == (D("5"), D("0.42"), D("1.40"))
-    assert await repos.fills.position(TOKEN) == failed
-    assert (await repos.fills.position(TOKEN_B)).size == D("2")
+    assert await repos.fills.position(TOKEN, strategy="unattributed") == failed
+    assert (await repos.fills.position(TOKEN_B, strategy="unattributed")).size == D("2")
     [entry] = await repos.audit.tail(event="fill_failed")
     assert entry.client_order_id == "c2"
     assert entry.detail == {
         "trade_id": "t2",
         "venue_order_id": "0xb",
+        "strategy": "unattributed",
         "side": "BUY",
         "price": "0.60",
         "size": "10",
@@ -531,7 +532,7 @@ async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> 
 async def test_a_fill_first_seen_failed_is_kept_and_moves_nothing(repos: Repositories) -> None:
     f = _fill("t9", "0xa", "BUY", "0.5", "10", client_order_id="c9", status=TradeStatus.FAILED)
     assert await repos.fills.record(f) is None
-    assert (await repos.fills.position(TOKEN)).size == 0
+    assert (await repos.fills.position(TOKEN, strategy="unattributed")).size == 0
     assert await repos.fills.for_order("c9") == [f]
     [entry] = await repos.audit.tail(event="fill_failed")
     assert entry.client_order_id == "c9"
