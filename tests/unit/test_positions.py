@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execution.positions import OpenOrder, PositionBook
-from models import ZERO, Position, Side
+from models import UNATTRIBUTED, ZERO, Position, Side
 from tests.helpers import make_order
 from venue.order_book import BookStore
 
 TOKENS = ("1", "2", "3")
 STRATEGIES = ("sniper", "copy")
+D = Decimal
 
 
 def recount(book: PositionBook) -> dict[str, Decimal]:
@@ -419,3 +420,41 @@ def test_both_filters_at_once_give_one_strategys_commitment_in_one_token() -> No
     assert book.open_buy_notional(token_id="1", strategy="sniper") == Decimal("5.0")
     assert book.open_buy_notional(token_id="1", strategy="copy") == Decimal("4.0")
     assert book.open_buy_notional(token_id="1") == Decimal("9.0")
+
+
+# --- per-strategy positions (attribution) -------------------------------------------------
+
+
+def test_each_strategy_has_its_own_position_in_a_shared_token() -> None:
+    book = PositionBook(books=BestOnly({"1": ("0.60", "0.62")}))
+    sniper = Position(token_id="1", strategy="sniper").apply(Side.BUY, D("0.40"), D("10"))
+    copy = Position(token_id="1", strategy="copy").apply(Side.BUY, D("0.50"), D("4"))
+    manual = Position(token_id="1", strategy=UNATTRIBUTED).apply(Side.BUY, D("0.30"), D("2"))
+    for p in (sniper, copy, manual):
+        book.set_position(p)
+    assert book.position("1", strategy="sniper").size == D("10")
+    assert book.position("1", strategy="copy").size == D("4")
+    assert book.position("1", strategy="other").size == 0
+    assert book.holding("1") == D("16")  # what the account holds at the venue
+    assert book.cost_exposure("1") == D("6.60")
+    assert book.cost_exposure("1", strategy="copy") == D("2.00")
+    assert book.cost_exposure(strategy="sniper") == D("4.00")
+    assert book.unrealized(strategy="sniper") == D("2.10")  # 10 x (0.61 - 0.40)
+    assert book.exposure(strategy="copy") == D("2.44")  # 4 x 0.61
+    assert book.strategies() == sorted(["copy", "sniper", UNATTRIBUTED])
+    # The copy trader sells its 4: its realized PnL moves, the sniper's holding does not.
+    book.set_position(copy.apply(Side.SELL, D("0.70"), D("4")))
+    assert book.realized(strategy="copy") == D("0.80")
+    assert book.realized(strategy="sniper") == 0 and book.realized() == D("0.80")
+    assert book.position("1", strategy="sniper") == sniper
+    assert book.holding("1") == D("12")
+    assert {p.strategy for p in book.positions(strategy="copy")} == {"copy"}
+
+
+def test_open_sells_count_against_their_own_strategy_only() -> None:
+    book = PositionBook()
+    book.add_open_row(OpenOrder("a", "sniper", "1", Side.SELL, D("0.6"), D("7")))
+    book.add_open_row(OpenOrder("b", "copy", "1", Side.SELL, D("0.6"), D("2")))
+    assert book.open_sell_size("1", strategy="sniper") == D("7")
+    assert book.open_sell_size("1", strategy="copy") == D("2")
+    assert book.open_sell_size("1", strategy=UNATTRIBUTED) == 0

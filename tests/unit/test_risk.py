@@ -113,9 +113,7 @@ def build_book(case: Case) -> PositionBook:
     book = PositionBook(books=books)
     for h in case.held:
         book.set_position(
-            Position(
-                token_id=h.token, strategy=h.strategy, size=D(h.size), avg_cost=D(h.avg_cost)
-            )
+            Position(token_id=h.token, strategy=h.strategy, size=D(h.size), avg_cost=D(h.avg_cost))
         )
     for o in case.open:
         r = request(o.strategy, o.token, o.side, o.price, o.size)
@@ -436,8 +434,7 @@ CASES = [
         Case(
             limits(),
             sell("1"),
-            "SELL of 1 exceeds what strategy sniper holds and has not already offered for"
-            " sale (0)",
+            "SELL of 1 exceeds what strategy sniper holds and has not already offered for sale (0)",
             held=(Held(A, "10", "0.50", UNATTRIBUTED),),
         ),
         id="sell-of-unattributed-holding",
