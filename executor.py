@@ -93,6 +93,14 @@ def _log_abandoned_failure(task: asyncio.Future[Any]) -> None:
         log.error("order_submission_failed", error=type(e).__name__, detail=str(e)[:200])
 
 
+def _publish_strategies(m: Metrics, book: PositionBook) -> None:
+    """Exposure and PnL per strategy (`unattributed` included), as the account-wide gauges."""
+    for name in book.strategies():
+        m.strategy_exposure_usd.labels(name).set(float(book.exposure(strategy=name)))
+        m.strategy_pnl_realized_usd.labels(name).set(float(book.realized(strategy=name)))
+        m.strategy_pnl_unrealized_usd.labels(name).set(float(book.unrealized(strategy=name)))
+
+
 class Executor:
     """Validates, journals, sends and settles orders. Implements OrderSink, PositionSource
     and TickSizeSink for the strategies."""
@@ -581,6 +589,7 @@ class Executor:
         m.pnl_realized_usd.set(float(self.positions.realized()))
         m.pnl_unrealized_usd.set(float(self.positions.unrealized()))
         m.daily_pnl_usd.set(float(self.positions.daily_pnl()))
+        _publish_strategies(m, self.positions)
 
     async def wait_idle(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):

@@ -128,6 +128,14 @@ async def test_a_leader_exit_sells_the_copy_traders_holding_and_never_the_sniper
             assert held("sniper") == sniper
             assert ex.positions.holding(tok) == sniper + seen["dust"]
 
+            def gauge(name: str, strategy: str) -> float | None:
+                return ctx.metrics.registry.get_sample_value(name, {"strategy": strategy})
+
+            # The copy trader's PnL is its own; the sniper realized nothing.
+            await until(lambda: gauge("polyd_strategy_pnl_realized_usd", "copy"), 5.0)
+            assert gauge("polyd_strategy_pnl_realized_usd", "sniper") == 0
+            assert (gauge("polyd_strategy_exposure_usd", "sniper") or 0) > 0
+
         daemon = Daemon(settings, redactor=Redactor([]), duration_s=60, on_ready=on_ready)
         code = await daemon.run()
         if errors:
