@@ -56,7 +56,16 @@ from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
-from models import Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
+from models import (
+    UNATTRIBUTED,
+    Fill,
+    OrderRequest,
+    OrderResult,
+    OrderStatus,
+    Position,
+    Side,
+    TradeStatus,
+)
 from observability.health import CheckResult
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from resilience import BreakerState, CircuitBreaker, Clock, RetryPolicy
@@ -435,6 +444,9 @@ class Executor:
         if pos is None:
             return
         self.positions.set_position(pos)
+        if pos.strategy == UNATTRIBUTED and fill.side is Side.SELL:
+            # A sale outside the daemon may have taken shares the strategies held.
+            self.positions.load(await self.repos.fills.positions_in(fill.token_id))
         if fill.status is TradeStatus.FAILED:
             # The trade never settled: the repository rebuilt the position without it (and
             # audited `fill_failed`) in one transaction. The order's own status is left to the

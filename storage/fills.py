@@ -75,6 +75,38 @@ def replay_position(c: sqlite3.Connection, strategy: str, token_id: str) -> Posi
     return pos
 
 
+def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal) -> None:
+    """A SELL no order of ours explains sold more than the unattributed holding: the shares
+    left the account, so the rest comes out of the strategies that hold the token (the largest
+    holding first), each selling at the fill's price. Audited per strategy."""
+    rows = c.execute(
+        "SELECT strategy, size, avg_cost, realized_pnl FROM positions"
+        " WHERE token_id = ? AND strategy != ?",
+        (fill.token_id, UNATTRIBUTED),
+    ).fetchall()
+    held = [_position_from_row(str(r[0]), fill.token_id, tuple(r)[1:]) for r in rows]
+    for p in sorted(held, key=lambda p: (-p.size, p.strategy)):
+        if excess <= 0:
+            break
+        if p.size <= 0:
+            continue
+        take = min(excess, p.size)
+        upsert_position(c, p.apply(Side.SELL, fill.price, take))
+        excess -= take
+        append_audit(
+            c,
+            "unattributed_sell_took_from_strategy",
+            {
+                "trade_id": fill.trade_id,
+                "venue_order_id": fill.venue_order_id,
+                "token_id": fill.token_id,
+                "size": str(take),
+                "price": str(fill.price),
+            },
+            strategy=p.strategy,
+        )
+
+
 def attribute(c: sqlite3.Connection, client_order_id: str | None, venue_order_id: str) -> str:
     """The strategy of our order behind a fill, or `UNATTRIBUTED` if no journaled order is."""
     r = None
@@ -176,13 +208,23 @@ class FillRepository:
                     client_order_id=fill.client_order_id,
                 )
                 return None
-            pos = _read_position(c, strategy, fill.token_id).apply(
-                fill.side, fill.price, fill.size, fill.fee
-            )
+            before = _read_position(c, strategy, fill.token_id)
+            pos = before.apply(fill.side, fill.price, fill.size, fill.fee)
             upsert_position(c, pos)
+            if strategy == UNATTRIBUTED and fill.side is Side.SELL and fill.size > before.size:
+                _take_from_strategies(c, fill, fill.size - before.size)
             return pos
 
         return await self._db.write(job)
+
+    async def positions_in(self, token_id: str) -> list[Position]:
+        """Every strategy's position in `token_id` (flat ones too)."""
+        rows = await self._db.fetchall(
+            "SELECT strategy, size, avg_cost, realized_pnl FROM positions WHERE token_id = ?"
+            " ORDER BY strategy",
+            (token_id,),
+        )
+        return [_position_from_row(r[0], token_id, tuple(r)[1:]) for r in rows]
 
     async def for_order(self, client_order_id: str) -> list[Fill]:
         rows = await self._db.fetchall(

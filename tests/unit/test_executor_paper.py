@@ -415,3 +415,31 @@ async def test_the_order_tracker_holds_only_orders_still_working(paper: Paper) -
     assert await paper.ex.cancel(resting.client_order_id)
     assert len(tracker) == 0 and tracker.unknown_count == 0
     assert paper.ex.positions.open_count == 0
+
+
+async def test_a_sale_outside_the_daemon_lowers_the_holding_strategies_sell_from(
+    paper: Paper,
+) -> None:
+    from models import UNATTRIBUTED, Fill
+
+    ours = req(strategy="sniper", size=Decimal("10"))
+    await paper.repos.orders.record(ours, venue_order_id="0xours", payload_hash="h")
+
+    def fill(trade: str, venue_order_id: str, side: Side, size: str) -> Fill:
+        return Fill(
+            trade_id=trade,
+            venue_order_id=venue_order_id,
+            token_id=TOKEN,
+            side=side,
+            price=Decimal("0.50"),
+            size=Decimal(size),
+        )
+
+    await paper.ex.on_fill(fill("a", "0xours", Side.BUY, "10"))
+    assert paper.ex.position(TOKEN, strategy="sniper").size == Decimal("10")
+    await paper.ex.on_fill(fill("b", "0xmanual", Side.SELL, "4"))  # sold by hand
+    assert paper.ex.position(TOKEN, strategy="sniper").size == Decimal("6")
+    assert paper.ex.position(TOKEN, strategy=UNATTRIBUTED).size == 0
+    refused = await paper.ex.submit(req(strategy="sniper", side=Side.SELL, size=Decimal("7")))
+    assert refused.status is OrderStatus.REJECTED
+    assert "exceeds what strategy sniper holds" in (refused.reason or "")

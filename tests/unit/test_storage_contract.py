@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from errors import IllegalTransition
-from models import Fill, LiquidityRole, OrderStatus, OrderType, Side, TradeStatus
+from models import UNATTRIBUTED, Fill, LiquidityRole, OrderStatus, OrderType, Side, TradeStatus
 from storage import Database, Repositories
 from storage.audit import detail_json
 from storage.copy_intents import CopyIntent
@@ -586,3 +586,49 @@ async def test_everything_written_survives_a_reopen(tmp_path: Path) -> None:
         assert await again.copy_intents.cursor("0xw") == 5
     finally:
         await db.close()
+
+
+# --- attribution ------------------------------------------------------------------------------
+
+
+async def test_fills_move_the_position_of_the_strategy_whose_order_they_fill(
+    repos: Repositories,
+) -> None:
+    sniper = make_order(strategy="sniper", token_id=TOKEN, price="0.40", size="10")
+    copy = make_order(strategy="copy", token_id=TOKEN, price="0.50", size="4")
+    await repos.orders.record(sniper, venue_order_id="0xs", payload_hash="hs")
+    await repos.orders.record(copy, venue_order_id="0xc", payload_hash="hc")
+    # By client order id, and by venue order id when the feed did not name ours.
+    s = await repos.fills.record(
+        _fill("t1", "0xs", "BUY", "0.40", "10", client_order_id=sniper.client_order_id)
+    )
+    c = await repos.fills.record(_fill("t2", "0xc", "BUY", "0.50", "4"))
+    m = await repos.fills.record(_fill("t3", "0xm", "BUY", "0.30", "1"))  # no order of ours
+    assert s is not None and c is not None and m is not None
+    assert (s.strategy, s.size, c.strategy, c.size) == ("sniper", D("10"), "copy", D("4"))
+    assert (m.strategy, m.size) == (UNATTRIBUTED, D("1"))
+    by = {p.strategy: p.size for p in await repos.fills.positions_in(TOKEN)}
+    assert by == {"sniper": D("10"), "copy": D("4"), UNATTRIBUTED: D("1")}
+
+
+async def test_a_sale_outside_the_daemon_takes_unattributed_shares_first_then_the_largest(
+    repos: Repositories,
+) -> None:
+    sniper = make_order(strategy="sniper", token_id=TOKEN, price="0.40", size="10")
+    copy = make_order(strategy="copy", token_id=TOKEN, price="0.50", size="4")
+    await repos.orders.record(sniper, venue_order_id="0xs", payload_hash="hs")
+    await repos.orders.record(copy, venue_order_id="0xc", payload_hash="hc")
+    await repos.fills.record(_fill("t1", "0xs", "BUY", "0.40", "10"))
+    await repos.fills.record(_fill("t2", "0xc", "BUY", "0.50", "4"))
+    await repos.fills.record(_fill("t3", "0xm", "BUY", "0.30", "1"))
+    # 12 sold from the account by hand: 1 unattributed, then 10 of the sniper's, 1 of the copy's.
+    await repos.fills.record(_fill("t4", "0xn", "SELL", "0.60", "12"))
+    by = {p.strategy: p for p in await repos.fills.positions_in(TOKEN)}
+    assert {k: p.size for k, p in by.items()} == {"sniper": 0, "copy": D("3"), UNATTRIBUTED: 0}
+    assert by["sniper"].realized_pnl == D("2.00")  # 10 x (0.60 - 0.40), at the sale's price
+    assert by["copy"].avg_cost == D("0.50") and by["copy"].realized_pnl == D("0.10")
+    taken = await repos.audit.tail(event="unattributed_sell_took_from_strategy")
+    assert sorted((e.strategy, e.detail["size"]) for e in taken) == [
+        ("copy", "1"),
+        ("sniper", "10"),
+    ]
