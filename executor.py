@@ -56,16 +56,7 @@ from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
-from models import (
-    UNATTRIBUTED,
-    Fill,
-    OrderRequest,
-    OrderResult,
-    OrderStatus,
-    Position,
-    Side,
-    TradeStatus,
-)
+from models import UNATTRIBUTED, Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.health import CheckResult
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from resilience import BreakerState, CircuitBreaker, Clock, RetryPolicy
@@ -100,14 +91,6 @@ def _log_abandoned_failure(task: asyncio.Future[Any]) -> None:
     e = task.exception()
     if e is not None:
         log.error("order_submission_failed", error=type(e).__name__, detail=str(e)[:200])
-
-
-def _publish_strategies(m: Metrics, book: PositionBook) -> None:
-    """Exposure and PnL per strategy (`unattributed` included), as the account-wide gauges."""
-    for name in book.strategies():
-        m.strategy_exposure_usd.labels(name).set(float(book.exposure(strategy=name)))
-        m.strategy_pnl_realized_usd.labels(name).set(float(book.realized(strategy=name)))
-        m.strategy_pnl_unrealized_usd.labels(name).set(float(book.unrealized(strategy=name)))
 
 
 class Executor:
@@ -444,8 +427,7 @@ class Executor:
         if pos is None:
             return
         self.positions.set_position(pos)
-        if pos.strategy == UNATTRIBUTED and fill.side is Side.SELL:
-            # A sale outside the daemon may have taken shares the strategies held.
+        if pos.strategy == UNATTRIBUTED:  # a sale outside the daemon may take strategies' shares
             self.positions.load(await self.repos.fills.positions_in(fill.token_id))
         if fill.status is TradeStatus.FAILED:
             # The trade never settled: the repository rebuilt the position without it (and
@@ -601,7 +583,7 @@ class Executor:
         m.pnl_realized_usd.set(float(self.positions.realized()))
         m.pnl_unrealized_usd.set(float(self.positions.unrealized()))
         m.daily_pnl_usd.set(float(self.positions.daily_pnl()))
-        _publish_strategies(m, self.positions)
+        self.positions.publish(m)
 
     async def wait_idle(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):

@@ -11,8 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from models import ZERO, BookSource, OrderRequest, Position, Side
+
+if TYPE_CHECKING:
+    from observability.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,13 @@ class PositionBook:
         """The strategies with a position (held or flat) or an open order, sorted."""
         names = {s for s, _ in self._positions} | {o.strategy for o in self._open.values()}
         return sorted(names)
+
+    def publish(self, m: Metrics) -> None:
+        """Set the per-strategy exposure and PnL gauges (`unattributed` included)."""
+        for name in self.strategies():
+            m.strategy_exposure_usd.labels(name).set(float(self.exposure(strategy=name)))
+            m.strategy_pnl_realized_usd.labels(name).set(float(self.realized(strategy=name)))
+            m.strategy_pnl_unrealized_usd.labels(name).set(float(self.unrealized(strategy=name)))
 
     def _held_positions(self, strategy: str | None = None) -> Iterable[Position]:
         for by_strategy in self._held.values():
