@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -263,9 +264,10 @@ async def test_a_market_resolving_mid_run_settles_pnl_and_sends_nothing_after(
     assert 'polyd_markets_resolved_total{source="market_feed"} 1.0' in seen["metrics"]
     summary = cli.db_summary(settings)
     assert D(summary.redeemable) == 10
-    text = cli._render_status({"daemon": {"running": False}, "database": summary.__dict__,
+    text = cli._render_status({"daemon": {"running": False}, "database": asdict(summary),
                                "url": "-", "db_path": "-"})  # fmt: skip
     assert "redeemable:    10 pUSD" in text
+    assert summary.by_strategy["test"].redeemable == "10"  # the payout applies per strategy
     positions = cli.positions(settings)
     assert [(p["payout"], D(p["redeemable"])) for p in positions] == [("1", D(10))]
     assert "redeemable: 10 pUSD (not cash)" in cli._render_positions(positions)
