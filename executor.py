@@ -427,7 +427,8 @@ class Executor:
         if pos is None:
             return
         self.positions.set_position(pos)
-        if pos.strategy == UNATTRIBUTED:  # a sale outside the daemon may take strategies' shares
+        if pos.strategy == UNATTRIBUTED or fill.status is TradeStatus.FAILED:
+            # A sale outside the daemon may take (and its failure give back) strategies' shares.
             self.positions.load(await self.repos.fills.positions_in(fill.token_id))
         if fill.status is TradeStatus.FAILED:
             # The trade never settled: the repository rebuilt the position without it (and

@@ -14,6 +14,7 @@ fill, so a replay moves the same position.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -62,17 +63,40 @@ def upsert_position(c: sqlite3.Connection, pos: Position) -> None:
     )
 
 
-def replay_position(c: sqlite3.Connection, strategy: str, token_id: str) -> Position:
-    """`strategy`'s position in `token_id` from its fills that did not fail, applied in
-    recorded order."""
-    pos = Position(token_id=token_id, strategy=strategy)
-    for side, price, size, fee in c.execute(
-        "SELECT side, price, size, fee FROM fills WHERE strategy = ? AND token_id = ?"
-        " AND status != ? ORDER BY rowid",
-        (strategy, token_id, TradeStatus.FAILED.value),
+def _spill(
+    held: Iterable[Position], excess: Decimal, price: Decimal
+) -> list[tuple[Position, Decimal]]:
+    """Take `excess` shares sold at `price` from the strategies' positions, the largest holding
+    first (ties by name); return each position after its sale, with the shares it gave."""
+    out = []
+    for p in sorted(held, key=lambda p: (-p.size, p.strategy)):
+        if excess <= 0:
+            break
+        if p.strategy == UNATTRIBUTED or p.size <= 0:
+            continue
+        take = min(excess, p.size)
+        out.append((p.apply(Side.SELL, price, take), take))
+        excess -= take
+    return out
+
+
+def replay_token(c: sqlite3.Connection, token_id: str) -> dict[str, Position]:
+    """Every strategy's position in `token_id` from the token's fills that did not fail,
+    applied in recorded order by the rules `record` applies (a SELL no order of ours explains
+    takes unattributed shares first, then the strategies')."""
+    book: dict[str, Position] = {}
+    for strategy, side, price, size, fee in c.execute(
+        "SELECT strategy, side, price, size, fee FROM fills WHERE token_id = ? AND status != ?"
+        " ORDER BY rowid",
+        (token_id, TradeStatus.FAILED.value),
     ):
-        pos = pos.apply(Side(side), Decimal(price), Decimal(size), Decimal(fee))
-    return pos
+        strategy, side, price, size = str(strategy), Side(side), Decimal(price), Decimal(size)
+        before = book.get(strategy) or Position(token_id=token_id, strategy=strategy)
+        book[strategy] = before.apply(side, price, size, Decimal(fee))
+        if strategy == UNATTRIBUTED and side is Side.SELL and size > before.size:
+            for p, _ in _spill(book.values(), size - before.size, price):
+                book[p.strategy] = p
+    return book
 
 
 def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal) -> None:
@@ -85,14 +109,8 @@ def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal) ->
         (fill.token_id, UNATTRIBUTED),
     ).fetchall()
     held = [_position_from_row(str(r[0]), fill.token_id, tuple(r)[1:]) for r in rows]
-    for p in sorted(held, key=lambda p: (-p.size, p.strategy)):
-        if excess <= 0:
-            break
-        if p.size <= 0:
-            continue
-        take = min(excess, p.size)
-        upsert_position(c, p.apply(Side.SELL, fill.price, take))
-        excess -= take
+    for p, take in _spill(held, excess, fill.price):
+        upsert_position(c, p)
         append_audit(
             c,
             "unattributed_sell_took_from_strategy",
@@ -177,7 +195,14 @@ class FillRepository:
                 if was_failed == failed:
                     return None
                 before = _read_position(c, strategy, fill.token_id)
-                replayed = replay_position(c, strategy, fill.token_id)
+                # Every strategy's position in the token: an unattributed SELL may have taken
+                # shares from the strategies, and its failure gives them back.
+                rebuilt = replay_token(c, fill.token_id)
+                for p in rebuilt.values():
+                    upsert_position(c, p)
+                replayed = rebuilt.get(strategy) or Position(
+                    token_id=fill.token_id, strategy=strategy
+                )
                 upsert_position(c, replayed)
                 append_audit(
                     c,

@@ -5,9 +5,10 @@
 --
 -- Existing holdings are re-derived from the journal by the data step that runs in the same
 -- transaction (storage/migrations/steps.py): per (strategy, token) from the attributed fills
--- where they account for the token's recorded holding; the rest of the old row is booked as
--- 'unattributed'. Each token whose old row could not be split is audited
--- (`position_unattributed_on_migration`), and the old table is dropped by the step.
+-- where they account for the token's recorded holding; otherwise the whole old row is booked
+-- as 'unattributed'. Each token whose old row could not be split is audited
+-- (`position_unattributed_on_migration`) and its fills become unattributed with it; the old table
+-- is dropped by the step.
 
 ALTER TABLE fills ADD COLUMN strategy TEXT NOT NULL DEFAULT 'unattributed';
 UPDATE fills SET strategy = COALESCE(

@@ -56,8 +56,9 @@ def attribute_positions(c: sqlite3.Connection) -> None:
     Every strategy's position is its fills replayed (the fills were attributed by the SQL
     part). That split is kept where the replays add up to the old row's size, the account's
     holding the journal recorded; otherwise (no fills, or a strategy sold shares another one
-    bought, which the old book allowed) the whole old row is booked as unattributed and the
-    token is audited, so that nothing a strategy did not buy is ever sold by it.
+    bought, which the old book allowed) the whole old row is booked as unattributed, with the
+    token's fills, and the token is audited, so that nothing a strategy did not buy is ever sold
+    by it.
     """
     tokens = {str(r[0]) for r in c.execute("SELECT DISTINCT token_id FROM fills")}
     old: dict[str, Position] = {}
@@ -88,6 +89,9 @@ def attribute_positions(c: sqlite3.Connection) -> None:
             continue
         if before is None:
             continue  # fills but no row: nothing was held or realized
+        # The token's fills become unattributed too, so that a later replay of them (a trade
+        # that turns FAILED) rebuilds this row and never a split the journal cannot support.
+        c.execute("UPDATE fills SET strategy = ? WHERE token_id = ?", (UNATTRIBUTED, token_id))
         _write(c, before)
         _audit(
             c,

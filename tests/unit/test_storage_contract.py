@@ -632,3 +632,18 @@ async def test_a_sale_outside_the_daemon_takes_unattributed_shares_first_then_th
         ("copy", "1"),
         ("sniper", "10"),
     ]
+
+
+async def test_a_failed_sale_outside_the_daemon_gives_the_strategies_their_shares_back(
+    repos: Repositories,
+) -> None:
+    sniper = make_order(strategy="sniper", token_id=TOKEN, price="0.40", size="10")
+    await repos.orders.record(sniper, venue_order_id="0xs", payload_hash="hs")
+    await repos.fills.record(_fill("t1", "0xs", "BUY", "0.40", "10"))
+    await repos.fills.record(_fill("t2", "0xn", "SELL", "0.60", "4"))  # by hand
+    assert (await repos.fills.position(TOKEN, strategy="sniper")).size == D("6")
+    await repos.fills.record(_fill("t2", "0xn", "SELL", "0.60", "4", status=TradeStatus.FAILED))
+    back = await repos.fills.position(TOKEN, strategy="sniper")
+    assert (back.size, back.avg_cost, back.realized_pnl) == (D("10"), D("0.40"), D("0"))
+    await repos.fills.record(_fill("t2", "0xn", "SELL", "0.60", "4", status=TradeStatus.MINED))
+    assert (await repos.fills.position(TOKEN, strategy="sniper")).size == D("6")
