@@ -901,10 +901,9 @@ def compare(
             " FROM orders"
         ).fetchall()
         fills = conn.execute("SELECT trade_id, venue_order_id, side, size FROM fills").fetchall()
-        positions = {
-            r["token_id"]: Decimal(r["size"])
-            for r in conn.execute("SELECT token_id, size FROM positions").fetchall()
-        }
+        positions: dict[str, Decimal] = {}  # the account's holding: every strategy's summed
+        for r in conn.execute("SELECT token_id, size FROM positions").fetchall():
+            positions[r["token_id"]] = positions.get(r["token_id"], Decimal(0)) + Decimal(r["size"])
     finally:
         conn.close()
     c.journal_rows = len(rows)
