@@ -442,14 +442,7 @@ class Executor:
             # The trade never settled: the repository rebuilt the position without it (and
             # audited `fill_failed`) in one transaction. The order's own status is left to the
             # venue's order events.
-            log.warning(
-                "fill_failed_reversed",
-                client_order_id=fill.client_order_id,
-                trade_id=fill.trade_id,
-                side=fill.side,
-                size=str(fill.size),
-                position=str(pos.size),
-            )
+            log.warning("fill_failed_reversed", position=str(pos.size), **fill_log(fill))
             self._publish()
             return
         count_fill(self.metrics, fill)
