@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from config import Settings, load_settings
 from errors import ConfigError
+from models import UNATTRIBUTED
 from storage.reports import DbSummary, ReportError, Reports
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
@@ -99,9 +100,21 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         help="reload the daemon with SIGHUP to this pid (default: POST /reload, CONTROL_TOKEN)",
     )
 
+    from backtest.cli import add_parser as add_vet
+
+    add_vet(sub, [common])
+
+    from recording.cli import add_parser as add_record
+
+    add_record(sub)
+
 
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
     """Run one operator command; print its result; return the exit code."""
+    if args.command == "record":
+        from recording.cli import run as run_record
+
+        return run_record(args, env_file=env_file)
     try:
         settings = load_settings(env_file=env_file)
     except ConfigError as e:
@@ -110,6 +123,10 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
     as_json: bool = args.json
+    if args.command == "vet":
+        from backtest.cli import run as run_vet
+
+        return run_vet(args, settings)
     try:
         if args.command == "status":
             result, code = status(settings)
@@ -296,9 +313,11 @@ def _dec(text: str | None) -> Decimal:
 
 
 def positions(settings: Settings) -> list[dict[str, Any]]:
-    """Positions with a size or realized PnL, as the journaled fills say."""
+    """Positions per (strategy, token) with a size or realized PnL, as the journaled fills say;
+    holdings no order of ours explains under the strategy `unattributed`."""
     return [
         {
+            "strategy": p.strategy,
             "token_id": p.token_id,
             "size": str(p.size),
             "avg_cost": str(p.avg_cost),
@@ -339,7 +358,7 @@ def status(settings: Settings) -> tuple[dict[str, Any], int]:
         out["daemon"] = {"running": False}
         code = EXIT_NOT_RUNNING
     try:
-        out["database"] = db_summary(settings).__dict__
+        out["database"] = asdict(db_summary(settings))
     except CliError as e:
         out["database"] = {"error": str(e)}
         if code == EXIT_OK:
@@ -432,7 +451,35 @@ def _render_status(s: dict[str, Any]) -> str:
         " not cash)",
         f"database:      {s['db_path']}",
     ]
+    by_strategy = db.get("by_strategy") or {}
+    if by_strategy:
+        rows = [
+            [
+                name,
+                v["positions"],
+                _q(v["cost_basis"], 2),
+                _q(v["realized_pnl"], 2),
+                _q(v["fees_paid"], 5),
+                _q(v["redeemable"], 2),
+            ]
+            for name, v in by_strategy.items()
+        ]
+        lines += [
+            "",
+            table(
+                ["strategy", "open", "cost basis", "realized PnL", "fees paid", "redeemable"],
+                rows,
+            ),
+        ]
+        if UNATTRIBUTED in by_strategy:
+            lines.append(_UNATTRIBUTED_NOTE)
     return "\n".join(lines)
+
+
+_UNATTRIBUTED_NOTE = (
+    f"{UNATTRIBUTED}: holdings no order of ours explains (manual trades, transfers); no strategy"
+    " sells them"
+)
 
 
 def _detail(detail: Any) -> str:
@@ -448,6 +495,7 @@ def _render_positions(rows: list[dict[str, Any]]) -> str:
     redeemable = sum((Decimal(r.get("redeemable") or "0") for r in rows), Decimal(0))
     body = table(
         [
+            "strategy",
             "token",
             "size",
             "avg cost",
@@ -459,6 +507,7 @@ def _render_positions(rows: list[dict[str, Any]]) -> str:
         ],
         [
             [
+                r["strategy"],
                 _short(r["token_id"], 16),
                 _q(r["size"], 4),
                 _q(r["avg_cost"], 4),
@@ -471,9 +520,14 @@ def _render_positions(rows: list[dict[str, Any]]) -> str:
             for r in rows
         ],
     )
+    per: dict[str, Decimal] = {}
+    for r in rows:
+        per[r["strategy"]] = per.get(r["strategy"], Decimal(0)) + Decimal(r["realized_pnl"])
+    by_strategy = ", ".join(f"{name} {_q(str(pnl), 2)}" for name, pnl in per.items())
+    note = f"\n{_UNATTRIBUTED_NOTE}" if UNATTRIBUTED in per else ""
     return (
-        f"{body}\n\n{len(rows)} positions, realized PnL {_q(str(total), 2)} pUSD, "
-        f"redeemable: {_q(str(redeemable), 2)} pUSD (not cash)"
+        f"{body}\n\n{len(rows)} positions, realized PnL {_q(str(total), 2)} pUSD"
+        f" ({by_strategy}), redeemable: {_q(str(redeemable), 2)} pUSD (not cash){note}"
     )
 
 

@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     discovery_interval_s: float = Field(default=60.0, gt=0, le=86_400)
     # How often Gamma is asked whether the markets we hold or trade resolved.
     resolution_poll_s: float = Field(default=60.0, gt=0, le=86_400)
+    # Record the market feed while trading (raw frames with receive time, gaps, REST resyncs,
+    # Gamma rows) to this directory, in the recording format of docs/recording.md. None: off.
+    record_dir: Path | None = None
 
     # --- copy trader ---------------------------------------------------------------------------
     copy_enabled: bool = True
@@ -384,6 +387,8 @@ MAX_FILE_BYTES: Final = 1 << 20
 MAX_NESTING: Final = 32
 """The deepest nesting of tables and lists a rules file may have (a real one has 4 or 5)."""
 MAX_ECHO: Final = 80
+MAX_PATH_ECHO: Final = 4096
+"""A file's path is the operator's own text: echoed whole up to Linux's PATH_MAX."""
 """At most this many characters of a file's content (or its path) are echoed in an error."""
 
 
@@ -400,7 +405,7 @@ def read_text_file(path: Path, *, setting: str, allow_empty: bool = False) -> st
     file: missing, a folder or a device rather than a file, unreadable, over `MAX_FILE_BYTES`
     (only that much is ever read), empty (unless `allow_empty`), a NUL byte, not UTF-8.
     """
-    where = f"{setting} {clip(str(path))}"
+    where = f"{setting} {clip(str(path), MAX_PATH_ECHO)}"
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -445,7 +450,7 @@ def load_document(path: Path, *, setting: str, fmt: Literal["toml", "json"]) -> 
     `setting` and the file, with at most `MAX_ECHO` characters of the decoder's message.
     """
     text = read_text_file(path, setting=setting)
-    where = f"{setting} {clip(str(path))}"
+    where = f"{setting} {clip(str(path), MAX_PATH_ECHO)}"
     # Counted before decoding: the decoders recurse once per level, so a 100,000-deep file
     # would take them to the interpreter's recursion limit (or, with a raised limit, past the
     # C stack). The count is loose (table headers, strings it cannot see into); the exact

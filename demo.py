@@ -154,7 +154,12 @@ def summarize(db_path: Path) -> dict[str, Any]:
         "sold": str(fills.sold),
         "fees_paid": str(fills.fees),
         "positions": [
-            {"token_id": p.token_id, "size": str(p.size), "avg_cost": str(p.avg_cost)}
+            {
+                "strategy": p.strategy,
+                "token_id": p.token_id,
+                "size": str(p.size),
+                "avg_cost": str(p.avg_cost),
+            }
             for p in positions
             if p.size != 0
         ],
@@ -180,7 +185,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"taker fees paid: {summary['fees_paid']} pUSD (in cost basis and PnL below)")
     for p in summary["positions"]:
         cost = Decimal(p["avg_cost"]).quantize(Decimal("0.0001"))
-        print(f"position {p['token_id'][:12]}…: {p['size']} @ {cost}")
+        print(f"position {p['strategy']} {p['token_id'][:12]}…: {p['size']} @ {cost}")
     pnl = Decimal(summary["realized_pnl"]).quantize(Decimal("0.01"))
     print(f"realized PnL: {pnl} pUSD")
 

@@ -56,7 +56,7 @@ from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
-from models import Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
+from models import UNATTRIBUTED, Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.health import CheckResult
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from observability.tracing import Tracing, traced_order
@@ -191,9 +191,9 @@ class Executor:
         log.info("executor_started", state=self.state, open_orders=self.positions.open_count)
 
     # --- protocols for strategies ---
-    def position(self, token_id: str) -> Position:
-        """PositionSource: our holding in `token_id` as journaled fills say."""
-        return self.positions.position(token_id)
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        """PositionSource: `strategy`'s holding in `token_id` as its journaled fills say."""
+        return self.positions.position(token_id, strategy=strategy)
 
     def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
         """TickSizeSink: the market feed saw a `tick_size_change`."""
@@ -435,18 +435,14 @@ class Executor:
         if pos is None:
             return
         self.positions.set_position(pos)
+        if pos.strategy == UNATTRIBUTED or fill.status is TradeStatus.FAILED:
+            # A sale outside the daemon may take (and its failure give back) strategies' shares.
+            self.positions.load(await self.repos.fills.positions_in(fill.token_id))
         if fill.status is TradeStatus.FAILED:
             # The trade never settled: the repository rebuilt the position without it (and
             # audited `fill_failed`) in one transaction. The order's own status is left to the
             # venue's order events.
-            log.warning(
-                "fill_failed_reversed",
-                client_order_id=fill.client_order_id,
-                trade_id=fill.trade_id,
-                side=fill.side,
-                size=str(fill.size),
-                position=str(pos.size),
-            )
+            log.warning("fill_failed_reversed", position=str(pos.size), **fill_log(fill))
             self._publish()
             return
         count_fill(self.metrics, fill)
@@ -589,6 +585,7 @@ class Executor:
         m.pnl_realized_usd.set(float(self.positions.realized()))
         m.pnl_unrealized_usd.set(float(self.positions.unrealized()))
         m.daily_pnl_usd.set(float(self.positions.daily_pnl()))
+        self.positions.publish(m)
 
     async def wait_idle(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):

@@ -169,7 +169,9 @@ def check(ledger: Mapping[str, Any], db_path: Path, *, address: str) -> LedgerCh
     """`compare` the venue's `ledger` with the daemon's database at `db_path` (read-only)."""
     with Reports.open(db_path) as reports:
         fills = reports.fills()
-        positions = {p.token_id: p.size for p in reports.positions()}
+        positions: dict[str, Decimal] = {}
+        for p in reports.positions():  # the account's holding: every strategy's, unattributed too
+            positions[p.token_id] = positions.get(p.token_id, ZERO) + p.size
     return compare(ledger, fills, positions, address=address)
 
 

@@ -18,6 +18,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 UINT256_MAX: Final = 2**256 - 1
 ONE: Final = Decimal(1)
 ZERO: Final = Decimal(0)
+# The strategy name that books holdings no order of ours explains (manual trades, transfers,
+# fills of orders missing from the journal). No strategy may use it, and none sells them.
+UNATTRIBUTED: Final = "unattributed"
 MONEY_MAX_DIGITS: Final = 15
 """Money values must be below 10**15 (see `_to_decimal`)."""
 
@@ -271,9 +274,14 @@ class Fill(_Frozen):
 
 
 class Position(_Frozen):
-    """Holdings in one token: size, average cost, realized PnL. Long-only (no shorts)."""
+    """One strategy's holding in one token: size, average cost, realized PnL. Long-only.
+
+    `strategy` is the strategy whose orders made the fills; holdings no order of ours explains
+    belong to `UNATTRIBUTED`.
+    """
 
     token_id: str
+    strategy: str = UNATTRIBUTED
     size: Money = ZERO
     avg_cost: Money = ZERO
     realized_pnl: Money = ZERO

@@ -150,8 +150,8 @@ class _NullSink:
     async def submit(self, request: OrderRequest) -> OrderResult:
         return OrderResult(client_order_id=request.client_order_id, status=OrderStatus.REJECTED)
 
-    def position(self, token_id: str) -> Position:
-        return Position(token_id=token_id)
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        return Position(token_id=token_id, strategy=strategy)
 
 
 class _RecordingBudget(DataApiBudget):

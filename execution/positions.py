@@ -11,8 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from models import ZERO, BookSource, OrderRequest, Position, Side
+
+if TYPE_CHECKING:
+    from observability.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +65,31 @@ _ALL = object()  # the key of the book-wide total
 
 
 class PositionBook:
-    """Positions by token, open orders by client order id, marks from a `BookSource`.
+    """Positions by (strategy, token), open orders by client order id, marks from a `BookSource`.
 
-    Open-order commitments (BUY notional by token, by strategy and in all; SELL size by token)
-    are kept as running totals updated on every add, update and removal, so a risk check costs
-    the same with five open orders or fifty thousand.
+    Each strategy owns what its orders bought (holdings no order of ours explains are booked
+    under `UNATTRIBUTED`): `position(token, strategy=...)` is that strategy's holding, and a
+    SELL is measured against it. Account-wide figures (exposure, PnL, a token's total) are sums
+    over strategies.
+
+    Open-order commitments (BUY notional in all, by token, by strategy and by (strategy, token);
+    SELL size by (strategy, token)) and realized PnL (in all and by strategy) are kept as running
+    totals updated on every add, update and removal, so a risk check costs the same with five
+    open orders or fifty thousand.
     """
 
     def __init__(self, *, books: BookSource | None = None) -> None:
         self.books = books
-        self._positions: dict[str, Position] = {}
-        self._held: dict[str, Position] = {}  # the positions with shares: what gets marked
+        self._positions: dict[tuple[str, str], Position] = {}  # (strategy, token) ->
+        # The positions with shares, by token then strategy: what gets marked. A token is held
+        # by a handful of strategies at most, so a per-token sum over them is O(1) in practice.
+        self._held: dict[str, dict[str, Position]] = {}
         self._realized = ZERO  # running sum of every position's realized PnL
+        self._realized_by: dict[str, Decimal] = {}  # the same, by strategy
         self._open: dict[str, OpenOrder] = {}
-        self._buy_notional = _Sums()  # keys: _ALL, ("token", id), ("strategy", name)
-        self._sell_size = _Sums()  # keys: token id
+        # keys: _ALL, ("token", id), ("strategy", name), ("strategy_token", name, id)
+        self._buy_notional = _Sums()
+        self._sell_size = _Sums()  # keys: (strategy, token id)
         self._day: str | None = None
         self._day_baseline = ZERO
         self._payouts: dict[str, Decimal] = {}  # resolved tokens: what a share redeems for
@@ -85,22 +99,61 @@ class PositionBook:
         for p in positions:
             self.set_position(p)
 
-    def position(self, token_id: str) -> Position:
-        return self._positions.get(token_id) or Position(token_id=token_id)
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        """`strategy`'s holding in `token_id` (size 0 if none)."""
+        return self._positions.get((strategy, token_id)) or Position(
+            token_id=token_id, strategy=strategy
+        )
+
+    def holding(self, token_id: str) -> Decimal:
+        """Shares of `token_id` the account holds: every strategy's plus unattributed."""
+        return sum((p.size for p in self._held.get(token_id, {}).values()), ZERO)
 
     def set_position(self, position: Position) -> None:
-        old = self._positions.get(position.token_id)
+        key = (position.strategy, position.token_id)
+        old = self._positions.get(key)
         if old is not None:
             self._realized -= old.realized_pnl
-        self._positions[position.token_id] = position
+            self._realized_by[position.strategy] -= old.realized_pnl
+        self._positions[key] = position
         self._realized += position.realized_pnl
+        self._realized_by[position.strategy] = (
+            self._realized_by.get(position.strategy, ZERO) + position.realized_pnl
+        )
+        held = self._held.get(position.token_id)
         if position.size > 0:
-            self._held[position.token_id] = position
-        else:
-            self._held.pop(position.token_id, None)
+            if held is None:
+                held = self._held[position.token_id] = {}
+            held[position.strategy] = position
+        elif held is not None:
+            held.pop(position.strategy, None)
+            if not held:
+                del self._held[position.token_id]
 
-    def positions(self) -> list[Position]:
-        return list(self._positions.values())
+    def positions(self, *, strategy: str | None = None) -> list[Position]:
+        """Every (strategy, token) position, or one strategy's."""
+        if strategy is None:
+            return list(self._positions.values())
+        return [p for (s, _), p in self._positions.items() if s == strategy]
+
+    def strategies(self) -> list[str]:
+        """The strategies with a position (held or flat) or an open order, sorted."""
+        names = {s for s, _ in self._positions} | {o.strategy for o in self._open.values()}
+        return sorted(names)
+
+    def publish(self, m: Metrics) -> None:
+        """Set the per-strategy exposure and PnL gauges (`unattributed` included)."""
+        for name in self.strategies():
+            m.strategy_exposure_usd.labels(name).set(float(self.exposure(strategy=name)))
+            m.strategy_pnl_realized_usd.labels(name).set(float(self.realized(strategy=name)))
+            m.strategy_pnl_unrealized_usd.labels(name).set(float(self.unrealized(strategy=name)))
+
+    def _held_positions(self, strategy: str | None = None) -> Iterable[Position]:
+        for by_strategy in self._held.values():
+            if strategy is None:
+                yield from by_strategy.values()
+            elif (p := by_strategy.get(strategy)) is not None:
+                yield p
 
     # open orders -------------------------------------------------------------------------
     def _count(self, o: OpenOrder, sign: int) -> None:
@@ -109,8 +162,10 @@ class PositionBook:
             self._buy_notional.add(_ALL, amount, sign)
             self._buy_notional.add(("token", o.token_id), amount, sign)
             self._buy_notional.add(("strategy", o.strategy), amount, sign)
+            self._buy_notional.add(("strategy_token", o.strategy, o.token_id), amount, sign)
         else:
-            self._sell_size.add(o.token_id, o.remaining if sign > 0 else -o.remaining, sign)
+            key = (o.strategy, o.token_id)
+            self._sell_size.add(key, o.remaining if sign > 0 else -o.remaining, sign)
 
     def _put(self, order: OpenOrder) -> None:
         old = self._open.pop(order.client_order_id, None)
@@ -147,17 +202,19 @@ class PositionBook:
     def open_buy_notional(
         self, *, token_id: str | None = None, strategy: str | None = None
     ) -> Decimal:
-        """Open BUY notional in all, of one token, or of one strategy (not both at once)."""
+        """Open BUY notional in all, of one token, of one strategy, or of one strategy in one
+        token."""
         if token_id is not None and strategy is not None:
-            raise ValueError("open_buy_notional takes a token or a strategy, not both")
+            return self._buy_notional.get(("strategy_token", strategy, token_id))
         if token_id is not None:
             return self._buy_notional.get(("token", token_id))
         if strategy is not None:
             return self._buy_notional.get(("strategy", strategy))
         return self._buy_notional.get(_ALL)
 
-    def open_sell_size(self, token_id: str) -> Decimal:
-        return self._sell_size.get(token_id)
+    def open_sell_size(self, token_id: str, *, strategy: str) -> Decimal:
+        """Shares of `token_id` that `strategy`'s open SELLs offer."""
+        return self._sell_size.get((strategy, token_id))
 
     # marks and PnL -----------------------------------------------------------------------
     # Each read below costs O(positions holding shares), with an O(1) mark apiece (the best
@@ -169,11 +226,11 @@ class PositionBook:
     def payout(self, token_id: str) -> Decimal | None:
         return self._payouts.get(token_id)
 
-    def redeemable(self) -> Decimal:
-        """Shares x payout of held positions in resolved markets: value, not cash, until they
-        are redeemed on chain."""
+    def redeemable(self, *, strategy: str | None = None) -> Decimal:
+        """Shares x payout of held positions in resolved markets (all, or one strategy's):
+        value, not cash, until they are redeemed on chain."""
         total = ZERO
-        for p in self._held.values():
+        for p in self._held_positions(strategy):
             if (pay := self._payouts.get(p.token_id)) is not None:
                 total += p.size * pay
         return total
@@ -191,27 +248,33 @@ class PositionBook:
         ask = self.books.best_ask(token_id)
         return (bid[0] + ask[0]) / 2 if ask is not None else bid[0]
 
-    def cost_exposure(self, token_id: str | None = None) -> Decimal:
-        """Cost basis of holdings (one token or all)."""
+    def cost_exposure(self, token_id: str | None = None, *, strategy: str | None = None) -> Decimal:
+        """Cost basis of holdings: of one token or all, of one strategy or every one."""
         if token_id is not None:
-            p = self._held.get(token_id)
-            return p.size * p.avg_cost if p is not None else ZERO
-        return sum((p.size * p.avg_cost for p in self._held.values()), ZERO)
+            held = self._held.get(token_id, {})
+            if strategy is not None:
+                p = held.get(strategy)
+                return p.size * p.avg_cost if p is not None else ZERO
+            return sum((p.size * p.avg_cost for p in held.values()), ZERO)
+        return sum((p.size * p.avg_cost for p in self._held_positions(strategy)), ZERO)
 
-    def exposure(self) -> Decimal:
-        """Marked value of holdings (cost where no mark) plus open BUY notional."""
+    def exposure(self, *, strategy: str | None = None) -> Decimal:
+        """Marked value of holdings (cost where no mark) plus open BUY notional: the account's,
+        or one strategy's."""
         total = ZERO
-        for p in self._held.values():
+        for p in self._held_positions(strategy):
             m = self.mark(p.token_id)
             total += p.size * (m if m is not None else p.avg_cost)
-        return total + self.open_buy_notional()
+        return total + self.open_buy_notional(strategy=strategy)
 
-    def realized(self) -> Decimal:
-        return self._realized
+    def realized(self, *, strategy: str | None = None) -> Decimal:
+        if strategy is None:
+            return self._realized
+        return self._realized_by.get(strategy, ZERO)
 
-    def unrealized(self) -> Decimal:
+    def unrealized(self, *, strategy: str | None = None) -> Decimal:
         total = ZERO
-        for p in self._held.values():
+        for p in self._held_positions(strategy):
             if (m := self.mark(p.token_id)) is not None:
                 total += p.unrealized(m)
         return total

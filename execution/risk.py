@@ -5,6 +5,12 @@ A BUY commits its notional plus the most the venue's taker fee can charge it.
 Trading states: ACTIVE (everything allowed), REDUCING (only SELLs that reduce a holding, and
 cancels), HALTED (cancels only). Limits apply to BUYs — a SELL of a holding only lowers risk —
 except that a SELL may not exceed the holding not already offered by other open SELLs.
+
+Each strategy owns what its orders bought: a SELL is measured against the selling strategy's
+own holding minus its own open SELLs, never another strategy's shares nor the unattributed ones.
+The per-order, per-token and total-exposure caps apply to the account (the sum over every
+strategy, unattributed holdings included); a strategy's budget (`RISK_STRATEGY_BUDGETS`) caps
+that strategy's cost basis plus its open BUY notional.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from config import Settings
 from execution.funds import Funds
 from execution.ports import MarketMeta
 from execution.positions import PositionBook
-from models import ZERO, OrderRequest, Side
+from models import UNATTRIBUTED, ZERO, OrderRequest, Side
 
 
 class TradingState(StrEnum):
@@ -52,11 +58,17 @@ class RiskLimits:
 
 
 def is_reducing(req: OrderRequest, book: PositionBook) -> bool:
-    """True if `req` sells no more than the holding not already offered for sale."""
+    """True if `req` sells no more of its strategy's holding than is not already offered for
+    sale by that strategy's open SELLs."""
     if req.side is not Side.SELL:
         return False
-    free = book.position(req.token_id).size - book.open_sell_size(req.token_id)
-    return req.size <= free
+    return req.size <= free_to_sell(book, req.strategy, req.token_id)
+
+
+def free_to_sell(book: PositionBook, strategy: str, token_id: str) -> Decimal:
+    """`strategy`'s holding in `token_id` less what its open SELLs already offer."""
+    held = book.position(token_id, strategy=strategy).size
+    return held - book.open_sell_size(token_id, strategy=strategy)
 
 
 class RiskEngine:
@@ -82,6 +94,8 @@ class RiskEngine:
         lim = self.limits
         if state is TradingState.HALTED:
             return "trading is halted"
+        if req.strategy == UNATTRIBUTED:
+            return f"strategy name {UNATTRIBUTED!r} is reserved for holdings no order explains"
         reducing = is_reducing(req, book)
         if state is TradingState.REDUCING and not reducing:
             return "trading is reducing-only: only SELLs of held positions are allowed"
@@ -89,7 +103,11 @@ class RiskEngine:
             return f"open orders at the limit ({lim.max_open_orders})"
         if req.side is Side.SELL:
             if not reducing:
-                return "SELL exceeds the position not already offered for sale"
+                free = free_to_sell(book, req.strategy, req.token_id)
+                return (
+                    f"SELL of {req.size} exceeds what strategy {req.strategy} holds and has not "
+                    f"already offered for sale ({free})"
+                )
             return None
         notional = req.notional + fee
         if notional > lim.max_order_notional:
@@ -113,7 +131,11 @@ class RiskEngine:
             return f"total exposure would reach {total}, over the cap {lim.max_total_exposure}"
         budget = lim.strategy_budgets.get(req.strategy)
         if budget is not None:
-            used = book.open_buy_notional(strategy=req.strategy) + notional
+            used = (
+                book.cost_exposure(strategy=req.strategy)
+                + book.open_buy_notional(strategy=req.strategy)
+                + notional
+            )
             if used > budget:
                 return f"strategy {req.strategy} would commit {used}, over its budget {budget}"
         return None

@@ -160,6 +160,25 @@ class Metrics:
         self.pnl_unrealized_usd = Gauge(
             "polyd_pnl_unrealized_usd", "Unrealized PnL of open positions at book marks", registry=r
         )
+        # The same figures per strategy (`unattributed`: holdings no order of ours explains).
+        self.strategy_exposure_usd = Gauge(
+            "polyd_strategy_exposure_usd",
+            "Marked value of a strategy's positions plus its open BUY orders",
+            ["strategy"],
+            registry=r,
+        )
+        self.strategy_pnl_realized_usd = Gauge(
+            "polyd_strategy_pnl_realized_usd",
+            "A strategy's realized PnL since the database was created",
+            ["strategy"],
+            registry=r,
+        )
+        self.strategy_pnl_unrealized_usd = Gauge(
+            "polyd_strategy_pnl_unrealized_usd",
+            "A strategy's unrealized PnL of open positions at book marks",
+            ["strategy"],
+            registry=r,
+        )
         self.daily_pnl_usd = Gauge(
             "polyd_daily_pnl_usd", "Realized plus marked PnL since 00:00 UTC", registry=r
         )

@@ -5,7 +5,8 @@
         ...
 
 It speaks the production wire formats so the real `py-clob-client-v2` and a plain websocket
-client work against it unchanged. It imports nothing from the daemon.
+client work against it unchanged. It imports nothing from the daemon but the recording
+reader (`recording.reader`, the one owner of the recording format) for `--replay`.
 """
 
 from simulator.market import SimMarket

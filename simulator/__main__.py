@@ -1,7 +1,10 @@
-"""`python -m simulator [--seed N] [--scenario demo] [--heartbeat-timeout S]`: serve the venue
-until SIGTERM/SIGINT.
+"""`python -m simulator [--seed N] [--scenario demo | --replay DIR [--speed N]]
+[--heartbeat-timeout S]`: serve the venue until SIGTERM/SIGINT.
 
-Prints one JSON line with the URLs, then serves. Exits 0 on a signal.
+`--replay DIR` serves a recording made by `python -m orchestrator record` (its markets, books and
+websocket frames on their recorded timing, `--speed` times faster; see `simulator.replay`).
+Prints one JSON line with the URLs, then serves. Exits 0 on a signal, 2 if the recording cannot
+be read.
 """
 
 from __future__ import annotations
@@ -10,14 +13,21 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import orjson
 
+from recording.format import RecordingError
 from simulator.sim import Simulator
 
 
 async def serve(
-    seed: int, scenario: str | None, settle_delay_s: float, heartbeat_timeout_s: float = 10.0
+    seed: int,
+    scenario: str | None,
+    settle_delay_s: float,
+    heartbeat_timeout_s: float = 10.0,
+    replay: Path | None = None,
+    speed: float = 1.0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -28,6 +38,8 @@ async def serve(
         scenario=scenario,
         settle_delay_s=settle_delay_s,
         heartbeat_timeout_s=heartbeat_timeout_s,
+        replay=replay,
+        speed=speed,
     ) as sim:
         urls = {
             "clob_url": sim.clob_url,
@@ -44,14 +56,34 @@ async def serve(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--scenario", choices=["demo"], default=None)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--scenario", choices=["demo"], default=None)
+    which.add_argument("--replay", type=Path, default=None, metavar="DIR", help="a recording")
+    p.add_argument("--speed", type=float, default=1.0, help="replay N times faster (1)")
     p.add_argument("--settle-delay", type=float, default=0.05, dest="settle_delay_s")
     # The venue's order dead-man switch: 10 s per API key (Polymarket/ts-sdk order-heartbeats.ts).
     p.add_argument("--heartbeat-timeout", type=float, default=10.0, dest="heartbeat_timeout_s")
     args = p.parse_args(argv)
     if args.heartbeat_timeout_s <= 0:
         p.error("--heartbeat-timeout must be positive")
-    asyncio.run(serve(args.seed, args.scenario, args.settle_delay_s, args.heartbeat_timeout_s))
+    if not args.speed > 0:
+        p.error("--speed must be positive")
+    try:
+        asyncio.run(
+            serve(
+                args.seed,
+                args.scenario,
+                args.settle_delay_s,
+                args.heartbeat_timeout_s,
+                replay=args.replay,
+                speed=args.speed,
+            )
+        )
+    except (RecordingError, ValueError) as e:
+        if args.replay is None:
+            raise
+        print(f"simulator: cannot replay {args.replay}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

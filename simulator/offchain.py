@@ -198,13 +198,15 @@ class DataApi:
             out.insert(rng.randrange(len(out) + 1), j)
         return out
 
-    def _rows(self, request: web.Request) -> list[DataRow] | web.Response:
+    def _rows(
+        self, request: web.Request, *, any_user: bool = False
+    ) -> list[DataRow] | web.Response:
         q = request.query
         user = (q.get("user") or "").lower()
-        if not user:
-            return _json({"error": "user is required"}, 400)
-        rows = [r for r in self.sim.data_rows if r.wallet.lower() == user]
         markets = set(filter(None, (q.get("market") or "").split(",")))
+        if not user and not (any_user and markets):
+            return _json({"error": "user is required"}, 400)
+        rows = [r for r in self.sim.data_rows if not user or r.wallet.lower() == user]
         if markets:
             rows = [r for r in rows if r.market.condition_id in markets]
         if q.get("side"):
@@ -248,7 +250,9 @@ class DataApi:
         }
 
     async def trades(self, request: web.Request) -> web.Response:
-        rows = self._rows(request)
+        # `/trades?market=...` without `user` is a market's trade feed, every wallet's rows
+        # ("Get trades for a user or markets": `user` is optional there, not on /activity).
+        rows = self._rows(request, any_user=True)
         if isinstance(rows, web.Response):
             return rows
         if (request.query.get("takerOnly") or "true").lower() != "false":

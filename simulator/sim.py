@@ -13,16 +13,19 @@ import contextlib
 import time
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from recording.reader import Recording
 from simulator.clob import Clob
 from simulator.engine import LevelChange, Order, Trade, fmt, now_ms, rate_bps
 from simulator.lifecycle import Lifecycle
 from simulator.market import SimMarket
 from simulator.offchain import DataApi, Gamma
+from simulator.replay import Replay
 from simulator.scenario import Scenario
 from simulator.venue import (
     ApiKey,
@@ -46,6 +49,8 @@ class _Sink(VenueSink):
 
     def level_changes(self, market: str, changes: list[LevelChange]) -> None:
         sim = self.sim
+        if sim.market_quiet:
+            return  # a replay is applying a recorded frame: that frame is the announcement
         hub = sim.market_hub
         sim.lifecycle.recompute_tick(market)  # the 0.96 / 0.04 rule, before the book events
         by_asset: dict[str, list[LevelChange]] = {}
@@ -157,7 +162,7 @@ class _Sink(VenueSink):
         self.sim.emit_last_trade(token_id, price, size, side, tx)
 
     def book_traded(self, token_id: str) -> None:
-        if self.sim.market_hub.conns:
+        if self.sim.market_hub.conns and not self.sim.market_quiet:
             self.sim.market_hub.to_assets(token_id, orjson.dumps(self.sim.book_event(token_id)))
 
 
@@ -175,9 +180,13 @@ class Simulator(Venue):
         heartbeat_timeout_s: float = 10.0,
         ws_idle_timeout_s: float = 10.0,
         ws_subscribe_timeout_s: float = 10.0,
+        replay: str | Path | None = None,
+        speed: float = 1.0,
     ) -> None:
         if scenario not in (None, "demo"):
             raise ValueError(f"unknown scenario: {scenario!r}")
+        if scenario is not None and replay is not None:
+            raise ValueError("a scenario and a replay cannot run together")
         super().__init__(
             seed=seed,
             settle_delay_s=settle_delay_s,
@@ -188,6 +197,10 @@ class Simulator(Venue):
             server=self,
         )
         self.scenario_name = scenario
+        self.replay_path = Path(replay) if replay is not None else None
+        self.replay_speed = speed
+        self.replay: Replay | None = None
+        """While True, book changes send no market-channel frames (a replay is applying one)."""
         self.lifecycle = Lifecycle(self)
         self.clob = Clob(self)
         self.market_hub = Hub(
@@ -218,7 +231,13 @@ class Simulator(Venue):
         await self.stop()
 
     async def start(self) -> None:
-        """Bind the four servers on 127.0.0.1 (ephemeral ports) and start the scenario."""
+        """Bind the four servers on 127.0.0.1 (ephemeral ports) and start the scenario or the
+        replay (a recording that cannot be read raises before anything is bound)."""
+        if self.replay_path is not None:
+            self.replay = Replay(
+                self, self.market_hub, Recording(self.replay_path), speed=self.replay_speed
+            )
+            self.replay.list_markets()
         ws_app = web.Application(middlewares=[self.log_middleware("ws")])
         ws_app.router.add_get("/ws/market", self.market_hub.handle)
         ws_app.router.add_get("/ws/user", self.user_hub.handle)
@@ -247,11 +266,15 @@ class Simulator(Venue):
         if self.scenario_name == "demo":
             self.scenario = Scenario(self)
             self.scenario.start()
+        if self.replay is not None:
+            self.replay.start()
 
     async def stop(self) -> None:
         """Stop the scenario, close websockets and servers, cancel timers."""
         if self.scenario is not None:
             await self.scenario.stop()
+        if self.replay is not None:
+            await self.replay.stop()
         for t in list(self._timers):
             t.cancel()
         self._timers.clear()
@@ -336,6 +359,7 @@ class Simulator(Venue):
             return "invalid subscription"
         conn.custom = bool(body.get("custom_feature_enabled", False))
         self._add_assets(conn, [str(a) for a in assets], body.get("initial_dump", True))
+        self.market_subscribed.set()
         return None
 
     def _add_assets(self, conn: Conn, assets: list[str], dump: object) -> None:

@@ -190,6 +190,10 @@ class Venue:
         self._domains: dict[str, bytes] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self.stats_events = 0
+        self.market_quiet = False
+        """While True, book changes send no market-channel frames (a replay is applying one)."""
+        self.market_subscribed = asyncio.Event()
+        """Set by the first market-websocket subscription (a replay's clock starts there)."""
 
     def _later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -226,16 +230,25 @@ class Venue:
         closed: bool = False,
         fee_rate: Decimal = Decimal(0),
         fee_exponent: Decimal = Decimal(1),
+        *,
+        condition_id: str | None = None,
+        token_ids: tuple[str, str] | None = None,
+        gamma_id: str | None = None,
     ) -> SimMarket:
-        """List a binary market and create its two empty books (`fee_*`: see `SimMarket`)."""
+        """List a binary market and create its two empty books (`fee_*`: see `SimMarket`).
+        `condition_id`, `token_ids` and `gamma_id` keep a recorded market's ids (replay)."""
         n = len(self.markets)
+        if condition_id in self.markets_by_cid or any(
+            t in self._market_of_token for t in token_ids or ()
+        ):
+            raise ValueError(f"market {condition_id} or one of its tokens is already listed")
         m = SimMarket(
-            gamma_id=str(500000 + n),
+            gamma_id=gamma_id or str(500000 + n),
             question=question,
             slug=slug,
-            condition_id=self.engine.new_hash(),
+            condition_id=condition_id or self.engine.new_hash(),
             question_id=self.engine.new_hash(),
-            token_ids=(self._token_id(), self._token_id()),
+            token_ids=token_ids or (self._token_id(), self._token_id()),
             tick_size=Decimal(tick_size),
             min_size=Decimal(min_size),
             neg_risk=neg_risk,

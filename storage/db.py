@@ -59,6 +59,30 @@ def load_migrations() -> list[Migration]:
     return out
 
 
+def _apply_migration(conn: sqlite3.Connection, m: Migration) -> None:
+    """Apply one migration in one transaction: its SQL, its data step if it has one (see
+    `storage.migrations.steps`), and its row in `schema_migrations`. Runs on the connection's
+    thread."""
+    from storage.migrations.steps import STEPS  # the steps use the repositories' helpers
+
+    # executescript commits any open transaction first; the transaction opened here stays open
+    # (no COMMIT in the script) for the data step.
+    try:
+        conn.executescript("BEGIN IMMEDIATE;\n" + m.sql)
+        if (step := STEPS.get(m.name)) is not None:
+            step(conn)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at)"
+            " VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            (m.version, m.name),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _is_locked(e: sqlite3.OperationalError) -> bool:
     text = str(e).lower()
     return any(m in text for m in _LOCKED_MARKERS)
@@ -163,18 +187,9 @@ class Database:
         for m in load_migrations():
             if m.version in applied:
                 continue
-            # executescript commits any open transaction first; the script carries its own.
-            script = (
-                "BEGIN IMMEDIATE;\n"
-                + m.sql
-                + "\nINSERT INTO schema_migrations (version, name, applied_at) VALUES "
-                + f"({m.version}, '{m.name}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));\nCOMMIT;"
-            )
             try:
-                await conn.executescript(script)
+                await self._run_in_db_thread(_apply_migration, conn._conn, m)
             except sqlite3.Error as e:
-                with contextlib.suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
                 raise StorageError(f"migration {m.name} failed: {e}") from e
             log.info("migration_applied", version=m.version, name=m.name)
 

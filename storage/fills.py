@@ -3,48 +3,140 @@
 Owns the `fills` and `positions` tables. A fill and the position it moves are written in one
 transaction, idempotently: a fill reported twice moves its position once, and a trade that
 turns FAILED rebuilds the position from the fills that did not fail.
+
+Positions are kept per (strategy, token). A fill is attributed once, when first recorded, to
+the strategy of our order it belongs to (its client order id, else its venue order id, in the
+`orders` journal); a fill of no order of ours (a manual trade on the same account, an order
+missing from the journal) is booked under `UNATTRIBUTED`. The attribution is stored on the
+fill, so a replay moves the same position.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from models import Fill, Position, Side, TradeStatus
+from models import UNATTRIBUTED, Fill, Position, Side, TradeStatus
 from storage.audit import append_audit, now_iso
 from storage.db import Database
 
 
-def _position_from_row(token_id: str, r: sqlite3.Row | tuple[Any, ...] | None) -> Position:
+def _position_from_row(
+    strategy: str, token_id: str, r: sqlite3.Row | tuple[Any, ...] | None
+) -> Position:
     if r is None:
-        return Position(token_id=token_id)
+        return Position(token_id=token_id, strategy=strategy)
     return Position(
-        token_id=token_id, size=Decimal(r[0]), avg_cost=Decimal(r[1]), realized_pnl=Decimal(r[2])
+        token_id=token_id,
+        strategy=strategy,
+        size=Decimal(r[0]),
+        avg_cost=Decimal(r[1]),
+        realized_pnl=Decimal(r[2]),
     )
 
 
-def _upsert_position(c: sqlite3.Connection, pos: Position) -> None:
+def _read_position(c: sqlite3.Connection, strategy: str, token_id: str) -> Position:
+    r = c.execute(
+        "SELECT size, avg_cost, realized_pnl FROM positions WHERE strategy = ? AND token_id = ?",
+        (strategy, token_id),
+    ).fetchone()
+    return _position_from_row(strategy, token_id, r)
+
+
+def upsert_position(c: sqlite3.Connection, pos: Position) -> None:
     c.execute(
-        "INSERT INTO positions (token_id, size, avg_cost, realized_pnl, updated_at)"
-        " VALUES (?,?,?,?,?) ON CONFLICT(token_id) DO UPDATE SET size = excluded.size,"
-        " avg_cost = excluded.avg_cost, realized_pnl = excluded.realized_pnl,"
-        " updated_at = excluded.updated_at",
-        (pos.token_id, str(pos.size), str(pos.avg_cost), str(pos.realized_pnl), now_iso()),
+        "INSERT INTO positions (strategy, token_id, size, avg_cost, realized_pnl, updated_at)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT(strategy, token_id) DO UPDATE SET"
+        " size = excluded.size, avg_cost = excluded.avg_cost,"
+        " realized_pnl = excluded.realized_pnl, updated_at = excluded.updated_at",
+        (
+            pos.strategy,
+            pos.token_id,
+            str(pos.size),
+            str(pos.avg_cost),
+            str(pos.realized_pnl),
+            now_iso(),
+        ),
     )
 
 
-def _replay_position(c: sqlite3.Connection, token_id: str) -> Position:
-    """The position in `token_id` from its fills that did not fail, applied in recorded order."""
-    pos = Position(token_id=token_id)
-    for side, price, size, fee in c.execute(
-        "SELECT side, price, size, fee FROM fills WHERE token_id = ? AND status != ?"
+def _spill(
+    held: Iterable[Position], excess: Decimal, price: Decimal
+) -> list[tuple[Position, Decimal]]:
+    """Take `excess` shares sold at `price` from the strategies' positions, the largest holding
+    first (ties by name); return each position after its sale, with the shares it gave."""
+    out = []
+    for p in sorted(held, key=lambda p: (-p.size, p.strategy)):
+        if excess <= 0:
+            break
+        if p.strategy == UNATTRIBUTED or p.size <= 0:
+            continue
+        take = min(excess, p.size)
+        out.append((p.apply(Side.SELL, price, take), take))
+        excess -= take
+    return out
+
+
+def replay_token(c: sqlite3.Connection, token_id: str) -> dict[str, Position]:
+    """Every strategy's position in `token_id` from the token's fills that did not fail,
+    applied in recorded order by the rules `record` applies (a SELL no order of ours explains
+    takes unattributed shares first, then the strategies')."""
+    book: dict[str, Position] = {}
+    for strategy, side, price, size, fee in c.execute(
+        "SELECT strategy, side, price, size, fee FROM fills WHERE token_id = ? AND status != ?"
         " ORDER BY rowid",
         (token_id, TradeStatus.FAILED.value),
     ):
-        pos = pos.apply(Side(side), Decimal(price), Decimal(size), Decimal(fee))
-    return pos
+        strategy, side, price, size = str(strategy), Side(side), Decimal(price), Decimal(size)
+        before = book.get(strategy) or Position(token_id=token_id, strategy=strategy)
+        book[strategy] = before.apply(side, price, size, Decimal(fee))
+        if strategy == UNATTRIBUTED and side is Side.SELL and size > before.size:
+            for p, _ in _spill(book.values(), size - before.size, price):
+                book[p.strategy] = p
+    return book
+
+
+def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal) -> None:
+    """A SELL no order of ours explains sold more than the unattributed holding: the shares
+    left the account, so the rest comes out of the strategies that hold the token (the largest
+    holding first), each selling at the fill's price. Audited per strategy."""
+    rows = c.execute(
+        "SELECT strategy, size, avg_cost, realized_pnl FROM positions"
+        " WHERE token_id = ? AND strategy != ?",
+        (fill.token_id, UNATTRIBUTED),
+    ).fetchall()
+    held = [_position_from_row(str(r[0]), fill.token_id, tuple(r)[1:]) for r in rows]
+    for p, take in _spill(held, excess, fill.price):
+        upsert_position(c, p)
+        append_audit(
+            c,
+            "unattributed_sell_took_from_strategy",
+            {
+                "trade_id": fill.trade_id,
+                "venue_order_id": fill.venue_order_id,
+                "token_id": fill.token_id,
+                "size": str(take),
+                "price": str(fill.price),
+            },
+            strategy=p.strategy,
+        )
+
+
+def attribute(c: sqlite3.Connection, client_order_id: str | None, venue_order_id: str) -> str:
+    """The strategy of our order behind a fill, or `UNATTRIBUTED` if no journaled order is."""
+    r = None
+    if client_order_id is not None:
+        r = c.execute(
+            "SELECT strategy FROM orders WHERE client_order_id = ?", (client_order_id,)
+        ).fetchone()
+    if r is None:
+        r = c.execute(
+            "SELECT strategy FROM orders WHERE venue_order_id = ?", (venue_order_id,)
+        ).fetchone()
+    return str(r[0]) if r is not None else UNATTRIBUTED
 
 
 class FillRepository:
@@ -66,14 +158,16 @@ class FillRepository:
         """
 
         def job(c: sqlite3.Connection) -> Position | None:
+            strategy = attribute(c, fill.client_order_id, fill.venue_order_id)
             cur = c.execute(
-                "INSERT OR IGNORE INTO fills (trade_id, venue_order_id, client_order_id, token_id,"
-                " side, price, size, fee, role, status, ts, recorded_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO fills (trade_id, venue_order_id, client_order_id, strategy,"
+                " token_id, side, price, size, fee, role, status, ts, recorded_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     fill.trade_id,
                     fill.venue_order_id,
                     fill.client_order_id,
+                    strategy,
                     fill.token_id,
                     str(fill.side),
                     str(fill.price),
@@ -88,9 +182,11 @@ class FillRepository:
             failed = fill.status is TradeStatus.FAILED
             if cur.rowcount == 0:
                 old = c.execute(
-                    "SELECT status FROM fills WHERE trade_id = ? AND venue_order_id = ?",
+                    "SELECT status, strategy FROM fills WHERE trade_id = ? AND venue_order_id = ?",
                     (fill.trade_id, fill.venue_order_id),
                 ).fetchone()
+                if old is not None:
+                    strategy = str(old[1])  # attributed when first recorded
                 c.execute(
                     "UPDATE fills SET status = ? WHERE trade_id = ? AND venue_order_id = ?",
                     (str(fill.status), fill.trade_id, fill.venue_order_id),
@@ -98,21 +194,23 @@ class FillRepository:
                 was_failed = old is not None and old[0] == TradeStatus.FAILED.value
                 if was_failed == failed:
                     return None
-                before = _position_from_row(
-                    fill.token_id,
-                    c.execute(
-                        "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?",
-                        (fill.token_id,),
-                    ).fetchone(),
+                before = _read_position(c, strategy, fill.token_id)
+                # Every strategy's position in the token: an unattributed SELL may have taken
+                # shares from the strategies, and its failure gives them back.
+                rebuilt = replay_token(c, fill.token_id)
+                for p in rebuilt.values():
+                    upsert_position(c, p)
+                replayed = rebuilt.get(strategy) or Position(
+                    token_id=fill.token_id, strategy=strategy
                 )
-                replayed = _replay_position(c, fill.token_id)
-                _upsert_position(c, replayed)
+                upsert_position(c, replayed)
                 append_audit(
                     c,
                     "fill_failed" if failed else "fill_restored",
                     {
                         "trade_id": fill.trade_id,
                         "venue_order_id": fill.venue_order_id,
+                        "strategy": strategy,
                         "side": str(fill.side),
                         "price": str(fill.price),
                         "size": str(fill.size),
@@ -135,17 +233,23 @@ class FillRepository:
                     client_order_id=fill.client_order_id,
                 )
                 return None
-            r = c.execute(
-                "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?",
-                (fill.token_id,),
-            ).fetchone()
-            pos = _position_from_row(fill.token_id, r).apply(
-                fill.side, fill.price, fill.size, fill.fee
-            )
-            _upsert_position(c, pos)
+            before = _read_position(c, strategy, fill.token_id)
+            pos = before.apply(fill.side, fill.price, fill.size, fill.fee)
+            upsert_position(c, pos)
+            if strategy == UNATTRIBUTED and fill.side is Side.SELL and fill.size > before.size:
+                _take_from_strategies(c, fill, fill.size - before.size)
             return pos
 
         return await self._db.write(job)
+
+    async def positions_in(self, token_id: str) -> list[Position]:
+        """Every strategy's position in `token_id` (flat ones too)."""
+        rows = await self._db.fetchall(
+            "SELECT strategy, size, avg_cost, realized_pnl FROM positions WHERE token_id = ?"
+            " ORDER BY strategy",
+            (token_id,),
+        )
+        return [_position_from_row(r[0], token_id, tuple(r)[1:]) for r in rows]
 
     async def for_order(self, client_order_id: str) -> list[Fill]:
         rows = await self._db.fetchall(
@@ -157,17 +261,21 @@ class FillRepository:
         rows = await self._db.fetchall("SELECT * FROM fills ORDER BY ts LIMIT ?", (limit,))
         return [self._fill(r) for r in rows]
 
-    async def position(self, token_id: str) -> Position:
+    async def position(self, token_id: str, *, strategy: str) -> Position:
         r = await self._db.fetchone(
-            "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?", (token_id,)
+            "SELECT size, avg_cost, realized_pnl FROM positions"
+            " WHERE strategy = ? AND token_id = ?",
+            (strategy, token_id),
         )
-        return _position_from_row(token_id, r)
+        return _position_from_row(strategy, token_id, r)
 
     async def positions(self, *, include_flat: bool = False) -> list[Position]:
+        """Every (strategy, token) position, by strategy then token."""
         rows = await self._db.fetchall(
-            "SELECT token_id, size, avg_cost, realized_pnl FROM positions ORDER BY token_id"
+            "SELECT strategy, token_id, size, avg_cost, realized_pnl FROM positions"
+            " ORDER BY strategy, token_id"
         )
-        out = [_position_from_row(r[0], tuple(r)[1:]) for r in rows]
+        out = [_position_from_row(r[0], r[1], tuple(r)[2:]) for r in rows]
         return out if include_flat else [p for p in out if p.size != 0 or p.realized_pnl != 0]
 
     @staticmethod

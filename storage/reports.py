@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final, Self
 
 from errors import StorageError
-from models import TERMINAL_STATUSES, Side
+from models import TERMINAL_STATUSES, UNATTRIBUTED, Side
 from storage.keys import RESOLUTIONS_KEY, TRADING_STATE_KEY
 
 # Terminal statuses, in a fixed order, as SQL parameters.
@@ -36,8 +36,11 @@ class DatabaseMissing(ReportError):
 
 @dataclass(frozen=True)
 class PositionReport:
-    """A position with a size or realized PnL, as the journaled fills moved it."""
+    """One strategy's position in one token with a size or realized PnL, as the journaled
+    fills of its orders moved it (`strategy` is `unattributed` for holdings no order of ours
+    explains)."""
 
+    strategy: str
     token_id: str
     size: Decimal
     avg_cost: Decimal
@@ -46,7 +49,11 @@ class PositionReport:
     payout: Decimal | None = None
     """Set when the token's market resolved: what a share redeems for (1, 0, 0.5)."""
     fees_paid: Decimal = Decimal(0)
-    """Taker fees the token's journaled fills paid (in the cost basis and PnL already)."""
+    """Taker fees the position's journaled fills paid (in the cost basis and PnL already)."""
+
+    @property
+    def cost_basis(self) -> Decimal:
+        return self.size * self.avg_cost
 
     @property
     def redeemable(self) -> Decimal:
@@ -75,6 +82,18 @@ class OrderReport:
 
 
 @dataclass(frozen=True)
+class StrategySummary:
+    """One strategy's positions from the database: open positions, cost basis, realized PnL,
+    taker fees paid and redeemable value (pUSD, as exact decimal text)."""
+
+    positions: int
+    cost_basis: str
+    realized_pnl: str
+    fees_paid: str
+    redeemable: str
+
+
+@dataclass(frozen=True)
 class DbSummary:
     """The database part of `status`: trading state, order and fill counts, positions, PnL."""
 
@@ -89,6 +108,8 @@ class DbSummary:
     redeemable: str = "0"
     """Shares x payout of positions in resolved markets, in pUSD; not cash."""
     fees_paid: str = "0"
+    by_strategy: dict[str, StrategySummary] = field(default_factory=dict)
+    """Positions per strategy, `unattributed` included when it holds or held anything."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,8 @@ class FillReport:
     fee: Decimal
     role: str
     status: str
+    strategy: str = UNATTRIBUTED
+    """The strategy of our order the fill belongs to (`unattributed` if none)."""
 
 
 def _dec(text: str | None) -> Decimal:
@@ -162,6 +185,14 @@ class Reports:
         except sqlite3.Error as e:
             conn.close()
             raise ReportError(f"cannot read the database {path}: {e}") from None
+        try:
+            conn.execute("SELECT strategy FROM positions LIMIT 1")
+        except sqlite3.Error:
+            conn.close()
+            raise ReportError(
+                f"the database {path} predates per-strategy positions: start the daemon of this"
+                " version once to migrate it"
+            ) from None
         return cls(conn)
 
     def close(self) -> None:
@@ -182,19 +213,31 @@ class Reports:
     # -- reports ------------------------------------------------------------------------------
 
     def positions(self) -> list[PositionReport]:
-        """Positions with a size or realized PnL, by token id (with the payout if resolved)."""
+        """Positions with a size or realized PnL, by strategy then token id (with the payout if
+        resolved); `unattributed` holdings last."""
         payouts = self.payouts()
         out = []
         for r in self._rows(
-            "SELECT token_id, size, avg_cost, realized_pnl, updated_at FROM positions"
-            " ORDER BY token_id"
+            "SELECT strategy, token_id, size, avg_cost, realized_pnl, updated_at FROM positions"
+            " ORDER BY strategy = ?, strategy, token_id",
+            (UNATTRIBUTED,),
         ):
             size, avg, pnl = _dec(r["size"]), _dec(r["avg_cost"]), _dec(r["realized_pnl"])
             if size == 0 and pnl == 0:
                 continue
-            payout = payouts.get(r["token_id"])
-            fees = self._fees(r["token_id"])
-            out.append(PositionReport(r["token_id"], size, avg, pnl, r["updated_at"], payout, fees))
+            strategy, token = str(r["strategy"]), str(r["token_id"])
+            out.append(
+                PositionReport(
+                    strategy,
+                    token,
+                    size,
+                    avg,
+                    pnl,
+                    r["updated_at"],
+                    payouts.get(token),
+                    self._fees(token, strategy=strategy),
+                )
+            )
         return out
 
     def payouts(self) -> dict[str, Decimal]:
@@ -244,6 +287,17 @@ class Reports:
         fees = self._fees()
         pos = self._rows("SELECT size, realized_pnl FROM positions")
         last = self._rows("SELECT MAX(created_at) FROM orders")[0][0]
+        reports = self.positions()
+        by_strategy: dict[str, StrategySummary] = {}
+        for name in dict.fromkeys(p.strategy for p in reports):
+            mine = [p for p in reports if p.strategy == name]
+            by_strategy[name] = StrategySummary(
+                positions=sum(1 for p in mine if p.size != 0),
+                cost_basis=str(sum((p.cost_basis for p in mine), _ZERO)),
+                realized_pnl=str(sum((p.realized_pnl for p in mine), _ZERO)),
+                fees_paid=str(sum((p.fees_paid for p in mine), _ZERO)),
+                redeemable=str(sum((p.redeemable for p in mine), _ZERO)),
+            )
         return DbSummary(
             trading_state=state.get("state") if state_rows else None,
             state_reason=state.get("reason") if state_rows else None,
@@ -253,8 +307,9 @@ class Reports:
             positions=sum(1 for p in pos if _dec(p[0]) != 0),
             realized_pnl=str(sum((_dec(p[1]) for p in pos), Decimal(0))),
             last_order_at=last,
-            redeemable=str(sum((p.redeemable for p in self.positions()), _ZERO)),
+            redeemable=str(sum((p.redeemable for p in reports), _ZERO)),
             fees_paid=str(fees),
+            by_strategy=by_strategy,
         )
 
     def order_outcomes(self) -> OrderOutcomes:
@@ -290,20 +345,23 @@ class Reports:
                 fee=_dec(r["fee"]),
                 role=str(r["role"]),
                 status=str(r["status"]),
+                strategy=str(r["strategy"]),
             )
             for r in self._rows(
-                "SELECT trade_id, venue_order_id, token_id, side, price, size, fee, role, status"
-                " FROM fills ORDER BY rowid"
+                "SELECT trade_id, venue_order_id, token_id, side, price, size, fee, role, status,"
+                " strategy FROM fills ORDER BY rowid"
             )
         ]
 
-    def _fees(self, token_id: str | None = None) -> Decimal:
-        """Fees paid by the fills that did not fail (of one token, or all), summed as Decimal
-        (SQL's SUM would go through floating point)."""
+    def _fees(self, token_id: str | None = None, *, strategy: str | None = None) -> Decimal:
+        """Fees paid by the fills that did not fail (of one strategy's position in one token,
+        or all), summed as Decimal (SQL's SUM would go through floating point)."""
         if token_id is None:
             rows = self._rows("SELECT fee FROM fills WHERE status != 'FAILED'")
         else:
             rows = self._rows(
-                "SELECT fee FROM fills WHERE status != 'FAILED' AND token_id = ?", (token_id,)
+                "SELECT fee FROM fills WHERE status != 'FAILED' AND token_id = ?"
+                " AND strategy = COALESCE(?, strategy)",
+                (token_id, strategy),
             )
         return sum((_dec(r[0]) for r in rows), Decimal(0))

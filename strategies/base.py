@@ -18,10 +18,14 @@ class OrderSink(Protocol):
 
 @runtime_checkable
 class PositionSource(Protocol):
-    """Our current holdings, as the executor knows them (journaled fills)."""
+    """Our current holdings, as the executor knows them (journaled fills), per strategy.
 
-    def position(self, token_id: str) -> Position:
-        """Return the position in `token_id` (size 0 if none)."""
+    A strategy reads only its own holding: what its orders bought and have not sold. Shares
+    another strategy bought, or that no order of ours explains, are not its to sell.
+    """
+
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        """Return `strategy`'s position in `token_id` (size 0 if none)."""
         ...
 
 

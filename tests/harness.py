@@ -137,7 +137,8 @@ def _drain(pipe: IO[bytes], path: Path) -> None:
 class SimProcess:
     """`python -m simulator --seed N [--scenario demo]` as a subprocess, with admin helpers.
 
-    `settle_delay_s=None` leaves `--settle-delay` off the command line (the simulator's default).
+    `settle_delay_s=None` leaves `--settle-delay` off the command line (the simulator's default);
+    `extra_args` go on the end of it (e.g. `--replay DIR`).
     """
 
     def __init__(
@@ -147,8 +148,10 @@ class SimProcess:
         seed: int = 7,
         scenario: str | None = "demo",
         settle_delay_s: float | None = 0.05,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
+        self.extra_args = extra_args
         self.seed = seed
         self.scenario = scenario
         self.settle_delay_s = settle_delay_s
@@ -165,6 +168,7 @@ class SimProcess:
             args += ["--settle-delay", str(self.settle_delay_s)]
         if self.scenario:
             args += ["--scenario", self.scenario]
+        args += self.extra_args
         with self._out.open("wb") as out, self._err.open("wb") as err:
             self.proc = subprocess.Popen(
                 args, cwd=ROOT, env=clean_env(), stdout=out, stderr=err, start_new_session=True
@@ -897,10 +901,9 @@ def compare(
             " FROM orders"
         ).fetchall()
         fills = conn.execute("SELECT trade_id, venue_order_id, side, size FROM fills").fetchall()
-        positions = {
-            r["token_id"]: Decimal(r["size"])
-            for r in conn.execute("SELECT token_id, size FROM positions").fetchall()
-        }
+        positions: dict[str, Decimal] = {}  # the account's holding: every strategy's summed
+        for r in conn.execute("SELECT token_id, size FROM positions").fetchall():
+            positions[r["token_id"]] = positions.get(r["token_id"], Decimal(0)) + Decimal(r["size"])
     finally:
         conn.close()
     c.journal_rows = len(rows)

@@ -497,6 +497,46 @@ class DataApiClient:
         got.rows.sort(key=lambda t: t.timestamp)
         return got
 
+    async def market_trades(self, condition_id: str, *, since: int) -> Fetched[LeaderTrade]:
+        """Return every wallet's trades in one market at or after `since` (unix s), oldest first.
+
+        `/trades?market=CONDITION_ID` without `user` lists the market's trades of all wallets,
+        newest first ("Get trades for a user or markets",
+        https://docs.polymarket.com/api-reference/core/get-trades-for-a-user-or-markets; the real
+        capture `trades_2026_07` holds rows of many wallets). Paging stops at the first
+        page that reaches back past `since` (or at `max_pages`: `truncated`).
+        """
+        params = {"market": condition_id, "takerOnly": "false"}
+        out: Fetched[LeaderTrade] = Fetched()
+        offset = 0
+        for _ in range(self.max_pages):
+            body = await self._get(
+                "trades",
+                "/trades",
+                {**params, "limit": str(self.page_size), "offset": str(offset)},
+            )
+            rows, has_more = unwrap(body)
+            out.pages += 1
+            oldest: int | None = None
+            for row in rows:
+                try:
+                    t = parse_trade_row(row)
+                except RowError as e:
+                    out.skipped.append((e.reason, str(e)))
+                    continue
+                oldest = t.timestamp if oldest is None else min(oldest, t.timestamp)
+                if t.timestamp >= since:
+                    out.rows.append(t)
+            if not (has_more or len(rows) >= self.page_size) or (
+                oldest is not None and oldest < since
+            ):
+                break
+            offset += len(rows)
+        else:
+            out.truncated = True
+        out.rows.sort(key=lambda t: t.timestamp)
+        return out
+
     async def positions(self, wallet: str, *, market: str | None = None) -> Fetched[LeaderPosition]:
         """Return `wallet`'s open positions (any size: `sizeThreshold=0`), optionally one market."""
         params = {"user": wallet, "sizeThreshold": "0"}

@@ -10,6 +10,8 @@ import structlog
 from execution.market_rules import MarketRules
 from execution.resolution import Resolutions
 from models import Market
+from recording.live import LiveRecording
+from recording.writer import RecordWriter
 from strategies.sniper import Sniper
 from strategies.sniper import load_rules as load_sniper_rules
 from venue.gamma import Discovery, DiscoveryResult, GammaClient, resolved_markets
@@ -81,6 +83,25 @@ def build_resolutions(
     return res
 
 
+def build_recording(shared: Shared, stage: MarketDataStage, gamma: GammaClient) -> None:
+    """`RECORD_DIR`: record the market feed while trading (`recording.live`). The tap is set by
+    a start-up step, before the feed's first frame; a stopped recording never stops trading."""
+    s = shared.settings
+    assert s.record_dir is not None
+    source = {"market_ws_url": str(s.market_ws_url), "clob_host": str(s.clob_host)}
+    rec = LiveRecording(
+        writer=RecordWriter(s.record_dir, source=source),
+        feed=stage.feed,
+        gamma=gamma,
+        interval_s=s.discovery_interval_s,
+        clock=shared.clock,
+    )
+    stage.startup.append(("recording", rec.start))
+    stage.services.append(("recording", rec.run))
+    stage.checks.append(("recording", rec.check))
+    stage.closers.append(("recording", rec.close))
+
+
 def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataStage:
     """The market feed (tick changes go to the executor's rules) and, with sniper rules, market
     discovery and the sniper. A bad rules file raises `ConfigError` (the daemon exits 2)."""
@@ -118,6 +139,8 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         malformed=shared.malformed_log("gamma"),
     )
     stage.resolutions = build_resolutions(shared, execution, stage, gamma)
+    if s.record_dir is not None:
+        build_recording(shared, stage, gamma)
     if not rules:
         log.info("sniper_off", enabled=s.sniper_enabled, rules=str(s.sniper_rules_path))
         return stage

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from config import clip, load_document
+from config import MAX_PATH_ECHO, clip, load_document
 from errors import ConfigError
 from models import Side, _to_decimal
 
@@ -212,7 +212,7 @@ def load_rules(path: Path) -> CopyRules:
     try:
         return parse_rules(data)
     except ConfigError as e:
-        head = f"COPY_RULES_PATH {clip(str(path))}: "
+        head = f"COPY_RULES_PATH {clip(str(path), MAX_PATH_ECHO)}: "
         raise ConfigError(
             [head + line.removeprefix("COPY_RULES").lstrip(": ") for line in e.problems]
         ) from None

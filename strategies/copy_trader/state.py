@@ -170,10 +170,13 @@ class MarketMemory:
     decision waits for or holds it.
     """
 
-    def __init__(self, positions: PositionSource, *, max_markets: int = MAX_MARKETS) -> None:
+    def __init__(
+        self, positions: PositionSource, *, strategy: str, max_markets: int = MAX_MARKETS
+    ) -> None:
         if max_markets < 1:
             raise ValueError("max_markets must be at least 1")
         self._positions = positions
+        self._strategy = strategy  # whose holdings count: the copy trader's own
         self._max = max_markets
         self._markets: OrderedDict[str, _Market] = OrderedDict()
         self._condition_of: dict[str, str] = {}
@@ -258,7 +261,7 @@ class MarketMemory:
             return Decimal(0)
         held = Decimal(0)
         for token in m.tokens:
-            pos = self._positions.position(token)
+            pos = self._positions.position(token, strategy=self._strategy)
             held += pos.size * pos.avg_cost
         return max(held, m.booked + self.reserved(condition_id))
 
@@ -278,7 +281,7 @@ class MarketMemory:
                 del self._locks[condition_id]
 
     def _holds(self, m: _Market) -> bool:
-        return any(self._positions.position(t).size > 0 for t in m.tokens)
+        return any(self._positions.position(t, strategy=self._strategy).size > 0 for t in m.tokens)
 
     def _evict(self, *, keep: str) -> None:
         looked = 0

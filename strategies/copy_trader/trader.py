@@ -143,7 +143,7 @@ class CopyTrader:
         self._clock = clock or SystemClock()
         self._wall = wall
         self._spread = spread_phases
-        self._memory = MarketMemory(positions, max_markets=max_markets)
+        self._memory = MarketMemory(positions, strategy=self.name, max_markets=max_markets)
         self._unsent: dict[str, Intent] = {}
         self.copied: deque[OrderRequest] = deque(maxlen=recent)
         """The most recent copies sent (at most `recent`)."""
@@ -512,9 +512,11 @@ class CopyTrader:
     async def _exit_size(
         self, rule: WalletRule, trade: LeaderTrade, price: Decimal, batch: Batch
     ) -> Decimal | Skip:
-        ours = self._positions.position(trade.token_id).size
+        # Our holding is the copy trader's own: shares another strategy bought (or that no order
+        # of ours explains) are never sold because a followed wallet exits.
+        ours = self._positions.position(trade.token_id, strategy=self.name).size
         if ours <= 0:
-            return Skip("no_position", "we hold none of this token")
+            return Skip("no_position", "the copy trader holds none of this token")
         before = await self._leader_before(trade, batch) if rule.mirror_exits else None
         return exit_size(rule, trade, price, ours=ours, leader_before=before)
 

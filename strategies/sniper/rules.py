@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from config import clip, load_document
+from config import MAX_PATH_ECHO, clip, load_document
 from errors import ConfigError
 from models import ONE, ZERO, _to_decimal, validate_condition_id, validate_token_id
 from venue.gamma import MarketQuery
@@ -210,7 +210,7 @@ def load_rules(path: str | Path) -> list[SniperRule]:
     try:
         return parse_rules(data)
     except ConfigError as e:
-        head = f"{SETTING} {clip(str(p))}: "
+        head = f"{SETTING} {clip(str(p), MAX_PATH_ECHO)}: "
         raise ConfigError(
             [head + line.removeprefix(f"{SETTING}: ") for line in e.problems]
         ) from None

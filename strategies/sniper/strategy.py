@@ -366,7 +366,11 @@ class Sniper:
         )
         self._in_flight.add(d.token_id)
         # What we hold before this BUY: its take-profit waits for the position to grow past it.
-        held = self._positions.position(d.token_id).size if self._positions else None
+        held = (
+            self._positions.position(d.token_id, strategy=self.name).size
+            if self._positions
+            else None
+        )
         also = None
         if self._state is not None:
             also = self._state.fired(
@@ -521,7 +525,7 @@ class Sniper:
             async with asyncio.timeout(self._fill_wait_s):
                 # The executor offers no fill hook (and is not ours to change): a short, bounded
                 # poll of an in-memory read, in the take-profit's own task.
-                while positions.position(token_id).size < want:  # noqa: ASYNC110 - no hook
+                while positions.position(token_id, strategy=self.name).size < want:  # noqa: ASYNC110 - no hook
                     await asyncio.sleep(self._fill_poll_s)
         except TimeoutError:
             return False

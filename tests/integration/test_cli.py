@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from models import Fill, OrderStatus, OrderType, Side
+from models import UNATTRIBUTED, Fill, OrderStatus, OrderType, Side
 from storage import Database, Repositories
 from tests.harness import SimProcess
 from tests.helpers import PYTHON, ROOT, clean_env, free_port, make_order, run_cli
@@ -30,7 +30,7 @@ TOKEN_A, TOKEN_B = "7" * 20 + "11", "8" * 20 + "22"
 
 
 async def seed(db_path: Path) -> dict[str, str]:
-    """Journal three orders (filled, live, rejected) and the filled one's fill."""
+    """Journal three orders (filled, live, rejected), the filled one's fill and a manual fill."""
     async with Database(db_path) as db:
         repos = Repositories.over(db)
         filled = make_order(token_id=TOKEN_A, price="0.42", order_type=OrderType.FOK)
@@ -49,6 +49,17 @@ async def seed(db_path: Path) -> dict[str, str]:
                 side=Side.BUY,
                 price=Decimal("0.42"),
                 size=Decimal("10"),
+            )
+        )
+        # A trade made outside the daemon on the same account: no order of ours explains it.
+        await repos.fills.record(
+            Fill(
+                trade_id="t9",
+                venue_order_id="0xmanual",
+                token_id=TOKEN_B,
+                side=Side.BUY,
+                price=Decimal("0.20"),
+                size=Decimal("3"),
             )
         )
         await repos.orders.record(live, venue_order_id="0xbbb2", payload_hash="h2")
@@ -176,26 +187,50 @@ def test_status_prints_health_state_and_counts(daemon: Running) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "daemon:        ok (HTTP 200)" in res.stdout
     assert "FILLED=1, LIVE=1, REJECTED=1 (open 1" in res.stdout
-    assert "fills:         1" in res.stdout
+    assert "fills:         2" in res.stdout
     assert "executor" in res.stdout  # the health checks table
+    # Positions per strategy, the manual holding as unattributed, and what that means.
+    lines = res.stdout.splitlines()
+    assert any(line.split()[:2] == ["sniper", "1"] and "4.20" in line for line in lines)
+    assert any(line.split()[:3] == [UNATTRIBUTED, "1", "0.60"] for line in lines)
+    assert f"{UNATTRIBUTED}: holdings no order of ours explains" in res.stdout
     js = cli("status", "--json", env=daemon.env())
     body = json.loads(js.stdout)
     assert body["daemon"]["status"] == "ok"
     assert body["daemon"]["mode"] == "paper"
     assert body["database"]["orders_by_status"] == {"FILLED": 1, "LIVE": 1, "REJECTED": 1}
     assert body["database"]["open_orders"] == 1
-    assert body["database"]["positions"] == 1
+    assert body["database"]["positions"] == 2
+    assert body["database"]["by_strategy"] == {
+        "sniper": {
+            "positions": 1,
+            "cost_basis": "4.20",
+            "realized_pnl": "0",
+            "fees_paid": "0",
+            "redeemable": "0",
+        },
+        UNATTRIBUTED: {
+            "positions": 1,
+            "cost_basis": "0.60",
+            "realized_pnl": "0",
+            "fees_paid": "0",
+            "redeemable": "0",
+        },
+    }
 
 
 def test_positions_lists_the_filled_position(daemon: Running) -> None:
     res = cli("positions", env=daemon.env())
     assert res.returncode == 0, res.stderr
-    assert "token" in res.stdout.splitlines()[0]
+    assert res.stdout.splitlines()[0].split()[:2] == ["strategy", "token"]
     assert TOKEN_A[:15] in res.stdout
-    assert "1 positions" in res.stdout
+    assert "2 positions" in res.stdout
+    assert f"realized PnL 0 pUSD (sniper 0, {UNATTRIBUTED} 0)" in res.stdout
+    assert f"{UNATTRIBUTED}: holdings no order of ours explains" in res.stdout
     rows = json.loads(cli("positions", "--json", env=daemon.env()).stdout)
     assert rows == [
         {
+            "strategy": "sniper",
             "token_id": TOKEN_A,
             "size": "10",
             "avg_cost": "0.42",
@@ -205,7 +240,19 @@ def test_positions_lists_the_filled_position(daemon: Running) -> None:
             "updated_at": rows[0]["updated_at"],
             "payout": None,  # its market has not resolved
             "redeemable": "0",
-        }
+        },
+        {
+            "strategy": UNATTRIBUTED,
+            "token_id": TOKEN_B,
+            "size": "3",
+            "avg_cost": "0.20",
+            "cost_basis": "0.60",
+            "realized_pnl": "0",
+            "fees_paid": "0",
+            "updated_at": rows[1]["updated_at"],
+            "payout": None,
+            "redeemable": "0",
+        },
     ]
 
 

@@ -41,9 +41,9 @@ class Venue:
             await self.hold.wait()
         assert self.repos is not None
         await self.repos.orders.record(request)
-        self.positions[request.token_id] = self.position(request.token_id).apply(
-            request.side, request.price, request.size
-        )
+        self.positions[request.token_id] = self.position(
+            request.token_id, strategy=request.strategy
+        ).apply(request.side, request.price, request.size)
         await self.repos.orders.transition(
             request.client_order_id, OrderStatus.FILLED, size_matched=request.size
         )
@@ -51,8 +51,8 @@ class Venue:
         self.sent.append(request)
         return filled_in_full(request)
 
-    def position(self, token_id: str) -> Position:
-        return self.positions.get(token_id, Position(token_id=token_id))
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        return self.positions.get(token_id, Position(token_id=token_id, strategy=strategy))
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ async def test_delayed_fak_is_pending_then_settled_by_the_user_feed(tmp_path: Pa
                 row = await lv.repos.orders.get(req.client_order_id)
                 assert row is not None
                 assert (row.status, row.size_matched) == (OrderStatus.CANCELED, Decimal("8"))
-                await until(lambda: lv.ex.position(lv.token).size == Decimal("8"))
+                await until(lambda: lv.ex.position(lv.token, strategy="test").size == Decimal("8"))
                 assert lv.ex.positions.open_count == 0
                 assert lv.posts() == 1  # never re-sent
                 events = [a.detail.get("why") for a in await lv.repos.audit.tail(limit=100)]
@@ -104,7 +104,7 @@ async def test_delayed_order_without_feed_events_is_looked_up_after_the_delay(
                 await until(
                     lambda: (
                         lv.ex.reconciler.delayed_count == 0
-                        and lv.ex.position(lv.token).size == Decimal("10")
+                        and lv.ex.position(lv.token, strategy="test").size == Decimal("10")
                     )
                 )
                 row = await lv.repos.orders.get(req.client_order_id)
@@ -144,7 +144,7 @@ async def test_delayed_fok_unfillable_after_the_delay_is_killed_and_frees_its_re
                 assert row is not None
                 assert (row.status, row.size_matched) == (OrderStatus.CANCELED, Decimal("0"))
                 assert lv.ex.positions.open_count == 0
-                assert lv.ex.position(lv.token).size == 0
+                assert lv.ex.position(lv.token, strategy="test").size == 0
                 assert lv.posts() == 1
             await lv.assert_journal_matches_ledger()
         finally:

@@ -361,7 +361,7 @@ REFUSALS = [
     "rules: market is not accepting orders",
     "rules: unknown market for token 123456789",
     "risk: order notional 90.00 exceeds the per-order cap 50",
-    "risk: SELL exceeds the position not already offered for sale",
+    "risk: SELL of 10 exceeds what strategy test holds and has not already offered for sale (0)",
     "rules: marketable BUY notional 0.80 is under $1",
 ]
 
@@ -493,14 +493,14 @@ async def test_fill_during_user_ws_drop_recovered_by_rest_reconcile(live: Live) 
             if (
                 row is not None
                 and row.status is OrderStatus.FILLED
-                and live.ex.position(live.token).size == Decimal("10")
+                and live.ex.position(live.token, strategy="test").size == Decimal("10")
             ):
                 break
             await asyncio.sleep(0.05)
         assert feed.connects >= 2
         row = await live.repos.orders.get(res.client_order_id)
         assert row is not None and row.status is OrderStatus.FILLED
-        assert live.ex.position(live.token).size == Decimal("10")
+        assert live.ex.position(live.token, strategy="test").size == Decimal("10")
         fills = await live.repos.fills.for_order(res.client_order_id)
         assert sum(f.size for f in fills) == Decimal("10")
     finally:
@@ -550,7 +550,9 @@ async def test_startup_reconcile_settles_pending_and_unknown_rows_of_killed_proc
             assert r2.size_matched == Decimal("10")
             assert r3 is not None and r3.status is OrderStatus.REJECTED
             assert await second.repos.orders.non_terminal() == [r1]
-            assert second.ex.position(second.token).size == Decimal("10")  # trades fetched
+            assert second.ex.position(second.token, strategy="test").size == Decimal(
+                "10"
+            )  # trades fetched
             await second.assert_journal_matches_ledger()
         finally:
             await close_live(second)

@@ -109,7 +109,7 @@ async def test_crash_before_post_restart_resends_same_order_once(tmp_path: Path)
             assert [o["id"] for o in second.our_orders()] == [row.venue_order_id]
             assert second.posts() == 1
             assert "order_resent" in await audit_events(second, coid)
-            assert second.ex.position(second.token).size == Decimal("10")
+            assert second.ex.position(second.token, strategy="test").size == Decimal("10")
             await second.assert_journal_matches_ledger()
             # A later reconcile has nothing left to send.
             again = await second.ex.reconcile()

@@ -86,7 +86,7 @@ async def test_our_resting_buy_no_filled_by_a_buy_yes_is_booked_as_buy_no(
         # Another wallet buys Yes at 0.60: with our No bid at 0.40 that is a mint of 10 sets.
         live.sim.seed_order(maker=MAKER, token_id=yes, side="BUY", price=D("0.60"), size=D("10"))
         if path == "feed":
-            await until(lambda: live.ex.position(no).size == D("10"))
+            await until(lambda: live.ex.position(no, strategy="test").size == D("10"))
         else:
             await live.ex.reconcile()
     # The Yes buyer was funded its 6 pUSD when it was seeded.
@@ -94,8 +94,8 @@ async def test_our_resting_buy_no_filled_by_a_buy_yes_is_booked_as_buy_no(
     (fill,) = await live.repos.fills.for_order(res.client_order_id)
     assert (fill.side, fill.token_id, fill.price, fill.size) == (Side.BUY, no, D("0.4"), D("10"))
     assert fill.role is LiquidityRole.MAKER and fill.fee == 0
-    assert live.ex.position(no).size == D("10") == venue_tokens(live, no)
-    assert live.ex.position(yes).size == 0 == venue_tokens(live, yes)
+    assert live.ex.position(no, strategy="test").size == D("10") == venue_tokens(live, no)
+    assert live.ex.position(yes, strategy="test").size == 0 == venue_tokens(live, yes)
     row = await live.repos.orders.get(res.client_order_id)
     assert row is not None and row.status is OrderStatus.FILLED
     await live.assert_journal_matches_ledger()
@@ -108,7 +108,7 @@ async def test_a_take_profit_closed_by_a_merge_leaves_us_flat(live: Live) -> Non
     async with user_feed(live):
         entry = await live.ex.submit(live.req(token_id=yes, price=D("0.40"), size=D("10")))
         assert entry.status is OrderStatus.FILLED
-        await until(lambda: live.ex.position(yes).size == D("10"))
+        await until(lambda: live.ex.position(yes, strategy="test").size == D("10"))
         tp = await live.ex.submit(
             live.req(token_id=yes, side=Side.SELL, price=D("0.55"), size=D("10"))
         )
@@ -117,13 +117,13 @@ async def test_a_take_profit_closed_by_a_merge_leaves_us_flat(live: Live) -> Non
         # Someone sells No at 0.45 against our Yes ask at 0.55: the exchange merges 10 sets.
         # (seeding the order funds its seller with the 10 No it sells)
         live.sim.seed_order(maker=MAKER, token_id=no, side="SELL", price=D("0.45"), size=D("10"))
-        await until(lambda: live.ex.position(yes).size == 0)
+        await until(lambda: live.ex.position(yes, strategy="test").size == 0)
     assert_conserved(before, supply(live.sim, live.market), D("-10"), funded_no=D("10"))
     (fill,) = await live.repos.fills.for_order(tp.client_order_id)
     assert (fill.side, fill.token_id, fill.price, fill.size) == (Side.SELL, yes, D("0.55"), D("10"))
-    pos = live.ex.position(yes)
+    pos = live.ex.position(yes, strategy="test")
     assert (pos.size, pos.realized_pnl) == (D(0), D("1.5"))  # (0.55 - 0.40) x 10
-    assert live.ex.position(no).size == 0
+    assert live.ex.position(no, strategy="test").size == 0
     assert venue_tokens(live, yes) == 0 == venue_tokens(live, no)
     await live.assert_journal_matches_ledger()
 
@@ -148,7 +148,7 @@ async def test_a_sweep_is_booked_at_the_average_with_the_surplus_shares(live: Li
     assert (fill.side, fill.token_id, fill.size) == (Side.BUY, yes, shares)
     assert fill.role is LiquidityRole.TAKER
     assert (fill.price * fill.size).quantize(D("1e-12")) == spent
-    assert live.ex.position(yes).size == shares == venue_tokens(live, yes)
+    assert live.ex.position(yes, strategy="test").size == shares == venue_tokens(live, yes)
     cash = D(live.sim.ledger()["balances"][live.address.lower()]["collateral"])
     assert cash == D("10000") - spent
     assert_conserved(before, supply(live.sim, live.market), D("5"))

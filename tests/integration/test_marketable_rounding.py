@@ -100,7 +100,7 @@ async def test_paper_marketable_buy_fills_what_the_venue_would(tmp_path: Path) -
         assert res.status is OrderStatus.FILLED
         # As on the venue: 19.99 pUSD of shares, not 20.61 shares for 19.9917.
         assert res.filled_size == Decimal("20.6082")
-        assert ex.position(PAPER_TOKEN).size == Decimal("20.6082")
+        assert ex.position(PAPER_TOKEN, strategy="sniper").size == Decimal("20.6082")
         fok = make_order(token_id=PAPER_TOKEN, price="0.97", size="80", order_type="FOK")
         # 80 at 0.97 is 77.60 pUSD for 80 shares, but only 79.3918 are left: killed whole.
         res = await ex.submit(fok)

@@ -68,7 +68,7 @@ async def assert_recorded(live: Live, coid: str, matched: str) -> None:
     assert (row.status, row.size_matched) == (OrderStatus.PARTIALLY_FILLED, D(matched))
     fills = await live.repos.fills.for_order(coid)
     assert sum((f.size for f in fills), D(0)) == D(matched)
-    assert live.ex.position(live.token).size == D(matched)
+    assert live.ex.position(live.token, strategy="test").size == D(matched)
     # What is still resting is what risk counts as committed: the remainder at the limit price.
     remaining = D("10") - D(matched)
     assert live.ex.positions.open_buy_notional(token_id=live.token) == PRICE * remaining
@@ -113,7 +113,9 @@ async def test_growth_is_recorded_from_the_order_listing_when_trades_are_unavail
     assert row is not None
     assert (row.status, row.size_matched) == (OrderStatus.PARTIALLY_FILLED, D("7"))
     assert live.ex.positions.open_buy_notional(token_id=live.token) == PRICE * D("3")
-    assert live.ex.position(live.token).size == D("3")  # the new trades are not fetched yet
+    assert live.ex.position(live.token, strategy="test").size == D(
+        "3"
+    )  # the new trades are not fetched yet
 
     live.sim.faults.clear()
     again = await live.ex.reconcile()

@@ -49,8 +49,8 @@ class RecordingExecutor:
         self.snapshots_at_submit.append(book.snapshots if book is not None else -1)
         return filled_in_full(request)
 
-    def position(self, token_id: str) -> Position:
-        return Position(token_id=token_id)
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        return Position(token_id=token_id, strategy=strategy)
 
     def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
         self.ticks[token_id] = tick_size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ async def test_tick_changes_at_096_on_a_copied_token_never_leave_the_daemon_refu
     async def script(ctx: Context) -> None:
         ex = executor_of(ctx)
         sim.trade_as(wallet=LEADER, token_id=yes, side="BUY", price=D("0.93"), size=D("100"))
-        await until(lambda: ex.position(yes).size == D("10"), "first copy filled")
+        await until(lambda: ex.position(yes, strategy="copy").size == D("10"), "first copy filled")
         # Held now: the feed watches the token although no strategy asked for it.
         await until(lambda: watched(ctx, yes), "the held token's book on the feed")
         sim.cancel_seeded(high_ask)
@@ -123,13 +124,18 @@ async def test_tick_changes_at_096_on_a_copied_token_never_leave_the_daemon_refu
         # The copy's 9.95 pUSD at 0.995 take the 0.98 ask: 10.153061 shares (a BUY's price
         # improvement comes as extra shares, docs/venue-mechanics.md §6).
         second = D("10") + D("10.153061")
-        await until(lambda: ex.position(yes).size == second, "copy at 0.995 (0.001 grid)")
+        await until(
+            lambda: ex.position(yes, strategy="copy").size == second, "copy at 0.995 (0.001 grid)"
+        )
         sim.cancel_seeded(above)
         sim.seed_order(MAKER, yes, "SELL", D("0.95"), D("500"))  # back under 0.96: 0.01
         assert m.tick_size == D("0.01")
         await until(lambda: ex.rules.get(yes).tick_size == D("0.01"), "rules back at 0.01")  # type: ignore[union-attr]
         sim.trade_as(wallet=LEADER, token_id=yes, side="BUY", price=D("0.935"), size=D("100"))
-        await until(lambda: ex.position(yes).size == second + 10, "copy at 0.95 (0.01 grid)")
+        await until(
+            lambda: ex.position(yes, strategy="copy").size == second + 10,
+            "copy at 0.95 (0.01 grid)",
+        )
 
     await drive(settings, script)
     rows = await journal(settings.db_path)
@@ -216,7 +222,7 @@ async def resolution_run(
         assert resting.status is OrderStatus.LIVE
         if not rest:
             assert await ex.cancel(resting.client_order_id)
-        await until(lambda: ex.position(yes).size == D("10"), "position of 10")
+        await until(lambda: ex.position(yes, strategy="test").size == D("10"), "position of 10")
         await until(lambda: watched(ctx, yes), "the held token's book on the feed")
         sim.resolve_market(m.condition_id, yes, announce=announce)
         await until(lambda: ex.positions.payout(yes) == 1, "the daemon knows the payout")
@@ -258,9 +264,10 @@ async def test_a_market_resolving_mid_run_settles_pnl_and_sends_nothing_after(
     assert 'polyd_markets_resolved_total{source="market_feed"} 1.0' in seen["metrics"]
     summary = cli.db_summary(settings)
     assert D(summary.redeemable) == 10
-    text = cli._render_status({"daemon": {"running": False}, "database": summary.__dict__,
+    text = cli._render_status({"daemon": {"running": False}, "database": asdict(summary),
                                "url": "-", "db_path": "-"})  # fmt: skip
     assert "redeemable:    10 pUSD" in text
+    assert summary.by_strategy["test"].redeemable == "10"  # the payout applies per strategy
     positions = cli.positions(settings)
     assert [(p["payout"], D(p["redeemable"])) for p in positions] == [("1", D(10))]
     assert "redeemable: 10 pUSD (not cash)" in cli._render_positions(positions)

@@ -137,12 +137,15 @@ ends_within_minutes = 30
 tags = ["crypto"]
 """
 
+# backfill_s: the leader trades as soon as the daemon is ready, which may be before the
+# wallet's first start (a new wallet starts from now); a 30 s backfill still copies that trade.
 COPY_RULES = f"""
 [[wallets]]
 address = "{LEADER}"
 label = "leader"
 ratio = "0.1"
 max_slippage = "0.02"
+backfill_s = 30
 max_trade_notional = "20"
 """
 

@@ -339,7 +339,9 @@ async def test_two_leader_buys_in_a_row_stay_under_the_market_cap_before_fills_a
         (first,) = live.our_orders()
         assert first["status"] == "MATCHED"
         # The copy traded, but no fill has reached the executor's positions yet.
-        assert live.ex.position(live.token).size == 0, "scenario needs fills not yet synced"
+        assert live.ex.position(live.token, strategy="copy").size == 0, (
+            "scenario needs fills not yet synced"
+        )
         live.sim.trade_as(
             wallet=LEADER, token_id=live.token, side="BUY", price=D("0.50"), size=D("40")
         )
@@ -382,8 +384,8 @@ class DelayedVenue:
         self.sent.append(request)
         return OrderResult(client_order_id=request.client_order_id, status=OrderStatus.LIVE)
 
-    def position(self, token_id: str) -> Position:
-        return Position(token_id=token_id)
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        return Position(token_id=token_id, strategy=strategy)
 
 
 async def test_a_resting_copy_counts_against_the_market_cap(repos: Repositories) -> None:

@@ -107,13 +107,13 @@ class RecordingSink:
             raise OrderRejected(self.reject, source="risk")
         if not self.fill:
             return OrderResult(client_order_id=request.client_order_id, status=OrderStatus.CANCELED)
-        self.positions[request.token_id] = self.position(request.token_id).apply(
-            request.side, request.price, request.size
-        )
+        self.positions[request.token_id] = self.position(
+            request.token_id, strategy=request.strategy
+        ).apply(request.side, request.price, request.size)
         return filled_in_full(request)
 
-    def position(self, token_id: str) -> Position:
-        return self.positions.get(token_id, Position(token_id=token_id))
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        return self.positions.get(token_id, Position(token_id=token_id, strategy=strategy))
 
 
 def rule(**kw: Any) -> WalletRule:
@@ -597,7 +597,7 @@ async def test_market_memory_stays_bounded_and_keeps_held_markets(repos: Reposit
 
 
 async def test_market_locks_exist_only_while_a_decision_holds_or_waits() -> None:
-    memory = MarketMemory(RecordingSink(), max_markets=2)
+    memory = MarketMemory(RecordingSink(), strategy="copy", max_markets=2)
     order: list[str] = []
 
     async def decide(name: str) -> None:
@@ -615,7 +615,7 @@ async def test_market_locks_exist_only_while_a_decision_holds_or_waits() -> None
 
 
 def test_market_memory_keeps_a_market_while_a_copy_reserves_room_in_it() -> None:
-    memory = MarketMemory(RecordingSink(), max_markets=1)
+    memory = MarketMemory(RecordingSink(), strategy="copy", max_markets=1)
     memory.note(COND, TOKEN)
     memory.book(COND, Decimal("2"))
     memory.reserve(COND, "cp-open", Decimal("5"), until=60.0)

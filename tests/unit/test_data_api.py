@@ -250,6 +250,7 @@ async def server() -> AsyncIterator[tuple[FakeDataServer, str]]:
     app = web.Application()
     app.router.add_get("/activity", fake.handle)
     app.router.add_get("/positions", fake.handle)
+    app.router.add_get("/trades", fake.handle)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -285,6 +286,22 @@ async def test_activity_paginates_until_a_short_page(server: tuple[FakeDataServe
     assert len(got.rows) == 10 and got.pages == 3 and not errors
     assert [t.timestamp for t in got.rows] == sorted(t.timestamp for t in got.rows)
     assert fake.calls[0]["start"] == "123" and fake.calls[0]["type"] == "TRADE"
+
+
+async def test_market_trades_reads_every_wallet_newest_first_and_stops_at_since(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    rows = load("trades_2026_07.json")  # a real /trades page: 4 wallets, newest first
+    fake.pages = [rows[:2], rows[2:4], rows[4:], rows[:2]]  # a 4th page must never be asked
+    async with client(url, [], page_size=2) as c:
+        got = await c.market_trades("0x" + "ab" * 32, since=1784326700)
+    # Page 2 reaches back past `since` (1784326651): paging stops there, older rows dropped.
+    assert got.pages == 2 and not got.truncated
+    assert [t.timestamp for t in got.rows] == [1784326773, 1784326906, 1784327295]
+    assert len({t.wallet for t in got.rows}) == 3
+    assert "user" not in fake.calls[0] and fake.calls[0]["market"] == "0x" + "ab" * 32
+    assert fake.calls[0]["takerOnly"] == "false"
 
 
 async def test_v2_envelope_page_parses(server: tuple[FakeDataServer, str]) -> None:

@@ -146,23 +146,23 @@ async def test_paper_fok_fills_by_walking_levels(paper: Paper) -> None:
     res = await paper.ex.submit(req(order_type=OrderType.FOK, price=Decimal("0.51")))
     assert res.status is OrderStatus.FILLED and res.filled_size == Decimal("10")
     assert res.avg_price == (Decimal("0.50") * 4 + Decimal("0.51") * 6) / 10
-    pos = paper.ex.position(TOKEN)
+    pos = paper.ex.position(TOKEN, strategy="test")
     assert pos.size == Decimal("10")
-    assert await paper.repos.fills.position(TOKEN) == pos
+    assert await paper.repos.fills.position(TOKEN, strategy="test") == pos
 
 
 async def test_paper_fok_without_enough_liquidity_rejected_nothing_filled(paper: Paper) -> None:
     set_asks(paper, ("0.50", "4"), ("0.52", "10"))
     res = await paper.ex.submit(req(order_type=OrderType.FOK, price=Decimal("0.51")))
     assert res.status is OrderStatus.REJECTED and "FOK" in res.reason
-    assert paper.ex.position(TOKEN).size == 0
+    assert paper.ex.position(TOKEN, strategy="test").size == 0
 
 
 async def test_paper_fak_partial_fill_remainder_killed(paper: Paper) -> None:
     set_asks(paper, ("0.50", "4"), ("0.52", "10"))
     res = await paper.ex.submit(req(order_type=OrderType.FAK, price=Decimal("0.51")))
     assert res.status is OrderStatus.CANCELED and res.filled_size == Decimal("4")
-    assert paper.ex.position(TOKEN).size == Decimal("4")
+    assert paper.ex.position(TOKEN, strategy="test").size == Decimal("4")
     assert paper.ex.positions.open_count == 0
 
 
@@ -181,8 +181,10 @@ async def test_paper_resting_gtc_fills_when_book_crosses(paper: Paper) -> None:
     await broker.poll()
     row = await paper.repos.orders.get(res.client_order_id)
     assert row is not None and row.status is OrderStatus.FILLED
-    assert paper.ex.position(TOKEN).size == Decimal("10")
-    assert paper.ex.position(TOKEN).avg_cost == Decimal("0.50")  # maker fills at its price
+    assert paper.ex.position(TOKEN, strategy="test").size == Decimal("10")
+    assert paper.ex.position(TOKEN, strategy="test").avg_cost == Decimal(
+        "0.50"
+    )  # maker fills at its price
 
 
 async def test_reducing_state_allows_only_position_reducing_sells(paper: Paper) -> None:
@@ -294,7 +296,7 @@ async def test_paper_fills_consume_liquidity_until_the_book_changes(paper: Paper
         req(order_type=OrderType.FOK, size=Decimal("6"), price=Decimal("0.55"))
     )
     assert deeper.status is OrderStatus.FILLED and deeper.avg_price == Decimal("0.55")
-    assert paper.ex.position(TOKEN).size == Decimal("16")
+    assert paper.ex.position(TOKEN, strategy="test").size == Decimal("16")
     # A new delta for the token (the level re-quoted): the venue's book is the truth again.
     set_asks(paper, ("0.50", "9"), ("0.55", "94"))
     fresh = await paper.ex.submit(req(order_type=OrderType.FOK, size=Decimal("8")))
@@ -312,7 +314,7 @@ async def test_two_concurrent_paper_orders_do_not_fill_against_the_same_level(
         paper.ex.submit(req(order_type=OrderType.FAK, size=Decimal("8"))),
     )
     assert sorted([a.filled_size, b.filled_size]) == [Decimal("2"), Decimal("8")]
-    assert paper.ex.position(TOKEN).size == Decimal("10")
+    assert paper.ex.position(TOKEN, strategy="test").size == Decimal("10")
 
 
 async def test_resting_paper_orders_share_a_crossing_level_not_double_fill(paper: Paper) -> None:
@@ -327,7 +329,7 @@ async def test_resting_paper_orders_share_a_crossing_level_not_double_fill(paper
     await broker.poll()  # the book did not change: nothing more to take
     rows = [await paper.repos.orders.get(r.client_order_id) for r in (one, two)]
     assert sum(r.size_matched for r in rows if r is not None) == Decimal("12")
-    assert paper.ex.position(TOKEN).size == Decimal("12")
+    assert paper.ex.position(TOKEN, strategy="test").size == Decimal("12")
 
 
 async def test_failed_trade_reverses_its_position_effect_and_is_audited(paper: Paper) -> None:
@@ -348,21 +350,23 @@ async def test_failed_trade_reverses_its_position_effect_and_is_audited(paper: P
     ex = paper.ex
     await ex.on_fill(fill("a", Side.BUY, "0.40", "10", TradeStatus.MATCHED))
     await ex.on_fill(fill("b", Side.SELL, "0.60", "4", TradeStatus.MATCHED))
-    assert ex.position(TOKEN).size == Decimal("6")
-    assert ex.position(TOKEN).realized_pnl == Decimal("0.80")
+    assert ex.position(TOKEN, strategy="unattributed").size == Decimal("6")
+    assert ex.position(TOKEN, strategy="unattributed").realized_pnl == Decimal("0.80")
     # The SELL's settlement failed on chain: we still hold the 10 and realized nothing.
     await ex.on_fill(fill("b", Side.SELL, "0.60", "4", TradeStatus.FAILED))
-    pos = ex.position(TOKEN)
+    pos = ex.position(TOKEN, strategy="unattributed")
     assert (pos.size, pos.avg_cost, pos.realized_pnl) == (Decimal(10), Decimal("0.40"), Decimal(0))
-    assert await paper.repos.fills.position(TOKEN) == pos  # durable, same transaction
+    assert (
+        await paper.repos.fills.position(TOKEN, strategy="unattributed") == pos
+    )  # durable, same transaction
     # Reported FAILED again (WS then REST): reversed once only.
     await ex.on_fill(fill("b", Side.SELL, "0.60", "4", TradeStatus.FAILED))
-    assert ex.position(TOKEN) == pos
+    assert ex.position(TOKEN, strategy="unattributed") == pos
     await ex.on_fill(fill("a", Side.BUY, "0.40", "10", TradeStatus.FAILED))
-    assert ex.position(TOKEN).size == 0
+    assert ex.position(TOKEN, strategy="unattributed").size == 0
     # A trade first seen as FAILED moves nothing.
     await ex.on_fill(fill("c", Side.BUY, "0.30", "5", TradeStatus.FAILED))
-    assert ex.position(TOKEN).size == 0
+    assert ex.position(TOKEN, strategy="unattributed").size == 0
     audit = await paper.repos.audit.tail(event="fill_failed")
     assert [a.detail["trade_id"] for a in reversed(audit)] == ["b", "a", "c"]
     assert audit[-1].detail["position_before"] == "6" and audit[-1].detail["position_after"] == "10"
@@ -380,10 +384,10 @@ async def test_failed_trade_of_a_paper_order_lowers_exposure_and_restart_agrees(
     assert res.status is OrderStatus.FILLED
     [f] = await paper.repos.fills.for_order(res.client_order_id)
     await paper.ex.on_fill(f.model_copy(update={"status": TradeStatus.FAILED}))
-    assert paper.ex.position(TOKEN).size == 0
+    assert paper.ex.position(TOKEN, strategy="test").size == 0
     again = make_executor(paper.repos, paper.books)
     await again.start()
-    assert again.position(TOKEN).size == 0
+    assert again.position(TOKEN, strategy="test").size == 0
 
 
 async def test_the_order_tracker_holds_only_orders_still_working(paper: Paper) -> None:
@@ -417,3 +421,31 @@ async def test_the_order_tracker_holds_only_orders_still_working(paper: Paper) -
     assert await paper.ex.cancel(resting.client_order_id)
     assert len(tracker) == 0 and tracker.unknown_count == 0
     assert paper.ex.positions.open_count == 0
+
+
+async def test_a_sale_outside_the_daemon_lowers_the_holding_strategies_sell_from(
+    paper: Paper,
+) -> None:
+    from models import UNATTRIBUTED, Fill
+
+    ours = req(strategy="sniper", size=Decimal("10"))
+    await paper.repos.orders.record(ours, venue_order_id="0xours", payload_hash="h")
+
+    def fill(trade: str, venue_order_id: str, side: Side, size: str) -> Fill:
+        return Fill(
+            trade_id=trade,
+            venue_order_id=venue_order_id,
+            token_id=TOKEN,
+            side=side,
+            price=Decimal("0.50"),
+            size=Decimal(size),
+        )
+
+    await paper.ex.on_fill(fill("a", "0xours", Side.BUY, "10"))
+    assert paper.ex.position(TOKEN, strategy="sniper").size == Decimal("10")
+    await paper.ex.on_fill(fill("b", "0xmanual", Side.SELL, "4"))  # sold by hand
+    assert paper.ex.position(TOKEN, strategy="sniper").size == Decimal("6")
+    assert paper.ex.position(TOKEN, strategy=UNATTRIBUTED).size == 0
+    refused = await paper.ex.submit(req(strategy="sniper", side=Side.SELL, size=Decimal("7")))
+    assert refused.status is OrderStatus.REJECTED
+    assert "exceeds what strategy sniper holds" in (refused.reason or "")

@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execution.positions import OpenOrder, PositionBook
-from models import ZERO, Position, Side
+from models import UNATTRIBUTED, ZERO, Position, Side
 from tests.helpers import make_order
 from venue.order_book import BookStore
 
 TOKENS = ("1", "2", "3")
 STRATEGIES = ("sniper", "copy")
+D = Decimal
 
 
 def recount(book: PositionBook) -> dict[str, Decimal]:
@@ -27,9 +28,23 @@ def recount(book: PositionBook) -> dict[str, Decimal]:
         out[f"buy:{t}"] = sum(
             (o.notional for o in opens if o.side is Side.BUY and o.token_id == t), ZERO
         )
-        out[f"sell:{t}"] = sum(
-            (o.remaining for o in opens if o.side is Side.SELL and o.token_id == t), ZERO
-        )
+        for s in STRATEGIES:
+            out[f"sell:{s}:{t}"] = sum(
+                (
+                    o.remaining
+                    for o in opens
+                    if o.side is Side.SELL and o.token_id == t and o.strategy == s
+                ),
+                ZERO,
+            )
+            out[f"buy:{s}:{t}"] = sum(
+                (
+                    o.notional
+                    for o in opens
+                    if o.side is Side.BUY and o.token_id == t and o.strategy == s
+                ),
+                ZERO,
+            )
     for s in STRATEGIES:
         out[f"strategy:{s}"] = sum(
             (o.notional for o in opens if o.side is Side.BUY and o.strategy == s), ZERO
@@ -41,7 +56,9 @@ def totals(book: PositionBook) -> dict[str, Decimal]:
     out = {"all": book.open_buy_notional()}
     for t in TOKENS:
         out[f"buy:{t}"] = book.open_buy_notional(token_id=t)
-        out[f"sell:{t}"] = book.open_sell_size(t)
+        for s in STRATEGIES:
+            out[f"sell:{s}:{t}"] = book.open_sell_size(t, strategy=s)
+            out[f"buy:{s}:{t}"] = book.open_buy_notional(token_id=t, strategy=s)
     for s in STRATEGIES:
         out[f"strategy:{s}"] = book.open_buy_notional(strategy=s)
     return out
@@ -99,14 +116,9 @@ def test_a_partial_fill_lowers_the_commitment() -> None:
     book.update_open("b", Decimal("2"))
     assert book.open_buy_notional(token_id="1") == Decimal("2.0")
     assert book.open_buy_notional(strategy="copy") == ZERO
-    assert book.open_sell_size("1") == Decimal("2")
+    assert book.open_sell_size("1", strategy="copy") == Decimal("2")
     book.update_open("a", Decimal("0"))
     assert book.open_buy_notional() == ZERO
-
-
-def test_asking_for_a_token_and_a_strategy_at_once_is_refused() -> None:
-    with pytest.raises(ValueError, match="not both"):
-        PositionBook().open_buy_notional(token_id="1", strategy="sniper")
 
 
 class BestOnly:
@@ -176,21 +188,21 @@ def store_with(**books: tuple[dict[str, str], dict[str, str]]) -> BookStore:
 
 def test_an_unknown_token_has_an_empty_position() -> None:
     book = PositionBook()
-    assert book.position("7") == Position(token_id="7")
+    assert book.position("7", strategy="sniper") == Position(token_id="7", strategy="sniper")
     assert book.positions() == []
     assert book.cost_exposure("7") == ZERO
 
 
 def test_cost_basis_follows_buys_and_a_partial_sell() -> None:
     book = PositionBook()
-    p = Position(token_id="1")
+    p = Position(token_id="1", strategy="sniper")
     p = p.apply(Side.BUY, Decimal("0.40"), Decimal("10"))
     p = p.apply(Side.BUY, Decimal("0.60"), Decimal("10"))
     book.set_position(p)
     assert book.cost_exposure("1") == Decimal("10.00")  # 20 shares at 0.50
     p = p.apply(Side.SELL, Decimal("0.70"), Decimal("5"))
     book.set_position(p)
-    assert book.position("1").size == Decimal("15")
+    assert book.position("1", strategy="sniper").size == Decimal("15")
     assert book.cost_exposure("1") == Decimal("7.50")  # 15 shares still at 0.50
     assert book.cost_exposure() == Decimal("7.50")
     assert book.realized() == Decimal("1.00")  # 5 x (0.70 - 0.50)
@@ -253,7 +265,7 @@ def test_updating_an_unknown_order_changes_nothing() -> None:
     book.update_open("zz", Decimal("3"))
     book.update_open("zz", None)
     assert book.open_count == 1
-    assert book.open_sell_size("1") == Decimal("6")
+    assert book.open_sell_size("1", strategy="sniper") == Decimal("6")
     assert book.open_orders() == [
         OpenOrder("a", "sniper", "1", Side.SELL, Decimal("0.5"), Decimal("6"))
     ]
@@ -382,7 +394,7 @@ def test_totals_forget_tokens_and_strategies_whose_orders_all_left() -> None:
         book.update_open(f"c{i}", Decimal("0"))
     sums = (book._buy_notional, book._sell_size)
     assert [(len(s._total), len(s._count)) for s in sums] == [(0, 0), (0, 0)]
-    assert book.open_buy_notional() == ZERO and book.open_sell_size("2") == ZERO
+    assert book.open_buy_notional() == ZERO and book.open_sell_size("2", strategy="sniper") == ZERO
 
 
 def test_totals_are_decimals_even_when_nothing_is_held_or_open() -> None:
@@ -394,13 +406,55 @@ def test_totals_are_decimals_even_when_nothing_is_held_or_open() -> None:
         book.realized(),
         book.unrealized(),
         book.open_buy_notional(),
-        book.open_sell_size("1"),
+        book.open_sell_size("1", strategy="sniper"),
     ):
         assert isinstance(figure, Decimal)
         assert figure.quantize(Decimal("0.01")) == ZERO
 
 
-def test_both_filters_at_once_are_refused_with_the_reason() -> None:
-    message = "^open_buy_notional takes a token or a strategy, not both$"
-    with pytest.raises(ValueError, match=message):
-        PositionBook().open_buy_notional(token_id="1", strategy="sniper")
+def test_both_filters_at_once_give_one_strategys_commitment_in_one_token() -> None:
+    book = PositionBook()
+    book.add_open_row(OpenOrder("a", "sniper", "1", Side.BUY, Decimal("0.5"), Decimal("10")))
+    book.add_open_row(OpenOrder("b", "copy", "1", Side.BUY, Decimal("0.4"), Decimal("10")))
+    book.add_open_row(OpenOrder("c", "sniper", "2", Side.BUY, Decimal("0.1"), Decimal("10")))
+    assert book.open_buy_notional(token_id="1", strategy="sniper") == Decimal("5.0")
+    assert book.open_buy_notional(token_id="1", strategy="copy") == Decimal("4.0")
+    assert book.open_buy_notional(token_id="1") == Decimal("9.0")
+
+
+# --- per-strategy positions (attribution) -------------------------------------------------
+
+
+def test_each_strategy_has_its_own_position_in_a_shared_token() -> None:
+    book = PositionBook(books=BestOnly({"1": ("0.60", "0.62")}))
+    sniper = Position(token_id="1", strategy="sniper").apply(Side.BUY, D("0.40"), D("10"))
+    copy = Position(token_id="1", strategy="copy").apply(Side.BUY, D("0.50"), D("4"))
+    manual = Position(token_id="1", strategy=UNATTRIBUTED).apply(Side.BUY, D("0.30"), D("2"))
+    for p in (sniper, copy, manual):
+        book.set_position(p)
+    assert book.position("1", strategy="sniper").size == D("10")
+    assert book.position("1", strategy="copy").size == D("4")
+    assert book.position("1", strategy="other").size == 0
+    assert book.holding("1") == D("16")  # what the account holds at the venue
+    assert book.cost_exposure("1") == D("6.60")
+    assert book.cost_exposure("1", strategy="copy") == D("2.00")
+    assert book.cost_exposure(strategy="sniper") == D("4.00")
+    assert book.unrealized(strategy="sniper") == D("2.10")  # 10 x (0.61 - 0.40)
+    assert book.exposure(strategy="copy") == D("2.44")  # 4 x 0.61
+    assert book.strategies() == sorted(["copy", "sniper", UNATTRIBUTED])
+    # The copy trader sells its 4: its realized PnL moves, the sniper's holding does not.
+    book.set_position(copy.apply(Side.SELL, D("0.70"), D("4")))
+    assert book.realized(strategy="copy") == D("0.80")
+    assert book.realized(strategy="sniper") == 0 and book.realized() == D("0.80")
+    assert book.position("1", strategy="sniper") == sniper
+    assert book.holding("1") == D("12")
+    assert {p.strategy for p in book.positions(strategy="copy")} == {"copy"}
+
+
+def test_open_sells_count_against_their_own_strategy_only() -> None:
+    book = PositionBook()
+    book.add_open_row(OpenOrder("a", "sniper", "1", Side.SELL, D("0.6"), D("7")))
+    book.add_open_row(OpenOrder("b", "copy", "1", Side.SELL, D("0.6"), D("2")))
+    assert book.open_sell_size("1", strategy="sniper") == D("7")
+    assert book.open_sell_size("1", strategy="copy") == D("2")
+    assert book.open_sell_size("1", strategy=UNATTRIBUTED) == 0

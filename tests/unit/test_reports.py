@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from models import Fill, OrderStatus, OrderType, Side
+from models import UNATTRIBUTED, Fill, OrderStatus, OrderType, Side
 from storage import TRADING_STATE_KEY, Database, Repositories
-from storage.reports import DatabaseMissing, ReportError, Reports
+from storage.reports import DatabaseMissing, ReportError, Reports, StrategySummary
 from tests.helpers import make_order
 
 TOKEN_A, TOKEN_B, TOKEN_C = "1" * 20 + "11", "2" * 20 + "22", "3" * 20 + "33"
@@ -45,6 +45,12 @@ async def seed(path: Path, *, state: dict[str, str] | None = None) -> dict[str, 
         await repos.orders.transition(
             filled.client_order_id, OrderStatus.FILLED, size_matched=Decimal("10")
         )
+        # The SELL of 4 of A: the sniper's own order, so the fill is the sniper's.
+        sold = make_order(token_id=TOKEN_A, side="SELL", price="0.50", size="4")
+        await repos.orders.record(sold, venue_order_id="0xa9", payload_hash="h9")
+        await repos.orders.transition(
+            sold.client_order_id, OrderStatus.FILLED, size_matched=Decimal("4")
+        )
         await repos.orders.record(live, venue_order_id="0xb2", payload_hash="h2")
         await repos.orders.transition(live.client_order_id, OrderStatus.LIVE)
         await repos.orders.record(rejected, status=OrderStatus.REJECTED, detail="risk")
@@ -57,8 +63,9 @@ async def seed(path: Path, *, state: dict[str, str] | None = None) -> dict[str, 
         # A: bought 10 @ 0.40, sold 4 @ 0.50 -> 6 held, +0.40 realized.
         await repos.fills.record(fill("t1", "0xa1", TOKEN_A, Side.BUY, "0.40", "10"))
         await repos.fills.record(fill("t2", "0xa9", TOKEN_A, Side.SELL, "0.50", "4"))
-        # C: bought 4 @ 0.50 and sold all 4 @ 0.45 -> flat, -0.20 realized.
-        await repos.fills.record(fill("t3", "0xc3", TOKEN_C, Side.BUY, "0.50", "4"))
+        # C: bought 4 @ 0.50 and sold all 4 @ 0.45 -> flat, -0.20 realized, by orders not in
+        # the journal (a manual round trip on the same account): unattributed.
+        await repos.fills.record(fill("t3", "0xc8", TOKEN_C, Side.BUY, "0.50", "4"))
         await repos.fills.record(fill("t4", "0xc9", TOKEN_C, Side.SELL, "0.45", "4"))
         # D: bought 2 and sold 2 at the same price -> flat, nothing realized.
         await repos.fills.record(fill("t5", "0xd1", TOKEN_D, Side.BUY, "0.50", "2"))
@@ -67,6 +74,7 @@ async def seed(path: Path, *, state: dict[str, str] | None = None) -> dict[str, 
             await repos.state.set(TRADING_STATE_KEY, json.dumps(state))
     return {
         "filled": filled.client_order_id,
+        "sold": sold.client_order_id,
         "live": live.client_order_id,
         "rejected": rejected.client_order_id,
         "partial": partial.client_order_id,
@@ -88,6 +96,7 @@ def test_positions_keep_held_and_realized_and_drop_untouched(
     with Reports.open(path) as reports:
         rows = {p.token_id: p for p in reports.positions()}
     assert set(rows) == {TOKEN_A, TOKEN_C}  # C is flat but realized a loss; D left no trace
+    assert rows[TOKEN_A].strategy == "sniper" and rows[TOKEN_C].strategy == UNATTRIBUTED
     assert rows[TOKEN_A].size == Decimal("6")
     assert rows[TOKEN_A].avg_cost == Decimal("0.40")
     assert rows[TOKEN_A].realized_pnl == Decimal("0.40")
@@ -104,6 +113,7 @@ def test_orders_newest_first_and_filtered(seeded: tuple[Path, dict[str, str]]) -
             ids["partial"],
             ids["rejected"],
             ids["live"],
+            ids["sold"],
             ids["filled"],
         ]
         assert [o.client_order_id for o in reports.orders(limit=2)] == every[:2]
@@ -125,11 +135,19 @@ def test_summary_reads_the_trading_state_the_executor_writes(
         s = reports.summary()
     assert s.trading_state == "HALTED"
     assert s.state_reason == "daily loss"
-    assert s.orders_by_status == {"CANCELED": 2, "FILLED": 1, "LIVE": 1, "REJECTED": 1}
+    assert s.orders_by_status == {"CANCELED": 2, "FILLED": 2, "LIVE": 1, "REJECTED": 1}
     assert s.open_orders == 1
     assert s.fills == 6
     assert s.positions == 1  # only A holds shares
     assert Decimal(s.realized_pnl) == Decimal("0.20")
+    assert s.by_strategy == {
+        "sniper": StrategySummary(
+            positions=1, cost_basis="2.40", realized_pnl="0.40", fees_paid="0", redeemable="0"
+        ),
+        UNATTRIBUTED: StrategySummary(
+            positions=0, cost_basis="0", realized_pnl="-0.20", fees_paid="0", redeemable="0"
+        ),
+    }
     assert s.last_order_at is not None
 
 
@@ -151,12 +169,12 @@ def test_outcomes_tell_a_partly_filled_kill_from_a_plain_cancel(
         totals = reports.fill_totals()
     assert outcomes.by_outcome == {
         "CANCELED": 1,
-        "FILLED": 1,
+        "FILLED": 2,
         "LIVE": 1,
         "PARTIALLY_FILLED_REST_CANCELED": 1,
         "REJECTED": 1,
     }
-    assert outcomes.by_strategy == {"copy": 2, "sniper": 3}
+    assert outcomes.by_strategy == {"copy": 2, "sniper": 4}
     assert totals.count == 6
     assert totals.bought == Decimal("16")
     assert totals.sold == Decimal("10")

@@ -21,7 +21,7 @@ from execution.ports import MarketMeta
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits, TradingState
 from executor import Executor
-from models import OrderRequest, OrderStatus, OrderType, Position, Side
+from models import UNATTRIBUTED, OrderRequest, OrderStatus, OrderType, Position, Side
 from observability.logging import Redactor
 from observability.metrics import Metrics
 from storage import Database, Repositories
@@ -52,6 +52,7 @@ class Held:
     token: str
     size: str
     avg_cost: str
+    strategy: str = "sniper"
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,9 @@ def build_book(case: Case) -> PositionBook:
             books.a[m.token] = [(D(m.ask), D("100"))]
     book = PositionBook(books=books)
     for h in case.held:
-        book.set_position(Position(token_id=h.token, size=D(h.size), avg_cost=D(h.avg_cost)))
+        book.set_position(
+            Position(token_id=h.token, strategy=h.strategy, size=D(h.size), avg_cost=D(h.avg_cost))
+        )
     for o in case.open:
         r = request(o.strategy, o.token, o.side, o.price, o.size)
         book.add_open(r)
@@ -306,7 +309,7 @@ CASES = [
         ),
         id="open-count-finished-order-leaves",
     ),
-    # -- per-strategy budget: open BUY notional of the strategy, 120.00 ---------------------
+    # -- per-strategy budget: the strategy's holdings at cost + open BUY notional, 120.00 -----
     pytest.param(
         Case(BUDGET, buy("199.98"), None, open=(Open(B, Side.BUY, "0.50", "40", "sniper"),)),
         id="budget-under",
@@ -349,7 +352,7 @@ CASES = [
             sell("5.99"),
             None,
             held=(Held(A, "10", "0.50"),),
-            open=(Open(A, Side.SELL, "0.60", "4"),),
+            open=(Open(A, Side.SELL, "0.60", "4", "sniper"),),
         ),
         id="sell-under",
     ),
@@ -359,7 +362,7 @@ CASES = [
             sell("6"),
             None,
             held=(Held(A, "10", "0.50"),),
-            open=(Open(A, Side.SELL, "0.60", "4"),),
+            open=(Open(A, Side.SELL, "0.60", "4", "sniper"),),
         ),
         id="sell-at",
     ),
@@ -367,9 +370,10 @@ CASES = [
         Case(
             limits(),
             sell("6.01"),
-            "SELL exceeds the position not already offered for sale",
+            "SELL of 6.01 exceeds what strategy sniper holds and has not already offered for"
+            " sale (6)",
             held=(Held(A, "10", "0.50"),),
-            open=(Open(A, Side.SELL, "0.60", "4"),),
+            open=(Open(A, Side.SELL, "0.60", "4", "sniper"),),
         ),
         id="sell-over",
     ),
@@ -379,13 +383,83 @@ CASES = [
             sell("10"),
             None,
             held=(Held(A, "10", "0.50"),),
-            open=(Open(A, Side.SELL, "0.60", "4", remaining="0"), Open(B, Side.SELL, "0.6", "9")),
+            open=(
+                Open(A, Side.SELL, "0.60", "4", "sniper", remaining="0"),
+                Open(B, Side.SELL, "0.6", "9", "sniper"),
+            ),
         ),
         id="sell-finished-and-other-token-sells-free-nothing-held",
     ),
     pytest.param(
-        Case(limits(), sell("0.01"), "SELL exceeds the position not already offered for sale"),
+        Case(
+            limits(),
+            sell("0.01"),
+            "SELL of 0.01 exceeds what strategy sniper holds and has not already offered for"
+            " sale (0)",
+        ),
         id="sell-nothing-held",
+    ),
+    # -- attribution: a strategy sells only its own holding ---------------------------------
+    pytest.param(
+        Case(
+            limits(),
+            sell("0.01", strategy="copy"),
+            "SELL of 0.01 exceeds what strategy copy holds and has not already offered for"
+            " sale (0)",
+            held=(Held(A, "10", "0.50", "sniper"),),
+        ),
+        id="sell-of-another-strategys-holding",
+    ),
+    pytest.param(
+        Case(
+            limits(),
+            sell("3.01", strategy="copy"),
+            "SELL of 3.01 exceeds what strategy copy holds and has not already offered for"
+            " sale (3)",
+            held=(Held(A, "10", "0.50", "sniper"), Held(A, "3", "0.40", "copy")),
+        ),
+        id="sell-over-own-part-of-a-shared-token",
+    ),
+    pytest.param(
+        Case(
+            limits(),
+            sell("3", strategy="copy"),
+            None,
+            held=(Held(A, "10", "0.50", "sniper"), Held(A, "3", "0.40", "copy")),
+            open=(Open(A, Side.SELL, "0.60", "10", "sniper"),),
+        ),
+        id="sell-own-part-others-open-sells-do-not-count",
+    ),
+    pytest.param(
+        Case(
+            limits(),
+            sell("1"),
+            "SELL of 1 exceeds what strategy sniper holds and has not already offered for sale (0)",
+            held=(Held(A, "10", "0.50", UNATTRIBUTED),),
+        ),
+        id="sell-of-unattributed-holding",
+    ),
+    pytest.param(
+        Case(
+            limits(),
+            sell("1", strategy=UNATTRIBUTED),
+            f"strategy name {UNATTRIBUTED!r} is reserved for holdings no order explains",
+            held=(Held(A, "10", "0.50", UNATTRIBUTED),),
+        ),
+        id="unattributed-name-is-reserved",
+    ),
+    pytest.param(
+        Case(
+            BUDGET,
+            buy("80.02"),
+            "strategy sniper would commit 120.0100, over its budget 120.00",
+            held=(Held(B, "160", "0.50"),),
+        ),
+        id="budget-counts-the-strategys-holdings-at-cost",
+    ),
+    pytest.param(
+        Case(BUDGET, buy("240"), None, held=(Held(B, "160", "0.50", "copy"),)),
+        id="budget-ignores-other-strategies-holdings",
     ),
     pytest.param(
         Case(

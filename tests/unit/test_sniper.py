@@ -63,8 +63,8 @@ class RecordingExecutor:
             self.held[token] = self.held.get(token, D(0)) + size
         self.undelivered.clear()
 
-    def position(self, token_id: str) -> Position:
-        return Position(token_id=token_id, size=self.held.get(token_id, D(0)))
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        return Position(token_id=token_id, strategy=strategy, size=self.held.get(token_id, D(0)))
 
     @property
     def sells(self) -> list[OrderRequest]:

@@ -62,8 +62,8 @@ class JournalingSink:
             reason="venue: not enough balance" if status is OrderStatus.REJECTED else "",
         )
 
-    def position(self, token_id: str) -> Position:
-        return Position(token_id=token_id, size=self.held.get(token_id, D(0)))
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        return Position(token_id=token_id, strategy=strategy, size=self.held.get(token_id, D(0)))
 
     @property
     def buys(self) -> list[OrderRequest]:

@@ -151,7 +151,7 @@ async def test_fill_moves_position_once_however_often_reported(repos: Repositori
     stored = await repos.fills.all()
     assert len(stored) == 2
     assert stored[0].status == "CONFIRMED"
-    assert (await repos.fills.position(TOKEN)).size == Decimal("6")
+    assert (await repos.fills.position(TOKEN, strategy="unattributed")).size == Decimal("6")
 
 
 async def test_cursor_advance_marks_seen_ids_atomically(repos: Repositories) -> None:

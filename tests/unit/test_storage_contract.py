@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from errors import IllegalTransition
-from models import Fill, LiquidityRole, OrderStatus, OrderType, Side, TradeStatus
+from models import UNATTRIBUTED, Fill, LiquidityRole, OrderStatus, OrderType, Side, TradeStatus
 from storage import Database, Repositories
 from storage.audit import detail_json
 from storage.copy_intents import CopyIntent
@@ -460,13 +460,13 @@ async def test_position_moves_with_price_size_and_fee(repos: Repositories) -> No
     assert p2 is not None
     assert (p2.size, p2.avg_cost) == (D("6"), D("0.41"))
     assert p2.realized_pnl == D("0.74")  # (0.60 - 0.41) * 4 - 0.02
-    stored = await repos.fills.position(TOKEN)
+    stored = await repos.fills.position(TOKEN, strategy="unattributed")
     assert (stored.size, stored.avg_cost, stored.realized_pnl) == (p2.size, p2.avg_cost, D("0.74"))
     raw = await repos.db.fetchone(
         "SELECT size, avg_cost, realized_pnl FROM positions WHERE token_id = ?", (TOKEN,)
     )
     assert raw is not None and tuple(Decimal(x) for x in raw) == (D("6"), D("0.41"), D("0.74"))
-    assert (await repos.fills.position(TOKEN_B)).size == 0
+    assert (await repos.fills.position(TOKEN_B, strategy="unattributed")).size == 0
 
 
 async def test_a_repeated_fill_moves_its_position_once(repos: Repositories) -> None:
@@ -474,12 +474,12 @@ async def test_a_repeated_fill_moves_its_position_once(repos: Repositories) -> N
     assert await repos.fills.record(f) is not None
     again = f.model_copy(update={"status": TradeStatus.CONFIRMED, "size": D("99")})
     assert await repos.fills.record(again) is None
-    assert (await repos.fills.position(TOKEN)).size == D("10")
+    assert (await repos.fills.position(TOKEN, strategy="unattributed")).size == D("10")
     [stored] = await repos.fills.all()
     assert (stored.status, stored.size) == (TradeStatus.CONFIRMED, D("10"))
     # the same trade on another of our orders (both sides ours) is a separate fill
     assert await repos.fills.record(_fill("t1", "0xb", "BUY", "0.5", "1")) is not None
-    assert (await repos.fills.position(TOKEN)).size == D("11")
+    assert (await repos.fills.position(TOKEN, strategy="unattributed")).size == D("11")
 
 
 async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> None:
@@ -498,13 +498,14 @@ async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> 
     assert failed is not None
     # replay of t1 then t3: 10 @ 0.40 + 0.2 fee (avg 0.42), sell 5 @ 0.70
     assert (failed.size, failed.avg_cost, failed.realized_pnl) == (D("5"), D("0.42"), D("1.40"))
-    assert await repos.fills.position(TOKEN) == failed
-    assert (await repos.fills.position(TOKEN_B)).size == D("2")
+    assert await repos.fills.position(TOKEN, strategy="unattributed") == failed
+    assert (await repos.fills.position(TOKEN_B, strategy="unattributed")).size == D("2")
     [entry] = await repos.audit.tail(event="fill_failed")
     assert entry.client_order_id == "c2"
     assert entry.detail == {
         "trade_id": "t2",
         "venue_order_id": "0xb",
+        "strategy": "unattributed",
         "side": "BUY",
         "price": "0.60",
         "size": "10",
@@ -531,7 +532,7 @@ async def test_a_failed_trade_is_taken_out_and_restored(repos: Repositories) -> 
 async def test_a_fill_first_seen_failed_is_kept_and_moves_nothing(repos: Repositories) -> None:
     f = _fill("t9", "0xa", "BUY", "0.5", "10", client_order_id="c9", status=TradeStatus.FAILED)
     assert await repos.fills.record(f) is None
-    assert (await repos.fills.position(TOKEN)).size == 0
+    assert (await repos.fills.position(TOKEN, strategy="unattributed")).size == 0
     assert await repos.fills.for_order("c9") == [f]
     [entry] = await repos.audit.tail(event="fill_failed")
     assert entry.client_order_id == "c9"
@@ -585,3 +586,64 @@ async def test_everything_written_survives_a_reopen(tmp_path: Path) -> None:
         assert await again.copy_intents.cursor("0xw") == 5
     finally:
         await db.close()
+
+
+# --- attribution ------------------------------------------------------------------------------
+
+
+async def test_fills_move_the_position_of_the_strategy_whose_order_they_fill(
+    repos: Repositories,
+) -> None:
+    sniper = make_order(strategy="sniper", token_id=TOKEN, price="0.40", size="10")
+    copy = make_order(strategy="copy", token_id=TOKEN, price="0.50", size="4")
+    await repos.orders.record(sniper, venue_order_id="0xs", payload_hash="hs")
+    await repos.orders.record(copy, venue_order_id="0xc", payload_hash="hc")
+    # By client order id, and by venue order id when the feed did not name ours.
+    s = await repos.fills.record(
+        _fill("t1", "0xs", "BUY", "0.40", "10", client_order_id=sniper.client_order_id)
+    )
+    c = await repos.fills.record(_fill("t2", "0xc", "BUY", "0.50", "4"))
+    m = await repos.fills.record(_fill("t3", "0xm", "BUY", "0.30", "1"))  # no order of ours
+    assert s is not None and c is not None and m is not None
+    assert (s.strategy, s.size, c.strategy, c.size) == ("sniper", D("10"), "copy", D("4"))
+    assert (m.strategy, m.size) == (UNATTRIBUTED, D("1"))
+    by = {p.strategy: p.size for p in await repos.fills.positions_in(TOKEN)}
+    assert by == {"sniper": D("10"), "copy": D("4"), UNATTRIBUTED: D("1")}
+
+
+async def test_a_sale_outside_the_daemon_takes_unattributed_shares_first_then_the_largest(
+    repos: Repositories,
+) -> None:
+    sniper = make_order(strategy="sniper", token_id=TOKEN, price="0.40", size="10")
+    copy = make_order(strategy="copy", token_id=TOKEN, price="0.50", size="4")
+    await repos.orders.record(sniper, venue_order_id="0xs", payload_hash="hs")
+    await repos.orders.record(copy, venue_order_id="0xc", payload_hash="hc")
+    await repos.fills.record(_fill("t1", "0xs", "BUY", "0.40", "10"))
+    await repos.fills.record(_fill("t2", "0xc", "BUY", "0.50", "4"))
+    await repos.fills.record(_fill("t3", "0xm", "BUY", "0.30", "1"))
+    # 12 sold from the account by hand: 1 unattributed, then 10 of the sniper's, 1 of the copy's.
+    await repos.fills.record(_fill("t4", "0xn", "SELL", "0.60", "12"))
+    by = {p.strategy: p for p in await repos.fills.positions_in(TOKEN)}
+    assert {k: p.size for k, p in by.items()} == {"sniper": 0, "copy": D("3"), UNATTRIBUTED: 0}
+    assert by["sniper"].realized_pnl == D("2.00")  # 10 x (0.60 - 0.40), at the sale's price
+    assert by["copy"].avg_cost == D("0.50") and by["copy"].realized_pnl == D("0.10")
+    taken = await repos.audit.tail(event="unattributed_sell_took_from_strategy")
+    assert sorted((e.strategy, e.detail["size"]) for e in taken) == [
+        ("copy", "1"),
+        ("sniper", "10"),
+    ]
+
+
+async def test_a_failed_sale_outside_the_daemon_gives_the_strategies_their_shares_back(
+    repos: Repositories,
+) -> None:
+    sniper = make_order(strategy="sniper", token_id=TOKEN, price="0.40", size="10")
+    await repos.orders.record(sniper, venue_order_id="0xs", payload_hash="hs")
+    await repos.fills.record(_fill("t1", "0xs", "BUY", "0.40", "10"))
+    await repos.fills.record(_fill("t2", "0xn", "SELL", "0.60", "4"))  # by hand
+    assert (await repos.fills.position(TOKEN, strategy="sniper")).size == D("6")
+    await repos.fills.record(_fill("t2", "0xn", "SELL", "0.60", "4", status=TradeStatus.FAILED))
+    back = await repos.fills.position(TOKEN, strategy="sniper")
+    assert (back.size, back.avg_cost, back.realized_pnl) == (D("10"), D("0.40"), D("0"))
+    await repos.fills.record(_fill("t2", "0xn", "SELL", "0.60", "4", status=TradeStatus.MINED))
+    assert (await repos.fills.position(TOKEN, strategy="sniper")).size == D("6")

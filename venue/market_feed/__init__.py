@@ -6,7 +6,7 @@ snapshots for resyncs.
 """
 
 from venue.market_feed.connection import FEED, Shard
-from venue.market_feed.feed import MarketFeed
+from venue.market_feed.feed import FrameTap, MarketFeed
 from venue.market_feed.rest import BookFetcher, ClobBookFetcher
 
-__all__ = ["FEED", "BookFetcher", "ClobBookFetcher", "MarketFeed", "Shard"]
+__all__ = ["FEED", "BookFetcher", "ClobBookFetcher", "FrameTap", "MarketFeed", "Shard"]

@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 import structlog
@@ -65,6 +65,27 @@ _RESYNC_ATTEMPTS: Final = 3
 Handler = Callable[[dict[str, Any], set[str], float, Shard], None]
 
 
+class FrameTap(Protocol):
+    """Told of every raw frame and connection change, before parsing (a market recorder).
+    Each call must be quick and must not raise: it runs on the feed's hot path."""
+
+    def frame(self, data: str | bytes, shard: int) -> None:
+        """A frame arrived on connection `shard`, as received."""
+        ...
+
+    def connected(self, shard: int, tokens: int) -> None:
+        """Connection `shard` is up and subscribed to `tokens` tokens."""
+        ...
+
+    def lost(self, shard: int, tokens: int) -> None:
+        """Connection `shard` ended; its `tokens` tokens get no frames until it is back."""
+        ...
+
+    def watching(self, tokens: list[str]) -> None:
+        """The set of watched tokens is now `tokens`."""
+        ...
+
+
 class MarketFeed:
     """Keep a `BookStore` current from the market websocket; see the module docstring.
 
@@ -100,6 +121,8 @@ class MarketFeed:
         self.on_resolved: Callable[[str, list[str], str | None], None] | None = None
         """Told (market, token ids, winning token or None) of every `market_resolved`."""
         self.fetcher = fetcher
+        self.tap: FrameTap | None = None
+        """Told of every raw frame and connection change (recording; `RECORD_DIR`)."""
         self.shard_size = shard_size
         self._clock = clock or SystemClock()
         self._connector = ShardConnector(
@@ -181,6 +204,8 @@ class MarketFeed:
     def _apply_wanted(self) -> None:
         want = self.watched()
         current = set(self._shard_of)
+        if self.tap is not None and want != current:
+            self.tap.watching(sorted(want))
         for t in current - want:
             shard = self._shard_of.pop(t)
             shard.assets.discard(t)
@@ -228,16 +253,22 @@ class MarketFeed:
         """A shard connected and subscribed: update the connected gauge."""
         with self._tracing.span("market_feed_connected", assets=len(shard.assets)):
             self._set_connected_gauge()
+        if self.tap is not None:
+            self.tap.connected(shard.index, len(shard.subscribed))
 
     def shard_lost(self, shard: Shard) -> int:
         """A shard's connection ended: its books wait for new snapshots. Return how many."""
         self._set_connected_gauge()
+        if self.tap is not None:
+            self.tap.lost(shard.index, len(shard.assets))
         return len(self.store.mark_all_unusable(list(shard.assets)))
 
     # --- frames --------------------------------------------------------------------------
     def handle_frame(self, data: str | bytes, shard: Shard) -> None:
         """Parse and apply one websocket frame; never raises for bad input."""
         self.last_frame_ns = time.perf_counter_ns()
+        if self.tap is not None:
+            self.tap.frame(data, shard.index)
         now = self._clock.monotonic()
         shard.link.last_frame = now
         if data == PONG or data == b"PONG":
