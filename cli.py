@@ -43,6 +43,7 @@ COMMANDS = (
     "cancel-all",
     "reload",
     "rotate-api-key",
+    "doctor",
 )
 
 
@@ -62,6 +63,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     common.add_argument(
         "--env-file", default=argparse.SUPPRESS, metavar="PATH", help="settings file"
     )
+    common.add_argument(
+        "--demo",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="operate the demo running from this folder (its database, port and control token)",
+    )
     sub = parser.add_subparsers(
         dest="command",
         metavar="COMMAND",
@@ -71,6 +78,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "status", parents=[common], help="daemon health, trading state, order and fill counts"
     )
     sub.add_parser("positions", parents=[common], help="open positions and realized PnL")
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the live account before trading: geoblock, clock, API key, wallet, funds, "
+        "rule markets",
+    )
     orders = sub.add_parser("orders", parents=[common], help="recent orders, newest first")
     orders.add_argument("--open", action="store_true", help="only orders not yet final")
     orders.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,6 +31,9 @@ from storage.lock import FileLock
 from storage.reports import Reports
 
 DEMO_DIR = Path("data/demo")
+OPERATE_ENV = DEMO_DIR / "operate.env"
+"""The running demo's settings for the operator commands (`... status --demo` reads them)."""
+OPERATE_COMMANDS = ("status", "positions", "orders", "trades", "pnl", "halt", "resume")
 DEMO_COLLATERAL = Decimal("5000")
 DEMO_SEED = 7
 DEFAULT_PORT = 8787
@@ -113,6 +118,7 @@ def simulator_overrides(sim: Simulator, key_hex: str) -> dict[str, Any]:
         "data_api_url": sim.data_url,
         "market_ws_url": sim.market_ws_url,
         "user_ws_url": sim.user_ws_url,
+        "geoblock_url": sim.geoblock_url,
         "private_key": key_hex,
         # A real wallet's settings in the shell must never reach the simulator (or vice versa).
         "clob_api_key": None,
@@ -183,6 +189,42 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"position {p['token_id'][:12]}…: {p['size']} @ {cost}")
     pnl = Decimal(summary["realized_pnl"]).quantize(Decimal("0.01"))
     print(f"realized PnL: {pnl} pUSD")
+
+
+def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> str:
+    """Write where the running demo listens and its control token to `env_file` (mode 0600)
+    and return the exact commands that operate it from a second terminal.
+
+    The commands name the settings in the environment (`DB_PATH`, `HTTP_HOST`, `HTTP_PORT`,
+    `CONTROL_TOKEN`); `--demo` reads the same from `env_file`. The token is the demo's own,
+    made for this run.
+    """
+    from cli import COMMANDS  # the operator commands this checkout has
+
+    token = settings.control_token.get_secret_value() if settings.control_token else ""
+    values = {
+        "DB_PATH": str(settings.db_path.resolve()),
+        "HTTP_HOST": settings.http_host,
+        "HTTP_PORT": str(port),
+        "CONTROL_TOKEN": token,
+    }
+    from credentials import write_private
+
+    write_private(env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
+    cwd = Path.cwd()
+    python = Path(sys.executable)
+    if python.is_relative_to(cwd):
+        python = python.relative_to(cwd)
+    run = f"{shlex.quote(str(python))} -m orchestrator"
+    names = [c for c in OPERATE_COMMANDS if c in COMMANDS]
+    return "\n".join(
+        [
+            f"=== operate this demo from a second terminal, in {shlex.quote(str(cwd))} ===",
+            "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in values.items()),
+            *(f"{run} {name}" for name in names),
+            f"(or, without the export: {run} {names[0]} --demo)",
+        ]
+    )
 
 
 def settle_settings(settings: Settings) -> Settings:

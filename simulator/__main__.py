@@ -1,7 +1,9 @@
-"""`python -m simulator [--seed N] [--scenario demo] [--heartbeat-timeout S]`: serve the venue
-until SIGTERM/SIGINT.
+"""`python -m simulator [--seed N] [--scenario demo] [--heartbeat-timeout S] [--port N]`: serve
+the venue until SIGTERM/SIGINT.
 
-Prints one JSON line with the URLs, then serves. Exits 0 on a signal.
+Prints one JSON line with the URLs, then serves. Exits 0 on a signal (Ctrl-C included).
+`--port N` gives stable URLs: the CLOB on N, Gamma (and the geoblock check) on N+1, the Data
+API on N+2, both websockets on N+3; a port already taken is exit 3.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from simulator.sim import Simulator
 
 
 async def serve(
-    seed: int, scenario: str | None, settle_delay_s: float, heartbeat_timeout_s: float = 10.0
+    seed: int,
+    scenario: str | None,
+    settle_delay_s: float,
+    heartbeat_timeout_s: float = 10.0,
+    port: int = 0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -28,10 +34,12 @@ async def serve(
         scenario=scenario,
         settle_delay_s=settle_delay_s,
         heartbeat_timeout_s=heartbeat_timeout_s,
+        port=port,
     ) as sim:
         urls = {
             "clob_url": sim.clob_url,
             "gamma_url": sim.gamma_url,
+            "geoblock_url": sim.geoblock_url,
             "data_url": sim.data_url,
             "market_ws_url": sim.market_ws_url,
             "user_ws_url": sim.user_ws_url,
@@ -48,10 +56,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle-delay", type=float, default=0.05, dest="settle_delay_s")
     # The venue's order dead-man switch: 10 s per API key (Polymarket/ts-sdk order-heartbeats.ts).
     p.add_argument("--heartbeat-timeout", type=float, default=10.0, dest="heartbeat_timeout_s")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="the CLOB's port; Gamma, the Data API and the websockets take the next three "
+        "(default: any free ports)",
+    )
     args = p.parse_args(argv)
     if args.heartbeat_timeout_s <= 0:
         p.error("--heartbeat-timeout must be positive")
-    asyncio.run(serve(args.seed, args.scenario, args.settle_delay_s, args.heartbeat_timeout_s))
+    if not (args.port == 0 or 1 <= args.port <= 65532):
+        p.error("--port must be between 1 and 65532 (it and the next three are used)")
+    try:
+        asyncio.run(
+            serve(
+                args.seed, args.scenario, args.settle_delay_s, args.heartbeat_timeout_s, args.port
+            )
+        )
+    except OSError as e:
+        print(
+            f"simulator: cannot listen on ports {args.port}-{args.port + 3}: {e}", file=sys.stderr
+        )
+        return 3
+    except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed
+        return 0
     return 0
 
 

@@ -175,6 +175,7 @@ class Simulator(Venue):
         heartbeat_timeout_s: float = 10.0,
         ws_idle_timeout_s: float = 10.0,
         ws_subscribe_timeout_s: float = 10.0,
+        port: int = 0,
     ) -> None:
         if scenario not in (None, "demo"):
             raise ValueError(f"unknown scenario: {scenario!r}")
@@ -206,7 +207,8 @@ class Simulator(Venue):
         )
         self._runners: list[web.AppRunner] = []
         self.scenario: Scenario | None = None
-        self.clob_url = self.gamma_url = self.data_url = ""
+        self.port = port  # 0: ephemeral ports; N: CLOB on N, Gamma N+1, Data API N+2, WS N+3
+        self.clob_url = self.gamma_url = self.data_url = self.geoblock_url = ""
         self.market_ws_url = self.user_ws_url = ""
 
     # lifecycle ---------------------------------------------------------------------------
@@ -218,7 +220,8 @@ class Simulator(Venue):
         await self.stop()
 
     async def start(self) -> None:
-        """Bind the four servers on 127.0.0.1 (ephemeral ports) and start the scenario."""
+        """Bind the four servers on 127.0.0.1 (ephemeral ports, or `port` and the three after it)
+        and start the scenario."""
         ws_app = web.Application(middlewares=[self.log_middleware("ws")])
         ws_app.router.add_get("/ws/market", self.market_hub.handle)
         ws_app.router.add_get("/ws/user", self.user_hub.handle)
@@ -229,11 +232,16 @@ class Simulator(Venue):
             "ws": ws_app,
         }
         ports: dict[str, int] = {}
-        for name, app in apps.items():
+        for i, (name, app) in enumerate(apps.items()):
             runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
+            site = web.TCPSite(runner, "127.0.0.1", self.port + i if self.port else 0)
+            try:
+                await site.start()
+            except OSError:
+                await runner.cleanup()
+                await self.stop()
+                raise
             self._runners.append(runner)
             server = site._server
             assert server is not None
@@ -242,6 +250,7 @@ class Simulator(Venue):
         self.clob_url = f"http://127.0.0.1:{ports['clob']}"
         self.gamma_url = f"http://127.0.0.1:{ports['gamma']}"
         self.data_url = f"http://127.0.0.1:{ports['data']}"
+        self.geoblock_url = f"{self.gamma_url}/api/geoblock"
         self.market_ws_url = f"ws://127.0.0.1:{ports['ws']}/ws/market"
         self.user_ws_url = f"ws://127.0.0.1:{ports['ws']}/ws/user"
         if self.scenario_name == "demo":
