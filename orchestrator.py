@@ -541,7 +541,7 @@ async def _demo(duration_s: float | None) -> int:
         print(json.dumps(prepared.banner()), flush=True)
 
         def announce(ctx: Context) -> None:
-            assert ctx.sidecar is not None
+            assert ctx.sidecar is not None and ctx.sidecar.bound_port is not None
             base = f"http://{settings.http_host}:{ctx.sidecar.bound_port}"
             print(f"health:  {base}/health\nmetrics: {base}/metrics", flush=True)
             print(demo.operate(settings, port=ctx.sidecar.bound_port), flush=True)
