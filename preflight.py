@@ -178,7 +178,8 @@ def start_warnings(env_file: str | Path | None) -> list[str]:
 
 
 def _hint(key: str) -> str:
-    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+    bare = key.removeprefix(OUR_PREFIX)  # settings have no prefix: POLYD_MODE is MODE
+    close = [bare] if bare in KNOWN_KEYS else difflib.get_close_matches(bare, KNOWN_KEYS, 1, 0.6)
     return f" (did you mean {close[0]}?)" if close else " (ignored: not a setting)"
 
 
