@@ -6,6 +6,8 @@ reload|rotate-api-key`.
 `status`, the running daemon's `/health`. `halt`, `reduce`, `resume` and `cancel-all` POST to the
 running daemon's control routes with `CONTROL_TOKEN` as a bearer token, and so does `reload`
 (re-read the settings file). `rotate-api-key` replaces the API key (`credentials`).
+`doctor` checks the live account against the venue (module `doctor`). `--demo` on any command
+reads the running demo's settings (`data/demo/operate.env`) instead of the settings file.
 Human-readable tables by default, `--json` for scripts. No secret is ever printed: the token only
 goes into a request header.
 
