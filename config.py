@@ -261,6 +261,9 @@ class Settings(BaseSettings):
                 "FUNDER_ADDRESS: required when SIGNATURE_TYPE is 1, 2 or 3 "
                 "(the proxy, Safe or deposit-wallet address that holds the funds)"
             )
+        hook = self.notify_webhook_url.get_secret_value() if self.notify_webhook_url else ""
+        if hook and not re.match(r"https?://[^/\s]+", hook.strip()):
+            problems.append("NOTIFY_WEBHOOK_URL: must be a URL starting with https:// or http://")
         if self.notify_kind == "telegram" and not self.notify_telegram_chat_id:
             problems.append(
                 "NOTIFY_TELEGRAM_CHAT_ID: required when NOTIFY_KIND=telegram (the chat the bot "

@@ -54,6 +54,7 @@ def test_every_problem_class_is_reported_together(tmp_path: Path) -> None:
     env = write(
         tmp_path / "polyd.env",
         f"MODE=live\nHTTP_PORT=99999\nNOTIFY_KIND=telegram\nDB_PATH={tmp_path / 'p.db'}\n"
+        "NOTIFY_WEBHOOK_URL=api.telegram.org/bot123:abc\n"
         f"SNIPER_RULES_PATH={sniper}\nCOPY_RULES_PATH={copy}\n",
     )
     res = run_cli("--env-file", str(env), "--check-config", env=clean_env(RETRY_ATTEMPTS="0"))
@@ -68,6 +69,7 @@ def test_every_problem_class_is_reported_together(tmp_path: Path) -> None:
         # cross-field checks run although fields above are bad
         "PRIVATE_KEY: required when MODE=live",
         "NOTIFY_TELEGRAM_CHAT_ID: required when NOTIFY_KIND=telegram (the chat the bot writes to)",
+        f"NOTIFY_WEBHOOK_URL: must be a URL starting with https:// or http:// (in {env})",
         f"SNIPER_RULES_PATH {sniper}: rule 'neg' (#1) field min_size: must be greater than 0",
         f"SNIPER_RULES_PATH {sniper}: rule 'neg' (#1) field max_entrys: Extra inputs are not "
         "permitted",
@@ -78,6 +80,7 @@ def test_every_problem_class_is_reported_together(tmp_path: Path) -> None:
     assert any(ln.startswith(f"COPY_RULES_PATH {copy}: is not valid TOML") for ln in lines), lines
     assert len(lines) == len(expected) + 1, lines
     assert res.stdout == ""  # no settings are printed as "the" settings when any is wrong
+    assert "bot123:abc" not in res.stderr  # the webhook URL is a secret: never echoed
 
 
 def test_good_configuration_exits_0_naming_the_strategies(tmp_path: Path) -> None:
