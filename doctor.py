@@ -266,7 +266,7 @@ async def _markets(settings: Settings) -> list[Check]:
         return [Check("rules", False, no_strategy_warning(settings), fix)]
     import aiohttp
 
-    from venue.gamma import GammaClient, MarketQuery
+    from venue.gamma import GammaClient
 
     async with aiohttp.ClientSession() as session:
         gamma = GammaClient(
@@ -276,10 +276,35 @@ async def _markets(settings: Settings) -> list[Check]:
         for rule in sniper:
             out.append(await _guard_gamma(f"rule {rule.name}", _rule(gamma, rule)))
         for w in copy:
-            if w.allow_slugs:
-                q = MarketQuery(slugs=tuple(sorted(w.allow_slugs)))
-                out.append(await _guard_gamma(f"copy {w.name}", _slugs(gamma, q, "allow_slugs")))
+            if w.allow_slugs or w.allow_tags:
+                out.append(await _guard_gamma(f"copy {w.name}", _wallet_filters(gamma, w)))
     return out
+
+
+async def _wallet_filters(gamma: Any, wallet: Any) -> tuple[bool, str, str]:
+    """A copy wallet's `allow_slugs` and `allow_tags` each name markets Gamma knows."""
+    from venue.gamma import MarketQuery
+
+    said = []
+    if wallet.allow_slugs:
+        ok, detail, fix = await _slugs(
+            gamma, MarketQuery(slugs=tuple(sorted(wallet.allow_slugs))), "allow_slugs"
+        )
+        if not ok:
+            return ok, detail, fix
+        said.append(detail)
+    for tag in sorted(wallet.allow_tags):
+        # As the copy trader's tag index lists them: any market of the tag, open or not.
+        q = MarketQuery(tags=(tag,), active=None, accepting_orders=None, enable_order_book=None)
+        if not await gamma.markets(q):
+            return (
+                False,
+                f"allow_tags {tag!r} names no market on Gamma",
+                "use the tag's slug as in polymarket.com/markets/<tag> (e.g. crypto, politics)",
+            )
+    if wallet.allow_tags:
+        said.append(f"tags {', '.join(sorted(wallet.allow_tags))} found")
+    return True, "; ".join(said), ""
 
 
 async def _guard_gamma(name: str, check: Awaitable[tuple[bool, str, str]]) -> Check:

@@ -65,9 +65,7 @@ def interrupt(proc: subprocess.Popen[str], after_s: float) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("after_s", [0.05, 0.15, 0.3, 0.5, 0.8])
-def test_ctrl_c_during_start_up_exits_0_without_a_traceback(
-    tmp_path: Path, after_s: float
-) -> None:
+def test_ctrl_c_during_start_up_exits_0_without_a_traceback(tmp_path: Path, after_s: float) -> None:
     code, err = interrupt(start(tmp_path), after_s)
     assert code == 0, err[-2000:]
     assert "Traceback" not in err, err[-2000:]

@@ -51,6 +51,7 @@ address = "0x{whale}"
 label = "whale"
 ratio = "0.1"
 allow_slugs = ["btc-above-100k"]
+allow_tags = ["{tag}"]
 """
 
 
@@ -58,7 +59,7 @@ def rules(tmp_path: Path, slugs: str = '"btc-above-100k", "fed-cut-december"') -
     sniper = tmp_path / "sniper.toml"
     sniper.write_text(SNIPER.format(slugs=slugs))
     copy = tmp_path / "copy.toml"
-    copy.write_text(COPY.format(whale="ab" * 20))
+    copy.write_text(COPY.format(whale="ab" * 20, tag="crypto"))
     return {"sniper_rules_path": sniper, "copy_rules_path": copy}
 
 
@@ -128,6 +129,10 @@ def _unknown_slug(sim: Simulator, s: dict[str, Any]) -> None:
     Path(s["sniper_rules_path"]).write_text(SNIPER.format(slugs='"btc-above-100k", "no-such"'))
 
 
+def _unknown_tag(sim: Simulator, s: dict[str, Any]) -> None:
+    Path(s["copy_rules_path"]).write_text(COPY.format(whale="ab" * 20, tag="no-such-tag"))
+
+
 def _bad_api_key(sim: Simulator, s: dict[str, Any]) -> None:
     s["clob_api_key"] = "00000000-0000-0000-0000-000000000000"
     s["clob_api_secret"] = "c2VjcmV0"
@@ -173,6 +178,12 @@ FAILURES: dict[str, tuple[Callable[[Simulator, dict[str, Any]], None], str, str,
         "rule by-slug",
         "select.slugs 'no-such' match no open market on Gamma",
         "copy the slug from the market's URL",
+    ),
+    "tag naming no market": (
+        _unknown_tag,
+        "copy whale",
+        "allow_tags 'no-such-tag' names no market on Gamma",
+        "use the tag's slug",
     ),
     "API key the venue refuses": (
         _bad_api_key,
