@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from pydantic import SecretStr
 
 from config import Settings, load_settings
 from ledger_check import LedgerCheck, check
@@ -33,6 +34,19 @@ from storage.reports import Reports
 DEMO_DIR = Path("data/demo")
 OPERATE_ENV = DEMO_DIR / "operate.env"
 """The running demo's settings for the operator commands (`... status --demo` reads them)."""
+DEMO_FILE_SETTINGS = (
+    "mode",
+    "clob_host",
+    "gamma_api_url",
+    "data_api_url",
+    "market_ws_url",
+    "user_ws_url",
+    "geoblock_url",
+    "chain_id",
+    "sniper_rules_path",
+    "copy_rules_path",
+)
+"""What `operate()` writes besides where the demo listens: what `doctor --demo` needs."""
 OPERATE_COMMANDS = ("status", "positions", "orders", "trades", "pnl", "halt", "resume")
 DEMO_COLLATERAL = Decimal("5000")
 DEMO_SEED = 7
@@ -192,25 +206,32 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> str:
-    """Write where the running demo listens and its control token to `env_file` (mode 0600)
-    and return the exact commands that operate it from a second terminal.
+    """Write the running demo's settings to `env_file` (mode 0600) and return the exact
+    commands that operate it from a second terminal.
 
-    The commands name the settings in the environment (`DB_PATH`, `HTTP_HOST`, `HTTP_PORT`,
-    `CONTROL_TOKEN`); `--demo` reads the same from `env_file`. The token is the demo's own,
-    made for this run.
+    The commands name the four settings they need in the environment (`DB_PATH`, `HTTP_HOST`,
+    `HTTP_PORT`, `CONTROL_TOKEN`); `--demo` reads them from `env_file`, which also holds the
+    demo's venue URLs, throwaway key and rule files, so `doctor --demo` checks the demo's
+    account at the simulator. The token and the key are the demo's own, made for this run.
     """
     from cli import COMMANDS  # the operator commands this checkout has
+    from credentials import write_private
 
-    token = settings.control_token.get_secret_value() if settings.control_token else ""
+    def secret(value: SecretStr | None) -> str:
+        return value.get_secret_value() if value is not None else ""
+
     values = {
         "DB_PATH": str(settings.db_path.resolve()),
         "HTTP_HOST": settings.http_host,
         "HTTP_PORT": str(port),
-        "CONTROL_TOKEN": token,
+        "CONTROL_TOKEN": secret(settings.control_token),
     }
-    from credentials import write_private
-
-    write_private(env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
+    rest = {name.upper(): getattr(settings, name) for name in DEMO_FILE_SETTINGS}
+    rest["PRIVATE_KEY"] = secret(settings.private_key)
+    for name in ("SNIPER_RULES_PATH", "COPY_RULES_PATH"):
+        rest[name] = Path(rest[name]).resolve() if rest[name] is not None else ""
+    lines = [f"{k}={v}\n" for k, v in {**values, **rest}.items()]
+    write_private(env_file, "# written by the running demo (--demo reads it)\n" + "".join(lines))
     cwd = Path.cwd()
     python = Path(sys.executable)
     if python.is_relative_to(cwd):

@@ -19,10 +19,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from config import Settings, load_settings
 from errors import ConfigError, PolydError
+
+if TYPE_CHECKING:  # the SDK loads only when the account is checked
+    from venue.account import Account
+    from venue.clob.keys import Credentials
 
 EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG = 0, 1, 2
 MAX_SKEW_S: Final = 5.0
@@ -132,7 +136,7 @@ def _geoblock(settings: Settings) -> Check:
     return Check("geoblock", True, f"orders allowed from {g.ip} ({where})")
 
 
-def _clock(account: Any) -> Check:
+def _clock(account: Account) -> Check:
     before = time.time()
     venue = account.server_time()
     after = time.time()
@@ -170,7 +174,7 @@ def _wallet(settings: Settings, signer: str) -> Check:
     return Check("wallet", True, f"{name}; funds at {funder or signer}, signed by {signer}")
 
 
-def _credentials(settings: Settings, account: Any) -> tuple[Check, Any]:
+def _credentials(settings: Settings, account: Account) -> tuple[Check, Credentials | None]:
     from venue.clob.keys import Credentials
 
     configured = None
@@ -198,7 +202,7 @@ def _credentials(settings: Settings, account: Any) -> tuple[Check, Any]:
     return Check("api key", True, said), creds
 
 
-def _funds(settings: Settings, account: Any, creds: Any) -> list[Check]:
+def _funds(settings: Settings, account: Account, creds: Credentials) -> list[Check]:
     # What the venue reads: the key's own address for SIGNATURE_TYPE=0, else the funder.
     holder = account.address
     if settings.signature_type != 0 and settings.funder_address is not None:

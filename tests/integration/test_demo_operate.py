@@ -1,6 +1,7 @@
 """The demo can be operated: the commands it prints work as printed from a second terminal
-(`status`, `positions`, `orders`, `halt`, `resume`, and the `--demo` shorthand), a Ctrl-C then
-stops it cleanly; `python -m simulator --port N` serves on fixed ports."""
+(`status`, `positions`, `orders`, `halt`, `resume`, and the `--demo` shorthand), `doctor --demo`
+passes against it, a Ctrl-C then stops it cleanly; `python -m simulator --port N` serves on
+fixed ports."""
 
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
         res = shell(shorthand, folder, second)
         assert res.returncode == 0, res.stderr
         assert "daemon:        ok (HTTP 200)" in res.stdout
+        # The demo's account at the simulator passes every doctor check.
+        doctor = shell(shorthand.replace(" status --demo", " doctor --demo"), folder, second)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert doctor.stdout.splitlines()[-1] == "all checks passed"
+        assert "✔ rule demo-near-close: " in doctor.stdout
         as_json = shell(shorthand + " --json", folder, second)
         assert json.loads(as_json.stdout)["db_path"] == str(tmp_path / "data/demo/polyd-demo.db")
         demo.send_signal(signal.SIGINT)  # Ctrl-C in the demo's terminal
