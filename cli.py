@@ -80,12 +80,6 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "status", parents=[common], help="daemon health, trading state, order and fill counts"
     )
     sub.add_parser("positions", parents=[common], help="open positions and realized PnL")
-    sub.add_parser(
-        "doctor",
-        parents=[common],
-        help="check the live account before trading: geoblock, clock, API key, wallet, funds, "
-        "rule markets",
-    )
     orders = sub.add_parser("orders", parents=[common], help="recent orders, newest first")
     orders.add_argument("--open", action="store_true", help="only orders not yet final")
     orders.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
@@ -112,6 +106,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="reload the daemon with SIGHUP to this pid (default: POST /reload, CONTROL_TOKEN)",
+    )
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the live account before trading: geoblock, clock, API key, wallet, funds, "
+        "rule markets",
     )
 
 
