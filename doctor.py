@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from config import Settings, load_settings
-from errors import ConfigError, PolydError
+from errors import ConfigError, OutcomeUnknown, PolydError, TransientError
 
 if TYPE_CHECKING:  # the SDK loads only when the account is checked
     from venue.account import Account
@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the SDK loads only when the account is checked
 EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG = 0, 1, 2
 MAX_SKEW_S: Final = 5.0
 """The most the local clock may differ from the venue's (the venue's answer has 1 s steps)."""
+NETWORK: Final = "check the network and the venue URLs (CLOB_HOST, GEOBLOCK_URL), then retry"
 SIGNATURE_TYPES: Final = {
     0: "EOA: the key's own address holds the funds",
     1: "Polymarket proxy (email / Magic login)",
@@ -117,7 +118,7 @@ async def _guard(name: str, check: Callable[[], Awaitable[Check]]) -> Check:
     try:
         return await check()
     except PolydError as e:
-        return Check(name, False, f"the venue did not answer ({e})", "check the network, retry")
+        return Check(name, False, f"the venue did not answer ({e})", NETWORK)
 
 
 def _geoblock(settings: Settings) -> Check:
@@ -186,6 +187,8 @@ def _credentials(settings: Settings, account: Account) -> tuple[Check, Credentia
         )
     try:
         creds, how = account.credentials(configured)
+    except (TransientError, OutcomeUnknown) as e:  # not an answer about the credentials
+        return Check("api key", False, f"the venue did not answer ({e})", NETWORK), None
     except PolydError as e:
         fix = (
             "unset CLOB_API_KEY/SECRET/PASSPHRASE to derive them from PRIVATE_KEY, or run "
@@ -210,7 +213,7 @@ def _funds(settings: Settings, account: Account, creds: Credentials) -> list[Che
     try:
         c = account.collateral(creds)
     except PolydError as e:
-        return [Check("pUSD", False, f"the venue did not say ({e})", "check the network, retry")]
+        return [Check("pUSD", False, f"the venue did not say ({e})", NETWORK)]
     out = []
     if c.balance <= 0:
         out.append(

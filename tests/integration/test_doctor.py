@@ -236,3 +236,33 @@ def test_cli_passes_against_the_simulator_and_fails_when_geoblocked(tmp_path: Pa
     report = json.loads(blocked.stdout)
     assert report["ok"] is False
     assert [c["name"] for c in report["checks"] if not c["ok"]] == ["geoblock"]
+
+
+async def test_an_unreachable_venue_is_a_cross_per_check_not_a_crash(tmp_path: Path) -> None:
+    nowhere = "http://127.0.0.1:9"  # discard: nothing listens
+    settings = make_settings(
+        tmp_path,
+        mode="live",
+        private_key="0x" + bytes(Account.create().key).hex(),
+        clob_host=nowhere,
+        gamma_api_url=nowhere,
+        geoblock_url=nowhere + "/api/geoblock",
+        http_timeout_s=2,
+        **rules(tmp_path),
+    )
+    got = by_name(await diagnose(settings))
+    assert [n for n, c in got.items() if c.ok] == ["wallet"]  # the one check made locally
+    assert got["geoblock"].detail.startswith("the venue did not answer (")
+    assert got["api key"].detail.startswith("the venue did not answer (")
+    assert got["api key"].fix.startswith("check the network and the venue URLs")
+    assert got["rule by-slug"].detail.startswith("Gamma did not answer (")
+
+
+def test_settings_that_do_not_load_are_exit_2_with_a_line_each(tmp_path: Path) -> None:
+    env = clean_env(MODE="live", HTTP_PORT="99999", DB_PATH=str(tmp_path / "p.db"))
+    res = run_cli("doctor", "--env-file", "none", env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stdout.splitlines()[:2] == [
+        "✖ settings: HTTP_PORT: Input should be less than or equal to 65535",
+        "    → fix it (python -m orchestrator --check-config)",
+    ]
