@@ -533,8 +533,11 @@ def _format_errors(err: ValidationError) -> list[str]:
     return lines
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Build Settings from the environment, `env_file` (None for none) and explicit `overrides`.
+def load_settings(
+    env_file: str | Path | None = ".env", *, kind: type[Settings] | None = None, **overrides: Any
+) -> Settings:
+    """Build Settings (or the subclass `kind`) from the environment, `env_file` (None for none)
+    and explicit `overrides`.
 
     Raise ConfigError with one line per problem. Tests pass `env_file=None` and overrides only.
     The settings file must be a readable UTF-8 text file of at most `MAX_FILE_BYTES` (it may be
@@ -545,7 +548,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
         if path.exists() or path.is_symlink() or path.name != ".env":
             read_text_file(path, setting="settings file", allow_empty=True)
     try:
-        return Settings(_env_file=env_file, **overrides)
+        return (kind or Settings)(_env_file=env_file, **overrides)
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None
     except SettingsError as e:

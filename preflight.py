@@ -16,11 +16,10 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import ClassVar, Final
 
 from dotenv import dotenv_values
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 from config import Settings, clip, env_file_warnings, environment_names, load_settings
 from errors import ConfigError
@@ -92,39 +91,67 @@ def preflight(
 def settings_and_problems(env_file: str | Path | None) -> tuple[Settings | None, list[str]]:
     """The settings, and every problem in them.
 
-    Pydantic stops short of the cross-field checks while a field is invalid; so each pass sets
-    the fields found invalid to their defaults and validates again, until no new problem shows
-    (a bad value then hides no other). With a problem, the settings returned carry those
-    defaults and skipped the cross-field checks: they are for finding the rule files, never for
-    running. None when the settings file cannot be read.
+    Pydantic stops short of the cross-field checks while a field is invalid, and a value that
+    must be JSON and is not stops everything; so each pass reads the settings again without the
+    keys found bad (their defaults apply), until no new problem shows: a bad value then hides no
+    other. With a problem, the settings returned lack those keys and skipped the cross-field
+    checks: they are for finding the rule files, never for running. None when the settings file
+    cannot be read.
     """
     problems: list[str] = []
-    replaced: dict[str, Any] = {}
+    skip: set[str] = set()
     for _ in range(MAX_SETTINGS_PASSES):
         try:
-            return load_settings(env_file=env_file, **replaced), problems
+            settings = load_settings(env_file=env_file, kind=_without(skip))
         except ConfigError as e:
             new = [p for p in e.problems if p not in problems]
             problems += new
             if any(p.startswith("settings file ") for p in new):
                 return None, problems
-            bad = {_field_of(p) for p in new} - {None} - set(replaced)
+            bad = {_field_of(p) for p in new} - {None} - skip
             if not bad:
                 break
-            for name in bad:
-                assert name is not None
-                replaced[name] = Settings.model_fields[name].get_default(call_default_factory=True)
+            skip |= {name for name in bad if name is not None}
+        else:
+            return settings, problems
     try:
-        return _FieldsOnly(_env_file=env_file, **replaced), problems
-    except (ValidationError, SettingsError):
+        return load_settings(env_file=env_file, kind=_without(skip, cross_checks=False)), problems
+    except ConfigError:
         return None, problems
 
 
-class _FieldsOnly(Settings):
-    """Settings whose fields are checked but not how they go together (see above)."""
+class _Skipping(Settings):
+    """Settings read without the keys in `skip` (from the environment and the settings file)."""
+
+    skip: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        for source in (env_settings, dotenv_settings):
+            if isinstance(source, EnvSettingsSource):  # the settings file's source is one too
+                source.env_vars = {
+                    k: v for k, v in source.env_vars.items() if k.lower() not in cls.skip
+                }
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+
+class _FieldsOnly(_Skipping):
+    """Fields checked, but not how they go together."""
 
     def _cross_checks(self) -> Settings:  # type: ignore[override]  # drops the validator
         return self
+
+
+def _without(skip: set[str], *, cross_checks: bool = True) -> type[Settings]:
+    base = _Skipping if cross_checks else _FieldsOnly
+    return type("PreflightSettings", (base,), {"skip": frozenset(skip)})
 
 
 def _field_of(problem: str) -> str | None:

@@ -55,6 +55,7 @@ def test_every_problem_class_is_reported_together(tmp_path: Path) -> None:
         tmp_path / "polyd.env",
         f"MODE=live\nHTTP_PORT=99999\nNOTIFY_KIND=telegram\nDB_PATH={tmp_path / 'p.db'}\n"
         "NOTIFY_WEBHOOK_URL=api.telegram.org/bot123:abc\n"
+        "RISK_STRATEGY_BUDGETS={not json\n"
         f"SNIPER_RULES_PATH={sniper}\nCOPY_RULES_PATH={copy}\n",
     )
     res = run_cli("--env-file", str(env), "--check-config", env=clean_env(RETRY_ATTEMPTS="0"))
@@ -62,6 +63,8 @@ def test_every_problem_class_is_reported_together(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
     lines = [ln.strip() for ln in res.stderr.splitlines() if ln.startswith("  ")]
     expected = [
+        # a value that must be JSON and is not: it stops pydantic-settings before validation
+        f'RISK_STRATEGY_BUDGETS: must be JSON (e.g. {{}} or {{"sniper": "100"}}) (in {env})',
         # a value out of range, named with the file it came from
         f"HTTP_PORT: Input should be less than or equal to 65535 (in {env})",
         # from the environment, and it hides none of the others
