@@ -6,6 +6,8 @@ reload|rotate-api-key`.
 `status`, the running daemon's `/health`. `halt`, `reduce`, `resume` and `cancel-all` POST to the
 running daemon's control routes with `CONTROL_TOKEN` as a bearer token, and so does `reload`
 (re-read the settings file). `rotate-api-key` replaces the API key (`credentials`).
+`doctor` checks the live account against the venue (module `doctor`). `--demo` on any command
+reads the running demo's settings (`data/demo/operate.env`) instead of the settings file.
 Human-readable tables by default, `--json` for scripts. No secret is ever printed: the token only
 goes into a request header.
 
@@ -44,6 +46,7 @@ COMMANDS = (
     "cancel-all",
     "reload",
     "rotate-api-key",
+    "doctor",
 )
 
 
@@ -62,6 +65,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: `status --env-file X` and `--env-file X status` both work, neither overrides.
     common.add_argument(
         "--env-file", default=argparse.SUPPRESS, metavar="PATH", help="settings file"
+    )
+    common.add_argument(
+        "--demo",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="operate the demo running from this folder (its database, port and control token)",
     )
     sub = parser.add_subparsers(
         dest="command",
@@ -98,6 +107,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="reload the daemon with SIGHUP to this pid (default: POST /reload, CONTROL_TOKEN)",
+    )
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the live account before trading: geoblock, clock, API key, wallet, funds, "
+        "rule markets",
     )
 
     from backtest.cli import add_parser as add_vet

@@ -82,6 +82,8 @@ PROD_GAMMA = "https://gamma-api.polymarket.com"
 PROD_DATA = "https://data-api.polymarket.com"
 PROD_MARKET_WS = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
 PROD_USER_WS = "wss://ws-subscriptions-clob.polymarket.com/ws/user"
+# On polymarket.com, not the API hosts (https://docs.polymarket.com/api-reference/geoblock).
+PROD_GEOBLOCK = "https://polymarket.com/api/geoblock"
 
 
 def _url(schemes: tuple[str, ...]) -> Any:
@@ -120,6 +122,7 @@ class Settings(BaseSettings):
     data_api_url: HttpUrl = PROD_DATA
     market_ws_url: WsUrl = PROD_MARKET_WS
     user_ws_url: WsUrl = PROD_USER_WS
+    geoblock_url: HttpUrl = PROD_GEOBLOCK  # asked by `doctor` only
     chain_id: Annotated[int, AfterValidator(_chain_id)] = 137
 
     # --- credentials (never logged) ------------------------------------------------------------
@@ -267,6 +270,14 @@ class Settings(BaseSettings):
             problems.append(
                 "FUNDER_ADDRESS: required when SIGNATURE_TYPE is 1, 2 or 3 "
                 "(the proxy, Safe or deposit-wallet address that holds the funds)"
+            )
+        hook = self.notify_webhook_url.get_secret_value() if self.notify_webhook_url else ""
+        if hook and not re.match(r"https?://[^/\s]+", hook.strip()):
+            problems.append("NOTIFY_WEBHOOK_URL: must be a URL starting with https:// or http://")
+        if self.notify_kind == "telegram" and not self.notify_telegram_chat_id:
+            problems.append(
+                "NOTIFY_TELEGRAM_CHAT_ID: required when NOTIFY_KIND=telegram (the chat the bot "
+                "writes to)"
             )
         if self.retry_max_delay_s < self.retry_base_delay_s:
             problems.append("RETRY_MAX_DELAY_S: must be at least RETRY_BASE_DELAY_S")
@@ -535,8 +546,11 @@ def _format_errors(err: ValidationError) -> list[str]:
     return lines
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Build Settings from the environment, `env_file` (None for none) and explicit `overrides`.
+def load_settings(
+    env_file: str | Path | None = ".env", *, kind: type[Settings] | None = None, **overrides: Any
+) -> Settings:
+    """Build Settings (or the subclass `kind`) from the environment, `env_file` (None for none)
+    and explicit `overrides`.
 
     Raise ConfigError with one line per problem. Tests pass `env_file=None` and overrides only.
     The settings file must be a readable UTF-8 text file of at most `MAX_FILE_BYTES` (it may be
@@ -547,7 +561,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
         if path.exists() or path.is_symlink() or path.name != ".env":
             read_text_file(path, setting="settings file", allow_empty=True)
     try:
-        return Settings(_env_file=env_file, **overrides)
+        return (kind or Settings)(_env_file=env_file, **overrides)
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None
     except SettingsError as e:
@@ -556,6 +570,11 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
         m = re.search(r'field "([^"]+)"', str(e))
         key = m.group(1).upper() if m else "SETTINGS"
         raise ConfigError([f'{key}: must be JSON (e.g. {{}} or {{"sniper": "100"}})']) from None
+
+
+def environment_names() -> list[str]:
+    """The names of the process's environment variables (for the unknown-key warnings)."""
+    return list(os.environ)
 
 
 def env_file_warnings(env_file: str | Path = ".env") -> list[str]:

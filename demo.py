@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from pydantic import SecretStr
 
 from config import Settings, load_settings
 from ledger_check import LedgerCheck, check
@@ -29,6 +32,22 @@ from storage.lock import FileLock
 from storage.reports import Reports
 
 DEMO_DIR = Path("data/demo")
+OPERATE_ENV = DEMO_DIR / "operate.env"
+"""The running demo's settings for the operator commands (`... status --demo` reads them)."""
+DEMO_FILE_SETTINGS = (
+    "mode",
+    "clob_host",
+    "gamma_api_url",
+    "data_api_url",
+    "market_ws_url",
+    "user_ws_url",
+    "geoblock_url",
+    "chain_id",
+    "sniper_rules_path",
+    "copy_rules_path",
+)
+"""What `operate()` writes besides where the demo listens: what `doctor --demo` needs."""
+OPERATE_COMMANDS = ("status", "positions", "orders", "trades", "pnl", "halt", "resume")
 DEMO_COLLATERAL = Decimal("5000")
 DEMO_SEED = 7
 DEFAULT_PORT = 8787
@@ -113,6 +132,7 @@ def simulator_overrides(sim: Simulator, key_hex: str) -> dict[str, Any]:
         "data_api_url": sim.data_url,
         "market_ws_url": sim.market_ws_url,
         "user_ws_url": sim.user_ws_url,
+        "geoblock_url": sim.geoblock_url,
         "private_key": key_hex,
         # A real wallet's settings in the shell must never reach the simulator (or vice versa).
         "clob_api_key": None,
@@ -188,6 +208,49 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"position {p['strategy']} {p['token_id'][:12]}…: {p['size']} @ {cost}")
     pnl = Decimal(summary["realized_pnl"]).quantize(Decimal("0.01"))
     print(f"realized PnL: {pnl} pUSD")
+
+
+def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> str:
+    """Write the running demo's settings to `env_file` (mode 0600) and return the exact
+    commands that operate it from a second terminal.
+
+    The commands name the four settings they need in the environment (`DB_PATH`, `HTTP_HOST`,
+    `HTTP_PORT`, `CONTROL_TOKEN`); `--demo` reads them from `env_file`, which also holds the
+    demo's venue URLs, throwaway key and rule files, so `doctor --demo` checks the demo's
+    account at the simulator. The token and the key are the demo's own, made for this run.
+    """
+    from cli import COMMANDS  # the operator commands this checkout has
+    from credentials import write_private
+
+    def secret(value: SecretStr | None) -> str:
+        return value.get_secret_value() if value is not None else ""
+
+    values = {
+        "DB_PATH": str(settings.db_path.resolve()),
+        "HTTP_HOST": settings.http_host,
+        "HTTP_PORT": str(port),
+        "CONTROL_TOKEN": secret(settings.control_token),
+    }
+    rest = {name.upper(): getattr(settings, name) for name in DEMO_FILE_SETTINGS}
+    rest["PRIVATE_KEY"] = secret(settings.private_key)
+    for name in ("SNIPER_RULES_PATH", "COPY_RULES_PATH"):
+        rest[name] = Path(rest[name]).resolve() if rest[name] is not None else ""
+    lines = [f"{k}={v}\n" for k, v in {**values, **rest}.items()]
+    write_private(env_file, "# written by the running demo (--demo reads it)\n" + "".join(lines))
+    cwd = Path.cwd()
+    python = Path(sys.executable)
+    if python.is_relative_to(cwd):
+        python = python.relative_to(cwd)
+    run = f"{shlex.quote(str(python))} -m orchestrator"
+    names = [c for c in OPERATE_COMMANDS if c in COMMANDS]
+    return "\n".join(
+        [
+            f"=== operate this demo from a second terminal, in {shlex.quote(str(cwd))} ===",
+            "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in values.items()),
+            *(f"{run} {name}" for name in names),
+            f"(or, without the export: {run} {names[0]} --demo)",
+        ]
+    )
 
 
 def settle_settings(settings: Settings) -> Settings:

@@ -14,12 +14,17 @@ holds the database (another daemon) or the sidecar's address.
 
 from __future__ import annotations
 
-import argparse
+import signal
+import sys
+
+if __name__ == "__main__":
+    # Ctrl-C before the daemon's loop takes SIGINT over (the imports below take most of half a
+    # second) ends the process quietly with exit 0, as a Ctrl-C later does.
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+
 import asyncio
 import contextlib
 import json
-import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,12 +36,14 @@ import structlog
 
 from config import Settings, env_file_warnings, load_settings
 from errors import AlreadyRunning, ConfigError, FatalError
+from launch import before_daemon, build_parser, env_file_of, print_config_error
 from observability.health import CheckResult
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
 from observability.notify import Notifier
 from observability.sidecar import Health, Phase, Sidecar
 from observability.systemd import SystemdNotifier
+from preflight import no_strategy_warning, start_warnings
 from resilience.backoff import Backoff
 from storage import Database, Repositories
 from strategies.base import Strategy
@@ -347,6 +354,10 @@ class Daemon:
         await sidecar.start()
         ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)
+        if not ctx.strategies and self.duration_s != 0:  # 0: a reconcile pass (the demo's last)
+            idle = no_strategy_warning(s)
+            log.warning("no_strategy_enabled", detail=idle)
+            ctx.health.register("strategies", lambda: CheckResult(True, idle))
         # Building and reconciling can outlast the probe's staleness limit, and its loop starts
         # with the services: ping once more so /health reads a fresh answer when it turns ok.
         await probe.ping()
@@ -466,69 +477,20 @@ def tg_tasks_left(tasks: Sequence[asyncio.Task[None]]) -> list[asyncio.Task[None
 # --------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator",
-        description="polyd: a Polymarket CLOB trading daemon (sniper + copy trader).",
-        epilog="Settings come from the environment and .env; see .env.example.",
-    )
-    p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument(
-        "--check-config",
-        action="store_true",
-        help="validate settings, print them with secrets redacted, exit 0 (ok) or 2 (bad)",
-    )
-    p.add_argument(
-        "--demo",
-        action="store_true",
-        help="run live against the built-in venue simulator with a throwaway key",
-    )
-    p.add_argument(
-        "--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds"
-    )
-    p.add_argument(
-        "--env-file", default=".env", metavar="PATH", help="settings file (default: .env)"
-    )
-    from cli import add_commands  # status|positions|orders|halt|reduce|resume|cancel-all
-
-    add_commands(p)
-    return p
-
-
-def _print_config_error(e: ConfigError) -> None:
-    print("polyd: configuration error:", file=sys.stderr)
-    for line in e.problems:
-        print(f"  {line}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m orchestrator`: parse the command line, run it, return the exit code."""
     args = build_parser().parse_args(argv)
-    if args.version:
-        print(f"polyd {VERSION}")
-        return EXIT_OK
-    if args.duration is not None and args.duration <= 0:
-        print("polyd: --duration must be greater than 0", file=sys.stderr)
-        return EXIT_CONFIG
-    env_file = None if args.env_file in ("", "none") else args.env_file
-    if args.command is not None:
-        from cli import run_command
-
-        cli_code: int = run_command(args, env_file=env_file)
-        return cli_code
+    code = before_daemon(args, version=VERSION)
+    if code is not None:
+        return code
     if args.demo:
         return run_demo(duration_s=args.duration)
+    env_file, _ = env_file_of(args)
     try:
         settings = load_settings(env_file=env_file)
     except ConfigError as e:
-        _print_config_error(e)
+        print_config_error(e)
         return EXIT_CONFIG
-    if args.check_config:
-        for key, value in settings.redacted().items():
-            print(f"{key}={value}")
-        for warning in env_file_warnings(env_file or ".env"):
-            print(f"warning: {warning}", file=sys.stderr)
-        print("configuration ok", file=sys.stderr)
-        return EXIT_OK
     return run(settings, duration_s=args.duration, env_file=env_file)
 
 
@@ -547,6 +509,8 @@ def run(
     )
     for warning in env_file_warnings(env_file) if env_file else []:
         log.warning("env_file_permissions", detail=warning)
+    for warning in start_warnings(env_file):  # a misspelled key would leave its default
+        log.warning("unknown_setting", detail=warning)
     daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=on_ready)
     daemon.reloads.load = lambda: load_settings(env_file=env_file)
     return asyncio.run(daemon.run())
@@ -558,7 +522,7 @@ def run_demo(*, duration_s: float | None = None) -> int:
     try:
         return asyncio.run(_demo(duration_s))
     except ConfigError as e:
-        _print_config_error(e)
+        print_config_error(e)
         return EXIT_CONFIG
     except AlreadyRunning as e:  # another demo is running from this checkout
         print(f"polyd: {e}", file=sys.stderr)
@@ -578,9 +542,10 @@ async def _demo(duration_s: float | None) -> int:
         print(json.dumps(prepared.banner()), flush=True)
 
         def announce(ctx: Context) -> None:
-            assert ctx.sidecar is not None
+            assert ctx.sidecar is not None and ctx.sidecar.bound_port is not None
             base = f"http://{settings.http_host}:{ctx.sidecar.bound_port}"
             print(f"health:  {base}/health\nmetrics: {base}/metrics", flush=True)
+            print(demo.operate(settings, port=ctx.sidecar.bound_port), flush=True)
 
         daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
         code = await daemon.run()
@@ -596,5 +561,20 @@ async def _demo(duration_s: float | None) -> int:
     return code if result.ok else EXIT_FATAL
 
 
+def _main_quietly() -> None:
+    """Run `main` and exit with its code; a Ctrl-C at any moment is a clean exit 0.
+
+    Once the daemon's loop has given SIGINT back (Python's own handler raises
+    KeyboardInterrupt), one may still land in the demo's summary or the loop's shutdown. While
+    the interpreter finishes (joining worker threads), SIGINT is ignored.
+    """
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _main_quietly()

@@ -1,10 +1,12 @@
 """`python -m simulator [--seed N] [--scenario demo | --replay DIR [--speed N]]
-[--heartbeat-timeout S]`: serve the venue until SIGTERM/SIGINT.
+[--heartbeat-timeout S] [--port N]`: serve the venue until SIGTERM/SIGINT.
 
 `--replay DIR` serves a recording made by `python -m orchestrator record` (its markets, books and
 websocket frames on their recorded timing, `--speed` times faster; see `simulator.replay`).
-Prints one JSON line with the URLs, then serves. Exits 0 on a signal, 2 if the recording cannot
-be read.
+`--port N` gives stable URLs: the CLOB on N, Gamma (and the geoblock check) on N+1, the Data
+API on N+2, both websockets on N+3.
+Prints one JSON line with the URLs, then serves. Exits 0 on a signal (Ctrl-C included), 2 if the
+recording cannot be read, 3 if a port is already taken.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ async def serve(
     heartbeat_timeout_s: float = 10.0,
     replay: Path | None = None,
     speed: float = 1.0,
+    port: int = 0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -40,10 +43,12 @@ async def serve(
         heartbeat_timeout_s=heartbeat_timeout_s,
         replay=replay,
         speed=speed,
+        port=port,
     ) as sim:
         urls = {
             "clob_url": sim.clob_url,
             "gamma_url": sim.gamma_url,
+            "geoblock_url": sim.geoblock_url,
             "data_url": sim.data_url,
             "market_ws_url": sim.market_ws_url,
             "user_ws_url": sim.user_ws_url,
@@ -63,11 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle-delay", type=float, default=0.05, dest="settle_delay_s")
     # The venue's order dead-man switch: 10 s per API key (Polymarket/ts-sdk order-heartbeats.ts).
     p.add_argument("--heartbeat-timeout", type=float, default=10.0, dest="heartbeat_timeout_s")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="the CLOB's port; Gamma, the Data API and the websockets take the next three "
+        "(default: any free ports)",
+    )
     args = p.parse_args(argv)
     if args.heartbeat_timeout_s <= 0:
         p.error("--heartbeat-timeout must be positive")
     if not args.speed > 0:
         p.error("--speed must be positive")
+    if not (args.port == 0 or 1 <= args.port <= 65532):
+        p.error("--port must be between 1 and 65532 (it and the next three are used)")
     try:
         asyncio.run(
             serve(
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.heartbeat_timeout_s,
                 replay=args.replay,
                 speed=args.speed,
+                port=args.port,
             )
         )
     except (RecordingError, ValueError) as e:
@@ -84,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"simulator: cannot replay {args.replay}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(
+            f"simulator: cannot listen on ports {args.port}-{args.port + 3}: {e}", file=sys.stderr
+        )
+        return 3
+    except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed
+        return 0
     return 0
 
 

@@ -98,6 +98,7 @@ class Clob:
         r.add_post("/heartbeats", self.orders.legacy_heartbeat)
         r.add_post("/_sim/fund", self.admin.admin_fund)
         r.add_get("/_sim/ledger", self.admin.admin_ledger)
+        r.add_post("/_sim/conditions", self.admin.admin_conditions)
         r.add_get("/_sim/received_orders", self.admin.admin_received_orders)
         r.add_post("/_sim/fault", self.admin.admin_fault)
         r.add_post("/_sim/seed_orders", self.admin.admin_seed_orders)

@@ -127,6 +127,28 @@ class Admin:
             return error(f"bad tick request: {e}", 400)
         return json_response({"ok": True})
 
+    async def admin_conditions(self, request: web.Request) -> web.Response:
+        """Set what an account check sees: `{"geoblock": {"blocked": true, "country": "US",
+        "region": "NY"}}` (merged into `/api/geoblock`'s answer), `{"clock_offset_s": 120}`
+        (added to `/time`), `{"revoke_allowance": "0x..."}` (that address's pUSD allowances
+        answer 0) and `{"grant_allowance": "0x..."}` (unlimited again)."""
+        v = self.venue
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("conditions must be an object")
+            if isinstance(body.get("geoblock"), dict):
+                v.geoblock = {**v.geoblock, **body["geoblock"]}
+            if body.get("clock_offset_s") is not None:
+                v.clock_offset_s = float(body["clock_offset_s"])
+            if body.get("revoke_allowance") is not None:
+                v.no_allowance.add(str(body["revoke_allowance"]).lower())
+            if body.get("grant_allowance") is not None:
+                v.no_allowance.discard(str(body["grant_allowance"]).lower())
+        except (orjson.JSONDecodeError, ValueError, TypeError) as e:
+            return error(f"bad conditions request: {e}", 400)
+        return json_response({"geoblock": v.geoblock, "clock_offset_s": v.clock_offset_s})
+
     async def admin_options(self, request: web.Request) -> web.Response:
         """Set wire options of user-channel trade events: `{"feed_maker_side": false}` drops
         `maker_orders[].side`, `{"feed_empty_maker_fee_bps": true}` sends `fee_rate_bps: ""`

@@ -30,7 +30,8 @@ class Reads:
         return web.Response(text='"OK"', content_type="application/json")
 
     async def time(self, request: web.Request) -> web.Response:
-        return web.Response(text=str(int(time.time())), content_type="application/json")
+        now = int(time.time() + self.venue.clock_offset_s)
+        return web.Response(text=str(now), content_type="application/json")
 
     async def version(self, request: web.Request) -> web.Response:
         return json_response({"version": 2})
@@ -222,7 +223,7 @@ class Reads:
         else:
             return error("Invalid asset type", 400)
         contracts = CHAIN_CONTRACTS[self.venue.chain_id]
-        unlimited = str((1 << 256) - 1)
+        unlimited = "0" if addr.lower() in self.venue.no_allowance else str((1 << 256) - 1)
         return json_response(
             {
                 "balance": str(int(bal * MICRO)),

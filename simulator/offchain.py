@@ -55,7 +55,13 @@ class Gamma:
         app.router.add_get("/markets/{id}", self.market_by_id)
         app.router.add_get("/events", self.events)
         app.router.add_get("/events/slug/{slug}", self.event_by_slug)
+        # polymarket.com's geoblock check, served here (https://docs.polymarket.com/api-reference/geoblock)
+        app.router.add_get("/api/geoblock", self.geoblock)
         return app
+
+    async def geoblock(self, request: web.Request) -> web.Response:
+        """`{blocked, ip, country, region}` for the caller, as `GET /api/geoblock` answers."""
+        return web.json_response(self.sim.geoblock)
 
     def _filter(self, request: web.Request, events: bool) -> list[SimMarket] | web.Response:
         q = request.query

@@ -182,6 +182,7 @@ class Simulator(Venue):
         ws_subscribe_timeout_s: float = 10.0,
         replay: str | Path | None = None,
         speed: float = 1.0,
+        port: int = 0,
     ) -> None:
         if scenario not in (None, "demo"):
             raise ValueError(f"unknown scenario: {scenario!r}")
@@ -219,7 +220,8 @@ class Simulator(Venue):
         )
         self._runners: list[web.AppRunner] = []
         self.scenario: Scenario | None = None
-        self.clob_url = self.gamma_url = self.data_url = ""
+        self.port = port  # 0: ephemeral ports; N: CLOB on N, Gamma N+1, Data API N+2, WS N+3
+        self.clob_url = self.gamma_url = self.data_url = self.geoblock_url = ""
         self.market_ws_url = self.user_ws_url = ""
 
     # lifecycle ---------------------------------------------------------------------------
@@ -231,8 +233,9 @@ class Simulator(Venue):
         await self.stop()
 
     async def start(self) -> None:
-        """Bind the four servers on 127.0.0.1 (ephemeral ports) and start the scenario or the
-        replay (a recording that cannot be read raises before anything is bound)."""
+        """Bind the four servers on 127.0.0.1 (ephemeral ports, or `port` and the three after
+        it) and start the scenario or the replay (a recording that cannot be read raises before
+        anything is bound)."""
         if self.replay_path is not None:
             self.replay = Replay(
                 self, self.market_hub, Recording(self.replay_path), speed=self.replay_speed
@@ -248,11 +251,16 @@ class Simulator(Venue):
             "ws": ws_app,
         }
         ports: dict[str, int] = {}
-        for name, app in apps.items():
+        for i, (name, app) in enumerate(apps.items()):
             runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
+            site = web.TCPSite(runner, "127.0.0.1", self.port + i if self.port else 0)
+            try:
+                await site.start()
+            except OSError:
+                await runner.cleanup()
+                await self.stop()
+                raise
             self._runners.append(runner)
             server = site._server
             assert server is not None
@@ -261,6 +269,7 @@ class Simulator(Venue):
         self.clob_url = f"http://127.0.0.1:{ports['clob']}"
         self.gamma_url = f"http://127.0.0.1:{ports['gamma']}"
         self.data_url = f"http://127.0.0.1:{ports['data']}"
+        self.geoblock_url = f"{self.gamma_url}/api/geoblock"
         self.market_ws_url = f"ws://127.0.0.1:{ports['ws']}/ws/market"
         self.user_ws_url = f"ws://127.0.0.1:{ports['ws']}/ws/user"
         if self.scenario_name == "demo":

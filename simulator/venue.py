@@ -183,6 +183,10 @@ class Venue:
         self.heartbeat_legacy_error = False  # 400 body `{"error", ...}` instead of `error_msg`
         self.heartbeat_lapses = 0  # how many API keys' switches fired
         self.funders: dict[str, str] = {}  # api key -> funder seen on its orders
+        # What `python -m orchestrator doctor` checks, set over `POST /_sim/conditions`.
+        self.geoblock: Json = {"blocked": False, "ip": "127.0.0.1", "country": "IE", "region": "D"}
+        self.clock_offset_s = 0.0  # added to the time `GET /time` answers
+        self.no_allowance: set[str] = set()  # lower-case addresses with zero pUSD allowances
         # Every order-carrying request body, as received (the last RECEIVED_MAX of them).
         self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED_MAX)
         self.received_total = 0

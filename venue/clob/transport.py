@@ -107,24 +107,29 @@ class ClobHttp:
         return got["data"], nxt
 
     def api_creds(self, signer: Signer, nonce: int = 0) -> ApiCreds:
-        """Create the API key for `signer` (L1 auth), or derive the existing one.
+        """Derive the API key for `signer` (L1 auth), or create it if there is none yet.
 
-        The SDK's `create_or_derive_api_key` over this client: `POST /auth/api-key`, and if that
-        fails or gives no key, `GET /auth/derive-api-key`.
+        The SDK's `create_or_derive_api_key` the other way round: `GET /auth/derive-api-key`,
+        and only if that fails or gives no key, `POST /auth/api-key`. Every restart after the
+        first finds the key on the first request; asking to create it again is refused (HTTP
+        400 "Could not create api key"), a failure that looks alarming in the venue's answers
+        and the SDK's own log, and means nothing.
         """
         try:
-            created = _creds(
+            derived = _creds(
                 self.request(
-                    "POST", "/auth/api-key", headers=create_level_1_headers(signer, nonce=nonce)
+                    "GET",
+                    "/auth/derive-api-key",
+                    headers=create_level_1_headers(signer, nonce=nonce),
                 )
             )
-            if created.api_key:
-                return created
+            if derived.api_key:
+                return derived
         except PolyException:
             pass
         return _creds(
             self.request(
-                "GET", "/auth/derive-api-key", headers=create_level_1_headers(signer, nonce=nonce)
+                "POST", "/auth/api-key", headers=create_level_1_headers(signer, nonce=nonce)
             )
         )
 

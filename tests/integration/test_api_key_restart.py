@@ -1,0 +1,53 @@
+"""A restart derives the API key it already has and never asks the venue to create it again.
+
+Creating a key that exists is refused by the venue with HTTP 400 "Could not create api key"
+(py-clob-client-v2 `create_or_derive_api_key` asks that first, and its HTTP helper logs the
+refusal at ERROR on every restart). `build_client` derives first (`GET /auth/derive-api-key`)
+and creates (`POST /auth/api-key`) only for a key that has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+
+import pytest
+
+from demo import funded_key
+from simulator import Simulator
+from venue.clob import build_client
+
+
+async def test_a_restart_derives_the_key_without_a_refused_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Simulator(seed=3) as sim:
+        key = funded_key(sim, Decimal("10"))
+
+        def start() -> str:
+            client = build_client(
+                host=sim.clob_url,
+                chain_id=137,
+                private_key=key,
+                creds=None,
+                signature_type=0,
+                funder=None,
+            )
+            assert client.creds is not None
+            return str(client.creds.api_key)
+
+        with caplog.at_level(logging.DEBUG):
+            first = await asyncio.to_thread(start)
+            second = await asyncio.to_thread(start)
+            third = await asyncio.to_thread(start)
+        auth = [(r.method, r.path, r.status) for r in sim.request_log if r.path.startswith("/auth")]
+    assert first == second == third
+    assert auth == [
+        ("GET", "/auth/derive-api-key", 400),  # a brand-new key: nothing to derive yet
+        ("POST", "/auth/api-key", 200),
+        ("GET", "/auth/derive-api-key", 200),  # each restart: found at once
+        ("GET", "/auth/derive-api-key", 200),
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "Could not create api key" not in caplog.text

@@ -1,0 +1,104 @@
+"""Ctrl-C (SIGINT) at any moment of `python -m orchestrator` ends it with exit 0 and no traceback:
+while polyd's modules import (the first half second), while the daemon builds and reconciles,
+once it runs, and while it stops."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PYTHON, ROOT, clean_env
+
+SNIPER = """
+[[rules]]
+name = "idle"
+min_price = "0.90"
+max_price = "0.97"
+min_size = "5"
+max_notional = "20"
+[rules.select]
+token_ids = ["71321045679252212594626385532706912750332728571942532289631379312455583992563"]
+"""
+
+
+def start(tmp_path: Path) -> subprocess.Popen[str]:
+    """The daemon in paper mode with an idle rule, its venue URLs pointed at a closed port, so
+    it starts and runs without the network."""
+    rules = tmp_path / "sniper.toml"
+    rules.write_text(SNIPER)
+    nowhere = "127.0.0.1:9"  # discard: nothing listens
+    env = clean_env(
+        DB_PATH=str(tmp_path / "polyd.db"),
+        HTTP_PORT="0",
+        LOG_FORMAT="json",
+        SNIPER_RULES_PATH=str(rules),
+        COPY_ENABLED="false",
+        CLOB_HOST=f"http://{nowhere}",
+        GAMMA_API_URL=f"http://{nowhere}",
+        DATA_API_URL=f"http://{nowhere}",
+        MARKET_WS_URL=f"ws://{nowhere}/ws/market",
+        USER_WS_URL=f"ws://{nowhere}/ws/user",
+    )
+    return subprocess.Popen(
+        [PYTHON, "-m", "orchestrator", "--env-file", "none"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupt(proc: subprocess.Popen[str], after_s: float) -> tuple[int, str]:
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
+# From 0.1 s: the interpreter's own start (site-packages, runpy: ~20 ms, before any line of
+# polyd runs) is Python's; from there the imports take most of half a second.
+@pytest.mark.parametrize("after_s", [0.1, 0.15, 0.3, 0.5, 0.8])
+def test_ctrl_c_during_start_up_exits_0_without_a_traceback(tmp_path: Path, after_s: float) -> None:
+    code, err = interrupt(start(tmp_path), after_s)
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert "KeyboardInterrupt" not in err, err[-2000:]
+
+
+def test_ctrl_c_once_running_stops_gracefully_with_exit_0(tmp_path: Path) -> None:
+    proc = start(tmp_path)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if '"daemon_ready"' in line:
+            break
+    else:
+        proc.kill()
+        pytest.fail("the daemon never got ready: " + "".join(seen[-20:]))
+    code, err = interrupt(proc, 0.2)
+    err = "".join(seen) + err
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
+    assert '"stop_requested"' in err and "SIGINT" in err
+    assert '"daemon_stopped"' in err
+
+
+def test_ctrl_c_twice_while_stopping_still_exits_0(tmp_path: Path) -> None:
+    proc = start(tmp_path)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    code, err = interrupt(proc, 0.05)
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]

@@ -1,0 +1,151 @@
+"""The demo can be operated: the commands it prints work as printed from a second terminal
+(`status`, `positions`, `orders`, `halt`, `resume`, and the `--demo` shorthand), `doctor --demo`
+passes against it, a Ctrl-C then stops it cleanly; `python -m simulator --port N` serves on
+fixed ports."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.helpers import PYTHON, ROOT, clean_env, free_port
+
+HEAD = "=== operate this demo from a second terminal, in "
+
+
+def read_block(proc: subprocess.Popen[str], limit_s: float = 60) -> list[str]:
+    """The demo's stdout from its operating block's heading to its `(or, ...)` line."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + limit_s
+    block: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(HEAD) or block:
+            block.append(line.rstrip("\n"))
+        if line.startswith("(or, without the export: "):
+            return block
+    raise AssertionError(f"no operating block in the demo's output: {block}")
+
+
+def shell(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None:
+    port = free_port()
+    # As in a fresh terminal: nothing of polyd's in the environment; the checkout importable.
+    env = {**clean_env(HTTP_PORT=str(port)), "PYTHONPATH": str(ROOT)}
+    demo = subprocess.Popen(
+        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "120"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        block = read_block(demo)
+        folder = Path(block[0].removeprefix(HEAD).removesuffix(" ===").strip("'"))
+        export, commands = block[1], block[2:-1]
+        assert folder == tmp_path
+        assert export.startswith("export DB_PATH=")
+        assert f"HTTP_PORT={port} " in export and "CONTROL_TOKEN=" in export
+        names = [c.rsplit(" ", 1)[1] for c in commands]
+        assert {"status", "positions", "orders", "halt", "resume"} <= set(names), commands
+        second = {**clean_env(), "PYTHONPATH": str(ROOT)}  # the second terminal
+        results = {}
+        for command in commands:
+            res = shell(f"{export}\n{command}", folder, second)
+            results[command.rsplit(" ", 1)[1]] = res
+            assert res.returncode == 0, (command, res.stdout, res.stderr)
+        assert "daemon:        ok (HTTP 200)" in results["status"].stdout
+        assert "trading state is now HALTED" in results["halt"].stdout
+        assert "trading state is now ACTIVE" in results["resume"].stdout
+        shorthand = block[-1].removeprefix("(or, without the export: ").removesuffix(")")
+        res = shell(shorthand, folder, second)
+        assert res.returncode == 0, res.stderr
+        assert "daemon:        ok (HTTP 200)" in res.stdout
+        # The demo's account at the simulator passes every doctor check.
+        doctor = shell(shorthand.replace(" status --demo", " doctor --demo"), folder, second)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert doctor.stdout.splitlines()[-1] == "all checks passed"
+        assert "✔ rule demo-near-close: " in doctor.stdout
+        as_json = shell(shorthand + " --json", folder, second)
+        assert json.loads(as_json.stdout)["db_path"] == str(tmp_path / "data/demo/polyd-demo.db")
+        demo.send_signal(signal.SIGINT)  # Ctrl-C in the demo's terminal
+        out, _ = demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, out[-2000:]
+    assert "=== polyd demo summary ===" in out
+    # Once the demo has stopped, `--demo` still reads its database and says it is not running.
+    after = shell(shorthand, folder, second)
+    assert after.returncode == 3, after.stdout + after.stderr
+    assert "daemon:        NOT RUNNING" in after.stdout
+
+
+def test_demo_flag_without_a_demo_says_so(tmp_path: Path) -> None:
+    env = {**clean_env(), "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(
+        [PYTHON, "-m", "orchestrator", "status", "--demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 3
+    assert res.stderr.strip() == (
+        "polyd status: no demo has run from this folder (data/demo/operate.env is missing); "
+        "start one with `python -m orchestrator --demo`"
+    )
+
+
+def test_simulator_serves_on_the_ports_asked_for(tmp_path: Path) -> None:
+    port = free_port()
+    while port > 65532:  # pragma: no cover - the next three must exist too
+        port = free_port()
+    sim = subprocess.Popen(
+        [PYTHON, "-m", "simulator", "--port", str(port)],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        urls = json.loads(sim.stdout.readline())
+        clash = subprocess.run(
+            [PYTHON, "-m", "simulator", "--port", str(port)],
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        sim.send_signal(signal.SIGINT)
+        sim.communicate(timeout=30)
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+    assert urls == {
+        "clob_url": f"http://127.0.0.1:{port}",
+        "gamma_url": f"http://127.0.0.1:{port + 1}",
+        "geoblock_url": f"http://127.0.0.1:{port + 1}/api/geoblock",
+        "data_url": f"http://127.0.0.1:{port + 2}",
+        "market_ws_url": f"ws://127.0.0.1:{port + 3}/ws/market",
+        "user_ws_url": f"ws://127.0.0.1:{port + 3}/ws/user",
+    }
+    assert sim.returncode == 0
+    assert clash.returncode == 3, clash.stderr
+    assert clash.stderr.startswith(f"simulator: cannot listen on ports {port}-{port + 3}: ")
+    assert "Traceback" not in clash.stderr
