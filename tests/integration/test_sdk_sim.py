@@ -9,6 +9,7 @@ SDK calls from Polymarket/py-sdk `polymarket/clients/async_public.py` and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -120,3 +121,63 @@ async def test_the_sdk_never_re_signs_a_re_posted_order(sim: Simulator) -> None:
     assert {r.order_id for r in posts} == {ack.order_id}
     sigs = {json.loads(r.body)["order"]["signature"] for r in posts}
     assert sigs == {signed.signature}
+
+
+async def test_the_sdk_derives_the_api_key_polyd_derives(sim: Simulator) -> None:
+    """Moving a wallet from polyd's client to the SDK keeps its API key: both derive nonce 0
+    through the same L1 route (`venue.clob.build_client` vs `AsyncSecureClient.create`)."""
+    from polymarket import AsyncSecureClient
+
+    from venue.clob import build_client
+
+    acct = Account.create()
+    ours = await asyncio.to_thread(
+        build_client,
+        host=sim.clob_url,
+        chain_id=sim.chain_id,
+        private_key=acct.key.hex(),
+        creds=None,
+        signature_type=0,
+        funder=None,
+    )
+    client = await AsyncSecureClient.create(
+        private_key=acct.key.hex(), wallet=acct.address, environment=sim_environment(sim)
+    )
+    try:
+        theirs = client._ctx.credentials
+        assert ours.creds is not None
+        assert (theirs.key, theirs.secret, theirs.passphrase) == (
+            ours.creds.api_key,
+            ours.creds.api_secret,
+            ours.creds.api_passphrase,
+        )
+    finally:
+        await client.close()
+
+
+async def test_the_sdks_market_and_user_streams_run_against_the_simulator(sim: Simulator) -> None:
+    from polymarket import AcceptedOrder, AsyncSecureClient
+    from polymarket.streams import MarketSpec, UserSpec
+
+    token = sim.add_market("Will it hail?", "hail").token_ids[0]
+    acct = Account.create()
+    sim.fund(acct.address, collateral=Decimal("100"))
+    client = await AsyncSecureClient.create(
+        private_key=acct.key.hex(), wallet=acct.address, environment=sim_environment(sim)
+    )
+    try:
+        market = await client.subscribe(MarketSpec(asset_ids=[token]))
+        user = await client.subscribe(UserSpec())
+        signed = await client.create_limit_order(token_id=token, price="0.4", size="10", side="BUY")
+        ack = await client.post_order(signed)
+        assert isinstance(ack, AcceptedOrder)
+        book = await asyncio.wait_for(anext(market), 5)
+        assert book.type == "book" and getattr(book.payload, "asset_id", None) == token
+        change = await asyncio.wait_for(anext(market), 5)
+        assert change.type == "price_change"
+        mine = await asyncio.wait_for(anext(user), 5)
+        assert mine.type == "order" and getattr(mine.payload, "id", None) == ack.order_id
+        await market.close()
+        await user.close()
+    finally:
+        await client.close()
