@@ -35,3 +35,22 @@ def test_unknown_bench_is_refused_with_usage() -> None:
     assert out.returncode == 2
     assert out.stdout == ""
     assert "usage: python -m bench {" in out.stderr and "storage" in out.stderr
+
+
+def test_orderpath_bench_measures_polyd_and_says_whether_the_sdk_was_measured() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "orderpath", "--orders", "5", "--warmup", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1, out.stdout
+    figures = json.loads(lines[0])
+    assert 0 < figures["polyd_sign_p50_ms"] <= figures["polyd_order_p50_ms"]
+    if str(figures["sdk"]).startswith("not measured"):
+        assert "polymarket-client" in figures["sdk"] and "sdk_order_p50_ms" not in figures
+    else:
+        assert 0 < figures["sdk_sign_p50_ms"] <= figures["sdk_order_p50_ms"]
