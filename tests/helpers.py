@@ -125,19 +125,16 @@ def require_tool(name: str, package: str) -> str:
 
 
 def require_sdk() -> Any:
-    """Return the official Polymarket SDK (`polymarket`); skip the test without it.
+    """Return the official Polymarket SDK (`polymarket`).
 
-    `polymarket-client` is not in requirements.lock yet: its declared dependency caps conflict
-    with the pinned websockets / eth-* versions (docs/venue-client.md). The tests that compare
-    against it run where it is importable (e.g. a `pip install --no-deps --target DIR` on
-    PYTHONPATH); with POLYD_REQUIRE_SDK=1 a missing SDK fails them instead of skipping.
+    `polymarket-client` is a locked dependency (its websockets / eth-* caps overridden at lock
+    time: requirements-overrides.txt, docs/venue-client.md), so a missing SDK is a broken
+    environment and fails the test rather than skipping it.
     """
     try:
         return importlib.import_module("polymarket")
-    except ImportError:
-        if os.environ.get("POLYD_REQUIRE_SDK"):
-            pytest.fail("POLYD_REQUIRE_SDK is set but the polymarket SDK does not import")
-        pytest.skip("the official Polymarket SDK (polymarket-client) is not installed")
+    except ImportError as e:
+        pytest.fail(f"the official Polymarket SDK (polymarket-client) does not import: {e}")
 
 
 # --------------------------------------------------------------------------------------------
