@@ -243,3 +243,20 @@ async def open_user_feed(url: str, creds: Any, *markets: str) -> ClientConnectio
     await ws.send("PING")
     assert await ws.recv() == "PONG"
     return ws
+
+
+NEAR_CLOSE_SNIPER_RULES = """
+[[rules]]
+name = "near-close"
+outcome = "Yes"
+min_price = "0.90"
+max_price = "0.95"
+min_size = "10"
+max_notional = "19"
+ends_within_minutes = 20
+[rules.select]
+ends_within_minutes = 30
+tags = ["crypto"]
+"""
+"""One sniper rule buying a crypto market's Yes at 0.90-0.95 within 20 minutes of its end: the
+rule the daemon tests against the simulator share (tests edit it with `str.replace`)."""

@@ -18,26 +18,13 @@ from orchestrator import EXIT_OK, Context, Daemon
 from simulator import Simulator
 from storage import Database
 from storage.reports import Reports
-from tests.helpers import make_settings, until
+from tests.helpers import NEAR_CLOSE_SNIPER_RULES, make_settings, until
 
 D = Decimal
 MAKER = "0x" + "8d" * 20
 LEADER = "0x" + "5f" * 20
 
-SNIPER_RULES = """
-[[rules]]
-name = "near-close"
-outcome = "Yes"
-min_price = "0.90"
-max_price = "0.95"
-min_size = "10"
-max_notional = "19"
-ends_within_minutes = 20
-
-[rules.select]
-ends_within_minutes = 30
-tags = ["crypto"]
-"""
+SNIPER_RULES = NEAR_CLOSE_SNIPER_RULES
 
 COPY_RULES = f"""
 [[wallets]]

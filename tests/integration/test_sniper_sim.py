@@ -25,7 +25,7 @@ from resilience.backoff import Backoff
 from simulator import SimMarket, Simulator
 from storage import Database
 from strategies.sniper import Sniper, SniperRule
-from tests.helpers import filled_in_full, make_settings, until
+from tests.helpers import NEAR_CLOSE_SNIPER_RULES, filled_in_full, make_settings, until
 from venue.gamma import Discovery, GammaClient
 from venue.market_feed import ClobBookFetcher, MarketFeed
 from venue.order_book import BookStore
@@ -233,19 +233,7 @@ def write_rules(tmp_path: Path, body: str) -> Path:
     return p
 
 
-GOOD_RULES = """
-[[rules]]
-name = "near-close"
-outcome = "Yes"
-min_price = "0.90"
-max_price = "0.95"
-min_size = "10"
-max_notional = "19"
-ends_within_minutes = 20
-[rules.select]
-ends_within_minutes = 30
-tags = ["crypto"]
-"""
+GOOD_RULES = NEAR_CLOSE_SNIPER_RULES
 
 
 def daemon_settings(sim: Simulator, tmp_path: Path, rules: Path) -> Settings:

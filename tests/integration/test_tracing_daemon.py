@@ -25,7 +25,7 @@ from demo import funded_key, simulator_overrides
 from observability.logging import Redactor, configure_logging
 from orchestrator import EXIT_OK, Context, Daemon
 from simulator import Simulator
-from tests.helpers import make_settings, until
+from tests.helpers import NEAR_CLOSE_SNIPER_RULES, make_settings, until
 
 D = Decimal
 LEADER = "0x" + "5e" * 20
@@ -123,19 +123,7 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
         await r.stop()
 
 
-SNIPER_RULES = """
-[[rules]]
-name = "near-close"
-outcome = "Yes"
-min_price = "0.90"
-max_price = "0.95"
-min_size = "10"
-max_notional = "19"
-ends_within_minutes = 20
-[rules.select]
-ends_within_minutes = 30
-tags = ["crypto"]
-"""
+SNIPER_RULES = NEAR_CLOSE_SNIPER_RULES
 
 # backfill_s: the leader trades as soon as the daemon is ready, which may be before the
 # wallet's first start (a new wallet starts from now); a 30 s backfill still copies that trade.
