@@ -1,4 +1,4 @@
-"""The import graph and the size of the production code hold the layout the README describes.
+"""The import graph and the size of the production code hold the layout of docs/architecture.md.
 
 Every production module (everything but `tests/` and `bench/`) is parsed with `ast`; an import
 anywhere in a module counts (module level, inside a function, under `TYPE_CHECKING`).

@@ -116,7 +116,7 @@ def test_the_issue_asks_for_these_alerts() -> None:
 def test_every_alert_has_a_runbook_link() -> None:
     text = RULES.read_text()
     for alert in alert_expressions(text):
-        assert f'runbook: "README#{alert.lower()}"' in text, alert
+        assert f'runbook: "docs/operations.md#{alert.lower()}"' in text, alert
 
 
 def test_promtool_accepts_config_rules_and_rule_unit_tests() -> None:

@@ -1,7 +1,7 @@
 """The risk engine's limits, each at, just under and just over its boundary, and as the executor
 applies them (refusal source and reason, journal, audit, metric; trading state on daily loss).
 
-Limits (README "Risk"): per-order notional; per token, cost basis of the holding plus open BUY
+Limits (docs/executor.md): per-order notional; per token, cost basis of the holding plus open BUY
 notional; in all, marked holdings plus open BUY notional; open-order count; open BUY notional per
 strategy; daily loss (realized + marked PnL since 00:00 UTC) halts trading. A SELL may not exceed
 the holding not already offered for sale; limits other than the open-order count apply to BUYs.
