@@ -124,6 +124,11 @@ def test_no_reference_outside_the_repository(path: Path) -> None:
     assert [s for s in OUTSIDE if s in text] == []
 
 
+def test_every_page_is_linked_from_the_readme() -> None:
+    linked = {target.partition("#")[0] for _, target in links(README)}
+    assert [p.name for p in PAGES if f"docs/{p.name}" not in linked] == []
+
+
 def test_alert_runbook_links_land_on_operations_headings() -> None:
     rules = ROOT / "deploy" / "prometheus"
     found = 0
