@@ -122,7 +122,7 @@ def test_every_alert_has_a_runbook_link() -> None:
 def test_promtool_accepts_config_rules_and_rule_unit_tests() -> None:
     promtool = require_tool("promtool", "prometheus")
     for args in (
-        ["check", "config", "prometheus.yml"],
+        ["check", "config", "prometheus.example.yml"],
         ["check", "rules", "polyd-rules.yml"],
         ["test", "rules", "polyd-alerts.test.yml"],
     ):
