@@ -149,6 +149,38 @@ def test_env_example_passes_check_config_with_its_paths_moved(tmp_path: Path) ->
     assert found.problems == [] and found.warnings == [], found
 
 
+def test_exec_start_as_the_unit_runs_it_passes_check_config(tmp_path: Path) -> None:
+    # The unit's own command line and environment (install path moved to this checkout), from
+    # the state directory as working directory, on the example env file: it imports the code
+    # from PYTHONPATH alone (-P) and finds every setting and rule file.
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    shutil.copy(DEPLOY / "sniper-rules.example.toml", etc / "sniper-rules.toml")
+    env_file = etc / "polyd.env"
+    env_file.write_text(
+        ENV_EXAMPLE.read_text()
+        .replace("/etc/polyd/", f"{etc}/")
+        .replace("/var/lib/polyd/", f"{state}/")
+    )
+    env_file.chmod(0o600)
+    s = unit_settings()
+    argv = s["ExecStart"][0].replace(INSTALL_DIR, str(ROOT)).split()
+    argv[argv.index(ENV_FILE)] = str(env_file)
+    environment = dict(e.replace(INSTALL_DIR, str(ROOT)).split("=", 1) for e in s["Environment"])
+    res = subprocess.run(
+        [*argv, "--check-config"],
+        cwd=state,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environment},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "warning" not in (res.stdout + res.stderr).lower(), res.stdout + res.stderr
+
+
 # --- Prometheus ------------------------------------------------------------------------------
 
 
