@@ -183,9 +183,8 @@ class Redeemer:
         except RedemptionConflict as e:
             report.add(cid, "pending", why=str(e))
             return
-        row = await self.repo.get(rid)
         try:
-            sent = await self.sender.send(row)
+            sent = await self.sender.send(prepared.payload, prepared.tx_hash)
         except SendRefused as e:
             await self.repo.transition(rid, "FAILED", error=str(e)[:500])
             self._count("failed")
@@ -273,7 +272,7 @@ class Redeemer:
         """Poll a SENT redemption to its end, then prove the payout."""
         waited = 0.0
         while True:
-            state, tx_hash, why = await self.sender.outcome(row)
+            state, tx_hash, why = await self.sender.outcome(row.tx_hash, row.relayer_id)
             if state != "pending":
                 break
             if waited >= self.confirm_timeout_s:

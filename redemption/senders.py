@@ -67,11 +67,13 @@ class Sender(Protocol):
 
     async def prepare(self, calls: list[Call]) -> Prepared: ...
 
-    async def send(self, row: Redemption) -> Sent: ...
+    async def send(self, payload: str, tx_hash: str | None) -> Sent: ...
 
     async def resume(self, row: Redemption) -> tuple[Resume, Sent | None, str]: ...
 
-    async def outcome(self, row: Redemption) -> tuple[Outcome, str | None, str]: ...
+    async def outcome(
+        self, tx_hash: str | None, relayer_id: str | None
+    ) -> tuple[Outcome, str | None, str]: ...
 
 
 class EoaSender:
@@ -113,14 +115,13 @@ class EoaSender:
         )
         return Prepared(payload=raw.hex(), tx_hash=tx_hash, nonce=str(nonce))
 
-    async def send(self, row: Redemption) -> Sent:
-        assert row.payload is not None
+    async def send(self, payload: str, tx_hash: str | None) -> Sent:
         try:
-            await self._rpc.send_raw(bytes.fromhex(row.payload))
+            await self._rpc.send_raw(bytes.fromhex(payload))
         except ChainError as e:
             if "already known" not in str(e):
                 raise SendRefused(str(e)) from e
-        return Sent(tx_hash=row.tx_hash, relayer_id=None)
+        return Sent(tx_hash=tx_hash, relayer_id=None)
 
     async def resume(self, row: Redemption) -> tuple[Resume, Sent | None, str]:
         """A SENDING row: on chain already → sent; else re-broadcast the *same* signed bytes
@@ -129,18 +130,22 @@ class EoaSender:
         if await self._rpc.transaction(row.tx_hash) is not None:
             return "sent", Sent(row.tx_hash, None), "found on chain"
         try:
-            return "sent", await self.send(row), "re-broadcast the same signed transaction"
+            assert row.payload is not None
+            sent = await self.send(row.payload, row.tx_hash)
+            return "sent", sent, "re-broadcast the same signed transaction"
         except SendRefused as e:
             return "failed", None, f"not on chain and refused again: {e}"
 
-    async def outcome(self, row: Redemption) -> tuple[Outcome, str | None, str]:
-        assert row.tx_hash is not None
-        r = await self._rpc.receipt(row.tx_hash)
+    async def outcome(
+        self, tx_hash: str | None, relayer_id: str | None
+    ) -> tuple[Outcome, str | None, str]:
+        assert tx_hash is not None
+        r = await self._rpc.receipt(tx_hash)
         if r is None:
-            return "pending", row.tx_hash, ""
+            return "pending", tx_hash, ""
         if int(str(r.get("status", "0x0")), 16) == 1:
-            return "confirmed", row.tx_hash, ""
-        return "failed", row.tx_hash, "transaction reverted"
+            return "confirmed", tx_hash, ""
+        return "failed", tx_hash, "transaction reverted"
 
 
 class RelayerSender:
@@ -197,10 +202,9 @@ class RelayerSender:
             )
         return Prepared(payload=json.dumps(env), nonce=nonce)
 
-    async def send(self, row: Redemption) -> Sent:
-        assert row.payload is not None
+    async def send(self, payload: str, tx_hash: str | None) -> Sent:
         try:
-            tid, tx_hash = await self._relayer.submit(json.loads(row.payload))
+            tid, tx_hash = await self._relayer.submit(json.loads(payload))
         except RelayerError as e:
             raise SendRefused(str(e)) from e
         return Sent(tx_hash=tx_hash or None, relayer_id=tid)
@@ -212,20 +216,24 @@ class RelayerSender:
         if row.relayer_nonce is not None and int(current) > int(row.relayer_nonce):
             return "unknown", None, f"relayer nonce moved past {row.relayer_nonce}"
         try:
-            return "sent", await self.send(row), "re-submitted the same signed envelope"
+            assert row.payload is not None
+            sent = await self.send(row.payload, None)
+            return "sent", sent, "re-submitted the same signed envelope"
         except SendRefused as e:
             return "failed", None, f"refused again: {e}"
 
-    async def outcome(self, row: Redemption) -> tuple[Outcome, str | None, str]:
-        assert row.relayer_id is not None
+    async def outcome(
+        self, tx_hash: str | None, relayer_id: str | None
+    ) -> tuple[Outcome, str | None, str]:
+        assert relayer_id is not None
         try:
-            t = await self._relayer.transaction(row.relayer_id)
+            t = await self._relayer.transaction(relayer_id)
         except TransientError:
-            return "pending", row.tx_hash, ""
+            return "pending", tx_hash, ""
         if t is None:
-            return "pending", row.tx_hash, ""
+            return "pending", tx_hash, ""
         state = str(t.get("state", ""))
-        tx_hash = str(t.get("transactionHash") or "") or row.tx_hash
+        tx_hash = str(t.get("transactionHash") or "") or tx_hash
         if state in STATES_DONE:
             return "confirmed", tx_hash, ""
         if state in STATES_FAILED:
