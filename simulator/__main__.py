@@ -52,6 +52,8 @@ async def serve(
             "data_url": sim.data_url,
             "market_ws_url": sim.market_ws_url,
             "user_ws_url": sim.user_ws_url,
+            "rpc_url": sim.rpc_url,
+            "relayer_url": sim.relayer_url,
         }
         sys.stdout.write(orjson.dumps(urls).decode() + "\n")
         sys.stdout.flush()
