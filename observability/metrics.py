@@ -252,7 +252,7 @@ class Metrics:
         self.redemptions_total = Counter(
             "polyd_redemptions_total",
             "Redemptions of resolved positions by outcome (redeemed, zero_payout, failed,"
-            " already_redeemed, unknown, refused)",
+            " already_redeemed, unknown, refused; pass_failed: a background pass crashed)",
             ["outcome"],
             registry=r,
         )
