@@ -4,7 +4,7 @@
 `--replay DIR` serves a recording made by `python -m orchestrator record` (its markets, books and
 websocket frames on their recorded timing, `--speed` times faster; see `simulator.replay`).
 `--port N` gives stable URLs: the CLOB on N, Gamma (and the geoblock check) on N+1, the Data
-API on N+2, both websockets on N+3.
+API on N+2, both websockets on N+3, the chain (JSON-RPC and relayer) on N+4.
 Prints one JSON line with the URLs, then serves. Exits 0 on a signal (Ctrl-C included), 2 if the
 recording cannot be read, 3 if a port is already taken.
 """

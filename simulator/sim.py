@@ -223,7 +223,7 @@ class Simulator(Venue):
         )
         self._runners: list[web.AppRunner] = []
         self.scenario: Scenario | None = None
-        self.port = port  # 0: ephemeral ports; N: CLOB on N, Gamma N+1, Data API N+2, WS N+3
+        self.port = port  # 0: ephemeral; N: CLOB N, Gamma N+1, Data N+2, WS N+3, chain N+4
         self.clob_url = self.gamma_url = self.data_url = self.geoblock_url = ""
         self.market_ws_url = self.user_ws_url = ""
         self.chain = Chain(self)  # JSON-RPC and relayer (`simulator.rpc`, `simulator.relayer`)
