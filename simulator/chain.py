@@ -465,6 +465,15 @@ class Chain:
         return paid
 
     # --- the auto-redeem operator -----------------------------------------------------------
+    def auto_redeem_every(self, seconds: float) -> None:
+        """Run the operator every `seconds` from now on (its real delay is UNCERTAIN)."""
+
+        def tick() -> None:
+            self.auto_redeem()
+            self.venue._later(seconds, tick)
+
+        self.venue._later(seconds, tick)
+
     def auto_redeem(self) -> list[Tx]:
         """Redeem, as the operator, every resolved position of every wallet that approved it."""
         op = self.c.auto_redeem_operator
@@ -477,17 +486,15 @@ class Chain:
                     continue
                 if all(self.shares_units(owner, t) == 0 for t in m.token_ids):
                     continue
-                tx = self.submit_internal(op, [], seed=owner.encode() + m.condition_id.encode())
-                tx.calls = []
-                tx.to = op
-                self._pending.remove(tx)
+                seed = owner.encode() + m.condition_id.encode()
+                tx = Tx(hash=self.next_hash(seed), sender=op, to=op, data=b"", nonce=-1)
+                self.txs[tx.hash] = tx
                 self.block += 1
                 self.block_times[self.block] = int(time.time())
                 tx.block, tx.status = self.block, 1
                 paid = self.redeem_all(owner, m)
-                lg = self._payout_log(
-                    op, owner, self.c.collateral, bytes.fromhex(m.condition_id[2:66]), [1, 2], paid
-                )
+                cid = bytes.fromhex(m.condition_id[2:66])
+                lg = self._payout_log(op, owner, self.c.collateral, cid, [1, 2], paid)
                 lg.block, lg.tx_hash = self.block, tx.hash
                 tx.logs = [lg]
                 self.logs.append(lg)
@@ -496,7 +503,7 @@ class Chain:
 
 
 def is_v2(m: SimMarket) -> bool:
-    return getattr(m, "version", "v1") == "v2"
+    return m.version == "v2"
 
 
 def _int(b: bytes) -> int:

@@ -27,6 +27,7 @@ from simulator import SimMarket, Simulator
 from storage.db import Database
 from storage.fills import FillRepository, upsert_position
 from storage.redemptions import RedemptionRepository
+from tests.helpers import until
 from venue.chain import contracts as cc
 from venue.chain.relayer import RelayerClient
 from venue.chain.rpc import RpcClient
@@ -237,7 +238,9 @@ async def test_auto_redeem_operator_detected_nothing_sent_positions_settled(env:
     m = add_market(env.sim, "binary")
     await hold(env, wallet, m, D("30"))
     env.sim.lifecycle.resolve(m.condition_id, m.token_ids[0])
-    [op_tx] = env.sim.chain.auto_redeem()
+    env.sim.chain.auto_redeem_every(0.02)
+    await until(lambda: env.sim.engine.collateral.get(wallet.lower()) == D("30"))
+    [op_tx] = env.sim.chain.txs.values()
     assert op_tx.sender == A.auto_redeem_operator.lower()
 
     report = await redeemer(env, "PROXY", wallet).run()
