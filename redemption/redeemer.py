@@ -42,6 +42,8 @@ from venue.chain.sources import MarketKind, market_kind, redeemable_positions
 log = structlog.get_logger("redemption")
 
 Planner = Callable[[Candidate, bool], list[cc.Call]]
+MAX_FAILED = 3
+"""FAILED redemptions of one market after which passes stop trying it (a human looks)."""
 
 
 @dataclass
@@ -126,11 +128,15 @@ class Redeemer:
         self, cid: str, sizes: dict[str, Decimal], report: Report, *, dry_run: bool
     ) -> None:
         statuses = await self.repo.statuses(self.wallet, cid)
-        if statuses & {"SENDING", "SENT", "UNKNOWN"}:
+        if statuses.keys() & {"SENDING", "SENT", "UNKNOWN"}:
             report.add(cid, "pending", why="an unfinished redemption is journaled")
             return
         if "ZERO_PAYOUT" in statuses:
             report.add(cid, "skipped", why="an earlier redemption paid nothing: needs a human")
+            return
+        if statuses.get("FAILED", 0) >= MAX_FAILED:
+            why = f"{statuses['FAILED']} redemptions failed: needs a human (see the audit log)"
+            report.add(cid, "skipped", why=why)
             return
         market = await market_kind(self.session, self.gamma_url, cid)
         if market is None:
@@ -141,7 +147,7 @@ class Redeemer:
             report.add(cid, "skipped", why="not resolved on chain yet")
             return
         if not any(cand.balances):
-            if statuses & {"REDEEMED", "ALREADY_REDEEMED"}:
+            if statuses.keys() & {"REDEEMED", "ALREADY_REDEEMED"}:
                 return  # done earlier; the Data API index has not caught up
             await self._already_redeemed(cand, sizes, report, dry_run=dry_run)
             return
@@ -165,9 +171,10 @@ class Redeemer:
         try:
             prepared = await self.sender.prepare(calls)
         except SendRefused as e:
+            # Nothing was signed or sent: logged and counted, not journaled (a POL floor that
+            # holds for days must not add a row every pass).
             log.error("redemption_refused", condition_id=cid, error=str(e))
             self._count("refused")
-            await self._begin(cand, shares, before, "FAILED", error=str(e))
             report.add(cid, "refused", why=str(e))
             return
         try:

@@ -24,7 +24,7 @@ from storage.db import Database
 from storage.fills import upsert_position
 
 OPEN_STATUSES = ("SENDING", "SENT", "UNKNOWN")
-TERMINAL_STATUSES = ("REDEEMED", "ZERO_PAYOUT", "FAILED", "ALREADY_REDEEMED", "DRY_RUN")
+TERMINAL_STATUSES = ("REDEEMED", "ZERO_PAYOUT", "FAILED", "ALREADY_REDEEMED")
 
 
 class RedemptionConflict(Exception):
@@ -89,13 +89,14 @@ class RedemptionRepository:
     def __init__(self, *, db: Database) -> None:
         self._db = db
 
-    async def statuses(self, wallet: str, condition_id: str) -> set[str]:
-        """Every status `wallet`'s redemptions of `condition_id` have had an end in."""
+    async def statuses(self, wallet: str, condition_id: str) -> dict[str, int]:
+        """How many of `wallet`'s redemptions of `condition_id` are in each status."""
         rows = await self._db.fetchall(
-            "SELECT DISTINCT status FROM redemptions WHERE wallet = ? AND condition_id = ?",
+            "SELECT status, COUNT(*) FROM redemptions WHERE wallet = ? AND condition_id = ?"
+            " GROUP BY status",
             (wallet.lower(), condition_id),
         )
-        return {str(r[0]) for r in rows}
+        return {str(r[0]): int(r[1]) for r in rows}
 
     async def open(self, wallet: str) -> list[Redemption]:
         """Unfinished redemptions of `wallet` (SENDING, SENT, UNKNOWN), oldest first."""
@@ -133,8 +134,8 @@ class RedemptionRepository:
         relayer_nonce: str | None = None,
         error: str | None = None,
     ) -> int:
-        """Journal a redemption (SENDING with its signed payload, or a terminal record such as
-        ALREADY_REDEEMED / DRY_RUN); raise `RedemptionConflict` if one is unfinished."""
+        """Journal a redemption (SENDING with its signed payload, or ALREADY_REDEEMED); raise
+        `RedemptionConflict` if one is unfinished."""
         ts = now_iso()
 
         def job(c: sqlite3.Connection) -> int:

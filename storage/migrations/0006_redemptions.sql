@@ -14,7 +14,7 @@ CREATE TABLE redemptions (
     expected_payout TEXT NOT NULL,     -- pUSD, from the on-chain payout vector
     balance_before  TEXT NOT NULL,     -- the wallet's pUSD before sending
     status          TEXT NOT NULL,     -- SENDING, SENT, REDEEMED, ZERO_PAYOUT, FAILED, UNKNOWN,
-                                       -- ALREADY_REDEEMED, DRY_RUN
+                                       -- ALREADY_REDEEMED
     payload         TEXT,              -- signed raw transaction (hex) or relayer envelope (JSON)
     tx_hash         TEXT,
     relayer_id      TEXT,

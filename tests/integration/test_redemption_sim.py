@@ -230,6 +230,12 @@ async def test_missing_adapter_approval_reverts_and_fails(env: Env) -> None:
     report = await redeemer(env, "PROXY", wallet).run()
     assert report.outcomes() == ["failed"]
     assert "not token owner or approved" in report.lines[0]["why"]
+    # Retried on later passes, but not forever: after MAX_FAILED a human looks.
+    for _ in range(2):
+        assert (await redeemer(env, "PROXY", wallet).run()).outcomes() == ["failed"]
+    skipped = await redeemer(env, "PROXY", wallet).run()
+    assert skipped.outcomes() == ["skipped"] and "3 redemptions failed" in skipped.lines[0]["why"]
+    assert env.sim.relayer.submits == 3
 
 
 async def test_auto_redeem_operator_detected_nothing_sent_positions_settled(env: Env) -> None:
@@ -263,7 +269,7 @@ async def test_eoa_below_pol_floor_refuses_and_sends_nothing(env: Env) -> None:
     env.sim.lifecycle.resolve(m.condition_id, m.token_ids[0])
     report = await redeemer(env, "EOA", wallet).run()
     assert report.outcomes() == ["refused"] and "POL floor" in report.lines[0]["why"]
-    assert env.sim.chain.txs == {}
+    assert env.sim.chain.txs == {} and await env.repo.all() == []  # nothing signed, no row
 
 
 async def test_losing_position_redeems_for_zero_without_alert(env: Env) -> None:
