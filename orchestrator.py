@@ -430,7 +430,7 @@ class Daemon:
         ctx.books = market_data.books
         await self._fold(ctx, market_data)
         await self._fold(ctx, build_copy_trading(ctx.shared, execution, books=market_data.books))
-        await self._fold(ctx, build_redemption(ctx.shared, execution))  # AUTO_REDEEM
+        await self._fold(ctx, build_redemption(ctx.shared, execution, alert=ctx.notifier.notify))
 
     @staticmethod
     async def _fold(ctx: Context, stage: Stage) -> None:

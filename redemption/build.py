@@ -14,7 +14,7 @@ from config import Settings
 from errors import ConfigError
 from models import Position
 from observability.metrics import Metrics
-from redemption.redeemer import Redeemer
+from redemption.redeemer import Alert, Redeemer
 from redemption.senders import EoaSender, RelayerSender, Sender, SendRefused
 from storage.db import Database
 from storage.fills import FillRepository
@@ -74,6 +74,7 @@ def build_redeemer(
     session: aiohttp.ClientSession,
     metrics: Metrics | None = None,
     on_positions: Callable[[list[Position]], None] | None = None,
+    alert: Alert | None = None,
 ) -> Redeemer:
     rpc = RpcClient(url=settings.rpc_url, session=session, timeout_s=settings.http_timeout_s)
     return Redeemer(
@@ -87,6 +88,7 @@ def build_redeemer(
         gamma_url=settings.gamma_api_url,
         metrics=metrics,
         on_positions=on_positions,
+        alert=alert,
     )
 
 

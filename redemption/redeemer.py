@@ -42,6 +42,8 @@ from venue.chain.sources import MarketKind, market_kind, redeemable_positions
 log = structlog.get_logger("redemption")
 
 Planner = Callable[[Candidate, bool], list[cc.Call]]
+Alert = Callable[[str, str, str], object]
+"""`(kind, key, text)`: the operator notifier's `notify` (never blocks)."""
 MAX_FAILED = 3
 """FAILED redemptions of one market after which passes stop trying it (a human looks)."""
 
@@ -82,6 +84,7 @@ class Redeemer:
         gamma_url: str,
         metrics: Metrics | None = None,
         on_positions: Callable[[list[Position]], None] | None = None,
+        alert: Alert | None = None,
         poll_interval_s: float = 2.0,
         confirm_timeout_s: float = 120.0,
         planner: Planner | None = None,
@@ -98,6 +101,7 @@ class Redeemer:
         self.gamma_url = gamma_url
         self.metrics = metrics
         self.on_positions = on_positions
+        self.alert = alert
         self.poll_interval_s = poll_interval_s
         self.confirm_timeout_s = confirm_timeout_s
         self.planner: Planner = planner or (
@@ -175,6 +179,7 @@ class Redeemer:
             # holds for days must not add a row every pass).
             log.error("redemption_refused", condition_id=cid, error=str(e))
             self._count("refused")
+            self._alert("redemption_refused", cid, f"redemption of {cid} refused: {e}")
             report.add(cid, "refused", why=str(e))
             return
         try:
@@ -262,6 +267,12 @@ class Redeemer:
             if verdict == "unknown":
                 await self.repo.transition(row.id, "UNKNOWN", error=why)
                 self._count("unknown")
+                self._alert(
+                    "redemption_unknown",
+                    row.condition_id,
+                    f"redemption {row.id} of {row.condition_id}: outcome unknown ({why}); check the"
+                    " relayer and the wallet before redeeming it again",
+                )
                 report.add(row.condition_id, "unknown", why=why)
                 return
             if verdict == "failed" or sent is None:
@@ -312,6 +323,12 @@ class Redeemer:
                 error=f"expected {row.expected_payout} pUSD, balance rose {rose}",
             )
             self._count("zero_payout")
+            self._alert(
+                "redemption_zero_payout",
+                row.condition_id,
+                f"redemption {row.id} of {row.condition_id} paid nothing (expected"
+                f" {row.expected_payout} pUSD, tx {tx_hash}): wrong contract or collateral",
+            )
             report.add(row.condition_id, "zero_payout", expected=row.expected_payout, rose=rose)
             return
         if rose != row.expected_payout:
@@ -350,6 +367,10 @@ class Redeemer:
         """The wallet's pUSD balance on chain."""
         raw = await self.rpc.call(cc.erc20_balance_of(self.a.collateral, self.wallet))
         return Decimal(cc.decode_uint(raw)) / UNIT
+
+    def _alert(self, kind: str, condition_id: str, text: str) -> None:
+        if self.alert is not None:
+            self.alert(kind, f"{kind}:{condition_id}", text)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:

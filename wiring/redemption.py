@@ -10,6 +10,7 @@ import structlog
 
 from models import Position
 from redemption.build import build_redeemer
+from redemption.redeemer import Alert
 from wiring.execution import ExecutionStage
 from wiring.shared import Shared
 from wiring.stage import Stage
@@ -17,9 +18,12 @@ from wiring.stage import Stage
 log = structlog.get_logger("wiring.redemption")
 
 
-def build_redemption(shared: Shared, execution: ExecutionStage) -> Stage:
-    """A stage with the `redeemer` service, or an empty one (off, or paper mode). Missing
-    redemption settings (a relayer key for a non-EOA wallet) raise `ConfigError` (exit 2)."""
+def build_redemption(
+    shared: Shared, execution: ExecutionStage, *, alert: Alert | None = None
+) -> Stage:
+    """A stage with the `redeemer` service, or an empty one (off, or paper mode). `alert` is the
+    operator notifier (zero payouts, unknown outcomes, a POL floor). Missing redemption settings
+    (a relayer key for a non-EOA wallet) raise `ConfigError` (exit 2)."""
     s = shared.settings
     stage = Stage()
     if not s.auto_redeem or s.mode != "live":
@@ -29,9 +33,15 @@ def build_redemption(shared: Shared, execution: ExecutionStage) -> Stage:
     def moved(positions: list[Position]) -> None:
         for p in positions:
             book.set_position(p)
+        shared.metrics.redeemable_usd.set(float(book.redeemable()))
 
     redeemer = build_redeemer(
-        s, db=shared.db, session=shared.http, metrics=shared.metrics, on_positions=moved
+        s,
+        db=shared.db,
+        session=shared.http,
+        metrics=shared.metrics,
+        on_positions=moved,
+        alert=alert,
     )
 
     async def loop() -> None:

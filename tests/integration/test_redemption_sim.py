@@ -186,9 +186,15 @@ async def test_ctf_redeem_with_pusd_pays_nothing_and_is_flagged_zero_payout(env:
     def trap(c: Candidate, one: bool) -> list[cc.Call]:
         return [cc.ctf_redeem_with_pusd(c.condition_id)]
 
-    report = await redeemer(env, "SAFE", wallet, planner=trap).run()
+    alerts: list[tuple[str, str, str]] = []
+    report = await redeemer(
+        env, "SAFE", wallet, planner=trap, alert=lambda *a: alerts.append(a)
+    ).run()
 
     assert report.outcomes() == ["zero_payout"]
+    [(kind, key, text)] = alerts
+    assert (kind, key) == ("redemption_zero_payout", f"redemption_zero_payout:{m.condition_id}")
+    assert "paid nothing (expected 12 pUSD" in text
     [tx] = env.sim.chain.txs.values()
     assert tx.status == 1  # the trap: the transaction succeeds...
     assert env.sim.engine.shares[(wallet.lower(), m.token_ids[0])] == D(
