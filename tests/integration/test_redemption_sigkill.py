@@ -177,3 +177,19 @@ async def test_killed_between_journal_and_send_sends_the_same_signed_payload(
         assert list(env.sim.chain.txs) == [prepared.tx_hash]  # the journaled bytes went out
     [row] = await env.repo.all()
     assert (row.status, row.payout) == ("REDEEMED", D("6"))
+
+
+async def test_redeem_refuses_while_the_daemon_holds_the_database(env: Env, tmp_path: Path) -> None:
+    from storage.lock import writer_lock
+
+    wallet = wallet_of(env, "EOA")
+    path = env_file(env.sim, tmp_path, "EOA", wallet)
+    lock = writer_lock(tmp_path / "polyd.db")
+    await lock.acquire()  # what a running daemon holds
+    try:
+        proc = await start(path, "--dry-run")
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await lock.release()
+    assert proc.returncode == 3, out.decode() + err.decode()
+    assert "AUTO_REDEEM=true" in err.decode()
