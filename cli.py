@@ -123,6 +123,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
     add_record(sub)
 
+    from redemption.cli import add_parsers as add_redemption  # redeem, approve
+
+    add_redemption(sub, [common])
+
 
 def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int:
     """Run one operator command; print its result; return the exit code."""
@@ -142,6 +146,10 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
         from backtest.cli import run as run_vet
 
         return run_vet(args, settings)
+    if args.command in ("redeem", "approve"):
+        from redemption.cli import run as run_redemption
+
+        return run_redemption(args, settings)
     try:
         if args.command == "status":
             result, code = status(settings)

@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     signature_type: int = Field(default=0, ge=0, le=3)
     funder_address: Address = None
 
+    # --- chain: approvals and redemption (docs/redemption.md) ----------------------------------
+    rpc_url: HttpUrl = "https://polygon.drpc.org"
+    relayer_url: HttpUrl = "https://relayer-v2.polymarket.com"
+    relayer_api_key: OptionalSecret = None
+    relayer_api_key_address: Address = None
+    auto_redeem: bool = False
+    auto_redeem_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    pol_floor: Money = Decimal("0.5")
+
     # --- storage, sidecar, logging -------------------------------------------------------------
     db_path: Path = Path("data/polyd.db")
     db_busy_timeout_ms: int = Field(default=5000, ge=100, le=600_000)

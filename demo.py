@@ -119,6 +119,7 @@ def funded_key(sim: Simulator, collateral: Decimal) -> str:
     """Create a throwaway key, credit its address with `collateral` pUSD at `sim`, return it."""
     account = Account.create()
     sim.fund(account.address, collateral=collateral)
+    sim.chain.fund_pol(account.address, Decimal("10"))  # gas for approve / redeem as an EOA
     return "0x" + bytes(account.key).hex()
 
 
@@ -133,6 +134,8 @@ def simulator_overrides(sim: Simulator, key_hex: str) -> dict[str, Any]:
         "market_ws_url": sim.market_ws_url,
         "user_ws_url": sim.user_ws_url,
         "geoblock_url": sim.geoblock_url,
+        "rpc_url": sim.rpc_url,
+        "relayer_url": sim.relayer_url,
         "private_key": key_hex,
         # A real wallet's settings in the shell must never reach the simulator (or vice versa).
         "clob_api_key": None,

@@ -111,7 +111,7 @@ async def diagnose(settings: Settings) -> list[Check]:
             out += await asyncio.to_thread(_funds, settings, account, creds)
     finally:
         account.close()
-    return out + await _markets(settings)
+    return out + await _approvals(settings) + await _markets(settings)
 
 
 async def _guard(name: str, check: Callable[[], Awaitable[Check]]) -> Check:
@@ -355,3 +355,34 @@ def _missing_slugs(slugs: Any, markets: Any, what: str) -> tuple[bool, str, str]
             "market's slug matches nothing",
         )
     return True, f"{len(known)} markets found by slug", ""
+
+
+async def _approvals(settings: Settings) -> list[Check]:
+    """Each approval redemption needs, read on chain (`redemption.build.approvals_state`)."""
+    import aiohttp
+
+    from redemption.build import APPROVE_COMMAND, approvals_state, wallet_of
+    from venue.chain.rpc import ChainError, RpcClient
+
+    try:
+        wallet = wallet_of(settings)
+        async with aiohttp.ClientSession() as session:
+            rpc = RpcClient(
+                url=settings.rpc_url, session=session, timeout_s=settings.http_timeout_s
+            )
+            states = await approvals_state(rpc, wallet)
+    except (PolydError, ChainError) as e:
+        return [
+            Check(
+                "approvals", False, f"the chain did not answer ({e})", "check RPC_URL, then retry"
+            )
+        ]
+    return [
+        Check(
+            f"approval {s.approval.name}",
+            s.approved,
+            f"{'set' if s.approved else 'not set'} for {wallet}",
+            f"{APPROVE_COMMAND} (redemption needs it; docs/redemption.md)",
+        )
+        for s in states
+    ]

@@ -421,6 +421,7 @@ class Daemon:
         from wiring.copy_trading import build_copy_trading
         from wiring.execution import build_execution
         from wiring.market_data import build_market_data
+        from wiring.redemption import build_redemption
 
         execution = await build_execution(ctx.shared, books=lambda: ctx.books)
         ctx.executor = execution.executor
@@ -429,6 +430,7 @@ class Daemon:
         ctx.books = market_data.books
         await self._fold(ctx, market_data)
         await self._fold(ctx, build_copy_trading(ctx.shared, execution, books=market_data.books))
+        await self._fold(ctx, build_redemption(ctx.shared, execution, alert=ctx.notifier.notify))
 
     @staticmethod
     async def _fold(ctx: Context, stage: Stage) -> None:

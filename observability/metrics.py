@@ -244,6 +244,18 @@ class Metrics:
             "Gamma market rows that could not be used (no order book, bad ids)",
             registry=r,
         )
+        self.v2_markets_skipped_total = Counter(
+            "polyd_v2_markets_skipped_total",
+            "Protocol-V2 markets (Gamma version v2) discovery refused: polyd cannot trade them",
+            registry=r,
+        )
+        self.redemptions_total = Counter(
+            "polyd_redemptions_total",
+            "Redemptions of resolved positions by outcome (redeemed, zero_payout, failed,"
+            " already_redeemed, unknown, refused; pass_failed: a background pass crashed)",
+            ["outcome"],
+            registry=r,
+        )
         self.watched_markets = Gauge(
             "polyd_watched_markets", "Markets selected by discovery for the strategies", registry=r
         )

@@ -4,7 +4,7 @@
 `--replay DIR` serves a recording made by `python -m orchestrator record` (its markets, books and
 websocket frames on their recorded timing, `--speed` times faster; see `simulator.replay`).
 `--port N` gives stable URLs: the CLOB on N, Gamma (and the geoblock check) on N+1, the Data
-API on N+2, both websockets on N+3.
+API on N+2, both websockets on N+3, the chain (JSON-RPC and relayer) on N+4.
 Prints one JSON line with the URLs, then serves. Exits 0 on a signal (Ctrl-C included), 2 if the
 recording cannot be read, 3 if a port is already taken.
 """
@@ -52,6 +52,8 @@ async def serve(
             "data_url": sim.data_url,
             "market_ws_url": sim.market_ws_url,
             "user_ws_url": sim.user_ws_url,
+            "rpc_url": sim.rpc_url,
+            "relayer_url": sim.relayer_url,
         }
         sys.stdout.write(orjson.dumps(urls).decode() + "\n")
         sys.stdout.flush()

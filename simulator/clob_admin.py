@@ -31,6 +31,8 @@ class Admin:
                 )
             if body.get("collateral") is not None:
                 self.venue.fund(addr, collateral=Decimal(str(body["collateral"])))
+            if body.get("pol") is not None:  # gas money on the chain (`simulator.chain`)
+                getattr(self.venue, "chain").fund_pol(addr, Decimal(str(body["pol"])))  # noqa: B009  # Venue has no chain, the Simulator does
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidOperation, ValueError) as e:
             return error(f"bad fund request: {e}", 400)
         return json_response({"ok": True})

@@ -56,6 +56,8 @@ class SimMarket:
     """Gamma `feeType` (for example `crypto_fees_v2`); empty without a fee."""
     rebate_rate: Decimal = Decimal(0)
     """Gamma `feeSchedule.rebateRate`: the fees' share paid back to makers (daily, not per fill)."""
+    version: str = "v1"
+    """Gamma `version`: "v1" (conditional tokens) or "v2" (PositionManager; `simulator.chain`)."""
 
     @property
     def active(self) -> bool:
@@ -211,7 +213,15 @@ class SimMarket:
             }
             | self._resolution_fields()
             | self._gamma_fee_fields()
+            | self._version_fields()
         )
+
+    def _version_fields(self) -> Json:
+        """Protocol V2 (docs `migrate/polymarket-v2/api-integrations`): `version`, and for "v2"
+        markets `positionIds` as a real array."""
+        if self.version != "v2":
+            return {"version": self.version}
+        return {"version": "v2", "positionIds": list(self.token_ids)}
 
     def _resolution_fields(self) -> Json:
         """What Gamma adds once a market resolved, as in NT's real capture

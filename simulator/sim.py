@@ -20,12 +20,15 @@ import orjson
 from aiohttp import web
 
 from recording.reader import Recording
+from simulator.chain import Chain
 from simulator.clob import Clob
 from simulator.engine import LevelChange, Order, Trade, fmt, now_ms, rate_bps
 from simulator.lifecycle import Lifecycle
 from simulator.market import SimMarket
 from simulator.offchain import DataApi, Gamma
+from simulator.relayer import Relayer
 from simulator.replay import Replay
+from simulator.rpc import chain_app
 from simulator.scenario import Scenario
 from simulator.venue import (
     ApiKey,
@@ -220,9 +223,12 @@ class Simulator(Venue):
         )
         self._runners: list[web.AppRunner] = []
         self.scenario: Scenario | None = None
-        self.port = port  # 0: ephemeral ports; N: CLOB on N, Gamma N+1, Data API N+2, WS N+3
+        self.port = port  # 0: ephemeral; N: CLOB N, Gamma N+1, Data N+2, WS N+3, chain N+4
         self.clob_url = self.gamma_url = self.data_url = self.geoblock_url = ""
         self.market_ws_url = self.user_ws_url = ""
+        self.chain = Chain(self)  # JSON-RPC and relayer (`simulator.rpc`, `simulator.relayer`)
+        self.relayer = Relayer(self.chain)
+        self.rpc_url = self.relayer_url = ""
 
     # lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Simulator:
@@ -249,6 +255,7 @@ class Simulator(Venue):
             "gamma": Gamma(self).app(),
             "data": DataApi(self).app(),
             "ws": ws_app,
+            "chain": chain_app(self.chain, self.relayer, self.log_middleware("chain")),
         }
         ports: dict[str, int] = {}
         for i, (name, app) in enumerate(apps.items()):
@@ -272,6 +279,8 @@ class Simulator(Venue):
         self.geoblock_url = f"{self.gamma_url}/api/geoblock"
         self.market_ws_url = f"ws://127.0.0.1:{ports['ws']}/ws/market"
         self.user_ws_url = f"ws://127.0.0.1:{ports['ws']}/ws/user"
+        self.rpc_url = f"http://127.0.0.1:{ports['chain']}"
+        self.relayer_url = f"{self.rpc_url}/relayer"
         if self.scenario_name == "demo":
             self.scenario = Scenario(self)
             self.scenario.start()

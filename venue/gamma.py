@@ -260,6 +260,8 @@ class GammaClient:
         self._max_pages = max_pages
         self._now = now
         self.skipped = 0
+        self.skipped_v2 = 0
+        """Protocol-V2 markets refused (`V2_REFUSAL`), since start."""
         self._malformed = malformed or parse.MalformedLog("gamma", metrics=metrics)
         """Told of every row refused for a number out of bounds."""
 
@@ -325,6 +327,21 @@ class GammaClient:
         """Every row of a `/markets` listing with these filters (the markets bucket)."""
         return await self._pages(path, params, "gamma_markets")
 
+    def _skip_v2(self, row: Mapping[str, Any]) -> None:
+        """A Protocol-V2 market (Gamma `version: "v2"`): positions in the PositionManager, orders
+        against ExchangeV3 with EIP-712 domain version "3" (docs `migrate/polymarket-v2/*`; SDK
+        `_resolve_order_routing`). polyd signs CTF-exchange orders only, so it refuses them here,
+        before any rule can pick one, and counts them (docs/redemption.md)."""
+        self.skipped_v2 += 1
+        if self._metrics is not None:
+            self._metrics.v2_markets_skipped_total.inc()
+        log.info(
+            "gamma_row_skipped",
+            why=V2_REFUSAL,
+            gamma_id=str(row.get("id", ""))[:20],
+            slug=str(row.get("slug", ""))[:80],
+        )
+
     def _skip(self, n: int, why: str, **kw: Any) -> None:
         if n <= 0:
             return
@@ -336,6 +353,9 @@ class GammaClient:
     def _rows(self, raw: Iterable[dict[str, Any]], q: MarketQuery, now: datetime) -> list[Market]:
         out: dict[str, Market] = {}
         for r in raw:
+            if r.get("version") == "v2":
+                self._skip_v2(r)
+                continue
             try:
                 row = parse_market(r)
             except FeedError as e:
@@ -431,6 +451,12 @@ async def resolved_markets(
     return out
 
 
+V2_REFUSAL = (
+    "Protocol-V2 market (Gamma version v2: ExchangeV3, EIP-712 domain version 3):"
+    " polyd cannot sign or route its orders"
+)
+"""Why discovery refuses a v2 market (logged with each one, counted per rule)."""
+
 DiscoveryResult = dict[str, list[Market]]
 """Markets found, by query-set name (e.g. sniper rule name)."""
 
@@ -461,6 +487,8 @@ class Discovery:
         self.result: DiscoveryResult = {}
         self.refreshes = 0
         self.ok_once = asyncio.Event()
+        self.v2_skipped: dict[str, int] = {}
+        """Protocol-V2 markets each query set's last refresh refused (`V2_REFUSAL`)."""
 
     async def refresh(self) -> bool:
         """Run every query once; return True if all succeeded."""
@@ -468,6 +496,7 @@ class Discovery:
         result = dict(self.result)
         for name, queries in self._queries.items():
             found: dict[str, Market] = {}
+            v2_before = self._gamma.skipped_v2
             try:
                 for q in queries:
                     for m in await self._gamma.markets(q):
@@ -477,6 +506,11 @@ class Discovery:
                 log.warning("discovery_failed", name=name, error=str(e))
                 continue
             result[name] = list(found.values())
+            self.v2_skipped[name] = self._gamma.skipped_v2 - v2_before
+            if self.v2_skipped[name]:
+                log.info(
+                    "discovery_v2_skipped", name=name, count=self.v2_skipped[name], why=V2_REFUSAL
+                )
         self.result = result
         self.refreshes += 1
         markets = {m.condition_id for ms in result.values() for m in ms}

@@ -63,6 +63,25 @@ def rules(tmp_path: Path, slugs: str = '"btc-above-100k", "fed-cut-december"') -
     return {"sniper_rules_path": sniper, "copy_rules_path": copy}
 
 
+def approved(sim: Simulator, s: dict[str, Any]) -> None:
+    """Set, on the simulator's chain, every approval redemption needs for the settings' wallet."""
+    from venue.chain.contracts import redemption_approvals
+
+    wallet = s.get("funder_address") if s.get("signature_type") else None
+    wallet = wallet or Account.from_key(s["private_key"]).address
+    for ap in redemption_approvals():
+        sim.chain.approve_all(wallet, ap.operator, token=ap.token)
+
+
+APPROVALS = [
+    "approval CTF → CtfCollateralAdapter",
+    "approval CTF → NegRiskCtfCollateralAdapter",
+    "approval CTF → auto-redeem operator",
+    "approval PositionManager → Router",
+    "approval PositionManager → auto-redeem operator",
+]
+
+
 def by_name(checks: list[Check]) -> dict[str, Check]:
     return {c.name: c for c in checks}
 
@@ -70,7 +89,9 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 async def test_every_check_passes_on_a_funded_wallet(tmp_path: Path) -> None:
     async with Simulator(seed=7, scenario="demo") as sim:
         key = funded_key(sim, Decimal("250"))
-        settings = make_settings(tmp_path, **simulator_overrides(sim, key), **rules(tmp_path))
+        overrides = simulator_overrides(sim, key)
+        approved(sim, overrides)
+        settings = make_settings(tmp_path, **overrides, **rules(tmp_path))
         checks = await diagnose(settings)
         # The key exists now: a second run derives it, and never asks to create it again.
         again = by_name(await diagnose(settings))
@@ -83,6 +104,7 @@ async def test_every_check_passes_on_a_funded_wallet(tmp_path: Path) -> None:
         "api key",
         "pUSD balance",
         "pUSD allowance",
+        *APPROVALS,
         "rule by-slug",
         "rule by-tag",
         "copy whale",
@@ -200,6 +222,7 @@ async def test_each_failure_is_one_cross_naming_what_to_do(tmp_path: Path, case:
     async with Simulator(seed=7, scenario="demo") as sim:
         overrides = {**simulator_overrides(sim, funded_key(sim, Decimal("100"))), **rules(tmp_path)}
         make(sim, overrides)
+        approved(sim, overrides)
         checks = await diagnose(make_settings(tmp_path, **overrides))
     failed = [c for c in checks if not c.ok]
     assert [c.name for c in failed] == [name], [c.line() for c in checks]
@@ -213,20 +236,27 @@ def test_cli_passes_against_the_simulator_and_fails_when_geoblocked(tmp_path: Pa
     with SimProcess(workdir=tmp_path, seed=7) as sim:
         key = "0x" + bytes(Account.create().key).hex()
         sim.fund(Account.from_key(key).address, collateral="100")
+        sim._admin("POST", "/_sim/fund", {"address": Account.from_key(key).address, "pol": "5"})
         env_file = tmp_path / "live.env"
         env_file.write_text(
             "MODE=live\n"
             f"PRIVATE_KEY={key}\n"
             f"CLOB_HOST={sim.clob_url}\nGAMMA_API_URL={sim.gamma_url}\n"
             f"DATA_API_URL={sim.data_url}\nGEOBLOCK_URL={sim.urls['geoblock_url']}\n"
+            f"RPC_URL={sim.urls['rpc_url']}\n"
             f"MARKET_WS_URL={sim.market_ws_url}\nUSER_WS_URL={sim.user_ws_url}\n"
             f"DB_PATH={tmp_path / 'polyd.db'}\n"
             f"SNIPER_RULES_PATH={rules(tmp_path)['sniper_rules_path']}\n"
         )
         env_file.chmod(0o600)
+        missing = run_cli("doctor", "--env-file", str(env_file), env=clean_env())
+        approve = run_cli("approve", "--env-file", str(env_file), env=clean_env())
         ok = run_cli("doctor", "--env-file", str(env_file), env=clean_env())
         sim._admin("POST", "/_sim/conditions", {"geoblock": {"blocked": True}})
         blocked = run_cli("doctor", "--env-file", str(env_file), "--json", env=clean_env())
+    assert missing.returncode == 1 and "→ python -m orchestrator approve" in missing.stdout
+    assert approve.returncode == 0, approve.stdout + approve.stderr
+    assert approve.stdout.count("approved ") == 5, approve.stdout
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lines = ok.stdout.splitlines()
     assert all(ln.startswith("✔ ") for ln in lines[:-1]), lines
@@ -247,6 +277,7 @@ async def test_an_unreachable_venue_is_a_cross_per_check_not_a_crash(tmp_path: P
         clob_host=nowhere,
         gamma_api_url=nowhere,
         geoblock_url=nowhere + "/api/geoblock",
+        rpc_url=nowhere,
         http_timeout_s=2,
         **rules(tmp_path),
     )

@@ -331,6 +331,7 @@ async def test_demo_scenario_is_reproducible_for_a_seed() -> None:
 def test_cli_prints_urls_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
     # `python -m simulator --seed 3`: the URLs are its first stdout line (SimProcess reads it).
     names = {"clob_url", "gamma_url", "data_url", "market_ws_url", "user_ws_url", "geoblock_url"}
+    names |= {"rpc_url", "relayer_url"}  # the chain (simulator.rpc, simulator.relayer)
     cli = SimProcess(workdir=tmp_path, seed=3, scenario=None, settle_delay_s=None).start()
     try:
         assert set(cli.urls) == names
