@@ -1,8 +1,9 @@
-"""The operator CLI: `python -m orchestrator status|positions|orders|halt|reduce|resume|cancel-all|
-reload|rotate-api-key`.
+"""The operator CLI: `python -m orchestrator status|positions|orders|trades|pnl|halt|reduce|resume|
+cancel-all|reload|rotate-api-key`.
 
-`status`, `positions` and `orders` read the daemon's database read-only (SQLite `mode=ro`,
-`query_only`: WAL lets them read while the daemon writes; they never migrate or write) and, for
+`status`, `positions`, `orders`, `trades` and `pnl` read the daemon's database read-only (SQLite
+`mode=ro`, `query_only`: WAL lets them read while the daemon writes; they never migrate or write)
+through the operator read model (`storage.views`; the views' tables are in `cli_views`) and, for
 `status`, the running daemon's `/health`. `halt`, `reduce`, `resume` and `cancel-all` POST to the
 running daemon's control routes with `CONTROL_TOKEN` as a bearer token, and so does `reload`
 (re-read the settings file). `rotate-api-key` replaces the API key (`credentials`).
@@ -22,12 +23,22 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cli_views import (
+    UNATTRIBUTED_NOTE,
+    VIEW_COMMANDS,
+    ViewError,
+    account,
+    add_view_commands,
+    render_account,
+    run_view,
+    table,
+)
+from cli_views import q as _q
 from config import Settings, load_settings
 from errors import ConfigError
 from models import UNATTRIBUTED
@@ -40,6 +51,8 @@ COMMANDS = (
     "status",
     "positions",
     "orders",
+    "trades",
+    "pnl",
     "halt",
     "reduce",
     "resume",
@@ -80,11 +93,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sub.add_parser(
         "status", parents=[common], help="daemon health, trading state, order and fill counts"
     )
-    sub.add_parser("positions", parents=[common], help="open positions and realized PnL")
-    orders = sub.add_parser("orders", parents=[common], help="recent orders, newest first")
-    orders.add_argument("--open", action="store_true", help="only orders not yet final")
-    orders.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
-    orders.add_argument("--strategy", default=None, help="only this strategy's orders")
+    add_view_commands(sub, common)
     halt = sub.add_parser("halt", parents=[common], help="stop new orders (cancels still go)")
     halt.add_argument("--reason", default="manual halt (cli)", help="recorded in the audit log")
     reduce = sub.add_parser(
@@ -155,14 +164,9 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
             result, code = status(settings)
             _emit(result, as_json, _render_status)
             return code
-        if args.command == "positions":
-            _emit(positions(settings), as_json, _render_positions)
-            return EXIT_OK
-        if args.command == "orders":
-            if args.limit < 1:
-                raise CliError("--limit must be at least 1", EXIT_CONFIG)
-            rows = orders(settings, open_only=args.open, limit=args.limit, strategy=args.strategy)
-            _emit(rows, as_json, _render_orders)
+        if args.command in VIEW_COMMANDS:
+            result, render = run_view(args, settings)
+            _emit(result, as_json, render)
             return EXIT_OK
         if args.command in ("halt", "reduce", "resume"):
             result = control(settings, args.command, {"reason": args.reason})
@@ -178,7 +182,7 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
             return EXIT_OK if result.get("reload") in ("applied", "unchanged") else EXIT_REFUSED
         if args.command == "rotate-api-key":
             return rotate(settings, env_file=env_file, pid=args.pid, as_json=as_json)
-    except CliError as e:
+    except (CliError, ViewError) as e:
         if as_json:
             print(json.dumps({"error": str(e)}))
         print(f"polyd {args.command}: {e}", file=sys.stderr)
@@ -328,41 +332,6 @@ def _read(settings: Settings, report: Callable[[Reports], T]) -> T:
         raise CliError(str(e), EXIT_NO_DB) from None
 
 
-def _dec(text: str | None) -> Decimal:
-    try:
-        return Decimal(text) if text is not None else Decimal(0)
-    except InvalidOperation:
-        return Decimal(0)
-
-
-def positions(settings: Settings) -> list[dict[str, Any]]:
-    """Positions per (strategy, token) with a size or realized PnL, as the journaled fills say;
-    holdings no order of ours explains under the strategy `unattributed`."""
-    return [
-        {
-            "strategy": p.strategy,
-            "token_id": p.token_id,
-            "size": str(p.size),
-            "avg_cost": str(p.avg_cost),
-            "cost_basis": str((p.size * p.avg_cost).quantize(Decimal("0.01"))),
-            "realized_pnl": str(p.realized_pnl),
-            "fees_paid": str(p.fees_paid),
-            "updated_at": p.updated_at,
-            "payout": None if p.payout is None else str(p.payout),
-            "redeemable": str(p.redeemable),
-        }
-        for p in _read(settings, Reports.positions)
-    ]
-
-
-def orders(
-    settings: Settings, *, open_only: bool = False, limit: int = 20, strategy: str | None = None
-) -> list[dict[str, Any]]:
-    """The newest `limit` orders from the journal."""
-    rows = _read(settings, lambda r: r.orders(open_only=open_only, limit=limit, strategy=strategy))
-    return [asdict(r) for r in rows]
-
-
 def db_summary(settings: Settings) -> DbSummary:
     """Trading state, order and fill counts, positions and PnL from the daemon's database."""
     return _read(settings, Reports.summary)
@@ -382,7 +351,8 @@ def status(settings: Settings) -> tuple[dict[str, Any], int]:
         code = EXIT_NOT_RUNNING
     try:
         out["database"] = asdict(db_summary(settings))
-    except CliError as e:
+        out["account"] = account(settings)
+    except (CliError, ViewError) as e:
         out["database"] = {"error": str(e)}
         if code == EXIT_OK:
             code = EXIT_NO_DB
@@ -399,46 +369,6 @@ def _emit(result: Any, as_json: bool, render: Any) -> None:
         print(json.dumps(result, indent=2, default=str))
     else:
         print(render(result))
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned text columns, numbers right-aligned."""
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-
-    def numeric(i: int) -> bool:
-        return bool(cells) and all(_is_number(r[i]) for r in cells if r[i])
-
-    right = [numeric(i) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
-
-
-def _is_number(text: str) -> bool:
-    try:
-        Decimal(text)
-    except InvalidOperation:
-        return False
-    return True
-
-
-def _q(text: str, places: int) -> str:
-    """Round for display only (--json keeps the exact values); no trailing zeros beyond it."""
-    value = _dec(text).quantize(Decimal(1).scaleb(-places))
-    # Fixed-point: a whole 10 must read "10", not Decimal's normalized "1E+1".
-    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
-
-
-def _short(text: str | None, n: int = 12) -> str:
-    if not text:
-        return ""
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _render_status(s: dict[str, Any]) -> str:
@@ -474,108 +404,17 @@ def _render_status(s: dict[str, Any]) -> str:
         " not cash)",
         f"database:      {s['db_path']}",
     ]
-    by_strategy = db.get("by_strategy") or {}
-    if by_strategy:
-        rows = [
-            [
-                name,
-                v["positions"],
-                _q(v["cost_basis"], 2),
-                _q(v["realized_pnl"], 2),
-                _q(v["fees_paid"], 5),
-                _q(v["redeemable"], 2),
-            ]
-            for name, v in by_strategy.items()
-        ]
-        lines += [
-            "",
-            table(
-                ["strategy", "open", "cost basis", "realized PnL", "fees paid", "redeemable"],
-                rows,
-            ),
-        ]
-        if UNATTRIBUTED in by_strategy:
-            lines.append(_UNATTRIBUTED_NOTE)
+    if "account" in s:
+        lines += render_account(s["account"])
+    elif UNATTRIBUTED in (db.get("by_strategy") or {}):
+        lines.append(UNATTRIBUTED_NOTE)
     return "\n".join(lines)
-
-
-_UNATTRIBUTED_NOTE = (
-    f"{UNATTRIBUTED}: holdings no order of ours explains (manual trades, transfers); no strategy"
-    " sells them"
-)
 
 
 def _detail(detail: Any) -> str:
     if isinstance(detail, dict):
         return ", ".join(f"{k}={v}" for k, v in detail.items())
     return "" if detail is None else str(detail)
-
-
-def _render_positions(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no positions"
-    total = sum((Decimal(r["realized_pnl"]) for r in rows), Decimal(0))
-    redeemable = sum((Decimal(r.get("redeemable") or "0") for r in rows), Decimal(0))
-    body = table(
-        [
-            "strategy",
-            "token",
-            "size",
-            "avg cost",
-            "cost basis",
-            "fees paid",
-            "realized PnL",
-            "resolved",
-            "updated",
-        ],
-        [
-            [
-                r["strategy"],
-                _short(r["token_id"], 16),
-                _q(r["size"], 4),
-                _q(r["avg_cost"], 4),
-                r["cost_basis"],
-                _q(r.get("fees_paid", "0"), 5),
-                _q(r["realized_pnl"], 2),
-                "" if r.get("payout") is None else f"pays {r['payout']}",
-                r["updated_at"][:19],
-            ]
-            for r in rows
-        ],
-    )
-    per: dict[str, Decimal] = {}
-    for r in rows:
-        per[r["strategy"]] = per.get(r["strategy"], Decimal(0)) + Decimal(r["realized_pnl"])
-    by_strategy = ", ".join(f"{name} {_q(str(pnl), 2)}" for name, pnl in per.items())
-    note = f"\n{_UNATTRIBUTED_NOTE}" if UNATTRIBUTED in per else ""
-    return (
-        f"{body}\n\n{len(rows)} positions, realized PnL {_q(str(total), 2)} pUSD"
-        f" ({by_strategy}), redeemable: {_q(str(redeemable), 2)} pUSD (not cash){note}"
-    )
-
-
-def _render_orders(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no orders"
-    return table(
-        ["created", "client order id", "strategy", "side", "price", "size", "filled", "type",
-         "status", "token"],
-        [
-            [
-                (r["created_at"] or "")[:19],
-                _short(r["client_order_id"], 14),
-                r["strategy"],
-                r["side"],
-                r["price"],
-                r["size"],
-                r["size_matched"],
-                r["order_type"],
-                r["status"],
-                _short(r["token_id"], 14),
-            ]
-            for r in rows
-        ],
-    )  # fmt: skip
 
 
 def _render_control(answer: dict[str, Any]) -> str:

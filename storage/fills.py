@@ -63,7 +63,7 @@ def upsert_position(c: sqlite3.Connection, pos: Position) -> None:
     )
 
 
-def _spill(
+def spill(
     held: Iterable[Position], excess: Decimal, price: Decimal
 ) -> list[tuple[Position, Decimal]]:
     """Take `excess` shares sold at `price` from the strategies' positions, the largest holding
@@ -94,7 +94,7 @@ def replay_token(c: sqlite3.Connection, token_id: str) -> dict[str, Position]:
         before = book.get(strategy) or Position(token_id=token_id, strategy=strategy)
         book[strategy] = before.apply(side, price, size, Decimal(fee))
         if strategy == UNATTRIBUTED and side is Side.SELL and size > before.size:
-            for p, _ in _spill(book.values(), size - before.size, price):
+            for p, _ in spill(book.values(), size - before.size, price):
                 book[p.strategy] = p
     return book
 
@@ -109,7 +109,7 @@ def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal) ->
         (fill.token_id, UNATTRIBUTED),
     ).fetchall()
     held = [_position_from_row(str(r[0]), fill.token_id, tuple(r)[1:]) for r in rows]
-    for p, take in _spill(held, excess, fill.price):
+    for p, take in spill(held, excess, fill.price):
         upsert_position(c, p)
         append_audit(
             c,

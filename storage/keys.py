@@ -10,3 +10,9 @@ TRADING_STATE_KEY: Final = "trading_state"
 RESOLUTIONS_KEY: Final = "resolutions"
 """Resolved markets the daemon held or traded: `{token_id: {"payout": "1", "condition_id": ...,
 "source": ...}}` as JSON. A position in one is worth shares x payout until redeemed on chain."""
+
+ACCOUNT_SNAPSHOT_KEY: Final = "account_snapshot"
+"""What only the running daemon knows, written every few seconds by the summary service
+(`wiring.summary`) for the read model (`storage.views`): marks per held token, today's PnL and
+its baseline, unrealized PnL, exposure, the last pUSD balance read, feed health, as JSON with
+Decimal money as strings and `at` (ISO-8601 UTC)."""

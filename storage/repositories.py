@@ -21,6 +21,7 @@ from storage.cursors import CursorRepository
 from storage.db import Database
 from storage.fills import FillRepository
 from storage.journal import NON_TERMINAL_SQL, JournalRow, OrderEvent, OrderJournal, OrderNotFound
+from storage.market_names import MarketNameRepository
 from storage.state import StateRepository
 from storage.strategy_state import SniperStateRepository
 
@@ -57,6 +58,7 @@ class Repositories:
     state: StateRepository
     copy_intents: CopyIntentRepository
     sniper_state: SniperStateRepository
+    names: MarketNameRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -69,4 +71,5 @@ class Repositories:
             state=StateRepository(db=db),
             copy_intents=CopyIntentRepository(db=db),
             sniper_state=SniperStateRepository(db=db),
+            names=MarketNameRepository(db=db),
         )

@@ -222,8 +222,14 @@ def test_status_prints_health_state_and_counts(daemon: Running) -> None:
 def test_positions_lists_the_filled_position(daemon: Running) -> None:
     res = cli("positions", env=daemon.env())
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[0].split()[:2] == ["strategy", "token"]
-    assert TOKEN_A[:15] in res.stdout
+    assert res.stdout.splitlines()[0].split()[:5] == [
+        "strategy",
+        "market",
+        "outcome",
+        "size",
+        "avg",
+    ]
+    assert f"token {TOKEN_A[:13]}…" in res.stdout  # no name learned for the seeded tokens
     assert "2 positions" in res.stdout
     assert f"realized PnL 0 pUSD (sniper 0, {UNATTRIBUTED} 0)" in res.stdout
     assert f"{UNATTRIBUTED}: holdings no order of ours explains" in res.stdout
@@ -232,25 +238,39 @@ def test_positions_lists_the_filled_position(daemon: Running) -> None:
         {
             "strategy": "sniper",
             "token_id": TOKEN_A,
+            "market": "",  # the daemon has learned no name for a token no venue lists
+            "outcome": "",
+            "slug": "",
             "size": "10",
             "avg_cost": "0.42",
             "cost_basis": "4.20",
+            "mark": rows[0]["mark"],
+            "value": rows[0]["value"],
+            "unrealized_pnl": rows[0]["unrealized_pnl"],
             "realized_pnl": "0",
+            "pnl": rows[0]["pnl"],
             "fees_paid": "0",  # the test's market charges no fee
-            "updated_at": rows[0]["updated_at"],
             "payout": None,  # its market has not resolved
+            "updated_at": rows[0]["updated_at"],
             "redeemable": "0",
         },
         {
             "strategy": UNATTRIBUTED,
             "token_id": TOKEN_B,
+            "market": "",
+            "outcome": "",
+            "slug": "",
             "size": "3",
             "avg_cost": "0.20",
             "cost_basis": "0.60",
+            "mark": rows[1]["mark"],
+            "value": rows[1]["value"],
+            "unrealized_pnl": rows[1]["unrealized_pnl"],
             "realized_pnl": "0",
+            "pnl": rows[1]["pnl"],
             "fees_paid": "0",
-            "updated_at": rows[1]["updated_at"],
             "payout": None,
+            "updated_at": rows[1]["updated_at"],
             "redeemable": "0",
         },
     ]
@@ -260,8 +280,8 @@ def test_orders_newest_first_open_only_and_limit(daemon: Running) -> None:
     res = cli("orders", env=daemon.env())
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split()[:3] == ["created", "client", "order"]
-    assert [ln.split()[-2] for ln in lines[2:]] == ["REJECTED", "LIVE", "FILLED"]
+    assert lines[0].split()[:3] == ["created", "strategy", "market"]
+    assert [ln.split()[-1] for ln in lines[2:]] == ["REJECTED", "LIVE", "FILLED"]
     every = json.loads(cli("orders", "--json", env=daemon.env()).stdout)
     assert [o["client_order_id"] for o in every] == [
         daemon.ids["rejected"],

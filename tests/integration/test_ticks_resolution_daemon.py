@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import cli
+import cli_views
 from demo import funded_key, simulator_overrides
 from executor import Executor
 from models import OrderRequest, OrderStatus, OrderType, Side
@@ -268,9 +269,9 @@ async def test_a_market_resolving_mid_run_settles_pnl_and_sends_nothing_after(
                                "url": "-", "db_path": "-"})  # fmt: skip
     assert "redeemable:    10 pUSD" in text
     assert summary.by_strategy["test"].redeemable == "10"  # the payout applies per strategy
-    positions = cli.positions(settings)
+    positions = cli_views.positions(settings)
     assert [(p["payout"], D(p["redeemable"])) for p in positions] == [("1", D(10))]
-    assert "redeemable: 10 pUSD (not cash)" in cli._render_positions(positions)
+    assert "redeemable: 10 pUSD (not cash)" in cli_views.render_positions(positions)
 
 
 async def test_resolution_is_found_by_polling_gamma_when_market_resolved_is_withheld(

@@ -1,0 +1,387 @@
+"""The trader's views in the operator CLI: `positions`, `orders`, `trades`, `pnl`, and the account
+part of `status`, read from the daemon's database through `storage.views` (read-only; the CLI
+has no network, so market names and marks are what the daemon stored).
+
+Human tables by default; `--json` prints the views' stable keys with Decimals as strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from config import Settings
+from models import UNATTRIBUTED
+from storage.reports import ReportError
+from storage.views import Views, jsonable
+
+T = TypeVar("T")
+EXIT_CONFIG, EXIT_NO_DB = 2, 4
+MARKET_WIDTH = 40
+
+UNATTRIBUTED_NOTE = (
+    f"{UNATTRIBUTED}: holdings no order of ours explains (manual trades, transfers); no strategy"
+    " sells them"
+)
+
+
+class ViewError(Exception):
+    """A message for the operator and the exit code that goes with it."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_view_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add `positions`, `orders`, `trades` and `pnl` to the operator sub-commands."""
+    positions = sub.add_parser(
+        "positions",
+        parents=[common],
+        help="positions per strategy: market, outcome, size, average cost, mark, PnL",
+    )
+    positions.add_argument("--strategy", default=None, help="only this strategy's positions")
+    orders = sub.add_parser(
+        "orders", parents=[common], help="recent orders, newest first, with fill price and fees"
+    )
+    orders.add_argument("--open", action="store_true", help="only orders not yet final")
+    orders.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
+    orders.add_argument("--strategy", default=None, help="only this strategy's orders")
+    trades = sub.add_parser(
+        "trades", parents=[common], help="trade history, newest first, with PnL per trade"
+    )
+    trades.add_argument("--strategy", default=None, help="only this strategy's trades")
+    trades.add_argument("--day", default=None, metavar="YYYY-MM-DD", help="only this UTC day")
+    trades.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
+    pnl = sub.add_parser("pnl", parents=[common], help="realized PnL per UTC day and strategy")
+    pnl.add_argument("--strategy", default=None, help="only this strategy")
+    pnl.add_argument("--days", type=int, default=None, metavar="N", help="the last N days")
+
+
+def read(settings: Settings, view: Callable[[Views], T]) -> T:
+    """Run one view over the daemon's database, opened read-only (ViewError 4 if unreadable)."""
+    try:
+        with Views.open(settings.db_path) as views:
+            return view(views)
+    except ReportError as e:
+        raise ViewError(str(e), EXIT_NO_DB) from None
+
+
+def parse_day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ViewError(
+            f"--day must be a date like 2026-01-31, not {text!r}", EXIT_CONFIG
+        ) from None
+
+
+def positions(settings: Settings, *, strategy: str | None = None) -> list[dict[str, Any]]:
+    """`positions --json`: each view row plus its redeemable value."""
+    rows = read(settings, lambda v: v.positions_view(strategy=strategy))
+    out = []
+    for p in rows:
+        row = jsonable(p)
+        paid = p.size * p.payout if p.payout is not None and p.size > 0 else Decimal(0)
+        row["redeemable"] = str(paid)
+        out.append(row)
+    return out
+
+
+def orders(
+    settings: Settings, *, open_only: bool = False, limit: int = 20, strategy: str | None = None
+) -> list[dict[str, Any]]:
+    if limit < 1:
+        raise ViewError("--limit must be at least 1", EXIT_CONFIG)
+    rows = read(
+        settings, lambda v: v.orders_view(open_only=open_only, limit=limit, strategy=strategy)
+    )
+    return [jsonable(r) for r in rows]
+
+
+def trades(
+    settings: Settings, *, strategy: str | None = None, day: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    if limit < 1:
+        raise ViewError("--limit must be at least 1", EXIT_CONFIG)
+    when = parse_day(day)
+    rows = read(settings, lambda v: v.trades(strategy=strategy, day=when, limit=limit))
+    return [jsonable(r) for r in rows]
+
+
+def pnl(
+    settings: Settings, *, strategy: str | None = None, days: int | None = None
+) -> list[dict[str, Any]]:
+    if days is not None and days < 1:
+        raise ViewError("--days must be at least 1", EXIT_CONFIG)
+    rows = read(settings, lambda v: v.pnl_days(strategy=strategy, days=days))
+    return [jsonable(r) for r in rows]
+
+
+def account(settings: Settings) -> dict[str, Any]:
+    """The account part of `status` (see `storage.views.StatusView`)."""
+    view = read(settings, lambda v: v.status_view(daily_loss_limit=settings.risk_daily_loss_limit))
+    out: dict[str, Any] = jsonable(view)
+    return out
+
+
+def run_view(args: argparse.Namespace, settings: Settings) -> tuple[Any, Callable[[Any], str]]:
+    """(result, renderer) of a view command."""
+    if args.command == "positions":
+        return positions(settings, strategy=args.strategy), render_positions
+    if args.command == "orders":
+        rows = orders(settings, open_only=args.open, limit=args.limit, strategy=args.strategy)
+        return rows, render_orders
+    if args.command == "trades":
+        rows = trades(settings, strategy=args.strategy, day=args.day, limit=args.limit)
+        return rows, render_trades
+    if args.command == "pnl":
+        return pnl(settings, strategy=args.strategy, days=args.days), render_pnl
+    raise AssertionError(f"not a view: {args.command}")
+
+
+VIEW_COMMANDS = ("positions", "orders", "trades", "pnl")
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned text columns, numbers right-aligned."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+
+    def numeric(i: int) -> bool:
+        return bool(cells) and all(_is_number(r[i]) for r in cells if r[i])
+
+    right = [numeric(i) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        Decimal(text)
+    except InvalidOperation:
+        return False
+    return True
+
+
+def dec(text: Any) -> Decimal:
+    try:
+        return Decimal(str(text)) if text is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def q(text: Any, places: int) -> str:
+    """Round for display only (--json keeps the exact values); no trailing zeros beyond it."""
+    value = dec(text).quantize(Decimal(1).scaleb(-places))
+    # Fixed-point: a whole 10 must read "10", not Decimal's normalized "1E+1".
+    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
+
+
+def q_or_dash(text: Any, places: int) -> str:
+    return "-" if text is None else q(text, places)
+
+
+def short(text: str | None, n: int = 12) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def market(row: dict[str, Any], width: int = MARKET_WIDTH) -> str:
+    """The market's question (cut to `width`), or the token id's head when no name is known."""
+    if row.get("market"):
+        return short(str(row["market"]), width)
+    return "token " + short(str(row["token_id"]), 14)
+
+
+def render_positions(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no positions"
+    body = table(
+        ["strategy", "market", "outcome", "size", "avg cost", "mark", "unrealized", "realized",
+         "PnL", "fees", "resolved"],
+        [
+            [
+                r["strategy"],
+                market(r),
+                short(r.get("outcome") or "", 12),
+                q(r["size"], 4),
+                q(r["avg_cost"], 4),
+                q_or_dash(r.get("mark"), 4),
+                q_or_dash(r.get("unrealized_pnl"), 2),
+                q(r["realized_pnl"], 2),
+                q(r["pnl"], 2),
+                q(r.get("fees_paid", "0"), 5),
+                "" if r.get("payout") is None else f"pays {r['payout']}",
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    total = sum((dec(r["realized_pnl"]) for r in rows), Decimal(0))
+    marked = [dec(r["unrealized_pnl"]) for r in rows if r.get("unrealized_pnl") is not None]
+    redeemable = sum((dec(r.get("redeemable")) for r in rows), Decimal(0))
+    per: dict[str, Decimal] = {}
+    for r in rows:
+        per[r["strategy"]] = per.get(r["strategy"], Decimal(0)) + dec(r["realized_pnl"])
+    by_strategy = ", ".join(f"{name} {q(pnl, 2)}" for name, pnl in per.items())
+    unmarked = sum(1 for r in rows if dec(r["size"]) != 0 and r.get("mark") is None)
+    lines = [
+        body,
+        "",
+        f"{len(rows)} positions, realized PnL {q(total, 2)} pUSD ({by_strategy}), unrealized "
+        f"{q(sum(marked, Decimal(0)), 2)} pUSD, redeemable: {q(redeemable, 2)} pUSD (not cash)",
+    ]
+    if unmarked:
+        lines.append(
+            f"{unmarked} held without a mark (the daemon has not written one: is it running?)"
+        )
+    if UNATTRIBUTED in per:
+        lines.append(UNATTRIBUTED_NOTE)
+    return "\n".join(lines)
+
+
+def render_orders(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no orders"
+    return table(
+        ["created", "strategy", "market", "outcome", "side", "type", "limit", "size", "filled",
+         "fill price", "fees", "status"],
+        [
+            [
+                (r["created_at"] or "")[:19],
+                r["strategy"],
+                market(r, 32),
+                short(r.get("outcome") or "", 10),
+                r["side"],
+                r["order_type"],
+                q(r["price"], 4),
+                q(r["size"], 4),
+                q(r["size_matched"], 4),
+                q_or_dash(r.get("avg_fill_price"), 4),
+                q(r["fees"], 5),
+                r["status"],
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+def render_trades(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no trades"
+    body = table(
+        ["time (UTC)", "strategy", "market", "outcome", "side", "price", "size", "notional",
+         "fee", "PnL", "position"],
+        [
+            [
+                r["at"][:19].replace("T", " "),
+                r["strategy"],
+                market(r, 32),
+                short(r.get("outcome") or "", 10),
+                r["side"] + (" FAILED" if r["status"] == "FAILED" else ""),
+                q(r["price"], 4),
+                q(r["size"], 4),
+                q(r["notional"], 2),
+                q(r["fee"], 5),
+                q_or_dash(r["pnl"], 2),
+                q(r["position_after"], 4),
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    total = sum((dec(r["pnl"]) for r in rows if r["pnl"] is not None), Decimal(0))
+    fees = sum((dec(r["fee"]) for r in rows if r["pnl"] is not None), Decimal(0))
+    return f"{body}\n\n{len(rows)} trades, realized PnL {q(total, 2)} pUSD, fees {q(fees, 5)} pUSD"
+
+
+def render_pnl(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no trades yet"
+    body = table(
+        ["day (UTC)", "strategy", "trades", "bought", "sold", "fees", "realized PnL"],
+        [
+            [
+                r["day"],
+                r["strategy"],
+                r["trades"],
+                q(r["bought"], 2),
+                q(r["sold"], 2),
+                q(r["fees"], 5),
+                q(r["realized_pnl"], 2),
+            ]
+            for r in rows
+        ],
+    )
+    total = sum((dec(r["realized_pnl"]) for r in rows), Decimal(0))
+    return f"{body}\n\nrealized PnL {q(total, 2)} pUSD over {len({r['day'] for r in rows})} days"
+
+
+def render_account(a: dict[str, Any]) -> list[str]:
+    """The account lines of `status`."""
+    limit = a.get("daily_loss_limit")
+    today = a.get("pnl_today")
+    if today is None:
+        today_text = "not known (no snapshot from the daemon yet)"
+    else:
+        today_text = f"{q(today, 2)} pUSD"
+        if limit is not None:
+            used = -dec(today) / dec(limit) * 100 if dec(limit) > 0 and dec(today) < 0 else 0
+            today_text += f" (halts at -{q(limit, 2)}; {used:.0f}% of the limit used)"
+    age = a.get("snapshot_age_s")
+    as_of = (
+        f" (as of {str(a['snapshot_at'])[11:19]} UTC, {age:.0f}s ago)"
+        if a.get("snapshot_at") and age is not None
+        else ""
+    )
+    feeds = a.get("feeds") or {}
+    feed_text = ", ".join(f"{k} {'ok' if v else 'DOWN'}" for k, v in feeds.items()) or "-"
+    lines = [
+        f"PnL today:     {today_text}{as_of}",
+        f"realized PnL:  {q(a['realized_pnl'], 2)} pUSD, unrealized (marked) "
+        f"{q_or_dash(a.get('unrealized_pnl'), 2)} pUSD, fees paid {q(a['fees_paid'], 5)} pUSD",
+        f"exposure:      {q_or_dash(a.get('exposure'), 2)} pUSD (marked holdings + open BUYs),"
+        f" balance {q_or_dash(a.get('balance'), 2)} pUSD",
+        f"open orders:   {a['open_orders']}, feeds: {feed_text}",
+    ]
+    strategies = a.get("strategies") or []
+    if strategies:
+        lines += [
+            "",
+            table(
+                ["strategy", "open", "cost basis", "realized", "unrealized", "exposure", "fees"],
+                [
+                    [
+                        s["name"],
+                        s["positions"],
+                        q(s["cost_basis"], 2),
+                        q(s["realized_pnl"], 2),
+                        q_or_dash(s.get("unrealized_pnl"), 2),
+                        q_or_dash(s.get("exposure"), 2),
+                        q(s["fees_paid"], 5),
+                    ]
+                    for s in strategies
+                ],
+            ),
+        ]
+        if any(s["name"] == UNATTRIBUTED for s in strategies):
+            lines.append(UNATTRIBUTED_NOTE)
+    return lines
