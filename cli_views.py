@@ -190,10 +190,16 @@ def dec(text: Any) -> Decimal:
 
 
 def q(text: Any, places: int) -> str:
-    """Round for display only (--json keeps the exact values); no trailing zeros beyond it."""
+    """Round to `places` for display only (--json keeps the exact values): a whole number
+    without decimals, otherwise no trailing zeros past the cent (0.6000 reads 0.60)."""
     value = dec(text).quantize(Decimal(1).scaleb(-places))
     # Fixed-point: a whole 10 must read "10", not Decimal's normalized "1E+1".
-    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
+    if value == value.to_integral():
+        return format(value.normalize(), "f")
+    shown = str(value)
+    while shown.endswith("0") and len(shown.split(".")[1]) > 2:
+        shown = shown[:-1]
+    return shown
 
 
 def q_or_dash(text: Any, places: int) -> str:

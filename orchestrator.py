@@ -48,9 +48,11 @@ from resilience.backoff import Backoff
 from storage import Database, Repositories
 from strategies.base import Strategy
 from wiring.chat import build_chat
+from wiring.names import build_names
 from wiring.reload import Reloads
 from wiring.shared import Shared, build_shared, process_metrics
 from wiring.stage import Service, Stage, Step
+from wiring.summary import build_summary
 
 if TYPE_CHECKING:  # built lazily: the venue SDK loads only when trading is built
     from executor import Executor
@@ -365,6 +367,7 @@ class Daemon:
             warn_fraction=s.risk_daily_loss_warn_fraction,
             reason=lambda: ctx.executor.state_reason if ctx.executor is not None else "",
         ) + build_chat(ctx)  # Telegram chat control (idle without a bot token)
+        ctx.services += build_names(ctx) + build_summary(ctx)  # names; snapshot, summary line
         self.reloads.start(ctx)
         ctx.health.phase = Phase.RUNNING
         ctx.metrics.ready.set(1)

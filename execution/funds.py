@@ -71,6 +71,11 @@ class Funds:
         self._read_at = 0.0
         self._spent = ZERO  # by BUY fills since the read
 
+    @property
+    def balance(self) -> Decimal | None:
+        """The last pUSD balance read less what BUY fills spent since (None before a read)."""
+        return None if self._balance is None else self._balance - self._spent
+
     def spent(self, fill: Fill) -> None:
         """A BUY fill took notional + fee from the wallet since the last read."""
         if fill.side is Side.BUY and self._balance is not None:
@@ -140,6 +145,7 @@ def fill_log(fill: Fill) -> dict[str, object]:
     """The fields of a `fill_recorded` log line, fee and liquidity role included."""
     return {
         "client_order_id": fill.client_order_id,
+        "token_id": fill.token_id,  # the log pipeline adds `market` and `outcome` beside it
         "trade_id": fill.trade_id,
         "side": fill.side,
         "price": str(fill.price),

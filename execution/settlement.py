@@ -62,7 +62,13 @@ class Settlement:
         """
         self.metrics.order_rejections_total.labels(req.strategy, source).inc()
         self.metrics.orders_total.labels(req.strategy, req.side.value, "rejected").inc()
-        log.info("order_refused", client_order_id=req.client_order_id, source=source, reason=reason)
+        log.info(
+            "order_refused",
+            client_order_id=req.client_order_id,
+            token_id=req.token_id,
+            source=source,
+            reason=reason,
+        )
         detail = {"source": source.value, "reason": reason}
         why = f"{source}: {reason}"
         try:
@@ -94,7 +100,11 @@ class Settlement:
             audit=("order_rejected", {"source": source.value, "reason": reason}),
         )
         log.info(
-            "order_rejected", client_order_id=req.client_order_id, source=source, reason=reason
+            "order_rejected",
+            client_order_id=req.client_order_id,
+            token_id=req.token_id,
+            source=source,
+            reason=reason,
         )
         return OrderResult(
             client_order_id=req.client_order_id,

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Literal
 
 import orjson
@@ -102,6 +102,41 @@ def _scrub_exception(redactor: Redactor) -> Processor:
         return event
 
     return proc
+
+
+class MarketFields:
+    """A structlog processor that puts `market` (the question) and `outcome` next to a
+    `token_id` field, from a lookup that never does I/O (`storage.market_names.MarketNames`).
+    An event that already carries `market` is left as it is; an unknown token adds nothing."""
+
+    def __init__(self, lookup: Callable[[str], Mapping[str, str]]) -> None:
+        self._lookup = lookup
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        token = event.get("token_id")
+        if isinstance(token, str) and token and "market" not in event:
+            for key, value in self._lookup(token).items():
+                event.setdefault(key, value)
+        return event
+
+
+def install_market_fields(fields: MarketFields | None) -> None:
+    """Put `fields` into the configured pipeline right after the contextvars merge (so a bound
+    `token_id` is named too), replacing one installed before; None takes it out."""
+    processors = [
+        p for p in structlog.get_config()["processors"] if not isinstance(p, MarketFields)
+    ]
+    if fields is not None:
+        at = next(
+            (
+                i + 1
+                for i, p in enumerate(processors)
+                if p is structlog.contextvars.merge_contextvars
+            ),
+            0,
+        )
+        processors.insert(at, fields)
+    structlog.configure(processors=processors)
 
 
 def _orjson_dumps(obj: Any, **_: Any) -> str:

@@ -1,7 +1,8 @@
 """Read-only activity reports for chat control: new fills since a mark, and fills per UTC day.
 
-Read through the same read-only connection as `storage.reports` (SQLite `mode=ro`,
-`query_only`); money stays `Decimal`, summed in Python (SQL's SUM goes through floating point).
+Read through the same read-only connection as `storage.reports` and `storage.views` (SQLite
+`mode=ro`, `query_only`); money stays `Decimal`, summed in Python (SQL's SUM goes through
+floating point).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from storage.reports import Reports
+from storage.views import Views
 
 MAX_BATCH: Final = 200
 """The most fills one `fills_after` call returns (the caller asks again for the rest)."""
@@ -51,8 +52,9 @@ class DayFills:
     fees: Decimal = Decimal(0)
 
 
-class Activity(Reports):
-    """`Reports` plus what chat control asks for: fills as they arrive, and per-day figures."""
+class Activity(Views):
+    """`Views` (market names included) plus what chat control asks for: fills as they arrive,
+    and per-day figures."""
 
     def last_mark(self) -> int:
         """The mark of the newest journaled fill (0 with none): fills after it are new."""

@@ -221,3 +221,15 @@ class MarketNameRepository:
             (limit,),
         )
         return [_name(tuple(r)) for r in reversed(rows)]
+
+    async def unnamed(self, limit: int = 500) -> list[str]:
+        """Token ids held or ordered (the newest orders first) that have no name yet."""
+        rows = await self._db.fetchall(
+            "SELECT token_id FROM (SELECT token_id, 0 AS k FROM positions WHERE size != '0'"
+            " UNION ALL SELECT token_id, 1 FROM (SELECT token_id FROM orders"
+            " ORDER BY rowid DESC LIMIT ?))"
+            " WHERE token_id NOT IN (SELECT token_id FROM market_names) GROUP BY token_id"
+            " ORDER BY MIN(k) LIMIT ?",
+            (limit, limit),
+        )
+        return [str(r[0]) for r in rows]

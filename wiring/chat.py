@@ -23,6 +23,7 @@ from observability.notify import Notifier
 from observability.sidecar import Sidecar
 from storage import Repositories
 from storage.activity import Activity, DayFills, FillNotice
+from storage.market_names import MarketName
 from storage.reports import DbSummary, PositionReport, ReportError
 from wiring.stage import Service
 
@@ -52,6 +53,15 @@ def money(d: Decimal) -> str:
 def short(token_id: str) -> str:
     """A token id as a chat line shows it: its last 8 digits."""
     return token_id if len(token_id) <= 10 else "…" + token_id[-8:]
+
+
+Names = Mapping[str, MarketName]
+
+
+def token_text(token_id: str, names: Names | None = None) -> str:
+    """A token as a chat line names it: `question — outcome` when known, else its id's tail."""
+    name = names.get(token_id) if names is not None else None
+    return name.label(60) if name is not None else short(token_id)
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,8 @@ class DaemonDesk:
             if name == "status":
                 return self.status(db.summary(), live)
             if name == "positions":
-                return positions_text(db.positions())
+                rows = db.positions()
+                return positions_text(rows, db.names(p.token_id for p in rows))
             if name == "pnl":
                 return self.pnl(db.summary(), db.positions(), live)
             if name == "daily":
@@ -149,18 +160,18 @@ class DaemonDesk:
         return "\n".join(lines)
 
     async def new_fills(self) -> list[str]:
-        notices = await asyncio.to_thread(self._new_fills)
-        return [fill_line(n) for n in notices]
+        notices, names = await asyncio.to_thread(self._new_fills)
+        return [fill_line(n, names) for n in notices]
 
-    def _new_fills(self) -> list[FillNotice]:
+    def _new_fills(self) -> tuple[list[FillNotice], Names]:
         with Activity.open(self._db_path) as db:
             if self._mark is None:
                 self._mark = db.last_mark()
-                return []
+                return [], {}
             got = db.fills_after(self._mark)
             if got:
                 self._mark = got[-1].mark
-            return got
+            return got, db.names(n.token_id for n in got)
 
     async def control(self, action: str, body: Mapping[str, Any], *, actor: str) -> str:
         if self._run_control is None:
@@ -173,7 +184,7 @@ class DaemonDesk:
         return f"Trading is {result.get('trading_state')}."
 
 
-def positions_text(rows: list[PositionReport]) -> str:
+def positions_text(rows: list[PositionReport], names: Names | None = None) -> str:
     held = [p for p in rows if p.size != 0]
     if not held:
         return "No open positions."
@@ -181,7 +192,8 @@ def positions_text(rows: list[PositionReport]) -> str:
     for p in held[:MAX_LINES]:
         strategy = getattr(p, "strategy", "")
         who = f"{strategy} " if strategy else ""
-        line = f"{who}{short(p.token_id)}: {p.size.normalize():f} @ {p.avg_cost.normalize():f}"
+        token = token_text(p.token_id, names)
+        line = f"{who}{token}: {p.size.normalize():f} @ {p.avg_cost.normalize():f}"
         line += f", realized {money(p.realized_pnl)}"
         if p.payout is not None:
             line += f", resolved: pays {p.payout.normalize():f}"
@@ -202,11 +214,11 @@ def daily_text(days: list[DayFills]) -> str:
     return "Fills per UTC day (pUSD):\n" + "\n".join(day_line(d) for d in days)
 
 
-def fill_line(n: FillNotice) -> str:
+def fill_line(n: FillNotice, names: Names | None = None) -> str:
     who = f"{n.strategy} " if n.strategy else ""
     failed = " (FAILED on chain)" if n.status == "FAILED" else ""
     return (
-        f"fill: {who}{n.side} {n.size.normalize():f} of {short(n.token_id)} @ "
+        f"fill: {who}{n.side} {n.size.normalize():f} of {token_text(n.token_id, names)} @ "
         f"{n.price.normalize():f}, fee {n.fee.normalize():f} ({n.role.lower()}){failed}"
     )
 

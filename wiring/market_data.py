@@ -158,6 +158,9 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
 
     def on_markets(found: DiscoveryResult) -> None:
         load_markets(found, market_rules, store)
+        for markets in found.values():
+            for m in markets:
+                shared.names.learn_market(m)
         sniper.set_markets(found)
 
     discovery = Discovery(

@@ -24,6 +24,7 @@ from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
 from storage.lock import writer_lock
+from storage.market_names import MarketNames
 from venue.data_api import DataApiBudget
 from venue.parse import MalformedLog
 from wiring.stage import Step
@@ -147,6 +148,9 @@ class Shared:
     # What takes rotated API credentials on a settings reload (the live broker, the user feed).
     credential_sinks: list[Any] = field(default_factory=list)
     malformed: dict[str, MalformedLog] = field(default_factory=dict)
+    names: MarketNames = field(default_factory=MarketNames)
+    """Market names by token id (question, outcome, slug): what logs, notifications and chat
+    show beside a token id. Loaded from the database, fed by discovery and `wiring.names`."""
     """One malformed-input log per source (`venue.parse.MALFORMED_SOURCES`), built on demand."""
 
     def malformed_log(self, source: str) -> MalformedLog:
@@ -201,6 +205,7 @@ async def build_shared(
         tracing=Tracing.from_settings(settings),
     )
     shared.closers.append(("storage:lock", lock.release))
+    shared.names.learn(await shared.repos.names.load(), changed=False)
     shared.closers.append(("storage", db.close))
     if shared.tracing.enabled:
         tracing = shared.tracing
