@@ -195,7 +195,7 @@ def q(text: Any, places: int) -> str:
     value = dec(text).quantize(Decimal(1).scaleb(-places))
     # Fixed-point: a whole 10 must read "10", not Decimal's normalized "1E+1".
     if value == value.to_integral():
-        return format(value.normalize(), "f")
+        return "0" if value == 0 else format(value.normalize(), "f")  # never "-0"
     shown = str(value)
     while shown.endswith("0") and len(shown.split(".")[1]) > 2:
         shown = shown[:-1]
@@ -338,7 +338,8 @@ def render_pnl(rows: list[dict[str, Any]]) -> str:
         ],
     )
     total = sum((dec(r["realized_pnl"]) for r in rows), Decimal(0))
-    return f"{body}\n\nrealized PnL {q(total, 2)} pUSD over {len({r['day'] for r in rows})} days"
+    days = len({r["day"] for r in rows})
+    return f"{body}\n\nrealized PnL {q(total, 2)} pUSD over {days} day{'s' if days > 1 else ''}"
 
 
 def render_account(a: dict[str, Any]) -> list[str]:

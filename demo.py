@@ -29,7 +29,7 @@ from config import Settings, load_settings
 from ledger_check import LedgerCheck, check
 from simulator import Simulator
 from storage.lock import FileLock
-from storage.reports import Reports
+from storage.views import Views
 
 DEMO_DIR = Path("data/demo")
 OPERATE_ENV = DEMO_DIR / "operate.env"
@@ -165,10 +165,11 @@ def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any
 
 def summarize(db_path: Path) -> dict[str, Any]:
     """Return orders by outcome and strategy, fills, positions and PnL from the demo database."""
-    with Reports.open(db_path) as reports:
+    with Views.open(db_path) as reports:
         outcomes = reports.order_outcomes()
         fills = reports.fill_totals()
         positions = reports.positions()
+        names = reports.names(p.token_id for p in positions)
     return {
         "orders": outcomes.by_outcome,
         "orders_by_strategy": outcomes.by_strategy,
@@ -180,6 +181,7 @@ def summarize(db_path: Path) -> dict[str, Any]:
             {
                 "strategy": p.strategy,
                 "token_id": p.token_id,
+                "market": names[p.token_id].label(50) if p.token_id in names else "",
                 "size": str(p.size),
                 "avg_cost": str(p.avg_cost),
             }
@@ -208,7 +210,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"taker fees paid: {summary['fees_paid']} pUSD (in cost basis and PnL below)")
     for p in summary["positions"]:
         cost = Decimal(p["avg_cost"]).quantize(Decimal("0.0001"))
-        print(f"position {p['strategy']} {p['token_id'][:12]}…: {p['size']} @ {cost}")
+        what = p.get("market") or f"{p['token_id'][:12]}…"
+        print(f"position {p['strategy']} {what}: {p['size']} @ {cost}")
     pnl = Decimal(summary["realized_pnl"]).quantize(Decimal("0.01"))
     print(f"realized PnL: {pnl} pUSD")
 

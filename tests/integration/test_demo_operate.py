@@ -1,7 +1,8 @@
 """The demo can be operated: the commands it prints work as printed from a second terminal
-(`status`, `positions`, `orders`, `halt`, `resume`, and the `--demo` shorthand), `doctor --demo`
-passes against it, a Ctrl-C then stops it cleanly; `python -m simulator --port N` serves on
-fixed ports."""
+(`status`, `positions`, `orders`, `trades`, `pnl`, `halt`, `resume`, and the `--demo`
+shorthand), the views name every market and show the daemon's account, `doctor --demo` passes
+against it, a Ctrl-C then stops it cleanly; `python -m simulator --port N` serves on fixed
+ports."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 import signal
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import PYTHON, ROOT, clean_env, free_port
 
@@ -58,7 +61,7 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
         assert export.startswith("export DB_PATH=")
         assert f"HTTP_PORT={port} " in export and "CONTROL_TOKEN=" in export
         names = [c.rsplit(" ", 1)[1] for c in commands]
-        assert {"status", "positions", "orders", "halt", "resume"} <= set(names), commands
+        assert {"status", "positions", "orders", "trades", "pnl", "halt", "resume"} <= set(names)
         second = {**clean_env(), "PYTHONPATH": str(ROOT)}  # the second terminal
         results = {}
         for command in commands:
@@ -79,6 +82,7 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
         assert "✔ rule demo-near-close: " in doctor.stdout
         as_json = shell(shorthand + " --json", folder, second)
         assert json.loads(as_json.stdout)["db_path"] == str(tmp_path / "data/demo/polyd-demo.db")
+        assert_views_name_the_markets(shorthand, folder, second)
         demo.send_signal(signal.SIGINT)  # Ctrl-C in the demo's terminal
         out, _ = demo.communicate(timeout=90)
     finally:
@@ -90,6 +94,36 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
     after = shell(shorthand, folder, second)
     assert after.returncode == 3, after.stdout + after.stderr
     assert "daemon:        NOT RUNNING" in after.stdout
+
+
+def assert_views_name_the_markets(shorthand: str, folder: Path, env: dict[str, str]) -> None:
+    """Once the demo has traded, every trade and position names its market (discovery names the
+    sniper's, the resolver looks up the copied ones on Gamma), and `status` has the daemon's
+    account snapshot: today's PnL against the limit, exposure, balance."""
+    deadline = time.monotonic() + 60
+
+    def view(name: str) -> Any:
+        res = shell(shorthand.replace(" status --demo", f" {name} --demo --json"), folder, env)
+        assert res.returncode in (0, 1), res.stdout + res.stderr  # status: 1 while degraded
+        return json.loads(res.stdout)
+
+    while True:
+        trades = view("trades")
+        assert isinstance(trades, list)
+        if trades and all(t["market"] and t["outcome"] for t in trades):
+            break
+        assert time.monotonic() < deadline, trades
+        time.sleep(1)
+    positions = view("positions")
+    assert isinstance(positions, list) and positions
+    assert all(p["market"] for p in positions), positions
+    assert all(p["mark"] is not None for p in positions if Decimal(p["size"]) > 0), positions
+    account = view("status")["account"]
+    assert account["pnl_today"] is not None and account["daily_loss_limit"] is not None
+    assert account["exposure"] is not None and account["balance"] is not None
+    assert account["feeds"]["feed:market"] is True
+    table = shell(shorthand.replace(" status --demo", " trades --demo"), folder, env).stdout
+    assert trades[0]["market"][:20] in table
 
 
 def test_demo_flag_without_a_demo_says_so(tmp_path: Path) -> None:
