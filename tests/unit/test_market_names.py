@@ -1,0 +1,68 @@
+"""Market names: the daemon's cache and the table stay bounded; the read side copes with a
+database from before the table existed."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from models import Market
+from storage import Database, Repositories
+from storage.market_names import MarketName, MarketNames, names_of, read_names, save_names
+
+
+def name(i: int, question: str = "Q?") -> MarketName:
+    return MarketName(token_id=str(1000 + i), question=question, outcome="Yes")
+
+
+def test_the_cache_drops_the_least_recently_used_beyond_its_capacity() -> None:
+    names = MarketNames(capacity=3)
+    names.learn([name(1), name(2), name(3)])
+    assert names.get("1001") is not None  # 1001 is now the most recently used
+    names.learn([name(4)])
+    assert len(names) == 3
+    assert names.get("1002") is None and names.get("1001") is not None
+    assert [n.token_id for n in names.take_changed()] == ["1001", "1003", "1004"]
+    assert names.take_changed() == []
+    assert names.learn([name(4)]) == 0  # the same name again changes nothing
+
+
+def test_unknown_tokens_are_queued_once_and_bounded() -> None:
+    names = MarketNames(capacity=2)
+    for t in ("a", "b", "a", "c"):
+        assert names.get(t) is None
+    assert names.take_unknown(10) == ["b", "c"]  # "a" fell out: the queue holds 2
+    assert names.take_unknown(10) == []
+    names.get("d")
+    names.learn([MarketName("d", "Q?", "No")])
+    assert names.take_unknown(10) == []  # learned before it was looked up
+    assert names.fields("d") == {"market": "Q?", "outcome": "No"}
+    assert names.fields("zzz") == {}
+
+
+def test_names_of_a_market_pair_each_token_with_its_outcome() -> None:
+    m = Market(condition_id="0x" + "c" * 64, token_ids=("11", "22"), outcomes=("Up", "Down"),
+               question="Up or down?", slug="up-down")  # fmt: skip
+    assert [(n.token_id, n.outcome, n.slug) for n in names_of(m)] == [
+        ("11", "Up", "up-down"),
+        ("22", "Down", "up-down"),
+    ]
+    assert names_of(m.model_copy(update={"question": ""})) == []
+
+
+async def test_the_table_keeps_the_newest_rows_up_to_its_cap(tmp_path: Path) -> None:
+    async with Database(tmp_path / "n.db") as db:
+        repo = Repositories.over(db).names
+        for i in range(5):
+            await repo.save([name(i, f"Q{i}?")])
+        await db.write(lambda c: save_names(c, [name(9, "Q9?")], cap=3))
+        rows = await db.fetchall("SELECT token_id FROM market_names ORDER BY token_id")
+        assert [r[0] for r in rows] == ["1003", "1004", "1009"]
+        loaded = await repo.load()
+        assert [n.question for n in loaded] == ["Q3?", "Q4?", "Q9?"]  # oldest first
+
+
+def test_reading_names_from_a_database_without_the_table_finds_none() -> None:
+    conn = sqlite3.connect(":memory:")
+    assert read_names(conn, ["1"]) == {}
+    conn.close()
