@@ -10,6 +10,8 @@ on Gamma by token id, a batch every `RESOLVE_INTERVAL_S`. What is learned is sav
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
@@ -28,8 +30,13 @@ from wiring.stage import Service, Step
 
 log = structlog.get_logger("names")
 
-RESOLVE_INTERVAL_S: Final = 10.0
-"""How often unknown token ids are looked up (one Gamma request per state, at most 50 ids)."""
+RESOLVE_INTERVAL_S: Final = 2.0
+"""How often unknown token ids are looked up: nothing is asked while every name is known, else
+one Gamma request for open and one for closed markets, at most 50 ids each."""
+
+RETRY_MISSING_S: Final = 300.0
+"""A token Gamma could not name is not asked for again for this long."""
+MAX_MISSING: Final = 10_000
 
 Lookup = Callable[[list[str]], Awaitable[list[Market]]]
 
@@ -62,22 +69,39 @@ class NameResolver:
         lookup: Lookup,
         interval_s: float = RESOLVE_INTERVAL_S,
         batch: int = IDS_PER_REQUEST,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._names = names
         self._repo = repo
         self._lookup = lookup
         self._interval_s = interval_s
         self._batch = batch
+        self._monotonic = monotonic
+        self._missing: OrderedDict[str, float] = OrderedDict()  # token -> when Gamma had none
 
     async def tick(self) -> int:
         """Look up one batch of unknown tokens, save every name learned; return names saved."""
-        unknown = self._names.take_unknown(self._batch)
+        now = self._monotonic()
+        unknown = [
+            t
+            for t in self._names.take_unknown(self._batch)
+            if now - self._missing.get(t, -RETRY_MISSING_S) >= RETRY_MISSING_S
+        ]
         if unknown:
             try:
                 for m in await self._lookup(unknown):
                     self._names.learn_market(m)
             except (TransientError, FeedError) as e:
                 log.warning("market_names_unavailable", tokens=len(unknown), error=str(e)[:200])
+                unknown = []  # asked again when next seen: Gamma did not answer, not "no name"
+            for t in unknown:
+                if self._names.get(t) is None:
+                    self._missing[t] = now
+                    self._missing.move_to_end(t)
+                else:
+                    self._missing.pop(t, None)
+            while len(self._missing) > MAX_MISSING:
+                self._missing.popitem(last=False)
         return await self._repo.save(self._names.take_changed())
 
     async def run(self) -> None:

@@ -66,3 +66,55 @@ def test_reading_names_from_a_database_without_the_table_finds_none() -> None:
     conn = sqlite3.connect(":memory:")
     assert read_names(conn, ["1"]) == {}
     conn.close()
+
+
+def test_chat_lines_name_the_market_and_fall_back_to_the_id() -> None:
+    from decimal import Decimal
+
+    from storage.activity import FillNotice
+    from storage.reports import PositionReport
+    from wiring.chat import fill_line, positions_text
+
+    token = "9" * 70 + "12345678"
+    known = {token: MarketName(token, "Will it rain in Paris on Friday?", "Yes")}
+    pos = [PositionReport("sniper", token, Decimal(10), Decimal("0.4"), Decimal(0), "-")]
+    assert positions_text(pos, known).startswith(
+        "sniper Will it rain in Paris on Friday? — Yes: 10 @ 0.4"
+    )
+    assert positions_text(pos, {}).startswith("sniper …12345678: 10 @ 0.4")
+    fill = FillNotice(1, "sniper", token, "BUY", Decimal("0.4"), Decimal(10), Decimal(0),
+                      "TAKER", "CONFIRMED", "-")  # fmt: skip
+    assert fill_line(fill, known).startswith(
+        "fill: sniper BUY 10 of Will it rain in Paris on Friday? — Yes @ 0.4"
+    )
+
+
+async def test_the_resolver_names_what_gamma_knows_and_waits_before_asking_again(
+    tmp_path: Path,
+) -> None:
+    from wiring.names import RETRY_MISSING_S, NameResolver
+
+    market = Market(condition_id="0x" + "a" * 64, token_ids=("11", "22"), question="Known?")
+    asked: list[list[str]] = []
+    clock = [0.0]
+
+    async def lookup(tokens: list[str]) -> list[Market]:
+        asked.append(sorted(tokens))
+        return [market] if "11" in tokens else []
+
+    async with Database(tmp_path / "r.db") as db:
+        names = MarketNames()
+        resolver = NameResolver(
+            names=names, repo=Repositories.over(db).names, lookup=lookup, monotonic=lambda: clock[0]
+        )
+        names.get("11"), names.get("99")
+        assert await resolver.tick() == 2  # both outcomes of the market found, saved
+        assert asked == [["11", "99"]]
+        saved = await Repositories.over(db).names.load()
+        assert {n.token_id for n in saved} == {"11", "22"}
+        names.get("99")
+        assert await resolver.tick() == 0 and len(asked) == 1  # 99 had no name: not yet again
+        clock[0] = RETRY_MISSING_S
+        names.get("99")
+        await resolver.tick()
+        assert asked[-1] == ["99"]
