@@ -93,6 +93,8 @@ class LeaderTrade:
     slug: str = ""
     event_slug: str = ""
     outcome: str = ""
+    title: str = ""
+    """The market's question (`title` in `/activity` and `/trades` rows); for display only."""
 
     @property
     def dedupe_key(self) -> str:
@@ -238,6 +240,7 @@ def parse_trade_row(row: Any) -> LeaderTrade:
         slug=str(row.get("slug") or ""),
         event_slug=str(row.get("eventSlug") or row.get("event_slug") or ""),
         outcome=str(row.get("outcome") or ""),
+        title=str(row.get("title") or "")[:300],
     )
 
 

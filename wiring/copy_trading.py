@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import structlog
 
 from resilience.retry import RetryPolicy
+from storage.market_names import MarketName, MarketNames
 from strategies.copy_trader import CopyTrader, TagIndex, load_rules
-from venue.data_api import DataApiClient
+from venue.data_api import DataApiClient, Fetched, LeaderPosition, LeaderTrade
 from venue.gamma import GammaClient, MarketQuery
 from venue.order_book import BookStore
 from wiring.execution import ExecutionStage
@@ -27,6 +28,30 @@ class CopyTradingStage(Stage):
     """The copy trader when its rules name an enabled wallet (else an empty stage)."""
 
     copy_trader: CopyTrader | None = None
+
+
+class NamingReader:
+    """The Data API as the copy trader reads it, teaching the daemon the name of every market a
+    leader trades (`/activity` rows carry the question as `title`, the outcome and the slug), so
+    the copy's own log lines already name it."""
+
+    def __init__(self, api: DataApiClient, names: MarketNames) -> None:
+        self._api = api
+        self._names = names
+
+    async def activity_trades(
+        self, wallet: str, *, start: int | None = None
+    ) -> Fetched[LeaderTrade]:
+        got = await self._api.activity_trades(wallet, start=start)
+        self._names.learn(
+            MarketName(t.token_id, t.title, t.outcome, t.slug, t.condition_id, "data_api")
+            for t in got.rows
+            if t.title and self._names.get(t.token_id) is None
+        )
+        return got
+
+    async def positions(self, wallet: str, *, market: str | None = None) -> Fetched[LeaderPosition]:
+        return await self._api.positions(wallet, market=market)
 
 
 def build_copy_trading(
@@ -85,7 +110,7 @@ def build_copy_trading(
         log.info("copy_tags_wired", tags=list(tags.watched))
     trader = stage.copy_trader = CopyTrader(
         rules=rules,
-        data_api=data_api,
+        data_api=NamingReader(data_api, shared.names),
         sink=executor,
         positions=executor,
         repos=shared.repos,

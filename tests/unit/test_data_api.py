@@ -59,6 +59,12 @@ def test_float_noise_prices_become_exact_six_decimal_decimals() -> None:
     assert not skipped and len(trades) == 10
     noisy = next(t for t in trades if t.size == Decimal("714.285713"))
     assert noisy.price == Decimal("0.86")  # 0.860000001148 in the capture
+    # What an operator reads instead of the token id (the daemon learns it as the market name).
+    assert (noisy.title, noisy.outcome, noisy.slug) == (
+        "Oilers vs. Ducks",
+        "Ducks",
+        "nhl-edm-ana-2026-04-24",
+    )
     for t in trades:
         assert isinstance(t.price, Decimal)
         assert -t.price.as_tuple().exponent <= 6  # type: ignore[operator]  # int for finite
