@@ -218,9 +218,7 @@ class Settings(BaseSettings):
     notify_kind: Literal["generic", "telegram", "discord"] = "generic"
     notify_telegram_chat_id: Annotated[str | None, AfterValidator(check_chat_ids)] = None
     notify_min_interval_s: float = Field(default=60.0, ge=0, le=86_400)
-    # One `summary` line in the log this often (state, PnL today, exposure, open orders, fills);
-    # 0: none. The account snapshot the CLI reads is written every few seconds regardless.
-    log_summary_interval_s: float = Field(default=300.0, ge=0, le=86_400)
+    log_summary_interval_s: float = Field(default=300.0, ge=0, le=86_400)  # 0: no summary line
     # --- two-way Telegram control (docs/chat-control.md); on when a bot token is set --------
     telegram_bot_token: Annotated[OptionalSecret, AfterValidator(check_token)] = None
     telegram_api_url: HttpUrl = "https://api.telegram.org"

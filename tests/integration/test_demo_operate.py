@@ -75,6 +75,7 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
         res = shell(shorthand, folder, second)
         assert res.returncode == 0, res.stderr
         assert "daemon:        ok (HTTP 200)" in res.stdout
+        assert_views_name_the_markets(shorthand, folder, second)
         # The demo's account at the simulator passes every doctor check.
         doctor = shell(shorthand.replace(" status --demo", " doctor --demo"), folder, second)
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -82,7 +83,6 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
         assert "✔ rule demo-near-close: " in doctor.stdout
         as_json = shell(shorthand + " --json", folder, second)
         assert json.loads(as_json.stdout)["db_path"] == str(tmp_path / "data/demo/polyd-demo.db")
-        assert_views_name_the_markets(shorthand, folder, second)
         demo.send_signal(signal.SIGINT)  # Ctrl-C in the demo's terminal
         out, _ = demo.communicate(timeout=90)
     finally:
@@ -145,7 +145,7 @@ def test_demo_flag_without_a_demo_says_so(tmp_path: Path) -> None:
 
 def test_simulator_serves_on_the_ports_asked_for(tmp_path: Path) -> None:
     port = free_port()
-    while port > 65532:  # pragma: no cover - the next three must exist too
+    while port > 65531:  # pragma: no cover - the next four must exist too
         port = free_port()
     sim = subprocess.Popen(
         [PYTHON, "-m", "simulator", "--port", str(port)],
@@ -178,6 +178,8 @@ def test_simulator_serves_on_the_ports_asked_for(tmp_path: Path) -> None:
         "data_url": f"http://127.0.0.1:{port + 2}",
         "market_ws_url": f"ws://127.0.0.1:{port + 3}/ws/market",
         "user_ws_url": f"ws://127.0.0.1:{port + 3}/ws/user",
+        "rpc_url": f"http://127.0.0.1:{port + 4}",
+        "relayer_url": f"http://127.0.0.1:{port + 4}/relayer",
     }
     assert sim.returncode == 0
     assert clash.returncode == 3, clash.stderr
