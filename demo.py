@@ -30,6 +30,7 @@ from ledger_check import LedgerCheck, check
 from simulator import Simulator
 from storage.lock import FileLock
 from storage.views import Views
+from venue.chain.contracts import redemption_approvals
 
 DEMO_DIR = Path("data/demo")
 OPERATE_ENV = DEMO_DIR / "operate.env"
@@ -42,6 +43,8 @@ DEMO_FILE_SETTINGS = (
     "market_ws_url",
     "user_ws_url",
     "geoblock_url",
+    "rpc_url",
+    "relayer_url",
     "chain_id",
     "sniper_rules_path",
     "copy_rules_path",
@@ -310,6 +313,11 @@ async def prepared(workdir: Path = DEMO_DIR) -> AsyncIterator[Demo]:
         _fresh_dir(workdir)
         async with Simulator(seed=DEMO_SEED, scenario="demo") as sim:
             sim.fund(account.address, collateral=DEMO_COLLATERAL)
+            sim.chain.fund_pol(account.address, Decimal("10"))  # gas for redeem as an EOA
+            # The demo wallet starts as one that approved once on polymarket.com: redemption's
+            # approvals are set, so `doctor --demo` is all ✔ (test_doctor covers the ✖ case).
+            for ap in redemption_approvals():
+                sim.chain.approve_all(account.address, ap.operator, token=ap.token)
             settings = _settings(demo_overrides(sim, key_hex, workdir))
             yield Demo(sim=sim, wallet=account.address, settings=settings)
     finally:
