@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-import cli
+import cli_views
 from execution.market_rules import MarketRules
 from execution.ports import MarketMeta
 from execution.positions import PositionBook
@@ -235,9 +235,9 @@ async def test_reports_show_the_payout_and_the_redeemable_value(
 
 
 def test_cli_amounts_print_fixed_point() -> None:
-    assert cli._q("10.00", 2) == "10"
-    assert cli._q("1E+1", 2) == "10"
-    assert cli._q("12.345", 2) == "12.34"
+    assert cli_views.q("10.00", 2) == "10"
+    assert cli_views.q("1E+1", 2) == "10"
+    assert cli_views.q("12.345", 2) == "12.34"
 
 
 async def test_a_resolution_marks_our_resting_orders_canceled_and_refuses_new_ones(
