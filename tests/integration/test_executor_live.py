@@ -685,8 +685,7 @@ async def test_signing_runs_off_the_event_loop(live: Live) -> None:
 async def test_secrets_never_in_db_logs_or_health(live: Live, caplog: Any) -> None:
     from structlog.testing import capture_logs
 
-    creds = live.broker.client.creds
-    assert creds is not None
+    creds = live.broker.identity.creds
     secrets = [live.key, live.key.removeprefix("0x"), creds.api_secret, creds.api_passphrase]
     with capture_logs() as logs:
         seed_asks(live)
