@@ -5,7 +5,7 @@ recovery and matching do not share this process's GIL, as a real venue would not
 runs it in this event loop instead (the figures are then much worse, and say so).
 
 What is measured, one order at a time through the whole `Executor.submit` pipeline (rules, risk,
-signing off-loop, durable PENDING row, rate limiter, breaker, POST /order):
+signing on the loop, durable PENDING row, rate limiter, breaker, POST /order):
 
 * `submit_p50_ms` / `submit_p99_ms`: OrderRequest handed to `submit()` -> the POST answer is back
   in the event loop (the venue ack). The PENDING row is durable before the send (invariant 1).
@@ -15,8 +15,9 @@ signing off-loop, durable PENDING row, rate limiter, breaker, POST /order):
   order rests (GTC below the book), so the risk checks run against a growing set of open orders
   (`resting_orders_at_end`); their cost must not grow with it.
 * `loop_lag_while_signing_p99_ms`: how late a 1 ms timer on the event loop fires while
-  `--signing-orders` orders are signed at once (signing runs on the broker's thread pool, so the
-  loop keeps serving; a signature on the loop would show here as its own duration).
+  `--signing-orders` orders are signed at once (signing runs on the loop, two signatures per
+  loop iteration at most, `venue.clob.pacing`: the loop serves its timers between turns; a
+  burst signed in one go would show here as its whole duration).
 
 `--tracing` runs the same with OpenTelemetry tracing on: every order is a trace of ~10 spans,
 batched by the SDK's `BatchSpanProcessor` and handed to an exporter that counts and drops them

@@ -4,15 +4,15 @@ The simulator runs as a subprocess (its own core). Both clients sign and post th
 order (GTC BUY, 5 @ 0.01, resting below the book) to it, sequentially, after `--warmup` orders:
 
 * `polyd_sign_p50_ms` / `_p99_ms`: `ClobBroker.prepare` (EIP-712 digest, libsecp256k1 signature,
-  the exact POST body; on the broker's signing thread).
+  the exact POST body; on the event loop).
 * `polyd_order_p50_ms` / `_p99_ms`: `prepare` + `send` (POST /order answered).
 * `sdk_sign_p50_ms` / `_p99_ms`: the official SDK's `AsyncSecureClient.create_limit_order`
   (market rules from its cache, typed-data signing with eth-account, on the event loop).
 * `sdk_order_p50_ms` / `_p99_ms`: `create_limit_order` + `post_order`.
 * `sdk_loop_blocked_ms_per_order`: the SDK signs on the event loop: this is how long each
-  signature holds the loop (polyd's broker holds it for a thread hop only).
+  signature holds the loop (polyd's `prepare` holds it for `polyd_sign_*`).
 
-Without the SDK importable (`polymarket-client` is not in requirements.lock; see
+Without the SDK importable (`polymarket-client` is a locked dependency; see
 docs/venue-client.md) the `sdk_*` figures are absent and `sdk` says why.
 """
 
@@ -64,7 +64,7 @@ async def _timed(
 async def _polyd(clob_url: str, token: str, n: int, warmup: int) -> dict[str, object]:
     acct = Account.create()
     fund(clob_url, acct.address, Decimal(n + warmup))
-    client = await asyncio.to_thread(
+    identity = await asyncio.to_thread(
         build_client,
         host=clob_url,
         chain_id=137,
@@ -73,7 +73,7 @@ async def _polyd(clob_url: str, token: str, n: int, warmup: int) -> dict[str, ob
         signature_type=0,
         funder=None,
     )
-    broker = ClobBroker(client=client, host=clob_url, chain_id=137)
+    broker = ClobBroker(identity=identity, host=clob_url)
     try:
         (meta,) = [m for m in await broker.market_meta(token) if m.token_id == token]
         req = OrderRequest.model_validate(

@@ -260,3 +260,18 @@ tags = ["crypto"]
 """
 """One sniper rule buying a crypto market's Yes at 0.90-0.95 within 20 minutes of its end: the
 rule the daemon tests against the simulator share (tests edit it with `str.replace`)."""
+
+
+def identity_of(client: Any) -> Any:
+    """polyd's `ClobIdentity` for a trader made by `simulator.testing.new_trader` (a
+    py-clob-client-v2 client: the independent "real client" the simulator's tests drive)."""
+    from venue.clob import ClobIdentity, Credentials, LocalSigner
+
+    c = client.creds
+    return ClobIdentity(
+        signer=LocalSigner(client.signer.private_key),
+        chain_id=int(client.signer.get_chain_id()),
+        signature_type=int(client.builder.signature_type),
+        funder=str(client.builder.funder),
+        creds=Credentials(c.api_key, c.api_secret, c.api_passphrase),
+    )

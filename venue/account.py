@@ -8,12 +8,12 @@ Blocking (httpx): for the operator CLI, never the event loop. Every venue failur
   the API hosts).
 - `Account.server_time`: `GET /time`, the CLOB's Unix time in seconds (a bare integer).
 - `Account.credentials`: configured credentials are checked with an L2 read
-  (`GET /auth/api-keys`, as py-clob-client-v2 `get_api_keys`); without them the key made with
+  (`GET /auth/api-keys`, as Polymarket/py-sdk `fetch_api_keys`); without them the key made with
   nonce 0 is derived first (`GET /auth/derive-api-key`) and created (`POST /auth/api-key`) only
   if there is none, so a restart never asks the venue for a key it already has (which it refuses
   with HTTP 400 "Could not create api key").
 - `Account.collateral`: `GET /balance-allowance?asset_type=COLLATERAL&signature_type=N` (L2), as
-  py-clob-client-v2 `get_balance_allowance` sends it: the funder's pUSD balance and its
+  the SDKs' `get_balance_allowance` sends it: the funder's pUSD balance and its
   allowance to each exchange contract, both in 6-decimal units.
 """
 
@@ -24,14 +24,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
-from py_clob_client_v2.clob_types import ApiCreds
-from py_clob_client_v2.exceptions import PolyApiException, PolyException
-from py_clob_client_v2.signer import Signer
 
-from errors import PolydError, TransientError
-from venue.clob.keys import Credentials
-from venue.clob.translate import translate
-from venue.clob.transport import ClobHttp, _creds
+from errors import OrderRejected, PolydError, TransientError
+from venue.clob.auth import Credentials, LocalSigner, l1_headers, l2_headers
+from venue.clob.translate import VenueHttpError, translate
+from venue.clob.transport import ClobHttp, creds_from
 
 MICRO = Decimal(1_000_000)
 
@@ -78,14 +75,15 @@ class Account:
     def __init__(
         self, *, host: str, chain_id: int, private_key: str, signature_type: int, timeout_s: float
     ) -> None:
-        self._signer = Signer(private_key, chain_id)
+        self._signer = LocalSigner(private_key)
+        self._chain_id = chain_id
         self._http = ClobHttp(host, timeout_s=timeout_s)
         self._signature_type = signature_type
 
     @property
     def address(self) -> str:
         """The key's own address (the signer)."""
-        return str(self._signer.address())
+        return self._signer.address
 
     def server_time(self) -> int:
         """The venue's clock, in Unix seconds."""
@@ -101,19 +99,18 @@ class Account:
         if configured is not None:
             self.api_keys(configured)
             return configured, "configured"
-        from py_clob_client_v2.headers.headers import create_level_1_headers
-
         try:
             got = self._http.request(
-                "GET", "/auth/derive-api-key", headers=create_level_1_headers(self._signer, 0)
+                "GET", "/auth/derive-api-key", headers=l1_headers(self._signer, self._chain_id)
             )
-            return _plain(_creds(got)), "derived"
-        except (PolyApiException, PolyException):
+            return creds_from(got), "derived"
+        except (VenueHttpError, OrderRejected):
             pass  # no key made with nonce 0 yet: make it
-        got = self._call(
-            "POST", "/auth/api-key", headers=create_level_1_headers(self._signer, nonce=0)
-        )
-        return _plain(_creds_or_error(got)), "created"
+        got = self._call("POST", "/auth/api-key", headers=l1_headers(self._signer, self._chain_id))
+        try:
+            return creds_from(got), "created"
+        except OrderRejected as e:
+            raise PolydError(e.reason) from None
 
     def api_keys(self, creds: Credentials) -> list[str]:
         """The API keys of this address, read with `creds` (L2): a refusal means they are bad."""
@@ -142,22 +139,10 @@ class Account:
         self._http.close()
 
     def _l2(self, creds: Credentials, path: str) -> dict[str, str]:
-        api = ApiCreds(creds.api_key, creds.api_secret, creds.api_passphrase)
-        return self._http.l2_headers(self._signer, api, "GET", path)
+        return l2_headers(self._signer.address, creds, "GET", path)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
             return self._http.request(method, path, **kw)
-        except (PolyApiException, PolyException) as e:
+        except VenueHttpError as e:
             raise translate(e) from None
-
-
-def _plain(c: ApiCreds) -> Credentials:
-    return Credentials(c.api_key, c.api_secret, c.api_passphrase)
-
-
-def _creds_or_error(got: Any) -> ApiCreds:
-    try:
-        return _creds(got)
-    except PolyException as e:
-        raise PolydError(str(e)) from None

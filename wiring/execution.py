@@ -188,7 +188,7 @@ async def assemble(
             else None
         )
         key = s.private_key.get_secret_value()
-        client = await asyncio.to_thread(
+        identity = await asyncio.to_thread(
             build_client,
             host=s.clob_host,
             chain_id=s.chain_id,
@@ -198,15 +198,12 @@ async def assemble(
             funder=s.funder_address,
             http_timeout_s=s.http_timeout_s,
         )
-        assert client.creds is not None
         # Derived credentials are secrets too: scrub them from every log line from now on.
-        redactor.add(client.creds.api_secret, client.creds.api_passphrase, client.creds.api_key)
+        c = identity.creds
+        redactor.add(c.api_secret, c.api_passphrase, c.api_key)
         clob = ClobBroker(
-            client=client,
+            identity=identity,
             host=s.clob_host,
-            chain_id=s.chain_id,
-            signer_threads=s.signer_threads,
-            http_threads=max(4, 2 * s.signer_threads),
             http_timeout_s=s.http_timeout_s,
             limiter=limiter,
             malformed=rest_malformed,
@@ -284,8 +281,7 @@ async def assemble(
     feed: UserFeed | None = None
     monitor: HeartbeatMonitor | None = None
     if clob is not None:
-        creds_ = clob.client.creds
-        assert creds_ is not None
+        creds_ = clob.identity.creds
         feed = UserFeed(
             url=s.user_ws_url,
             api_key=creds_.api_key,

@@ -34,8 +34,7 @@ async def test_a_restart_derives_the_key_without_a_refused_request(
                 signature_type=0,
                 funder=None,
             )
-            assert client.creds is not None
-            return str(client.creds.api_key)
+            return client.creds.api_key
 
         with caplog.at_level(logging.DEBUG):
             first = await asyncio.to_thread(start)

@@ -268,8 +268,7 @@ async def test_stored_signed_order_has_no_credentials_and_restores_to_same_bytes
         try:
             res = await live.ex.submit(live.req(price=Decimal("0.30")))
             assert res.status is OrderStatus.LIVE
-            creds = live.broker.client.creds
-            assert creds is not None
+            creds = live.broker.identity.creds
             secrets = [
                 creds.api_key,
                 creds.api_secret,

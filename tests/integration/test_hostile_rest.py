@@ -15,6 +15,7 @@ from errors import TransientError
 from observability.metrics import Metrics
 from simulator import Simulator
 from simulator.testing import new_trader
+from tests.helpers import identity_of
 from venue.clob import ClobBroker
 from venue.parse import MalformedLog
 
@@ -39,9 +40,8 @@ async def test_hostile_open_orders_trades_and_balance_never_reach_the_executor()
         client, _ = await asyncio.to_thread(new_trader, sim)
         metrics = Metrics()
         broker = ClobBroker(
-            client=client,
+            identity=identity_of(client),
             host=sim.clob_url,
-            chain_id=sim.chain_id,
             malformed=MalformedLog("rest", metrics=metrics),
         )
         owner = broker.owner

@@ -24,7 +24,7 @@ from py_clob_client_v2.order_utils.model.signature_type_v2 import SignatureTypeV
 
 from simulator import Simulator
 from simulator.testing import new_trader
-from tests.helpers import make_order
+from tests.helpers import identity_of, make_order
 from venue.clob import ClobBroker
 
 
@@ -65,7 +65,7 @@ async def test_daemon_order_body_is_byte_identical_to_the_sdks_post_order(
         token = market.token_ids[0]
         client, acct = await asyncio.to_thread(new_trader, sim)
         sim.fund(acct.address, token_id=token, shares=Decimal("100"))
-        broker = ClobBroker(client=client, host=sim.clob_url, chain_id=sim.chain_id)
+        broker = ClobBroker(identity=identity_of(client), host=sim.clob_url)
         try:
             (meta,) = [m for m in await broker.market_meta(token) if m.token_id == token]
             extra: dict[str, object] = {}

@@ -7,9 +7,9 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
-from py_clob_client_v2.exceptions import PolyApiException
 
 from errors import (
     DuplicateOrder,
@@ -27,7 +27,7 @@ from resilience.rate_limit import RateLimiter
 from simulator import Simulator
 from simulator.testing import new_trader
 from tests.helpers import FIXTURES as SHARED_FIXTURES
-from tests.helpers import TOKEN, make_order
+from tests.helpers import TOKEN, identity_of, make_order
 from venue.clob import (
     ClobBroker,
     fills_from_trade,
@@ -36,6 +36,7 @@ from venue.clob import (
     translate,
     venue_order,
 )
+from venue.clob.translate import VenueHttpError
 
 F = SHARED_FIXTURES
 
@@ -92,8 +93,15 @@ def test_post_order_partial_ack_reads_shares_from_taking_amount() -> None:
 
 def _api_error(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> PolyApiException:
-    return PolyApiException(httpx.Response(status, json=body, headers=headers))
+) -> VenueHttpError:
+    return VenueHttpError(status, body, headers=headers)
+
+
+def _lost(cause: BaseException, *, connect_failed: bool = False) -> VenueHttpError:
+    try:
+        raise VenueHttpError(None, "no answer", connect_failed=connect_failed) from cause
+    except VenueHttpError as e:
+        return e
 
 
 def test_error_translation_by_status() -> None:
@@ -106,11 +114,12 @@ def test_error_translation_by_status() -> None:
         _api_error(500, load("clob_rest/post_order_error_500_could_not_run_execution.json"))
     )
     assert type(five) is TransientError
-    lost = PolyApiException(error_msg="Request exception!")
-    lost.__context__ = httpx.ReadTimeout("slow")
-    assert isinstance(translate(lost), OutcomeUnknown)
-    lost.__context__ = httpx.ConnectError("refused")
-    assert type(translate(lost)) is TransientError
+    assert isinstance(translate(_lost(httpx.ReadTimeout("slow"))), OutcomeUnknown)
+    assert isinstance(translate(_lost(aiohttp.ServerDisconnectedError())), OutcomeUnknown)
+    refused = _lost(httpx.ConnectError("refused"), connect_failed=True)
+    assert type(translate(refused)) is TransientError
+    limited = translate(_api_error(429, {"error": "slow down"}, {"Retry-After": "3"}))
+    assert isinstance(limited, RateLimited) and limited.retry_after == 3.0
 
 
 @pytest.mark.parametrize(
@@ -245,7 +254,7 @@ def test_cloudflare_403_page_is_reduced_to_its_title() -> None:
         "<!DOCTYPE html>\n<html><head><title>Attention Required! | Cloudflare</title></head>"
         "<body><h1>Sorry, you have been blocked</h1></body></html>"
     )
-    err = translate(PolyApiException(httpx.Response(403, text=page)))
+    err = translate(VenueHttpError.answer(403, page.encode(), {}))
     assert isinstance(err, VenueUnavailable)
     assert str(err) == "HTML error page (Attention Required! | Cloudflare)"
     assert translate(_api_error(400, {"error": "bad tick"})).args == ("bad tick",)
@@ -295,9 +304,7 @@ async def test_broker_takes_its_own_rate_limit_buckets_and_names_a_re_sent_dupli
         limiter = RateLimiter.from_limits(
             dict.fromkeys(_BUCKETS, (1e-09, 100.0)), clock=FakeClock()
         )
-        broker = ClobBroker(
-            client=client, host=sim.clob_url, chain_id=sim.chain_id, limiter=limiter
-        )
+        broker = ClobBroker(identity=identity_of(client), host=sim.clob_url, limiter=limiter)
 
         def taken() -> dict[str, float]:
             return {k: 100.0 - limiter.buckets(k)[0].available() for k in _BUCKETS}
@@ -393,6 +400,7 @@ class _Capture:
         import threading
 
         self.requests: list[bytes] = []
+        self.connections = 0
         self._srv = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._srv.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -405,6 +413,7 @@ class _Capture:
                 conn, _ = self._srv.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: Any) -> None:
@@ -439,36 +448,87 @@ class _Capture:
         self._srv.close()
 
 
+def _split(raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    start, *lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+    return start, headers, body
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("POST", "/order", '{"order":{"salt":"1"},"owner":"k","orderType":"GTC"}'),
+        ("POST", "/order", '{"order":{"salt":1},"owner":"k","orderType":"GTC","x":"it\'s"}'),
         ("DELETE", "/orders", '["0xa","0xb"]'),
         ("GET", "/data/order/0xabc", None),
         ("DELETE", "/cancel-all", None),
     ],
 )
-def test_transport_sends_the_same_bytes_as_the_sdks_http_helper(
+async def test_both_transports_send_the_body_bytes_and_auth_headers_unchanged(
     method: str, path: str, body: str | None
 ) -> None:
+    """The L2 HMAC covers the exact body text: the daemon's aiohttp transport and the CLI's
+    httpx transport put exactly those bytes on the wire, with the auth headers as given, as
+    the deprecated SDK's own HTTP helper did (its request line and body are the same)."""
     from py_clob_client_v2.http_helpers import helpers as sdk_http
 
-    from venue.clob.transport import ClobHttp
+    from venue.clob.transport import AsyncClobHttp, ClobHttp
 
     cap = _Capture()
-    http = ClobHttp(cap.url, timeout_s=5.0)
-    # The same L2 headers for both (they hold the time, so they are built once).
     headers = {"POLY_ADDRESS": "0x1", "POLY_SIGNATURE": "sig=", "POLY_TIMESTAMP": "1"}
+    ours = AsyncClobHttp(cap.url, timeout_s=5.0)
+    cli = ClobHttp(cap.url, timeout_s=5.0)
     try:
-        assert http.request(method, path, headers=dict(headers), body=body) == {}
-        assert sdk_http.request(f"{cap.url}{path}", method, dict(headers), body) == {}
+        assert await ours.request(method, path, headers=dict(headers), body=body) == {}
+        assert await asyncio.to_thread(cli.request, method, path, headers=headers, body=body) == {}
+        assert (
+            await asyncio.to_thread(
+                sdk_http.request, f"{cap.url}{path}", method, dict(headers), body
+            )
+            == {}
+        )
     finally:
-        http.close()
+        await ours.close()
+        cli.close()
         cap.close()
-    ours, sdk = cap.requests
-    assert ours == sdk
-    if body is not None:
-        assert ours.endswith(body.encode())
+    sent = [_split(r) for r in cap.requests]
+    assert len(sent) == 3
+    for start, got, raw_body in sent:
+        assert start == f"{method} {path} HTTP/1.1"
+        assert raw_body == (body.encode() if body is not None else b"")
+        assert {k: got[k.lower()] for k in headers} == headers
+    assert sent[0][1]["content-type"] == "application/json"
+
+
+async def test_the_async_transport_keeps_one_connection_alive() -> None:
+    from venue.clob.transport import AsyncClobHttp
+
+    cap = _Capture()
+    http = AsyncClobHttp(cap.url, timeout_s=5.0)
+    try:
+        for _ in range(5):
+            assert await http.request("GET", "/time") == {}
+    finally:
+        await http.close()
+        cap.close()
+    assert len(cap.requests) == 5 and cap.connections == 1
+
+
+async def test_the_async_transport_says_when_nothing_left_the_process() -> None:
+    import socket
+
+    from venue.clob.transport import AsyncClobHttp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    http = AsyncClobHttp(f"http://127.0.0.1:{port}", timeout_s=2.0)
+    try:
+        with pytest.raises(VenueHttpError) as e:
+            await http.request("POST", "/order", body="{}")
+    finally:
+        await http.close()
+    assert e.value.connect_failed and type(translate(e.value)) is TransientError
 
 
 @pytest.mark.parametrize(

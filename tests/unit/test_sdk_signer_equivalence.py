@@ -21,12 +21,19 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
-from py_clob_client_v2.client import ClobClient
-from py_clob_client_v2.clob_types import ApiCreds
 
 from execution.ports import MarketMeta
 from tests.helpers import TOKEN, make_order, require_sdk
-from venue.clob import ClobBroker, DigestSigner, domain_separator, order_digest
+from venue.clob import (
+    ClobBroker,
+    ClobIdentity,
+    Credentials,
+    DigestSigner,
+    LocalSigner,
+    domain_separator,
+    order_digest,
+)
+from venue.clob.contracts import EXCHANGES
 
 KEY = "0x" + "5a" * 32
 FUNDER = "0x" + "ab" * 20
@@ -47,15 +54,15 @@ def sdk() -> SimpleNamespace:
 
 
 def _broker(signature_type: int) -> ClobBroker:
-    client = ClobClient(
-        "http://127.0.0.1:9",
-        CHAIN,
-        key=KEY,
-        creds=ApiCreds("key-id", "c2VjcmV0", "pass"),
+    signer = LocalSigner(KEY)
+    identity = ClobIdentity(
+        signer=signer,
+        chain_id=CHAIN,
         signature_type=signature_type,
-        funder=None if signature_type == 0 else FUNDER,
+        funder=signer.address if signature_type == 0 else FUNDER,
+        creds=Credentials("key-id", "c2VjcmV0", "pass"),
     )
-    return ClobBroker(client=client, host="http://127.0.0.1:9", chain_id=CHAIN)
+    return ClobBroker(identity=identity, host="http://127.0.0.1:9")
 
 
 def _unsigned(sdk: SimpleNamespace, o: dict[str, Any], order_type: str, exchange: str) -> Any:
@@ -186,9 +193,8 @@ def test_the_digest_signer_matches_the_sdk_on_exchange_v3(
 
 
 def test_polyd_and_the_sdk_agree_on_the_exchange_addresses(sdk: SimpleNamespace) -> None:
-    from py_clob_client_v2.config import get_contract_config
-
-    cfg = get_contract_config(CHAIN)
-    assert cfg.exchange_v2.lower() == sdk.prod.standard_exchange.lower()
-    assert cfg.neg_risk_exchange_v2.lower() == sdk.prod.neg_risk_exchange.lower()
+    ours = EXCHANGES[CHAIN]
+    assert ours.standard == sdk.prod.standard_exchange
+    assert ours.neg_risk == sdk.prod.neg_risk_exchange
+    assert ours.v3 == sdk.prod.exchange_v3
     assert sdk.prod.chain_id == CHAIN

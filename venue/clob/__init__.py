@@ -1,11 +1,13 @@
-"""The CLOB adapter — the only code that imports `py-clob-client-v2`.
+"""The CLOB adapter: polyd's own venue client (no vendor SDK on the daemon's path).
 
 | module | owns |
 |---|---|
-| `signing` | the EIP-712 order digest (the venue's order id), the digest signer, payload bytes |
+| `auth` | the key (`LocalSigner`), API credentials, `ClobIdentity`, L1/L2 auth headers |
+| `contracts` | the exchange contracts orders are signed for, per chain |
+| `signing` | the order struct, its EIP-712 digest (the venue's order id), signatures, payload |
 | `wire` | venue JSON -> our types: orders, trades, order answers, cancel answers, market rules |
 | `translate` | venue failures (HTTP status, body, transport) -> `errors` classes |
-| `transport` | the HTTP client, L1/L2 auth headers, byte-exact requests |
+| `transport` | the HTTP clients (aiohttp on the loop; httpx for the CLI), byte-exact requests |
 | `broker` | `ClobBroker` (the live `Broker`) and `build_client` |
 | `public` | the public REST routes: `PublicMarketMeta`, `RestBookSource` |
 
@@ -15,6 +17,7 @@ The names other code uses are re-exported here.
 from __future__ import annotations
 
 from execution.market_rules import order_amounts
+from venue.clob.auth import ClobIdentity, Credentials, LocalSigner
 from venue.clob.broker import ClobBroker, build_client
 from venue.clob.public import PublicMarketMeta, RestBookSource
 from venue.clob.signing import DigestSigner, domain_separator, order_digest, order_hash
@@ -23,7 +26,10 @@ from venue.clob.wire import fills_from_trade, meta_from_market, venue_order
 
 __all__ = [
     "ClobBroker",
+    "ClobIdentity",
+    "Credentials",
     "DigestSigner",
+    "LocalSigner",
     "PublicMarketMeta",
     "RestBookSource",
     "build_client",

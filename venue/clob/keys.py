@@ -1,5 +1,5 @@
-"""API-key management at the CLOB, as py-clob-client-v2 does it (`py_clob_client_v2/client.py`
-`create_api_key`, `derive_api_key`, `delete_api_key`; paths in `endpoints.py`):
+"""API-key management at the CLOB (Polymarket/py-sdk `polymarket/_internal/actions/auth.py`;
+the routes py-clob-client-v2 also used: `create_api_key`, `derive_api_key`, `delete_api_key`):
 
 - `POST /auth/api-key` with L1 headers (an EIP-712 `ClobAuth` signature by the private key,
   `POLY_NONCE`): a new key for the address. The venue keys credentials by (address, nonce), so a
@@ -13,79 +13,59 @@ Blocking: for the operator CLI (`python -m orchestrator rotate-api-key`), never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from venue.clob.auth import Credentials, LocalSigner, l1_headers, l2_headers
+from venue.clob.translate import VenueHttpError, translate
+from venue.clob.transport import ClobHttp, creds_from
 
-from py_clob_client_v2.clob_types import ApiCreds
-from py_clob_client_v2.exceptions import PolyApiException, PolyException
-from py_clob_client_v2.headers.headers import create_level_1_headers
-from py_clob_client_v2.signer import Signer
-
-from errors import PolydError
-from venue.clob.translate import translate
-from venue.clob.transport import ClobHttp, _creds
-
-
-@dataclass(frozen=True, repr=False)
-class Credentials:
-    """One set of L2 API credentials. Its repr shows nothing (they are secrets)."""
-
-    api_key: str
-    api_secret: str
-    api_passphrase: str
-
-    def __repr__(self) -> str:
-        return "Credentials(**********)"
+__all__ = ["ApiKeys", "Credentials"]
 
 
 class ApiKeys:
     """Create, derive and delete the API keys of one private key's address."""
 
     def __init__(self, *, host: str, chain_id: int, private_key: str, timeout_s: float) -> None:
-        self._signer = Signer(private_key, chain_id)
+        self._signer = LocalSigner(private_key)
+        self._chain_id = chain_id
         self._http = ClobHttp(host, timeout_s=timeout_s)
 
     @property
     def address(self) -> str:
-        return str(self._signer.address())
+        return self._signer.address
 
     def create(self, nonce: int) -> Credentials:
         """A new key (L1, `POST /auth/api-key`). Raises `OrderRejected` if the venue refuses."""
         try:
-            got = self._http.request(
-                "POST", "/auth/api-key", headers=create_level_1_headers(self._signer, nonce=nonce)
+            return creds_from(
+                self._request(
+                    "POST", "/auth/api-key", l1_headers(self._signer, self._chain_id, nonce=nonce)
+                )
             )
-            return _plain(_creds(got))
-        except (PolyApiException, PolyException) as e:
-            raise _error(e) from None
+        except VenueHttpError as e:
+            raise translate(e) from None
 
     def derive(self, nonce: int = 0) -> Credentials:
         """The key made with `nonce` (L1, `GET /auth/derive-api-key`)."""
         try:
-            got = self._http.request(
-                "GET",
-                "/auth/derive-api-key",
-                headers=create_level_1_headers(self._signer, nonce=nonce),
+            return creds_from(
+                self._request(
+                    "GET",
+                    "/auth/derive-api-key",
+                    l1_headers(self._signer, self._chain_id, nonce=nonce),
+                )
             )
-            return _plain(_creds(got))
-        except (PolyApiException, PolyException) as e:
-            raise _error(e) from None
+        except VenueHttpError as e:
+            raise translate(e) from None
 
     def delete(self, creds: Credentials) -> None:
         """Delete the key `creds` (L2, `DELETE /auth/api-key`, signed with that key)."""
-        api = ApiCreds(creds.api_key, creds.api_secret, creds.api_passphrase)
-        headers = self._http.l2_headers(self._signer, api, "DELETE", "/auth/api-key")
+        headers = l2_headers(self._signer.address, creds, "DELETE", "/auth/api-key")
         try:
-            self._http.request("DELETE", "/auth/api-key", headers=headers)
-        except (PolyApiException, PolyException) as e:
-            raise _error(e) from None
+            self._request("DELETE", "/auth/api-key", headers)
+        except VenueHttpError as e:
+            raise translate(e) from None
+
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> object:
+        return self._http.request(method, path, headers=headers)
 
     def close(self) -> None:
         self._http.close()
-
-
-def _plain(c: ApiCreds) -> Credentials:
-    return Credentials(c.api_key, c.api_secret, c.api_passphrase)
-
-
-def _error(e: PolyException) -> PolydError:
-    return translate(e)

@@ -9,11 +9,10 @@ OutcomeUnknown (a connection that never opened is a TransientError: nothing left
 from __future__ import annotations
 
 import html
+import json
 import re
+from collections.abc import Mapping
 from typing import Any, Final
-
-import httpx
-from py_clob_client_v2.exceptions import PolyApiException, PolyException
 
 from errors import (
     DuplicateOrder,
@@ -66,7 +65,7 @@ def message(error_msg: Any) -> str:
     return text[:300]
 
 
-def retry_after(error_msg: Any, headers: httpx.Headers | None) -> float | None:
+def retry_after(error_msg: Any, headers: Mapping[str, str] | None) -> float | None:
     """Seconds to wait from a `Retry-After` header, else the body's `retry_after_seconds`."""
     if headers is not None:
         ra = parse.float_or_none(headers.get("Retry-After") or None)
@@ -80,31 +79,57 @@ def retry_after(error_msg: Any, headers: httpx.Headers | None) -> float | None:
     return None
 
 
-class KeepResponse(PolyApiException):  # type: ignore[misc]  # the SDK is untyped
-    """PolyApiException that keeps the response (for Retry-After); raised for a non-200."""
+class VenueHttpError(Exception):
+    """The venue answered with an error status (`status`), or not at all (`status` None).
 
-    def __init__(self, resp: httpx.Response) -> None:
-        super().__init__(resp)
-        self._response = resp
+    `error_msg` is the answer's JSON (or its text); `headers` its headers (for Retry-After).
+    `connect_failed` says the connection never opened, so nothing left the process. Raised by
+    `venue.clob.transport`; `translate` turns it into the daemon's exception tree.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        error_msg: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        connect_failed: bool = False,
+    ) -> None:
+        super().__init__(status, error_msg)
+        self.status = status
+        self.error_msg = error_msg
+        self.headers = headers
+        self.connect_failed = connect_failed
+
+    @classmethod
+    def answer(cls, status: int, raw: bytes, headers: Mapping[str, str]) -> VenueHttpError:
+        """An error answer: its body read as JSON if it is JSON, else as text."""
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            msg: Any = json.loads(text)
+        except ValueError:
+            msg = text
+        return cls(status, msg, headers=headers)
+
+    def __str__(self) -> str:
+        return f"VenueHttpError[status={self.status}, error={message(self.error_msg)}]"
 
 
 def translate(e: BaseException, *, order_id: str | None = None) -> PolydError:
-    """Map an SDK exception onto the daemon's exception tree (callers `raise ... from e`)."""
-    if isinstance(e, PolyApiException):
-        status = e.status_code
+    """Map a venue failure onto the daemon's exception tree (callers `raise ... from e`)."""
+    if isinstance(e, VenueHttpError):
+        status = e.status
         msg = message(e.error_msg)
-        resp = getattr(e, "_response", None)
         if status is None:
-            cause = e.__context__
-            if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout):
+            cause = e.__cause__ or e.__context__
+            if e.connect_failed:
                 # The connection never opened: nothing left the process.
                 return TransientError(f"connect failed: {type(cause).__name__}")
             return OutcomeUnknown(
                 f"no answer ({type(cause).__name__ if cause else 'request exception'})",
                 order_id=order_id,
             )
-        headers = resp.headers if isinstance(resp, httpx.Response) else None
-        ra = retry_after(e.error_msg, headers)
+        ra = retry_after(e.error_msg, e.headers)
         if status == 429:
             return RateLimited(msg, status=status, retry_after=ra)
         if status in (425, 503, 403):
@@ -116,6 +141,6 @@ def translate(e: BaseException, *, order_id: str | None = None) -> PolydError:
         if is_duplicate(msg):
             return DuplicateOrder(msg, order_id=order_id, status=status)
         return OrderRejected(msg, source="venue", status=status)
-    if isinstance(e, PolyException):
-        return OrderRejected(str(e.msg), source="venue")
+    if isinstance(e, PolydError):
+        return e
     return TransientError(f"{type(e).__name__}")
