@@ -160,7 +160,6 @@ class Settings(BaseSettings):
 
     # --- venue client --------------------------------------------------------------------------
     http_timeout_s: float = Field(default=5.0, gt=0, le=120)
-    signer_threads: int = Field(default=2, ge=1, le=32)
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=10)
     # Heartbeats are lapsed after this many consecutive failures, or this long since the last
     # success (the venue cancels resting orders after 10 s without one).

@@ -30,6 +30,10 @@ OUR_PREFIX: Final = "POLYD_"
 FOREIGN_PREFIXES: Final = ("OTEL_",)
 """OpenTelemetry's own variables (`OTEL_RESOURCE_ATTRIBUTES`, ...): theirs, not misspellings."""
 MAX_SETTINGS_PASSES: Final = 8
+RETIRED_KEYS: Final = {
+    "SIGNER_THREADS": "no longer used: orders are signed on the event loop; remove it",
+}
+"""Settings polyd once had: an env file that still sets one is told why it is ignored."""
 
 
 @dataclass
@@ -206,6 +210,8 @@ def start_warnings(env_file: str | Path | None) -> list[str]:
 
 def _hint(key: str) -> str:
     bare = key.removeprefix(OUR_PREFIX)  # settings have no prefix: POLYD_MODE is MODE
+    if bare in RETIRED_KEYS:
+        return f" ({RETIRED_KEYS[bare]})"
     close = [bare] if bare in KNOWN_KEYS else difflib.get_close_matches(bare, KNOWN_KEYS, 1, 0.6)
     return f" (did you mean {close[0]}?)" if close else " (ignored: not a setting)"
 

@@ -99,7 +99,8 @@ def test_misspelled_key_in_the_settings_file_is_warned_about(tmp_path: Path) -> 
     sniper = write(tmp_path / "sniper.toml", GOOD_SNIPER)
     env = write(
         tmp_path / "polyd.env",
-        f"RISK_DAILY_LOSS_LIMT=50\nFOO=1\nSNIPER_RULES_PATH={sniper}\nDB_PATH={tmp_path}/p.db\n",
+        f"RISK_DAILY_LOSS_LIMT=50\nFOO=1\nSIGNER_THREADS=2\nSNIPER_RULES_PATH={sniper}\n"
+        f"DB_PATH={tmp_path}/p.db\n",
     )
     res = run_cli("--env-file", str(env), "--check-config", env=clean_env())
     assert res.returncode == 0, res.stderr  # a warning, not a refusal
@@ -108,6 +109,8 @@ def test_misspelled_key_in_the_settings_file_is_warned_about(tmp_path: Path) -> 
         f"warning: settings file {env}: unknown key RISK_DAILY_LOSS_LIMT (did you mean "
         "RISK_DAILY_LOSS_LIMIT?)",
         f"warning: settings file {env}: unknown key FOO (ignored: not a setting)",
+        f"warning: settings file {env}: unknown key SIGNER_THREADS (no longer used: orders are"
+        " signed on the event loop; remove it)",
     ]
     assert "RISK_DAILY_LOSS_LIMIT=100" in res.stdout  # the default applies: hence the warning
 
