@@ -453,16 +453,16 @@ class Executor:
         self._publish()
 
     async def on_order_event(self, vo: VenueOrder) -> None:
-        """Apply an order update (user WS `order` event, paper broker, REST listing)."""
+        """Apply an order update (user WS `order` event, paper broker, REST listing). An order
+        still PENDING is left to its submit path (or to start-up reconciliation, if this process
+        died meanwhile); one being sent from here is known to be so without a journal read."""
+        if self.tracker.sending_unsettled(vo.venue_order_id):
+            return
         row = await self.repos.orders.get_by_venue_id(vo.venue_order_id)
-        if row is None or row.status.terminal:
+        if row is None or row.status.terminal or row.status is OrderStatus.PENDING:
             return
         req = await self.tracker.request_for(row.client_order_id)
         if req is None:
-            return
-        if row.status is OrderStatus.PENDING:
-            # The submit path is still waiting for its ack and will settle the row (or start-up
-            # reconciliation will, if this process died meanwhile).
             return
         self.tracker.lookup_done(row.client_order_id)
         await self.settle.from_venue(req, vo, "order event")

@@ -74,6 +74,7 @@ class OrderTracker:
         self._orders: dict[str, TrackedOrder] = {}
         # The records with a `lookup`, so the periodic sweep does not walk every resting order.
         self._lookups: dict[str, Lookup] = {}
+        self._sending_by_venue: dict[str, str] = {}  # venue order id -> client order id
 
     def __contains__(self, client_order_id: object) -> bool:
         return client_order_id in self._orders
@@ -178,6 +179,20 @@ class OrderTracker:
         rec = self._orders.get(client_order_id)
         if rec is not None:
             rec.sending = sending
+        if rec is not None and sending and rec.venue_order_id is not None:
+            self._sending_by_venue[rec.venue_order_id] = client_order_id
+        elif not sending:
+            for venue_id, coid in list(self._sending_by_venue.items()):
+                if coid == client_order_id:
+                    del self._sending_by_venue[venue_id]
+
+    def sending_unsettled(self, venue_order_id: str) -> bool:
+        """True while a send of this order is in progress here and its journal row is not yet
+        past PENDING (or not written yet): its submit path will settle it. Answered from
+        memory, so an order's own feed event does not queue a journal read ahead of the
+        submit path's outcome write."""
+        coid = self._sending_by_venue.get(venue_order_id)
+        return coid is not None and self.status(coid) in (None, OrderStatus.PENDING)
 
     # unknown outcomes ---------------------------------------------------------------------------
     def look_up_later(self, lookup: Lookup) -> Lookup:
