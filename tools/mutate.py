@@ -19,6 +19,7 @@ under `equivalent_by_rule`.
 
     python -m tools.mutate                   # every group
     python -m tools.mutate --group risk      # one group
+    python -m tools.mutate --group executor  # `executor` and every `executor-…` part
     python -m tools.mutate --smoke           # the smoke group (small; fits a CI run)
     python -m tools.mutate --keep            # keep the scratch copy for `mutmut show NAME`
 """
@@ -339,6 +340,11 @@ def summarise(
     return out
 
 
+def selects(wanted: str, name: str) -> bool:
+    """`--group executor` selects the group `executor` and its parts `executor-guard`, …"""
+    return name == wanted or name.startswith(wanted + "-")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.mutate", description=__doc__.split("\n")[0])
     ap.add_argument("--group", action="append", default=[], help="run only this group")
@@ -349,19 +355,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     groups, accepted = load_config()
     known = {g.name for g in groups}
-    unknown = [n for n in args.group if n not in known]
+    unknown = [n for n in args.group if not any(selects(n, k) for k in known)]
     if unknown:
         print(f"unknown group(s) {unknown}; known: {sorted(known)}", file=sys.stderr)
         return 2
     chosen = [
         g
         for g in groups
-        if (not args.group or g.name in args.group) and (not args.smoke or g.smoke)
+        if (not args.group or any(selects(n, g.name) for n in args.group))
+        and (not args.smoke or g.smoke)
     ]
     report: dict[str, Any] = {}
     low: list[str] = []
     failed: list[str] = []
     for g in chosen:
+        started = time.monotonic()
         try:
             verdicts, equivalent, work = run_group(g, args.jobs, args.keep)
         except SystemExit as e:
@@ -373,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         report[g.name] = {
             "modules": {m: r.as_json() for m, r in modules.items()},
             "verdicts": dict(Counter(verdicts.values())),
+            "seconds": round(time.monotonic() - started),
             **({"scratch": str(work)} if args.keep else {}),
         }
         for m, r in modules.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import textwrap
 
-from tools.mutate import sql_case_equivalent
+from tools.mutate import selects, sql_case_equivalent
 
 
 def _pair(original: str, mutant: str) -> tuple[ast.AST, ast.AST]:
@@ -57,3 +57,11 @@ def test_quoted_literals_values_and_other_changes_are_not() -> None:
             'def g(c):\n    return c.execute("XXSELECT a FROM tXX")',
         )
     )
+
+
+def test_a_group_name_selects_itself_and_its_parts_only() -> None:
+    assert selects("executor", "executor")
+    assert selects("executor", "executor-guard")
+    assert not selects("executor", "executors")
+    assert not selects("executor-guard", "executor")
+    assert not selects("copy", "copy_trader")

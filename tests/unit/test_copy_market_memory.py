@@ -1,0 +1,136 @@
+"""The copy trader's per-market memory: exposure counts every token held, every booking and every
+open reservation; eviction forgets only markets nothing holds, reserves or decides on.
+
+`MarketMemory.exposure` is what the market cap (`max_market_exposure`) is checked against: an
+under-count lets copies buy past the cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+
+import pytest
+
+from models import Position
+from strategies.copy_trader.state import MarketMemory, client_order_id_for
+
+D = Decimal
+A, B, C = "0x" + "a1" * 32, "0x" + "b2" * 32, "0x" + "c3" * 32
+YES, NO, OTHER = "1" * 77, "2" * 77, "3" * 77
+
+
+class Holdings:
+    """What the copy strategy holds, per token (the executor's positions, as a fake)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, Position] = {}
+
+    def set(self, token: str, size: str, avg_cost: str) -> None:
+        self.held[token] = Position(
+            token_id=token, strategy="copy", size=D(size), avg_cost=D(avg_cost)
+        )
+
+    def position(self, token_id: str, *, strategy: str) -> Position:
+        assert strategy == "copy"  # only the copy trader's own holdings count
+        return self.held.get(token_id, Position(token_id=token_id, strategy=strategy))
+
+
+def test_exposure_sums_both_outcome_tokens_held_at_cost() -> None:
+    h = Holdings()
+    mem = MarketMemory(h, strategy="copy")
+    mem.note(A, YES)
+    mem.note(A, NO)
+    h.set(YES, "10", "0.40")
+    h.set(NO, "5", "0.50")
+    assert mem.exposure(A) == D("6.50")
+
+
+def test_exposure_of_an_unknown_market_is_zero() -> None:
+    mem = MarketMemory(Holdings(), strategy="copy")
+    assert mem.exposure(A) == 0
+    assert mem.reserved(A) == 0
+    assert mem.reservations() == []
+
+
+def test_bookings_accumulate_and_reservations_add_until_settled() -> None:
+    mem = MarketMemory(Holdings(), strategy="copy")
+    mem.note(A, YES)
+    mem.book(A, D("3"))
+    mem.book(A, D("4"))
+    assert mem.exposure(A) == D("7")
+    mem.reserve(A, "cp-1", D("2"), until=10.0)
+    mem.reserve(A, "cp-2", D("1.5"), until=20.0)
+    assert mem.reserved(A) == D("3.5")
+    assert mem.exposure(A) == D("10.5")
+    mem.adjust("cp-1", D("0.5"))
+    assert mem.exposure(A) == D("9.0")
+    mem.settle("cp-2", D("1"))  # 1 filled: booked, the other 0.5 freed
+    assert mem.exposure(A) == D("8.5")
+    mem.release("cp-1")
+    assert mem.exposure(A) == D("8")
+    mem.settle("cp-1", D("99"))  # already ended: nothing happens
+    assert mem.exposure(A) == D("8")
+
+
+def test_exposure_is_the_larger_of_held_and_booked_plus_reserved() -> None:
+    h = Holdings()
+    mem = MarketMemory(h, strategy="copy")
+    mem.note(A, YES)
+    mem.book(A, D("2"))
+    h.set(YES, "10", "0.50")
+    assert mem.exposure(A) == D("5.00")  # the fill reached the positions
+    mem.reserve(A, "cp-1", D("4"), until=10.0)
+    assert mem.exposure(A) == D("6")
+
+
+def test_reservations_are_listed_per_market() -> None:
+    mem = MarketMemory(Holdings(), strategy="copy")
+    mem.note(A, YES)
+    mem.note(B, OTHER)
+    mem.reserve(A, "cp-a", D("1"), until=1.0)
+    mem.reserve(B, "cp-b", D("1"), until=2.0)
+    assert mem.reservations(A) == [("cp-a", 1.0)]
+    assert mem.reservations(B) == [("cp-b", 2.0)]
+    assert sorted(mem.reservations()) == [("cp-a", 1.0), ("cp-b", 2.0)]
+
+
+def test_a_market_holding_under_one_share_is_not_forgotten() -> None:
+    h = Holdings()
+    mem = MarketMemory(h, strategy="copy", max_markets=1)
+    mem.note(A, YES)
+    h.set(YES, "0.5", "0.40")
+    mem.note(B, OTHER)
+    assert mem.condition_of(YES) == A  # held (half a share): kept
+    assert mem.exposure(A) == D("0.200")
+
+
+def test_eviction_forgets_the_least_recent_idle_market_and_never_the_new_one() -> None:
+    mem = MarketMemory(Holdings(), strategy="copy", max_markets=2)
+    mem.note(A, YES)
+    mem.note(B, NO)
+    mem.note(A, YES)  # A traded again: B is now the least recent
+    mem.note(C, OTHER)
+    assert len(mem) == 2
+    assert (mem.condition_of(YES), mem.condition_of(NO), mem.condition_of(OTHER)) == (A, None, C)
+
+
+def test_eviction_keeps_a_reserved_market_and_forgets_an_idle_one_instead() -> None:
+    mem = MarketMemory(Holdings(), strategy="copy", max_markets=2)
+    mem.note(A, YES)
+    mem.reserve(A, "cp-a", D("1"), until=1.0)
+    mem.note(B, NO)
+    mem.note(C, OTHER)
+    assert (mem.condition_of(YES), mem.condition_of(NO), mem.condition_of(OTHER)) == (A, None, C)
+
+
+def test_max_markets_below_one_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"^max_markets must be at least 1$"):
+        MarketMemory(Holdings(), strategy="copy", max_markets=0)
+
+
+def test_client_order_id_is_cp_and_30_hex_digits_of_the_keys_hash() -> None:
+    key = "0xabc:1:BUY:10:0.5"
+    want = "cp" + hashlib.sha256(key.encode()).hexdigest()[:30]
+    assert client_order_id_for(key) == want and len(want) == 32
+    assert client_order_id_for("0xabc:1:BUY:10:0.51") != want
