@@ -2,7 +2,8 @@
 open reservation; eviction forgets only markets nothing holds, reserves or decides on.
 
 `MarketMemory.exposure` is what the market cap (`max_market_exposure`) is checked against: an
-under-count lets copies buy past the cap.
+under-count lets copies buy past the cap. Also the copy ledger's audit entries (what a skipped
+trade or a closed intent leaves for the operator).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from decimal import Decimal
 
 import pytest
 
-from models import Position
-from strategies.copy_trader.state import MarketMemory, client_order_id_for
+from models import Position, Side
+from storage import Repositories
+from strategies.copy_trader.state import CopyLedger, MarketMemory, client_order_id_for
+from venue.data_api import LeaderTrade
 
 D = Decimal
 A, B, C = "0x" + "a1" * 32, "0x" + "b2" * 32, "0x" + "c3" * 32
 YES, NO, OTHER = "1" * 77, "2" * 77, "3" * 77
+LEADER = "0x" + "ab" * 20
 
 
 class Holdings:
@@ -134,3 +138,44 @@ def test_client_order_id_is_cp_and_30_hex_digits_of_the_keys_hash() -> None:
     want = "cp" + hashlib.sha256(key.encode()).hexdigest()[:30]
     assert client_order_id_for(key) == want and len(want) == 32
     assert client_order_id_for("0xabc:1:BUY:10:0.51") != want
+
+
+def test_the_market_just_noted_is_kept_even_when_every_other_is_in_use() -> None:
+    mem = MarketMemory(Holdings(), strategy="copy", max_markets=1)
+    mem.note(A, YES)
+    mem.reserve(A, "cp-a", D("1"), until=1.0)
+    mem.note(B, OTHER)  # A reserves room, B is the one being decided on: both stay
+    assert (mem.condition_of(YES), mem.condition_of(OTHER)) == (A, B)
+    assert len(mem) == 2
+
+
+# -- the ledger's audit entries ----------------------------------------------------------------
+
+
+async def test_a_skipped_trade_is_audited_with_the_leaders_fill_and_the_reason(
+    repos: Repositories,
+) -> None:
+    ledger = CopyLedger(repos)
+    trade = LeaderTrade(
+        LEADER, "0x" + "ee" * 32, YES, A, Side.BUY, D("10"), D("0.45"), 1_700_000_000
+    )
+    assert await ledger.handle(trade, skip=("slippage", "ask 0.60 > limit 0.47"))
+    assert not await ledger.handle(trade, skip=("slippage", "again"))  # handled once
+    (entry,) = await repos.audit.tail(event="copy_skipped")
+    assert entry.detail == {
+        "wallet": LEADER,
+        "dedupe_key": trade.dedupe_key,
+        "token_id": YES,
+        "side": "BUY",
+        "leader_price": "0.45",
+        "leader_size": "10",
+        "reason": "slippage",
+        "detail": "ask 0.60 > limit 0.47",
+    }
+
+
+async def test_closing_an_intent_audits_how_it_ended(repos: Repositories) -> None:
+    await CopyLedger(repos).close_intent("cp-1", "copy_unfilled", filled="0", why="FAK")
+    (entry,) = await repos.audit.tail(event="copy_unfilled")
+    assert entry.client_order_id == "cp-1"
+    assert entry.detail == {"filled": "0", "why": "FAK"}
