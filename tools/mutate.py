@@ -22,6 +22,7 @@ under `equivalent_by_rule`.
     python -m tools.mutate --group executor  # `executor` and every `executor-…` part
     python -m tools.mutate --smoke           # the smoke group (small; fits a CI run)
     python -m tools.mutate --keep            # keep the scratch copy for `mutmut show NAME`
+    python -m tools.mutate --group feed-staleness --budget-s 1200   # a sample, in 20 minutes
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,8 @@ CONFIG = ROOT / "tools" / "mutation.toml"
 KILLED = {"killed", "caught by type check", "segfault"}
 TIMEOUT = {"timeout"}
 NO_TESTS = {"no tests"}
+# Not run: the group's time budget (`--budget-s`) ran out first. Not scored.
+UNCHECKED = {"not checked"}
 
 
 @dataclass(frozen=True)
@@ -68,13 +72,14 @@ class ModuleResult:
     timeout: int = 0
     survived: int = 0
     no_tests: int = 0
+    unchecked: int = 0
     accepted: int = 0
     equivalent_by_rule: int = 0
     unexplained: list[str] = field(default_factory=list)
 
     @property
     def kill_rate(self) -> float | None:
-        scored = self.mutants - self.accepted
+        scored = self.mutants - self.accepted - self.unchecked
         return None if scored <= 0 else round((self.killed + self.timeout) / scored, 4)
 
     def as_json(self) -> dict[str, Any]:
@@ -84,6 +89,7 @@ class ModuleResult:
             "timeout": self.timeout,
             "survived": self.survived,
             "no_tests": self.no_tests,
+            "unchecked": self.unchecked,
             "accepted": self.accepted,
             "equivalent_by_rule": self.equivalent_by_rule,
             "kill_rate": self.kill_rate,
@@ -144,7 +150,9 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], set[str], Path]:
+def run_group(
+    g: Group, jobs: int, keep: bool, budget_s: float | None = None
+) -> tuple[dict[str, str], set[str], Path]:
     """Run mutmut for one group in a scratch copy; return {mutant name: verdict}, the survivors
     equivalent by rule, and the scratch directory."""
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
@@ -167,14 +175,22 @@ def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], set[str]
     log_path = work / "mutmut-run.log"
     started = time.monotonic()
     with log_path.open("wb") as log:
-        rc = subprocess.run(
+        # Its own process group, so a spent budget stops mutmut and every test it started.
+        proc = subprocess.Popen(
             [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
             cwd=work,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            check=False,
-        ).returncode
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=budget_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            rc = 0  # what ran is recorded; the rest is "not checked"
+            print(f"[{g.name}] budget of {budget_s:.0f}s spent: stopped", file=sys.stderr)
     print(
         f"[{g.name}] mutmut run exit {rc} in {time.monotonic() - started:.0f}s (log {log_path})",
         file=sys.stderr,
@@ -325,6 +341,8 @@ def summarise(
             r.killed += 1
         elif status in TIMEOUT:
             r.timeout += 1
+        elif status in UNCHECKED:
+            r.unchecked += 1
         else:
             if status in NO_TESTS:
                 r.no_tests += 1
@@ -351,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="run only groups marked smoke = true")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="stop each group after this many seconds; mutants not reached are reported"
+        " as unchecked and left out of the kill rate",
+    )
     ap.add_argument("--min-kill-rate", type=float, default=None, help="exit 1 below this rate")
     args = ap.parse_args(argv)
     groups, accepted = load_config()
@@ -371,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     for g in chosen:
         started = time.monotonic()
         try:
-            verdicts, equivalent, work = run_group(g, args.jobs, args.keep)
+            verdicts, equivalent, work = run_group(g, args.jobs, args.keep, args.budget_s)
         except SystemExit as e:
             print(e, file=sys.stderr)
             report[g.name] = {"error": "the group's tests fail on the unmutated code (see stderr)"}
