@@ -567,3 +567,69 @@ async def test_closing_leaves_a_session_it_was_given_open() -> None:
         assert not session.closed
     finally:
         await session.close()
+
+
+async def test_market_trades_keeps_trades_at_since_and_reads_on_while_a_page_ends_there(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    at = r[3]["timestamp"]
+    same_second = {**r[4], "timestamp": at, "transaction_hash": "0x" + "12" * 32}
+    fake.pages = [r[:2], r[2:4], [same_second, {"junk": 1}], [r[4]]]
+    async with client(url, [], page_size=2) as c:
+        got = await c.market_trades("0x" + "ab" * 32, since=at)
+    # Page 2 ends exactly at `since`: more of that second may follow, so page 3 is read; its
+    # oldest sound row is at `since` too, but page 3 is short (one sound row + one junk row
+    # count as a full page), so page 4 is read and its older row ends the paging.
+    assert [c_["offset"] for c_ in fake.calls] == ["0", "2", "4", "6"]
+    assert [t.timestamp for t in got.rows] == sorted([at, at, *(x["timestamp"] for x in r[:3])])
+    assert got.skipped == [("missing_field", "missing_field: proxyWallet/proxy_wallet")]
+    assert not got.truncated
+
+
+async def test_paging_that_reaches_max_pages_is_marked_truncated(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")
+    fake.pages = [r[:2], r[2:4], r[:2]]
+    async with client(url, [], page_size=2, max_pages=2) as c:
+        market = await c.market_trades("0x" + "ab" * 32, since=0)
+        activity = await c.activity_trades(WALLET)
+    assert market.truncated and market.pages == 2
+    assert activity.truncated and activity.pages == 2
+
+
+async def test_skipped_rows_are_reported_by_kind_and_malformed_numbers_logged(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")
+    fake.pages = [[{**r[0], "type": "REDEEM"}, {**r[1], "size": "-3"}, r[2]]]
+    logged: list[tuple[str, Any]] = []
+
+    def malformed(why: str, sample: Any, *, counted: bool = False) -> None:
+        logged.append((why, sample))
+
+    errors: list[str] = []
+    async with client(url, errors, malformed=malformed) as c:
+        got = await c.activity_trades(WALLET)
+    assert len(got.rows) == 1
+    assert got.skipped == [
+        ("not_trade", "not_trade: REDEEM"),
+        ("out_of_range", "out_of_range: size '-3' is negative"),
+    ]
+    assert errors == ["row_out_of_range"]  # a non-trade activity row is not an error
+    assert logged == [("out_of_range: size '-3' is negative", {**r[1], "size": "-3"})]
+
+
+async def test_the_client_closes_the_session_it_made_and_opens_another_after() -> None:
+    c = DataApiClient(base_url="http://x", budget=DataApiBudget(1.0, clock=SystemClock()))
+    first = c._http()
+    await c.close()
+    assert first.closed
+    second = c._http()
+    assert second is not first and not second.closed
+    await c.close()
+    assert second.closed
