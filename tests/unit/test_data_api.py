@@ -198,6 +198,9 @@ def test_budget_at_half_fraction_fits_fifty_wallets_per_second() -> None:
     assert budget.windows["general"].limit == 500
     assert DataApiBudget(1.0, clock=FakeClock()).wallets_at(1.0) == 100
     assert budget.rate_per_s("positions") < budget.rate_per_s("activity")
+    # /trades (200 / 10 s) and /positions (150 / 10 s) bind before the general limit does
+    full = DataApiBudget(1.0, clock=FakeClock())
+    assert [full.wallets_at(2.0, r) for r in ("activity", "trades", "positions")] == [200, 40, 30]
 
 
 async def test_budget_shared_by_many_callers_never_exceeds_any_window() -> None:
@@ -633,3 +636,16 @@ async def test_the_client_closes_the_session_it_made_and_opens_another_after() -
     assert second is not first and not second.closed
     await c.close()
     assert second.closed
+
+
+async def test_trades_keeps_rows_from_start_on_oldest_first(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    fake.pages = [r]
+    async with client(url, []) as c:
+        every = await c.trades(WALLET)
+        since = await c.trades(WALLET, start=r[2]["timestamp"])
+    assert [t.timestamp for t in every.rows] == sorted(x["timestamp"] for x in r)
+    assert [t.timestamp for t in since.rows] == sorted(x["timestamp"] for x in r[:3])

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from errors import FeedError
+from models import Side
 from tests.unit.test_data_api import V2_TRADE
 from venue.data_api import (
     LeaderPosition,
+    LeaderTrade,
     RowError,
     parse_position_row,
     parse_trade_row,
@@ -68,6 +70,11 @@ def without(row: dict[str, Any], key: str) -> dict[str, Any]:
             "bad_timestamp: yesterday at noon, more or less,",
         ),
         ({"timestamp": 0}, "bad_timestamp: 0"),
+        ({"timestamp": "0." + "0" * 40}, "bad_timestamp: 0." + "0" * 30),  # cut at 32
+        (
+            {"type": "CONVERSION-OF-A-VERY-LONG-KIND-NAME"},
+            "not_trade: CONVERSION-OF-A-VERY-LONG-KIND-N",
+        ),
         ({"timestamp": 1}, None),  # any positive second is a time
         ({"size": "0.5", "price": "0.999"}, None),  # under one share, just under 1: a trade
     ],
@@ -158,3 +165,36 @@ def test_unwrap_reads_has_more_only_from_the_envelope() -> None:
         FeedError, match=r"^Data API answered neither a list nor a \{data: \[\.\.\.\]\} envelope$"
     ):
         unwrap({"rows": []})
+
+
+def test_v1_trade_row_reads_every_field() -> None:
+    v1 = {
+        "proxyWallet": WALLET,
+        "transactionHash": V2_TRADE["transaction_hash"],
+        "asset": TOKEN,
+        "conditionId": COND,
+        "side": "sell",
+        "size": "5",
+        "price": "0.25",
+        "timestamp": 1_700_000_000,
+        "slug": "will-it-rain",
+        "eventSlug": "weather",
+        "outcome": "Yes",
+        "type": "trade",
+    }
+    assert parse_trade_row(v1) == LeaderTrade(
+        WALLET,
+        V2_TRADE["transaction_hash"],
+        TOKEN,
+        COND,
+        Side.SELL,
+        D("5"),
+        D("0.25"),
+        1_700_000_000,
+        slug="will-it-rain",
+        event_slug="weather",
+        outcome="Yes",
+    )
+    v2 = {**V2_TRADE, "event_slug": "weather", "token_id": None, "tokenId": int(TOKEN)}
+    t = parse_trade_row(v2)
+    assert (t.token_id, t.event_slug, t.slug, t.outcome) == (TOKEN, "weather", "", "")
