@@ -179,3 +179,32 @@ async def test_closing_an_intent_audits_how_it_ended(repos: Repositories) -> Non
     (entry,) = await repos.audit.tail(event="copy_unfilled")
     assert entry.client_order_id == "cp-1"
     assert entry.detail == {"filled": "0", "why": "FAK"}
+
+
+async def test_starting_to_follow_marks_the_existing_trades_seen_once(repos: Repositories) -> None:
+    ledger = CopyLedger(repos)
+    old = LeaderTrade(LEADER, "0x" + "ee" * 32, YES, A, Side.BUY, D("10"), D("0.45"), 1_700_000_000)
+    new = LeaderTrade(LEADER, "0x" + "ff" * 32, YES, A, Side.BUY, D("10"), D("0.45"), 1_700_000_100)
+    assert await ledger.start_following(
+        LEADER, cursor=1_700_000_050, existing=[old], detail={"n": 1}
+    )
+    assert await ledger.cursor(LEADER) == 1_700_000_050
+    assert await ledger.seen(LEADER, [old, new]) == {old.dedupe_key}
+    (entry,) = await repos.audit.tail(event="copy_wallet_started")
+    assert entry.detail == {"wallet": LEADER, "n": 1}
+    # a second start (a restart) writes nothing
+    assert not await ledger.start_following(LEADER, cursor=5, existing=[new], detail={})
+    assert await ledger.cursor(LEADER) == 1_700_000_050
+    assert await ledger.seen(LEADER, [new]) == set()
+
+
+async def test_pruning_forgets_only_keys_handled_before_the_age(repos: Repositories) -> None:
+    ledger = CopyLedger(repos)
+    trade = LeaderTrade(
+        LEADER, "0x" + "ee" * 32, YES, A, Side.BUY, D("10"), D("0.45"), 1_700_000_000
+    )
+    await ledger.handle(trade, skip=("slippage", ""))
+    assert await ledger.prune(LEADER, older_than_s=3600) == 0  # handled just now: kept
+    assert await ledger.seen(LEADER, [trade]) == {trade.dedupe_key}
+    assert await ledger.prune(LEADER, older_than_s=-3600) == 1  # "before an hour from now"
+    assert await ledger.seen(LEADER, [trade]) == set()

@@ -116,7 +116,7 @@ def test_mirrored_exit_sells_the_share_the_leader_sold() -> None:
 
 def test_mirrored_exit_without_the_leaders_holding_is_a_programming_error() -> None:
     with pytest.raises(
-        AssertionError, match="a mirrored exit needs the leader's holding before it"
+        AssertionError, match=r"^a mirrored exit needs the leader's holding before it$"
     ):
         exit_size(rule(), lt(Side.SELL), D("0.50"), ours=D("10"), leader_before=None)
 
