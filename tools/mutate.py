@@ -23,6 +23,7 @@ under `equivalent_by_rule`.
     python -m tools.mutate --smoke           # the smoke group (small; fits a CI run)
     python -m tools.mutate --keep            # keep the scratch copy for `mutmut show NAME`
     python -m tools.mutate --group feed-staleness --budget-s 1200   # a sample, in 20 minutes
+    python -m tools.mutate --group copy --recheck /tmp/polyd-mutate-copy-XXXX  # survivors only
 """
 
 from __future__ import annotations
@@ -150,11 +151,58 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
+def _results(work: Path, env: dict[str, str]) -> dict[str, str]:
+    """{mutant name: verdict} as mutmut recorded them in the scratch copy `work`."""
+    listing = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "True"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    verdicts: dict[str, str] = {}
+    for line in listing.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name:
+            verdicts[name] = status
+    return verdicts
+
+
+def _refresh_tests(g: Group, work: Path) -> list[str]:
+    """Copy the checkout's tests into the kept scratch copy `work` (beside the mutants and in
+    mutmut's own copy), point the group's test selection at them, and return the survivors of
+    the earlier run: what `--recheck` runs again."""
+    for rel in _tree_files():
+        if rel.startswith("tests/"):
+            for dest in (work / rel, work / "mutants" / rel):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, dest)
+    pyproject = work / "pyproject.toml"
+    lines = pyproject.read_text("utf-8").splitlines()
+    key = "pytest_add_cli_args_test_selection = "
+    lines = [f"{key}{_toml_list(g.tests)}" if ln.startswith(key) else ln for ln in lines]
+    pyproject.write_text("\n".join(lines) + "\n", "utf-8")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return [n for n, v in _results(work, env).items() if v not in KILLED | TIMEOUT | UNCHECKED]
+
+
 def run_group(
-    g: Group, jobs: int, keep: bool, budget_s: float | None = None
+    g: Group,
+    jobs: int,
+    keep: bool,
+    budget_s: float | None = None,
+    recheck: Path | None = None,
 ) -> tuple[dict[str, str], set[str], Path]:
     """Run mutmut for one group in a scratch copy; return {mutant name: verdict}, the survivors
-    equivalent by rule, and the scratch directory."""
+    equivalent by rule, and the scratch directory. With `recheck` (a scratch copy kept by an
+    earlier run), only that run's survivors are run again, against the checkout's tests now."""
+    if recheck is not None:
+        work = recheck
+        names = _refresh_tests(g, work)
+        if not names:
+            raise SystemExit(f"[{g.name}] {work}: no survivors to recheck")
+        return _mutmut(g, work, jobs, True, budget_s, names)
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
     tops = _copy_tree(work)
     # Tests read the venue payloads captured beside the checkout (`../shared/fixtures`); mutmut
@@ -171,13 +219,19 @@ def run_group(
             f"pytest_add_cli_args_test_selection = {_toml_list(g.tests)}\n"
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         )
+    return _mutmut(g, work, jobs, keep, budget_s, [])
+
+
+def _mutmut(
+    g: Group, work: Path, jobs: int, keep: bool, budget_s: float | None, names: list[str]
+) -> tuple[dict[str, str], set[str], Path]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     log_path = work / "mutmut-run.log"
     started = time.monotonic()
     with log_path.open("wb") as log:
         # Its own process group, so a spent budget stops mutmut and every test it started.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *names],
             cwd=work,
             env=env,
             stdout=log,
@@ -201,19 +255,7 @@ def run_group(
             f"[{g.name}] mutmut failed (exit {rc}): the guarding tests must pass on the unmutated"
             f" code first. End of its log ({log_path}):\n{tail}"
         )
-    listing = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results", "--all", "True"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    verdicts: dict[str, str] = {}
-    for line in listing.splitlines():
-        name, sep, status = line.strip().rpartition(": ")
-        if sep and name:
-            verdicts[name] = status
+    verdicts = _results(work, env)
     if not verdicts:
         tail = log_path.read_text("utf-8", "replace")[-2000:]
         raise SystemExit(f"[{g.name}] mutmut produced no verdicts; end of its log:\n{tail}")
@@ -376,9 +418,20 @@ def main(argv: list[str] | None = None) -> int:
         help="stop each group after this many seconds; mutants not reached are reported"
         " as unchecked and left out of the kill rate",
     )
+    ap.add_argument(
+        "--recheck",
+        type=Path,
+        default=None,
+        metavar="SCRATCH",
+        help="with one --group: run again only the survivors in SCRATCH (kept by --keep),"
+        " against the checkout's tests as they are now",
+    )
     ap.add_argument("--min-kill-rate", type=float, default=None, help="exit 1 below this rate")
     args = ap.parse_args(argv)
     groups, accepted = load_config()
+    if args.recheck is not None and len(args.group) != 1:
+        print("--recheck needs exactly one --group (the one SCRATCH was made for)", file=sys.stderr)
+        return 2
     known = {g.name for g in groups}
     unknown = [n for n in args.group if not any(selects(n, k) for k in known)]
     if unknown:
@@ -396,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     for g in chosen:
         started = time.monotonic()
         try:
-            verdicts, equivalent, work = run_group(g, args.jobs, args.keep, args.budget_s)
+            verdicts, equivalent, work = run_group(
+                g, args.jobs, args.keep, args.budget_s, args.recheck
+            )
         except SystemExit as e:
             print(e, file=sys.stderr)
             report[g.name] = {"error": "the group's tests fail on the unmutated code (see stderr)"}
