@@ -18,7 +18,7 @@ import pytest
 from errors import FeedError
 from resilience.clock import FakeClock
 from venue.market_feed import MarketFeed
-from venue.order_book import BookStore
+from venue.order_book import BadLevel, BookStore, rest_book_hash
 
 A = "1" * 70
 B = "2" * 70
@@ -189,3 +189,70 @@ async def test_resync_of_a_book_already_usable_fetches_nothing() -> None:
     await feed._resync(A)
     await feed._resync(B)  # not watched
     assert fetcher.calls == 0
+
+
+# -- a REST /book installed as the snapshot ----------------------------------------------------
+
+
+def rest_body(**kw: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        **REST_BODY,
+        "bids": [{"price": "0.41", "size": "3"}],
+        "timestamp": "5000",
+        **kw,
+    }
+    body["hash"] = rest_book_hash(body)
+    return body
+
+
+def test_a_rest_book_with_the_reference_hash_is_installed_whole() -> None:
+    clock = FakeClock(100)
+    feed = feed_on(clock, A)
+    changed: list[list[str]] = []
+    feed.store.add_listener(lambda tokens: changed.append(list(tokens)))
+    body = rest_body()
+    assert feed.apply_rest_book(A, body) is True
+    book = feed.store.get(A)
+    assert book is not None and book.usable
+    assert (book.best_bid(), book.best_ask()) == ((D("0.41"), D("3")), (D("0.59"), D("4")))
+    assert (book.hash, book.timestamp_ms, book.tick_size) == (body["hash"], 5000, D("0.01"))
+    assert book.snapshot_at == 100.0
+    assert changed == [[A]]
+
+
+def test_a_rest_book_older_than_the_one_held_is_refused_and_one_as_old_is_taken() -> None:
+    clock = FakeClock(100)
+    feed = feed_on(clock, A)
+    assert feed.apply_rest_book(A, rest_body())
+    older = rest_body(timestamp="4999", asks=[{"price": "0.70", "size": "1"}])
+    assert feed.apply_rest_book(A, older) is False
+    book = feed.store.get(A)
+    assert book is not None and book.best_ask() == (D("0.59"), D("4"))
+    same = rest_body(asks=[{"price": "0.58", "size": "2"}])
+    assert feed.apply_rest_book(A, same) is True
+    assert book.best_ask() == (D("0.58"), D("2"))
+
+
+def test_a_rest_book_for_another_token_is_refused_by_name() -> None:
+    feed = feed_on(FakeClock(100), A, B)
+    with pytest.raises(BadLevel, match=r"^/book answered for another token$"):
+        feed.apply_rest_book(A, rest_body(asset_id=B))
+    assert feed.apply_rest_book("9" * 70, rest_body()) is False  # not watched: nothing to fix
+
+
+def test_a_rest_books_new_tick_size_is_passed_on() -> None:
+    ticks: list[tuple[str, D]] = []
+
+    class Sink:
+        def set_tick_size(self, token_id: str, tick_size: D) -> None:
+            ticks.append((token_id, tick_size))
+
+    clock = FakeClock(100)
+    feed = feed_on(clock, A)
+    feed.tick_sink = Sink()
+    assert feed.apply_rest_book(A, rest_body())
+    assert feed.apply_rest_book(A, rest_body(tick_size="0.001", timestamp="6000"))
+    assert feed.apply_rest_book(A, rest_body(tick_size="", timestamp="7000"))  # none said
+    assert ticks == [(A, D("0.001"))]
+    book = feed.store.get(A)
+    assert book is not None and book.tick_size == D("0.001")
