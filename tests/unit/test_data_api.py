@@ -649,3 +649,52 @@ async def test_trades_keeps_rows_from_start_on_oldest_first(
         since = await c.trades(WALLET, start=r[2]["timestamp"])
     assert [t.timestamp for t in every.rows] == sorted(x["timestamp"] for x in r)
     assert [t.timestamp for t in since.rows] == sorted(x["timestamp"] for x in r[:3])
+
+
+async def test_a_garbage_row_does_not_hide_the_rows_after_it_on_its_page(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    fake.pages = [[{"junk": 1}, *r[:3]]]
+    async with client(url, [], page_size=10) as c:
+        got = await c.market_trades("0x" + "ab" * 32, since=0)
+    assert len(got.rows) == 3 and len(got.skipped) == 1
+
+
+async def test_market_paging_stops_at_the_oldest_row_of_a_page_wherever_it_is(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    since = r[1]["timestamp"]
+    # the page's oldest row (r[4], before `since`) comes first: paging must still stop here
+    fake.pages = [[r[4], r[0]], [r[1], r[2]]]
+    async with client(url, [], page_size=2) as c:
+        got = await c.market_trades("0x" + "ab" * 32, since=since)
+    assert got.pages == 1 and [t.timestamp for t in got.rows] == [r[0]["timestamp"]]
+
+
+async def test_a_session_it_was_given_still_times_out_and_says_so(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    import aiohttp
+
+    fake, url = server
+    fake.delay_s = 0.5
+    errors: list[str] = []
+    session = aiohttp.ClientSession()  # no timeout of its own
+    try:
+        async with client(url, errors, timeout_s=0.05, session=session) as c:
+            with pytest.raises(TransientError, match=r"^Data API /activity timed out$"):
+                await c.activity_trades(WALLET)
+    finally:
+        await session.close()
+    assert errors == ["timeout"] * 3
+
+
+def test_client_defaults() -> None:
+    c = DataApiClient(base_url="http://x/", budget=DataApiBudget(1.0, clock=SystemClock()))
+    assert (c.page_size, c.max_pages, c.requests) == (100, 20, 0)
+    assert c._timeout.total == 5.0
+    assert c._base == "http://x"

@@ -154,6 +154,8 @@ def test_to_decimal_keeps_integers_plain_and_names_what_it_could_not_read() -> N
         to_decimal("abc", what="avg")
     with pytest.raises(RowError, match=r"^bad_number: size$"):
         to_decimal("1e30", what="size")
+    with pytest.raises(RowError, match=r"^bad_number: number$"):
+        to_decimal("abc")
 
 
 def test_unwrap_reads_has_more_only_from_the_envelope() -> None:
@@ -198,3 +200,5 @@ def test_v1_trade_row_reads_every_field() -> None:
     v2 = {**V2_TRADE, "event_slug": "weather", "token_id": None, "tokenId": int(TOKEN)}
     t = parse_trade_row(v2)
     assert (t.token_id, t.event_slug, t.slug, t.outcome) == (TOKEN, "weather", "", "")
+    bare = parse_trade_row(V2_TRADE)
+    assert (bare.slug, bare.event_slug, bare.outcome) == ("", "", "")
