@@ -208,3 +208,23 @@ async def test_pruning_forgets_only_keys_handled_before_the_age(repos: Repositor
     assert await ledger.seen(LEADER, [trade]) == {trade.dedupe_key}
     assert await ledger.prune(LEADER, older_than_s=-3600) == 1  # "before an hour from now"
     assert await ledger.seen(LEADER, [trade]) == set()
+
+
+async def test_pruning_reads_the_age_in_utc_whatever_the_machines_time_zone(
+    repos: Repositories, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time as _time
+
+    ledger = CopyLedger(repos)
+    trade = LeaderTrade(
+        LEADER, "0x" + "ee" * 32, YES, A, Side.BUY, D("10"), D("0.45"), 1_700_000_000
+    )
+    await ledger.handle(trade, skip=("slippage", ""))
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9: a local-time cut-off would be 9 h later
+    _time.tzset()
+    try:
+        assert await ledger.prune(LEADER, older_than_s=3600) == 0
+    finally:
+        monkeypatch.undo()
+        _time.tzset()
+    assert await ledger.seen(LEADER, [trade]) == {trade.dedupe_key}

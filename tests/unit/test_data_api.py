@@ -698,3 +698,31 @@ def test_client_defaults() -> None:
     assert (c.page_size, c.max_pages, c.requests) == (100, 20, 0)
     assert c._timeout.total == 5.0
     assert c._base == "http://x"
+
+
+async def test_each_route_also_takes_from_its_own_window() -> None:
+    budget = DataApiBudget(1.0, clock=FakeClock())
+    # /positions: 150 per 10 s, smoothed to 15 per 1 s... at most ceil(150 / 10) = 15 in 1 s;
+    # the general window (1,000 per 10 s) would admit far more at once.
+    waits = [await budget.acquire("positions") for _ in range(16)]
+    assert waits[:15] == [0.0] * 15 and waits[15] > 0
+    general = DataApiBudget(1.0, clock=FakeClock())
+    assert [await general.acquire("activity") for _ in range(16)] == [0.0] * 16
+
+
+def test_a_tiny_budget_still_admits_one_request_per_window() -> None:
+    budget = DataApiBudget(0.0001, clock=FakeClock())
+    assert budget.windows["general"].limit == 1
+
+
+async def test_requests_go_through_the_session_it_was_given() -> None:
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    try:
+        c = DataApiClient(
+            base_url="http://x", budget=DataApiBudget(1.0, clock=SystemClock()), session=session
+        )
+        assert c._http() is session
+    finally:
+        await session.close()
