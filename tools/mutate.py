@@ -169,10 +169,10 @@ def _results(work: Path, env: dict[str, str]) -> dict[str, str]:
     return verdicts
 
 
-def _refresh_tests(g: Group, work: Path) -> list[str]:
+def _refresh_tests(g: Group, work: Path) -> dict[str, str]:
     """Copy the checkout's tests into the kept scratch copy `work` (beside the mutants and in
-    mutmut's own copy), point the group's test selection at them, and return the survivors of
-    the earlier run: what `--recheck` runs again."""
+    mutmut's own copy), point the group's test selection at them, and return the earlier
+    run's verdicts (its survivors are what `--recheck` runs again)."""
     for rel in _tree_files():
         if rel.startswith("tests/"):
             for dest in (work / rel, work / "mutants" / rel):
@@ -184,7 +184,14 @@ def _refresh_tests(g: Group, work: Path) -> list[str]:
     lines = [f"{key}{_toml_list(g.tests)}" if ln.startswith(key) else ln for ln in lines]
     pyproject.write_text("\n".join(lines) + "\n", "utf-8")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return [n for n, v in _results(work, env).items() if v not in KILLED | TIMEOUT | UNCHECKED]
+    return _results(work, env)
+
+
+def merge_recheck(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
+    """The verdicts after a recheck. mutmut forgets the verdicts of mutants whose functions
+    new tests cover ("not checked"), but a mutant killed before stays killed when tests are
+    only added: keep the earlier verdict wherever the recheck did not reach the mutant."""
+    return {name: before.get(name, v) if v in UNCHECKED else v for name, v in after.items()}
 
 
 def run_group(
@@ -199,10 +206,14 @@ def run_group(
     earlier run), only that run's survivors are run again, against the checkout's tests now."""
     if recheck is not None:
         work = recheck
-        names = _refresh_tests(g, work)
+        before = _refresh_tests(g, work)
+        names = [n for n, v in before.items() if v not in KILLED | TIMEOUT | UNCHECKED]
         if not names:
             raise SystemExit(f"[{g.name}] {work}: no survivors to recheck")
-        return _mutmut(g, work, jobs, True, budget_s, names)
+        verdicts, _, _ = _mutmut(g, work, jobs, True, budget_s, names)
+        verdicts = merge_recheck(before, verdicts)
+        survivors = [n for n, v in verdicts.items() if v not in KILLED | TIMEOUT]
+        return verdicts, equivalent_by_rule(work, survivors), work
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
     tops = _copy_tree(work)
     # Tests read the venue payloads captured beside the checkout (`../shared/fixtures`); mutmut
