@@ -19,8 +19,11 @@ under `equivalent_by_rule`.
 
     python -m tools.mutate                   # every group
     python -m tools.mutate --group risk      # one group
+    python -m tools.mutate --group executor  # `executor` and every `executor-…` part
     python -m tools.mutate --smoke           # the smoke group (small; fits a CI run)
     python -m tools.mutate --keep            # keep the scratch copy for `mutmut show NAME`
+    python -m tools.mutate --group feed-staleness --budget-s 1200   # a sample, in 20 minutes
+    python -m tools.mutate --group copy --recheck /tmp/polyd-mutate-copy-XXXX  # survivors only
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +54,8 @@ CONFIG = ROOT / "tools" / "mutation.toml"
 KILLED = {"killed", "caught by type check", "segfault"}
 TIMEOUT = {"timeout"}
 NO_TESTS = {"no tests"}
+# Not run: the group's time budget (`--budget-s`) ran out first. Not scored.
+UNCHECKED = {"not checked"}
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,14 @@ class ModuleResult:
     timeout: int = 0
     survived: int = 0
     no_tests: int = 0
+    unchecked: int = 0
     accepted: int = 0
     equivalent_by_rule: int = 0
     unexplained: list[str] = field(default_factory=list)
 
     @property
     def kill_rate(self) -> float | None:
-        scored = self.mutants - self.accepted
+        scored = self.mutants - self.accepted - self.unchecked
         return None if scored <= 0 else round((self.killed + self.timeout) / scored, 4)
 
     def as_json(self) -> dict[str, Any]:
@@ -83,6 +90,7 @@ class ModuleResult:
             "timeout": self.timeout,
             "survived": self.survived,
             "no_tests": self.no_tests,
+            "unchecked": self.unchecked,
             "accepted": self.accepted,
             "equivalent_by_rule": self.equivalent_by_rule,
             "kill_rate": self.kill_rate,
@@ -143,9 +151,69 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], set[str], Path]:
+def _results(work: Path, env: dict[str, str]) -> dict[str, str]:
+    """{mutant name: verdict} as mutmut recorded them in the scratch copy `work`."""
+    listing = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "True"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    verdicts: dict[str, str] = {}
+    for line in listing.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name:
+            verdicts[name] = status
+    return verdicts
+
+
+def _refresh_tests(g: Group, work: Path) -> dict[str, str]:
+    """Copy the checkout's tests into the kept scratch copy `work` (beside the mutants and in
+    mutmut's own copy), point the group's test selection at them, and return the earlier
+    run's verdicts (its survivors are what `--recheck` runs again)."""
+    for rel in _tree_files():
+        if rel.startswith("tests/"):
+            for dest in (work / rel, work / "mutants" / rel):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, dest)
+    pyproject = work / "pyproject.toml"
+    lines = pyproject.read_text("utf-8").splitlines()
+    key = "pytest_add_cli_args_test_selection = "
+    lines = [f"{key}{_toml_list(g.tests)}" if ln.startswith(key) else ln for ln in lines]
+    pyproject.write_text("\n".join(lines) + "\n", "utf-8")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return _results(work, env)
+
+
+def merge_recheck(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
+    """The verdicts after a recheck. mutmut forgets the verdicts of mutants whose functions
+    new tests cover ("not checked"), but a mutant killed before stays killed when tests are
+    only added: keep the earlier verdict wherever the recheck did not reach the mutant."""
+    return {name: before.get(name, v) if v in UNCHECKED else v for name, v in after.items()}
+
+
+def run_group(
+    g: Group,
+    jobs: int,
+    keep: bool,
+    budget_s: float | None = None,
+    recheck: Path | None = None,
+) -> tuple[dict[str, str], set[str], Path]:
     """Run mutmut for one group in a scratch copy; return {mutant name: verdict}, the survivors
-    equivalent by rule, and the scratch directory."""
+    equivalent by rule, and the scratch directory. With `recheck` (a scratch copy kept by an
+    earlier run), only that run's survivors are run again, against the checkout's tests now."""
+    if recheck is not None:
+        work = recheck
+        before = _refresh_tests(g, work)
+        names = [n for n, v in before.items() if v not in KILLED | TIMEOUT | UNCHECKED]
+        if not names:
+            raise SystemExit(f"[{g.name}] {work}: no survivors to recheck")
+        verdicts, _, _ = _mutmut(g, work, jobs, True, budget_s, names)
+        verdicts = merge_recheck(before, verdicts)
+        survivors = [n for n, v in verdicts.items() if v not in KILLED | TIMEOUT]
+        return verdicts, equivalent_by_rule(work, survivors), work
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
     tops = _copy_tree(work)
     # Tests read the venue payloads captured beside the checkout (`../shared/fixtures`); mutmut
@@ -162,18 +230,32 @@ def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], set[str]
             f"pytest_add_cli_args_test_selection = {_toml_list(g.tests)}\n"
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         )
+    return _mutmut(g, work, jobs, keep, budget_s, [])
+
+
+def _mutmut(
+    g: Group, work: Path, jobs: int, keep: bool, budget_s: float | None, names: list[str]
+) -> tuple[dict[str, str], set[str], Path]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     log_path = work / "mutmut-run.log"
     started = time.monotonic()
     with log_path.open("wb") as log:
-        rc = subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
+        # Its own process group, so a spent budget stops mutmut and every test it started.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *names],
             cwd=work,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            check=False,
-        ).returncode
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=budget_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            rc = 0  # what ran is recorded; the rest is "not checked"
+            print(f"[{g.name}] budget of {budget_s:.0f}s spent: stopped", file=sys.stderr)
     print(
         f"[{g.name}] mutmut run exit {rc} in {time.monotonic() - started:.0f}s (log {log_path})",
         file=sys.stderr,
@@ -184,19 +266,7 @@ def run_group(g: Group, jobs: int, keep: bool) -> tuple[dict[str, str], set[str]
             f"[{g.name}] mutmut failed (exit {rc}): the guarding tests must pass on the unmutated"
             f" code first. End of its log ({log_path}):\n{tail}"
         )
-    listing = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results", "--all", "True"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    verdicts: dict[str, str] = {}
-    for line in listing.splitlines():
-        name, sep, status = line.strip().rpartition(": ")
-        if sep and name:
-            verdicts[name] = status
+    verdicts = _results(work, env)
     if not verdicts:
         tail = log_path.read_text("utf-8", "replace")[-2000:]
         raise SystemExit(f"[{g.name}] mutmut produced no verdicts; end of its log:\n{tail}")
@@ -324,6 +394,8 @@ def summarise(
             r.killed += 1
         elif status in TIMEOUT:
             r.timeout += 1
+        elif status in UNCHECKED:
+            r.unchecked += 1
         else:
             if status in NO_TESTS:
                 r.no_tests += 1
@@ -339,31 +411,58 @@ def summarise(
     return out
 
 
+def selects(wanted: str, name: str) -> bool:
+    """`--group executor` selects the group `executor` and its parts `executor-guard`, …"""
+    return name == wanted or name.startswith(wanted + "-")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.mutate", description=__doc__.split("\n")[0])
     ap.add_argument("--group", action="append", default=[], help="run only this group")
     ap.add_argument("--smoke", action="store_true", help="run only groups marked smoke = true")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="stop each group after this many seconds; mutants not reached are reported"
+        " as unchecked and left out of the kill rate",
+    )
+    ap.add_argument(
+        "--recheck",
+        type=Path,
+        default=None,
+        metavar="SCRATCH",
+        help="with one --group: run again only the survivors in SCRATCH (kept by --keep),"
+        " against the checkout's tests as they are now",
+    )
     ap.add_argument("--min-kill-rate", type=float, default=None, help="exit 1 below this rate")
     args = ap.parse_args(argv)
     groups, accepted = load_config()
+    if args.recheck is not None and len(args.group) != 1:
+        print("--recheck needs exactly one --group (the one SCRATCH was made for)", file=sys.stderr)
+        return 2
     known = {g.name for g in groups}
-    unknown = [n for n in args.group if n not in known]
+    unknown = [n for n in args.group if not any(selects(n, k) for k in known)]
     if unknown:
         print(f"unknown group(s) {unknown}; known: {sorted(known)}", file=sys.stderr)
         return 2
     chosen = [
         g
         for g in groups
-        if (not args.group or g.name in args.group) and (not args.smoke or g.smoke)
+        if (not args.group or any(selects(n, g.name) for n in args.group))
+        and (not args.smoke or g.smoke)
     ]
     report: dict[str, Any] = {}
     low: list[str] = []
     failed: list[str] = []
     for g in chosen:
+        started = time.monotonic()
         try:
-            verdicts, equivalent, work = run_group(g, args.jobs, args.keep)
+            verdicts, equivalent, work = run_group(
+                g, args.jobs, args.keep, args.budget_s, args.recheck
+            )
         except SystemExit as e:
             print(e, file=sys.stderr)
             report[g.name] = {"error": "the group's tests fail on the unmutated code (see stderr)"}
@@ -373,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         report[g.name] = {
             "modules": {m: r.as_json() for m, r in modules.items()},
             "verdicts": dict(Counter(verdicts.values())),
+            "seconds": round(time.monotonic() - started),
             **({"scratch": str(work)} if args.keep else {}),
         }
         for m, r in modules.items():

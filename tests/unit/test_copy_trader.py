@@ -422,11 +422,14 @@ async def test_fak_with_no_fill_counts_unfilled(repos: Repositories) -> None:
 
 async def test_copied_trade_observes_lag(repos: Repositories) -> None:
     api, sink, m = FakeApi(), RecordingSink(), Metrics()
-    api.trades = [trade(age_s=2)]
-    t = make(repos, rule(), api, sink, metrics=m)
+    leader = trade(age_s=2)
+    api.trades = [leader]
+    # The wall clock is the test's: the lag is exact, whatever the machine's load.
+    t = make(repos, rule(), api, sink, metrics=m, wall=lambda: leader.timestamp + 2.5)
     await t.poll_once(t.rules.wallets[0])
     assert m.copy_copied_total._value.get() == 1
-    assert 1.5 < t.lags[0] < 10
+    assert list(t.lags) == [2.5]
+    assert m.copy_lag_seconds._sum.get() == 2.5
 
 
 # -- rules file ----------------------------------------------------------------------------------

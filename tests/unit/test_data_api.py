@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from errors import FeedError, TransientError
+from errors import FeedError, RateLimited, TransientError
 from models import Side
 from resilience.clock import FakeClock, SystemClock
 from resilience.retry import RetryPolicy
@@ -204,6 +204,9 @@ def test_budget_at_half_fraction_fits_fifty_wallets_per_second() -> None:
     assert budget.windows["general"].limit == 500
     assert DataApiBudget(1.0, clock=FakeClock()).wallets_at(1.0) == 100
     assert budget.rate_per_s("positions") < budget.rate_per_s("activity")
+    # /trades (200 / 10 s) and /positions (150 / 10 s) bind before the general limit does
+    full = DataApiBudget(1.0, clock=FakeClock())
+    assert [full.wallets_at(2.0, r) for r in ("activity", "trades", "positions")] == [200, 40, 30]
 
 
 async def test_budget_shared_by_many_callers_never_exceeds_any_window() -> None:
@@ -237,13 +240,22 @@ class FakeDataServer:
         self.statuses: list[int] = []
         self.delay_s = 0.0
         self.calls: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.raw: bytes | None = None  # answer these bytes instead of a JSON page
+        self.retry_after: str | None = None  # sent with an error status
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls.append(dict(request.query))
+        self.paths.append(request.path)
+        self.headers.append(dict(request.headers))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.statuses:
-            return web.json_response({"error": "boom"}, status=self.statuses.pop(0))
+            extra = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.json_response({"error": "boom"}, status=self.statuses.pop(0), headers=extra)
+        if self.raw is not None:
+            return web.Response(body=self.raw, content_type="application/json")
         offset = int(request.query.get("offset", "0"))
         limit = int(request.query.get("limit", "100"))
         body = self.pages[offset // limit] if offset // limit < len(self.pages) else []
@@ -269,9 +281,9 @@ async def server() -> AsyncIterator[tuple[FakeDataServer, str]]:
 @contextlib.asynccontextmanager
 async def client(url: str, errors: list[str], **kw: Any) -> AsyncIterator[DataApiClient]:
     """A client of the fake server, closed on exit; error kinds are appended to `errors`."""
+    kw.setdefault("budget", DataApiBudget(1.0, clock=SystemClock()))
     c = DataApiClient(
         base_url=url,
-        budget=DataApiBudget(1.0, clock=SystemClock()),
         retry=RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02),
         on_error=errors.append,
         **kw,
@@ -401,3 +413,322 @@ async def test_leader_trades_with_hostile_numbers_are_never_returned_and_are_cou
     assert [r for r, _ in got.skipped] == ["out_of_range"] * len(hostile)
     value = metrics.registry.get_sample_value("polyd_feed_malformed_total", {"feed": "data_api"})
     assert value == len(hostile)
+
+
+# -- the wire contract: routes, query, headers, budget route and error kinds ------------------
+
+WALLET = "0x970998da056e60c707d9b1fc55cfdf3d68c252ab"
+
+
+class RecordingBudget(DataApiBudget):
+    """The shared budget, also recording which route each request took from."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, clock=SystemClock())
+        self.routes: list[str] = []
+
+    async def acquire(self, route: str) -> float:
+        self.routes.append(route)
+        return await super().acquire(route)
+
+
+async def test_each_route_sends_its_documented_query_and_takes_from_its_budget(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    budget = RecordingBudget()
+    errors: list[str] = []
+    async with client(url + "/", errors, budget=budget, page_size=3) as c:
+        await c.activity_trades(WALLET, start=5)
+        await c.trades(WALLET)
+        await c.market_trades("0x" + "ab" * 32, since=1)
+        await c.positions(WALLET, market="0x" + "cd" * 32)
+        await c.positions(WALLET)
+        assert c.requests == 5
+    assert fake.paths == ["/activity", "/trades", "/trades", "/positions", "/positions"]
+    page = {"offset": "0", "limit": "3"}
+    assert fake.calls == [
+        {
+            "user": WALLET,
+            "type": "TRADE",
+            "sortBy": "TIMESTAMP",
+            "sortDirection": "ASC",
+            "start": "5",
+        }
+        | page,
+        {"user": WALLET, "takerOnly": "false"} | page,
+        {"market": "0x" + "ab" * 32, "takerOnly": "false"} | page,
+        {
+            "user": WALLET,
+            "sizeThreshold": "0",
+            "market": "0x" + "cd" * 32,
+            "limit": "500",
+            "offset": "0",
+        },
+        {"user": WALLET, "sizeThreshold": "0", "limit": "500", "offset": "0"},
+    ]
+    assert budget.routes == ["activity", "trades", "trades", "positions", "positions"]
+    assert all(h["Accept"] == "application/json" for h in fake.headers)
+    assert all(h["User-Agent"] == "polyd/0.1" for h in fake.headers)
+    assert errors == []
+
+
+async def test_429_is_rate_limited_with_the_servers_retry_after(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    fake.statuses = [429] * 3
+    fake.retry_after = "7"
+    errors: list[str] = []
+    async with client(url, errors) as c:
+        with pytest.raises(RateLimited) as e:
+            await c.activity_trades(WALLET)
+    assert (e.value.status, e.value.retry_after) == (429, 7.0)
+    assert str(e.value) == "Data API /activity answered 429"
+    assert errors == ["http_429"] * 3
+
+
+@pytest.mark.parametrize("status", [400, 404, 499])
+async def test_4xx_is_a_feed_error_never_retried(
+    server: tuple[FakeDataServer, str], status: int
+) -> None:
+    fake, url = server
+    fake.statuses = [status]
+    errors: list[str] = []
+    async with client(url, errors) as c:
+        with pytest.raises(FeedError, match=f"^Data API /positions answered {status}$"):
+            await c.positions(WALLET)
+    assert errors == ["http_4xx"] and len(fake.calls) == 1
+
+
+async def test_5xx_names_route_and_status(server: tuple[FakeDataServer, str]) -> None:
+    fake, url = server
+    fake.statuses = [502] * 3
+    async with client(url, []) as c:
+        with pytest.raises(TransientError) as e:
+            await c.trades(WALLET)
+    assert (str(e.value), e.value.status) == ("Data API /trades answered 502", 502)
+
+
+async def test_invalid_json_is_transient_and_counted(server: tuple[FakeDataServer, str]) -> None:
+    fake, url = server
+    fake.raw = b"{not json"
+    errors: list[str] = []
+    async with client(url, errors) as c:
+        with pytest.raises(TransientError, match=r"^Data API /activity answered invalid JSON$"):
+            await c.activity_trades(WALLET)
+    assert errors == ["bad_json"] * 3
+
+
+async def test_an_envelope_of_neither_kind_is_counted_as_bad_envelope(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    fake.raw = b'{"rows": []}'
+    errors: list[str] = []
+    async with client(url, errors) as c:
+        with pytest.raises(FeedError):
+            await c.activity_trades(WALLET)
+    assert errors == ["bad_envelope"]
+
+
+async def test_a_refused_connection_is_transient_and_counted() -> None:
+    errors: list[str] = []
+    async with client("http://127.0.0.1:9", errors) as c:  # the discard port: nothing listens
+        with pytest.raises(TransientError, match=r"^Data API /activity: Client"):
+            await c.activity_trades(WALLET)
+    assert errors == ["connection"] * 3
+
+
+@pytest.mark.parametrize("size", [1, 500])
+def test_page_size_within_the_activity_maximum_is_accepted(size: int) -> None:
+    c = DataApiClient(
+        base_url="http://x", budget=DataApiBudget(1.0, clock=SystemClock()), page_size=size
+    )
+    assert c.page_size == size
+
+
+@pytest.mark.parametrize("size", [0, 501])
+def test_page_size_outside_the_activity_maximum_is_refused(size: int) -> None:
+    with pytest.raises(
+        ValueError, match=r"^page_size must be in \[1, 500\] \(the /activity maximum\)$"
+    ):
+        DataApiClient(
+            base_url="http://x", budget=DataApiBudget(1.0, clock=SystemClock()), page_size=size
+        )
+
+
+@pytest.mark.parametrize("fraction", [0, 1.01])
+def test_budget_fraction_outside_0_1_is_refused(fraction: float) -> None:
+    with pytest.raises(ValueError, match=r"^fraction must be in \(0, 1\]$"):
+        DataApiBudget(fraction, clock=SystemClock())
+
+
+async def test_closing_leaves_a_session_it_was_given_open() -> None:
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    try:
+        c = DataApiClient(
+            base_url="http://x", budget=DataApiBudget(1.0, clock=SystemClock()), session=session
+        )
+        await c.close()
+        assert not session.closed
+    finally:
+        await session.close()
+
+
+async def test_market_trades_keeps_trades_at_since_and_reads_on_while_a_page_ends_there(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    at = r[3]["timestamp"]
+    same_second = {**r[4], "timestamp": at, "transaction_hash": "0x" + "12" * 32}
+    fake.pages = [r[:2], r[2:4], [same_second, {"junk": 1}], [r[4]]]
+    async with client(url, [], page_size=2) as c:
+        got = await c.market_trades("0x" + "ab" * 32, since=at)
+    # Page 2 ends exactly at `since`: more of that second may follow, so page 3 is read; its
+    # oldest sound row is at `since` too, but page 3 is short (one sound row + one junk row
+    # count as a full page), so page 4 is read and its older row ends the paging.
+    assert [c_["offset"] for c_ in fake.calls] == ["0", "2", "4", "6"]
+    assert [t.timestamp for t in got.rows] == sorted([at, at, *(x["timestamp"] for x in r[:3])])
+    assert got.skipped == [("missing_field", "missing_field: proxyWallet/proxy_wallet")]
+    assert not got.truncated
+
+
+async def test_paging_that_reaches_max_pages_is_marked_truncated(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")
+    fake.pages = [r[:2], r[2:4], r[:2]]
+    async with client(url, [], page_size=2, max_pages=2) as c:
+        market = await c.market_trades("0x" + "ab" * 32, since=0)
+        activity = await c.activity_trades(WALLET)
+    assert market.truncated and market.pages == 2
+    assert activity.truncated and activity.pages == 2
+
+
+async def test_skipped_rows_are_reported_by_kind_and_malformed_numbers_logged(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")
+    fake.pages = [[{**r[0], "type": "REDEEM"}, {**r[1], "size": "-3"}, r[2]]]
+    logged: list[tuple[str, Any]] = []
+
+    def malformed(why: str, sample: Any, *, counted: bool = False) -> None:
+        logged.append((why, sample))
+
+    errors: list[str] = []
+    async with client(url, errors, malformed=malformed) as c:
+        got = await c.activity_trades(WALLET)
+    assert len(got.rows) == 1
+    assert got.skipped == [
+        ("not_trade", "not_trade: REDEEM"),
+        ("out_of_range", "out_of_range: size '-3' is negative"),
+    ]
+    assert errors == ["row_out_of_range"]  # a non-trade activity row is not an error
+    assert logged == [("out_of_range: size '-3' is negative", {**r[1], "size": "-3"})]
+
+
+async def test_the_client_closes_the_session_it_made_and_opens_another_after() -> None:
+    c = DataApiClient(base_url="http://x", budget=DataApiBudget(1.0, clock=SystemClock()))
+    first = c._http()
+    await c.close()
+    assert first.closed
+    second = c._http()
+    assert second is not first and not second.closed
+    await c.close()
+    assert second.closed
+
+
+async def test_trades_keeps_rows_from_start_on_oldest_first(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    fake.pages = [r]
+    async with client(url, []) as c:
+        every = await c.trades(WALLET)
+        since = await c.trades(WALLET, start=r[2]["timestamp"])
+    assert [t.timestamp for t in every.rows] == sorted(x["timestamp"] for x in r)
+    assert [t.timestamp for t in since.rows] == sorted(x["timestamp"] for x in r[:3])
+
+
+async def test_a_garbage_row_does_not_hide_the_rows_after_it_on_its_page(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    fake.pages = [[{"junk": 1}, *r[:3]]]
+    async with client(url, [], page_size=10) as c:
+        got = await c.market_trades("0x" + "ab" * 32, since=0)
+    assert len(got.rows) == 3 and len(got.skipped) == 1
+
+
+async def test_market_paging_stops_at_the_oldest_row_of_a_page_wherever_it_is(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    fake, url = server
+    r = load("trades_2026_07.json")  # newest first
+    since = r[1]["timestamp"]
+    # the page's oldest row (r[4], before `since`) comes first: paging must still stop here
+    fake.pages = [[r[4], r[0]], [r[1], r[2]]]
+    async with client(url, [], page_size=2) as c:
+        got = await c.market_trades("0x" + "ab" * 32, since=since)
+    assert got.pages == 1 and [t.timestamp for t in got.rows] == [r[0]["timestamp"]]
+
+
+async def test_a_session_it_was_given_still_times_out_and_says_so(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    import aiohttp
+
+    fake, url = server
+    fake.delay_s = 0.5
+    errors: list[str] = []
+    session = aiohttp.ClientSession()  # no timeout of its own
+    try:
+        async with client(url, errors, timeout_s=0.05, session=session) as c:
+            with pytest.raises(TransientError, match=r"^Data API /activity timed out$"):
+                await c.activity_trades(WALLET)
+    finally:
+        await session.close()
+    assert errors == ["timeout"] * 3
+
+
+def test_client_defaults() -> None:
+    c = DataApiClient(base_url="http://x/", budget=DataApiBudget(1.0, clock=SystemClock()))
+    assert (c.page_size, c.max_pages, c.requests) == (100, 20, 0)
+    assert c._timeout.total == 5.0
+    assert c._base == "http://x"
+
+
+async def test_each_route_also_takes_from_its_own_window() -> None:
+    budget = DataApiBudget(1.0, clock=FakeClock())
+    # /positions: 150 per 10 s, smoothed to 15 per 1 s... at most ceil(150 / 10) = 15 in 1 s;
+    # the general window (1,000 per 10 s) would admit far more at once.
+    waits = [await budget.acquire("positions") for _ in range(16)]
+    assert waits[:15] == [0.0] * 15 and waits[15] > 0
+    general = DataApiBudget(1.0, clock=FakeClock())
+    assert [await general.acquire("activity") for _ in range(16)] == [0.0] * 16
+
+
+def test_a_tiny_budget_still_admits_one_request_per_window() -> None:
+    budget = DataApiBudget(0.0001, clock=FakeClock())
+    assert budget.windows["general"].limit == 1
+
+
+async def test_requests_go_through_the_session_it_was_given() -> None:
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    try:
+        c = DataApiClient(
+            base_url="http://x", budget=DataApiBudget(1.0, clock=SystemClock()), session=session
+        )
+        assert c._http() is session
+    finally:
+        await session.close()

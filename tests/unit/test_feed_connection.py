@@ -32,6 +32,7 @@ class FakeVenue:
     answer_pings: bool = True
     stream: bool = True
     silent_after_s: float | None = None
+    no_book_for: frozenset[str] = frozenset()  # tokens the venue never sends a snapshot of
     connections: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
     pings: int = 0
@@ -68,7 +69,7 @@ class FakeVenue:
                 if silent is not None and asyncio.get_running_loop().time() - started > silent:
                     continue
                 n += 1
-                for t in sorted(assets):
+                for t in sorted(assets - self.no_book_for):
                     ev = {
                         "event_type": "price_change",
                         "market": "0x" + "cd" * 32,
@@ -94,7 +95,8 @@ class FakeVenue:
                 new = [a for a in msg["assets_ids"] if a not in assets]
                 assets.update(new)
                 for a in new:
-                    await ws.send(self.book(a).decode())
+                    if a not in self.no_book_for:
+                        await ws.send(self.book(a).decode())
                 if self.stream and streamer is None:
                     streamer = asyncio.create_task(stream())
         except Exception:
@@ -368,3 +370,32 @@ async def test_a_hostile_rest_resync_is_counted_as_malformed_rest_input_and_neve
     value = metrics.registry.get_sample_value("polyd_feed_malformed_total", {"feed": "rest"})
     assert value == 3
     assert metrics.registry.get_sample_value("polyd_book_resyncs_total") in (None, 0)
+
+
+async def test_a_token_never_snapshotted_is_resynced_over_rest_not_reconnected() -> None:
+    # The watchdog asks REST for a token with no snapshot after stale_after_s, rather than
+    # reconnecting the shard (a token the venue never serves must not reconnect it forever).
+    body = {
+        "market": "0x" + "cd" * 32,
+        "asset_id": B,
+        "timestamp": "5",
+        "hash": "not-checked-when-keys-missing",
+        "bids": [{"price": "0.41", "size": "3"}],
+        "asks": [{"price": "0.59", "size": "4"}],
+    }
+    fetched: list[str] = []
+
+    class Fetcher:
+        async def fetch_book(self, token_id: str) -> dict[str, Any]:
+            fetched.append(token_id)
+            return body
+
+    async with venue(no_book_for=frozenset({B})) as v:
+        feed, store, metrics = make(v.url, stale_after_s=0.5, fetcher=Fetcher())
+        feed.watch("t", [A, B])
+        async with running(feed):
+            await until(lambda: store.usable_book(A) is not None)
+            assert store.usable_book(B) is None
+            await until(lambda: store.usable_book(B) is not None, limit_s=5)
+        assert fetched == [B]
+        assert v.connections == 1 and reconnects(metrics, "stall") == 0

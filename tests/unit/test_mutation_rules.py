@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import textwrap
 
-from tools.mutate import sql_case_equivalent
+from tools.mutate import merge_recheck, selects, sql_case_equivalent, summarise
 
 
 def _pair(original: str, mutant: str) -> tuple[ast.AST, ast.AST]:
@@ -57,3 +57,42 @@ def test_quoted_literals_values_and_other_changes_are_not() -> None:
             'def g(c):\n    return c.execute("XXSELECT a FROM tXX")',
         )
     )
+
+
+def test_a_group_name_selects_itself_and_its_parts_only() -> None:
+    assert selects("executor", "executor")
+    assert selects("executor", "executor-guard")
+    assert not selects("executor", "executors")
+    assert not selects("executor-guard", "executor")
+    assert not selects("copy", "copy_trader")
+
+
+def test_mutants_a_spent_budget_left_unchecked_are_not_scored() -> None:
+    verdicts = {
+        "execution.risk.x_a__mutmut_1": "killed",
+        "execution.risk.x_a__mutmut_2": "survived",
+        "execution.risk.x_a__mutmut_3": "not checked",
+        "execution.risk.x_a__mutmut_4": "not checked",
+    }
+    r = summarise(verdicts, ["execution/risk.py"], {})["execution/risk.py"]
+    assert (r.mutants, r.killed, r.survived, r.unchecked) == (4, 1, 1, 2)
+    assert r.kill_rate == 0.5
+    assert r.unexplained == ["execution.risk.x_a__mutmut_2"]
+
+
+def test_a_recheck_keeps_earlier_kills_mutmut_forgot_and_takes_what_it_ran() -> None:
+    before = {
+        "m.x_a__mutmut_1": "killed",
+        "m.x_a__mutmut_2": "survived",
+        "m.x_a__mutmut_3": "survived",
+    }
+    after = {
+        "m.x_a__mutmut_1": "not checked",
+        "m.x_a__mutmut_2": "killed",
+        "m.x_a__mutmut_3": "not checked",
+    }
+    assert merge_recheck(before, after) == {
+        "m.x_a__mutmut_1": "killed",
+        "m.x_a__mutmut_2": "killed",
+        "m.x_a__mutmut_3": "survived",  # not reached this time: still a survivor
+    }
