@@ -5,6 +5,7 @@ build step, no CDN: the charting library is vendored, see `observability/ui/VEND
 page reads one JSON "board" built from the operator read model (`storage.views`, the CLI's) plus
 the sidecar's health checks:
 
+- `GET /ui/api/access`: whether reads are public and a token is set (no data: open to all);
 - `GET /ui/api/board`: the board once;
 - `GET /ui/api/events`: the board as server-sent events, pushed every `interval_s` while at least
   one page listens (the browser never queries the database). At most `MAX_CLIENTS` streams; a
@@ -153,6 +154,7 @@ class Console:
         app.router.add_get("/ui", self._redirect)
         app.router.add_get("/ui/", self._index)
         app.router.add_static("/ui/static", STATIC, show_index=False, follow_symlinks=False)
+        app.router.add_get("/ui/api/access", self._access)
         app.router.add_get("/ui/api/board", self._get_board)
         app.router.add_get("/ui/api/events", self._events)
         app.router.add_post("/ui/api/control/{action}", self._control)
@@ -200,6 +202,10 @@ class Console:
             out = {"at": now.isoformat(timespec="seconds"), "error": str(e)}
         out["health"] = {"status": status, "checks": body.get("checks", {})}
         return out
+
+    async def _access(self, request: web.Request) -> web.Response:
+        """What the page needs to know before it asks for data (no data, no token needed)."""
+        return _json({"public_read": self._public_read, "token": self._sidecar.controls_enabled})
 
     async def _get_board(self, request: web.Request) -> web.Response:
         if (refused := self._refusal(request, read=True)) is not None:

@@ -120,12 +120,16 @@ class Tab:
         return got["result"].get("value")
 
     async def wait_for(self, expression: str, timeout_s: float = 30.0) -> Any:
-        """Poll `expression` until it is truthy; its value (an AssertionError on timeout)."""
+        """Poll `expression` until it is truthy; its value (an AssertionError on timeout). An
+        expression that throws (the page is still loading) counts as not yet."""
         deadline = time.monotonic() + timeout_s
         value: Any = None
         while time.monotonic() < deadline:
-            value = await self.evaluate(expression)
-            if value:
+            got = await self.call(
+                "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+            )
+            value = got.get("exceptionDetails", {}).get("text") or got["result"].get("value")
+            if value and "exceptionDetails" not in got:
                 return value
             await asyncio.sleep(0.2)
         raise AssertionError(f"timed out after {timeout_s} s waiting for {expression!r}: {value!r}")

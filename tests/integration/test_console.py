@@ -124,6 +124,8 @@ async def test_every_api_route_refuses_a_missing_or_wrong_token(db_path: Path) -
             async with s.post(srv.url + "/ui/api/control/halt", headers=headers) as r:
                 assert r.status == 401, headers
         assert srv.calls == []
+        async with s.get(srv.url + "/ui/api/access") as r:  # open, and holds no data
+            assert await r.json() == {"public_read": False, "token": True}
         async with s.get(srv.url + "/ui/api/board", headers=GOOD) as r:
             assert r.status == 200
             board = await r.json()

@@ -182,11 +182,25 @@ function renderCharts(today, days) {
 }
 
 // -- the stream -------------------------------------------------------------------------------
+let access = null;  // {public_read, token}: asked once, before any data
+
 async function connect() {
   if (stream) stream.abort();
   const ctrl = stream = new AbortController();
   $("forget").hidden = !token();
+  $("token-form").hidden = !!token();
   try {
+    if (access === null) access = await (await fetch("/ui/api/access", { cache: "no-store" })).json();
+    if (!access.token && !access.public_read) {
+      setLive(false, "locked");
+      message("The console needs CONTROL_TOKEN set on the daemon.");
+      return;
+    }
+    if (!token() && !access.public_read) {
+      setLive(false, "locked");
+      message("Enter the control token to connect.");
+      return;
+    }
     const resp = await fetch("/ui/api/events", { headers: headers(), cache: "no-store", signal: ctrl.signal });
     if (resp.status === 401 || resp.status === 403) {
       const body = await resp.json().catch(() => ({}));
@@ -262,6 +276,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (stream) stream.abort();
     setLive(false, "locked");
     $("forget").hidden = true;
+    $("token-form").hidden = false;
   });
   for (const b of document.querySelectorAll("button.control")) {
     b.addEventListener("click", () => confirmThen(b.dataset.action));
