@@ -1,7 +1,8 @@
 """The web console in a real headless Chromium against a real daemon trading on the simulator.
 
 The page is opened and unlocked with the control token; the sniper's fill happens after the page
-is live and must appear in its fills table without a reload (server-sent events); the operator
+is live and must appear in its fills table without a reload (server-sent events), then its
+position's mark from the daemon's next account snapshot; the operator
 halts from the page (with its confirmation); `/health` and the audit log then say HALTED, with
 the console as the actor. No script error, console error or Content-Security-Policy violation
 may happen on the way. The screenshot is kept in the test's folder; with
@@ -79,6 +80,13 @@ async def drive_the_page(base: str, tmp: Path, fill: Any) -> dict[str, Any]:
             "[...document.querySelectorAll('#positions tbody tr')]"
             ".map((r) => r.textContent).find((t) => t.includes('Close soon?')) || ''"
         )
+        # The daemon's next account snapshot (every 5 s) marks the new position.
+        seen["marked_row"] = await tab.wait_for(
+            "[...document.querySelectorAll('#positions tbody tr')].map((r) => r.cells[6]"
+            " && r.textContent.includes('Close soon?') ? r.cells[6].textContent : '')"
+            ".find((t) => t && t !== '—') || ''",
+            timeout_s=15,
+        )
         await tab.evaluate("document.querySelector('button[data-action=halt]').click(); true")
         await tab.wait_for("document.getElementById('confirm').open")
         seen["confirm"] = await tab.evaluate("document.getElementById('confirm-text').textContent")
@@ -153,6 +161,7 @@ async def test_the_console_shows_a_fill_live_and_halts_the_daemon(tmp_path: Path
     assert result["before"] == 2  # the seeded history; the sniper's fill came after
     assert "Yes" in result["fill_row"] and "BUY" in result["fill_row"]
     assert "near-close" in result["fill_row"] or "sniper" in result["fill_row"]
+    assert 0 < float(result["marked_row"]) < 1  # a mark (the book's mid), not a dash
     assert result["confirm"] == "Halt trading (no new orders)?"
     assert "HALTED" in result["result"]
     assert result["stored_token"] is True and result["body_has_token"] is False
