@@ -14,9 +14,10 @@ the sidecar's health checks:
 - `POST /ui/api/control/<action>`: halt, reduce, resume, cancel-all through the sidecar's control
   path (`Sidecar.run_control`, actor `console`): the same handlers and audit entries as the CLI.
 
-Reads demand the control token as a bearer header unless `UI_PUBLIC_READ=true`; controls always
-demand it. The page keeps the token in the tab's session storage and sends it as a header, never
-in a URL or a cookie, so another site cannot act through the browser (no ambient credential).
+Reads demand the control token as a bearer header unless `UI_PUBLIC_READ=true` (and then only
+for a Host header that is an address, not a domain: no DNS rebinding); controls always demand
+it. The page keeps the token in the tab's session storage and sends it as a header, never in a
+URL or a cookie, so another site cannot act through the browser (no ambient credential).
 `exposure_problems` refuses a sidecar bound beyond loopback with no token set.
 """
 
@@ -25,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import orjson
 import structlog
@@ -95,28 +98,71 @@ class _Client:
         self.queue.put_nowait(_END)
 
 
-def board(views: Views, *, daily_loss_limit: Decimal, now: datetime) -> dict[str, Any]:
+TRADES_TTL_S: Final = 60.0
+"""The longest the fills part of the board is reused while nothing in `status` moved."""
+
+
+@dataclass
+class _TradesCache:
+    """The fills part of the board (recent fills, the PnL charts) is a replay of every fill
+    (`Views.trades`, `Views.pnl_days`): rebuilt only when the day, the fill count, realized PnL,
+    fees, a strategy's cost basis (a new fill, a failed one) or the number of named markets moved,
+    or after `TRADES_TTL_S`."""
+
+    entry: tuple[tuple[Any, ...], float, dict[str, Any]] | None = None
+    """(key, when, part), replaced whole: two readers in worker threads never mix entries."""
+
+
+def board(
+    views: Views,
+    *,
+    daily_loss_limit: Decimal,
+    now: datetime,
+    cache: _TradesCache | None = None,
+    monotonic: float = 0.0,
+) -> dict[str, Any]:
     """The page's data from the read model: status, positions, open orders, recent fills, the
     realized PnL of today (cumulative, per fill) and of the last `CHART_DAYS` UTC days."""
     today = now.astimezone(UTC).date()
     status = views.status_view(daily_loss_limit=daily_loss_limit, now=now)
-    todays = [t for t in reversed(views.trades(day=today, limit=MAX_TRADES)) if t.pnl is not None]
-    running = Decimal(0)
-    curve: list[tuple[str, Decimal]] = []
-    for t in todays:
-        running += t.pnl or 0
-        curve.append((t.at, running))
-    by_day: dict[str, Decimal] = {}
-    for d in views.pnl_days(days=CHART_DAYS):
-        by_day[d.day] = by_day.get(d.day, Decimal(0)) + d.realized_pnl
-    days = [(today - timedelta(days=n)).isoformat() for n in range(CHART_DAYS - 1, -1, -1)]
+    key = (
+        today,
+        status.fills,
+        status.realized_pnl,
+        status.fees_paid,
+        tuple((st.name, st.positions, st.cost_basis) for st in status.strategies),
+        len(views.names()),  # a market named since: the fills show its name
+    )
+    entry = cache.entry if cache is not None else None
+    if entry is not None and entry[0] == key and monotonic - entry[1] < TRADES_TTL_S:
+        part = entry[2]
+    else:
+        part = _trades_part(views, today)
+        if cache is not None:
+            cache.entry = (key, monotonic, part)
     return {
         "at": now.isoformat(timespec="seconds"),
         "status": jsonable(status),
         "positions": jsonable(views.positions_view()),
         "orders": jsonable(views.orders_view(open_only=True, limit=OPEN_ORDERS)),
+        **part,
+    }
+
+
+def _trades_part(views: Views, today: date) -> dict[str, Any]:
+    todays = [t for t in reversed(views.trades(day=today, limit=MAX_TRADES)) if t.pnl is not None]
+    running = Decimal(0)
+    curve: list[dict[str, str]] = []
+    for t in todays:
+        running += t.pnl or 0
+        curve.append({"at": t.at, "pnl": str(running)})
+    by_day: dict[str, Decimal] = {}
+    for d in views.pnl_days(days=CHART_DAYS):
+        by_day[d.day] = by_day.get(d.day, Decimal(0)) + d.realized_pnl
+    days = [(today - timedelta(days=n)).isoformat() for n in range(CHART_DAYS - 1, -1, -1)]
+    return {
         "trades": jsonable(views.trades(limit=RECENT_TRADES)),
-        "pnl_today": [{"at": at, "pnl": str(v)} for at, v in curve],
+        "pnl_today": curve,
         "pnl_days": [{"day": d, "pnl": str(by_day.get(d, Decimal(0)))} for d in days],
     }
 
@@ -144,6 +190,7 @@ class Console:
         self._now = now
         self._clients: set[_Client] = set()
         self._pusher: asyncio.Task[None] | None = None
+        self._cache = _TradesCache()
 
     def mount(self) -> None:
         """Add the routes; raise ConfigError for a sidecar bound beyond loopback without a
@@ -168,7 +215,7 @@ class Console:
 
     def _refusal(self, request: web.Request, *, read: bool) -> web.Response | None:
         """None when `request` may go on, else the answer refusing it."""
-        if read and self._public_read:
+        if read and self._public_read and _address_host(request.host):
             return None
         if not self._sidecar.controls_enabled:
             return _json({"error": "the console needs CONTROL_TOKEN set on the daemon"}, 403)
@@ -190,11 +237,13 @@ class Console:
     async def board(self) -> dict[str, Any]:
         """The board, with the sidecar's health; the read model is read in a worker thread."""
         status, body = await self._health.evaluate()
-        now = self._now()
+        now, mono = self._now(), time.monotonic()
 
         def read() -> dict[str, Any]:
             with Views.open(self._db_path) as views:
-                return board(views, daily_loss_limit=self._limit, now=now)
+                return board(
+                    views, daily_loss_limit=self._limit, now=now, cache=self._cache, monotonic=mono
+                )
 
         try:
             out = await asyncio.to_thread(read)
@@ -290,6 +339,20 @@ class Console:
         except KeyError:  # the daemon is still building its trading stack
             return _json({"error": f"{action} is not available yet: the daemon is starting"}, 503)
         return _json({"ok": True, "action": action, **result})
+
+
+def _address_host(host: str) -> bool:
+    """Whether a request's Host header names an IP address or localhost, not a domain: the
+    public reads are refused to a domain name, so a page elsewhere cannot rebind its own name
+    to this address (DNS rebinding) and read the board through the operator's browser."""
+    name = urlsplit("//" + host).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

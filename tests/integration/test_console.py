@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,15 @@ import orjson
 import pytest
 
 from errors import ConfigError
+from models import Fill
 from observability import console as console_mod
 from observability.console import MAX_CLIENTS, QUEUE_SIZE, Console, _Client, exposure_problems
 from observability.health import CheckResult
 from observability.metrics import Metrics
 from observability.sidecar import SECURITY_HEADERS, Health, Sidecar
+from storage import Database, Repositories
+from storage.market_names import MarketName
+from storage.views import Views
 from tests.helpers import clean_env, free_port, run_cli
 from tests.integration.test_views_cli import RAIN, seed
 
@@ -31,6 +36,7 @@ TOKEN = "console-token-for-tests-0123456789"
 WRONG = {"Authorization": "Bearer not-the-token"}
 GOOD = {"Authorization": f"Bearer {TOKEN}"}
 READS = ("/ui/api/board", "/ui/api/events")
+D100 = Decimal(100)
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Served:
     url: str
     calls: list[Mapping[str, Any]]
     console: Console
+    sidecar: Sidecar
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +75,7 @@ async def serve(
     con.mount()
     await sc.start()
     try:
-        yield Served(f"http://127.0.0.1:{sc.bound_port}", calls, con)
+        yield Served(f"http://127.0.0.1:{sc.bound_port}", calls, con, sc)
     finally:
         await sc.stop()
 
@@ -161,6 +168,14 @@ async def test_public_read_opens_the_reads_but_never_the_controls(db_path: Path)
         for headers in ({}, WRONG):
             async with s.post(srv.url + "/ui/api/control/halt", headers=headers) as r:
                 assert r.status == 401
+        # A page elsewhere that rebinds its own name to this address cannot read without it.
+        port = srv.url.rsplit(":", 1)[1]
+        for host, status in [(f"evil.example:{port}", 401), (f"localhost:{port}", 200),
+                             (f"[::1]:{port}", 200), (f"127.0.0.1:{port}", 200)]:  # fmt: skip
+            async with s.get(srv.url + "/ui/api/board", headers={"Host": host}) as r:
+                assert r.status == status, host
+        async with s.get(srv.url + "/ui/api/board", headers={"Host": "evil.example", **GOOD}) as r:
+            assert r.status == 200  # with the token, any name
         assert srv.calls == []
         async with s.post(srv.url + "/ui/api/control/halt", headers=GOOD) as r:
             assert r.status == 200
@@ -242,3 +257,46 @@ def test_the_daemon_exits_2_on_a_wildcard_bind_without_a_token(tmp_path: Path) -
     assert done.returncode == 2, (done.stdout, done.stderr)
     out = done.stdout + done.stderr
     assert "HTTP_HOST: 0.0.0.0 is not a loopback address and CONTROL_TOKEN is not set" in out
+
+
+async def test_the_fills_part_is_rebuilt_only_when_the_fills_move(tmp_path: Path) -> None:
+    db = tmp_path / "polyd.db"
+    await seed(db)
+    cache = console_mod._TradesCache()
+    now = datetime.now(UTC)
+
+    def read(mono: float) -> dict[str, Any]:
+        with Views.open(db) as views:
+            return console_mod.board(
+                views, daily_loss_limit=D100, now=now, cache=cache, monotonic=mono
+            )
+
+    first = read(0.0)
+    assert read(1.0)["trades"] is first["trades"]  # nothing moved: reused
+    assert read(console_mod.TRADES_TTL_S + 1)["trades"] is not first["trades"]  # too old
+    kept = read(console_mod.TRADES_TTL_S + 2)
+    async with Database(db) as conn:
+        await Repositories.over(conn).fills.record(
+            Fill(trade_id="new-1", venue_order_id="0xnew", token_id=RAIN, side="BUY",
+                 price=Decimal("0.5"), size=Decimal("2"), ts=now)
+        )  # fmt: skip
+    fresh = read(console_mod.TRADES_TTL_S + 3)
+    assert fresh["trades"] is not kept["trades"]
+    assert fresh["trades"][0]["trade_id"] == "new-1"
+    assert read(console_mod.TRADES_TTL_S + 4)["trades"] is fresh["trades"]
+    async with Database(db) as conn:  # a market named after its fills were shown
+        await Repositories.over(conn).names.save([MarketName("999", "Named later?", "Yes", "", "")])
+    assert read(console_mod.TRADES_TTL_S + 5)["trades"] is not fresh["trades"]
+
+
+async def test_stopping_the_sidecar_ends_an_open_stream_at_once(db_path: Path) -> None:
+    async with serve(db_path) as srv, aiohttp.ClientSession() as s:
+        r = await s.get(srv.url + "/ui/api/events", headers=GOOD)
+        await first_event(r)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await srv.sidecar.stop()  # the daemon's shutdown: not held by the page
+        took = loop.time() - t0
+        r.close()
+    assert took < 2.0, took
+    assert srv.console.clients == 0
