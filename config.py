@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] | None = None
     control_token: OptionalSecret = None
+    ui_public_read: bool = False  # the console's reads without the token (docs/console.md)
     kill_switch_path: Path | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -320,10 +321,8 @@ class Settings(BaseSettings):
         `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as given; the general one gets `/v1/traces`.
         """
         exporter = self.otel_traces_exporter
-        specific, general = (
-            self.otel_exporter_otlp_traces_endpoint,
-            self.otel_exporter_otlp_endpoint,
-        )
+        specific = self.otel_exporter_otlp_traces_endpoint
+        general = self.otel_exporter_otlp_endpoint
         if exporter == "none" or (exporter is None and specific is None and general is None):
             return None
         if specific is not None:

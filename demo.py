@@ -221,7 +221,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> str:
     """Write the running demo's settings to `env_file` (mode 0600) and return the exact
-    commands that operate it from a second terminal.
+    commands that operate it from a second terminal, and the web console's address.
 
     The commands name the four settings they need in the environment (`DB_PATH`, `HTTP_HOST`,
     `HTTP_PORT`, `CONTROL_TOKEN`); `--demo` reads them from `env_file`, which also holds the
@@ -258,6 +258,8 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
             "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in values.items()),
             *(f"{run} {name}" for name in names),
             f"(or, without the export: {run} {names[0]} --demo)",
+            f"web console: http://{settings.http_host}:{port}/ui/ (connect with the CONTROL_TOKEN"
+            " above; docs/console.md)",
         ]
     )
 

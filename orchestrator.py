@@ -37,6 +37,7 @@ import structlog
 from config import Settings, env_file_warnings, load_settings
 from errors import AlreadyRunning, ConfigError, FatalError
 from launch import before_daemon, build_parser, env_file_of, print_config_error
+from observability.console import Console
 from observability.health import CheckResult
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
@@ -353,6 +354,10 @@ class Daemon:
             metrics=ctx.metrics,
             control_token=s.control_token.get_secret_value() if s.control_token else None,
         )
+        Console(  # the web console at /ui (docs/console.md)
+            sidecar, health=ctx.health, db_path=s.db_path,
+            daily_loss_limit=s.risk_daily_loss_limit, public_read=s.ui_public_read,
+        ).mount()  # fmt: skip
         await sidecar.start()
         ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)

@@ -3,7 +3,8 @@
 `/health` answers 200 only when the daemon is running and every registered check passes; otherwise
 503 with the same JSON body, so an uptime monitor needs nothing but the status code. Control routes
 (`POST /halt`, `/resume`, …) exist only when a `CONTROL_TOKEN` is configured, and demand it as a
-bearer token, compared in constant time.
+bearer token, compared in constant time. Every answer carries the security headers of
+`SECURITY_HEADERS` (the web console at `/ui`, `observability.console`, is served here too).
 """
 
 from __future__ import annotations
@@ -86,6 +87,34 @@ class Health:
         return status, body
 
 
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+"""No inline script or style, no framing, no MIME sniffing, no referrer: on every answer."""
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        resp = await handler(request)
+    except web.HTTPException as e:  # 404, 405: the same headers on an error page
+        e.headers.update(SECURITY_HEADERS)
+        raise
+    if not resp.prepared:  # a stream (server-sent events) sets its own before it starts
+        resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=orjson.dumps(body, default=str), status=status, content_type="application/json"
@@ -112,7 +141,7 @@ class Sidecar:
         self._controls: dict[str, ControlFn] = {}
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[security_headers])
         self.app.router.add_get("/health", self._get_health)
         self.app.router.add_get("/metrics", self._get_metrics)
         self.app.router.add_post("/{action:[a-z][a-z0-9-]*}", self._post_control)
@@ -126,8 +155,19 @@ class Sidecar:
         self._token = token.encode() if token else None
 
     @property
+    def host(self) -> str:
+        return self._host
+
+    @property
     def controls_enabled(self) -> bool:
         return self._token is not None
+
+    def authorized(self, request: web.Request) -> bool:
+        """Whether `request` carries the control token as its bearer token (constant time)."""
+        if self._token is None:
+            return False
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self._token)
 
     async def start(self) -> None:
         """Listen on `host:port`; raise `AlreadyRunning` if another process has that address,
@@ -177,9 +217,7 @@ class Sidecar:
             return _json({"error": f"no such action: {action}"}, 404)
         if self._token is None:
             return _json({"error": "control routes are disabled: set CONTROL_TOKEN"}, 403)
-        given = request.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
+        if not self.authorized(request):
             log.warning("control_refused", action=action, remote=request.remote)
             return _json({"error": "missing or wrong bearer token"}, 401)
         try:

@@ -1,8 +1,8 @@
 """The demo can be operated: the commands it prints work as printed from a second terminal
 (`status`, `positions`, `orders`, `trades`, `pnl`, `halt`, `resume`, and the `--demo`
-shorthand), the views name every market and show the daemon's account, `doctor --demo` passes
-against it, a Ctrl-C then stops it cleanly; `python -m simulator --port N` serves on fixed
-ports."""
+shorthand), the printed web console answers with the printed token, the views name every market
+and show the daemon's account, `doctor --demo` passes against it, a Ctrl-C then stops it
+cleanly; `python -m simulator --port N` serves on fixed ports."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,17 @@ def read_block(proc: subprocess.Popen[str], limit_s: float = 60) -> list[str]:
     raise AssertionError(f"no operating block in the demo's output: {block}")
 
 
+def assert_console_answers(url: str, token: str) -> None:
+    """The printed console address serves the page, and its data with the printed token."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert b"<title>polyd console</title>" in r.read()
+    req = urllib.request.Request(url + "api/board", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        board = json.loads(r.read())
+    assert board["status"]["trading_state"] in ("ACTIVE", "HALTED")
+    assert "positions" in board and "trades" in board
+
+
 def shell(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
@@ -55,12 +67,18 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
     )
     try:
         block = read_block(demo)
+        assert demo.stdout is not None
+        console = demo.stdout.readline().strip()
         folder = Path(block[0].removeprefix(HEAD).removesuffix(" ===").strip("'"))
         export, commands = block[1], block[2:-1]
         assert folder == tmp_path
         assert export.startswith("export DB_PATH=")
         assert f"HTTP_PORT={port} " in export and "CONTROL_TOKEN=" in export
         names = [c.rsplit(" ", 1)[1] for c in commands]
+        url = f"http://127.0.0.1:{port}/ui/"
+        assert console.startswith(f"web console: {url} "), console
+        token = export.split("CONTROL_TOKEN=", 1)[1].split()[0].strip("'")
+        assert_console_answers(url, token)
         assert {"status", "positions", "orders", "trades", "pnl", "halt", "resume"} <= set(names)
         second = {**clean_env(), "PYTHONPATH": str(ROOT)}  # the second terminal
         results = {}
