@@ -60,6 +60,8 @@ log = structlog.get_logger("backtest")
 NS: Final = 1_000_000_000
 REPLAY_OWNER: Final = "replay"
 _SETTLE_IDLE_ROUNDS: Final = 4
+"""Quiet loop turns in a row that end a settle when a rule has a take-profit: its SELL is
+created by the BUY's task after the BUY returned, one turn before it reaches the sink."""
 _SETTLE_MAX_ROUNDS: Final = 200_000
 
 
@@ -191,7 +193,9 @@ async def run_backtest(
     rec = Recording(data)
     with tempfile.TemporaryDirectory(prefix="polyd-backtest-") as tmp:
         s = backtest_settings(Path(tmp) / "backtest.db", **(settings or {}))
-        db = Database(s.db_path)
+        # The journal lives in memory: nothing of a replay needs to survive it, and a durable
+        # (fsynced) journal would make the replay as slow as the disk.
+        db = Database(":memory:")
         await db.open()
         try:
             replay = _Replay(rec, rules, s, db, latency_ms=latency_ms, fees=fees)
@@ -264,6 +268,11 @@ class _Replay:
             fees=self.market_rules.fee,
         )
         self.sniper.on_watch = lambda tokens: self.feed.watch("sniper", tokens)
+        # Without take-profits every submission is visible (in flight, or in the sink) from the
+        # turn the sniper fires it, so one quiet turn is enough.
+        self._idle_rounds = (
+            _SETTLE_IDLE_ROUNDS if any(r.take_profit is not None for r in rules) else 1
+        )
         self.rows: dict[str, MarketRow] = {}
         self.tokens: set[str] = set()
         self.last_discovery: int | None = None
@@ -488,6 +497,7 @@ class _Replay:
     async def _settle(self) -> None:
         """Run the loop until the strategy and the executor wait only on parked orders."""
         idle = 0
+        need = self._idle_rounds
         for i in range(_SETTLE_MAX_ROUNDS):
             await asyncio.sleep(0 if i < 64 else 0.0002)
             quiet = (
@@ -496,7 +506,7 @@ class _Replay:
                 and len(self.sniper._in_flight) <= self.sink.active
             )
             idle = idle + 1 if quiet else 0
-            if idle >= _SETTLE_IDLE_ROUNDS:
+            if idle >= need:
                 return
         raise RuntimeError("the replay did not settle (a submission never finished)")
 
