@@ -23,6 +23,7 @@ import structlog
 from backtest import results as rs
 from errors import ConfigError
 from recording.format import RecordingError
+from recording.reader import Recording
 
 EXIT_OK, EXIT_INPUT = 0, 2
 MAX_LATENCY_MS: Final = 600_000
@@ -115,9 +116,13 @@ def execute(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     try:
         rules = load_rules(args.sniper_rules)
     except ConfigError as e:
-        raise BacktestError("; ".join(e.problems)) from None
+        raise BacktestError("--sniper-rules: " + "; ".join(e.problems)) from None
     except OSError as e:
         raise BacktestError(f"cannot read {args.sniper_rules}: {e.strerror or e}") from None
+    try:
+        Recording(args.data).files()
+    except RecordingError as e:
+        raise BacktestError(f"--data {args.data}: {e}") from None
     notes: list[str] = []
     if args.copy_rules is not None:
         if not Path(args.copy_rules).is_file():
