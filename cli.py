@@ -128,6 +128,10 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
     add_vet(sub, [common])
 
+    from backtest.replay_cli import add_parser as add_backtest
+
+    add_backtest(sub, [common])
+
     from recording.cli import add_parser as add_record
 
     add_record(sub)
@@ -143,6 +147,10 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
         from recording.cli import run as run_record
 
         return run_record(args, env_file=env_file)
+    if args.command == "backtest":
+        from backtest.replay_cli import run as run_backtest
+
+        return run_backtest(args)
     try:
         settings = load_settings(env_file=env_file)
     except ConfigError as e:
