@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import structlog
@@ -39,7 +40,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg_pool import AsyncConnectionPool
 
-from errors import FatalError, StorageError
+from errors import AlreadyRunning, FatalError, StorageError
 from storage.db import Database, Migration, load_migrations
 
 T = TypeVar("T")
@@ -352,7 +353,7 @@ class PgDatabase(Database):
         except BaseException as e:
             await self._shutdown()
             if isinstance(e, psycopg.Error | sqlite3.Error):
-                raise FatalError(f"cannot open the database {self.url}: {e}") from None
+                raise FatalError(f"cannot open the database {display_url(self.url)}: {e}") from None
             raise
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="storage:writer")
@@ -426,3 +427,46 @@ class PgDatabase(Database):
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StorageError(f"commit failed: {e}") from e
+
+
+def display_url(url: str) -> str:
+    """`url` without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class PgWriterLock:
+    """One daemon per PostgreSQL database (and schema) until strategies are leased: a session
+    advisory lock held on its own connection for the daemon's life. The server drops it when
+    the connection ends, however the daemon ends (`kill -9` included)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    async def acquire(self) -> None:
+        def take() -> psycopg.Connection[Any]:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext('polyd:writer:' || current_schema()))"
+            ).fetchone()
+            if not (row and row[0]):
+                conn.close()
+                raise AlreadyRunning(
+                    f"another daemon holds the writer lock of {display_url(self.url)}"
+                )
+            return conn
+
+        try:
+            self._conn = await asyncio.to_thread(take)
+        except psycopg.Error as e:
+            raise FatalError(f"cannot reach the database {display_url(self.url)}: {e}") from None
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            await asyncio.to_thread(self._conn.close)
+            self._conn = None

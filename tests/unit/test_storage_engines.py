@@ -7,8 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import psycopg
+import pytest
 
+from errors import AlreadyRunning
 from storage import Database, load_migrations
+from storage.engine import describe, make_database, make_writer_lock
 from storage.pg import PgDatabase, translate
 from tests.pg import PgServer
 
@@ -138,3 +141,25 @@ def test_sqlite_spellings_are_translated() -> None:
     assert translate(
         "INSERT OR REPLACE INTO copy_intents (client_order_id, wallet) VALUES (?,?)"
     ).endswith("ON CONFLICT (client_order_id) DO UPDATE SET wallet = EXCLUDED.wallet")
+
+
+async def test_the_setting_picks_the_engine_and_its_writer_lock(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    url = pg_server.fresh_url()
+    sqlite_db = make_database(db_path=tmp_path / "x.db", database_url=None)
+    assert type(sqlite_db) is Database
+    assert isinstance(make_database(db_path=tmp_path / "x.db", database_url=url), PgDatabase)
+    first = make_writer_lock(db_path=tmp_path / "x.db", database_url=url)
+    second = make_writer_lock(db_path=tmp_path / "x.db", database_url=url)
+    await first.acquire()
+    try:
+        with pytest.raises(AlreadyRunning, match="writer lock"):
+            await second.acquire()
+    finally:
+        await first.release()
+    await second.acquire()  # the first daemon is gone: its lock went with its connection
+    await second.release()
+    assert describe(db_path=tmp_path / "x.db", database_url="postgresql://u:pw@h:5432/d") == (
+        "postgresql://u:***@h:5432/d"
+    )
