@@ -144,6 +144,9 @@ class Settings(BaseSettings):
 
     # --- storage, sidecar, logging -------------------------------------------------------------
     db_path: Path = Path("data/polyd.db")
+    # postgresql://user@host:5432/db selects PostgreSQL instead of the SQLite file at DB_PATH
+    # (docs/storage-postgres.md).
+    database_url: str | None = None
     db_busy_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8787, ge=0, le=65535)
@@ -245,6 +248,15 @@ class Settings(BaseSettings):
     # Set by systemd for Type=notify units; not meant for .env.
     notify_socket: str | None = None
     watchdog_usec: int | None = Field(default=None, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL: postgresql://user@host:5432/database")
+        return v
 
     @field_validator("db_path")
     @classmethod

@@ -43,11 +43,22 @@ class Migration:
     sql: str
 
 
-def load_migrations() -> list[Migration]:
-    """Return the numbered migrations shipped in `storage/migrations/`, in order."""
+def load_migrations(engine: str = "sqlite") -> list[Migration]:
+    """Return the numbered migrations shipped in `storage/migrations/`, in order.
+
+    One numbered list for both engines: `NNNN_name.sql` is SQLite's, `NNNN_name.pg.sql` the same
+    step for PostgreSQL (`engine="postgres"`). Every SQLite migration must have its PostgreSQL
+    twin, so the two engines never drift apart in what they have applied.
+    """
+    if engine not in ("sqlite", "postgres"):
+        raise StorageError(f"unknown database engine {engine!r} (sqlite or postgres)")
     out: list[Migration] = []
+    pg: dict[str, str] = {}
     for entry in resources.files("storage.migrations").iterdir():
         name = entry.name
+        if name.endswith(".pg.sql"):
+            pg[name.removesuffix(".pg.sql")] = entry.read_text("utf-8")
+            continue
         if not name.endswith(".sql"):
             continue
         version = int(name.split("_", 1)[0])
@@ -56,6 +67,14 @@ def load_migrations() -> list[Migration]:
     versions = [m.version for m in out]
     if versions != list(range(1, len(out) + 1)):
         raise StorageError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    if engine == "postgres":
+        missing = [m.name for m in out if m.name not in pg]
+        if missing or len(pg) != len(out):
+            extra = sorted(set(pg) - {m.name for m in out})
+            raise StorageError(
+                f"PostgreSQL migrations out of step: missing {missing}, without SQLite twin {extra}"
+            )
+        out = [Migration(m.version, m.name, pg[m.name]) for m in out]
     return out
 
 
@@ -226,7 +245,7 @@ class Database:
         fails, the batch is rolled back and re-run with each job in its own savepoint. If the
         caller is cancelled after queueing, the write still happens.
         """
-        if self._conn is None or self._closing:
+        if not self.is_open or self._closing:
             raise StorageError("database is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((job, fut))
@@ -300,7 +319,13 @@ class Database:
         return cast(T, await conn._execute(fn, *args))  # type: ignore[no-untyped-call]
 
     def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
-        conn = self._require()._conn  # the raw sqlite3 connection; we are on its thread
+        # the raw sqlite3 connection; we are on its thread
+        return self._run_jobs(self._require()._conn, batch)
+
+    def _run_jobs(
+        self, conn: sqlite3.Connection, batch: list[tuple[Job, asyncio.Future[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        """Run one batch in one transaction on `conn` (the database thread's connection)."""
         jobs = [job for job, _ in batch]
         self._begin(conn)
         try:

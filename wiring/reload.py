@@ -62,6 +62,7 @@ WHY_FIXED = {
     "funder_address": "every signed and journaled order names it",
     "signature_type": "every signed and journaled order names it",
     "db_path": "the journal is open on it",
+    "database_url": "the journal is open on it",
     "http_host": "the sidecar is listening on it",
     "http_port": "the sidecar is listening on it",
     "mode": "paper and live build different brokers",

@@ -23,7 +23,7 @@ from observability.tracing import Tracing
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
-from storage.lock import writer_lock
+from storage.engine import make_database, make_writer_lock
 from storage.market_names import MarketNames
 from venue.data_api import DataApiBudget
 from venue.parse import MalformedLog
@@ -165,8 +165,9 @@ class Shared:
 
 async def open_storage(settings: Settings, metrics: Metrics) -> Database:
     """Open (and migrate) the daemon's database, its write batches observed in `metrics`."""
-    db = Database(
-        settings.db_path,
+    db = make_database(
+        db_path=settings.db_path,
+        database_url=settings.database_url,
         busy_timeout_ms=settings.db_busy_timeout_ms,
         observe_batch=metrics.observe_db_batch,
         observe_error=metrics.db_write_errors_total.inc,
@@ -186,7 +187,7 @@ async def build_shared(
     clock = clock or SystemClock()
     # One writer per database: the lock comes before the database is opened or migrated, so a
     # second daemon on the same file stops here (AlreadyRunning, exit 3) having touched nothing.
-    lock = writer_lock(settings.db_path)
+    lock = make_writer_lock(db_path=settings.db_path, database_url=settings.database_url)
     await lock.acquire()
     try:
         db = await open_storage(settings, metrics)

@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from storage import Database, Repositories
+from storage.pg import PgDatabase
+from tests.pg import PgServer
+
+# The storage tests run on both engines; the other tests that use repositories run on SQLite.
+BOTH_ENGINES = {
+    "test_storage",
+    "test_storage_contract",
+    "test_positions",
+}
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL database for the whole test session, dropped after it."""
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.drop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        both = module in BOTH_ENGINES or "pg_server" in metafunc.fixturenames
+        metafunc.parametrize("engine", ["sqlite", "postgres"] if both else ["sqlite"])
 
 
 @pytest.fixture
-async def repos(tmp_path: Path) -> AsyncIterator[Repositories]:
-    """The repositories over a fresh, migrated SQLite database in the test's own folder."""
-    db = Database(tmp_path / "polyd.db")
+async def repos(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Repositories]:
+    """The repositories over a fresh, migrated database: SQLite in the test's own folder, or a
+    new schema of the session's PostgreSQL database."""
+    if engine == "postgres":
+        server: PgServer = request.getfixturevalue("pg_server")
+        db: Database = PgDatabase(server.fresh_url())
+    else:
+        db = Database(tmp_path / "polyd.db")
     await db.open()
     try:
         yield Repositories.over(db)

@@ -1,0 +1,48 @@
+"""Which engine a daemon's database runs on, decided in one place.
+
+`DATABASE_URL=postgresql://…` selects PostgreSQL (`storage.pg`); otherwise `DB_PATH` is the
+SQLite file. Everything above `storage/` asks this module for its database and its writer lock
+and never names an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from storage.db import Database
+from storage.lock import WriterLock, writer_lock
+from storage.pg import PgDatabase, PgWriterLock, display_url, is_postgres_url
+
+
+def make_database(
+    *,
+    db_path: Path,
+    database_url: str | None = None,
+    busy_timeout_ms: int = 5000,
+    observe_batch: Callable[[int, float], None] | None = None,
+    observe_error: Callable[[], None] | None = None,
+) -> Database:
+    """The daemon's database, not yet opened: PostgreSQL if `database_url` names one."""
+    if database_url and is_postgres_url(database_url):
+        return PgDatabase(database_url, observe_batch=observe_batch, observe_error=observe_error)
+    return Database(
+        db_path,
+        busy_timeout_ms=busy_timeout_ms,
+        observe_batch=observe_batch,
+        observe_error=observe_error,
+    )
+
+
+def make_writer_lock(*, db_path: Path, database_url: str | None = None) -> WriterLock:
+    """The lock a daemon takes before it touches its database (one writer per database)."""
+    if database_url and is_postgres_url(database_url):
+        return PgWriterLock(database_url)
+    return writer_lock(db_path)
+
+
+def describe(*, db_path: Path, database_url: str | None = None) -> str:
+    """The database in words for logs and status: its URL without password, or its path."""
+    if database_url and is_postgres_url(database_url):
+        return display_url(database_url)
+    return str(db_path)
