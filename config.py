@@ -21,7 +21,6 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -30,52 +29,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from config_types import (
+    Address,
+    ChainId,
+    DatabaseUrl,
+    HttpUrl,
+    Money,
+    OptionalSecret,
+    PrivateKey,
+    WsUrl,
+)
 from errors import ConfigError
 from models import _to_decimal
 from observability.chat_config import chat_problems, check_chat_ids, check_digest_at, check_token
-
-HEX = set("0123456789abcdefABCDEF")
-
-
-def _address(v: str | None) -> str | None:
-    if v is None or v == "":
-        return None
-    if len(v) != 42 or not v.startswith("0x") or not set(v[2:]) <= HEX:
-        raise ValueError("must be an address: 0x followed by 40 hex characters")
-    return v
-
-
-def _private_key(v: SecretStr | None) -> SecretStr | None:
-    if v is None:
-        return None
-    raw = v.get_secret_value().strip()
-    if raw == "":
-        return None
-    body = raw[2:] if raw.startswith("0x") else raw
-    if len(body) != 64 or not set(body) <= HEX or int(body, 16) == 0:
-        raise ValueError("must be 64 hex characters, optionally 0x-prefixed")
-    return SecretStr("0x" + body.lower())
-
-
-def _chain_id(v: int) -> int:
-    if v not in (137, 80002):
-        raise ValueError("must be 137 (Polygon) or 80002 (Amoy)")
-    return v
-
-
-def _empty_secret_none(v: Any) -> Any:
-    return None if v == "" else v
-
-
-def _positive_money(v: Decimal) -> Decimal:
-    if v <= 0:
-        raise ValueError("must be greater than 0")
-    return v
-
-
-Money = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidator(_positive_money)]
-Address = Annotated[str | None, AfterValidator(_address)]
-OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_secret_none)]
 
 PROD_CLOB = "https://clob.polymarket.com"
 PROD_GAMMA = "https://gamma-api.polymarket.com"
@@ -84,22 +50,6 @@ PROD_MARKET_WS = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
 PROD_USER_WS = "wss://ws-subscriptions-clob.polymarket.com/ws/user"
 # On polymarket.com, not the API hosts (https://docs.polymarket.com/api-reference/geoblock).
 PROD_GEOBLOCK = "https://polymarket.com/api/geoblock"
-
-
-def _url(schemes: tuple[str, ...]) -> Any:
-    def check(v: str) -> str:
-        v = v.strip().rstrip("/")
-        if not any(v.startswith(s + "://") and len(v) > len(s) + 3 for s in schemes):
-            raise ValueError(
-                f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
-            )
-        return v
-
-    return AfterValidator(check)
-
-
-HttpUrl = Annotated[str, _url(("https", "http"))]
-WsUrl = Annotated[str, _url(("wss", "ws"))]
 
 
 class Settings(BaseSettings):
@@ -123,10 +73,10 @@ class Settings(BaseSettings):
     market_ws_url: WsUrl = PROD_MARKET_WS
     user_ws_url: WsUrl = PROD_USER_WS
     geoblock_url: HttpUrl = PROD_GEOBLOCK  # asked by `doctor` only
-    chain_id: Annotated[int, AfterValidator(_chain_id)] = 137
+    chain_id: ChainId = 137
 
     # --- credentials (never logged) ------------------------------------------------------------
-    private_key: Annotated[SecretStr | None, AfterValidator(_private_key)] = None
+    private_key: PrivateKey = None
     clob_api_key: OptionalSecret = None
     clob_api_secret: OptionalSecret = None
     clob_api_passphrase: OptionalSecret = None
@@ -146,7 +96,7 @@ class Settings(BaseSettings):
     db_path: Path = Path("data/polyd.db")
     # postgresql://user@host:5432/db selects PostgreSQL instead of the SQLite file at DB_PATH
     # (docs/storage-postgres.md).
-    database_url: str | None = None
+    database_url: DatabaseUrl = None
     db_busy_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8787, ge=0, le=65535)
@@ -248,15 +198,6 @@ class Settings(BaseSettings):
     # Set by systemd for Type=notify units; not meant for .env.
     notify_socket: str | None = None
     watchdog_usec: int | None = Field(default=None, ge=0)
-
-    @field_validator("database_url")
-    @classmethod
-    def _database_url(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        if not v.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a PostgreSQL URL: postgresql://user@host:5432/database")
-        return v
 
     @field_validator("db_path")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from config import Settings
+from errors import ConfigError
 from observability.logging import Redactor
 from observability.metrics import Metrics
 from observability.tracing import Tracing
@@ -185,6 +186,15 @@ async def build_shared(
     but for its writer lock, which is released after it.
     """
     clock = clock or SystemClock()
+    if settings.database_url is not None:
+        # The PostgreSQL store passes the storage suite, but a daemon on it stalls after
+        # start-up (docs/storage-postgres.md): refuse rather than run a daemon that stops.
+        raise ConfigError(
+            [
+                "DATABASE_URL: the daemon does not run on PostgreSQL yet (only the storage layer"
+                " does; see docs/storage-postgres.md); unset it to use the SQLite file at DB_PATH"
+            ]
+        )
     # One writer per database: the lock comes before the database is opened or migrated, so a
     # second daemon on the same file stops here (AlreadyRunning, exit 3) having touched nothing.
     lock = make_writer_lock(db_path=settings.db_path, database_url=settings.database_url)
