@@ -25,23 +25,11 @@ from simulator.testing import add_fee_market
 from storage import Database, Repositories
 from storage.keys import ACCOUNT_SNAPSHOT_KEY
 from storage.views import Views
-from tests.helpers import make_settings, until
+from tests.helpers import NEAR_CLOSE_SNIPER_RULES, make_settings, until
 
 D = Decimal
 MAKER = "0x" + "8c" * 20
-RULES = """
-[[rules]]
-name = "near-close"
-outcome = "Yes"
-min_price = "0.90"
-max_price = "0.95"
-min_size = "10"
-max_notional = "19"
-ends_within_minutes = 20
-[rules.select]
-ends_within_minutes = 30
-tags = ["crypto"]
-"""
+RULES = NEAR_CLOSE_SNIPER_RULES
 
 
 async def test_a_daemon_names_its_markets_in_logs_and_views_and_logs_a_summary(
