@@ -36,6 +36,32 @@ FEE_RETRY_S = 60.0
 AMOUNT_STEP = Decimal("0.0001")
 """Marketable orders: the taker amount has at most 4 decimals."""
 
+V2_REFUSAL = (
+    "Protocol-V2 market (Gamma version v2: ExchangeV3, EIP-712 domain version 3):"
+    " polyd cannot sign or route its orders"
+)
+"""Why a Protocol-V2 market is refused: by discovery (each one logged, counted per rule) and by
+the market rules for any order on a v2 position id (a copied leader trade, say)."""
+
+_V2_RESERVED_BITS = ((1 << 64) - 1) << 40
+_UINT256_MAX = (1 << 256) - 1
+
+
+def is_v2_position_id(token_id: str) -> bool:
+    """True if `token_id` lies in the Protocol-V2 position-id namespace.
+
+    The official SDK's rule (`polymarket-client` 0.14.0, `polymarket/_internal/protocol.py`,
+    `is_v2_position_id`, which routes such orders to ExchangeV3 with EIP-712 domain version "3"):
+    a v2 position id packs a module id, the bytes31 condition id and the outcome byte, and keeps
+    bits 40..103 zero. A v1 (conditional-tokens) position id is a keccak hash, whose 64 bits
+    there are all zero with probability 2**-64. Not a uint256: not a v2 id.
+    """
+    raw = token_id.strip()
+    if not raw.isdigit():
+        return False
+    value = int(raw)
+    return value <= _UINT256_MAX and value & _V2_RESERVED_BITS == 0
+
 
 def order_amounts(req: OrderRequest) -> tuple[Decimal, Decimal]:
     """Return (maker, taker) amounts in human units, exactly as the venue checks them.
@@ -190,7 +216,10 @@ class MarketRules:
 
     async def admit(self, req: OrderRequest) -> tuple[MarketMeta | None, str | None]:
         """(metadata, why the venue would refuse `req` or None). A price off the cached grid
-        refetches the market once first: the cached tick may be the stale one."""
+        refetches the market once first: the cached tick may be the stale one. A Protocol-V2
+        position id is refused before anything is fetched."""
+        if is_v2_position_id(req.token_id):
+            return self._meta.get(req.token_id), V2_REFUSAL
         meta = await self.ensure(req.token_id)
         reason = self.check(req, meta)
         if reason is not None and meta is not None and meta.payout is None and _off_grid(reason):

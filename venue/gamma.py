@@ -25,6 +25,7 @@ import structlog
 from pydantic import ValidationError
 
 from errors import FeedError, TransientError
+from execution.market_rules import V2_REFUSAL
 from models import Market
 from observability.metrics import Metrics
 from resilience.backoff import Backoff
@@ -450,12 +451,6 @@ async def resolved_markets(
                 out.append((str(r["conditionId"]), payouts))
     return out
 
-
-V2_REFUSAL = (
-    "Protocol-V2 market (Gamma version v2: ExchangeV3, EIP-712 domain version 3):"
-    " polyd cannot sign or route its orders"
-)
-"""Why discovery refuses a v2 market (logged with each one, counted per rule)."""
 
 DiscoveryResult = dict[str, list[Market]]
 """Markets found, by query-set name (e.g. sniper rule name)."""

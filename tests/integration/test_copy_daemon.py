@@ -14,12 +14,14 @@ import pytest
 
 from config import Settings
 from demo import funded_key, simulator_overrides
+from execution.market_rules import V2_REFUSAL
 from observability.logging import Redactor
 from orchestrator import EXIT_CONFIG, EXIT_OK, Context, Daemon
 from simulator import SimMarket, Simulator
 from storage import Database, Repositories
 from storage.repositories import AuditEntry
 from tests.helpers import clean_env, make_settings, run_cli
+from tests.integration.test_redemption_sim import add_market
 
 D = Decimal
 LEADER = "0x" + "5e" * 20
@@ -167,3 +169,31 @@ async def test_daemon_tag_lists_use_gamma_tags_allowed_copied_blocked_skipped(
         sports.token_ids[0]: "market_blocked",
         untagged.token_ids[0]: "market_not_allowed",
     }
+
+
+async def test_daemon_refuses_a_copied_leader_trade_in_a_protocol_v2_market(
+    sim: Simulator, market: SimMarket, tmp_path: Path
+) -> None:
+    """A leader trading a Protocol-V2 market (a position id in the v2 namespace, which the
+    official SDK routes to ExchangeV3 with EIP-712 domain "3") is copied into an order that the
+    market rules refuse with the v2 reason before anything is fetched or signed; the v1 copy of
+    the same run goes through."""
+    v2 = add_market(sim, "v2")
+    settings = settings_for(sim, tmp_path, write_rules(tmp_path))
+
+    def trade_when_ready(ctx: Context) -> None:
+        for m in (v2, market):
+            sim.trade_as(
+                wallet=LEADER, token_id=m.token_ids[0], side="BUY", price=D("0.50"), size=D("100")
+            )
+
+    assert await run_daemon(settings, 3.0, trade_when_ready) == EXIT_OK
+    copies = {c["token_id"]: c for c in await copies_in(settings.db_path)}
+    assert set(copies) == {market.token_ids[0], v2.token_ids[0]}
+    assert copies[market.token_ids[0]]["status"] == "FILLED"
+    refused = copies[v2.token_ids[0]]
+    assert refused["status"] == "REJECTED"
+    refusals = await audit_tail(settings.db_path, "order_refused")
+    assert [(e.detail["source"], e.detail["reason"]) for e in refusals] == [("rules", V2_REFUSAL)]
+    sent = [r.body for r in sim.clob.received_orders()]
+    assert len(sent) == 1 and market.token_ids[0].encode() in sent[0]

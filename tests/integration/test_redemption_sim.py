@@ -63,8 +63,13 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 
 def add_market(sim: Simulator, kind: str) -> SimMarket:
     if kind == "v2":
-        cid = "0x" + sim.engine.new_hash()[2:64] + "00"
-        toks = (str(int(cid[2:64] + "00", 16)), str(int(cid[2:64] + "01", 16)))
+        # A v2 position id in the real namespace (`polymarket-client` 0.14.0,
+        # `polymarket/_internal/protocol.py`): module id 1 in the top byte, bits 40..103 zero,
+        # the outcome in the last byte; the bytes31 condition id is all but that last byte.
+        bits = int(sim.engine.new_hash(), 16)
+        body = (1 << 248) | (bits & (((1 << 144) - 1) << 104)) | (bits & (((1 << 32) - 1) << 8))
+        cid = f"0x{body:064x}"
+        toks = (str(body), str(body | 1))
         m = sim.add_market(question="v2?", slug=f"v2-{cid[:8]}", condition_id=cid, token_ids=toks)
         m.version = "v2"
         return m

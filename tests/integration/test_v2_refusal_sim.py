@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import aiohttp
 
+from execution.market_rules import V2_REFUSAL
 from observability.metrics import Metrics
 from simulator import Simulator
 from tests.integration.test_redemption_sim import add_market
-from venue.gamma import V2_REFUSAL, Discovery, GammaClient, MarketQuery
+from venue.gamma import Discovery, GammaClient, MarketQuery
 
 
 async def test_discovery_skips_v2_markets_counts_them_per_rule_and_keeps_v1() -> None:
