@@ -1,19 +1,31 @@
-"""Storage benchmark: group-commit journal writes vs. one connection and commit per write.
+"""Storage benchmark: group-commit journal writes vs. one transaction per write, same run.
 
-Both sides insert order-journal rows into the same schema with `synchronous=FULL` (WAL), in the
-same run. The naive side opens a new connection, writes and commits for every row, as the first
-prototype did.
+`--engine sqlite` (the default): both sides insert order-journal rows into the same schema with
+`synchronous=FULL` (WAL). The naive side opens a new connection, writes and commits for every
+row, as the first prototype did.
+
+`--engine postgres`: the daemon's `PgDatabase` (the same group-commit writer over one psycopg
+connection, the server's default `synchronous_commit=on`, so each COMMIT waits for its WAL flush)
+against two naive writers on the same server in the same run: one transaction per write on an
+open connection (`one_tx_per_write`), and a new connection per write (`naive`, as on SQLite).
+The database is a throwaway one created on the server named by `--url` (default
+`POLYD_BENCH_PG_URL`, else `postgresql://postgres@127.0.0.1:5432/postgres`) and dropped after.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from models import OrderRequest, OrderType, Side
 from storage import Database, Repositories
@@ -33,8 +45,8 @@ def _request(i: int) -> OrderRequest:
     )
 
 
-async def _group_commit(path: Path, seconds: float, writers: int) -> tuple[int, float]:
-    async with Database(path) as db:
+async def _group_commit(db: Database, seconds: float, writers: int) -> tuple[int, float]:
+    async with db:
         journal = Repositories.over(db).orders
         # Requests are validated before the clock starts: this measures storage, not pydantic.
         pool = [_request(i) for i in range(int(seconds * 60_000))]
@@ -86,20 +98,107 @@ async def _migrate_only(path: Path) -> None:
         pass
 
 
+INSERT_PG = (
+    "INSERT INTO orders (client_order_id, strategy, token_id, side, price, size, order_type,"
+    " status, created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,now(),now())"
+)
+
+
+@contextlib.contextmanager
+def _pg_database(admin_url: str) -> Iterator[str]:
+    """A throwaway database on the server at `admin_url`; yields its URL, drops it after."""
+    import psycopg
+
+    name = f"polyd_bench_{os.getpid()}"
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as e:
+        raise SystemExit(
+            f"bench storage --engine postgres: {admin_url} does not answer ({e})"
+        ) from None
+    parts = urlsplit(admin_url)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_naive(url: str, seconds: float, *, reconnect: bool) -> tuple[int, float]:
+    """One transaction per write (autocommit INSERT), on one connection or a new one each."""
+    import psycopg
+
+    done = 0
+    conn: Any = None if reconnect else psycopg.connect(url, autocommit=True)
+    prefix = "naive" if reconnect else "onetx"
+    started = time.perf_counter()
+    stop = started + seconds
+    try:
+        while time.perf_counter() < stop:
+            c = psycopg.connect(url, autocommit=True) if reconnect else conn
+            c.execute(
+                INSERT_PG,
+                (f"{prefix}-{done}", "bench", TOKEN, "BUY", "0.5", "10", "GTC", "PENDING"),
+            )
+            if reconnect:
+                c.close()
+            done += 1
+    finally:
+        if conn is not None:
+            conn.close()
+    return done, time.perf_counter() - started
+
+
+def _postgres(args: argparse.Namespace) -> dict[str, object]:
+    from storage.pg import PgDatabase
+
+    with _pg_database(args.url) as url:
+        group_n, group_s = asyncio.run(_group_commit(PgDatabase(url), args.seconds, args.writers))
+        onetx_n, onetx_s = _pg_naive(url, args.seconds, reconnect=False)
+        naive_n, naive_s = _pg_naive(url, args.seconds, reconnect=True)
+    group_rate = group_n / group_s
+    onetx_rate = onetx_n / onetx_s
+    naive_rate = naive_n / naive_s
+    return {
+        "engine": "postgres",
+        "group_commit_writes_per_s": round(group_rate),
+        "one_tx_per_write_writes_per_s": round(onetx_rate),
+        "naive_writes_per_s": round(naive_rate),
+        "ratio_vs_one_tx": round(group_rate / onetx_rate, 1),
+        "ratio": round(group_rate / naive_rate, 1),
+        "writers": args.writers,
+        "synchronous_commit": "on",
+        "row": "order journal insert (+ trigger-written order event)",
+    }
+
+
 def main(argv: list[str]) -> dict[str, object]:
     p = argparse.ArgumentParser(prog="python -m bench storage")
+    p.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each side")
     p.add_argument("--writers", type=int, default=256, help="concurrent group-commit writers")
     p.add_argument("--dir", default=None, help="folder for the databases (default: a temp dir)")
+    p.add_argument(
+        "--url",
+        default=os.environ.get(
+            "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="--engine postgres: a server URL on which a throwaway database is created",
+    )
     args = p.parse_args(argv)
+    if args.engine == "postgres":
+        return _postgres(args)
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         group_n, group_s = asyncio.run(
-            _group_commit(Path(d) / "group.db", args.seconds, args.writers)
+            _group_commit(Database(Path(d) / "group.db"), args.seconds, args.writers)
         )
         naive_n, naive_s = _naive(Path(d) / "naive.db", args.seconds)
     group_rate = group_n / group_s
     naive_rate = naive_n / naive_s
     return {
+        "engine": "sqlite",
         "group_commit_writes_per_s": round(group_rate),
         "naive_writes_per_s": round(naive_rate),
         "ratio": round(group_rate / naive_rate, 1),

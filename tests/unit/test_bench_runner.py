@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import psycopg
+
 from tests.helpers import ROOT
+from tests.pg import ADMIN_URL
 
 
 def test_storage_bench_stdout_is_one_json_line() -> None:
@@ -26,6 +29,26 @@ def test_storage_bench_stdout_is_one_json_line() -> None:
     assert figures["bench"] == "storage"
     assert figures["group_commit_writes_per_s"] > 0 and figures["naive_writes_per_s"] > 0
     assert "migration_applied" in out.stderr
+
+
+def test_storage_bench_on_postgres_writes_the_journal_and_drops_its_database() -> None:
+    args = ["storage", "--engine", "postgres", "--seconds", "0.2", "--writers", "8"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--url", ADMIN_URL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    figures = json.loads(out.stdout)
+    assert figures["engine"] == "postgres"
+    for key in ("group_commit", "one_tx_per_write", "naive"):
+        assert figures[f"{key}_writes_per_s"] > 0, key
+    assert "engine=postgres" in out.stderr  # the daemon's own migrations ran
+    with psycopg.connect(ADMIN_URL, autocommit=True) as c:
+        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'polyd_bench_%'")
+        assert left.fetchall() == []
 
 
 def test_unknown_bench_is_refused_with_usage() -> None:
