@@ -46,7 +46,7 @@ import orjson
 
 from errors import DuplicateOrder, OrderRejected
 from execution.market_rules import fillable_size
-from execution.paper import FAK_KILLED, FOK_KILLED, POST_ONLY_CROSSES
+from execution.paper import FAK_KILLED, FOK_KILLED, POST_ONLY_CROSSES, PaperOrder, walk_levels
 from execution.ports import (
     Ack,
     BatchItem,
@@ -61,42 +61,17 @@ from execution.ports import (
 from models import ZERO, BookSource, Fill, Level, LiquidityRole, OrderRequest, OrderType, Side
 
 
-@dataclass(slots=True)
-class SimOrder:
-    """One order the model knows: where it stands and what it got."""
+@dataclass(slots=True, kw_only=True)
+class SimOrder(PaperOrder):
+    """One order the model knows: a paper order, plus its place in time and in the queue."""
 
-    prepared: Prepared
     seq: int
     sent_ns: int
     arrive_ns: int
-    fillable: Decimal
-    matched: Decimal = ZERO
-    cost: Decimal = ZERO
-    status: VenueStatus = VenueStatus.LIVE
     queue_ahead: Decimal = ZERO
     done_ns: int | None = None
     reject: str = ""
     waiter: asyncio.Future[Ack] | None = None
-
-    @property
-    def req(self) -> OrderRequest:
-        return self.prepared.request
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.fillable - self.matched
-
-    def view(self) -> VenueOrder:
-        return VenueOrder(
-            venue_order_id=self.prepared.venue_order_id,
-            status=self.status,
-            original_size=self.req.size,
-            size_matched=self.matched,
-            price=self.req.price,
-            token_id=self.req.token_id,
-            side=self.req.side,
-            order_type=self.req.order_type.value,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +134,13 @@ class MatchingModel:
             raise DuplicateOrder(f"order {oid} is invalid. Duplicated.", order_id=oid)
         now = self.now_ns()
         req = prepared.request
-        so = SimOrder(prepared, 0, now, now + self.latency_ns, fillable_size(req))
+        so = SimOrder(
+            prepared=prepared,
+            fillable=fillable_size(req),
+            seq=0,
+            sent_ns=now,
+            arrive_ns=now + self.latency_ns,
+        )
         so.waiter = asyncio.get_running_loop().create_future()
         self.orders[oid] = so
         # Orders sent at the same moment arrive in an order of their own, not of the loop's:
@@ -242,7 +223,7 @@ class MatchingModel:
         crossing = self._crossing(req.token_id, req.side, req.price)
         if req.post_only and crossing:
             raise OrderRejected(POST_ONLY_CROSSES)
-        takes = _walk(crossing, so.fillable)
+        takes = walk_levels(crossing, so.fillable)
         got = sum((s for _, s in takes), ZERO)
         if req.order_type is OrderType.FOK and got < so.fillable:
             raise OrderRejected(FOK_KILLED)
@@ -373,7 +354,7 @@ class MatchingModel:
                     await self._on_order(so.view())
                 continue
             reach = self._crossing(token, req.side, req.price)
-            for p, s in _walk(reach, so.remaining):
+            for p, s in walk_levels(reach, so.remaining):
                 self._consume(token, req.side, p, s)
                 await self._maker(so, s, t_ns)
 
@@ -394,15 +375,3 @@ class MatchingModel:
 
     def has_resting(self, token: str) -> bool:
         return any(o.req.token_id == token for o in self._resting.values())
-
-
-def _walk(levels: list[Level], want: Decimal) -> list[Level]:
-    out: list[Level] = []
-    for price, size in levels:
-        if want <= 0:
-            break
-        take = min(size, want)
-        if take > 0:
-            out.append((price, take))
-            want -= take
-    return out

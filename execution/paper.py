@@ -60,7 +60,10 @@ class Refreshable(Protocol):
 
 
 @dataclass(slots=True)
-class _PaperOrder:
+class PaperOrder:
+    """One simulated order: what it asked for and what it got so far (paper trading, and the
+    backtest's matching model, which adds its queue position and timing)."""
+
     prepared: Prepared
     fillable: Decimal  # the request's size after the venue's rounding (`fillable_size`)
     matched: Decimal = ZERO
@@ -116,7 +119,7 @@ def _less(
     return out
 
 
-def _walk(levels: list[Level], want: Decimal) -> list[Level]:
+def walk_levels(levels: list[Level], want: Decimal) -> list[Level]:
     """Take up to `want` from `levels` in order; return (price, size) fills."""
     out: list[Level] = []
     for price, size in levels:
@@ -139,7 +142,7 @@ class PaperBroker:
     ) -> None:
         self.books = books
         self.poll_interval_s = poll_interval_s
-        self._orders: dict[str, _PaperOrder] = {}  # working (LIVE) orders only
+        self._orders: dict[str, PaperOrder] = {}  # working (LIVE) orders only
         # The last `finished_kept` finished orders, for lookups and duplicate refusals: a long
         # paper run must not keep every order it ever placed, nor scan them on every poll.
         self._finished: OrderedDict[str, VenueOrder] = OrderedDict()
@@ -201,13 +204,13 @@ class PaperBroker:
         if req.post_only and crossing:
             raise OrderRejected(POST_ONLY_CROSSES)
         fillable = fillable_size(req)  # a marketable BUY: the shares its cents buy at its limit
-        fills = _walk(crossing or [], fillable)
+        fills = walk_levels(crossing or [], fillable)
         got = sum((s for _, s in fills), ZERO)
         if req.order_type is OrderType.FOK and got < fillable:
             raise OrderRejected(FOK_KILLED)
         if req.order_type is OrderType.FAK and got <= 0:
             raise OrderRejected(FAK_KILLED)
-        po = _PaperOrder(prepared, fillable)
+        po = PaperOrder(prepared, fillable)
         self._orders[prepared.venue_order_id] = po
         self._consume(req, fills)  # before any await: a concurrent order sees it
         trade_ids = await self._fill(po, fills)
@@ -224,7 +227,7 @@ class PaperBroker:
             trade_ids=tuple(trade_ids),
         )
 
-    async def _fill(self, po: _PaperOrder, fills: list[Level]) -> list[str]:
+    async def _fill(self, po: PaperOrder, fills: list[Level]) -> list[str]:
         ids: list[str] = []
         for price, size in fills:
             trade_id = uuid.uuid4().hex
@@ -255,7 +258,7 @@ class PaperBroker:
                 out.append(e)
         return out
 
-    def _retire_if_done(self, po: _PaperOrder) -> None:
+    def _retire_if_done(self, po: PaperOrder) -> None:
         """Move an order that stopped working from the working set to the finished ones."""
         if po.status is VenueStatus.LIVE:
             return
@@ -296,7 +299,7 @@ class PaperBroker:
             crossing = self._levels_now(req)
             if not crossing:
                 continue
-            fills = _walk(crossing, po.remaining)
+            fills = walk_levels(crossing, po.remaining)
             if not fills:
                 continue
             self._consume(req, fills)
@@ -307,7 +310,7 @@ class PaperBroker:
                 self._retire_if_done(po)
             await self._emit(po)
 
-    async def _fill_as_maker(self, po: _PaperOrder, price: Decimal, size: Decimal) -> None:
+    async def _fill_as_maker(self, po: PaperOrder, price: Decimal, size: Decimal) -> None:
         # A resting order trades at its own price when the book comes to it.
         po.matched += size
         po.cost += po.req.price * size
@@ -325,7 +328,7 @@ class PaperBroker:
                 )
             )
 
-    async def _emit(self, po: _PaperOrder) -> None:
+    async def _emit(self, po: PaperOrder) -> None:
         if self._on_order is not None:
             await self._on_order(po.view())
 
