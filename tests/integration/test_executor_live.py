@@ -352,6 +352,10 @@ async def test_unknown_order_never_found_rejected_after_grace(live: Live) -> Non
 
 # --- refusals never reach the venue ---------------------------------------------------------
 
+# A v1-shaped position id (bits 40..103 not all zero) that no market has: a small number such as
+# 123456789 would read as a Protocol-V2 id and be refused for that reason instead.
+UNKNOWN_TOKEN = "9999999999999999999999999999999999999999999999999999999999999999999999999999"
+
 # The exact refusal of each order in `test_rule_and_risk_refusals_audited_counted_never_sent`:
 # which check refused it (source) and why.
 REFUSALS = [
@@ -359,7 +363,7 @@ REFUSALS = [
     "rules: size 2 is under the market minimum 5.0",
     "rules: size 10.555 has more than 2 decimal places",
     "rules: market is not accepting orders",
-    "rules: unknown market for token 123456789",
+    f"rules: unknown market for token {UNKNOWN_TOKEN}",
     "risk: order notional 90.00 exceeds the per-order cap 50",
     "risk: SELL of 10 exceeds what strategy test holds and has not already offered for sale (0)",
     "rules: marketable BUY notional 0.80 is under $1",
@@ -373,7 +377,7 @@ async def test_rule_and_risk_refusals_audited_counted_never_sent(live: Live) -> 
         live.req(size=Decimal("2")),  # under min size
         live.req(size=Decimal("10.555")),  # too many decimals
         live.req(token_id=closed.token_ids[0]),  # not accepting orders
-        live.req(token_id="123456789"),  # unknown market
+        live.req(token_id=UNKNOWN_TOKEN),  # unknown market (v1 namespace)
         live.req(price=Decimal("0.90"), size=Decimal("100")),  # per-order notional cap (50)
         live.req(side=Side.SELL),  # sells a position we do not hold
         live.req(order_type=OrderType.FOK, size=Decimal("2"), price=Decimal("0.40")),  # < $1
