@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -48,12 +47,11 @@ async def test_drain_deadline_passes_cancels_anyway_and_is_audited(tmp_path: Pat
         try:
             for p in ("0.30", "0.31"):
                 assert (await lv.ex.submit(lv.req(price=Decimal(p)))).status is OrderStatus.LIVE
-            sim.faults.add(kind="latency", route="POST /order", seconds=1.0)
+            sim.faults.add(kind="latency", route="POST /order", seconds=2.5)
             stuck = asyncio.create_task(lv.ex.submit(lv.req(price=Decimal("0.33"))))
             await asyncio.sleep(0.05)
-            t0 = time.monotonic()
             assert not await lv.ex.drain(wait_s=0.2)
-            assert time.monotonic() - t0 < 0.8  # did not wait for the stuck submission
+            assert not stuck.done()  # the drain gave up on it rather than wait for it
             rows = {r.client_order_id: r for r in await lv.repos.orders.recent()}
             canceled = [r for r in rows.values() if r.status is OrderStatus.CANCELED]
             assert len(canceled) == 2  # the resting orders were canceled despite the timeout
