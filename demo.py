@@ -10,6 +10,7 @@ what the run did, from the daemon's own database. The orchestrator runs the daem
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import shlex
@@ -28,7 +29,9 @@ from pydantic import SecretStr
 from config import Settings, load_settings
 from ledger_check import LedgerCheck, check
 from simulator import Simulator
+from storage.engine import describe
 from storage.lock import FileLock
+from storage.pg import display_url, recreate_schema
 from storage.views import Views
 from venue.chain.contracts import redemption_approvals
 
@@ -54,6 +57,8 @@ OPERATE_COMMANDS = ("status", "positions", "orders", "trades", "pnl", "halt", "r
 DEMO_COLLATERAL = Decimal("5000")
 DEMO_SEED = 7
 DEFAULT_PORT = 8787
+DEMO_SCHEMA = "polyd_demo"
+"""With `DATABASE_URL` set, the demo writes to this schema of that database, emptied each run."""
 
 RuleWriter = Callable[[Simulator, Path], dict[str, Any]]
 """Writes a strategy's rule file for the demo scenario; returns the settings that point at it."""
@@ -166,9 +171,9 @@ def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any
     return overrides
 
 
-def summarize(db_path: Path) -> dict[str, Any]:
+def summarize(db_path: Path, database_url: str | None = None) -> dict[str, Any]:
     """Return orders by outcome and strategy, fills, positions and PnL from the demo database."""
-    with Views.open(db_path) as reports:
+    with Views.open(db_path, database_url) as reports:
         outcomes = reports.order_outcomes()
         fills = reports.fill_totals()
         positions = reports.positions()
@@ -195,10 +200,10 @@ def summarize(db_path: Path) -> dict[str, Any]:
     }
 
 
-def print_summary(db_path: Path) -> None:
+def print_summary(db_path: Path, database_url: str | None = None) -> None:
     """Print what the demo did, from its database (nothing if the daemon never wrote one)."""
     with contextlib.suppress(Exception):
-        _print_summary(summarize(db_path))
+        _print_summary(summarize(db_path, database_url))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -240,7 +245,13 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
         "HTTP_PORT": str(port),
         "CONTROL_TOKEN": secret(settings.control_token),
     }
-    rest = {name.upper(): getattr(settings, name) for name in DEMO_FILE_SETTINGS}
+    if settings.database_url:  # in the file (mode 0600) whole; printed only without a password
+        rest_url = {"DATABASE_URL": settings.database_url}
+        if display_url(settings.database_url) == settings.database_url:
+            values.update(rest_url)
+    else:
+        rest_url = {}
+    rest = {name.upper(): getattr(settings, name) for name in DEMO_FILE_SETTINGS} | rest_url
     rest["PRIVATE_KEY"] = secret(settings.private_key)
     for name in ("SNIPER_RULES_PATH", "COPY_RULES_PATH"):
         rest[name] = Path(rest[name]).resolve() if rest[name] is not None else ""
@@ -275,7 +286,8 @@ def settle_settings(settings: Settings) -> Settings:
 def ledger_check(demo: Demo) -> LedgerCheck:
     """Compare the daemon's fills, fees and positions with the simulator's ledger for the demo
     wallet (call it once the daemon has stopped and booked its last fills)."""
-    return check(demo.sim.ledger(), demo.settings.db_path, address=demo.wallet)
+    s = demo.settings
+    return check(demo.sim.ledger(), s.db_path, address=demo.wallet, database_url=s.database_url)
 
 
 @dataclass(frozen=True)
@@ -293,7 +305,7 @@ class Demo:
             "wallet": self.wallet,
             "collateral": str(DEMO_COLLATERAL),
             "clob_url": self.sim.clob_url,
-            "db": str(self.settings.db_path),
+            "db": describe(db_path=self.settings.db_path, database_url=self.settings.database_url),
         }
 
 
@@ -321,6 +333,9 @@ async def prepared(workdir: Path = DEMO_DIR) -> AsyncIterator[Demo]:
             for ap in redemption_approvals():
                 sim.chain.approve_all(account.address, ap.operator, token=ap.token)
             settings = _settings(demo_overrides(sim, key_hex, workdir))
+            if settings.database_url:  # PostgreSQL: a fresh schema of its own, as a fresh dir
+                url = await asyncio.to_thread(recreate_schema, settings.database_url, DEMO_SCHEMA)
+                settings = settings.model_copy(update={"database_url": url})
             yield Demo(sim=sim, wallet=account.address, settings=settings)
     finally:
         await lock.release()
