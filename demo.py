@@ -229,9 +229,11 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
     commands that operate it from a second terminal, and the web console's address.
 
     The commands name the four settings they need in the environment (`DB_PATH`, `HTTP_HOST`,
-    `HTTP_PORT`, `CONTROL_TOKEN`); `--demo` reads them from `env_file`, which also holds the
-    demo's venue URLs, throwaway key and rule files, so `doctor --demo` checks the demo's
-    account at the simulator. The token and the key are the demo's own, made for this run.
+    `HTTP_PORT`, `CONTROL_TOKEN`; and `DATABASE_URL` on PostgreSQL, read back from `env_file`
+    when it holds a password, so the password is never printed); `--demo` reads them from
+    `env_file`, which also holds the demo's venue URLs, throwaway key and rule files, so
+    `doctor --demo` checks the demo's account at the simulator. The token and the key are the
+    demo's own, made for this run.
     """
     from cli import COMMANDS  # the operator commands this checkout has
     from credentials import write_private
@@ -245,13 +247,17 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
         "HTTP_PORT": str(port),
         "CONTROL_TOKEN": secret(settings.control_token),
     }
-    if settings.database_url:  # in the file (mode 0600) whole; printed only without a password
-        rest_url = {"DATABASE_URL": settings.database_url}
-        if display_url(settings.database_url) == settings.database_url:
-            values.update(rest_url)
-    else:
-        rest_url = {}
-    rest = {name.upper(): getattr(settings, name) for name in DEMO_FILE_SETTINGS} | rest_url
+    exports = [f"{k}={shlex.quote(v)}" for k, v in values.items()]
+    url = settings.database_url
+    if url:  # in the file (mode 0600) whole; the printed export reads it from there
+        values["DATABASE_URL"] = url
+        file = shlex.quote(str(env_file.resolve()))
+        exports.append(
+            f"DATABASE_URL=\"$(sed -n 's/^DATABASE_URL=//p' {file})\""
+            if display_url(url) != url  # it holds a password: never printed
+            else f"DATABASE_URL={shlex.quote(url)}"
+        )
+    rest = {name.upper(): getattr(settings, name) for name in DEMO_FILE_SETTINGS}
     rest["PRIVATE_KEY"] = secret(settings.private_key)
     for name in ("SNIPER_RULES_PATH", "COPY_RULES_PATH"):
         rest[name] = Path(rest[name]).resolve() if rest[name] is not None else ""
@@ -266,7 +272,7 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
     return "\n".join(
         [
             f"=== operate this demo from a second terminal, in {shlex.quote(str(cwd))} ===",
-            "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in values.items()),
+            "export " + " ".join(exports),
             *(f"{run} {name}" for name in names),
             f"(or, without the export: {run} {names[0]} --demo)",
             f"web console: http://{settings.http_host}:{port}/ui/ (connect with the CONTROL_TOKEN"

@@ -15,6 +15,8 @@ password (trust auth ignores it) that must never be printed.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from tests.harness import (
     demo_rules,
     wait_until,
 )
-from tests.helpers import clean_env, run_cli
+from tests.helpers import PYTHON, ROOT, clean_env, free_port, run_cli
 from tests.pg import PgServer
 
 PASSWORD = "never-printed-7f3a9c"
@@ -158,3 +160,49 @@ def test_the_daemon_trades_on_postgres_stops_restarts_and_survives_kill_9(
     assert not d.db_path.exists()  # everything went to PostgreSQL
     assert PASSWORD not in d.stderr()
     assert d.exit_codes[:1] == [0] and -9 in d.exit_codes
+
+
+def test_the_demo_runs_on_postgres_and_its_printed_commands_read_it(
+    tmp_path: Path, pg: PgServer
+) -> None:
+    """`--demo` with `DATABASE_URL`: a fresh `polyd_demo` schema, the summary and the ledger
+    check read from PostgreSQL, and the printed export (which reads the URL back from the
+    demo's 0600 file rather than printing its password) and the `--demo` shorthand both read
+    the demo's database afterwards."""
+    url = with_password(pg.url)
+    env = {**clean_env(HTTP_PORT=str(free_port()), DATABASE_URL=url), "PYTHONPATH": str(ROOT)}
+    demo = subprocess.run(
+        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "25"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = demo.stdout
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert PASSWORD not in out + demo.stderr
+    assert json.loads(out.splitlines()[0])["db"].startswith("postgresql://postgres:***@")
+    assert "=== polyd demo summary ===" in out
+    check = re.search(r"^ledger check: (\d+) fills, .* — (.*)$", out, re.MULTILINE)
+    assert check is not None and check.group(2) == "match" and int(check.group(1)) > 0, out
+    assert not (tmp_path / "data" / "demo" / "polyd-demo.db").exists()
+    fills = pg_count(pg.url + "?options=-csearch_path%3Dpolyd_demo", "SELECT count(*) FROM fills")
+    assert fills == int(check.group(1))
+
+    lines = out.splitlines()
+    export = next(line for line in lines if line.startswith("export DB_PATH="))
+    shorthand = next(line for line in lines if line.startswith("(or, without the export: "))
+    shorthand = shorthand.removeprefix("(or, without the export: ").removesuffix(")")
+    second = {**clean_env(), "PYTHONPATH": str(ROOT)}  # a fresh terminal: no DATABASE_URL
+    run = f"{PYTHON} -m orchestrator status"
+    for command in (f"{export}\n{run}", shorthand):
+        res = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=second, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert res.returncode == 3, res.stdout + res.stderr  # the demo has stopped
+        assert "daemon:        NOT RUNNING" in res.stdout
+        assert f"fills:         {fills} " in res.stdout
+        assert "database:      postgresql://postgres:***@" in res.stdout
+        assert PASSWORD not in res.stdout + res.stderr
