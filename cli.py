@@ -42,6 +42,7 @@ from cli_views import q as _q
 from config import Settings, load_settings
 from errors import ConfigError
 from models import UNATTRIBUTED
+from storage.engine import describe
 from storage.reports import DbSummary, ReportError, Reports
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
@@ -334,7 +335,7 @@ def rotate(
 def _read(settings: Settings, report: Callable[[Reports], T]) -> T:
     """Run one report over the daemon's database, opened read-only (CliError 4 if unreadable)."""
     try:
-        with Reports.open(settings.db_path) as reports:
+        with Reports.open(settings.db_path, settings.database_url) as reports:
             return report(reports)
     except ReportError as e:
         raise CliError(str(e), EXIT_NO_DB) from None
@@ -348,6 +349,8 @@ def db_summary(settings: Settings) -> DbSummary:
 def status(settings: Settings) -> tuple[dict[str, Any], int]:
     """The daemon's /health plus a summary of its database; exit 0 only when healthy."""
     out: dict[str, Any] = {"url": base_url(settings), "db_path": str(settings.db_path)}
+    if settings.database_url:  # PostgreSQL: the URL without its password
+        out["database_url"] = describe(db_path=settings.db_path, database_url=settings.database_url)
     code = EXIT_OK
     try:
         http_status, body = health(settings)
@@ -410,7 +413,7 @@ def _render_status(s: dict[str, Any]) -> str:
         f"positions:     {db['positions']} open, realized PnL {_q(db['realized_pnl'], 2)} pUSD",
         f"redeemable:    {_q(db.get('redeemable', '0'), 2)} pUSD (resolved, not yet redeemed;"
         " not cash)",
-        f"database:      {s['db_path']}",
+        f"database:      {s.get('database_url') or s['db_path']}",
     ]
     if "account" in s:
         lines += render_account(s["account"])

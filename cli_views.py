@@ -66,7 +66,7 @@ def add_view_commands(
 def read(settings: Settings, view: Callable[[Views], T]) -> T:
     """Run one view over the daemon's database, opened read-only (ViewError 4 if unreadable)."""
     try:
-        with Views.open(settings.db_path) as views:
+        with Views.open(settings.db_path, settings.database_url) as views:
             return view(views)
     except ReportError as e:
         raise ViewError(str(e), EXIT_NO_DB) from None

@@ -18,6 +18,7 @@ import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -347,6 +348,8 @@ class Settings(BaseSettings):
                     found.append(raw)
                     if raw.startswith("0x"):
                         found.append(raw[2:])
+        if self.database_url and (password := urlsplit(self.database_url).password):
+            found += [password, unquote(password)]  # logs show the URL without it anyway
         return found
 
 

@@ -10,6 +10,7 @@ what the run did, from the daemon's own database. The orchestrator runs the daem
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import shlex
@@ -28,7 +29,9 @@ from pydantic import SecretStr
 from config import Settings, load_settings
 from ledger_check import LedgerCheck, check
 from simulator import Simulator
+from storage.engine import describe
 from storage.lock import FileLock
+from storage.pg import display_url, recreate_schema
 from storage.views import Views
 from venue.chain.contracts import redemption_approvals
 
@@ -54,6 +57,8 @@ OPERATE_COMMANDS = ("status", "positions", "orders", "trades", "pnl", "halt", "r
 DEMO_COLLATERAL = Decimal("5000")
 DEMO_SEED = 7
 DEFAULT_PORT = 8787
+DEMO_SCHEMA = "polyd_demo"
+"""With `DATABASE_URL` set, the demo writes to this schema of that database, emptied each run."""
 
 RuleWriter = Callable[[Simulator, Path], dict[str, Any]]
 """Writes a strategy's rule file for the demo scenario; returns the settings that point at it."""
@@ -166,9 +171,9 @@ def demo_overrides(sim: Simulator, key_hex: str, workdir: Path) -> dict[str, Any
     return overrides
 
 
-def summarize(db_path: Path) -> dict[str, Any]:
+def summarize(db_path: Path, database_url: str | None = None) -> dict[str, Any]:
     """Return orders by outcome and strategy, fills, positions and PnL from the demo database."""
-    with Views.open(db_path) as reports:
+    with Views.open(db_path, database_url) as reports:
         outcomes = reports.order_outcomes()
         fills = reports.fill_totals()
         positions = reports.positions()
@@ -195,10 +200,10 @@ def summarize(db_path: Path) -> dict[str, Any]:
     }
 
 
-def print_summary(db_path: Path) -> None:
+def print_summary(db_path: Path, database_url: str | None = None) -> None:
     """Print what the demo did, from its database (nothing if the daemon never wrote one)."""
     with contextlib.suppress(Exception):
-        _print_summary(summarize(db_path))
+        _print_summary(summarize(db_path, database_url))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -224,9 +229,11 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
     commands that operate it from a second terminal, and the web console's address.
 
     The commands name the four settings they need in the environment (`DB_PATH`, `HTTP_HOST`,
-    `HTTP_PORT`, `CONTROL_TOKEN`); `--demo` reads them from `env_file`, which also holds the
-    demo's venue URLs, throwaway key and rule files, so `doctor --demo` checks the demo's
-    account at the simulator. The token and the key are the demo's own, made for this run.
+    `HTTP_PORT`, `CONTROL_TOKEN`; and `DATABASE_URL` on PostgreSQL, read back from `env_file`
+    when it holds a password, so the password is never printed); `--demo` reads them from
+    `env_file`, which also holds the demo's venue URLs, throwaway key and rule files, so
+    `doctor --demo` checks the demo's account at the simulator. The token and the key are the
+    demo's own, made for this run.
     """
     from cli import COMMANDS  # the operator commands this checkout has
     from credentials import write_private
@@ -240,6 +247,16 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
         "HTTP_PORT": str(port),
         "CONTROL_TOKEN": secret(settings.control_token),
     }
+    exports = [f"{k}={shlex.quote(v)}" for k, v in values.items()]
+    url = settings.database_url
+    if url:  # in the file (mode 0600) whole; the printed export reads it from there
+        values["DATABASE_URL"] = url
+        file = shlex.quote(str(env_file.resolve()))
+        exports.append(
+            f"DATABASE_URL=\"$(sed -n 's/^DATABASE_URL=//p' {file})\""
+            if display_url(url) != url  # it holds a password: never printed
+            else f"DATABASE_URL={shlex.quote(url)}"
+        )
     rest = {name.upper(): getattr(settings, name) for name in DEMO_FILE_SETTINGS}
     rest["PRIVATE_KEY"] = secret(settings.private_key)
     for name in ("SNIPER_RULES_PATH", "COPY_RULES_PATH"):
@@ -255,7 +272,7 @@ def operate(settings: Settings, *, port: int, env_file: Path = OPERATE_ENV) -> s
     return "\n".join(
         [
             f"=== operate this demo from a second terminal, in {shlex.quote(str(cwd))} ===",
-            "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in values.items()),
+            "export " + " ".join(exports),
             *(f"{run} {name}" for name in names),
             f"(or, without the export: {run} {names[0]} --demo)",
             f"web console: http://{settings.http_host}:{port}/ui/ (connect with the CONTROL_TOKEN"
@@ -275,7 +292,8 @@ def settle_settings(settings: Settings) -> Settings:
 def ledger_check(demo: Demo) -> LedgerCheck:
     """Compare the daemon's fills, fees and positions with the simulator's ledger for the demo
     wallet (call it once the daemon has stopped and booked its last fills)."""
-    return check(demo.sim.ledger(), demo.settings.db_path, address=demo.wallet)
+    s = demo.settings
+    return check(demo.sim.ledger(), s.db_path, address=demo.wallet, database_url=s.database_url)
 
 
 @dataclass(frozen=True)
@@ -293,7 +311,7 @@ class Demo:
             "wallet": self.wallet,
             "collateral": str(DEMO_COLLATERAL),
             "clob_url": self.sim.clob_url,
-            "db": str(self.settings.db_path),
+            "db": describe(db_path=self.settings.db_path, database_url=self.settings.database_url),
         }
 
 
@@ -321,6 +339,9 @@ async def prepared(workdir: Path = DEMO_DIR) -> AsyncIterator[Demo]:
             for ap in redemption_approvals():
                 sim.chain.approve_all(account.address, ap.operator, token=ap.token)
             settings = _settings(demo_overrides(sim, key_hex, workdir))
+            if settings.database_url:  # PostgreSQL: a fresh schema of its own, as a fresh dir
+                url = await asyncio.to_thread(recreate_schema, settings.database_url, DEMO_SCHEMA)
+                settings = settings.model_copy(update={"database_url": url})
             yield Demo(sim=sim, wallet=account.address, settings=settings)
     finally:
         await lock.release()

@@ -165,9 +165,16 @@ def compare(
     return c
 
 
-def check(ledger: Mapping[str, Any], db_path: Path, *, address: str) -> LedgerCheck:
-    """`compare` the venue's `ledger` with the daemon's database at `db_path` (read-only)."""
-    with Reports.open(db_path) as reports:
+def check(
+    ledger: Mapping[str, Any],
+    db_path: Path,
+    *,
+    address: str,
+    database_url: str | None = None,
+) -> LedgerCheck:
+    """`compare` the venue's `ledger` with the daemon's database (read-only): `database_url`'s
+    PostgreSQL database when given, else the SQLite file at `db_path`."""
+    with Reports.open(db_path, database_url) as reports:
         fills = reports.fills()
         positions: dict[str, Decimal] = {}
         for p in reports.positions():  # the account's holding: every strategy's, unattributed too

@@ -49,9 +49,10 @@ from resilience.backoff import Backoff
 from storage import Database, Repositories
 from strategies.base import Strategy
 from wiring.chat import build_chat
+from wiring.database import DatabaseProbe
 from wiring.names import build_names
 from wiring.reload import Reloads
-from wiring.shared import Shared, build_shared, process_metrics
+from wiring.shared import Shared, build_shared, describe_db, process_metrics
 from wiring.stage import Service, Stage, Step
 from wiring.summary import build_summary
 
@@ -176,41 +177,6 @@ class StrategySupervisor:
 # --------------------------------------------------------------------------------------------
 
 
-class DatabaseProbe:
-    """Ping the database in the background; `/health` reads the last answer.
-
-    A ping queues behind write batches on the database's one thread, so a `/health` request that
-    pinged itself would wait for a group commit and its fsync under load. The check reports the
-    last ping (failing if it is older than `stale_after_s`) and the last write error.
-    """
-
-    def __init__(self, db: Database, *, interval_s: float = 1.0, stale_after_s: float = 5.0):
-        self._db = db
-        self._interval_s = interval_s
-        self._stale_after_s = stale_after_s
-        self._ok = False
-        self._at = float("-inf")
-
-    async def ping(self) -> None:
-        self._ok = await self._db.ping()
-        self._at = time.monotonic()
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.ping()
-
-    def check(self) -> CheckResult:
-        age = time.monotonic() - self._at
-        if not self._ok:
-            return CheckResult(False, "database does not answer")
-        if age > self._stale_after_s:
-            return CheckResult(False, f"no answer from the database for {age:.0f}s")
-        if self._db.last_write_error:
-            return CheckResult(False, "last write batch failed")
-        return CheckResult(True, "ok")
-
-
 @dataclass
 class Context:
     """What the daemon built, as its life cycle runs it: the shared parts, the stages folded in
@@ -326,11 +292,11 @@ class Daemon:
             repos=shared.repos,
         )
         ctx.closers.extend(shared.closers)
-        probe = DatabaseProbe(shared.db)
+        probe = DatabaseProbe(shared.db, metrics=metrics)
         await probe.ping()
         health.register("database", probe.check)
         ctx.services.append(("database:probe", probe.run))
-        log.info("daemon_starting", version=VERSION, mode=s.mode, db=str(s.db_path))
+        log.info("daemon_starting", version=VERSION, mode=s.mode, db=describe_db(s))
         try:
             await self._start_and_serve(ctx, probe)
         finally:
@@ -355,7 +321,7 @@ class Daemon:
             control_token=s.control_token.get_secret_value() if s.control_token else None,
         )
         Console(  # the web console at /ui (docs/console.md)
-            sidecar, health=ctx.health, db_path=s.db_path,
+            sidecar, health=ctx.health, db_path=s.db_path, database_url=s.database_url,
             daily_loss_limit=s.risk_daily_loss_limit, public_read=s.ui_public_read,
         ).mount()  # fmt: skip
         await sidecar.start()
@@ -563,7 +529,7 @@ async def _demo(duration_s: float | None) -> int:
             # A last pass with no strategy: its start-up reconcile books what was still in flight.
             settle = demo.settle_settings(settings)
             code = await Daemon(settle, redactor=redactor, duration_s=0).run()
-        demo.print_summary(settings.db_path)
+        demo.print_summary(settings.db_path, settings.database_url)
         if code != EXIT_OK:
             return code
         result = demo.ledger_check(prepared)

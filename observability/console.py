@@ -176,6 +176,7 @@ class Console:
         *,
         health: Health,
         db_path: Path,
+        database_url: str | None = None,
         daily_loss_limit: Decimal,
         public_read: bool = False,
         interval_s: float = 1.0,
@@ -184,6 +185,7 @@ class Console:
         self._sidecar = sidecar
         self._health = health
         self._db_path = db_path
+        self._database_url = database_url
         self._limit = daily_loss_limit
         self._public_read = public_read
         self._interval_s = interval_s
@@ -240,7 +242,7 @@ class Console:
         now, mono = self._now(), time.monotonic()
 
         def read() -> dict[str, Any]:
-            with Views.open(self._db_path) as views:
+            with Views.open(self._db_path, self._database_url) as views:
                 return board(
                     views, daily_loss_limit=self._limit, now=now, cache=self._cache, monotonic=mono
                 )

@@ -6,6 +6,8 @@ reason…), never from ids. `deploy/prometheus/` alert rules refer to these name
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -323,6 +325,27 @@ class Metrics:
         self.db_write_errors_total = Counter(
             "polyd_db_write_errors_total", "Write batches that failed", registry=r
         )
+        self.db_query_seconds = Histogram(
+            "polyd_db_query_seconds",
+            "Time to run one read query (a pooled connection's wait included on PostgreSQL)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.db_pool_size = Gauge(
+            "polyd_db_pool_size",
+            "Open connections in the PostgreSQL read pool (0 on SQLite)",
+            registry=r,
+        )
+        self.db_pool_available = Gauge(
+            "polyd_db_pool_available",
+            "Idle connections in the PostgreSQL read pool",
+            registry=r,
+        )
+        self.db_pool_waiting = Gauge(
+            "polyd_db_pool_waiting",
+            "Reads waiting for a PostgreSQL pool connection",
+            registry=r,
+        )
         self.notifications_total = Counter(
             "polyd_notifications_total",
             "Operator notifications, by outcome (sent, deduped, throttled, dropped, failed)",
@@ -341,6 +364,13 @@ class Metrics:
         """Hook for `Database(observe_batch=...)`."""
         self.db_batch_size.observe(jobs)
         self.db_commit_seconds.observe(seconds)
+
+    def observe_db_pool(self, stats: Mapping[str, int] | None) -> None:
+        """Set the pool gauges from `Database.pool_stats()` (None, on SQLite: all 0)."""
+        stats = stats or {}
+        self.db_pool_size.set(stats.get("size", 0))
+        self.db_pool_available.set(stats.get("available", 0))
+        self.db_pool_waiting.set(stats.get("waiting", 0))
 
     def render(self) -> bytes:
         """Return the registry in Prometheus text format."""

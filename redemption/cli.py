@@ -21,8 +21,7 @@ import aiohttp
 from config import Settings
 from errors import AlreadyRunning, ConfigError, PolydError
 from observability.logging import Redactor, configure_logging
-from storage.db import Database
-from storage.lock import writer_lock
+from storage.engine import make_database, make_writer_lock
 
 EXIT_OK, EXIT_ATTENTION, EXIT_CONFIG, EXIT_IN_USE = 0, 1, 2, 3
 ATTENTION = {"failed", "zero_payout", "refused", "unknown"}
@@ -71,11 +70,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _redeem(settings: Settings, *, dry_run: bool, as_json: bool) -> int:
     from redemption.build import build_redeemer
 
-    lock = writer_lock(settings.db_path)
+    url = settings.database_url  # PostgreSQL when set, else the SQLite file at DB_PATH
+    lock = make_writer_lock(db_path=settings.db_path, database_url=url)
     await lock.acquire()
     try:
-        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.db_path, busy_timeout_ms=settings.db_busy_timeout_ms)
+        if not url:
+            settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = make_database(
+            db_path=settings.db_path, database_url=url, busy_timeout_ms=settings.db_busy_timeout_ms
+        )
         await db.open()
         try:
             async with aiohttp.ClientSession() as session:

@@ -1,7 +1,7 @@
 """Read-only activity reports for chat control: new fills since a mark, and fills per UTC day.
 
-Read through the same read-only connection as `storage.reports` and `storage.views` (SQLite
-`mode=ro`, `query_only`); money stays `Decimal`, summed in Python (SQL's SUM goes through
+Read through the same read-only connection as `storage.reports` and `storage.views`
+(`storage.engine.open_read_only`); money stays `Decimal`, summed in Python (SQL's SUM goes through
 floating point).
 """
 
@@ -95,11 +95,13 @@ class Activity(Views):
             for i in range(days)
         }
         for r in self._rows(
-            "SELECT substr(recorded_at, 1, 10), side, price, size, fee FROM fills"
+            # The day is cut in Python: `recorded_at` is text in SQLite, TIMESTAMPTZ in
+            # PostgreSQL (read back as ISO-8601 UTC text by both connections).
+            "SELECT recorded_at, side, price, size, fee FROM fills"
             " WHERE status != 'FAILED' AND recorded_at >= ?",
             (first.isoformat(),),
         ):
-            acc = out.get(str(r[0]))
+            acc = out.get(str(r[0])[:10])
             if acc is None:
                 continue
             notional = _dec(r[2]) * _dec(r[3])

@@ -141,6 +141,8 @@ class Database:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.last_write_error: str | None = None
+        self.observe_query: Callable[[float], None] | None = None
+        """Called with the seconds each read took (`fetchall`), when set."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -220,12 +222,21 @@ class Database:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a read query. Reads are served between write batches, never inside one."""
-        rows = await self._require().execute_fetchall(sql, params)
+        started = time.perf_counter()
+        try:
+            rows = await self._require().execute_fetchall(sql, params)
+        finally:
+            if self.observe_query is not None:
+                self.observe_query(time.perf_counter() - started)
         return cast(list[sqlite3.Row], list(rows))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    def pool_stats(self) -> dict[str, int] | None:
+        """The read connections' pool (`size`, `available`, `waiting`); None: SQLite has none."""
+        return None
 
     async def ping(self) -> bool:
         """Return True if the database answers a trivial query."""

@@ -7,12 +7,17 @@ and never names an engine.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
+
+import psycopg
 
 from storage.db import Database
 from storage.lock import WriterLock, writer_lock
-from storage.pg import PgDatabase, PgWriterLock, display_url, is_postgres_url
+from storage.pg import PgDatabase, PgWriterLock, connect_read_only, display_url, is_postgres_url
+from storage.reports import DatabaseMissing, ReportError
 
 
 def make_database(
@@ -46,3 +51,31 @@ def describe(*, db_path: Path, database_url: str | None = None) -> str:
     if database_url and is_postgres_url(database_url):
         return display_url(database_url)
     return str(db_path)
+
+
+def open_read_only(*, db_path: Path, database_url: str | None = None) -> sqlite3.Connection:
+    """The reports' connection (`storage.reports`): never creates, migrates or writes. SQLite:
+    the file opened `mode=ro` with `query_only` (WAL lets it read while the daemon writes);
+    PostgreSQL: a session whose transactions are read-only, speaking the same `sqlite3` subset
+    as the daemon's jobs see (`storage.pg.PgConnection`). Rows read by index and by name.
+    Raises `DatabaseMissing` (no SQLite file) or `ReportError`, naming the database."""
+    if database_url and is_postgres_url(database_url):
+        try:
+            return cast(sqlite3.Connection, connect_read_only(database_url))
+        except psycopg.Error as e:
+            where = display_url(database_url)
+            raise ReportError(f"cannot read the database {where}: {e}") from None
+    path = db_path.expanduser().resolve()
+    if not path.is_file():
+        raise DatabaseMissing(f"no database at {path} (has the daemon run with this DB_PATH?)")
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as e:
+        raise ReportError(f"cannot read the database {path}: {e}") from None
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA query_only = 1")
+    except sqlite3.Error as e:
+        conn.close()
+        raise ReportError(f"cannot read the database {path}: {e}") from None
+    return conn

@@ -227,9 +227,9 @@ class MarketNameRepository:
         rows = await self._db.fetchall(
             "SELECT token_id FROM (SELECT token_id, 0 AS k FROM positions WHERE size != '0'"
             " UNION ALL SELECT token_id, 1 FROM (SELECT token_id FROM orders"
-            " ORDER BY rowid DESC LIMIT ?))"
+            " ORDER BY rowid DESC LIMIT ?) AS newest) AS wanted"
             " WHERE token_id NOT IN (SELECT token_id FROM market_names) GROUP BY token_id"
-            " ORDER BY MIN(k) LIMIT ?",
+            " ORDER BY MIN(k), token_id LIMIT ?",
             (limit, limit),
         )
         return [str(r[0]) for r in rows]

@@ -27,12 +27,13 @@ import contextlib
 import functools
 import re
 import sqlite3
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import structlog
@@ -58,6 +59,8 @@ MIGRATION_LOCK_KEY = zlib.crc32(b"polyd:migrations")
 _ID_TABLES = frozenset({"audit_log", "order_events", "redemptions"})
 # The conflict target of `INSERT OR REPLACE INTO <table>` (the table's primary key).
 _REPLACE_KEYS = {"copy_intents": ("client_order_id",)}
+PING_TIMEOUT_S = 2.0
+"""How long the health ping waits for a pooled connection."""
 
 
 def is_postgres_url(value: str | None) -> bool:
@@ -250,6 +253,9 @@ class PgConnection:
         out.rowcount = total
         return out
 
+    def close(self) -> None:
+        self.raw.close()
+
     def executescript(self, sql: str) -> None:
         try:
             self.raw.execute(sql.encode())  # no parameters: several statements in one query
@@ -395,15 +401,56 @@ class PgDatabase(Database):
         raise NotImplementedError
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return await self._read(sql, params, wait_s=None)
+
+    async def _read(
+        self, sql: str, params: Sequence[Any], *, wait_s: float | None
+    ) -> list[sqlite3.Row]:
+        """One read on a pooled connection (waiting at most `wait_s` for one, else the
+        pool's 30 s), timed into `observe_query`.
+
+        A cancellation of the caller always propagates: if a cancellation requested while the
+        pool or psycopg held control were ever absorbed there (its wait and return paths catch
+        `BaseException` to give the connection back), the read re-raises it here rather than
+        return rows to a task that was told to stop, so a shutdown never waits on a read."""
         if self._pool is None:
             raise StorageError("database is not open")
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
+        started = time.perf_counter()
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=wait_s) as conn:
                 cur = await conn.execute(translate(sql), tuple(params) if params else None)
                 rows = await cur.fetchall() if cur.description else []
         except psycopg.Error as e:
             raise StorageError(f"database read failed: {e}") from e
+        finally:
+            if self.observe_query is not None:
+                self.observe_query(time.perf_counter() - started)
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError
         return cast(list[sqlite3.Row], rows)
+
+    async def ping(self) -> bool:
+        """True if a pooled connection answers `SELECT 1` (waiting at most `PING_TIMEOUT_S` for
+        a connection: a server that is down fails the check instead of holding it)."""
+        try:
+            await self._read("SELECT 1", (), wait_s=PING_TIMEOUT_S)
+        except StorageError:
+            return False
+        return True
+
+    def pool_stats(self) -> dict[str, int] | None:
+        """The read pool's connections: `size` (open), `available` (idle), `waiting` (reads
+        queued for one)."""
+        if self._pool is None:
+            return None
+        stats = self._pool.get_stats()
+        return {
+            "size": int(stats.get("pool_size", 0)),
+            "available": int(stats.get("pool_available", 0)),
+            "waiting": int(stats.get("requests_waiting", 0)),
+        }
 
     async def _run_in_db_thread(self, fn: Callable[..., T], *args: Any) -> T:
         if self._thread is None:
@@ -427,6 +474,39 @@ class PgDatabase(Database):
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StorageError(f"commit failed: {e}") from e
+
+
+def connect_read_only(url: str, *, timeout_s: int = 5) -> PgConnection:
+    """A session for the read-only reports (CLI, console, chat, demo summary): autocommit, every
+    transaction read-only (`default_transaction_read_only`), values read as the daemon's
+    connection reads them. Raises `psycopg.Error` if the server does not answer."""
+    raw = psycopg.connect(url, autocommit=True, connect_timeout=timeout_s)
+    try:
+        _configure(raw)
+        raw.execute("SET TIME ZONE 'UTC'")
+        raw.execute("SET default_transaction_read_only = on")
+    except BaseException:
+        raw.close()
+        raise
+    return PgConnection(raw)
+
+
+def recreate_schema(url: str, schema: str) -> str:
+    """Drop and create `schema` in `url`'s database; return `url` with it as the search path
+    (`options=-csearch_path=…`), so everything the daemon makes lands in it. For throwaway
+    runs (the demo): whatever the schema held is gone."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise StorageError(f"not a plain schema name: {schema!r}")
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE".encode())
+            conn.execute(f"CREATE SCHEMA {schema}".encode())
+    except psycopg.Error as e:
+        raise FatalError(f"cannot prepare the schema {schema} in {display_url(url)}: {e}") from None
+    parts = urlsplit(url)
+    query = [kv for kv in parts.query.split("&") if kv and not kv.startswith("options=")]
+    query.append("options=" + quote(f"-csearch_path={schema}"))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(query), parts.fragment))
 
 
 def display_url(url: str) -> str:

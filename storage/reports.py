@@ -1,9 +1,10 @@
 """Read-only reports over the daemon's database: what operators (the CLI) and the demo summary see.
 
-This is the one read model outside the daemon: it opens the database file read-only (SQLite
-`mode=ro` and `query_only`; WAL lets it read while the daemon writes), never creates, migrates or
-writes it, and hands back plain records with `Decimal` money. Every reading the CLI or the demo
-prints comes from here, so no SQL lives outside `storage/`.
+This is the one read model outside the daemon: it opens the database read-only
+(`storage.engine.open_read_only`: the SQLite file `mode=ro` and `query_only`, WAL letting it read
+while the daemon writes; or a read-only PostgreSQL session), never creates, migrates or writes
+it, and hands back plain records with `Decimal` money. Every reading the CLI or the demo prints
+comes from here, so no SQL lives outside `storage/`.
 """
 
 from __future__ import annotations
@@ -169,28 +170,24 @@ class Reports:
         self._conn = conn
 
     @classmethod
-    def open(cls, db_path: Path) -> Self:
-        """Open `db_path` read-only; never create, migrate or write it."""
-        path = db_path.expanduser().resolve()
-        if not path.is_file():
-            raise DatabaseMissing(f"no database at {path} (has the daemon run with this DB_PATH?)")
+    def open(cls, db_path: Path, database_url: str | None = None) -> Self:
+        """Open the daemon's database read-only (`database_url`'s PostgreSQL database when
+        given, else the SQLite file `db_path`); never create, migrate or write it."""
+        from storage.engine import describe, open_read_only
+
+        where = describe(db_path=db_path.expanduser().resolve(), database_url=database_url)
+        conn = open_read_only(db_path=db_path, database_url=database_url)
         try:
-            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
-        except sqlite3.Error as e:
-            raise ReportError(f"cannot read the database {path}: {e}") from None
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA query_only = 1")
             conn.execute("SELECT 1 FROM orders LIMIT 1")
         except sqlite3.Error as e:
             conn.close()
-            raise ReportError(f"cannot read the database {path}: {e}") from None
+            raise ReportError(f"cannot read the database {where}: {e}") from None
         try:
             conn.execute("SELECT strategy FROM positions LIMIT 1")
         except sqlite3.Error:
             conn.close()
             raise ReportError(
-                f"the database {path} predates per-strategy positions: start the daemon of this"
+                f"the database {where} predates per-strategy positions: start the daemon of this"
                 " version once to migrate it"
             ) from None
         return cls(conn)

@@ -69,7 +69,8 @@ class SniperStateRepository:
             c.execute(
                 "INSERT INTO sniper_slots (rule, token_id, entries, armed, last_fire_at,"
                 " last_order_id, updated_at) VALUES (?,?,1,0,?,?,?)"
-                " ON CONFLICT(rule, token_id) DO UPDATE SET entries = entries + 1, armed = 0,"
+                " ON CONFLICT(rule, token_id) DO UPDATE SET"
+                " entries = sniper_slots.entries + 1, armed = 0,"  # qualified: PostgreSQL needs it
                 " last_fire_at = excluded.last_fire_at, last_order_id = excluded.last_order_id,"
                 " updated_at = excluded.updated_at",
                 (rule, token_id, at, client_order_id, ts),
@@ -97,7 +98,9 @@ class SniperStateRepository:
 
         def job(c: sqlite3.Connection) -> bool:
             cur = c.execute(
-                "UPDATE sniper_slots SET entries = MAX(entries - 1, 0), last_order_id = NULL,"
+                # CASE, not the scalar MAX(a, b) PostgreSQL lacks (nor GREATEST, SQLite's)
+                "UPDATE sniper_slots SET entries = CASE WHEN entries > 0 THEN entries - 1 ELSE 0"
+                " END, last_order_id = NULL,"
                 " updated_at = ? WHERE rule = ? AND token_id = ? AND last_order_id = ?",
                 (now_iso(), rule, token_id, client_order_id),
             )

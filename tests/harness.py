@@ -61,6 +61,21 @@ DEMO_ENDING_SLUGS = ("eth-window-0", "eth-window-1")
 WHALE_ADDRESS = "0xdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
 
 
+def read_db(
+    db_path: Path, database_url: str | None = None, timeout: int = 10
+) -> sqlite3.Connection:
+    """A read-only connection to a daemon's database, rows by index and by name: the SQLite file
+    at `db_path`, or `database_url`'s PostgreSQL database (`storage.engine.open_read_only`,
+    which speaks the same `?`-parameter SQL)."""
+    if database_url:
+        from storage.engine import open_read_only
+
+        return open_read_only(db_path=db_path, database_url=database_url)
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=timeout)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 class HarnessError(RuntimeError):
     """A process did not start, answer or stop as expected (the message says which)."""
 
@@ -525,6 +540,7 @@ class DaemonProcess:
                 env.pop(k.upper(), None)
             else:
                 env[k.upper()] = str(v)
+        self.database_url = env.get("DATABASE_URL")  # PostgreSQL instead of db_path, when set
         self.env_file = env_file
         self.file_settings: dict[str, str] = {}
         if env_file is not None:
@@ -697,9 +713,7 @@ class DaemonProcess:
     # records ---------------------------------------------------------------------------------
     def db(self) -> sqlite3.Connection:
         """A read-only connection to the daemon's database (close it when done)."""
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
-        conn.row_factory = sqlite3.Row
-        return conn
+        return read_db(self.db_path, self.database_url, timeout=5)
 
     def rows(self, sql: str, *args: object) -> list[sqlite3.Row]:
         conn = self.db()
@@ -710,13 +724,13 @@ class DaemonProcess:
 
     def order_count(self) -> int:
         """Journal rows that reached the venue path (signed: they carry a venue order id)."""
-        if not self.db_path.exists():
+        if self.database_url is None and not self.db_path.exists():
             return 0
         try:
             return int(
                 self.rows("SELECT count(*) FROM orders WHERE venue_order_id IS NOT NULL")[0][0]
             )
-        except sqlite3.OperationalError:
+        except sqlite3.DatabaseError:  # not migrated yet (PostgreSQL's error is this class)
             return 0
 
     def stderr(self, run: int | None = None) -> str:
@@ -875,6 +889,7 @@ def compare(
     address: str,
     settled: bool = True,
     check_positions: bool = True,
+    database_url: str | None = None,
 ) -> Comparison:
     """Compare the venue's ledger with the daemon's journal, fills and positions.
 
@@ -893,8 +908,7 @@ def compare(
     me = address.lower()
     ours = {o["id"]: o for o in ledger["orders"] if str(o.get("maker", "")).lower() == me}
     c = Comparison(venue_orders=len(ours))
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
+    conn = read_db(db_path, database_url)
     try:
         rows = conn.execute(
             "SELECT client_order_id, status, venue_order_id, size_matched, order_type, size"
@@ -979,11 +993,12 @@ def compare(
     return c
 
 
-def check_exactly_once(sim: SimProcess, db_path: Path, *, address: str) -> ExactlyOnce:
+def check_exactly_once(
+    sim: SimProcess, db_path: Path, *, address: str, database_url: str | None = None
+) -> ExactlyOnce:
     """`tests.helpers.exactly_once` over the simulator's received bodies and the journal."""
     received = sim.received_orders()
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    conn.row_factory = sqlite3.Row
+    conn = read_db(db_path, database_url)
     try:
         rows = [dict(r) for r in conn.execute(JOURNAL_SIGNED_SQL).fetchall()]
     finally:

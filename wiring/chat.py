@@ -78,6 +78,7 @@ class DaemonDesk:
         self,
         *,
         db_path: Path,
+        database_url: str | None = None,
         daily_loss_limit: Decimal,
         mode: str,
         executor: Callable[[], LiveState | None],
@@ -85,6 +86,7 @@ class DaemonDesk:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db_path = db_path
+        self._database_url = database_url
         self._limit = daily_loss_limit
         self._mode = mode
         self._executor = executor
@@ -107,7 +109,7 @@ class DaemonDesk:
             return f"Cannot answer /{name}: {e}"
 
     def _report(self, name: str, live: Live | None, today: Any) -> str:
-        with Activity.open(self._db_path) as db:
+        with Activity.open(self._db_path, self._database_url) as db:
             if name == "status":
                 return self.status(db.summary(), live)
             if name == "positions":
@@ -164,7 +166,7 @@ class DaemonDesk:
         return [fill_line(n, names) for n in notices]
 
     def _new_fills(self) -> tuple[list[FillNotice], Names]:
-        with Activity.open(self._db_path) as db:
+        with Activity.open(self._db_path, self._database_url) as db:
             if self._mark is None:
                 self._mark = db.last_mark()
                 return [], {}
@@ -242,6 +244,7 @@ def build_chat(ctx: _Daemon) -> list[Service]:
     s = ctx.settings
     desk = DaemonDesk(
         db_path=s.db_path,
+        database_url=s.database_url,
         daily_loss_limit=s.risk_daily_loss_limit,
         mode=s.mode,
         executor=lambda: ctx.executor,

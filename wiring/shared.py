@@ -17,14 +17,13 @@ from typing import Any
 import aiohttp
 
 from config import Settings
-from errors import ConfigError
 from observability.logging import Redactor
 from observability.metrics import Metrics
 from observability.tracing import Tracing
 from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
-from storage.engine import make_database, make_writer_lock
+from storage.engine import describe, make_database, make_writer_lock
 from storage.market_names import MarketNames
 from venue.data_api import DataApiBudget
 from venue.parse import MalformedLog
@@ -173,8 +172,14 @@ async def open_storage(settings: Settings, metrics: Metrics) -> Database:
         observe_batch=metrics.observe_db_batch,
         observe_error=metrics.db_write_errors_total.inc,
     )
+    db.observe_query = metrics.db_query_seconds.observe
     await db.open()
     return db
+
+
+def describe_db(settings: Settings) -> str:
+    """The daemon's database in words for logs: the URL without its password, or the path."""
+    return describe(db_path=settings.db_path, database_url=settings.database_url)
 
 
 async def build_shared(
@@ -186,15 +191,6 @@ async def build_shared(
     but for its writer lock, which is released after it.
     """
     clock = clock or SystemClock()
-    if settings.database_url is not None:
-        # The PostgreSQL store passes the storage suite, but a daemon on it stalls after
-        # start-up (docs/storage-postgres.md): refuse rather than run a daemon that stops.
-        raise ConfigError(
-            [
-                "DATABASE_URL: the daemon does not run on PostgreSQL yet (only the storage layer"
-                " does; see docs/storage-postgres.md); unset it to use the SQLite file at DB_PATH"
-            ]
-        )
     # One writer per database: the lock comes before the database is opened or migrated, so a
     # second daemon on the same file stops here (AlreadyRunning, exit 3) having touched nothing.
     lock = make_writer_lock(db_path=settings.db_path, database_url=settings.database_url)

@@ -16,6 +16,12 @@ BOTH_ENGINES = {
     "test_storage",
     "test_storage_contract",
     "test_positions",
+    "test_sniper_state",
+    "test_market_names",
+    "test_copy_storage",
+    "test_copy_dedupe",
+    "test_executor_lifecycle",
+    "test_risk",
 }
 
 

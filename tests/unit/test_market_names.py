@@ -4,11 +4,14 @@ database from before the table existed."""
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
-from models import Market
+from models import Market, Position
 from storage import Database, Repositories
+from storage.fills import upsert_position
 from storage.market_names import MarketName, MarketNames, names_of, read_names, save_names
+from tests.helpers import make_order
 
 
 def name(i: int, question: str = "Q?") -> MarketName:
@@ -50,16 +53,29 @@ def test_names_of_a_market_pair_each_token_with_its_outcome() -> None:
     assert names_of(m.model_copy(update={"question": ""})) == []
 
 
-async def test_the_table_keeps_the_newest_rows_up_to_its_cap(tmp_path: Path) -> None:
-    async with Database(tmp_path / "n.db") as db:
-        repo = Repositories.over(db).names
-        for i in range(5):
-            await repo.save([name(i, f"Q{i}?")])
-        await db.write(lambda c: save_names(c, [name(9, "Q9?")], cap=3))
-        rows = await db.fetchall("SELECT token_id FROM market_names ORDER BY token_id")
-        assert [r[0] for r in rows] == ["1003", "1004", "1009"]
-        loaded = await repo.load()
-        assert [n.question for n in loaded] == ["Q3?", "Q4?", "Q9?"]  # oldest first
+async def test_the_table_keeps_the_newest_rows_up_to_its_cap(repos: Repositories) -> None:
+    repo = repos.names
+    for i in range(5):
+        await repo.save([name(i, f"Q{i}?")])
+    await repo.save([name(4, "Q4 renamed?")])  # the upsert: one row, the new question
+    await repos.db.write(lambda c: save_names(c, [name(9, "Q9?")], cap=3))
+    rows = await repos.db.fetchall("SELECT token_id FROM market_names ORDER BY token_id")
+    assert [r[0] for r in rows] == ["1003", "1004", "1009"]
+    loaded = await repo.load()
+    assert [n.question for n in loaded] == ["Q3?", "Q4 renamed?", "Q9?"]  # oldest first
+
+
+async def test_unnamed_lists_held_then_newest_ordered_tokens_without_a_name(
+    repos: Repositories,
+) -> None:
+    """Runs on both engines: the query's derived tables are aliased (PostgreSQL 15 needs it)."""
+    for token in ("501", "502", "503"):
+        await repos.orders.record(make_order(token_id=token))
+    await repos.db.write(lambda c: upsert_position(c, Position(token_id="700", size=Decimal(5))))
+    await repos.db.write(lambda c: upsert_position(c, Position(token_id="701")))  # flat
+    await repos.names.save([MarketName(token_id="502", question="Named?", outcome="Yes")])
+    assert await repos.names.unnamed() == ["700", "501", "503"]  # held first, flat skipped
+    assert await repos.names.unnamed(limit=1) == ["700"]
 
 
 def test_reading_names_from_a_database_without_the_table_finds_none() -> None:

@@ -326,7 +326,7 @@ def test_write_acked_by_group_commit_survives_kill_9(tmp_path: Path) -> None:
 async def test_health_probe_reports_the_last_ping_without_waiting_on_writes(
     tmp_path: Path,
 ) -> None:
-    from orchestrator import DatabaseProbe
+    from wiring.database import DatabaseProbe
 
     async with Database(tmp_path / "p.db") as db:
         probe = DatabaseProbe(db, interval_s=0.01, stale_after_s=0.2)

@@ -163,23 +163,3 @@ async def test_the_setting_picks_the_engine_and_its_writer_lock(
     assert describe(db_path=tmp_path / "x.db", database_url="postgresql://u:pw@h:5432/d") == (
         "postgresql://u:***@h:5432/d"
     )
-
-
-async def test_the_daemon_refuses_postgres_until_it_runs_on_it(tmp_path: Path) -> None:
-    """The storage layer runs on PostgreSQL; a daemon on it stalls after start-up (documented),
-    so the daemon refuses `DATABASE_URL` with one line (exit 2) before it opens anything."""
-    from config import Settings
-    from errors import ConfigError
-    from observability.logging import Redactor
-    from observability.metrics import Metrics
-    from wiring.shared import build_shared
-
-    settings = Settings(
-        _env_file=None,
-        db_path=tmp_path / "polyd.db",
-        database_url="postgresql://postgres@127.0.0.1:5432/test",
-    )
-    with pytest.raises(ConfigError) as e:
-        await build_shared(settings, redactor=Redactor([]), metrics=Metrics())
-    assert e.value.problems[0].startswith("DATABASE_URL: the daemon does not run on PostgreSQL")
-    assert not (tmp_path / "polyd.db").exists()
