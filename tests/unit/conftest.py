@@ -16,6 +16,7 @@ BOTH_ENGINES = {
     "test_storage",
     "test_storage_contract",
     "test_positions",
+    "test_leases",
 }
 
 
