@@ -30,6 +30,8 @@ class Lease:
     daemon_id: str
     expires_at: datetime
     acquired_at: datetime
+    changed: bool = False
+    """True if the call that read it took or renewed it (for the daemon it names)."""
 
     def held_by(self, daemon_id: str) -> bool:
         return self.daemon_id == daemon_id
@@ -81,12 +83,13 @@ def _time(value: object) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-def _lease(row: sqlite3.Row | tuple[object, ...]) -> Lease:
+def _lease(row: sqlite3.Row | tuple[object, ...], *, changed: bool = False) -> Lease:
     return Lease(
         strategy=str(row[0]),
         daemon_id=str(row[1]),
         expires_at=_time(row[2]),
         acquired_at=_time(row[3]),
+        changed=changed,
     )
 
 
@@ -99,14 +102,15 @@ class LeaseRepository:
 
     async def claim(self, strategy: str, daemon_id: str, ttl_s: float) -> Lease:
         """Take `strategy` for `ttl_s` seconds if it is free or expired; return its holder
-        (this daemon if it was taken). A lease this daemon id already holds is *not* taken:
+        (`changed` if this call took it). A lease this daemon id already holds is *not* taken:
         at start-up that is a previous run of this daemon, or another process with the same
         id (see `wiring.leases`)."""
         return await self._upsert(strategy, daemon_id, ttl_s, renew=False)
 
     async def renew(self, strategy: str, daemon_id: str, ttl_s: float) -> Lease:
         """Extend this daemon's lease of `strategy` to `ttl_s` seconds from now (or take it if
-        it is free or expired); return its holder, another daemon if it was lost."""
+        it is free or expired); return its holder (`changed` if renewed), another daemon's
+        lease if it was lost."""
         return await self._upsert(strategy, daemon_id, ttl_s, renew=True)
 
     async def _upsert(self, strategy: str, daemon_id: str, ttl_s: float, *, renew: bool) -> Lease:
@@ -118,7 +122,7 @@ class LeaseRepository:
         def job(c: sqlite3.Connection) -> Lease:
             rows = c.execute(sql, params).fetchall()
             if rows:
-                return _lease(rows[0])
+                return _lease(rows[0], changed=True)
             held = c.execute(_HOLDER_SQL, (strategy,)).fetchone()
             if held is None:  # cannot happen: the conflict that refused us is this row
                 raise sqlite3.IntegrityError(f"lease of {strategy} refused and not found")

@@ -7,12 +7,14 @@ import asyncio
 
 import pytest
 
+from errors import AlreadyRunning
 from storage import Repositories
 from storage.keys import daemon_key
 from storage.leases import LeaseRepository
 from storage.pg import PgDatabase
 from tests.helpers import make_order
 from tests.pg import PgServer
+from wiring.leases import LeaseKeeper
 
 TTL = 30.0
 SHORT = 0.3  # a lease that expires within the test
@@ -125,3 +127,109 @@ async def test_each_daemon_reconciles_only_its_own_orders(repos: Repositories) -
     # The trading state and fills cursor are kept per daemon; the default keeps the bare name.
     assert daemon_key("trading_state", "default") == "trading_state"
     assert daemon_key("trading_state", "east") == "trading_state@east"
+
+
+# -- the daemon's side: wiring.leases.LeaseKeeper ------------------------------------------------
+
+
+class Forever:
+    """A strategy that trades until cancelled; records that it was stopped."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopped = False
+
+    async def run(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stopped = True
+
+
+def keeper(leases: LeaseRepository, daemon_id: str, names: list[str], ttl: float) -> LeaseKeeper:
+    return LeaseKeeper(leases, daemon_id=daemon_id, strategies=names, ttl_s=ttl)
+
+
+async def test_a_strategy_held_by_another_daemon_refuses_the_start_naming_it(
+    leases: LeaseRepository,
+) -> None:
+    held = await leases.claim("sniper", "east", TTL)
+    west = keeper(leases, "west", ["copy", "sniper"], TTL)
+    with pytest.raises(AlreadyRunning) as e:
+        await west.acquire()
+    until = held.expires_at.isoformat(timespec="seconds")
+    assert str(e.value).startswith(
+        f"strategy sniper is leased to daemon east until {until} (database time);"
+        " this daemon (DAEMON_ID=west) must not trade it too"
+    )
+    assert await leases.get("copy") is None  # what it had taken is given back
+    assert (await leases.get("sniper") or pytest.fail("gone")).daemon_id == "east"
+
+
+async def test_a_restart_under_the_same_id_waits_for_the_old_lease_to_expire(
+    leases: LeaseRepository,
+) -> None:
+    old = await leases.claim("sniper", "east", SHORT)  # a run killed without releasing
+    east = keeper(leases, "east", ["sniper"], 2.0)
+    await east.acquire()
+    now = await leases.get("sniper") or pytest.fail("not held")
+    assert now.daemon_id == "east" and now.acquired_at > old.acquired_at
+    assert list(east.deadlines) == ["sniper"] and east.check().ok
+    await east.release()
+    assert await leases.get("sniper") is None
+
+
+async def test_a_live_twin_with_the_same_id_refuses_the_start_after_the_ttl(
+    leases: LeaseRepository,
+) -> None:
+    twin = keeper(leases, "east", ["sniper"], 0.9)
+    await twin.acquire()
+    renewing = asyncio.create_task(twin.run())
+    try:
+        with pytest.raises(AlreadyRunning, match="another process runs with DAEMON_ID=east"):
+            await keeper(leases, "east", ["sniper"], 0.9).acquire()
+    finally:
+        renewing.cancel()
+    assert twin.check().ok and (await leases.get("sniper") or pytest.fail("gone")).daemon_id == (
+        "east"
+    )
+
+
+async def test_a_lease_taken_by_another_daemon_stops_the_strategy(
+    leases: LeaseRepository,
+) -> None:
+    east = keeper(leases, "east", ["sniper"], SHORT)
+    await east.acquire()
+    strategy = Forever("sniper")
+    guarded = east.guard(strategy)
+    running = asyncio.create_task(guarded.run())
+    await asyncio.sleep(SHORT + 0.2)  # east stalls past its TTL: west may take the strategy
+    assert (await leases.claim("sniper", "west", TTL)).held_by("west")
+    await east.renew_once()
+    await asyncio.wait_for(running, 5)
+    assert strategy.stopped and "sniper" not in east.deadlines
+    health = east.check()
+    assert not health.ok and "sniper taken by daemon west" in str(health.detail)
+    await guarded.run()  # restarted by the supervisor: it does not trade again
+    await east.release()  # nothing of west's is released
+    assert (await leases.get("sniper") or pytest.fail("gone")).daemon_id == "west"
+
+
+async def test_a_lease_not_renewed_in_time_stops_the_strategy_before_it_expires(
+    leases: LeaseRepository,
+) -> None:
+    clock = [100.0]
+    east = LeaseKeeper(
+        leases, daemon_id="east", strategies=["sniper"], ttl_s=TTL, monotonic=lambda: clock[0]
+    )
+    await east.acquire()
+    clock[0] += TTL * 0.8
+    east.expire_overdue()
+    assert east.check().ok
+    await east.renew_once()  # renewed: a new deadline from now
+    clock[0] += TTL * 0.8
+    east.expire_overdue()
+    assert east.check().ok
+    clock[0] += TTL * 0.1  # past TTL x 5/6 without a renewal: stop before it can expire
+    east.expire_overdue()
+    assert not east.check().ok and east.lost["sniper"].startswith("not renewed within")
