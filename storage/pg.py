@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from errors import AlreadyRunning, FatalError, StorageError
 from storage.db import Database, Migration, load_migrations
+from storage.keys import DEFAULT_DAEMON_ID
 
 T = TypeVar("T")
 
@@ -448,7 +449,7 @@ class PgWriterLock:
     leases (`storage.leases`), so this lock only refuses a second process under the same id (it
     would reconcile, and might cancel, the first one's orders)."""
 
-    def __init__(self, url: str, *, daemon_id: str = "default") -> None:
+    def __init__(self, url: str, *, daemon_id: str = DEFAULT_DAEMON_ID) -> None:
         self.url = url
         self.daemon_id = daemon_id
         self._conn: psycopg.Connection[Any] | None = None

@@ -253,15 +253,16 @@ class LeasedStrategy:
         lost = asyncio.ensure_future(self._lost.wait())
         try:
             await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, lost):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lost
-        if work.done() and not work.cancelled():
+        except asyncio.CancelledError:  # the daemon stops: the strategy's own cleanup first
+            work.cancel()
+            lost.cancel()
+            await asyncio.gather(work, lost, return_exceptions=True)
+            raise
+        lost.cancel()
+        if work.done():
             return work.result()  # it ended or crashed on its own: the supervisor decides
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await work
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
         log.error(
             "strategy_stopped_lease_lost", strategy=self.name, why=self._why.get(self.name, "")
         )

@@ -22,6 +22,8 @@ import pytest
 
 from demo import funded_key, simulator_overrides
 from simulator import Simulator
+from storage.leases import LeaseRepository
+from storage.pg import PgDatabase
 from tests.helpers import NEAR_CLOSE_SNIPER_RULES, PYTHON, ROOT, clean_env, free_port
 from tests.pg import PgServer
 
@@ -209,3 +211,25 @@ async def test_two_daemons_trade_their_own_strategies_on_one_database(
             codes = await asyncio.gather(stop(east), stop(west))
         assert list(codes) == [0, 0]
         assert rows(url, "SELECT strategy FROM leases") == []  # released on a clean stop
+
+
+@pytest.mark.xfail(strict=True, reason=BLOCKED)
+async def test_a_daemon_whose_strategy_is_leased_elsewhere_exits_3_naming_it(
+    tmp_path: Path, pg: PgServer
+) -> None:
+    url = pg.fresh_url()
+    (tmp_path / "copy.toml").write_text(COPY_RULES)
+    # Another daemon, "west", holds the copy trader (its lease written as its daemon would).
+    async with PgDatabase(url) as db:
+        held = await LeaseRepository(db=db).claim("copy", "west", 600)
+    async with Simulator(seed=29, settle_delay_s=0.02) as sim:
+        env = daemon_env(sim, tmp_path, "north", url, copy_rules_path=tmp_path / "copy.toml")
+        north = await Daemon(env).start()
+        assert await stop(north, wait_s=60) == 3
+    (refusal,) = [x for x in north.lines() if x.get("event") == "already_running"]
+    until = held.expires_at.isoformat(timespec="seconds")
+    assert refusal["error"].startswith(
+        f"strategy copy is leased to daemon west until {until} (database time);"
+        " this daemon (DAEMON_ID=north) must not trade it too"
+    )
+    assert rows(url, "SELECT strategy, daemon_id FROM leases") == [("copy", "west")]

@@ -233,3 +233,25 @@ async def test_a_lease_not_renewed_in_time_stops_the_strategy_before_it_expires(
     clock[0] += TTL * 0.1  # past TTL x 5/6 without a renewal: stop before it can expire
     east.expire_overdue()
     assert not east.check().ok and east.lost["sniper"].startswith("not renewed within")
+
+
+class Crashes:
+    name = "sniper"
+
+    async def run(self) -> None:
+        raise RuntimeError("a bug")
+
+
+async def test_a_guarded_strategy_crashes_and_stops_as_it_would_unguarded(
+    leases: LeaseRepository,
+) -> None:
+    east = keeper(leases, "east", ["sniper"], TTL)
+    with pytest.raises(RuntimeError, match="a bug"):  # the supervisor restarts it as before
+        await east.guard(Crashes()).run()
+    strategy = Forever("sniper")
+    running = asyncio.create_task(east.guard(strategy).run())
+    await asyncio.sleep(0.05)
+    running.cancel()  # the daemon stops: the strategy's own cleanup has run when it returns
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert strategy.stopped and east.check().ok
