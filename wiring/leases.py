@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -134,9 +135,18 @@ class LeaseKeeper:
             f" this DAEMON_ID; waiting up to {self.ttl_s:g}s for them to expire",
         )
         give_up = self._monotonic() + self.ttl_s + 1
+        next_renewal = self._monotonic() + self.interval_s
         step = max(0.05, min(1.0, self.ttl_s / 20))
         while True:
             await self._sleep(step)
+            if self._monotonic() >= next_renewal:  # the leases already taken must not lapse
+                next_renewal = self._monotonic() + self.interval_s
+                await self.renew_once()
+                for name, why in sorted(self.lost.items()):
+                    raise AlreadyRunning(
+                        f"strategy {name}'s lease was {why} while this daemon waited for its"
+                        " other leases; give each daemon its own strategies"
+                    )
             for name in sorted(own):
                 started = self._monotonic()
                 lease = await self.repo.claim(name, self.daemon_id, self.ttl_s)
@@ -190,7 +200,7 @@ class LeaseKeeper:
         try:
             async with asyncio.timeout(budget):
                 lease = await self.repo.renew(name, self.daemon_id, self.ttl_s)
-        except (TimeoutError, StorageError, OSError) as e:
+        except (TimeoutError, StorageError, OSError, sqlite3.Error) as e:
             log.warning("lease_renewal_failed", strategy=name, error=str(e) or type(e).__name__)
             self.expire_overdue()
             return

@@ -255,3 +255,14 @@ async def test_a_guarded_strategy_crashes_and_stops_as_it_would_unguarded(
     with pytest.raises(asyncio.CancelledError):
         await running
     assert strategy.stopped and east.check().ok
+
+
+async def test_leases_taken_are_renewed_while_waiting_out_an_own_lease(
+    leases: LeaseRepository,
+) -> None:
+    await leases.claim("sniper", "east", 1.5)  # a killed run's lease, expiring in 1.5 s
+    east = keeper(leases, "east", ["copy", "sniper"], 1.0)
+    await east.acquire()  # copy is taken at once; sniper after about 1.5 s
+    # copy's first lease (1 s) would have lapsed by now; renewed, it is still east's.
+    assert (await leases.claim("copy", "west", TTL)).daemon_id == "east"
+    assert sorted(east.deadlines) == ["copy", "sniper"] and east.check().ok
