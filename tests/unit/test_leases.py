@@ -4,17 +4,24 @@ two connections on PostgreSQL, and per-daemon scoping of orders and daemon state
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from config import Settings
 from errors import AlreadyRunning
-from storage import Repositories
+from observability.notify import Notifier
+from observability.sidecar import Health
+from storage import Database, Repositories
 from storage.keys import daemon_key
 from storage.leases import LeaseRepository
 from storage.pg import PgDatabase
-from tests.helpers import make_order
+from strategies.base import Strategy
+from tests.helpers import make_order, make_settings
 from tests.pg import PgServer
-from wiring.leases import LeaseKeeper
+from wiring.leases import LeaseKeeper, hold_leases
+from wiring.stage import Service, Step
 
 TTL = 30.0
 SHORT = 0.3  # a lease that expires within the test
@@ -266,3 +273,41 @@ async def test_leases_taken_are_renewed_while_waiting_out_an_own_lease(
     # copy's first lease (1 s) would have lapsed by now; renewed, it is still east's.
     assert (await leases.claim("copy", "west", TTL)).daemon_id == "east"
     assert sorted(east.deadlines) == ["copy", "sniper"] and east.check().ok
+
+
+@dataclass
+class Built:
+    """What `hold_leases` reads and extends of the daemon's context."""
+
+    settings: Settings
+    db: Database
+    health: Health
+    notifier: Notifier = field(default_factory=Notifier)
+    strategies: list[Strategy] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    closers: list[Step] = field(default_factory=list)
+
+
+async def test_the_daemon_leases_its_strategies_on_postgres_and_releases_them_at_stop(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    url = pg_server.fresh_url()
+    async with PgDatabase(url) as db:
+        settings = make_settings(tmp_path, database_url=url, daemon_id="east", lease_ttl_s=5)
+        strategy = Forever("sniper")
+        ctx = Built(settings, db, Health(mode="paper", version="t"), strategies=[strategy])
+        keeper_ = await hold_leases(ctx)
+        assert keeper_ is not None and [n for n, _ in ctx.services] == ["leases"]
+        assert ctx.strategies[0] is not strategy and ctx.strategies[0].name == "sniper"
+        leases = LeaseRepository(db=db)
+        assert (await leases.get("sniper") or pytest.fail("not leased")).daemon_id == "east"
+        _, body = await ctx.health.evaluate()
+        assert body["checks"]["leases"]["ok"], body
+        for _, close in reversed(ctx.closers):
+            await close()
+        assert await leases.get("sniper") is None
+    # On SQLite the file's writer lock keeps the daemon alone: no lease is taken.
+    async with Database(tmp_path / "alone.db") as sdb:
+        alone = Built(make_settings(tmp_path), sdb, Health(mode="paper", version="t"))
+        alone.strategies.append(strategy)
+        assert await hold_leases(alone) is None and alone.strategies == [strategy]
