@@ -31,8 +31,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from config_types import (
+    DEFAULT_DAEMON_ID,
     Address,
     ChainId,
+    DaemonId,
     DatabaseUrl,
     HttpUrl,
     Money,
@@ -99,6 +101,10 @@ class Settings(BaseSettings):
     # (docs/storage-postgres.md).
     database_url: DatabaseUrl = None
     db_busy_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+    # Several daemons on one PostgreSQL database: each names itself and leases its strategies
+    # (docs/storage-postgres.md). The default is stable across restarts, so one daemon needs none.
+    daemon_id: DaemonId = DEFAULT_DAEMON_ID
+    lease_ttl_s: float = Field(default=30.0, ge=5, le=600)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8787, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -3,6 +3,7 @@ its value and says what it must be, never echoing it."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -81,3 +82,19 @@ def _database_url(v: str | None) -> str | None:
 
 
 DatabaseUrl = Annotated[str | None, AfterValidator(_database_url)]
+
+
+DEFAULT_DAEMON_ID = "default"
+_DAEMON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _daemon_id(v: str) -> str:
+    v = v.strip()
+    if not _DAEMON_ID.fullmatch(v):
+        raise ValueError(
+            "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return v
+
+
+DaemonId = Annotated[str, AfterValidator(_daemon_id)]

@@ -9,7 +9,7 @@ stop:  strategies -> executor drain (+ cancel resting orders if configured) -> f
        -> storage, each step under a deadline. SIGTERM/SIGINT only *ask* for this.
 
 Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad configuration or rules, 3 another process
-holds the database (another daemon) or the sidecar's address.
+holds the database (another daemon), a strategy's lease, or the sidecar's address.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from storage import Database, Repositories
 from strategies.base import Strategy
 from wiring.chat import build_chat
 from wiring.database import DatabaseProbe
+from wiring.leases import hold_leases
 from wiring.names import build_names
 from wiring.reload import Reloads
 from wiring.shared import Shared, build_shared, describe_db, process_metrics
@@ -327,6 +328,7 @@ class Daemon:
         await sidecar.start()
         ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)
+        await hold_leases(ctx)  # several daemons on one PostgreSQL database: exit 3 if taken
         if not ctx.strategies and self.duration_s != 0:  # 0: a reconcile pass (the demo's last)
             idle = no_strategy_warning(s)
             log.warning("no_strategy_enabled", detail=idle)

@@ -23,6 +23,7 @@ from execution.risk import TradingState
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from resilience import BreakerState, CircuitBreaker, Clock
 from storage import TRADING_STATE_KEY, Repositories
+from storage.keys import daemon_key
 
 log = structlog.get_logger("executor")
 
@@ -47,6 +48,9 @@ class TradingGuard:
     ) -> None:
         self._store = repos.state
         self._audit = repos.audit
+        # Per daemon: one daemon's halt is not another's (several daemons on one database).
+        self._state_key = daemon_key(STATE_KEY, repos.daemon_id)
+        self._day_key = daemon_key(DAY_KEY, repos.daemon_id)
         self.positions = positions
         self.metrics = metrics
         self.breaker = breaker
@@ -64,12 +68,12 @@ class TradingGuard:
 
     async def load(self) -> None:
         """Restore the persisted trading state and, if it is from today, the PnL baseline."""
-        raw = await self._store.get(STATE_KEY)
+        raw = await self._store.get(self._state_key)
         if raw:
             saved = orjson.loads(raw)
             self.state = TradingState(saved.get("state", "ACTIVE"))
             self.reason = str(saved.get("reason", ""))
-        day_raw = await self._store.get(DAY_KEY)
+        day_raw = await self._store.get(self._day_key)
         if day_raw:
             d = orjson.loads(day_raw)
             if d.get("day") == datetime.now(UTC).strftime("%Y-%m-%d"):
@@ -87,7 +91,7 @@ class TradingGuard:
         move: dict[str, object] = {"from": old, "to": state, "reason": reason}
         if actor:
             move["actor"] = actor
-        await self._store.set(STATE_KEY, body, audit=("trading_state", move))
+        await self._store.set(self._state_key, body, audit=("trading_state", move))
         self.state, self.reason = state, reason
         self.metrics.trading_state.set(TRADING_STATE_VALUE[state.value])
         log.warning("trading_state_changed", old=old, new=state, reason=reason)
@@ -130,7 +134,7 @@ class TradingGuard:
             await self._audit.append("daily_loss_warning", pnl=str(pnl), limit=str(limit))
         want = orjson.dumps({"day": day, "baseline": str(baseline)}).decode()
         if day and want != self._persisted_day:
-            await self._store.set(DAY_KEY, want)
+            await self._store.set(self._day_key, want)
             self._persisted_day = want
 
     # resting orders while heartbeats are lapsed -----------------------------------------------

@@ -51,6 +51,7 @@ from observability.metrics import Metrics
 from resilience import Backoff, CircuitBreaker, Clock
 from storage import Repositories
 from storage.journal import JournalRow
+from storage.keys import daemon_key
 
 log = structlog.get_logger("executor")
 
@@ -317,7 +318,9 @@ class Reconciler:
     # fills ----------------------------------------------------------------------------------
     async def sync_fills(self) -> int:
         """Fetch our fills since the checkpoint (minus an overlap) and record them."""
-        cursor = await self.repos.cursors.get(FILLS_CURSOR)
+        # Per daemon: each daemon's broker reads its own account's fills.
+        source = daemon_key(FILLS_CURSOR, self.repos.daemon_id)
+        cursor = await self.repos.cursors.get(source)
         after = max(0, int(cursor) - 60) if cursor else int(time.time()) - 86_400
         fills = await self.broker.fills_since(after)
         newest = int(cursor) if cursor else 0
@@ -325,7 +328,7 @@ class Reconciler:
             await self.sender.on_fill(f)
             newest = max(newest, int(f.ts.timestamp()))
         if newest:
-            await self.repos.cursors.advance(FILLS_CURSOR, value=str(newest))
+            await self.repos.cursors.advance(source, value=str(newest))
         return len(fills)
 
     # orders whose outcome is unknown -------------------------------------------------------------

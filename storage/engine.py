@@ -15,6 +15,7 @@ from typing import cast
 import psycopg
 
 from storage.db import Database
+from storage.keys import DEFAULT_DAEMON_ID
 from storage.lock import WriterLock, writer_lock
 from storage.pg import PgDatabase, PgWriterLock, connect_read_only, display_url, is_postgres_url
 from storage.reports import DatabaseMissing, ReportError
@@ -39,10 +40,14 @@ def make_database(
     )
 
 
-def make_writer_lock(*, db_path: Path, database_url: str | None = None) -> WriterLock:
-    """The lock a daemon takes before it touches its database (one writer per database)."""
+def make_writer_lock(
+    *, db_path: Path, database_url: str | None = None, daemon_id: str = DEFAULT_DAEMON_ID
+) -> WriterLock:
+    """The lock a daemon takes before it touches its database: on SQLite one writer per file;
+    on PostgreSQL one process per `daemon_id`, several daemons sharing the database under
+    strategy leases (`storage.leases`)."""
     if database_url and is_postgres_url(database_url):
-        return PgWriterLock(database_url)
+        return PgWriterLock(database_url, daemon_id=daemon_id)
     return writer_lock(db_path)
 
 

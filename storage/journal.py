@@ -15,6 +15,7 @@ from errors import IllegalTransition, StorageError
 from models import TERMINAL_STATUSES, OrderRequest, OrderStatus, OrderType, Side
 from storage.audit import AUDIT_SQL, Audit, audit_row, detail_json, now_iso
 from storage.db import Database
+from storage.keys import DEFAULT_DAEMON_ID
 
 
 @dataclass(frozen=True)
@@ -83,18 +84,20 @@ class OrderEvent:
 _ORDER_INSERT_SQL = (
     "INSERT INTO orders (client_order_id, strategy, token_id, side, price, size,"
     " order_type, expiration, post_only, reason, status, venue_order_id,"
-    " payload_hash, signed_order, size_matched, detail, created_at, updated_at)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?)"
+    " payload_hash, signed_order, size_matched, detail, created_at, updated_at, daemon_id)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?,?)"
 )
 
 
 NON_TERMINAL_SQL = (
     "SELECT * FROM orders INDEXED BY orders_open"
-    " WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED') ORDER BY rowid"
+    " WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED') AND daemon_id = ?"
+    " ORDER BY rowid"
 )
-"""The open orders. INDEXED BY: without statistics SQLite would rather walk the whole table in
-rowid order than sort, and the table keeps every order ever placed; the partial index (whose
-WHERE clause is this query's) holds only the open ones."""
+"""One daemon's open orders (its `DAEMON_ID` the parameter). INDEXED BY: without statistics
+SQLite would rather walk the whole table in rowid order than sort, and the table keeps every
+order ever placed; the partial index (whose WHERE clause is this query's) holds only the open
+ones, few enough that the daemon id is filtered as they are read."""
 
 _ORDER_UPDATE_SQL = (
     "UPDATE orders SET status = ?, venue_order_id = COALESCE(?, venue_order_id),"
@@ -116,8 +119,9 @@ class OrderNotFound(StorageError):
 class OrderJournal:
     """The durable record of every order and every status it has had."""
 
-    def __init__(self, *, db: Database) -> None:
+    def __init__(self, *, db: Database, daemon_id: str = DEFAULT_DAEMON_ID) -> None:
         self._db = db
+        self.daemon_id = daemon_id  # rows this journal writes are this daemon's to reconcile
 
     async def record(
         self,
@@ -159,6 +163,7 @@ class OrderJournal:
             detail,
             ts,
             ts,
+            self.daemon_id,
         )
         audit_params = (
             audit_row(
@@ -245,8 +250,9 @@ class OrderJournal:
         return JournalRow.from_row(r) if r else None
 
     async def non_terminal(self) -> list[JournalRow]:
-        """Every order that may still be in flight or resting: what reconciliation must settle."""
-        rows = await self._db.fetchall(NON_TERMINAL_SQL)
+        """Every order of this daemon that may still be in flight or resting: what its
+        reconciliation must settle (another daemon's orders are that daemon's to settle)."""
+        rows = await self._db.fetchall(NON_TERMINAL_SQL, (self.daemon_id,))
         return [JournalRow.from_row(r) for r in rows]
 
     async def recent(self, *, open_only: bool = False, limit: int = 100) -> list[JournalRow]:

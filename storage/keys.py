@@ -3,6 +3,16 @@ reports that read them."""
 
 from typing import Final
 
+from config_types import DEFAULT_DAEMON_ID as DEFAULT_DAEMON_ID
+
+
+def daemon_key(key: str, daemon_id: str) -> str:
+    """The name under which daemon `daemon_id` keeps its own copy of `key` (a trading state, a
+    cursor) when several daemons share one database. The default daemon keeps the bare name, so
+    a database written before daemons had names reads on as it was."""
+    return key if daemon_id == DEFAULT_DAEMON_ID else f"{key}@{daemon_id}"
+
+
 TRADING_STATE_KEY: Final = "trading_state"
 """The executor's trading state (ACTIVE, REDUCING, HALTED) and why, as JSON:
 `{"state": ..., "reason": ...}`."""

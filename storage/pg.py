@@ -43,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from errors import AlreadyRunning, FatalError, StorageError
 from storage.db import Database, Migration, load_migrations
+from storage.keys import DEFAULT_DAEMON_ID
 
 T = TypeVar("T")
 
@@ -520,24 +521,32 @@ def display_url(url: str) -> str:
 
 
 class PgWriterLock:
-    """One daemon per PostgreSQL database (and schema) until strategies are leased: a session
-    advisory lock held on its own connection for the daemon's life. The server drops it when
-    the connection ends, however the daemon ends (`kill -9` included)."""
+    """One process per daemon id on a PostgreSQL database (and schema): a session advisory lock
+    keyed on `DAEMON_ID`, held on its own connection for the daemon's life. The server drops it
+    when the connection ends, however the daemon ends (`kill -9` included).
 
-    def __init__(self, url: str) -> None:
+    Several daemons with different ids share the database; what keeps them apart is the strategy
+    leases (`storage.leases`), so this lock only refuses a second process under the same id (it
+    would reconcile, and might cancel, the first one's orders)."""
+
+    def __init__(self, url: str, *, daemon_id: str = DEFAULT_DAEMON_ID) -> None:
         self.url = url
+        self.daemon_id = daemon_id
         self._conn: psycopg.Connection[Any] | None = None
 
     async def acquire(self) -> None:
         def take() -> psycopg.Connection[Any]:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             row = conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext('polyd:writer:' || current_schema()))"
+                "SELECT pg_try_advisory_lock(hashtext('polyd:daemon:' || current_schema()"
+                " || ':' || %s))",
+                (self.daemon_id,),
             ).fetchone()
             if not (row and row[0]):
                 conn.close()
                 raise AlreadyRunning(
-                    f"another daemon holds the writer lock of {display_url(self.url)}"
+                    f"another daemon with DAEMON_ID={self.daemon_id} holds the writer lock of"
+                    f" {display_url(self.url)}; stop it, or give this one another DAEMON_ID"
                 )
             return conn
 

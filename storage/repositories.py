@@ -21,6 +21,7 @@ from storage.cursors import CursorRepository
 from storage.db import Database
 from storage.fills import FillRepository
 from storage.journal import NON_TERMINAL_SQL, JournalRow, OrderEvent, OrderJournal, OrderNotFound
+from storage.keys import DEFAULT_DAEMON_ID
 from storage.market_names import MarketNameRepository
 from storage.state import StateRepository
 from storage.strategy_state import SniperStateRepository
@@ -59,12 +60,16 @@ class Repositories:
     copy_intents: CopyIntentRepository
     sniper_state: SniperStateRepository
     names: MarketNameRepository
+    daemon_id: str = DEFAULT_DAEMON_ID
+    """The daemon these repositories write for: its orders, its reconciliation, its trading
+    state and fills cursor (`storage.keys.daemon_key`), when several daemons share a database."""
 
     @classmethod
-    def over(cls, db: Database) -> Repositories:
+    def over(cls, db: Database, *, daemon_id: str = DEFAULT_DAEMON_ID) -> Repositories:
         return cls(
             db=db,
-            orders=OrderJournal(db=db),
+            daemon_id=daemon_id,
+            orders=OrderJournal(db=db, daemon_id=daemon_id),
             fills=FillRepository(db=db),
             cursors=CursorRepository(db=db),
             audit=AuditLog(db=db),

@@ -193,7 +193,9 @@ async def build_shared(
     clock = clock or SystemClock()
     # One writer per database: the lock comes before the database is opened or migrated, so a
     # second daemon on the same file stops here (AlreadyRunning, exit 3) having touched nothing.
-    lock = make_writer_lock(db_path=settings.db_path, database_url=settings.database_url)
+    lock = make_writer_lock(
+        db_path=settings.db_path, database_url=settings.database_url, daemon_id=settings.daemon_id
+    )
     await lock.acquire()
     try:
         db = await open_storage(settings, metrics)
@@ -206,7 +208,7 @@ async def build_shared(
         metrics=metrics,
         clock=clock,
         db=db,
-        repos=Repositories.over(db),
+        repos=Repositories.over(db, daemon_id=settings.daemon_id),
         budget=venue_budget(settings, clock=clock, metrics=metrics),
         http=http_session(),
         tracing=Tracing.from_settings(settings),

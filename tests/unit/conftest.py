@@ -22,6 +22,7 @@ BOTH_ENGINES = {
     "test_copy_dedupe",
     "test_executor_lifecycle",
     "test_risk",
+    "test_leases",
 }
 
 

@@ -24,6 +24,9 @@ def test_defaults_are_paper_on_loopback(tmp_path: Path) -> None:
     assert s.chain_id == 137
     assert s.risk_max_order_notional == Decimal("50")
     assert s.feed_stale_after_s <= 15
+    # Stable across restarts: a restarted daemon reconciles the orders it journaled before.
+    assert (s.daemon_id, s.lease_ttl_s) == ("default", 30.0)
+    assert make_settings(tmp_path, daemon_id=" east-1.a_b ").daemon_id == "east-1.a_b"
 
 
 @pytest.mark.parametrize(
@@ -44,6 +47,12 @@ def test_defaults_are_paper_on_loopback(tmp_path: Path) -> None:
         ({"risk_max_order_notional": "-5"}, "RISK_MAX_ORDER_NOTIONAL: must be greater than 0"),
         ({"clob_api_key": "k"}, "set all three or none"),
         ({"db_path": "/etc/passwd/polyd.db"}, "DB_PATH:"),
+        ({"daemon_id": ""}, "DAEMON_ID: must be 1 to 64 letters"),
+        ({"daemon_id": "east one"}, "DAEMON_ID: must be 1 to 64 letters"),
+        ({"daemon_id": "-east"}, "DAEMON_ID: must be 1 to 64 letters"),
+        ({"daemon_id": "x" * 65}, "DAEMON_ID: must be 1 to 64 letters"),
+        ({"lease_ttl_s": 1}, "LEASE_TTL_S:"),
+        ({"lease_ttl_s": 3600}, "LEASE_TTL_S:"),
     ],
 )
 def test_bad_setting_raises_config_error_naming_it(

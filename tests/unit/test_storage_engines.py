@@ -150,12 +150,16 @@ async def test_the_setting_picks_the_engine_and_its_writer_lock(
     sqlite_db = make_database(db_path=tmp_path / "x.db", database_url=None)
     assert type(sqlite_db) is Database
     assert isinstance(make_database(db_path=tmp_path / "x.db", database_url=url), PgDatabase)
-    first = make_writer_lock(db_path=tmp_path / "x.db", database_url=url)
-    second = make_writer_lock(db_path=tmp_path / "x.db", database_url=url)
+    first = make_writer_lock(db_path=tmp_path / "x.db", database_url=url, daemon_id="east")
+    second = make_writer_lock(db_path=tmp_path / "x.db", database_url=url, daemon_id="east")
+    # Another daemon id shares the database (strategy leases keep the two apart).
+    other = make_writer_lock(db_path=tmp_path / "x.db", database_url=url, daemon_id="west")
     await first.acquire()
     try:
-        with pytest.raises(AlreadyRunning, match="writer lock"):
+        with pytest.raises(AlreadyRunning, match="DAEMON_ID=east holds the writer lock"):
             await second.acquire()
+        await other.acquire()
+        await other.release()
     finally:
         await first.release()
     await second.acquire()  # the first daemon is gone: its lock went with its connection

@@ -18,7 +18,8 @@ async def test_open_orders_are_read_through_the_partial_index(tmp_path: Path) ->
         for req in placed:
             await repos.orders.record(req)
         plan = " ".join(
-            str(r[3]) for r in await db.fetchall("EXPLAIN QUERY PLAN " + NON_TERMINAL_SQL)
+            str(r[3])
+            for r in await db.fetchall("EXPLAIN QUERY PLAN " + NON_TERMINAL_SQL, ("default",))
         )
         assert "USING INDEX orders_open" in plan, plan
         rows = await repos.orders.non_terminal()
@@ -36,5 +37,7 @@ def test_without_the_hint_sqlite_would_scan_the_table(tmp_path: Path) -> None:
     asyncio.run(migrate())
     with sqlite3.connect(path) as conn:
         unhinted = NON_TERMINAL_SQL.replace(" INDEXED BY orders_open", "")
-        plan = " ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + unhinted))
+        plan = " ".join(
+            str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + unhinted, ("default",))
+        )
     assert plan == "SCAN orders", plan

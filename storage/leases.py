@@ -1,0 +1,152 @@
+"""Strategy leases: which daemon trades which strategy when several share one database.
+
+Owns the `leases` table. A lease is one row per strategy: the daemon holding it and until when.
+Every change is one `INSERT … ON CONFLICT DO UPDATE … WHERE` statement, so two daemons claiming
+the same strategy at once cannot both win: the database serialises the conflicting rows (on
+PostgreSQL the second statement waits for the first's row lock, then re-checks the `WHERE` on
+the row as the first left it). The statement takes the lease when it is free, expired, or (when
+renewing) already this daemon's, and returns the holder either way.
+
+Times are the database's own clock (`clock_timestamp()` on PostgreSQL, `strftime('now')` on
+SQLite), so daemons on hosts whose clocks disagree still agree on when a lease expires.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from storage.db import Database
+from storage.pg import PgDatabase
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds `strategy` and until when (database time), as read when it was asked for."""
+
+    strategy: str
+    daemon_id: str
+    expires_at: datetime
+    acquired_at: datetime
+    changed: bool = False
+    """True if the call that read it took or renewed it (for the daemon it names)."""
+
+    def held_by(self, daemon_id: str) -> bool:
+        return self.daemon_id == daemon_id
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    now: str  # the database's current time, as stored in `leases`
+    later: str  # now plus `?` (the engine's TTL parameter, see `ttl_param`)
+    pg: bool
+
+    def ttl_param(self, ttl_s: float) -> str | float:
+        return ttl_s if self.pg else f"+{ttl_s:.3f} seconds"
+
+
+_SQLITE = _Dialect(
+    now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    later="strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+    pg=False,
+)
+_PG = _Dialect(
+    now="clock_timestamp()",
+    later="clock_timestamp() + CAST(? AS double precision) * interval '1 second'",
+    pg=True,
+)
+
+
+def _claim_sql(d: _Dialect, *, renew: bool) -> str:
+    # Taken if free or expired; when renewing, also if it is already this daemon's. A renewal
+    # keeps `acquired_at`; a takeover (even by the same daemon id, after expiry) starts anew.
+    own = " OR leases.daemon_id = excluded.daemon_id" if renew else ""
+    return (
+        "INSERT INTO leases (strategy, daemon_id, expires_at, acquired_at)"
+        f" VALUES (?, ?, {d.later}, {d.now})"
+        " ON CONFLICT (strategy) DO UPDATE SET daemon_id = excluded.daemon_id,"
+        " expires_at = excluded.expires_at,"
+        " acquired_at = CASE WHEN leases.daemon_id = excluded.daemon_id"
+        f" AND leases.expires_at > {d.now} THEN leases.acquired_at"
+        " ELSE excluded.acquired_at END"
+        f" WHERE leases.expires_at <= {d.now}{own}"
+        " RETURNING strategy, daemon_id, expires_at, acquired_at"
+    )
+
+
+_HOLDER_SQL = "SELECT strategy, daemon_id, expires_at, acquired_at FROM leases WHERE strategy = ?"
+
+
+def _time(value: object) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+def _lease(row: sqlite3.Row | tuple[object, ...], *, changed: bool = False) -> Lease:
+    return Lease(
+        strategy=str(row[0]),
+        daemon_id=str(row[1]),
+        expires_at=_time(row[2]),
+        acquired_at=_time(row[3]),
+        changed=changed,
+    )
+
+
+class LeaseRepository:
+    """Claim, renew and release strategy leases on either engine."""
+
+    def __init__(self, *, db: Database) -> None:
+        self._db = db
+        self._d = _PG if isinstance(db, PgDatabase) else _SQLITE
+
+    async def claim(self, strategy: str, daemon_id: str, ttl_s: float) -> Lease:
+        """Take `strategy` for `ttl_s` seconds if it is free or expired; return its holder
+        (`changed` if this call took it). A lease this daemon id already holds is *not* taken:
+        at start-up that is a previous run of this daemon, or another process with the same
+        id (see `wiring.leases`)."""
+        return await self._upsert(strategy, daemon_id, ttl_s, renew=False)
+
+    async def renew(self, strategy: str, daemon_id: str, ttl_s: float) -> Lease:
+        """Extend this daemon's lease of `strategy` to `ttl_s` seconds from now (or take it if
+        it is free or expired); return its holder (`changed` if renewed), another daemon's
+        lease if it was lost."""
+        return await self._upsert(strategy, daemon_id, ttl_s, renew=True)
+
+    async def _upsert(self, strategy: str, daemon_id: str, ttl_s: float, *, renew: bool) -> Lease:
+        if not ttl_s > 0:
+            raise ValueError(f"a lease's TTL must be positive, not {ttl_s!r}")
+        sql = _claim_sql(self._d, renew=renew)
+        params = (strategy, daemon_id, self._d.ttl_param(ttl_s))
+
+        def job(c: sqlite3.Connection) -> Lease:
+            rows = c.execute(sql, params).fetchall()
+            if rows:
+                return _lease(rows[0], changed=True)
+            held = c.execute(_HOLDER_SQL, (strategy,)).fetchone()
+            if held is None:  # cannot happen: the conflict that refused us is this row
+                raise sqlite3.IntegrityError(f"lease of {strategy} refused and not found")
+            return _lease(held)
+
+        return await self._db.write(job)
+
+    async def release(self, strategies: Sequence[str], daemon_id: str) -> int:
+        """Give up this daemon's leases of `strategies`; return how many it still held."""
+        names = list(strategies)
+        if not names:
+            return 0
+        marks = ",".join("?" * len(names))
+        return await self._db.execute(
+            f"DELETE FROM leases WHERE daemon_id = ? AND strategy IN ({marks})",
+            (daemon_id, *names),
+        )
+
+    async def get(self, strategy: str) -> Lease | None:
+        row = await self._db.fetchone(_HOLDER_SQL, (strategy,))
+        return _lease(row) if row is not None else None
+
+    async def all(self) -> list[Lease]:
+        rows = await self._db.fetchall(
+            "SELECT strategy, daemon_id, expires_at, acquired_at FROM leases ORDER BY strategy"
+        )
+        return [_lease(r) for r in rows]

@@ -1,0 +1,232 @@
+"""Several daemons on one PostgreSQL database: two daemon processes, each with its own venue
+account and its own strategy (the sniper on one, the copy trader on the other), both trade
+against the simulator through one database; a third daemon claiming a strategy already leased
+exits 3 naming it, its holder and the lease's expiry; a clean stop releases the leases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from demo import funded_key, simulator_overrides
+from simulator import Simulator
+from storage.leases import LeaseRepository
+from storage.pg import PgDatabase
+from tests.helpers import NEAR_CLOSE_SNIPER_RULES, PYTHON, ROOT, clean_env, free_port
+from tests.pg import PgServer
+
+D = Decimal
+LEADER = "0x" + "5e" * 20
+MAKER = "0x" + "6a" * 20
+COPY_RULES = f"""
+[[wallets]]
+address = "{LEADER}"
+label = "leader"
+ratio = "0.1"
+max_slippage = "0.02"
+backfill_s = 30
+max_trade_notional = "20"
+"""
+
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer]:
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.drop()
+
+
+def daemon_env(sim: Simulator, tmp_path: Path, name: str, url: str, **extra: Any) -> dict[str, str]:
+    """The environment of one daemon process: its own key (venue account), folder and port."""
+    folder = tmp_path / name
+    folder.mkdir()
+    settings: dict[str, Any] = {
+        **simulator_overrides(sim, funded_key(sim, D("1000"))),
+        "database_url": url,
+        "daemon_id": name,
+        "lease_ttl_s": 6,
+        "db_path": folder / "unused.db",
+        "http_port": free_port(),
+        "log_format": "json",
+        "feed_ping_interval_s": 1.0,
+        "shutdown_timeout_s": 3,
+        "sniper_enabled": False,
+        **extra,
+    }
+    return clean_env(**{k.upper(): str(v) for k, v in settings.items() if v is not None})
+
+
+class Daemon:
+    """One daemon process; its log (JSON lines on stderr) goes to a file in its folder."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = int(env["HTTP_PORT"])
+        self.log = Path(env["DB_PATH"]).with_name("daemon.log")
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Daemon:
+        with self.log.open("wb") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                PYTHON,
+                "-m",
+                "orchestrator",
+                "--env-file",
+                "none",
+                cwd=ROOT,
+                env=self.env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+            )
+        return self
+
+    def lines(self) -> list[dict[str, Any]]:
+        text = self.log.read_text() if self.log.exists() else ""
+        return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+
+
+def _health(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+async def ready(d: Daemon, limit_s: float = 60) -> None:
+    """Wait for the daemon's /health to say 200; fail at once if it exits instead."""
+    assert d.proc is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while await asyncio.to_thread(_health, d.port) != 200:
+        if d.proc.returncode is not None:
+            pytest.fail(f"daemon exited {d.proc.returncode}: {d.lines()[-5:]}")
+        assert loop.time() < deadline, "daemon not ready"
+        await asyncio.sleep(0.2)
+
+
+async def stop(d: Daemon, *, wait_s: float = 0) -> int:
+    """SIGTERM the daemon (after `wait_s` for it to exit by itself); return its exit code."""
+    assert d.proc is not None
+    if wait_s:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(d.proc.wait(), wait_s)
+    if d.proc.returncode is None:
+        d.proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(d.proc.wait(), 30)
+    except TimeoutError:
+        d.proc.kill()
+        await d.proc.wait()
+        return -9
+
+
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as c:
+        return list(c.execute(sql).fetchall())
+
+
+async def test_two_daemons_trade_their_own_strategies_on_one_database(
+    tmp_path: Path, pg: PgServer
+) -> None:
+    url = pg.fresh_url()
+    (tmp_path / "sniper.toml").write_text(NEAR_CLOSE_SNIPER_RULES)
+    (tmp_path / "copy.toml").write_text(COPY_RULES)
+    async with Simulator(seed=23, settle_delay_s=0.02) as sim:
+        soon = datetime.now(UTC) + timedelta(minutes=10)
+        snipe = sim.add_market(
+            question="Close soon?", slug="close", tags=("crypto",), end_date=soon
+        )
+        tok = snipe.token_ids[0]
+        copied = sim.add_market(question="Will the copy fill?", slug="copy-fill", tags=("x",))
+        sim.seed_order(MAKER, copied.token_ids[0], "SELL", D("0.51"), D("500"))
+        east_env = daemon_env(
+            sim,
+            tmp_path,
+            "east",
+            url,
+            sniper_enabled=True,
+            sniper_rules_path=tmp_path / "sniper.toml",
+        )
+        west_env = daemon_env(
+            sim,
+            tmp_path,
+            "west",
+            url,
+            copy_rules_path=tmp_path / "copy.toml",
+            copy_poll_interval_s=0.25,
+        )
+        east, west = await Daemon(east_env).start(), await Daemon(west_env).start()
+        try:
+            await ready(east)
+            await ready(west)
+            assert rows(url, "SELECT strategy, daemon_id FROM leases ORDER BY strategy") == [
+                ("copy", "west"),
+                ("sniper", "east"),
+            ]
+            # Both trade: the sniper's ask appears, the leader trades.
+            sim.seed_order(MAKER, tok, "SELL", D("0.93"), D("100"))
+            sim.trade_as(
+                wallet=LEADER,
+                token_id=copied.token_ids[0],
+                side="BUY",
+                price=D("0.50"),
+                size=D("100"),
+            )
+            sql = "SELECT strategy, daemon_id FROM orders WHERE status = 'FILLED' ORDER BY 1"
+            for _ in range(300):
+                if {r[0] for r in rows(url, sql)} == {"copy", "sniper"}:
+                    break
+                await asyncio.sleep(0.1)
+            assert set(rows(url, sql)) == {("copy", "west"), ("sniper", "east")}
+            # A third daemon asking for a leased strategy is refused with exit 3, one line.
+            north_env = daemon_env(
+                sim, tmp_path, "north", url, copy_rules_path=tmp_path / "copy.toml"
+            )
+            north = await Daemon(north_env).start()
+            assert await stop(north, wait_s=60) == 3
+            (refusal,) = [x for x in north.lines() if x.get("event") == "already_running"]
+            assert refusal["error"].startswith("strategy copy is leased to daemon west until ")
+            assert await asyncio.to_thread(_health, west.port) == 200  # west trades on
+        finally:
+            codes = await asyncio.gather(stop(east), stop(west))
+        assert list(codes) == [0, 0]
+        assert rows(url, "SELECT strategy FROM leases") == []  # released on a clean stop
+
+
+async def test_a_daemon_whose_strategy_is_leased_elsewhere_exits_3_naming_it(
+    tmp_path: Path, pg: PgServer
+) -> None:
+    url = pg.fresh_url()
+    (tmp_path / "copy.toml").write_text(COPY_RULES)
+    # Another daemon, "west", holds the copy trader (its lease written as its daemon would).
+    async with PgDatabase(url) as db:
+        held = await LeaseRepository(db=db).claim("copy", "west", 600)
+    async with Simulator(seed=29, settle_delay_s=0.02) as sim:
+        env = daemon_env(sim, tmp_path, "north", url, copy_rules_path=tmp_path / "copy.toml")
+        north = await Daemon(env).start()
+        assert await stop(north, wait_s=60) == 3
+    (refusal,) = [x for x in north.lines() if x.get("event") == "already_running"]
+    until = held.expires_at.isoformat(timespec="seconds")
+    assert refusal["error"].startswith(
+        f"strategy copy is leased to daemon west until {until} (database time);"
+        " this daemon (DAEMON_ID=north) must not trade it too"
+    )
+    assert rows(url, "SELECT strategy, daemon_id FROM leases") == [("copy", "west")]

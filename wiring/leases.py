@@ -1,0 +1,311 @@
+"""Strategy leases in the daemon's life cycle: several daemons on one PostgreSQL database, each
+trading its own strategies (`storage.leases`, docs/storage-postgres.md).
+
+At start-up, once its stages are built (and its own orders reconciled), the daemon claims a lease
+for each strategy it runs, before any of them starts:
+
+* held by another daemon and not expired: the daemon stops with exit 3 (`AlreadyRunning`), one
+  line naming the strategy, the holder and until when it holds it;
+* held under this daemon's own `DAEMON_ID`: a previous run that ended without releasing it
+  (`kill -9`, a crash, a lost host) or another process started with the same id. The daemon
+  waits, up to the TTL, for the lease to expire; a previous run cannot renew it, so it expires
+  within the TTL and is taken. If it is still held after that, someone is renewing it: exit 3.
+
+While running, a background task renews every lease each third of the TTL. A lease found held by
+another daemon, or not renewed in time (the database unreachable or too slow), stops that
+strategy at once (fail safe: it may be someone else's by now) and turns `/health` degraded; the
+strategy stays stopped until the daemon restarts. On a clean stop the leases are released, so
+another daemon may take them without waiting for the TTL.
+
+On SQLite none of this runs: the database file's writer lock already makes the daemon alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from config import Settings
+from errors import AlreadyRunning, StorageError
+from observability.health import CheckResult
+from observability.notify import Notifier
+from storage import Database
+from storage.leases import Lease, LeaseRepository
+from strategies.base import Strategy
+from wiring.stage import Service, Step
+
+log = structlog.get_logger("leases")
+
+# A lease is given up locally this long (a fraction of the TTL) before it could expire in the
+# database, so a strategy stops before another daemon can take it over.
+SAFETY_FRACTION = 1 / 6
+
+
+def _when(t: datetime) -> str:
+    return t.isoformat(timespec="seconds")
+
+
+class LeaseKeeper:
+    """Claim, renew and release one daemon's strategy leases; stop a strategy whose lease is lost.
+
+    `sleep` and `monotonic` are injectable so the wait for an own lease can be tested without
+    waiting a whole TTL.
+    """
+
+    def __init__(
+        self,
+        repo: LeaseRepository,
+        *,
+        daemon_id: str,
+        strategies: Sequence[str],
+        ttl_s: float,
+        notify: Callable[..., object] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if len(set(strategies)) != len(strategies):
+            raise ValueError(f"strategy names must be unique to be leased: {list(strategies)}")
+        self.repo = repo
+        self.daemon_id = daemon_id
+        self.strategies = list(strategies)
+        self.ttl_s = ttl_s
+        self.interval_s = ttl_s / 3
+        self._notify = notify
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self.deadlines: dict[str, float] = {}  # held strategy -> local time it must be renewed by
+        self.lost: dict[str, str] = {}  # strategy -> why it was lost
+        self._lost_events = {name: asyncio.Event() for name in self.strategies}
+
+    # start-up -------------------------------------------------------------------------------
+    async def acquire(self) -> None:
+        """Claim every strategy's lease, or release those taken and raise `AlreadyRunning`."""
+        try:
+            await self._acquire()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.release()
+            raise
+        log.info(
+            "leases_acquired",
+            daemon_id=self.daemon_id,
+            strategies=sorted(self.deadlines),
+            ttl_s=self.ttl_s,
+        )
+
+    async def _acquire(self) -> None:
+        own: dict[str, Lease] = {}  # held under our own id by a previous run or a twin
+        for name in self.strategies:
+            started = self._monotonic()
+            lease = await self.repo.claim(name, self.daemon_id, self.ttl_s)
+            if lease.changed:
+                self._hold(lease, started)
+            elif lease.held_by(self.daemon_id):
+                own[name] = lease
+            else:
+                raise self._refusal(lease)
+        if own:
+            await self._wait_out(own)
+
+    def _refusal(self, lease: Lease) -> AlreadyRunning:
+        return AlreadyRunning(
+            f"strategy {lease.strategy} is leased to daemon {lease.daemon_id} until"
+            f" {_when(lease.expires_at)} (database time); this daemon (DAEMON_ID={self.daemon_id})"
+            f" must not trade it too: give each daemon its own strategies, or stop"
+            f" {lease.daemon_id} first"
+        )
+
+    def _hold(self, lease: Lease, started: float) -> None:
+        # Renewed by `started + TTL` at the latest (less a margin), or the strategy stops.
+        self.deadlines[lease.strategy] = started + self.ttl_s * (1 - SAFETY_FRACTION)
+
+    async def _wait_out(self, own: dict[str, Lease]) -> None:
+        """Wait, up to the TTL, for leases left under our own id to expire, and take them."""
+        log.warning(
+            "lease_held_by_this_daemon_id",
+            strategies=sorted(own),
+            detail="a previous run that did not release them (killed?) or another process with"
+            f" this DAEMON_ID; waiting up to {self.ttl_s:g}s for them to expire",
+        )
+        give_up = self._monotonic() + self.ttl_s + 1
+        next_renewal = self._monotonic() + self.interval_s
+        step = max(0.05, min(1.0, self.ttl_s / 20))
+        while True:
+            await self._sleep(step)
+            if self._monotonic() >= next_renewal:  # the leases already taken must not lapse
+                next_renewal = self._monotonic() + self.interval_s
+                await self.renew_once()
+                for name, why in sorted(self.lost.items()):
+                    raise AlreadyRunning(
+                        f"strategy {name}'s lease was {why} while this daemon waited for its"
+                        " other leases; give each daemon its own strategies"
+                    )
+            for name in sorted(own):
+                started = self._monotonic()
+                lease = await self.repo.claim(name, self.daemon_id, self.ttl_s)
+                if lease.changed:
+                    self._hold(lease, started)
+                    del own[name]
+                elif not lease.held_by(self.daemon_id):  # another daemon took it meanwhile
+                    raise self._refusal(lease)
+                else:
+                    own[name] = lease
+            if not own:
+                log.info("lease_taken_over_from_this_daemon_id", strategies=sorted(self.deadlines))
+                return
+            if self._monotonic() >= give_up:
+                name, lease = sorted(own.items())[0]
+                raise AlreadyRunning(
+                    f"strategy {name} is leased to daemon {lease.daemon_id} (this DAEMON_ID)"
+                    f" until {_when(lease.expires_at)} (database time) and was renewed while"
+                    f" this daemon waited {self.ttl_s:g}s: another process runs with"
+                    f" DAEMON_ID={self.daemon_id}; stop it, or give this one another DAEMON_ID"
+                )
+
+    # running --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Renew every held lease each third of the TTL, and stop a strategy as soon as its
+        lease is past its local deadline (however the renewal failed), until cancelled."""
+        next_renewal = self._monotonic() + self.interval_s
+        while True:
+            wake = min([next_renewal, *self.deadlines.values()])
+            await self._sleep(max(0.0, wake - self._monotonic()))
+            self.expire_overdue()
+            if self._monotonic() >= next_renewal:
+                next_renewal = self._monotonic() + self.interval_s
+                await self.renew_once()
+
+    def expire_overdue(self) -> None:
+        """Stop every strategy whose lease was not renewed by its local deadline."""
+        now = self._monotonic()
+        for name, deadline in list(self.deadlines.items()):
+            if now >= deadline:
+                self._lose(name, f"not renewed within {self.ttl_s * (1 - SAFETY_FRACTION):g}s")
+
+    async def renew_once(self) -> None:
+        """One renewal round; a lease taken by another daemon or not renewed in time is lost."""
+        await asyncio.gather(*(self._renew(name) for name in list(self.deadlines)))
+
+    async def _renew(self, name: str) -> None:
+        started = self._monotonic()
+        # A renewal that has not answered by the lease's local deadline has failed.
+        budget = max(0.01, min(self.interval_s, self.deadlines[name] - started))
+        try:
+            async with asyncio.timeout(budget):
+                lease = await self.repo.renew(name, self.daemon_id, self.ttl_s)
+        except (TimeoutError, StorageError, OSError, sqlite3.Error) as e:
+            log.warning("lease_renewal_failed", strategy=name, error=str(e) or type(e).__name__)
+            self.expire_overdue()
+            return
+        if name not in self.deadlines:
+            return  # lost or released meanwhile: never taken back while running
+        if lease.changed:
+            self._hold(lease, started)
+        else:
+            self._lose(name, f"taken by daemon {lease.daemon_id} (until {_when(lease.expires_at)})")
+
+    def _lose(self, name: str, why: str) -> None:
+        self.deadlines.pop(name, None)
+        self.lost[name] = why
+        self._lost_events[name].set()
+        log.error("lease_lost", strategy=name, why=why, detail="the strategy stops trading")
+        if self._notify is not None:
+            self._notify(
+                "lease_lost",
+                f"lease_lost:{name}",
+                f"strategy {name} stopped: its lease was {why}; /health is degraded",
+                strategy=name,
+            )
+
+    def guard(self, strategy: Strategy) -> Strategy:
+        """`strategy`, stopped (its task cancelled) as soon as its lease is lost."""
+        return LeasedStrategy(strategy, self._lost_events[strategy.name], self.lost)
+
+    def check(self) -> CheckResult:
+        if self.lost:
+            return CheckResult(
+                False, "lease lost: " + "; ".join(f"{k} {v}" for k, v in sorted(self.lost.items()))
+            )
+        return CheckResult(True, {"daemon_id": self.daemon_id, "held": sorted(self.deadlines)})
+
+    # stop -----------------------------------------------------------------------------------
+    async def release(self) -> None:
+        """Give up the leases still held, so another daemon need not wait for them to expire."""
+        held, self.deadlines = list(self.deadlines), {}
+        if held:
+            n = await self.repo.release(held, self.daemon_id)
+            log.info("leases_released", strategies=held, released=n)
+
+
+class LeasedStrategy:
+    """A strategy that runs only while its lease is held (see `LeaseKeeper.guard`)."""
+
+    def __init__(self, inner: Strategy, lost: asyncio.Event, why: dict[str, str]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._lost = lost
+        self._why = why
+
+    def __getattr__(self, attr: str) -> Any:  # the strategy's own state, for status and tests
+        return getattr(self.inner, attr)
+
+    async def run(self) -> None:
+        if self._lost.is_set():
+            return
+        work = asyncio.ensure_future(self.inner.run())
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the daemon stops: the strategy's own cleanup first
+            work.cancel()
+            lost.cancel()
+            await asyncio.gather(work, lost, return_exceptions=True)
+            raise
+        lost.cancel()
+        if work.done():
+            return work.result()  # it ended or crashed on its own: the supervisor decides
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        log.error(
+            "strategy_stopped_lease_lost", strategy=self.name, why=self._why.get(self.name, "")
+        )
+
+
+class _Daemon(Protocol):
+    settings: Settings
+    db: Database
+    notifier: Notifier
+    strategies: list[Strategy]
+    services: list[Service]
+    closers: list[Step]
+
+    @property
+    def health(self) -> Any: ...
+
+
+async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
+    """Lease the daemon's strategies on a shared PostgreSQL database (none on SQLite) before they
+    start: exit 3 if another daemon holds one; renew them while running; release them at stop."""
+    s = ctx.settings
+    if s.database_url is None:
+        return None
+    keeper = LeaseKeeper(
+        LeaseRepository(db=ctx.db),
+        daemon_id=s.daemon_id,
+        strategies=[st.name for st in ctx.strategies],
+        ttl_s=s.lease_ttl_s,
+        notify=ctx.notifier.notify,
+    )
+    await keeper.acquire()
+    ctx.closers.append(("leases", keeper.release))  # closers run in reverse: before storage
+    ctx.strategies[:] = [keeper.guard(st) for st in ctx.strategies]
+    ctx.services.append(("leases", keeper.run))
+    ctx.health.register("leases", keeper.check)
+    return keeper
