@@ -6,13 +6,14 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from errors import OrderRejected, OutcomeUnknown, TransientError
 from resilience.backoff import exponential, jittered
 from resilience.clock import Clock
+
+if TYPE_CHECKING:  # imported where a retry is built: the daemon may never need one
+    import tenacity
 
 T = TypeVar("T")
 
@@ -109,6 +110,8 @@ def async_retrying(
     never the error's message, which may echo a request containing secrets.
     """
     _check_retry_on(retry_on)
+    import tenacity
+
     jitter_rng = rng if rng is not None else random.Random()
 
     def wait(state: tenacity.RetryCallState) -> float:
