@@ -1,150 +1,158 @@
-"""Order-path benchmark: polyd's venue client against the official SDK, one order at a time.
+"""Order-path benchmark: polyd's `Executor.submit` against the official async SDK and a bare
+`py_clob_client_v2` script, side by side on one simulator subprocess.
 
-The simulator runs as a subprocess (its own core). Both clients sign and post the same kind of
-order (GTC BUY, 5 @ 0.01, resting below the book) to it, sequentially, after `--warmup` orders:
+How each side is used: `bench/_orderpath_sides.py` (and docs/benchmarks.md). Every round runs
+each side in turn, the order rotating from round to round (all six orders of the three sides in
+turn), so drift of the machine and the simulator's growing book spread over all of them. Per
+round and side:
 
-* `polyd_sign_p50_ms` / `_p99_ms`: `ClobBroker.prepare` (EIP-712 digest, libsecp256k1 signature,
-  the exact POST body; on the event loop).
-* `polyd_order_p50_ms` / `_p99_ms`: `prepare` + `send` (POST /order answered).
-* `sdk_sign_p50_ms` / `_p99_ms`: the official SDK's `AsyncSecureClient.create_limit_order`
-  (market rules from its cache, typed-data signing with eth-account, on the event loop).
-* `sdk_order_p50_ms` / `_p99_ms`: `create_limit_order` + `post_order`.
-* `sdk_loop_blocked_ms_per_order`: the SDK signs on the event loop: this is how long each
-  signature holds the loop (polyd's `prepare` holds it for `polyd_sign_*`).
+* `ack_p50_ms` / `ack_p99_ms`: `--latency-orders` orders one at a time, order handed over ->
+  the `POST /order` answer back in the event loop.
+* `return_p50_ms` / `return_p99_ms`: until the call returns (polyd: `submit()`, after the
+  outcome row is durable; the SDKs return at the ack).
+* `orders_per_s`: `--throughput-orders` orders, `--concurrency` in flight (polyd: until every
+  outcome row is durable).
+* `cpu_us_per_order`: this process's CPU time (all threads; the simulator is another process)
+  over the throughput phase, per order.
+* `sign_p50_us`: `--sign-orders` signatures alone, one at a time (polyd: `ClobBroker.prepare`;
+  SDK: `create_limit_order`; bare: `ClobClient.create_order`).
 
-Without the SDK importable (`polymarket-client` is a locked dependency; see
-docs/venue-client.md) the `sdk_*` figures are absent and `sdk` says why.
+Each figure printed is the median over rounds; `ratios` divides polyd's by each SDK's (below 1 is
+polyd faster for latencies and CPU; above 1 is polyd faster for `orders_per_s`), and `targets`
+checks the goals against the bare script and the official SDK.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
+import itertools
+import os
 import statistics
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from eth_account import Account
-
-from bench._venue import add_market, fund, simulator
-from models import OrderRequest
-from venue.clob import ClobBroker, build_client
-from venue.sdk_env import SdkSeamError, VenueUrls, environment
-
-PRICE = "0.01"
-SIZE = "5"
+from bench._orderpath_sides import BareSide, PolydSide, SdkSide
+from bench._venue import add_market, simulator
 
 
-def _ms(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return round(statistics.median(ordered) * 1000, 3), round(p99 * 1000, 3)
+class _Side(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+    async def order(self, i: int) -> tuple[float, float]: ...
+    async def sign(self, i: int) -> None: ...
+    async def settle(self) -> None: ...
+    async def close(self) -> None: ...
 
 
-async def _timed(
-    n: int, warmup: int, sign: Callable[[], Awaitable[Any]], post: Callable[[Any], Awaitable[Any]]
-) -> dict[str, tuple[float, float]]:
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, int(len(xs) * q) - 1))]
+
+
+async def _round(side: _Side, a: argparse.Namespace, base: int) -> dict[str, float]:
+    acks: list[float] = []
+    rets: list[float] = []
+    for i in range(a.latency_orders):
+        ack, ret = await side.order(base + i)
+        acks.append(ack)
+        rets.append(ret)
+    await side.settle()
+    sem = asyncio.Semaphore(a.concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await side.order(i)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(one(base + i) for i in range(a.throughput_orders)))
+    await side.settle()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     signs: list[float] = []
-    totals: list[float] = []
-    for i in range(n + warmup):
-        t0 = time.perf_counter()
-        signed = await sign()
-        t1 = time.perf_counter()
-        await post(signed)
-        t2 = time.perf_counter()
-        if i >= warmup:
-            signs.append(t1 - t0)
-            totals.append(t2 - t0)
-    return {"sign": _ms(signs), "order": _ms(totals)}
-
-
-async def _polyd(clob_url: str, token: str, n: int, warmup: int) -> dict[str, object]:
-    acct = Account.create()
-    fund(clob_url, acct.address, Decimal(n + warmup))
-    identity = await asyncio.to_thread(
-        build_client,
-        host=clob_url,
-        chain_id=137,
-        private_key=acct.key.hex(),
-        creds=None,
-        signature_type=0,
-        funder=None,
-    )
-    broker = ClobBroker(identity=identity, host=clob_url)
-    try:
-        (meta,) = [m for m in await broker.market_meta(token) if m.token_id == token]
-        req = OrderRequest.model_validate(
-            {
-                "strategy": "bench",
-                "token_id": token,
-                "side": "BUY",
-                "price": PRICE,
-                "size": SIZE,
-                "order_type": "GTC",
-            }
-        )
-
-        async def sign() -> Any:
-            return await broker.prepare(req, meta)
-
-        got = await _timed(n, warmup, sign, broker.send)
-    finally:
-        await broker.close()
+    for i in range(a.sign_orders):
+        s0 = time.perf_counter()
+        await side.sign(base + i)
+        signs.append(time.perf_counter() - s0)
     return {
-        "polyd_sign_p50_ms": got["sign"][0],
-        "polyd_sign_p99_ms": got["sign"][1],
-        "polyd_order_p50_ms": got["order"][0],
-        "polyd_order_p99_ms": got["order"][1],
+        "ack_p50_ms": statistics.median(acks) * 1e3,
+        "ack_p99_ms": _pct(acks, 0.99) * 1e3,
+        "return_p50_ms": statistics.median(rets) * 1e3,
+        "return_p99_ms": _pct(rets, 0.99) * 1e3,
+        "orders_per_s": a.throughput_orders / wall,
+        "cpu_us_per_order": cpu / a.throughput_orders * 1e6,
+        "sign_p50_us": statistics.median(signs) * 1e6,
     }
 
 
-async def _sdk(clob_url: str, token: str, n: int, warmup: int) -> dict[str, object]:
-    try:
-        env = environment(VenueUrls(clob_url=clob_url))
-        secure = importlib.import_module("polymarket").AsyncSecureClient
-    except (SdkSeamError, ImportError, AttributeError) as e:
-        return {"sdk": f"not measured: {e}"}
-    acct = Account.create()
-    fund(clob_url, acct.address, Decimal(n + warmup))
-    client = await secure.create(private_key=acct.key.hex(), wallet=acct.address, environment=env)
-    try:
+def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
 
-        async def sign() -> Any:
-            return await client.create_limit_order(
-                token_id=token, price=PRICE, size=SIZE, side="BUY"
-            )
 
-        got = await _timed(n, warmup, sign, client.post_order)
-        # How long one SDK signature holds the event loop (it is synchronous inside).
-        blocked: list[float] = []
-        for _ in range(50):
-            t0 = time.perf_counter()
-            await sign()
-            blocked.append(time.perf_counter() - t0)
-    finally:
-        await client.close()
+def _ratios(p: dict[str, float], other: dict[str, float]) -> dict[str, float]:
+    return {k: round(p[k] / other[k], 3) for k in p if other[k]}
+
+
+def _targets(r: dict[str, float]) -> dict[str, bool]:
+    """The goals, against one SDK's figures (`r` = polyd / that SDK)."""
     return {
-        "sdk": importlib.import_module("polymarket.version").__version__,
-        "sdk_sign_p50_ms": got["sign"][0],
-        "sdk_sign_p99_ms": got["sign"][1],
-        "sdk_order_p50_ms": got["order"][0],
-        "sdk_order_p99_ms": got["order"][1],
-        "sdk_loop_blocked_ms_per_order": round(statistics.median(blocked) * 1000, 3),
+        "ack_p50_le_0.8": r["ack_p50_ms"] <= 0.8,
+        "ack_p99_le_0.9": r["ack_p99_ms"] <= 0.9,
+        # submit() return p50 against the SDK's ack p50 (its return is its ack).
+        "return_p50_le_1.0_of_sdk_ack": r["return_p50_ms"] <= 1.0,
+        "orders_per_s_ge_1.5": r["orders_per_s"] >= 1.5,
     }
 
 
-def main(argv: Sequence[str]) -> dict[str, object]:
-    ap = argparse.ArgumentParser(prog="python -m bench orderpath")
-    ap.add_argument("--orders", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30)
-    args = ap.parse_args(list(argv))
-    with simulator(seed=11) as raw:
-        clob_url = raw["clob_url"]
-        token = add_market(clob_url, "Bench order path?", "bench-orderpath")[0]
-        out: dict[str, object] = {"orders": args.orders, "venue": "subprocess"}
-        out |= asyncio.run(_polyd(clob_url, token, args.orders, args.warmup))
-        out |= asyncio.run(_sdk(clob_url, token, args.orders, args.warmup))
-    return out
+async def _run(a: argparse.Namespace, urls: dict[str, str], token: str, db: Path) -> Any:
+    sides: list[_Side] = [
+        PolydSide(urls["clob_url"], urls["user_ws_url"], token, db),
+        SdkSide(urls["clob_url"], token),
+        BareSide(urls["clob_url"], token, a.concurrency),
+    ]
+    for s in sides:
+        await s.open()
+        for i in range(a.warmup):  # metadata caches, connections, thread pools
+            await s.order(i)
+        await s.settle()
+    per: dict[str, list[dict[str, float]]] = {s.name: [] for s in sides}
+    orders = itertools.cycle(itertools.permutations(range(len(sides))))
+    step = a.latency_orders + a.throughput_orders
+    for r in range(a.rounds):
+        for k in next(orders):
+            per[sides[k].name].append(await _round(sides[k], a, a.warmup + r * step))
+    for s in sides:
+        await s.close()
+    return per
+
+
+def main(argv: list[str]) -> dict[str, object]:
+    p = argparse.ArgumentParser(prog="python -m bench orderpath")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--latency-orders", type=int, default=200)
+    p.add_argument("--throughput-orders", type=int, default=600)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--sign-orders", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=30)
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as d, simulator(seed=11) as urls:
+        token = add_market(urls["clob_url"], "Bench order path?", "bench-orderpath")[0]
+        per = asyncio.run(_run(a, urls, token, Path(d)))
+    figures = {name: _median(rounds) for name, rounds in per.items()}
+    polyd = figures["polyd"]
+    ratios = {f"polyd_vs_{n}": _ratios(polyd, figures[n]) for n in ("bare_v2", "sdk")}
+    return {
+        **figures,
+        "ratios": ratios,
+        "targets": {f"vs_{n}": _targets(ratios[f"polyd_vs_{n}"]) for n in ("bare_v2", "sdk")},
+        "ack_p50_ms_by_round": {n: [round(r["ack_p50_ms"], 3) for r in v] for n, v in per.items()},
+        "rounds": a.rounds,
+        "latency_orders": a.latency_orders,
+        "throughput_orders": a.throughput_orders,
+        "concurrency": a.concurrency,
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "venue": "simulator subprocess, one market, every order rests",
+    }

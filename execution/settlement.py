@@ -141,7 +141,9 @@ class Settlement:
                 },
             ),
         )
-        return OrderResult(
+        # Every field is already checked (the request by its model, the answer by
+        # `venue.clob.wire`): built without re-validating on the order path.
+        return OrderResult.model_construct(
             client_order_id=req.client_order_id,
             status=status,
             venue_order_id=ack.venue_order_id,

@@ -74,7 +74,9 @@ class OrderTracker:
         self._orders: dict[str, TrackedOrder] = {}
         # The records with a `lookup`, so the periodic sweep does not walk every resting order.
         self._lookups: dict[str, Lookup] = {}
+        # Sends in progress, both ways, so the end of a send is O(1) however many orders rest.
         self._sending_by_venue: dict[str, str] = {}  # venue order id -> client order id
+        self._sending_venue_of: dict[str, str] = {}  # client order id -> venue order id
 
     def __contains__(self, client_order_id: object) -> bool:
         return client_order_id in self._orders
@@ -179,12 +181,16 @@ class OrderTracker:
         rec = self._orders.get(client_order_id)
         if rec is not None:
             rec.sending = sending
-        if rec is not None and sending and rec.venue_order_id is not None:
-            self._sending_by_venue[rec.venue_order_id] = client_order_id
-        elif not sending:
-            for venue_id, coid in list(self._sending_by_venue.items()):
-                if coid == client_order_id:
-                    del self._sending_by_venue[venue_id]
+        if sending:
+            if rec is not None and rec.venue_order_id is not None:
+                self._sending_by_venue[rec.venue_order_id] = client_order_id
+                self._sending_venue_of[client_order_id] = rec.venue_order_id
+            return
+        # The record may be gone already (a terminal outcome drops it): the reverse map says
+        # which venue id this send registered.
+        venue_id = self._sending_venue_of.pop(client_order_id, None)
+        if venue_id is not None and self._sending_by_venue.get(venue_id) == client_order_id:
+            del self._sending_by_venue[venue_id]
 
     def sending_unsettled(self, venue_order_id: str) -> bool:
         """True while a send of this order is in progress here and its journal row is not yet

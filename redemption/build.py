@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
-from eth_account import Account
 
 from config import Settings
 from errors import ConfigError
@@ -22,6 +21,7 @@ from storage.redemptions import RedemptionRepository
 from venue.chain import contracts as cc
 from venue.chain.relayer import KIND_OF_SIGNATURE_TYPE, RelayerClient
 from venue.chain.rpc import RpcClient
+from venue.clob.auth import LocalSigner
 
 APPROVE_COMMAND = "python -m orchestrator approve"
 
@@ -31,7 +31,7 @@ def wallet_of(settings: Settings) -> str:
     if settings.private_key is None:
         raise ConfigError(["PRIVATE_KEY is required to redeem or approve"])
     if settings.signature_type == 0:
-        return str(Account.from_key(settings.private_key.get_secret_value()).address)
+        return LocalSigner(settings.private_key.get_secret_value()).address
     if settings.funder_address is None:
         raise ConfigError(["FUNDER_ADDRESS is required for SIGNATURE_TYPE 1-3"])
     return settings.funder_address

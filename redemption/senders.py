@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Protocol
 
-from eth_account import Account
-
 from errors import TransientError
 from storage.redemptions import Redemption
 from venue.chain import signing
 from venue.chain.contracts import Call
 from venue.chain.relayer import STATES_DONE, STATES_FAILED, RelayerClient, RelayerError
 from venue.chain.rpc import ChainError, RpcClient
+from venue.clob.auth import LocalSigner
 
 POL = Decimal(10) ** 18
 
@@ -87,7 +86,7 @@ class EoaSender:
         self._key = key
         self._chain_id = chain_id
         self._floor = pol_floor
-        self.address = str(Account.from_key(key).address)
+        self.address = LocalSigner(key).address
 
     async def prepare(self, calls: list[Call]) -> Prepared:
         if len(calls) != 1:
@@ -163,7 +162,7 @@ class RelayerSender:
         self._chain_id = chain_id
         self._wallet = wallet
         self.wallet_type = wallet_type
-        self.address = str(Account.from_key(key).address)
+        self.address = LocalSigner(key).address
 
     async def _nonce(self) -> tuple[str, str]:
         if self.wallet_type == "PROXY":

@@ -180,6 +180,13 @@ class RateLimiter:
         self._groups: dict[str, tuple[TokenBucket, ...]] = {
             endpoint: tuple(dict.fromkeys(group)) for endpoint, group in groups.items()
         }
+        # The fixed order each endpoint's buckets are entered in (and the one-clock check),
+        # worked out once here rather than on every request; with the smallest burst, above
+        # which `n` could never be admitted.
+        self._ordered: dict[str, tuple[list[_Admits], float]] = {
+            endpoint: (_ordered(group, "buckets"), min(b.burst for b in group))
+            for endpoint, group in self._groups.items()
+        }
         self._on_wait = on_wait
 
     @classmethod
@@ -214,8 +221,20 @@ class RateLimiter:
         return _try_admit_all(self.buckets(endpoint), n)
 
     async def acquire(self, endpoint: str, n: float = 1) -> float:
-        """Wait until `endpoint` may be called; return the seconds waited."""
-        waited = await acquire_all(self.buckets(endpoint), n)
+        """Wait until `endpoint` may be called; return the seconds waited.
+
+        The same checks and order as `acquire_all(self.buckets(endpoint), n)`, with the bucket
+        order computed at construction."""
+        got = self._ordered.get(endpoint)
+        if got is None:
+            self.buckets(endpoint)  # raises the KeyError naming the endpoint
+            raise AssertionError("unreachable")
+        ordered, smallest_burst = got
+        if n <= 0:
+            raise ValueError("n must be > 0")
+        if n > smallest_burst:
+            raise ValueError(f"n={n} exceeds burst={smallest_burst}; it could never be admitted")
+        waited = await _admit_all(ordered, n)
         if waited > 0 and self._on_wait is not None:
             self._on_wait(endpoint, waited)
         return waited

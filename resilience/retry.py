@@ -6,13 +6,14 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from errors import OrderRejected, OutcomeUnknown, TransientError
 from resilience.backoff import exponential, jittered
 from resilience.clock import Clock
+
+if TYPE_CHECKING:  # imported where a retry is built: the daemon may never need one
+    import tenacity
 
 T = TypeVar("T")
 
@@ -85,6 +86,13 @@ def is_retryable(error: BaseException, retry_on: tuple[type[BaseException], ...]
     )
 
 
+def _check_retry_on(retry_on: tuple[type[BaseException], ...]) -> None:
+    forbidden = [c.__name__ for c in retry_on if issubclass(c, NEVER_RETRIED)]
+    if forbidden:
+        # Fail at wiring time rather than silently ignoring the caller's intent.
+        raise ValueError(f"these errors are never retried: {', '.join(forbidden)}")
+
+
 def async_retrying(
     policy: RetryPolicy,
     *,
@@ -101,10 +109,9 @@ def async_retrying(
     each sleep it logs `log_event` with the attempt number, delay, error class and status —
     never the error's message, which may echo a request containing secrets.
     """
-    forbidden = [c.__name__ for c in retry_on if issubclass(c, NEVER_RETRIED)]
-    if forbidden:
-        # Fail at wiring time rather than silently ignoring the caller's intent.
-        raise ValueError(f"these errors are never retried: {', '.join(forbidden)}")
+    _check_retry_on(retry_on)
+    import tenacity
+
     jitter_rng = rng if rng is not None else random.Random()
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -146,15 +153,31 @@ async def retry_call(
     """Await `fn()` under `policy`, retrying as `async_retrying` does; return its result.
 
     `fn` takes no arguments (use a closure or `functools.partial`) and is called afresh on
-    each attempt.
+    each attempt. The first attempt is a bare call: the tenacity machinery (a retry state,
+    wrapped callables, a coroutine per hook) is built only once it has failed with an error
+    worth retrying, and then takes over from attempt 2 as if it had made the first call (same
+    waits, log lines and attempt count).
     """
+    _check_retry_on(retry_on)
+    try:
+        return await fn()
+    except BaseException as e:
+        if policy.attempts < 2 or not is_retryable(e, retry_on):
+            raise
+        first_error = e
     retrying = async_retrying(
         policy, retry_on=retry_on, clock=clock, log_event=log_event, logger=logger, rng=rng
     )
+    replayed = False
 
     # tenacity awaits only what it detects as a coroutine function; a lambda returning a
-    # coroutine would slip through un-awaited, so wrap it.
+    # coroutine would slip through un-awaited, so wrap it. Its first "attempt" hands it the
+    # failure of the bare call above instead of calling `fn` again.
     async def attempt() -> T:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first_error
         return await fn()
 
     result: T = await retrying(attempt)

@@ -137,7 +137,9 @@ class Database:
         self._observe_error = observe_error
         self._conn: aiosqlite.Connection | None = None
         self._queue: list[tuple[Job, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch finished, or close() began: the writer looks
+        self._inflight: set[asyncio.Future[None]] = set()  # batches handed to the database
+        self._dispatch_due = False  # a `_dispatch` is scheduled for the end of this loop turn
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.last_write_error: str | None = None
@@ -260,7 +262,10 @@ class Database:
             raise StorageError("database is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((job, fut))
-        self._wake.set()
+        if not self._dispatch_due:
+            # Once per loop turn: the writes queued in this turn go as one batch.
+            self._dispatch_due = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
         return await fut
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -271,28 +276,40 @@ class Database:
 
         return await self.write(job)
 
-    async def _write_loop(self) -> None:
-        # Two batches in flight: while the database thread commits batch k, the loop settles the
-        # callers of batch k-1 and gathers batch k+1. Batches run on the single database thread
-        # in submission order, so a write queued after another is committed after it.
-        inflight: set[asyncio.Future[None]] = set()
-        while True:
-            if len(inflight) >= self.pipeline_depth:
-                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            if not self._queue:
-                if self._closing:
-                    if inflight:
-                        await asyncio.wait(inflight)
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+    def _dispatch(self) -> None:
+        """Hand queued jobs to the database thread as batches while the pipeline has room.
+
+        Scheduled by `write()` for the end of the loop turn it was called in (every write of
+        that turn goes in one batch), so a write on an idle database is handed over without
+        first waking a writer task; and called when a batch finishes, so what queued meanwhile
+        goes next. Two
+        batches in flight (`pipeline_depth`): while the database thread commits batch k, the
+        loop settles the callers of batch k-1 and gathers batch k+1. Batches run on the single
+        database thread in submission order, so a write queued after another is committed
+        after it.
+        """
+        self._dispatch_due = False
+        while self._queue and len(self._inflight) < self.pipeline_depth:
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             fut = asyncio.ensure_future(self._commit_batch(batch))
-            inflight.add(fut)
-            fut.add_done_callback(inflight.discard)
+            self._inflight.add(fut)
+            fut.add_done_callback(self._batch_done)
+
+    def _batch_done(self, fut: asyncio.Future[None]) -> None:
+        self._inflight.discard(fut)
+        self._dispatch()
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        # Batches start from `write()` and `_batch_done`; this task only sees the queue flushed
+        # and the last batch durable when `close()` asks.
+        while True:
+            self._dispatch()
+            if self._closing and not self._queue and not self._inflight:
+                return
+            self._wake.clear()
+            await self._wake.wait()
 
     async def _commit_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> None:
         started = time.perf_counter()

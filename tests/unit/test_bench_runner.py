@@ -60,20 +60,30 @@ def test_unknown_bench_is_refused_with_usage() -> None:
     assert "usage: python -m bench {" in out.stderr and "storage" in out.stderr
 
 
-def test_orderpath_bench_measures_polyd_and_says_whether_the_sdk_was_measured() -> None:
+def test_orderpath_bench_compares_polyd_with_both_sdks_on_every_figure() -> None:
+    argv = ["--rounds", "2", "--latency-orders", "4", "--throughput-orders", "8"]
     out = subprocess.run(
-        [sys.executable, "-m", "bench", "orderpath", "--orders", "5", "--warmup", "1"],
+        [sys.executable, "-m", "bench", "orderpath", *argv, "--sign-orders", "2", "--warmup", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=True,
     )
     lines = out.stdout.splitlines()
     assert len(lines) == 1, out.stdout
     figures = json.loads(lines[0])
-    assert 0 < figures["polyd_sign_p50_ms"] <= figures["polyd_order_p50_ms"]
-    if str(figures["sdk"]).startswith("not measured"):
-        assert "polymarket-client" in figures["sdk"] and "sdk_order_p50_ms" not in figures
-    else:
-        assert 0 < figures["sdk_sign_p50_ms"] <= figures["sdk_order_p50_ms"]
+    names = ("ack_p50_ms", "ack_p99_ms", "return_p50_ms", "orders_per_s", "cpu_us_per_order")
+    for side in ("polyd", "sdk", "bare_v2"):
+        assert all(figures[side][k] > 0 for k in (*names, "sign_p50_us")), figures[side]
+        assert figures[side]["ack_p50_ms"] <= figures[side]["return_p50_ms"]
+        assert len(figures["ack_p50_ms_by_round"][side]) == 2
+    for other in ("sdk", "bare_v2"):
+        ratio = figures["ratios"][f"polyd_vs_{other}"]["ack_p50_ms"]
+        assert ratio == round(figures["polyd"]["ack_p50_ms"] / figures[other]["ack_p50_ms"], 3)
+        assert set(figures["targets"][f"vs_{other}"]) == {
+            "ack_p50_le_0.8",
+            "ack_p99_le_0.9",
+            "return_p50_le_1.0_of_sdk_ack",
+            "orders_per_s_ge_1.5",
+        }

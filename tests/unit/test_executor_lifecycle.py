@@ -277,3 +277,31 @@ async def test_duplicate_refusal_of_a_retried_send_is_looked_up_not_rejected(
     assert [o.venue_order_id for o in await broker.open_orders()] == [res.venue_order_id]
     assert ex.breaker.state is BreakerState.CLOSED and ex.breaker_state() is BreakerState.CLOSED
     assert len(ex.tracker) == 1 and ex.tracker.unknown_count == 0
+
+
+# --- the send-in-progress index is emptied at the end of every send ------------------------
+
+
+async def test_send_in_progress_is_known_by_venue_id_until_settled_resting_or_filled(
+    db: DiskFullDatabase, books: DictBooks
+) -> None:
+    from models import OrderType
+
+    repos = Repositories.over(db)
+    broker = GatedBroker(books=books)
+    ex = build(repos, books, broker=broker)
+    await ex.start()
+    resting, filled = req(), req(order_type=OrderType.FOK, price=Decimal("0.90"))
+    for r, status in ((resting, OrderStatus.LIVE), (filled, OrderStatus.FILLED)):
+        broker.sending.clear()
+        broker.gate.clear()
+        caller = asyncio.create_task(ex.submit(r))
+        await broker.sending.wait()
+        row = await repos.orders.get(r.client_order_id)
+        assert row is not None and row.venue_order_id is not None
+        assert ex.tracker.sending_unsettled(row.venue_order_id)  # its feed event waits
+        broker.gate.set()
+        assert (await caller).status is status
+        # A terminal outcome drops the order's record first; the index is emptied all the same.
+        assert not ex.tracker.sending_unsettled(row.venue_order_id)
+    assert ex.tracker._sending_by_venue == {} and ex.tracker._sending_venue_of == {}

@@ -418,3 +418,37 @@ async def test_flooded_post_order_stays_within_both_documented_windows() -> None
     assert max_in_window(admitted, 600.0) <= 120_000 * fraction
     # ...and the sustained window is nearly used, not wasted.
     assert max_in_window(admitted, 600.0) >= 0.95 * 120_000 * fraction
+
+
+async def test_limiter_orders_each_endpoints_buckets_once_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import resilience.rate_limit as rl
+
+    clock = FakeClock()
+    shared = TokenBucket(100.0, 100, clock=clock)
+    limiter = RateLimiter(
+        {"a": shared, "a:sustained": TokenBucket(1.0, 2, clock=clock), "b": shared}
+    )
+
+    def refuse(*args: object) -> list[object]:
+        raise AssertionError("bucket order recomputed per request")
+
+    monkeypatch.setattr(rl, "_ordered", refuse)
+    assert await limiter.acquire("a") == 0.0
+    assert await limiter.acquire("b") == 0.0
+    assert shared.available() == pytest.approx(98.0)
+    with pytest.raises(ValueError, match="exceeds burst=2"):
+        await limiter.acquire("a", 3)
+    with pytest.raises(KeyError, match="'c'"):
+        await limiter.acquire("c")
+
+
+def test_limiter_refuses_an_endpoint_whose_buckets_keep_different_clocks() -> None:
+    with pytest.raises(ValueError, match="one clock"):
+        RateLimiter(
+            {
+                "a": TokenBucket(1.0, 1, clock=FakeClock()),
+                "a:x": TokenBucket(1.0, 1, clock=FakeClock()),
+            }
+        )

@@ -275,3 +275,41 @@ def test_jitter_spreads_delays() -> None:
 def test_invalid_policy_raises_value_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
         RetryPolicy(**kwargs)
+
+
+async def test_first_attempt_that_succeeds_builds_no_retry_machinery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import resilience.retry as retry_mod
+
+    def refuse(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("tenacity built for a call that never failed")
+
+    monkeypatch.setattr(retry_mod, "async_retrying", refuse)
+    fn = Flaky()
+    assert await call(fn, FakeClock()) == "ok"
+    assert fn.calls == 1
+
+
+async def test_forbidden_class_in_retry_on_refused_even_when_the_call_succeeds() -> None:
+    fn = Flaky()
+    with pytest.raises(ValueError, match="OutcomeUnknown"):
+        await retry_call(
+            NO_JITTER,
+            fn,
+            retry_on=(TransientError, OutcomeUnknown),
+            clock=FakeClock(),
+            log_event="x",
+            logger=structlog.get_logger(),
+        )
+    assert fn.calls == 0
+
+
+async def test_retries_after_a_bare_first_attempt_log_and_count_from_attempt_one() -> None:
+    clock = FakeClock()
+    fn = Flaky(TransientError("a", status=502), TransientError("b", status=503))
+    with capture_logs() as logs:
+        assert await call(fn, clock) == "ok"
+    assert fn.calls == 3  # the first failure is not re-run: tenacity replays it
+    assert [(e["attempt"], e["status"]) for e in logs] == [(1, 502), (2, 503)]
+    assert clock.sleeps == [1.0, 2.0]

@@ -12,18 +12,32 @@ module; `tests/unit/test_chain_signing.py` proves each envelope byte-identical t
 * WALLET (deposit wallet): EIP-712 `Batch` of domain `DepositWallet` version 1 with a deadline.
 
 Signing is CPU work: callers run these off the event loop (`asyncio.to_thread`).
+
+`eth_account` (about half a second of imports: it loads eth-keyfile and py_ecc's BLS pairing
+tables) is imported on the first signature, not with this module: the daemon imports this for
+auto-redemption and may never sign a chain transaction in its life.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from eth_abi.abi import encode as abi_encode
-from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
 from eth_utils.crypto import keccak
 
 from venue.chain.contracts import ADDRESSES, Addresses, Call, selector
+
+
+def _eth_account() -> Any:
+    """`eth_account.Account`, imported on first use."""
+    return importlib.import_module("eth_account").Account
+
+
+def _messages() -> Any:
+    """`eth_account.messages` (`encode_defunct`, `encode_typed_data`), imported on first use."""
+    return importlib.import_module("eth_account.messages")
+
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 PROXY_GAS_LIMIT = "200000"
@@ -34,7 +48,7 @@ def sign_eoa_tx(
     key: str, *, chain_id: int, nonce: int, call: Call, gas: int, max_fee: int, tip: int
 ) -> tuple[bytes, str]:
     """An EIP-1559 transaction: (raw bytes, hash). The hash is known before it is sent."""
-    signed = Account.sign_transaction(
+    signed = _eth_account().sign_transaction(
         {
             "type": 2,
             "chainId": chain_id,
@@ -61,7 +75,7 @@ def _proxy_data(calls: list[Call]) -> bytes:
 def proxy_envelope(
     key: str, *, wallet: str, calls: list[Call], nonce: str, relay: str, a: Addresses = ADDRESSES
 ) -> dict[str, Any]:
-    acct = Account.from_key(key)
+    acct = _eth_account().from_key(key)
     data = _proxy_data(calls)
     payload = (
         b"rlx:"
@@ -76,7 +90,7 @@ def proxy_envelope(
         + bytes.fromhex(relay[2:])
     )
     msg_hash = keccak(payload)
-    sig = acct.sign_message(encode_defunct(hexstr="0x" + msg_hash.hex())).signature
+    sig = acct.sign_message(_messages().encode_defunct(hexstr="0x" + msg_hash.hex())).signature
     return {
         "type": "PROXY",
         "from": acct.address,
@@ -107,7 +121,7 @@ def _multisend(calls: list[Call]) -> bytes:
 def safe_envelope(
     key: str, *, chain_id: int, wallet: str, calls: list[Call], nonce: str, a: Addresses = ADDRESSES
 ) -> dict[str, Any]:
-    acct = Account.from_key(key)
+    acct = _eth_account().from_key(key)
     if len(calls) == 1:
         to, data, operation = calls[0].to, calls[0].data, 0
     else:
@@ -146,9 +160,9 @@ def safe_envelope(
             "nonce": int(nonce),
         },
     }
-    s = encode_typed_data(full_message=typed)
+    s = _messages().encode_typed_data(full_message=typed)
     digest = keccak(b"\x19" + s.version + s.header + s.body)
-    sig = bytearray(acct.sign_message(encode_defunct(primitive=digest)).signature)
+    sig = bytearray(acct.sign_message(_messages().encode_defunct(primitive=digest)).signature)
     sig[64] = sig[64] + 31 if sig[64] in (0, 1) else sig[64] + 4
     return {
         "type": "SAFE",
@@ -180,7 +194,7 @@ def deposit_wallet_envelope(
     deadline: int,
     a: Addresses = ADDRESSES,
 ) -> dict[str, Any]:
-    acct = Account.from_key(key)
+    acct = _eth_account().from_key(key)
     typed = {
         "domain": {
             "chainId": chain_id,
@@ -215,7 +229,7 @@ def deposit_wallet_envelope(
             "calls": [{"target": c.to, "value": 0, "data": c.data} for c in calls],
         },
     }
-    sig = acct.sign_message(encode_typed_data(full_message=typed)).signature
+    sig = acct.sign_message(_messages().encode_typed_data(full_message=typed)).signature
     return {
         "type": "WALLET",
         "from": acct.address,
