@@ -79,13 +79,14 @@ def measure(
     warmup_s: float,
     interval_s: float = 5.0,
     cwd: Path | None = None,
+    env: dict[str, str] | None = None,
     stdout: int | None = subprocess.DEVNULL,
 ) -> Soak:
     """Run `cmd`, sample its RSS every `interval_s` for up to `seconds` (then SIGINT it), and
     fit the growth after `warmup_s`. Raises ValueError if the warm-up leaves nothing to fit."""
     if not 0 <= warmup_s < seconds:
         raise ValueError(f"the warm-up ({warmup_s} s) must be shorter than the run ({seconds} s)")
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.DEVNULL)
     start = time.monotonic()
     samples: list[tuple[float, float]] = []
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -24,12 +25,14 @@ import httpx
 import pytest
 from py_clob_client_v2.clob_types import OrderArgsV2
 
+from ledger_check import compare
 from simulator import Simulator
 from simulator.history import RequestLog, Retention, ledger_digest, wallet_fills
 from simulator.market import SimMarket
 from simulator.scenario import MAX_RESTING
 from simulator.testing import new_trader
 from simulator.venue import RequestRecord
+from storage.reports import FillReport
 
 D = Decimal
 MAKERS = ["0x" + f"{i:02x}" * 20 for i in range(1, 4)]
@@ -169,33 +172,55 @@ async def test_data_api_answers_the_same_after_eviction(
     assert _untimed(newest) == _untimed(await get(full, "/trades", market=mf.condition_id))[:20]
 
 
-async def test_an_api_clients_orders_and_fills_outlive_the_simulated_wallets() -> None:
-    async with Simulator(seed=4, settle_delay_s=0.001, retention=SMALL) as sim:
-        m = sim.add_market(question="Will Y?", slug="will-y")
+@pytest.mark.parametrize("client_keep", [100_000, 2])
+async def test_an_api_clients_orders_and_fills_outlive_the_simulated_wallets(
+    client_keep: int,
+) -> None:
+    """Kept (the default retention of a client's records): every order and fill of ours is in
+    the ledger and on `/data/trades`. Evicted too (a client retention of 2): the ledger's
+    folded totals still match a journal of every fill, as `ledger_check` compares them."""
+    retention = replace(SMALL, client=client_keep)
+    async with Simulator(seed=4, settle_delay_s=0.001, retention=retention) as sim:
+        m = sim.add_market(question="Will Y?", slug="will-y", fee_rate=D("0.072"))
         client, acct = await asyncio.to_thread(new_trader, sim, D(1000))
-        yes = m.token_ids[0]
+        me, yes = acct.address.lower(), m.token_ids[0]
         ours: list[str] = []
+        journal: dict[tuple[str, str], FillReport] = {}
         for i in range(4):
             args = OrderArgsV2(yes, round(0.41 + i / 100, 2), 10, "BUY")
             resp = await asyncio.to_thread(client.create_and_post_order, args)
             ours.append(resp["orderID"])
-            # Simulated takers sell into our bid, then many rounds of simulated trading follow.
+            # A simulated taker sells into our bid: we book the fill as a daemon would.
             sim.seed_order(TAKERS[0], yes, "SELL", D("0.40"), D(10), "FAK")
+            await settled(sim)
+            for t in await asyncio.to_thread(client.get_trades):
+                for mo in t["maker_orders"]:
+                    if mo["maker_address"].lower() == me:
+                        journal[(t["id"], mo["order_id"])] = FillReport(
+                            t["id"], mo["order_id"], mo["asset_id"], mo["side"],
+                            D(mo["price"]), D(mo["matched_amount"]), D(0), "MAKER", t["status"],
+                        )  # fmt: skip
+            # Then many rounds of simulated trading.
             await churn(sim, m, 15, seed=i)
         led = sim.ledger()
         assert led["evicted"]["trades"] > 20  # the simulated wallets' history went
-        kept_orders = {o["id"] for o in led["orders"]}
-        assert set(ours) <= kept_orders
-        mine = [r for r in led["trades"] if r["maker"].lower() == acct.address.lower()]
-        assert {r["maker_order_id"] for r in mine} == set(ours)
-        assert sum((r["size"] for r in mine), D(0)) == 40
-        assert acct.address.lower() not in led["evicted"]["wallets"]
-        rest = await asyncio.to_thread(client.get_trades)
-        assert sorted(t["id"] for t in rest) == sorted({r["id"] for r in mine})
+        assert len(journal) == 4
+        check = compare(led, list(journal.values()), {yes: D(40)}, address=acct.address)
+        assert check.ok, check.mismatches
+        assert wallet_fills(led, me)["bought"] == 40 and wallet_fills(led, me)["maker_legs"] == 4
         positions = await asyncio.to_thread(
             httpx.get, f"{sim.data_url}/positions", params={"user": acct.address}
         )
         assert positions.json()[0]["size"] == 40
+        mine = [r for r in led["trades"] if r["maker"].lower() == me]
+        rest = await asyncio.to_thread(client.get_trades)
+        assert sorted(t["id"] for t in rest) == sorted({r["id"] for r in mine})
+        if client_keep > 4:
+            assert set(ours) <= {o["id"] for o in led["orders"]}
+            assert {r["maker_order_id"] for r in mine} == set(ours)
+            assert me not in led["evicted"]["wallets"]
+        else:
+            assert len(mine) < 4 and led["evicted"]["wallets"][me]["maker_legs"] == 4 - len(mine)
 
 
 async def test_containers_stay_bounded_under_many_orders() -> None:
