@@ -21,6 +21,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from py_clob_client_v2.clob_types import OrderArgsV2
@@ -32,6 +33,7 @@ from simulator.market import SimMarket
 from simulator.scenario import MAX_RESTING
 from simulator.testing import new_trader
 from simulator.venue import RequestRecord
+from simulator.ws import MAX_BUFFERED
 from storage.reports import FillReport
 
 D = Decimal
@@ -298,3 +300,26 @@ def test_speed_is_the_demos_knob_and_must_be_positive(capsys: pytest.CaptureFixt
     assert "--speed must be greater than 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="speed must be positive"):
         Simulator(scenario="demo", speed=-1)
+
+
+async def test_a_websocket_client_that_stops_reading_is_dropped_not_buffered() -> None:
+    async with Simulator(seed=5) as sim, aiohttp.ClientSession() as session:
+        m = sim.add_market(question="Will W?", slug="will-w")
+        tok = m.token_ids[0]
+        # Subscribes, then never reads: aiohttp stops reading the socket once its queue is full.
+        ws = await session.ws_connect(sim.market_ws_url, max_msg_size=0)
+        await ws.send_json({"assets_ids": [tok], "type": "market"})
+        while not sim.market_hub.conns:  # noqa: ASYNC110  # the server's side of it
+            await asyncio.sleep(0.01)
+        (conn,) = sim.market_hub.conns
+        payload = b'{"event_type":"price_change","pad":"' + b"x" * 200 + b'"}'
+        pushed = 0
+        while not conn.closed and pushed < 2_000_000:
+            sim.market_hub.to_assets(tok, payload)
+            pushed += 1
+            if pushed % 500 == 0:
+                await asyncio.sleep(0)  # the writer sends what the socket takes
+            assert len(conn.buf) <= MAX_BUFFERED
+        assert conn.closed, f"{pushed} events pushed, the connection still open"
+        assert conn.buf == [] and pushed > MAX_BUFFERED
+        await ws.close()
