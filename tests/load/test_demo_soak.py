@@ -33,6 +33,7 @@ SPEED = float(os.environ.get("POLYD_SOAK_SPEED", "10"))
 MAX_SLOPE_MB_PER_HOUR = 50.0
 """The bound on RSS growth after warm-up: a tenth of the unbounded simulator's ~490 MB/h."""
 FIGURES = Path("/tmp/polyd-demo-soak.json")
+"""The run's figures (one JSON line) and, under "samples", every (seconds, RSS MB) sample."""
 
 
 @pytest.mark.slow
@@ -53,7 +54,7 @@ def test_demo_at_10x_keeps_rss_flat(tmp_path: Path) -> None:
     # The demo writes its database under ./data/demo: a scratch folder, not the checkout.
     soak = measure(cmd, seconds=SOAK_S + 300, warmup_s=WARMUP_S, cwd=tmp_path, env=env)
     figures = {"speed": SPEED, **soak.figures()}
-    FIGURES.write_text(json.dumps(figures) + "\n")
+    FIGURES.write_text(json.dumps({**figures, "samples": soak.samples}) + "\n")
     assert soak.exit_code == 0, figures  # ran to its end and its ledger check matched
     assert soak.seconds >= SOAK_S - 30, figures
     assert soak.slope_mb_per_hour < MAX_SLOPE_MB_PER_HOUR, figures
