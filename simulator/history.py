@@ -19,11 +19,11 @@ are what grows without bound, and what is evicted.
 
 Everything evicted folds into `Evicted`: counts, per-status order counts, per-wallet fill totals
 (taker and maker legs, shares bought and sold, pUSD paid and received, fees), the total fees, and
-a SHA-256 chained over every evicted ledger row, so `ledger()` totals stay exact
+a digest of every evicted ledger row (`ledger_digest`), so `ledger()` totals stay exact
 (`Evicted.as_json()` under `ledger()["evicted"]`). The Data API's `/positions` starts each
 wallet's aggregate (size, bought, cost, realized PnL) from its folded rows, so positions stay
 exact as long as rows arrive in time order (a backdated `trade_as` row older than an evicted
-one folds after it). Balances and `sets_minted` are running totals already and never change.
+one folds after it). Balances and `sets_minted` are running totals already: eviction leaves them.
 
 Eviction runs in batches (a quarter of the retention at a time), so its cost per order is O(1)
 amortised and the containers stay below 1.25 x their retention plus the client records.
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, overload
@@ -119,16 +119,18 @@ DIGEST_KEYS = (
     "transaction_hash",
 )
 """What `ledger_digest` hashes of a ledger row: everything but its status and time."""
+DIGEST_MOD = 1 << 256
 
 
-def ledger_digest(rows: list[Json], start: str = "") -> str:
-    """SHA-256 chained over ledger rows (`Trade.ledger_rows`), oldest first, from `start`: the
-    digest `Evicted` keeps, so a caller holding every row can recompute it."""
-    d = start
+def ledger_digest(rows: Iterable[Json], start: str = "") -> str:
+    """A digest of ledger rows (`Trade.ledger_rows`): the sum, modulo 2**256, of each row's
+    SHA-256, added to `start`. Order does not matter, so the digest of the rows evicted plus that
+    of the rows kept is the digest of every row, and a caller holding every row recomputes it."""
+    total = int(start, 16) if start else 0
     for r in rows:
         line = "|".join(str(r[k]) for k in DIGEST_KEYS)
-        d = hashlib.sha256(f"{d}|{line}".encode()).hexdigest()
-    return d
+        total = (total + int.from_bytes(hashlib.sha256(line.encode()).digest())) % DIGEST_MOD
+    return f"{total:064x}"
 
 
 @dataclass
@@ -347,9 +349,7 @@ class History:
             if i in gone:
                 self.evicted.data_row(rows[i])
         rows[:] = [r for i, r in enumerate(rows) if i not in gone]
-        self._rows_high = (
-            len(rows) + self._high(self.retention.data_rows) - self.retention.data_rows
-        )
+        self._rows_high = len(rows) + _slack(self.retention.data_rows)
 
     def totals(self, trades: list[Trade], orders: dict[str, Order]) -> Json:
         """Totals over every trade and order ever made, kept and evicted together."""

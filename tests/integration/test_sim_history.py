@@ -1,15 +1,15 @@
-"""The simulator's bounded history (`simulator.history`): it evicts old records, and every total
-it reports stays exact.
+"""The simulator's bounded history (`simulator.history`): it evicts old records, and every total it
+reports stays exact.
 
 Two simulators with the same seed get the same calls: `small` keeps a handful of records, `full`
-keeps everything (the default retention is far above what these tests make). Whatever the ledger
-and the Data API report must be the same on both: totals over every trade (count, ledger rows,
-shares, fees, a SHA-256 over every row), balances, full sets minted, each wallet's fill totals,
-`/positions`, and the newest pages of `/trades` and `/activity`. An API client's records (an
-order placed with the real py-clob-client-v2) are kept past the simulated wallets' retention, so
-a test or the demo comparing a daemon's journal with the venue ledger sees every fill. The
-containers stay bounded however many orders go through (counted, not timed), and the demo
-scenario keeps at most `MAX_RESTING` of its orders resting per book.
+keeps everything (the default retention is far above what these tests make). Whatever the ledger and
+the Data API report must be the same on both: totals over every trade (count, ledger rows, shares,
+fees, a digest summing every row's SHA-256), balances, full sets minted, each wallet's fill totals,
+`/positions`, and the newest pages of `/trades` and `/activity`. An API client's records (an order
+placed with the real py-clob-client-v2) are kept past the simulated wallets' retention, so a test or
+the demo comparing a daemon's journal with the venue ledger sees every fill. The containers stay
+bounded however many orders go through (counted, not timed), and the demo scenario keeps at most
+40 of its orders resting per book.
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ async def test_eviction_keeps_ledger_totals_and_wallet_sums_exact(
     gone = [r for r in b["trades"] if (r["id"], r["maker_order_id"]) not in kept]
     assert len(gone) == a["evicted"]["ledger_rows"]
     assert ledger_digest(gone) == a["evicted"]["digest"]
+    # The digest adds up whatever the order: evicted plus kept is every row.
+    assert ledger_digest(a["trades"], a["evicted"]["digest"]) == ledger_digest(b["trades"][::-1])
     assert sum((r["fee"] for r in gone), D(0)) == a["evicted"]["fees"]
 
 
