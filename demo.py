@@ -316,9 +316,10 @@ class Demo:
 
 
 @contextlib.asynccontextmanager
-async def prepared(workdir: Path = DEMO_DIR) -> AsyncIterator[Demo]:
+async def prepared(workdir: Path = DEMO_DIR, *, speed: float = 1.0) -> AsyncIterator[Demo]:
     """Start the demo simulator, fund a throwaway key at it, write the rule files under a fresh
     `workdir`, and yield the settings that point the daemon at it; stop the simulator on exit.
+    `speed` runs the scenario's makers, takers and whale that many times as often.
 
     Settings are never read from a `.env`: the demo must never pick up a real key. A bad
     setting raises `ConfigError`; another demo running in `workdir`, `AlreadyRunning`.
@@ -331,7 +332,7 @@ async def prepared(workdir: Path = DEMO_DIR) -> AsyncIterator[Demo]:
     await lock.acquire()
     try:
         _fresh_dir(workdir)
-        async with Simulator(seed=DEMO_SEED, scenario="demo") as sim:
+        async with Simulator(seed=DEMO_SEED, scenario="demo", speed=speed) as sim:
             sim.fund(account.address, collateral=DEMO_COLLATERAL)
             sim.chain.fund_pol(account.address, Decimal("10"))  # gas for redeem as an EOA
             # The demo wallet starts as one that approved once on polymarket.com: redemption's

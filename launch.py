@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run live against the built-in venue simulator with a throwaway key",
     )
     p.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        metavar="N",
+        help="with --demo: run the simulator's makers, takers and whale N times as often (1)",
+    )
+    p.add_argument(
         "--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds"
     )
     p.add_argument(
@@ -74,6 +81,12 @@ def before_daemon(args: argparse.Namespace, *, version: str) -> int | None:
         return EXIT_OK
     if args.duration is not None and args.duration <= 0:
         print("polyd: --duration must be greater than 0", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.speed is not None and not (args.demo and args.command is None):
+        print("polyd: --speed is for the demo's simulator: use it with --demo", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.speed is not None and not args.speed > 0:
+        print("polyd: --speed must be greater than 0", file=sys.stderr)
         return EXIT_CONFIG
     env_file, named = env_file_of(args)
     if args.command is not None and args.demo:

@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code is not None:
         return code
     if args.demo:
-        return run_demo(duration_s=args.duration)
+        return run_demo(duration_s=args.duration, speed=args.speed or 1.0)
     env_file, _ = env_file_of(args)
     try:
         settings = load_settings(env_file=env_file)
@@ -494,11 +494,11 @@ def run(
     return asyncio.run(daemon.run())
 
 
-def run_demo(*, duration_s: float | None = None) -> int:
+def run_demo(*, duration_s: float | None = None, speed: float = 1.0) -> int:
     """Run the daemon live against the built-in simulator (`--demo`) and return the exit code.
     No settings file is read: the demo must never pick up a real key from a developer's `.env`."""
     try:
-        return asyncio.run(_demo(duration_s))
+        return asyncio.run(_demo(duration_s, speed))
     except ConfigError as e:
         print_config_error(e)
         return EXIT_CONFIG
@@ -507,10 +507,10 @@ def run_demo(*, duration_s: float | None = None) -> int:
         return EXIT_IN_USE
 
 
-async def _demo(duration_s: float | None) -> int:
+async def _demo(duration_s: float | None, speed: float = 1.0) -> int:
     import demo  # the simulator is only imported when asked for
 
-    async with demo.prepared() as prepared:
+    async with demo.prepared(speed=speed) as prepared:
         settings = prepared.settings
         redactor = configure_logging(
             level=settings.log_level,

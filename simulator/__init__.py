@@ -10,6 +10,6 @@ reader (`recording.reader`, the one owner of the recording format) for `--replay
 """
 
 from simulator.market import SimMarket
-from simulator.sim import RequestRecord, Simulator
+from simulator.sim import RequestRecord, Retention, Simulator
 
-__all__ = ["RequestRecord", "SimMarket", "Simulator"]
+__all__ = ["RequestRecord", "Retention", "SimMarket", "Simulator"]

@@ -1,6 +1,7 @@
-"""`python -m simulator [--seed N] [--scenario demo | --replay DIR [--speed N]]
+"""`python -m simulator [--seed N] [--scenario demo | --replay DIR] [--speed N]
 [--heartbeat-timeout S] [--port N]`: serve the venue until SIGTERM/SIGINT.
 
+`--scenario demo --speed N` runs the demo's makers, takers and whale N times as often.
 `--replay DIR` serves a recording made by `python -m orchestrator record` (its markets, books and
 websocket frames on their recorded timing, `--speed` times faster; see `simulator.replay`).
 `--port N` gives stable URLs: the CLOB on N, Gamma (and the geoblock check) on N+1, the Data
@@ -66,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--scenario", choices=["demo"], default=None)
     which.add_argument("--replay", type=Path, default=None, metavar="DIR", help="a recording")
-    p.add_argument("--speed", type=float, default=1.0, help="replay N times faster (1)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="replay, or run the demo scenario, N times faster (1)",
+    )
     p.add_argument("--settle-delay", type=float, default=0.05, dest="settle_delay_s")
     # The venue's order dead-man switch: 10 s per API key (Polymarket/ts-sdk order-heartbeats.ts).
     p.add_argument("--heartbeat-timeout", type=float, default=10.0, dest="heartbeat_timeout_s")

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from simulator.engine import ZERO
+from simulator.history import fold_position
 from simulator.market import SimMarket, tag_id
 
 if TYPE_CHECKING:
@@ -233,6 +234,10 @@ class DataApi:
         lim = _int(q.get("limit"), default_limit)
         return rows[off : off + lim]
 
+    def _cid(self, token_id: str) -> str | None:
+        m = self.sim.market_of_token(token_id)
+        return m.condition_id if m is not None else None
+
     @staticmethod
     def _common(r: DataRow) -> Json:
         m = r.market
@@ -302,17 +307,19 @@ class DataApi:
         rows = self._rows(request)
         if isinstance(rows, web.Response):
             return rows
-        agg: dict[str, list[Decimal]] = {}  # token -> [size, bought_size, bought_cost, realized]
+        # token -> [size, bought_size, bought_cost, realized], from the wallet's evicted rows on
+        user = request.query.get("user") or ""
+        markets = set(filter(None, (request.query.get("market") or "").split(",")))
+        agg = self.sim.history.evicted.positions_of(user)
+        for token in [t for t in agg if markets and self._cid(t) not in markets]:
+            del agg[token]
         for r in sorted(rows, key=lambda r: r.timestamp):
-            a = agg.setdefault(r.token_id, [ZERO, ZERO, ZERO, ZERO])
-            if r.side == "BUY":
-                a[0] += r.size
-                a[1] += r.size
-                a[2] += r.size * r.price
-            else:
-                avg = a[2] / a[1] if a[1] else ZERO
-                a[3] += (r.price - avg) * r.size
-                a[0] -= r.size
+            fold_position(agg.setdefault(r.token_id, [ZERO, ZERO, ZERO, ZERO]), r)
+        wallet = (
+            rows[0].wallet
+            if rows
+            else self.sim.history.evicted.wallet_names.get(user.lower(), user)
+        )
         threshold = Decimal(request.query.get("sizeThreshold") or "1")
         redeemable = _bool(request.query.get("redeemable"))
         out: list[Json] = []
@@ -334,7 +341,7 @@ class DataApi:
             current = size * cur
             out.append(
                 {
-                    "proxyWallet": rows[0].wallet,
+                    "proxyWallet": wallet,
                     "asset": token,
                     "conditionId": m.condition_id,
                     "size": float(size),

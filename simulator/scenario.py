@@ -11,6 +11,12 @@ Every market charges the venue's taker fee at its category's 2026 rate (crypto 0
 0.03, economics 0.05; exponent 1; https://docs.polymarket.com/trading/fees), so the demo shows
 fees in fills, positions and PnL as a real run would.
 
+`speed` (`Simulator(speed=N)`, `python -m simulator --scenario demo --speed N`,
+`python -m orchestrator --demo --speed N`) runs the makers, takers and whale N times as often
+(every pause divided by N); the markets' end dates stay on the wall clock. Each living book keeps
+at most `MAX_RESTING` of the scenario's own resting orders (the oldest are cancelled first), so
+the books stay the same size however long the demo runs.
+
 All randomness comes from `random.Random(seed)`.
 """
 
@@ -34,6 +40,8 @@ if TYPE_CHECKING:
 
 WHALE_ADDRESS = "0xdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
 TICK = Decimal("0.01")
+MAX_RESTING = 40
+"""The scenario's own resting orders per book: beyond this the oldest is cancelled."""
 
 FEES: dict[str, tuple[Decimal, str, Decimal]] = {
     "crypto": (Decimal("0.072"), "crypto_fees_v2", Decimal("0.2")),
@@ -57,8 +65,11 @@ class Scenario:
 
     whale_address = WHALE_ADDRESS
 
-    def __init__(self, sim: Venue) -> None:
+    def __init__(self, sim: Venue, speed: float = 1.0) -> None:
+        if not speed > 0:
+            raise ValueError(f"the scenario's speed must be positive, not {speed!r}")
         self.sim = sim
+        self.speed = speed
         self.rng = random.Random(sim.seed)
         self.makers = [f"0x{self.rng.getrandbits(160):040x}" for _ in range(4)]
         self.takers = [f"0x{self.rng.getrandbits(160):040x}" for _ in range(2)]
@@ -141,14 +152,17 @@ class Scenario:
     async def _maker(self, b: LiveBook) -> None:
         rng = self.rng
         while True:
-            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            await self._pause(0.2, 1.0)
             if not b.ending:
                 b.fair = min(
                     Decimal("0.9"), max(Decimal("0.1"), b.fair + rng.choice((-TICK, 0, TICK)))
                 )
-            b.orders = [o for o in b.orders if self.sim.engine.orders[o].status == "LIVE"]
+            live = self.sim.engine.orders
+            b.orders = [o for o in b.orders if o in live and live[o].status == "LIVE"]
             if b.orders and rng.random() < 0.6:
                 self.sim.cancel_seeded(b.orders.pop(rng.randrange(len(b.orders))))
+            while len(b.orders) >= MAX_RESTING:
+                self.sim.cancel_seeded(b.orders.pop(0))
             side = rng.choice(("BUY", "SELL"))
             off = TICK * rng.randint(1, 4)
             price = b.fair - off if side == "BUY" else b.fair + off
@@ -160,7 +174,11 @@ class Scenario:
                 self._post(b, "SELL", dip, Decimal(rng.randint(5, 40)))
                 dip_id = b.orders[-1] if b.orders else None
                 if dip_id is not None:
-                    self.sim._later(rng.uniform(1.0, 3.0), self._cancel_quietly, dip_id)
+                    delay = rng.uniform(1.0, 3.0) / self.speed
+                    self.sim._later(delay, self._cancel_quietly, dip_id)
+
+    async def _pause(self, low: float, high: float) -> None:
+        await asyncio.sleep(self.rng.uniform(low, high) / self.speed)
 
     def _cancel_quietly(self, order_id: str) -> None:
         self.sim.cancel_seeded(order_id)
@@ -168,7 +186,7 @@ class Scenario:
     async def _taker(self) -> None:
         rng = self.rng
         while True:
-            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            await self._pause(0.2, 1.0)
             b = rng.choice(self.books)
             tok = b.market.token_ids[0]
             book = self.sim.engine.books[tok]
@@ -206,7 +224,7 @@ class Scenario:
     async def _whale(self) -> None:
         rng = self.rng
         while True:
-            await asyncio.sleep(rng.uniform(2.0, 5.0))
+            await self._pause(2.0, 5.0)
             b = rng.choice(self.books)
             tok = b.market.token_ids[0]
             book = self.sim.engine.books[tok]

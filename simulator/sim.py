@@ -23,6 +23,7 @@ from recording.reader import Recording
 from simulator.chain import Chain
 from simulator.clob import Clob
 from simulator.engine import LevelChange, Order, Trade, fmt, now_ms, rate_bps
+from simulator.history import Retention
 from simulator.lifecycle import Lifecycle
 from simulator.market import SimMarket
 from simulator.offchain import DataApi, Gamma
@@ -42,7 +43,7 @@ from simulator.venue import (
 )
 from simulator.ws import Conn, Hub
 
-__all__ = ["DataRow", "Faults", "RequestRecord", "Simulator"]
+__all__ = ["DataRow", "Faults", "RequestRecord", "Retention", "Simulator"]
 
 
 class _Sink(VenueSink):
@@ -186,11 +187,14 @@ class Simulator(Venue):
         replay: str | Path | None = None,
         speed: float = 1.0,
         port: int = 0,
+        retention: Retention | None = None,
     ) -> None:
         if scenario not in (None, "demo"):
             raise ValueError(f"unknown scenario: {scenario!r}")
         if scenario is not None and replay is not None:
             raise ValueError("a scenario and a replay cannot run together")
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, not {speed!r}")
         super().__init__(
             seed=seed,
             settle_delay_s=settle_delay_s,
@@ -199,10 +203,11 @@ class Simulator(Venue):
             heartbeat_timeout_s=heartbeat_timeout_s,
             sink=_Sink(self),
             server=self,
+            retention=retention,
         )
         self.scenario_name = scenario
         self.replay_path = Path(replay) if replay is not None else None
-        self.replay_speed = speed
+        self.replay_speed = speed  # the replay's (or the demo scenario's) speed-up
         self.replay: Replay | None = None
         """While True, book changes send no market-channel frames (a replay is applying one)."""
         self.lifecycle = Lifecycle(self)
@@ -282,7 +287,7 @@ class Simulator(Venue):
         self.rpc_url = f"http://127.0.0.1:{ports['chain']}"
         self.relayer_url = f"{self.rpc_url}/relayer"
         if self.scenario_name == "demo":
-            self.scenario = Scenario(self)
+            self.scenario = Scenario(self, speed=self.replay_speed)
             self.scenario.start()
         if self.replay is not None:
             self.replay.start()

@@ -31,8 +31,10 @@ from simulator.crypto import (
     order_digest,
     order_struct_hash,
 )
-from simulator.engine import ZERO, Book, Engine, Order, Sink, Trade, fmt, now_ms
+from simulator.engine import Book, Engine, Order, Sink, Trade, fmt, now_ms
 from simulator.faults import Fault, FaultRegistry
+from simulator.history import History, RequestLog, Retention
+from simulator.history import ledger as history_ledger
 from simulator.market import SimMarket
 
 Json = dict[str, Any]
@@ -159,6 +161,7 @@ class Venue:
         heartbeat_timeout_s: float,
         sink: VenueSink,
         server: Server,
+        retention: Retention | None = None,
     ) -> None:
         self.seed = seed
         self.settle_delay_s = settle_delay_s
@@ -175,7 +178,9 @@ class Venue:
         self.markets: list[SimMarket] = []
         self.markets_by_cid: dict[str, SimMarket] = {}
         self._market_of_token: dict[str, SimMarket] = {}
-        self.request_log: list[RequestRecord] = []
+        self.retention = retention or Retention()
+        self.history = History(self.retention, self._is_client)
+        self.request_log = RequestLog(self.retention.requests)
         self.data_rows: list[DataRow] = []
         self.keys: dict[str, ApiKey] = {}
         self.keys_by_addr_nonce: dict[tuple[str, int], ApiKey] = {}
@@ -320,11 +325,23 @@ class Venue:
         return o
 
     def submit(self, order: Order) -> list[Trade]:
-        trades = self.engine.submit(order)
+        eng = self.engine
+        trades = eng.submit(order)
         for t in trades:
-            self._later(self.settle_delay_s, self.engine.advance_trade, t, "MINED")
-            self._later(2 * self.settle_delay_s, self.engine.advance_trade, t, "CONFIRMED")
+            self._later(self.settle_delay_s, eng.advance_trade, t, "MINED")
+            self._later(2 * self.settle_delay_s, eng.advance_trade, t, "CONFIRMED")
+        self.history.trim_orders(eng.orders)
+        self.history.trim_trades(eng.trades, eng.trades_by_id)
         return trades
+
+    def _is_client(self, who: str) -> bool:
+        """Whether an order owner or a lower-case wallet address is an API client's (its
+        records are kept longer: `simulator.history`)."""
+        if who in self.keys:
+            return True
+        return any(k.address.lower() == who for k in self.keys.values()) or any(
+            f.lower() == who for f in self.funders.values()
+        )
 
     def seed_order(
         self,
@@ -403,6 +420,7 @@ class Venue:
         )
         m.books[token_id].last_trade_price = price
         m.volume += price * size
+        self.history.trim_rows(self.data_rows)
         self.sink.last_trade(token_id, price, size, side, tx)
         return tx
 
@@ -420,6 +438,7 @@ class Venue:
             self.data_rows.append(
                 DataRow(mk.maker, mk.side, mk.token_id, m, mf.size, mf.price, when, tx, False)
             )
+        self.history.trim_rows(self.data_rows)
 
     # books -------------------------------------------------------------------------------
     def book_summary(self, token_id: str) -> Json:
@@ -507,27 +526,9 @@ class Venue:
         return list(self.keys.values())
 
     def ledger(self) -> Json:
-        """Authoritative state: every order, every trade, every balance (Decimals)."""
-        eng = self.engine
-        balances: dict[str, Json] = {}
-        for a, v in eng.collateral.items():
-            balances.setdefault(a, {"collateral": ZERO, "tokens": {}})["collateral"] = v
-        for (a, t), v in eng.shares.items():
-            balances.setdefault(a, {"collateral": ZERO, "tokens": {}})["tokens"][t] = v
-        return {
-            "orders": [
-                o.ledger_dict()
-                | {
-                    "price": o.price,
-                    "original_size": o.original_size,
-                    "size_matched": o.size_matched,
-                }
-                for o in eng.orders.values()
-            ],
-            "trades": [row for t in eng.trades for row in t.ledger_rows()],
-            "sets_minted": dict(eng.sets_minted),
-            "balances": balances,
-        }
+        """Authoritative state: every order and trade kept, every balance, what was evicted
+        and the totals over everything (`simulator.history.ledger`)."""
+        return history_ledger(self.engine, self.history)
 
     # what reached the venue ---------------------------------------------------------------
     def record_received(self, path: str, raw: bytes) -> None:

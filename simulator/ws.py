@@ -19,6 +19,11 @@ from aiohttp import WSMsgType, web
 
 Json = dict[str, Any]
 
+MAX_BUFFERED = 20_000
+"""Events a connection may hold unsent. A client that stops reading while the feed keeps
+moving is dropped past this (its socket aborted, the buffer freed), so it cannot grow the
+venue's memory without bound; one that reads keeps its buffer near empty."""
+
 MALFORMED_FRAMES: tuple[bytes, ...] = (
     b'{"event_type":"price_change","market":"0x',
     b"",
@@ -50,7 +55,13 @@ class Conn:
     frames_sent: int = 0
 
     def push(self, payload: bytes) -> None:
+        if self.closed:
+            return
         self.buf.append(payload)
+        if len(self.buf) > MAX_BUFFERED:
+            self.buf.clear()
+            self.abort()
+            return
         if not self.wake.is_set():
             self.wake.set()
 

@@ -41,7 +41,6 @@ max_trade_notional = "20"
 """
 
 
-
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgServer]:
     server = PgServer()

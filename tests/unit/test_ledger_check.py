@@ -122,3 +122,20 @@ def test_ledger_values_as_json_strings_compare_the_same() -> None:
     text["trades"] = [{k: str(v) for k, v in r.items()} for r in text["trades"]]
     text["balances"] = {ME.lower(): {"tokens": {YES: "16"}}}
     assert compare(text, fills(), {YES: D(16)}, address=ME).ok
+
+
+def test_fills_the_venue_evicted_are_compared_with_its_folded_totals() -> None:
+    # The venue evicted t1 (our two taker legs, 20 shares bought, fee 0.2448) into its totals.
+    led = ledger()
+    led["trades"] = [r for r in led["trades"] if r["id"] != "t1"]
+    led["evicted"] = {"wallets": {ME.lower(): {"bought": D(20), "sold": D(0), "fees": D("0.2448")}}}
+    c = compare(led, fills(), {YES: D(16)}, address=ME)
+    assert c.ok, c.mismatches
+    assert (c.fills, c.fees) == (2, D("0.2448"))
+    # A daemon fill off by one share, or a fee off by the smallest unit, is still named.
+    bad = fills()
+    bad[0] = replace(bad[0], size=D(21), fee=D("0.24481"))
+    c = compare(led, bad, {YES: D(16)}, address=ME)
+    assert "evicted fills bought: venue 20 daemon 21 (1 fills)" in c.mismatches
+    assert "evicted fills fees: venue 0.2448 daemon 0.24481 (1 fills)" in c.mismatches
+    assert "fees: venue 0.2448 daemon 0.24481" in c.mismatches
