@@ -39,6 +39,10 @@ async def rejections(live: Live) -> list[dict[str, object]]:
     return [e.detail for e in reversed(await live.repos.audit.tail(event="order_rejected"))]
 
 
+async def unknowns(live: Live) -> list[dict[str, object]]:
+    return [e.detail for e in reversed(await live.repos.audit.tail(event="order_outcome_unknown"))]
+
+
 async def journal(live: Live, coids: list[str]) -> list[OrderStatus]:
     out = []
     for c in coids:
@@ -111,6 +115,8 @@ async def test_a_batch_whose_answer_came_too_late_is_settled_by_lookup(live: Liv
     )
     assert live.ex.breaker.consecutive_failures == 1
     assert await rejections(live) == []
+    # both went UNKNOWN first, each saying why (the client's read timed out)
+    assert await unknowns(live) == [{"why": "no answer (SocketTimeoutError)"}] * 2
     await live.assert_journal_matches_ledger()
     sent = await live.assert_sent_as_journaled()
     assert sent.sends == {r.client_order_id: 1 for r in reqs}
@@ -160,4 +166,5 @@ async def test_an_unreadable_answer_for_one_order_of_a_batch_is_settled_by_looku
         (OrderStatus.LIVE, ""),
     ]
     assert len(live.our_orders()) == 3
+    assert await unknowns(live) == [{"why": "unreadable answer: test"}]  # the one, and why
     await live.assert_journal_matches_ledger()
