@@ -194,6 +194,25 @@ def merge_recheck(before: dict[str, str], after: dict[str, str]) -> dict[str, st
     return {name: before.get(name, v) if v in UNCHECKED else v for name, v in after.items()}
 
 
+VERDICTS_FILE = "polyd-verdicts.json"
+
+
+def _saved_verdicts(work: Path) -> dict[str, str]:
+    """The verdicts saved in the kept scratch copy `work` by the last run or recheck ({} if
+    none: a copy kept by an older version of this tool)."""
+    try:
+        data = json.loads((work / VERDICTS_FILE).read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{work / VERDICTS_FILE}: {e}") from None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _save_verdicts(work: Path, verdicts: dict[str, str]) -> None:
+    (work / VERDICTS_FILE).write_text(json.dumps(verdicts, indent=1, ensure_ascii=False), "utf-8")
+
+
 def run_group(
     g: Group,
     jobs: int,
@@ -206,12 +225,15 @@ def run_group(
     earlier run), only that run's survivors are run again, against the checkout's tests now."""
     if recheck is not None:
         work = recheck
-        before = _refresh_tests(g, work)
+        # mutmut forgets verdicts once the tests change, so an earlier recheck's kills are
+        # read back from the verdicts this tool saved beside the mutants.
+        before = merge_recheck(_saved_verdicts(work), _refresh_tests(g, work))
         names = [n for n, v in before.items() if v not in KILLED | TIMEOUT | UNCHECKED]
         if not names:
             raise SystemExit(f"[{g.name}] {work}: no survivors to recheck")
         verdicts, _, _ = _mutmut(g, work, jobs, True, budget_s, names)
         verdicts = merge_recheck(before, verdicts)
+        _save_verdicts(work, verdicts)
         survivors = [n for n, v in verdicts.items() if v not in KILLED | TIMEOUT]
         return verdicts, equivalent_by_rule(work, survivors), work
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
@@ -274,6 +296,8 @@ def _mutmut(
     equivalent = equivalent_by_rule(work, survivors)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
+    elif not names:  # a first run kept for `--recheck` (a recheck saves its merged verdicts)
+        _save_verdicts(work, verdicts)
     return verdicts, equivalent, work
 
 
