@@ -387,6 +387,7 @@ async def test_backoff_grows_while_connections_fail_and_restarts_after_a_healthy
             await until(lambda: len(v.conns) == 4 and r.store.usable_book(A))
         assert r.clock.sleeps == [1.0, 2.0, 1.0]
         assert r.reconnects("closed") == 3
+        assert r.shard.connections == 4
         assert len(r.backoffs) == 1  # one back-off for the shard's whole life
 
 
@@ -432,3 +433,28 @@ async def test_a_refused_dial_is_counted_as_an_error_and_retried() -> None:
     failed = [e for e in logs if e["event"] == "feed_connect_failed"]
     assert failed and failed[0]["shard"] == 0
     assert r.clock.sleeps[:2] == [1.0, 2.0]
+
+
+async def test_a_fresh_connection_counts_as_heard_from_before_its_first_frame() -> None:
+    async with scripted(no_book_for=frozenset({A})) as v:
+        r = rig(v.url)
+        r.feed.watch("t", [A])
+        r.clock.advance(7.0)
+        async with shard_running(r):
+            await until(lambda: r.shard.link.connected)
+            assert r.shard.link.last_frame == START + 7.0  # the connect time, not the past
+            assert r.feed.health().ok
+        assert len(v.conns) == 1
+
+
+async def test_an_abrupt_close_is_a_plain_reconnect_not_a_reader_error() -> None:
+    async with scripted() as v:
+        r = rig(v.url)
+        r.feed.watch("t", [A])
+        with capture_logs() as logs:
+            async with shard_running(r):
+                await until(lambda: r.store.usable_book(A))
+                v.conns[0].transport.abort()  # no close frame: the client sees 1006
+                await until(lambda: len(v.conns) == 2 and r.store.usable_book(A))
+        assert r.reconnects("closed") == 1
+        assert [e for e in logs if e["event"] == "feed_reader_ended"] == []

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tools.mutate import VERDICTS_FILE, _save_verdicts, _saved_verdicts, merge_recheck
+from tools.mutate import (
+    VERDICTS_FILE,
+    _save_verdicts,
+    _saved_verdicts,
+    merge_recheck,
+    recheck_names,
+)
 
 
 def test_a_recheck_starts_from_the_saved_verdicts_where_mutmut_forgot_them(
@@ -36,3 +42,19 @@ def test_an_unreadable_verdicts_file_is_named(tmp_path: Path) -> None:
     (tmp_path / VERDICTS_FILE).write_text("{not json", "utf-8")
     with pytest.raises(SystemExit, match=VERDICTS_FILE):
         _saved_verdicts(tmp_path)
+
+
+def test_a_recheck_runs_the_survivors_and_on_request_the_unreached_too() -> None:
+    before = {
+        "m.x_a__mutmut_1": "killed",
+        "m.x_a__mutmut_2": "survived",
+        "m.x_a__mutmut_3": "not checked",
+        "m.x_a__mutmut_4": "timeout",
+        "m.x_a__mutmut_5": "no tests",
+    }
+    assert recheck_names(before) == ["m.x_a__mutmut_2", "m.x_a__mutmut_5"]
+    assert recheck_names(before, unreached=True) == [
+        "m.x_a__mutmut_2",
+        "m.x_a__mutmut_3",
+        "m.x_a__mutmut_5",
+    ]
