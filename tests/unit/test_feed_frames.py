@@ -9,6 +9,8 @@ the books are.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from decimal import Decimal as D
 from typing import Any
 
@@ -18,6 +20,8 @@ import pytest
 from errors import FeedError
 from observability.metrics import Metrics
 from resilience.clock import FakeClock
+from tests.helpers import until
+from tests.unit.test_feed_liveness import scripted
 from venue.market_feed import MarketFeed, Shard
 from venue.order_book import BookStore
 
@@ -384,3 +388,136 @@ def test_unwatching_a_token_drops_its_book_and_its_snapshot_wait() -> None:
     assert shard.awaiting == {B: 500.0}
     assert shard.wake.is_set()  # the connection is told to unsubscribe
     assert feed.watched() == {B}
+
+
+def price_change(*entries: dict[str, str]) -> bytes:
+    ev = {"event_type": "price_change", "market": MARKET, "timestamp": "3"}
+    return orjson.dumps({**ev, "price_changes": list(entries)})
+
+
+def entry(token: str, price: str, size: str, side: str = "BUY", **bests: str) -> dict[str, str]:
+    return {"asset_id": token, "price": price, "size": size, "side": side, **bests}
+
+
+def test_a_snapshot_is_installed_with_its_hash_time_and_last_trade() -> None:
+    feed, store, _, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    ev = orjson.loads(snapshot(A))
+    ev.update(hash="abc", timestamp="1700000000123", last_trade_price="0.52")
+    feed.handle_frame(orjson.dumps(ev), shard)
+    book = store.get(A)
+    assert book is not None
+    assert (book.hash, book.timestamp_ms, book.last_trade_price) == (
+        "abc",
+        1700000000123,
+        D("0.52"),
+    )
+    older = rest_body(A)
+    older["timestamp"] = "1700000000000"
+    assert feed.apply_rest_book(A, older) is False  # older than the snapshot held
+
+
+def test_a_crossed_or_unreadable_snapshot_takes_the_book_out_and_asks_rest() -> None:
+    feed, store, _, clock, _ = make(A, B)
+    shard = up(feed.shards[0], clock.monotonic())
+    told: list[set[str]] = []
+    store.add_listener(lambda tokens: told.append(set(tokens)))
+    feed.handle_frame(snapshot(A, ask="0.30"), shard)  # ask under the bid: crossed
+    book = store.get(A)
+    assert book is not None and not book.usable
+    assert feed._resync_pending == {A}
+    assert told == [{A}]
+    assert feed.malformed == 0
+    feed.handle_frame(snapshot(B), shard)
+    bad = orjson.loads(snapshot(B))
+    bad["bids"] = [{"price": "2", "size": "1"}]  # a price above 1: refused
+    good = orjson.loads(snapshot(A))
+    feed.handle_frame(orjson.dumps([bad, good]), shard)  # one frame, two events
+    b = store.get(B)
+    assert b is not None and not b.usable
+    assert feed._resync_pending == {B}  # A's good snapshot settled A's
+    assert told[-1] == {A, B}
+    assert feed.malformed == 1
+    assert store.usable_book(A) is not None  # the bad event did not cost the good one
+
+
+def test_a_delta_event_applies_to_every_watched_book_it_names() -> None:
+    feed, store, metrics, clock, _ = make(A, B)
+    shard = up(feed.shards[0], clock.monotonic())
+    feed.handle_frame(snapshot(B), shard)
+    told: list[set[str]] = []
+    store.add_listener(lambda tokens: told.append(set(tokens)))
+    clock.advance(1.0)
+    # C is not watched, A has no snapshot yet: neither stops B's level from applying
+    feed.handle_frame(
+        price_change(entry(C, "0.30", "5"), entry(A, "0.30", "5"), entry(B, "0.35", "7")), shard
+    )
+    b = store.get(B)
+    assert b is not None and b.bids.get(D("0.35")) == D("7") and b.updated_at == 501.0
+    assert feed._resync_pending == {A}  # a delta before its snapshot: A is resynced
+    assert told == [{A, B}]
+    feed.flush_metrics()
+    assert sample(metrics, "polyd_book_max_age_seconds") == 0.0  # B was just updated
+
+
+def test_a_side_emptied_at_the_venue_and_here_is_no_doubt() -> None:
+    feed, store, _, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    feed.handle_frame(snapshot(A), shard)
+    # our only bid goes; the venue says its bid side is empty ("0") and its best ask 0.60
+    feed.handle_frame(price_change(entry(A, "0.40", "0", best_bid="0", best_ask="0.60")), shard)
+    book = store.get(A)
+    assert book is not None and book.usable and book.best_bid() is None
+    feed.handle_frame(
+        price_change(entry(A, "0.60", "0", "SELL", best_bid="0", best_ask="1")), shard
+    )
+    assert book.usable and book.best_ask() is None
+    assert feed.malformed == 0 and feed._resync_pending == set()
+
+
+def test_a_malformed_delta_for_an_unwatched_token_costs_nothing_else() -> None:
+    feed, store, _, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    bad = orjson.loads(price_change(entry(C, "2", "5")))
+    feed.handle_frame(orjson.dumps([bad, orjson.loads(snapshot(A))]), shard)
+    assert feed.malformed == 1
+    assert store.usable_book(A) is not None
+
+
+async def test_a_token_can_be_resynced_again_after_its_last_resync_ended() -> None:
+    fetcher = Failing(3, rest_body(A))  # the first resync's three attempts all fail
+    feed, store, _, _, _ = make(A, fetcher=fetcher)
+    worker = asyncio.create_task(feed._resync_worker())
+    try:
+        feed.request_resync(A, "gap")
+        await until(lambda: fetcher.calls == 3 and not feed._resync_pending)
+        feed.request_resync(A, "gap")  # doubted again later: asked again
+        await until(lambda: fetcher.calls == 4)
+        await until(lambda: not feed._resync_pending)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    book = store.get(A)
+    assert book is not None and book.usable
+
+
+async def test_tokens_watched_while_running_are_connected_and_a_stopped_feed_is_down() -> None:
+    async with scripted() as v:
+        store = BookStore(stale_after_s=5.0)
+        feed = MarketFeed(url=v.url, store=store, stale_after_s=5.0, shard_size=1)
+        task = asyncio.create_task(feed.run())
+        try:
+            await asyncio.sleep(0)
+            feed.watch("t", [A])  # a shard made while running gets its connection
+            await until(lambda: store.usable_book(A) is not None)
+            assert feed.health().ok
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert not feed.shards[0].link.connected
+        assert not feed.health().ok
+        assert store.usable_book(A) is None
+        feed.watch("t", [A, B])  # after the run: a new shard is tracked, no task started
+        assert len(feed.shards) == 2 and feed.shards[1].task is None
