@@ -24,6 +24,7 @@ under `equivalent_by_rule`.
     python -m tools.mutate --keep            # keep the scratch copy for `mutmut show NAME`
     python -m tools.mutate --group feed-staleness --budget-s 1200   # a sample, in 20 minutes
     python -m tools.mutate --group copy --recheck /tmp/polyd-mutate-copy-XXXX  # survivors only
+    python -m tools.mutate --group feed-staleness --recheck DIR --unreached  # and the rest
 """
 
 from __future__ import annotations
@@ -194,24 +195,54 @@ def merge_recheck(before: dict[str, str], after: dict[str, str]) -> dict[str, st
     return {name: before.get(name, v) if v in UNCHECKED else v for name, v in after.items()}
 
 
+VERDICTS_FILE = "polyd-verdicts.json"
+
+
+def _saved_verdicts(work: Path) -> dict[str, str]:
+    """The verdicts saved in the kept scratch copy `work` by the last run or recheck ({} if
+    none: a copy kept by an older version of this tool)."""
+    try:
+        data = json.loads((work / VERDICTS_FILE).read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{work / VERDICTS_FILE}: {e}") from None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _save_verdicts(work: Path, verdicts: dict[str, str]) -> None:
+    (work / VERDICTS_FILE).write_text(json.dumps(verdicts, indent=1, ensure_ascii=False), "utf-8")
+
+
+def recheck_names(before: dict[str, str], unreached: bool = False) -> list[str]:
+    """The mutants a recheck runs: the survivors, and with `unreached` also the mutants an
+    earlier run's budget never reached."""
+    done = KILLED | TIMEOUT if unreached else KILLED | TIMEOUT | UNCHECKED
+    return [n for n, v in before.items() if v not in done]
+
+
 def run_group(
     g: Group,
     jobs: int,
     keep: bool,
     budget_s: float | None = None,
     recheck: Path | None = None,
+    unreached: bool = False,
 ) -> tuple[dict[str, str], set[str], Path]:
     """Run mutmut for one group in a scratch copy; return {mutant name: verdict}, the survivors
     equivalent by rule, and the scratch directory. With `recheck` (a scratch copy kept by an
     earlier run), only that run's survivors are run again, against the checkout's tests now."""
     if recheck is not None:
         work = recheck
-        before = _refresh_tests(g, work)
-        names = [n for n, v in before.items() if v not in KILLED | TIMEOUT | UNCHECKED]
+        # mutmut forgets verdicts once the tests change, so an earlier recheck's kills are
+        # read back from the verdicts this tool saved beside the mutants.
+        before = merge_recheck(_saved_verdicts(work), _refresh_tests(g, work))
+        names = recheck_names(before, unreached)
         if not names:
             raise SystemExit(f"[{g.name}] {work}: no survivors to recheck")
         verdicts, _, _ = _mutmut(g, work, jobs, True, budget_s, names)
         verdicts = merge_recheck(before, verdicts)
+        _save_verdicts(work, verdicts)
         survivors = [n for n, v in verdicts.items() if v not in KILLED | TIMEOUT]
         return verdicts, equivalent_by_rule(work, survivors), work
     work = Path(tempfile.mkdtemp(prefix=f"polyd-mutate-{g.name}-"))
@@ -274,6 +305,8 @@ def _mutmut(
     equivalent = equivalent_by_rule(work, survivors)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
+    elif not names:  # a first run kept for `--recheck` (a recheck saves its merged verdicts)
+        _save_verdicts(work, verdicts)
     return verdicts, equivalent, work
 
 
@@ -437,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with one --group: run again only the survivors in SCRATCH (kept by --keep),"
         " against the checkout's tests as they are now",
     )
+    ap.add_argument(
+        "--unreached",
+        action="store_true",
+        help="with --recheck: also run the mutants the earlier run's budget did not reach",
+    )
     ap.add_argument("--min-kill-rate", type=float, default=None, help="exit 1 below this rate")
     args = ap.parse_args(argv)
     groups, accepted = load_config()
@@ -461,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             verdicts, equivalent, work = run_group(
-                g, args.jobs, args.keep, args.budget_s, args.recheck
+                g, args.jobs, args.keep, args.budget_s, args.recheck, args.unreached
             )
         except SystemExit as e:
             print(e, file=sys.stderr)
