@@ -40,10 +40,10 @@ from cli_views import (
 )
 from cli_views import q as _q
 from config import Settings, load_settings
-from errors import ConfigError
+from errors import ConfigError, ReportError
 from models import UNATTRIBUTED
 from storage.engine import describe
-from storage.reports import DbSummary, ReportError, Reports
+from storage.reports import DbSummary, Reports
 
 EXIT_OK, EXIT_REFUSED, EXIT_CONFIG, EXIT_NOT_RUNNING, EXIT_NO_DB = 0, 1, 2, 3, 4
 T = TypeVar("T")

@@ -14,8 +14,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from config import Settings
+from errors import ReportError
 from models import UNATTRIBUTED
-from storage.reports import ReportError
 from storage.views import Views, jsonable
 
 T = TypeVar("T")

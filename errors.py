@@ -65,6 +65,16 @@ class StorageError(PolydError):
     """The database refused a write (disk full, I/O error). Trading halts; nothing acked is lost."""
 
 
+class ReportError(StorageError):
+    """The database cannot be read (missing, not a polyd database, unreadable). Raised by the
+    read-only reports (`storage.reports`) only: the operator sees the message; nothing is
+    written."""
+
+
+class DatabaseMissing(ReportError):
+    """There is no database file at the configured path (the daemon has not run with it)."""
+
+
 class TransientError(PolydError):
     """A failure that may pass on its own (HTTP 5xx, 425, dropped connection before sending).
 

@@ -39,9 +39,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from errors import ConfigError
+from errors import ConfigError, ReportError
 from observability.sidecar import SECURITY_HEADERS, Health, Sidecar
-from storage.reports import ReportError
 from storage.views import MAX_TRADES, Views, jsonable
 
 log = structlog.get_logger("console")

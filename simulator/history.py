@@ -42,7 +42,7 @@ from simulator.records import ZERO, Json, Order, Trade
 
 if TYPE_CHECKING:
     from simulator.engine import Engine
-    from simulator.venue import DataRow, RequestRecord
+    from simulator.rows import DataRow, RequestRecord
 
 TERMINAL_ORDER = ("MATCHED", "CANCELED")
 SETTLED_TRADE = ("CONFIRMED", "FAILED")

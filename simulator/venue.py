@@ -36,6 +36,8 @@ from simulator.faults import Fault, FaultRegistry
 from simulator.history import History, RequestLog, Retention
 from simulator.history import ledger as history_ledger
 from simulator.market import SimMarket
+from simulator.rows import DataRow as DataRow
+from simulator.rows import RequestRecord as RequestRecord
 
 Json = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -104,33 +106,6 @@ class ReceivedOrder:
             "owner": self.owner,
             "order_id": self.order_id,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One HTTP request that reached the venue."""
-
-    server: str
-    method: str
-    path: str
-    query: str
-    status: int
-    ts: float
-
-
-@dataclass(slots=True)
-class DataRow:
-    """One Data API trade row (also an /activity TRADE row)."""
-
-    wallet: str
-    side: str
-    token_id: str
-    market: SimMarket
-    size: Decimal
-    price: Decimal
-    timestamp: int
-    tx: str
-    is_taker: bool
 
 
 class Faults:

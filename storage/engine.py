@@ -14,11 +14,11 @@ from typing import cast
 
 import psycopg
 
+from errors import DatabaseMissing, ReportError
 from storage.db import Database
 from storage.keys import DEFAULT_DAEMON_ID
 from storage.lock import WriterLock, writer_lock
 from storage.pg import PgDatabase, PgWriterLock, connect_read_only, display_url, is_postgres_url
-from storage.reports import DatabaseMissing, ReportError
 
 
 def make_database(

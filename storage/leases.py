@@ -93,6 +93,12 @@ def _lease(row: sqlite3.Row | tuple[object, ...], *, changed: bool = False) -> L
     )
 
 
+# What a lease call raises when the database fails, on either engine (PostgreSQL's errors reach
+# the repositories as the `sqlite3` classes): callers above `storage/` catch this instead of
+# naming a driver.
+LEASE_DB_ERROR = sqlite3.Error
+
+
 class LeaseRepository:
     """Claim, renew and release strategy leases on either engine."""
 

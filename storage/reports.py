@@ -17,22 +17,13 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final, Self
 
-from errors import StorageError
+from errors import ReportError
 from models import TERMINAL_STATUSES, UNATTRIBUTED, Side
 from storage.keys import RESOLUTIONS_KEY, TRADING_STATE_KEY
 
 # Terminal statuses, in a fixed order, as SQL parameters.
 _ZERO: Final = Decimal(0)
 _TERMINAL: Final[tuple[str, ...]] = tuple(sorted(s.value for s in TERMINAL_STATUSES))
-
-
-class ReportError(StorageError):
-    """The database cannot be read (missing, not a polyd database, unreadable). Reports only:
-    the operator sees the message; nothing is written."""
-
-
-class DatabaseMissing(ReportError):
-    """There is no database file at the configured path (the daemon has not run with it)."""
 
 
 @dataclass(frozen=True)

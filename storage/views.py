@@ -24,11 +24,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+from errors import ReportError
 from models import UNATTRIBUTED, Position, Side, TradeStatus
 from storage.fills import spill
 from storage.keys import ACCOUNT_SNAPSHOT_KEY
 from storage.market_names import MarketName, read_names
-from storage.reports import ReportError, Reports
+from storage.reports import Reports
 
 ZERO: Final = Decimal(0)
 MAX_TRADES: Final = 10_000

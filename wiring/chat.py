@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from config import Settings
+from errors import ReportError
 from observability.chat_config import ChatConfig
 from observability.metrics import Metrics
 from observability.notify import Notifier
@@ -24,7 +25,7 @@ from observability.sidecar import Sidecar
 from storage import Repositories
 from storage.activity import Activity, DayFills, FillNotice
 from storage.market_names import MarketName
-from storage.reports import DbSummary, PositionReport, ReportError
+from storage.reports import DbSummary, PositionReport
 from wiring.stage import Service
 
 CENT = Decimal("0.01")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -37,7 +36,7 @@ from errors import AlreadyRunning, StorageError
 from observability.health import CheckResult
 from observability.notify import Notifier
 from storage import Database
-from storage.leases import Lease, LeaseRepository
+from storage.leases import LEASE_DB_ERROR, Lease, LeaseRepository
 from strategies.base import Strategy
 from wiring.stage import Service, Step
 
@@ -200,7 +199,7 @@ class LeaseKeeper:
         try:
             async with asyncio.timeout(budget):
                 lease = await self.repo.renew(name, self.daemon_id, self.ttl_s)
-        except (TimeoutError, StorageError, OSError, sqlite3.Error) as e:
+        except (TimeoutError, StorageError, OSError, LEASE_DB_ERROR) as e:
             log.warning("lease_renewal_failed", strategy=name, error=str(e) or type(e).__name__)
             self.expire_overdue()
             return

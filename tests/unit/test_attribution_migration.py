@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from errors import ReportError
 from models import UNATTRIBUTED, Position, Side
 from storage import Database, Repositories, load_migrations
-from storage.reports import ReportError, Reports
+from storage.reports import Reports
 
 D = Decimal
 X, Y, Z, W = "1" * 40, "2" * 40, "3" * 40, "4" * 40

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from errors import DatabaseMissing, ReportError
 from models import UNATTRIBUTED, Fill, OrderStatus, OrderType, Side
 from storage import TRADING_STATE_KEY, Database, Repositories
-from storage.reports import DatabaseMissing, ReportError, Reports, StrategySummary
+from storage.reports import Reports, StrategySummary
 from tests.helpers import make_order
 
 TOKEN_A, TOKEN_B, TOKEN_C = "1" * 20 + "11", "2" * 20 + "22", "3" * 20 + "33"

@@ -14,13 +14,14 @@ import psycopg
 import pytest
 
 from config import Settings
+from errors import DatabaseMissing, ReportError
 from models import Fill, OrderStatus, Side
 from observability.logging import Redactor
 from observability.metrics import Metrics
 from storage import Database, Repositories
 from storage.activity import Activity
 from storage.pg import PgDatabase, recreate_schema
-from storage.reports import DatabaseMissing, ReportError, Reports
+from storage.reports import Reports
 from tests.helpers import make_order
 from tests.pg import PgServer
 from wiring.database import DatabaseProbe
