@@ -172,7 +172,7 @@ def test_the_demo_runs_on_postgres_and_its_printed_commands_read_it(
     url = with_password(pg.url)
     env = {**clean_env(HTTP_PORT=str(free_port()), DATABASE_URL=url), "PYTHONPATH": str(ROOT)}
     demo = subprocess.run(
-        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "25"],
+        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "12", "--speed", "3"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

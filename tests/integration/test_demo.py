@@ -21,7 +21,7 @@ def test_demo_runs_healthy_and_exits_0(tmp_path: Path) -> None:
     # A real-looking key in the environment must not leak into the demo: it makes its own.
     env = clean_env(HTTP_PORT=str(port), LOG_FORMAT="json", PRIVATE_KEY=TEST_PRIVATE_KEY)
     proc = subprocess.Popen(
-        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "45"],
+        [PYTHON, "-m", "orchestrator", "--demo", "--duration", "20", "--speed", "3"],
         cwd=tmp_path,  # the demo writes data/demo/ under the working directory
         env={**env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
