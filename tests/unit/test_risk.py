@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from execution.fees import FeeSchedule, FeeSource
 from execution.ports import MarketMeta
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits, TradingState
@@ -722,3 +723,46 @@ async def test_executor_built_from_settings_applies_every_risk_setting(tmp_path:
         for _, close in reversed(built.closers):
             await close()
         await db.close()
+
+
+# --- the per-order cap counts the taker fee a BUY may pay ----------------------------------
+# A BUY commits its notional plus the most its fee can be (the venue takes the fee in pUSD on
+# top of the notional: docs/venue-mechanics.md). Fee at 0.50 with rate 0.02, exponent 1:
+# 0.02 x (0.50 x 0.50) per share, so 98 shares pay at most 0.49 on a notional of 49.00.
+
+FEE_2PCT = FeeSchedule(rate=D("0.02"), source=FeeSource.CLOB)
+
+
+@pytest.mark.parametrize(
+    ("cap", "refusal"),
+    [
+        ("49.49", None),  # notional + fee exactly at the cap
+        ("49.48", "order notional 49.49 (fee 0.49 included) exceeds the per-order cap 49.48"),
+    ],
+)
+def test_per_order_cap_counts_the_fee_at_its_boundary(cap: str, refusal: str | None) -> None:
+    engine = RiskEngine(limits=limits(max_order_notional=D(cap)))
+    req = request("sniper", A, Side.BUY, "0.50", "98")
+    assert engine.check(
+        req, PositionBook(books=DictBooks()), TradingState.ACTIVE, fee=D("0.49")
+    ) == (refusal)
+
+
+async def test_admit_checks_a_buy_with_the_fee_its_market_charges() -> None:
+    """The fee budget comes from the market's schedule (`MarketMeta.fee`), not from the caller:
+    under a 49.20 cap the 49.00 notional alone would pass; with its 0.49 fee it must not."""
+    engine = RiskEngine(limits=limits(max_order_notional=D("49.20")))
+    meta = MarketMeta(
+        token_id=A, condition_id="0x" + "ab" * 32, tick_size=D("0.01"), min_size=D("5"),
+        neg_risk=False, fee=FEE_2PCT,
+    )  # fmt: skip
+    req = request("sniper", A, Side.BUY, "0.50", "98")
+    sent, why = await engine.admit(req, meta, PositionBook(books=DictBooks()), TradingState.ACTIVE)
+    assert sent == req
+    # The fee budget carries the venue's fee precision (5 decimals).
+    assert why == "order notional 49.49000 (fee 0.49000 included) exceeds the per-order cap 49.20"
+    free = RiskEngine(limits=limits(max_order_notional=D("49.49")))
+    assert await free.admit(req, meta, PositionBook(books=DictBooks()), TradingState.ACTIVE) == (
+        req,
+        None,
+    )
