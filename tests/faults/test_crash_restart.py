@@ -22,7 +22,6 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,6 @@ from tests.harness import (
     demo_rules,
     wait_until,
 )
-from tests.pg import PgServer
 
 # A lookup grace well above a normal submission time (ms), so no healthy order is rejected.
 CRASH_SETTINGS = {"ORDER_LOOKUP_GRACE_S": "8", "RECONCILE_INTERVAL_S": "5"}
@@ -149,20 +147,11 @@ def crash_restart_run(
     return counts
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.drop()
-
-
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_crash_restart_5_kills_reconciles_every_order_once(
     tmp_path: Path, engine: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("pg").fresh_url() if engine == "postgres" else None
+    url = request.getfixturevalue("pg_server").fresh_url() if engine == "postgres" else None
     counts = crash_restart_run(tmp_path, kills=5, seed=8, database_url=url)
     assert counts["venue_orders"] >= 3
 

@@ -17,13 +17,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import pytest
 
 from tests.harness import (
     DaemonProcess,
@@ -38,15 +36,6 @@ from tests.pg import PgServer
 
 PASSWORD = "never-printed-7f3a9c"
 UNSETTLED_SQL = "SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN')"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.drop()
 
 
 def with_password(url: str) -> str:
@@ -83,9 +72,9 @@ def status_json(d: DaemonProcess, url: str, tmp_path: Path) -> dict[str, Any]:
 
 
 def test_the_daemon_trades_on_postgres_stops_restarts_and_survives_kill_9(
-    tmp_path: Path, pg: PgServer
+    tmp_path: Path, pg_server: PgServer
 ) -> None:
-    url = with_password(pg.fresh_url())
+    url = with_password(pg_server.fresh_url())
     with SimProcess(workdir=tmp_path, seed=9, scenario="demo") as sim:
         d = DaemonProcess(
             sim,
@@ -163,13 +152,13 @@ def test_the_daemon_trades_on_postgres_stops_restarts_and_survives_kill_9(
 
 
 def test_the_demo_runs_on_postgres_and_its_printed_commands_read_it(
-    tmp_path: Path, pg: PgServer
+    tmp_path: Path, pg_server: PgServer
 ) -> None:
     """`--demo` with `DATABASE_URL`: a fresh `polyd_demo` schema, the summary and the ledger
     check read from PostgreSQL, and the printed export (which reads the URL back from the
     demo's 0600 file rather than printing its password) and the `--demo` shorthand both read
     the demo's database afterwards."""
-    url = with_password(pg.url)
+    url = with_password(pg_server.url)
     env = {**clean_env(HTTP_PORT=str(free_port()), DATABASE_URL=url), "PYTHONPATH": str(ROOT)}
     demo = subprocess.run(
         [PYTHON, "-m", "orchestrator", "--demo", "--duration", "12", "--speed", "3"],
@@ -187,7 +176,9 @@ def test_the_demo_runs_on_postgres_and_its_printed_commands_read_it(
     check = re.search(r"^ledger check: (\d+) fills, .* — (.*)$", out, re.MULTILINE)
     assert check is not None and check.group(2) == "match" and int(check.group(1)) > 0, out
     assert not (tmp_path / "data" / "demo" / "polyd-demo.db").exists()
-    fills = pg_count(pg.url + "?options=-csearch_path%3Dpolyd_demo", "SELECT count(*) FROM fills")
+    fills = pg_count(
+        pg_server.url + "?options=-csearch_path%3Dpolyd_demo", "SELECT count(*) FROM fills"
+    )
     assert fills == int(check.group(1))
 
     lines = out.splitlines()

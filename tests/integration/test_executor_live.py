@@ -13,7 +13,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +36,6 @@ from storage.engine import make_database
 from storage.repositories import JournalRow
 from tests.harness import expected_status
 from tests.helpers import JOURNAL_SIGNED_SQL, ExactlyOnce, exactly_once
-from tests.pg import PgServer
 from venue.clob import ClobBroker
 from wiring.execution import ExecutionStage as Execution
 from wiring.execution import assemble
@@ -186,22 +185,13 @@ async def close_live(live: Live) -> None:
     await live.db.close()
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.drop()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Live]:
     """The executor live against the simulator, journaling to a SQLite file or to a fresh
     PostgreSQL schema (`DATABASE_URL`): every test using it runs on both engines."""
     engine: dict[str, Any] = {}
     if request.param == "postgres":
-        engine["database_url"] = request.getfixturevalue("pg").fresh_url()
+        engine["database_url"] = request.getfixturevalue("pg_server").fresh_url()
     async with Simulator(seed=7, settle_delay_s=0.01) as sim:
         lv = await make_live(tmp_path, sim, **engine)
         try:

@@ -11,7 +11,6 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,15 +38,6 @@ max_slippage = "0.02"
 backfill_s = 30
 max_trade_notional = "20"
 """
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.drop()
 
 
 def daemon_env(sim: Simulator, tmp_path: Path, name: str, url: str, **extra: Any) -> dict[str, str]:
@@ -143,9 +133,9 @@ def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
 
 
 async def test_two_daemons_trade_their_own_strategies_on_one_database(
-    tmp_path: Path, pg: PgServer
+    tmp_path: Path, pg_server: PgServer
 ) -> None:
-    url = pg.fresh_url()
+    url = pg_server.fresh_url()
     (tmp_path / "sniper.toml").write_text(NEAR_CLOSE_SNIPER_RULES)
     (tmp_path / "copy.toml").write_text(COPY_RULES)
     async with Simulator(seed=23, settle_delay_s=0.02) as sim:
@@ -211,9 +201,9 @@ async def test_two_daemons_trade_their_own_strategies_on_one_database(
 
 
 async def test_a_daemon_whose_strategy_is_leased_elsewhere_exits_3_naming_it(
-    tmp_path: Path, pg: PgServer
+    tmp_path: Path, pg_server: PgServer
 ) -> None:
-    url = pg.fresh_url()
+    url = pg_server.fresh_url()
     (tmp_path / "copy.toml").write_text(COPY_RULES)
     # Another daemon, "west", holds the copy trader (its lease written as its daemon would).
     async with PgDatabase(url) as db:

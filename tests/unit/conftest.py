@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,6 @@ BOTH_ENGINES = {
     "test_risk",
     "test_leases",
 }
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """One throwaway PostgreSQL database for the whole test session, dropped after it."""
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.drop()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
