@@ -219,3 +219,66 @@ async def test_a_daemon_whose_strategy_is_leased_elsewhere_exits_3_naming_it(
         " this daemon (DAEMON_ID=north) must not trade it too"
     )
     assert rows(url, "SELECT strategy, daemon_id FROM leases") == [("copy", "west")]
+
+
+async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_copied_once(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """`kill -9` of the daemon holding the copy trader: while its lease lasts, another daemon
+    asking for the strategy is refused (exit 3); once it has expired (LEASE_TTL_S, database
+    time) the other daemon takes the strategy over. The leader trade the killed daemon copied is
+    not copied again by its successor (the copy intents are in the shared database), the next
+    one is copied by the successor, and the venue holds exactly one order per leader trade."""
+    url = pg_server.fresh_url()
+    (tmp_path / "copy.toml").write_text(COPY_RULES)
+    async with Simulator(seed=31, settle_delay_s=0.02) as sim:
+        copied = sim.add_market(question="Will the copy fill?", slug="copy-fill", tags=("x",))
+        token = copied.token_ids[0]
+        sim.seed_order(MAKER, token, "SELL", D("0.51"), D("5000"))
+        rules = {"copy_rules_path": tmp_path / "copy.toml", "copy_poll_interval_s": 0.25}
+        west = await Daemon(daemon_env(sim, tmp_path, "west", url, **rules)).start()
+        north_env = daemon_env(sim, tmp_path, "north", url, **rules)
+        north: Daemon | None = None
+        filled = "SELECT daemon_id FROM orders WHERE strategy = 'copy' AND status = 'FILLED'"
+
+        async def until_filled(n: int) -> list[str]:
+            for _ in range(300):
+                got = [r[0] for r in rows(url, filled)]
+                if len(got) >= n:
+                    return got
+                await asyncio.sleep(0.1)
+            pytest.fail(f"{n} copies not filled: {rows(url, filled)}")
+
+        try:
+            await ready(west)
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("100"))
+            assert await until_filled(1) == ["west"]
+            assert west.proc is not None
+            west.proc.kill()  # kill -9: the lease is left behind, unreleased
+            await west.proc.wait()
+            assert rows(url, "SELECT daemon_id FROM leases WHERE strategy = 'copy'") == [("west",)]
+            # Still leased: the other daemon is refused, and names the dead holder.
+            early = await Daemon(north_env).start()
+            assert await stop(early, wait_s=60) == 3
+            (refusal,) = [x for x in early.lines() if x.get("event") == "already_running"]
+            assert refusal["error"].startswith("strategy copy is leased to daemon west until ")
+            expired = "SELECT 1 FROM leases WHERE strategy = 'copy' AND expires_at < now()"
+            for _ in range(200):
+                if rows(url, expired):
+                    break
+                await asyncio.sleep(0.1)
+            assert rows(url, expired), "the killed daemon's lease never expired"
+            north = await Daemon(north_env).start()  # its log file starts afresh
+            await ready(north)
+            assert rows(url, "SELECT daemon_id FROM leases WHERE strategy = 'copy'") == [("north",)]
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("80"))
+            assert sorted(await until_filled(2)) == ["north", "west"]
+            await asyncio.sleep(2.0)  # a late duplicate of the first trade would show by now
+        finally:
+            if north is not None:
+                assert await stop(north) == 0
+        assert sorted(r[0] for r in rows(url, filled)) == ["north", "west"]
+        # The venue's word: one order per leader trade, across the kill and the takeover.
+        ours = [o for o in sim.ledger()["orders"] if o["asset_id"] == token and o["side"] == "BUY"]
+        ours = [o for o in ours if o["owner"] != MAKER]
+        assert len(ours) == 2, ours
