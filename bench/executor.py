@@ -19,6 +19,10 @@ signing on the loop, durable PENDING row, rate limiter, breaker, POST /order):
   loop iteration at most, `venue.clob.pacing`: the loop serves its timers between turns; a
   burst signed in one go would show here as its whole duration).
 
+`--engine postgres` journals to a throwaway PostgreSQL database created on the server named by
+`--url` (default `$POLYD_BENCH_PG_URL` or the local server) and dropped after; the output says
+which engine ran (`engine`).
+
 `--tracing` runs the same with OpenTelemetry tracing on: every order is a trace of ~10 spans,
 batched by the SDK's `BatchSpanProcessor` and handed to an exporter that counts and drops them
 (the export itself runs on the SDK's thread; a collector's network time is not measured).
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -44,6 +49,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from bench._venue import add_market, fund, simulator
+from bench.storage import throwaway_pg_database
 from config import load_settings
 from execution.ports import Ack, Prepared
 from models import OrderRequest, OrderStatus, OrderType, Side
@@ -52,7 +58,8 @@ from observability.metrics import Metrics
 from observability.tracing import Tracing
 from resilience import RateLimiter, SystemClock
 from resilience.rate_limit import polymarket_limits
-from storage import Database, Repositories
+from storage import Repositories
+from storage.engine import make_database
 from wiring.execution import assemble
 
 
@@ -91,7 +98,7 @@ def _pct(xs: list[float], q: float) -> float:
     return round(xs[min(len(xs) - 1, max(0, int(len(xs) * q) - 1))], 3)
 
 
-async def _run(a: argparse.Namespace, db_dir: Path) -> dict[str, Any]:
+async def _run(a: argparse.Namespace, db_dir: Path, database_url: str | None) -> dict[str, Any]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     acct = Account.create()
     async with _venue(a.in_process, acct.address) as (clob_url, user_ws_url, token):
@@ -102,12 +109,13 @@ async def _run(a: argparse.Namespace, db_dir: Path) -> dict[str, Any]:
             clob_host=clob_url,
             user_ws_url=user_ws_url,
             db_path=str(db_dir / "bench.db"),
+            database_url=database_url,
             risk_max_open_orders=100_000,
             risk_max_total_exposure="100000000",
             risk_max_position_notional="100000000",
             rate_limit_fraction=1.0,
         )
-        db = Database(s.db_path)
+        db = make_database(db_path=s.db_path, database_url=s.database_url)
         await db.open()
         # The limiter stays in the path, but with POST /order lifted above the venue's budget:
         # this measures the executor, not the budget (documented sustained POST /order is
@@ -228,6 +236,17 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--signing-orders", type=int, default=500)
     p.add_argument("--in-process", action="store_true", help="simulator in this event loop")
     p.add_argument("--tracing", action="store_true", help="OpenTelemetry tracing on")
+    p.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument(
+        "--url",
+        default=os.environ.get(
+            "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="--engine postgres: a server URL on which a throwaway database is created",
+    )
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
-        return asyncio.run(_run(a, Path(d)))
+        if a.engine == "sqlite":
+            return {"engine": "sqlite", **asyncio.run(_run(a, Path(d), None))}
+        with throwaway_pg_database(a.url, bench="executor") as url:
+            return {"engine": "postgres", **asyncio.run(_run(a, Path(d), url))}

@@ -105,18 +105,18 @@ INSERT_PG = (
 
 
 @contextlib.contextmanager
-def _pg_database(admin_url: str) -> Iterator[str]:
+def throwaway_pg_database(admin_url: str, *, bench: str = "storage") -> Iterator[str]:
     """A throwaway database on the server at `admin_url`; yields its URL, drops it after."""
     import psycopg
 
-    name = f"polyd_bench_{os.getpid()}"
+    name = f"polyd_bench_{bench}_{os.getpid()}"
     try:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}"')
             c.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as e:
         raise SystemExit(
-            f"bench storage --engine postgres: {admin_url} does not answer ({e})"
+            f"bench {bench} --engine postgres: {admin_url} does not answer ({e})"
         ) from None
     parts = urlsplit(admin_url)
     try:
@@ -154,7 +154,7 @@ def _pg_naive(url: str, seconds: float, *, reconnect: bool) -> tuple[int, float]
 def _postgres(args: argparse.Namespace) -> dict[str, object]:
     from storage.pg import PgDatabase
 
-    with _pg_database(args.url) as url:
+    with throwaway_pg_database(args.url) as url:
         group_n, group_s = asyncio.run(_group_commit(PgDatabase(url), args.seconds, args.writers))
         onetx_n, onetx_s = _pg_naive(url, args.seconds, reconnect=False)
         naive_n, naive_s = _pg_naive(url, args.seconds, reconnect=True)

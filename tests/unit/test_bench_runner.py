@@ -51,6 +51,25 @@ def test_storage_bench_on_postgres_writes_the_journal_and_drops_its_database() -
         assert left.fetchall() == []
 
 
+def test_executor_bench_on_postgres_journals_there_and_drops_its_database() -> None:
+    args = ["executor", "--engine", "postgres", "--latency-orders", "10"]
+    args += ["--throughput-orders", "40", "--signing-orders", "10", "--url", ADMIN_URL]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    figures = json.loads(out.stdout)
+    assert figures["engine"] == "postgres"
+    assert figures["orders_per_s"] > 0 and figures["submit_p50_ms"] > 0
+    with psycopg.connect(ADMIN_URL, autocommit=True) as c:
+        left = c.execute("SELECT 1 FROM pg_database WHERE datname LIKE 'polyd_bench_executor_%'")
+        assert left.fetchall() == []
+
+
 def test_unknown_bench_is_refused_with_usage() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", "nope"], cwd=ROOT, capture_output=True, text=True
