@@ -245,6 +245,20 @@ async def open_user_feed(url: str, creds: Any, *markets: str) -> ClientConnectio
     return ws
 
 
+# A copy-trading rule file following LEADER. backfill_s: the leader may trade as soon as the
+# daemon is ready, which may be before the wallet's first start (a new wallet starts from now);
+# a 30 s backfill still copies that trade.
+COPY_LEADER = "0x" + "5e" * 20
+COPY_RULES = f"""
+[[wallets]]
+address = "{COPY_LEADER}"
+label = "leader"
+ratio = "0.1"
+max_slippage = "0.02"
+backfill_s = 30
+max_trade_notional = "20"
+"""
+
 NEAR_CLOSE_SNIPER_RULES = """
 [[rules]]
 name = "near-close"

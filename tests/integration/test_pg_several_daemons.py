@@ -23,21 +23,20 @@ from demo import funded_key, simulator_overrides
 from simulator import Simulator
 from storage.leases import LeaseRepository
 from storage.pg import PgDatabase
-from tests.helpers import NEAR_CLOSE_SNIPER_RULES, PYTHON, ROOT, clean_env, free_port
+from tests.helpers import (
+    COPY_LEADER,
+    COPY_RULES,
+    NEAR_CLOSE_SNIPER_RULES,
+    PYTHON,
+    ROOT,
+    clean_env,
+    free_port,
+)
 from tests.pg import PgServer
 
 D = Decimal
-LEADER = "0x" + "5e" * 20
+LEADER = COPY_LEADER
 MAKER = "0x" + "6a" * 20
-COPY_RULES = f"""
-[[wallets]]
-address = "{LEADER}"
-label = "leader"
-ratio = "0.1"
-max_slippage = "0.02"
-backfill_s = 30
-max_trade_notional = "20"
-"""
 
 
 def daemon_env(sim: Simulator, tmp_path: Path, name: str, url: str, **extra: Any) -> dict[str, str]:

@@ -25,10 +25,10 @@ from demo import funded_key, simulator_overrides
 from observability.logging import Redactor, configure_logging
 from orchestrator import EXIT_OK, Context, Daemon
 from simulator import Simulator
-from tests.helpers import NEAR_CLOSE_SNIPER_RULES, make_settings, until
+from tests.helpers import COPY_LEADER, COPY_RULES, NEAR_CLOSE_SNIPER_RULES, make_settings, until
 
 D = Decimal
-LEADER = "0x" + "5e" * 20
+LEADER = COPY_LEADER
 MAKER = "0x" + "6a" * 20
 ORDER_STEPS = {
     "market_rules",
@@ -124,18 +124,6 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
 
 
 SNIPER_RULES = NEAR_CLOSE_SNIPER_RULES
-
-# backfill_s: the leader trades as soon as the daemon is ready, which may be before the
-# wallet's first start (a new wallet starts from now); a 30 s backfill still copies that trade.
-COPY_RULES = f"""
-[[wallets]]
-address = "{LEADER}"
-label = "leader"
-ratio = "0.1"
-max_slippage = "0.02"
-backfill_s = 30
-max_trade_notional = "20"
-"""
 
 
 def traced_settings(sim: Simulator, tmp_path: Path, key: str, endpoint: str) -> Settings:

@@ -26,6 +26,7 @@ from observability.metrics import Metrics
 from resilience.backoff import Backoff
 from resilience.clock import FakeClock
 from tests.helpers import until
+from tests.unit.test_feed_health import snapshot
 from venue.market_feed import MarketFeed
 from venue.market_feed.connection import Shard
 from venue.order_book import BookStore
@@ -39,20 +40,6 @@ PING_S = 0.5
 PONG_S = 0.25
 STALE_S = 2.0
 START = 1000.0
-
-
-def book(token: str) -> str:
-    return orjson.dumps(
-        {
-            "event_type": "book",
-            "asset_id": token,
-            "market": MARKET,
-            "timestamp": "1",
-            "hash": "",
-            "bids": [{"price": "0.40", "size": "10"}],
-            "asks": [{"price": "0.60", "size": "10"}],
-        }
-    ).decode()
 
 
 def delta(token: str, size: int) -> str:
@@ -106,7 +93,7 @@ class Script:
                     continue
                 for token in msg["assets_ids"]:
                     if token not in self.no_book_for:
-                        await ws.send(book(token))
+                        await ws.send(snapshot(token).decode())
 
     async def push(self, frame: str) -> None:
         await self.conns[-1].send(frame)
