@@ -25,6 +25,10 @@ wallet's aggregate (size, bought, cost, realized PnL) from its folded rows, so p
 exact as long as rows arrive in time order (a backdated `trade_as` row older than an evicted
 one folds after it). Balances and `sets_minted` are running totals already: eviction leaves them.
 
+None of this is a venue behaviour: it bounds the simulator's own memory, and what a client can
+observe of it (fewer rows past the kept ones when paging far back, `ledger()["evicted"]`) is the
+simulator's, not Polymarket's. The venue's own paging limits are not modelled here.
+
 Eviction runs in batches (a quarter of the retention at a time), so its cost per order is O(1)
 amortised and the containers stay below 1.25 x their retention plus the client records.
 """

@@ -22,7 +22,9 @@ Json = dict[str, Any]
 MAX_BUFFERED = 20_000
 """Events a connection may hold unsent. A client that stops reading while the feed keeps
 moving is dropped past this (its socket aborted, the buffer freed), so it cannot grow the
-venue's memory without bound; one that reads keeps its buffer near empty."""
+venue's memory without bound; one that reads keeps its buffer near empty. The simulator's own
+guard, not a documented behaviour of Polymarket's websocket (whose handling of a slow reader is
+not published); no daemon test relies on it."""
 
 MALFORMED_FRAMES: tuple[bytes, ...] = (
     b'{"event_type":"price_change","market":"0x',
