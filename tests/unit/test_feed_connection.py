@@ -397,3 +397,61 @@ async def test_a_token_never_snapshotted_is_resynced_over_rest_not_reconnected()
             await until(lambda: store.usable_book(B) is not None, limit_s=5)
         assert fetched == [B]
         assert v.connections == 1 and reconnects(metrics, "stall") == 0
+
+
+async def test_a_burst_of_frames_is_decided_on_frame_by_frame() -> None:
+    """Frames that arrive together are applied one at a time, and a strategy woken by a frame
+    runs before the next is applied: it sees every state the venue's frames describe, as the
+    backtest's replay does (it decides after each recorded frame). websockets hands out
+    buffered messages without suspending, so without a yield a burst would be applied whole
+    and the strategy would only see its end."""
+    burst = [
+        {
+            "event_type": "price_change",
+            "market": "0x" + "cd" * 32,
+            "timestamp": str(n),
+            "price_changes": [{"asset_id": A, "price": "0.6", "size": str(n), "side": "SELL"}],
+        }
+        for n in (7, 8, 9)
+    ]
+    subscribed = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        async for raw in ws:
+            if raw == "PING":
+                await ws.send("PONG")
+                continue
+            await ws.send(FakeVenue().book(A).decode())
+            subscribed.set()
+            await asyncio.sleep(0.05)
+            # One write holding three frames: the client's reader gets them as one read.
+            for ev in burst:
+                ws.protocol.send_text(orjson.dumps(ev))
+            ws.send_data()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        feed, store, _ = make(f"ws://127.0.0.1:{port}")
+        feed.watch("t", [A])
+        woke = asyncio.Event()
+        store.add_listener(lambda tokens: woke.set())
+        seen: list[str] = []
+
+        async def strategy() -> None:
+            while True:
+                await woke.wait()
+                woke.clear()
+                ask = store.best_ask(A)
+                if ask is not None:
+                    seen.append(str(ask[1]))
+
+        async with running(feed):
+            watcher = asyncio.create_task(strategy())
+            try:
+                await subscribed.wait()
+                await until(lambda: seen[-1:] == ["9"])
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+    assert seen[-3:] == ["7", "8", "9"], seen

@@ -200,6 +200,10 @@ class ShardConnector:
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             async for msg in ws:
                 handle_frame(msg, shard)
+                # websockets hands out buffered messages without suspending: yield, so a
+                # strategy woken by this frame decides on it before the next one is applied
+                # (as the backtest's replay does, frame by frame), not on the end of a burst.
+                await asyncio.sleep(0)
 
     async def _watchdog(
         self, shard: Shard, ws: ClientConnection, reader: asyncio.Task[None], backoff: Backoff
