@@ -1,8 +1,9 @@
 """`RECORD_DIR`: record a trading daemon's market feed while it trades.
 
 The feed's raw frames (with receive time), its connection gaps and its REST resyncs go to the
-recording through `recording.tap`; every `interval_s` the Gamma rows of the markets of the
-watched tokens are recorded too, so the recording can be replayed (`python -m simulator
+recording through `recording.tap`; the Gamma rows discovery keeps are recorded as it receives
+them (before a strategy sees the markets), and every `interval_s` the Gamma rows of the markets
+of the watched tokens are recorded too, so the recording can be replayed (`python -m simulator
 --replay`). Recording never gets in trading's way: a disk error stops the recording (one log
 line, the files kept, `/health` detail says so) and the daemon trades on.
 """
@@ -16,6 +17,7 @@ import structlog
 
 from errors import ConfigError, FeedError, TransientError
 from observability.health import CheckResult
+from recording import format as fmt
 from recording.format import RecordingError
 from recording.metadata import record_markets
 from recording.tap import FeedRecorder, RecordingFetcher
@@ -59,6 +61,9 @@ class LiveRecording:
         except RecordingError as e:
             raise ConfigError([f"RECORD_DIR: {e}"]) from None
         self._feed.tap = self.tap
+        # The rows discovery acts on are recorded as it receives them, before the markets reach
+        # a strategy: a replay learns a market when the live strategy did, not a tick later.
+        self._gamma.on_row = self._market_row
         if self._feed.watched():  # owners that watched before the tap (held positions)
             self.tap.watching(sorted(self._feed.watched()))
         if self._feed.fetcher is not None:
@@ -100,9 +105,17 @@ class LiveRecording:
             since_refresh += TICK_S
             since_progress += TICK_S
 
+    def _market_row(self, row: dict[str, Any]) -> None:
+        self.writer.put(fmt.MARKET, {"gamma": row})  # dropped once the recording has stopped
+
+    def _detach_gamma(self) -> None:
+        if self._gamma.on_row == self._market_row:
+            self._gamma.on_row = None
+
     def _detach(self) -> None:
         if self._feed.tap is self.tap:
             self._feed.tap = None
+        self._detach_gamma()
         if not self._said_failed:
             self._said_failed = True
             log.error("recording_stopped_trading_continues", reason=self.writer.failed)
@@ -118,6 +131,7 @@ class LiveRecording:
     async def close(self) -> None:
         """Untap the feed and close the recording (its last file gets its end record)."""
         self.tap.stopping()
+        self._detach_gamma()
         if self._feed.tap is self.tap:
             self._feed.tap = None
         st = await asyncio.to_thread(self.writer.close)

@@ -265,6 +265,10 @@ class GammaClient:
         """Protocol-V2 markets refused (`V2_REFUSAL`), since start."""
         self._malformed = malformed or parse.MalformedLog("gamma", metrics=metrics)
         """Told of every row refused for a number out of bounds."""
+        self.on_row: Callable[[dict[str, Any]], None] | None = None
+        """Told of every market row `markets()`/`events()` keep, as Gamma sent it, before the
+        caller (discovery) hands the markets on: a recorder records what a strategy saw, at
+        the time it saw it."""
 
     async def _get(self, path: str, params: list[tuple[str, str]], bucket: str) -> Any:
         if self._limiter is not None:
@@ -368,6 +372,8 @@ class GammaClient:
                 continue
             if keep(row, q, now):
                 out[row.market.condition_id] = row.market
+                if self.on_row is not None:
+                    self.on_row(r)
         return list(out.values())
 
     async def markets(self, q: MarketQuery) -> list[Market]:

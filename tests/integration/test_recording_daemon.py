@@ -62,6 +62,22 @@ async def test_record_dir_records_the_feed_while_the_daemon_trades(tmp_path: Pat
     recorded = {t for row in rec.markets().values() for t in json.loads(row["clobTokenIds"])}
     assert recorded >= ending
 
+    # Each market discovery handed the sniper is in the recording before its tokens' first
+    # frame: a replay learns the market when the live sniper did (the periodic refresh of the
+    # watched markets' rows alone would come up to a second later, after the first decisions).
+    first_market: dict[str, int] = {}
+    first_frame: dict[str, int] = {}
+    for r in records:
+        if r.kind == fmt.MARKET:
+            for t in json.loads(r["gamma"]["clobTokenIds"]):
+                first_market.setdefault(t, r.t)
+        elif r.kind == fmt.WS and isinstance(r.get("d"), str):
+            for t in ending:
+                if t in r["d"]:
+                    first_frame.setdefault(t, r.t)
+    assert ending <= first_frame.keys()
+    assert all(first_market[t] < first_frame[t] for t in ending), (first_market, first_frame)
+
 
 async def test_an_unusable_record_dir_is_a_configuration_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
