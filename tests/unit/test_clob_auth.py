@@ -7,6 +7,7 @@ deprecated py-clob-client-v2's (`headers/headers.py`), which the simulator's tes
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from types import SimpleNamespace
 
@@ -16,7 +17,9 @@ from eth_account import Account
 from tests.helpers import require_sdk
 from venue.clob.auth import Credentials, LocalSigner, hmac_signature, l1_headers, l2_headers
 
-KEYS = ["0x" + "5a" * 32, "0x" + "01" * 32, Account.create().key.hex()]
+KEYS = ["0x" + "5a" * 32, "0x" + "01" * 32, hashlib.sha256(b"polyd test key").hexdigest()]
+"""Fixed keys (the last one unprefixed): test ids must be the same in every collection, which
+parallel test workers compare."""
 CREDS = Credentials("0b1e2c3d-key", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==", "pass")
 TS = 1_764_000_123
 
