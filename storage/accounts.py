@@ -8,8 +8,8 @@ a transaction-scoped advisory lock on the order's account (`pg_advisory_xact_loc
 what the account has committed, this order included, and refuses the order (`AccountLimitReached`,
 the row and the strategy state it consumes rolled back together) if a per-account cap would be
 passed. The lock is held until that transaction commits, so two daemons admitting at once are
-serialised: the second reads the first's committed row. Its cost is one lock and two aggregate
-reads per order (the account's open orders through the partial index `orders_account_open`, and
+serialised: the second reads the first's committed row. Its cost is one lock and one aggregate
+read per order (the account's open orders through the partial index `orders_account_open`, and
 the positions of the strategies on the account), and a daemon's write batch may wait for
 another daemon's to commit.
 
@@ -30,28 +30,29 @@ What the reads count, and how fresh it is:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from errors import AccountLimitReached
 from storage.db import Database
 
 _OPEN = "status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')"
 
-_ORDERS_SQL = (
-    "SELECT COUNT(*),"
-    " COALESCE(SUM(CASE WHEN side = 'BUY' THEN price * (size - size_matched) END), 0),"
+_COMMITMENTS_SQL = (
+    "SELECT o.n, o.buy, o.token_buy, p.cost, p.token_cost FROM"
+    " (SELECT COUNT(*) AS n,"
+    " COALESCE(SUM(CASE WHEN side = 'BUY' THEN price * (size - size_matched) END), 0) AS buy,"
     " COALESCE(SUM(CASE WHEN side = 'BUY' AND token_id = ? THEN price * (size - size_matched)"
-    " END), 0)"
-    f" FROM orders WHERE account = ? AND {_OPEN}"
-)
-_POSITIONS_SQL = (
-    "SELECT COALESCE(SUM(p.size * p.avg_cost), 0),"
-    " COALESCE(SUM(CASE WHEN p.token_id = ? THEN p.size * p.avg_cost END), 0)"
+    f" END), 0) AS token_buy FROM orders WHERE account = ? AND {_OPEN}) o,"
+    " (SELECT COALESCE(SUM(p.size * p.avg_cost), 0) AS cost,"
+    " COALESCE(SUM(CASE WHEN p.token_id = ? THEN p.size * p.avg_cost END), 0) AS token_cost"
     " FROM positions p JOIN strategy_accounts a ON a.strategy = p.strategy"
-    " WHERE a.account = ? AND p.size > 0"
+    " WHERE a.account = ? AND p.size > 0) p"
 )
+"""One statement (one round trip): the account's open orders, and the positions of the
+strategies registered to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,10 @@ class AccountCommitments:
     def token_exposure(self) -> Decimal:
         return self.token_positions_cost + self.token_open_buy_notional
 
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> AccountCommitments:
+        return cls(int(r[0]), Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]))
+
 
 def lock_key(account: str) -> str:
     return f"polyd-account:{account}"
@@ -79,15 +84,8 @@ def lock_key(account: str) -> str:
 
 def read_commitments(c: sqlite3.Connection, account: str, token_id: str) -> AccountCommitments:
     """The account's commitments as this transaction sees them (PostgreSQL)."""
-    n, buy, token_buy = c.execute(_ORDERS_SQL, (token_id, account)).fetchone()
-    cost, token_cost = c.execute(_POSITIONS_SQL, (token_id, account)).fetchone()
-    return AccountCommitments(
-        open_orders=int(n),
-        open_buy_notional=Decimal(buy),
-        token_open_buy_notional=Decimal(token_buy),
-        positions_cost=Decimal(cost),
-        token_positions_cost=Decimal(token_cost),
-    )
+    row = c.execute(_COMMITMENTS_SQL, (token_id, account, token_id, account)).fetchone()
+    return AccountCommitments.from_row(row)
 
 
 def account_check(
@@ -127,13 +125,6 @@ class AccountRepository:
     async def commitments(self, account: str, token_id: str = "") -> AccountCommitments:
         """The account's commitments now, without the lock (for reports and tests)."""
         account = account.lower()
-        o = await self._db.fetchone(_ORDERS_SQL, (token_id, account))
-        p = await self._db.fetchone(_POSITIONS_SQL, (token_id, account))
-        assert o is not None and p is not None  # aggregates always return a row
-        return AccountCommitments(
-            open_orders=int(o[0]),
-            open_buy_notional=Decimal(o[1]),
-            token_open_buy_notional=Decimal(o[2]),
-            positions_cost=Decimal(p[0]),
-            token_positions_cost=Decimal(p[1]),
-        )
+        row = await self._db.fetchone(_COMMITMENTS_SQL, (token_id, account, token_id, account))
+        assert row is not None  # aggregates always return a row
+        return AccountCommitments.from_row(row)
