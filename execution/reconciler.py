@@ -207,7 +207,7 @@ class Reconciler:
             if vo.venue_order_id not in journal_ids:
                 known = await self.repos.orders.get_by_venue_id(vo.venue_order_id)
                 if known is not None and not self.repos.orders.owns(known):
-                    # Another daemon on this account journaled it: its to settle, no alarm.
+                    # Another daemon on this account journaled it: that daemon settles it; no alarm.
                     counts["other_daemons"] += 1
                 elif known is None:
                     counts["unknown_at_venue"] += 1
