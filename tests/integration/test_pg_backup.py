@@ -6,10 +6,12 @@ restored into another database equals the original row for row."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -73,59 +75,63 @@ def run(*args: str | Path, env: dict[str, str]) -> str:
     return res.stdout
 
 
+@contextlib.contextmanager
+def database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the test server (its public schema), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield in_db(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_the_documented_backup_and_restore_give_back_the_journal_row_for_row(
     tmp_path: Path, pg_server: PgServer
 ) -> None:
-    url = pg_server.fresh_url()
-    asyncio.run(journal_something(url))
-    backups = tmp_path / "backups"
-    backups.mkdir()
-    # Retention: a dump of ours 30 days old goes; a recent one and a file not ours stay.
-    old, recent, other = (backups / n for n in ("polyd-20000101T000000Z.dump", "polyd-x.dump", "o"))
-    for f in (old, recent, other):
-        f.write_bytes(b"x")
-    month_ago = time.time() - 30 * 86_400
-    for f in (old, other):
-        os.utime(f, (month_ago, month_ago))
-    env = {
-        "PATH": os.environ["PATH"],
-        "DATABASE_URL": url,
-        "POLYD_BACKUP_DIR": str(backups),
-        "POLYD_BACKUP_KEEP_DAYS": "14",
-    }
-    dump = Path(run(BACKUP, env=env).strip())
-    assert dump.parent == backups and dump.name.startswith("polyd-") and dump.suffix == ".dump"
-    assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
-    assert dump.stat().st_mode & 0o077 == 0  # the journal is private
-    assert sorted(p.name for p in backups.iterdir()) == sorted([dump.name, recent.name, other.name])
-    assert not list(backups.glob("*.partial"))
+    with database(pg_server.admin_url, "polyd_backup") as url:
+        asyncio.run(journal_something(url))
+        backups = tmp_path / "backups"
+        backups.mkdir()
+        # Retention: a dump of ours 30 days old goes; a recent one and a file not ours stay.
+        names = ("polyd-20000101T000000Z.dump", "polyd-x.dump", "o")
+        old, recent, other = (backups / n for n in names)
+        for f in (old, recent, other):
+            f.write_bytes(b"x")
+        month_ago = time.time() - 30 * 86_400
+        for f in (old, other):
+            os.utime(f, (month_ago, month_ago))
+        env = {
+            "PATH": os.environ["PATH"],
+            "DATABASE_URL": url,
+            "POLYD_BACKUP_DIR": str(backups),
+            "POLYD_BACKUP_KEEP_DAYS": "14",
+        }
+        dump = Path(run(BACKUP, env=env).strip())
+        assert dump.parent == backups and dump.name.startswith("polyd-")
+        assert dump.suffix == ".dump"
+        assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+        assert dump.stat().st_mode & 0o077 == 0  # the journal is private
+        kept = sorted(p.name for p in backups.iterdir())
+        assert kept == sorted([dump.name, recent.name, other.name])
 
-    # Restore into a new database, as documented, and compare every journal table.
-    target_db = f"polyd_restore_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server.admin_url, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{target_db}"')
-    try:
-        schema = dict(
-            kv.split("=", 1) for kv in urlsplit(url).query.split("&") if kv.startswith("options=")
-        )["options"]
-        target = in_db(pg_server.admin_url, target_db) + f"?options={schema}"
-        out = run(RESTORE, dump, target, env={"PATH": os.environ["PATH"]})
-        checked = dict(line.split(" ", 1) for line in out.split("\n") if line)
-        assert checked["schema_version"] == str(len(table(url, "schema_migrations")))
-        assert checked["orders"] == "3" and checked["fills"] == "1"
-        for name in TABLES:
-            original = table(url, name)
-            assert original, f"{name} is empty: nothing was compared"
-            assert table(target, name) == original, name
-        # The restore check fails loudly on a database that is not polyd's.
-        bad = subprocess.run(
-            [str(RESTORE), str(tmp_path / "missing.dump"), target],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert bad.returncode != 0 and "cannot read" in bad.stderr
-    finally:
-        with psycopg.connect(pg_server.admin_url, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{target_db}" WITH (FORCE)')
+        # Restore into a new database, as documented, and compare every journal table.
+        with database(pg_server.admin_url, "polyd_restore") as target:
+            out = run(RESTORE, dump, target, env={"PATH": os.environ["PATH"]})
+            checked = dict(line.split(" ", 1) for line in out.split("\n") if line)
+            assert checked["schema_version"] == str(len(table(url, "schema_migrations")))
+            assert checked["orders"] == "3" and checked["fills"] == "1"
+            for name in TABLES:
+                original = table(url, name)
+                assert original, f"{name} is empty: nothing was compared"
+                assert table(target, name) == original, name
+            missing = subprocess.run(
+                [str(RESTORE), str(tmp_path / "missing.dump"), target],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert missing.returncode != 0 and "cannot read" in missing.stderr
