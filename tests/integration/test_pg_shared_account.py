@@ -3,14 +3,18 @@ same API key, `ACCOUNT_SHARED=true`): the sniper on one, the copy trader on the 
 sees the other's orders in the account's open orders, order events and fills; none of them is
 an alarm, each fill is recorded once, by the daemon whose order it fills, and the journal (both
 daemons' rows) agrees with the venue's ledger both ways. A per-account exposure cap that each
-daemon's own book would let pass is enforced over both through the database."""
+daemon's own book would let pass is enforced over both through the database, and cancel-all
+cancels only the asking daemon's orders."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -27,6 +31,22 @@ from tests.pg import PgServer
 D = Decimal
 MAKER = "0x" + "6b" * 20
 CAP = D("30")  # RISK_MAX_TOTAL_EXPOSURE of both daemons: per account
+TOKEN = "shared-account-control-token"
+
+
+def cancel_all(d: Daemon) -> dict[str, Any]:
+    """POST /cancel-all to the daemon's sidecar (what `python -m orchestrator cancel-all` does)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{d.port}/cancel-all", data=b"{}", method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
+
+
+def venue_status(ledger: dict[str, Any], venue_order_id: str) -> str:
+    (order,) = [o for o in ledger["orders"] if o["id"] == venue_order_id]
+    return str(order["status"])
 
 
 async def until(what: str, check: object, limit: int = 300) -> None:
@@ -64,6 +84,7 @@ async def test_two_daemons_on_one_account_settle_and_fill_only_their_own_and_sha
             "account_shared": "true",
             "risk_max_total_exposure": CAP,
             "reconcile_interval_s": 1,
+            "control_token": TOKEN,
         }
         east_env = daemon_env(
             sim,
@@ -128,6 +149,16 @@ async def test_two_daemons_on_one_account_settle_and_fill_only_their_own_and_sha
                 " AND detail LIKE '%every daemon counted%'"
             )
             await until("west's second copy refused by the account cap", lambda: rows(url, refused))
+            # Cancel-all on a shared account cancels the asking daemon's orders only: west has
+            # none resting, east's take-profit stays (at the venue and in the journal) until
+            # east cancels it.
+            assert (await asyncio.to_thread(cancel_all, west))["canceled"] == 0
+            sell = "SELECT venue_order_id FROM orders WHERE daemon_id = 'east' AND side = 'SELL'"
+            ((tp,),) = rows(url, sell)
+            assert rows(url, resting) and venue_status(sim.ledger(), tp) == "LIVE"
+            assert (await asyncio.to_thread(cancel_all, east))["canceled"] == 1
+            assert venue_status(sim.ledger(), tp) == "CANCELED"
+            await until("east's take-profit journaled CANCELED", lambda: not rows(url, resting))
             unsettled = "SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN')"
             await until("every row settled", lambda: not rows(url, unsettled))
             await until(
