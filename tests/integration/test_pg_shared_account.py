@@ -20,11 +20,14 @@ import pytest
 from eth_account import Account
 
 from demo import funded_key
+from models import OrderStatus
 from simulator import Simulator
 from storage.accounts import AccountRepository
+from storage.journal import OrderJournal
 from storage.pg import PgDatabase
 from tests.harness import compare
 from tests.helpers import COPY_LEADER, COPY_RULES, NEAR_CLOSE_SNIPER_RULES
+from tests.integration.test_executor_live import close_live, make_live
 from tests.integration.test_pg_several_daemons import Daemon, daemon_env, ready, rows, stop
 from tests.pg import PgServer
 
@@ -202,3 +205,45 @@ async def test_two_daemons_on_one_account_settle_and_fill_only_their_own_and_sha
     ours = address.lower()
     copies = [o for o in ledger["orders"] if o["asset_id"] == ctok and o["maker"].lower() == ours]
     assert len(copies) == 1, copies  # the refused copy never reached the venue
+
+
+async def test_the_executor_refuses_single_and_batched_orders_past_the_accounts_cap(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """One executor (live, against the simulator) with ACCOUNT_SHARED on a database where
+    another daemon has two orders open on the same account: with RISK_MAX_OPEN_ORDERS=3 its own
+    book (no open order) admits anything, the account admits one more; a refused order, single
+    or in a batch, is never sent, and room given back by the other daemon is taken again."""
+    url = pg_server.fresh_url()
+    async with Simulator(seed=43, settle_delay_s=0.01) as sim:
+        lv = await make_live(
+            tmp_path, sim, database_url=url, account_shared=True, risk_max_open_orders=3
+        )
+        try:
+            other = OrderJournal(db=lv.db, daemon_id="other")
+            other.for_account(lv.address)
+            theirs = [lv.req(strategy="other", price=D("0.20")) for _ in range(2)]
+            for i, r in enumerate(theirs):
+                await other.record(r, venue_order_id=f"0x{i:064x}", payload_hash="h")
+            first = await lv.ex.submit(lv.req(price=D("0.30")))
+            assert first.status is OrderStatus.LIVE
+            over = await lv.ex.submit(lv.req(price=D("0.30")))
+            assert over.status is OrderStatus.REJECTED
+            assert over.reason == (
+                "risk: open orders on the account, every daemon counted, at the limit (3)"
+            )
+            batch = await lv.ex.submit_many([lv.req(price=D("0.31")) for _ in range(2)])
+            assert [r.status for r in batch] == [OrderStatus.REJECTED] * 2
+            assert all("every daemon counted" in (r.reason or "") for r in batch)
+            assert len(lv.our_orders()) == 1  # nothing refused reached the venue
+            assert lv.ex.positions.open_count == 1  # refused orders are not tracked as open
+            # The other daemon's order ends: its room is the account's again.
+            await other.transition(theirs[0].client_order_id, OrderStatus.CANCELED)
+            again = await lv.ex.submit(lv.req(price=D("0.30")))
+            assert again.status is OrderStatus.LIVE
+            rejected = await lv.db.fetchall(
+                "SELECT COUNT(*) FROM orders WHERE daemon_id = 'default' AND status = 'REJECTED'"
+            )
+            assert rejected[0][0] == 3
+        finally:
+            await close_live(lv)

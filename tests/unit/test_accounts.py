@@ -6,7 +6,11 @@ room on the account never both get it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Callable
 from decimal import Decimal
+
+import pytest
 
 from errors import AccountLimitReached
 from execution.risk import RiskEngine, RiskLimits
@@ -153,3 +157,27 @@ def _sell(strategy: str, token: str) -> OrderRequest:
     return make_order(
         strategy=strategy, token_id=token, side=Side.SELL, price=D("0.9"), size=D("5")
     )
+
+
+async def test_a_refused_order_takes_the_strategy_state_written_with_it_back(
+    pg_server: PgServer,
+) -> None:
+    url = pg_server.fresh_url()
+    async with PgDatabase(url) as db:
+        j = journal(db, "a", engine(max_open_orders=1))
+
+        def consumed(key: str) -> Callable[[sqlite3.Connection], None]:
+            def write(c: sqlite3.Connection) -> None:  # what a sniper entry would write
+                c.execute(
+                    "INSERT INTO daemon_state (key, value, updated_at) VALUES (?, 'x', 'now')",
+                    (key,),
+                )
+
+            return write
+
+        await j.record(make_order(strategy="a"), also=consumed("first"))
+        with pytest.raises(AccountLimitReached):
+            await j.record(make_order(strategy="a"), also=consumed("second"))
+        keys = [r[0] for r in await db.fetchall("SELECT key FROM daemon_state ORDER BY key")]
+        assert "first" in keys and "second" not in keys
+        assert len(await j.non_terminal()) == 1
