@@ -29,13 +29,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cli_views import (
+    ALL,
     UNATTRIBUTED_NOTE,
     VIEW_COMMANDS,
     ViewError,
     account,
     add_view_commands,
+    daemon_scope,
     render_account,
     run_view,
+    scope_line,
+    scope_parser,
     table,
 )
 from cli_views import q as _q
@@ -91,10 +95,13 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         metavar="COMMAND",
         title="operator commands (talk to a running daemon and read its database)",
     )
+    scope = scope_parser()
     sub.add_parser(
-        "status", parents=[common], help="daemon health, trading state, order and fill counts"
+        "status",
+        parents=[common, scope],
+        help="daemon health, trading state, order and fill counts",
     )
-    add_view_commands(sub, common)
+    add_view_commands(sub, common, scope)
     halt = sub.add_parser("halt", parents=[common], help="stop new orders (cancels still go)")
     halt.add_argument("--reason", default="manual halt (cli)", help="recorded in the audit log")
     reduce = sub.add_parser(
@@ -170,7 +177,7 @@ def run_command(args: argparse.Namespace, *, env_file: str | Path | None) -> int
         return run_redemption(args, settings)
     try:
         if args.command == "status":
-            result, code = status(settings)
+            result, code = status(settings, daemon_scope(args, settings))
             _emit(result, as_json, _render_status)
             return code
         if args.command in VIEW_COMMANDS:
@@ -332,22 +339,25 @@ def rotate(
 # --------------------------------------------------------------------------------------------
 
 
-def _read(settings: Settings, report: Callable[[Reports], T]) -> T:
-    """Run one report over the daemon's database, opened read-only (CliError 4 if unreadable)."""
+def _read(settings: Settings, report: Callable[[Reports], T], daemon: str | None) -> T:
+    """Run one report over the daemon's database, opened read-only (CliError 4 if unreadable),
+    of `daemon`'s rows (None: every daemon's)."""
     try:
-        with Reports.open(settings.db_path, settings.database_url) as reports:
+        with Reports.open(settings.db_path, settings.database_url, daemon_id=daemon) as reports:
             return report(reports)
     except ReportError as e:
         raise CliError(str(e), EXIT_NO_DB) from None
 
 
 def db_summary(settings: Settings) -> DbSummary:
-    """Trading state, order and fill counts, positions and PnL from the daemon's database."""
-    return _read(settings, Reports.summary)
+    """Trading state, order and fill counts, positions and PnL of this daemon (DAEMON_ID)."""
+    return _read(settings, Reports.summary, settings.daemon_id)
 
 
-def status(settings: Settings) -> tuple[dict[str, Any], int]:
-    """The daemon's /health plus a summary of its database; exit 0 only when healthy."""
+def status(settings: Settings, daemon: str | None = ALL) -> tuple[dict[str, Any], int]:
+    """The daemon's /health plus a summary of its database; exit 0 only when healthy. The
+    database part is `daemon`'s (default: the settings' DAEMON_ID; None: every daemon's)."""
+    scope = settings.daemon_id if daemon is ALL else daemon
     out: dict[str, Any] = {"url": base_url(settings), "db_path": str(settings.db_path)}
     if settings.database_url:  # PostgreSQL: the URL without its password
         out["database_url"] = describe(db_path=settings.db_path, database_url=settings.database_url)
@@ -361,8 +371,9 @@ def status(settings: Settings) -> tuple[dict[str, Any], int]:
         out["daemon"] = {"running": False}
         code = EXIT_NOT_RUNNING
     try:
-        out["database"] = asdict(db_summary(settings))
-        out["account"] = account(settings)
+        out["database"] = asdict(_read(settings, Reports.summary, scope))
+        out["account"] = account(settings, scope)
+        out["daemon_id"] = scope
     except (CliError, ViewError) as e:
         out["database"] = {"error": str(e)}
         if code == EXIT_OK:
@@ -415,6 +426,8 @@ def _render_status(s: dict[str, Any]) -> str:
         " not cash)",
         f"database:      {s.get('database_url') or s['db_path']}",
     ]
+    if len(db.get("daemons") or []) > 1 or db.get("daemon_id") is None:
+        lines.append(scope_line(db.get("daemon_id"), db.get("daemons") or []))
     if "account" in s:
         lines += render_account(s["account"])
     elif UNATTRIBUTED in (db.get("by_strategy") or {}):

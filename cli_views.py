@@ -19,6 +19,7 @@ from models import UNATTRIBUTED
 from storage.views import Views, jsonable
 
 T = TypeVar("T")
+ALL: Any = object()  # `read`'s default: the settings' DAEMON_ID
 EXIT_CONFIG, EXIT_NO_DB = 2, 4
 MARKET_WIDTH = 40
 
@@ -37,39 +38,66 @@ class ViewError(Exception):
 
 
 def add_view_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+    scope: argparse.ArgumentParser,
 ) -> None:
-    """Add `positions`, `orders`, `trades` and `pnl` to the operator sub-commands."""
+    """Add `positions`, `orders`, `trades` and `pnl` to the operator sub-commands (`scope`:
+    `--daemon ID` / `--all-daemons`)."""
     positions = sub.add_parser(
         "positions",
-        parents=[common],
+        parents=[common, scope],
         help="positions per strategy: market, outcome, size, average cost, mark, PnL",
     )
     positions.add_argument("--strategy", default=None, help="only this strategy's positions")
     orders = sub.add_parser(
-        "orders", parents=[common], help="recent orders, newest first, with fill price and fees"
+        "orders",
+        parents=[common, scope],
+        help="recent orders, newest first, with fill price and fees",
     )
     orders.add_argument("--open", action="store_true", help="only orders not yet final")
     orders.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
     orders.add_argument("--strategy", default=None, help="only this strategy's orders")
     trades = sub.add_parser(
-        "trades", parents=[common], help="trade history, newest first, with PnL per trade"
+        "trades", parents=[common, scope], help="trade history, newest first, with PnL per trade"
     )
     trades.add_argument("--strategy", default=None, help="only this strategy's trades")
     trades.add_argument("--day", default=None, metavar="YYYY-MM-DD", help="only this UTC day")
     trades.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
-    pnl = sub.add_parser("pnl", parents=[common], help="realized PnL per UTC day and strategy")
+    pnl = sub.add_parser(
+        "pnl", parents=[common, scope], help="realized PnL per UTC day and strategy"
+    )
     pnl.add_argument("--strategy", default=None, help="only this strategy")
     pnl.add_argument("--days", type=int, default=None, metavar="N", help="the last N days")
 
 
-def read(settings: Settings, view: Callable[[Views], T]) -> T:
-    """Run one view over the daemon's database, opened read-only (ViewError 4 if unreadable)."""
+def daemon_scope(args: argparse.Namespace, settings: Settings) -> str | None:
+    """The daemon a report is of: `--daemon ID`, else DAEMON_ID; None with `--all-daemons`."""
+    if getattr(args, "all_daemons", False):
+        return None
+    return getattr(args, "daemon", None) or settings.daemon_id
+
+
+def read(settings: Settings, view: Callable[[Views], T], daemon: str | None = ALL) -> T:
+    """Run one view over the daemon's database, opened read-only (ViewError 4 if unreadable),
+    of one daemon's rows (`daemon`; the settings' DAEMON_ID by default) or of every daemon's
+    (None)."""
+    scope = settings.daemon_id if daemon is ALL else daemon
     try:
-        with Views.open(settings.db_path, settings.database_url) as views:
+        with Views.open(settings.db_path, settings.database_url, daemon_id=scope) as views:
             return view(views)
     except ReportError as e:
         raise ViewError(str(e), EXIT_NO_DB) from None
+
+
+def _with_daemons(rows: list[Any], owners: dict[str, str]) -> list[dict[str, Any]]:
+    """JSON rows, each naming the daemon of its strategy (None for `unattributed`)."""
+    out = []
+    for r in rows:
+        row: dict[str, Any] = jsonable(r)
+        row.setdefault("daemon", owners.get(row["strategy"]))
+        out.append(row)
+    return out
 
 
 def parse_day(text: str | None) -> date | None:
@@ -83,12 +111,17 @@ def parse_day(text: str | None) -> date | None:
         ) from None
 
 
-def positions(settings: Settings, *, strategy: str | None = None) -> list[dict[str, Any]]:
-    """`positions --json`: each view row plus its redeemable value."""
-    rows = read(settings, lambda v: v.positions_view(strategy=strategy))
+def positions(
+    settings: Settings, *, strategy: str | None = None, daemon: str | None = ALL
+) -> list[dict[str, Any]]:
+    """`positions --json`: each view row plus its redeemable value and its daemon."""
+    rows, owners = read(
+        settings, lambda v: (v.positions_view(strategy=strategy), v.strategy_daemons()), daemon
+    )
     out = []
     for p in rows:
         row = jsonable(p)
+        row["daemon"] = owners.get(p.strategy)
         paid = p.size * p.payout if p.payout is not None and p.size > 0 else Decimal(0)
         row["redeemable"] = str(paid)
         out.append(row)
@@ -96,55 +129,114 @@ def positions(settings: Settings, *, strategy: str | None = None) -> list[dict[s
 
 
 def orders(
-    settings: Settings, *, open_only: bool = False, limit: int = 20, strategy: str | None = None
+    settings: Settings,
+    *,
+    open_only: bool = False,
+    limit: int = 20,
+    strategy: str | None = None,
+    daemon: str | None = ALL,
 ) -> list[dict[str, Any]]:
     if limit < 1:
         raise ViewError("--limit must be at least 1", EXIT_CONFIG)
     rows = read(
-        settings, lambda v: v.orders_view(open_only=open_only, limit=limit, strategy=strategy)
+        settings,
+        lambda v: v.orders_view(open_only=open_only, limit=limit, strategy=strategy),
+        daemon,
     )
     return [jsonable(r) for r in rows]
 
 
 def trades(
-    settings: Settings, *, strategy: str | None = None, day: str | None = None, limit: int = 50
+    settings: Settings,
+    *,
+    strategy: str | None = None,
+    day: str | None = None,
+    limit: int = 50,
+    daemon: str | None = ALL,
 ) -> list[dict[str, Any]]:
     if limit < 1:
         raise ViewError("--limit must be at least 1", EXIT_CONFIG)
     when = parse_day(day)
-    rows = read(settings, lambda v: v.trades(strategy=strategy, day=when, limit=limit))
-    return [jsonable(r) for r in rows]
+    rows, owners = read(
+        settings,
+        lambda v: (v.trades(strategy=strategy, day=when, limit=limit), v.strategy_daemons()),
+        daemon,
+    )
+    return _with_daemons(rows, owners)
 
 
 def pnl(
-    settings: Settings, *, strategy: str | None = None, days: int | None = None
+    settings: Settings,
+    *,
+    strategy: str | None = None,
+    days: int | None = None,
+    daemon: str | None = ALL,
 ) -> list[dict[str, Any]]:
     if days is not None and days < 1:
         raise ViewError("--days must be at least 1", EXIT_CONFIG)
-    rows = read(settings, lambda v: v.pnl_days(strategy=strategy, days=days))
-    return [jsonable(r) for r in rows]
+    rows, owners = read(
+        settings, lambda v: (v.pnl_days(strategy=strategy, days=days), v.strategy_daemons()), daemon
+    )
+    return _with_daemons(rows, owners)
 
 
-def account(settings: Settings) -> dict[str, Any]:
+def account(settings: Settings, daemon: str | None = ALL) -> dict[str, Any]:
     """The account part of `status` (see `storage.views.StatusView`)."""
-    view = read(settings, lambda v: v.status_view(daily_loss_limit=settings.risk_daily_loss_limit))
+    limit = settings.risk_daily_loss_limit
+    view = read(settings, lambda v: v.status_view(daily_loss_limit=limit), daemon)
     out: dict[str, Any] = jsonable(view)
     return out
 
 
+def scope_parser() -> argparse.ArgumentParser:
+    """`--daemon ID` / `--all-daemons`: whose rows `status` and the views show."""
+    scope = argparse.ArgumentParser(add_help=False)
+    g = scope.add_mutually_exclusive_group()
+    g.add_argument(
+        "--daemon",
+        default=None,
+        metavar="ID",
+        help="this daemon's orders, positions and PnL on a shared database (default: DAEMON_ID)",
+    )
+    g.add_argument(
+        "--all-daemons", action="store_true", help="every daemon's rows on a shared database"
+    )
+    return scope
+
+
+def scope_line(scope: str | None, daemons: Sequence[str]) -> str:
+    """The line naming whose rows a report shows."""
+    if scope is None:
+        return f"daemons:       all ({', '.join(daemons) or 'none yet'})"
+    others = [d for d in daemons if d != scope]
+    also = f"; also in this database: {', '.join(others)} (--all-daemons)" if others else ""
+    return f"daemon:        {scope}{also}"
+
+
 def run_view(args: argparse.Namespace, settings: Settings) -> tuple[Any, Callable[[Any], str]]:
-    """(result, renderer) of a view command."""
+    """(result, renderer) of a view command. The human output names the daemon when the
+    database holds more than one daemon's orders or a scope was asked for."""
+    d = daemon_scope(args, settings)
+    render: Callable[[Any], str]
     if args.command == "positions":
-        return positions(settings, strategy=args.strategy), render_positions
-    if args.command == "orders":
-        rows = orders(settings, open_only=args.open, limit=args.limit, strategy=args.strategy)
-        return rows, render_orders
-    if args.command == "trades":
-        rows = trades(settings, strategy=args.strategy, day=args.day, limit=args.limit)
-        return rows, render_trades
-    if args.command == "pnl":
-        return pnl(settings, strategy=args.strategy, days=args.days), render_pnl
-    raise AssertionError(f"not a view: {args.command}")
+        rows, render = positions(settings, strategy=args.strategy, daemon=d), render_positions
+    elif args.command == "orders":
+        rows = orders(
+            settings, open_only=args.open, limit=args.limit, strategy=args.strategy, daemon=d
+        )
+        render = render_orders
+    elif args.command == "trades":
+        rows = trades(settings, strategy=args.strategy, day=args.day, limit=args.limit, daemon=d)
+        render = render_trades
+    elif args.command == "pnl":
+        rows, render = pnl(settings, strategy=args.strategy, days=args.days, daemon=d), render_pnl
+    else:
+        raise AssertionError(f"not a view: {args.command}")
+    daemons = read(settings, lambda v: v.daemons(), None)
+    if len(daemons) > 1 or getattr(args, "daemon", None) or getattr(args, "all_daemons", False):
+        line = scope_line(d, daemons)
+        return rows, lambda r: f"{line}\n\n{render(r)}"
+    return rows, render
 
 
 VIEW_COMMANDS = ("positions", "orders", "trades", "pnl")

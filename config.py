@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # (docs/storage-postgres.md). The default is stable across restarts, so one daemon needs none.
     daemon_id: DaemonId = DEFAULT_DAEMON_ID
     lease_ttl_s: float = Field(default=30.0, ge=5, le=600)
+    # Other daemons trade this daemon's venue account too (PostgreSQL): the per-account caps
+    # count their open orders and positions through the database, and cancel-all touches only
+    # this daemon's orders (docs/storage-postgres.md).
+    account_shared: bool = False
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8787, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -248,6 +252,11 @@ class Settings(BaseSettings):
             problems.append(
                 "NOTIFY_TELEGRAM_CHAT_ID: required when NOTIFY_KIND=telegram (the chat the bot "
                 "writes to)"
+            )
+        if self.account_shared and self.database_url is None:
+            problems.append(
+                "ACCOUNT_SHARED: needs DATABASE_URL (daemons share an account through one "
+                "PostgreSQL database; a SQLite file has one daemon)"
             )
         if self.retry_max_delay_s < self.retry_base_delay_s:
             problems.append("RETRY_MAX_DELAY_S: must be at least RETRY_BASE_DELAY_S")

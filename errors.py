@@ -113,6 +113,12 @@ class OutcomeUnknown(PolydError):
         super().__init__(message)
 
 
+class AccountLimitReached(PolydError):
+    """An order would take its venue account past a per-account cap counted over every daemon
+    trading it (`ACCOUNT_SHARED`). Nothing was sent: its PENDING row (and the strategy state it
+    would consume) was rolled back, and it is refused with source "risk" (a REJECTED row)."""
+
+
 class OrderRejected(PolydError):
     """The order was refused — by our own market rules or risk checks, or by the venue (4xx).
 

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import structlog
 
 from errors import (
+    AccountLimitReached,
     DuplicateOrder,
     OrderRejected,
     OutcomeUnknown,
@@ -54,7 +55,7 @@ from execution.positions import PositionBook
 from execution.reconciler import Reconciler
 from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
-from execution.settlement import Settlement
+from execution.settlement import Settlement, log_abandoned_failure
 from execution.tracker import OrderTracker
 from models import UNATTRIBUTED, Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.health import CheckResult
@@ -80,20 +81,12 @@ class ExecutorConfig:
     resend_window_s: float = 20.0
     reconcile_interval_s: float = 30.0
     cancel_on_shutdown: bool = False
+    account_shared: bool = False  # other daemons trade the account (cancel only our own)
     # A `delayed` order not settled by events is looked up this long after the market's delay.
     delayed_margin_s: float = 5.0
     daily_loss_limit: Decimal = Decimal("100")
     daily_loss_warn_fraction: float = 0.8
     tracing: Tracing = field(default_factory=Tracing)  # off unless the settings turn it on
-
-
-def _log_abandoned_failure(task: asyncio.Future[Any]) -> None:
-    """Done-callback of a submission whose caller was cancelled: nobody else sees its error."""
-    if task.cancelled():
-        return
-    e = task.exception()
-    if e is not None:
-        log.error("order_submission_failed", error=type(e).__name__, detail=str(e)[:200])
 
 
 class Executor:
@@ -281,7 +274,7 @@ class Executor:
             if not task.done():
                 # The caller stopped waiting; the order goes on (and drain() waits for it).
                 log.info("order_submission_continues", client_order_id=client_order_id)
-                task.add_done_callback(_log_abandoned_failure)
+                task.add_done_callback(log_abandoned_failure)
             raise
 
     async def submit_many(self, requests: Sequence[OrderRequest]) -> list[OrderResult]:
@@ -370,7 +363,10 @@ class Executor:
         self, prepared: Prepared, started: float, also: StateWrite | None
     ) -> OrderResult:
         req = prepared.request
-        await self._journal_pending(prepared, also)
+        try:
+            await self._journal_pending(prepared, also)
+        except AccountLimitReached as e:  # another daemon on the account took the room first
+            return await self.settle.over_account_cap(req, e)
         if not self.tracing.call("breaker", self.breaker.allow, state=self.breaker.state.name):
             return await self.settle.rejected(
                 req, RefusalSource.BREAKER, f"circuit breaker {self.breaker.state}: venue failing"
@@ -428,6 +424,8 @@ class Executor:
         """Record a fill once (idempotent by trade id) and move the position."""
         if fill.client_order_id is None:
             row = await self.repos.orders.get_by_venue_id(fill.venue_order_id)
+            if row is not None and not self.repos.orders.owns(row):
+                return  # another daemon's order on this account: its owner records the fill
             if row is not None:
                 fill = fill.model_copy(update={"client_order_id": row.client_order_id})
         fill = await self.rules.with_fee(fill)
@@ -455,10 +453,11 @@ class Executor:
     async def on_order_event(self, vo: VenueOrder) -> None:
         """Apply an order update (user WS `order` event, paper broker, REST listing). An order
         still PENDING is left to its submit path (or to start-up reconciliation, if this process
-        died meanwhile); one being sent from here is known to be so without a journal read."""
+        died meanwhile); one being sent from here is known to be so without a journal read; one
+        another daemon journaled (a shared account) is that daemon's to settle."""
         if self.tracker.sending_unsettled(vo.venue_order_id):
             return
-        row = await self.repos.orders.get_by_venue_id(vo.venue_order_id)
+        row = await self.repos.orders.get_by_venue_id(vo.venue_order_id, own=True)
         if row is None or row.status.terminal or row.status is OrderStatus.PENDING:
             return
         req = await self.tracker.request_for(row.client_order_id)
@@ -479,7 +478,9 @@ class Executor:
 
     async def cancel_all(self, actor: str = "daemon") -> int:
         """Cancel every resting order at the venue; return how many were canceled."""
-        res = await self.broker.cancel_all()
+        # On a shared account (ACCOUNT_SHARED) the other daemons' orders are theirs: ours only.
+        own = await self.repos.orders.open_venue_ids() if self.config.account_shared else None
+        res = await (self.broker.cancel_all() if own is None else self.broker.cancel(own))
         await self.settle.canceled(res.canceled)
         await self.repos.audit.append("cancel_all", canceled=len(res.canceled), actor=actor)
         return len(res.canceled)
@@ -580,11 +581,6 @@ class Executor:
         m.breaker_state.labels(self.breaker.name).set(
             BREAKER_STATE_VALUE[self.breaker_state().name]
         )
-        m.open_orders.set(self.positions.open_count)
-        m.exposure_usd.set(float(self.positions.exposure()))
-        m.pnl_realized_usd.set(float(self.positions.realized()))
-        m.pnl_unrealized_usd.set(float(self.positions.unrealized()))
-        m.daily_pnl_usd.set(float(self.positions.daily_pnl()))
         self.positions.publish(m)
 
     async def wait_idle(self, timeout_s: float) -> bool:

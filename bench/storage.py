@@ -10,6 +10,11 @@ against two naive writers on the same server in the same run: one transaction pe
 open connection (`one_tx_per_write`), and a new connection per write (`naive`, as on SQLite).
 The database is a throwaway one created on the server named by `--url` (default
 `POLYD_BENCH_PG_URL`, else `postgresql://postgres@127.0.0.1:5432/postgres`) and dropped after.
+
+`--engine postgres --account-shared` adds, in the same run, the cost of `ACCOUNT_SHARED=true`
+(storage/accounts.py): each order's PENDING row written under the account's advisory lock with
+the account's commitments read and checked, then settled CANCELED, with 50 orders resting on the
+account; against the same workload without the check.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from models import OrderRequest, OrderType, Side
+from models import OrderRequest, OrderStatus, OrderType, Side
 from storage import Database, Repositories
 
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
@@ -69,6 +74,37 @@ async def _group_commit(db: Database, seconds: float, writers: int) -> tuple[int
         row = await db.fetchone("SELECT COUNT(*) FROM orders")
         assert row is not None and row[0] == total
     return total, elapsed
+
+
+async def _account_orders(url: str, seconds: float, writers: int, *, shared: bool) -> float:
+    """Orders per second, each journaled PENDING then CANCELED (two writes), 50 resting."""
+    from execution.risk import RiskEngine, RiskLimits
+    from storage.pg import PgDatabase
+
+    big = Decimal("1e12")
+    risk = RiskEngine(limits=RiskLimits(big, big, big, 1_000_000))
+    async with PgDatabase(url) as db:
+        journal = Repositories.over(db, daemon_id="shared" if shared else "alone").orders
+        journal.for_account(("0x" + "ab" * 20) if shared else ("0x" + "cd" * 20))
+        if shared:
+            journal.share_account(risk.account_refusal)
+        tag = "s" if shared else "a"
+        for i in range(50):
+            await journal.record(_request(i).model_copy(update={"client_order_id": f"r{tag}{i}"}))
+        count = 0
+        stop = time.perf_counter() + seconds
+
+        async def writer(w: int) -> None:
+            nonlocal count
+            while time.perf_counter() < stop:
+                coid = f"{tag}-{w}-{count}"
+                count += 1
+                await journal.record(_request(0).model_copy(update={"client_order_id": coid}))
+                await journal.transition(coid, OrderStatus.CANCELED)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+        return count / (time.perf_counter() - started)
 
 
 def _naive(path: Path, seconds: float) -> tuple[int, float]:
@@ -158,10 +194,26 @@ def _postgres(args: argparse.Namespace) -> dict[str, object]:
         group_n, group_s = asyncio.run(_group_commit(PgDatabase(url), args.seconds, args.writers))
         onetx_n, onetx_s = _pg_naive(url, args.seconds, reconnect=False)
         naive_n, naive_s = _pg_naive(url, args.seconds, reconnect=True)
+        shared: dict[str, object] = {}
+        if args.account_shared:
+            w = min(args.writers, 64)
+            alone = asyncio.run(_account_orders(url, args.seconds, w, shared=False))
+            locked = asyncio.run(_account_orders(url, args.seconds, w, shared=True))
+            shared = {
+                "account_shared": {
+                    "orders_per_s_without": round(alone),
+                    "orders_per_s_with_account_lock": round(locked),
+                    "ratio": round(locked / alone, 2),
+                    "writers": w,
+                    "resting_orders": 50,
+                    "order": "PENDING row, then CANCELED (two writes)",
+                }
+            }
     group_rate = group_n / group_s
     onetx_rate = onetx_n / onetx_s
     naive_rate = naive_n / naive_s
     return {
+        **shared,
         "engine": "postgres",
         "group_commit_writes_per_s": round(group_rate),
         "one_tx_per_write_writes_per_s": round(onetx_rate),
@@ -186,6 +238,11 @@ def main(argv: list[str]) -> dict[str, object]:
             "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
         help="--engine postgres: a server URL on which a throwaway database is created",
+    )
+    p.add_argument(
+        "--account-shared",
+        action="store_true",
+        help="--engine postgres: also measure ACCOUNT_SHARED's per-account lock and check",
     )
     args = p.parse_args(argv)
     if args.engine == "postgres":

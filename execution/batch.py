@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from errors import OrderRejected, OutcomeUnknown, RefusalSource, TransientError
+from errors import AccountLimitReached, OrderRejected, OutcomeUnknown, RefusalSource, TransientError
 from execution.ports import Broker, Prepared
 from execution.reconciler import Reconciler
 from execution.settlement import Settlement
@@ -38,8 +38,18 @@ class BatchSender:
         self.reconciler = reconciler
 
     async def journal_and_send(self, ready: list[Prepared]) -> list[OrderResult]:
-        await asyncio.gather(*(self.tracker.journal_pending(p) for p in ready))
         out: list[OrderResult] = []
+
+        async def journal(p: Prepared) -> bool:
+            try:
+                await self.tracker.journal_pending(p)
+            except AccountLimitReached as e:  # another daemon on the account took the room
+                out.append(await self.settle.over_account_cap(p.request, e))
+                return False
+            return True
+
+        journaled = await asyncio.gather(*(journal(p) for p in ready))
+        ready = [p for p, ok in zip(ready, journaled, strict=True) if ok]
         for i in range(0, len(ready), BATCH_MAX):
             out.extend(await self._send(ready[i : i + BATCH_MAX]))
         return out

@@ -142,7 +142,13 @@ class PositionBook:
         return sorted(names)
 
     def publish(self, m: Metrics) -> None:
-        """Set the per-strategy exposure and PnL gauges (`unattributed` included)."""
+        """Set the open-order, exposure and PnL gauges: the account's and per strategy
+        (`unattributed` included)."""
+        m.open_orders.set(self.open_count)
+        m.exposure_usd.set(float(self.exposure()))
+        m.pnl_realized_usd.set(float(self.realized()))
+        m.pnl_unrealized_usd.set(float(self.unrealized()))
+        m.daily_pnl_usd.set(float(self.daily_pnl()))
         for name in self.strategies():
             m.strategy_exposure_usd.labels(name).set(float(self.exposure(strategy=name)))
             m.strategy_pnl_realized_usd.labels(name).set(float(self.realized(strategy=name)))

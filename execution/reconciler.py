@@ -147,6 +147,7 @@ class Reconciler:
             "resent": 0,
             "unknown_at_venue": 0,
             "fills": 0,
+            "other_daemons": 0,
         }
         journal_ids: set[str] = set()
         venue_open = {vo.venue_order_id: vo for vo in await self.broker.open_orders()}
@@ -205,7 +206,10 @@ class Reconciler:
         for vo in venue_open.values():
             if vo.venue_order_id not in journal_ids:
                 known = await self.repos.orders.get_by_venue_id(vo.venue_order_id)
-                if known is None:
+                if known is not None and not self.repos.orders.owns(known):
+                    # Another daemon on this account journaled it: that daemon settles it; no alarm.
+                    counts["other_daemons"] += 1
+                elif known is None:
                     counts["unknown_at_venue"] += 1
                     log.warning("venue_order_not_in_journal", venue_order_id=vo.venue_order_id)
                     await self.repos.audit.append(

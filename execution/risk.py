@@ -11,6 +11,11 @@ own holding minus its own open SELLs, never another strategy's shares nor the un
 The per-order, per-token and total-exposure caps apply to the account (the sum over every
 strategy, unattributed holdings included); a strategy's budget (`RISK_STRATEGY_BUDGETS`) caps
 that strategy's cost basis plus its open BUY notional.
+
+When several daemons trade one account (`ACCOUNT_SHARED`), the account caps (open orders, total
+exposure, per token) are checked a second time as the order is journaled, against the account's
+commitments over every daemon read from the database under a per-account lock
+(`account_refusal`, `storage.accounts`); the first check, on this daemon's own book, still runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from execution.funds import Funds
 from execution.ports import MarketMeta
 from execution.positions import PositionBook
 from models import UNATTRIBUTED, ZERO, OrderRequest, Side
+from storage.accounts import AccountCommitments
 
 
 class TradingState(StrEnum):
@@ -138,4 +144,28 @@ class RiskEngine:
             )
             if used > budget:
                 return f"strategy {req.strategy} would commit {used}, over its budget {budget}"
+        return None
+
+    def account_refusal(self, req: OrderRequest, account: AccountCommitments) -> str | None:
+        """Why the account's commitments over every daemon on it, `req` included (its row is
+        already written), pass a per-account cap; or nothing. Held positions count at cost and
+        open BUYs at price x unmatched size (the fee is left to the per-daemon check)."""
+        lim = self.limits
+        if account.open_orders > lim.max_open_orders:
+            return (
+                f"open orders on the account, every daemon counted, at the limit "
+                f"({lim.max_open_orders})"
+            )
+        if req.side is Side.SELL:
+            return None
+        if account.token_exposure > lim.max_position_notional:
+            return (
+                f"position in token on the account, every daemon counted, would reach "
+                f"{account.token_exposure}, over the per-token cap {lim.max_position_notional}"
+            )
+        if account.exposure > lim.max_total_exposure:
+            return (
+                f"total exposure of the account, every daemon counted, would reach "
+                f"{account.exposure}, over the cap {lim.max_total_exposure}"
+            )
         return None

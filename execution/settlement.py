@@ -9,12 +9,14 @@ it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from typing import Any
 
 import structlog
 
-from errors import RefusalSource, StorageError
+from errors import AccountLimitReached, RefusalSource, StorageError
 from execution.market_rules import fillable_size
 from execution.ports import Ack, VenueOrder, VenueStatus, journal_status
 from execution.tracker import OrderTracker, StorageFailed
@@ -89,6 +91,12 @@ class Settlement:
         return OrderResult(
             client_order_id=req.client_order_id, status=OrderStatus.REJECTED, reason=why
         )
+
+    async def over_account_cap(self, req: OrderRequest, e: AccountLimitReached) -> OrderResult:
+        """The PENDING row was refused (and rolled back) by a per-account cap counted over every
+        daemon on the account: forget the admitted order and refuse it (source risk)."""
+        self.tracker.forget(req.client_order_id)
+        return await self.refused(req, RefusalSource.RISK, str(e))
 
     async def rejected(self, req: OrderRequest, source: RefusalSource, reason: str) -> OrderResult:
         """A journaled order refused by the venue, held by the breaker, or never found."""
@@ -195,10 +203,19 @@ class Settlement:
         """The venue canceled these orders (a cancel or cancel-all answer)."""
         for vid in venue_order_ids:
             row = await self.repos.orders.get_by_venue_id(vid)
-            if row is None or row.status.terminal:
+            if row is None or row.status.terminal or not self.repos.orders.owns(row):
                 continue
             req = await self.tracker.request_for(row.client_order_id)
             if req is not None:
                 await self.tracker.transition(
                     req, OrderStatus.CANCELED, detail="canceled", audit=("order_canceled", {})
                 )
+
+
+def log_abandoned_failure(task: asyncio.Future[Any]) -> None:
+    """Done-callback of a submission whose caller was cancelled: nobody else sees its error."""
+    if task.cancelled():
+        return
+    e = task.exception()
+    if e is not None:
+        log.error("order_submission_failed", error=type(e).__name__, detail=str(e)[:200])

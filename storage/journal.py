@@ -10,9 +10,11 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 
 from errors import IllegalTransition, StorageError
 from models import TERMINAL_STATUSES, OrderRequest, OrderStatus, OrderType, Side
+from storage.accounts import AccountCommitments, account_check
 from storage.audit import AUDIT_SQL, Audit, audit_row, detail_json, now_iso
 from storage.db import Database
 from storage.keys import DEFAULT_DAEMON_ID
@@ -40,6 +42,10 @@ class JournalRow:
     detail: str
     created_at: str
     updated_at: str
+    daemon_id: str = DEFAULT_DAEMON_ID
+    """The daemon that journaled it: the one whose order it is to settle and fill."""
+    account: str = ""
+    """The venue account (funder address, lower case) it was signed for; '' before 0009."""
 
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> JournalRow:
@@ -62,6 +68,8 @@ class JournalRow:
             detail=r["detail"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
+            daemon_id=r["daemon_id"],
+            account=r["account"],
         )
 
     @property
@@ -84,8 +92,8 @@ class OrderEvent:
 _ORDER_INSERT_SQL = (
     "INSERT INTO orders (client_order_id, strategy, token_id, side, price, size,"
     " order_type, expiration, post_only, reason, status, venue_order_id,"
-    " payload_hash, signed_order, size_matched, detail, created_at, updated_at, daemon_id)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?,?)"
+    " payload_hash, signed_order, size_matched, detail, created_at, updated_at, daemon_id, account)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'0',?,?,?,?,?)"
 )
 
 
@@ -112,6 +120,11 @@ the order consumes (a sniper entry, a take-profit that is now sent). Built by th
 that owns the state (`storage.strategy_state`), never by a strategy."""
 
 
+AccountDecider = Callable[[OrderRequest, AccountCommitments], str | None]
+"""Why an order would take its account past a per-account cap, given the account's commitments
+over every daemon (the order included); None to let it be journaled (`RiskEngine`'s)."""
+
+
 class OrderNotFound(StorageError):
     """A transition named a client order id the journal has never seen."""
 
@@ -122,6 +135,24 @@ class OrderJournal:
     def __init__(self, *, db: Database, daemon_id: str = DEFAULT_DAEMON_ID) -> None:
         self._db = db
         self.daemon_id = daemon_id  # rows this journal writes are this daemon's to reconcile
+        # The venue account its orders are signed for (lower case), once the broker knows it.
+        self.account = ""
+        self._account_decider: AccountDecider | None = None
+
+    def for_account(self, address: str) -> None:
+        """Name the venue account (funder/wallet address) every order journaled from now on is
+        signed for, so an account's open orders can be counted across daemons."""
+        self.account = address.lower()
+
+    def share_account(self, decide: AccountDecider) -> None:
+        """Other daemons trade this account: from now on each PENDING row is written under the
+        account's lock and refused (`AccountLimitReached`, nothing written) if `decide` says
+        so of the account's commitments (`storage.accounts`; PostgreSQL only)."""
+        self._account_decider = decide
+
+    def owns(self, row: JournalRow) -> bool:
+        """True if `row` is this daemon's order (another daemon's is its own to settle)."""
+        return row.daemon_id == self.daemon_id
 
     async def record(
         self,
@@ -140,7 +171,8 @@ class OrderJournal:
         `signed_order` is the signed order as the broker can re-send it (JSON, no credential,
         no API key id), so reconciliation can re-send the identical order. `also` runs in the
         same transaction: the row and the strategy state it consumes commit together or not at
-        all.
+        all. On a shared account (`share_account`) a PENDING row that would pass a per-account
+        cap raises `AccountLimitReached`, and nothing is written.
         """
         ts = now_iso()
         # Parameters are built here, on the event loop: the job on the database thread then
@@ -164,6 +196,7 @@ class OrderJournal:
             ts,
             ts,
             self.daemon_id,
+            self.account,
         )
         audit_params = (
             audit_row(
@@ -172,9 +205,14 @@ class OrderJournal:
             if audit is not None
             else None
         )
+        check = None
+        if self._account_decider is not None and status is OrderStatus.PENDING and self.account:
+            check = account_check(self.account, req.token_id, partial(self._account_decider, req))
 
         def job(c: sqlite3.Connection) -> None:
             c.execute(_ORDER_INSERT_SQL, params)
+            if check is not None:
+                check(c)
             if audit_params is not None:
                 c.execute(AUDIT_SQL, audit_params)
             if also is not None:
@@ -243,11 +281,18 @@ class OrderJournal:
         )
         return str(r[0]) if r is not None and r[0] is not None else None
 
-    async def get_by_venue_id(self, venue_order_id: str) -> JournalRow | None:
+    async def open_venue_ids(self) -> list[str]:
+        """The venue order ids of this daemon's open orders (what it may cancel on a shared
+        account)."""
+        return [r.venue_order_id for r in await self.non_terminal() if r.venue_order_id]
+
+    async def get_by_venue_id(self, venue_order_id: str, *, own: bool = False) -> JournalRow | None:
+        """The order with this venue order id; with `own`, only if this daemon journaled it."""
         r = await self._db.fetchone(
             "SELECT * FROM orders WHERE venue_order_id = ?", (venue_order_id,)
         )
-        return JournalRow.from_row(r) if r else None
+        row = JournalRow.from_row(r) if r else None
+        return None if row is None or (own and not self.owns(row)) else row
 
     async def non_terminal(self) -> list[JournalRow]:
         """Every order of this daemon that may still be in flight or resting: what its

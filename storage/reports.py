@@ -19,7 +19,7 @@ from typing import Any, Final, Self
 
 from errors import ReportError
 from models import TERMINAL_STATUSES, UNATTRIBUTED, Side
-from storage.keys import RESOLUTIONS_KEY, TRADING_STATE_KEY
+from storage.keys import DEFAULT_DAEMON_ID, RESOLUTIONS_KEY, TRADING_STATE_KEY, daemon_key
 
 # Terminal statuses, in a fixed order, as SQL parameters.
 _ZERO: Final = Decimal(0)
@@ -71,6 +71,8 @@ class OrderReport:
     detail: str
     created_at: str
     updated_at: str
+    daemon_id: str = DEFAULT_DAEMON_ID
+    """The daemon that journaled it."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,10 @@ class DbSummary:
     fees_paid: str = "0"
     by_strategy: dict[str, StrategySummary] = field(default_factory=dict)
     """Positions per strategy, `unattributed` included when it holds or held anything."""
+    daemon_id: str | None = None
+    """The daemon these figures are of (`DAEMON_ID`), or None for every daemon's."""
+    daemons: list[str] = field(default_factory=list)
+    """Every daemon that has journaled an order in this database."""
 
 
 @dataclass(frozen=True)
@@ -157,13 +163,18 @@ class Reports:
     Every failure to read raises `ReportError`.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, daemon_id: str | None = None) -> None:
         self._conn = conn
+        self.daemon_id = daemon_id  # None: every daemon's rows
+        self._owners: dict[str, str] | None = None
 
     @classmethod
-    def open(cls, db_path: Path, database_url: str | None = None) -> Self:
+    def open(
+        cls, db_path: Path, database_url: str | None = None, *, daemon_id: str | None = None
+    ) -> Self:
         """Open the daemon's database read-only (`database_url`'s PostgreSQL database when
-        given, else the SQLite file `db_path`); never create, migrate or write it."""
+        given, else the SQLite file `db_path`); never create, migrate or write it. With
+        `daemon_id`, the reports are that daemon's (see `in_scope`); without, every daemon's."""
         from storage.engine import describe, open_read_only
 
         where = describe(db_path=db_path.expanduser().resolve(), database_url=database_url)
@@ -181,7 +192,7 @@ class Reports:
                 f"the database {where} predates per-strategy positions: start the daemon of this"
                 " version once to migrate it"
             ) from None
-        return cls(conn)
+        return cls(conn, daemon_id)
 
     def close(self) -> None:
         self._conn.close()
@@ -197,6 +208,36 @@ class Reports:
             return list(self._conn.execute(sql, params))
         except sqlite3.Error as e:
             raise ReportError(f"cannot read the database: {e}") from None
+
+    # -- which daemon ------------------------------------------------------------------------
+
+    def strategy_daemons(self) -> dict[str, str]:
+        """Each strategy's daemon: the one that journaled its latest order (a strategy taken
+        over by another daemon is the new holder's)."""
+        if self._owners is None:
+            rows = self._rows(
+                "SELECT strategy, daemon_id FROM orders"
+                " WHERE rowid IN (SELECT MAX(rowid) FROM orders GROUP BY strategy)"
+            )
+            self._owners = {str(r[0]): str(r[1]) for r in rows}
+        return self._owners
+
+    def daemons(self) -> list[str]:
+        """Every daemon that has journaled an order, by name."""
+        return [str(r[0]) for r in self._rows("SELECT DISTINCT daemon_id FROM orders ORDER BY 1")]
+
+    def in_scope(self, strategy: str) -> bool:
+        """True if `strategy`'s rows belong in these reports: every strategy without a daemon
+        filter; with one, that daemon's strategies and the `unattributed` holdings (the
+        account's, no daemon's: shown to every daemon)."""
+        if self.daemon_id is None or strategy == UNATTRIBUTED:
+            return True
+        return self.strategy_daemons().get(strategy) == self.daemon_id
+
+    def _daemon_sql(self, where: list[str], params: list[Any]) -> None:
+        if self.daemon_id is not None:
+            where.append("daemon_id = ?")
+            params.append(self.daemon_id)
 
     # -- reports ------------------------------------------------------------------------------
 
@@ -214,6 +255,8 @@ class Reports:
             if size == 0 and pnl == 0:
                 continue
             strategy, token = str(r["strategy"]), str(r["token_id"])
+            if not self.in_scope(strategy):
+                continue
             out.append(
                 PositionReport(
                     strategy,
@@ -249,10 +292,11 @@ class Reports:
         if strategy:
             where.append("strategy = ?")
             params.append(strategy)
+        self._daemon_sql(where, params)
         sql = (
             "SELECT client_order_id, strategy, token_id, side, price, size, size_matched,"
-            " order_type, status, venue_order_id, reason, detail, created_at, updated_at"
-            " FROM orders"
+            " order_type, status, venue_order_id, reason, detail, created_at, updated_at,"
+            " daemon_id FROM orders"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY rowid DESC LIMIT ?"
         )
@@ -260,21 +304,30 @@ class Reports:
 
     def summary(self) -> DbSummary:
         """Trading state, orders by status, open orders, fills, open positions, realized PnL."""
+        where: list[str] = []
+        params: list[Any] = []
+        self._daemon_sql(where, params)
+        scope = " WHERE " + " AND ".join(where) if where else ""
         counts = {
             str(r[0]): int(r[1])
-            for r in self._rows("SELECT status, COUNT(*) FROM orders GROUP BY status")
+            for r in self._rows(
+                f"SELECT status, COUNT(*) FROM orders{scope} GROUP BY status", params
+            )
         }
-        state_rows = self._rows(
-            "SELECT value FROM daemon_state WHERE key = ?", (TRADING_STATE_KEY,)
-        )
+        key = daemon_key(TRADING_STATE_KEY, self.daemon_id or DEFAULT_DAEMON_ID)
+        state_rows = self._rows("SELECT value FROM daemon_state WHERE key = ?", (key,))
         try:
             state: dict[str, Any] = json.loads(state_rows[0][0]) if state_rows else {}
         except ValueError as e:
             raise ReportError(f"cannot read the database: {e}") from None
-        fills = int(self._rows("SELECT COUNT(*) FROM fills")[0][0])
+        fills = sum(1 for r in self._rows("SELECT strategy FROM fills") if self.in_scope(r[0]))
         fees = self._fees()
-        pos = self._rows("SELECT size, realized_pnl FROM positions")
-        last = self._rows("SELECT MAX(created_at) FROM orders")[0][0]
+        pos = [
+            r
+            for r in self._rows("SELECT size, realized_pnl, strategy FROM positions")
+            if self.in_scope(str(r[2]))
+        ]
+        last = self._rows(f"SELECT MAX(created_at) FROM orders{scope}", params)[0][0]
         reports = self.positions()
         by_strategy: dict[str, StrategySummary] = {}
         for name in dict.fromkeys(p.strategy for p in reports):
@@ -298,13 +351,19 @@ class Reports:
             redeemable=str(sum((p.redeemable for p in reports), _ZERO)),
             fees_paid=str(fees),
             by_strategy=by_strategy,
+            daemon_id=self.daemon_id,
+            daemons=self.daemons(),
         )
 
     def order_outcomes(self) -> OrderOutcomes:
         """Every journaled order by outcome and by strategy, each sorted by name."""
         outcomes: dict[str, int] = {}
         by_strategy: dict[str, int] = {}
-        for r in self._rows("SELECT strategy, status, size_matched FROM orders"):
+        where: list[str] = []
+        params: list[Any] = []
+        self._daemon_sql(where, params)
+        mine = " WHERE " + " AND ".join(where) if where else ""
+        for r in self._rows(f"SELECT strategy, status, size_matched FROM orders{mine}", params):
             status, matched = str(r["status"]), _dec(r["size_matched"])
             if status == "CANCELED" and matched > 0:
                 status = "PARTIALLY_FILLED_REST_CANCELED"
@@ -314,7 +373,11 @@ class Reports:
 
     def fill_totals(self) -> FillTotals:
         """How many fills are journaled and the shares they bought and sold."""
-        rows = self._rows("SELECT side, size, fee FROM fills")
+        rows = [
+            r
+            for r in self._rows("SELECT side, size, fee, strategy FROM fills")
+            if self.in_scope(r[3])
+        ]
         bought = sum((_dec(r[1]) for r in rows if r[0] == Side.BUY.value), Decimal(0))
         sold = sum((_dec(r[1]) for r in rows if r[0] == Side.SELL.value), Decimal(0))
         fees = sum((_dec(r[2]) for r in rows), Decimal(0))
@@ -339,17 +402,18 @@ class Reports:
                 "SELECT trade_id, venue_order_id, token_id, side, price, size, fee, role, status,"
                 " strategy FROM fills ORDER BY rowid"
             )
+            if self.in_scope(str(r["strategy"]))
         ]
 
     def _fees(self, token_id: str | None = None, *, strategy: str | None = None) -> Decimal:
         """Fees paid by the fills that did not fail (of one strategy's position in one token,
         or all), summed as Decimal (SQL's SUM would go through floating point)."""
         if token_id is None:
-            rows = self._rows("SELECT fee FROM fills WHERE status != 'FAILED'")
+            rows = self._rows("SELECT fee, strategy FROM fills WHERE status != 'FAILED'")
         else:
             rows = self._rows(
-                "SELECT fee FROM fills WHERE status != 'FAILED' AND token_id = ?"
+                "SELECT fee, strategy FROM fills WHERE status != 'FAILED' AND token_id = ?"
                 " AND strategy = COALESCE(?, strategy)",
                 (token_id, strategy),
             )
-        return sum((_dec(r[0]) for r in rows), Decimal(0))
+        return sum((_dec(r[0]) for r in rows if self.in_scope(str(r[1]))), Decimal(0))

@@ -3,8 +3,8 @@
 Each repository lives in the module that owns its tables: `storage.journal` (orders),
 `storage.fills` (fills and positions), `storage.cursors` (cursors and seen ids),
 `storage.audit` (the audit log), `storage.state` (daemon key/value state),
-`storage.copy_intents` (the copy trader's ledger) and `storage.strategy_state` (the sniper's
-durable slots and take-profits).
+`storage.copy_intents` (the copy trader's ledger), `storage.strategy_state` (the sniper's
+durable slots and take-profits) and `storage.accounts` (venue accounts shared by daemons).
 
 Every write goes through `Database.write`, so it is durable when the await returns. Writes that
 must be atomic together (a fill and the position it moves; a transition and its audit entry) run
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.accounts import AccountRepository
 from storage.audit import Audit, AuditEntry, AuditLog, now_iso
 from storage.copy_intents import COPY_STRATEGY, CopyIntent, CopyIntentRepository
 from storage.cursors import CursorRepository
@@ -60,6 +61,7 @@ class Repositories:
     copy_intents: CopyIntentRepository
     sniper_state: SniperStateRepository
     names: MarketNameRepository
+    accounts: AccountRepository
     daemon_id: str = DEFAULT_DAEMON_ID
     """The daemon these repositories write for: its orders, its reconciliation, its trading
     state and fills cursor (`storage.keys.daemon_key`), when several daemons share a database."""
@@ -77,4 +79,5 @@ class Repositories:
             copy_intents=CopyIntentRepository(db=db),
             sniper_state=SniperStateRepository(db=db),
             names=MarketNameRepository(db=db),
+            accounts=AccountRepository(db=db),
         )

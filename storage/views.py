@@ -229,6 +229,8 @@ class OrderView:
     reason: str
     detail: str
     updated_at: str
+    daemon: str = ""
+    """The daemon that journaled it (`DAEMON_ID`)."""
 
 
 @dataclass(frozen=True)
@@ -429,6 +431,7 @@ class Views(Reports):
                     reason=r.reason,
                     detail=r.detail,
                     updated_at=r.updated_at,
+                    daemon=r.daemon_id,
                 )
             )
         return out
@@ -496,7 +499,9 @@ class Views(Reports):
         picked = [
             t
             for t in self._all_trades()
-            if (strategy is None or t.strategy == strategy) and (want is None or t.day == want)
+            if (strategy is None or t.strategy == strategy)
+            and (want is None or t.day == want)
+            and self.in_scope(t.strategy)
         ]
         return list(reversed(picked))[: max(1, min(limit, MAX_TRADES))]
 
@@ -506,6 +511,8 @@ class Views(Reports):
         by: dict[tuple[str, str], PnlDay] = {}
         for t in self._all_trades():
             if t.pnl is None or (strategy is not None and t.strategy != strategy):
+                continue
+            if not self.in_scope(t.strategy):
                 continue
             d = by.setdefault((t.day, t.strategy), PnlDay(t.day, t.strategy))
             d.trades += 1

@@ -254,11 +254,16 @@ async def assemble(
     )
     # Export the state from the start: a gauge with no sample reads as "no data", not "closed".
     metrics.breaker_state.labels(breaker.name).set(BREAKER_STATE_VALUE[breaker.state.name])
+    risk = RiskEngine(limits=RiskLimits.from_settings(s), funds=Funds(broker=broker))
+    if clob is not None:
+        repos.orders.for_account(clob.funder)  # orders name their account (several daemons)
+        if s.account_shared:  # per-account caps counted over every daemon, under a lock
+            repos.orders.share_account(risk.account_refusal)
     executor = Executor(
         repos=repos,
         broker=broker,
         rules=rules,
-        risk=RiskEngine(limits=RiskLimits.from_settings(s), funds=Funds(broker=broker)),
+        risk=risk,
         positions=positions,
         metrics=metrics,
         breaker=breaker,
@@ -271,6 +276,7 @@ async def assemble(
             delayed_margin_s=s.delayed_order_margin_s,
             reconcile_interval_s=s.reconcile_interval_s,
             cancel_on_shutdown=s.cancel_on_shutdown,
+            account_shared=s.account_shared,
             daily_loss_limit=s.risk_daily_loss_limit,
             daily_loss_warn_fraction=s.risk_daily_loss_warn_fraction,
             tracing=tracing or Tracing(),

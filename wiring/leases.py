@@ -35,7 +35,7 @@ from config import Settings
 from errors import AlreadyRunning, StorageError
 from observability.health import CheckResult
 from observability.notify import Notifier
-from storage import Database
+from storage import Database, Repositories
 from storage.leases import LEASE_DB_ERROR, Lease, LeaseRepository
 from strategies.base import Strategy
 from wiring.stage import Service, Step
@@ -288,6 +288,9 @@ class _Daemon(Protocol):
     @property
     def health(self) -> Any: ...
 
+    @property
+    def repos(self) -> Repositories: ...
+
 
 async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
     """Lease the daemon's strategies on a shared PostgreSQL database (none on SQLite) before they
@@ -303,6 +306,9 @@ async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
         notify=ctx.notifier.notify,
     )
     await keeper.acquire()
+    if s.account_shared and ctx.repos.orders.account:
+        # Their positions count towards the account's caps for every daemon trading it.
+        await ctx.repos.accounts.register(ctx.repos.orders.account, keeper.strategies)
     ctx.closers.append(("leases", keeper.release))  # closers run in reverse: before storage
     ctx.strategies[:] = [keeper.guard(st) for st in ctx.strategies]
     ctx.services.append(("leases", keeper.run))

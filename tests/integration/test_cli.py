@@ -252,6 +252,7 @@ def test_positions_lists_the_filled_position(daemon: Running) -> None:
             "fees_paid": "0",  # the test's market charges no fee
             "payout": None,  # its market has not resolved
             "updated_at": rows[0]["updated_at"],
+            "daemon": "default",  # the daemon that journaled the strategy's latest order
             "redeemable": "0",
         },
         {
@@ -271,6 +272,7 @@ def test_positions_lists_the_filled_position(daemon: Running) -> None:
             "fees_paid": "0",
             "payout": None,
             "updated_at": rows[1]["updated_at"],
+            "daemon": None,  # the account's holdings, no daemon's
             "redeemable": "0",
         },
     ]

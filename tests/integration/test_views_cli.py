@@ -170,6 +170,7 @@ def test_trades_have_the_pnl_of_each_trade_newest_first(store: Any) -> None:
         "position_after": "15",
         "trade_id": "r3",
         "client_order_id": r3["client_order_id"],
+        "daemon": "default",
     }
     assert next(r for r in rows if r["trade_id"] == "m1")["strategy"] == UNATTRIBUTED
     # Filters: one strategy, one UTC day, a limit.
@@ -202,13 +203,13 @@ def test_pnl_per_day_and_strategy(store: Any) -> None:
     rows = cli_json(env, "pnl")
     assert rows == [
         {"day": "2026-12-04", "strategy": "copy", "trades": 2, "bought": "1.00", "sold": "0.45",
-         "fees": "0.01", "realized_pnl": "0.19"},
+         "fees": "0.01", "realized_pnl": "0.19", "daemon": "default"},
         {"day": "2026-12-04", "strategy": "sniper", "trades": 2, "bought": "0", "sold": "8.00",
-         "fees": "0.05", "realized_pnl": "-2.150"},
+         "fees": "0.05", "realized_pnl": "-2.150", "daemon": "default"},
         {"day": "2026-12-04", "strategy": UNATTRIBUTED, "trades": 1, "bought": "0.60",
-         "sold": "0", "fees": "0", "realized_pnl": "0"},
+         "sold": "0", "fees": "0", "realized_pnl": "0", "daemon": None},
         {"day": "2026-12-03", "strategy": "sniper", "trades": 2, "bought": "10.00", "sold": "0",
-         "fees": "0.10", "realized_pnl": "0"},
+         "fees": "0.10", "realized_pnl": "0", "daemon": "default"},
     ]  # fmt: skip
     assert [r["day"] for r in cli_json(env, "pnl", "--days", "1")] == ["2026-12-04"] * 3
     assert cli_json(env, "pnl", "--strategy", "copy")[0]["realized_pnl"] == "0.19"

@@ -53,6 +53,7 @@ def test_defaults_are_paper_on_loopback(tmp_path: Path) -> None:
         ({"daemon_id": "x" * 65}, "DAEMON_ID: must be 1 to 64 letters"),
         ({"lease_ttl_s": 1}, "LEASE_TTL_S:"),
         ({"lease_ttl_s": 3600}, "LEASE_TTL_S:"),
+        ({"account_shared": True}, "ACCOUNT_SHARED: needs DATABASE_URL"),
     ],
 )
 def test_bad_setting_raises_config_error_naming_it(

@@ -4,6 +4,9 @@ port), keeps its data in a named volume, and the daemon starts once it is health
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,7 +14,7 @@ import yaml
 
 from config import Settings
 from storage.pg import display_url
-from tests.helpers import ROOT
+from tests.helpers import ROOT, require_tool
 
 DEPLOY = ROOT / "deploy"
 OVERLAY = DEPLOY / "compose.postgres.yaml"
@@ -49,3 +52,26 @@ def test_the_server_is_private_persistent_and_awaited_healthy() -> None:
     assert name in doc["volumes"] and target == "/var/lib/postgresql/data"
     assert pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert doc["services"]["polyd"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+
+
+def test_the_backup_units_verify_and_run_the_backup_script_daily(tmp_path: Path) -> None:
+    """deploy/polyd-pg-backup.{service,timer}: `systemd-analyze verify` is clean (with the
+    install path pointed at this checkout), the service runs the executable backup script with
+    the daemon's settings file, and the timer fires it daily, catching up after downtime."""
+    analyze = require_tool("systemd-analyze", "systemd")
+    units = []
+    for name in ("polyd-pg-backup.service", "polyd-pg-backup.timer"):
+        unit = tmp_path / name
+        unit.write_text((DEPLOY / name).read_text().replace("/opt/polyd", str(ROOT)))
+        units.append(str(unit))
+    res = subprocess.run(
+        [analyze, "verify", *units], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert res.returncode == 0 and res.stdout + res.stderr == "", res.stdout + res.stderr
+    service = (DEPLOY / "polyd-pg-backup.service").read_text()
+    assert "ExecStart=/opt/polyd/deploy/polyd-pg-backup.sh\n" in service
+    assert "EnvironmentFile=/etc/polyd/polyd.env\n" in service
+    assert os.access(DEPLOY / "polyd-pg-backup.sh", os.X_OK)
+    assert os.access(DEPLOY / "polyd-pg-restore.sh", os.X_OK)
+    timer = (DEPLOY / "polyd-pg-backup.timer").read_text()
+    assert "OnCalendar=*-*-* 03:17:00 UTC\n" in timer and "Persistent=true\n" in timer

@@ -287,6 +287,10 @@ class Built:
     services: list[Service] = field(default_factory=list)
     closers: list[Step] = field(default_factory=list)
 
+    @property
+    def repos(self) -> Repositories:
+        return Repositories.over(self.db, daemon_id=self.settings.daemon_id)
+
 
 async def test_the_daemon_leases_its_strategies_on_postgres_and_releases_them_at_stop(
     tmp_path: Path, pg_server: PgServer

@@ -300,6 +300,8 @@ class ClobBroker:
 
     async def cancel(self, venue_order_ids: Sequence[str]) -> CancelResult:
         ids = list(venue_order_ids)
+        if not ids:
+            return CancelResult()  # nothing to ask the venue
         if len(ids) == 1:
             body = json.dumps({"orderID": ids[0]}, separators=(",", ":"))
             res = await self._call("cancel_order", lambda: self._request("DELETE", "/order", body))
