@@ -377,9 +377,9 @@ MAX_FILE_BYTES: Final = 1 << 20
 MAX_NESTING: Final = 32
 """The deepest nesting of tables and lists a rules file may have (a real one has 4 or 5)."""
 MAX_ECHO: Final = 80
+"""At most this many characters of a file's content are echoed in an error."""
 MAX_PATH_ECHO: Final = 4096
 """A file's path is the operator's own text: echoed whole up to Linux's PATH_MAX."""
-"""At most this many characters of a file's content (or its path) are echoed in an error."""
 
 
 def clip(text: str, limit: int = MAX_ECHO) -> str:

@@ -21,7 +21,14 @@ from typing import ClassVar, Final
 from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
-from config import Settings, clip, env_file_warnings, environment_names, load_settings
+from config import (
+    MAX_PATH_ECHO,
+    Settings,
+    clip,
+    env_file_warnings,
+    environment_names,
+    load_settings,
+)
 from errors import ConfigError
 
 EXIT_OK, EXIT_CONFIG = 0, 2
@@ -178,7 +185,7 @@ def _source(line: str, file_keys: dict[str, str | None], env: list[str], path: P
     if key in {n.upper() for n in env}:
         return f"{line} (from the environment)"
     if path is not None and key in file_keys:
-        return f"{line} (in {clip(str(path))})"
+        return f"{line} (in {clip(str(path), MAX_PATH_ECHO)})"
     return line
 
 
@@ -191,7 +198,8 @@ def unknown_key_warnings(
     out: list[str] = []
     for key in file_keys:
         if key not in KNOWN_KEYS:
-            out.append(f"settings file {clip(str(path))}: unknown key {clip(key)}{_hint(key)}")
+            where = clip(str(path), MAX_PATH_ECHO)
+            out.append(f"settings file {where}: unknown key {clip(key)}{_hint(key)}")
     for name in sorted({n.upper() for n in environment} - KNOWN_KEYS - set(file_keys)):
         if name.startswith(FOREIGN_PREFIXES):
             continue

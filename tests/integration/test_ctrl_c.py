@@ -74,19 +74,25 @@ def test_ctrl_c_during_start_up_exits_0_without_a_traceback(tmp_path: Path, afte
     assert "KeyboardInterrupt" not in err, err[-2000:]
 
 
-def test_ctrl_c_once_running_stops_gracefully_with_exit_0(tmp_path: Path) -> None:
-    proc = start(tmp_path)
+def read_until(proc: subprocess.Popen[str], event: str, seen: list[str]) -> None:
+    """Read the daemon's log lines into `seen` until one is `event` (30 s at most)."""
     assert proc.stderr is not None
     deadline = time.monotonic() + 30
-    seen = []
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         seen.append(line)
-        if '"daemon_ready"' in line:
+        if f'"{event}"' in line:
+            return
+        if not line and proc.poll() is not None:
             break
-    else:
-        proc.kill()
-        pytest.fail("the daemon never got ready: " + "".join(seen[-20:]))
+    proc.kill()
+    pytest.fail(f"no {event} from the daemon: " + "".join(seen[-20:]))
+
+
+def test_ctrl_c_once_running_stops_gracefully_with_exit_0(tmp_path: Path) -> None:
+    proc = start(tmp_path)
+    seen: list[str] = []
+    read_until(proc, "daemon_ready", seen)
     code, err = interrupt(proc, 0.2)
     err = "".join(seen) + err
     assert code == 0, err[-2000:]
@@ -97,8 +103,12 @@ def test_ctrl_c_once_running_stops_gracefully_with_exit_0(tmp_path: Path) -> Non
 
 def test_ctrl_c_twice_while_stopping_still_exits_0(tmp_path: Path) -> None:
     proc = start(tmp_path)
-    time.sleep(1.5)
+    seen: list[str] = []
+    read_until(proc, "daemon_ready", seen)
     proc.send_signal(signal.SIGINT)
-    code, err = interrupt(proc, 0.05)
+    read_until(proc, "stop_requested", seen)  # stopping now: the second Ctrl-C lands in it
+    code, err = interrupt(proc, 0.0)
+    err = "".join(seen) + err
     assert code == 0, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
+    assert '"daemon_stopped"' in err
