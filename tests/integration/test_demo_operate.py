@@ -132,10 +132,15 @@ def assert_views_name_the_markets(shorthand: str, folder: Path, env: dict[str, s
             break
         assert time.monotonic() < deadline, trades
         time.sleep(1)
-    positions = view("positions")
-    assert isinstance(positions, list) and positions
-    assert all(p["market"] for p in positions), positions
-    assert all(p["mark"] is not None for p in positions if Decimal(p["size"]) > 0), positions
+    while True:
+        # A position copied a moment ago has no mark until its book's first snapshot arrives.
+        positions = view("positions")
+        assert isinstance(positions, list) and positions
+        assert all(p["market"] for p in positions), positions
+        if all(p["mark"] is not None for p in positions if Decimal(p["size"]) > 0):
+            break
+        assert time.monotonic() < deadline, positions
+        time.sleep(1)
     account = view("status")["account"]
     assert account["pnl_today"] is not None and account["daily_loss_limit"] is not None
     assert account["exposure"] is not None and account["balance"] is not None
