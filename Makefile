@@ -21,13 +21,13 @@ demo: $(STAMP)  ## run the daemon live against the built-in venue simulator
 run: $(STAMP)  ## run the daemon with the settings in the environment / .env
 	$(BIN)/python -m orchestrator $(ARGS)
 
-# Two workers, one test file each at a time (module fixtures stay in one process): the suite
-# mostly waits on sockets and subprocesses, so two workers halve it on two cores.
+# Two workers share the tests (a file with a module-scoped fixture stays on one: xdist_group).
+# The suite mostly waits on sockets and subprocesses, so two workers halve it on two cores.
 # TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)  ## the whole default test suite
-	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(ARGS)
 
 test-slow: $(STAMP)  ## soak and long fuzz runs
 	$(BIN)/python -m pytest -m slow $(ARGS)

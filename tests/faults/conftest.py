@@ -164,7 +164,13 @@ class Rig:
         return body
 
     def compare(self, *, settled: bool = True) -> Comparison:
-        return compare(self.sim.ledger(), self.d.db_path, address=self.d.address, settled=settled)
+        return compare(
+            self.sim.ledger(),
+            self.d.db_path,
+            address=self.d.address,
+            settled=settled,
+            database_url=self.d.database_url,
+        )
 
     def assert_consistent(self, *, settled: bool = True, wait_s: float = 8.0) -> Comparison:
         """No venue order without its one journal row, nothing sent twice, states agree, and
@@ -187,7 +193,9 @@ class Rig:
 
     def exactly_once(self) -> ExactlyOnce:
         """Every order body the venue received against the journal's signed orders."""
-        return check_exactly_once(self.sim, self.d.db_path, address=self.d.address)
+        return check_exactly_once(
+            self.sim, self.d.db_path, address=self.d.address, database_url=self.d.database_url
+        )
 
     def terminal_rows(self) -> list[Json]:
         return [r for r in self.journal() if r["status"] in TERMINAL]
@@ -196,10 +204,34 @@ class Rig:
 RigFactory = Callable[..., Rig]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The fault matrix runs on both engines: the daemon journals to a SQLite file, or to a
+    throwaway PostgreSQL schema. Faults of the SQLite file itself (a lock held by another
+    process, a full disk) are marked `sqlite_only`."""
+    if (
+        "make_rig" in metafunc.fixturenames
+        and metafunc.module.__name__.endswith("test_fault_matrix")
+        and metafunc.definition.get_closest_marker("sqlite_only") is None
+    ):
+        metafunc.parametrize("engine", ["sqlite", "postgres"])
+
+
 @pytest.fixture
-def make_rig(tmp_path: Path) -> Iterator[RigFactory]:
-    """Build a rig; `proxy=True` puts a `TcpProxy` in front of the CLOB (as `rig.proxy`)."""
+def engine() -> str:
+    """The daemon's database engine (`sqlite` unless a test is parametrised over both)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def make_rig(tmp_path: Path, engine: str, request: pytest.FixtureRequest) -> Iterator[RigFactory]:
+    """Build a rig; `proxy=True` puts a `TcpProxy` in front of the CLOB (as `rig.proxy`). On
+    PostgreSQL the daemon journals to a fresh schema of the session's throwaway database, with
+    leases that a killed daemon's restart waits out for 5 s at most."""
     stack = contextlib.ExitStack()
+    on_pg: dict[str, Any] = {}
+    if engine == "postgres":
+        url = request.getfixturevalue("pg_server").fresh_url()
+        on_pg = {"DATABASE_URL": url, "LEASE_TTL_S": "5"}
 
     def build(
         *,
@@ -219,7 +251,7 @@ def make_rig(tmp_path: Path) -> Iterator[RigFactory]:
                 "SNIPER_ENABLED": "true",
                 "SNIPER_RULES_PATH": trigger_rules(tmp_path, take_profit=take_profit),
             }
-        extra |= settings
+        extra |= on_pg | settings
         d = DaemonProcess(sim, tmp_path, clob_url=tcp.url if tcp else None, extra=extra)
         stack.callback(d.stop)
         d.start()

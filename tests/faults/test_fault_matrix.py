@@ -17,6 +17,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.faults.conftest import Rig, RigFactory
 from tests.harness import wait_until
 from tests.helpers import PYTHON
@@ -317,6 +319,7 @@ c.execute("COMMIT")
 """
 
 
+@pytest.mark.sqlite_only  # a fault of the SQLite file
 def test_database_locked_by_another_process_for_5s_loses_nothing(make_rig: RigFactory) -> None:
     rig = make_rig()
     rig.trade_once()
@@ -363,6 +366,7 @@ def _free_disk(pid: int) -> None:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
 
 
+@pytest.mark.sqlite_only  # a fault of the SQLite file
 def test_disk_full_sends_nothing_unjournaled_and_loses_nothing(make_rig: RigFactory) -> None:
     rig = make_rig()
     rig.trade_once()
@@ -383,6 +387,7 @@ def test_disk_full_sends_nothing_unjournaled_and_loses_nothing(make_rig: RigFact
     assert c.venue_orders >= 2  # the ask left on the book during the outage may be taken too
 
 
+@pytest.mark.sqlite_only  # a fault of the SQLite file
 def test_disk_full_daemon_stays_up_halted_with_health_503(make_rig: RigFactory) -> None:
     rig = make_rig(RECONCILE_INTERVAL_S="1")
     rig.trade_once()

@@ -31,6 +31,9 @@ import pytest
 from tests.harness import DaemonProcess, SimProcess, demo_rules
 from tests.helpers import ROOT, clean_env, free_port, run_cli
 
+# Its module-scoped fixture is built once: `make test` runs this file on one worker.
+pytestmark = pytest.mark.xdist_group("test_security")
+
 RUN_S = 25.0
 
 

@@ -25,6 +25,9 @@ from storage import Database, Repositories
 from tests.harness import SimProcess
 from tests.helpers import PYTHON, ROOT, clean_env, free_port, make_order, run_cli
 
+# Its module-scoped fixture is built once: `make test` runs this file on one worker.
+pytestmark = pytest.mark.xdist_group("test_cli")
+
 TOKEN = "cli-test-control-token-0123456789"
 TOKEN_A, TOKEN_B = "7" * 20 + "11", "8" * 20 + "22"
 

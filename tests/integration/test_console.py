@@ -32,6 +32,9 @@ from storage.views import Views
 from tests.helpers import clean_env, free_port, run_cli
 from tests.integration.test_views_cli import RAIN, seed
 
+# Its module-scoped fixture is built once: `make test` runs this file on one worker.
+pytestmark = pytest.mark.xdist_group("test_console")
+
 TOKEN = "console-token-for-tests-0123456789"
 WRONG = {"Authorization": "Bearer not-the-token"}
 GOOD = {"Authorization": f"Bearer {TOKEN}"}

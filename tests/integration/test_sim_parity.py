@@ -24,6 +24,9 @@ from simulator import SimMarket, Simulator
 from simulator.testing import new_trader
 from tests.helpers import FIXTURES as SHARED_FIXTURES
 
+# Its module-scoped fixture is built once: `make test` runs this file on one worker.
+pytestmark = pytest.mark.xdist_group("test_sim_parity")
+
 FIXTURES = SHARED_FIXTURES
 D = Decimal
 MAKER = "0x" + "ab" * 20

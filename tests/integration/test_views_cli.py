@@ -22,6 +22,9 @@ from storage.keys import ACCOUNT_SNAPSHOT_KEY
 from storage.market_names import MarketName
 from tests.helpers import clean_env, free_port, make_order, run_cli
 
+# Its module-scoped fixture is built once: `make test` runs this file on one worker.
+pytestmark = pytest.mark.xdist_group("test_views_cli")
+
 D = Decimal
 RAIN, BTC, MANUAL = "1" * 70 + "11", "2" * 70 + "22", "3" * 70 + "33"
 DAY1 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)

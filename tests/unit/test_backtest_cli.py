@@ -14,6 +14,9 @@ from backtest.replay_cli import NO_LEADER_TRADES, BacktestError, execute
 from bench.backtest import RULES, synthesise
 from cli import add_commands
 
+# Its module-scoped fixture is built once: `make test` runs this file on one worker.
+pytestmark = pytest.mark.xdist_group("test_backtest_cli")
+
 
 def _args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
