@@ -1,0 +1,520 @@
+"""The reconciler (`execution.reconciler`, which decides what to ask the venue and when) against
+the simulator's CLOB over loopback, with the live executor's own tracker, settlement, guard and
+breaker, and a fake clock for its lookup schedule.
+
+Each pass is checked by what it leaves: the journal rows and their audit entries, the counts it
+reports, the lookups it schedules, the orders the venue holds. The mistakes these catch are
+money mistakes: an order the venue holds written off as rejected (its reservation freed while it
+can still fill), a young order re-sent twice or never, an order that is gone kept reserving
+buying power, fills read from the wrong point and missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from errors import RateLimited, TransientError, VenueUnavailable
+from execution.ports import Prepared
+from execution.reconciler import FILLS_CURSOR, Reconciler, age_s
+from execution.risk import TradingState
+from models import OrderStatus, OrderType, Side
+from resilience.clock import FakeClock
+from simulator import Simulator
+from storage.keys import daemon_key
+from tests.integration.test_executor_live import MAKER, Live, close_live, make_live, seed_asks
+
+GRACE_S = 10.0
+WINDOW_S = 5.0
+NO_ORDERS = {"settled": 0, "unchanged": 0, "pending": 0, "resent": 0, "unknown_at_venue": 0}
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    async with Simulator(seed=11, settle_delay_s=0.01) as sim:
+        lv = await make_live(
+            tmp_path, sim, order_lookup_grace_s=GRACE_S, order_resend_window_s=WINDOW_S
+        )
+        try:
+            yield lv
+        finally:
+            await close_live(lv)
+
+
+def reconciler(live: Live, clock: FakeClock) -> Reconciler:
+    """The executor's reconciler as wired, on a fake clock."""
+    ex = live.ex
+    r = Reconciler(
+        sender=ex,
+        settle=ex.settle,
+        repos=live.repos,
+        broker=live.broker,
+        tracker=ex.tracker,
+        guard=ex.guard,
+        breaker=ex.breaker,
+        metrics=live.metrics,
+        clock=clock,
+        unknown_grace_s=GRACE_S,
+        resend_window_s=WINDOW_S,
+        rules=ex.rules,
+    )
+    ex.settle.on_delayed = r.watch_delayed
+    return r
+
+
+async def journaled(live: Live, **kw: Any) -> Prepared:
+    """An order signed and journaled PENDING, never sent (a crash before the POST)."""
+    req = live.req(**kw)
+    meta = await live.ex.rules.ensure(req.token_id)
+    assert meta is not None
+    prepared = await live.broker.prepare(req, meta)
+    live.ex.tracker.admit(prepared)
+    await live.ex.tracker.journal_pending(prepared)
+    return prepared
+
+
+async def backdate(live: Live, coid: str, seconds: float) -> None:
+    row = await live.repos.orders.get(coid)
+    assert row is not None
+    then = datetime.fromisoformat(row.created_at) - timedelta(seconds=seconds)
+    await live.db.write(
+        lambda c: c.execute(
+            "UPDATE orders SET created_at = ? WHERE client_order_id = ?",
+            (then.isoformat(timespec="microseconds"), coid),
+        )
+    )
+
+
+async def row_of(live: Live, coid: str) -> tuple[OrderStatus, str, Decimal]:
+    row = await live.repos.orders.get(coid)
+    assert row is not None
+    return row.status, row.detail, row.size_matched
+
+
+def rejected_count(live: Live) -> float:
+    v = live.metrics.registry.get_sample_value("polyd_reconciled_total", {"status": "REJECTED"})
+    return v or 0.0
+
+
+def orders_only(counts: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if k != "fills"}
+
+
+# one pass -------------------------------------------------------------------------------------
+async def test_a_row_never_given_an_order_hash_is_rejected(live: Live) -> None:
+    req = live.req()
+    await live.repos.orders.record(req)  # journaled, then the process died before signing
+    r = reconciler(live, FakeClock(100))
+    counts = await r.reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert await row_of(live, req.client_order_id) == (
+        OrderStatus.REJECTED,
+        "venue: never sent (no order hash)",
+        Decimal(0),
+    )
+    assert r.reconciled.is_set() and r.last_run == 100
+    (entry,) = await live.repos.audit.tail(event="reconciled")
+    assert entry.detail == {"counts": counts}
+
+
+async def test_a_resting_order_is_left_alone_until_the_venue_has_news(live: Live) -> None:
+    res = await live.ex.submit(live.req(price=Decimal("0.40"), size=Decimal("10")))
+    assert res.status is OrderStatus.LIVE
+    r = reconciler(live, FakeClock(0))
+    counts = await r.reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"unchanged": 1}
+    assert await live.repos.audit.tail(event="order_reconciled") == []
+
+    # another wallet sells 4 into our bid; the user feed is down, so only a pass hears of it
+    live.sim.seed_order(
+        maker=MAKER, token_id=live.token, side="SELL", price=Decimal("0.40"), size=Decimal("4")
+    )
+    counts = await r.reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert counts["fills"] == 1
+    status, _, matched = await row_of(live, res.client_order_id)
+    assert (status, matched) == (OrderStatus.PARTIALLY_FILLED, Decimal("4"))
+    (entry,) = await live.repos.audit.tail(event="order_reconciled")
+    assert (entry.detail["size_matched"], entry.detail["why"]) == ("4", "reconciled")
+    assert live.ex.position(live.token, strategy="test").size == Decimal("4")
+    assert live.ex.positions.open_buy_notional() == Decimal("2.40")  # 6 left at 0.40
+    await live.assert_journal_matches_ledger()
+
+
+async def test_an_order_being_sent_here_is_left_to_its_send(live: Live) -> None:
+    res = await live.ex.submit(live.req())
+    live.ex.tracker.set_sending(res.client_order_id, True)
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    # not settled, not counted, and its venue order is not a stranger
+    assert orders_only(counts) == NO_ORDERS
+    assert await live.repos.audit.tail(event="venue_order_not_in_journal") == []
+
+
+async def test_a_venue_order_the_journal_never_saw_is_reported(live: Live) -> None:
+    """An order placed with our key by something else (another process, a manual order)."""
+    req = live.req()
+    meta = await live.ex.rules.ensure(req.token_id)
+    assert meta is not None
+    stranger = await live.broker.prepare(req, meta)
+    await live.broker.send(stranger)
+    # one of ours the journal calls canceled while the venue still lists it: not a stranger
+    known = await live.ex.submit(live.req(price=Decimal("0.30")))
+    await live.repos.orders.transition(known.client_order_id, OrderStatus.CANCELED)
+
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["unknown_at_venue"] == 1
+    entries = await live.repos.audit.tail(event="venue_order_not_in_journal")
+    assert [e.detail for e in entries] == [{"venue_order_id": stranger.venue_order_id}]
+
+
+async def test_an_old_order_the_venue_never_saw_is_rejected_and_released(live: Live) -> None:
+    p = await journaled(live, price=Decimal("0.40"), size=Decimal("10"))
+    coid = p.request.client_order_id
+    await backdate(live, coid, GRACE_S + 1)
+    assert live.ex.positions.open_buy_notional() == Decimal("4.00")
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert await row_of(live, coid) == (
+        OrderStatus.REJECTED,
+        "venue: not found at the venue",
+        Decimal(0),
+    )
+    assert rejected_count(live) == 1
+    assert live.ex.positions.open_count == 0
+    assert live.posts() == 0  # too old to re-send
+
+
+async def test_a_resting_order_the_venue_no_longer_knows_is_canceled(live: Live) -> None:
+    req = live.req()
+    await live.repos.orders.record(req, venue_order_id="0x" + "cd" * 32, payload_hash="h")
+    await live.repos.orders.transition(req.client_order_id, OrderStatus.LIVE)
+    await backdate(live, req.client_order_id, GRACE_S + 1)
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert await row_of(live, req.client_order_id) == (
+        OrderStatus.CANCELED,
+        "no longer known to the venue",
+        Decimal(0),
+    )
+    assert rejected_count(live) == 1
+    assert live.ex.positions.open_count == 0
+
+
+async def test_a_young_order_the_venue_never_saw_is_resent_once(live: Live) -> None:
+    seed_asks(live)
+    p = await journaled(live, order_type=OrderType.FOK)
+    r = reconciler(live, FakeClock(0))
+    counts = await r.reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1, "resent": 1}
+    assert live.posts() == 1
+    status, _, matched = await row_of(live, p.request.client_order_id)
+    assert (status, matched) == (OrderStatus.FILLED, Decimal("10"))
+    assert live.ex.tracker.unknown_count == 0
+    resent = await live.repos.audit.tail(event="order_resent")
+    assert [(e.detail["venue_order_id"], e.detail["payload_hash"]) for e in resent] == [
+        (p.venue_order_id, p.payload_hash)
+    ]
+    sample = live.metrics.registry.get_sample_value(
+        "polyd_venue_retries_total", {"endpoint": "post_order", "reason": "resend"}
+    )
+    assert sample == 1
+    assert not live.ex.tracker.is_sending(p.request.client_order_id)
+    await live.assert_journal_matches_ledger()
+    assert (await r.reconcile())["resent"] == 0 and live.posts() == 1
+
+
+async def test_an_order_past_the_resend_window_is_looked_up_not_resent(live: Live) -> None:
+    p = await journaled(live)
+    coid = p.request.client_order_id
+    await backdate(live, coid, WINDOW_S + 1)
+    clock = FakeClock(1000)
+    counts = await reconciler(live, clock).reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"pending": 1}
+    assert live.posts() == 0
+    assert await row_of(live, coid) == (OrderStatus.UNKNOWN, "reconciling", Decimal(0))
+    (due,) = live.ex.tracker.lookups_due(1000)
+    assert due.client_order_id == coid and due.venue_order_id == p.venue_order_id
+    # looked up since the row was journaled (about WINDOW_S + 1 ago), starting now
+    assert 1000 - GRACE_S < due.since < 1000 - WINDOW_S and due.due == 1000
+    assert live.ex.positions.open_count == 1  # the venue may still hold it
+
+
+async def test_a_lookup_past_the_grace_rejects_and_one_within_waits(live: Live) -> None:
+    p = await journaled(live)
+    coid = p.request.client_order_id
+    await backdate(live, coid, WINDOW_S + 1)
+    clock = FakeClock(1000)
+    r = reconciler(live, clock)
+    await r.reconcile()
+    (u,) = live.ex.tracker.lookups_due(1000)
+    assert await r.try_settle(u) is None  # within the grace: tried again later
+    assert u.due > 1000 and live.ex.tracker.unknown_count == 1
+    assert await row_of(live, coid) == (OrderStatus.UNKNOWN, "reconciling", Decimal(0))
+
+    clock.advance(u.since + GRACE_S - clock.monotonic())  # exactly the grace
+    await r.settle_unknowns()
+    assert await row_of(live, coid) == (
+        OrderStatus.REJECTED,
+        f"venue: not found at the venue after {GRACE_S:g}s",
+        Decimal(0),
+    )
+    assert live.ex.tracker.unknown_count == 0 and rejected_count(live) == 1
+    assert live.ex.positions.open_count == 0
+
+
+async def test_an_unknown_row_within_the_window_is_not_moved_back(live: Live) -> None:
+    """An UNKNOWN row with nothing to re-send (no signed order kept) stays UNKNOWN."""
+    req = live.req()
+    await live.repos.orders.record(req, venue_order_id="0x" + "ef" * 32, payload_hash="h")
+    await live.repos.orders.transition(req.client_order_id, OrderStatus.UNKNOWN, detail="lost")
+    counts = await reconciler(live, FakeClock(5)).reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"pending": 1}
+    assert await row_of(live, req.client_order_id) == (OrderStatus.UNKNOWN, "lost", Decimal(0))
+    assert [u.client_order_id for u in live.ex.tracker.lookups_due(5)] == [req.client_order_id]
+
+
+# resends held back --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("state", "side", "resent"),
+    [
+        (TradingState.HALTED, Side.SELL, False),
+        (TradingState.REDUCING, Side.BUY, False),
+        (TradingState.REDUCING, Side.SELL, True),
+    ],
+)
+async def test_a_resend_follows_the_trading_state(
+    live: Live, state: TradingState, side: Side, resent: bool
+) -> None:
+    if side is Side.SELL:  # something to sell: buy it first
+        seed_asks(live)
+        bought = await live.ex.submit(live.req(order_type=OrderType.FOK))
+        assert bought.status is OrderStatus.FILLED
+    p = await journaled(live, side=side, price=Decimal("0.60"))
+    posts = live.posts()
+    await live.ex.guard.set_state(state, "test")
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == int(resent)
+    assert live.posts() == posts + int(resent)
+    status = (await row_of(live, p.request.client_order_id))[0]
+    assert status is (OrderStatus.LIVE if resent else OrderStatus.UNKNOWN)
+
+
+async def test_no_resend_while_the_breaker_is_open(live: Live) -> None:
+    p = await journaled(live)
+    for _ in range(5):
+        live.ex.breaker.record_failure()
+    assert not live.ex.breaker.allow()
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 0 and live.posts() == 0
+    assert (await row_of(live, p.request.client_order_id))[0] is OrderStatus.UNKNOWN
+
+
+async def test_an_expired_gtd_order_is_not_resent(live: Live) -> None:
+    p = await journaled(live, order_type=OrderType.GTD, expiration=int(time.time()) + 3600)
+    await live.db.write(
+        lambda c: c.execute(
+            "UPDATE orders SET expiration = ? WHERE client_order_id = ?",
+            (int(time.time()) - 1, p.request.client_order_id),
+        )
+    )
+    live.ex.tracker.forget(p.request.client_order_id)  # as after a restart: read from the row
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 0 and live.posts() == 0
+
+
+async def test_a_resend_the_venue_refuses_is_rejected(live: Live) -> None:
+    p = await journaled(live)
+    live.sim.faults.add(
+        kind="status", route="POST /order", status=400, count=1, body='{"error": "invalid order"}'
+    )
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 1
+    status, detail, _ = await row_of(live, p.request.client_order_id)
+    assert status is OrderStatus.REJECTED and detail.endswith("(re-sent)")
+    assert live.ex.positions.open_count == 0
+
+
+# fills ------------------------------------------------------------------------------------------
+async def test_fills_are_read_from_the_checkpoint_with_an_overlap(live: Live) -> None:
+    seed_asks(live)
+    res = await live.ex.submit(live.req(order_type=OrderType.FOK))
+    assert res.status is OrderStatus.FILLED
+    live.ex.positions.load([])  # forget what the send booked: the fills read rebuild it
+    r = reconciler(live, FakeClock(0))
+    source = daemon_key(FILLS_CURSOR, live.repos.daemon_id)
+    assert await live.repos.cursors.get(source) is None
+    assert await r.sync_fills() == 1
+    (fill,) = await live.repos.fills.all()
+    assert await live.repos.cursors.get(source) == str(int(fill.ts.timestamp()))
+    # the next read starts a minute before the checkpoint: the same fill again, booked once
+    assert await r.sync_fills() == 1
+    assert len(await live.repos.fills.all()) == 1
+
+
+# outcomes the send could not learn ---------------------------------------------------------
+async def test_an_unknown_outcome_is_looked_up_at_once(live: Live) -> None:
+    p = await journaled(live)
+    await live.broker.send(p)  # the venue took it; the answer was lost
+    res = await reconciler(live, FakeClock(0)).outcome_unknown(p, "timeout")
+    assert res.status is OrderStatus.LIVE and res.reason == "looked up by order hash"
+    assert live.ex.tracker.unknown_count == 0
+    events = [e.to_status for e in await live.repos.orders.events(p.request.client_order_id)]
+    assert events == [OrderStatus.PENDING, OrderStatus.UNKNOWN, OrderStatus.LIVE]
+    (entry,) = await live.repos.audit.tail(event="order_outcome_unknown")
+    assert entry.detail == {"why": "timeout"}
+    assert live.metrics.registry.get_sample_value("polyd_outcome_unknown_total") == 1
+
+
+async def test_an_unknown_outcome_not_found_yet_stays_unknown(live: Live) -> None:
+    p = await journaled(live)
+    res = await reconciler(live, FakeClock(0)).outcome_unknown(p, "timeout")
+    assert (res.status, res.venue_order_id, res.reason) == (
+        OrderStatus.UNKNOWN,
+        p.venue_order_id,
+        "outcome unknown; reconciling by order hash",
+    )
+    assert live.ex.tracker.unknown_count == 1
+    assert live.ex.positions.open_count == 1
+
+
+@pytest.mark.parametrize("error", [RateLimited("429"), VenueUnavailable("503")])
+async def test_errors_that_say_the_venue_took_nothing_reject_without_a_lookup(
+    live: Live, error: TransientError
+) -> None:
+    p = await journaled(live)
+    res = await reconciler(live, FakeClock(0)).after_errors(p, error)
+    assert res.status is OrderStatus.REJECTED
+    assert res.reason == f"venue: {type(error).__name__}: {error}"
+    lookups = [r for r in live.sim.request_log if r.path.startswith("/data/order/")]
+    assert lookups == []
+
+
+async def test_other_venue_errors_look_before_calling_it_rejected(live: Live) -> None:
+    taken, lost = await journaled(live), await journaled(live, price=Decimal("0.30"))
+    await live.broker.send(taken)  # the venue did take this one despite the 5xx
+    r = reconciler(live, FakeClock(0))
+    res = await r.after_errors(taken, TransientError("500"))
+    assert res.status is OrderStatus.LIVE and res.reason == "found after venue errors"
+    res = await r.after_errors(lost, TransientError("500"))
+    assert res.status is OrderStatus.REJECTED and res.reason == "venue: TransientError: 500"
+
+
+async def test_a_failed_lookup_after_venue_errors_leaves_the_outcome_unknown(live: Live) -> None:
+    p = await journaled(live)
+    route = f"GET /data/order/{p.venue_order_id}"
+    live.sim.faults.add(kind="status", route=route, status=500, count=100)
+    res = await reconciler(live, FakeClock(0)).after_errors(p, TransientError("500"))
+    assert res.status is OrderStatus.UNKNOWN
+    row = await live.repos.orders.get(p.request.client_order_id)
+    assert row is not None and row.detail == "lookup failed after 500"
+
+
+def test_age_of_an_unreadable_timestamp_is_infinite() -> None:
+    assert age_s("not a time") == float("inf")
+    assert 0 <= age_s(datetime.now().astimezone().isoformat()) < 60
+
+
+# orders the venue holds back --------------------------------------------------------------------
+async def delayed_order(live: Live, clock: FakeClock, delay_s: float) -> tuple[Reconciler, str]:
+    """A FAK BUY of 10 at 0.50 against an ask of 10, on a market with a taker delay."""
+    live.market.taker_delay_s = delay_s
+    r = reconciler(live, clock)
+    live.sim.seed_order(MAKER, live.token, "SELL", Decimal("0.50"), Decimal("10"))
+    res = await live.ex.submit(
+        live.req(price=Decimal("0.50"), size=Decimal("10"), order_type=OrderType.FAK)
+    )
+    assert res.status is OrderStatus.LIVE and res.reason == "delayed by the venue"
+    return r, res.client_order_id
+
+
+def lookups(live: Live) -> int:
+    return sum(1 for q in live.sim.request_log if q.path.startswith("/data/order/"))
+
+
+async def test_a_delayed_order_is_looked_up_once_its_delay_and_margin_passed(live: Live) -> None:
+    clock = FakeClock(0)
+    r, coid = await delayed_order(live, clock, 0.3)
+    assert r.delayed_count == 1
+    await until_venue_matched(live)
+    clock.advance(5.0)  # the margin, but not the market's delay on top
+    await r.settle_unknowns()
+    assert lookups(live) == 0 and r.delayed_count == 1
+    assert (await row_of(live, coid))[0] is OrderStatus.LIVE
+
+    clock.advance(0.3)
+    await r.settle_unknowns()
+    status, _, matched = await row_of(live, coid)
+    assert (status, matched) == (OrderStatus.FILLED, Decimal("10"))
+    assert r.delayed_count == 0 and lookups(live) == 1
+    # its fills were read by market on the way (they settled it): the position is booked
+    assert live.ex.position(live.token, strategy="test").size == Decimal("10")
+
+
+async def test_a_delayed_order_settled_meanwhile_is_dropped_without_a_lookup(live: Live) -> None:
+    clock = FakeClock(0)
+    r, coid = await delayed_order(live, clock, 0.3)
+    await until_venue_matched(live)
+    await r.reconcile()  # a pass settles it first
+    assert (await row_of(live, coid))[0] is OrderStatus.FILLED
+    before = lookups(live)
+    clock.advance(60)
+    await r.settle_delayed()
+    assert r.delayed_count == 0 and lookups(live) == before
+
+
+async def test_a_delayed_order_still_held_is_checked_every_margin_then_left(live: Live) -> None:
+    clock = FakeClock(0)
+    r, coid = await delayed_order(live, clock, 3600)  # the venue holds it all test long
+    clock.advance(3605)
+    await r.settle_delayed()
+    assert lookups(live) == 1 and r.delayed_count == 1
+    await r.settle_delayed()  # not due again until another margin
+    assert lookups(live) == 1
+    for n in range(2, 21):
+        clock.advance(5)
+        await r.settle_delayed()
+        assert lookups(live) == n
+    clock.advance(5)
+    await r.settle_delayed()  # the 21st check: left to the periodic reconcile
+    assert lookups(live) == 20 and r.delayed_count == 0
+    assert (await row_of(live, coid))[0] is OrderStatus.LIVE  # reserved until it settles
+    assert live.ex.positions.open_count == 1
+
+
+async def until_venue_matched(live: Live) -> None:
+    """Wait (real time: the simulator's own delay) until the venue matched our order."""
+    async with asyncio.timeout(10):
+        while not any(o["status"] == "MATCHED" for o in live.our_orders()):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_a_delayed_order_the_venue_killed_unfilled_is_settled_by_its_lookup(
+    live: Live,
+) -> None:
+    clock = FakeClock(0)
+    live.market.taker_delay_s = 0.3
+    r = reconciler(live, clock)
+    ask = live.sim.seed_order(MAKER, live.token, "SELL", Decimal("0.50"), Decimal("10"))
+    res = await live.ex.submit(
+        live.req(price=Decimal("0.50"), size=Decimal("10"), order_type=OrderType.FAK)
+    )
+    assert res.reason == "delayed by the venue"
+    assert live.sim.cancel_seeded(ask)  # the liquidity is gone before the delay ends
+    async with asyncio.timeout(10):
+        while not any(o["status"] != "DELAYED" for o in live.our_orders()):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    clock.advance(5.3)
+    await r.settle_unknowns()
+    assert await row_of(live, res.client_order_id) == (
+        OrderStatus.CANCELED,
+        "delayed order looked up",
+        Decimal(0),
+    )
+    assert r.delayed_count == 0 and live.ex.positions.open_count == 0
