@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from errors import RefusalSource
 from execution.ports import Ack, Prepared, VenueOrder, VenueStatus
@@ -57,7 +58,18 @@ async def test_a_local_refusal_is_journaled_rejected_audited_and_counted(
 ) -> None:
     s, failures = make_settlement(repos)
     req = make_order(strategy="copy")
-    res = await s.refused(req, RefusalSource.RISK, "max open orders")
+    with capture_logs() as logs:
+        res = await s.refused(req, RefusalSource.RISK, "max open orders")
+    assert logs == [
+        {
+            "event": "order_refused",
+            "log_level": "info",
+            "client_order_id": req.client_order_id,
+            "token_id": req.token_id,
+            "source": RefusalSource.RISK,
+            "reason": "max open orders",
+        }
+    ]
     assert (res.client_order_id, res.status, res.reason) == (
         req.client_order_id,
         OrderStatus.REJECTED,
@@ -115,7 +127,18 @@ async def test_a_venue_refusal_moves_the_journaled_order_and_frees_its_reservati
     req = make_order(price="0.5", size="10")
     await journaled(s, req)
     assert s.tracker.positions.open_buy_notional() == Decimal("5.0")
-    res = await s.rejected(req, RefusalSource.VENUE, "not enough balance")
+    with capture_logs() as logs:
+        res = await s.rejected(req, RefusalSource.VENUE, "not enough balance")
+    assert logs == [
+        {
+            "event": "order_rejected",
+            "log_level": "info",
+            "client_order_id": req.client_order_id,
+            "token_id": req.token_id,
+            "source": RefusalSource.VENUE,
+            "reason": "not enough balance",
+        }
+    ]
     assert (res.client_order_id, res.status, res.reason) == (
         req.client_order_id,
         OrderStatus.REJECTED,

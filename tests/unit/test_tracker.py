@@ -481,7 +481,9 @@ async def test_a_move_the_tracked_status_forbids_is_skipped_without_a_write(
     events_before = await repos.orders.events(req.client_order_id)
     with capture_logs() as logs:
         assert not await tracker.transition(req, OrderStatus.UNKNOWN, detail="late")
-    assert [e["event"] for e in logs] == ["order_transition_skipped"]
+    assert [(e["event"], e["client_order_id"], e["current"], e["to"]) for e in logs] == [
+        ("order_transition_skipped", req.client_order_id, OrderStatus.LIVE, OrderStatus.UNKNOWN)
+    ]
     assert await repos.orders.events(req.client_order_id) == events_before
     row = await repos.orders.get(req.client_order_id)
     assert row is not None and row.status is OrderStatus.LIVE and row.detail != "late"
@@ -510,7 +512,9 @@ async def test_a_move_the_journal_refuses_changes_nothing(repos: Repositories) -
     tracker, failures = make_tracker(repos)
     with capture_logs() as logs:
         assert not await tracker.transition(req, OrderStatus.LIVE)
-    assert [e["event"] for e in logs] == ["order_transition_refused"]
+    assert [(e["event"], e["client_order_id"], e["to"]) for e in logs] == [
+        ("order_transition_refused", req.client_order_id, OrderStatus.LIVE)
+    ]
     assert req.client_order_id not in tracker
     assert tracker.positions.open_count == 0
     assert outcomes(tracker, "live") is None and failures == []
@@ -552,3 +556,4 @@ async def test_an_order_the_tracker_never_saw_is_journaled_and_mirrored(
     assert tracker.status(req.client_order_id) is OrderStatus.LIVE
     row = await repos.orders.get(req.client_order_id)
     assert row is not None and row.status is OrderStatus.LIVE
+    assert row.detail == ""  # no detail given, none written
