@@ -112,14 +112,21 @@ async def test_journal_pending_writes_the_signed_row_and_reserves_the_order(
     assert failures == []
 
 
-async def test_journal_pending_links_the_venue_order_id_to_the_orders_trace(
+async def test_journal_writes_are_traced_and_link_the_venue_order_id_to_the_order(
     repos: Repositories,
 ) -> None:
-    tracing = Tracing.with_exporter(InMemorySpanExporter())
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.with_exporter(exporter)
     tracker, _ = make_tracker(repos, tracing=tracing)
-    with tracing.span("execute_order"):
-        await pending(tracker, make_order(), "0xtraced")
-    assert tracing.orders.get("0xtraced") is not None
+    req = make_order()
+    with tracing.span("execute_order") as root:
+        await pending(tracker, req, "0xtraced")
+        await tracker.transition(req, OrderStatus.LIVE)
+    linked = tracing.orders.get("0xtraced")
+    assert root is not None and linked is not None
+    assert linked.span_id == root.get_span_context().span_id  # fills join the order's trace
+    spans = [(s.name, dict(s.attributes or {})) for s in exporter.get_finished_spans()]
+    assert spans[:2] == [("journal_pending", {}), ("journal_outcome", {"status": "LIVE"})]
 
 
 async def test_a_failed_pending_write_halts_raises_and_reserves_nothing(tmp_path: Path) -> None:
