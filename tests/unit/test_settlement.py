@@ -182,19 +182,23 @@ async def test_a_resting_order_acknowledged_in_part(repos: Repositories) -> None
     assert s.tracker.positions.open_buy_notional() == Decimal("3.0")  # 6 left at 0.5
 
 
-async def test_a_fak_matched_in_part_has_its_remainder_killed(repos: Repositories) -> None:
+@pytest.mark.parametrize("matched", ["3", "1", "0.01"])
+async def test_a_fak_matched_in_part_has_its_remainder_killed(
+    repos: Repositories, matched: str
+) -> None:
     s, _ = make_settlement(repos)
     req = make_order(order_type="FAK", size="10")
     await journaled(s, req, "0xk")
-    res = await s.acknowledged(req, Ack("0xk", VenueStatus.MATCHED, Decimal("3"), Decimal("0.5")))
+    ack = Ack("0xk", VenueStatus.MATCHED, Decimal(matched), Decimal("0.5"))
+    res = await s.acknowledged(req, ack)
     assert res.status is OrderStatus.CANCELED and res.reason == "remainder killed (FAK)"
-    assert res.filled_size == Decimal("3")
+    assert res.filled_size == Decimal(matched)
     row = await repos.orders.get(req.client_order_id)
     assert row is not None
     assert (row.status, row.detail, row.size_matched) == (
         OrderStatus.CANCELED,
         "remainder killed (FAK)",
-        Decimal("3"),
+        Decimal(matched),
     )
     assert s.tracker.positions.open_count == 0
 
@@ -288,6 +292,25 @@ async def test_what_a_lookup_finds_is_journaled_audited_and_counted(repos: Repos
     ]
     assert sample(s, "polyd_reconciled_total", status="PARTIALLY_FILLED") == 1
     assert s.tracker.positions.open_buy_notional() == Decimal("3.75")  # 7.5 left at 0.5
+
+
+@pytest.mark.parametrize(
+    ("venue", "journal"),
+    [(VenueStatus.CANCELED, OrderStatus.CANCELED), (VenueStatus.EXPIRED, OrderStatus.EXPIRED)],
+)
+async def test_a_lookup_that_finds_the_order_ended_releases_it(
+    repos: Repositories, venue: VenueStatus, journal: OrderStatus
+) -> None:
+    """Canceled or expired after matching 3 of 10: finished, not still partly working."""
+    s, _ = make_settlement(repos)
+    req = make_order(price="0.5", size="10")
+    await journaled(s, req, "0xe")
+    vo = VenueOrder("0xe", venue, Decimal("10"), Decimal("3"), Decimal("0.5"))
+    res = await s.from_venue(req, vo, "order event")
+    assert (res.status, res.filled_size) == (journal, Decimal("3"))
+    row = await repos.orders.get(req.client_order_id)
+    assert row is not None and (row.status, row.size_matched) == (journal, Decimal("3"))
+    assert s.tracker.positions.open_count == 0
 
 
 # fills of resting orders ------------------------------------------------------------------------
