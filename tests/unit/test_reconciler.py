@@ -341,6 +341,58 @@ async def test_a_resend_the_venue_refuses_is_rejected(live: Live) -> None:
     assert live.ex.positions.open_count == 0
 
 
+async def test_a_stored_order_that_does_not_match_its_row_is_not_resent(live: Live) -> None:
+    p = await journaled(live)
+    coid = p.request.client_order_id
+    await live.db.write(
+        lambda c: c.execute(
+            "UPDATE orders SET payload_hash = 'tampered' WHERE client_order_id = ?", (coid,)
+        )
+    )
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 0 and counts["pending"] == 1 and live.posts() == 0
+    (entry,) = await live.repos.audit.tail(event="order_resend_refused")
+    assert entry.client_order_id == coid and entry.strategy == "test"
+    assert "payload hash" in str(entry.detail["why"])
+
+
+async def test_a_resend_whose_answer_is_lost_is_looked_up(live: Live) -> None:
+    p = await journaled(live)
+    live.sim.faults.add(kind="late_response", route="POST /order", seconds=2, count=1)
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 1 and [o["status"] for o in live.our_orders()] == ["LIVE"]
+    assert await row_of(live, p.request.client_order_id) == (
+        OrderStatus.LIVE,
+        "re-sent, then looked up",
+        Decimal(0),
+    )
+    assert live.ex.breaker.consecutive_failures == 1
+
+
+async def test_a_resend_failing_on_venue_errors_is_looked_up(live: Live) -> None:
+    """The venue takes the re-sent order but answers 500 to it and every retry."""
+    p = await journaled(live)
+    live.sim.faults.add(kind="accept_then_status", route="POST /order", status=500, count=1)
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 1
+    assert await row_of(live, p.request.client_order_id) == (
+        OrderStatus.LIVE,
+        "re-sent, then looked up",
+        Decimal(0),
+    )
+    assert [o["status"] for o in live.our_orders()] == ["LIVE"]
+
+
+async def test_a_resend_the_venue_never_took_stays_unknown(live: Live) -> None:
+    p = await journaled(live)
+    live.sim.faults.add(kind="status", route="POST /order", status=503, count=100)
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 0 and counts["pending"] == 1
+    assert live.our_orders() == []
+    assert (await row_of(live, p.request.client_order_id))[0] is OrderStatus.UNKNOWN
+    assert live.ex.tracker.unknown_count == 1
+
+
 # fills ------------------------------------------------------------------------------------------
 async def test_fills_are_read_from_the_checkpoint_with_an_overlap(live: Live) -> None:
     seed_asks(live)
