@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from errors import RateLimited, TransientError, VenueUnavailable
 from execution.ports import Prepared
@@ -277,6 +278,7 @@ async def test_an_unknown_row_within_the_window_is_not_moved_back(live: Live) ->
     counts = await reconciler(live, FakeClock(5)).reconcile()
     assert orders_only(counts) == NO_ORDERS | {"pending": 1}
     assert await row_of(live, req.client_order_id) == (OrderStatus.UNKNOWN, "lost", Decimal(0))
+    assert await live.repos.audit.tail(event="order_resend_refused") == []  # nothing to try
     assert [u.client_order_id for u in live.ex.tracker.lookups_due(5)] == [req.client_order_id]
 
 
@@ -299,7 +301,11 @@ async def test_a_resend_follows_the_trading_state(
     p = await journaled(live, side=side, price=Decimal("0.60"))
     posts = live.posts()
     await live.ex.guard.set_state(state, "test")
-    counts = await reconciler(live, FakeClock(0)).reconcile()
+    with capture_logs() as logs:
+        counts = await reconciler(live, FakeClock(0)).reconcile()
+    held = [e for e in logs if e["event"] == "order_resend_held"]
+    want = [] if resent else [(p.request.client_order_id, state.value)]
+    assert [(e["client_order_id"], e["trading_state"]) for e in held] == want
     assert counts["resent"] == int(resent)
     assert live.posts() == posts + int(resent)
     status = (await row_of(live, p.request.client_order_id))[0]
@@ -329,6 +335,42 @@ async def test_an_expired_gtd_order_is_not_resent(live: Live) -> None:
     assert counts["resent"] == 0 and live.posts() == 0
 
 
+async def test_a_young_gtd_order_is_resent(live: Live) -> None:
+    p = await journaled(live, order_type=OrderType.GTD, expiration=int(time.time()) + 3600)
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 1 and live.posts() == 1
+    assert (await row_of(live, p.request.client_order_id))[0] is OrderStatus.LIVE
+
+
+async def test_a_hold_on_resting_orders_holds_their_resends_only(live: Live) -> None:
+    """Exchange heartbeats lapsed: a resting order is not re-sent, a marketable one is."""
+    seed_asks(live)
+    gtc, fok = await journaled(live), await journaled(live, order_type=OrderType.FOK)
+    live.ex.guard.hold_resting("heartbeats lapsed")
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 1 and live.posts() == 1
+    assert (await row_of(live, gtc.request.client_order_id))[0] is OrderStatus.UNKNOWN
+    assert (await row_of(live, fok.request.client_order_id))[0] is OrderStatus.FILLED
+
+
+async def test_a_resend_the_venue_already_holds_is_settled_from_it(live: Live) -> None:
+    """The venue took the first send, but neither its listing nor a lookup showed it (a FOK
+    is never listed; the lookup missed): the re-send is refused as a duplicate, and ours."""
+    seed_asks(live)
+    p = await journaled(live, order_type=OrderType.FOK)
+    await live.broker.send(p)
+    route = f"GET /data/order/{p.venue_order_id}"
+    live.sim.faults.add(kind="status", route=route, status=404, count=1)
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 1
+    assert await row_of(live, p.request.client_order_id) == (
+        OrderStatus.FILLED,
+        "re-sent: venue already had it",
+        Decimal("10"),
+    )
+    assert len(live.our_orders()) == 1
+
+
 async def test_a_resend_the_venue_refuses_is_rejected(live: Live) -> None:
     p = await journaled(live)
     live.sim.faults.add(
@@ -349,11 +391,14 @@ async def test_a_stored_order_that_does_not_match_its_row_is_not_resent(live: Li
             "UPDATE orders SET payload_hash = 'tampered' WHERE client_order_id = ?", (coid,)
         )
     )
-    counts = await reconciler(live, FakeClock(0)).reconcile()
+    with capture_logs() as logs:
+        counts = await reconciler(live, FakeClock(0)).reconcile()
     assert counts["resent"] == 0 and counts["pending"] == 1 and live.posts() == 0
     (entry,) = await live.repos.audit.tail(event="order_resend_refused")
     assert entry.client_order_id == coid and entry.strategy == "test"
     assert "payload hash" in str(entry.detail["why"])
+    (line,) = [e for e in logs if e["event"] == "order_resend_refused"]
+    assert (line["client_order_id"], line["why"]) == (coid, entry.detail["why"])
 
 
 async def test_a_resend_whose_answer_is_lost_is_looked_up(live: Live) -> None:
@@ -386,7 +431,12 @@ async def test_a_resend_failing_on_venue_errors_is_looked_up(live: Live) -> None
 async def test_a_resend_the_venue_never_took_stays_unknown(live: Live) -> None:
     p = await journaled(live)
     live.sim.faults.add(kind="status", route="POST /order", status=503, count=100)
-    counts = await reconciler(live, FakeClock(0)).reconcile()
+    with capture_logs() as logs:
+        counts = await reconciler(live, FakeClock(0)).reconcile()
+    unsettled = [e for e in logs if e["event"] == "order_resend_unsettled"]
+    assert [(e["client_order_id"], e["error"]) for e in unsettled] == [
+        (p.request.client_order_id, "VenueUnavailable")
+    ]
     assert counts["resent"] == 0 and counts["pending"] == 1
     assert live.our_orders() == []
     assert (await row_of(live, p.request.client_order_id))[0] is OrderStatus.UNKNOWN
