@@ -25,7 +25,9 @@ from errors import RateLimited, TransientError, VenueUnavailable
 from execution.ports import Prepared
 from execution.reconciler import FILLS_CURSOR, Reconciler, age_s
 from execution.risk import TradingState
+from execution.tracker import Lookup
 from models import OrderStatus, OrderType, Side
+from resilience import Backoff
 from resilience.clock import FakeClock
 from simulator import Simulator
 from storage.keys import daemon_key
@@ -108,17 +110,19 @@ def orders_only(counts: dict[str, int]) -> dict[str, int]:
 
 
 # one pass -------------------------------------------------------------------------------------
-async def test_a_row_never_given_an_order_hash_is_rejected(live: Live) -> None:
-    req = live.req()
-    await live.repos.orders.record(req)  # journaled, then the process died before signing
+async def test_rows_never_given_an_order_hash_are_rejected(live: Live) -> None:
+    reqs = [live.req(), live.req()]
+    for req in reqs:
+        await live.repos.orders.record(req)  # journaled, then the process died before signing
     r = reconciler(live, FakeClock(100))
     counts = await r.reconcile()
-    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
-    assert await row_of(live, req.client_order_id) == (
-        OrderStatus.REJECTED,
-        "venue: never sent (no order hash)",
-        Decimal(0),
-    )
+    assert orders_only(counts) == NO_ORDERS | {"settled": 2}
+    for req in reqs:
+        assert await row_of(live, req.client_order_id) == (
+            OrderStatus.REJECTED,
+            "venue: never sent (no order hash)",
+            Decimal(0),
+        )
     assert r.reconciled.is_set() and r.last_run == 100
     (entry,) = await live.repos.audit.tail(event="reconciled")
     assert entry.detail == {"counts": counts}
@@ -126,10 +130,11 @@ async def test_a_row_never_given_an_order_hash_is_rejected(live: Live) -> None:
 
 async def test_a_resting_order_is_left_alone_until_the_venue_has_news(live: Live) -> None:
     res = await live.ex.submit(live.req(price=Decimal("0.40"), size=Decimal("10")))
-    assert res.status is OrderStatus.LIVE
+    other = await live.ex.submit(live.req(price=Decimal("0.30"), size=Decimal("10")))
+    assert res.status is other.status is OrderStatus.LIVE
     r = reconciler(live, FakeClock(0))
     counts = await r.reconcile()
-    assert orders_only(counts) == NO_ORDERS | {"unchanged": 1}
+    assert orders_only(counts) == NO_ORDERS | {"unchanged": 2}
     assert await live.repos.audit.tail(event="order_reconciled") == []
 
     # another wallet sells 4 into our bid; the user feed is down, so only a pass hears of it
@@ -137,23 +142,26 @@ async def test_a_resting_order_is_left_alone_until_the_venue_has_news(live: Live
         maker=MAKER, token_id=live.token, side="SELL", price=Decimal("0.40"), size=Decimal("4")
     )
     counts = await r.reconcile()
-    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1, "unchanged": 1}
     assert counts["fills"] == 1
     status, _, matched = await row_of(live, res.client_order_id)
     assert (status, matched) == (OrderStatus.PARTIALLY_FILLED, Decimal("4"))
     (entry,) = await live.repos.audit.tail(event="order_reconciled")
     assert (entry.detail["size_matched"], entry.detail["why"]) == ("4", "reconciled")
     assert live.ex.position(live.token, strategy="test").size == Decimal("4")
-    assert live.ex.positions.open_buy_notional() == Decimal("2.40")  # 6 left at 0.40
+    assert live.ex.positions.open_buy_notional() == Decimal("5.40")  # 6 at 0.40, 10 at 0.30
     await live.assert_journal_matches_ledger()
 
 
 async def test_an_order_being_sent_here_is_left_to_its_send(live: Live) -> None:
     res = await live.ex.submit(live.req())
     live.ex.tracker.set_sending(res.client_order_id, True)
+    unsigned = live.req()
+    await live.repos.orders.record(unsigned)  # journaled after it: still settled
     counts = await reconciler(live, FakeClock(0)).reconcile()
     # not settled, not counted, and its venue order is not a stranger
-    assert orders_only(counts) == NO_ORDERS
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert (await row_of(live, unsigned.client_order_id))[0] is OrderStatus.REJECTED
     assert await live.repos.audit.tail(event="venue_order_not_in_journal") == []
 
 
@@ -228,6 +236,26 @@ async def test_a_young_order_the_venue_never_saw_is_resent_once(live: Live) -> N
     assert not live.ex.tracker.is_sending(p.request.client_order_id)
     await live.assert_journal_matches_ledger()
     assert (await r.reconcile())["resent"] == 0 and live.posts() == 1
+
+
+async def test_a_pass_can_be_given_a_shorter_grace(live: Live) -> None:
+    p = await journaled(live)
+    await backdate(live, p.request.client_order_id, 1)
+    counts = await reconciler(live, FakeClock(0)).reconcile(grace_s=0.5)
+    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert (await row_of(live, p.request.client_order_id))[0] is OrderStatus.REJECTED
+    assert live.posts() == 0  # the window is within the grace too
+
+
+async def test_a_resend_ends_the_lookups_of_its_order(live: Live) -> None:
+    p = await journaled(live)
+    coid = p.request.client_order_id
+    await live.ex.tracker.transition(p.request, OrderStatus.UNKNOWN)
+    live.ex.tracker.look_up_later(Lookup(coid, p.venue_order_id, 0, 0, Backoff(1, 2)))
+    counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["resent"] == 1
+    assert live.ex.tracker.unknown_count == 0
+    assert (await row_of(live, coid))[0] is OrderStatus.LIVE
 
 
 async def test_an_order_past_the_resend_window_is_looked_up_not_resent(live: Live) -> None:
@@ -430,6 +458,9 @@ async def test_a_resend_failing_on_venue_errors_is_looked_up(live: Live) -> None
 async def test_a_resend_the_venue_never_took_stays_unknown(live: Live) -> None:
     p = await journaled(live)
     live.sim.faults.add(kind="status", route="POST /order", status=503, count=100)
+    route = f"GET /data/order/{p.venue_order_id}"
+    live.sim.faults.add(kind="status", route=route, status=404, count=1)  # the pass's lookup
+    live.sim.faults.add(kind="status", route=route, status=500, count=1)  # after the re-send
     with capture_logs() as logs:
         counts = await reconciler(live, FakeClock(0)).reconcile()
     unsettled = [e for e in logs if e["event"] == "order_resend_unsettled"]
@@ -475,7 +506,16 @@ async def test_an_unknown_outcome_is_looked_up_at_once(live: Live) -> None:
 
 async def test_an_unknown_outcome_not_found_yet_stays_unknown(live: Live) -> None:
     p = await journaled(live)
-    res = await reconciler(live, FakeClock(0)).outcome_unknown(p, "timeout")
+    with capture_logs() as logs:
+        res = await reconciler(live, FakeClock(7)).outcome_unknown(p, "timeout")
+    (line,) = [e for e in logs if e["event"] == "order_outcome_unknown"]
+    assert (line["client_order_id"], line["venue_order_id"], line["why"]) == (
+        p.request.client_order_id,
+        p.venue_order_id,
+        "timeout",
+    )
+    (u,) = live.ex.tracker.lookups_due(60)  # looked up once, then again on its back-off
+    assert u.since == 7 and 7 < u.due < 8
     assert (res.status, res.venue_order_id, res.reason) == (
         OrderStatus.UNKNOWN,
         p.venue_order_id,
@@ -483,6 +523,32 @@ async def test_an_unknown_outcome_not_found_yet_stays_unknown(live: Live) -> Non
     )
     assert live.ex.tracker.unknown_count == 1
     assert live.ex.positions.open_count == 1
+
+
+async def test_a_failed_lookup_is_tried_again_on_its_back_off(live: Live) -> None:
+    p = await journaled(live)
+    clock = FakeClock(50)
+    r = reconciler(live, clock)
+    await r.outcome_unknown(p, "timeout")
+    (u,) = live.ex.tracker.lookups_due(60)
+    route = f"GET /data/order/{p.venue_order_id}"
+    live.sim.faults.add(kind="status", route=route, status=500, count=1)
+    with capture_logs() as logs:
+        assert await r.try_settle(u) is None
+    (line,) = [e for e in logs if e["event"] == "order_lookup_failed"]
+    assert (line["client_order_id"], line["error"]) == (
+        p.request.client_order_id,
+        "TransientError",
+    )
+    assert 50 < u.due < 51 and live.ex.tracker.unknown_count == 1
+
+
+async def test_a_lookup_of_an_order_nobody_journaled_is_dropped(live: Live) -> None:
+    r = reconciler(live, FakeClock(0))
+    live.ex.tracker.look_up_later(Lookup("ghost-order", "0x" + "12" * 32, 0, 0, Backoff(1, 2)))
+    await r.settle_unknowns()
+    assert live.ex.tracker.unknown_count == 0 and "ghost-order" not in live.ex.tracker
+    assert not [q for q in live.sim.request_log if q.path.startswith("/data/order/")]
 
 
 @pytest.mark.parametrize("error", [RateLimited("429"), VenueUnavailable("503")])
