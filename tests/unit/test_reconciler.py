@@ -11,6 +11,7 @@ buying power, fills read from the wrong point and missed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -170,31 +171,40 @@ async def test_a_venue_order_the_journal_never_saw_is_reported(live: Live) -> No
     req = live.req()
     meta = await live.ex.rules.ensure(req.token_id)
     assert meta is not None
-    stranger = await live.broker.prepare(req, meta)
-    await live.broker.send(stranger)
+    strangers = [await live.broker.prepare(live.req(price=x), meta) for x in ("0.40", "0.20")]
+    for stranger in strangers:
+        await live.broker.send(stranger)
     # one of ours the journal calls canceled while the venue still lists it: not a stranger
     known = await live.ex.submit(live.req(price=Decimal("0.30")))
     await live.repos.orders.transition(known.client_order_id, OrderStatus.CANCELED)
 
-    counts = await reconciler(live, FakeClock(0)).reconcile()
-    assert counts["unknown_at_venue"] == 1
+    with capture_logs() as logs:
+        counts = await reconciler(live, FakeClock(0)).reconcile()
+    assert counts["unknown_at_venue"] == 2
     entries = await live.repos.audit.tail(event="venue_order_not_in_journal")
-    assert [e.detail for e in entries] == [{"venue_order_id": stranger.venue_order_id}]
+    ids = sorted(x.venue_order_id for x in strangers)
+    assert sorted(str(e.detail["venue_order_id"]) for e in entries) == ids
+    lines = [e for e in logs if e["event"] == "venue_order_not_in_journal"]
+    assert sorted(e["venue_order_id"] for e in lines) == ids
+    (summary,) = [e for e in logs if e["event"] == "reconciled"]
+    assert {k: summary[k] for k in counts} == counts
 
 
 async def test_an_old_order_the_venue_never_saw_is_rejected_and_released(live: Live) -> None:
     p = await journaled(live, price=Decimal("0.40"), size=Decimal("10"))
+    q = await journaled(live, price=Decimal("0.20"), size=Decimal("10"))
     coid = p.request.client_order_id
     await backdate(live, coid, GRACE_S + 1)
-    assert live.ex.positions.open_buy_notional() == Decimal("4.00")
+    await backdate(live, q.request.client_order_id, GRACE_S + 1)
+    assert live.ex.positions.open_buy_notional() == Decimal("6.00")
     counts = await reconciler(live, FakeClock(0)).reconcile()
-    assert orders_only(counts) == NO_ORDERS | {"settled": 1}
+    assert orders_only(counts) == NO_ORDERS | {"settled": 2}
     assert await row_of(live, coid) == (
         OrderStatus.REJECTED,
         "venue: not found at the venue",
         Decimal(0),
     )
-    assert rejected_count(live) == 1
+    assert rejected_count(live) == 2
     assert live.ex.positions.open_count == 0
     assert live.posts() == 0  # too old to re-send
 
@@ -218,24 +228,55 @@ async def test_a_resting_order_the_venue_no_longer_knows_is_canceled(live: Live)
 async def test_a_young_order_the_venue_never_saw_is_resent_once(live: Live) -> None:
     seed_asks(live)
     p = await journaled(live, order_type=OrderType.FOK)
+    resting_one = await journaled(live, price=Decimal("0.30"))
     r = reconciler(live, FakeClock(0))
-    counts = await r.reconcile()
-    assert orders_only(counts) == NO_ORDERS | {"settled": 1, "resent": 1}
-    assert live.posts() == 1
+    with capture_logs() as logs:
+        counts = await r.reconcile()
+    assert orders_only(counts) == NO_ORDERS | {"settled": 2, "resent": 2}
+    assert live.posts() == 2
     status, _, matched = await row_of(live, p.request.client_order_id)
     assert (status, matched) == (OrderStatus.FILLED, Decimal("10"))
+    assert (await row_of(live, resting_one.request.client_order_id))[0] is OrderStatus.LIVE
     assert live.ex.tracker.unknown_count == 0
-    resent = await live.repos.audit.tail(event="order_resent")
-    assert [(e.detail["venue_order_id"], e.detail["payload_hash"]) for e in resent] == [
-        (p.venue_order_id, p.payload_hash)
-    ]
+    resent = list(reversed(await live.repos.audit.tail(event="order_resent")))
+    lines = [e for e in logs if e["event"] == "order_resent"]
+    for sent, entry, line in zip((p, resting_one), resent, lines, strict=True):
+        coid = sent.request.client_order_id
+        assert (entry.client_order_id, entry.strategy) == (coid, "test")
+        age = entry.detail["age_s"]
+        assert isinstance(age, float) and 0 <= age < WINDOW_S
+        assert entry.detail == {
+            "venue_order_id": sent.venue_order_id,
+            "payload_hash": sent.payload_hash,
+            "age_s": age,
+        }
+        fields = ("client_order_id", "venue_order_id", "payload_hash", "age_s")
+        assert tuple(line[k] for k in fields) == (
+            coid,
+            sent.venue_order_id,
+            sent.payload_hash,
+            age,
+        )
     sample = live.metrics.registry.get_sample_value(
         "polyd_venue_retries_total", {"endpoint": "post_order", "reason": "resend"}
     )
-    assert sample == 1
+    assert sample == 2
     assert not live.ex.tracker.is_sending(p.request.client_order_id)
     await live.assert_journal_matches_ledger()
-    assert (await r.reconcile())["resent"] == 0 and live.posts() == 1
+    assert (await r.reconcile())["resent"] == 0 and live.posts() == 2
+
+
+async def test_a_resend_in_flight_is_known_as_a_send(live: Live) -> None:
+    """While the re-sent POST is out, the order's own feed events are left to it."""
+    p = await journaled(live)
+    coid = p.request.client_order_id
+    live.sim.faults.add(kind="latency", route="POST /order", seconds=0.3, count=1)
+    task = asyncio.create_task(reconciler(live, FakeClock(0)).reconcile())
+    async with asyncio.timeout(5):
+        while not live.ex.tracker.is_sending(coid):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    assert (await task)["resent"] == 1
+    assert not live.ex.tracker.is_sending(coid)
 
 
 async def test_a_pass_can_be_given_a_shorter_grace(live: Live) -> None:
@@ -259,19 +300,20 @@ async def test_a_resend_ends_the_lookups_of_its_order(live: Live) -> None:
 
 
 async def test_an_order_past_the_resend_window_is_looked_up_not_resent(live: Live) -> None:
-    p = await journaled(live)
+    p, other = await journaled(live), await journaled(live, price=Decimal("0.30"))
     coid = p.request.client_order_id
     await backdate(live, coid, WINDOW_S + 1)
+    await backdate(live, other.request.client_order_id, WINDOW_S + 1)
     clock = FakeClock(1000)
     counts = await reconciler(live, clock).reconcile()
-    assert orders_only(counts) == NO_ORDERS | {"pending": 1}
+    assert orders_only(counts) == NO_ORDERS | {"pending": 2}
     assert live.posts() == 0
     assert await row_of(live, coid) == (OrderStatus.UNKNOWN, "reconciling", Decimal(0))
-    (due,) = live.ex.tracker.lookups_due(1000)
+    due, _ = live.ex.tracker.lookups_due(1000)
     assert due.client_order_id == coid and due.venue_order_id == p.venue_order_id
     # looked up since the row was journaled (about WINDOW_S + 1 ago), starting now
     assert 1000 - GRACE_S < due.since < 1000 - WINDOW_S and due.due == 1000
-    assert live.ex.positions.open_count == 1  # the venue may still hold it
+    assert live.ex.positions.open_count == 2  # the venue may still hold them
 
 
 async def test_a_lookup_past_the_grace_rejects_and_one_within_waits(live: Live) -> None:
@@ -469,6 +511,10 @@ async def test_a_resend_the_venue_never_took_stays_unknown(live: Live) -> None:
     ]
     assert counts["resent"] == 0 and counts["pending"] == 1
     assert live.our_orders() == []
+    errors = live.metrics.registry.get_sample_value(
+        "polyd_venue_errors_total", {"endpoint": "post_order", "kind": "VenueUnavailable"}
+    )
+    assert errors == 1 and live.ex.breaker.consecutive_failures == 1
     assert (await row_of(live, p.request.client_order_id))[0] is OrderStatus.UNKNOWN
     assert live.ex.tracker.unknown_count == 1
 
