@@ -1,7 +1,9 @@
-"""The reconciler's watch on orders the venue answered `delayed` (held back for its market's
-taker delay), against the simulator over loopback with a fake clock: looked up once the delay
-plus the margin has passed, their fills read by market, given up after 20 checks, and one
-order's state never holding up the next in a sweep. The reconciler's other duties are in
+"""The reconciler's lookups, against the simulator over loopback with a fake clock: an order
+whose answer was lost (looked up at once, then on its back-off until the grace), one whose
+retries ran out on venue errors (looked up unless the error says the venue took nothing), and
+orders the venue answered `delayed` (held back for its market's taker delay): looked up once
+the delay plus the margin has passed, their fills read by market, given up after 20 checks,
+one order's state never holding up the next in a sweep. Passes and re-sends are in
 `test_reconciler.py`.
 """
 
@@ -14,14 +16,117 @@ from decimal import Decimal
 import pytest
 from structlog.testing import capture_logs
 
+from errors import RateLimited, TransientError, VenueUnavailable
 from execution.ports import Ack, VenueStatus
 from execution.reconciler import Reconciler
+from execution.tracker import Lookup
 from models import OrderRequest, OrderStatus, OrderType
+from resilience import Backoff
 from resilience.clock import FakeClock
 from tests.integration.test_executor_live import MAKER, Live
-from tests.unit.test_reconciler import GRACE_S, WINDOW_S, live, reconciler, row_of
+from tests.unit.test_reconciler import (
+    GRACE_S,
+    WINDOW_S,
+    journaled,
+    live,
+    reconciler,
+    row_of,
+)
 
 __all__ = ["live"]  # the fixture
+
+
+# outcomes the send could not learn ---------------------------------------------------------
+async def test_an_unknown_outcome_is_looked_up_at_once(live: Live) -> None:
+    p = await journaled(live)
+    await live.broker.send(p)  # the venue took it; the answer was lost
+    res = await reconciler(live, FakeClock(0)).outcome_unknown(p, "timeout")
+    assert res.status is OrderStatus.LIVE and res.reason == "looked up by order hash"
+    assert live.ex.tracker.unknown_count == 0
+    events = [e.to_status for e in await live.repos.orders.events(p.request.client_order_id)]
+    assert events == [OrderStatus.PENDING, OrderStatus.UNKNOWN, OrderStatus.LIVE]
+    (entry,) = await live.repos.audit.tail(event="order_outcome_unknown")
+    assert entry.detail == {"why": "timeout"}
+    assert live.metrics.registry.get_sample_value("polyd_outcome_unknown_total") == 1
+
+
+async def test_an_unknown_outcome_not_found_yet_stays_unknown(live: Live) -> None:
+    p = await journaled(live)
+    with capture_logs() as logs:
+        res = await reconciler(live, FakeClock(7)).outcome_unknown(p, "timeout")
+    (line,) = [e for e in logs if e["event"] == "order_outcome_unknown"]
+    assert (line["client_order_id"], line["venue_order_id"], line["why"]) == (
+        p.request.client_order_id,
+        p.venue_order_id,
+        "timeout",
+    )
+    (u,) = live.ex.tracker.lookups_due(60)  # looked up once, then again on its back-off
+    assert u.since == 7 and 7 < u.due < 8
+    assert (res.status, res.venue_order_id, res.reason) == (
+        OrderStatus.UNKNOWN,
+        p.venue_order_id,
+        "outcome unknown; reconciling by order hash",
+    )
+    assert live.ex.tracker.unknown_count == 1
+    assert live.ex.positions.open_count == 1
+
+
+async def test_a_failed_lookup_is_tried_again_on_its_back_off(live: Live) -> None:
+    p = await journaled(live)
+    clock = FakeClock(50)
+    r = reconciler(live, clock)
+    await r.outcome_unknown(p, "timeout")
+    (u,) = live.ex.tracker.lookups_due(60)
+    route = f"GET /data/order/{p.venue_order_id}"
+    live.sim.faults.add(kind="status", route=route, status=500, count=1)
+    with capture_logs() as logs:
+        assert await r.try_settle(u) is None
+    (line,) = [e for e in logs if e["event"] == "order_lookup_failed"]
+    assert (line["client_order_id"], line["error"]) == (
+        p.request.client_order_id,
+        "TransientError",
+    )
+    assert 50 < u.due < 51 and live.ex.tracker.unknown_count == 1
+
+
+async def test_a_lookup_of_an_order_nobody_journaled_is_dropped(live: Live) -> None:
+    r = reconciler(live, FakeClock(0))
+    live.ex.tracker.look_up_later(Lookup("ghost-order", "0x" + "12" * 32, 0, 0, Backoff(1, 2)))
+    await r.settle_unknowns()
+    assert live.ex.tracker.unknown_count == 0 and "ghost-order" not in live.ex.tracker
+    assert not [q for q in live.sim.request_log if q.path.startswith("/data/order/")]
+
+
+@pytest.mark.parametrize("error", [RateLimited("429"), VenueUnavailable("503")])
+async def test_errors_that_say_the_venue_took_nothing_reject_without_a_lookup(
+    live: Live, error: TransientError
+) -> None:
+    p = await journaled(live)
+    res = await reconciler(live, FakeClock(0)).after_errors(p, error)
+    assert res.status is OrderStatus.REJECTED
+    assert res.reason == f"venue: {type(error).__name__}: {error}"
+    lookups = [r for r in live.sim.request_log if r.path.startswith("/data/order/")]
+    assert lookups == []
+
+
+async def test_other_venue_errors_look_before_calling_it_rejected(live: Live) -> None:
+    taken, lost = await journaled(live), await journaled(live, price=Decimal("0.30"))
+    await live.broker.send(taken)  # the venue did take this one despite the 5xx
+    r = reconciler(live, FakeClock(0))
+    res = await r.after_errors(taken, TransientError("500"))
+    assert res.status is OrderStatus.LIVE and res.reason == "found after venue errors"
+    res = await r.after_errors(lost, TransientError("500"))
+    assert res.status is OrderStatus.REJECTED and res.reason == "venue: TransientError: 500"
+
+
+async def test_a_failed_lookup_after_venue_errors_leaves_the_outcome_unknown(live: Live) -> None:
+    p = await journaled(live)
+    route = f"GET /data/order/{p.venue_order_id}"
+    live.sim.faults.add(kind="status", route=route, status=500, count=100)
+    res = await reconciler(live, FakeClock(0)).after_errors(p, TransientError("500"))
+    assert res.status is OrderStatus.UNKNOWN
+    row = await live.repos.orders.get(p.request.client_order_id)
+    assert row is not None and row.detail == "lookup failed after 500"
 
 
 # orders the venue holds back --------------------------------------------------------------------
