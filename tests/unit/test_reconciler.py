@@ -527,12 +527,31 @@ async def test_fills_are_read_from_the_checkpoint_with_an_overlap(live: Live) ->
     r = reconciler(live, FakeClock(0))
     source = daemon_key(FILLS_CURSOR, live.repos.daemon_id)
     assert await live.repos.cursors.get(source) is None
-    assert await r.sync_fills() == 1
+    assert await r.sync_fills() == 1  # no checkpoint yet: the last day is read
     (fill,) = await live.repos.fills.all()
     assert await live.repos.cursors.get(source) == str(int(fill.ts.timestamp()))
     # the next read starts a minute before the checkpoint: the same fill again, booked once
     assert await r.sync_fills() == 1
     assert len(await live.repos.fills.all()) == 1
+
+
+async def test_fills_older_than_the_checkpoints_overlap_are_not_read_again(live: Live) -> None:
+    r = reconciler(live, FakeClock(0))
+    source = daemon_key(FILLS_CURSOR, live.repos.daemon_id)
+    assert await r.sync_fills() == 0
+    assert await live.repos.cursors.get(source) is None  # nothing read, nothing to mark
+    seed_asks(live)
+    assert (await live.ex.submit(live.req(order_type=OrderType.FOK))).status is (OrderStatus.FILLED)
+    (trade,) = await live.broker.fills_since(0)
+    at = int(trade.ts.timestamp())
+    # a checkpoint two minutes past the trade: the read starts after it
+    await live.repos.cursors.advance(source, value=str(at + 120))
+    assert await r.sync_fills() == 0
+    assert await live.repos.fills.all() == []
+    # half a minute past it: within the overlap, read (and the checkpoint does not go back)
+    await live.repos.cursors.advance(source, value=str(at + 30))
+    assert await r.sync_fills() == 1
+    assert await live.repos.cursors.get(source) == str(at + 30)
 
 
 def test_age_of_an_unreadable_timestamp_is_infinite() -> None:
