@@ -173,5 +173,6 @@ async def test_sigkill_with_copy_in_flight_restart_copies_exactly_once(
     else:
         # The kill dropped the request before the venue read it: the restart re-sent the
         # journaled signed order, once.
-        assert events.count("order_resent") == 1
+        resent = [ln for ln in err.splitlines() if "order_resen" in ln or "lookup" in ln]
+        assert events.count("order_resent") == 1, (events, resent)
     assert "Traceback" not in err
