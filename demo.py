@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from config import Settings, load_settings
 from ledger_check import LedgerCheck, check
-from simulator import Simulator
+from simulator import Retention, Simulator
 from storage.engine import describe
 from storage.lock import FileLock
 from storage.pg import display_url, recreate_schema
@@ -56,6 +56,9 @@ DEMO_FILE_SETTINGS = (
 OPERATE_COMMANDS = ("status", "positions", "orders", "trades", "pnl", "halt", "resume")
 DEMO_COLLATERAL = Decimal("5000")
 DEMO_SEED = 7
+DEMO_RETENTION = Retention(requests=1_000)
+"""The demo's simulator keeps the default history but only 1,000 requests: nothing in the demo
+reads its request log (a test's tool), and 10,000 took some 100 minutes to fill at 10x."""
 DEFAULT_PORT = 8787
 DEMO_SCHEMA = "polyd_demo"
 """With `DATABASE_URL` set, the demo writes to this schema of that database, emptied each run."""
@@ -332,7 +335,9 @@ async def prepared(workdir: Path = DEMO_DIR, *, speed: float = 1.0) -> AsyncIter
     await lock.acquire()
     try:
         _fresh_dir(workdir)
-        async with Simulator(seed=DEMO_SEED, scenario="demo", speed=speed) as sim:
+        async with Simulator(
+            seed=DEMO_SEED, scenario="demo", speed=speed, retention=DEMO_RETENTION
+        ) as sim:
             sim.fund(account.address, collateral=DEMO_COLLATERAL)
             sim.chain.fund_pol(account.address, Decimal("10"))  # gas for redeem as an EOA
             # The demo wallet starts as one that approved once on polymarket.com: redemption's

@@ -16,7 +16,8 @@ Three processes besides this one, all on loopback, all killed in a `finally`:
 Meanwhile this process GETs `/health` at `--health-hz` (bounded: duration x rate requests) over one
 keep-alive connection and samples the daemon's RSS from `/proc/<pid>/status`. Figures:
 `health_p99_ms_under_load`, `health_p50_ms`, `health_requests`, the load applied and achieved,
-`errors`, `rss_growth_pct`.
+`errors`, `rss_growth_pct`, and `rss_slope_mb_per_hour` (least-squares through the RSS sampled
+once a second after the warm-up, `tools.rss_soak.slope_per_hour`: the daemon-only memory figure).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from tools.rss_soak import slope_per_hour
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -441,8 +444,8 @@ def run_load(
         )
         lat: list[float] = []
         not_ok = 0
-        rss_samples = [rss_start]
         t0 = time.monotonic()
+        rss_samples = [(0.0, rss_start / 1024)]  # (seconds since t0, MB)
         n = int(duration_s * health_hz)
         for i in range(n):  # bounded: duration x rate requests
             due = t0 + i / health_hz
@@ -454,7 +457,7 @@ def run_load(
             lat.append((time.perf_counter() - s) * 1000)
             not_ok += status != 200
             if i % int(health_hz) == 0:
-                rss_samples.append(_rss_kb(daemon.pid))
+                rss_samples.append((time.monotonic() - t0, _rss_kb(daemon.pid) / 1024))
         elapsed = time.monotonic() - t0
         metrics = get("/metrics")[1].decode()
         msgs = _metric(metrics, "polyd_feed_messages_total", event_type="price_change") - msgs_start
@@ -490,10 +493,11 @@ def run_load(
             "daemon_exit_code": code,
             "rss_start_kb": rss_start,
             "rss_end_kb": rss_end,
-            "rss_max_kb": max([*rss_samples, rss_end]),
+            "rss_max_kb": max([*(round(mb * 1024) for _, mb in rss_samples), rss_end]),
             "rss_growth_pct": round((rss_end - rss_start) / rss_start * 100, 2)
             if rss_start
             else None,
+            "rss_slope_mb_per_hour": round(slope_per_hour(rss_samples), 2),
             "note": "latencies depend on what else runs on the machine; compare quiet runs",
         }
     finally:

@@ -7,11 +7,18 @@ use), by market discovery (`load_market`) and by the market feed's `tick_size_ch
 the market once before it is refused (`admit`): the tick turns finer above 0.96 / below 0.04 and
 a missed `tick_size_change` must not leave the daemon refusing good prices. A resolved market
 (`mark_resolved`) refuses every order with a reason naming the resolution.
+
+The cache is bounded (`MAX_TOKENS`): a daemon that runs for weeks sees a new market every few
+minutes, and a token it no longer trades must not stay for ever. The tokens written longest ago
+leave first, a quarter of the bound at a time; discovery writes every watched market again on
+each pass, so what is watched stays. An evicted token is fetched again on its next use, as on the
+first (a resolved one then reads `closed` from the venue and is still refused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
@@ -33,6 +40,9 @@ SIZE_DECIMALS = 2
 SIZE_STEP = Decimal("0.01")
 FEE_RETRY_S = 60.0
 """How long before asking `/clob-markets` again for a fee it could not serve."""
+MAX_TOKENS = 20_000
+"""Tokens whose metadata the cache keeps: every market discovery watches (a few thousand at
+most) with room to spare."""
 AMOUNT_STEP = Decimal("0.0001")
 """Marketable orders: the taker amount has at most 4 decimals."""
 
@@ -94,9 +104,12 @@ def fillable_size(req: OrderRequest) -> Decimal:
 class MarketRules:
     """The metadata cache and the checks that refuse an order the venue would refuse."""
 
-    def __init__(self, *, source: MetadataSource | None = None) -> None:
+    def __init__(
+        self, *, source: MetadataSource | None = None, max_tokens: int = MAX_TOKENS
+    ) -> None:
         self._source = source
-        self._meta: dict[str, MarketMeta] = {}
+        self._max_tokens = max(1, max_tokens)
+        self._meta: dict[str, MarketMeta] = {}  # oldest written first
         self._loading: dict[str, asyncio.Future[None]] = {}
         self._fee_tried: dict[str, float] = {}  # token -> when its CLOB fee was last asked for
 
@@ -108,9 +121,23 @@ class MarketRules:
     def get(self, token_id: str) -> MarketMeta | None:
         return self._meta.get(token_id)
 
+    def __len__(self) -> int:
+        return len(self._meta)
+
     def put(self, meta: MarketMeta) -> None:
         """Record (or replace) one token's metadata."""
+        self._store(meta)
+
+    def _store(self, meta: MarketMeta) -> None:
+        """Write one token's metadata as the newest; past `max_tokens`, drop the oldest written
+        (a quarter of the bound at once: O(1) amortised per write)."""
+        self._meta.pop(meta.token_id, None)
         self._meta[meta.token_id] = meta
+        if len(self._meta) > self._max_tokens:
+            drop = len(self._meta) - self._max_tokens + self._max_tokens // 4
+            for token in list(itertools.islice(self._meta, drop)):
+                del self._meta[token]
+                self._fee_tried.pop(token, None)
 
     def load_market(self, market: Market) -> None:
         """Record both tokens of a market found by discovery (Gamma)."""
@@ -175,17 +202,17 @@ class MarketRules:
         for m in fetched:
             cur = self._meta.get(m.token_id)
             if m.fee.source == FeeSource.CLOB and cur is not None:
-                self._meta[m.token_id] = replace(cur, fee=m.fee)
+                self._store(replace(cur, fee=m.fee))
                 self._fee_tried.pop(m.token_id, None)
             elif cur is None:
-                self._meta[m.token_id] = m
+                self._store(m)
 
     def set_tick_size(self, token_id: str, tick_size: Decimal) -> None:
         """Apply a `tick_size_change`; unknown tokens are fetched on first use as usual."""
         old = self._meta.get(token_id)
         if old is None:
             return
-        self._meta[token_id] = replace(old, tick_size=tick_size)  # the fee and the rest stay
+        self._store(replace(old, tick_size=tick_size))  # the fee and the rest stay
         log.info("tick_size_changed", token_id=token_id, old=str(old.tick_size), new=str(tick_size))
 
     def mark_resolved(self, token_id: str, condition_id: str, payout: Decimal) -> None:
@@ -193,7 +220,7 @@ class MarketRules:
         old = self._meta.get(token_id) or MarketMeta(
             token_id, condition_id, Decimal("0.01"), Decimal("5"), False
         )
-        self._meta[token_id] = replace(old, accepting_orders=False, closed=True, payout=payout)
+        self._store(replace(old, accepting_orders=False, closed=True, payout=payout))
 
     async def refresh(self, token_id: str) -> MarketMeta | None:
         """Fetch the token's market again (its tick may have changed); keep what we had if the
@@ -211,7 +238,7 @@ class MarketRules:
                 m = replace(m, accepting_orders=False, closed=True, payout=old.payout)
             if old is not None and m.fee.source != FeeSource.CLOB:
                 m = replace(m, fee=old.fee)  # the CLOB's fee could not be read this time
-            self._meta[m.token_id] = m
+            self._store(m)
         return self._meta.get(token_id)
 
     async def admit(self, req: OrderRequest) -> tuple[MarketMeta | None, str | None]:
@@ -240,7 +267,8 @@ class MarketRules:
             pending = self._loading[token_id] = asyncio.get_running_loop().create_future()
             try:
                 for m in await self._source.market_meta(token_id):
-                    self._meta.setdefault(m.token_id, m)
+                    if m.token_id not in self._meta:
+                        self._store(m)
                     if m.fee.source != FeeSource.CLOB:
                         self._fee_tried[m.token_id] = time.monotonic()
                 pending.set_result(None)

@@ -439,8 +439,9 @@ class Reconciler:
 
     async def _fills_in_market(self, token_id: str) -> None:
         """Record our fills in the token's market (by market, never by asset: a maker fill of
-        ours on the other token is listed under the taker's asset)."""
-        meta = self.rules.get(token_id) if self.rules is not None else None
+        ours on the other token is listed under the taker's asset). The rules' cache is bounded:
+        a token it let go is fetched again for its market."""
+        meta = await self.rules.ensure(token_id) if self.rules is not None else None
         if meta is None:
             return
         after = int(time.time()) - 3600
