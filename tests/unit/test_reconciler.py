@@ -35,7 +35,14 @@ from tests.integration.test_executor_live import MAKER, Live, close_live, make_l
 
 GRACE_S = 10.0
 WINDOW_S = 5.0
-NO_ORDERS = {"settled": 0, "unchanged": 0, "pending": 0, "resent": 0, "unknown_at_venue": 0}
+NO_ORDERS = {
+    "settled": 0,
+    "unchanged": 0,
+    "pending": 0,
+    "resent": 0,
+    "unknown_at_venue": 0,
+    "other_daemons": 0,  # another daemon's orders on a shared account: none here
+}
 
 
 @pytest.fixture
