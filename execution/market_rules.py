@@ -121,7 +121,9 @@ class MarketRules:
     def get(self, token_id: str) -> MarketMeta | None:
         return self._meta.get(token_id)
 
-    def __len__(self) -> int:
+    @property
+    def cached(self) -> int:
+        """Tokens whose metadata is held (not `__len__`: an empty cache must stay truthy)."""
         return len(self._meta)
 
     def put(self, meta: MarketMeta) -> None:

@@ -397,7 +397,7 @@ def test_the_cache_keeps_at_most_max_tokens_and_the_newest_written() -> None:
     rules = MarketRules(max_tokens=100)
     for i in range(1_000):
         rules.put(meta(token_id=str(i), tick_size=D("0.001") if i % 2 else D("0.01")))
-        assert len(rules) <= 100
+        assert rules.cached <= 100
     assert rules.get("999") == meta(token_id="999", tick_size=D("0.001"))
     assert rules.get("950") == meta(token_id="950")
     assert rules.get("0") is None and rules.get("899") is None
@@ -412,7 +412,7 @@ def test_a_rewritten_token_is_the_newest_and_outlives_older_ones() -> None:
     assert rules.get("b") is None
     assert rules.get("a") == meta(token_id="a", tick_size=D("0.001"))
     assert rules.get("e") == meta(token_id="e")
-    assert len(rules) == 3
+    assert rules.cached == 3
 
 
 async def test_an_evicted_token_is_fetched_again_on_its_next_use() -> None:
@@ -421,6 +421,6 @@ async def test_an_evicted_token_is_fetched_again_on_its_next_use() -> None:
     assert await rules.ensure(TOKEN) == meta()
     rules.put(meta(token_id="x", condition_id="0x" + "cd" * 32))
     rules.put(meta(token_id="y", condition_id="0x" + "cd" * 32))
-    assert rules.get(TOKEN) is None and len(rules) <= 2
+    assert rules.get(TOKEN) is None and rules.cached <= 2
     assert await rules.ensure(TOKEN) == meta()
     assert venue.calls == [TOKEN, TOKEN]
