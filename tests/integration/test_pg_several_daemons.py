@@ -59,6 +59,32 @@ def daemon_env(sim: Simulator, tmp_path: Path, name: str, url: str, **extra: Any
     return clean_env(**{k.upper(): str(v) for k, v in settings.items() if v is not None})
 
 
+def east_west(
+    sim: Simulator, tmp_path: Path, url: str, **extra: Any
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The environments of "east" (the sniper, tmp_path/sniper.toml) and "west" (the copy
+    trader, tmp_path/copy.toml), two daemons on the database at `url`."""
+    east = daemon_env(
+        sim,
+        tmp_path,
+        "east",
+        url,
+        sniper_enabled=True,
+        sniper_rules_path=tmp_path / "sniper.toml",
+        **extra,
+    )
+    west = daemon_env(
+        sim,
+        tmp_path,
+        "west",
+        url,
+        copy_rules_path=tmp_path / "copy.toml",
+        copy_poll_interval_s=0.25,
+        **extra,
+    )
+    return east, west
+
+
 class Daemon:
     """One daemon process; its log (JSON lines on stderr) goes to a file in its folder."""
 
@@ -145,22 +171,7 @@ async def test_two_daemons_trade_their_own_strategies_on_one_database(
         tok = snipe.token_ids[0]
         copied = sim.add_market(question="Will the copy fill?", slug="copy-fill", tags=("x",))
         sim.seed_order(MAKER, copied.token_ids[0], "SELL", D("0.51"), D("500"))
-        east_env = daemon_env(
-            sim,
-            tmp_path,
-            "east",
-            url,
-            sniper_enabled=True,
-            sniper_rules_path=tmp_path / "sniper.toml",
-        )
-        west_env = daemon_env(
-            sim,
-            tmp_path,
-            "west",
-            url,
-            copy_rules_path=tmp_path / "copy.toml",
-            copy_poll_interval_s=0.25,
-        )
+        east_env, west_env = east_west(sim, tmp_path, url)
         east, west = await Daemon(east_env).start(), await Daemon(west_env).start()
         try:
             await ready(east)

@@ -28,7 +28,7 @@ from storage.pg import PgDatabase
 from tests.harness import compare
 from tests.helpers import COPY_LEADER, COPY_RULES, NEAR_CLOSE_SNIPER_RULES
 from tests.integration.test_executor_live import close_live, make_live
-from tests.integration.test_pg_several_daemons import Daemon, daemon_env, ready, rows, stop
+from tests.integration.test_pg_several_daemons import Daemon, east_west, ready, rows, stop
 from tests.pg import PgServer
 
 D = Decimal
@@ -89,24 +89,7 @@ async def test_two_daemons_on_one_account_settle_and_fill_only_their_own_and_sha
             "reconcile_interval_s": 1,
             "control_token": TOKEN,
         }
-        east_env = daemon_env(
-            sim,
-            tmp_path,
-            "east",
-            url,
-            sniper_enabled=True,
-            sniper_rules_path=tmp_path / "sniper.toml",
-            **shared,
-        )
-        west_env = daemon_env(
-            sim,
-            tmp_path,
-            "west",
-            url,
-            copy_rules_path=tmp_path / "copy.toml",
-            copy_poll_interval_s=0.25,
-            **shared,
-        )
+        east_env, west_env = east_west(sim, tmp_path, url, **shared)
         east, west = await Daemon(east_env).start(), await Daemon(west_env).start()
         try:
             await ready(east)
