@@ -270,6 +270,20 @@ async def test_orders_of_a_batch_take_order_events_once_it_is_done(live: Live) -
         assert (row.status, row.size_matched) == (OrderStatus.PARTIALLY_FILLED, D("4"))
 
 
+async def test_orders_of_a_batch_are_reconciled_once_it_is_done(live: Live) -> None:
+    """A batch's orders are no longer "being sent" once it answered: a reconcile pass settles
+    one the venue canceled while the user feed missed it."""
+    results = await live.ex.submit_many([live.req(), live.req(price=D("0.30"))])
+    for r in results:
+        assert r.venue_order_id is not None
+        assert live.sim.engine.cancel(r.venue_order_id) is not None
+    await live.ex.reconcile(grace_s=0.0)
+    for r in results:
+        row = await live.repos.orders.get(r.client_order_id)
+        assert row is not None and row.status is OrderStatus.CANCELED
+    assert live.ex.positions.open_count == 0
+
+
 async def test_a_batch_whose_caller_is_cancelled_is_still_sent_and_settled(live: Live) -> None:
     live.sim.faults.add(kind="latency", route="POST /orders", seconds=0.2, count=1)
     a, b = live.req(), live.req(price=D("0.30"))
