@@ -364,3 +364,41 @@ async def test_a_venue_unavailable_after_retries_holds_orders_for_its_retry_afte
     assert live.ex.breaker_state() is BreakerState.OPEN  # held for the venue's 60 s
     held = await live.ex.submit(live.req(price=D("0.30")))
     assert held.reason.startswith("breaker: ")
+
+
+async def test_a_strategys_failed_trade_rebuilds_every_holding_in_its_token(live: Live) -> None:
+    """Two strategies bought, a sale outside the daemon took shares from them, then one
+    strategy's BUY fails: the repository rebuilds every holding in the token by the attribution
+    rules, and the executor's book must hold what the repository holds, for each strategy."""
+    fills: dict[str, dict[str, Any]] = {}
+    for strategy, trade in (("a", "t-a"), ("b", "t-b")):
+        res = await live.ex.submit(live.req(strategy=strategy))
+        assert res.venue_order_id is not None
+        fills[strategy] = {
+            "trade_id": trade,
+            "venue_order_id": res.venue_order_id,
+            "client_order_id": res.client_order_id,
+            "token_id": live.token,
+            "side": Side.BUY,
+            "price": D("0.40"),
+            "size": D("10"),
+            "role": "MAKER",
+        }
+        await live.ex.on_fill(Fill(**fills[strategy]))
+    outside = Fill(
+        trade_id="t-outside",
+        venue_order_id="0x" + "55" * 32,  # no order of ours
+        token_id=live.token,
+        side=Side.SELL,
+        price=D("0.45"),
+        size=D("10"),
+        role="TAKER",
+    )
+    await live.ex.on_fill(outside)
+    assert live.ex.position(live.token, strategy="b").size == 10  # the sale took a's shares
+    for strategy in ("a", "b"):
+        await live.ex.on_fill(Fill(**fills[strategy], status=TradeStatus.FAILED))
+        stored = {p.strategy: p.size for p in await live.repos.fills.positions_in(live.token)}
+        book = {s: live.ex.position(live.token, strategy=s).size for s in stored}
+        assert book == stored
+        assert stored["b"] == 0  # without a's BUY, the sale took b's shares
