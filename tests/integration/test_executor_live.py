@@ -171,7 +171,7 @@ async def make_live(
     settings = load_settings(env_file=None, **values)
     db = make_database(db_path=settings.db_path, database_url=settings.database_url)
     await db.open()
-    repos = Repositories.over(db)
+    repos = Repositories.over(db, daemon_id=settings.daemon_id)  # as `wiring.shared` builds them
     metrics = Metrics()
     built = await assemble(
         settings, repos=repos, metrics=metrics, redactor=Redactor(), limiter=limiter

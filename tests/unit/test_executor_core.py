@@ -197,6 +197,24 @@ async def test_an_order_event_settles_an_unknown_order_and_ends_its_lookups(live
     assert live.ex.tracker.unknown_count == 0
 
 
+async def test_an_order_event_finding_an_unknown_order_live_ends_its_lookups(live: Live) -> None:
+    """Still open, so its record stays: the lookups of an order now known must end too."""
+    req = live.req()
+    meta = await live.ex.rules.ensure(req.token_id)
+    assert meta is not None
+    p = await live.broker.prepare(req, meta)
+    live.ex.tracker.admit(p)
+    await live.ex.tracker.journal_pending(p)
+    await live.ex.tracker.transition(req, OrderStatus.UNKNOWN)
+    live.ex.tracker.look_up_later(
+        Lookup(req.client_order_id, p.venue_order_id, 0.0, 0.0, Backoff(1, 2))
+    )
+    await live.ex.on_order_event(event(p.venue_order_id, VenueStatus.LIVE))
+    assert (await status_of(live, req.client_order_id))[0] is OrderStatus.LIVE
+    assert live.ex.tracker.unknown_count == 0
+    assert live.ex.tracker.lookups_due(float("inf")) == []
+
+
 async def test_order_events_for_orders_not_settled_here_are_ignored(live: Live) -> None:
     # a PENDING row (its send, or start-up reconciliation, settles it)
     req = live.req()
