@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from execution.ports import VenueOrder, VenueStatus
+from execution.ports import Prepared, VenueOrder, VenueStatus
 from execution.risk import TradingState
 from execution.tracker import Lookup
-from models import Fill, OrderStatus, OrderType, Side, TradeStatus
+from models import Fill, OrderRequest, OrderStatus, OrderType, Side, TradeStatus
 from resilience import Backoff, BreakerState
 from simulator import Simulator
 from tests.integration.test_executor_live import Live, close_live, make_live, seed_asks
@@ -41,6 +41,17 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
 
 def sample(live: Live, name: str, **labels: str) -> float | None:
     return live.metrics.registry.get_sample_value(name, labels)
+
+
+async def journaled(live: Live) -> tuple[OrderRequest, Prepared]:
+    """A default order signed and journaled PENDING, as the executor does before its send."""
+    req = live.req()
+    meta = await live.ex.rules.ensure(req.token_id)
+    assert meta is not None
+    p = await live.broker.prepare(req, meta)
+    live.ex.tracker.admit(p)
+    await live.ex.tracker.journal_pending(p)
+    return req, p
 
 
 async def resting(live: Live, **kw: Any) -> tuple[str, str]:
@@ -181,12 +192,7 @@ async def test_an_order_event_moves_a_resting_order(live: Live) -> None:
 
 
 async def test_an_order_event_settles_an_unknown_order_and_ends_its_lookups(live: Live) -> None:
-    req = live.req()
-    meta = await live.ex.rules.ensure(req.token_id)
-    assert meta is not None
-    p = await live.broker.prepare(req, meta)
-    live.ex.tracker.admit(p)
-    await live.ex.tracker.journal_pending(p)
+    req, p = await journaled(live)
     await live.ex.tracker.transition(req, OrderStatus.UNKNOWN)
     live.ex.tracker.look_up_later(
         Lookup(req.client_order_id, p.venue_order_id, 0.0, 0.0, Backoff(1, 2))
@@ -199,12 +205,7 @@ async def test_an_order_event_settles_an_unknown_order_and_ends_its_lookups(live
 
 async def test_an_order_event_finding_an_unknown_order_live_ends_its_lookups(live: Live) -> None:
     """Still open, so its record stays: the lookups of an order now known must end too."""
-    req = live.req()
-    meta = await live.ex.rules.ensure(req.token_id)
-    assert meta is not None
-    p = await live.broker.prepare(req, meta)
-    live.ex.tracker.admit(p)
-    await live.ex.tracker.journal_pending(p)
+    req, p = await journaled(live)
     await live.ex.tracker.transition(req, OrderStatus.UNKNOWN)
     live.ex.tracker.look_up_later(
         Lookup(req.client_order_id, p.venue_order_id, 0.0, 0.0, Backoff(1, 2))
@@ -217,12 +218,7 @@ async def test_an_order_event_finding_an_unknown_order_live_ends_its_lookups(liv
 
 async def test_order_events_for_orders_not_settled_here_are_ignored(live: Live) -> None:
     # a PENDING row (its send, or start-up reconciliation, settles it)
-    req = live.req()
-    meta = await live.ex.rules.ensure(req.token_id)
-    assert meta is not None
-    p = await live.broker.prepare(req, meta)
-    live.ex.tracker.admit(p)
-    await live.ex.tracker.journal_pending(p)
+    req, p = await journaled(live)
     await live.ex.on_order_event(event(p.venue_order_id, VenueStatus.LIVE))
     assert (await status_of(live, req.client_order_id))[0] is OrderStatus.PENDING
     # a finished order
@@ -237,12 +233,7 @@ async def test_order_events_for_orders_not_settled_here_are_ignored(live: Live) 
 
 
 async def test_an_order_event_during_its_own_send_is_left_to_the_send(live: Live) -> None:
-    req = live.req()
-    meta = await live.ex.rules.ensure(req.token_id)
-    assert meta is not None
-    p = await live.broker.prepare(req, meta)
-    live.ex.tracker.admit(p)
-    await live.ex.tracker.journal_pending(p)
+    req, p = await journaled(live)
     live.ex.tracker.set_sending(req.client_order_id, True)
     await live.ex.tracker.transition(req, OrderStatus.UNKNOWN)  # not PENDING any more
     await live.ex.on_order_event(event(p.venue_order_id, VenueStatus.LIVE))

@@ -25,6 +25,7 @@ from resilience import BreakerState, FakeClock
 from simulator import Simulator
 from storage.strategy_state import SniperStateRepository
 from tests.integration.test_executor_live import Live, close_live, make_live
+from tests.unit.test_executor_core import sample
 
 D = Decimal
 
@@ -39,10 +40,6 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
             yield lv
         finally:
             await close_live(lv)
-
-
-def sample(live: Live, name: str, **labels: str) -> float | None:
-    return live.metrics.registry.get_sample_value(name, labels)
 
 
 def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
