@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from errors import RefusalSource
 from execution.ports import Ack, Prepared, VenueOrder, VenueStatus
 from execution.settlement import Settlement, status_of
-from models import Fill, OrderRequest, OrderStatus, Side
+from models import Fill, OrderRequest, OrderResult, OrderStatus, Side
 from storage import Repositories
 from tests.helpers import make_order
 from tests.unit.test_executor_lifecycle import DiskFullDatabase
@@ -48,6 +48,20 @@ async def journaled(s: Settlement, req: OrderRequest, venue_order_id: str = "0xv
     await s.tracker.journal_pending(p)
 
 
+async def assert_rejected(
+    repos: Repositories, req: OrderRequest, res: OrderResult, why: str
+) -> None:
+    """`res` refuses `req` with `why`, and its journal row is REJECTED with the same text."""
+    assert (res.client_order_id, res.status, res.reason) == (
+        req.client_order_id,
+        OrderStatus.REJECTED,
+        why,
+    )
+    row = await repos.orders.get(req.client_order_id)
+    assert row is not None
+    assert (row.status, row.detail) == (OrderStatus.REJECTED, why)
+
+
 async def audit(repos: Repositories, event: str) -> list[dict[str, object]]:
     return [e.detail for e in reversed(await repos.audit.tail(event=event))]
 
@@ -70,14 +84,7 @@ async def test_a_local_refusal_is_journaled_rejected_audited_and_counted(
             "reason": "max open orders",
         }
     ]
-    assert (res.client_order_id, res.status, res.reason) == (
-        req.client_order_id,
-        OrderStatus.REJECTED,
-        "risk: max open orders",
-    )
-    row = await repos.orders.get(req.client_order_id)
-    assert row is not None
-    assert (row.status, row.detail) == (OrderStatus.REJECTED, "risk: max open orders")
+    await assert_rejected(repos, req, res, "risk: max open orders")
     entries = await repos.audit.tail(event="order_refused")
     assert [(e.client_order_id, e.strategy, e.detail) for e in entries] == [
         (req.client_order_id, "copy", {"source": "risk", "reason": "max open orders"})
@@ -139,14 +146,7 @@ async def test_a_venue_refusal_moves_the_journaled_order_and_frees_its_reservati
             "reason": "not enough balance",
         }
     ]
-    assert (res.client_order_id, res.status, res.reason) == (
-        req.client_order_id,
-        OrderStatus.REJECTED,
-        "venue: not enough balance",
-    )
-    row = await repos.orders.get(req.client_order_id)
-    assert row is not None
-    assert (row.status, row.detail) == (OrderStatus.REJECTED, "venue: not enough balance")
+    await assert_rejected(repos, req, res, "venue: not enough balance")
     assert await audit(repos, "order_rejected") == [
         {"source": "venue", "reason": "not enough balance"}
     ]
