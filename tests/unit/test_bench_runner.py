@@ -12,17 +12,29 @@ from tests.helpers import ROOT
 from tests.pg import ADMIN_URL
 
 
-def test_storage_bench_stdout_is_one_json_line() -> None:
-    # The storage bench opens databases, whose migrations log at info level: those lines must
-    # go to stderr, or `python -m bench storage | jq` breaks.
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", "storage", "--seconds", "0.2", "--writers", "8"],
+def run_bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m bench ARGS` from the checkout; a non-zero exit fails the test."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=True,
     )
+
+
+def databases_left(pattern: str) -> list[tuple[str]]:
+    """Databases on the test server whose name is LIKE `pattern` (a bench must drop its own)."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as c:
+        rows = c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))
+        return rows.fetchall()
+
+
+def test_storage_bench_stdout_is_one_json_line() -> None:
+    # The storage bench opens databases, whose migrations log at info level: those lines must
+    # go to stderr, or `python -m bench storage | jq` breaks.
+    out = run_bench("storage", "--seconds", "0.2", "--writers", "8")
     lines = out.stdout.splitlines()
     assert len(lines) == 1, out.stdout
     figures = json.loads(lines[0])
@@ -33,41 +45,23 @@ def test_storage_bench_stdout_is_one_json_line() -> None:
 
 def test_storage_bench_on_postgres_writes_the_journal_and_drops_its_database() -> None:
     args = ["storage", "--engine", "postgres", "--seconds", "0.2", "--writers", "8"]
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--url", ADMIN_URL],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = run_bench(*args, "--url", ADMIN_URL)
     figures = json.loads(out.stdout)
     assert figures["engine"] == "postgres"
     for key in ("group_commit", "one_tx_per_write", "naive"):
         assert figures[f"{key}_writes_per_s"] > 0, key
     assert "engine=postgres" in out.stderr  # the daemon's own migrations ran
-    with psycopg.connect(ADMIN_URL, autocommit=True) as c:
-        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'polyd_bench_%'")
-        assert left.fetchall() == []
+    assert databases_left("polyd_bench_%") == []
 
 
 def test_executor_bench_on_postgres_journals_there_and_drops_its_database() -> None:
     args = ["executor", "--engine", "postgres", "--latency-orders", "10"]
     args += ["--throughput-orders", "40", "--signing-orders", "10", "--url", ADMIN_URL]
-    out = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
+    out = run_bench(*args, timeout=180)
     figures = json.loads(out.stdout)
     assert figures["engine"] == "postgres"
     assert figures["orders_per_s"] > 0 and figures["submit_p50_ms"] > 0
-    with psycopg.connect(ADMIN_URL, autocommit=True) as c:
-        left = c.execute("SELECT 1 FROM pg_database WHERE datname LIKE 'polyd_bench_executor_%'")
-        assert left.fetchall() == []
+    assert databases_left("polyd_bench_executor_%") == []
 
 
 def test_unknown_bench_is_refused_with_usage() -> None:
