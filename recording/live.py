@@ -19,7 +19,7 @@ from errors import ConfigError, FeedError, TransientError
 from observability.health import CheckResult
 from recording import format as fmt
 from recording.format import RecordingError
-from recording.metadata import record_markets
+from recording.metadata import record_markets, row_ids
 from recording.tap import FeedRecorder, RecordingFetcher
 from recording.writer import RecordWriter
 from resilience.clock import Clock, SystemClock
@@ -106,7 +106,9 @@ class LiveRecording:
             since_progress += TICK_S
 
     def _market_row(self, row: dict[str, Any]) -> None:
-        self.writer.put(fmt.MARKET, {"gamma": row})  # dropped once the recording has stopped
+        if self.writer.put(fmt.MARKET, {"gamma": row}):  # False once the recording has stopped
+            # Recorded: the loop need not ask Gamma for these tokens' row again this interval.
+            self._recorded.update(row_ids(row, "clob_token_ids"))
 
     def _detach_gamma(self) -> None:
         if self._gamma.on_row == self._market_row:

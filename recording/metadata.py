@@ -38,7 +38,7 @@ async def record_markets(
                 cid = row.get("conditionId")
                 if not isinstance(cid, str) or cid in found:
                     continue
-                names = _names(row, by)
+                names = row_ids(row, by)
                 if not names & set(chunk):
                     continue
                 found.add(cid)
@@ -47,7 +47,9 @@ async def record_markets(
     return found
 
 
-def _names(row: dict[str, object], by: str) -> set[str]:
+def row_ids(row: dict[str, object], by: str) -> set[str]:
+    """The ids a Gamma market row answers to when looked up `by` (its condition id, or its
+    token ids; none if they cannot be read)."""
     if by == "condition_ids":
         return {str(row.get("conditionId"))}
     try:

@@ -77,6 +77,11 @@ async def test_record_dir_records_the_feed_while_the_daemon_trades(tmp_path: Pat
                     first_frame.setdefault(t, r.t)
     assert ending <= first_frame.keys()
     assert all(first_market[t] < first_frame[t] for t in ending), (first_market, first_frame)
+    # ... once: the recorder does not ask Gamma again for a row discovery's answer gave it.
+    rows_per_token = Counter(
+        t for r in records if r.kind == fmt.MARKET for t in json.loads(r["gamma"]["clobTokenIds"])
+    )
+    assert all(rows_per_token[t] == 1 for t in ending), rows_per_token
 
 
 async def test_an_unusable_record_dir_is_a_configuration_error(tmp_path: Path) -> None:
