@@ -25,7 +25,7 @@ from resilience import BreakerState, FakeClock
 from simulator import Simulator
 from storage.strategy_state import SniperStateRepository
 from tests.integration.test_executor_live import Live, close_live, make_live
-from tests.unit.test_executor_core import sample
+from tests.unit.test_executor_core import journaled, sample
 
 D = Decimal
 
@@ -279,6 +279,35 @@ async def test_orders_of_a_batch_are_reconciled_once_it_is_done(live: Live) -> N
         row = await live.repos.orders.get(r.client_order_id)
         assert row is not None and row.status is OrderStatus.CANCELED
     assert live.ex.positions.open_count == 0
+
+
+async def test_a_reconcile_pass_leaves_a_batch_in_flight_to_its_send(live: Live) -> None:
+    """The venue has taken both orders of a batch and not answered yet: a reconcile pass then
+    must neither settle them from a lookup nor re-send them; the batch's answer settles them."""
+    live.sim.faults.add(kind="late_response", route="POST /orders", seconds=0.5, count=1)
+    a, b = live.req(), live.req(price=D("0.30"))
+    task = asyncio.create_task(live.ex.submit_many([a, b]))
+    while len(list(live.sim.engine.open_orders())) < 2:  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    counts = await live.ex.reconcile(grace_s=0.0)
+    assert (counts["settled"], counts["resent"], counts["pending"]) == (0, 0, 0)
+    for coid in (a.client_order_id, b.client_order_id):
+        row = await live.repos.orders.get(coid)
+        assert row is not None and row.status is OrderStatus.PENDING
+    assert [r.status for r in await task] == [OrderStatus.LIVE, OrderStatus.LIVE]
+    assert (live.posts("/orders"), live.posts("/order")) == (1, 0)
+
+
+async def test_reconcile_hands_its_grace_to_the_reconciler(live: Live) -> None:
+    """With no grace a PENDING order the venue never saw is refused at once; with the default
+    grace (30 s) the same young order would be re-sent instead."""
+    req, _ = await journaled(live)
+    counts = await live.ex.reconcile(grace_s=0.0)
+    assert (counts["settled"], counts["resent"]) == (1, 0)
+    row = await live.repos.orders.get(req.client_order_id)
+    assert row is not None and row.status is OrderStatus.REJECTED
+    assert row.detail == "venue: not found at the venue"
+    assert live.posts("/order") == 0
 
 
 async def test_a_batch_whose_caller_is_cancelled_is_still_sent_and_settled(live: Live) -> None:
