@@ -83,10 +83,18 @@ async def test_run_does_not_reconcile_before_the_interval_or_when_told_not_to(
     await live.ex.reconcile()
     last = live.ex.reconciler.last_run
     live.ex.config = replace(live.ex.config, reconcile_interval_s=3600.0)
-    task = await running(live)
-    await ticks(live, 3)
-    await stop(task)
-    assert live.ex.reconciler.last_run == last  # an hour has not passed
+    real = live.ex.clock
+    # a clock far from zero: "due" is the time since the last pass, not a sum with it
+    live.ex.reconciler.last_run = 1_000_000.0
+    live.ex.clock = FakeClock(start=1_003_599.0)
+    try:
+        task = await running(live)
+        await ticks(live, 3)
+        await stop(task)
+    finally:
+        live.ex.clock = real
+    assert live.ex.reconciler.last_run == 1_000_000.0  # an hour has not passed
+    live.ex.reconciler.last_run = last
     live.ex.config = replace(live.ex.config, reconcile_interval_s=0.0)
     task = await running(live, periodic_reconcile=False)
     await ticks(live, 3)
