@@ -271,6 +271,8 @@ def assert_bounded(sim: Simulator, r: Retention) -> None:
         return max(16, keep // 4)
 
     resting = [o for o in eng.orders.values() if o.status not in ("MATCHED", "CANCELED")]
+    # Terminal orders: retention + one batch, plus the orders still resting at the last eviction
+    # that finished since (a second batch covers them here); resting ones are the books'.
     assert len(eng.orders) <= r.orders + r.client + 2 * batch(r.orders) + len(resting)
     unsettled = sum(1 for t in eng.trades if t.status != "CONFIRMED")
     assert unsettled == 0 and len(sim._timers) == 0  # settled: no settle timer left
