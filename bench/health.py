@@ -17,7 +17,9 @@ Meanwhile this process GETs `/health` at `--health-hz` (bounded: duration x rate
 keep-alive connection and samples the daemon's RSS from `/proc/<pid>/status`. Figures:
 `health_p99_ms_under_load`, `health_p50_ms`, `health_requests`, the load applied and achieved,
 `errors`, `rss_growth_pct`, and `rss_slope_mb_per_hour` (least-squares through the RSS sampled
-once a second after the warm-up, `tools.rss_soak.slope_per_hour`: the daemon-only memory figure).
+once a second, `tools.rss_soak.slope_per_hour`: the daemon-only memory figure). `--warmup S` fits
+that slope only to the samples taken S seconds or more into the run (counted in `--duration`), as
+`tools.rss_soak` does for the demo soak: the first minutes carry caches filling, not growth.
 """
 
 from __future__ import annotations
@@ -316,9 +318,15 @@ def run_load(
     health_hz: float = 50.0,
     batch: int = 10,
     warmup_s: float = 3.0,
+    rss_warmup_s: float = 0.0,
     workdir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the daemon under load for `duration_s`; return the figures (see module docstring)."""
+    """Run the daemon under load for `duration_s`; return the figures (see module docstring).
+
+    `rss_warmup_s` (within `duration_s`) is left out of the RSS slope; raises ValueError if it
+    leaves nothing to fit."""
+    if not 0 <= rss_warmup_s < duration_s:
+        raise ValueError(f"the warm-up ({rss_warmup_s} s) must be shorter than {duration_s} s")
     own_tmp = None
     if workdir is None:
         own_tmp = tempfile.TemporaryDirectory(prefix="polyd-bench-health-")
@@ -462,6 +470,8 @@ def run_load(
         metrics = get("/metrics")[1].decode()
         msgs = _metric(metrics, "polyd_feed_messages_total", event_type="price_change") - msgs_start
         rss_end = _rss_kb(daemon.pid)
+        rss_samples.append((elapsed, rss_end / 1024))
+        fitted = [(t, mb) for t, mb in rss_samples if t >= rss_warmup_s]
         conn.close()
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(30)
@@ -497,7 +507,9 @@ def run_load(
             "rss_growth_pct": round((rss_end - rss_start) / rss_start * 100, 2)
             if rss_start
             else None,
-            "rss_slope_mb_per_hour": round(slope_per_hour(rss_samples), 2),
+            "rss_slope_mb_per_hour": round(slope_per_hour(fitted), 2),
+            "rss_warmup_s": rss_warmup_s,
+            "rss_mb_after_warmup": round(fitted[0][1], 2) if fitted else None,
             "note": "latencies depend on what else runs on the machine; compare quiet runs",
         }
     finally:
@@ -512,12 +524,21 @@ def main(argv: list[str]) -> dict[str, object]:
     p.add_argument("--orders-per-min", type=float, default=1000.0)
     p.add_argument("--feed-per-s", type=float, default=20_000.0)
     p.add_argument("--health-hz", type=float, default=50.0)
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="fit the RSS slope after S seconds under load, counted in --duration (0)",
+    )
     a = p.parse_args(argv)
+    if not 0 <= a.warmup < a.duration:
+        p.error("--warmup must be at least 0 and shorter than --duration")
     return run_load(
         duration_s=a.duration,
         orders_per_min=a.orders_per_min,
         feed_per_s=a.feed_per_s,
         health_hz=a.health_hz,
+        rss_warmup_s=a.warmup,
     )
 
 

@@ -229,6 +229,10 @@ class PositionBook:
         """The token's market resolved: its shares are marked at `payout` from now on."""
         self._payouts[token_id] = payout
 
+    def forget_payout(self, token_id: str) -> None:
+        """Stop marking `token_id` at its payout (a resolved token no longer held: bounded)."""
+        self._payouts.pop(token_id, None)
+
     def payout(self, token_id: str) -> Decimal | None:
         return self._payouts.get(token_id)
 

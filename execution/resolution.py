@@ -21,6 +21,11 @@ positions are marked at the payout (PnL settled at 1/0/0.5, `redeemable` = share
 journal's open orders of those tokens are marked canceled, and the fact is stored in
 `daemon_state` (`storage.keys.RESOLUTIONS_KEY`) so a restart, and the CLI, know it. It also
 publishes `polyd_redeemable_pusd`.
+
+What is known is bounded (`MAX_RESOLVED`): the market feed tells of every watched market that
+resolves, not only of those we trade, and the set is stored whole on each resolution. Past the
+bound the oldest resolved tokens we neither hold nor have an open order in are forgotten (here,
+in the positions' marks and in storage; `MarketRules` keeps its own bounded record).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ Payouts = dict[str, Decimal]
 GammaPoll = Callable[[list[str]], Awaitable[list[tuple[str, Payouts]]]]
 """Resolved markets among those of the given tokens: [(condition id, payouts)]."""
 QUEUE_MAX = 1000
+MAX_RESOLVED = 10_000
+"""Resolved tokens remembered; more only while more are held or have an open order."""
 VALID = (Decimal(0), Decimal("0.5"), Decimal(1))
 
 
@@ -73,6 +80,7 @@ class Resolutions:
         poll_interval_s: float = 60.0,
         on_tokens: Callable[[set[str]], None] | None = None,
         watch_interval_s: float = 1.0,
+        max_resolved: int = MAX_RESOLVED,
     ) -> None:
         self.rules = rules
         self.positions = positions
@@ -84,7 +92,8 @@ class Resolutions:
         self.poll_interval_s = poll_interval_s
         self.on_tokens = on_tokens
         self.watch_interval_s = watch_interval_s
-        self._known: dict[str, dict[str, str]] = {}
+        self._known: dict[str, dict[str, str]] = {}  # oldest first, stored in that order
+        self._max_resolved = max(1, max_resolved)
         self._queue: asyncio.Queue[tuple[str, str, Payouts | None, str]] = asyncio.Queue(QUEUE_MAX)
 
     # --- state ---------------------------------------------------------------------------
@@ -98,7 +107,23 @@ class Resolutions:
                 self._known[str(token)] = {k: str(v) for k, v in d.items()}
         except (ValueError, KeyError, TypeError, AttributeError, InvalidOperation) as e:
             log.error("resolutions_unreadable", error=str(e)[:200])
+        self._forget_oldest()  # stored by a version with no bound, or a larger one
         self.metrics.redeemable_usd.set(float(self.positions.redeemable()))
+
+    @property
+    def known(self) -> int:
+        """How many resolved tokens are remembered."""
+        return len(self._known)
+
+    def _forget_oldest(self) -> None:
+        excess = len(self._known) - self._max_resolved
+        if excess <= 0:
+            return
+        keep = self.tokens_of_interest()
+        gone = [t for t in self._known if t not in keep][:excess]
+        for token in gone:
+            del self._known[token]
+            self.positions.forget_payout(token)
 
     def payout(self, token_id: str) -> Decimal | None:
         d = self._known.get(token_id)
@@ -197,9 +222,10 @@ class Resolutions:
                 "condition_id": condition_id,
                 "source": source,
             }
+        self._forget_oldest()
         await self.repos.state.set(
             RESOLUTIONS_KEY,
-            json.dumps(self._known, sort_keys=True),
+            json.dumps(self._known),  # oldest first: a restart forgets in the same order
             audit=(
                 "market_resolved",
                 {"condition_id": condition_id, "payouts": {t: str(p) for t, p in new.items()}},

@@ -9,7 +9,8 @@ simulated makers and takers ever made. `History` evicts, oldest first:
 * **settled trades** (CONFIRMED) beyond `Retention.trades`;
 * **Data API rows** (`/trades`, `/activity`, `/positions`) beyond `Retention.data_rows`, the
   oldest by timestamp, so every page newest-first is what it was;
-* **requests** of the request log beyond `Retention.requests` (`RequestLog`).
+* **requests** of the request log beyond `Retention.requests` (`RequestLog`), and as many
+  order-carrying request bodies (`Venue.received`).
 
 Records of an **API client** (an order whose owner is a registered API key, a trade one of its
 orders took part in, a Data API row of a key's address or funder) are kept up to the separate,

@@ -42,7 +42,6 @@ from simulator.rows import RequestRecord as RequestRecord
 Json = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
-RECEIVED_MAX = 10_000
 
 
 class Server(Protocol):
@@ -167,8 +166,9 @@ class Venue:
         self.geoblock: Json = {"blocked": False, "ip": "127.0.0.1", "country": "IE", "region": "D"}
         self.clock_offset_s = 0.0  # added to the time `GET /time` answers
         self.no_allowance: set[str] = set()  # lower-case addresses with zero pUSD allowances
-        # Every order-carrying request body, as received (the last RECEIVED_MAX of them).
-        self.received: deque[tuple[str, bytes]] = deque(maxlen=RECEIVED_MAX)
+        # Every order-carrying request body, as received: the last `retention.requests` of them
+        # (a body is a request; the demo's smaller retention bounds these too).
+        self.received: deque[tuple[str, bytes]] = deque(maxlen=self.retention.requests)
         self.received_total = 0
         self._seeded_owners: dict[str, str] = {}
         self._domains: dict[str, bytes] = {}

@@ -89,6 +89,20 @@ async def churn(sim: Simulator, m: SimMarket, n: int, seed: int = 5) -> None:
     await settled(sim)
 
 
+async def book_maker_fills(
+    client: Any, me: str, journal: dict[tuple[str, str], FillReport]
+) -> None:
+    """Book the client's maker fills from `GET /data/trades` as a daemon would, keyed (trade id,
+    our order id); run after every fill, before the venue may let its trade go."""
+    for t in await asyncio.to_thread(client.get_trades):
+        for mo in t["maker_orders"]:
+            if mo["maker_address"].lower() == me:
+                journal[(t["id"], mo["order_id"])] = FillReport(
+                    t["id"], mo["order_id"], mo["asset_id"], mo["side"],
+                    D(mo["price"]), D(mo["matched_amount"]), D(0), "MAKER", t["status"],
+                )  # fmt: skip
+
+
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[Simulator, Simulator]]:
     async with (
@@ -197,13 +211,7 @@ async def test_an_api_clients_orders_and_fills_outlive_the_simulated_wallets(
             # A simulated taker sells into our bid: we book the fill as a daemon would.
             sim.seed_order(TAKERS[0], yes, "SELL", D("0.40"), D(10), "FAK")
             await settled(sim)
-            for t in await asyncio.to_thread(client.get_trades):
-                for mo in t["maker_orders"]:
-                    if mo["maker_address"].lower() == me:
-                        journal[(t["id"], mo["order_id"])] = FillReport(
-                            t["id"], mo["order_id"], mo["asset_id"], mo["side"],
-                            D(mo["price"]), D(mo["matched_amount"]), D(0), "MAKER", t["status"],
-                        )  # fmt: skip
+            await book_maker_fills(client, me, journal)
             # Then many rounds of simulated trading.
             await churn(sim, m, 15, seed=i)
         led = sim.ledger()
@@ -251,6 +259,95 @@ async def test_containers_stay_bounded_under_many_orders() -> None:
         assert len(list(sim.request_log)) == 25
         since = sim.request_log[mark:]
         assert len(since) == 25 and all(r.path == "/time" for r in since)
+
+
+def assert_bounded(sim: Simulator, r: Retention) -> None:
+    """Every per-order and per-trade container of `sim` within its bound (`simulator.history`:
+    a container grows one batch, `max(16, keep // 4)`, past its retention before eviction;
+    resting orders and unsettled trades are never evicted)."""
+    eng = sim.engine
+
+    def batch(keep: int) -> int:
+        return max(16, keep // 4)
+
+    resting = [o for o in eng.orders.values() if o.status not in ("MATCHED", "CANCELED")]
+    # Terminal orders: retention + one batch, plus the orders still resting at the last eviction
+    # that finished since (a second batch covers them here); resting ones are the books'.
+    assert len(eng.orders) <= r.orders + r.client + 2 * batch(r.orders) + len(resting)
+    unsettled = sum(1 for t in eng.trades if t.status != "CONFIRMED")
+    assert unsettled == 0 and len(sim._timers) == 0  # settled: no settle timer left
+    assert len(eng.trades) <= r.trades + r.client + batch(r.trades) + 15  # 15: one settle's
+    assert len(eng.trades_by_id) == len(eng.trades)
+    assert len(sim.data_rows) <= r.data_rows + r.client + batch(r.data_rows)
+    assert len(list(sim.request_log)) <= r.requests
+    assert len(sim.received) <= r.requests
+    assert len(sim.heartbeats) <= len(sim.keys)
+    for book in eng.books.values():  # a price level exists only while an order rests on it
+        for queues, prices, levels in (
+            (book.bids, book.bid_prices, book.bid_levels),
+            (book.asks, book.ask_prices, book.ask_levels),
+        ):
+            assert len(queues) == len(prices) == len(levels)
+            assert all(queues.values())
+    assert sum(
+        len(q) for b in eng.books.values() for q in (*b.bids.values(), *b.asks.values())
+    ) <= len(resting)
+
+
+async def test_every_container_stays_bounded_and_totals_exact() -> None:
+    """Two simulators, the same calls: an API client's orders filled by a simulated taker, and
+    simulated trading between them. The small one evicts the client's records too (client
+    retention 8); every container stays within its bound, and what the ledger check compares
+    (the client's fills, fees and positions) and every total come out as on the one that keeps
+    everything."""
+    r = Retention(orders=40, trades=20, data_rows=60, requests=10, client=8)
+    async with (
+        Simulator(seed=9, settle_delay_s=0.001, retention=r) as small,
+        Simulator(seed=9, settle_delay_s=0.001) as full,
+    ):
+        ledgers: list[dict[str, Any]] = []
+        fills: list[dict[str, Any]] = []
+        clients: list[str] = []
+        for sim in (small, full):
+            m = sim.add_market(question="Will V?", slug="will-v", fee_rate=D("0.072"))
+            client, acct = await asyncio.to_thread(new_trader, sim, D(1000))
+            me, yes = acct.address.lower(), m.token_ids[0]
+            journal: dict[tuple[str, str], FillReport] = {}
+            for i in range(12):
+                args = OrderArgsV2(yes, 0.45, 10, "BUY")
+                await asyncio.to_thread(client.create_and_post_order, args)
+                sim.seed_order(TAKERS[0], yes, "SELL", D("0.40"), D(10), "FAK")
+                await settled(sim)
+                await book_maker_fills(client, me, journal)
+                await churn(sim, m, 15, seed=i)
+                if sim is small:
+                    assert_bounded(sim, r)
+            led = sim.ledger()
+            check = compare(led, list(journal.values()), {yes: D(120)}, address=acct.address)
+            assert check.ok, check.mismatches
+            assert len(journal) == 12 and check.fees == 0  # a maker pays no fee
+            ledgers.append(led)
+            fills.append(wallet_fills(led, me))
+            clients.append(me)
+            balance = led["balances"][me]
+            assert balance["collateral"] == 1000 - 12 * 10 * D("0.45")
+            assert balance["tokens"] == {yes: D(120)}
+        a, b = ledgers
+        assert small.engine._seq > 10 * (r.orders + r.client)  # many times what it keeps
+        assert a["evicted"]["orders"] > 500 and a["evicted"]["trades"] > 200
+        assert b["evicted"]["orders"] == b["evicted"]["trades"] == b["evicted"]["data_rows"] == 0
+        # The client's own fills were evicted too; its 12 order bodies outran `received`.
+        assert a["evicted"]["wallets"][clients[0]]["maker_legs"] > 0
+        assert len(small.received) == r.requests < small.received_total
+        # The client's order ids are hashes of its (random) key: all but the row digest match.
+        assert {k: v for k, v in a["totals"].items() if k != "digest"} == {
+            k: v for k, v in b["totals"].items() if k != "digest"
+        }
+        assert fills[0] == fills[1] and fills[0]["bought"] == 120
+        assert a["sets_minted"] == b["sets_minted"] != {}
+        for w in [*MAKERS, *TAKERS, WHALE]:
+            assert a["balances"].get(w) == b["balances"].get(w)
+            assert wallet_fills(a, w) == wallet_fills(b, w)
 
 
 def test_request_log_keeps_positions_since_start() -> None:

@@ -22,6 +22,10 @@ from venue.order_book import BadLevel, parse_levels
 from venue.parse import MalformedLog
 
 log = structlog.get_logger("venue.clob")
+BOOKS_PRUNE_AT = 1_000
+"""`RestBookSource` drops its stale snapshots once it holds more than this many (or twice what
+was fresh at its last pruning): one kept per token ever asked for would grow while paper trading
+runs, a new market every few minutes."""
 
 
 class PublicMarketMeta:
@@ -89,12 +93,21 @@ class RestBookSource:
         max_age_s: float = 2.0,
         limiter: RateLimiter | None = None,
         malformed: MalformedLog | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(base_url=host.rstrip("/"), timeout=timeout_s)
+        self._client = httpx.AsyncClient(
+            base_url=host.rstrip("/"), timeout=timeout_s, transport=transport
+        )
         self._malformed = malformed
         self._max_age_s = max_age_s
         self._limiter = limiter
         self._books: dict[str, tuple[float, list[Level], list[Level]]] = {}
+        self._prune_at = BOOKS_PRUNE_AT
+
+    @property
+    def cached(self) -> int:
+        """How many snapshots are held (fresh or not yet pruned)."""
+        return len(self._books)
 
     async def refresh(self, token_id: str) -> None:
         if self._limiter is not None:
@@ -120,7 +133,12 @@ class RestBookSource:
                 self._malformed(f"/book: {e}", r.text)
             self._books.pop(token_id, None)
             return
-        self._books[token_id] = (time.monotonic(), bids, asks)
+        now = time.monotonic()
+        self._books[token_id] = (now, bids, asks)
+        if len(self._books) > self._prune_at:
+            # A stale snapshot is never served (`_get`): drop them all, amortised O(1).
+            self._books = {t: b for t, b in self._books.items() if now - b[0] <= self._max_age_s}
+            self._prune_at = max(BOOKS_PRUNE_AT, 2 * len(self._books))
 
     def _get(self, token_id: str) -> tuple[list[Level], list[Level]] | None:
         b = self._books.get(token_id)
