@@ -172,19 +172,28 @@ class TradingGuard:
             await self._store.set(self._day_key, want)
             self._persisted_day = want
 
-    async def run_account_sync(self, interval_s: float = 1.0) -> None:
-        """Sync the shared account's halt and daily PnL every `interval_s` until cancelled;
-        while the kill-switch file is present the account is kept halted (a resume elsewhere
-        does not outlast it)."""
+    async def sync_account(self) -> None:
+        """Sync the shared account's halt and daily PnL. While the kill-switch file is present
+        the account is kept halted (a resume elsewhere does not outlast it); when another daemon
+        resumed the account, this daemon's own halt ends too (a breach still there halts again
+        at the next check, as after any resume)."""
         account = self.account
         if account is None:
             return
+        was = account.halted_by
+        await account.sync()
+        if self.kill_switch_on():
+            if account.halted_by is None:
+                await account.halt_account("kill-switch file present")
+        elif was is not None and account.halted_by is None and self._state is TradingState.HALTED:
+            await self.set_state(TradingState.ACTIVE, "account resumed by another daemon")
+        self.metrics.trading_state.set(TRADING_STATE_VALUE[self.state.value])
+
+    async def run_account_sync(self, interval_s: float = 1.0) -> None:
+        """`sync_account` every `interval_s`, until cancelled."""
         while True:
             try:
-                await account.sync()
-                if self.kill_switch_on() and account.halted_by is None:
-                    await account.halt_account("kill-switch file present")
-                self.metrics.trading_state.set(TRADING_STATE_VALUE[self.state.value])
+                await self.sync_account()
             except Exception:  # the task boundary: log, count, sync again
                 self.metrics.venue_errors_total.labels("account_sync", "error").inc()
                 log.exception("account_sync_failed")
