@@ -112,11 +112,13 @@ class TradingGuard:
     async def set_state(self, state: TradingState, reason: str, *, actor: str = "") -> None:
         """Move to `state`, persisted and audited; `actor` (who asked: `http`,
         `telegram:<chat id>`; empty for the daemon itself) goes into the audit entry."""
+        if state is TradingState.HALTED and self.account is not None:
+            # First, and even if this daemon is halted already: the account may have been
+            # resumed elsewhere since. No order of the account is journaled after it.
+            await self.account.halt_account(reason)
         if state is self._state and reason == self._reason:
             return
         old = self._state
-        if state is TradingState.HALTED and self.account is not None:
-            await self.account.halt_account(reason)  # first: no order of the account after it
         body = orjson.dumps({"state": state.value, "reason": reason}).decode()
         move: dict[str, object] = {"from": old, "to": state, "reason": reason}
         if actor:

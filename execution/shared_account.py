@@ -43,6 +43,7 @@ class SharedAccount:
         self._day: str | None = None
         self._baseline = ZERO
         self._written: tuple[str, Decimal, Decimal] | None = None
+        self._restored = False  # today's baseline came from this daemon's row
 
     @property
     def halt(self) -> str | None:
@@ -53,9 +54,9 @@ class SharedAccount:
 
     def own(self, strategies: Iterable[str]) -> None:
         """The strategies this daemon trades (leased): its PnL is theirs. A baseline restored
-        from today's row stays; otherwise it is taken at the next look."""
+        from today's row stays; otherwise it is taken over them at the next look."""
         self.strategies = frozenset(strategies)
-        if self._written is None:
+        if not self._restored:
             self._day = None
 
     def _total(self) -> Decimal:
@@ -86,6 +87,7 @@ class SharedAccount:
         if view.own_baseline is not None:
             self._day, self._baseline = day, view.own_baseline
             self._written = (day, ZERO, view.own_baseline)  # rewritten at the first sync
+            self._restored = True
         self._take(day, view.halted_by, view.halt_reason, view.others_pnl)
 
     async def sync(self) -> None:

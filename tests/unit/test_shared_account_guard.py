@@ -191,3 +191,16 @@ async def test_a_daemon_with_the_other_account_shared_setting_is_refused_naming_
         await check_account_shared(Repositories.over(db, daemon_id="north"), ACCT, north)
         rows = await db.fetchall("SELECT daemon_id, shared FROM daemon_accounts ORDER BY 1")
         assert [(r[0], r[1]) for r in rows] == [("east", 1), ("north", 0), ("west", 1)]
+
+
+async def test_a_halt_on_a_daemon_still_halted_halts_the_account_resumed_elsewhere(
+    pair: tuple[Daemon, Daemon],
+) -> None:
+    """b resumed the account; a has not synced yet (still HALTED here) when its operator halts
+    again with the same reason: the account is halted again all the same."""
+    a, b = pair
+    await a.guard.set_state(TradingState.HALTED, "operator")
+    await b.guard.resume("checked")
+    await a.guard.set_state(TradingState.HALTED, "operator")
+    seen = await b.repos.accounts.commitments(ACCOUNT)
+    assert (seen.halted_by, seen.halt_reason) == ("a", "operator")
