@@ -303,9 +303,11 @@ async def check_account_shared(repos: Repositories, account: str, s: Settings) -
     others = await repos.accounts.enrol(account, s.daemon_id, shared=s.account_shared)
     if others:
         theirs = str(not s.account_shared).lower()
+        many = len(others) > 1
+        who = f"daemon{'s' if many else ''} {', '.join(others)} trade{'' if many else 's'}"
         raise ConfigError(
             [
-                f"ACCOUNT_SHARED: daemon {', '.join(others)} trades venue account {account} with"
+                f"ACCOUNT_SHARED: {who} venue account {account} with"
                 f" ACCOUNT_SHARED={theirs}; this daemon (DAEMON_ID={s.daemon_id}) has"
                 f" ACCOUNT_SHARED={str(s.account_shared).lower()}: set the same ACCOUNT_SHARED"
                 " on every daemon trading one account"
