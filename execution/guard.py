@@ -68,6 +68,7 @@ class TradingGuard:
         self._state = TradingState.ACTIVE
         self._reason = ""
         self.account: SharedAccount | None = None
+        self._halt_shared = False  # this daemon's halt is the shared account's (written there)
         self._warned_day: str | None = None
         self._persisted_day: str | None = None
         self._forced_open_s: float | None = None  # how long the last force_open lasts
@@ -101,6 +102,8 @@ class TradingGuard:
             self._reason = str(saved.get("reason", ""))
         if self.account is not None:
             await self.account.load()
+            halted = self._state is TradingState.HALTED
+            self._halt_shared = halted and self.account.halted_by is not None
         day_raw = await self._store.get(self._day_key)
         if day_raw:
             d = orjson.loads(day_raw)
@@ -116,6 +119,7 @@ class TradingGuard:
             # First, and even if this daemon is halted already: the account may have been
             # resumed elsewhere since. No order of the account is journaled after it.
             await self.account.halt_account(reason)
+        self._halt_shared = state is TradingState.HALTED and self.account is not None
         if state is self._state and reason == self._reason:
             return
         old = self._state
@@ -143,6 +147,7 @@ class TradingGuard:
         """A database write failed: halt in memory (the state row cannot be written either).
         It stays halted until an operator resumes, once writes succeed again."""
         self._state, self._reason = TradingState.HALTED, "storage error"
+        self._halt_shared = False  # not written to the account: this daemon's alone
         self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
 
     def kill_switch_on(self) -> bool:
@@ -177,8 +182,9 @@ class TradingGuard:
     async def sync_account(self) -> None:
         """Sync the shared account's halt and daily PnL. While the kill-switch file is present
         the account is kept halted (a resume elsewhere does not outlast it); when another daemon
-        resumed the account, this daemon's own halt ends too (a breach still there halts again
-        at the next check, as after any resume)."""
+        resumed the account, this daemon's own halt ends too if it was the account's (a breach
+        still there halts again at the next check, as after any resume; a `storage error` halt,
+        held in memory only, stays)."""
         account = self.account
         if account is None:
             return
@@ -187,7 +193,7 @@ class TradingGuard:
         if self.kill_switch_on():
             if account.halted_by is None:
                 await account.halt_account("kill-switch file present")
-        elif was is not None and account.halted_by is None and self._state is TradingState.HALTED:
+        elif was is not None and account.halted_by is None and self._halt_shared:
             await self.set_state(TradingState.ACTIVE, "account resumed by another daemon")
         self.metrics.trading_state.set(TRADING_STATE_VALUE[self.state.value])
 

@@ -204,3 +204,15 @@ async def test_a_halt_on_a_daemon_still_halted_halts_the_account_resumed_elsewhe
     await a.guard.set_state(TradingState.HALTED, "operator")
     seen = await b.repos.accounts.commitments(ACCOUNT)
     assert (seen.halted_by, seen.halt_reason) == ("a", "operator")
+
+
+async def test_a_storage_error_halt_is_the_daemons_own_and_outlasts_a_resume_elsewhere(
+    pair: tuple[Daemon, Daemon],
+) -> None:
+    a, b = pair
+    await a.guard.set_state(TradingState.HALTED, "operator")
+    await b.guard.sync_account()
+    b.guard.storage_failed()  # held in memory; never written to the account
+    await a.guard.resume("checked")
+    await b.guard.sync_account()
+    assert (b.guard.state, b.guard.reason) == (TradingState.HALTED, "storage error")
