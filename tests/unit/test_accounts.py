@@ -47,9 +47,9 @@ def journal(db: Database, daemon: str, risk: RiskEngine, account: str = ACCOUNT)
     return j
 
 
-async def journaled(j: OrderJournal, req: OrderRequest) -> bool:
+async def journaled(j: OrderJournal, req: OrderRequest, *, audited: bool = False) -> bool:
     try:
-        await j.record(req)
+        await j.record(req, audit=("order_journaled", {}) if audited else None)
     except AccountLimitReached:
         return False
     return True
@@ -254,3 +254,40 @@ async def test_the_daily_loss_limit_applies_to_the_accounts_daemons_summed(
         )
         seen = await accounts.view(acct, today(), "a")
         assert (seen.others_pnl, seen.own_baseline) == (D(b_pnl), D("0"))
+
+
+async def test_no_order_racing_a_halt_is_journaled_after_it(pg_server: PgServer) -> None:
+    """b journals orders from 4 tasks at once, each until one is refused, while a halts the
+    account (once b has journaled a few). The halt takes the account's lock, so it is ordered
+    with the PENDING checks: every order journaled was checked before the halt was written (its
+    audit entry, written after its check, comes first), and every order after it was refused and
+    rolled back. (Without the lock in the halt's transaction this fails in some runs.)"""
+    url = pg_server.fresh_url()
+    risk = engine(max_open_orders=1000)
+    async with PgDatabase(url) as a_db, PgDatabase(url) as b_db:
+        b = journal(b_db, "b", risk)
+        results: list[bool] = []
+        some = asyncio.Event()
+
+        async def orders() -> None:  # until the halt refuses one (at most 100 each)
+            for _ in range(100):
+                results.append(await journaled(b, make_order(strategy="b"), audited=True))
+                if len(results) >= 3:
+                    some.set()
+                if not results[-1]:
+                    return
+
+        async def halt() -> None:
+            await some.wait()
+            await AccountRepository(db=a_db).halt(ACCOUNT.lower(), "a", "operator")
+
+        await asyncio.gather(*(orders() for _ in range(4)), halt())
+        admitted = results.count(True)
+        assert admitted >= 3 and results.count(False) == 4  # the halt came between b's orders
+        ids = await a_db.fetchall(
+            "SELECT id, event FROM audit_log WHERE event IN ('order_journaled', 'account_halted')"
+            " ORDER BY id"
+        )
+        events = [str(r[1]) for r in ids]
+        assert events == ["order_journaled"] * admitted + ["account_halted"]
+        assert len(await b.non_terminal()) == admitted
