@@ -22,6 +22,7 @@ from decimal import Decimal
 
 from execution.positions import PositionBook
 from models import ZERO
+from observability.health import CheckResult
 from storage.accounts import AccountRepository, halted_text, today
 
 
@@ -79,6 +80,20 @@ class SharedAccount:
         day = today()
         others = self.others_pnl if self._others_day == day else ZERO
         return self.own_pnl(day) + others
+
+    def health(self) -> CheckResult:
+        """The `account` check: ok unless the account is halted; today's PnL of the account
+        (this daemon's own now, the others' as last synced) for operators to read."""
+        return CheckResult(
+            self.halted_by is None,
+            {
+                "account": self.account,
+                "halted": self.halt or "",
+                "daily_pnl": str(self.daily_pnl()),
+                "own_daily_pnl": str(self.own_pnl()),
+                "strategies": sorted(self.strategies),
+            },
+        )
 
     async def load(self) -> None:
         """Read the account's halt and, if this daemon wrote a row today, its baseline."""

@@ -148,6 +148,8 @@ async def test_a_halt_by_one_daemon_refuses_the_others_next_order_before_it_is_s
     assert row is not None and (row.status, row.detail) == (OrderStatus.REJECTED, why)
     assert shared.east.ex.positions.open_count == 0
     await shared.east.ex.guard.sync_account()
+    (account_check,) = [check for name, check in shared.east.built.checks if name == "account"]
+    assert not account_check().ok  # /health's `account` check: halted
     health = shared.east.ex.health()
     assert not health.ok
     assert health.detail["trading_state"] == "HALTED"

@@ -94,6 +94,9 @@ async def test_a_halt_by_one_daemon_halts_the_other_at_its_next_sync(
         "account halted by daemon a: operator",
     )
     assert b.guard.refusal(rests=False) == "trading is halted: account halted by daemon a: operator"
+    check = b.shared.health()  # the `account` check of b's /health
+    assert not check.ok
+    assert check.detail["halted"] == "account halted by daemon a: operator"
     # b's own persisted state is untouched: the halt is the account's, not b's.
     assert await b.repos.state.get("trading_state@b") is None
     # A resume by b clears the account; a, halted by its own halt, follows at its next sync.
@@ -140,6 +143,8 @@ async def test_the_daily_loss_limit_is_the_sum_of_the_daemons_pnl(
     await b.guard.sync_account()  # b writes its row
     await a.guard.sync_account()  # a reads it
     assert a.shared.daily_pnl() == D("-40") + D(b_loss)
+    detail = a.shared.health().detail
+    assert (detail["daily_pnl"], detail["own_daily_pnl"]) == (str(D("-40") + D(b_loss)), "-40")
     await a.guard.check()
     total = D("-40") + D(b_loss)
     if not halted:
