@@ -106,8 +106,9 @@ class Settings(BaseSettings):
     daemon_id: DaemonId = DEFAULT_DAEMON_ID
     lease_ttl_s: float = Field(default=30.0, ge=5, le=600)
     # Other daemons trade this daemon's venue account too (PostgreSQL): the per-account caps
-    # count their open orders and positions through the database, and cancel-all touches only
-    # this daemon's orders (docs/storage-postgres.md).
+    # count their open orders and positions through the database, a halt and the daily loss
+    # limit are the account's, and cancel-all touches only this daemon's orders
+    # (docs/storage-postgres.md).
     account_shared: bool = False
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8787, ge=0, le=65535)

@@ -119,6 +119,11 @@ class AccountLimitReached(PolydError):
     would consume) was rolled back, and it is refused with source "risk" (a REJECTED row)."""
 
 
+class AccountHalted(AccountLimitReached):
+    """The order's venue account is halted (`account_halts`, written by a daemon on the account
+    that halted with `ACCOUNT_SHARED`): as `AccountLimitReached`, refused with source "halted"."""
+
+
 class OrderRejected(PolydError):
     """The order was refused — by our own market rules or risk checks, or by the venue (4xx).
 

@@ -6,6 +6,11 @@ the limit, one warning a day at a fraction of it) with today's PnL baseline pers
 on new resting orders while exchange heartbeats are lapsed (in memory: it ends when heartbeats
 recover and a reconcile finished, never by hand); and the view of the venue circuit breaker that
 `/health` and the metrics show. Cancels never ask it.
+
+On a venue account shared with other daemons (`share_account`, `execution.shared_account`) a
+halt is the account's: halting here halts the account, resuming here clears it, another
+daemon's halt of the account reads as HALTED here, and the daily loss limit is read against the
+account's PnL of the day.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import structlog
 from errors import OrderRejected, RefusalSource, TransientError, VenueUnavailable
 from execution.positions import PositionBook
 from execution.risk import TradingState
+from execution.shared_account import SharedAccount
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from resilience import BreakerState, CircuitBreaker, Clock
 from storage import TRADING_STATE_KEY, Repositories
@@ -58,21 +64,46 @@ class TradingGuard:
         self.kill_switch_path = kill_switch_path
         self.daily_loss_limit = daily_loss_limit
         self.daily_loss_warn_fraction = daily_loss_warn_fraction
-        self.state = TradingState.ACTIVE
-        self.reason = ""
+        # This daemon's own state; `state` and `reason` also show the shared account's halt.
+        self._state = TradingState.ACTIVE
+        self._reason = ""
+        self.account: SharedAccount | None = None
+        self._halt_shared = False  # this daemon's halt is the shared account's (written there)
         self._warned_day: str | None = None
         self._persisted_day: str | None = None
         self._forced_open_s: float | None = None  # how long the last force_open lasts
         # Why new resting (GTC/GTD) orders are held, or None: see `execution.heartbeat`.
         self.resting_hold: str | None = None
 
+    def share_account(self, account: SharedAccount) -> None:
+        """Other daemons trade this venue account: halts and the daily loss are the account's."""
+        self.account = account
+
+    @property
+    def state(self) -> TradingState:
+        """The trading state: HALTED too while the shared account is halted."""
+        if self.account is not None and self.account.halted_by is not None:
+            return TradingState.HALTED
+        return self._state
+
+    @property
+    def reason(self) -> str:
+        halt = self.account.halt if self.account is not None else None
+        if halt is not None and self._state is not TradingState.HALTED:
+            return halt
+        return self._reason
+
     async def load(self) -> None:
         """Restore the persisted trading state and, if it is from today, the PnL baseline."""
         raw = await self._store.get(self._state_key)
         if raw:
             saved = orjson.loads(raw)
-            self.state = TradingState(saved.get("state", "ACTIVE"))
-            self.reason = str(saved.get("reason", ""))
+            self._state = TradingState(saved.get("state", "ACTIVE"))
+            self._reason = str(saved.get("reason", ""))
+        if self.account is not None:
+            await self.account.load()
+            halted = self._state is TradingState.HALTED
+            self._halt_shared = halted and self.account.halted_by is not None
         day_raw = await self._store.get(self._day_key)
         if day_raw:
             d = orjson.loads(day_raw)
@@ -84,16 +115,21 @@ class TradingGuard:
     async def set_state(self, state: TradingState, reason: str, *, actor: str = "") -> None:
         """Move to `state`, persisted and audited; `actor` (who asked: `http`,
         `telegram:<chat id>`; empty for the daemon itself) goes into the audit entry."""
-        if state is self.state and reason == self.reason:
+        if state is TradingState.HALTED and self.account is not None:
+            # First, and even if this daemon is halted already: the account may have been
+            # resumed elsewhere since. No order of the account is journaled after it.
+            await self.account.halt_account(reason)
+        self._halt_shared = state is TradingState.HALTED and self.account is not None
+        if state is self._state and reason == self._reason:
             return
-        old = self.state
+        old = self._state
         body = orjson.dumps({"state": state.value, "reason": reason}).decode()
         move: dict[str, object] = {"from": old, "to": state, "reason": reason}
         if actor:
             move["actor"] = actor
         await self._store.set(self._state_key, body, audit=("trading_state", move))
-        self.state, self.reason = state, reason
-        self.metrics.trading_state.set(TRADING_STATE_VALUE[state.value])
+        self._state, self._reason = state, reason
+        self.metrics.trading_state.set(TRADING_STATE_VALUE[self.state.value])
         log.warning("trading_state_changed", old=old, new=state, reason=reason)
 
     async def resume(self, reason: str, *, actor: str = "") -> None:
@@ -103,12 +139,15 @@ class TradingGuard:
                 "kill-switch file is present; remove it first", source=RefusalSource.HALTED
             )
         self.breaker.reset()
+        if self.account is not None:
+            await self.account.resume_account()
         await self.set_state(TradingState.ACTIVE, reason, actor=actor)
 
     def storage_failed(self) -> None:
         """A database write failed: halt in memory (the state row cannot be written either).
         It stays halted until an operator resumes, once writes succeed again."""
-        self.state, self.reason = TradingState.HALTED, "storage error"
+        self._state, self._reason = TradingState.HALTED, "storage error"
+        self._halt_shared = False  # not written to the account: this daemon's alone
         self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
 
     def kill_switch_on(self) -> bool:
@@ -117,14 +156,17 @@ class TradingGuard:
 
     async def check(self) -> None:
         """Kill switch and daily loss limit; persist today's PnL baseline when it changes."""
-        if self.kill_switch_on() and self.state is not TradingState.HALTED:
+        if self.kill_switch_on() and self._state is not TradingState.HALTED:
             await self.set_state(TradingState.HALTED, "kill-switch file present")
         pnl = self.positions.daily_pnl()
         day, baseline = self.positions.day
         limit = self.daily_loss_limit
-        if pnl <= -limit and self.state is not TradingState.HALTED:
+        whose = ""
+        if self.account is not None:  # the account's: this daemon's own and the others'
+            pnl, whose = self.account.daily_pnl(), " of the account, every daemon counted,"
+        if pnl <= -limit and self._state is not TradingState.HALTED:
             await self.set_state(
-                TradingState.HALTED, f"daily loss limit reached ({pnl} <= -{limit})"
+                TradingState.HALTED, f"daily loss limit{whose} reached ({pnl} <= -{limit})"
             )
         elif pnl <= -limit * Decimal(str(self.daily_loss_warn_fraction)) and (
             self._warned_day != day
@@ -136,6 +178,34 @@ class TradingGuard:
         if day and want != self._persisted_day:
             await self._store.set(self._day_key, want)
             self._persisted_day = want
+
+    async def sync_account(self) -> None:
+        """Sync the shared account's halt and daily PnL. While the kill-switch file is present
+        the account is kept halted (a resume elsewhere does not outlast it); when another daemon
+        resumed the account, this daemon's own halt ends too if it was the account's (a breach
+        still there halts again at the next check, as after any resume; a `storage error` halt,
+        held in memory only, stays)."""
+        account = self.account
+        if account is None:
+            return
+        was = account.halted_by
+        await account.sync()
+        if self.kill_switch_on():
+            if account.halted_by is None:
+                await account.halt_account("kill-switch file present")
+        elif was is not None and account.halted_by is None and self._halt_shared:
+            await self.set_state(TradingState.ACTIVE, "account resumed by another daemon")
+        self.metrics.trading_state.set(TRADING_STATE_VALUE[self.state.value])
+
+    async def run_account_sync(self, interval_s: float = 1.0) -> None:
+        """`sync_account` every `interval_s`, until cancelled."""
+        while True:
+            try:
+                await self.sync_account()
+            except Exception:  # the task boundary: log, count, sync again
+                self.metrics.venue_errors_total.labels("account_sync", "error").inc()
+                log.exception("account_sync_failed")
+            await self.clock.sleep(interval_s)
 
     # resting orders while heartbeats are lapsed -----------------------------------------------
     def hold_resting(self, reason: str) -> None:

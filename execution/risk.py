@@ -16,6 +16,7 @@ When several daemons trade one account (`ACCOUNT_SHARED`), the account caps (ope
 exposure, per token) are checked a second time as the order is journaled, against the account's
 commitments over every daemon read from the database under a per-account lock
 (`account_refusal`, `storage.accounts`); the first check, on this daemon's own book, still runs.
+There, too, the daily loss limit applies to the account: to today's PnL summed over its daemons.
 """
 
 from __future__ import annotations
@@ -148,9 +149,15 @@ class RiskEngine:
 
     def account_refusal(self, req: OrderRequest, account: AccountCommitments) -> str | None:
         """Why the account's commitments over every daemon on it, `req` included (its row is
-        already written), pass a per-account cap; or nothing. Held positions count at cost and
-        open BUYs at price x unmatched size (the fee is left to the per-daemon check)."""
+        already written), pass a per-account cap, or its daily PnL summed over its daemons is at
+        the daily loss limit; or nothing. Held positions count at cost and open BUYs at price x
+        unmatched size (the fee is left to the per-daemon check)."""
         lim = self.limits
+        if account.daily_pnl <= -lim.daily_loss_limit:
+            return (
+                f"daily loss limit of the account reached, every daemon counted "
+                f"({account.daily_pnl} <= -{lim.daily_loss_limit})"
+            )
         if account.open_orders > lim.max_open_orders:
             return (
                 f"open orders on the account, every daemon counted, at the limit "

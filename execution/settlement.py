@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from errors import AccountLimitReached, RefusalSource, StorageError
+from errors import AccountHalted, AccountLimitReached, RefusalSource, StorageError
 from execution.market_rules import fillable_size
 from execution.ports import Ack, VenueOrder, VenueStatus, journal_status
 from execution.tracker import OrderTracker, StorageFailed
@@ -94,9 +94,11 @@ class Settlement:
 
     async def over_account_cap(self, req: OrderRequest, e: AccountLimitReached) -> OrderResult:
         """The PENDING row was refused (and rolled back) by a per-account cap counted over every
-        daemon on the account: forget the admitted order and refuse it (source risk)."""
+        daemon on the account, or the account's halt: forget the admitted order and refuse it
+        (source risk; halted for the halt)."""
         self.tracker.forget(req.client_order_id)
-        return await self.refused(req, RefusalSource.RISK, str(e))
+        source = RefusalSource.HALTED if isinstance(e, AccountHalted) else RefusalSource.RISK
+        return await self.refused(req, source, str(e))
 
     async def rejected(self, req: OrderRequest, source: RefusalSource, reason: str) -> OrderResult:
         """A journaled order refused by the venue, held by the breaker, or never found."""

@@ -25,6 +25,13 @@ What the reads count, and how fresh it is:
   be counted twice (its fill recorded, its order not yet FILLED) or not at all (its order
   FILLED, its fill not yet recorded); the latter is the bound on how far the account can pass a
   cap: the notional of fills matched and not yet recorded by their daemon.
+
+It also owns the account-wide trading state (migration 0010): `account_halts` (the account's
+halt: written and cleared under the same lock, and read by every PENDING row's check, so no
+order of any daemon is journaled once a halt has committed), `account_daily_pnl` (each daemon's
+PnL of the day over its own strategies, summed for the account's daily loss limit, read by the
+same check) and `daemon_accounts` (each daemon's account and `ACCOUNT_SHARED` setting, checked
+against the live daemons on the account when a daemon starts).
 """
 
 from __future__ import annotations
@@ -32,16 +39,22 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from errors import AccountLimitReached
+from errors import AccountHalted, AccountLimitReached
+from storage.audit import append_audit, now_iso
 from storage.db import Database
+from storage.pg import PgDatabase
 
 _OPEN = "status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED')"
 
 _COMMITMENTS_SQL = (
-    "SELECT o.n, o.buy, o.token_buy, p.cost, p.token_cost FROM"
+    "SELECT o.n, o.buy, o.token_buy, p.cost, p.token_cost,"
+    " (SELECT daemon_id FROM account_halts WHERE account = ?),"
+    " (SELECT reason FROM account_halts WHERE account = ?),"
+    " (SELECT COALESCE(SUM(pnl), 0) FROM account_daily_pnl WHERE account = ? AND day = ?) FROM"
     " (SELECT COUNT(*) AS n,"
     " COALESCE(SUM(CASE WHEN side = 'BUY' THEN price * (size - size_matched) END), 0) AS buy,"
     " COALESCE(SUM(CASE WHEN side = 'BUY' AND token_id = ? THEN price * (size - size_matched)"
@@ -51,8 +64,22 @@ _COMMITMENTS_SQL = (
     " FROM positions p JOIN strategy_accounts a ON a.strategy = p.strategy"
     " WHERE a.account = ? AND p.size > 0) p"
 )
-"""One statement (one round trip): the account's open orders, and the positions of the
-strategies registered to it."""
+"""One statement (one round trip): the account's halt, today's PnL over its daemons, its open
+orders, and the positions of the strategies registered to it."""
+
+
+def _commitment_params(account: str, token_id: str, day: str) -> tuple[str, ...]:
+    return (account, account, account, day, token_id, account, token_id, account)
+
+
+def halted_text(daemon_id: str, reason: str) -> str:
+    """Why a daemon on an account `daemon_id` halted is halted."""
+    return f"account halted by daemon {daemon_id}: {reason}"
+
+
+def today() -> str:
+    """The day (UTC) daily PnL is kept under, as `PositionBook.daily_pnl` names it."""
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +91,11 @@ class AccountCommitments:
     token_open_buy_notional: Decimal
     positions_cost: Decimal
     token_positions_cost: Decimal
+    halted_by: str | None = None
+    """The daemon whose halt the account is under, or None."""
+    halt_reason: str = ""
+    daily_pnl: Decimal = Decimal(0)
+    """Today's PnL summed over the account's daemons, as each last wrote its own."""
 
     @property
     def exposure(self) -> Decimal:
@@ -75,29 +107,74 @@ class AccountCommitments:
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> AccountCommitments:
-        return cls(int(r[0]), Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]))
+        buy, token_buy, cost, token_cost, pnl = (Decimal(str(r[i])) for i in (1, 2, 3, 4, 7))
+        return cls(
+            int(r[0]),
+            buy,
+            token_buy,
+            cost,
+            token_cost,
+            halted_by=str(r[5]) if r[5] is not None else None,
+            halt_reason=str(r[6] or ""),
+            daily_pnl=pnl,
+        )
+
+    @property
+    def halt_text(self) -> str:
+        """The refusal of an order on the halted account (as the trading guard words it)."""
+        return f"trading is halted: {halted_text(str(self.halted_by), self.halt_reason)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What a daemon on a shared account syncs: the account's halt and the other daemons' PnL
+    of the day (summed), with this daemon's own row of the day, if any."""
+
+    halted_by: str | None
+    halt_reason: str
+    others_pnl: Decimal
+    own_baseline: Decimal | None
+
+
+_VIEW_SQL = (
+    "SELECT (SELECT daemon_id FROM account_halts WHERE account = ?),"
+    " (SELECT reason FROM account_halts WHERE account = ?),"
+    " (SELECT COALESCE(SUM(pnl), 0) FROM account_daily_pnl"
+    " WHERE account = ? AND day = ? AND daemon_id <> ?),"
+    " (SELECT baseline FROM account_daily_pnl WHERE account = ? AND day = ? AND daemon_id = ?)"
+)
 
 
 def lock_key(account: str) -> str:
     return f"polyd-account:{account}"
 
 
-def read_commitments(c: sqlite3.Connection, account: str, token_id: str) -> AccountCommitments:
+def _lock(c: sqlite3.Connection, account: str) -> None:
+    c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (lock_key(account),))
+
+
+def read_commitments(
+    c: sqlite3.Connection, account: str, token_id: str, day: str | None = None
+) -> AccountCommitments:
     """The account's commitments as this transaction sees them (PostgreSQL)."""
-    row = c.execute(_COMMITMENTS_SQL, (token_id, account, token_id, account)).fetchone()
-    return AccountCommitments.from_row(row)
+    row = c.execute(_COMMITMENTS_SQL, _commitment_params(account, token_id, day or today()))
+    return AccountCommitments.from_row(row.fetchone())
 
 
 def account_check(
     account: str, token_id: str, decide: Callable[[AccountCommitments], str | None]
 ) -> Callable[[sqlite3.Connection], None]:
     """A write that runs in the PENDING row's transaction, after the row: lock the account,
-    read its commitments (the new row included) and raise `AccountLimitReached` with `decide`'s
-    reason if it refuses them."""
+    read its commitments (the new row included), raise `AccountHalted` if the account is halted
+    and `AccountLimitReached` with `decide`'s reason if it refuses them."""
+    day = today()
 
     def job(c: sqlite3.Connection) -> None:
-        c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (lock_key(account),))
-        why = decide(read_commitments(c, account, token_id))
+        _lock(c, account)
+        seen = read_commitments(c, account, token_id, day)
+        if seen.halted_by is not None:
+            raise AccountHalted(seen.halt_text)
+        why = decide(seen)
         if why is not None:
             raise AccountLimitReached(why)
 
@@ -124,7 +201,91 @@ class AccountRepository:
 
     async def commitments(self, account: str, token_id: str = "") -> AccountCommitments:
         """The account's commitments now, without the lock (for reports and tests)."""
-        account = account.lower()
-        row = await self._db.fetchone(_COMMITMENTS_SQL, (token_id, account, token_id, account))
+        params = _commitment_params(account.lower(), token_id, today())
+        row = await self._db.fetchone(_COMMITMENTS_SQL, params)
         assert row is not None  # aggregates always return a row
         return AccountCommitments.from_row(row)
+
+    # -- the account's halt and daily PnL (0010) -------------------------------------------------
+    async def halt(self, account: str, daemon_id: str, reason: str) -> None:
+        """Halt the account for every daemon on it (audited), under the account's lock: a
+        PENDING row journaled after this returns sees it. A halt already there is kept (its
+        first reason stays)."""
+
+        def job(c: sqlite3.Connection) -> None:
+            _lock(c, account)
+            c.execute(
+                "INSERT INTO account_halts (account, daemon_id, reason, halted_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (account) DO NOTHING",
+                (account, daemon_id, reason, now_iso()),
+            )
+            append_audit(
+                c, "account_halted", {"account": account, "daemon": daemon_id, "reason": reason}
+            )
+
+        await self._db.write(job)
+
+    async def resume(self, account: str, daemon_id: str) -> None:
+        """Clear the account's halt (audited, under the account's lock)."""
+
+        def job(c: sqlite3.Connection) -> None:
+            _lock(c, account)
+            gone = c.execute("DELETE FROM account_halts WHERE account = ?", (account,)).rowcount
+            if gone:
+                append_audit(c, "account_resumed", {"account": account, "daemon": daemon_id})
+
+        await self._db.write(job)
+
+    async def record_pnl(
+        self, account: str, day: str, daemon_id: str, pnl: Decimal, baseline: Decimal
+    ) -> None:
+        """Write this daemon's PnL of `day` (over its own strategies) and its baseline."""
+        await self._db.execute(
+            "INSERT INTO account_daily_pnl (account, day, daemon_id, pnl, baseline, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, day, daemon_id) DO UPDATE"
+            " SET pnl = excluded.pnl, baseline = excluded.baseline,"
+            " updated_at = excluded.updated_at",
+            (account, day, daemon_id, str(pnl), str(baseline), now_iso()),
+        )
+
+    async def view(self, account: str, day: str, daemon_id: str) -> AccountView:
+        """The account's halt and the other daemons' PnL of `day`, read now (no lock)."""
+        params = (account, account, account, day, daemon_id, account, day, daemon_id)
+        r = await self._db.fetchone(_VIEW_SQL, params)
+        assert r is not None  # scalar subqueries always return a row
+        own = Decimal(str(r[3])) if r[3] is not None else None
+        halted_by = str(r[0]) if r[0] is not None else None
+        return AccountView(halted_by, str(r[1] or ""), Decimal(str(r[2])), own)
+
+    # -- each daemon's account and ACCOUNT_SHARED setting (0010) -----------------------------
+    async def enrol(self, account: str, daemon_id: str, *, shared: bool) -> list[str]:
+        """Record that `daemon_id` trades `account` with `ACCOUNT_SHARED=shared`, unless a live
+        daemon (one holding an unexpired lease) trades it with the other setting: then write
+        nothing and return those daemons' ids. Under the account's lock on PostgreSQL, so two
+        daemons starting at once with different settings do not both pass."""
+        pg = isinstance(self._db, PgDatabase)
+        now = "clock_timestamp()" if pg else "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+        out: list[str] = []
+
+        def job(c: sqlite3.Connection) -> None:
+            if pg:
+                _lock(c, account)
+            rows = c.execute(
+                "SELECT d.daemon_id FROM daemon_accounts d WHERE d.account = ?"
+                " AND d.daemon_id <> ? AND d.shared <> ? AND EXISTS (SELECT 1 FROM leases l"
+                f" WHERE l.daemon_id = d.daemon_id AND l.expires_at > {now}) ORDER BY d.daemon_id",
+                (account, daemon_id, int(shared)),
+            ).fetchall()
+            out.extend(str(r[0]) for r in rows)
+            if out:
+                return
+            c.execute(
+                "INSERT INTO daemon_accounts (daemon_id, account, shared, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (daemon_id) DO UPDATE"
+                " SET account = excluded.account, shared = excluded.shared,"
+                " updated_at = excluded.updated_at",
+                (daemon_id, account, int(shared), now_iso()),
+            )
+
+        await self._db.write(job)
+        return out

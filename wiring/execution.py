@@ -23,6 +23,7 @@ from execution.paper import PaperBroker
 from execution.ports import Broker
 from execution.positions import PositionBook
 from execution.risk import RiskEngine, RiskLimits
+from execution.shared_account import SharedAccount
 from executor import Executor, ExecutorConfig
 from models import BookSource, Level
 from observability.logging import Redactor
@@ -283,6 +284,14 @@ async def assemble(
         ),
     )
     executor_box.append(executor)
+    shared: SharedAccount | None = None
+    if clob is not None and s.account_shared:
+        # Halts and the daily loss limit are the account's, synced with the other daemons on it.
+        shared = SharedAccount(
+            repo=repos.accounts, account=clob.funder, daemon_id=repos.daemon_id, positions=positions
+        )
+        executor.guard.share_account(shared)
+        services.append(("account:sync", executor.guard.run_account_sync))
     await executor.start()
     feed: UserFeed | None = None
     monitor: HeartbeatMonitor | None = None
@@ -327,6 +336,8 @@ async def assemble(
         closers=closers,
     )
     stage.checks.append(("executor", executor.health))
+    if shared is not None:
+        stage.checks.append(("account", shared.health))
     if feed is not None:
         stage.checks.append(("venue:user_feed", feed.health))
     if s.live:

@@ -32,7 +32,8 @@ from typing import Any, Protocol
 import structlog
 
 from config import Settings
-from errors import AlreadyRunning, StorageError
+from errors import AlreadyRunning, ConfigError, StorageError
+from executor import Executor
 from observability.health import CheckResult
 from observability.notify import Notifier
 from storage import Database, Repositories
@@ -291,6 +292,28 @@ class _Daemon(Protocol):
     @property
     def repos(self) -> Repositories: ...
 
+    @property
+    def executor(self) -> Executor | None: ...
+
+
+async def check_account_shared(repos: Repositories, account: str, s: Settings) -> None:
+    """Record this daemon's account and `ACCOUNT_SHARED` setting; raise `ConfigError` (exit 2)
+    if a live daemon (one holding a lease) trades the account with the other setting: one with
+    it would count on locks, halts and cancels the other does not take part in."""
+    others = await repos.accounts.enrol(account, s.daemon_id, shared=s.account_shared)
+    if others:
+        theirs = str(not s.account_shared).lower()
+        many = len(others) > 1
+        who = f"daemon{'s' if many else ''} {', '.join(others)} trade{'' if many else 's'}"
+        raise ConfigError(
+            [
+                f"ACCOUNT_SHARED: {who} venue account {account} with"
+                f" ACCOUNT_SHARED={theirs}; this daemon (DAEMON_ID={s.daemon_id}) has"
+                f" ACCOUNT_SHARED={str(s.account_shared).lower()}: set the same ACCOUNT_SHARED"
+                " on every daemon trading one account"
+            ]
+        )
+
 
 async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
     """Lease the daemon's strategies on a shared PostgreSQL database (none on SQLite) before they
@@ -306,9 +329,19 @@ async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
         notify=ctx.notifier.notify,
     )
     await keeper.acquire()
-    if s.account_shared and ctx.repos.orders.account:
+    account = ctx.repos.orders.account
+    if account:  # after the leases: of two daemons starting at once, the second is refused
+        try:
+            await check_account_shared(ctx.repos, account, s)
+        except ConfigError:
+            await keeper.release()
+            raise
+    if s.account_shared and account:
         # Their positions count towards the account's caps for every daemon trading it.
-        await ctx.repos.accounts.register(ctx.repos.orders.account, keeper.strategies)
+        await ctx.repos.accounts.register(account, keeper.strategies)
+        shared = ctx.executor.guard.account if ctx.executor is not None else None
+        if shared is not None:  # its daily PnL is its own strategies'
+            shared.own(keeper.strategies)
     ctx.closers.append(("leases", keeper.release))  # closers run in reverse: before storage
     ctx.strategies[:] = [keeper.guard(st) for st in ctx.strategies]
     ctx.services.append(("leases", keeper.run))

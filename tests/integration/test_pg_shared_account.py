@@ -3,13 +3,15 @@ same API key, `ACCOUNT_SHARED=true`): the sniper on one, the copy trader on the 
 sees the other's orders in the account's open orders, order events and fills; none of them is
 an alarm, each fill is recorded once, by the daemon whose order it fills, and the journal (both
 daemons' rows) agrees with the venue's ledger both ways. A per-account exposure cap that each
-daemon's own book would let pass is enforced over both through the database, and cancel-all
-cancels only the asking daemon's orders."""
+daemon's own book would let pass is enforced over both through the database, cancel-all
+cancels only the asking daemon's orders, a halt of either halts both and a resume on either
+clears it, and a third daemon on the account without `ACCOUNT_SHARED` exits 2."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +30,14 @@ from storage.pg import PgDatabase
 from tests.harness import compare
 from tests.helpers import COPY_LEADER, COPY_RULES, NEAR_CLOSE_SNIPER_RULES
 from tests.integration.test_executor_live import close_live, make_live
-from tests.integration.test_pg_several_daemons import Daemon, east_west, ready, rows, stop
+from tests.integration.test_pg_several_daemons import (
+    Daemon,
+    daemon_env,
+    east_west,
+    ready,
+    rows,
+    stop,
+)
 from tests.pg import PgServer
 
 D = Decimal
@@ -37,14 +46,29 @@ CAP = D("30")  # RISK_MAX_TOTAL_EXPOSURE of both daemons: per account
 TOKEN = "shared-account-control-token"
 
 
-def cancel_all(d: Daemon) -> dict[str, Any]:
-    """POST /cancel-all to the daemon's sidecar (what `python -m orchestrator cancel-all` does)."""
-    req = urllib.request.Request(f"http://127.0.0.1:{d.port}/cancel-all", data=b"{}", method="POST")
+def control(d: Daemon, action: str, body: bytes = b"{}") -> dict[str, Any]:
+    """POST /<action> to the daemon's sidecar (what `python -m orchestrator <action>` does)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{d.port}/{action}", data=body, method="POST")
     req.add_header("Content-Type", "application/json")
     req.add_header("Authorization", f"Bearer {TOKEN}")
     with urllib.request.urlopen(req, timeout=30) as resp:
-        body: dict[str, Any] = json.loads(resp.read())
-    return body
+        answer: dict[str, Any] = json.loads(resp.read())
+    return answer
+
+
+def cancel_all(d: Daemon) -> dict[str, Any]:
+    return control(d, "cancel-all")
+
+
+def trading(d: Daemon) -> tuple[str, str]:
+    """The trading state and its reason in the daemon's /health (503 while halted)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/health", timeout=5) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read())
+    detail = body["checks"]["executor"]["detail"]
+    return str(detail["trading_state"]), str(detail["reason"])
 
 
 def venue_status(ledger: dict[str, Any], venue_order_id: str) -> str:
@@ -155,6 +179,25 @@ async def test_two_daemons_on_one_account_settle_and_fill_only_their_own_and_sha
                     ).ok
                 ),
             )
+            # A halt of west is the account's: east shows it (at its next sync), and a resume
+            # on east clears it for both.
+            halted = ("HALTED", "account halted by daemon west: checking both")
+            await asyncio.to_thread(control, west, "halt", b'{"reason": "checking both"}')
+            await until("east showing west's halt", lambda: trading(east) == halted)
+            # A third daemon on the account without ACCOUNT_SHARED is refused: exit 2, one line.
+            north_env = daemon_env(sim, tmp_path, "north", url, private_key=key)
+            north = await Daemon(north_env).start()
+            assert await stop(north, wait_s=60) == 2
+            problems = [x["problem"] for x in north.lines() if x.get("event") == "config_error"]
+            assert problems == [
+                f"ACCOUNT_SHARED: daemons east, west trade venue account {address.lower()} with"
+                " ACCOUNT_SHARED=true; this daemon (DAEMON_ID=north) has ACCOUNT_SHARED=false:"
+                " set the same ACCOUNT_SHARED on every daemon trading one account"
+            ]
+            await asyncio.to_thread(control, east, "resume", b'{"reason": "checked"}')
+            resumed = ("ACTIVE", "account resumed by another daemon")
+            await until("west resumed by east's resume", lambda: trading(west) == resumed)
+            assert trading(east) == ("ACTIVE", "checked")
         finally:
             codes = await asyncio.gather(stop(east), stop(west))
         assert list(codes) == [0, 0]

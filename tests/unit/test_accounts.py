@@ -1,6 +1,7 @@
 """Per-account caps over several daemons on one PostgreSQL database (`storage/accounts.py`):
 each daemon's PENDING row is written under the account's advisory lock and refused if the
-account's commitments, every daemon counted, would pass a cap. Two daemons racing for the last
+account's commitments, every daemon counted, would pass a cap, if the account is halted, or if
+its daemons' PnL of the day, summed, is at the daily loss limit. Two daemons racing for the last
 room on the account never both get it."""
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from decimal import Decimal
 
 import pytest
 
-from errors import AccountLimitReached
+from errors import AccountHalted, AccountLimitReached
 from execution.risk import RiskEngine, RiskLimits
 from models import OrderRequest, OrderStatus, Position, Side
-from storage.accounts import AccountRepository
+from storage.accounts import AccountRepository, today
+from storage.audit import AuditLog
 from storage.db import Database
 from storage.fills import upsert_position
 from storage.journal import OrderJournal
@@ -45,9 +47,9 @@ def journal(db: Database, daemon: str, risk: RiskEngine, account: str = ACCOUNT)
     return j
 
 
-async def journaled(j: OrderJournal, req: OrderRequest) -> bool:
+async def journaled(j: OrderJournal, req: OrderRequest, *, audited: bool = False) -> bool:
     try:
-        await j.record(req)
+        await j.record(req, audit=("order_journaled", {}) if audited else None)
     except AccountLimitReached:
         return False
     return True
@@ -181,3 +183,111 @@ async def test_a_refused_order_takes_the_strategy_state_written_with_it_back(
         keys = [r[0] for r in await db.fetchall("SELECT key FROM daemon_state ORDER BY key")]
         assert "first" in keys and "second" not in keys
         assert len(await j.non_terminal()) == 1
+
+
+async def test_a_halt_committed_by_one_daemon_refuses_every_later_order_on_the_account(
+    pg_server: PgServer,
+) -> None:
+    url = pg_server.fresh_url()
+    risk = engine()
+    async with PgDatabase(url) as a_db, PgDatabase(url) as b_db:
+        a, b = journal(a_db, "a", risk), journal(b_db, "b", risk)
+        other = journal(b_db, "c", risk, account=OTHER)
+        assert await journaled(b, make_order(strategy="b"))
+        await AccountRepository(db=a_db).halt(ACCOUNT.lower(), "a", "operator")
+        req = make_order(strategy="b")
+        with pytest.raises(AccountHalted) as refused:
+            await b.record(req)
+        assert str(refused.value) == "trading is halted: account halted by daemon a: operator"
+        assert await b.get(req.client_order_id) is None  # rolled back: never journaled
+        assert not await journaled(a, make_order(strategy="a"))  # the halting daemon's too
+        assert await journaled(other, make_order(strategy="c"))  # another account is not halted
+        # A second halt keeps the first one's reason; a resume by any daemon clears it.
+        await AccountRepository(db=b_db).halt(ACCOUNT.lower(), "b", "kill-switch file present")
+        seen = await AccountRepository(db=b_db).commitments(ACCOUNT)
+        assert (seen.halted_by, seen.halt_reason) == ("a", "operator")
+        await AccountRepository(db=b_db).resume(ACCOUNT.lower(), "b")
+        assert await journaled(b, make_order(strategy="b"))
+        events = [
+            (e.event, e.detail)
+            for e in reversed(await AuditLog(db=a_db).tail())
+            if e.event.startswith("account_")
+        ]
+        assert events == [
+            ("account_halted", {"account": ACCOUNT.lower(), "daemon": "a", "reason": "operator"}),
+            (
+                "account_halted",
+                {"account": ACCOUNT.lower(), "daemon": "b", "reason": "kill-switch file present"},
+            ),
+            ("account_resumed", {"account": ACCOUNT.lower(), "daemon": "b"}),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("b_pnl", "admitted"), [("-59.99", True), ("-60", False), ("-60.01", False)]
+)
+async def test_the_daily_loss_limit_applies_to_the_accounts_daemons_summed(
+    pg_server: PgServer, b_pnl: str, admitted: bool
+) -> None:
+    """Daemon a lost 40 today, b as parametrized: the account's limit of 100 is reached at a sum
+    of -100, whatever either daemon lost alone. Yesterday's and another account's rows do not
+    count."""
+    url = pg_server.fresh_url()
+    async with PgDatabase(url) as db:
+        accounts = AccountRepository(db=db)
+        acct = ACCOUNT.lower()
+        await accounts.record_pnl(acct, today(), "a", D("-40"), D("0"))
+        await accounts.record_pnl(acct, today(), "b", D(b_pnl), D("12.5"))
+        await accounts.record_pnl(acct, "2000-01-01", "b", D("-500"), D("0"))
+        await accounts.record_pnl(OTHER, today(), "c", D("-500"), D("0"))
+        a = journal(db, "a", engine(daily_loss_limit=D("100")))
+        why = ""
+        try:
+            await a.record(make_order(strategy="a"))
+        except AccountLimitReached as e:
+            why = str(e)
+        total = D("-40") + D(b_pnl)
+        assert why == (
+            ""
+            if admitted
+            else f"daily loss limit of the account reached, every daemon counted ({total} <= -100)"
+        )
+        seen = await accounts.view(acct, today(), "a")
+        assert (seen.others_pnl, seen.own_baseline) == (D(b_pnl), D("0"))
+
+
+async def test_no_order_racing_a_halt_is_journaled_after_it(pg_server: PgServer) -> None:
+    """b journals orders from 4 tasks at once, each until one is refused, while a halts the
+    account (once b has journaled a few). The halt takes the account's lock, so it is ordered
+    with the PENDING checks: every order journaled was checked before the halt was written (its
+    audit entry, written after its check, comes first), and every order after it was refused and
+    rolled back. (Without the lock in the halt's transaction this fails in some runs.)"""
+    url = pg_server.fresh_url()
+    risk = engine(max_open_orders=1000)
+    async with PgDatabase(url) as a_db, PgDatabase(url) as b_db:
+        b = journal(b_db, "b", risk)
+        results: list[bool] = []
+        some = asyncio.Event()
+
+        async def orders() -> None:  # until the halt refuses one (at most 100 each)
+            for _ in range(100):
+                results.append(await journaled(b, make_order(strategy="b"), audited=True))
+                if len(results) >= 3:
+                    some.set()
+                if not results[-1]:
+                    return
+
+        async def halt() -> None:
+            await some.wait()
+            await AccountRepository(db=a_db).halt(ACCOUNT.lower(), "a", "operator")
+
+        await asyncio.gather(*(orders() for _ in range(4)), halt())
+        admitted = results.count(True)
+        assert admitted >= 3 and results.count(False) == 4  # the halt came between b's orders
+        ids = await a_db.fetchall(
+            "SELECT id, event FROM audit_log WHERE event IN ('order_journaled', 'account_halted')"
+            " ORDER BY id"
+        )
+        events = [str(r[1]) for r in ids]
+        assert events == ["order_journaled"] * admitted + ["account_halted"]
+        assert len(await b.non_terminal()) == admitted

@@ -1,7 +1,8 @@
 """Two executors on one venue account (the same key) and one PostgreSQL database, as two daemons
 with `ACCOUNT_SHARED=true` run (`executor.py`): cancel-all cancels only the asking daemon's
-orders (without the flag it cancels every order of the account), and an order event of the
-other daemon's order leaves its row alone (that daemon settles it)."""
+orders (without the flag it cancels every order of the account), an order event of the
+other daemon's order leaves its row alone (that daemon settles it), and a halt by either daemon
+refuses the other's next order before it is sent."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from execution.ports import VenueOrder, VenueStatus
+from execution.risk import TradingState
 from models import OrderStatus
 from simulator import Simulator
 from tests.integration.test_executor_live import Live, close_live, make_live
@@ -125,3 +127,35 @@ async def test_an_order_past_the_accounts_cap_is_refused_and_can_be_sent_once_th
         finally:
             await close_live(p.east)
             await close_live(p.west)
+
+
+async def test_a_halt_by_one_daemon_refuses_the_others_next_order_before_it_is_sent(
+    shared: Pair,
+) -> None:
+    """West halts; east has not synced the halt yet (its guard still reads ACTIVE): its next
+    order is refused as its PENDING row is written under the account's lock, and never reaches
+    the venue. Once east syncs, its trading state and `/health` show the halt; a resume on east
+    lets both trade again."""
+    await shared.west.ex.halt("operator", actor="http")
+    assert shared.east.ex.state is TradingState.ACTIVE
+    sent = len(shared.east.sim.ledger()["orders"])
+    req = shared.east.req()
+    res = await shared.east.ex.submit(req)
+    why = "halted: trading is halted: account halted by daemon default: operator"
+    assert (res.status, res.reason) == (OrderStatus.REJECTED, why)
+    assert len(shared.east.sim.ledger()["orders"]) == sent  # never sent
+    row = await shared.east.repos.orders.get(req.client_order_id)
+    assert row is not None and (row.status, row.detail) == (OrderStatus.REJECTED, why)
+    assert shared.east.ex.positions.open_count == 0
+    await shared.east.ex.guard.sync_account()
+    (account_check,) = [check for name, check in shared.east.built.checks if name == "account"]
+    assert not account_check().ok  # /health's `account` check: halted
+    health = shared.east.ex.health()
+    assert not health.ok
+    assert health.detail["trading_state"] == "HALTED"
+    assert health.detail["reason"] == "account halted by daemon default: operator"
+    await shared.east.ex.resume("checked", actor="http")
+    await shared.west.ex.guard.sync_account()
+    assert shared.west.ex.state is TradingState.ACTIVE
+    assert (await shared.east.ex.submit(shared.east.req())).status is OrderStatus.LIVE
+    assert (await shared.west.ex.submit(shared.west.req())).status is OrderStatus.LIVE

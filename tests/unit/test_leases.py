@@ -11,6 +11,7 @@ import pytest
 
 from config import Settings
 from errors import AlreadyRunning
+from executor import Executor
 from observability.notify import Notifier
 from observability.sidecar import Health
 from storage import Database, Repositories
@@ -286,6 +287,7 @@ class Built:
     strategies: list[Strategy] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     closers: list[Step] = field(default_factory=list)
+    executor: Executor | None = None  # a paper daemon's account is not shared
 
     @property
     def repos(self) -> Repositories:

@@ -40,6 +40,8 @@ MONEY = {
     ("redemptions", "expected_payout"),
     ("redemptions", "balance_before"),
     ("redemptions", "payout"),
+    ("account_daily_pnl", "pnl"),
+    ("account_daily_pnl", "baseline"),
 }
 
 

@@ -1,0 +1,223 @@
+"""The trading guards of two daemons on one venue account (`ACCOUNT_SHARED=true`,
+`execution.shared_account`) over one PostgreSQL database: a halt by either is the account's and
+shows in the other's trading state once it syncs, a resume by either clears it for both, the
+kill-switch file keeps the account halted, the daily loss limit applies to the sum of the
+daemons' PnL of the day (each over its own strategies), and a daemon starting on an account a
+live daemon trades with the other `ACCOUNT_SHARED` setting is refused (exit 2)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from errors import ConfigError
+from execution.guard import TradingGuard
+from execution.positions import PositionBook
+from execution.risk import TradingState
+from execution.shared_account import SharedAccount
+from models import Position
+from observability.metrics import Metrics
+from resilience import CircuitBreaker
+from resilience.clock import FakeClock
+from storage import Database, Repositories
+from storage.accounts import today
+from storage.leases import LeaseRepository
+from storage.pg import PgDatabase
+from tests.helpers import make_settings
+from tests.pg import PgServer
+from tests.unit.test_accounts import ACCOUNT
+from wiring.leases import check_account_shared
+
+D = Decimal
+ACCT = ACCOUNT.lower()
+
+
+@dataclass
+class Daemon:
+    guard: TradingGuard
+    repos: Repositories
+
+    @property
+    def shared(self) -> SharedAccount:
+        assert self.guard.account is not None
+        return self.guard.account
+
+
+async def daemon(db: Database, daemon_id: str, tmp_path: Path) -> Daemon:
+    """One daemon's guard as `wiring.execution` builds it on a shared account, loaded."""
+    repos = Repositories.over(db, daemon_id=daemon_id)
+    clock, book = FakeClock(1000), PositionBook()
+    guard = TradingGuard(
+        repos=repos,
+        positions=book,
+        metrics=Metrics(),
+        breaker=CircuitBreaker("venue", failure_threshold=2, reset_timeout_s=30, clock=clock),
+        clock=clock,
+        kill_switch_path=tmp_path / f"KILL-{daemon_id}",
+        daily_loss_limit=D("100"),
+    )
+    shared = SharedAccount(
+        repo=repos.accounts, account=ACCOUNT, daemon_id=daemon_id, positions=book
+    )
+    guard.share_account(shared)
+    await guard.load()
+    shared.own([f"{daemon_id}-strategy"])
+    return Daemon(guard, repos)
+
+
+@pytest.fixture
+async def pair(pg_server: PgServer, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Daemon]]:
+    url = pg_server.fresh_url()
+    async with PgDatabase(url) as a_db, PgDatabase(url) as b_db:
+        yield await daemon(a_db, "a", tmp_path), await daemon(b_db, "b", tmp_path)
+
+
+def realise(d: Daemon, pnl: str, *, strategy: str = "") -> None:
+    """The daemon's strategy (or `strategy`) has realised `pnl` since the day's first look."""
+    name = strategy or f"{d.shared.daemon_id}-strategy"
+    d.guard.positions.set_position(Position(token_id="t", strategy=name, realized_pnl=D(pnl)))
+
+
+async def test_a_halt_by_one_daemon_halts_the_other_at_its_next_sync(
+    pair: tuple[Daemon, Daemon],
+) -> None:
+    a, b = pair
+    await a.guard.set_state(TradingState.HALTED, "operator", actor="http")
+    assert (b.guard.state, b.guard.refusal(rests=False)) == (TradingState.ACTIVE, None)
+    await b.guard.sync_account()
+    assert (b.guard.state, b.guard.reason) == (
+        TradingState.HALTED,
+        "account halted by daemon a: operator",
+    )
+    assert b.guard.refusal(rests=False) == "trading is halted: account halted by daemon a: operator"
+    check = b.shared.health()  # the `account` check of b's /health
+    assert not check.ok
+    assert check.detail["halted"] == "account halted by daemon a: operator"
+    # b's own persisted state is untouched: the halt is the account's, not b's.
+    assert await b.repos.state.get("trading_state@b") is None
+    # A resume by b clears the account; a, halted by its own halt, follows at its next sync.
+    await b.guard.resume("checked", actor="http")
+    assert (b.guard.state, b.guard.reason) == (TradingState.ACTIVE, "checked")
+    assert (await b.repos.accounts.commitments(ACCOUNT)).halted_by is None
+    await a.guard.sync_account()
+    assert (a.guard.state, a.guard.reason) == (
+        TradingState.ACTIVE,
+        "account resumed by another daemon",
+    )
+
+
+async def test_the_kill_switch_file_keeps_the_account_halted_after_a_resume_elsewhere(
+    pair: tuple[Daemon, Daemon], tmp_path: Path
+) -> None:
+    a, b = pair
+    (tmp_path / "KILL-a").touch()
+    await a.guard.check()
+    await b.guard.sync_account()
+    assert b.guard.reason == "account halted by daemon a: kill-switch file present"
+    await b.guard.resume("not knowing")
+    await a.guard.sync_account()  # a's file is still there: the account is halted again
+    await b.guard.sync_account()
+    assert (b.guard.state, b.guard.reason) == (
+        TradingState.HALTED,
+        "account halted by daemon a: kill-switch file present",
+    )
+
+
+@pytest.mark.parametrize(("b_loss", "halted"), [("-59.99", False), ("-60", True), ("-60.01", True)])
+async def test_the_daily_loss_limit_is_the_sum_of_the_daemons_pnl(
+    pair: tuple[Daemon, Daemon], b_loss: str, halted: bool
+) -> None:
+    """a lost 40 and b as parametrized, each on its own strategy; a's book also holds a loss of
+    b's strategy (loaded at its start), which a does not count: b does."""
+    a, b = pair
+    for d in (a, b):
+        realise(d, "0")
+        await d.guard.sync_account()  # the day's first look: the baselines
+    realise(a, "-40")
+    realise(a, "-1000", strategy="b-strategy")
+    realise(b, b_loss)
+    await b.guard.sync_account()  # b writes its row
+    await a.guard.sync_account()  # a reads it
+    assert a.shared.daily_pnl() == D("-40") + D(b_loss)
+    detail = a.shared.health().detail
+    assert (detail["daily_pnl"], detail["own_daily_pnl"]) == (str(D("-40") + D(b_loss)), "-40")
+    await a.guard.check()
+    total = D("-40") + D(b_loss)
+    if not halted:
+        assert a.guard.state is TradingState.ACTIVE
+        return
+    reason = f"daily loss limit of the account, every daemon counted, reached ({total} <= -100)"
+    assert (a.guard.state, a.guard.reason) == (TradingState.HALTED, reason)
+    await b.guard.sync_account()
+    assert b.guard.reason == f"account halted by daemon a: {reason}"
+
+
+async def test_a_restart_the_same_day_goes_on_from_the_rows_baseline(
+    pair: tuple[Daemon, Daemon], tmp_path: Path
+) -> None:
+    a, _ = pair
+    realise(a, "10")
+    await a.guard.sync_account()  # baseline 10
+    realise(a, "-20")
+    await a.guard.sync_account()  # -30 today
+    again = await daemon(a.repos.db, "a", tmp_path)  # the book restored from the fills
+    realise(again, "-20")
+    assert again.shared.own_pnl() == D("-30")
+    row = await a.repos.accounts.view(ACCT, today(), "b")
+    assert row.others_pnl == D("-30")
+
+
+async def test_a_daemon_with_the_other_account_shared_setting_is_refused_naming_the_live_one(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    async with PgDatabase(pg_server.fresh_url()) as db:
+        west = make_settings(
+            tmp_path, database_url="postgresql://x/y", daemon_id="west", account_shared=True
+        )
+        await check_account_shared(Repositories.over(db, daemon_id="west"), ACCT, west)
+        leases = LeaseRepository(db=db)
+        await leases.claim("sniper", "west", ttl_s=30)
+        north = make_settings(tmp_path, database_url="postgresql://x/y", daemon_id="north")
+        with pytest.raises(ConfigError) as refused:
+            await check_account_shared(Repositories.over(db, daemon_id="north"), ACCT, north)
+        assert refused.value.problems == [
+            f"ACCOUNT_SHARED: daemon west trades venue account {ACCT} with"
+            " ACCOUNT_SHARED=true; this daemon (DAEMON_ID=north) has ACCOUNT_SHARED=false:"
+            " set the same ACCOUNT_SHARED on every daemon trading one account"
+        ]
+        # The same setting is fine; so is the other one once west's leases are gone.
+        east = west.model_copy(update={"daemon_id": "east"})
+        await check_account_shared(Repositories.over(db, daemon_id="east"), ACCT, east)
+        await leases.release(["sniper"], "west")
+        await check_account_shared(Repositories.over(db, daemon_id="north"), ACCT, north)
+        rows = await db.fetchall("SELECT daemon_id, shared FROM daemon_accounts ORDER BY 1")
+        assert [(r[0], r[1]) for r in rows] == [("east", 1), ("north", 0), ("west", 1)]
+
+
+async def test_a_halt_on_a_daemon_still_halted_halts_the_account_resumed_elsewhere(
+    pair: tuple[Daemon, Daemon],
+) -> None:
+    """b resumed the account; a has not synced yet (still HALTED here) when its operator halts
+    again with the same reason: the account is halted again all the same."""
+    a, b = pair
+    await a.guard.set_state(TradingState.HALTED, "operator")
+    await b.guard.resume("checked")
+    await a.guard.set_state(TradingState.HALTED, "operator")
+    seen = await b.repos.accounts.commitments(ACCOUNT)
+    assert (seen.halted_by, seen.halt_reason) == ("a", "operator")
+
+
+async def test_a_storage_error_halt_is_the_daemons_own_and_outlasts_a_resume_elsewhere(
+    pair: tuple[Daemon, Daemon],
+) -> None:
+    a, b = pair
+    await a.guard.set_state(TradingState.HALTED, "operator")
+    await b.guard.sync_account()
+    b.guard.storage_failed()  # held in memory; never written to the account
+    await a.guard.resume("checked")
+    await b.guard.sync_account()
+    assert (b.guard.state, b.guard.reason) == (TradingState.HALTED, "storage error")
