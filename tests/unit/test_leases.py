@@ -206,12 +206,17 @@ async def test_a_live_twin_with_the_same_id_refuses_the_start_after_the_ttl(
 async def test_a_lease_taken_by_another_daemon_stops_the_strategy(
     leases: LeaseRepository,
 ) -> None:
-    east = keeper(leases, "east", ["sniper"], SHORT)
+    # east's own clock stands still, so its local deadline (TTL x 5/6) never passes and the
+    # renewal below has its full budget: what stops the strategy is the database's answer
+    # that west holds the lease, not east noticing its own stall first.
+    east = LeaseKeeper(
+        leases, daemon_id="east", strategies=["sniper"], ttl_s=SHORT, monotonic=lambda: 100.0
+    )
     await east.acquire()
     strategy = Forever("sniper")
     guarded = east.guard(strategy)
     running = asyncio.create_task(guarded.run())
-    await asyncio.sleep(SHORT + 0.2)  # east stalls past its TTL: west may take the strategy
+    await asyncio.sleep(SHORT + 0.2)  # the lease expires in the database: west may take it
     assert (await leases.claim("sniper", "west", TTL)).held_by("west")
     await east.renew_once()
     await asyncio.wait_for(running, 5)
