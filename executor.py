@@ -57,7 +57,7 @@ from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
 from execution.settlement import Settlement, log_abandoned_failure
 from execution.tracker import OrderTracker
-from models import UNATTRIBUTED, Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
+from models import Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.health import CheckResult
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from observability.tracing import Tracing, traced_order
@@ -429,13 +429,13 @@ class Executor:
             if row is not None:
                 fill = fill.model_copy(update={"client_order_id": row.client_order_id})
         fill = await self.rules.with_fee(fill)
-        pos = await self.repos.fills.record(fill)
-        if pos is None:
+        recorded = await self.repos.fills.record_moves(fill)
+        if recorded is None:
             return
-        self.positions.set_position(pos)
-        if pos.strategy == UNATTRIBUTED or fill.status is TradeStatus.FAILED:
-            # A sale outside the daemon may take (and its failure give back) strategies' shares.
-            self.positions.load(await self.repos.fills.positions_in(fill.token_id))
+        # Every row written (shares a sale outside the daemon took, or its failure gave back,
+        # too) with the row it replaced: a flat one the book let go of must not count twice.
+        self.positions.move(recorded.moves)
+        pos = recorded.position
         if fill.status is TradeStatus.FAILED:
             # The trade never settled: the repository rebuilt the position without it (and
             # audited `fill_failed`) in one transaction. The order's own status is left to the

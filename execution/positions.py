@@ -3,11 +3,16 @@
 The database (`FillRepository`) is the durable truth; this book mirrors it so risk checks and
 `PositionSource.position()` answer synchronously. Daily PnL is realized plus marked PnL now,
 minus the same figure at the first look after 00:00 UTC.
+
+Memory is bounded: past `MAX_FLAT` flat positions (no shares) the oldest to go flat are let go
+of, their realized PnL staying in the running totals. A position the database writes again is
+handed over with the row it replaced (`move`), so a token traded again after it was let go of
+counts its realized PnL once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,6 +22,10 @@ from models import ZERO, BookSource, OrderRequest, Position, Side
 
 if TYPE_CHECKING:
     from observability.metrics import Metrics
+
+# Flat positions kept in memory: a daemon trading a new market every few minutes leaves one
+# per (strategy, token) behind; past this many, the oldest to go flat are let go of.
+MAX_FLAT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,9 @@ class _Sums:
     def get(self, key: object) -> Decimal:
         return self._total.get(key, ZERO)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._count
+
 
 _ALL = object()  # the key of the book-wide total
 
@@ -76,16 +88,25 @@ class PositionBook:
     SELL size by (strategy, token)) and realized PnL (in all and by strategy) are kept as running
     totals updated on every add, update and removal, so a risk check costs the same with five
     open orders or fifty thousand.
+
+    At most `max_flat` flat positions are kept: past it the oldest to go flat, with no open
+    order, are let go of. Their realized PnL stays in the totals, and the database keeps their
+    rows; `position()` answers an empty position for them, as their size (0) is all a trade
+    needs. A position the database writes again comes through `move` with the row it replaced.
     """
 
-    def __init__(self, *, books: BookSource | None = None) -> None:
+    def __init__(self, *, books: BookSource | None = None, max_flat: int = MAX_FLAT) -> None:
         self.books = books
+        self.max_flat = max_flat
         self._positions: dict[tuple[str, str], Position] = {}  # (strategy, token) ->
+        # The keys of the flat positions above, the oldest to go flat first.
+        self._flat: dict[tuple[str, str], None] = {}
         # The positions with shares, by token then strategy: what gets marked. A token is held
         # by a handful of strategies at most, so a per-token sum over them is O(1) in practice.
         self._held: dict[str, dict[str, Position]] = {}
-        self._realized = ZERO  # running sum of every position's realized PnL
-        self._realized_by: dict[str, Decimal] = {}  # the same, by strategy
+        # Running sum of every position's realized PnL, those let go of included; by strategy.
+        self._realized = ZERO
+        self._realized_by: dict[str, Decimal] = {}
         self._open: dict[str, OpenOrder] = {}
         # keys: _ALL, ("token", id), ("strategy", name), ("strategy_token", name, id)
         self._buy_notional = _Sums()
@@ -96,8 +117,22 @@ class PositionBook:
 
     # positions ---------------------------------------------------------------------------
     def load(self, positions: Iterable[Position]) -> None:
+        """Take the database's positions (at start-up, into a book that let go of none)."""
         for p in positions:
             self.set_position(p)
+
+    def move(self, moves: Sequence[tuple[Position, Position]]) -> None:
+        """Apply positions the database wrote, in order, each as (row before, row after); an
+        empty position stands for no row. A flat row the book let go of comes back with its
+        realized PnL counted once: the totals already hold the row before's."""
+        for before, after in moves:
+            key = (after.strategy, after.token_id)
+            if key not in self._positions and before.size == 0 and before.realized_pnl:
+                self._realized -= before.realized_pnl
+                self._realized_by[after.strategy] = (
+                    self._realized_by.get(after.strategy, ZERO) - before.realized_pnl
+                )
+            self.set_position(after)
 
     def position(self, token_id: str, *, strategy: str) -> Position:
         """`strategy`'s holding in `token_id` (size 0 if none)."""
@@ -110,6 +145,8 @@ class PositionBook:
         return sum((p.size for p in self._held.get(token_id, {}).values()), ZERO)
 
     def set_position(self, position: Position) -> None:
+        """Hold `position` (a key let go of counts as new: use `move` for what the database
+        wrote over a row)."""
         key = (position.strategy, position.token_id)
         old = self._positions.get(key)
         if old is not None:
@@ -121,24 +158,47 @@ class PositionBook:
             self._realized_by.get(position.strategy, ZERO) + position.realized_pnl
         )
         held = self._held.get(position.token_id)
+        self._flat.pop(key, None)
         if position.size > 0:
             if held is None:
                 held = self._held[position.token_id] = {}
             held[position.strategy] = position
-        elif held is not None:
-            held.pop(position.strategy, None)
-            if not held:
-                del self._held[position.token_id]
+        else:
+            if held is not None:
+                held.pop(position.strategy, None)
+                if not held:
+                    del self._held[position.token_id]
+            self._flat[key] = None  # the newest written: let go of last
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop the oldest flat positions past `max_flat`; keep one with an open order."""
+        for _ in range(len(self._flat) - self.max_flat):
+            key = next(iter(self._flat))
+            del self._flat[key]
+            if self._has_open(*key):
+                self._flat[key] = None  # an order may still fill on it: look again later
+            else:
+                del self._positions[key]
+
+    def _has_open(self, strategy: str, token_id: str) -> bool:
+        return (strategy, token_id) in self._sell_size or (
+            "strategy_token",
+            strategy,
+            token_id,
+        ) in self._buy_notional
 
     def positions(self, *, strategy: str | None = None) -> list[Position]:
-        """Every (strategy, token) position, or one strategy's."""
+        """Every (strategy, token) position in memory, or one strategy's: every held one, and
+        the flat ones not let go of."""
         if strategy is None:
             return list(self._positions.values())
         return [p for (s, _), p in self._positions.items() if s == strategy]
 
     def strategies(self) -> list[str]:
-        """The strategies with a position (held or flat) or an open order, sorted."""
-        names = {s for s, _ in self._positions} | {o.strategy for o in self._open.values()}
+        """The strategies that ever had a position (held, flat or let go of) or have an open
+        order, sorted."""
+        names = set(self._realized_by) | {o.strategy for o in self._open.values()}
         return sorted(names)
 
     def publish(self, m: Metrics) -> None:

@@ -14,7 +14,8 @@ fill, so a replay moves the same position.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -63,6 +64,28 @@ def upsert_position(c: sqlite3.Connection, pos: Position) -> None:
     )
 
 
+Moves = list[tuple[Position, Position]]  # rows written: (before, after), in order
+
+
+def _writer(c: sqlite3.Connection, moves: Moves) -> Callable[[Position], None]:
+    """Upsert a position, noting it and the row it replaces in `moves`."""
+
+    def put(pos: Position) -> None:
+        moves.append((_read_position(c, pos.strategy, pos.token_id), pos))
+        upsert_position(c, pos)
+
+    return put
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording a fill did: the fill's own position after it, and every position row
+    the transaction wrote, in order, each with the row it replaced (empty if none)."""
+
+    position: Position
+    moves: tuple[tuple[Position, Position], ...]
+
+
 def spill(
     held: Iterable[Position], excess: Decimal, price: Decimal
 ) -> list[tuple[Position, Decimal]]:
@@ -99,7 +122,9 @@ def replay_token(c: sqlite3.Connection, token_id: str) -> dict[str, Position]:
     return book
 
 
-def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal) -> None:
+def _take_from_strategies(
+    c: sqlite3.Connection, fill: Fill, excess: Decimal, put: Callable[[Position], None]
+) -> None:
     """A SELL no order of ours explains sold more than the unattributed holding: the shares
     left the account, so the rest comes out of the strategies that hold the token (the largest
     holding first), each selling at the fill's price. Audited per strategy."""
@@ -110,7 +135,7 @@ def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal) ->
     ).fetchall()
     held = [_position_from_row(str(r[0]), fill.token_id, tuple(r)[1:]) for r in rows]
     for p, take in spill(held, excess, fill.price):
-        upsert_position(c, p)
+        put(p)
         append_audit(
             c,
             "unattributed_sell_took_from_strategy",
@@ -146,7 +171,14 @@ class FillRepository:
         self._db = db
 
     async def record(self, fill: Fill) -> Position | None:
-        """Store `fill` and apply it to its position; return the new position.
+        """Store `fill` and apply it to its position; return the new position (`record_moves`
+        says more)."""
+        recorded = await self.record_moves(fill)
+        return recorded.position if recorded is not None else None
+
+    async def record_moves(self, fill: Fill) -> Recorded | None:
+        """Store `fill` and apply it to its position; return the new position with every row
+        the transaction wrote and the row each replaced (what an in-memory mirror needs).
 
         A fill already stored (same trade id and venue order id) only updates its trade status and
         returns None: the position moves once per fill however often the venue reports it.
@@ -157,7 +189,9 @@ class FillRepository:
         as FAILED is stored (and audited) and moves nothing.
         """
 
-        def job(c: sqlite3.Connection) -> Position | None:
+        def job(c: sqlite3.Connection) -> Recorded | None:
+            moves: Moves = []
+            put = _writer(c, moves)
             strategy = attribute(c, fill.client_order_id, fill.venue_order_id)
             cur = c.execute(
                 "INSERT OR IGNORE INTO fills (trade_id, venue_order_id, client_order_id, strategy,"
@@ -199,11 +233,11 @@ class FillRepository:
                 # shares from the strategies, and its failure gives them back.
                 rebuilt = replay_token(c, fill.token_id)
                 for p in rebuilt.values():
-                    upsert_position(c, p)
+                    put(p)
                 replayed = rebuilt.get(strategy) or Position(
                     token_id=fill.token_id, strategy=strategy
                 )
-                upsert_position(c, replayed)
+                put(replayed)
                 append_audit(
                     c,
                     "fill_failed" if failed else "fill_restored",
@@ -220,7 +254,7 @@ class FillRepository:
                     },
                     client_order_id=fill.client_order_id,
                 )
-                return replayed
+                return Recorded(replayed, tuple(moves))
             if failed:
                 append_audit(
                     c,
@@ -235,10 +269,10 @@ class FillRepository:
                 return None
             before = _read_position(c, strategy, fill.token_id)
             pos = before.apply(fill.side, fill.price, fill.size, fill.fee)
-            upsert_position(c, pos)
+            put(pos)
             if strategy == UNATTRIBUTED and fill.side is Side.SELL and fill.size > before.size:
-                _take_from_strategies(c, fill, fill.size - before.size)
-            return pos
+                _take_from_strategies(c, fill, fill.size - before.size, put)
+            return Recorded(pos, tuple(moves))
 
         return await self._db.write(job)
 

@@ -21,7 +21,7 @@ from execution.positions import PositionBook
 from execution.resolution import Resolutions
 from execution.settlement import Settlement
 from execution.tracker import OrderTracker
-from models import Market, Position
+from models import Market, Position, Side
 from observability.metrics import Metrics
 from observability.notify import Notifier
 from storage import Repositories
@@ -29,6 +29,7 @@ from storage.keys import RESOLUTIONS_KEY
 from storage.market_names import MarketNames
 from strategies.copy_trader.state import MarketMemory
 from strategies.sniper import Sniper
+from tests.unit.test_positions_bound import Table
 from tests.unit.test_sniper import Clock, RecordingExecutor, market, rule, settle
 from venue.clob.public import BOOKS_PRUNE_AT, RestBookSource
 from venue.market_feed import MarketFeed
@@ -168,6 +169,24 @@ def test_copy_traders_market_memory_of_5000_tokens_stays_at_its_bound() -> None:
         assert len(memory) <= 50 and len(memory._condition_of) <= 2 * 50
     assert memory.condition_of(held.token_ids[0]) == held.condition_id  # held: kept
     assert memory.locks == 0
+
+
+def test_5000_tokens_traded_flat_keep_positions_bounded_with_the_same_pnl() -> None:
+    """Each token is bought and sold flat as the executor books fills (`move`): the flat
+    positions stay at the bound, the held one stays, and the realized PnL is the table's."""
+    positions, everything = PositionBook(max_flat=100), PositionBook(max_flat=10**9)
+    table = Table(positions, everything)
+    held = nth(0).token_ids[0]
+    table.fill("sniper", held, Side.BUY, "0.40", "10")
+    for i in range(1, MARKETS):
+        for n, token in enumerate(nth(i).token_ids):
+            strategy = ("sniper", "copy")[n]
+            table.fill(strategy, token, Side.BUY, "0.40", "10")
+            table.fill(strategy, token, Side.SELL, "0.45", "10")
+            assert len(positions.positions()) <= 100 + 1
+            assert positions.realized(strategy=strategy) == everything.realized(strategy=strategy)
+    assert positions.position(held, strategy="sniper").size == 10
+    assert positions.realized() == everything.realized() == table.realized()
 
 
 def test_notifier_keys_of_5000_markets_stay_bounded() -> None:
