@@ -16,6 +16,7 @@ BOTH_ENGINES = {
     "test_storage",
     "test_storage_contract",
     "test_positions",
+    "test_positions_bound",
     "test_sniper_state",
     "test_market_names",
     "test_copy_storage",
