@@ -20,6 +20,9 @@ keep-alive connection and samples the daemon's RSS from `/proc/<pid>/status`. Fi
 once a second, `tools.rss_soak.slope_per_hour`: the daemon-only memory figure). `--warmup S` fits
 that slope only to the samples taken S seconds or more into the run (counted in `--duration`), as
 `tools.rss_soak` does for the demo soak: the first minutes carry caches filling, not growth.
+Then SIGUSR1 stops both sources (the load strategy drains what it has in flight; the blaster
+prints how many events it sent) and the counts are read once the daemon has caught up (bounded):
+`orders_submitted`/`orders_answered`, `feed_sent`/`feed_counted`, `health_requests`/`health_200`.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ async def _blast(port: int, per_s: float, batch: int) -> None:
     from websockets.asyncio.server import ServerConnection, serve
 
     market = "0x" + "ab" * 32
+    sent = [0]  # price_change events handed to a connection, all connections together
+    paused = asyncio.Event()  # SIGUSR1: stop sending, keep answering PINGs, print `sent N`
 
     async def handler(ws: ServerConnection) -> None:
         assets: list[str] = []
@@ -113,6 +118,9 @@ async def _blast(port: int, per_s: float, batch: int) -> None:
             interval = batch / per_s
             next_at = time.monotonic()
             while not read_task.done():
+                if paused.is_set():
+                    await asyncio.wait({read_task})
+                    break
                 if assets:
                     events = []
                     for _ in range(batch):
@@ -138,6 +146,9 @@ async def _blast(port: int, per_s: float, batch: int) -> None:
                                 ],
                             }
                         )
+                    # Counted before the await: `send` writes a whole frame to the transport
+                    # before it yields, so a pause between two sends sees an exact count.
+                    sent[0] += len(events)
                     await ws.send(json.dumps(events))
                 next_at += interval
                 delay = next_at - time.monotonic()
@@ -156,6 +167,12 @@ async def _blast(port: int, per_s: float, batch: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def pause() -> None:
+        paused.set()
+        print(f"sent {sent[0]}", flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, pause)
     async with serve(handler, "127.0.0.1", port, ping_interval=None, max_size=2**20):
         print("ready", flush=True)
         await stop.wait()
@@ -174,10 +191,15 @@ class LoadReport:
     late_ms_max: float = 0.0
     first_at: float = 0.0  # time.monotonic() (system-wide on Linux) of the first and last submit
     last_at: float = 0.0
+    drained: bool = False  # stopped submitting (SIGUSR1) and every submission has returned
 
 
 class LoadStrategy:
-    """Submit FAK BUYs at a steady rate through the daemon's own executor (an `OrderSink`)."""
+    """Submit FAK BUYs at a steady rate through the daemon's own executor (an `OrderSink`).
+
+    `stop` ends the submitting; `run` then waits for every submission to return and writes the
+    report with `drained` set, so the driver compares whole counts, none left in flight.
+    """
 
     name = "load"
 
@@ -187,6 +209,11 @@ class LoadStrategy:
         self._interval = 60.0 / per_min if per_min > 0 else 0.0
         self._report_path = report
         self.report = LoadReport()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop submitting (from a signal handler); `run` drains what is in flight."""
+        self._stopping.set()
 
     async def _one(self, token: str) -> None:
         from models import OrderRequest
@@ -208,17 +235,18 @@ class LoadStrategy:
             self.report.errors.append(f"{type(e).__name__}: {str(e)[:200]}")
 
     async def run(self) -> None:
-        if self._interval <= 0:
-            await asyncio.Event().wait()
         pending: set[asyncio.Task[None]] = set()
         start = time.monotonic()
         i = 0
         try:
-            while True:
+            while self._interval > 0 and not self._stopping.is_set():
                 due = start + i * self._interval
                 delay = due - time.monotonic()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    if self._stopping.is_set():
+                        break
                 else:
                     self.report.late_ms_max = max(self.report.late_ms_max, -delay * 1000)
                 t = asyncio.create_task(self._one(self._tokens[i % len(self._tokens)]))
@@ -231,13 +259,21 @@ class LoadStrategy:
                 i += 1
                 if i % 50 == 0:
                     self._write()
+            if pending:
+                await asyncio.wait(pending)
+            self.report.drained = True
+            self._write()
+            await asyncio.Event().wait()  # a strategy runs until the daemon stops
         finally:
             for t in pending:
                 t.cancel()
             self._write()
 
     def _write(self) -> None:
-        self._report_path.write_text(json.dumps(asdict(self.report)))
+        # Whole or not at all: the driver reads the report while this runs.
+        tmp = self._report_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.report)))
+        tmp.replace(self._report_path)
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -253,6 +289,7 @@ def _daemon(args: argparse.Namespace) -> int:
         load = LoadStrategy(ctx.executor, tokens, args.orders_per_min, Path(args.report))
         holder.append(load)
         ctx.strategies.append(load)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, load.stop)
 
     return run(settings, duration_s=None, env_file=None, on_ready=on_ready)
 
@@ -293,6 +330,11 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _argv(role: str, **opts: object) -> list[str]:
+    flags = [x for k, v in opts.items() for x in ("--" + k.replace("_", "-"), str(v))]
+    return [PYTHON, "-m", "bench.health", role, *flags]
+
+
 def _rate_per_min(load: dict[str, Any]) -> float:
     span = float(load.get("last_at", 0)) - float(load.get("first_at", 0))
     n = int(load.get("submitted", 0))
@@ -319,6 +361,7 @@ def run_load(
     batch: int = 10,
     warmup_s: float = 3.0,
     rss_warmup_s: float = 0.0,
+    settle_s: float = 60.0,
     workdir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the daemon under load for `duration_s`; return the figures (see module docstring).
@@ -350,18 +393,7 @@ def run_load(
         fund(urls["clob_url"], acct.address, "100000")
         blast_port = _free_port()
         blaster = procs.start(
-            [
-                PYTHON,
-                "-m",
-                "bench.health",
-                "blaster",
-                "--port",
-                str(blast_port),
-                "--feed-per-s",
-                str(feed_per_s),
-                "--batch",
-                str(batch),
-            ],
+            _argv("blaster", port=blast_port, feed_per_s=feed_per_s, batch=batch),
             stdout=subprocess.PIPE,
             stderr=open(workdir / "blaster.err", "wb"),  # noqa: SIM115  # closed with the process
         )
@@ -407,23 +439,13 @@ def run_load(
         )
         err_path = workdir / "daemon.err"
         daemon = procs.start(
-            [
-                PYTHON,
-                "-m",
-                "bench.health",
-                "daemon",
-                "--orders-per-min",
-                str(orders_per_min),
-                "--tokens",
-                ",".join(tokens),
-                "--report",
-                str(report),
-            ],
+            _argv("daemon", orders_per_min=orders_per_min, tokens=",".join(tokens), report=report),
             env=env,
             stdout=open(workdir / "daemon.out", "wb"),  # noqa: SIM115  # closed with the process
             stderr=open(err_path, "wb"),  # noqa: SIM115  # closed with the process
         )
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        # A generous timeout: a slow answer is a figure, only a missing one is a failure.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
         def get(path: str) -> tuple[int, bytes]:
             conn.request("GET", path)
@@ -451,7 +473,7 @@ def run_load(
             get("/metrics")[1].decode(), "polyd_feed_messages_total", event_type="price_change"
         )
         lat: list[float] = []
-        not_ok = 0
+        health_200 = 0
         t0 = time.monotonic()
         rss_samples = [(0.0, rss_start / 1024)]  # (seconds since t0, MB)
         n = int(duration_s * health_hz)
@@ -461,9 +483,13 @@ def run_load(
             if delay > 0:
                 time.sleep(delay)
             s = time.perf_counter()
-            status, _ = get("/health")
+            try:
+                status, _ = get("/health")
+            except (OSError, http.client.HTTPException):
+                conn.close()  # counted as not answered; the next request reconnects
+                continue
             lat.append((time.perf_counter() - s) * 1000)
-            not_ok += status != 200
+            health_200 += status == 200
             if i % int(health_hz) == 0:
                 rss_samples.append((time.monotonic() - t0, _rss_kb(daemon.pid) / 1024))
         elapsed = time.monotonic() - t0
@@ -472,6 +498,25 @@ def run_load(
         rss_end = _rss_kb(daemon.pid)
         rss_samples.append((elapsed, rss_end / 1024))
         fitted = [(t, mb) for t, mb in rss_samples if t >= rss_warmup_s]
+        # The counts: stop both sources, then wait (bounded) for the daemon to answer every order
+        # submitted and count every event sent; what it reached by then is the figure.
+        daemon.send_signal(signal.SIGUSR1)
+        blaster.send_signal(signal.SIGUSR1)
+        said = blaster.stdout.readline().split()
+        feed_sent = int(said[1]) if len(said) == 2 and said[0] == b"sent" else -1
+
+        def counts() -> tuple[dict[str, Any], float]:
+            done = json.loads(report.read_text()) if report.exists() else {}
+            text = get("/metrics")[1].decode()
+            return done, _metric(text, "polyd_feed_messages_total", event_type="price_change")
+
+        settle_by = time.monotonic() + settle_s
+        load, feed_counted = counts()
+        while not (load.get("drained") and feed_counted >= feed_sent):
+            if time.monotonic() > settle_by or daemon.poll() is not None:
+                break
+            time.sleep(0.2)
+            load, feed_counted = counts()
         conn.close()
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(30)
@@ -487,16 +532,20 @@ def run_load(
             "health_p99_ms_under_load": round(_pct(lat, 99), 3),
             "health_p50_ms": round(_pct(lat, 50), 3),
             "health_max_ms": round(max(lat), 3) if lat else None,
-            "health_requests": len(lat),
-            "health_not_200": not_ok,
+            "health_requests": n,
+            "health_200": health_200,
+            "health_not_200": n - health_200,
             "duration_s": round(elapsed, 1),
             "load_orders_per_min": orders_per_min,
             "load_feed_msgs_per_s": feed_per_s,
             "orders_submitted": load.get("submitted", 0),
             "orders_per_min_achieved": _rate_per_min(load),
             "orders_answered": sum(load.get("results", {}).values()),
+            "orders_drained": bool(load.get("drained")),
             "order_results": load.get("results", {}),
             "feed_msgs_per_s_achieved": round(msgs / elapsed, 1) if elapsed else 0,
+            "feed_sent": feed_sent,
+            "feed_counted": int(feed_counted),
             "feed_malformed": _metric(metrics, "polyd_feed_malformed_total"),
             "errors": errors,
             "error_samples": (load.get("errors", []) + log_errors)[:5],

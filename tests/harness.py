@@ -49,6 +49,7 @@ from tests.helpers import (
     clean_env,
     exactly_once,
     free_port,
+    retry_while_locked,
 )
 
 Json = dict[str, Any]
@@ -716,11 +717,14 @@ class DaemonProcess:
         return read_db(self.db_path, self.database_url, timeout=5)
 
     def rows(self, sql: str, *args: object) -> list[sqlite3.Row]:
-        conn = self.db()
-        try:
-            return list(conn.execute(sql, args).fetchall())
-        finally:
-            conn.close()
+        def read() -> list[sqlite3.Row]:
+            conn = self.db()
+            try:
+                return list(conn.execute(sql, args).fetchall())
+            finally:
+                conn.close()
+
+        return retry_while_locked(read)
 
     def order_count(self) -> int:
         """Journal rows that reached the venue path (signed: they carry a venue order id)."""
@@ -908,18 +912,25 @@ def compare(
     me = address.lower()
     ours = {o["id"]: o for o in ledger["orders"] if str(o.get("maker", "")).lower() == me}
     c = Comparison(venue_orders=len(ours))
-    conn = read_db(db_path, database_url)
-    try:
-        rows = conn.execute(
-            "SELECT client_order_id, status, venue_order_id, size_matched, order_type, size"
-            " FROM orders"
-        ).fetchall()
-        fills = conn.execute("SELECT trade_id, venue_order_id, side, size FROM fills").fetchall()
-        positions: dict[str, Decimal] = {}  # the account's holding: every strategy's summed
-        for r in conn.execute("SELECT token_id, size FROM positions").fetchall():
-            positions[r["token_id"]] = positions.get(r["token_id"], Decimal(0)) + Decimal(r["size"])
-    finally:
-        conn.close()
+
+    def read() -> tuple[list[sqlite3.Row], list[sqlite3.Row], list[sqlite3.Row]]:
+        conn = read_db(db_path, database_url)
+        try:
+            return (
+                conn.execute(
+                    "SELECT client_order_id, status, venue_order_id, size_matched, order_type,"
+                    " size FROM orders"
+                ).fetchall(),
+                conn.execute("SELECT trade_id, venue_order_id, side, size FROM fills").fetchall(),
+                conn.execute("SELECT token_id, size FROM positions").fetchall(),
+            )
+        finally:
+            conn.close()
+
+    rows, fills, held = retry_while_locked(read)
+    positions: dict[str, Decimal] = {}  # the account's holding: every strategy's summed
+    for r in held:
+        positions[r["token_id"]] = positions.get(r["token_id"], Decimal(0)) + Decimal(r["size"])
     c.journal_rows = len(rows)
     by_venue: dict[str, list[sqlite3.Row]] = {}
     for r in rows:
@@ -998,11 +1009,15 @@ def check_exactly_once(
 ) -> ExactlyOnce:
     """`tests.helpers.exactly_once` over the simulator's received bodies and the journal."""
     received = sim.received_orders()
-    conn = read_db(db_path, database_url)
-    try:
-        rows = [dict(r) for r in conn.execute(JOURNAL_SIGNED_SQL).fetchall()]
-    finally:
-        conn.close()
+
+    def read() -> list[dict[str, Any]]:
+        conn = read_db(db_path, database_url)
+        try:
+            return [dict(r) for r in conn.execute(JOURNAL_SIGNED_SQL).fetchall()]
+        finally:
+            conn.close()
+
+    rows = retry_while_locked(read)
     return exactly_once(
         received["orders"], rows, address=address, complete=received["total"] == received["kept"]
     )

@@ -9,13 +9,15 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import websockets
@@ -39,6 +41,31 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {"db_path": tmp_path / "polyd.db", "http_port": 0}
     base.update(overrides)
     return load_settings(env_file=None, **base)
+
+
+T = TypeVar("T")
+LOCKED_RETRY_S = 30.0
+
+
+def retry_while_locked(read: Callable[[], T], limit_s: float = LOCKED_RETRY_S) -> T:
+    """Run `read` (a test's read of a running daemon's SQLite database) again while SQLite says
+    "database is locked", for up to `limit_s`; then raise, saying so.
+
+    A WAL reader is shut out only while another connection holds the whole file (a daemon's
+    checkpoint as it closes its last connection, or the WAL index being rebuilt while a writer
+    holds the write lock); on 2 loaded cores that can outlast one busy timeout, which each
+    attempt has already waited. Any other error is raised at once.
+    """
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return read()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"{e} (still, after {limit_s:g}s of retries)") from e
+        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -11,13 +11,16 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tests.harness import HarnessError, wait_until
 from tests.helpers import PYTHON, ROOT, clean_env, free_port
 
 HEAD = "=== operate this demo from a second terminal, in "
+VIEW_SETTLE_S = 30.0  # per view: a loaded machine stretches discovery and the first snapshots
 
 
 def read_block(proc: subprocess.Popen[str], limit_s: float = 60) -> list[str]:
@@ -117,34 +120,50 @@ def test_the_printed_commands_operate_the_demo_unchanged(tmp_path: Path) -> None
 def assert_views_name_the_markets(shorthand: str, folder: Path, env: dict[str, str]) -> None:
     """Once the demo has traded, every trade and position names its market (discovery names the
     sniper's, the resolver looks up the copied ones on Gamma), and `status` has the daemon's
-    account snapshot: today's PnL against the limit, exposure, balance."""
-    deadline = time.monotonic() + 60
+    account snapshot: today's PnL against the limit, exposure, balance. Each view is polled until
+    it shows that (a copy made a moment ago is named and marked a moment later), up to
+    `VIEW_SETTLE_S`; a failure shows what the view last answered."""
 
     def view(name: str) -> Any:
         res = shell(shorthand.replace(" status --demo", f" {name} --demo --json"), folder, env)
         assert res.returncode in (0, 1), res.stdout + res.stderr  # status: 1 while degraded
         return json.loads(res.stdout)
 
-    while True:
-        trades = view("trades")
-        assert isinstance(trades, list)
-        if trades and all(t["market"] and t["outcome"] for t in trades):
-            break
-        assert time.monotonic() < deadline, trades
-        time.sleep(1)
-    while True:
-        # A position copied a moment ago has no mark until its book's first snapshot arrives.
-        positions = view("positions")
-        assert isinstance(positions, list) and positions
-        assert all(p["market"] for p in positions), positions
-        if all(p["mark"] is not None for p in positions if Decimal(p["size"]) > 0):
-            break
-        assert time.monotonic() < deadline, positions
-        time.sleep(1)
-    account = view("status")["account"]
-    assert account["pnl_today"] is not None and account["daily_loss_limit"] is not None
-    assert account["exposure"] is not None and account["balance"] is not None
-    assert account["feeds"]["feed:market"] is True
+    def settled(name: str, ok: Callable[[Any], bool]) -> Any:
+        seen: list[Any] = []
+
+        def read() -> bool:
+            seen.append(view(name))
+            return ok(seen[-1])
+
+        try:
+            wait_until(read, VIEW_SETTLE_S, interval=1.0, what=f"the {name} view")
+        except HarnessError as e:
+            raise AssertionError(f"{e}; it last showed: {seen[-1:]}") from e
+        return seen[-1]
+
+    trades = settled(
+        "trades", lambda ts: bool(ts) and all(t["market"] and t["outcome"] for t in ts)
+    )
+    # A position copied a moment ago has no name or mark until Gamma and its book's first
+    # snapshot have answered.
+    settled(
+        "positions",
+        lambda ps: (
+            bool(ps)
+            and all(p["market"] for p in ps)
+            and all(p["mark"] is not None for p in ps if Decimal(p["size"]) > 0)
+        ),
+    )
+
+    def account_ready(st: Any) -> bool:
+        account = st.get("account") or {}  # none until the daemon's first snapshot
+        keys = ("pnl_today", "daily_loss_limit", "exposure", "balance")
+        return all(account.get(k) is not None for k in keys) and (
+            account.get("feeds", {}).get("feed:market") is True
+        )
+
+    settled("status", account_ready)
     table = shell(shorthand.replace(" status --demo", " trades --demo"), folder, env).stdout
     assert trades[0]["market"][:20] in table
 
