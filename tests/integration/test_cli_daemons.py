@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -14,15 +15,18 @@ from typing import Any
 import pytest
 
 from models import Fill, OrderStatus, Side
+from observability.console import board
 from observability.sidecar import Health
 from storage import TRADING_STATE_KEY, Repositories
 from storage.accounts import today
 from storage.keys import ACCOUNT_SNAPSHOT_KEY, daemon_key
 from storage.pg import PgDatabase
+from storage.views import Views
 from tests.helpers import clean_env, free_port, make_order, make_settings, run_cli
 from tests.pg import PgServer
 from tests.unit.test_accounts import ACCOUNT
 from tests.unit.test_executor_paper import DictBooks, make_executor
+from wiring.chat import DaemonDesk
 from wiring.summary import Summary
 
 D = Decimal
@@ -267,3 +271,34 @@ def test_each_daemon_keeps_its_own_snapshot_and_all_daemons_names_each(
     assert sorted(rows) == ["east", "west"]
     assert rows["east"][2:4] == rows["west"][2:4] == ["ACTIVE", "0"]
     assert any(ln.startswith("(before per-daemon snapshots)") for ln in text.splitlines())
+
+
+async def test_the_console_and_chat_show_the_accounts_halt_and_summed_pnl(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    url = shared["DATABASE_URL"]
+    await share_account(url)
+    with Views.open(tmp_path / "unused.db", url) as views:
+        page = board(views, daily_loss_limit=D(100), now=datetime.now(UTC))
+    (account,) = page["status"]["shared_accounts"]
+    assert (account["halted_by"], account["halt_reason"]) == ("west", "operator: venue maintenance")
+    assert account["daily_pnl"] == "-42.5"
+    assert account["pnl_by_daemon"] == {"east": "-12.5", "west": "-30"}
+    desk = DaemonDesk(
+        db_path=tmp_path / "unused.db",
+        database_url=url,
+        daily_loss_limit=D(100),
+        mode="paper",
+        executor=lambda: None,
+        run_control=None,
+    )
+    status = (await desk.report("status")).splitlines()
+    assert status[0].startswith("polyd (paper): HALTED (account halted by daemon west at ")
+    assert status[0].endswith(" UTC: operator: venue maintenance)")
+    assert status[1] == (
+        "today's PnL of account …abababab, every daemon: -42.50 (halts at -100.00);"
+        " east -12.50, west -30.00"
+    )
+    assert "this daemon's book today: (not known yet)" in status
+    pnl = await desk.report("pnl")
+    assert "every daemon: -42.50" in pnl
