@@ -124,7 +124,7 @@ class DaemonDesk:
             if name == "digest":
                 day = db.fill_days(today, days=1)
                 return f"polyd daily digest {today.isoformat()}\n" + "\n".join(
-                    [self.status(db.summary(), live), *map(day_line, day)]
+                    [self.status(db.summary(), live, db.shared_accounts()), *map(day_line, day)]
                 )
         raise ValueError(f"no such report: {name}")
 
