@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -318,8 +319,8 @@ class Views(Reports):
         out: dict[str, AccountSnapshot] = {}
         named = any(d != DEFAULT_DAEMON_ID for d in self.daemons()) if rows else False
         for key, value in rows:
-            name, at, daemon = str(key), ACCOUNT_SNAPSHOT_KEY, str(key).partition("@")[2]
-            if name != at and not name.startswith(f"{at}@"):
+            base, _, daemon = str(key).partition("@")
+            if base != ACCOUNT_SNAPSHOT_KEY:
                 continue  # LIKE's `_` matched another key
             try:
                 snap = AccountSnapshot.from_json(value)
@@ -341,7 +342,7 @@ class Views(Reports):
         """The shared accounts of the daemon in scope (see `storage.accounts`)."""
         try:
             return read_account_status(self._conn, self.daemon_id)
-        except Exception as e:  # sqlite3.Error
+        except sqlite3.Error as e:  # PostgreSQL's errors come through as these too
             if "no such table" in str(e) or "does not exist" in str(e):
                 return []  # a database from before 0010: no daemon shares an account in it
             raise ReportError(f"cannot read the database: shared accounts: {e}") from None
