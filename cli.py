@@ -41,6 +41,7 @@ from cli_views import (
     scope_line,
     scope_parser,
     table,
+    trading_state_line,
 )
 from cli_views import q as _q
 from config import Settings, load_settings
@@ -414,11 +415,9 @@ def _render_status(s: dict[str, Any]) -> str:
     if "error" in db:
         lines.append(f"database:      {db['error']}")
         return "\n".join(lines)
-    state = db["trading_state"] or "ACTIVE (never changed)"
-    reason = f" — {db['state_reason']}" if db.get("state_reason") else ""
     by_status = ", ".join(f"{k}={v}" for k, v in db["orders_by_status"].items()) or "none"
+    lines += trading_state_line(db, s.get("account"))
     lines += [
-        f"trading state: {state}{reason}",
         f"orders:        {by_status} (open {db['open_orders']}, last {db['last_order_at'] or '-'})",
         f"fills:         {db['fills']} (taker fees paid {_q(db.get('fees_paid', '0'), 5)} pUSD)",
         f"positions:     {db['positions']} open, realized PnL {_q(db['realized_pnl'], 2)} pUSD",

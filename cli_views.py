@@ -434,6 +434,42 @@ def render_pnl(rows: list[dict[str, Any]]) -> str:
     return f"{body}\n\nrealized PnL {q(total, 2)} pUSD over {days} day{'s' if days > 1 else ''}"
 
 
+def trading_state_line(db: dict[str, Any], a: dict[str, Any] | None) -> list[str]:
+    """The trading-state line of `status`: the daemon's own state, and the halt of a shared
+    account it trades (who halted it, when, why), which stops every daemon on the account."""
+    state = db["trading_state"] or "ACTIVE (never changed)"
+    own = state + (f" — {db['state_reason']}" if db.get("state_reason") else "")
+    halted = [x for x in (a or {}).get("shared_accounts") or [] if x.get("halted_by")]
+    if not halted:
+        return [f"trading state: {own}"]
+    lines = []
+    for x in halted:
+        at = str(x.get("halted_at") or "?")[:19].replace("T", " ")
+        lines.append(
+            f"trading state: HALTED — account {short(x['account'])} halted by daemon "
+            f"{x['halted_by']} at {at} UTC: {x['halt_reason']}"
+        )
+    if not state.startswith("HALTED"):
+        lines.append(f"               (this daemon's own state: {own}; the account's halt holds)")
+    return lines
+
+
+def _account_pnl_lines(a: dict[str, Any], limit: Any) -> list[str]:
+    """Today's PnL of each shared account: the sum the daily loss limit reads, with each
+    daemon's part as it last wrote it (`account_daily_pnl`)."""
+    lines = []
+    for x in a.get("shared_accounts") or []:
+        total = dec(x["daily_pnl"])
+        parts = x.get("pnl_by_daemon") or {}
+        each = ", ".join(f"{d} {q(v, 2)}" for d, v in parts.items()) or "no daemon wrote one yet"
+        text = f"PnL today:     {q(total, 2)} pUSD, account {short(x['account'])}, every daemon"
+        if limit is not None and dec(limit) > 0:
+            used = -total / dec(limit) * 100 if total < 0 else 0
+            text += f" (halts at -{q(limit, 2)}; {used:.0f}% used)"
+        lines += [text, f"               of which {each}"]
+    return lines
+
+
 def render_account(a: dict[str, Any]) -> list[str]:
     """The account lines of `status`."""
     limit = a.get("daily_loss_limit")
@@ -442,7 +478,7 @@ def render_account(a: dict[str, Any]) -> list[str]:
         today_text = "not known (no snapshot from the daemon yet)"
     else:
         today_text = f"{q(today, 2)} pUSD"
-        if limit is not None:
+        if limit is not None and not a.get("shared_accounts"):
             used = -dec(today) / dec(limit) * 100 if dec(limit) > 0 and dec(today) < 0 else 0
             today_text += f" (halts at -{q(limit, 2)}; {used:.0f}% of the limit used)"
     age = a.get("snapshot_age_s")
@@ -451,10 +487,17 @@ def render_account(a: dict[str, Any]) -> list[str]:
         if a.get("snapshot_at") and age is not None
         else ""
     )
+    who = a.get("snapshot_daemon")
+    if a.get("snapshot_at") and who is None:
+        as_of += " (written before snapshots were per daemon: the last daemon's to write one)"
+    elif who and a.get("daemon_snapshots"):
+        as_of += f" (daemon {who}'s, the latest written)"
     feeds = a.get("feeds") or {}
     feed_text = ", ".join(f"{k} {'ok' if v else 'DOWN'}" for k, v in feeds.items()) or "-"
+    label = "PnL today:    " if not a.get("shared_accounts") else "its book:     "
     lines = [
-        f"PnL today:     {today_text}{as_of}",
+        *_account_pnl_lines(a, limit),
+        f"{label} {today_text}{as_of}",
         f"realized PnL:  {q(a['realized_pnl'], 2)} pUSD, unrealized (marked) "
         f"{q_or_dash(a.get('unrealized_pnl'), 2)} pUSD, fees paid {q(a['fees_paid'], 5)} pUSD",
         f"exposure:      {q_or_dash(a.get('exposure'), 2)} pUSD (marked holdings + open BUYs),"
@@ -483,4 +526,24 @@ def render_account(a: dict[str, Any]) -> list[str]:
         ]
         if any(s["name"] == UNATTRIBUTED for s in strategies):
             lines.append(UNATTRIBUTED_NOTE)
-    return lines
+    return lines + _snapshot_lines(a.get("daemon_snapshots") or {})
+
+
+def _snapshot_lines(snaps: dict[str, Any]) -> list[str]:
+    """Each daemon's last snapshot (`status --all-daemons`), named."""
+    if not snaps:
+        return []
+    rows = [
+        [
+            d or "(before per-daemon snapshots)",
+            str(v.get("at") or "")[11:19],
+            v.get("state") or "-",
+            q_or_dash(v.get("pnl_today"), 2),
+            q_or_dash(v.get("exposure"), 2),
+            q_or_dash(v.get("balance"), 2),
+            v.get("open_orders", 0),
+        ]
+        for d, v in snaps.items()
+    ]
+    heads = ["daemon", "as of", "state", "PnL today", "exposure", "balance", "open"]
+    return ["", table(heads, rows)]

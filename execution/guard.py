@@ -196,6 +196,8 @@ class TradingGuard:
         elif was is not None and account.halted_by is None and self._halt_shared:
             await self.set_state(TradingState.ACTIVE, "account resumed by another daemon")
         self.metrics.trading_state.set(TRADING_STATE_VALUE[self.state.value])
+        self.metrics.account_halted.set(int(account.halted_by is not None))
+        self.metrics.account_daily_pnl_usd.set(float(account.daily_pnl()))
 
     async def run_account_sync(self, interval_s: float = 1.0) -> None:
         """`sync_account` every `interval_s`, until cancelled."""

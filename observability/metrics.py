@@ -199,6 +199,17 @@ class Metrics:
         self.daily_loss_limit_usd = Gauge(
             "polyd_daily_loss_limit_usd", "Configured daily loss limit", registry=r
         )
+        self.account_daily_pnl_usd = Gauge(
+            "polyd_account_daily_pnl_usd",
+            "Shared venue account (ACCOUNT_SHARED): PnL since 00:00 UTC summed over its daemons"
+            " (this daemon's live, the others' as last synced), the daily loss limit's figure",
+            registry=r,
+        )
+        self.account_halted = Gauge(
+            "polyd_account_halted",
+            "Shared venue account (ACCOUNT_SHARED): 1 while any daemon on it has halted it",
+            registry=r,
+        )
 
         # -- market feed ----------------------------------------------------------------------
         self.feed_messages_total = Counter(

@@ -289,3 +289,65 @@ class AccountRepository:
 
         await self._db.write(job)
         return out
+
+
+# -- the read model's view of shared accounts (`storage.views`: the CLI, console, chat) -----------
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """A venue account traded with `ACCOUNT_SHARED=true`, as its rows read now: its halt (who,
+    why, when) and today's PnL, the sum the daily loss limit reads, with each daemon's part."""
+
+    account: str
+    daemons: list[str]
+    """The daemons recorded on the account with `ACCOUNT_SHARED=true` (`daemon_accounts`)."""
+    halted_by: str | None
+    halt_reason: str
+    halted_at: str | None
+    day: str
+    daily_pnl: Decimal
+    pnl_by_daemon: dict[str, Decimal]
+    """Each daemon's PnL of `day` over its own strategies, as it last wrote it."""
+
+
+def read_account_status(
+    c: sqlite3.Connection, daemon_id: str | None, day: str | None = None
+) -> list[AccountStatus]:
+    """The shared accounts `daemon_id` trades (None: every shared account in the database), read
+    without the lock. Empty when no daemon recorded `ACCOUNT_SHARED=true` (SQLite, a single
+    daemon, a database from before 0010: `sqlite3.Error` is the caller's)."""
+    day = day or today()
+    rows = c.execute(
+        "SELECT account, daemon_id FROM daemon_accounts WHERE shared = 1"
+        " ORDER BY account, daemon_id"
+    ).fetchall()
+    members: dict[str, list[str]] = {}
+    for account, daemon in rows:
+        members.setdefault(str(account), []).append(str(daemon))
+    out = []
+    for account, daemons in members.items():
+        if daemon_id is not None and daemon_id not in daemons:
+            continue
+        halt = c.execute(
+            "SELECT daemon_id, reason, halted_at FROM account_halts WHERE account = ?", (account,)
+        ).fetchone()
+        parts = {
+            str(r[0]): Decimal(str(r[1]))
+            for r in c.execute(
+                "SELECT daemon_id, pnl FROM account_daily_pnl WHERE account = ? AND day = ?"
+                " ORDER BY daemon_id",
+                (account, day),
+            )
+        }
+        out.append(
+            AccountStatus(
+                account=account,
+                daemons=daemons,
+                halted_by=str(halt[0]) if halt is not None else None,
+                halt_reason=str(halt[1]) if halt is not None else "",
+                halted_at=str(halt[2]) if halt is not None else None,
+                day=day,
+                daily_pnl=sum(parts.values(), Decimal(0)),
+                pnl_by_daemon=parts,
+            )
+        )
+    return out

@@ -25,4 +25,6 @@ ACCOUNT_SNAPSHOT_KEY: Final = "account_snapshot"
 """What only the running daemon knows, written every few seconds by the summary service
 (`wiring.summary`) for the read model (`storage.views`): marks per held token, today's PnL and
 its baseline, unrealized PnL, exposure, the last pUSD balance read, feed health, as JSON with
-Decimal money as strings and `at` (ISO-8601 UTC)."""
+Decimal money as strings, `at` (ISO-8601 UTC) and `daemon` (its DAEMON_ID). Each daemon keeps its
+own under `daemon_key`; a bare row without `daemon` was written before that, by whichever daemon
+wrote last."""

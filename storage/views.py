@@ -2,9 +2,11 @@
 
 This module owns the operator read model: the CLI, chat control and a web console read these
 views and nothing else. It builds on `storage.reports` (the read-only connection: SQLite
-`mode=ro`, `query_only`) and adds market names (`market_names`), the daemon's last account
+`mode=ro`, `query_only`) and adds market names (`market_names`), each daemon's last account
 snapshot (marks, today's PnL, exposure, balance, feed health: `daemon_state`
-`account_snapshot`, written by `wiring.summary`) and per-trade PnL.
+`account_snapshot@<DAEMON_ID>`, the default daemon's under the bare name, written by
+`wiring.summary`), the shared accounts' halt and summed PnL (`storage.accounts`) and per-trade
+PnL.
 
 Per-trade PnL replays each token's fills that did not fail, in the order they were recorded, by
 the rules the positions table was built with (`models.Position.apply`; a SELL no order of ours
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -26,8 +29,9 @@ from typing import Any, Final
 
 from errors import ReportError
 from models import UNATTRIBUTED, Position, Side, TradeStatus
+from storage.accounts import AccountStatus, read_account_status
 from storage.fills import spill
-from storage.keys import ACCOUNT_SNAPSHOT_KEY
+from storage.keys import ACCOUNT_SNAPSHOT_KEY, DEFAULT_DAEMON_ID
 from storage.market_names import MarketName, read_names
 from storage.reports import Reports
 
@@ -112,6 +116,9 @@ class AccountSnapshot:
     feeds: dict[str, bool]
     strategies: dict[str, dict[str, Decimal]]
     """Per strategy: `realized`, `unrealized`, `exposure`."""
+    daemon: str | None = None
+    """The daemon that wrote it; None in a row written before snapshots were per daemon (the
+    last daemon to write one, whichever it was)."""
 
     @classmethod
     def from_json(cls, raw: str) -> AccountSnapshot:
@@ -133,6 +140,7 @@ class AccountSnapshot:
                 str(k): {str(f): _dec(x) for f, x in v.items()}
                 for k, v in (d.get("strategies") or {}).items()
             },
+            daemon=str(d["daemon"]) if d.get("daemon") else None,
         )
 
     def age_s(self, now: datetime) -> float | None:
@@ -180,6 +188,14 @@ class StatusView:
     strategies: list[StrategyStatus]
     snapshot_at: str | None
     snapshot_age_s: float | None
+    snapshot_daemon: str | None = None
+    """Whose snapshot the figures above are (None: one written before snapshots were per
+    daemon, or none)."""
+    daemon_snapshots: dict[str, AccountSnapshot] = dataclasses.field(default_factory=dict)
+    """Every daemon's last snapshot, by daemon, when the view is of every daemon."""
+    shared_accounts: list[AccountStatus] = dataclasses.field(default_factory=list)
+    """The shared venue accounts (`ACCOUNT_SHARED=true`, PostgreSQL) of the daemon in scope
+    (every one's without a scope): the account's halt and today's PnL summed over its daemons."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +285,19 @@ class PnlDay:
     realized_pnl: Decimal = ZERO
 
 
+def _pick(
+    snaps: dict[str, AccountSnapshot], daemon_id: str | None
+) -> tuple[str, AccountSnapshot] | None:
+    """(whose, snapshot): `daemon_id`'s, else one written before snapshots were per daemon
+    (whose ""); without a daemon, the latest any daemon wrote."""
+    if daemon_id is None:
+        return max(snaps.items(), key=lambda kv: kv[1].at, default=None)
+    for whose in (daemon_id, ""):
+        if whose in snaps:
+            return whose, snaps[whose]
+    return None
+
+
 class Views(Reports):
     """`Reports` plus the trader's views (see the module docstring)."""
 
@@ -278,14 +307,45 @@ class Views(Reports):
         except Exception as e:  # sqlite3.Error: the message names the problem
             raise ReportError(f"cannot read the database: market names: {e}") from None
 
+    def snapshots(self) -> dict[str, AccountSnapshot]:
+        """Each daemon's last account snapshot, by daemon (`account_snapshot@<id>`, the default
+        daemon's under the bare name). A bare row written before snapshots were per daemon
+        names no daemon: the default daemon's on a database no named daemon has written to (one
+        daemon: SQLite), else under "" (whichever daemon wrote last)."""
+        rows = self._rows(
+            "SELECT key, value FROM daemon_state WHERE key = ? OR key LIKE ?",
+            (ACCOUNT_SNAPSHOT_KEY, f"{ACCOUNT_SNAPSHOT_KEY}@%"),
+        )
+        out: dict[str, AccountSnapshot] = {}
+        named = any(d != DEFAULT_DAEMON_ID for d in self.daemons()) if rows else False
+        for key, value in rows:
+            base, _, daemon = str(key).partition("@")
+            if base != ACCOUNT_SNAPSHOT_KEY:
+                continue  # LIKE's `_` matched another key
+            try:
+                snap = AccountSnapshot.from_json(value)
+            except (ValueError, TypeError, AttributeError) as e:
+                raise ReportError(f"cannot read the database: account snapshot: {e}") from None
+            if not daemon:
+                daemon = DEFAULT_DAEMON_ID if snap.daemon is not None or not named else ""
+            out[daemon] = snap
+        return dict(sorted(out.items()))
+
     def snapshot(self) -> AccountSnapshot | None:
-        rows = self._rows("SELECT value FROM daemon_state WHERE key = ?", (ACCOUNT_SNAPSHOT_KEY,))
-        if not rows:
-            return None
+        """The snapshot of the daemon in scope, falling back to a row written before snapshots
+        were per daemon (`daemon` None: the last daemon's to write one); without a scope, the
+        latest any daemon wrote."""
+        picked = _pick(self.snapshots(), self.daemon_id)
+        return picked[1] if picked is not None else None
+
+    def shared_accounts(self) -> list[AccountStatus]:
+        """The shared accounts of the daemon in scope (see `storage.accounts`)."""
         try:
-            return AccountSnapshot.from_json(rows[0][0])
-        except (ValueError, TypeError, AttributeError) as e:
-            raise ReportError(f"cannot read the database: account snapshot: {e}") from None
+            return read_account_status(self._conn, self.daemon_id)
+        except sqlite3.Error as e:  # PostgreSQL's errors come through as these too
+            if "no such table" in str(e) or "does not exist" in str(e):
+                return []  # a database from before 0010: no daemon shares an account in it
+            raise ReportError(f"cannot read the database: shared accounts: {e}") from None
 
     # -- status -------------------------------------------------------------------------------
 
@@ -293,7 +353,9 @@ class Views(Reports):
         self, *, daily_loss_limit: Decimal | None = None, now: datetime | None = None
     ) -> StatusView:
         s = self.summary()
-        snap = self.snapshot()
+        snaps = self.snapshots()
+        picked = _pick(snaps, self.daemon_id)
+        snap = picked[1] if picked is not None else None
         now = now or datetime.now(UTC)
         names = dict.fromkeys(s.by_strategy)
         if snap is not None:
@@ -334,6 +396,9 @@ class Views(Reports):
             strategies=strategies,
             snapshot_at=snap.at if snap is not None else None,
             snapshot_age_s=snap.age_s(now) if snap is not None else None,
+            snapshot_daemon=picked[0] or None if picked is not None else None,
+            daemon_snapshots=snaps if self.daemon_id is None else {},
+            shared_accounts=self.shared_accounts(),
         )
 
     # -- positions ----------------------------------------------------------------------------

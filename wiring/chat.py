@@ -9,7 +9,7 @@ the sidecar's control path (`Sidecar.run_control`), the same handlers and audit 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -23,6 +23,7 @@ from observability.metrics import Metrics
 from observability.notify import Notifier
 from observability.sidecar import Sidecar
 from storage import Repositories
+from storage.accounts import AccountStatus
 from storage.activity import Activity, DayFills, FillNotice
 from storage.market_names import MarketName
 from storage.reports import DbSummary, PositionReport
@@ -112,34 +113,58 @@ class DaemonDesk:
     def _report(self, name: str, live: Live | None, today: Any) -> str:
         with Activity.open(self._db_path, self._database_url) as db:
             if name == "status":
-                return self.status(db.summary(), live)
+                return self.status(db.summary(), live, db.shared_accounts())
             if name == "positions":
                 rows = db.positions()
                 return positions_text(rows, db.names(p.token_id for p in rows))
             if name == "pnl":
-                return self.pnl(db.summary(), db.positions(), live)
+                return self.pnl(db.summary(), db.positions(), live, db.shared_accounts())
             if name == "daily":
                 return daily_text(db.fill_days(today))
             if name == "digest":
                 day = db.fill_days(today, days=1)
                 return f"polyd daily digest {today.isoformat()}\n" + "\n".join(
-                    [self.status(db.summary(), live), *map(day_line, day)]
+                    [self.status(db.summary(), live, db.shared_accounts()), *map(day_line, day)]
                 )
         raise ValueError(f"no such report: {name}")
 
-    def _today(self, live: Live | None) -> str:
+    def _today(self, live: Live | None, accounts: Sequence[AccountStatus] = ()) -> str:
+        """Today's PnL; on a shared venue account the account's, summed over its daemons (the
+        figure the daily loss limit reads), with each daemon's part and this daemon's book."""
         if live is None or live.today is None:
-            return "today's PnL: (not known yet)"
-        return f"today's PnL: {money(live.today)} (halts at -{money(self._limit)})"
+            own = "(not known yet)"
+        else:
+            own = money(live.today)
+            if not accounts:
+                return f"today's PnL: {own} (halts at -{money(self._limit)})"
+        if not accounts:
+            return f"today's PnL: {own}"
+        lines = []
+        for a in accounts:
+            parts = ", ".join(f"{d} {money(v)}" for d, v in a.pnl_by_daemon.items())
+            lines.append(
+                f"today's PnL of account {short(a.account)}, every daemon: {money(a.daily_pnl)}"
+                f" (halts at -{money(self._limit)}); {parts or 'no daemon wrote one yet'}"
+            )
+        return "\n".join([*lines, f"this daemon's book today: {own}"])
 
-    def status(self, s: DbSummary, live: Live | None) -> str:
+    def status(
+        self, s: DbSummary, live: Live | None, accounts: Sequence[AccountStatus] = ()
+    ) -> str:
         state = live.state if live is not None else (s.trading_state or "ACTIVE")
         reason = live.reason if live is not None else (s.state_reason or "")
+        halted = next((a for a in accounts if a.halted_by is not None), None)
+        if halted is not None:  # the account's halt stops this daemon too, synced or not
+            at = str(halted.halted_at or "?")[:19].replace("T", " ")
+            state = "HALTED"
+            reason = (
+                f"account halted by daemon {halted.halted_by} at {at} UTC: {halted.halt_reason}"
+            )
         head = f"polyd ({self._mode}): {state}" + (f" ({reason})" if reason else "")
         return "\n".join(
             [
                 head,
-                self._today(live),
+                self._today(live, accounts),
                 f"realized PnL: {money(Decimal(s.realized_pnl))}, fees paid: "
                 f"{money(Decimal(s.fees_paid))}",
                 f"open orders: {s.open_orders}, positions: {s.positions}, fills: {s.fills}",
@@ -147,7 +172,13 @@ class DaemonDesk:
             ]
         )
 
-    def pnl(self, s: DbSummary, rows: list[PositionReport], live: Live | None) -> str:
+    def pnl(
+        self,
+        s: DbSummary,
+        rows: list[PositionReport],
+        live: Live | None,
+        accounts: Sequence[AccountStatus] = (),
+    ) -> str:
         by: dict[str, Decimal] = {}
         for p in rows:
             name = str(getattr(p, "strategy", "") or "all")
@@ -156,7 +187,7 @@ class DaemonDesk:
             f"realized PnL: {money(Decimal(s.realized_pnl))}",
             f"fees paid: {money(Decimal(s.fees_paid))}",
             f"redeemable (resolved markets): {money(Decimal(s.redeemable))}",
-            self._today(live),
+            self._today(live, accounts),
         ]
         if len(by) > 1:
             lines += [f"  {name}: {money(v)}" for name, v in sorted(by.items())]

@@ -2,7 +2,8 @@
 
 Every `SNAPSHOT_INTERVAL_S` the summary service writes what only the running daemon knows —
 marks of the held tokens, today's PnL, unrealized PnL, exposure, the last pUSD balance read,
-feed health — to `daemon_state` (`account_snapshot`), where `storage.views` (the CLI, chat, a
+feed health — to `daemon_state` (`account_snapshot`, under `storage.keys.daemon_key`: each
+daemon its own row on a shared database), where `storage.views` (the CLI, chat, a
 web console) reads it. Every `LOG_SUMMARY_INTERVAL_S` (0: never) it logs one `summary` line:
 trading state, PnL today, realized and unrealized PnL, exposure, open orders, fills since the
 last line.
@@ -23,7 +24,7 @@ from config import Settings
 from execution.positions import PositionBook
 from observability.sidecar import Health
 from storage import Database, Repositories
-from storage.keys import ACCOUNT_SNAPSHOT_KEY
+from storage.keys import ACCOUNT_SNAPSHOT_KEY, DEFAULT_DAEMON_ID, daemon_key
 from strategies.base import Strategy
 from wiring.stage import Service
 
@@ -56,6 +57,7 @@ def snapshot(
     strategies: list[str],
     daily_loss_limit: Decimal,
     now: datetime,
+    daemon_id: str = DEFAULT_DAEMON_ID,
 ) -> dict[str, Any]:
     """The account snapshot as JSON-ready data (Decimals as strings)."""
     book = ex.positions
@@ -66,6 +68,7 @@ def snapshot(
     names = sorted(set(strategies) | set(book.strategies()))
     return {
         "at": now.isoformat(timespec="seconds"),
+        "daemon": daemon_id,
         "state": str(ex.state.value),
         "reason": ex.state_reason,
         "pnl_today": str(book.daily_pnl(now)),
@@ -158,8 +161,10 @@ class Summary:
             strategies=self._strategies(),
             daily_loss_limit=s.risk_daily_loss_limit,
             now=self._now(),
+            daemon_id=s.daemon_id,
         )
-        await self._repos.state.set(ACCOUNT_SNAPSHOT_KEY, json.dumps(snap))
+        key = daemon_key(ACCOUNT_SNAPSHOT_KEY, s.daemon_id)
+        await self._repos.state.set(key, json.dumps(snap))
         if line:
             log.info("summary", **summary_fields(snap, await self._fills_since()))
         return snap

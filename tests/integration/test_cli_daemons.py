@@ -6,18 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from models import Fill, OrderStatus, Side
+from observability.console import board
+from observability.sidecar import Health
 from storage import TRADING_STATE_KEY, Repositories
-from storage.keys import daemon_key
+from storage.accounts import today
+from storage.keys import ACCOUNT_SNAPSHOT_KEY, daemon_key
 from storage.pg import PgDatabase
-from tests.helpers import clean_env, free_port, make_order, run_cli
+from storage.views import Views
+from tests.helpers import clean_env, free_port, make_order, make_settings, run_cli
 from tests.pg import PgServer
+from tests.unit.test_accounts import ACCOUNT
+from tests.unit.test_executor_paper import DictBooks, make_executor
+from wiring.chat import DaemonDesk
+from wiring.summary import Summary
 
 D = Decimal
 TOKEN_E, TOKEN_W, TOKEN_M = "1111", "2222", "3333"
@@ -152,3 +162,143 @@ def test_status_counts_the_chosen_daemons_orders_and_reads_its_trading_state(
     text = run_cli("status", "--daemon", "west", "--env-file", "none", env=shared).stdout
     assert "trading state: HALTED — west halted by hand" in text
     assert "daemon:        west; also in this database: east (--all-daemons)" in text
+
+
+# -- one venue account shared by east and west (ACCOUNT_SHARED=true) ----------------------------
+ACCT = ACCOUNT.lower()
+
+
+async def share_account(url: str) -> None:
+    """East and west trade one account with ACCOUNT_SHARED=true; west halted it; each wrote
+    its PnL of the day."""
+    async with PgDatabase(url) as db:
+        for daemon, pnl in (("east", "-12.5"), ("west", "-30")):
+            repos = Repositories.over(db, daemon_id=daemon)
+            assert await repos.accounts.enrol(ACCT, daemon, shared=True) == []
+            await repos.accounts.record_pnl(ACCT, today(), daemon, D(pnl), D(0))
+        west = Repositories.over(db, daemon_id="west").accounts
+        await west.halt(ACCT, "west", "operator: venue maintenance")
+
+
+def test_status_of_one_daemon_shows_the_accounts_halt_another_wrote_and_its_summed_pnl(
+    shared: dict[str, str],
+) -> None:
+    asyncio.run(share_account(shared["DATABASE_URL"]))
+    east = cli_json(shared, "status")
+    assert east["database"]["trading_state"] is None  # east's own row: never changed
+    (account,) = east["account"]["shared_accounts"]
+    assert (account["account"], account["daemons"]) == (ACCT, ["east", "west"])
+    assert (account["halted_by"], account["halt_reason"]) == ("west", "operator: venue maintenance")
+    assert account["halted_at"]
+    assert account["daily_pnl"] == "-42.5"
+    assert account["pnl_by_daemon"] == {"east": "-12.5", "west": "-30"}
+    text = run_cli("status", "--env-file", "none", env=shared).stdout
+    halt = next(ln for ln in text.splitlines() if ln.startswith("trading state:"))
+    assert halt.startswith("trading state: HALTED — account 0xabab")
+    assert halt.endswith("halted by daemon west at " + account["halted_at"][:19].replace("T", " ")
+                         + " UTC: operator: venue maintenance")  # fmt: skip
+    assert "(this daemon's own state: ACTIVE (never changed); the account's halt holds)" in text
+    pnl = next(ln for ln in text.splitlines() if ln.startswith("PnL today:"))
+    assert pnl.startswith("PnL today:     -42.50 pUSD, account 0xabab")
+    assert "of which east -12.50, west -30" in text
+    # A resume clears the line; the summed PnL stays.
+    asyncio.run(resume(shared["DATABASE_URL"]))
+    again = run_cli("status", "--env-file", "none", env=shared).stdout
+    assert "trading state: ACTIVE (never changed)" in again
+    assert "of which east -12.50, west -30" in again
+
+
+async def resume(url: str) -> None:
+    async with PgDatabase(url) as db:
+        await Repositories.over(db, daemon_id="east").accounts.resume(ACCT, "east")
+
+
+def test_status_without_a_shared_account_has_no_account_part(shared: dict[str, str]) -> None:
+    east = cli_json(shared, "status")
+    assert east["account"]["shared_accounts"] == []
+    text = run_cli("status", "--env-file", "none", env=shared).stdout
+    assert "of which" not in text and "account 0x" not in text
+
+
+async def write_snapshots(url: str, tmp_path: Path) -> None:
+    """East's and west's summary services each write their account snapshot."""
+    async with PgDatabase(url) as db:
+        for daemon in ("east", "west"):
+            repos = Repositories.over(db, daemon_id=daemon)
+            ex = make_executor(repos, DictBooks())
+            settings = make_settings(tmp_path, daemon_id=daemon)
+            summary = Summary(
+                executor=partial(lambda e: e, ex),
+                health=Health(mode="paper", version="0"),
+                db=db,
+                repos=repos,
+                settings=partial(lambda s: s, settings),
+                strategies=partial(lambda d: [f"{d}-strategy"], daemon),
+            )
+            assert await summary.tick(line=False) is not None
+
+
+def test_each_daemon_keeps_its_own_snapshot_and_all_daemons_names_each(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    old = {"at": "2026-12-06T00:00:00+00:00", "state": "ACTIVE", "pnl_today": "7"}
+
+    async def legacy_only() -> None:
+        async with PgDatabase(shared["DATABASE_URL"]) as db:
+            await Repositories.over(db).state.set(ACCOUNT_SNAPSHOT_KEY, json.dumps(old))
+
+    asyncio.run(legacy_only())
+    # Before east writes its own, the old row is still read, and said to be of no known daemon.
+    before = cli_json(shared, "status")["account"]
+    assert (before["pnl_today"], before["snapshot_daemon"]) == ("7", None)
+    text = run_cli("status", "--env-file", "none", env=shared).stdout
+    assert "written before snapshots were per daemon" in text
+    asyncio.run(write_snapshots(shared["DATABASE_URL"], tmp_path))
+    for daemon in ("east", "west"):
+        mine = cli_json(shared, "status", "--daemon", daemon)["account"]
+        assert mine["snapshot_daemon"] == daemon
+        assert [s["name"] for s in mine["strategies"]][-1:] == [f"{daemon}-strategy"]
+        assert mine["daemon_snapshots"] == {}
+    every = cli_json(shared, "status", "--all-daemons")["account"]
+    snaps = every["daemon_snapshots"]
+    assert sorted(snaps) == ["", "east", "west"]  # "": the old row, whoever wrote it
+    assert (snaps["east"]["daemon"], snaps["west"]["daemon"]) == ("east", "west")
+    assert snaps[""]["pnl_today"] == "7"
+    text = run_cli("status", "--all-daemons", "--env-file", "none", env=shared).stdout
+    rows = {
+        ln.split()[0]: ln.split() for ln in text.splitlines() if ln.startswith(("east ", "west "))
+    }
+    assert sorted(rows) == ["east", "west"]
+    assert rows["east"][2:4] == rows["west"][2:4] == ["ACTIVE", "0"]
+    assert any(ln.startswith("(before per-daemon snapshots)") for ln in text.splitlines())
+
+
+async def test_the_console_and_chat_show_the_accounts_halt_and_summed_pnl(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    url = shared["DATABASE_URL"]
+    await share_account(url)
+    with Views.open(tmp_path / "unused.db", url) as views:
+        page = board(views, daily_loss_limit=D(100), now=datetime.now(UTC))
+    (account,) = page["status"]["shared_accounts"]
+    assert (account["halted_by"], account["halt_reason"]) == ("west", "operator: venue maintenance")
+    assert account["daily_pnl"] == "-42.5"
+    assert account["pnl_by_daemon"] == {"east": "-12.5", "west": "-30"}
+    desk = DaemonDesk(
+        db_path=tmp_path / "unused.db",
+        database_url=url,
+        daily_loss_limit=D(100),
+        mode="paper",
+        executor=lambda: None,
+        run_control=None,
+    )
+    status = (await desk.report("status")).splitlines()
+    assert status[0].startswith("polyd (paper): HALTED (account halted by daemon west at ")
+    assert status[0].endswith(" UTC: operator: venue maintenance)")
+    assert status[1] == (
+        "today's PnL of account …abababab, every daemon: -42.50 (halts at -100.00);"
+        " east -12.50, west -30.00"
+    )
+    assert "this daemon's book today: (not known yet)" in status
+    pnl = await desk.report("pnl")
+    assert "every daemon: -42.50" in pnl

@@ -291,4 +291,8 @@ def test_status_shows_pnl_today_against_the_limit_exposure_balance_and_feeds(sto
     assert account["balance"] == "4990.5" and account["exposure"] == "1.65"
     assert account["feeds"] == {"feed:market": True, "feed:user": False}
     assert account["snapshot_at"] == SNAPSHOT["at"]
+    # SQLite, one daemon: its snapshot from before per-daemon rows is its own, no shared account.
+    assert (account["snapshot_daemon"], account["shared_accounts"]) == ("default", [])
+    assert "written before snapshots" not in text and "of which" not in text
+    assert "trading state: ACTIVE" in text
     assert [s["name"] for s in account["strategies"]] == ["copy", "sniper", UNATTRIBUTED]

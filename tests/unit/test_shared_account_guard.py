@@ -221,3 +221,26 @@ async def test_a_storage_error_halt_is_the_daemons_own_and_outlasts_a_resume_els
     await a.guard.resume("checked")
     await b.guard.sync_account()
     assert (b.guard.state, b.guard.reason) == (TradingState.HALTED, "storage error")
+
+
+async def test_metrics_show_the_accounts_halt_and_summed_pnl_on_every_daemon(
+    pair: tuple[Daemon, Daemon],
+) -> None:
+    a, b = pair
+    for d in (a, b):
+        realise(d, "0")
+        await d.guard.sync_account()  # the day's first look: the baselines
+    realise(a, "-7")
+    realise(b, "-5")
+    await a.guard.sync_account()
+    await a.guard.set_state(TradingState.HALTED, "operator", actor="http")
+    await b.guard.sync_account()
+
+    def sample(d: Daemon, name: str) -> float | None:
+        return d.guard.metrics.registry.get_sample_value(name)
+
+    assert sample(b, "polyd_account_halted") == 1
+    assert sample(b, "polyd_account_daily_pnl_usd") == -12
+    await b.guard.resume("checked", actor="http")
+    await a.guard.sync_account()
+    assert (sample(a, "polyd_account_halted"), sample(a, "polyd_account_daily_pnl_usd")) == (0, -12)

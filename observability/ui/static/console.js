@@ -73,10 +73,14 @@ function marketName(r) { return r.market || "token …" + String(r.token_id).sli
 function render(b) {
   if (b.error) message("The console cannot read the database: " + b.error); else message("");
   const s = b.status || {};
-  const state = s.trading_state || "—";
+  // A shared venue account's halt (ACCOUNT_SHARED) stops every daemon on it: shown over the
+  // daemon's own state, with who halted it, when and why.
+  const halt = (s.shared_accounts || []).find((a) => a.halted_by);
+  const state = halt ? "HALTED" : (s.trading_state || "—");
   $("state").textContent = state;
   $("state").className = "badge " + state;
-  $("reason").textContent = s.state_reason || "";
+  $("reason").textContent = halt ? `account …${String(halt.account).slice(-6)} halted by daemon ` +
+    `${halt.halted_by} at ${time(halt.halted_at)} UTC: ${halt.halt_reason}` : (s.state_reason || "");
   renderMoney(s);
   renderHealth(b.health || {});
   const checks = (b.health || {}).checks || {};
@@ -116,10 +120,17 @@ function render(b) {
 }
 
 function renderMoney(s) {
-  const today = num(s.pnl_today);
+  // On a shared venue account the day's PnL is the account's: the sum over its daemons the
+  // daily loss limit reads, with each daemon's part.
+  const account = (s.shared_accounts || [])[0];
+  const pnl = account ? account.daily_pnl : s.pnl_today;
+  const today = num(pnl);
   const limit = num(s.daily_loss_limit);
-  $("pnl-today").textContent = money(s.pnl_today);
-  $("pnl-today").className = "big " + signClass(s.pnl_today);
+  $("pnl-today").textContent = money(pnl);
+  $("pnl-today").className = "big " + signClass(pnl);
+  $("pnl-parts").textContent = account ? "account, every daemon: " +
+    (Object.entries(account.pnl_by_daemon || {}).map(([d, v]) => `${d} ${money(v)}`)
+      .join(" · ") || "no daemon wrote one yet") : "";
   const used = today !== null && limit ? Math.max(0, -today) / limit : 0;
   const bar = $("limit-bar");
   bar.style.width = Math.min(100, used * 100).toFixed(1) + "%";
