@@ -27,7 +27,7 @@ from executor import Executor
 from models import OrderRequest, OrderStatus, OrderType, Side
 from observability.logging import Redactor
 from observability.metrics import Metrics
-from resilience import BreakerState, RateLimiter, SystemClock
+from resilience import BreakerState, Clock, RateLimiter, SystemClock
 from resilience.rate_limit import polymarket_limits
 from simulator import Simulator
 from simulator.market import SimMarket
@@ -148,6 +148,7 @@ async def make_live(
     *,
     key: str | None = None,
     limiter: RateLimiter | None = None,
+    clock: Clock | None = None,
     **overrides: Any,
 ) -> Live:
     market = sim.markets[0] if sim.markets else sim.add_market("Will it rain?", "rain")
@@ -174,7 +175,7 @@ async def make_live(
     repos = Repositories.over(db, daemon_id=settings.daemon_id)  # as `wiring.shared` builds them
     metrics = Metrics()
     built = await assemble(
-        settings, repos=repos, metrics=metrics, redactor=Redactor(), limiter=limiter
+        settings, repos=repos, metrics=metrics, redactor=Redactor(), limiter=limiter, clock=clock
     )
     return Live(sim, market, settings, db, repos, metrics, built, acct.key.hex(), acct.address)
 
