@@ -32,6 +32,7 @@ from simulator import Retention, Simulator
 from storage.engine import describe
 from storage.lock import FileLock
 from storage.pg import display_url, recreate_schema
+from storage.schema_lock import SchemaLock
 from storage.views import Views
 from venue.chain.contracts import redemption_approvals
 
@@ -333,6 +334,7 @@ async def prepared(workdir: Path = DEMO_DIR, *, speed: float = 1.0) -> AsyncIter
     # before it wipes the running one's database.
     lock = FileLock(workdir, what="the demo folder", hint="one demo at a time per folder")
     await lock.acquire()
+    schema_lock: SchemaLock | None = None
     try:
         _fresh_dir(workdir)
         async with Simulator(
@@ -346,10 +348,16 @@ async def prepared(workdir: Path = DEMO_DIR, *, speed: float = 1.0) -> AsyncIter
                 sim.chain.approve_all(account.address, ap.operator, token=ap.token)
             settings = _settings(demo_overrides(sim, key_hex, workdir))
             if settings.database_url:  # PostgreSQL: a fresh schema of its own, as a fresh dir
+                # The folder lock does not cover a demo from another checkout on the same
+                # database: lock the schema (exit 3, naming the holder) before emptying it.
+                schema_lock = SchemaLock(settings.database_url, DEMO_SCHEMA, what="the demo")
+                await schema_lock.acquire()
                 url = await asyncio.to_thread(recreate_schema, settings.database_url, DEMO_SCHEMA)
                 settings = settings.model_copy(update={"database_url": url})
             yield Demo(sim=sim, wallet=account.address, settings=settings)
     finally:
+        if schema_lock is not None:
+            await schema_lock.release()
         await lock.release()
 
 

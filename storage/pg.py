@@ -354,6 +354,8 @@ class PgDatabase(Database):
                 max_size=self.pool_max,
                 kwargs={"autocommit": True},
                 configure=configure,
+                # a connection the server dropped is replaced before a read gets it
+                check=AsyncConnectionPool.check_connection,
                 open=False,
             )
             await self._pool.open(wait=True, timeout=10)
@@ -366,7 +368,7 @@ class PgDatabase(Database):
         self._writer = asyncio.create_task(self._write_loop(), name="storage:writer")
 
     def _connect(self) -> psycopg.Connection[Any]:
-        raw = psycopg.connect(self.url, autocommit=True)
+        raw = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         _configure(raw)
         # Text timestamps without an offset (a few cut-offs) mean UTC, as they do in SQLite.
         raw.execute("SET TIME ZONE 'UTC'")
@@ -465,10 +467,26 @@ class PgDatabase(Database):
         return self._run_jobs(cast(sqlite3.Connection, self._pg), batch)
 
     def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN on the writer's connection; one the server dropped (restarted, or an admin's
+        `pg_terminate_backend`) is replaced once here. Nothing of the batch has run yet, so
+        running it on the new connection is safe; a drop later in the batch (or at COMMIT)
+        fails the batch as any write error does, and the next batch reconnects."""
         try:
             conn.execute("BEGIN")
+            return
         except sqlite3.Error as e:
+            pc = cast(PgConnection, conn)
+            if not (pc.raw.broken or pc.raw.closed):
+                raise StorageError(f"could not start a write transaction: {e}") from e
+            log.warning("database_writer_reconnecting", error=str(e)[:200])
+        try:
+            with contextlib.suppress(psycopg.Error):
+                pc.raw.close()
+            pc.raw = self._connect()
+            conn.execute("BEGIN")
+        except (psycopg.Error, sqlite3.Error) as e:
             raise StorageError(f"could not start a write transaction: {e}") from e
+        log.info("database_writer_reconnected")
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         try:

@@ -197,3 +197,51 @@ def test_the_demo_runs_on_postgres_and_its_printed_commands_read_it(
         assert f"fills:         {fills} " in res.stdout
         assert "database:      postgresql://postgres:***@" in res.stdout
         assert PASSWORD not in res.stdout + res.stderr
+
+
+def test_a_second_demo_on_the_same_database_is_refused_and_leaves_the_running_one_alone(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """Two checkouts, one database: the second `--demo` exits 3 naming the running one, before
+    it resets `polyd_demo` (it once emptied the running demo's tables)."""
+
+    def start_demo(folder: str, duration: str) -> subprocess.Popen[str]:
+        (tmp_path / folder).mkdir()
+        env = {
+            **clean_env(HTTP_PORT=str(free_port()), DATABASE_URL=pg_server.url),
+            "PYTHONPATH": str(ROOT),
+        }
+        return subprocess.Popen(
+            [PYTHON, "-m", "orchestrator", "--demo", "--duration", duration, "--speed", "3"],
+            cwd=tmp_path / folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    demo_url = pg_server.url + "?options=-csearch_path%3Dpolyd_demo"
+    with psycopg.connect(pg_server.url, autocommit=True) as c:  # no fills of an earlier demo
+        c.execute("DROP SCHEMA IF EXISTS polyd_demo CASCADE")
+    first = start_demo("a", "14")
+    try:
+        wait_until(
+            lambda: pg_count(demo_url, "SELECT count(*) FROM fills") > 0,
+            60,
+            interval=0.3,
+            what="the first demo trading",
+        )
+        second = start_demo("b", "3")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 3, out + err
+        assert f"pid {first.pid} on " in out + err, out + err  # names the running demo
+        assert pg_count(demo_url, "SELECT count(*) FROM fills") > 0  # not emptied
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err[-3000:]
+    check = re.search(r"^ledger check: (\d+) fills, .* — (.*)$", out, re.MULTILINE)
+    assert check is not None and check.group(2) == "match", out
+    assert pg_count(demo_url, "SELECT count(*) FROM fills") == int(check.group(1))

@@ -157,3 +157,27 @@ def test_a_throwaway_schema_is_emptied_and_becomes_the_search_path(pg_server: Pg
     assert again == url
     with psycopg.connect(again) as c:
         assert c.execute("SELECT to_regclass('leftover')").fetchone() == (None,)
+
+
+async def test_connections_the_server_dropped_are_replaced_and_no_write_or_read_fails(
+    pg_server: PgServer,
+) -> None:
+    """A server restart (or an admin's `pg_terminate_backend`) drops the writer's and the read
+    pool's connections: the next write reconnects at its BEGIN, the next read gets a checked
+    connection, and nothing fails (a dropped writer used to fail every later write)."""
+    app = "polyd-test-dropped"
+    async with PgDatabase(f"{pg_server.fresh_url()}&application_name={app}") as db:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        await db.execute("INSERT INTO t (x) VALUES (1)")
+        assert [tuple(r) for r in await db.fetchall("SELECT x FROM t")] == [(1,)]
+        with psycopg.connect(pg_server.url, autocommit=True) as c:
+            row = c.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = %s",
+                (app,),
+            ).fetchone()
+        assert row is not None and row[0] >= 2  # the writer and the pool's connection
+        await db.execute("INSERT INTO t (x) VALUES (2)")
+        assert db.last_write_error is None
+        assert [tuple(r) for r in await db.fetchall("SELECT x FROM t ORDER BY x")] == [(1,), (2,)]
+        assert await db.ping()

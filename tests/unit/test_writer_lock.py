@@ -24,7 +24,9 @@ from observability.logging import Redactor
 from observability.metrics import Metrics
 from observability.sidecar import Health, Sidecar
 from storage.lock import FileLock, NoLock, writer_lock
+from storage.schema_lock import SchemaLock
 from tests.helpers import ROOT, make_settings
+from tests.pg import PgServer
 from wiring.shared import build_shared
 
 
@@ -154,3 +156,22 @@ async def test_an_address_the_machine_cannot_listen_on_is_a_config_error() -> No
         await _sidecar("192.0.2.1", 0).start()
     (line,) = bad.value.problems
     assert line.startswith("HTTP_HOST, HTTP_PORT: cannot listen on 192.0.2.1:0")
+
+
+async def test_a_locked_schema_refuses_a_second_holder_naming_the_first(
+    pg_server: PgServer,
+) -> None:
+    running = SchemaLock(pg_server.url, "polyd_demo_lock_test", what="the demo")
+    await running.acquire()
+    try:
+        second = SchemaLock(pg_server.url, "polyd_demo_lock_test", what="the demo")
+        with pytest.raises(AlreadyRunning, match=f"the demo .* in use by pid {os.getpid()} on "):
+            await second.acquire()
+        other = SchemaLock(pg_server.url, "another_schema")  # another schema: its own lock
+        await other.acquire()
+        await other.release()
+    finally:
+        await running.release()
+    again = SchemaLock(pg_server.url, "polyd_demo_lock_test")  # released with its connection
+    await again.acquire()
+    await again.release()
