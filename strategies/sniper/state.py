@@ -72,6 +72,12 @@ class Slots:
         self._retired.pop(key, None)
         self._live[key] = slot
 
+    def forget(self, rule: str, token: str) -> None:
+        """Drop the slot of (rule, token), watched or retired: it is no longer known."""
+        key = (rule, token)
+        self._live.pop(key, None)
+        self._retired.pop(key, None)
+
     def get(self, rule: str, token: str) -> Slot:
         """Return the slot of (rule, token), bringing a retired one back, or a new one."""
         key = (rule, token)

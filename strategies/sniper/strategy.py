@@ -196,10 +196,26 @@ class Sniper:
             return
         self._to_load.update(k for k in keys if not self._slots.known(*k))
 
+    def _reload_slot(self, rule: str, token: str) -> None:
+        """Forget the slot of a submission that failed with an error, to read it back before
+        the next decision. Its entry (disarmed, counted) was stored with the PENDING row in one
+        transaction: if that write failed, nothing was counted and the slot is still armed
+        there; kept in memory, it would wait for the book to lose the opportunity it never
+        took (a restarted strategy may have missed that change) and count an entry never sent.
+        """
+        if self._state is None:
+            return  # no durable state: memory is all there is
+        self._slots.forget(rule, token)
+        self._want_loaded([(rule, token)])
+
     async def _load_slots(self) -> None:
         assert self._state is not None
         keys, self._to_load = self._to_load, set()
-        stored = await self._state.load(keys)
+        try:
+            stored = await self._state.load(keys)
+        except BaseException:
+            self._to_load |= keys  # not read: still to load (never decided on as blank)
+            raise
         mono, wall = self._clock(), self._wall().timestamp()
         for (rule, token), st in stored.items():
             if self._slots.known(rule, token):
@@ -402,7 +418,12 @@ class Sniper:
         also: StateWrite | None,
     ) -> None:
         try:
-            result = await self._send(req, also)
+            try:
+                result = await self._send(req, also)
+            except Exception:
+                # The executor is done with it: storage now says whether it was counted.
+                self._reload_slot(d.rule.name, d.token_id)
+                raise
             if result.filled_size > 0:
                 self._took.add(d.token_id)
             if refused(result):

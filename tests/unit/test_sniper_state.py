@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from errors import StorageError
 from models import OrderRequest, OrderResult, OrderStatus, Position, Side
 from storage import Repositories
 from storage.journal import StateWrite
@@ -32,13 +33,15 @@ class JournalingSink:
     """OrderSink with `also=`: journals PENDING with the state write, then the scripted outcome.
 
     `local_refusal` answers as the executor's risk check does: a REJECTED row, no PENDING, and
-    the state write not run.
+    the state write not run. `storage_fails` raises `StorageError` as the executor does when a
+    write fails: at the PENDING row ("pending": nothing written) or after it ("outcome").
     """
 
     def __init__(self, repos: Repositories, status: OrderStatus = OrderStatus.FILLED) -> None:
         self.repos = repos
         self.status = status
         self.local_refusal = False
+        self.storage_fails: str | None = None
         self.requests: list[OrderRequest] = []
         self.held: dict[str, D] = {}
 
@@ -48,7 +51,11 @@ class JournalingSink:
         if self.local_refusal:
             await self.repos.orders.record(request, status=OrderStatus.REJECTED)
             return OrderResult(client_order_id=coid, status=OrderStatus.REJECTED, reason="risk")
+        if self.storage_fails == "pending":
+            raise StorageError("the PENDING write failed")
         await self.repos.orders.record(request, also=also)
+        if self.storage_fails == "outcome":
+            raise StorageError("the outcome's write failed")
         status = self.status if request.side is Side.BUY else OrderStatus.LIVE
         filled = request.size if status is OrderStatus.FILLED else D(0)
         await self.repos.orders.transition(coid, status, size_matched=filled)
@@ -351,3 +358,59 @@ async def test_a_stored_take_profit_the_journal_already_holds_is_dropped_not_res
         await quiet()
     assert sink.sells == []
     assert await repos.db.fetchall("SELECT 1 FROM sniper_take_profits") == []
+
+
+async def test_a_submission_that_crashed_the_sniper_is_read_back_from_storage_at_its_restart(
+    repos: Repositories,
+) -> None:
+    """The supervisor restarts the same `Sniper` after a submission raised. Its slot is read back
+    from storage: an order whose PENDING write failed counted nothing and sent nothing, so the
+    restart fires on the opportunity still on the book (in memory the slot stayed disarmed, and
+    counted, until the book lost that opportunity, which the restart may never see); an order
+    whose PENDING row was written stays counted, and is not repeated."""
+    sink = JournalingSink(repos)
+    store = BookStore(stale_after_s=60)
+    at = datetime.now(UTC)
+    sn = Sniper(
+        rules=[rule(max_entries=2, cooldown_s=0)],
+        books=store,
+        orders=sink,
+        clock=Clock(),
+        wall_clock=lambda: at,
+        state=repos.sniper_state,
+        fill_wait_s=0.5,
+    )
+    sn.set_market(market())
+    set_book(store, {"0.93": "100"})
+
+    async def crashes() -> None:
+        with pytest.raises(ExceptionGroup) as crash:
+            await asyncio.wait_for(sn.run(), 5)
+        assert crash.group_contains(StorageError)
+
+    sink.storage_fails = "pending"
+    await crashes()
+    assert len(sink.buys) == 1 and await slot_row(repos) is None  # nothing counted
+    sink.storage_fails = "outcome"
+    await crashes()  # restarted on the same book: fires, and is counted this time
+    assert len(sink.buys) == 2
+    assert (await slot_row(repos) or {})["entries"] == 1
+    sink.storage_fails = None
+    task = asyncio.create_task(sn.run())
+    try:
+        await quiet()
+        assert len(sink.buys) == 2  # the same opportunity, acted on: not repeated
+        set_book(store, {"0.97": "100"})  # gone (re-armed) ...
+        await quiet()
+        set_book(store, {"0.92": "100"})  # ... and a new one: the second and last entry
+        await until(lambda: len(sink.buys) == 3, "the second entry")
+        set_book(store, {"0.97": "100"})
+        await quiet()
+        set_book(store, {"0.93": "100"})
+        await quiet()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(sink.buys) == 3  # max_entries=2: the failed PENDING write used none
+    assert (await slot_row(repos) or {})["entries"] == 2
