@@ -10,27 +10,25 @@ that connection ends, however the process ends. The holder's connection carries 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from typing import Any
 
 import psycopg
 
-from errors import AlreadyRunning, FatalError
-from storage.pg import display_url
+from errors import AlreadyRunning
+from storage.pg import SessionLock, display_url
 
 APP_PREFIX = "polyd-schema-lock:"
 
 
-class SchemaLock:
+class SchemaLock(SessionLock):
     """`WriterLock` (storage.lock) for one schema of the database at `url`."""
 
     def __init__(self, url: str, schema: str, *, what: str = "the schema") -> None:
-        self.url = url
+        super().__init__(url)
         self.schema = schema
         self.what = what
-        self._conn: psycopg.Connection[Any] | None = None
 
     @property
     def application_name(self) -> str:
@@ -65,14 +63,3 @@ class SchemaLock:
             f"{self.what} (schema {self.schema} of {display_url(self.url)}) is in use by {who};"
             " stop it first, or use another database"
         )
-
-    async def acquire(self) -> None:
-        try:
-            self._conn = await asyncio.to_thread(self._take)
-        except psycopg.Error as e:
-            raise FatalError(f"cannot reach the database {display_url(self.url)}: {e}") from None
-
-    async def release(self) -> None:
-        if self._conn is not None:
-            await asyncio.to_thread(self._conn.close)
-            self._conn = None
