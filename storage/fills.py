@@ -14,11 +14,11 @@ fill, so a replay moves the same position.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from models import UNATTRIBUTED, Fill, Position, Side, TradeStatus
 from storage.audit import append_audit, now_iso
@@ -67,11 +67,18 @@ def upsert_position(c: sqlite3.Connection, pos: Position) -> None:
 Moves = list[tuple[Position, Position]]  # rows written: (before, after), in order
 
 
-def _writer(c: sqlite3.Connection, moves: Moves) -> Callable[[Position], None]:
-    """Upsert a position, noting it and the row it replaces in `moves`."""
+class _Put(Protocol):
+    def __call__(self, pos: Position, before: Position | None = None) -> None: ...
 
-    def put(pos: Position) -> None:
-        moves.append((_read_position(c, pos.strategy, pos.token_id), pos))
+
+def _writer(c: sqlite3.Connection, moves: Moves) -> _Put:
+    """Upsert a position, noting it and the row it replaces in `moves` (`before`, when the
+    caller has just read that row, saves reading it again)."""
+
+    def put(pos: Position, before: Position | None = None) -> None:
+        if before is None:
+            before = _read_position(c, pos.strategy, pos.token_id)
+        moves.append((before, pos))
         upsert_position(c, pos)
 
     return put
@@ -122,9 +129,7 @@ def replay_token(c: sqlite3.Connection, token_id: str) -> dict[str, Position]:
     return book
 
 
-def _take_from_strategies(
-    c: sqlite3.Connection, fill: Fill, excess: Decimal, put: Callable[[Position], None]
-) -> None:
+def _take_from_strategies(c: sqlite3.Connection, fill: Fill, excess: Decimal, put: _Put) -> None:
     """A SELL no order of ours explains sold more than the unattributed holding: the shares
     left the account, so the rest comes out of the strategies that hold the token (the largest
     holding first), each selling at the fill's price. Audited per strategy."""
@@ -269,7 +274,7 @@ class FillRepository:
                 return None
             before = _read_position(c, strategy, fill.token_id)
             pos = before.apply(fill.side, fill.price, fill.size, fill.fee)
-            put(pos)
+            put(pos, before)
             if strategy == UNATTRIBUTED and fill.side is Side.SELL and fill.size > before.size:
                 _take_from_strategies(c, fill, fill.size - before.size, put)
             return Recorded(pos, tuple(moves))
