@@ -18,6 +18,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 UINT256_MAX: Final = 2**256 - 1
 ONE: Final = Decimal(1)
 ZERO: Final = Decimal(0)
+
+
+def utc_day(now: datetime | None = None) -> str:
+    """The UTC day (YYYY-MM-DD) daily PnL is kept under, by the position book, the trading
+    guard's persisted baseline and a shared account's rows alike."""
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+
+
 # The strategy name that books holdings no order of ours explains (manual trades, transfers,
 # fills of orders missing from the journal). No strategy may use it, and none sells them.
 UNATTRIBUTED: Final = "unattributed"

@@ -15,7 +15,6 @@ account's PnL of the day.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from errors import OrderRejected, RefusalSource, TransientError, VenueUnavailabl
 from execution.positions import PositionBook
 from execution.risk import TradingState
 from execution.shared_account import SharedAccount
+from models import utc_day
 from observability.metrics import BREAKER_STATE_VALUE, TRADING_STATE_VALUE, Metrics
 from resilience import BreakerState, CircuitBreaker, Clock
 from storage import TRADING_STATE_KEY, Repositories
@@ -107,7 +107,7 @@ class TradingGuard:
         day_raw = await self._store.get(self._day_key)
         if day_raw:
             d = orjson.loads(day_raw)
-            if d.get("day") == datetime.now(UTC).strftime("%Y-%m-%d"):
+            if d.get("day") == utc_day():
                 self.positions.set_day_baseline(d["day"], Decimal(d["baseline"]))
                 self._persisted_day = day_raw
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from models import ZERO, BookSource, OrderRequest, Position, Side
+from models import ZERO, BookSource, OrderRequest, Position, Side, utc_day
 
 if TYPE_CHECKING:
     from observability.metrics import Metrics
@@ -351,7 +351,7 @@ class PositionBook:
 
     def daily_pnl(self, now: datetime | None = None) -> Decimal:
         """Realized + marked PnL since the first look after 00:00 UTC today."""
-        day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+        day = utc_day(now)
         total = self.realized() + self.unrealized()
         if self._day != day:
             self._day, self._day_baseline = day, total

@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from execution.positions import PositionBook
-from models import ZERO
+from models import ZERO, utc_day
 from observability.health import CheckResult
-from storage.accounts import AccountRepository, halted_text, today
+from storage.accounts import AccountRepository, halted_text
 
 
 class SharedAccount:
@@ -69,7 +69,7 @@ class SharedAccount:
 
     def own_pnl(self, day: str | None = None) -> Decimal:
         """This daemon's PnL of `day` (today) over its own strategies."""
-        day = day or today()
+        day = day or utc_day()
         total = self._total()
         if self._day != day:
             self._day, self._baseline = day, total
@@ -77,7 +77,7 @@ class SharedAccount:
 
     def daily_pnl(self) -> Decimal:
         """The account's PnL of today: this daemon's now, the others' as last synced."""
-        day = today()
+        day = utc_day()
         others = self.others_pnl if self._others_day == day else ZERO
         return self.own_pnl(day) + others
 
@@ -97,7 +97,7 @@ class SharedAccount:
 
     async def load(self) -> None:
         """Read the account's halt and, if this daemon wrote a row today, its baseline."""
-        day = today()
+        day = utc_day()
         view = await self._repo.view(self.account, day, self.daemon_id)
         if view.own_baseline is not None:
             self._day, self._baseline = day, view.own_baseline
@@ -108,7 +108,7 @@ class SharedAccount:
     async def sync(self) -> None:
         """Write this daemon's PnL of today if it changed; read the account's halt and the other
         daemons' PnL."""
-        day = today()
+        day = utc_day()
         pnl = self.own_pnl(day)
         row = (day, pnl, self._baseline)
         if row != self._written:

@@ -39,11 +39,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from errors import AccountHalted, AccountLimitReached
+from models import utc_day
 from storage.audit import append_audit, now_iso
 from storage.db import Database
 from storage.pg import PgDatabase
@@ -75,11 +75,6 @@ def _commitment_params(account: str, token_id: str, day: str) -> tuple[str, ...]
 def halted_text(daemon_id: str, reason: str) -> str:
     """Why a daemon on an account `daemon_id` halted is halted."""
     return f"account halted by daemon {daemon_id}: {reason}"
-
-
-def today() -> str:
-    """The day (UTC) daily PnL is kept under, as `PositionBook.daily_pnl` names it."""
-    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +152,7 @@ def read_commitments(
     c: sqlite3.Connection, account: str, token_id: str, day: str | None = None
 ) -> AccountCommitments:
     """The account's commitments as this transaction sees them (PostgreSQL)."""
-    row = c.execute(_COMMITMENTS_SQL, _commitment_params(account, token_id, day or today()))
+    row = c.execute(_COMMITMENTS_SQL, _commitment_params(account, token_id, day or utc_day()))
     return AccountCommitments.from_row(row.fetchone())
 
 
@@ -167,7 +162,7 @@ def account_check(
     """A write that runs in the PENDING row's transaction, after the row: lock the account,
     read its commitments (the new row included), raise `AccountHalted` if the account is halted
     and `AccountLimitReached` with `decide`'s reason if it refuses them."""
-    day = today()
+    day = utc_day()
 
     def job(c: sqlite3.Connection) -> None:
         _lock(c, account)
@@ -201,7 +196,7 @@ class AccountRepository:
 
     async def commitments(self, account: str, token_id: str = "") -> AccountCommitments:
         """The account's commitments now, without the lock (for reports and tests)."""
-        params = _commitment_params(account.lower(), token_id, today())
+        params = _commitment_params(account.lower(), token_id, utc_day())
         row = await self._db.fetchone(_COMMITMENTS_SQL, params)
         assert row is not None  # aggregates always return a row
         return AccountCommitments.from_row(row)
@@ -315,7 +310,7 @@ def read_account_status(
     """The shared accounts `daemon_id` trades (None: every shared account in the database), read
     without the lock. Empty when no daemon recorded `ACCOUNT_SHARED=true` (SQLite, a single
     daemon, a database from before 0010: `sqlite3.Error` is the caller's)."""
-    day = day or today()
+    day = day or utc_day()
     rows = c.execute(
         "SELECT account, daemon_id FROM daemon_accounts WHERE shared = 1"
         " ORDER BY account, daemon_id"

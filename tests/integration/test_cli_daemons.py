@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from models import Fill, OrderStatus, Side
+from models import Fill, OrderStatus, Side, utc_day
 from observability.console import board
 from observability.sidecar import Health
 from storage import TRADING_STATE_KEY, Repositories
-from storage.accounts import today
 from storage.keys import ACCOUNT_SNAPSHOT_KEY, daemon_key
 from storage.pg import PgDatabase
 from storage.views import Views
@@ -175,7 +174,7 @@ async def share_account(url: str) -> None:
         for daemon, pnl in (("east", "-12.5"), ("west", "-30")):
             repos = Repositories.over(db, daemon_id=daemon)
             assert await repos.accounts.enrol(ACCT, daemon, shared=True) == []
-            await repos.accounts.record_pnl(ACCT, today(), daemon, D(pnl), D(0))
+            await repos.accounts.record_pnl(ACCT, utc_day(), daemon, D(pnl), D(0))
         west = Repositories.over(db, daemon_id="west").accounts
         await west.halt(ACCT, "west", "operator: venue maintenance")
 

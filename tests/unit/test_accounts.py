@@ -15,8 +15,8 @@ import pytest
 
 from errors import AccountHalted, AccountLimitReached
 from execution.risk import RiskEngine, RiskLimits
-from models import OrderRequest, OrderStatus, Position, Side
-from storage.accounts import AccountRepository, today
+from models import OrderRequest, OrderStatus, Position, Side, utc_day
+from storage.accounts import AccountRepository
 from storage.audit import AuditLog
 from storage.db import Database
 from storage.fills import upsert_position
@@ -236,10 +236,10 @@ async def test_the_daily_loss_limit_applies_to_the_accounts_daemons_summed(
     async with PgDatabase(url) as db:
         accounts = AccountRepository(db=db)
         acct = ACCOUNT.lower()
-        await accounts.record_pnl(acct, today(), "a", D("-40"), D("0"))
-        await accounts.record_pnl(acct, today(), "b", D(b_pnl), D("12.5"))
+        await accounts.record_pnl(acct, utc_day(), "a", D("-40"), D("0"))
+        await accounts.record_pnl(acct, utc_day(), "b", D(b_pnl), D("12.5"))
         await accounts.record_pnl(acct, "2000-01-01", "b", D("-500"), D("0"))
-        await accounts.record_pnl(OTHER, today(), "c", D("-500"), D("0"))
+        await accounts.record_pnl(OTHER, utc_day(), "c", D("-500"), D("0"))
         a = journal(db, "a", engine(daily_loss_limit=D("100")))
         why = ""
         try:
@@ -252,7 +252,7 @@ async def test_the_daily_loss_limit_applies_to_the_accounts_daemons_summed(
             if admitted
             else f"daily loss limit of the account reached, every daemon counted ({total} <= -100)"
         )
-        seen = await accounts.view(acct, today(), "a")
+        seen = await accounts.view(acct, utc_day(), "a")
         assert (seen.others_pnl, seen.own_baseline) == (D(b_pnl), D("0"))
 
 

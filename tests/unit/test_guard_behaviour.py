@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -138,12 +138,7 @@ async def test_the_loss_warning_comes_again_on_a_new_day(
 ) -> None:
     days = iter(["2026-03-01", "2026-03-01", "2026-03-02", "2026-03-02"])
 
-    class Clock(datetime):
-        @classmethod
-        def now(cls, tz: tzinfo | None = None) -> Clock:
-            return cls.fromisoformat(next(days) + "T12:00:00+00:00")
-
-    monkeypatch.setattr(positions_module, "datetime", Clock)
+    monkeypatch.setattr(positions_module, "utc_day", lambda now=None: next(days))
     guard, _, _ = make(repos, tmp_path)
     guard.positions.set_day_baseline("2026-03-01", Decimal("90"))
     await guard.check()

@@ -19,12 +19,11 @@ from execution.guard import TradingGuard
 from execution.positions import PositionBook
 from execution.risk import TradingState
 from execution.shared_account import SharedAccount
-from models import Position
+from models import Position, utc_day
 from observability.metrics import Metrics
 from resilience import CircuitBreaker
 from resilience.clock import FakeClock
 from storage import Database, Repositories
-from storage.accounts import today
 from storage.leases import LeaseRepository
 from storage.pg import PgDatabase
 from tests.helpers import make_settings
@@ -167,7 +166,7 @@ async def test_a_restart_the_same_day_goes_on_from_the_rows_baseline(
     again = await daemon(a.repos.db, "a", tmp_path)  # the book restored from the fills
     realise(again, "-20")
     assert again.shared.own_pnl() == D("-30")
-    row = await a.repos.accounts.view(ACCT, today(), "b")
+    row = await a.repos.accounts.view(ACCT, utc_day(), "b")
     assert row.others_pnl == D("-30")
 
 
