@@ -72,9 +72,10 @@ def _commitment_params(account: str, token_id: str, day: str) -> tuple[str, ...]
     return (account, account, account, day, token_id, account, token_id, account)
 
 
-def halted_text(daemon_id: str, reason: str) -> str:
-    """Why a daemon on an account `daemon_id` halted is halted."""
-    return f"account halted by daemon {daemon_id}: {reason}"
+def halted_text(daemon_id: str, reason: str, at: str | None = None) -> str:
+    """Why a daemon on an account `daemon_id` halted is halted (since `at`, ISO-8601 UTC)."""
+    when = f" at {at[:19].replace('T', ' ')} UTC" if at else ""
+    return f"account halted by daemon {daemon_id}{when}: {reason}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from observability.metrics import Metrics
 from observability.notify import Notifier
 from observability.sidecar import Sidecar
 from storage import Repositories
-from storage.accounts import AccountStatus
+from storage.accounts import AccountStatus, halted_text
 from storage.activity import Activity, DayFills, FillNotice
 from storage.market_names import MarketName
 from storage.reports import DbSummary, PositionReport
@@ -155,11 +155,8 @@ class DaemonDesk:
         reason = live.reason if live is not None else (s.state_reason or "")
         halted = next((a for a in accounts if a.halted_by is not None), None)
         if halted is not None:  # the account's halt stops this daemon too, synced or not
-            at = str(halted.halted_at or "?")[:19].replace("T", " ")
             state = "HALTED"
-            reason = (
-                f"account halted by daemon {halted.halted_by} at {at} UTC: {halted.halt_reason}"
-            )
+            reason = halted_text(str(halted.halted_by), halted.halt_reason, halted.halted_at or "?")
         head = f"polyd ({self._mode}): {state}" + (f" ({reason})" if reason else "")
         return "\n".join(
             [
