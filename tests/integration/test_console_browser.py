@@ -34,6 +34,8 @@ from tests.integration.test_names_daemon import MAKER, RULES
 
 D = Decimal
 TOKEN = "console-browser-token-0123456789abcdef"
+# The history seeded before the daemon starts: (trade id, side, price, days ago).
+SEEDED = (("h1", "BUY", "0.40", 3), ("h2", "SELL", "0.55", 1))
 
 
 async def seed_history(db_path: Path, token_id: str) -> None:
@@ -41,7 +43,7 @@ async def seed_history(db_path: Path, token_id: str) -> None:
     now = datetime.now(UTC)
     async with Database(db_path) as db:
         fills = Repositories.over(db).fills
-        for trade, side, price, days in (("h1", "BUY", "0.40", 3), ("h2", "SELL", "0.55", 1)):
+        for trade, side, price, days in SEEDED:
             await fills.record(
                 Fill(
                     trade_id=trade,
@@ -72,8 +74,11 @@ async def drive_the_page(base: str, tmp: Path, fill: Any) -> dict[str, Any]:
             "document.querySelectorAll('#trades tr[data-trade-id]').length"
         )
         await fill()  # the sniper's market gets an ask it buys: a fill while the page is live
+        # The seeded history is the same market's other outcome, so the new row is the one whose
+        # trade id is not a seeded one (both name "Close soon?").
         seen["fill_row"] = await tab.wait_for(
             "[...document.querySelectorAll('#trades tr[data-trade-id]')]"
+            f".filter((r) => !{json.dumps([t[0] for t in SEEDED])}.includes(r.dataset.tradeId))"
             ".map((r) => r.textContent).find((t) => t.includes('Close soon?')) || ''"
         )
         seen["position_row"] = await tab.wait_for(
