@@ -87,6 +87,7 @@ class PgWriterLock(SessionLock):
         self._pid: int | None = None  # the server process of the session holding it
         self._connect_timeout_s = 10
         self._released = False
+        self._busy: asyncio.Future[None] | None = None  # a check cancelled while it ran
         self._pings: set[asyncio.Future[None]] = set()  # checks past their timeout, and closes
 
     @property
@@ -133,23 +134,28 @@ class PgWriterLock(SessionLock):
         if conn is None:
             return False
         ping = asyncio.ensure_future(asyncio.to_thread(_ping, conn))
+        ping.add_done_callback(_retrieved)  # its failure is the check's answer, not an error
         try:
             await asyncio.wait_for(asyncio.shield(ping), timeout_s)
-        except TimeoutError:
-            # The thread still waits on the connection (until the keep-alives give up at the
-            # latest): the connection is closed once that call returns, never from under it.
-            self._conn = None
-            self._pings.add(ping)
-            ping.add_done_callback(lambda _: self._close_later(conn, ping))
-            return False
         except psycopg.Error:
             return False
+        except TimeoutError:
+            self._abandon(conn, ping)
+            return False
+        except asyncio.CancelledError:  # the daemon stopping: `release` waits for the call
+            self._busy = ping
+            raise
         return True
+
+    def _abandon(self, conn: psycopg.Connection[Any], ping: asyncio.Future[None]) -> None:
+        # The thread still waits on the connection (until the keep-alives give up at the
+        # latest): the connection is closed once that call returns, never from under it.
+        self._conn = None
+        self._pings.add(ping)
+        ping.add_done_callback(lambda _: self._close_later(conn, ping))
 
     def _close_later(self, conn: psycopg.Connection[Any], ping: asyncio.Future[None]) -> None:
         self._pings.discard(ping)
-        if not ping.cancelled():
-            ping.exception()  # retrieved: it was already counted as a failed check
         closing = asyncio.get_running_loop().run_in_executor(None, conn.close)
         self._pings.add(closing)
         closing.add_done_callback(self._pings.discard)
@@ -168,12 +174,22 @@ class PgWriterLock(SessionLock):
 
     async def release(self) -> None:
         self._released = True
+        busy, self._busy = self._busy, None
+        if busy is not None and not busy.done():  # a check cancelled mid-call: let it end
+            await asyncio.wait({busy}, timeout=CHECK_TIMEOUT_S)
+            if not busy.done() and self._conn is not None:
+                self._abandon(self._conn, busy)
         await super().release()
 
 
 def _one(conn: psycopg.Connection[Any], sql: str, *params: Any) -> Any:
     row = conn.execute(sql, params).fetchone()
     return row[0] if row else None
+
+
+def _retrieved(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _ping(conn: psycopg.Connection[Any]) -> None:

@@ -6,6 +6,7 @@ the watch retakes the lock, halts trading through the real `TradingGuard`, or st
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -295,3 +296,33 @@ async def test_a_hold_ends_back_in_the_state_before_it_and_never_over_another_ha
     assert (guard.state, guard.reason) == (TradingState.HALTED, "storage error")
     guard.hold("writer lock lost")  # an existing halt keeps its reason
     assert guard.reason == "storage error" and not guard.unhold("writer lock lost")
+
+
+async def test_a_check_without_an_answer_in_time_counts_as_lost_and_the_lock_is_retaken(
+    pg_server: PgServer, guard_repos: Repositories
+) -> None:
+    """The call still running on the old connection is left to end in its thread; the
+    connection is closed after it, and the retake does not mistake its session for a twin."""
+    w = await watched(pg_server.fresh_url(), guard_repos)
+    try:
+        old = holder(w.url, "w1")
+        assert await w.lock.check(timeout_s=0) is False
+        assert not w.lock.held
+        await w.lock.retake()
+        assert w.lock.held and holder(w.url, "w1") not in (None, old)
+        await assert_held_by_us(w)
+        for _ in range(100):  # the abandoned call ends, then its connection is closed
+            if not w.lock._pings:
+                break
+            await asyncio.sleep(0.05)
+        assert not w.lock._pings
+        with psycopg.connect(w.url, autocommit=True) as c:
+            for _ in range(100):  # the server ends the closed session's process
+                row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (old,))
+                if row.fetchone() == (0,):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the abandoned session {old} was never closed")
+    finally:
+        await w.lock.release()
