@@ -9,7 +9,8 @@ stop:  strategies -> executor drain (+ cancel resting orders if configured) -> f
        -> storage, each step under a deadline. SIGTERM/SIGINT only *ask* for this.
 
 Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad configuration or rules, 3 another process
-holds the database (another daemon), a strategy's lease, or the sidecar's address.
+holds the database (another daemon), a strategy's lease, or the sidecar's address, or took this
+daemon's PostgreSQL writer lock while it ran (`wiring.writer_lock`: trading halted, then a stop).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from wiring.reload import Reloads
 from wiring.shared import Shared, build_shared, describe_db, process_metrics
 from wiring.stage import Service, Stage, Step
 from wiring.summary import build_summary
+from wiring.writer_lock import watch_writer_lock
 
 if TYPE_CHECKING:  # built lazily: the venue SDK loads only when trading is built
     from executor import Executor
@@ -232,10 +234,13 @@ class Daemon:
         self.on_ready = on_ready
         self.systemd = SystemdNotifier(settings.notify_socket, watchdog_usec=settings.watchdog_usec)
         self._stop = asyncio.Event()
+        self._code = EXIT_OK
         self.ctx: Context | None = None
 
-    def request_stop(self, reason: str = "requested") -> None:
-        """Ask for a graceful stop (idempotent; safe from a signal handler)."""
+    def request_stop(self, reason: str = "requested", *, code: int = EXIT_OK) -> None:
+        """Ask for a graceful stop (idempotent; safe from a signal handler); the run then ends
+        with exit `code` (a non-zero one wins over an earlier request's 0)."""
+        self._code = self._code or code
         if not self._stop.is_set():
             log.info("stop_requested", reason=reason)
             self._stop.set()
@@ -302,8 +307,8 @@ class Daemon:
             await self._start_and_serve(ctx, probe)
         finally:
             await self._close_all(ctx)
-        log.info("daemon_stopped")
-        return EXIT_OK
+        log.info("daemon_stopped", exit_code=self._code)
+        return self._code
 
     async def _start_and_serve(self, ctx: Context, probe: DatabaseProbe) -> None:
         s = ctx.settings
@@ -329,6 +334,8 @@ class Daemon:
         ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)
         await hold_leases(ctx)  # several daemons on one PostgreSQL database: exit 3 if taken
+        # PostgreSQL's writer lock can be dropped with its connection: retaken, or exit 3.
+        watch_writer_lock(ctx, stop=lambda why: self.request_stop(why, code=EXIT_IN_USE))
         if not ctx.strategies and self.duration_s != 0:  # 0: a reconcile pass (the demo's last)
             idle = no_strategy_warning(s)
             log.warning("no_strategy_enabled", detail=idle)

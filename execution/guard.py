@@ -74,6 +74,7 @@ class TradingGuard:
         self._forced_open_s: float | None = None  # how long the last force_open lasts
         # Why new resting (GTC/GTD) orders are held, or None: see `execution.heartbeat`.
         self.resting_hold: str | None = None
+        self._held: tuple[TradingState, str] | None = None  # the state before `hold`
 
     def share_account(self, account: SharedAccount) -> None:
         """Other daemons trade this venue account: halts and the daily loss are the account's."""
@@ -149,6 +150,31 @@ class TradingGuard:
         self._state, self._reason = TradingState.HALTED, "storage error"
         self._halt_shared = False  # not written to the account: this daemon's alone
         self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
+
+    def hold(self, reason: str) -> None:
+        """Halt in memory for `reason`, a fault the daemon watches and clears itself (its
+        writer lock lost): not persisted, so a restart does not inherit it, and not written to
+        a shared account. An existing halt is left as it is (its reason too)."""
+        if self._state is TradingState.HALTED:
+            return
+        self._held = (self._state, self._reason)
+        self._state, self._reason = TradingState.HALTED, reason
+        self._halt_shared = False
+        self.metrics.trading_state.set(TRADING_STATE_VALUE["HALTED"])
+        log.warning("trading_state_changed", old=self._held[0], new=self._state, reason=reason)
+
+    def unhold(self, reason: str) -> bool:
+        """End a `hold(reason)` if it is still the halt in force (no operator halt, storage
+        error or other cause replaced it): back to the state before it. True if it ended."""
+        held, self._held = self._held, None
+        if held is None or self._state is not TradingState.HALTED or self._reason != reason:
+            return False
+        self._state, self._reason = held
+        self.metrics.trading_state.set(TRADING_STATE_VALUE[self.state.value])
+        log.warning(
+            "trading_state_changed", old=TradingState.HALTED, new=self._state, reason=reason
+        )
+        return True
 
     def kill_switch_on(self) -> bool:
         p = self.kill_switch_path

@@ -357,6 +357,16 @@ class Metrics:
             "Reads waiting for a PostgreSQL pool connection",
             registry=r,
         )
+        self.writer_lock_held = Gauge(
+            "polyd_writer_lock_held",
+            "1 while this daemon holds its writer lock, 0 while a PostgreSQL lock is lost",
+            registry=r,
+        )
+        self.writer_lock_losses_total = Counter(
+            "polyd_writer_lock_losses_total",
+            "Times the PostgreSQL writer lock's connection was found dropped",
+            registry=r,
+        )
         self.notifications_total = Counter(
             "polyd_notifications_total",
             "Operator notifications, by outcome (sent, deduped, throttled, dropped, failed)",

@@ -18,7 +18,8 @@ from errors import DatabaseMissing, ReportError
 from storage.db import Database
 from storage.keys import DEFAULT_DAEMON_ID
 from storage.lock import WriterLock, writer_lock
-from storage.pg import PgDatabase, PgWriterLock, connect_read_only, display_url, is_postgres_url
+from storage.pg import PgDatabase, connect_read_only, display_url, is_postgres_url
+from storage.pg_lock import PgWriterLock
 
 
 def make_database(

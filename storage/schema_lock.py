@@ -17,7 +17,8 @@ from typing import Any
 import psycopg
 
 from errors import AlreadyRunning
-from storage.pg import SessionLock, display_url
+from storage.pg import display_url
+from storage.pg_lock import SessionLock
 
 APP_PREFIX = "polyd-schema-lock:"
 

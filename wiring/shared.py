@@ -24,6 +24,7 @@ from resilience.clock import Clock, SystemClock
 from resilience.rate_limit import RateLimiter, WaitHook, polymarket_limits
 from storage import Database, Repositories
 from storage.engine import describe, make_database, make_writer_lock
+from storage.lock import WriterLock
 from storage.market_names import MarketNames
 from venue.data_api import DataApiBudget
 from venue.parse import MalformedLog
@@ -148,6 +149,9 @@ class Shared:
     # What takes rotated API credentials on a settings reload (the live broker, the user feed).
     credential_sinks: list[Any] = field(default_factory=list)
     malformed: dict[str, MalformedLog] = field(default_factory=dict)
+    writer_lock: WriterLock | None = None
+    """The lock taken before the database was opened (`storage.engine.make_writer_lock`);
+    watched while the daemon runs when it can be lost (`wiring.writer_lock`)."""
     names: MarketNames = field(default_factory=MarketNames)
     """Market names by token id (question, outcome, slug): what logs, notifications and chat
     show beside a token id. Loaded from the database, fed by discovery and `wiring.names`."""
@@ -212,7 +216,9 @@ async def build_shared(
         budget=venue_budget(settings, clock=clock, metrics=metrics),
         http=http_session(),
         tracing=Tracing.from_settings(settings),
+        writer_lock=lock,
     )
+    metrics.writer_lock_held.set(1)
     shared.closers.append(("storage:lock", lock.release))
     shared.names.learn(await shared.repos.names.load(), changed=False)
     shared.closers.append(("storage", db.close))

@@ -115,6 +115,77 @@ def test_server_refuses_writes_nothing_unjournaled_is_sent_halted_until_resumed(
     assert c.venue_orders >= 2 and c.venue_orders == c.journal_signed
 
 
+def _writer_lock_session(pg: PgServer, url: str) -> int:
+    """The server process of the session holding the daemon's writer lock (DAEMON_ID default)."""
+    with psycopg.connect(url, autocommit=True) as c:
+        row = c.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            " AND ((classid::bigint << 32) | objid::bigint)"
+            " = hashtext('polyd:daemon:' || current_schema() || ':default')::bigint"
+        ).fetchone()
+    assert row is not None, "nobody holds the daemon's writer lock"
+    return int(row[0])
+
+
+def _drop_session(pg: PgServer, pid: int) -> None:
+    with psycopg.connect(pg.url, autocommit=True) as c:
+        c.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+
+
+def test_server_drops_the_writer_locks_connection_it_is_retaken_and_trading_goes_on(
+    make_rig: RigFactory, pg_server: PgServer
+) -> None:
+    rig, _ = _rig(make_rig, pg_server)
+    url = str(rig.d.database_url)
+    rig.trade_once()
+    old = _writer_lock_session(pg_server, url)
+    _drop_session(pg_server, old)
+    wait_until(lambda: "writer_lock_retaken" in rig.d.event_names(), 10, what="lock retaken")
+    assert _writer_lock_session(pg_server, url) != old
+    body = rig.wait_health(200)
+    assert body["checks"]["writer_lock"] == {"ok": True, "detail": {"held": True, "retaken": 1}}
+    assert rig.d.metric("polyd_writer_lock_losses_total") == 1
+    assert rig.d.metric("polyd_writer_lock_held") == 1
+    rig.trade_once()  # trading goes on
+    assert rig.d.alive() and _executor_state(rig) == "ACTIVE"
+    c = rig.assert_consistent()
+    assert c.venue_orders == 2 and c.journal_signed == 2
+
+
+def test_writer_lock_taken_by_another_process_the_daemon_halts_and_exits_3(
+    make_rig: RigFactory, pg_server: PgServer
+) -> None:
+    rig, _ = _rig(make_rig, pg_server)
+    url = str(rig.d.database_url)
+    rig.trade_once()
+    _drop_session(pg_server, _writer_lock_session(pg_server, url))
+    # a second process with the same DAEMON_ID takes the lock in the gap
+    with psycopg.connect(url, autocommit=True) as twin:
+        row = twin.execute(
+            "SELECT pg_try_advisory_lock(hashtext('polyd:daemon:' || current_schema()"
+            " || ':default'))"
+        ).fetchone()
+        assert row is not None and row[0] is True
+        wait_until(lambda: "writer_lock_taken" in rig.d.event_names(), 10, what="lock taken")
+        sent = len(rig.our_orders())
+        rig.trigger()  # an opportunity after the daemon noticed: it must not trade it
+        assert rig.d.proc is not None
+        code = rig.d.proc.wait(timeout=30)
+    assert code == 3
+    events = rig.d.log_events()
+    names = [str(e.get("event")) for e in events]
+    taken = events[names.index("writer_lock_taken")]
+    assert "another daemon with DAEMON_ID=default" in str(taken["error"])
+    assert "holds the writer lock" in str(taken["error"])
+    halt = names.index("trading_state_changed", names.index("writer_lock_connection_lost"))
+    assert "writer lock taken" in str(events[halt]["reason"])
+    assert halt < names.index("writer_lock_taken") < names.index("daemon_stopping")
+    assert events[names.index("daemon_stopped")]["exit_code"] == 3
+    assert len(rig.our_orders()) == sent == 1
+    c = rig.assert_consistent()
+    assert c.venue_orders == c.journal_signed == 1
+
+
 def _executor_state(rig: Rig) -> str:
     _, body = rig.d.health()
     return str(body["checks"]["executor"]["detail"]["trading_state"])
