@@ -523,7 +523,7 @@ class Executor:
 
     async def drain(self, wait_s: float | None = None) -> bool:
         """Wait up to `wait_s` for in-flight submissions, then cancel resting orders if
-        `cancel_on_shutdown`; return True if every submission finished in time.
+        `cancel_on_shutdown` (unless `guard.keep_orders`); return True if all finished in time.
 
         The cancel runs even when the wait timed out: a submission still in flight at that
         point may land one more order after it, which the venue cancels once exchange heartbeats
@@ -536,7 +536,7 @@ class Executor:
             drained = False
             log.warning("drain_timed_out", in_flight=self._inflight, waited_s=wait_s)
             await self.repos.audit.append("drain_timed_out", in_flight=self._inflight)
-        if self.config.cancel_on_shutdown:
+        if self.config.cancel_on_shutdown and self.guard.keep_orders is None:
             n = await self.cancel_all()
             log.info("canceled_on_shutdown", canceled=n)
         return drained

@@ -75,6 +75,9 @@ class TradingGuard:
         # Why new resting (GTC/GTD) orders are held, or None: see `execution.heartbeat`.
         self.resting_hold: str | None = None
         self._held: tuple[TradingState, str] | None = None  # the state before `hold`
+        # Why the stop must leave resting orders alone (not even CANCEL_ON_SHUTDOWN), or None:
+        # another process took the writer lock and runs as this daemon (`wiring.writer_lock`).
+        self.keep_orders: str | None = None
 
     def share_account(self, account: SharedAccount) -> None:
         """Other daemons trade this venue account: halts and the daily loss are the account's."""

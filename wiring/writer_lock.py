@@ -10,7 +10,10 @@ on a new connection:
 * taken again: `writer_lock_retaken` (a warning), and trading goes on;
 * held by another process: trading halts at once (`TradingGuard.hold`, so no new order is
   sent), `writer_lock_taken` is logged and notified, and the daemon stops with exit 3 (the
-  code of a daemon refused at start for the same reason); its in-flight orders drain first;
+  code of a daemon refused at start for the same reason); its in-flight orders drain first,
+  and `CANCEL_ON_SHUTDOWN` is not applied: the resting orders are the other process's now
+  (it runs under the same `DAEMON_ID` and reconciles them as its own), and a cancel could
+  take orders it has just placed;
 * the server does not answer: trading halts with `LOST` as its reason, and the watch retries
   every `interval_s`; once the lock is taken again, trading resumes by itself only if that
   halt is still the one in force (an operator's halt, or a storage error's, made meanwhile
@@ -152,10 +155,13 @@ class WriterLockWatch:
     def _taken(self, refusal: str) -> None:
         self.taken_by = self.why = refusal
         self.guard.hold(f"writer lock taken by another process (DAEMON_ID={self.lock.daemon_id})")
+        # the resting orders are the other process's to manage now: no CANCEL_ON_SHUTDOWN
+        self.guard.keep_orders = f"writer lock taken by another process: {refusal}"
         log.error(
             "writer_lock_taken",
             error=refusal,
-            detail="trading halted; the daemon stops (exit 3): another process runs as it",
+            detail="trading halted; the daemon stops (exit 3) and leaves its resting orders"
+            " (no CANCEL_ON_SHUTDOWN): another process runs as it",
         )
         if self._notify is not None:
             self._notify(

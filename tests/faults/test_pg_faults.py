@@ -30,10 +30,10 @@ from tests.pg import PgServer
 pytestmark = pytest.mark.parametrize("engine", ["postgres"])
 
 
-def _rig(make_rig: RigFactory, pg: PgServer) -> tuple[Rig, str]:
+def _rig(make_rig: RigFactory, pg: PgServer, **env: str) -> tuple[Rig, str]:
     """A fault rig whose daemon names its connections, so the test can drop only those."""
     app = f"polyd-fault-{uuid.uuid4().hex[:10]}"
-    rig = make_rig(DATABASE_URL=f"{pg.fresh_url()}&application_name={app}")
+    rig = make_rig(DATABASE_URL=f"{pg.fresh_url()}&application_name={app}", **env)
     return rig, app
 
 
@@ -155,7 +155,7 @@ def test_server_drops_the_writer_locks_connection_it_is_retaken_and_trading_goes
 def test_writer_lock_taken_by_another_process_the_daemon_halts_and_exits_3(
     make_rig: RigFactory, pg_server: PgServer
 ) -> None:
-    rig, _ = _rig(make_rig, pg_server)
+    rig, _ = _rig(make_rig, pg_server, CANCEL_ON_SHUTDOWN="true")
     url = str(rig.d.database_url)
     rig.trade_once()
     _drop_session(pg_server, _writer_lock_session(pg_server, url))
@@ -181,6 +181,8 @@ def test_writer_lock_taken_by_another_process_the_daemon_halts_and_exits_3(
     assert "writer lock taken" in str(events[halt]["reason"])
     assert halt < names.index("writer_lock_taken") < names.index("daemon_stopping")
     assert events[names.index("daemon_stopped")]["exit_code"] == 3
+    # CANCEL_ON_SHUTDOWN is set, but the orders are the other process's to manage now
+    assert "canceled_on_shutdown" not in names
     assert len(rig.our_orders()) == sent == 1
     c = rig.assert_consistent()
     assert c.venue_orders == c.journal_signed == 1

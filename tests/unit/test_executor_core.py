@@ -315,6 +315,17 @@ async def test_drain_cancels_on_shutdown_only_when_configured(live: Live) -> Non
     assert (await status_of(live, coid))[0] is OrderStatus.CANCELED
 
 
+async def test_drain_keeps_resting_orders_another_process_now_manages(live: Live) -> None:
+    """CANCEL_ON_SHUTDOWN is not applied once the writer lock went to another process under
+    the same DAEMON_ID (`guard.keep_orders`): the orders are that process's, maybe just placed."""
+    coid, vid = await resting(live)
+    live.ex.config = replace(live.ex.config, cancel_on_shutdown=True)
+    live.ex.guard.keep_orders = "writer lock taken by another process"
+    assert await live.ex.drain()
+    assert (await status_of(live, coid))[0] is OrderStatus.LIVE
+    assert live.sim.engine.orders[vid].status == "LIVE"  # nothing was sent to cancel it
+
+
 async def test_drain_that_times_out_says_so_and_audits_the_orders_in_flight(live: Live) -> None:
     live.sim.faults.add(kind="latency", route="POST /order", seconds=0.3, count=1)
     task = asyncio.create_task(live.ex.submit(live.req()))

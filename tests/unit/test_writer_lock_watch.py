@@ -186,6 +186,9 @@ async def test_lock_taken_by_another_process_in_the_gap_halts_trading_and_stops_
         refusal = w.guard.refusal(rests=False)
         assert refusal is not None and "writer lock taken by another process" in refusal
         assert len(w.stops) == 1 and "holds the writer lock" in w.stops[0]
+        # and the stop leaves the resting orders to that process (no CANCEL_ON_SHUTDOWN)
+        keep = w.guard.keep_orders
+        assert keep is not None and keep.startswith("writer lock taken by another process")
         check = w.watch.check()
         assert not check.ok and "taken by another process" in check.detail
         assert sample(w.metrics, "polyd_writer_lock_held") == 0
