@@ -22,7 +22,12 @@ that slope only to the samples taken S seconds or more into the run (counted in 
 `tools.rss_soak` does for the demo soak: the first minutes carry caches filling, not growth.
 Then SIGUSR1 stops both sources (the load strategy drains what it has in flight; the blaster
 prints how many events it sent) and the counts are read once the daemon has caught up (bounded):
-`orders_submitted`/`orders_answered`, `feed_sent`/`feed_counted`, `health_requests`/`health_200`.
+`orders_submitted`/`orders_answered`, `feed_sent`/`feed_counted`, `health_requests`/`health_200`,
+and `journal_orders`, the load strategy's rows in the daemon's journal after it exits.
+
+`--engine postgres` journals to a throwaway PostgreSQL database (`DATABASE_URL`) created on the
+server named by `--url` (default `$POLYD_BENCH_PG_URL` or the local server) and dropped after;
+the default is the SQLite file in the run's temporary directory. The output says which (`engine`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.health_blaster import blast
+from bench.storage import throwaway_pg_database
 from tools.rss_soak import slope_per_hour
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +72,20 @@ def _rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def _journal_orders(db_path: Path, database_url: str | None) -> int:
+    """The load strategy's rows in the daemon's journal (read after the daemon has exited)."""
+    sql = "SELECT count(*) FROM orders WHERE strategy = 'load'"
+    if database_url:
+        import psycopg
+
+        with psycopg.connect(database_url) as c:
+            row = c.execute(sql).fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(db_path)) as s:
+            row = s.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -259,11 +280,13 @@ def run_load(
     rss_warmup_s: float = 0.0,
     settle_s: float = 60.0,
     workdir: Path | None = None,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the daemon under load for `duration_s`; return the figures (see module docstring).
 
-    `rss_warmup_s` (within `duration_s`) is left out of the RSS slope; raises ValueError if it
-    leaves nothing to fit."""
+    The daemon journals to `database_url` (PostgreSQL) if given, else to a SQLite file in
+    `workdir`. `rss_warmup_s` (within `duration_s`) is left out of the RSS slope; raises
+    ValueError if it leaves nothing to fit."""
     if not 0 <= rss_warmup_s < duration_s:
         raise ValueError(f"the warm-up ({rss_warmup_s} s) must be shorter than {duration_s} s")
     own_tmp = None
@@ -304,11 +327,16 @@ def run_load(
         )
         port = _free_port()
         report = workdir / "load-report.json"
+        db_path = workdir / "polyd.db"
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.upper().startswith(("CLOB_", "PRIVATE_KEY", "MODE", "DB_", "HTTP_"))
+            if not k.upper().startswith(
+                ("CLOB_", "PRIVATE_KEY", "MODE", "DB_", "DATABASE_URL", "HTTP_")
+            )
         }
+        if database_url:
+            env["DATABASE_URL"] = database_url
         env.update(
             {
                 "PYTHONUNBUFFERED": "1",
@@ -319,7 +347,7 @@ def run_load(
                 "MARKET_WS_URL": f"ws://127.0.0.1:{blast_port}/ws/market",
                 "USER_WS_URL": urls["user_ws_url"],
                 "PRIVATE_KEY": "0x" + bytes(acct.key).hex(),
-                "DB_PATH": str(workdir / "polyd.db"),
+                "DB_PATH": str(db_path),
                 "HTTP_PORT": str(port),
                 "CONTROL_TOKEN": secrets.token_urlsafe(16),
                 "LOG_FORMAT": "json",
@@ -425,6 +453,7 @@ def run_load(
                     log_errors.append(str(ev.get("event")))
         errors = len(load.get("errors", [])) + len(log_errors) + (code != 0)
         return {
+            "engine": "postgres" if database_url else "sqlite",
             "health_p99_ms_under_load": round(_pct(lat, 99), 3),
             "health_p50_ms": round(_pct(lat, 50), 3),
             "health_max_ms": round(max(lat), 3) if lat else None,
@@ -438,6 +467,7 @@ def run_load(
             "orders_per_min_achieved": _rate_per_min(load),
             "orders_answered": sum(load.get("results", {}).values()),
             "orders_drained": bool(load.get("drained")),
+            "journal_orders": _journal_orders(db_path, database_url),
             "order_results": load.get("results", {}),
             "feed_msgs_per_s_achieved": round(msgs / elapsed, 1) if elapsed else 0,
             "feed_sent": feed_sent,
@@ -475,16 +505,32 @@ def main(argv: list[str]) -> dict[str, object]:
         default=0.0,
         help="fit the RSS slope after S seconds under load, counted in --duration (0)",
     )
+    p.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument(
+        "--url",
+        default=os.environ.get(
+            "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="--engine postgres: a server URL on which a throwaway database is created",
+    )
     a = p.parse_args(argv)
     if not 0 <= a.warmup < a.duration:
         p.error("--warmup must be at least 0 and shorter than --duration")
-    return run_load(
-        duration_s=a.duration,
-        orders_per_min=a.orders_per_min,
-        feed_per_s=a.feed_per_s,
-        health_hz=a.health_hz,
-        rss_warmup_s=a.warmup,
-    )
+
+    def run(database_url: str | None) -> dict[str, object]:
+        return run_load(
+            duration_s=a.duration,
+            orders_per_min=a.orders_per_min,
+            feed_per_s=a.feed_per_s,
+            health_hz=a.health_hz,
+            rss_warmup_s=a.warmup,
+            database_url=database_url,
+        )
+
+    if a.engine == "sqlite":
+        return run(None)
+    with throwaway_pg_database(a.url, bench="health") as url:
+        return run(url)
 
 
 def _cli(argv: list[str]) -> int:

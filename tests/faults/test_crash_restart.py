@@ -11,8 +11,10 @@ simulator's ledger: every venue order has exactly one journal row in the right f
 fills and positions match, nothing is duplicated, lost or orphaned, and every order body the
 venue received is one the journal signed, byte for byte.
 
-The short run (5 kills) is in the default suite on both engines, the SQLite file and a throwaway
-PostgreSQL database (`DATABASE_URL`), with the same assertions; `pytest -m slow` runs 25 kills.
+Both runs are parametrised over the two engines, the SQLite file and a fresh schema of a
+throwaway PostgreSQL database (`DATABASE_URL`), with the same assertions: the short run (5 kills)
+is in the default suite, `pytest -m slow` runs 25 kills. `POLYD_CRASH_FIGURES=path` writes a
+run's counts there as JSON (they are also printed: `-s`).
 """
 
 from __future__ import annotations
@@ -158,6 +160,10 @@ def test_crash_restart_5_kills_reconciles_every_order_once(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_crash_restart_25_kills_reconciles_every_order_once(tmp_path: Path) -> None:
-    counts = crash_restart_run(tmp_path, kills=25, seed=20)
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_crash_restart_25_kills_reconciles_every_order_once(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("pg_server").fresh_url() if engine == "postgres" else None
+    counts = crash_restart_run(tmp_path, kills=25, seed=20, database_url=url)
     assert counts["venue_orders"] >= 20

@@ -64,6 +64,20 @@ def test_executor_bench_on_postgres_journals_there_and_drops_its_database() -> N
     assert databases_left("polyd_bench_executor_%") == []
 
 
+def test_health_bench_on_postgres_runs_the_daemon_journaling_there_and_drops_its_database() -> None:
+    # The whole daemon under a light load: every order the load strategy submitted is a row of
+    # the PostgreSQL journal (read there after the daemon exits), and the database is dropped.
+    args = ["health", "--engine", "postgres", "--duration", "3", "--orders-per-min", "600"]
+    args += ["--feed-per-s", "200", "--health-hz", "10", "--url", ADMIN_URL]
+    out = run_bench(*args, timeout=180)
+    figures = json.loads(out.stdout)
+    assert figures["engine"] == "postgres"
+    assert figures["errors"] == 0, figures["error_samples"]
+    assert figures["orders_submitted"] > 0
+    assert figures["journal_orders"] == figures["orders_submitted"], figures
+    assert databases_left("polyd_bench_health_%") == []
+
+
 def test_unknown_bench_is_refused_with_usage() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", "nope"], cwd=ROOT, capture_output=True, text=True
