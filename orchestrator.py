@@ -50,7 +50,7 @@ from storage import Database, Repositories
 from strategies.base import Strategy
 from wiring.chat import build_chat
 from wiring.database import DatabaseProbe
-from wiring.leases import hold_leases
+from wiring.leases import adopt_positions, hold_leases
 from wiring.names import build_names
 from wiring.reload import Reloads
 from wiring.shared import Shared, build_shared, describe_db, process_metrics
@@ -329,6 +329,7 @@ class Daemon:
         ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)
         await hold_leases(ctx)  # several daemons on one PostgreSQL database: exit 3 if taken
+        await adopt_positions(ctx)  # strategies taken over: their positions join the book
         if not ctx.strategies and self.duration_s != 0:  # 0: a reconcile pass (the demo's last)
             idle = no_strategy_warning(s)
             log.warning("no_strategy_enabled", detail=idle)
