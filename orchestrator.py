@@ -323,7 +323,8 @@ class Daemon:
         )
         Console(  # the web console at /ui (docs/console.md)
             sidecar, health=ctx.health, db_path=s.db_path, database_url=s.database_url,
-            daily_loss_limit=s.risk_daily_loss_limit, public_read=s.ui_public_read,
+            daily_loss_limit=s.risk_daily_loss_limit, daemon_id=s.daemon_id,
+            public_read=s.ui_public_read,
         ).mount()  # fmt: skip
         await sidecar.start()
         ctx.closers.append(("sidecar", sidecar.stop))
