@@ -178,7 +178,7 @@ class Executor:
     async def start(self) -> None:
         """Restore trading state, positions, open orders and today's PnL baseline."""
         await self.guard.load()
-        self.positions.load(await self.repos.fills.positions(include_flat=True))
+        self.positions.load(*await self.repos.own_positions())  # not other daemons' strategies
         await self.tracker.load()
         self._publish()
         log.info("executor_started", state=self.state, open_orders=self.positions.open_count)

@@ -51,7 +51,7 @@ from storage import Database, Repositories
 from strategies.base import Strategy
 from wiring.chat import build_chat
 from wiring.database import DatabaseProbe
-from wiring.leases import hold_leases
+from wiring.leases import adopt_positions, hold_leases
 from wiring.names import build_names
 from wiring.reload import Reloads
 from wiring.shared import Shared, build_shared, describe_db, process_metrics
@@ -328,12 +328,14 @@ class Daemon:
         )
         Console(  # the web console at /ui (docs/console.md)
             sidecar, health=ctx.health, db_path=s.db_path, database_url=s.database_url,
-            daily_loss_limit=s.risk_daily_loss_limit, public_read=s.ui_public_read,
+            daily_loss_limit=s.risk_daily_loss_limit, daemon_id=s.daemon_id,
+            public_read=s.ui_public_read,
         ).mount()  # fmt: skip
         await sidecar.start()
         ctx.closers.append(("sidecar", sidecar.stop))
         await self._build_trading(ctx)
         await hold_leases(ctx)  # several daemons on one PostgreSQL database: exit 3 if taken
+        await adopt_positions(ctx)  # strategies taken over: their positions join the book
         # PostgreSQL's writer lock can be dropped with its connection: retaken, or exit 3.
         watch_writer_lock(ctx, stop=lambda why: self.request_stop(why, code=EXIT_IN_USE))
         if not ctx.strategies and self.duration_s != 0:  # 0: a reconcile pass (the demo's last)

@@ -93,6 +93,10 @@ class PositionBook:
     order, are let go of. Their realized PnL stays in the totals, and the database keeps their
     rows; `position()` answers an empty position for them, as their size (0) is all a trade
     needs. A position the database writes again comes through `move` with the row it replaced.
+
+    With several daemons on one database, the book is its daemon's: the strategies another
+    daemon trades are `left_out` (never read, never moved), so their marks move none of this
+    daemon's figures; the `unattributed` holdings are the account's and stay.
     """
 
     def __init__(self, *, books: BookSource | None = None, max_flat: int = MAX_FLAT) -> None:
@@ -114,18 +118,34 @@ class PositionBook:
         self._day: str | None = None
         self._day_baseline = ZERO
         self._payouts: dict[str, Decimal] = {}  # resolved tokens: what a share redeems for
+        self.left_out: frozenset[str] = frozenset()  # other daemons' strategies: see `load`
 
     # positions ---------------------------------------------------------------------------
-    def load(self, positions: Iterable[Position]) -> None:
-        """Take the database's positions (at start-up, into a book that let go of none)."""
+    def load(self, positions: Iterable[Position], left_out: Iterable[str] = ()) -> None:
+        """Take the database's positions (at start-up, into a book that let go of none);
+        `left_out` names the strategies another daemon trades, whose rows were not read."""
+        self.left_out = frozenset(left_out)
         for p in positions:
             self.set_position(p)
+
+    def adopt(self, strategies: Iterable[str], positions: Iterable[Position]) -> None:
+        """Take the positions of `strategies`, left out at start-up as another daemon's, now
+        that this daemon trades them (it took their leases over), without moving today's PnL:
+        what they made before was the other daemon's day."""
+        before = self.realized() + self.unrealized()
+        self.left_out -= set(strategies)
+        for p in positions:
+            self.set_position(p)
+        if self._day is not None:
+            self._day_baseline += self.realized() + self.unrealized() - before
 
     def move(self, moves: Sequence[tuple[Position, Position]]) -> None:
         """Apply positions the database wrote, in order, each as (row before, row after); an
         empty position stands for no row. A flat row the book let go of comes back with its
         realized PnL counted once: the totals already hold the row before's."""
         for before, after in moves:
+            if after.strategy in self.left_out:
+                continue  # another daemon's (an unattributed SELL took from it): not in this book
             key = (after.strategy, after.token_id)
             if key not in self._positions and before.size == 0 and before.realized_pnl:
                 self._realized -= before.realized_pnl

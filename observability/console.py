@@ -167,7 +167,12 @@ def _trades_part(views: Views, today: date) -> dict[str, Any]:
 
 
 class Console:
-    """The `/ui` routes on a sidecar (see the module docstring). `mount` before it starts."""
+    """The `/ui` routes on a sidecar (see the module docstring). `mount` before it starts.
+
+    The board is of `daemon_id`'s rows, the scope the CLI reads by default (`storage.views`): its
+    trading state, orders, strategies' positions and fills, the unattributed holdings, its
+    account snapshot and the shared accounts it trades on (their halt and PnL summed over every
+    daemon). The daemon passes its own DAEMON_ID."""
 
     def __init__(
         self,
@@ -177,11 +182,13 @@ class Console:
         db_path: Path,
         database_url: str | None = None,
         daily_loss_limit: Decimal,
+        daemon_id: str | None = None,
         public_read: bool = False,
         interval_s: float = 1.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sidecar = sidecar
+        self._daemon_id = daemon_id  # the rows shown: this daemon's (None: every daemon's)
         self._health = health
         self._db_path = db_path
         self._database_url = database_url
@@ -241,7 +248,7 @@ class Console:
         now, mono = self._now(), time.monotonic()
 
         def read() -> dict[str, Any]:
-            with Views.open(self._db_path, self._database_url) as views:
+            with Views.open(self._db_path, self._database_url, daemon_id=self._daemon_id) as views:
                 return board(
                     views, daily_loss_limit=self._limit, now=now, cache=self._cache, monotonic=mono
                 )

@@ -54,20 +54,26 @@ class DayFills:
 
 class Activity(Views):
     """`Views` (market names included) plus what chat control asks for: fills as they arrive,
-    and per-day figures."""
+    and per-day figures; like the views, of one daemon's rows when opened with `daemon_id`."""
 
     def last_mark(self) -> int:
         """The mark of the newest journaled fill (0 with none): fills after it are new."""
         return int(self._rows("SELECT COALESCE(MAX(rowid), 0) FROM fills")[0][0])
 
     def fills_after(self, mark: int, limit: int = MAX_BATCH) -> list[FillNotice]:
-        """Fills journaled after `mark`, oldest first, at most `limit` (capped at MAX_BATCH)."""
+        """Fills journaled after `mark`, oldest first, at most `limit` (capped at MAX_BATCH); of
+        a daemon's scope, the fills of its orders and those no order explains."""
+        params: list[object] = [mark]
+        own = ""
+        if self.daemon_id is not None:  # in SQL, so a batch of others' fills cannot hide ours
+            own = " AND (o.daemon_id IS NULL OR o.daemon_id = ?)"
+            params.append(self.daemon_id)
         rows = self._rows(
             "SELECT f.rowid AS mark, COALESCE(o.strategy, '') AS strategy, f.token_id, f.side,"
             " f.price, f.size, f.fee, f.role, f.status, f.recorded_at"
             " FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id"
-            " WHERE f.rowid > ? ORDER BY f.rowid LIMIT ?",
-            (mark, max(1, min(limit, MAX_BATCH))),
+            f" WHERE f.rowid > ?{own} ORDER BY f.rowid LIMIT ?",
+            (*params, max(1, min(limit, MAX_BATCH))),
         )
         return [
             FillNotice(
@@ -86,7 +92,8 @@ class Activity(Views):
         ]
 
     def fill_days(self, today: date, days: int = 7) -> list[DayFills]:
-        """The last `days` UTC days up to `today`, newest first (failed fills left out)."""
+        """The last `days` UTC days up to `today`, newest first (failed fills left out); of a
+        daemon's scope, the fills of its strategies and the unattributed ones (`in_scope`)."""
         first = today - timedelta(days=days - 1)
         out = {
             (first + timedelta(days=i)).isoformat(): DayFills(
@@ -97,12 +104,12 @@ class Activity(Views):
         for r in self._rows(
             # The day is cut in Python: `recorded_at` is text in SQLite, TIMESTAMPTZ in
             # PostgreSQL (read back as ISO-8601 UTC text by both connections).
-            "SELECT recorded_at, side, price, size, fee FROM fills"
+            "SELECT recorded_at, side, price, size, fee, strategy FROM fills"
             " WHERE status != 'FAILED' AND recorded_at >= ?",
             (first.isoformat(),),
         ):
             acc = out.get(str(r[0])[:10])
-            if acc is None:
+            if acc is None or not self.in_scope(str(r[5])):
                 continue
             notional = _dec(r[2]) * _dec(r[3])
             acc.fills += 1

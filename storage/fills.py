@@ -14,7 +14,7 @@ fill, so a replay moves the same position.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -308,13 +308,24 @@ class FillRepository:
         )
         return _position_from_row(strategy, token_id, r)
 
-    async def positions(self, *, include_flat: bool = False) -> list[Position]:
-        """Every (strategy, token) position, by strategy then token."""
+    async def positions(
+        self,
+        *,
+        include_flat: bool = False,
+        exclude_strategies: Collection[str] = (),
+        strategies: Collection[str] | None = None,
+    ) -> list[Position]:
+        """Every (strategy, token) position, by strategy then token; without the strategies in
+        `exclude_strategies`, and only those in `strategies` when given."""
         rows = await self._db.fetchall(
             "SELECT strategy, token_id, size, avg_cost, realized_pnl FROM positions"
             " ORDER BY strategy, token_id"
         )
-        out = [_position_from_row(r[0], r[1], tuple(r)[2:]) for r in rows]
+        out = [
+            _position_from_row(r[0], r[1], tuple(r)[2:])
+            for r in rows
+            if r[0] not in exclude_strategies and (strategies is None or r[0] in strategies)
+        ]
         return out if include_flat else [p for p in out if p.size != 0 or p.realized_pnl != 0]
 
     @staticmethod

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from models import UNATTRIBUTED
 from storage.db import Database
 from storage.pg import PgDatabase
 
@@ -150,6 +151,24 @@ class LeaseRepository:
     async def get(self, strategy: str) -> Lease | None:
         row = await self._db.fetchone(_HOLDER_SQL, (strategy,))
         return _lease(row) if row is not None else None
+
+    async def held_elsewhere(self, daemon_id: str) -> frozenset[str]:
+        """The strategies that are another daemon's, as `daemon_id` starts: those whose lease
+        (held or expired) names another daemon, and, among those with no lease row (released at
+        a clean stop, or never leased: SQLite), those whose latest journaled order another
+        daemon journaled (`orders.daemon_id`, the rule the trader's views scope by). Never
+        `unattributed`: those holdings are the account's. On a database only `daemon_id` has
+        written to (one daemon, SQLite), none.
+
+        One read of every order's strategy (no index by strategy): once per start-up."""
+        rows = await self._db.fetchall(
+            "SELECT strategy FROM leases WHERE daemon_id <> ?"
+            " UNION SELECT strategy FROM orders"
+            " WHERE rowid IN (SELECT MAX(rowid) FROM orders GROUP BY strategy)"
+            " AND daemon_id <> ? AND strategy NOT IN (SELECT strategy FROM leases)",
+            (daemon_id, daemon_id),
+        )
+        return frozenset(str(r[0]) for r in rows) - {UNATTRIBUTED}
 
     async def all(self) -> list[Lease]:
         rows = await self._db.fetchall(

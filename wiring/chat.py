@@ -74,7 +74,9 @@ class Live:
 
 
 class DaemonDesk:
-    """The `Desk` of the running daemon (see the module docstring)."""
+    """The `Desk` of the running daemon (see the module docstring): of `daemon_id`'s rows, the
+    scope the CLI reads by default (its orders, strategies, fills and trading state, the
+    unattributed holdings, and the shared accounts it trades on, summed over every daemon)."""
 
     def __init__(
         self,
@@ -85,8 +87,10 @@ class DaemonDesk:
         mode: str,
         executor: Callable[[], LiveState | None],
         run_control: RunControl | None,
+        daemon_id: str | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._daemon_id = daemon_id  # whose rows it reads (None: every daemon's)
         self._db_path = db_path
         self._database_url = database_url
         self._limit = daily_loss_limit
@@ -111,7 +115,7 @@ class DaemonDesk:
             return f"Cannot answer /{name}: {e}"
 
     def _report(self, name: str, live: Live | None, today: Any) -> str:
-        with Activity.open(self._db_path, self._database_url) as db:
+        with Activity.open(self._db_path, self._database_url, daemon_id=self._daemon_id) as db:
             if name == "status":
                 return self.status(db.summary(), live, db.shared_accounts())
             if name == "positions":
@@ -195,7 +199,7 @@ class DaemonDesk:
         return [fill_line(n, names) for n in notices]
 
     def _new_fills(self) -> tuple[list[FillNotice], Names]:
-        with Activity.open(self._db_path, self._database_url) as db:
+        with Activity.open(self._db_path, self._database_url, daemon_id=self._daemon_id) as db:
             if self._mark is None:
                 self._mark = db.last_mark()
                 return [], {}
@@ -278,6 +282,7 @@ def build_chat(ctx: _Daemon) -> list[Service]:
         mode=s.mode,
         executor=lambda: ctx.executor,
         run_control=ctx.sidecar.run_control if ctx.sidecar is not None else None,
+        daemon_id=s.daemon_id,
     )
     bot = ChatBot(
         config=ChatConfig.from_settings(s),

@@ -347,3 +347,20 @@ async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
     ctx.services.append(("leases", keeper.run))
     ctx.health.register("leases", keeper.check)
     return keeper
+
+
+async def adopt_positions(ctx: _Daemon) -> None:
+    """Once its leases are held (on either engine), the strategies this daemon runs that were
+    another daemon's when its executor started (taken over from a daemon that stopped or lost
+    the lease, or the DAEMON_ID changed) join its position book, before they start: their
+    positions were left out (`Executor.start`). Today's PnL does not move."""
+    executor = ctx.executor
+    if executor is None:
+        return
+    book = executor.positions
+    taken = book.left_out & {st.name for st in ctx.strategies}
+    if not taken:
+        return
+    rows = await ctx.repos.fills.positions(include_flat=True, strategies=taken)
+    book.adopt(taken, rows)
+    log.info("positions_adopted", strategies=sorted(taken), positions=len(rows))

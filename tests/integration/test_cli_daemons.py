@@ -1,6 +1,7 @@
-"""The operator CLI on a PostgreSQL database shared by two daemons, `east` and `west`: `status`,
+"""The operator views on a PostgreSQL database shared by two daemons, `east` and `west`: `status`,
 `positions`, `orders`, `trades` and `pnl` show the daemon named by DAEMON_ID (or `--daemon ID`),
-every daemon's with `--all-daemons`, and name the daemon they show."""
+every daemon's with `--all-daemons`, and name the daemon they show; the running daemon's web
+console and chat show its own DAEMON_ID's rows."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from models import Fill, OrderStatus, Side, utc_day
-from observability.console import board
-from observability.sidecar import Health
+from observability.console import Console, board
+from observability.metrics import Metrics
+from observability.sidecar import Health, Sidecar
 from storage import TRADING_STATE_KEY, Repositories
 from storage.keys import ACCOUNT_SNAPSHOT_KEY, daemon_key
 from storage.pg import PgDatabase
@@ -301,3 +303,72 @@ async def test_the_console_and_chat_show_the_accounts_halt_and_summed_pnl(
     assert "this daemon's book today: (not known yet)" in status
     pnl = await desk.report("pnl")
     assert "every daemon: -42.50" in pnl
+
+
+async def test_the_console_and_chat_of_a_daemon_show_its_own_rows(
+    shared: dict[str, str], tmp_path: Path
+) -> None:
+    """The running daemon's console board and chat read its DAEMON_ID's rows, as the CLI does:
+    west (halted by hand, its copy position, no open order) sees none of east's orders, sniper
+    position or fills; each sees the unattributed holding and fills no order explains."""
+    url = shared["DATABASE_URL"]
+    health = Health(mode="paper", version="t")
+    sidecar = Sidecar(host="127.0.0.1", port=0, health=health, metrics=Metrics())
+
+    def console(daemon: str) -> Console:
+        return Console(
+            sidecar, health=health, db_path=tmp_path / "unused.db", database_url=url,
+            daily_loss_limit=D(100), daemon_id=daemon,
+        )  # fmt: skip
+
+    west = await console("west").board()
+    assert (west["status"]["trading_state"], west["status"]["state_reason"]) == (
+        "HALTED",
+        "west halted by hand",
+    )
+    assert [p["strategy"] for p in west["positions"]] == ["copy", "unattributed"]
+    assert west["orders"] == []  # east's resting SELL is east's
+    assert {t["trade_id"] for t in west["trades"]} == {"t-west", "t-m"}
+    assert (west["status"]["open_orders"], west["status"]["fills"]) == (0, 2)
+    east = await console("east").board()
+    assert east["status"]["trading_state"] == "ACTIVE"
+    assert [p["strategy"] for p in east["positions"]] == ["sniper", "unattributed"]
+    assert [(o["strategy"], o["side"]) for o in east["orders"]] == [("sniper", "SELL")]
+    assert {t["trade_id"] for t in east["trades"]} == {"t-east", "t-m"}
+
+    def desk(daemon: str) -> DaemonDesk:
+        return DaemonDesk(
+            db_path=tmp_path / "unused.db", database_url=url, daily_loss_limit=D(100),
+            mode="paper", executor=lambda: None, run_control=None, daemon_id=daemon,
+        )  # fmt: skip
+
+    chat = desk("west")
+    status = (await chat.report("status")).splitlines()
+    assert status[0] == "polyd (paper): HALTED (west halted by hand)"
+    assert "open orders: 0, positions: 2, fills: 2" in status
+    positions = await chat.report("positions")
+    assert "copy " in positions and "sniper" not in positions and "unattributed " in positions
+    assert ": 2 fills, bought 2.60," in await chat.report("daily")  # 4 x 0.50 + 3 x 0.20
+    # New fills as they are recorded: west is told of its own and of those no order explains.
+    east_chat = desk("east")
+    assert await chat.new_fills() == [] and await east_chat.new_fills() == []
+    await record_later_fills(url)
+    told = await chat.new_fills()
+    assert len(told) == 1 and told[0].startswith("fill: BUY 2 of ")
+    assert [n.split()[1] for n in await east_chat.new_fills()] == ["sniper", "BUY"]
+
+
+async def record_later_fills(url: str) -> None:
+    """East's resting SELL fills in part; another manual trade lands on the account."""
+    async with PgDatabase(url) as db:
+        east = Repositories.over(db, daemon_id="east")
+        (sell,) = [o for o in await east.orders.non_terminal() if o.side == "SELL"]
+        await east.fills.record(
+            Fill(trade_id="t-east-2", venue_order_id="0xeast2",
+                 client_order_id=sell.client_order_id, token_id=TOKEN_E, side=Side.SELL,
+                 price=D("0.60"), size=D("4"))
+        )  # fmt: skip
+        await east.fills.record(
+            Fill(trade_id="t-m2", venue_order_id="0xmanual2", token_id=TOKEN_M, side=Side.BUY,
+                 price=D("0.20"), size=D("2"))
+        )  # fmt: skip

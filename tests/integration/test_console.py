@@ -1,7 +1,8 @@
 """The web console's HTTP surface over real sockets: security headers on every answer, every
 `/ui/api` route refusing a missing or wrong bearer token, `UI_PUBLIC_READ` opening the reads and
 never the controls, the event stream's bounds, and the exit-2 refusal of a sidecar bound beyond
-loopback with no token.
+loopback with no token; one daemon on SQLite reading what it read before the console was of
+one daemon's rows.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from storage.market_names import MarketName
 from storage.views import Views
 from tests.helpers import clean_env, free_port, run_cli
 from tests.integration.test_views_cli import RAIN, seed
+from wiring.chat import DaemonDesk
 
 # Its module-scoped fixture is built once: `make test` runs this file on one worker.
 pytestmark = pytest.mark.xdist_group("test_console")
@@ -301,3 +303,32 @@ async def test_stopping_the_sidecar_ends_an_open_stream_at_once(db_path: Path) -
         await asyncio.wait_for(srv.sidecar.stop(), 30)
         r.close()
     assert srv.console.clients == 0
+
+
+async def test_one_daemon_on_sqlite_sees_what_it_saw_before_the_views_were_per_daemon(
+    db_path: Path,
+) -> None:
+    """The console and chat read the daemon's own rows (DAEMON_ID, `default` alone on SQLite):
+    on a database only the default daemon wrote, every row is its own, so the board and chat's
+    answers equal the unscoped ones."""
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    health = Health(mode="paper", version="test")
+    sc = Sidecar(host="127.0.0.1", port=0, health=health, metrics=Metrics())
+    boards = []
+    answers = []
+    for daemon in ("default", None):
+        con = Console(
+            sc, health=health, db_path=db_path, daily_loss_limit=D100, daemon_id=daemon,
+            now=lambda: now,
+        )  # fmt: skip
+        page = await con.board()
+        assert page["positions"] and page["trades"], page  # the seed's rows are there
+        page["status"].pop("daemon_snapshots")  # by daemon when unscoped: the same snapshot
+        boards.append(page)
+        desk = DaemonDesk(
+            db_path=db_path, daily_loss_limit=D100, mode="paper", executor=lambda: None,
+            run_control=None, daemon_id=daemon, now=lambda: now,
+        )  # fmt: skip
+        answers.append([await desk.report(r) for r in ("status", "positions", "pnl", "daily")])
+    assert boards[0] == boards[1]
+    assert answers[0] == answers[1]

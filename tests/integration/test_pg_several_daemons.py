@@ -238,7 +238,8 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
     asking for the strategy is refused (exit 3); once it has expired (LEASE_TTL_S, database
     time) the other daemon takes the strategy over. The leader trade the killed daemon copied is
     not copied again by its successor (the copy intents are in the shared database), the next
-    one is copied by the successor, and the venue holds exactly one order per leader trade."""
+    one is copied by the successor (the dead daemon's copy position joined its book first), and
+    the venue holds exactly one order per leader trade."""
     url = pg_server.fresh_url()
     (tmp_path / "copy.toml").write_text(COPY_RULES)
     async with Simulator(seed=31, settle_delay_s=0.02) as sim:
@@ -281,6 +282,10 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
             north = await Daemon(north_env).start()  # its log file starts afresh
             await ready(north)
             assert rows(url, "SELECT daemon_id FROM leases WHERE strategy = 'copy'") == [("north",)]
+            # West's copy position was another daemon's when north's book loaded; it joined the
+            # book once north held the lease, before the copy trader started.
+            adopted = [x for x in north.lines() if x.get("event") == "positions_adopted"]
+            assert [(x["strategies"], x["positions"]) for x in adopted] == [(["copy"], 1)]
             sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("80"))
             assert sorted(await until_filled(2)) == ["north", "west"]
             await asyncio.sleep(2.0)  # a late duplicate of the first trade would show by now

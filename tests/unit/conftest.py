@@ -24,6 +24,7 @@ BOTH_ENGINES = {
     "test_executor_lifecycle",
     "test_risk",
     "test_leases",
+    "test_daemon_books",
 }
 
 

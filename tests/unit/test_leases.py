@@ -137,6 +137,50 @@ async def test_each_daemon_reconciles_only_its_own_orders(repos: Repositories) -
     assert daemon_key("trading_state", "east") == "trading_state@east"
 
 
+async def test_held_elsewhere_names_the_strategies_another_daemon_trades(
+    repos: Repositories, leases: LeaseRepository
+) -> None:
+    """A daemon's book leaves out what `held_elsewhere` names: the strategies whose lease (live
+    or expired) names another daemon and, without a lease row, those whose latest order another
+    daemon journaled; never `unattributed`, and nothing on a database only it has written to."""
+    east = Repositories.over(repos.db, daemon_id="east")
+    west = Repositories.over(repos.db, daemon_id="west")
+    await repos.orders.record(make_order(strategy="sniper"))  # the default daemon, alone
+    assert await leases.held_elsewhere("default") == frozenset()
+    assert await leases.held_elsewhere("east") == {"sniper"}
+    await west.orders.record(make_order(strategy="copy"))
+    await east.orders.record(make_order(strategy="alpha"))
+    await east.orders.record(make_order(strategy="sniper"))  # taken over: the latest is east's
+    await west.orders.record(make_order(strategy="unattributed"))
+    assert await leases.held_elsewhere("east") == {"copy"}
+    assert await leases.held_elsewhere("west") == {"alpha", "sniper"}
+    assert await leases.held_elsewhere("default") == {"alpha", "copy", "sniper"}
+    # A lease row outranks the orders: west holds alpha now (east's latest order or not); east
+    # holds copy (a lease left by a killed run of east, expired or not, still names east).
+    await leases.claim("alpha", "west", TTL)
+    await leases.claim("copy", "east", SHORT)
+    await asyncio.sleep(SHORT + 0.2)
+    assert await leases.held_elsewhere("east") == {"alpha"}
+    assert await leases.held_elsewhere("west") == {"copy", "sniper"}
+    # Released at a clean stop: the orders decide again.
+    await leases.release(["copy"], "east")
+    assert await leases.held_elsewhere("east") == {"alpha", "copy"}
+
+
+async def test_positions_can_leave_out_or_pick_strategies(repos: Repositories) -> None:
+    for strategy in ("alpha", "beta", "unattributed"):
+        await repos.db.execute(
+            "INSERT INTO positions (strategy, token_id, size, avg_cost, realized_pnl, updated_at)"
+            " VALUES (?, 't', '5', '0.5', '0', '2026-01-01T00:00:00.000000+00:00')",
+            (strategy,),
+        )
+    names = [p.strategy for p in await repos.fills.positions(exclude_strategies={"beta"})]
+    assert names == ["alpha", "unattributed"]
+    picked = await repos.fills.positions(include_flat=True, strategies={"beta"})
+    assert [p.strategy for p in picked] == ["beta"]
+    assert len(await repos.fills.positions()) == 3
+
+
 # -- the daemon's side: wiring.leases.LeaseKeeper ------------------------------------------------
 
 
