@@ -18,7 +18,7 @@ Figures (one JSON line):
 * `rss_mb_1000_books`: resident memory of a fresh process holding 1,000 books of 100 levels each,
   loaded through the feed.
 
-Targets (issue #5): >= 50,000 msgs/s, p99 <= 1 ms, <= 150 MB.
+Targets: >= 50,000 msgs/s, p99 <= 1 ms, <= 150 MB.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def test_second_daemon_exits_3_naming_the_holder_and_the_first_keeps_trading(
     with SimProcess(workdir=tmp_path, seed=11) as sim:
         rules = sniper_rules(sim, tmp_path)
         first = DaemonProcess(sim, tmp_path, name="first", extra=rules)
-        # The same settings (key, database) on another port: the second daemon.
+        # The same settings (key, database) on another port: a second daemon on the same database.
         second = DaemonProcess(
             sim,
             tmp_path,

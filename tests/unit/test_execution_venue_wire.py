@@ -182,7 +182,7 @@ def test_fast_digest_signature_is_byte_identical_to_the_sdks(neg_risk: bool) -> 
     assert recovered == acct.address
 
 
-# --- garbage in the answers (issue #8 fuzzing): never a crash, never a wrong number ---------
+# --- garbage in the answers (fuzzing): never a crash, never a wrong number ------------------
 
 GTC_BUY = make_order()
 

@@ -1,4 +1,4 @@
-"""The daemon's per-market memory stays bounded while markets come and go (issue #22).
+"""The daemon's per-market memory stays bounded while markets come and go.
 
 A daemon that runs for weeks sees a new market every few minutes. Each test cycles 5,000 token
 ids (2,500 markets) through one component's public API, as the daemon's wiring calls it, and

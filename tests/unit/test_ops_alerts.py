@@ -103,7 +103,7 @@ def test_every_dashboard_query_names_only_exported_metrics() -> None:
         assert names <= exported, f"{panel}: not exported: {sorted(names - exported)}"
 
 
-def test_the_issue_asks_for_these_alerts() -> None:
+def test_the_alerts_operators_need_are_all_there() -> None:
     alerts = set(alert_expressions(RULES.read_text()))
     wanted = {
         "PolydDown", "PolydAbsent", "PolydBreakerOpen", "PolydFeedStale", "PolydStrategyDown",
