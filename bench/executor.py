@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -49,7 +48,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from bench._venue import add_market, fund, simulator
-from bench.storage import throwaway_pg_database
+from bench.storage import add_engine_arguments, throwaway_pg_database
 from config import load_settings
 from execution.ports import Ack, Prepared
 from models import OrderRequest, OrderStatus, OrderType, Side
@@ -236,14 +235,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--signing-orders", type=int, default=500)
     p.add_argument("--in-process", action="store_true", help="simulator in this event loop")
     p.add_argument("--tracing", action="store_true", help="OpenTelemetry tracing on")
-    p.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
-    p.add_argument(
-        "--url",
-        default=os.environ.get(
-            "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="--engine postgres: a server URL on which a throwaway database is created",
-    )
+    add_engine_arguments(p)
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
         if a.engine == "sqlite":

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.health_blaster import blast
-from bench.storage import throwaway_pg_database
+from bench.storage import add_engine_arguments, throwaway_pg_database
 from tools.rss_soak import slope_per_hour
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -505,14 +505,7 @@ def main(argv: list[str]) -> dict[str, object]:
         default=0.0,
         help="fit the RSS slope after S seconds under load, counted in --duration (0)",
     )
-    p.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
-    p.add_argument(
-        "--url",
-        default=os.environ.get(
-            "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="--engine postgres: a server URL on which a throwaway database is created",
-    )
+    add_engine_arguments(p)
     a = p.parse_args(argv)
     if not 0 <= a.warmup < a.duration:
         p.error("--warmup must be at least 0 and shorter than --duration")

@@ -140,6 +140,19 @@ INSERT_PG = (
 )
 
 
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """`--engine sqlite|postgres` and `--url`, the server a PostgreSQL run's throwaway database
+    is created on (`POLYD_BENCH_PG_URL`, else the local server): every bench that has both."""
+    p.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument(
+        "--url",
+        default=os.environ.get(
+            "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="--engine postgres: a server URL on which a throwaway database is created",
+    )
+
+
 @contextlib.contextmanager
 def throwaway_pg_database(admin_url: str, *, bench: str = "storage") -> Iterator[str]:
     """A throwaway database on the server at `admin_url`; yields its URL, drops it after."""
@@ -228,17 +241,10 @@ def _postgres(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str]) -> dict[str, object]:
     p = argparse.ArgumentParser(prog="python -m bench storage")
-    p.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    add_engine_arguments(p)
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each side")
     p.add_argument("--writers", type=int, default=256, help="concurrent group-commit writers")
     p.add_argument("--dir", default=None, help="folder for the databases (default: a temp dir)")
-    p.add_argument(
-        "--url",
-        default=os.environ.get(
-            "POLYD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="--engine postgres: a server URL on which a throwaway database is created",
-    )
     p.add_argument(
         "--account-shared",
         action="store_true",
