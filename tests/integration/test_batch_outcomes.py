@@ -21,6 +21,8 @@ from execution.ports import BatchItem, Prepared
 from models import OrderStatus
 from simulator import Simulator
 from tests.integration.test_executor_live import Live, close_live, make_live
+from tests.pg import PgServer
+from tests.unit.test_executor_shared_account import pair
 
 D = Decimal
 
@@ -168,3 +170,29 @@ async def test_an_unreadable_answer_for_one_order_of_a_batch_is_settled_by_looku
     assert len(live.our_orders()) == 3
     assert await unknowns(live) == [{"why": "unreadable answer: test"}]  # the one, and why
     await live.assert_journal_matches_ledger()
+
+
+async def test_a_batch_on_a_shared_account_sends_only_the_orders_the_account_has_room_for(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """Two daemons on one account capped at 3 open orders: east rests one, west batches three.
+    Their PENDING rows are written at once; the one the account has no room for is refused
+    (source risk, nothing sent, nothing reserved) and the other two are sent and rest."""
+    async with Simulator(seed=41, settle_delay_s=0.01) as sim:
+        p = await pair(tmp_path, sim, pg_server.fresh_url(), shared=True, risk_max_open_orders=3)
+        try:
+            assert (await p.east.ex.submit(p.east.req(price=D("0.20")))).status is OrderStatus.LIVE
+            reqs = [p.west.req(price=D(price)) for price in ("0.30", "0.31", "0.32")]
+            results = await p.west.ex.submit_many(reqs)
+            assert [r.client_order_id for r in results] == [r.client_order_id for r in reqs]
+            refused = [r for r in results if r.status is OrderStatus.REJECTED]
+            assert len(refused) == 1 and refused[0].reason.startswith("risk: open orders")
+            assert "every daemon counted" in refused[0].reason
+            assert sorted(r.status for r in results if r not in refused) == [OrderStatus.LIVE] * 2
+            row = await p.west.repos.orders.get(refused[0].client_order_id)
+            assert row is not None and row.status is OrderStatus.REJECTED
+            assert len(p.west.our_orders()) == 3  # on the account: east's one and west's two
+            assert p.west.ex.positions.open_count == 2
+        finally:
+            await close_live(p.east)
+            await close_live(p.west)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from decimal import Decimal as D
 
 import pytest
 from structlog.testing import capture_logs
 
 from errors import TransientError
+from execution.fees import FeeSchedule, FeeSource
 from execution.market_rules import MarketRules, fillable_size, order_amounts
 from execution.ports import MarketMeta
 from models import Market, OrderRequest
@@ -424,3 +426,46 @@ async def test_an_evicted_token_is_fetched_again_on_its_next_use() -> None:
     assert rules.get(TOKEN) is None and rules.cached <= 2
     assert await rules.ensure(TOKEN) == meta()
     assert venue.calls == [TOKEN, TOKEN]
+
+
+# --- refresh (an off-grid price, a tick change missed) -------------------------------------------
+FEE = FeeSchedule(rate=D("0.02"), source=FeeSource.CLOB)
+
+
+async def test_a_refresh_takes_the_venues_tick_and_keeps_a_resolution_and_a_read_fee() -> None:
+    """The venue's new tick (and the sibling's) replaces the cached one; a resolution the venue's
+    row does not show and a CLOB fee it could not read this time are kept, whole."""
+    resolved = meta(accepting_orders=False, closed=True, payout=D(1), fee=FEE)
+    venue = Venue([meta(tick_size=D("0.001")), meta(token_id=OTHER, tick_size=D("0.001"))])
+    rules = MarketRules(source=venue)
+    rules.put(resolved)
+    rules.put(meta(token_id=OTHER, fee=FEE))
+    assert await rules.refresh(TOKEN) == replace(resolved, tick_size=D("0.001"))
+    assert rules.get(OTHER) == meta(token_id=OTHER, tick_size=D("0.001"), fee=FEE)
+    assert venue.calls == [TOKEN]
+    # A fee the venue did read replaces the cached one; a row for a token never seen is stored.
+    gamma = FeeSchedule(rate=D("0.01"), source=FeeSource.GAMMA)
+    venue.metas = [meta(fee=replace(FEE, rate=D("0.03"))), meta(token_id=OTHER, fee=gamma)]
+    got = await rules.refresh(TOKEN)
+    assert got is not None and got.fee == replace(FEE, rate=D("0.03"))
+    fresh = MarketRules(source=venue)
+    assert await fresh.refresh(OTHER) == meta(token_id=OTHER, fee=gamma)
+
+
+async def test_a_refresh_the_venue_cannot_answer_keeps_what_was_cached() -> None:
+    venue = Venue([meta(tick_size=D("0.001"))], fail=1)
+    rules = MarketRules(source=venue)
+    rules.put(meta())
+    with capture_logs() as logs:
+        assert await rules.refresh(TOKEN) == meta()
+    assert logs == [
+        {
+            "event": "market_meta_unavailable",
+            "log_level": "warning",
+            "token_id": TOKEN,
+            "error": "TransientError",
+        }
+    ]
+    offline = MarketRules()  # no venue to ask (paper without metadata): the cache answers
+    offline.put(meta())
+    assert await offline.refresh(TOKEN) == meta()

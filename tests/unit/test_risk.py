@@ -26,6 +26,7 @@ from models import UNATTRIBUTED, OrderRequest, OrderStatus, OrderType, Position,
 from observability.logging import Redactor
 from observability.metrics import Metrics
 from storage import Database, Repositories
+from storage.accounts import AccountCommitments
 from tests.helpers import TOKEN, make_settings
 from tests.unit.test_executor_paper import DictBooks, make_executor
 from wiring.execution import assemble
@@ -766,3 +767,66 @@ async def test_admit_checks_a_buy_with_the_fee_its_market_charges() -> None:
         req,
         None,
     )
+
+
+# The account's caps over every daemon on it (`account_refusal`, applied by the journal under the
+# account's lock; `tests/unit/test_accounts.py` runs them on PostgreSQL). Here each cap at and
+# just past its boundary: the commitments already include the order's own row.
+
+
+def committed(
+    *, orders: int = 1, buys: str = "0", token_buys: str = "0", cost: str = "0",
+    token_cost: str = "0", pnl: str = "0",
+) -> AccountCommitments:  # fmt: skip
+    return AccountCommitments(
+        open_orders=orders,
+        open_buy_notional=D(buys),
+        token_open_buy_notional=D(token_buys),
+        positions_cost=D(cost),
+        token_positions_cost=D(token_cost),
+        daily_pnl=D(pnl),
+    )
+
+
+ACCOUNT_LIMITS = limits(
+    max_open_orders=3,
+    max_position_notional=D("25"),
+    max_total_exposure=D("30"),
+    daily_loss_limit=D("100"),
+)
+LOSS = "daily loss limit of the account reached, every daemon counted"
+ORDERS = "open orders on the account, every daemon counted, at the limit (3)"
+TOKEN_CAP = "position in token on the account, every daemon counted, would reach"
+TOTAL_CAP = "total exposure of the account, every daemon counted, would reach"
+
+
+@pytest.mark.parametrize(
+    ("side", "account", "refusal"),
+    [
+        (Side.BUY, committed(pnl="-99.99"), None),
+        (Side.BUY, committed(pnl="-100"), f"{LOSS} (-100 <= -100)"),
+        (Side.SELL, committed(pnl="-100.01"), f"{LOSS} (-100.01 <= -100)"),
+        (Side.BUY, committed(pnl="100"), None),  # a gain is no loss
+        (Side.BUY, committed(orders=3), None),  # the order's own row makes 3: at the limit
+        (Side.SELL, committed(orders=4), ORDERS),
+        (Side.BUY, committed(token_buys="15", token_cost="10", buys="15", cost="10"), None),
+        (
+            Side.BUY,
+            committed(token_buys="15.01", token_cost="10", buys="15.01", cost="10"),
+            f"{TOKEN_CAP} 25.01, over the per-token cap 25",
+        ),
+        (Side.BUY, committed(token_buys="5", buys="20", cost="10"), None),
+        (
+            Side.BUY,
+            committed(token_buys="5", buys="20.01", cost="10"),
+            f"{TOTAL_CAP} 30.01, over the cap 30",
+        ),
+        # A SELL commits no money: the exposure caps do not apply to it.
+        (Side.SELL, committed(token_buys="40", buys="50", cost="10"), None),
+    ],
+)
+def test_account_caps_at_and_just_past_their_boundaries(
+    side: Side, account: AccountCommitments, refusal: str | None
+) -> None:
+    req = request("sniper", A, side, "0.50", "10")
+    assert RiskEngine(limits=ACCOUNT_LIMITS).account_refusal(req, account) == refusal

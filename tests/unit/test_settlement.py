@@ -9,15 +9,16 @@ audit entries, the reservation left in the position book, the counters, the `Ord
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from errors import RefusalSource
+from errors import AccountHalted, AccountLimitReached, RefusalSource
 from execution.ports import Ack, Prepared, VenueOrder, VenueStatus
-from execution.settlement import Settlement, status_of
+from execution.settlement import Settlement, log_abandoned_failure, status_of
 from models import Fill, OrderRequest, OrderResult, OrderStatus, Side
 from storage import Repositories
 from tests.helpers import make_order
@@ -428,3 +429,64 @@ async def test_canceled_orders_are_journaled_and_released(repos: Repositories) -
         [a.client_order_id, b.client_order_id, other.client_order_id]
     )
     assert s.tracker.positions.open_count == 0 and len(s.tracker) == 0
+
+
+async def test_a_cancel_answer_leaves_another_daemons_order_alone(repos: Repositories) -> None:
+    """Two daemons on one database and one venue account: a venue id in this daemon's cancel
+    answer whose row is the other daemon's is that daemon's to settle (its own order events)."""
+    s, _ = make_settlement(repos)
+    theirs = make_order()
+    other = Repositories.over(repos.db, daemon_id="other")
+    await other.orders.record(theirs, venue_order_id="0xtheirs")
+    await other.orders.transition(theirs.client_order_id, OrderStatus.LIVE)
+
+    await s.canceled(["0xtheirs"])
+
+    row = await repos.orders.get(theirs.client_order_id)
+    assert row is not None and row.status is OrderStatus.LIVE
+    assert await repos.audit.tail(event="order_canceled") == []
+
+
+# a PENDING row the shared account refused ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("refusal", "source"),
+    [
+        (AccountLimitReached("open orders on the account at the limit"), RefusalSource.RISK),
+        (AccountHalted("trading is halted: account halted by daemon b"), RefusalSource.HALTED),
+    ],
+)
+async def test_an_order_the_account_refused_is_forgotten_and_refused(
+    repos: Repositories, refusal: AccountLimitReached, source: RefusalSource
+) -> None:
+    """The journal rolled the PENDING row back (another daemon on the account took the room, or
+    halted it): the admitted order leaves the tracker and is refused with the account's text,
+    a REJECTED row, and its source (risk, or halted for the account's halt)."""
+    s, _ = make_settlement(repos)
+    req = make_order(strategy="copy")
+    s.tracker.admit(Prepared(req, "0xv", "hash", b"{}"))
+    res = await s.over_account_cap(req, refusal)
+    await assert_rejected(repos, req, res, f"{source}: {refusal}")
+    assert sample(s, "polyd_order_rejections_total", strategy="copy", source=source) == 1
+    assert len(s.tracker) == 0 and s.tracker.positions.open_count == 0
+
+
+# a submission whose caller was cancelled -------------------------------------------------------
+async def test_an_abandoned_submissions_failure_is_logged_and_nothing_else_is() -> None:
+    """Nobody awaits a submission whose caller was cancelled: its error is logged (type and the
+    first 200 characters), its success or its own cancellation is not."""
+    loop = asyncio.get_running_loop()
+    failed, done, cancelled = loop.create_future(), loop.create_future(), loop.create_future()
+    failed.set_exception(RuntimeError("x" * 300))
+    done.set_result(None)
+    cancelled.cancel()
+    with capture_logs() as logs:
+        for task in (failed, done, cancelled):
+            log_abandoned_failure(task)
+    assert logs == [
+        {
+            "event": "order_submission_failed",
+            "log_level": "error",
+            "error": "RuntimeError",
+            "detail": "x" * 200,
+        }
+    ]

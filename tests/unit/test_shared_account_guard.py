@@ -7,12 +7,15 @@ live daemon trades with the other `ACCOUNT_SHARED` setting is refused (exit 2)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from errors import ConfigError
 from execution.guard import TradingGuard
@@ -243,3 +246,92 @@ async def test_metrics_show_the_accounts_halt_and_summed_pnl_on_every_daemon(
     await b.guard.resume("checked", actor="http")
     await a.guard.sync_account()
     assert (sample(a, "polyd_account_halted"), sample(a, "polyd_account_daily_pnl_usd")) == (0, -12)
+
+
+@pytest.mark.parametrize("own", ["none", "reducing", "held"])
+async def test_a_resume_elsewhere_ends_only_a_halt_that_was_the_accounts(
+    pair: tuple[Daemon, Daemon], own: str
+) -> None:
+    """a halts the account and resumes it; b, halted meanwhile by the account only, goes back to
+    what it was on its own: active with its own state never written, its operator's reduce-only,
+    or its writer-lock hold (trading must not resume while the lock is lost)."""
+    a, b = pair
+    expected = (TradingState.ACTIVE, "")
+    if own == "reducing":
+        await b.guard.set_state(TradingState.REDUCING, "operator: reduce only", actor="http")
+        expected = (TradingState.REDUCING, "operator: reduce only")
+    elif own == "held":
+        b.guard.hold("writer lock lost")
+        expected = (TradingState.HALTED, "writer lock lost")
+    await a.guard.set_state(TradingState.HALTED, "operator")
+    await b.guard.sync_account()
+    assert b.guard.state is TradingState.HALTED
+    await a.guard.resume("checked")
+    await b.guard.sync_account()
+    assert (b.guard.state, b.guard.reason) == expected
+    if own == "none":
+        assert await b.repos.state.get("trading_state@b") is None
+
+
+@pytest.mark.parametrize("halted_itself", [True, False])
+async def test_a_restart_remembers_whether_its_halt_was_the_accounts(
+    pair: tuple[Daemon, Daemon], tmp_path: Path, halted_itself: bool
+) -> None:
+    """b restarts while the account is halted: by b itself (its persisted halt is the
+    account's, so a resume by a ends it) or by a (b's own state stays untouched by the resume)."""
+    a, b = pair
+    halter = b if halted_itself else a
+    await halter.guard.set_state(TradingState.HALTED, "operator")
+    again = await daemon(b.repos.db, "b", tmp_path)
+    assert again.guard.state is TradingState.HALTED
+    await a.guard.resume("checked")
+    await again.guard.sync_account()
+    if halted_itself:
+        assert (again.guard.state, again.guard.reason) == (
+            TradingState.ACTIVE,
+            "account resumed by another daemon",
+        )
+    else:
+        assert (again.guard.state, again.guard.reason) == (TradingState.ACTIVE, "")
+        assert await b.repos.state.get("trading_state@b") is None
+
+
+async def test_the_sync_loop_syncs_once_a_second_and_outlives_a_sync_that_fails(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    """`run_account_sync` (a service of the daemon): a halt by another daemon reaches this one
+    through the loop alone, and a sync that raises (here: b's database closed under it) is
+    counted and logged, and the loop goes on syncing at its interval."""
+    url = pg_server.fresh_url()
+    async with PgDatabase(url) as a_db:
+        a = await daemon(a_db, "a", tmp_path)
+        async with PgDatabase(url) as b_db:
+            b = await daemon(b_db, "b", tmp_path)
+            loop = asyncio.create_task(b.guard.run_account_sync())
+            await a.guard.set_state(TradingState.HALTED, "operator")
+            await until(lambda: b.guard.state is TradingState.HALTED)
+            assert b.guard.reason == "account halted by daemon a: operator"
+
+        def failed() -> float:
+            got = b.guard.metrics.registry.get_sample_value(
+                "polyd_venue_errors_total", {"endpoint": "account_sync", "kind": "error"}
+            )
+            return got or 0
+
+        before = failed()
+        with capture_logs() as logs:
+            await until(lambda: failed() >= before + 2)
+        assert not loop.done()
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert {(e["event"], e["log_level"]) for e in logs} == {("account_sync_failed", "error")}
+    clock = b.guard.clock
+    assert isinstance(clock, FakeClock) and clock.sleeps and set(clock.sleeps) == {1.0}
+
+
+async def until(done: Callable[[], bool]) -> None:
+    """Let the loop run (on real database round trips) until `done()`; fail after 10 s."""
+    async with asyncio.timeout(10):
+        while not done():  # noqa: ASYNC110  # a count or state, not an event to wait on
+            await asyncio.sleep(0.01)

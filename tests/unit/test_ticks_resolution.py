@@ -120,6 +120,37 @@ async def test_a_price_off_the_cached_grid_refetches_the_tick_before_refusing() 
     assert reason == "price 0.9755 is not on the tick grid 0.001"  # still off: refused
 
 
+async def test_a_price_outside_the_cached_range_refetches_the_tick_and_nothing_else_does() -> None:
+    """0.995 is outside [0.01, 0.99] on the cached tick but on the finer one the venue moved to;
+    a refusal that is not about the price (a size under the minimum) asks the venue nothing."""
+    venue = Venue(D("0.01"))
+    rules = MarketRules(source=venue)
+    await rules.ensure(TOKEN)
+    small = make_order(price=D("0.50"), size=D("1"), order_type=OrderType.GTC)
+    _, reason = await rules.admit(small)
+    assert reason == "size 1 is under the market minimum 5" and venue.calls == 1
+    venue.tick = D("0.001")
+    got, reason = await rules.admit(make_order(price=D("0.995"), order_type=OrderType.GTC))
+    assert reason is None and got is not None and got.tick_size == D("0.001")
+    assert venue.calls == 2
+
+
+async def test_a_resolution_keeps_what_was_known_of_the_market_and_records_an_unknown_one() -> None:
+    """Resolved: not accepting orders, closed, the payout; the tick, minimum, fee and condition
+    of a known token stay, and a token never seen gets the venue's defaults."""
+    rules = MarketRules()
+    known = meta(tick_size=D("0.001"), min_size=D("15"), neg_risk=True)
+    rules.put(known)
+    rules.mark_resolved(TOKEN, "0x" + "cd" * 32, D("0.5"))
+    assert rules.get(TOKEN) == MarketMeta(
+        TOKEN, CONDITION, D("0.001"), D("15"), True, False, True, D("0.5")
+    )
+    rules.mark_resolved(OTHER, CONDITION, D(0))
+    assert rules.get(OTHER) == MarketMeta(
+        OTHER, CONDITION, D("0.01"), D("5"), False, False, True, D(0)
+    )
+
+
 async def test_a_resolved_token_refuses_every_order_and_keeps_it_across_refreshes() -> None:
     venue = Venue(D("0.01"))
     rules = MarketRules(source=venue)

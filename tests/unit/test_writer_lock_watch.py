@@ -289,9 +289,16 @@ async def test_a_hold_ends_back_in_the_state_before_it_and_never_over_another_ha
 ) -> None:
     guard = make_guard(guard_repos, Metrics())
     await guard.set_state(TradingState.REDUCING, "operator: reduce only", actor="http")
-    guard.hold("writer lock lost")
-    assert guard.state is TradingState.HALTED and guard.reason == "writer lock lost"
-    assert guard.unhold("writer lock lost")
+    with capture_logs() as logs:
+        guard.hold("writer lock lost")
+        assert guard.state is TradingState.HALTED and guard.reason == "writer lock lost"
+        assert guard.unhold("writer lock lost")
+    # A hold is neither persisted nor audited: the log is its only record.
+    reduce, halted = TradingState.REDUCING, TradingState.HALTED
+    assert [(e["event"], e["old"], e["new"], e["reason"]) for e in logs] == [
+        ("trading_state_changed", reduce, halted, "writer lock lost"),
+        ("trading_state_changed", halted, reduce, "writer lock lost"),
+    ]
     assert (guard.state, guard.reason) == (TradingState.REDUCING, "operator: reduce only")
     guard.hold("writer lock lost")
     guard.storage_failed()  # a write failed meanwhile: that halt waits for an operator
