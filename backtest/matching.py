@@ -9,6 +9,11 @@ does, stated plainly:
 * **Crossing orders** take the recorded levels of the opposite side at or better than their
   limit, best price first, at the level's price (taker), up to the order's size: FOK fills in
   full or is refused, FAK fills what it can and kills the rest, GTC/GTD rest the remainder.
+  A BUY is accounted, as the venue's exchange accounts it, in its maker amount: it spends its
+  pUSD at each level's price, so a level below its limit buys more shares than the order's
+  size (the price improvement comes as shares, floored to the 6-decimal on-chain unit; the
+  venue's "taking with surplus": a FAK BUY of 5 at 0.99 against an ask at 0.98 fills
+  5.051019, py-clob-client-v2 issue #89). A SELL sells its shares at each level's price.
   A post-only order that would cross is refused.
 * **Consumed liquidity stays consumed**: what our orders took from a level is remembered and
   subtracted from that level until the recording shows the level with a different size (the
@@ -40,12 +45,12 @@ import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import orjson
 
 from errors import DuplicateOrder, OrderRejected
-from execution.market_rules import fillable_size
+from execution.market_rules import fillable_size, order_amounts
 from execution.paper import FAK_KILLED, FOK_KILLED, POST_ONLY_CROSSES, PaperOrder, walk_levels
 from execution.ports import (
     Ack,
@@ -59,6 +64,26 @@ from execution.ports import (
     VenueStatus,
 )
 from models import ZERO, BookSource, Fill, Level, LiquidityRole, OrderRequest, OrderType, Side
+
+SHARE_UNIT = Decimal("0.000001")
+"""The on-chain unit of a share amount: a BUY's shares bought at a level are floored to it."""
+
+
+def spend_levels(levels: Sequence[Level], budget: Decimal) -> list[Level]:
+    """A BUY taker's (price, shares) legs: `budget` pUSD (its maker amount) spent level by
+    level at each level's price, best first, each leg's shares floored to `SHARE_UNIT`."""
+    out: list[Level] = []
+    for price, size in levels:
+        if size <= 0:
+            continue
+        n = min(size, (budget / price).quantize(SHARE_UNIT, rounding=ROUND_DOWN))
+        if n <= 0:
+            break
+        out.append((price, n))
+        budget -= n * price
+        if budget <= 0:
+            break
+    return out
 
 
 @dataclass(slots=True, kw_only=True)
@@ -223,7 +248,10 @@ class MatchingModel:
         crossing = self._crossing(req.token_id, req.side, req.price)
         if req.post_only and crossing:
             raise OrderRejected(POST_ONLY_CROSSES)
-        takes = walk_levels(crossing, so.fillable)
+        if req.side is Side.BUY:
+            takes = spend_levels(crossing, order_amounts(req)[0])
+        else:
+            takes = walk_levels(crossing, so.fillable)
         got = sum((s for _, s in takes), ZERO)
         if req.order_type is OrderType.FOK and got < so.fillable:
             raise OrderRejected(FOK_KILLED)

@@ -100,7 +100,7 @@ def _disagreement(bo: dict[str, Any], lo: dict[str, Any]) -> str | None:
     if lo["avg_price"] is not None:
         if abs(Decimal(bo["avg_price"]) - lo["avg_price"]) > TICK:
             return f"avg price {bo['avg_price']} against {lo['avg_price']}"
-        # The venue rounds a marketable BUY's shares to its amounts; the model to 4 places.
+        # Both spend a BUY's pUSD at the makers' prices; the amounts' rounding may differ slightly.
         if abs(Decimal(bo["filled"]) - lo["filled"]) >= Decimal("0.01"):
             return f"filled {bo['filled']} against {lo['filled']}"
     return None

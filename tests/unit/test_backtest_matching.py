@@ -71,18 +71,39 @@ async def test_a_crossing_order_takes_levels_best_first_and_what_it_took_stays_t
     first = await _send(m, Side.BUY, "0.96", "15")
     await m.arrive_until(_Clock.t)
     ack = await first
-    assert [(f.price, f.size) for f in fills] == [(D("0.95"), D("10")), (D("0.96"), D("5"))]
+    # It spends its 14.40 pUSD: 10 at 0.95 (9.50), then 4.90 at 0.96 buys 5.104166 shares.
+    assert [(f.price, f.size) for f in fills] == [(D("0.95"), D("10")), (D("0.96"), D("5.104166"))]
     assert all(f.role is LiquidityRole.TAKER for f in fills)
-    assert ack.size_matched == D("15")
-    # The same book, unchanged: only the 5 left at 0.96 remain to be taken.
+    assert ack.size_matched == D("15.104166")
+    # The same book, unchanged: only the 4.895834 left at 0.96 remain to be taken.
     second = await _send(m, Side.BUY, "0.96", "20")
     await m.arrive_until(_Clock.t)
-    assert (await second).size_matched == D("5")
+    assert (await second).size_matched == D("4.895834")
     # The recording updates 0.95 (replenished): that level is the truth again.
     store.ensure(TOKEN).set_level(False, D("0.95"), D("8"))
     third = await _send(m, Side.BUY, "0.96", "20")
     await m.arrive_until(_Clock.t)
     assert (await third).size_matched == D("8")
+
+
+async def test_a_buy_below_its_limit_gets_the_improvement_as_shares_as_the_venue_gives_it() -> None:
+    """The venue accounts a BUY in its maker amount (pUSD) and spends all of it at the makers'
+    prices ("taking with surplus", py-clob-client-v2 issue #89), as the simulator does: the demo
+    sniper's FAK BUY of 20.54 at 0.97 spends 19.92 pUSD, and against an ask at 0.95 the venue
+    fills 20.968421 shares, not 20.54 (the model once filled 20.536, and a backtest of a live
+    run that met such an ask disagreed with it)."""
+    m, store, fills = _model()
+    _book(store, {}, {"0.95": "40", "0.97": "100"})
+    buy = await _send(m, Side.BUY, "0.97", "20.54")
+    await m.arrive_until(_Clock.t)
+    ack = await buy
+    assert [(f.price, f.size) for f in fills] == [(D("0.95"), D("20.968421"))]
+    assert ack.size_matched == D("20.968421") and ack.avg_price == D("0.95")
+    # A SELL sells its shares, whatever the bids pay above its limit.
+    _book(store, {"0.99": "50"}, {})
+    sell = await _send(m, Side.SELL, "0.97", "10")
+    await m.arrive_until(_Clock.t)
+    assert (await sell).size_matched == D("10")
 
 
 async def test_fok_short_of_size_is_refused_and_fak_with_nothing_is_refused() -> None:
