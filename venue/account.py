@@ -11,7 +11,7 @@ Blocking (httpx): for the operator CLI, never the event loop. Every venue failur
   (`GET /auth/api-keys`, as Polymarket/py-sdk `fetch_api_keys`); without them the key made with
   nonce 0 is derived first (`GET /auth/derive-api-key`) and created (`POST /auth/api-key`) only
   if there is none, so a restart never asks the venue for a key it already has (which it refuses
-  with HTTP 400 "Could not create api key").
+  with HTTP 400 "Could not create api key"); `ClobHttp.api_creds` owns the exchange.
 - `Account.collateral`: `GET /balance-allowance?asset_type=COLLATERAL&signature_type=N` (L2), as
   the SDKs' `get_balance_allowance` sends it: the funder's pUSD balance and its
   allowance to each exchange contract, both in 6-decimal units.
@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 
 from errors import OrderRejected, PolydError, TransientError
-from venue.clob.auth import Credentials, LocalSigner, l1_headers, l2_headers
+from venue.clob.auth import Credentials, LocalSigner, l2_headers
 from venue.clob.translate import VenueHttpError, translate
-from venue.clob.transport import ClobHttp, creds_from
+from venue.clob.transport import ClobHttp
 
 MICRO = Decimal(1_000_000)
 
@@ -100,15 +100,9 @@ class Account:
             self.api_keys(configured)
             return configured, "configured"
         try:
-            got = self._http.request(
-                "GET", "/auth/derive-api-key", headers=l1_headers(self._signer, self._chain_id)
-            )
-            return creds_from(got), "derived"
-        except (VenueHttpError, OrderRejected):
-            pass  # no key made with nonce 0 yet: make it
-        got = self._call("POST", "/auth/api-key", headers=l1_headers(self._signer, self._chain_id))
-        try:
-            return creds_from(got), "created"
+            return self._http.api_creds(self._signer, self._chain_id)
+        except VenueHttpError as e:
+            raise translate(e) from None
         except OrderRejected as e:
             raise PolydError(e.reason) from None
 

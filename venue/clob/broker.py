@@ -472,7 +472,7 @@ def build_client(
     if creds is None:
         http = ClobHttp(host, timeout_s=http_timeout_s)
         try:
-            api = http.api_creds(signer, chain_id)
+            api, _ = http.api_creds(signer, chain_id)
         except VenueHttpError as e:
             raise translate(e) from None
         finally:

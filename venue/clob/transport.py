@@ -171,28 +171,51 @@ class ClobHttp:
             raise VenueHttpError.answer(resp.status_code, resp.content, resp.headers)
         return _parse(resp.content)
 
-    def api_creds(self, signer: LocalSigner, chain_id: int, nonce: int = 0) -> Credentials:
-        """Derive the API key for `signer` (L1 auth), or create it if there is none yet.
+    def api_creds(
+        self, signer: LocalSigner, chain_id: int, nonce: int = 0
+    ) -> tuple[Credentials, str]:
+        """The API key for `signer` (L1 auth) and how it was found: `derived` or `created`.
 
         The SDK's `create_or_derive_api_key` the other way round: `GET /auth/derive-api-key`,
         and only if that fails or gives no key, `POST /auth/api-key`. Every restart after the
         first finds the key on the first request; asking to create it again is refused (HTTP
         400 "Could not create api key"), a failure that looks alarming in the venue's answers
         and the SDK's own log, and means nothing.
+
+        Two processes of one key starting together (two daemons sharing an account) can both
+        find no key and both ask to create it: the venue makes it for one and refuses the
+        other with that 400. The refused one then derives the key the other made; only if that
+        fails too is the refusal raised.
         """
+        derived = self._derive(signer, chain_id, nonce)
+        if derived is not None:
+            return derived, "derived"
+        try:
+            created = creds_from(
+                self.request(
+                    "POST", "/auth/api-key", headers=l1_headers(signer, chain_id, nonce=nonce)
+                )
+            )
+        except VenueHttpError as e:
+            if e.status != 400:
+                raise
+            derived = self._derive(signer, chain_id, nonce)
+            if derived is None:
+                raise
+            return derived, "derived"
+        return created, "created"
+
+    def _derive(self, signer: LocalSigner, chain_id: int, nonce: int) -> Credentials | None:
+        """The key made with `nonce`, or None if the venue has none (or will not say)."""
         try:
             derived = creds_from(
                 self.request(
                     "GET", "/auth/derive-api-key", headers=l1_headers(signer, chain_id, nonce=nonce)
                 )
             )
-            if derived.api_key:
-                return derived
         except (VenueHttpError, OrderRejected):
-            pass
-        return creds_from(
-            self.request("POST", "/auth/api-key", headers=l1_headers(signer, chain_id, nonce=nonce))
-        )
+            return None
+        return derived if derived.api_key else None
 
     def close(self) -> None:
         self._client.close()
