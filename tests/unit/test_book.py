@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal as D
 
 import pytest
 
-from models import BookSource
+from models import ONE, ZERO, BookSource
 from tests.helpers import FIXTURES as SHARED_FIXTURES
+from venue import parse as vparse
 from venue.order_book import (
     BadLevel,
     BookStats,
@@ -201,12 +203,43 @@ def test_rest_book_hash_matches_real_capture() -> None:
         ),
         ([{"price": "0.5", "size": "1" * 65}], "size is 65 characters long"),
         ([{"price": "0.5", "size": "y" * 50}], f"size {'y' * 40!r} is not a number"),
+        # A non-zero size below 10^-30 (venue numbers have 6 decimals) is refused like a price.
+        ([{"price": "0.5", "size": "1e-31"}], "size '1e-31' is too small to be a venue number"),
+        # A long number at an end of (0, 1) is shown by its first 40 characters.
+        ([{"price": "1." + "0" * 43, "size": "1"}], f"price {'1.' + '0' * 38!r} outside (0, 1)"),
     ],
 )
 def test_a_refused_level_says_what_is_wrong(raw: object, message: str) -> None:
     with pytest.raises(BadLevel) as e:
         parse_levels(raw)
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *("0", "1", "1e-30", "1E-30", "1e-31", "0.000001", "1000000000", "1000000000.0", "1e9"),
+        *("5", "0." + "0" * 61 + "1", "0." + "1" * 62, "1" * 64, "-0", ".48", "0.999999"),
+    ],
+)
+def test_the_fast_path_answers_as_venue_parse_does(raw: str) -> None:
+    """The book's parsers check the common case inline (the feed's hot path) and hand anything
+    else to `venue.parse`: at every bound the two give the same value or both refuse."""
+
+    def verdict(f: Callable[[str], D]) -> D | str:
+        try:
+            return f(raw)
+        except ValueError:
+            return "refused"
+
+    def venue_price(r: str) -> D:
+        p = vparse.price(r)
+        if not ZERO < p < ONE:
+            raise ValueError(r)
+        return p
+
+    assert verdict(parse_price) == verdict(venue_price)
+    assert verdict(parse_size) == verdict(vparse.size)
 
 
 def test_a_zero_size_level_parses_and_is_dropped() -> None:
