@@ -19,12 +19,15 @@ from execution.fees import (
     FEE_QUANTUM,
     NO_FEE,
     FeeSchedule,
+    FeeSource,
     buy_cost,
     fee,
     fee_booked,
     fee_budget,
+    gamma_schedule,
     max_buy_size,
 )
+from models import Market
 
 D = Decimal
 
@@ -195,3 +198,70 @@ def test_surplus_fee_at_a_lower_price_is_budgeted() -> None:
     assert buy_cost(D("10.48"), D("0.95"), s) == D("9.956") + D("0.03585")
     assert buy_cost(D("10.48"), D("0.95"), s, low=D("0.93")) == D("9.956") + D("0.05018")
     assert max_buy_size(D(10), D("0.95"), s, low=D("0.93")) == D("10.47")
+
+
+# --- the edges of the formula and of BUY sizing ---------------------------------------------------
+
+
+def test_the_formula_at_its_edges() -> None:
+    """Nothing matched or no rate costs nothing; one share pays its fee; the formula holds up to
+    a rate of 1; a price of 0 is refused like a price of 1."""
+    assert fee(D(0), D("0.5"), D("0.072"), D(1), up=True) == 0
+    assert fee(D(100), D("0.5"), D(0), D(1), up=True) == 0
+    assert fee(D(1), D("0.5"), D("0.072"), D(1), up=False) == D("0.018")
+    assert fee(D(10), D("0.5"), D(1), D(1), up=False) == D("2.5")
+    with pytest.raises(ValueError, match="price"):
+        fee(D(1), D(0), D("0.1"), D(1), up=True)
+
+
+def test_an_exponent_up_to_10_is_accepted_and_above_it_refused() -> None:
+    assert FeeSchedule(rate=D("0.1"), exponent=D(10)).exponent == 10
+    with pytest.raises(ValueError, match="exponent"):
+        FeeSchedule(rate=D("0.1"), exponent=D("10.5"))
+
+
+def test_gammas_schedule_keeps_its_exponent_and_who_pays() -> None:
+    m = Market(
+        condition_id="0x" + "ab" * 32,
+        token_ids=("1" * 70, "2" * 70),
+        fee_rate=D("0.25"),
+        fee_exponent=D(2),
+        fee_taker_only=False,
+    )
+    assert gamma_schedule(m) == FeeSchedule(
+        rate=D("0.25"), exponent=D(2), taker_only=False, source=FeeSource.GAMMA
+    )
+
+
+def test_a_best_ask_of_zero_is_no_better_price() -> None:
+    """`low` is the best ask; 0 (no ask read) prices the BUY at its limit, as None does."""
+    s = FeeSchedule(rate=D("0.072"))
+    assert buy_cost(D(10), D("0.5"), s, low=D(0)) == buy_cost(D(10), D("0.5"), s)
+    assert max_buy_size(D(10), D("0.5"), s, low=D(0)) == max_buy_size(D(10), D("0.5"), s)
+
+
+# Rates small enough that one share's fee sits below the 0.00001 quantum, so the rounding up
+# decides (price 0.5, exponent 1: the fee per share at q is rate x q(1-q)).
+TINY = FeeSchedule(rate=D("0.000032"))  # 0.000008 a share at 0.5
+EXACT = FeeSchedule(rate=D("0.00004"))  # 0.00001 a share at 0.5; 0.00003 per pUSD at 0.25
+ODD = FeeSchedule(rate=D("0.000044"))  # 0.000011 a share at 0.5
+
+
+def test_the_surplus_fee_of_a_buy_below_its_limit_rounds_up() -> None:
+    """From a best ask of 0.25 a 0.5 BUY's pUSD buys twice the shares: the surplus fee per pUSD
+    is rate x 0.75 = 0.000024, 0.000012 on one share's 0.5 pUSD, budgeted as 0.00002."""
+    assert buy_cost(D(1), D("0.5"), TINY) == D("0.50001")
+    assert buy_cost(D(1), D("0.5"), TINY, low=D("0.25")) == D("0.50002")
+
+
+def test_max_buy_size_steps_down_when_the_fees_rounding_overshoots() -> None:
+    """The estimate from the exact cost per share can overshoot by the fee's rounding up: the
+    largest size that fits is then a step below it, never the estimate, and never one step."""
+    # 1 share at 0.5 costs 0.500011 exactly and 0.50002 budgeted: 0.99 is the most that fits.
+    assert buy_cost(D(1), D("0.5"), ODD) == D("0.50002")
+    assert max_buy_size(D("0.500011"), D("0.5"), ODD) == D("0.99")
+    # From a best ask of 0.25 its surplus fee decides: 1 share fits at the limit's fee
+    # (0.50001) but not with the surplus (0.50002).
+    assert buy_cost(D(1), D("0.5"), EXACT) == D("0.50001")
+    assert max_buy_size(D("0.500015"), D("0.5"), EXACT) == D(1)
+    assert max_buy_size(D("0.500015"), D("0.5"), EXACT, low=D("0.25")) == D("0.99")
