@@ -68,11 +68,55 @@ def retry_while_locked(read: Callable[[], T], limit_s: float = LOCKED_RETRY_S) -
         time.sleep(0.1)
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux's default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_LOW = 20_000
+_PORT_HIGH = min(_ephemeral_low(), 32_768)
+# Each process walks the range from its own random point, so two pytest workers (or a suite and
+# a mutation run beside it) rarely try the same port, and one process never hands out the same
+# port twice in a row.
+_port_cursor = _PORT_LOW + (os.getpid() * 7919) % max(1, _PORT_HIGH - _PORT_LOW)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(count: int = 1) -> int:
+    """A port (the first of `count` consecutive ones) nothing on 127.0.0.1 listens on, for a
+    server a test starts later.
+
+    Ports come from below the kernel's ephemeral range. A port from that range (what binding
+    port 0 gives) can be taken by any outgoing connection (to PostgreSQL, to a simulator) in the
+    time between this call and the server's bind: under load a daemon then found its sidecar
+    port "in use by another process" and exited 3. Outside the range only another test's server
+    can take it.
+    """
+    global _port_cursor
+    if _PORT_HIGH - _PORT_LOW < 1000:  # an unusual kernel range: fall back to the kernel's pick
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port = _port_cursor
+        _port_cursor += count
+        if _port_cursor + count > _PORT_HIGH:
+            _port_cursor = _PORT_LOW
+        if port + count <= _PORT_HIGH and all(_bindable(port + i) for i in range(count)):
+            return port
+    raise RuntimeError(f"no {count} free consecutive ports in {_PORT_LOW}-{_PORT_HIGH}")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

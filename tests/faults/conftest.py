@@ -107,12 +107,19 @@ class Rig:
             ]
         )
 
+    def wait(self, pred: Callable[[], Any], timeout: float, *, what: str) -> Any:
+        """`wait_until`, whose failure shows the daemon's stderr: what it was doing meanwhile."""
+        try:
+            return wait_until(pred, timeout, interval=0.2, what=what)
+        except HarnessError as e:
+            tail = self.d.stderr()[-4000:]
+            raise HarnessError(f"{e}\n--- daemon stderr (tail) ---\n{tail}") from e
+
     def wait_orders(self, n: int, timeout: float = 20.0) -> list[Json]:
         """Wait until the venue holds at least `n` orders of ours."""
-        orders: list[Json] = wait_until(
+        orders: list[Json] = self.wait(
             lambda: (o := self.our_orders()) and len(o) >= n and o,
             timeout,
-            interval=0.2,
             what=f"{n} venue orders of ours",
         )
         return orders
@@ -144,14 +151,13 @@ class Rig:
 
     def wait_settled(self, timeout: float = 20.0) -> None:
         """Wait until no journal row is PENDING or UNKNOWN."""
-        wait_until(
+        self.wait(
             lambda: (
                 not self.d.rows(
                     "SELECT 1 FROM orders WHERE status IN ('PENDING', 'UNKNOWN') LIMIT 1"
                 )
             ),
             timeout,
-            interval=0.2,
             what="every journal row settled",
         )
 
@@ -160,7 +166,7 @@ class Rig:
             status, body = self.d.health()
             return body if status == code else None
 
-        body: Json = wait_until(check, timeout, interval=0.2, what=f"/health {code}")
+        body: Json = self.wait(check, timeout, what=f"/health {code}")
         return body
 
     def compare(self, *, settled: bool = True) -> Comparison:

@@ -173,9 +173,9 @@ def test_connection_refused_nothing_sent_then_resumes(make_rig: RigFactory) -> N
         rig.trigger()
         # Not sent (the connection never opened). The lookup by hash cannot run either, so the
         # row waits UNKNOWN (or REJECTED) rather than guessing; nothing reaches the venue.
-        wait_until(
+        rig.wait(
             lambda: [r for r in rig.journal() if r["status"] in ("UNKNOWN", "REJECTED")],
-            15,
+            30,
             what="the refused order parked",
         )
         assert rig.our_orders() == []
