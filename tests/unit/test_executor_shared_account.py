@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from execution.ports import VenueOrder, VenueStatus
 from execution.risk import TradingState
@@ -159,3 +160,20 @@ async def test_a_halt_by_one_daemon_refuses_the_others_next_order_before_it_is_s
     assert shared.west.ex.state is TradingState.ACTIVE
     assert (await shared.east.ex.submit(shared.east.req())).status is OrderStatus.LIVE
     assert (await shared.west.ex.submit(shared.west.req())).status is OrderStatus.LIVE
+
+
+async def test_a_reconcile_counts_the_other_daemons_open_orders_and_raises_no_alarm(
+    shared: Pair,
+) -> None:
+    """The account's open orders include the other daemon's: the pass counts them under
+    `other_daemons` (its log line and audit entry say so) and settles only its own; an order no
+    daemon journaled would be `unknown_at_venue` and alarmed."""
+    theirs = await shared.east.ex.submit(shared.east.req(price=D("0.30")))
+    mine = await shared.west.ex.submit(shared.west.req())
+    assert theirs.status is mine.status is OrderStatus.LIVE
+    with capture_logs() as logs:
+        counts = await shared.west.ex.reconcile()
+    assert (counts["other_daemons"], counts["unknown_at_venue"], counts["unchanged"]) == (1, 0, 1)
+    assert [e for e in logs if e["event"] == "venue_order_not_in_journal"] == []
+    row = await shared.east.repos.orders.get(theirs.client_order_id)
+    assert row is not None and row.status is OrderStatus.LIVE
