@@ -1,8 +1,8 @@
 """Session advisory locks on PostgreSQL: a lock held on its own connection for its holder's life.
 
-`SessionLock` is the shape (take it on a new connection, keep that connection open, close it to
-give the lock up); `PgWriterLock` is the daemon's writer lock (one process per `DAEMON_ID`),
-`storage.schema_lock.SchemaLock` the demo's lock on its schema.
+`SessionLock` is the shape (take it on a new connection, keep that connection open, unlock and
+close it to give the lock up); `PgWriterLock` is the daemon's writer lock (one process per
+`DAEMON_ID`), `storage.schema_lock.SchemaLock` the demo's lock on its schema.
 """
 
 from __future__ import annotations
@@ -36,9 +36,23 @@ class SessionLock:
             raise FatalError(f"cannot reach the database {display_url(self.url)}: {e}") from None
 
     async def release(self) -> None:
+        """Give the lock up: unlocked on the server before the connection closes, so a process
+        that asks for it next (a restart straight after a stop) gets it."""
         if self._conn is not None:
-            await asyncio.to_thread(self._conn.close)
+            await asyncio.to_thread(_unlock_and_close, self._conn)
             self._conn = None
+
+
+def _unlock_and_close(conn: psycopg.Connection[Any]) -> None:
+    """Closing the connection alone leaves the lock to the server process's exit, which comes
+    after `close()` returns: a new session asking at once was refused by the old one's lock."""
+    try:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock_all()")
+    except psycopg.Error:
+        pass  # the session is gone or going: the server drops its locks with it
+    finally:
+        conn.close()
 
 
 CHECK_TIMEOUT_S = 5.0

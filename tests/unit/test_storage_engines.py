@@ -158,17 +158,16 @@ async def test_the_setting_picks_the_engine_and_its_writer_lock(
     other = make_writer_lock(db_path=tmp_path / "x.db", database_url=url, daemon_id="west")
     await first.acquire()
     try:
-        # the holding session's detail (server process, application, client) when it is found
+        # naming the holding session (its server process, application and client)
         with pytest.raises(
-            AlreadyRunning,
-            match=r"DAEMON_ID=east( \(server process \d+.*\))? holds the writer lock",
+            AlreadyRunning, match=r"DAEMON_ID=east \(server process \d+.*\) holds the writer lock"
         ):
             await second.acquire()
         await other.acquire()
         await other.release()
     finally:
         await first.release()
-    await second.acquire()  # the first daemon is gone: its lock went with its connection
+    await second.acquire()  # the first daemon is gone: it gave its lock up as it stopped
     await second.release()
     assert describe(db_path=tmp_path / "x.db", database_url="postgresql://u:pw@h:5432/d") == (
         "postgresql://u:***@h:5432/d"

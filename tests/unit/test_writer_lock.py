@@ -24,6 +24,7 @@ from observability.logging import Redactor
 from observability.metrics import Metrics
 from observability.sidecar import Health, Sidecar
 from storage.lock import FileLock, NoLock, writer_lock
+from storage.pg_lock import PgWriterLock
 from storage.schema_lock import SchemaLock
 from tests.helpers import ROOT, make_settings
 from tests.pg import PgServer
@@ -175,3 +176,17 @@ async def test_a_locked_schema_refuses_a_second_holder_naming_the_first(
     again = SchemaLock(pg_server.url, "polyd_demo_lock_test")  # released with its connection
     await again.acquire()
     await again.release()
+
+
+async def test_a_released_lock_is_free_at_once_for_the_next_process(pg_server: PgServer) -> None:
+    """A restart straight after a stop: the lock the stopped daemon released is taken at once.
+    Closing the lock's connection alone left the lock to the old server process's exit, which
+    comes after the close returns, and the next session was refused by it (seen as a refusal
+    naming no holder: the holder had gone by the time it was looked up)."""
+    for _ in range(30):
+        daemon = PgWriterLock(pg_server.url, daemon_id="restarted")
+        await daemon.acquire()
+        await daemon.release()
+        demo_lock = SchemaLock(pg_server.url, "polyd_restarted")
+        await demo_lock.acquire()
+        await demo_lock.release()
