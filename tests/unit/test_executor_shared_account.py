@@ -168,12 +168,13 @@ async def test_a_reconcile_counts_the_other_daemons_open_orders_and_raises_no_al
     """The account's open orders include the other daemon's: the pass counts them under
     `other_daemons` (its log line and audit entry say so) and settles only its own; an order no
     daemon journaled would be `unknown_at_venue` and alarmed."""
-    theirs = await shared.east.ex.submit(shared.east.req(price=D("0.30")))
+    theirs = [await shared.east.ex.submit(shared.east.req(price=D(p))) for p in ("0.30", "0.31")]
     mine = await shared.west.ex.submit(shared.west.req())
-    assert theirs.status is mine.status is OrderStatus.LIVE
+    assert {r.status for r in (*theirs, mine)} == {OrderStatus.LIVE}
     with capture_logs() as logs:
         counts = await shared.west.ex.reconcile()
-    assert (counts["other_daemons"], counts["unknown_at_venue"], counts["unchanged"]) == (1, 0, 1)
+    assert (counts["other_daemons"], counts["unknown_at_venue"], counts["unchanged"]) == (2, 0, 1)
     assert [e for e in logs if e["event"] == "venue_order_not_in_journal"] == []
-    row = await shared.east.repos.orders.get(theirs.client_order_id)
-    assert row is not None and row.status is OrderStatus.LIVE
+    for res in theirs:
+        row = await shared.east.repos.orders.get(res.client_order_id)
+        assert row is not None and row.status is OrderStatus.LIVE
