@@ -26,6 +26,7 @@ BOTH_ENGINES = {
     "test_leases",
     "test_daemon_books",
     "test_journal_ownership",
+    "test_fills_replay_edges",
 }
 
 
