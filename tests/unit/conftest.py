@@ -25,6 +25,8 @@ BOTH_ENGINES = {
     "test_risk",
     "test_leases",
     "test_daemon_books",
+    "test_journal_ownership",
+    "test_fills_replay_edges",
 }
 
 

@@ -192,6 +192,7 @@ async def test_starting_to_follow_marks_the_existing_trades_seen_once(repos: Rep
     assert await ledger.seen(LEADER, [old, new]) == {old.dedupe_key}
     (entry,) = await repos.audit.tail(event="copy_wallet_started")
     assert entry.detail == {"wallet": LEADER, "n": 1}
+    assert entry.strategy == "copy"  # found with the copy strategy's other entries
     # a second start (a restart) writes nothing
     assert not await ledger.start_following(LEADER, cursor=5, existing=[new], detail={})
     assert await ledger.cursor(LEADER) == 1_700_000_050
