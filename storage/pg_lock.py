@@ -123,6 +123,15 @@ class PgWriterLock(SessionLock):
 
     def _take_from_own_session(self, conn: psycopg.Connection[Any]) -> None:
         holder = conn.execute(_HOLDER, (self.daemon_id,)).fetchone()
+        for _ in range(3):
+            if holder is not None:
+                break
+            # The holding session ended between the refusal and the look-up (a retake while
+            # the abandoned connection closes, a restart while the old process exits): the lock
+            # is free now, unless another session took it meanwhile.
+            if _one(conn, f"SELECT pg_try_advisory_lock({_KEY})", self.daemon_id):
+                return
+            holder = conn.execute(_HOLDER, (self.daemon_id,)).fetchone()
         if holder is not None and self._pid is not None and int(holder[0]) == self._pid:
             # This daemon's previous session, alive on the server though its connection broke
             # here: end it, and wait (5 s at most) for the server to drop its lock.

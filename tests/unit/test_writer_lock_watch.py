@@ -336,3 +336,16 @@ async def test_a_check_without_an_answer_in_time_counts_as_lost_and_the_lock_is_
                 raise AssertionError(f"the abandoned session {old} was never closed")
     finally:
         await w.lock.release()
+
+
+def test_a_holder_gone_between_the_refusal_and_its_look_up_leaves_the_lock_to_take(
+    pg_server: PgServer,
+) -> None:
+    """The lock was refused, and by the time the holding session is looked up to be named it
+    has ended (an abandoned connection closing during a retake, an old process exiting during a
+    restart): the lock is free, so it is taken, not refused naming no one."""
+    url = pg_server.fresh_url()
+    lock = PgWriterLock(url, daemon_id="w9")
+    with psycopg.connect(url, autocommit=True) as conn:
+        lock._take_from_own_session(conn)  # the state just after a refusal whose holder left
+        assert holder(url, "w9") == conn.info.backend_pid
