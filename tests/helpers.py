@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from config import Settings, load_settings
-from models import OrderRequest, OrderResult, OrderStatus
+from models import Fill, OrderRequest, OrderResult, OrderStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 # Payloads captured from the real venue are kept outside the repository, beside the checkout.
@@ -117,6 +117,20 @@ def free_port(count: int = 1) -> int:
         if port + count <= _PORT_HIGH and all(_bindable(port + i) for i in range(count)):
             return port
     raise RuntimeError(f"no {count} free consecutive ports in {_PORT_LOW}-{_PORT_HIGH}")
+
+
+def make_fill(trade: str, venue: str, side: str, price: str, size: str, **kw: object) -> Fill:
+    """A fill of `TOKEN` from wire-like text fields; `kw` sets any other field."""
+    args: dict[str, object] = {
+        "trade_id": trade,
+        "venue_order_id": venue,
+        "token_id": TOKEN,
+        "side": side,
+        "price": price,
+        "size": size,
+    }
+    args.update(kw)
+    return Fill.model_validate(args)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -19,27 +19,29 @@ from simulator import Simulator
 from venue.clob import build_client
 
 
+def start(sim: Simulator, key: str) -> str:
+    """A daemon's start-up credential step (blocking): the API key it ends up with."""
+    client = build_client(
+        host=sim.clob_url,
+        chain_id=137,
+        private_key=key,
+        creds=None,
+        signature_type=0,
+        funder=None,
+    )
+    return client.creds.api_key
+
+
 async def test_a_restart_derives_the_key_without_a_refused_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with Simulator(seed=3) as sim:
         key = funded_key(sim, Decimal("10"))
 
-        def start() -> str:
-            client = build_client(
-                host=sim.clob_url,
-                chain_id=137,
-                private_key=key,
-                creds=None,
-                signature_type=0,
-                funder=None,
-            )
-            return client.creds.api_key
-
         with caplog.at_level(logging.DEBUG):
-            first = await asyncio.to_thread(start)
-            second = await asyncio.to_thread(start)
-            third = await asyncio.to_thread(start)
+            first = await asyncio.to_thread(start, sim, key)
+            second = await asyncio.to_thread(start, sim, key)
+            third = await asyncio.to_thread(start, sim, key)
         auth = [(r.method, r.path, r.status) for r in sim.request_log if r.path.startswith("/auth")]
     assert first == second == third
     assert auth == [
@@ -62,18 +64,9 @@ async def test_two_processes_of_one_key_starting_together_both_get_the_key() -> 
         # Both creations wait long enough that both derivations come first (neither finds a key).
         sim.faults.add(kind="latency", route="POST /auth/api-key", seconds=0.5, count=2)
 
-        def start() -> str:
-            client = build_client(
-                host=sim.clob_url,
-                chain_id=137,
-                private_key=key,
-                creds=None,
-                signature_type=0,
-                funder=None,
-            )
-            return client.creds.api_key
-
-        one, two = await asyncio.gather(asyncio.to_thread(start), asyncio.to_thread(start))
+        one, two = await asyncio.gather(
+            asyncio.to_thread(start, sim, key), asyncio.to_thread(start, sim, key)
+        )
         auth = [(r.method, r.path, r.status) for r in sim.request_log if r.path.startswith("/auth")]
     assert one == two
     assert sorted(auth) == sorted(

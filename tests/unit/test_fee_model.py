@@ -40,10 +40,10 @@ CONDITION = "0x" + "ab" * 32
 CRYPTO = FeeSchedule(rate=D("0.072"), source=FeeSource.CLOB)
 
 
-def meta(token: str = TOKEN, fee: FeeSchedule = NO_FEE) -> MarketMeta:
+def meta(token: str = TOKEN, fee: FeeSchedule = NO_FEE, condition: str = CONDITION) -> MarketMeta:
     return MarketMeta(
         token_id=token,
-        condition_id=CONDITION,
+        condition_id=condition,
         tick_size=D("0.01"),
         min_size=D(5),
         neg_risk=False,

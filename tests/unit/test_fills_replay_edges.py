@@ -11,24 +11,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from models import UNATTRIBUTED, Fill, Position, TradeStatus
+from models import UNATTRIBUTED, Position, TradeStatus
 from storage import Repositories
 from tests.helpers import TOKEN, make_order
+from tests.helpers import make_fill as _fill
 
 D = Decimal
-
-
-def _fill(trade: str, venue: str, side: str, price: str, size: str, **kw: object) -> Fill:
-    args: dict[str, object] = {
-        "trade_id": trade,
-        "venue_order_id": venue,
-        "token_id": TOKEN,
-        "side": side,
-        "price": price,
-        "size": size,
-    }
-    args.update(kw)
-    return Fill.model_validate(args)
 
 
 async def _journal(repos: Repositories, strategy: str, venue_order_id: str) -> str:

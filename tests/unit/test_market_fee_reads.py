@@ -19,22 +19,10 @@ from execution.market_rules import MarketRules
 from execution.ports import MarketMeta
 from models import Fill, LiquidityRole, Market, Side
 from tests.helpers import TOKEN
+from tests.unit.test_fee_model import CONDITION, OTHER, meta
 
-OTHER = "2" * 70
-CONDITION = "0x" + "ab" * 32
 CLOB_FEE = FeeSchedule(rate=D("0.072"), source=FeeSource.CLOB)
 GAMMA_FEE = FeeSchedule(rate=D("0.05"), source=FeeSource.GAMMA)
-
-
-def meta(token: str = TOKEN, fee: FeeSchedule = NO_FEE, condition: str = CONDITION) -> MarketMeta:
-    return MarketMeta(
-        token_id=token,
-        condition_id=condition,
-        tick_size=D("0.01"),
-        min_size=D(5),
-        neg_risk=False,
-        fee=fee,
-    )
 
 
 def market(**kw: Any) -> Market:

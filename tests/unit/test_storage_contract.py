@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from errors import IllegalTransition
-from models import UNATTRIBUTED, Fill, LiquidityRole, OrderStatus, OrderType, Side, TradeStatus
+from models import UNATTRIBUTED, LiquidityRole, OrderStatus, OrderType, Side, TradeStatus
 from storage import Database, Repositories
 from storage.audit import detail_json
 from storage.copy_intents import CopyIntent
 from storage.journal import OrderNotFound
 from tests.helpers import TOKEN, make_order
+from tests.helpers import make_fill as _fill
 
 D = Decimal
 FAR_PAST = "2000-01-01T00:00:00.000000+00:00"
@@ -382,19 +383,6 @@ async def test_copy_prune_forgets_only_that_wallets_old_keys(repos: Repositories
 # -- fills and positions ------------------------------------------------------------------------
 
 TOKEN_B = "1" * 70
-
-
-def _fill(trade: str, venue: str, side: str, price: str, size: str, **kw: object) -> Fill:
-    args: dict[str, object] = {
-        "trade_id": trade,
-        "venue_order_id": venue,
-        "token_id": TOKEN,
-        "side": side,
-        "price": price,
-        "size": size,
-    }
-    args.update(kw)
-    return Fill.model_validate(args)
 
 
 async def test_fill_round_trips_every_field(repos: Repositories) -> None:
