@@ -42,6 +42,7 @@ def start(tmp_path: Path) -> subprocess.Popen[str]:
         DATA_API_URL=f"http://{nowhere}",
         MARKET_WS_URL=f"ws://{nowhere}/ws/market",
         USER_WS_URL=f"ws://{nowhere}/ws/user",
+        PYTHONFAULTHANDLER="1",  # a hung daemon's threads are dumped on SIGABRT
     )
     return subprocess.Popen(
         [PYTHON, "-m", "orchestrator", "--env-file", "none"],
@@ -75,6 +76,12 @@ def interrupt(proc: subprocess.Popen[str], after_s: float) -> tuple[int, str]:
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # Still running 30 s after the Ctrl-C: show where it was (py-spy is not at hand, so
+        # SIGABRT's faulthandler dump, enabled for the daemon by PYTHONFAULTHANDLER).
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"no exit 30 s after SIGINT; the daemon's stderr:\n{err[-6000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
