@@ -306,6 +306,22 @@ async def test_activity_paginates_until_a_short_page(server: tuple[FakeDataServe
     assert fake.calls[0]["start"] == "123" and fake.calls[0]["type"] == "TRADE"
 
 
+async def test_a_client_built_without_a_retry_policy_reads_with_its_default(
+    server: tuple[FakeDataServer, str],
+) -> None:
+    """`vet` (backtest/cli.py) builds its client without a retry policy: its default one
+    retries a 503 and reads the page."""
+    fake, url = server
+    fake.statuses = [503]
+    fake.pages = [load("activity_trades_float_noise_prices_2026_04.json")[:3]]
+    c = DataApiClient(base_url=url, budget=DataApiBudget(1.0, clock=SystemClock()), page_size=4)
+    try:
+        got = await c.activity_trades("0x6a72f61820b26b1fe4d956e17b6dc2a1ea3033ee", start=1)
+    finally:
+        await c.close()
+    assert len(got.rows) == 3 and got.pages == 1 and len(fake.calls) == 2
+
+
 async def test_market_trades_reads_every_wallet_newest_first_and_stops_at_since(
     server: tuple[FakeDataServer, str],
 ) -> None:
