@@ -78,9 +78,9 @@ def _ephemeral_low() -> int:
 
 _PORT_LOW = 20_000
 _PORT_HIGH = min(_ephemeral_low(), 32_768)
-# Each process walks the range from its own random point, so two pytest workers (or a suite and
-# a mutation run beside it) rarely try the same port, and one process never hands out the same
-# port twice in a row.
+# Each process walks the range from its own starting point (set by its pid), so two pytest
+# workers (or a suite and a mutation run beside it) rarely try the same port, and one process
+# never hands out the same port twice in a row.
 _port_cursor = _PORT_LOW + (os.getpid() * 7919) % max(1, _PORT_HIGH - _PORT_LOW)
 
 

@@ -9,7 +9,6 @@ is sourced in `test_fee_model.py`; this file holds the cache's side of it.
 from __future__ import annotations
 
 from decimal import Decimal as D
-from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -17,21 +16,17 @@ from errors import TransientError
 from execution.fees import NO_FEE, FeeSchedule, FeeSource
 from execution.market_rules import MarketRules
 from execution.ports import MarketMeta
-from models import Fill, LiquidityRole, Market, Side
+from models import Fill, LiquidityRole, Side
 from tests.helpers import TOKEN
-from tests.unit.test_fee_model import CONDITION, OTHER, meta
+from tests.unit.test_fee_model import OTHER, market, meta
 
 CLOB_FEE = FeeSchedule(rate=D("0.072"), source=FeeSource.CLOB)
 GAMMA_FEE = FeeSchedule(rate=D("0.05"), source=FeeSource.GAMMA)
 
 
-def market(**kw: Any) -> Market:
-    return Market(condition_id=CONDITION, token_ids=(TOKEN, OTHER), **kw)
-
-
 class Venue:
-    """A `MetadataSource` answering both tokens of the asked market with the CLOB's fee, or
-    failing `fail` times first; it records the token each read asked for."""
+    """A `MetadataSource` for the one market of `TOKEN` and `OTHER`: it answers both tokens
+    with the CLOB's fee, or fails `fail` times first; it records the token each read asked for."""
 
     def __init__(self, *, fail: int = 0) -> None:
         self.fail = fail
@@ -42,10 +37,7 @@ class Venue:
         if self.fail:
             self.fail -= 1
             raise TransientError("venue unavailable")
-        condition = CONDITION if token_id in (TOKEN, OTHER) else "0x" + token_id[-64:].zfill(64)
-        if condition == CONDITION:
-            return [meta(TOKEN, CLOB_FEE), meta(OTHER, CLOB_FEE)]
-        return [meta(token_id, CLOB_FEE, condition)]
+        return [meta(TOKEN, CLOB_FEE), meta(OTHER, CLOB_FEE)]
 
 
 async def test_the_fee_read_asks_for_the_tokens_own_market_and_returns_its_metadata() -> None:
