@@ -19,9 +19,11 @@ import signal
 import sys
 
 if __name__ == "__main__":
-    # Ctrl-C before the daemon's loop takes SIGINT over (the imports below take most of half a
-    # second) ends the process quietly with exit 0, as a Ctrl-C later does.
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    # A Ctrl-C while the imports below run (most of half a second) is only noted here, and the
+    # process exits 0 as soon as they end (`_main_quietly`): an exception raised into a
+    # library's import can meet a bare `except:` there and be lost, leaving the daemon to run.
+    _EARLY_CTRL_C: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _: _EARLY_CTRL_C.append(signum))
 
 import asyncio
 import contextlib
@@ -555,6 +557,10 @@ def _main_quietly() -> None:
     KeyboardInterrupt), one may still land in the demo's summary or the loop's shutdown. While
     the interpreter finishes (joining worker threads), SIGINT is ignored.
     """
+    if _EARLY_CTRL_C:  # during the imports
+        sys.exit(EXIT_OK)
+    # Until the daemon's loop takes SIGINT over, a Ctrl-C ends the process quietly with exit 0.
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(EXIT_OK))
     try:
         code = main()
     except KeyboardInterrupt:
