@@ -40,6 +40,7 @@ from config_types import (
     Money,
     OptionalSecret,
     PrivateKey,
+    StrategyName,
     WsUrl,
 )
 from errors import ConfigError
@@ -158,6 +159,9 @@ class Settings(BaseSettings):
     # --- market feed and sniper ----------------------------------------------------------------
     sniper_enabled: bool = True
     sniper_rules_path: Path | None = None
+    # The sniper's name: its identity in the journal, positions, leases, budgets, metrics and
+    # audit. Two daemons on one database each running a sniper give them different names.
+    sniper_name: StrategyName = "sniper"
     feed_ping_interval_s: float = Field(default=10.0, gt=0, le=60)
     feed_stale_after_s: float = Field(default=15.0, gt=0, le=600)
     feed_shard_size: int = Field(default=200, ge=1, le=500)
@@ -175,6 +179,7 @@ class Settings(BaseSettings):
     # --- copy trader ---------------------------------------------------------------------------
     copy_enabled: bool = True
     copy_rules_path: Path | None = None
+    copy_name: StrategyName = "copy"  # the copy trader's name (see SNIPER_NAME)
     copy_poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
     copy_max_trade_age_s: float = Field(default=60.0, gt=0, le=86_400)
 
@@ -258,6 +263,11 @@ class Settings(BaseSettings):
             problems.append(
                 "ACCOUNT_SHARED: needs DATABASE_URL (daemons share an account through one "
                 "PostgreSQL database; a SQLite file has one daemon)"
+            )
+        if self.sniper_name == self.copy_name:
+            problems.append(
+                f"COPY_NAME: must differ from SNIPER_NAME ({self.sniper_name!r}): a strategy's"
+                " name is its identity in the journal, positions and leases"
             )
         if self.retry_max_delay_s < self.retry_base_delay_s:
             problems.append("RETRY_MAX_DELAY_S: must be at least RETRY_BASE_DELAY_S")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, SecretStr
 
-from models import _to_decimal
+from models import UNATTRIBUTED, _to_decimal
 
 HEX = set("0123456789abcdefABCDEF")
 
@@ -98,3 +98,22 @@ def _daemon_id(v: str) -> str:
 
 
 DaemonId = Annotated[str, AfterValidator(_daemon_id)]
+
+
+_STRATEGY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+
+def _strategy_name(v: str) -> str:
+    v = v.strip()
+    if not _STRATEGY_NAME.fullmatch(v):
+        raise ValueError(
+            "must be 1 to 40 lower-case letters, digits, '_' or '-', starting with a letter"
+        )
+    if v == UNATTRIBUTED:
+        raise ValueError(f"{v!r} names the holdings no strategy bought; choose another name")
+    return v
+
+
+StrategyName = Annotated[str, AfterValidator(_strategy_name)]
+"""A strategy instance's name (`SNIPER_NAME`, `COPY_NAME`): its identity in the journal, the
+positions, the leases, the metrics and the audit log."""

@@ -233,13 +233,13 @@ def _strategies(settings: Settings, problems: list[str]) -> list[str]:
     if settings.sniper_enabled and settings.sniper_rules_path is not None:
         try:
             if load_sniper_rules(settings.sniper_rules_path):
-                on.append("sniper")
+                on.append(settings.sniper_name)
         except ConfigError as e:
             problems += e.problems
     if settings.copy_enabled and settings.copy_rules_path is not None:
         try:
             if load_copy_rules(settings.copy_rules_path).active:
-                on.append("copy")
+                on.append(settings.copy_name)
         except ConfigError as e:
             problems += e.problems
     return on

@@ -1,6 +1,9 @@
 """The copy trader's ledger: per-wallet cursors, leader trades seen, and pending intents.
 
-Owns the `copy_intents` table and the `copy:<wallet>` sources in `cursors`/`seen_ids`.
+Owns the `copy_intents` table and the `copy:<wallet>` and `copy:<name>:<wallet>` sources in
+`cursors`/`seen_ids`. Each copy trader instance (`COPY_NAME`) has its own ledger: a repository
+reads and writes only its strategy's rows, so two instances following the same wallet each
+copy its trades once.
 """
 
 from __future__ import annotations
@@ -33,16 +36,26 @@ class CopyIntentRepository:
 
     Cursors and seen keys live in `cursors`/`seen_ids` under the source `copy:<wallet>`;
     intents in `copy_intents` (migration 2). `handle` writes all three with the audit entry in
-    one transaction, which is what makes a copy exactly-once across crashes.
+    one transaction, which is what makes a copy exactly-once across crashes. Everything is the
+    copy trader `strategy`'s (see `scoped`).
     """
 
-    def __init__(self, *, db: Database) -> None:
+    def __init__(self, *, db: Database, strategy: str = COPY_STRATEGY) -> None:
         self._db = db
+        self.strategy = strategy
 
-    @staticmethod
-    def source(wallet: str) -> str:
-        """Return the cursor / seen-set source name of a followed wallet."""
-        return f"copy:{wallet}"
+    def scoped(self, strategy: str) -> CopyIntentRepository:
+        """The ledger of the copy trader named `strategy`, over the same database."""
+        return CopyIntentRepository(db=self._db, strategy=strategy)
+
+    def source(self, wallet: str) -> str:
+        """Return the cursor / seen-set source name of a followed wallet: `copy:<wallet>` for
+        the default instance (as before instances had names), `copy:<name>:<wallet>` for
+        another (a wallet is an address, `0x…`, and a name starts with a letter: the two forms
+        cannot meet)."""
+        if self.strategy == COPY_STRATEGY:
+            return f"copy:{wallet}"
+        return f"copy:{self.strategy}:{wallet}"
 
     async def cursor(self, wallet: str) -> int | None:
         """Return the timestamp (unix s) of the last leader trade handled, if any."""
@@ -72,7 +85,7 @@ class CopyIntentRepository:
                 "INSERT OR IGNORE INTO seen_ids (source, id, seen_at) VALUES (?,?,?)",
                 [(source, k, ts) for k in keys],
             )
-            append_audit(c, audit[0], audit[1], strategy=COPY_STRATEGY)
+            append_audit(c, audit[0], audit[1], strategy=self.strategy)
             return True
 
         result: bool = await self._db.write(job)
@@ -116,10 +129,11 @@ class CopyIntentRepository:
             )
             if intent is not None:
                 c.execute(
-                    "INSERT OR REPLACE INTO copy_intents (client_order_id, wallet, dedupe_key,"
-                    " leader_ts, request, created_at) VALUES (?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO copy_intents (client_order_id, strategy, wallet,"
+                    " dedupe_key, leader_ts, request, created_at) VALUES (?,?,?,?,?,?,?)",
                     (
                         coid,
+                        self.strategy,
                         intent.wallet,
                         intent.dedupe_key,
                         intent.leader_ts,
@@ -127,7 +141,7 @@ class CopyIntentRepository:
                         ts,
                     ),
                 )
-            append_audit(c, audit[0], audit[1], strategy=COPY_STRATEGY, client_order_id=coid)
+            append_audit(c, audit[0], audit[1], strategy=self.strategy, client_order_id=coid)
             return True
 
         result: bool = await self._db.write(job)
@@ -136,7 +150,9 @@ class CopyIntentRepository:
     async def pending(self) -> list[CopyIntent]:
         """Every stored intent not closed yet, oldest first."""
         rows = await self._db.fetchall(
-            "SELECT request, wallet, dedupe_key, leader_ts FROM copy_intents ORDER BY rowid"
+            "SELECT request, wallet, dedupe_key, leader_ts FROM copy_intents WHERE strategy = ?"
+            " ORDER BY rowid",
+            (self.strategy,),
         )
         return [
             CopyIntent(
@@ -152,8 +168,11 @@ class CopyIntentRepository:
         """Delete the intent for `client_order_id` and audit how it ended, in one write."""
 
         def job(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM copy_intents WHERE client_order_id = ?", (client_order_id,))
-            append_audit(c, event, detail, strategy=COPY_STRATEGY, client_order_id=client_order_id)
+            c.execute(
+                "DELETE FROM copy_intents WHERE client_order_id = ? AND strategy = ?",
+                (client_order_id, self.strategy),
+            )
+            append_audit(c, event, detail, strategy=self.strategy, client_order_id=client_order_id)
 
         await self._db.write(job)
 

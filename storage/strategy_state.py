@@ -9,8 +9,11 @@ that journals the order's PENDING row (`storage.journal.StateWrite`), so the slo
 are durable together. A refusal gives the entry back (`give_back`), only if that same order was
 the one counted, so a refusal that came before any PENDING row changes nothing.
 
-A rule's identity is its name: state stored under a name the rules file no longer has is not
-loaded, and is deleted `ABSENT_RULE_RETENTION_DAYS` after it last changed (`prune_absent`).
+A rule's identity is its name within its sniper: every row carries the sniper's name
+(`SNIPER_NAME`, the column `strategy`), and a repository reads and writes only its sniper's rows
+(`scoped`), so two snipers with a rule of the same name keep apart. State stored under a rule
+name the rules file no longer has is not loaded, and is deleted `ABSENT_RULE_RETENTION_DAYS`
+after it last changed (`prune_absent`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from storage.db import Database
 from storage.journal import StateWrite
 
 SNIPER_STRATEGY: Final = "sniper"
+"""The default sniper's name (`SNIPER_NAME`)."""
 ABSENT_RULE_RETENTION_DAYS: Final = 30
 """How long the state of a rule that left the rules file is kept (a rule put back within this
 time finds its entries; after it, the rule starts afresh)."""
@@ -56,30 +60,36 @@ class StoredTakeProfit:
 class SniperStateRepository:
     """The sniper's slots and pending take-profits (see the module docstring)."""
 
-    def __init__(self, *, db: Database) -> None:
+    def __init__(self, *, db: Database, strategy: str = SNIPER_STRATEGY) -> None:
         self._db = db
+        self.strategy = strategy
+
+    def scoped(self, strategy: str) -> SniperStateRepository:
+        """The state of the sniper named `strategy`, over the same database."""
+        return SniperStateRepository(db=self._db, strategy=strategy)
 
     # -- writes that ride with a PENDING journal row -------------------------------------------
-    @staticmethod
-    def fired(rule: str, token_id: str, client_order_id: str, at: float) -> StateWrite:
+    def fired(self, rule: str, token_id: str, client_order_id: str, at: float) -> StateWrite:
         """The slot write of an entry order: entries + 1, disarmed, last fire `at` (unix s)."""
         ts = now_iso()
+        strategy = self.strategy
 
         def write(c: sqlite3.Connection) -> None:
             c.execute(
-                "INSERT INTO sniper_slots (rule, token_id, entries, armed, last_fire_at,"
-                " last_order_id, updated_at) VALUES (?,?,1,0,?,?,?)"
-                " ON CONFLICT(rule, token_id) DO UPDATE SET"
+                "INSERT INTO sniper_slots (strategy, rule, token_id, entries, armed,"
+                " last_fire_at, last_order_id, updated_at) VALUES (?,?,?,1,0,?,?,?)"
+                " ON CONFLICT(strategy, rule, token_id) DO UPDATE SET"
                 " entries = sniper_slots.entries + 1, armed = 0,"  # qualified: PostgreSQL needs it
                 " last_fire_at = excluded.last_fire_at, last_order_id = excluded.last_order_id,"
                 " updated_at = excluded.updated_at",
-                (rule, token_id, at, client_order_id, ts),
+                (strategy, rule, token_id, at, client_order_id, ts),
             )
 
         return write
 
     @staticmethod
     def take_profit_sent(client_order_id: str) -> StateWrite:
+        # A client order id is unique in the journal: no need to scope it by sniper.
         """The write that closes a stored take-profit as its SELL is journaled."""
 
         def write(c: sqlite3.Connection) -> None:
@@ -101,8 +111,9 @@ class SniperStateRepository:
                 # CASE, not the scalar MAX(a, b) PostgreSQL lacks (nor GREATEST, SQLite's)
                 "UPDATE sniper_slots SET entries = CASE WHEN entries > 0 THEN entries - 1 ELSE 0"
                 " END, last_order_id = NULL,"
-                " updated_at = ? WHERE rule = ? AND token_id = ? AND last_order_id = ?",
-                (now_iso(), rule, token_id, client_order_id),
+                " updated_at = ? WHERE strategy = ? AND rule = ? AND token_id = ?"
+                " AND last_order_id = ?",
+                (now_iso(), self.strategy, rule, token_id, client_order_id),
             )
             if cur.rowcount == 0:
                 return False
@@ -110,7 +121,7 @@ class SniperStateRepository:
                 c,
                 "sniper_entry_returned",
                 {"rule": rule, "token_id": token_id, "why": why[:200]},
-                strategy=SNIPER_STRATEGY,
+                strategy=self.strategy,
                 client_order_id=client_order_id,
             )
             return True
@@ -123,12 +134,12 @@ class SniperStateRepository:
         if not keys:
             return
         ts = now_iso()
-        rows = [(ts, rule, token) for rule, token in keys]
+        rows = [(ts, self.strategy, rule, token) for rule, token in keys]
 
         def job(c: sqlite3.Connection) -> None:
             c.executemany(
                 "UPDATE sniper_slots SET armed = 1, updated_at = ?"
-                " WHERE rule = ? AND token_id = ? AND armed = 0",
+                " WHERE strategy = ? AND rule = ? AND token_id = ? AND armed = 0",
                 rows,
             )
 
@@ -143,9 +154,9 @@ class SniperStateRepository:
 
         def job(c: sqlite3.Connection) -> None:
             c.execute(
-                "INSERT OR IGNORE INTO sniper_take_profits (client_order_id, rule, token_id,"
-                " entry_order_id, request, created_at) VALUES (?,?,?,?,?,?)",
-                (request.client_order_id, rule, token_id, entry_order_id, body, ts),
+                "INSERT OR IGNORE INTO sniper_take_profits (client_order_id, strategy, rule,"
+                " token_id, entry_order_id, request, created_at) VALUES (?,?,?,?,?,?,?)",
+                (request.client_order_id, self.strategy, rule, token_id, entry_order_id, body, ts),
             )
 
         await self._db.write(job)
@@ -155,14 +166,15 @@ class SniperStateRepository:
 
         def job(c: sqlite3.Connection) -> None:
             cur = c.execute(
-                "DELETE FROM sniper_take_profits WHERE client_order_id = ?", (client_order_id,)
+                "DELETE FROM sniper_take_profits WHERE client_order_id = ? AND strategy = ?",
+                (client_order_id, self.strategy),
             )
             if cur.rowcount:
                 append_audit(
                     c,
                     "sniper_take_profit_dropped",
                     {"why": why[:200]},
-                    strategy=SNIPER_STRATEGY,
+                    strategy=self.strategy,
                     client_order_id=client_order_id,
                 )
 
@@ -175,15 +187,18 @@ class SniperStateRepository:
         cutoff = (now if now is not None else time.time()) - ABSENT_RULE_RETENTION_DAYS * 86_400
         cutoff_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cutoff))
         marks = ",".join("?" * len(names)) or "''"
+        mine = self.strategy
 
         def job(c: sqlite3.Connection) -> int:
             n = c.execute(
-                f"DELETE FROM sniper_slots WHERE rule NOT IN ({marks}) AND updated_at < ?",
-                (*names, cutoff_iso),
+                "DELETE FROM sniper_slots WHERE strategy = ?"
+                f" AND rule NOT IN ({marks}) AND updated_at < ?",
+                (mine, *names, cutoff_iso),
             ).rowcount
             c.execute(
-                f"DELETE FROM sniper_take_profits WHERE rule NOT IN ({marks}) AND created_at < ?",
-                (*names, cutoff_iso),
+                "DELETE FROM sniper_take_profits WHERE strategy = ?"
+                f" AND rule NOT IN ({marks}) AND created_at < ?",
+                (mine, *names, cutoff_iso),
             )
             return int(n)
 
@@ -203,8 +218,8 @@ class SniperStateRepository:
                 marks = ",".join("?" * len(chunk))
                 rows = await self._db.fetchall(
                     "SELECT token_id, entries, armed, last_fire_at FROM sniper_slots"
-                    f" WHERE rule = ? AND token_id IN ({marks})",
-                    (rule, *chunk),
+                    f" WHERE strategy = ? AND rule = ? AND token_id IN ({marks})",
+                    (self.strategy, rule, *chunk),
                 )
                 for r in rows:
                     out[(rule, str(r[0]))] = StoredSlot(
@@ -215,9 +230,10 @@ class SniperStateRepository:
     async def rule_names(self) -> dict[str, int]:
         """Every rule name with stored state, and how many entries it made in all."""
         rows = await self._db.fetchall(
-            "SELECT rule, SUM(entries) FROM sniper_slots GROUP BY rule"
-            " UNION SELECT rule, 0 FROM sniper_take_profits"
-            " WHERE rule NOT IN (SELECT rule FROM sniper_slots)"
+            "SELECT rule, SUM(entries) FROM sniper_slots WHERE strategy = ? GROUP BY rule"
+            " UNION SELECT rule, 0 FROM sniper_take_profits WHERE strategy = ?"
+            " AND rule NOT IN (SELECT rule FROM sniper_slots WHERE strategy = ?)",
+            (self.strategy, self.strategy, self.strategy),
         )
         return {str(r[0]): int(r[1] or 0) for r in rows}
 
@@ -234,7 +250,9 @@ class SniperStateRepository:
                 " (SELECT client_order_id FROM orders)"
             )
             rows = c.execute(
-                "SELECT rule, entry_order_id, request FROM sniper_take_profits ORDER BY rowid"
+                "SELECT rule, entry_order_id, request FROM sniper_take_profits"
+                " WHERE strategy = ? ORDER BY rowid",
+                (self.strategy,),
             ).fetchall()
             return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 

@@ -122,7 +122,8 @@ def build_copy_trading(
         max_trade_age_s=s.copy_max_trade_age_s,
         clock=shared.clock,
         tracing=shared.tracing,
+        name=s.copy_name,
     )
     stage.strategies.append(trader)
-    log.info("copy_trader_built", wallets=[w.name for w in rules.active])
+    log.info("copy_trader_built", name=trader.name, wallets=[w.name for w in rules.active])
     return stage

@@ -152,6 +152,7 @@ def build_market_data(shared: Shared, execution: ExecutionStage) -> MarketDataSt
         fees=execution.rules.fee,
         state=shared.repos.sniper_state,  # entries, cooldowns, take-profits survive restarts
         tracing=shared.tracing,
+        name=s.sniper_name,
     )
     sniper.on_watch = lambda tokens: feed.watch("sniper", tokens)
     market_rules = execution.rules

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from storage import JournalRow, Repositories
-from storage.repositories import CopyIntent
+from storage.repositories import COPY_STRATEGY, CopyIntent
 from strategies.base import PositionSource
 from venue.data_api import LeaderTrade
 
@@ -33,9 +33,12 @@ Intent = CopyIntent
 """A copy we decided to send: the exact request and what it copies (stored before sending)."""
 
 
-def client_order_id_for(dedupe_key: str) -> str:
-    """Derive the copy order's client order id from the leader trade's dedupe key."""
-    return "cp" + hashlib.sha256(dedupe_key.encode()).hexdigest()[:30]
+def client_order_id_for(dedupe_key: str, strategy: str = COPY_STRATEGY) -> str:
+    """Derive the copy order's client order id from the leader trade's dedupe key and the copy
+    trader's name: two instances copying one leader trade send two orders, under two ids (the
+    default instance's ids are those it had before instances had names)."""
+    key = dedupe_key if strategy == COPY_STRATEGY else f"{strategy}:{dedupe_key}"
+    return "cp" + hashlib.sha256(key.encode()).hexdigest()[:30]
 
 
 def legacy_dedupe_key(trade: LeaderTrade) -> str:
@@ -57,9 +60,9 @@ class CopyLedger:
     audit details and reads the executor's journal.
     """
 
-    def __init__(self, repos: Repositories) -> None:
+    def __init__(self, repos: Repositories, *, strategy: str = COPY_STRATEGY) -> None:
         self._repos = repos
-        self._store = repos.copy_intents
+        self._store = repos.copy_intents.scoped(strategy)
 
     async def cursor(self, wallet: str) -> int | None:
         return await self._store.cursor(wallet)

@@ -35,6 +35,7 @@ from observability.tracing import Tracing
 from resilience.backoff import Backoff
 from resilience.clock import Clock, SystemClock
 from storage import Repositories
+from storage.repositories import COPY_STRATEGY
 from strategies.base import OrderSink, PositionSource
 from strategies.copy_trader.markets import (
     DefaultTick,
@@ -63,7 +64,8 @@ from venue.data_api import Fetched, LeaderPosition, LeaderTrade
 
 log = structlog.get_logger("strategies.copy_trader")
 
-STRATEGY_NAME: Final = "copy"
+STRATEGY_NAME: Final = COPY_STRATEGY
+"""The default name (`COPY_NAME`); an instance's identity is its `name`."""
 RECENT: Final = 1000
 """How many recent copies (`CopyTrader.copied`, `.lags`) are kept in memory; the
 `polyd_copy_lag_seconds` histogram holds the whole distribution."""
@@ -83,8 +85,6 @@ class PositionsReader(Protocol):
 
 class CopyTrader:
     """Mirror followed wallets' trades into the executor, exactly once each."""
-
-    name = STRATEGY_NAME
 
     def __init__(
         self,
@@ -106,7 +106,11 @@ class CopyTrader:
         recent: int = RECENT,
         max_markets: int = MAX_MARKETS,
         tracing: Tracing | None = None,
+        name: str = STRATEGY_NAME,
     ) -> None:
+        self.name = name
+        """The instance's name (`COPY_NAME`): the strategy of its orders, positions, lease,
+        ledger and metrics."""
         self._tracing = tracing or Tracing()
         for w in rules.active:
             age = w.max_trade_age_s or max_trade_age_s
@@ -133,7 +137,7 @@ class CopyTrader:
         self._api = data_api
         self._sink = sink
         self._positions = positions
-        self._ledger = CopyLedger(repos)
+        self._ledger = CopyLedger(repos, strategy=name)
         self._metrics = metrics
         self._markets = markets or StaticMarketInfo()
         self._tags = tags
@@ -315,7 +319,7 @@ class CopyTrader:
             # The trace of a copied order starts at the decision about the leader's trade.
             with self._tracing.span(
                 "copy_decision",
-                strategy=STRATEGY_NAME,
+                strategy=self.name,
                 wallet=rule.name,
                 token_id=trade.token_id,
                 side=trade.side,
@@ -331,7 +335,7 @@ class CopyTrader:
         intent = Intent(decision, trade.wallet, trade.dedupe_key, trade.timestamp)
         if not await self._ledger.handle(trade, intent=intent):
             return  # handled by an earlier poll that raced this one
-        self._metrics.strategy_signals_total.labels(STRATEGY_NAME).inc()
+        self._metrics.strategy_signals_total.labels(self.name).inc()
         await self._submit(intent)
 
     def _count_skip(self, reason: str, *, wallet: str, detail: str = "") -> None:
@@ -480,13 +484,13 @@ class CopyTrader:
         if size_skip is not None:
             return size_skip
         return OrderRequest(
-            strategy=STRATEGY_NAME,
+            strategy=self.name,
             token_id=trade.token_id,
             side=trade.side,
             price=price,
             size=size,
             order_type=OrderType(rule.order_type),
-            client_order_id=client_order_id_for(trade.dedupe_key),
+            client_order_id=client_order_id_for(trade.dedupe_key, self.name),
             reason=f"copy {rule.name} {trade.tx_hash[:12]} {trade.side.value} "
             f"{trade.size}@{trade.price}",
         )

@@ -55,7 +55,12 @@ from models import ONE, ZERO, Market, OrderRequest, OrderResult, OrderStatus, Or
 from observability.metrics import Metrics
 from observability.tracing import Tracing
 from storage.journal import StateWrite
-from storage.strategy_state import ABSENT_RULE_RETENTION_DAYS, SlotKey, SniperStateRepository
+from storage.strategy_state import (
+    ABSENT_RULE_RETENTION_DAYS,
+    SNIPER_STRATEGY,
+    SlotKey,
+    SniperStateRepository,
+)
 from strategies.base import OrderSink, PositionSource
 from strategies.sniper.rules import SniperRule
 from strategies.sniper.sizing import DEFAULT_TICK, Decision, opportunity, take_profit_quote
@@ -97,7 +102,7 @@ class Sniper:
         orders: OrderSink,
         positions: PositionSource | None = None,
         metrics: Metrics | None = None,
-        name: str = "sniper",
+        name: str = SNIPER_STRATEGY,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fill_wait_s: float = FILL_WAIT_S,
@@ -111,7 +116,9 @@ class Sniper:
         if state is not None and "also" not in inspect.signature(orders.submit).parameters:
             raise TypeError("durable sniper state needs an order sink that journals it (also=)")
         self.name = name
-        self._state = state
+        """The instance's name (`SNIPER_NAME`): the strategy of its orders, positions, lease,
+        stored state and metrics."""
+        self._state = state.scoped(name) if state is not None else None
         self._to_load: set[SlotKey] = set()  # watched pairs not read back from storage yet
         self._rearmed: set[SlotKey] = set()  # re-armed in memory, not yet in storage
         # The market's taker fee per token (the executor's market rules); Gamma's as fallback.
