@@ -1,6 +1,9 @@
-"""Strategy leases: which daemon trades which strategy when several share one database.
+"""Leases: which daemon trades which strategy, follows which wallet and runs which sniper rule
+when several share one database.
 
-Owns the `leases` table. A lease is one row per strategy: the daemon holding it and until when.
+Owns the `leases` table (one row per strategy) and the `item_leases` table (one row per followed
+wallet or sniper rule on one venue account, keyed as `wallet_item` and `rule_item` spell it):
+the daemon holding each and until when. Both tables work alike; a `LeaseRepository` is over one.
 Every change is one `INSERT … ON CONFLICT DO UPDATE … WHERE` statement, so two daemons claiming
 the same strategy at once cannot both win: the database serialises the conflicting rows (on
 PostgreSQL the second statement waits for the first's row lock, then re-checks the `WHERE` on
@@ -25,7 +28,8 @@ from storage.pg import PgDatabase
 
 @dataclass(frozen=True)
 class Lease:
-    """Who holds `strategy` and until when (database time), as read when it was asked for."""
+    """Who holds `strategy` (a strategy's name, or an item lease's key) and until when (database
+    time), as read when it was asked for."""
 
     strategy: str
     daemon_id: str
@@ -60,24 +64,51 @@ _PG = _Dialect(
 )
 
 
-def _claim_sql(d: _Dialect, *, renew: bool) -> str:
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    key: str  # the column naming what is leased
+
+
+STRATEGIES = _Table("leases", "strategy")
+ITEMS = _Table("item_leases", "item")
+
+
+def wallet_item(account: str, address: str) -> str:
+    """The item lease of following `address` on venue `account` (both lower-cased)."""
+    return f"wallet:{account.lower()}:{address.lower()}"
+
+
+def rule_item(account: str, rule: str) -> str:
+    """The item lease of running the sniper rule named `rule` on venue `account`."""
+    return f"rule:{account.lower()}:{rule}"
+
+
+def parse_item(item: str) -> tuple[str, str, str]:
+    """(`wallet` or `rule`, account, address or rule name) of an item lease's key."""
+    kind, account, name = item.split(":", 2)
+    return kind, account, name
+
+
+def _claim_sql(d: _Dialect, t: _Table, *, renew: bool) -> str:
     # Taken if free or expired; when renewing, also if it is already this daemon's. A renewal
     # keeps `acquired_at`; a takeover (even by the same daemon id, after expiry) starts anew.
-    own = " OR leases.daemon_id = excluded.daemon_id" if renew else ""
+    own = f" OR {t.name}.daemon_id = excluded.daemon_id" if renew else ""
     return (
-        "INSERT INTO leases (strategy, daemon_id, expires_at, acquired_at)"
+        f"INSERT INTO {t.name} ({t.key}, daemon_id, expires_at, acquired_at)"
         f" VALUES (?, ?, {d.later}, {d.now})"
-        " ON CONFLICT (strategy) DO UPDATE SET daemon_id = excluded.daemon_id,"
+        f" ON CONFLICT ({t.key}) DO UPDATE SET daemon_id = excluded.daemon_id,"
         " expires_at = excluded.expires_at,"
-        " acquired_at = CASE WHEN leases.daemon_id = excluded.daemon_id"
-        f" AND leases.expires_at > {d.now} THEN leases.acquired_at"
+        f" acquired_at = CASE WHEN {t.name}.daemon_id = excluded.daemon_id"
+        f" AND {t.name}.expires_at > {d.now} THEN {t.name}.acquired_at"
         " ELSE excluded.acquired_at END"
-        f" WHERE leases.expires_at <= {d.now}{own}"
-        " RETURNING strategy, daemon_id, expires_at, acquired_at"
+        f" WHERE {t.name}.expires_at <= {d.now}{own}"
+        f" RETURNING {t.key}, daemon_id, expires_at, acquired_at"
     )
 
 
-_HOLDER_SQL = "SELECT strategy, daemon_id, expires_at, acquired_at FROM leases WHERE strategy = ?"
+def _holder_sql(t: _Table) -> str:
+    return f"SELECT {t.key}, daemon_id, expires_at, acquired_at FROM {t.name} WHERE {t.key} = ?"
 
 
 def _time(value: object) -> datetime:
@@ -101,11 +132,13 @@ LEASE_DB_ERROR = sqlite3.Error
 
 
 class LeaseRepository:
-    """Claim, renew and release strategy leases on either engine."""
+    """Claim, renew and release strategy leases (or, with `items=True`, item leases: followed
+    wallets and sniper rules) on either engine."""
 
-    def __init__(self, *, db: Database) -> None:
+    def __init__(self, *, db: Database, items: bool = False) -> None:
         self._db = db
         self._d = _PG if isinstance(db, PgDatabase) else _SQLITE
+        self._t = ITEMS if items else STRATEGIES
 
     async def claim(self, strategy: str, daemon_id: str, ttl_s: float) -> Lease:
         """Take `strategy` for `ttl_s` seconds if it is free or expired; return its holder
@@ -123,14 +156,15 @@ class LeaseRepository:
     async def _upsert(self, strategy: str, daemon_id: str, ttl_s: float, *, renew: bool) -> Lease:
         if not ttl_s > 0:
             raise ValueError(f"a lease's TTL must be positive, not {ttl_s!r}")
-        sql = _claim_sql(self._d, renew=renew)
+        sql = _claim_sql(self._d, self._t, renew=renew)
+        holder_sql = _holder_sql(self._t)
         params = (strategy, daemon_id, self._d.ttl_param(ttl_s))
 
         def job(c: sqlite3.Connection) -> Lease:
             rows = c.execute(sql, params).fetchall()
             if rows:
                 return _lease(rows[0], changed=True)
-            held = c.execute(_HOLDER_SQL, (strategy,)).fetchone()
+            held = c.execute(holder_sql, (strategy,)).fetchone()
             if held is None:  # cannot happen: the conflict that refused us is this row
                 raise sqlite3.IntegrityError(f"lease of {strategy} refused and not found")
             return _lease(held)
@@ -144,12 +178,12 @@ class LeaseRepository:
             return 0
         marks = ",".join("?" * len(names))
         return await self._db.execute(
-            f"DELETE FROM leases WHERE daemon_id = ? AND strategy IN ({marks})",
+            f"DELETE FROM {self._t.name} WHERE daemon_id = ? AND {self._t.key} IN ({marks})",
             (daemon_id, *names),
         )
 
     async def get(self, strategy: str) -> Lease | None:
-        row = await self._db.fetchone(_HOLDER_SQL, (strategy,))
+        row = await self._db.fetchone(_holder_sql(self._t), (strategy,))
         return _lease(row) if row is not None else None
 
     async def held_elsewhere(self, daemon_id: str) -> frozenset[str]:
@@ -160,7 +194,8 @@ class LeaseRepository:
         `unattributed`: those holdings are the account's. On a database only `daemon_id` has
         written to (one daemon, SQLite), none.
 
-        One read of every order's strategy (no index by strategy): once per start-up."""
+        One read of every order's strategy (no index by strategy): once per start-up. Strategy
+        leases only: whichever repository asks."""
         rows = await self._db.fetchall(
             "SELECT strategy FROM leases WHERE daemon_id <> ?"
             " UNION SELECT strategy FROM orders"
@@ -171,7 +206,8 @@ class LeaseRepository:
         return frozenset(str(r[0]) for r in rows) - {UNATTRIBUTED}
 
     async def all(self) -> list[Lease]:
+        t = self._t
         rows = await self._db.fetchall(
-            "SELECT strategy, daemon_id, expires_at, acquired_at FROM leases ORDER BY strategy"
+            f"SELECT {t.key}, daemon_id, expires_at, acquired_at FROM {t.name} ORDER BY {t.key}"
         )
         return [_lease(r) for r in rows]

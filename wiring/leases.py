@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,8 +37,17 @@ from executor import Executor
 from observability.health import CheckResult
 from observability.notify import Notifier
 from storage import Database, Repositories
-from storage.leases import LEASE_DB_ERROR, Lease, LeaseRepository
+from storage.leases import (
+    LEASE_DB_ERROR,
+    Lease,
+    LeaseRepository,
+    parse_item,
+    rule_item,
+    wallet_item,
+)
 from strategies.base import Strategy
+from strategies.copy_trader import CopyTrader
+from strategies.sniper import Sniper
 from wiring.stage import Service, Step
 
 log = structlog.get_logger("leases")
@@ -53,7 +62,12 @@ def _when(t: datetime) -> str:
 
 
 class LeaseKeeper:
-    """Claim, renew and release one daemon's strategy leases; stop a strategy whose lease is lost.
+    """Claim, renew and release one daemon's leases; stop a strategy whose lease is lost.
+
+    Its leases are its strategies' (`strategies`, over `repo`) and, on a shared database, its
+    item leases (`items`: each followed wallet's and sniper rule's key, `storage.leases`, with
+    the strategy that follows or runs it, over `item_repo`). All are claimed, renewed and
+    released alike; losing an item lease stops the strategy that owns it.
 
     `sleep` and `monotonic` are injectable so the wait for an own lease can be tested without
     waiting a whole TTL.
@@ -66,27 +80,41 @@ class LeaseKeeper:
         daemon_id: str,
         strategies: Sequence[str],
         ttl_s: float,
+        items: Mapping[str, str] | None = None,
+        item_repo: LeaseRepository | None = None,
         notify: Callable[..., object] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if len(set(strategies)) != len(strategies):
             raise ValueError(f"strategy names must be unique to be leased: {list(strategies)}")
+        items = dict(items or {})
+        if items and item_repo is None:
+            raise ValueError("item leases need an item lease repository")
+        if not set(items.values()) <= set(strategies) or set(items) & set(strategies):
+            raise ValueError(f"item leases must belong to leased strategies: {items}")
         self.repo = repo
         self.daemon_id = daemon_id
         self.strategies = list(strategies)
+        self.items = items
+        """Item lease key -> the strategy that stops if it is lost."""
         self.ttl_s = ttl_s
         self.interval_s = ttl_s / 3
         self._notify = notify
         self._sleep = sleep
         self._monotonic = monotonic
-        self.deadlines: dict[str, float] = {}  # held strategy -> local time it must be renewed by
-        self.lost: dict[str, str] = {}  # strategy -> why it was lost
+        self._repos = dict.fromkeys(self.strategies, repo)
+        if item_repo is not None:
+            self._repos.update(dict.fromkeys(items, item_repo))
+        self._owner = {**{name: name for name in self.strategies}, **items}
+        self.deadlines: dict[str, float] = {}  # held lease -> local time it must be renewed by
+        self.lost: dict[str, str] = {}  # lease (strategy or item) -> why it was lost
+        self.stopped: dict[str, str] = {}  # strategy -> which of its leases was lost, and why
         self._lost_events = {name: asyncio.Event() for name in self.strategies}
 
     # start-up -------------------------------------------------------------------------------
     async def acquire(self) -> None:
-        """Claim every strategy's lease, or release those taken and raise `AlreadyRunning`."""
+        """Claim every lease, or release those taken and raise `AlreadyRunning`."""
         try:
             await self._acquire()
         except BaseException:
@@ -96,15 +124,16 @@ class LeaseKeeper:
         log.info(
             "leases_acquired",
             daemon_id=self.daemon_id,
-            strategies=sorted(self.deadlines),
+            strategies=sorted(k for k in self.deadlines if k not in self.items),
+            items=sorted(k for k in self.deadlines if k in self.items),
             ttl_s=self.ttl_s,
         )
 
     async def _acquire(self) -> None:
         own: dict[str, Lease] = {}  # held under our own id by a previous run or a twin
-        for name in self.strategies:
+        for name in [*self.strategies, *self.items]:
             started = self._monotonic()
-            lease = await self.repo.claim(name, self.daemon_id, self.ttl_s)
+            lease = await self._repos[name].claim(name, self.daemon_id, self.ttl_s)
             if lease.changed:
                 self._hold(lease, started)
             elif lease.held_by(self.daemon_id):
@@ -114,12 +143,27 @@ class LeaseKeeper:
         if own:
             await self._wait_out(own)
 
+    def _what(self, name: str) -> str:
+        """What the lease `name` is for, as the operator reads it."""
+        if name not in self.items:
+            return f"strategy {name}"
+        kind, account, thing = parse_item(name)
+        if kind == "wallet":
+            return f"followed wallet {thing} on account {account}"
+        return f"sniper rule {thing} on account {account}"
+
     def _refusal(self, lease: Lease) -> AlreadyRunning:
+        name = lease.strategy
+        if name not in self.items:
+            act, advice = "trade", "give each daemon its own strategies"
+        elif parse_item(name)[0] == "wallet":
+            act, advice = "follow", "follow each wallet from one daemon per account"
+        else:
+            act, advice = "run", "give each sniper rule of one account to one daemon"
         return AlreadyRunning(
-            f"strategy {lease.strategy} is leased to daemon {lease.daemon_id} until"
+            f"{self._what(name)} is leased to daemon {lease.daemon_id} until"
             f" {_when(lease.expires_at)} (database time); this daemon (DAEMON_ID={self.daemon_id})"
-            f" must not trade it too: give each daemon its own strategies, or stop"
-            f" {lease.daemon_id} first"
+            f" must not {act} it too: {advice}, or stop {lease.daemon_id} first"
         )
 
     def _hold(self, lease: Lease, started: float) -> None:
@@ -144,12 +188,12 @@ class LeaseKeeper:
                 await self.renew_once()
                 for name, why in sorted(self.lost.items()):
                     raise AlreadyRunning(
-                        f"strategy {name}'s lease was {why} while this daemon waited for its"
+                        f"{self._what(name)}'s lease was {why} while this daemon waited for its"
                         " other leases; give each daemon its own strategies"
                     )
             for name in sorted(own):
                 started = self._monotonic()
-                lease = await self.repo.claim(name, self.daemon_id, self.ttl_s)
+                lease = await self._repos[name].claim(name, self.daemon_id, self.ttl_s)
                 if lease.changed:
                     self._hold(lease, started)
                     del own[name]
@@ -163,7 +207,7 @@ class LeaseKeeper:
             if self._monotonic() >= give_up:
                 name, lease = sorted(own.items())[0]
                 raise AlreadyRunning(
-                    f"strategy {name} is leased to daemon {lease.daemon_id} (this DAEMON_ID)"
+                    f"{self._what(name)} is leased to daemon {lease.daemon_id} (this DAEMON_ID)"
                     f" until {_when(lease.expires_at)} (database time) and was renewed while"
                     f" this daemon waited {self.ttl_s:g}s: another process runs with"
                     f" DAEMON_ID={self.daemon_id}; stop it, or give this one another DAEMON_ID"
@@ -171,8 +215,8 @@ class LeaseKeeper:
 
     # running --------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Renew every held lease each third of the TTL, and stop a strategy as soon as its
-        lease is past its local deadline (however the renewal failed), until cancelled."""
+        """Renew every held lease each third of the TTL, and stop a strategy as soon as one of
+        its leases is past its local deadline (however the renewal failed), until cancelled."""
         next_renewal = self._monotonic() + self.interval_s
         while True:
             wake = min([next_renewal, *self.deadlines.values()])
@@ -183,7 +227,7 @@ class LeaseKeeper:
                 await self.renew_once()
 
     def expire_overdue(self) -> None:
-        """Stop every strategy whose lease was not renewed by its local deadline."""
+        """Stop every strategy one of whose leases was not renewed by its local deadline."""
         now = self._monotonic()
         for name, deadline in list(self.deadlines.items()):
             if now >= deadline:
@@ -199,7 +243,7 @@ class LeaseKeeper:
         budget = max(0.01, min(self.interval_s, self.deadlines[name] - started))
         try:
             async with asyncio.timeout(budget):
-                lease = await self.repo.renew(name, self.daemon_id, self.ttl_s)
+                lease = await self._repos[name].renew(name, self.daemon_id, self.ttl_s)
         except (TimeoutError, StorageError, OSError, LEASE_DB_ERROR) as e:
             log.warning("lease_renewal_failed", strategy=name, error=str(e) or type(e).__name__)
             self.expire_overdue()
@@ -214,34 +258,52 @@ class LeaseKeeper:
     def _lose(self, name: str, why: str) -> None:
         self.deadlines.pop(name, None)
         self.lost[name] = why
-        self._lost_events[name].set()
-        log.error("lease_lost", strategy=name, why=why, detail="the strategy stops trading")
+        owner = self._owner[name]
+        whose = "its lease" if owner == name else f"the lease of {self._what(name)}"
+        self.stopped.setdefault(owner, f"{whose} was {why}")
+        self._lost_events[owner].set()
+        log.error(
+            "lease_lost", strategy=owner, lease=name, why=why, detail="the strategy stops trading"
+        )
         if self._notify is not None:
             self._notify(
                 "lease_lost",
                 f"lease_lost:{name}",
-                f"strategy {name} stopped: its lease was {why}; /health is degraded",
-                strategy=name,
+                f"strategy {owner} stopped: {whose} was {why}; /health is degraded",
+                strategy=owner,
             )
 
     def guard(self, strategy: Strategy) -> Strategy:
         """`strategy`, stopped (its task cancelled) as soon as its lease is lost."""
-        return LeasedStrategy(strategy, self._lost_events[strategy.name], self.lost)
+        return LeasedStrategy(strategy, self._lost_events[strategy.name], self.stopped)
 
     def check(self) -> CheckResult:
         if self.lost:
             return CheckResult(
-                False, "lease lost: " + "; ".join(f"{k} {v}" for k, v in sorted(self.lost.items()))
+                False,
+                "lease lost: "
+                + "; ".join(
+                    f"{k if k not in self.items else self._what(k)} {v}"
+                    for k, v in sorted(self.lost.items())
+                ),
             )
-        return CheckResult(True, {"daemon_id": self.daemon_id, "held": sorted(self.deadlines)})
+        held = sorted(k for k in self.deadlines if k not in self.items)
+        detail: dict[str, Any] = {"daemon_id": self.daemon_id, "held": held}
+        if self.items:
+            detail["items"] = sorted(k for k in self.deadlines if k in self.items)
+        return CheckResult(True, detail)
 
     # stop -----------------------------------------------------------------------------------
     async def release(self) -> None:
         """Give up the leases still held, so another daemon need not wait for them to expire."""
         held, self.deadlines = list(self.deadlines), {}
-        if held:
-            n = await self.repo.release(held, self.daemon_id)
-            log.info("leases_released", strategies=held, released=n)
+        by_repo: dict[int, tuple[LeaseRepository, list[str]]] = {}
+        for name in held:
+            repo = self._repos[name]
+            by_repo.setdefault(id(repo), (repo, []))[1].append(name)
+        for repo, names in by_repo.values():
+            n = await repo.release(names, self.daemon_id)
+            log.info("leases_released", strategies=names, released=n)
 
 
 class LeasedStrategy:
@@ -315,21 +377,39 @@ async def check_account_shared(repos: Repositories, account: str, s: Settings) -
         )
 
 
+def lease_items(strategies: Sequence[Strategy], account: str) -> dict[str, str]:
+    """The item leases of `strategies` on venue `account`: each wallet a copy trader follows and
+    each rule a sniper runs, with the strategy's name. None without an account (a paper daemon
+    with no venue account: its orders reach no account two daemons could share)."""
+    items: dict[str, str] = {}
+    if not account:
+        return items
+    for st in strategies:
+        if isinstance(st, CopyTrader):
+            items.update({wallet_item(account, w.address): st.name for w in st.rules.active})
+        elif isinstance(st, Sniper):
+            items.update({rule_item(account, r.name): st.name for r in st.rules})
+    return items
+
+
 async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
-    """Lease the daemon's strategies on a shared PostgreSQL database (none on SQLite) before they
-    start: exit 3 if another daemon holds one; renew them while running; release them at stop."""
+    """Lease the daemon's strategies, and the wallets they follow and rules they run on its
+    account, on a shared PostgreSQL database (none on SQLite) before they start: exit 3 if
+    another daemon holds one; renew them while running; release them at stop."""
     s = ctx.settings
     if s.database_url is None:
         return None
+    account = ctx.repos.orders.account
     keeper = LeaseKeeper(
         LeaseRepository(db=ctx.db),
         daemon_id=s.daemon_id,
         strategies=[st.name for st in ctx.strategies],
         ttl_s=s.lease_ttl_s,
+        items=lease_items(ctx.strategies, account),
+        item_repo=LeaseRepository(db=ctx.db, items=True),
         notify=ctx.notifier.notify,
     )
     await keeper.acquire()
-    account = ctx.repos.orders.account
     if account:  # after the leases: of two daemons starting at once, the second is refused
         try:
             await check_account_shared(ctx.repos, account, s)

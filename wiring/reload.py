@@ -11,10 +11,12 @@ What can change safely is applied in place, nothing else:
 - `LOG_LEVEL`: at once.
 
 A change to any other setting (the private key, funder, signature type, database, ports, risk
-limits, URLs, …) refuses the whole reload, with one line per key, and changes nothing; so does a
-file that does not validate. The daemon keeps running on what it had. Every reload is audited
-(the keys that changed, never a value), counted in `polyd_settings_reloads_total{outcome}` and
-announced to the notifier.
+limits, URLs, strategy names and rules files, …) refuses the whole reload, with one line per
+key, and changes nothing; so does a file that does not validate. The rules files themselves are
+not read again: the wallets followed and the sniper rules run, and so their leases on a shared
+database (`wiring.leases`), stay as they were at start-up. The daemon keeps running on what it
+had. Every reload is audited (the keys that changed, never a value), counted in
+`polyd_settings_reloads_total{outcome}` and announced to the notifier.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ WHY_FIXED = {
     "http_host": "the sidecar is listening on it",
     "http_port": "the sidecar is listening on it",
     "mode": "paper and live build different brokers",
+    "sniper_name": "the sniper's orders, positions, state and lease are under its name",
+    "copy_name": "the copy trader's orders, positions, ledger and lease are under its name",
+    "sniper_rules_path": "the rules are read at start-up, and each rule's lease taken then",
+    "copy_rules_path": "the wallets are read at start-up, and each wallet's lease taken then",
 }
 
 Outcome = Literal["applied", "unchanged", "refused", "invalid"]

@@ -10,3 +10,10 @@ ALTER TABLE sniper_slots DROP CONSTRAINT sniper_slots_pkey;
 ALTER TABLE sniper_slots ADD PRIMARY KEY (strategy, rule, token_id);
 
 ALTER TABLE sniper_take_profits ADD COLUMN strategy TEXT NOT NULL DEFAULT 'sniper';
+
+CREATE TABLE item_leases (
+    item        TEXT PRIMARY KEY,
+    daemon_id   TEXT NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL,
+    acquired_at TIMESTAMPTZ NOT NULL
+);

@@ -46,3 +46,15 @@ DROP TABLE sniper_slots;
 ALTER TABLE sniper_slots_0011 RENAME TO sniper_slots;
 
 ALTER TABLE sniper_take_profits ADD COLUMN strategy TEXT NOT NULL DEFAULT 'sniper';
+
+-- Item leases: besides its strategies' leases (`leases`), a daemon on a shared PostgreSQL
+-- database leases each wallet it follows and each sniper rule it runs, per venue account
+-- (`wallet:<account>:<address>`, `rule:<account>:<rule name>`), so two daemons on one account
+-- never copy the same wallet or run the same rule twice (storage/leases.py). Times as in
+-- `leases` (0008).
+CREATE TABLE item_leases (
+    item        TEXT PRIMARY KEY,
+    daemon_id   TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    acquired_at TEXT NOT NULL
+);

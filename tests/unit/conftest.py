@@ -24,6 +24,8 @@ BOTH_ENGINES = {
     "test_executor_lifecycle",
     "test_risk",
     "test_leases",
+    "test_item_leases",
+    "test_strategy_instances",
     "test_daemon_books",
     "test_journal_ownership",
     "test_fills_replay_edges",
