@@ -1,9 +1,10 @@
 """Strategy instances on one PostgreSQL database: two daemon processes, each on its own venue
-account with its own copy trader (`COPY_NAME`), both follow the same leader wallet and both
-copy its trade, each order, position and metric under its own instance's name (east runs a
-named sniper too). A third daemon on east's account following that wallet (under yet another
-copy trader name, so its strategy lease is free) exits 3 with one line naming the wallet, the
-account and its holder; a clean stop releases every lease."""
+account with its own copy trader (`COPY_NAME`) and sniper (`SNIPER_NAME`), both follow the same
+leader wallet and run a rule of the same name; both copy the leader's trade and both snipe,
+each order, position, slot and metric under its own instance's name. A third daemon on east's
+account following that wallet (under yet another copy trader name, so its strategy lease is
+free) exits 3 with one line naming the wallet, the account and its holder; a clean stop
+releases every lease."""
 
 from __future__ import annotations
 
@@ -72,7 +73,16 @@ async def test_two_copy_traders_follow_one_wallet_from_two_accounts_each_under_i
             **copy,
         )
         west_env = daemon_env(
-            sim, tmp_path, "west", url, private_key=west_key, copy_name="copy-west", **copy
+            sim,
+            tmp_path,
+            "west",
+            url,
+            private_key=west_key,
+            copy_name="copy-west",
+            sniper_enabled=True,
+            sniper_rules_path=tmp_path / "sniper.toml",
+            sniper_name="snipe-west",
+            **copy,
         )
         east, west = await Daemon(east_env).start(), await Daemon(west_env).start()
         try:
@@ -82,33 +92,37 @@ async def test_two_copy_traders_follow_one_wallet_from_two_accounts_each_under_i
                 ("copy-east", "east"),
                 ("copy-west", "west"),
                 ("snipe-east", "east"),
+                ("snipe-west", "west"),
             ]
             assert sorted(rows(url, "SELECT item, daemon_id FROM item_leases")) == sorted(
                 [
                     (wallet_item(east_account, COPY_LEADER), "east"),
                     (wallet_item(west_account, COPY_LEADER), "west"),
                     (f"rule:{east_account}:near-close", "east"),
+                    (f"rule:{west_account}:near-close", "west"),
                 ]
             )
             # The leader buys: each copy trader copies it once, under its own name; the
-            # sniper's ask appears and east's sniper buys under its name.
+            # snipers' ask appears and each sniper buys under its name.
             sim.trade_as(
                 wallet=COPY_LEADER, token_id=ctok, side="BUY", price=D("0.50"), size=D("100")
             )
             sim.seed_order(MAKER, snipe.token_ids[0], "SELL", D("0.93"), D("100"))
             filled = "SELECT strategy, daemon_id FROM orders WHERE status = 'FILLED'"
-            await until("three orders filled", lambda: len(rows(url, filled)) == 3)
+            await until("four orders filled", lambda: len(rows(url, filled)) == 4)
             assert sorted(rows(url, filled)) == [
                 ("copy-east", "east"),
                 ("copy-west", "west"),
                 ("snipe-east", "east"),
+                ("snipe-west", "west"),
             ]
             held = "SELECT strategy, token_id FROM positions WHERE size > 0 ORDER BY 1"
-            await until("three positions", lambda: len(rows(url, held)) == 3)
+            await until("four positions", lambda: len(rows(url, held)) == 4)
             assert rows(url, held) == [
                 ("copy-east", ctok),
                 ("copy-west", ctok),
                 ("snipe-east", snipe.token_ids[0]),
+                ("snipe-west", snipe.token_ids[0]),
             ]
             # Each ledger and each sniper's state is its instance's.
             sources = "SELECT source FROM cursors WHERE source LIKE 'copy:%' ORDER BY 1"
@@ -116,8 +130,11 @@ async def test_two_copy_traders_follow_one_wallet_from_two_accounts_each_under_i
                 (f"copy:copy-east:{COPY_LEADER}",),
                 (f"copy:copy-west:{COPY_LEADER}",),
             ]
-            slots = "SELECT strategy, rule, entries FROM sniper_slots"
-            assert rows(url, slots) == [("snipe-east", "near-close", 1)]
+            slots = "SELECT strategy, rule, entries FROM sniper_slots ORDER BY 1"
+            assert rows(url, slots) == [
+                ("snipe-east", "near-close", 1),
+                ("snipe-west", "near-close", 1),
+            ]
             east_metrics = await asyncio.to_thread(metrics, east)
             assert 'polyd_strategy_signals_total{strategy="copy-east"} 1.0' in east_metrics
             assert 'polyd_strategy_signals_total{strategy="snipe-east"} 1.0' in east_metrics
