@@ -2,10 +2,13 @@
 trading its own strategies (`storage.leases`, docs/storage-postgres.md).
 
 At start-up, once its stages are built (and its own orders reconciled), the daemon claims a lease
-for each strategy it runs, before any of them starts:
+for each strategy it runs (by its name: `SNIPER_NAME`, `COPY_NAME`), then, when it has a venue
+account, an item lease for each wallet its copy trader follows and each rule its sniper runs on
+that account (`lease_items`), before any of them starts. Item leases work as strategy leases
+below; losing one stops the strategy that owns it. Each lease, when claimed, is:
 
 * held by another daemon and not expired: the daemon stops with exit 3 (`AlreadyRunning`), one
-  line naming the strategy, the holder and until when it holds it;
+  line naming the strategy (or wallet, or rule), the holder and until when it holds it;
 * held under this daemon's own `DAEMON_ID`: a previous run that ended without releasing it
   (`kill -9`, a crash, a lost host) or another process started with the same id. The daemon
   waits, up to the TTL, for the lease to expire; a previous run cannot renew it, so it expires
@@ -15,7 +18,9 @@ While running, a background task renews every lease each third of the TTL. A lea
 another daemon, or not renewed in time (the database unreachable or too slow), stops that
 strategy at once (fail safe: it may be someone else's by now) and turns `/health` degraded; the
 strategy stays stopped until the daemon restarts. On a clean stop the leases are released, so
-another daemon may take them without waiting for the TTL.
+another daemon may take them without waiting for the TTL. The rules files are read at start-up
+only, so the set of leases never changes while running (a reload that changes the names or the
+rules files is refused, `wiring.reload`).
 
 On SQLite none of this runs: the database file's writer lock already makes the daemon alone.
 """
