@@ -264,6 +264,12 @@ class Settings(BaseSettings):
                 "ACCOUNT_SHARED: needs DATABASE_URL (daemons share an account through one "
                 "PostgreSQL database; a SQLite file has one daemon)"
             )
+        names = (self.sniper_name, self.copy_name)
+        for key in sorted(set(self.risk_strategy_budgets) - set(names)):
+            problems.append(
+                f"RISK_STRATEGY_BUDGETS: {key!r} names no strategy of this daemon (SNIPER_NAME="
+                f"{names[0]!r}, COPY_NAME={names[1]!r}): its budget would cap nothing"
+            )
         if self.sniper_name == self.copy_name:
             problems.append(
                 f"COPY_NAME: must differ from SNIPER_NAME ({self.sniper_name!r}): a strategy's"

@@ -698,6 +698,7 @@ async def test_executor_built_from_settings_applies_every_risk_setting(tmp_path:
         risk_max_total_exposure="33.33",
         risk_max_open_orders=44,
         risk_strategy_budgets={"test": "5.55"},
+        sniper_name="test",  # the strategy of the orders below
         risk_daily_loss_limit="3.00",
         risk_daily_loss_warn_fraction=0.5,
     )

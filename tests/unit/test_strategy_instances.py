@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,11 @@ async def test_rows_written_before_instances_belong_to_the_default_names(
         ({"copy_name": "unattributed"}, "COPY_NAME: 'unattributed' names the holdings"),
         ({"copy_name": "sniper"}, "COPY_NAME: must differ from SNIPER_NAME ('sniper')"),
         ({"sniper_name": "alpha", "copy_name": "alpha"}, "COPY_NAME: must differ"),
+        (
+            {"copy_name": "whales", "risk_strategy_budgets": {"copy": "50"}},
+            "RISK_STRATEGY_BUDGETS: 'copy' names no strategy of this daemon (SNIPER_NAME="
+            "'sniper', COPY_NAME='whales'): its budget would cap nothing",
+        ),
     ],
 )
 def test_a_bad_or_repeated_strategy_name_is_refused_naming_the_key(
@@ -180,8 +186,14 @@ def test_a_bad_or_repeated_strategy_name_is_refused_naming_the_key(
 def test_strategy_names_default_to_the_fixed_names_and_accept_a_slug(tmp_path: Path) -> None:
     s = make_settings(tmp_path)
     assert (s.sniper_name, s.copy_name) == ("sniper", "copy")
-    s = make_settings(tmp_path, sniper_name=" snipe-2 ", copy_name="copy_acct_b")
+    s = make_settings(
+        tmp_path,
+        sniper_name=" snipe-2 ",
+        copy_name="copy_acct_b",
+        risk_strategy_budgets={"copy_acct_b": "50"},
+    )
     assert (s.sniper_name, s.copy_name) == ("snipe-2", "copy_acct_b")
+    assert s.risk_strategy_budgets == {"copy_acct_b": Decimal("50")}
 
 
 def test_a_reload_refuses_a_new_name_or_rules_file_naming_the_leases() -> None:
