@@ -374,3 +374,22 @@ def identity_of(client: Any) -> Any:
         funder=str(client.builder.funder),
         creds=Credentials(c.api_key, c.api_secret, c.api_passphrase),
     )
+
+
+def database_before(path: Path, migration: str) -> sqlite3.Connection:
+    """A SQLite database at `path` with every migration before the one whose name ends with
+    `migration` applied, as a daemon of that time left it (to test the migration on it)."""
+    from storage import load_migrations
+
+    every = load_migrations()
+    upto = next(i for i, m in enumerate(every) if m.name.endswith(migration))
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL);"
+    )
+    for m in every[:upto]:
+        conn.executescript(m.sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 'then')", (m.version, m.name))
+    conn.commit()
+    return conn

@@ -157,6 +157,16 @@ def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
         return list(c.execute(sql).fetchall())
 
 
+async def until(what: str, check: object, limit: int = 300) -> None:
+    """Poll `check` (a query of the shared database, say) every 0.1 s; fail naming `what`."""
+    assert callable(check)
+    for _ in range(limit):
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 async def test_two_daemons_trade_their_own_strategies_on_one_database(
     tmp_path: Path, pg_server: PgServer
 ) -> None:

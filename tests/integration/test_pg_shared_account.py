@@ -18,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from eth_account import Account
 
 from demo import funded_key
@@ -37,6 +36,7 @@ from tests.integration.test_pg_several_daemons import (
     ready,
     rows,
     stop,
+    until,
 )
 from tests.pg import PgServer
 
@@ -74,15 +74,6 @@ def trading(d: Daemon) -> tuple[str, str]:
 def venue_status(ledger: dict[str, Any], venue_order_id: str) -> str:
     (order,) = [o for o in ledger["orders"] if o["id"] == venue_order_id]
     return str(order["status"])
-
-
-async def until(what: str, check: object, limit: int = 300) -> None:
-    assert callable(check)
-    for _ in range(limit):
-        if check():
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 async def test_two_daemons_on_one_account_settle_and_fill_only_their_own_and_share_its_caps(

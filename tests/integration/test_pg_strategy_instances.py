@@ -14,14 +14,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from eth_account import Account
 
 from demo import funded_key
 from simulator import Simulator
 from storage.leases import wallet_item
 from tests.helpers import COPY_LEADER, COPY_RULES, NEAR_CLOSE_SNIPER_RULES
-from tests.integration.test_pg_several_daemons import Daemon, daemon_env, ready, rows, stop
+from tests.integration.test_pg_several_daemons import (
+    Daemon,
+    daemon_env,
+    ready,
+    rows,
+    stop,
+    until,
+)
 from tests.pg import PgServer
 
 D = Decimal
@@ -31,15 +37,6 @@ MAKER = "0x" + "6c" * 20
 def metrics(d: Daemon) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/metrics", timeout=5) as r:
         return str(r.read().decode())
-
-
-async def until(what: str, check: object, limit: int = 300) -> None:
-    assert callable(check)
-    for _ in range(limit):
-        if check():
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 async def test_two_copy_traders_follow_one_wallet_from_two_accounts_each_under_its_name(

@@ -14,6 +14,7 @@ from errors import ReportError
 from models import UNATTRIBUTED, Position, Side
 from storage import Database, Repositories, load_migrations
 from storage.reports import Reports
+from tests.helpers import database_before
 
 D = Decimal
 X, Y, Z, W = "1" * 40, "2" * 40, "3" * 40, "4" * 40
@@ -21,18 +22,7 @@ X, Y, Z, W = "1" * 40, "2" * 40, "3" * 40, "4" * 40
 
 def old_database(path: Path) -> sqlite3.Connection:
     """A database with every migration before the attribution one applied."""
-    every = load_migrations()
-    upto = next(i for i, m in enumerate(every) if m.name.endswith("_attribution"))
-    conn = sqlite3.connect(path)
-    conn.executescript(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-        " applied_at TEXT NOT NULL);"
-    )
-    for m in every[:upto]:
-        conn.executescript(m.sql)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 'then')", (m.version, m.name))
-    conn.commit()
-    return conn
+    return database_before(path, "_attribution")
 
 
 def order(c: sqlite3.Connection, coid: str, strategy: str, token: str, side: str, vid: str) -> None:

@@ -16,7 +16,7 @@ from errors import ConfigError
 from storage import Database, Repositories, load_migrations
 from storage.copy_intents import CopyIntent
 from strategies.copy_trader.state import client_order_id_for
-from tests.helpers import make_order, make_settings
+from tests.helpers import database_before, make_order, make_settings
 from wiring.reload import refusals
 
 WALLET = "0x" + "ab" * 20
@@ -94,27 +94,11 @@ async def test_two_snipers_with_a_rule_of_the_same_name_keep_their_own_state(
     assert await b.rule_names() == {"r1": 1} and await a.rule_names() == {}
 
 
-def database_before_instances(path: Path) -> sqlite3.Connection:
-    """A SQLite database with every migration before 0011 applied."""
-    every = load_migrations()
-    upto = next(i for i, m in enumerate(every) if m.name.endswith("_strategy_instances"))
-    conn = sqlite3.connect(path)
-    conn.executescript(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-        " applied_at TEXT NOT NULL);"
-    )
-    for m in every[:upto]:
-        conn.executescript(m.sql)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 'then')", (m.version, m.name))
-    conn.commit()
-    return conn
-
-
 async def test_rows_written_before_instances_belong_to_the_default_names(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.db"
-    conn = database_before_instances(path)
+    conn = database_before(path, "_strategy_instances")
     old = [intent("copy", f"k{i}") for i in range(3)]
     conn.executemany(
         "INSERT INTO copy_intents (client_order_id, wallet, dedupe_key, leader_ts, request,"
