@@ -167,13 +167,14 @@ def _problems(err: ValidationError, raw_rules: Any) -> list[str]:
         where = "rules file"
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             i = loc[1]
-            name = "?"
+            name = "'?'"
             if isinstance(raw_rules, list) and i < len(raw_rules):
                 r = raw_rules[i]
                 if isinstance(r, dict) and isinstance(r.get("name"), str):
-                    name = clip(r["name"], 64)
+                    # repr first: a name with a line break shows as '\n', not as a space
+                    name = clip(repr(r["name"]), 66)
             field = clip(".".join(str(p) for p in loc[2:]))
-            where = f"rule {name!r} (#{i + 1})" + (f" field {field}" if field else "")
+            where = f"rule {name} (#{i + 1})" + (f" field {field}" if field else "")
         elif loc:
             where = f"field {clip('.'.join(str(p) for p in loc))}"
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from errors import ConfigError
@@ -116,6 +116,7 @@ def check_copy(fields: dict[str, Any], defaults: dict[str, Any]) -> None:
 
 @FAST
 @given(st.sampled_from(SNIPER_FIELDS), junk, st.lists(junk, max_size=2))
+@example("name", "\n", [])  # named as '\n' in the problem, not as a space
 def test_fuzzed_sniper_rules_load_or_name_the_rule_and_field(
     field: str, value: Any, extra: list[Any]
 ) -> None:
