@@ -484,6 +484,58 @@ def test_a_malformed_delta_for_an_unwatched_token_costs_nothing_else() -> None:
     assert store.usable_book(A) is not None
 
 
+def test_a_malformed_delta_takes_out_every_held_book_it_names_and_asks_rest() -> None:
+    # The event is refused whole, so each book it names missed an update. Its tokens are a set:
+    # with thirty unwatched ones (no book) beside the held one, some come before it, and none
+    # may stop it from being taken out.
+    feed, store, _, clock, _ = make(A, B)
+    shard = up(feed.shards[0], clock.monotonic())
+    feed.handle_frame(snapshot(A), shard)
+    told: list[set[str]] = []
+    store.add_listener(lambda tokens: told.append(set(tokens)))
+    unwatched = [entry(str(i).rjust(70, "9"), "0.30", "5") for i in range(30)]
+    feed.handle_frame(price_change(*unwatched, entry(A, "2", "5"), entry(B, "0.3", "1")), shard)
+    assert feed.malformed == 1
+    book = store.get(A)
+    assert book is not None and not book.usable
+    assert feed._resync_pending == {A}  # B has no snapshot yet: nothing of it to doubt
+    assert told == [{A}]
+
+
+def test_a_tick_size_change_tells_the_books_listeners() -> None:
+    feed, store, _, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    feed.handle_frame(snapshot(A, tick="0.01"), shard)
+    told: list[set[str]] = []
+    store.add_listener(lambda tokens: told.append(set(tokens)))
+    change = {
+        "event_type": "tick_size_change",
+        "asset_id": A,
+        "market": MARKET,
+        "old_tick_size": "0.01",
+        "new_tick_size": "0.001",
+    }
+    feed.handle_frame(orjson.dumps(change), shard)
+    assert told == [{A}]  # a strategy re-reads the book's tick before its next order
+
+
+async def test_the_feed_gauges_are_flushed_every_second_while_it_runs() -> None:
+    feed, _, metrics, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    feed.handle_frame(snapshot(A), shard)
+    clock.advance(3.0)
+    gauges = asyncio.create_task(feed._gauges())
+    try:
+        await until(lambda: len(clock.sleeps) >= 3)
+    finally:
+        gauges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gauges
+    assert clock.sleeps[:3] == [1.0, 1.0, 1.0]
+    age = sample(metrics, "polyd_feed_last_message_age_seconds", feed="market")
+    assert age is not None and age >= 3.0
+
+
 async def test_a_token_can_be_resynced_again_after_its_last_resync_ended() -> None:
     fetcher = Failing(3, rest_body(A))  # the first resync's three attempts all fail
     feed, store, _, _, _ = make(A, fetcher=fetcher)
