@@ -234,12 +234,15 @@ async def test_a_restart_under_the_same_id_waits_for_the_old_lease_to_expire(
 async def test_a_live_twin_with_the_same_id_refuses_the_start_after_the_ttl(
     leases: LeaseRepository,
 ) -> None:
-    twin = keeper(leases, "east", ["sniper"], 0.9)
+    # A 3 s TTL: the twin must renew (its lease would expire within the 4 s the second start
+    # waits), and each renewal has a second, two chances before the local deadline (2.5 s). With
+    # 0.9 s a loop stalled by a CPU-heavy neighbour for 0.75 s lost the twin's lease.
+    twin = keeper(leases, "east", ["sniper"], 3.0)
     await twin.acquire()
     renewing = asyncio.create_task(twin.run())
     try:
         with pytest.raises(AlreadyRunning, match="another process runs with DAEMON_ID=east"):
-            await keeper(leases, "east", ["sniper"], 0.9).acquire()
+            await keeper(leases, "east", ["sniper"], 3.0).acquire()
     finally:
         renewing.cancel()
     assert twin.check().ok and (await leases.get("sniper") or pytest.fail("gone")).daemon_id == (
