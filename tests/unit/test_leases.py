@@ -320,10 +320,12 @@ async def test_a_guarded_strategy_crashes_and_stops_as_it_would_unguarded(
 async def test_leases_taken_are_renewed_while_waiting_out_an_own_lease(
     leases: LeaseRepository,
 ) -> None:
-    await leases.claim("sniper", "east", 1.5)  # a killed run's lease, expiring in 1.5 s
-    east = keeper(leases, "east", ["copy", "sniper"], 1.0)
-    await east.acquire()  # copy is taken at once; sniper after about 1.5 s
-    # copy's first lease (1 s) would have lapsed by now; renewed, it is still east's.
+    # TTLs of seconds, not fractions: a loop stalled by a CPU-heavy neighbour must not lose
+    # copy's lease to a missed deadline (renewed every 0.83 s, its deadline 2.1 s).
+    await leases.claim("sniper", "east", 3.0)  # a killed run's lease, expiring in 3 s
+    east = keeper(leases, "east", ["copy", "sniper"], 2.5)
+    await east.acquire()  # copy is taken at once; sniper after about 3 s (east gives up at 3.5)
+    # copy's first lease (2.5 s) would have lapsed by now; renewed, it is still east's.
     assert (await leases.claim("copy", "west", TTL)).daemon_id == "east"
     assert sorted(east.deadlines) == ["copy", "sniper"] and east.check().ok
 
