@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from errors import FeedError
 from observability.metrics import Metrics
@@ -573,3 +574,67 @@ async def test_tokens_watched_while_running_are_connected_and_a_stopped_feed_is_
         assert store.usable_book(A) is None
         feed.watch("t", [A, B])  # after the run: a new shard is tracked, no task started
         assert len(feed.shards) == 2 and feed.shards[1].task is None
+
+
+def test_a_book_filled_over_rest_is_judged_by_its_shards_connection() -> None:
+    # A REST resync installs a snapshot without a frame: the book is only as fresh as the
+    # websocket it is watched on, so it is not traded while that shard is down or silent.
+    feed, store, _, clock, _ = make(A)
+    shard = feed.shards[0]
+    assert feed.apply_rest_book(A, rest_body(A)) is True  # the book itself is whole
+    assert store.usable_book(A) is None  # but its shard has never connected
+    up(shard, clock.monotonic())
+    assert store.usable_book(A) is not None
+    clock.advance(4.5)  # nothing heard for longer than stale_after_s
+    assert store.usable_book(A) is None
+
+
+def test_a_snapshot_without_an_event_type_is_applied_as_a_book() -> None:
+    # Early snapshots carried no event_type; one with levels is still a book.
+    feed, store, _, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    ev = orjson.loads(snapshot(A, ask="0.55"))
+    del ev["event_type"]
+    feed.handle_frame(orjson.dumps([ev]), shard)
+    book = store.get(A)
+    assert book is not None and book.best_ask() == (D("0.55"), D("10"))
+    assert feed.counts() == {"book": 1} and feed.malformed == 0
+
+
+def test_an_event_type_that_is_not_text_is_unknown_and_the_rest_of_its_array_is_applied() -> None:
+    feed, store, _, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    odd = {"event_type": ["book"], "asset_id": A}  # a list: not a name to look up
+    feed.handle_frame(b"[" + orjson.dumps(odd) + b"," + snapshot(A).encode() + b"]", shard)
+    assert feed.counts() == {"unknown": 1, "book": 1} and feed.malformed == 0
+    assert store.usable_book(A) is not None
+
+
+def test_every_event_of_an_array_frame_is_stamped_with_the_frames_time() -> None:
+    feed, store, _, clock, _ = make(A, B)
+    shard = up(feed.shards[0], clock.monotonic())
+    clock.advance(2.0)
+    feed.handle_frame(b"[" + snapshot(A).encode() + b"," + snapshot(B).encode() + b"]", shard)
+    for token in (A, B):
+        book = store.get(token)
+        assert book is not None and book.updated_at == 502.0
+
+
+def test_a_bug_past_the_parsers_is_counted_per_frame_and_the_feed_goes_on() -> None:
+    # The frame boundary catches what no parser expects, here a fault in the tick size's
+    # listener (the executor's market rules): each such frame counts once as malformed.
+    feed, store, _, clock, ticks = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+
+    def broken(token_id: str, tick_size: D) -> None:
+        raise RuntimeError("a bug in the listener")
+
+    ticks.set_tick_size = broken  # type: ignore[method-assign]
+    change = {"event_type": "tick_size_change", "asset_id": A, "market": MARKET}
+    with capture_logs() as logs:
+        for new in ("0.001", "0.01"):
+            feed.handle_frame(orjson.dumps({**change, "new_tick_size": new}), shard)
+    assert feed.malformed == 2
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["feed_frame_failed"] * 2
+    feed.handle_frame(snapshot(A), shard)  # the next frame is applied as ever
+    assert store.usable_book(A) is not None and feed.malformed == 2
