@@ -375,7 +375,7 @@ def test_the_settings_read_back_and_the_pong_deadline_defaults_to_the_ping_inter
     )
     slow = MarketFeed(url="ws://x", store=store, ping_interval_s=20.0)
     assert slow.pong_timeout_s == 5.0  # never more than 5 s
-    with pytest.raises(ValueError, match="shard_size must be >= 1"):
+    with pytest.raises(ValueError, match=r"^shard_size must be >= 1$"):  # the whole message
         MarketFeed(url="ws://x", store=store, shard_size=0)
 
 
@@ -638,3 +638,13 @@ def test_a_bug_past_the_parsers_is_counted_per_frame_and_the_feed_goes_on() -> N
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["feed_frame_failed"] * 2
     feed.handle_frame(snapshot(A), shard)  # the next frame is applied as ever
     assert store.usable_book(A) is not None and feed.malformed == 2
+
+
+def test_a_new_market_event_is_counted_by_its_name_and_changes_no_book() -> None:
+    feed, store, _, clock, _ = make(A)
+    shard = up(feed.shards[0], clock.monotonic())
+    feed.handle_frame(snapshot(A), shard)
+    ev = {"event_type": "new_market", "market": MARKET, "assets_ids": [B, C]}
+    feed.handle_frame(orjson.dumps(ev), shard)
+    assert feed.counts() == {"book": 1, "new_market": 1} and feed.malformed == 0
+    assert store.token_ids() == [A]
