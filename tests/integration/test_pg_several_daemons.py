@@ -256,7 +256,14 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
         copied = sim.add_market(question="Will the copy fill?", slug="copy-fill", tags=("x",))
         token = copied.token_ids[0]
         sim.seed_order(MAKER, token, "SELL", D("0.51"), D("5000"))
-        rules = {"copy_rules_path": tmp_path / "copy.toml", "copy_poll_interval_s": 0.25}
+        # A 20 s lease: the refused start below must reach its lease check before the dead
+        # daemon's lease runs out. With 6 s (renewed every 2 s, so 4 to 6 s left at the kill)
+        # a daemon starting beside a CPU-heavy process got there after it had expired.
+        rules = {
+            "copy_rules_path": tmp_path / "copy.toml",
+            "copy_poll_interval_s": 0.25,
+            "lease_ttl_s": 20,
+        }
         west = await Daemon(daemon_env(sim, tmp_path, "west", url, **rules)).start()
         north_env = daemon_env(sim, tmp_path, "north", url, **rules)
         north: Daemon | None = None
@@ -284,7 +291,7 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
             (refusal,) = [x for x in early.lines() if x.get("event") == "already_running"]
             assert refusal["error"].startswith("strategy copy is leased to daemon west until ")
             expired = "SELECT 1 FROM leases WHERE strategy = 'copy' AND expires_at < now()"
-            for _ in range(200):
+            for _ in range(300):  # 30 s: the lease ends within 20 s of the kill
                 if rows(url, expired):
                     break
                 await asyncio.sleep(0.1)
