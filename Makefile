@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo run test test-slow lint fmt bench mutate
+.PHONY: install demo run test test-slow test-repeat lint fmt bench mutate
 
 $(STAMP): requirements.lock
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "polyd needs Python >= 3.11"'
@@ -31,6 +31,9 @@ test: $(STAMP)  ## the whole default test suite
 
 test-slow: $(STAMP)  ## soak and long fuzz runs
 	$(BIN)/python -m pytest -m slow $(ARGS)
+
+test-repeat: $(STAMP)  ## `make test` over and over in fresh clones: ARGS="--runs 10 --hog"
+	$(BIN)/python -m tools.repeat_suite $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
