@@ -122,9 +122,12 @@ def run_once(
         # A linked .venv is older than the clone's requirements.lock: `-o` keeps make from
         # rebuilding it (the packages are the checkout's, installed from the same lock).
         keep = [] if fresh_venv else ["-o", ".venv/.installed"]
+        # Not a sub-make of whatever make started this tool: its flags and level stay out.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
         proc = subprocess.run(
             ["make", *keep, "test", f"ARGS={make_args}"],
             cwd=work / "polyd",
+            env=env,
             capture_output=True,
             text=True,
             check=False,

@@ -281,6 +281,11 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
             await ready(west)
             sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("100"))
             assert await until_filled(1) == ["west"]
+            # The order is FILLED on the venue's answer to the post; its fill (and the position)
+            # is recorded from the trade event that follows. Kill after both: a fill the dead
+            # daemon had not recorded yet is booked when that DAEMON_ID starts again, not by its
+            # successor (docs/storage-postgres.md, what is not done).
+            await until("west's fill recorded", lambda: rows(url, "SELECT 1 FROM fills"))
             assert west.proc is not None
             west.proc.kill()  # kill -9: the lease is left behind, unreleased
             await west.proc.wait()
