@@ -7,15 +7,15 @@ audit entry are written in one transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 
 from errors import IllegalTransition, StorageError
 from models import TERMINAL_STATUSES, OrderRequest, OrderStatus, OrderType, Side
 from storage.accounts import AccountCommitments, account_check
-from storage.audit import AUDIT_SQL, Audit, audit_row, detail_json, now_iso
+from storage.audit import AUDIT_SQL, Audit, append_audit, audit_row, detail_json, now_iso
 from storage.db import Database
 from storage.keys import DEFAULT_DAEMON_ID
 
@@ -123,6 +123,18 @@ that owns the state (`storage.strategy_state`), never by a strategy."""
 AccountDecider = Callable[[OrderRequest, AccountCommitments], str | None]
 """Why an order would take its account past a per-account cap, given the account's commitments
 over every daemon (the order included); None to let it be journaled (`RiskEngine`'s)."""
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """What `OrderJournal.take_over` found of the orders gone daemons left unsettled."""
+
+    taken: list[JournalRow] = field(default_factory=list)
+    """Journaled for this daemon's venue account: this daemon's to settle from now on."""
+    taken_from: list[str] = field(default_factory=list)
+    """The daemons `taken` was journaled by, sorted."""
+    elsewhere: list[JournalRow] = field(default_factory=list)
+    """Journaled for another venue account (or none): left to a daemon signing for it."""
 
 
 class OrderNotFound(StorageError):
@@ -326,6 +338,78 @@ class OrderJournal:
             )
             for r in rows
         ]
+
+    async def take_over(self, strategies: Collection[str], *, live: Collection[str]) -> TakenOver:
+        """Make this daemon the owner of the orders of `strategies` (taken over from another
+        daemon) that a daemon no longer running left unsettled, on this daemon's venue account.
+
+        Unsettled: still open (PENDING, UNKNOWN, LIVE, ...), or terminal with matched shares the
+        `fills` table does not hold all of (a FILLED answer to the post, its trade event not yet
+        recorded when the daemon died). Gone: another daemon id, none of `live` (the daemons
+        holding a lease). The rows journaled for this account become this daemon's (its
+        reconcile settles them and its fill sync books their fills), in one transaction with an
+        `orders_taken_over` audit entry per daemon; those for another account (or none), which
+        only a daemon signing for it can look up, are returned as `elsewhere`. Rows already
+        settled keep the daemon that placed them: the history stays as it happened.
+        """
+        names = sorted(set(strategies))
+        if not names:
+            return TakenOver()
+        gone = sorted(set(live) | {self.daemon_id})
+        where = (
+            f"o.strategy IN ({','.join('?' * len(names))})"
+            f" AND o.daemon_id NOT IN ({','.join('?' * len(gone))})"
+        )
+        params = (*names, *gone)
+        rows = [
+            JournalRow.from_row(r)
+            for r in await self._db.fetchall(
+                f"SELECT o.* FROM orders o WHERE {where} AND (o.status NOT IN"
+                " ('FILLED','CANCELED','EXPIRED','REJECTED') OR o.size_matched <> '0')"
+                " ORDER BY o.created_at, o.client_order_id",
+                params,
+            )
+        ]
+        booked: dict[str, Decimal] = {}
+        for r in await self._db.fetchall(
+            "SELECT f.client_order_id, f.size FROM fills f"
+            f" JOIN orders o ON o.client_order_id = f.client_order_id WHERE {where}",
+            params,
+        ):
+            booked[r[0]] = booked.get(r[0], Decimal(0)) + Decimal(str(r[1]))
+        unsettled = [
+            row
+            for row in rows
+            if not row.status.terminal or booked.get(row.client_order_id, 0) < row.size_matched
+        ]
+        mine = [row for row in unsettled if self.account and row.account == self.account]
+        elsewhere = [row for row in unsettled if row not in mine]
+        if not mine:
+            return TakenOver(elsewhere=elsewhere)
+        ts = now_iso()
+        by_daemon: dict[str, list[str]] = {}
+        for row in mine:
+            by_daemon.setdefault(row.daemon_id, []).append(row.client_order_id)
+
+        def job(c: sqlite3.Connection) -> None:
+            for daemon_id, ids in by_daemon.items():
+                c.executemany(
+                    "UPDATE orders SET daemon_id = ?, updated_at = ?"
+                    " WHERE client_order_id = ? AND daemon_id = ?",
+                    [(self.daemon_id, ts, coid, daemon_id) for coid in ids],
+                )
+                append_audit(
+                    c,
+                    "orders_taken_over",
+                    {"from_daemon": daemon_id, "orders": ids, "to_daemon": self.daemon_id},
+                )
+
+        await self._db.write(job)
+        return TakenOver(
+            taken=[replace(row, daemon_id=self.daemon_id, updated_at=ts) for row in mine],
+            taken_from=sorted(by_daemon),
+            elsewhere=elsewhere,
+        )
 
     async def counts_by_status(self) -> dict[OrderStatus, int]:
         rows = await self._db.fetchall("SELECT status, COUNT(*) FROM orders GROUP BY status")

@@ -205,6 +205,18 @@ class LeaseRepository:
         )
         return frozenset(str(r[0]) for r in rows) - {UNATTRIBUTED}
 
+    async def live_daemons(self) -> frozenset[str]:
+        """The daemons holding a lease that has not expired (database time), strategy or item:
+        those still running, as far as the database can tell. A daemon named by none of them
+        has stopped, or cannot renew, and may trade nothing. Both tables, whichever repository
+        asks."""
+        now = self._d.now
+        rows = await self._db.fetchall(
+            f"SELECT daemon_id FROM {STRATEGIES.name} WHERE expires_at > {now}"
+            f" UNION SELECT daemon_id FROM {ITEMS.name} WHERE expires_at > {now}"
+        )
+        return frozenset(str(r[0]) for r in rows)
+
     async def all(self) -> list[Lease]:
         t = self._t
         rows = await self._db.fetchall(

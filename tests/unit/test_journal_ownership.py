@@ -9,9 +9,14 @@ other daemon is still working.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import pytest
+
+from models import OrderStatus
 from storage import Repositories
-from storage.journal import OrderJournal
-from tests.helpers import make_order
+from storage.journal import OrderJournal, TakenOver
+from tests.helpers import make_fill, make_order
 
 
 async def test_an_order_found_by_venue_id_is_owned_only_by_the_daemon_that_journaled_it(
@@ -74,3 +79,105 @@ async def test_an_order_journaled_before_the_account_is_named_carries_no_account
     assert first is not None and second is not None
     assert first.account == ""
     assert second.account == "0x" + "ab" * 20
+
+
+ACCOUNT = "0x" + "aa" * 20
+OTHER_ACCOUNT = "0x" + "bb" * 20
+
+
+async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_account(
+    repos: Repositories,
+) -> None:
+    """The daemon that takes a strategy over becomes the owner of the orders of it that a daemon
+    no longer running left unsettled on its account: open ones, and a FILLED one whose fill was
+    never booked (the venue answered the post, the daemon died before the trade event). Settled
+    orders keep the daemon that placed them; a live daemon's orders stay its own; an order on
+    another account is reported, not taken."""
+    west = OrderJournal(db=repos.db, daemon_id="west")  # gone
+    east = OrderJournal(db=repos.db, daemon_id="east")  # holds a lease: live
+    north = OrderJournal(db=repos.db, daemon_id="north")  # takes "copy" over
+    for j in (west, east, north):
+        j.for_account(ACCOUNT)
+
+    async def order(
+        j: OrderJournal, status: str, matched: str = "0", strategy: str = "copy"
+    ) -> str:
+        req = make_order(strategy=strategy)
+        await j.record(req, venue_order_id=f"0x{req.client_order_id}")
+        if status != "PENDING":
+            await j.transition(
+                req.client_order_id, OrderStatus(status), size_matched=Decimal(matched)
+            )
+        return req.client_order_id
+
+    open_one = await order(west, "LIVE")
+    pending = await order(west, "PENDING")
+    unbooked = await order(west, "FILLED", "10")
+    part_booked = await order(west, "CANCELED", "6")
+    booked = await order(west, "FILLED", "10")
+    rejected = await order(west, "REJECTED")
+    other_strategy = await order(west, "LIVE", strategy="sniper")
+    live_daemons = await order(east, "LIVE")
+    mine_already = await order(north, "LIVE")
+    fills = [(booked, "10", "t1"), (part_booked, "4", "t2")]
+    for coid, size, trade in fills:
+        await repos.fills.record_moves(
+            make_fill(trade, f"0x{coid}", "BUY", "0.5", size, client_order_id=coid)
+        )
+    west.for_account(OTHER_ACCOUNT)
+    elsewhere = await order(west, "LIVE")
+
+    found = await north.take_over({"copy"}, live={"east", "north"})
+
+    assert [r.client_order_id for r in found.taken] == [open_one, pending, unbooked, part_booked]
+    assert {r.daemon_id for r in found.taken} == {"north"}
+    assert found.taken_from == ["west"]
+    assert [(r.client_order_id, r.daemon_id) for r in found.elsewhere] == [(elsewhere, "west")]
+    owner = {
+        coid: (await north.get(coid) or pytest.fail(coid)).daemon_id
+        for coid in (open_one, pending, unbooked, part_booked, booked, rejected)
+    }
+    assert owner == {
+        open_one: "north",
+        pending: "north",
+        unbooked: "north",
+        part_booked: "north",
+        booked: "west",
+        rejected: "west",
+    }
+    for coid, daemon in ((other_strategy, "west"), (live_daemons, "east"), (elsewhere, "west")):
+        row = await north.get(coid)
+        assert row is not None and row.daemon_id == daemon, coid
+    # North now settles them: its open orders, and a fill of one of them is its own to book.
+    assert {r.client_order_id for r in await north.non_terminal()} == {
+        open_one,
+        pending,
+        mine_already,
+    }
+    got = await north.get_by_venue_id(f"0x{unbooked}", own=True)
+    assert got is not None and got.client_order_id == unbooked
+    # One audit entry per daemon the orders came from, in the same transaction.
+    entries = await repos.audit.tail(event="orders_taken_over")
+    assert [(e.detail["from_daemon"], e.detail["to_daemon"]) for e in entries] == [
+        ("west", "north")
+    ]
+    assert sorted(entries[0].detail["orders"]) == sorted([open_one, pending, unbooked, part_booked])
+    # Once taken, nothing is left to take; with no strategy named, nothing is read.
+    again = await north.take_over({"copy"}, live={"east", "north"})
+    assert (again.taken, [r.client_order_id for r in again.elsewhere]) == ([], [elsewhere])
+    assert await north.take_over(set(), live=set()) == TakenOver()
+
+
+async def test_a_daemon_with_no_account_takes_no_order_over(repos: Repositories) -> None:
+    """A paper daemon (no venue account) cannot settle a venue order: every unsettled order of a
+    gone daemon is reported as elsewhere, none changes hands."""
+    west = OrderJournal(db=repos.db, daemon_id="west")
+    west.for_account(ACCOUNT)
+    req = make_order(strategy="copy")
+    await west.record(req, venue_order_id="0xw")
+    paper = OrderJournal(db=repos.db, daemon_id="paper")
+    found = await paper.take_over(["copy"], live=[])
+    assert found.taken == []
+    assert [r.client_order_id for r in found.elsewhere] == [req.client_order_id]
+    row = await paper.get(req.client_order_id)
+    assert row is not None and row.daemon_id == "west"

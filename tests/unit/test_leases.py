@@ -61,6 +61,26 @@ async def test_an_expired_lease_is_taken_over(leases: LeaseRepository) -> None:
     assert (await leases.renew("sniper", "east", TTL)).daemon_id == "west"
 
 
+async def test_live_daemons_are_those_holding_an_unexpired_lease_of_either_kind(
+    leases: LeaseRepository, repos: Repositories
+) -> None:
+    """Who is still running, as the database can tell (database time): a daemon holding a
+    strategy or an item lease that has not expired. An expired or released lease names a
+    daemon that may trade nothing (`wiring.leases.take_over_orders` settles its orders)."""
+    items = LeaseRepository(db=repos.db, items=True)
+    assert await leases.live_daemons() == frozenset()
+    await leases.claim("sniper", "east", TTL)
+    await leases.claim("copy", "west", SHORT)
+    await items.claim("wallet:0xa:0xb", "north", TTL)
+    await items.claim("rule:0xa:r1", "south", SHORT)
+    await leases.claim("alpha", "gone", TTL)
+    await leases.release(["alpha"], "gone")
+    assert await items.live_daemons() == {"east", "west", "north", "south"}
+    await asyncio.sleep(SHORT + 0.2)
+    assert await leases.live_daemons() == {"east", "north"}
+    assert await items.live_daemons() == {"east", "north"}
+
+
 async def test_the_same_daemon_renews_but_does_not_claim_its_own_lease(
     leases: LeaseRepository,
 ) -> None:
