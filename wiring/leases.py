@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -449,3 +449,56 @@ async def adopt_positions(ctx: _Daemon) -> None:
     rows = await ctx.repos.fills.positions(include_flat=True, strategies=taken)
     book.adopt(taken, rows)
     log.info("positions_adopted", strategies=sorted(taken), positions=len(rows))
+    await take_over_orders(ctx, executor, taken)
+
+
+# Fills are fetched from this long before the oldest order taken over was journaled.
+FILLS_OVERLAP_S = 60
+
+
+async def take_over_orders(ctx: _Daemon, executor: Executor, taken: Collection[str]) -> None:
+    """Settle the orders of the strategies just taken over that a daemon no longer running (no
+    live lease) left unsettled: an order it had sent and not settled, or one FILLED on the
+    venue's answer whose fill it had not booked yet when it died (`OrderJournal.take_over`).
+
+    Those on this daemon's venue account become its own: a reconcile settles the open ones,
+    and the account's fills since the oldest of them are fetched and booked (to the strategy,
+    whose positions joined the book just before). Those on another account stay their daemon's
+    (this daemon cannot look them up): a warning, and a notice, name them and what to do.
+    """
+    live = await ctx.repos.leases.live_daemons()
+    found = await ctx.repos.orders.take_over(taken, live=live)
+    if found.elsewhere:
+        daemons = sorted({r.daemon_id for r in found.elsewhere})
+        accounts = sorted({r.account or "none" for r in found.elsewhere})
+        text = (
+            f"{len(found.elsewhere)} order(s) of {', '.join(sorted(taken))} left unsettled by"
+            f" daemon {', '.join(daemons)} on venue account {', '.join(accounts)}, not this"
+            f" daemon's ({ctx.repos.orders.account or 'none'}): only a daemon signing for"
+            " that account can settle them and book their fills; start that DAEMON_ID once with"
+            " its account's key, then restart this daemon (its book reads positions at start),"
+            " or check them on the venue"
+        )
+        log.warning(
+            "orders_left_unsettled",
+            orders=[r.client_order_id for r in found.elsewhere[:20]],
+            count=len(found.elsewhere),
+            daemons=daemons,
+            accounts=accounts,
+            detail=text,
+        )
+        ctx.notifier.notify("orders_left_unsettled", "orders_left_unsettled", text)
+    if not found.taken:
+        return
+    log.warning(
+        "orders_taken_over",
+        strategies=sorted(taken),
+        orders=[r.client_order_id for r in found.taken[:20]],
+        count=len(found.taken),
+        daemons=found.taken_from,
+    )
+    await executor.reconcile()
+    oldest = min(datetime.fromisoformat(r.created_at) for r in found.taken)
+    since = max(0, int(oldest.timestamp()) - FILLS_OVERLAP_S)
+    fills = await executor.reconciler.sync_fills(since=since)
+    log.info("orders_taken_over_settled", count=len(found.taken), fills_seen=fills)

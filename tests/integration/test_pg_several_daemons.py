@@ -282,9 +282,10 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
             sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("100"))
             assert await until_filled(1) == ["west"]
             # The order is FILLED on the venue's answer to the post; its fill (and the position)
-            # is recorded from the trade event that follows. Kill after both: a fill the dead
-            # daemon had not recorded yet is booked when that DAEMON_ID starts again, not by its
-            # successor (docs/storage-postgres.md, what is not done).
+            # is recorded from the trade event that follows. Kill after both: west and north
+            # sign for different accounts, so a fill west had not booked is one north cannot
+            # look up (it names the order, `orders_left_unsettled`). The same account's case,
+            # killed between the two, is the next test.
             await until("west's fill recorded", lambda: rows(url, "SELECT 1 FROM fills"))
             assert west.proc is not None
             west.proc.kill()  # kill -9: the lease is left behind, unreleased
@@ -305,6 +306,9 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
             # book once north held the lease, before the copy trader started.
             adopted = [x for x in north.lines() if x.get("event") == "positions_adopted"]
             assert [(x["strategies"], x["positions"]) for x in adopted] == [(["copy"], 1)]
+            # West left nothing unsettled: nothing to take over, nothing to name.
+            takeover = ("orders_taken_over", "orders_left_unsettled")
+            assert [x for x in north.lines() if x.get("event") in takeover] == []
             sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("80"))
             assert sorted(await until_filled(2)) == ["north", "west"]
             await asyncio.sleep(2.0)  # a late duplicate of the first trade would show by now
@@ -316,3 +320,83 @@ async def test_a_killed_daemons_strategy_is_taken_over_after_its_lease_expires_c
         ours = [o for o in sim.ledger()["orders"] if o["asset_id"] == token and o["side"] == "BUY"]
         ours = [o for o in ours if o["owner"] != MAKER]
         assert len(ours) == 2, ours
+
+
+async def test_a_takeover_on_the_same_account_books_the_fill_the_killed_daemon_had_not(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """The window the test above steps around: the venue answers the copy's post FILLED, and the
+    daemon is killed before the trade event that carries its fill (the user channel stalled,
+    the trades listing failing) is booked. The daemon that takes the copy trader over on the
+    same venue account makes that order its own (`orders_taken_over`), reads the account's
+    fills from before it and books the fill to the copy trader's position, once; the next
+    leader trade is copied on top of it, and the venue holds one order per leader trade."""
+    url = pg_server.fresh_url()
+    (tmp_path / "copy.toml").write_text(COPY_RULES)
+    async with Simulator(seed=37, settle_delay_s=0.02) as sim:
+        copied = sim.add_market(question="Will the copy fill?", slug="copy-fill", tags=("x",))
+        token = copied.token_ids[0]
+        sim.seed_order(MAKER, token, "SELL", D("0.51"), D("5000"))
+        rules = {"copy_rules_path": tmp_path / "copy.toml", "copy_poll_interval_s": 0.25}
+        west_env = daemon_env(sim, tmp_path, "west", url, **rules)
+        # North signs for the same venue account (west's key): it can look west's orders up.
+        north_env = daemon_env(
+            sim, tmp_path, "north", url, private_key=west_env["PRIVATE_KEY"], **rules
+        )
+        west = await Daemon(west_env).start()
+        north: Daemon | None = None
+        copy_orders = (
+            "SELECT client_order_id, daemon_id, status FROM orders WHERE strategy = 'copy'"
+        )
+        try:
+            await ready(west)
+            # The fill must not reach west: no trade event, no trades listing.
+            sim.faults.add(kind="ws_stall", channel="user", seconds=4)
+            sim.faults.add(kind="status", route="GET /data/trades", status=500, count=10_000)
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("100"))
+            filled = copy_orders + " AND status = 'FILLED'"
+            await until("west's copy FILLED", lambda: rows(url, filled))
+            ((first, owner, _),) = rows(url, copy_orders)
+            assert owner == "west"
+            await asyncio.sleep(0.5)
+            assert rows(url, "SELECT trade_id FROM fills") == []  # FILLED, its fill not booked
+            assert west.proc is not None
+            west.proc.kill()  # kill -9
+            await west.proc.wait()
+            sim.faults.clear()
+            expired = "SELECT 1 FROM leases WHERE strategy = 'copy' AND expires_at < now()"
+            await until("the killed daemon's lease to expire", lambda: rows(url, expired))
+            north = await Daemon(north_env).start()
+            await ready(north)
+            taken = [x for x in north.lines() if x.get("event") == "orders_taken_over"]
+            assert [(x["orders"], x["daemons"]) for x in taken] == [([first], ["west"])]
+            assert rows(url, copy_orders) == [(first, "north", "FILLED")]
+            # The fill west never booked is booked now, to west's order and the copy trader.
+            fills = "SELECT client_order_id, size FROM fills ORDER BY seq"
+            await until("the fill booked", lambda: rows(url, fills))
+            matched = "SELECT size_matched FROM orders WHERE strategy = 'copy' ORDER BY created_at"
+            ((size,),) = rows(url, matched)
+            assert size > 0 and rows(url, fills) == [(first, size)]
+            position = "SELECT size FROM positions WHERE strategy = 'copy'"
+            assert rows(url, position) == [(size,)]
+            sim.trade_as(wallet=LEADER, token_id=token, side="BUY", price=D("0.50"), size=D("80"))
+            await until("the second copy booked", lambda: len(rows(url, fills)) == 2)
+            await asyncio.sleep(2.0)  # a late duplicate would show by now
+            sizes = [r[0] for r in rows(url, matched)]
+            assert len(sizes) == 2 and sizes[1] > 0
+            assert rows(url, position) == [(sizes[0] + sizes[1],)]
+            assert [r[1] for r in rows(url, fills)] == sizes  # each fill booked once
+        finally:
+            if north is not None:
+                assert await stop(north) == 0
+            if west.proc is not None and west.proc.returncode is None:
+                west.proc.kill()
+        assert [r[1:] for r in rows(url, copy_orders)] == [("north", "FILLED")] * 2
+        ours = [o for o in sim.ledger()["orders"] if o["asset_id"] == token and o["side"] == "BUY"]
+        ours = [o for o in ours if o["owner"] != MAKER]
+        assert len(ours) == 2, ours
+        # The audit trail says whose the order was and who took it over.
+        audit = rows(url, "SELECT detail FROM audit_log WHERE event = 'orders_taken_over'")
+        assert [json.loads(d) if isinstance(d, str) else d for (d,) in audit] == [
+            {"from_daemon": "west", "orders": [first], "to_daemon": "north"}
+        ]

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from structlog.testing import capture_logs
+
 from execution.ports import MarketMeta
 from execution.risk import TradingState
 from executor import Executor
@@ -95,12 +97,24 @@ async def test_a_restarted_daemons_book_holds_its_own_and_unattributed_positions
 
 
 @dataclass
+class Notices:
+    """A notifier that keeps what it was asked to send."""
+
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def notify(self, kind: str, key: str, text: str, **fields: object) -> bool:
+        self.sent.append((kind, key, text))
+        return True
+
+
+@dataclass
 class Taking:
     """What `adopt_positions` reads of the daemon's context."""
 
     repos: Repositories
     executor: Executor
     strategies: list[object] = field(default_factory=list)
+    notifier: Notices = field(default_factory=Notices)
 
 
 @dataclass(frozen=True)
@@ -123,3 +137,31 @@ async def test_a_strategy_taken_over_joins_the_book_without_moving_the_days_pnl(
     assert again.positions.daily_pnl() == pnl  # beta's PnL so far was west's day
     quote(books, OTHER, "0.04", "0.06")  # from now on beta's marks are east's
     assert again.positions.daily_pnl() == pnl - D("4.45")
+
+
+async def test_orders_a_gone_daemon_left_on_another_account_are_named_not_taken(
+    repos: Repositories,
+) -> None:
+    """West, gone, left an order of beta open on its venue account; east, which takes beta over
+    with no account of its own (a paper daemon), cannot look it up: it warns, naming the order,
+    the daemon and what to do, sends a notice, and leaves the order west's."""
+    books = DictBooks()
+    east, west_ex = await seed(repos, books)
+    await west_ex.drain()
+    west = Repositories.over(repos.db, daemon_id="west")
+    west.orders.for_account("0x" + "cd" * 20)
+    left = req(strategy="beta", token_id=OTHER, price=D("0.30"))
+    await west.orders.record(left, venue_order_id="0xleft")
+    again = await started(east, books)
+    ctx = Taking(east, again, [Named("alpha"), Named("beta")])
+    with capture_logs() as logs:
+        await adopt_positions(ctx)  # type: ignore[arg-type]
+    (warning,) = [e for e in logs if e["event"] == "orders_left_unsettled"]
+    assert warning["orders"] == [left.client_order_id] and warning["daemons"] == ["west"]
+    assert warning["accounts"] == ["0x" + "cd" * 20]
+    assert "start that DAEMON_ID once with its account's key" in warning["detail"]
+    assert [e for e in logs if e["event"] == "orders_taken_over"] == []
+    ((kind, _, text),) = ctx.notifier.sent
+    assert kind == "orders_left_unsettled" and text == warning["detail"]
+    row = await east.orders.get(left.client_order_id)
+    assert row is not None and row.daemon_id == "west"
