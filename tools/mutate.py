@@ -25,12 +25,18 @@ under `equivalent_by_rule`.
     python -m tools.mutate --group feed-staleness --budget-s 1200   # a sample, in 20 minutes
     python -m tools.mutate --group copy --recheck /tmp/polyd-mutate-copy-XXXX  # survivors only
     python -m tools.mutate --group feed-staleness --recheck DIR --unreached  # and the rest
+    python -m tools.mutate --group storage --only 'storage.journal.xǁOrderJournalǁtake_over__*'
+
+`--only` runs the mutants of the functions a change touched, the rest of the module's verdicts
+standing from the last whole run: a function left as it was keeps its mutants (mutmut names
+them by function and index), and tests only added cannot let a killed mutant live.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import json
 import os
 import re
@@ -214,6 +220,13 @@ def _save_verdicts(work: Path, verdicts: dict[str, str]) -> None:
     (work / VERDICTS_FILE).write_text(json.dumps(verdicts, indent=1, ensure_ascii=False), "utf-8")
 
 
+def only(verdicts: dict[str, str], patterns: Collection[str]) -> dict[str, str]:
+    """The verdicts of the mutants `patterns` name (mutmut's globs: `*` matches anything)."""
+    if not patterns:
+        return verdicts
+    return {n: v for n, v in verdicts.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+
 def recheck_names(before: dict[str, str], unreached: bool = False) -> list[str]:
     """The mutants a recheck runs: the survivors, and with `unreached` also the mutants an
     earlier run's budget never reached."""
@@ -228,10 +241,12 @@ def run_group(
     budget_s: float | None = None,
     recheck: Path | None = None,
     unreached: bool = False,
+    patterns: Collection[str] = (),
 ) -> tuple[dict[str, str], set[str], Path]:
     """Run mutmut for one group in a scratch copy; return {mutant name: verdict}, the survivors
     equivalent by rule, and the scratch directory. With `recheck` (a scratch copy kept by an
-    earlier run), only that run's survivors are run again, against the checkout's tests now."""
+    earlier run), only that run's survivors are run again, against the checkout's tests now.
+    With `patterns`, a first run runs and reports only the mutants they name (`only`)."""
     if recheck is not None:
         work = recheck
         # mutmut forgets verdicts once the tests change, so an earlier recheck's kills are
@@ -261,11 +276,18 @@ def run_group(
             f"pytest_add_cli_args_test_selection = {_toml_list(g.tests)}\n"
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
         )
-    return _mutmut(g, work, jobs, keep, budget_s, [])
+    return _mutmut(g, work, jobs, keep, budget_s, list(patterns), first=True)
 
 
 def _mutmut(
-    g: Group, work: Path, jobs: int, keep: bool, budget_s: float | None, names: list[str]
+    g: Group,
+    work: Path,
+    jobs: int,
+    keep: bool,
+    budget_s: float | None,
+    names: list[str],
+    *,
+    first: bool = False,
 ) -> tuple[dict[str, str], set[str], Path]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     log_path = work / "mutmut-run.log"
@@ -297,7 +319,7 @@ def _mutmut(
             f"[{g.name}] mutmut failed (exit {rc}): the guarding tests must pass on the unmutated"
             f" code first. End of its log ({log_path}):\n{tail}"
         )
-    verdicts = _results(work, env)
+    verdicts = only(_results(work, env), names if first else ())
     if not verdicts:
         tail = log_path.read_text("utf-8", "replace")[-2000:]
         raise SystemExit(f"[{g.name}] mutmut produced no verdicts; end of its log:\n{tail}")
@@ -305,7 +327,7 @@ def _mutmut(
     equivalent = equivalent_by_rule(work, survivors)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
-    elif not names:  # a first run kept for `--recheck` (a recheck saves its merged verdicts)
+    elif first:  # a first run kept for `--recheck` (a recheck saves its merged verdicts)
         _save_verdicts(work, verdicts)
     return verdicts, equivalent, work
 
@@ -475,11 +497,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --recheck: also run the mutants the earlier run's budget did not reach",
     )
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="with one --group: run and report only the mutants this names (mutmut's names,"
+        " `*` matching anything), e.g. the functions a change touched",
+    )
     ap.add_argument("--min-kill-rate", type=float, default=None, help="exit 1 below this rate")
     args = ap.parse_args(argv)
     groups, accepted = load_config()
     if args.recheck is not None and len(args.group) != 1:
         print("--recheck needs exactly one --group (the one SCRATCH was made for)", file=sys.stderr)
+        return 2
+    if args.only and (len(args.group) != 1 or args.recheck is not None):
+        print("--only needs exactly one --group, and no --recheck", file=sys.stderr)
         return 2
     known = {g.name for g in groups}
     unknown = [n for n in args.group if not any(selects(n, k) for k in known)]
@@ -499,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             verdicts, equivalent, work = run_group(
-                g, args.jobs, args.keep, args.budget_s, args.recheck, args.unreached
+                g, args.jobs, args.keep, args.budget_s, args.recheck, args.unreached, args.only
             )
         except SystemExit as e:
             print(e, file=sys.stderr)

@@ -15,7 +15,9 @@ from tools.mutate import (
     VERDICTS_FILE,
     _save_verdicts,
     _saved_verdicts,
+    main,
     merge_recheck,
+    only,
     recheck_names,
 )
 
@@ -58,3 +60,28 @@ def test_a_recheck_runs_the_survivors_and_on_request_the_unreached_too() -> None
         "m.x_a__mutmut_3",
         "m.x_a__mutmut_5",
     ]
+
+
+def test_only_keeps_the_verdicts_of_the_mutants_named_and_nothing_without_a_pattern() -> None:
+    verdicts = {
+        "storage.journal.xǁOrderJournalǁtake_over__mutmut_1": "killed",
+        "storage.journal.xǁOrderJournalǁtake_over__mutmut_12": "not checked",
+        "storage.journal.xǁOrderJournalǁtake_overall__mutmut_1": "not checked",
+        "storage.journal.xǁOrderJournalǁrecord__mutmut_1": "not checked",
+    }
+    assert only(verdicts, ["storage.journal.xǁOrderJournalǁtake_over__mutmut_*"]) == {
+        "storage.journal.xǁOrderJournalǁtake_over__mutmut_1": "killed",
+        "storage.journal.xǁOrderJournalǁtake_over__mutmut_12": "not checked",
+    }
+    assert only(verdicts, ["*record__*", "*take_over__mutmut_1"]) == {
+        "storage.journal.xǁOrderJournalǁtake_over__mutmut_1": "killed",
+        "storage.journal.xǁOrderJournalǁrecord__mutmut_1": "not checked",
+    }
+    assert only(verdicts, []) == verdicts
+
+
+def test_only_needs_one_group_and_no_recheck(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--only", "x*"]) == 2
+    assert main(["--group", "risk", "--group", "fees", "--only", "x*"]) == 2
+    assert main(["--group", "risk", "--only", "x*", "--recheck", "/nowhere"]) == 2
+    assert capsys.readouterr().err.count("--only needs exactly one --group, and no --recheck") == 3
