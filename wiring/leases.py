@@ -22,7 +22,12 @@ another daemon may take them without waiting for the TTL. The rules files are re
 only, so the set of leases never changes while running (a reload that changes the names or the
 rules files is refused, `wiring.reload`).
 
-On SQLite none of this runs: the database file's writer lock already makes the daemon alone.
+Once the leases are held, a strategy taken over from another daemon joins this daemon's book
+(`adopt_positions`), and the orders of it that a daemon no longer running left unsettled on this
+daemon's venue account become this daemon's to settle (`take_over_orders`), before it starts.
+
+On SQLite none of the leasing runs: the database file's writer lock already makes the daemon
+alone (a `DAEMON_ID` changed since the last run still takes its strategies over as above).
 """
 
 from __future__ import annotations
@@ -438,7 +443,8 @@ async def adopt_positions(ctx: _Daemon) -> None:
     """Once its leases are held (on either engine), the strategies this daemon runs that were
     another daemon's when its executor started (taken over from a daemon that stopped or lost
     the lease, or the DAEMON_ID changed) join its position book, before they start: their
-    positions were left out (`Executor.start`). Today's PnL does not move."""
+    positions were left out (`Executor.start`). Today's PnL does not move. Then the orders
+    the daemon they came from left unsettled are settled (`take_over_orders`)."""
     executor = ctx.executor
     if executor is None:
         return
