@@ -114,12 +114,16 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     pending = await order(west, "PENDING")
     unbooked = await order(west, "FILLED", "10")
     part_booked = await order(west, "CANCELED", "6")
+    half_share = await order(west, "CANCELED", "0.5")  # no fill booked
     booked = await order(west, "FILLED", "10")
+    booked_in_two = await order(west, "FILLED", "10")
+    other_kind = await order(west, "LIVE", strategy="alpha")  # taken over too, below
     rejected = await order(west, "REJECTED")
     other_strategy = await order(west, "LIVE", strategy="sniper")
     live_daemons = await order(east, "LIVE")
     mine_already = await order(north, "LIVE")
-    fills = [(booked, "10", "t1"), (part_booked, "4", "t2")]
+    fills = [(booked, "10", "t1"), (part_booked, "5", "t2")]
+    fills += [(booked_in_two, "4", "t3"), (booked_in_two, "6", "t4")]
     for coid, size, trade in fills:
         await repos.fills.record_moves(
             make_fill(trade, f"0x{coid}", "BUY", "0.5", size, client_order_id=coid)
@@ -127,23 +131,22 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     west.for_account(OTHER_ACCOUNT)
     elsewhere = await order(west, "LIVE")
 
-    found = await north.take_over({"copy"}, live={"east", "north"})
+    found = await north.take_over({"copy", "alpha"}, live={"east", "north"})
 
-    assert [r.client_order_id for r in found.taken] == [open_one, pending, unbooked, part_booked]
+    taken = [open_one, pending, unbooked, part_booked, half_share, other_kind]
+    assert [r.client_order_id for r in found.taken] == taken
+    for r in found.taken:  # as the journal now holds them
+        assert r == await north.get(r.client_order_id)
     assert {r.daemon_id for r in found.taken} == {"north"}
     assert found.taken_from == ["west"]
     assert [(r.client_order_id, r.daemon_id) for r in found.elsewhere] == [(elsewhere, "west")]
     owner = {
         coid: (await north.get(coid) or pytest.fail(coid)).daemon_id
-        for coid in (open_one, pending, unbooked, part_booked, booked, rejected)
+        for coid in (*taken, booked, booked_in_two, rejected)
     }
     assert owner == {
-        open_one: "north",
-        pending: "north",
-        unbooked: "north",
-        part_booked: "north",
-        booked: "west",
-        rejected: "west",
+        **dict.fromkeys(taken, "north"),
+        **dict.fromkeys((booked, booked_in_two, rejected), "west"),
     }
     for coid, daemon in ((other_strategy, "west"), (live_daemons, "east"), (elsewhere, "west")):
         row = await north.get(coid)
@@ -152,6 +155,7 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     assert {r.client_order_id for r in await north.non_terminal()} == {
         open_one,
         pending,
+        other_kind,
         mine_already,
     }
     got = await north.get_by_venue_id(f"0x{unbooked}", own=True)
@@ -161,9 +165,9 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     assert [(e.detail["from_daemon"], e.detail["to_daemon"]) for e in entries] == [
         ("west", "north")
     ]
-    assert sorted(entries[0].detail["orders"]) == sorted([open_one, pending, unbooked, part_booked])
+    assert sorted(entries[0].detail["orders"]) == sorted(taken)
     # Once taken, nothing is left to take; with no strategy named, nothing is read.
-    again = await north.take_over({"copy"}, live={"east", "north"})
+    again = await north.take_over({"copy", "alpha"}, live={"east", "north"})
     assert (again.taken, [r.client_order_id for r in again.elsewhere]) == ([], [elsewhere])
     assert await north.take_over(set(), live=set()) == TakenOver()
 
