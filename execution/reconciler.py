@@ -320,16 +320,12 @@ class Reconciler:
         )
 
     # fills ----------------------------------------------------------------------------------
-    async def sync_fills(self, *, since: int | None = None) -> int:
-        """Fetch our fills since the checkpoint (minus an overlap), or since `since` (Unix
-        seconds) when given, and record them. The checkpoint only moves forward."""
+    async def sync_fills(self) -> int:
+        """Fetch our fills since the checkpoint (minus an overlap) and record them."""
         # Per daemon: each daemon's broker reads its own account's fills.
         source = daemon_key(FILLS_CURSOR, self.repos.daemon_id)
         cursor = await self.repos.cursors.get(source)
-        if since is not None:
-            after = since
-        else:
-            after = max(0, int(cursor) - 60) if cursor else int(time.time()) - 86_400
+        after = max(0, int(cursor) - 60) if cursor else int(time.time()) - 86_400
         fills = await self.broker.fills_since(after)
         newest = int(cursor) if cursor else 0
         for f in sorted(fills, key=lambda f: f.ts):

@@ -68,6 +68,26 @@ class CursorRepository:
 
         return await self._db.write(job)
 
+    async def rewind(self, source: str, to: int) -> int | None:
+        """Move the whole-number cursor `source` (a time in Unix seconds, the venue fills'
+        checkpoint) back to `to` if it is later, or set it if there is none; never forward.
+        Return what it was (None if there was none)."""
+        ts = now_iso()
+
+        def job(c: sqlite3.Connection) -> int | None:
+            row = c.execute("SELECT value FROM cursors WHERE source = ?", (source,)).fetchone()
+            was = int(row[0]) if row is not None else None
+            if was is None or was > to:
+                c.execute(
+                    "INSERT INTO cursors (source, value, updated_at) VALUES (?,?,?)"
+                    " ON CONFLICT(source) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    (source, str(to), ts),
+                )
+            return was
+
+        return await self._db.write(job)
+
     async def prune_seen(self, source: str, *, before_iso: str) -> int:
         return await self._db.execute(
             "DELETE FROM seen_ids WHERE source = ? AND seen_at < ?", (source, before_iso)

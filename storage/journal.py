@@ -7,8 +7,8 @@ audit entry are written in one transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from functools import partial
 
@@ -97,6 +97,12 @@ _ORDER_INSERT_SQL = (
 )
 
 
+ZERO = Decimal(0)
+_TERMINAL_SQL = "'FILLED','CANCELED','EXPIRED','REJECTED'"
+_ROW_COLUMNS = ", ".join(f"o.{f.name}" for f in fields(JournalRow))
+"""Every column a `JournalRow` reads, without the signed payload."""
+
+
 NON_TERMINAL_SQL = (
     "SELECT * FROM orders INDEXED BY orders_open"
     " WHERE status NOT IN ('FILLED','CANCELED','EXPIRED','REJECTED') AND daemon_id = ?"
@@ -126,15 +132,19 @@ over every daemon (the order included); None to let it be journaled (`RiskEngine
 
 
 @dataclass(frozen=True)
-class TakenOver:
-    """What `OrderJournal.take_over` found of the orders gone daemons left unsettled."""
+class LeftUnsettled:
+    """The orders of some strategies that daemons no longer running left unsettled
+    (`OrderJournal.left_unsettled`)."""
 
-    taken: list[JournalRow] = field(default_factory=list)
-    """Journaled for this daemon's venue account: this daemon's to settle from now on."""
-    taken_from: list[str] = field(default_factory=list)
-    """The daemons `taken` was journaled by, sorted."""
+    ours: list[JournalRow] = field(default_factory=list)
+    """Journaled for this daemon's venue account: this daemon can settle them (`take_over`)."""
     elsewhere: list[JournalRow] = field(default_factory=list)
-    """Journaled for another venue account (or none): left to a daemon signing for it."""
+    """Journaled for another venue account: only a daemon signing for it can settle them."""
+
+    @property
+    def daemons(self) -> list[str]:
+        """The daemons `ours` was journaled by, sorted."""
+        return sorted({r.daemon_id for r in self.ours})
 
 
 class OrderNotFound(StorageError):
@@ -339,77 +349,102 @@ class OrderJournal:
             for r in rows
         ]
 
-    async def take_over(self, strategies: Collection[str], *, live: Collection[str]) -> TakenOver:
-        """Make this daemon the owner of the orders of `strategies` (taken over from another
-        daemon) that a daemon no longer running left unsettled, on this daemon's venue account.
+    async def left_unsettled(
+        self, strategies: Collection[str], *, live: Collection[str]
+    ) -> LeftUnsettled:
+        """The orders of `strategies` that a daemon no longer running left unsettled.
 
         Unsettled: still open (PENDING, UNKNOWN, LIVE, ...), or terminal with matched shares the
-        `fills` table does not hold all of (a FILLED answer to the post, its trade event not yet
-        recorded when the daemon died). Gone: another daemon id, none of `live` (the daemons
-        holding a lease). The rows journaled for this account become this daemon's (its
-        reconcile settles them and its fill sync books their fills), in one transaction with an
-        `orders_taken_over` audit entry per daemon; those for another account (or none), which
-        only a daemon signing for it can look up, are returned as `elsewhere`. Rows already
-        settled keep the daemon that placed them: the history stays as it happened.
+        `fills` table does not hold all of (a FILLED answer to the post whose trade event was
+        not booked yet when the daemon died). No longer running: another daemon id, none of
+        `live` (the daemons holding a lease). Orders journaled with no account (before 0009)
+        are left out: no daemon can tell which account to look them up on. Those journaled for
+        this daemon's account are `ours`, the others `elsewhere`.
+
+        One read of those strategies' orders (no index by strategy), with each terminal one's
+        booked shares summed in SQL; the signed payloads are not read. The SQL comparison is in
+        floating point, a filter only: a share quantity has six decimals at most, and the rows
+        it keeps are compared again exactly.
         """
         names = sorted(set(strategies))
         if not names:
-            return TakenOver()
-        gone = sorted(set(live) | {self.daemon_id})
-        where = (
-            f"o.strategy IN ({','.join('?' * len(names))})"
-            f" AND o.daemon_id NOT IN ({','.join('?' * len(gone))})"
-        )
-        params = (*names, *gone)
+            return LeftUnsettled()
+        skip = sorted(set(live) | {self.daemon_id})
         rows = [
             JournalRow.from_row(r)
             for r in await self._db.fetchall(
-                f"SELECT o.* FROM orders o WHERE {where} AND (o.status NOT IN"
-                " ('FILLED','CANCELED','EXPIRED','REJECTED') OR o.size_matched <> '0')"
+                f"SELECT {_ROW_COLUMNS} FROM orders o"
+                f" WHERE o.strategy IN ({','.join('?' * len(names))})"
+                f" AND o.daemon_id NOT IN ({','.join('?' * len(skip))}) AND o.account <> ''"
+                f" AND (o.status NOT IN ({_TERMINAL_SQL}) OR CAST(o.size_matched AS DOUBLE"
+                " PRECISION) > 0.0000001 + COALESCE((SELECT SUM(CAST(f.size AS DOUBLE"
+                " PRECISION)) FROM fills f WHERE f.client_order_id = o.client_order_id), 0))"
                 " ORDER BY o.created_at, o.client_order_id",
-                params,
+                (*names, *skip),
             )
         ]
-        booked: dict[str, Decimal] = {}
-        for r in await self._db.fetchall(
-            "SELECT f.client_order_id, f.size FROM fills f"
-            f" JOIN orders o ON o.client_order_id = f.client_order_id WHERE {where}",
-            params,
-        ):
-            booked[r[0]] = booked.get(r[0], Decimal(0)) + Decimal(str(r[1]))
+        booked = await self._booked([r.client_order_id for r in rows if r.status.terminal])
         unsettled = [
-            row
-            for row in rows
-            if not row.status.terminal or booked.get(row.client_order_id, 0) < row.size_matched
+            r
+            for r in rows
+            if not r.status.terminal or booked.get(r.client_order_id, ZERO) < r.size_matched
         ]
-        mine = [row for row in unsettled if self.account and row.account == self.account]
-        elsewhere = [row for row in unsettled if row not in mine]
-        if not mine:
-            return TakenOver(elsewhere=elsewhere)
+        ours = [r for r in unsettled if self.account and r.account == self.account]
+        return LeftUnsettled(ours, [r for r in unsettled if r not in ours])
+
+    async def _booked(self, client_order_ids: Sequence[str]) -> dict[str, Decimal]:
+        """The shares booked in `fills` for each of these orders (exactly)."""
+        booked: dict[str, Decimal] = {}
+        for i in range(0, len(client_order_ids), 500):
+            chunk = client_order_ids[i : i + 500]
+            for r in await self._db.fetchall(
+                "SELECT client_order_id, size FROM fills"
+                f" WHERE client_order_id IN ({','.join('?' * len(chunk))})",
+                tuple(chunk),
+            ):
+                booked[r[0]] = booked.get(r[0], ZERO) + Decimal(str(r[1]))
+        return booked
+
+    async def take_over(self, rows: Sequence[JournalRow]) -> list[JournalRow]:
+        """Make this daemon the owner of `rows` (`LeftUnsettled.ours`): its reconcile settles
+        them and its fill sync books their fills from now on. One transaction, with one
+        `orders_taken_over` audit entry per daemon they came from; a row that changed hands
+        meanwhile is left alone. Settled orders keep the daemon that placed them: the history
+        stays as it happened. Returns the rows as the journal now holds them."""
+        if not rows:
+            return []
         ts = now_iso()
         by_daemon: dict[str, list[str]] = {}
-        for row in mine:
+        for row in rows:
             by_daemon.setdefault(row.daemon_id, []).append(row.client_order_id)
 
-        def job(c: sqlite3.Connection) -> None:
+        def job(c: sqlite3.Connection) -> set[str]:
+            taken: set[str] = set()
             for daemon_id, ids in by_daemon.items():
-                c.executemany(
-                    "UPDATE orders SET daemon_id = ?, updated_at = ?"
-                    " WHERE client_order_id = ? AND daemon_id = ?",
-                    [(self.daemon_id, ts, coid, daemon_id) for coid in ids],
-                )
-                append_audit(
-                    c,
-                    "orders_taken_over",
-                    {"from_daemon": daemon_id, "orders": ids, "to_daemon": self.daemon_id},
-                )
+                mine = []
+                for coid in ids:
+                    n = c.execute(
+                        "UPDATE orders SET daemon_id = ?, updated_at = ?"
+                        " WHERE client_order_id = ? AND daemon_id = ?",
+                        (self.daemon_id, ts, coid, daemon_id),
+                    ).rowcount
+                    if n:
+                        mine.append(coid)
+                if mine:
+                    append_audit(
+                        c,
+                        "orders_taken_over",
+                        {"from_daemon": daemon_id, "orders": mine, "to_daemon": self.daemon_id},
+                    )
+                taken.update(mine)
+            return taken
 
-        await self._db.write(job)
-        return TakenOver(
-            taken=[replace(row, daemon_id=self.daemon_id, updated_at=ts) for row in mine],
-            taken_from=sorted(by_daemon),
-            elsewhere=elsewhere,
-        )
+        taken = await self._db.write(job)
+        return [
+            replace(r, daemon_id=self.daemon_id, updated_at=ts)
+            for r in rows
+            if r.client_order_id in taken
+        ]
 
     async def counts_by_status(self) -> dict[OrderStatus, int]:
         rows = await self._db.fetchall("SELECT status, COUNT(*) FROM orders GROUP BY status")

@@ -43,10 +43,13 @@ import structlog
 
 from config import Settings
 from errors import AlreadyRunning, ConfigError, StorageError
+from execution.reconciler import FILLS_CURSOR
 from executor import Executor
 from observability.health import CheckResult
 from observability.notify import Notifier
 from storage import Database, Repositories
+from storage.journal import LeftUnsettled
+from storage.keys import daemon_key
 from storage.leases import (
     LEASE_DB_ERROR,
     Lease,
@@ -440,71 +443,102 @@ async def hold_leases(ctx: _Daemon) -> LeaseKeeper | None:
 
 
 async def adopt_positions(ctx: _Daemon) -> None:
-    """Once its leases are held (on either engine), the strategies this daemon runs that were
-    another daemon's when its executor started (taken over from a daemon that stopped or lost
-    the lease, or the DAEMON_ID changed) join its position book, before they start: their
-    positions were left out (`Executor.start`). Today's PnL does not move. Then the orders
-    the daemon they came from left unsettled are settled (`take_over_orders`)."""
+    """Once its leases are held (on either engine), before its strategies start: first the
+    orders of its strategies that a daemon no longer running left unsettled are settled
+    (`take_over_orders`); then the strategies this daemon runs that were another daemon's when
+    its executor started (taken over from a daemon that stopped or lost the lease, or the
+    DAEMON_ID changed) join its position book: their positions were left out
+    (`Executor.start`). Today's PnL does not move: what they made before, the fills just
+    booked for the gone daemon's orders included, was the other daemon's day."""
     executor = ctx.executor
     if executor is None:
         return
+    names = {st.name for st in ctx.strategies}
+    # Before the book takes them: fills booked now move no figure of this daemon's day.
+    await take_over_orders(ctx, executor, names)
     book = executor.positions
-    taken = book.left_out & {st.name for st in ctx.strategies}
+    taken = book.left_out & names
     if not taken:
         return
     rows = await ctx.repos.fills.positions(include_flat=True, strategies=taken)
     book.adopt(taken, rows)
     log.info("positions_adopted", strategies=sorted(taken), positions=len(rows))
-    await take_over_orders(ctx, executor, taken)
 
 
-# Fills are fetched from this long before the oldest order taken over was journaled.
+# The fills checkpoint is moved back this far before the first unbooked fill could be.
 FILLS_OVERLAP_S = 60
 
 
-async def take_over_orders(ctx: _Daemon, executor: Executor, taken: Collection[str]) -> None:
-    """Settle the orders of the strategies just taken over that a daemon no longer running (no
-    live lease) left unsettled: an order it had sent and not settled, or one FILLED on the
-    venue's answer whose fill it had not booked yet when it died (`OrderJournal.take_over`).
+def _unix(iso: str) -> int | None:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return None
 
-    Those on this daemon's venue account become its own: a reconcile settles the open ones,
-    and the account's fills since the oldest of them are fetched and booked (to the strategy,
-    whose positions joined the book just before). Those on another account stay their daemon's
-    (this daemon cannot look them up): a warning, and a notice, name them and what to do.
+
+async def fills_from(repos: Repositories, left: LeftUnsettled) -> int:
+    """The time (Unix seconds) from which the venue's fills must be read again to book those of
+    `left.ours`: for each daemon they came from, the later of its oldest such order's creation
+    and its own fills checkpoint (every fill before that it read and booked), less the overlap;
+    the earliest of those."""
+    starts: list[int] = []
+    for daemon in left.daemons:
+        created = [_unix(r.created_at) for r in left.ours if r.daemon_id == daemon]
+        oldest = min((t for t in created if t is not None), default=0)
+        theirs = await repos.cursors.get(daemon_key(FILLS_CURSOR, daemon))
+        start = max(oldest, int(theirs)) if theirs else oldest
+        starts.append(max(0, start - FILLS_OVERLAP_S))
+    return min(starts)
+
+
+async def take_over_orders(ctx: _Daemon, executor: Executor, names: Collection[str]) -> None:
+    """Settle the orders of the strategies `names` (this daemon's) that a daemon no longer
+    running (no live lease) left unsettled: one it had sent and not settled, or one FILLED on
+    the venue's answer whose fill it had not booked when it died (`OrderJournal.left_unsettled`).
+    Run at every start, so a takeover a crash cut short is finished by the next one.
+
+    Those on this daemon's venue account become its own. First its fills checkpoint goes back
+    to before their first unbooked fill could be (`fills_from`), so that once they are its own
+    its fill sync books those fills even if it dies before this pass ends; then they change
+    hands (`OrderJournal.take_over`) and a reconcile settles the open ones and books the fills.
+    Those on another account stay their daemon's (this daemon cannot look them up): a warning,
+    and a notice, name them and what to do.
     """
-    live = await ctx.repos.leases.live_daemons()
-    found = await ctx.repos.orders.take_over(taken, live=live)
-    if found.elsewhere:
-        daemons = sorted({r.daemon_id for r in found.elsewhere})
-        accounts = sorted({r.account or "none" for r in found.elsewhere})
+    repos = ctx.repos
+    live = await repos.leases.live_daemons()
+    left = await repos.orders.left_unsettled(names, live=live)
+    if left.elsewhere:
+        daemons = sorted({r.daemon_id for r in left.elsewhere})
+        accounts = sorted({r.account for r in left.elsewhere})
         text = (
-            f"{len(found.elsewhere)} order(s) of {', '.join(sorted(taken))} left unsettled by"
+            f"{len(left.elsewhere)} order(s) of {', '.join(sorted(names))} left unsettled by"
             f" daemon {', '.join(daemons)} on venue account {', '.join(accounts)}, not this"
-            f" daemon's ({ctx.repos.orders.account or 'none'}): only a daemon signing for"
-            " that account can settle them and book their fills; start that DAEMON_ID once with"
-            " its account's key, then restart this daemon (its book reads positions at start),"
-            " or check them on the venue"
+            f" daemon's ({repos.orders.account or 'none'}): only a daemon signing for that"
+            " account can settle them and book their fills; start that DAEMON_ID once with its"
+            " account's key, then restart this daemon (its book reads positions at start), or"
+            " check them on the venue"
         )
         log.warning(
             "orders_left_unsettled",
-            orders=[r.client_order_id for r in found.elsewhere[:20]],
-            count=len(found.elsewhere),
+            orders=[r.client_order_id for r in left.elsewhere[:20]],
+            count=len(left.elsewhere),
             daemons=daemons,
             accounts=accounts,
             detail=text,
         )
         ctx.notifier.notify("orders_left_unsettled", "orders_left_unsettled", text)
-    if not found.taken:
+    if not left.ours:
         return
+    since = await fills_from(repos, left)
+    was = await repos.cursors.rewind(daemon_key(FILLS_CURSOR, repos.daemon_id), since)
+    taken = await repos.orders.take_over(left.ours)
     log.warning(
         "orders_taken_over",
-        strategies=sorted(taken),
-        orders=[r.client_order_id for r in found.taken[:20]],
-        count=len(found.taken),
-        daemons=found.taken_from,
+        orders=[r.client_order_id for r in taken[:20]],
+        count=len(taken),
+        daemons=left.daemons,
+        fills_from=since,
+        fills_checkpoint_was=was,
     )
-    await executor.reconcile()
-    oldest = min(datetime.fromisoformat(r.created_at) for r in found.taken)
-    since = max(0, int(oldest.timestamp()) - FILLS_OVERLAP_S)
-    fills = await executor.reconciler.sync_fills(since=since)
-    log.info("orders_taken_over_settled", count=len(found.taken), fills_seen=fills)
+    counts = await executor.reconcile()
+    log.info("orders_taken_over_settled", count=len(taken), fills_seen=counts["fills"])

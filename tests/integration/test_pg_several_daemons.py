@@ -328,8 +328,10 @@ async def test_a_takeover_on_the_same_account_books_the_fill_the_killed_daemon_h
     """The window the test above steps around: the venue answers the copy's post FILLED, and the
     daemon is killed before the trade event that carries its fill (the user channel stalled,
     the trades listing failing) is booked. The daemon that takes the copy trader over on the
-    same venue account makes that order its own (`orders_taken_over`), reads the account's
-    fills from before it and books the fill to the copy trader's position, once; the next
+    same venue account, whose own fills checkpoint is past that trade (it ran before), makes
+    that order its own (`orders_taken_over`), moves its checkpoint back to before it and books
+    the fill to the copy trader's position, once, before the copy trader starts and before the
+    position joins its book (so the fill is the gone daemon's day, not its own); the next
     leader trade is copied on top of it, and the venue holds one order per leader trade."""
     url = pg_server.fresh_url()
     (tmp_path / "copy.toml").write_text(COPY_RULES)
@@ -364,16 +366,31 @@ async def test_a_takeover_on_the_same_account_books_the_fill_the_killed_daemon_h
             west.proc.kill()  # kill -9
             await west.proc.wait()
             sim.faults.clear()
+            # North ran before: its fills checkpoint is two minutes past west's trade, so its
+            # start-up fill sync (from the checkpoint less a minute) does not read that trade.
+            ahead = str(int(datetime.now(UTC).timestamp()) + 120)
+            with psycopg.connect(url) as c:
+                c.execute(
+                    "INSERT INTO cursors (source, value, updated_at)"
+                    " VALUES ('venue:fills@north', %s, now())",
+                    (ahead,),
+                )
             expired = "SELECT 1 FROM leases WHERE strategy = 'copy' AND expires_at < now()"
             await until("the killed daemon's lease to expire", lambda: rows(url, expired))
             north = await Daemon(north_env).start()
             await ready(north)
             taken = [x for x in north.lines() if x.get("event") == "orders_taken_over"]
             assert [(x["orders"], x["daemons"]) for x in taken] == [([first], ["west"])]
+            assert taken[0]["fills_checkpoint_was"] == int(ahead)
+            assert taken[0]["fills_from"] < int(ahead) - 120
             assert rows(url, copy_orders) == [(first, "north", "FILLED")]
-            # The fill west never booked is booked now, to west's order and the copy trader.
+            # The fill west never booked was booked before north was ready (its copy trader
+            # started), to west's order and the copy trader, and before the position joined
+            # north's book: the book took it from the database.
             fills = "SELECT client_order_id, size FROM fills ORDER BY seq"
-            await until("the fill booked", lambda: rows(url, fills))
+            assert len(rows(url, fills)) == 1
+            adopted = [x for x in north.lines() if x.get("event") == "positions_adopted"]
+            assert [(x["strategies"], x["positions"]) for x in adopted] == [(["copy"], 1)]
             matched = "SELECT size_matched FROM orders WHERE strategy = 'copy' ORDER BY created_at"
             ((size,),) = rows(url, matched)
             assert size > 0 and rows(url, fills) == [(first, size)]

@@ -15,7 +15,7 @@ import pytest
 
 from models import OrderStatus
 from storage import Repositories
-from storage.journal import OrderJournal, TakenOver
+from storage.journal import LeftUnsettled, OrderJournal
 from tests.helpers import make_fill, make_order
 
 
@@ -130,16 +130,24 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
         )
     west.for_account(OTHER_ACCOUNT)
     elsewhere = await order(west, "LIVE")
+    west.for_account("")  # journaled before accounts were named: no one can look it up
+    no_account = await order(west, "LIVE")
 
-    found = await north.take_over({"copy", "alpha"}, live={"east", "north"})
-
+    left = await north.left_unsettled({"copy", "alpha"}, live={"east", "north"})
     taken = [open_one, pending, unbooked, part_booked, half_share, other_kind]
-    assert [r.client_order_id for r in found.taken] == taken
-    for r in found.taken:  # as the journal now holds them
+    assert [r.client_order_id for r in left.ours] == taken
+    for r in left.ours:  # as read: still west's until taken
         assert r == await north.get(r.client_order_id)
-    assert {r.daemon_id for r in found.taken} == {"north"}
-    assert found.taken_from == ["west"]
-    assert [(r.client_order_id, r.daemon_id) for r in found.elsewhere] == [(elsewhere, "west")]
+    assert left.daemons == ["west"]
+    assert [(r.client_order_id, r.daemon_id) for r in left.elsewhere] == [(elsewhere, "west")]
+    assert no_account not in {r.client_order_id for r in left.ours + left.elsewhere}
+
+    got_them = await north.take_over(left.ours)
+
+    assert [r.client_order_id for r in got_them] == taken
+    for r in got_them:  # as the journal now holds them
+        assert r == await north.get(r.client_order_id)
+    assert {r.daemon_id for r in got_them} == {"north"}
     owner = {
         coid: (await north.get(coid) or pytest.fail(coid)).daemon_id
         for coid in (*taken, booked, booked_in_two, rejected)
@@ -166,10 +174,41 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
         ("west", "north")
     ]
     assert sorted(entries[0].detail["orders"]) == sorted(taken)
-    # Once taken, nothing is left to take; with no strategy named, nothing is read.
-    again = await north.take_over({"copy", "alpha"}, live={"east", "north"})
-    assert (again.taken, [r.client_order_id for r in again.elsewhere]) == ([], [elsewhere])
-    assert await north.take_over(set(), live=set()) == TakenOver()
+    # Once taken, nothing is left to take; with no strategy named, nothing is read; taking
+    # the same rows again changes nothing (they are north's now), nor writes an audit entry.
+    again = await north.left_unsettled({"copy", "alpha"}, live={"east", "north"})
+    assert (again.ours, [r.client_order_id for r in again.elsewhere]) == ([], [elsewhere])
+    assert await north.left_unsettled(set(), live=set()) == LeftUnsettled()
+    assert await north.take_over(left.ours) == []
+    assert await north.take_over([]) == []
+    assert len(await repos.audit.tail(event="orders_taken_over")) == 1
+
+
+async def test_a_row_that_changed_hands_meanwhile_is_not_taken(repos: Repositories) -> None:
+    """Two daemons taking the same gone daemon's order (they cannot both hold the strategy's
+    lease, but the journal does not count on it): the second finds it is no longer the gone
+    daemon's and leaves it."""
+    west = OrderJournal(db=repos.db, daemon_id="west")
+    west.for_account(ACCOUNT)
+    req = make_order(strategy="copy")
+    await west.record(req, venue_order_id="0xw")
+    north = OrderJournal(db=repos.db, daemon_id="north")
+    south = OrderJournal(db=repos.db, daemon_id="south")
+    for j in (north, south):
+        j.for_account(ACCOUNT)
+    seen_by_south = (await south.left_unsettled(["copy"], live=[])).ours
+    assert [r.client_order_id for r in await north.take_over(seen_by_south)] == [
+        req.client_order_id
+    ]
+    assert await south.take_over(seen_by_south) == []
+    row = await south.get(req.client_order_id)
+    assert row is not None and row.daemon_id == "north"
+    (entry,) = await repos.audit.tail(event="orders_taken_over")
+    assert entry.detail == {
+        "from_daemon": "west",
+        "orders": [req.client_order_id],
+        "to_daemon": "north",
+    }
 
 
 async def test_a_daemon_with_no_account_takes_no_order_over(repos: Repositories) -> None:
@@ -180,8 +219,8 @@ async def test_a_daemon_with_no_account_takes_no_order_over(repos: Repositories)
     req = make_order(strategy="copy")
     await west.record(req, venue_order_id="0xw")
     paper = OrderJournal(db=repos.db, daemon_id="paper")
-    found = await paper.take_over(["copy"], live=[])
-    assert found.taken == []
+    found = await paper.left_unsettled(["copy"], live=[])
+    assert found.ours == []
     assert [r.client_order_id for r in found.elsewhere] == [req.client_order_id]
     row = await paper.get(req.client_order_id)
     assert row is not None and row.daemon_id == "west"

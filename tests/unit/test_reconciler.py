@@ -561,25 +561,6 @@ async def test_fills_older_than_the_checkpoints_overlap_are_not_read_again(live:
     assert await live.repos.cursors.get(source) == str(at + 30)
 
 
-async def test_fills_read_from_a_given_time_reach_past_the_checkpoint_which_stays(
-    live: Live,
-) -> None:
-    """`since` (a takeover: the fills of orders a gone daemon left) reads from that time, the
-    checkpoint's overlap notwithstanding; the checkpoint itself never moves back."""
-    r = reconciler(live, FakeClock(0))
-    source = daemon_key(FILLS_CURSOR, live.repos.daemon_id)
-    seed_asks(live)
-    assert (await live.ex.submit(live.req(order_type=OrderType.FOK))).status is (OrderStatus.FILLED)
-    (trade,) = await live.broker.fills_since(0)
-    at = int(trade.ts.timestamp())
-    await live.repos.cursors.advance(source, value=str(at + 120))
-    assert await r.sync_fills(since=at + 1) == 0  # after the trade: not read
-    assert await live.repos.fills.all() == []
-    assert await r.sync_fills(since=at - 1) == 1
-    assert [f.trade_id for f in await live.repos.fills.all()] == [trade.trade_id]
-    assert await live.repos.cursors.get(source) == str(at + 120)
-
-
 def test_age_of_an_unreadable_timestamp_is_infinite() -> None:
     assert age_s("not a time") == float("inf")
     assert 0 <= age_s(datetime.now().astimezone().isoformat()) < 60

@@ -162,6 +162,25 @@ async def test_cursor_advance_marks_seen_ids_atomically(repos: Repositories) -> 
     assert await repos.cursors.seen_among("wallet:0xabc", ["a", "c", "z"]) == {"a", "c"}
 
 
+async def test_a_cursor_is_rewound_never_forward_and_set_if_missing(repos: Repositories) -> None:
+    """The fills checkpoint a takeover moves back (`CursorRepository.rewind`): to an earlier
+    time only, compared as numbers (not as text: "99" is earlier than "100"); one that does not
+    exist yet is set. Each call says what it was."""
+    cursors = repos.cursors
+    assert await cursors.rewind("venue:fills", 500) is None
+    assert await cursors.get("venue:fills") == "500"
+    assert await cursors.rewind("venue:fills", 600) == 500  # later: not moved
+    assert await cursors.get("venue:fills") == "500"
+    assert await cursors.rewind("venue:fills", 500) == 500
+    assert await cursors.get("venue:fills") == "500"
+    await cursors.advance("venue:fills", value="1000")
+    assert await cursors.rewind("venue:fills", 999) == 1000
+    assert await cursors.get("venue:fills") == "999"
+    assert await cursors.rewind("venue:fills", 1000) == 999
+    assert await cursors.get("venue:fills") == "999"
+    assert await cursors.get("venue:fills@other") is None  # one source only
+
+
 async def test_state_survives_reopen(tmp_path: Path) -> None:
     async with Database(tmp_path / "s.db") as db:
         await Repositories.over(db).state.set("trading_state", "HALTED", audit=("halt", {}))
