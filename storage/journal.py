@@ -7,8 +7,9 @@ audit entry are written in one transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 
@@ -145,6 +146,28 @@ class LeftUnsettled:
     def daemons(self) -> list[str]:
         """The daemons `ours` was journaled by, sorted."""
         return sorted({r.daemon_id for r in self.ours})
+
+    def fills_from(self, checkpoints: Mapping[str, int | None], *, overlap_s: int = 60) -> int:
+        """The time (Unix seconds) from which the venue's fills must be read to book those of
+        `ours`, given each daemon's fills checkpoint (None: it has none). For each daemon they
+        came from: the later of its oldest such order's creation and its checkpoint (it read and
+        booked every fill of its orders before that), less `overlap_s`; the earliest of those.
+        An unreadable creation time counts as 0: read from the checkpoint, or from the start."""
+        starts: list[int] = []
+        for daemon in self.daemons:
+            oldest = min(_unix(r.created_at) for r in self.ours if r.daemon_id == daemon)
+            theirs = checkpoints.get(daemon)
+            start = oldest if theirs is None else max(oldest, theirs)
+            starts.append(max(0, start - overlap_s))
+        return min(starts, default=0)
+
+
+def _unix(iso: str) -> int:
+    """Unix seconds of an ISO-8601 time; 0 if it cannot be read."""
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
 
 
 class OrderNotFound(StorageError):

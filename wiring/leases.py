@@ -48,7 +48,6 @@ from executor import Executor
 from observability.health import CheckResult
 from observability.notify import Notifier
 from storage import Database, Repositories
-from storage.journal import LeftUnsettled
 from storage.keys import daemon_key
 from storage.leases import (
     LEASE_DB_ERROR,
@@ -465,32 +464,6 @@ async def adopt_positions(ctx: _Daemon) -> None:
     log.info("positions_adopted", strategies=sorted(taken), positions=len(rows))
 
 
-# The fills checkpoint is moved back this far before the first unbooked fill could be.
-FILLS_OVERLAP_S = 60
-
-
-def _unix(iso: str) -> int | None:
-    try:
-        return int(datetime.fromisoformat(iso).timestamp())
-    except ValueError:
-        return None
-
-
-async def fills_from(repos: Repositories, left: LeftUnsettled) -> int:
-    """The time (Unix seconds) from which the venue's fills must be read again to book those of
-    `left.ours`: for each daemon they came from, the later of its oldest such order's creation
-    and its own fills checkpoint (every fill before that it read and booked), less the overlap;
-    the earliest of those."""
-    starts: list[int] = []
-    for daemon in left.daemons:
-        created = [_unix(r.created_at) for r in left.ours if r.daemon_id == daemon]
-        oldest = min((t for t in created if t is not None), default=0)
-        theirs = await repos.cursors.get(daemon_key(FILLS_CURSOR, daemon))
-        start = max(oldest, int(theirs)) if theirs else oldest
-        starts.append(max(0, start - FILLS_OVERLAP_S))
-    return min(starts)
-
-
 async def take_over_orders(ctx: _Daemon, executor: Executor, names: Collection[str]) -> None:
     """Settle the orders of the strategies `names` (this daemon's) that a daemon no longer
     running (no live lease) left unsettled: one it had sent and not settled, or one FILLED on
@@ -498,9 +471,10 @@ async def take_over_orders(ctx: _Daemon, executor: Executor, names: Collection[s
     Run at every start, so a takeover a crash cut short is finished by the next one.
 
     Those on this daemon's venue account become its own. First its fills checkpoint goes back
-    to before their first unbooked fill could be (`fills_from`), so that once they are its own
-    its fill sync books those fills even if it dies before this pass ends; then they change
-    hands (`OrderJournal.take_over`) and a reconcile settles the open ones and books the fills.
+    to before their first unbooked fill could be (`LeftUnsettled.fills_from`), so that once
+    they are its own its fill sync books those fills even if it dies before this pass ends;
+    then they change hands (`OrderJournal.take_over`) and a reconcile settles the open ones and
+    books the fills.
     Those on another account stay their daemon's (this daemon cannot look them up): a warning,
     and a notice, name them and what to do.
     """
@@ -529,7 +503,11 @@ async def take_over_orders(ctx: _Daemon, executor: Executor, names: Collection[s
         ctx.notifier.notify("orders_left_unsettled", "orders_left_unsettled", text)
     if not left.ours:
         return
-    since = await fills_from(repos, left)
+    checkpoints: dict[str, int | None] = {}
+    for daemon in left.daemons:
+        theirs = await repos.cursors.get(daemon_key(FILLS_CURSOR, daemon))
+        checkpoints[daemon] = int(theirs) if theirs else None
+    since = left.fills_from(checkpoints)
     was = await repos.cursors.rewind(daemon_key(FILLS_CURSOR, repos.daemon_id), since)
     taken = await repos.orders.take_over(left.ours)
     log.warning(

@@ -9,13 +9,14 @@ other daemon is still working.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from models import OrderStatus
+from models import OrderStatus, OrderType, Side
 from storage import Repositories
-from storage.journal import LeftUnsettled, OrderJournal
+from storage.journal import JournalRow, LeftUnsettled, OrderJournal
 from tests.helpers import make_fill, make_order
 
 
@@ -224,3 +225,52 @@ async def test_a_daemon_with_no_account_takes_no_order_over(repos: Repositories)
     assert [r.client_order_id for r in found.elsewhere] == [req.client_order_id]
     row = await paper.get(req.client_order_id)
     assert row is not None and row.daemon_id == "west"
+
+
+def _row(coid: str, daemon: str, created: str) -> JournalRow:
+    return JournalRow(
+        client_order_id=coid,
+        strategy="copy",
+        token_id="t",
+        side=Side.BUY,
+        price=Decimal("0.5"),
+        size=Decimal("10"),
+        order_type=OrderType.GTC,
+        expiration=None,
+        post_only=False,
+        reason="",
+        status=OrderStatus.FILLED,
+        venue_order_id=None,
+        payload_hash=None,
+        size_matched=Decimal("10"),
+        avg_price=None,
+        detail="",
+        created_at=created,
+        updated_at=created,
+        daemon_id=daemon,
+        account=ACCOUNT,
+    )
+
+
+def test_fills_are_read_again_from_before_the_first_that_may_be_unbooked() -> None:
+    """Where a takeover moves the fills checkpoint back to (`LeftUnsettled.fills_from`): for
+    each gone daemon, the later of its oldest order taken and its own checkpoint (it booked
+    every fill of its orders before that), less the overlap; the earliest over the daemons."""
+    t = 1_800_000_000
+    iso = {n: datetime.fromtimestamp(t + n, UTC).isoformat() for n in (0, 100, 500)}
+    west_old, west_new = _row("w1", "west", iso[0]), _row("w2", "west", iso[500])
+    south = _row("s1", "south", iso[100])
+    left = LeftUnsettled(ours=[west_new, south, west_old])
+    assert left.daemons == ["south", "west"]
+    # No checkpoints: from each daemon's oldest order; the earliest wins.
+    assert left.fills_from({}) == t - 60
+    assert left.fills_from({}, overlap_s=5) == t - 5
+    # West read its fills up to t + 300: nothing of its before that is unbooked.
+    assert left.fills_from({"west": t + 300, "south": None}) == t + 100 - 60
+    assert left.fills_from({"west": t + 300, "south": t + 400}) == t + 300 - 60
+    # A checkpoint older than the oldest order counts for nothing.
+    assert left.fills_from({"west": t - 1000, "south": t + 900}) == t - 60
+    # Never before 0; an unreadable creation time reads from the checkpoint or from 0.
+    assert LeftUnsettled(ours=[_row("x", "west", "yesterday")]).fills_from({}) == 0
+    assert LeftUnsettled(ours=[_row("x", "west", "yesterday")]).fills_from({"west": t}) == t - 60
+    assert LeftUnsettled().fills_from({"west": t}) == 0
