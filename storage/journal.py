@@ -98,7 +98,6 @@ _ORDER_INSERT_SQL = (
 )
 
 
-ZERO = Decimal(0)
 _TERMINAL_SQL = "'FILLED','CANCELED','EXPIRED','REJECTED'"
 _ROW_COLUMNS = ", ".join(f"o.{f.name}" for f in fields(JournalRow))
 """Every column a `JournalRow` reads, without the signed payload."""
@@ -385,9 +384,11 @@ class OrderJournal:
         this daemon's account are `ours`, the others `elsewhere`.
 
         One read of those strategies' orders (no index by strategy), with each terminal one's
-        booked shares summed in SQL; the signed payloads are not read. The SQL comparison is in
-        floating point, a filter only: a share quantity has six decimals at most, and the rows
-        it keeps are compared again exactly.
+        booked shares summed in SQL; the signed payloads are not read. The comparison is in
+        double precision on either engine (SQLite has no decimal type), with a margin of half a
+        millionth of a share: share quantities have six decimals at most, so an order short of
+        booked is short by a millionth or more, and the rounding error of such sums in double
+        precision is orders of magnitude below the margin.
         """
         names = sorted(set(strategies))
         if not names:
@@ -400,33 +401,14 @@ class OrderJournal:
                 f" WHERE o.strategy IN ({','.join('?' * len(names))})"
                 f" AND o.daemon_id NOT IN ({','.join('?' * len(skip))}) AND o.account <> ''"
                 f" AND (o.status NOT IN ({_TERMINAL_SQL}) OR CAST(o.size_matched AS DOUBLE"
-                " PRECISION) > 0.0000001 + COALESCE((SELECT SUM(CAST(f.size AS DOUBLE"
+                " PRECISION) > 0.0000005 + COALESCE((SELECT SUM(CAST(f.size AS DOUBLE"
                 " PRECISION)) FROM fills f WHERE f.client_order_id = o.client_order_id), 0))"
                 " ORDER BY o.created_at, o.client_order_id",
                 (*names, *skip),
             )
         ]
-        booked = await self._booked([r.client_order_id for r in rows if r.status.terminal])
-        unsettled = [
-            r
-            for r in rows
-            if not r.status.terminal or booked.get(r.client_order_id, ZERO) < r.size_matched
-        ]
-        ours = [r for r in unsettled if self.account and r.account == self.account]
-        return LeftUnsettled(ours, [r for r in unsettled if r not in ours])
-
-    async def _booked(self, client_order_ids: Sequence[str]) -> dict[str, Decimal]:
-        """The shares booked in `fills` for each of these orders (exactly)."""
-        booked: dict[str, Decimal] = {}
-        for i in range(0, len(client_order_ids), 500):
-            chunk = client_order_ids[i : i + 500]
-            for r in await self._db.fetchall(
-                "SELECT client_order_id, size FROM fills"
-                f" WHERE client_order_id IN ({','.join('?' * len(chunk))})",
-                tuple(chunk),
-            ):
-                booked[r[0]] = booked.get(r[0], ZERO) + Decimal(str(r[1]))
-        return booked
+        ours = [r for r in rows if self.account and r.account == self.account]
+        return LeftUnsettled(ours, [r for r in rows if r not in ours])
 
     async def take_over(self, rows: Sequence[JournalRow]) -> list[JournalRow]:
         """Make this daemon the owner of `rows` (`LeftUnsettled.ours`): its reconcile settles

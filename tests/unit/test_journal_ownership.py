@@ -118,6 +118,9 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     half_share = await order(west, "CANCELED", "0.5")  # no fill booked
     booked = await order(west, "FILLED", "10")
     booked_in_two = await order(west, "FILLED", "10")
+    # Share quantities have six decimals: a millionth short is unbooked, none short is booked.
+    millionth_short = await order(west, "FILLED", "10.000001")
+    to_the_millionth = await order(west, "FILLED", "10.000001")
     other_kind = await order(west, "LIVE", strategy="alpha")  # taken over too, below
     rejected = await order(west, "REJECTED")
     other_strategy = await order(west, "LIVE", strategy="sniper")
@@ -125,6 +128,8 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     mine_already = await order(north, "LIVE")
     fills = [(booked, "10", "t1"), (part_booked, "5", "t2")]
     fills += [(booked_in_two, "4", "t3"), (booked_in_two, "6", "t4")]
+    fills += [(millionth_short, "10", "t5"), (to_the_millionth, "4.000001", "t6")]
+    fills += [(to_the_millionth, "6", "t7")]
     for coid, size, trade in fills:
         await repos.fills.record_moves(
             make_fill(trade, f"0x{coid}", "BUY", "0.5", size, client_order_id=coid)
@@ -135,7 +140,7 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     no_account = await order(west, "LIVE")
 
     left = await north.left_unsettled({"copy", "alpha"}, live={"east", "north"})
-    taken = [open_one, pending, unbooked, part_booked, half_share, other_kind]
+    taken = [open_one, pending, unbooked, part_booked, half_share, millionth_short, other_kind]
     assert [r.client_order_id for r in left.ours] == taken
     for r in left.ours:  # as read: still west's until taken
         assert r == await north.get(r.client_order_id)
@@ -151,11 +156,11 @@ async def test_a_takeover_owns_the_unsettled_orders_a_gone_daemon_left_on_this_a
     assert {r.daemon_id for r in got_them} == {"north"}
     owner = {
         coid: (await north.get(coid) or pytest.fail(coid)).daemon_id
-        for coid in (*taken, booked, booked_in_two, rejected)
+        for coid in (*taken, booked, booked_in_two, to_the_millionth, rejected)
     }
     assert owner == {
         **dict.fromkeys(taken, "north"),
-        **dict.fromkeys((booked, booked_in_two, rejected), "west"),
+        **dict.fromkeys((booked, booked_in_two, to_the_millionth, rejected), "west"),
     }
     for coid, daemon in ((other_strategy, "west"), (live_daemons, "east"), (elsewhere, "west")):
         row = await north.get(coid)
