@@ -161,12 +161,22 @@ class Rig:
             what="every journal row settled",
         )
 
-    def wait_health(self, code: int, timeout: float = 20.0) -> Json:
+    def wait_health(
+        self,
+        code: int,
+        timeout: float = 20.0,
+        *,
+        until: Callable[[Json], bool] | None = None,
+        what: str = "",
+    ) -> Json:
+        """Wait for /health to answer `code` (and, with `until`, a body it accepts): a daemon
+        can answer 503 for another reason first (a check that fails sooner under load)."""
+
         def check() -> Json | None:
             status, body = self.d.health()
-            return body if status == code else None
+            return body if status == code and (until is None or until(body)) else None
 
-        body: Json = self.wait(check, timeout, what=f"/health {code}")
+        body: Json = self.wait(check, timeout, what=f"/health {code}{what and ' with ' + what}")
         return body
 
     def compare(self, *, settled: bool = True) -> Comparison:
