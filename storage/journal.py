@@ -407,8 +407,11 @@ class OrderJournal:
                 (*names, *skip),
             )
         ]
-        ours = [r for r in rows if self.account and r.account == self.account]
-        return LeftUnsettled(ours, [r for r in rows if r not in ours])
+        ours: list[JournalRow] = []
+        elsewhere: list[JournalRow] = []
+        for r in rows:
+            (ours if self.account and r.account == self.account else elsewhere).append(r)
+        return LeftUnsettled(ours, elsewhere)
 
     async def take_over(self, rows: Sequence[JournalRow]) -> list[JournalRow]:
         """Make this daemon the owner of `rows` (`LeftUnsettled.ours`): its reconcile settles
