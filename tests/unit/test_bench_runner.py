@@ -114,3 +114,20 @@ def test_orderpath_bench_compares_polyd_with_both_sdks_on_every_figure() -> None
             "return_p50_le_1.0_of_sdk_ack",
             "orders_per_s_ge_1.5",
         }
+
+
+def test_takeover_bench_finds_the_planted_orders_on_both_engines() -> None:
+    # The search must find what a gone daemon left unsettled (FILLED unbooked and LIVE, two of
+    # each) among the settled ones, and nothing of the daemon's own history: the bench exits
+    # non-zero otherwise. On PostgreSQL its throwaway databases are dropped.
+    for engine in ("sqlite", "postgres"):
+        args = ["takeover", "--engine", engine, "--orders", "50,200", "--unsettled", "2"]
+        out = run_bench(*args, "--repeat", "2", "--url", ADMIN_URL)
+        figures = json.loads(out.stdout)
+        assert figures["engine"] == engine
+        assert [s["orders"] for s in figures["sizes"]] == [50, 200]
+        for size in figures["sizes"]:
+            assert size["gone_daemon"]["found"] == 4, size
+            assert size["own_history"]["found"] == 0, size
+            assert size["gone_daemon"]["search_ms"] > 0, size
+    assert databases_left("polyd_bench_takeover_%") == []
