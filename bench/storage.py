@@ -38,9 +38,10 @@ from storage import Database, Repositories
 TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 
 
-def _request(i: int) -> OrderRequest:
+def journal_request(i: int, strategy: str = "bench") -> OrderRequest:
+    """A GTC BUY of 10 @ 0.5 with client order id bench-<i>, as the storage benches journal it."""
     return OrderRequest(
-        strategy="bench",
+        strategy=strategy,
         token_id=TOKEN,
         side=Side.BUY,
         price=Decimal("0.5"),
@@ -54,7 +55,7 @@ async def _group_commit(db: Database, seconds: float, writers: int) -> tuple[int
     async with db:
         journal = Repositories.over(db).orders
         # Requests are validated before the clock starts: this measures storage, not pydantic.
-        pool = [_request(i) for i in range(int(seconds * 60_000))]
+        pool = [journal_request(i) for i in range(int(seconds * 60_000))]
         counter = 0
         stop = time.perf_counter() + seconds
 
@@ -90,7 +91,9 @@ async def _account_orders(url: str, seconds: float, writers: int, *, shared: boo
             journal.share_account(risk.account_refusal)
         tag = "s" if shared else "a"
         for i in range(50):
-            await journal.record(_request(i).model_copy(update={"client_order_id": f"r{tag}{i}"}))
+            await journal.record(
+                journal_request(i).model_copy(update={"client_order_id": f"r{tag}{i}"})
+            )
         count = 0
         stop = time.perf_counter() + seconds
 
@@ -99,7 +102,9 @@ async def _account_orders(url: str, seconds: float, writers: int, *, shared: boo
             while time.perf_counter() < stop:
                 coid = f"{tag}-{w}-{count}"
                 count += 1
-                await journal.record(_request(0).model_copy(update={"client_order_id": coid}))
+                await journal.record(
+                    journal_request(0).model_copy(update={"client_order_id": coid})
+                )
                 await journal.transition(coid, OrderStatus.CANCELED)
 
         started = time.perf_counter()

@@ -24,11 +24,9 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
-from bench.storage import TOKEN, add_engine_arguments, throwaway_pg_database
-from models import OrderRequest, OrderType, Side
+from bench.storage import add_engine_arguments, journal_request, throwaway_pg_database
 from storage import Database
 from storage.journal import OrderJournal
 
@@ -55,15 +53,7 @@ _FILLS = (
 async def _build(db: Database, n: int, unsettled: int) -> None:
     old = OrderJournal(db=db, daemon_id="old")
     old.for_account(ACCOUNT)
-    template = OrderRequest(
-        strategy="copy",
-        token_id=TOKEN,
-        side=Side.BUY,
-        price=Decimal("0.5"),
-        size=Decimal("10"),
-        order_type=OrderType.GTC,
-        client_order_id="template",
-    )
+    template = journal_request(0, strategy="copy")
     await old.record(template, venue_order_id="0xtemplate")
     tid = template.client_order_id
 
