@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +25,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from config import Settings, load_settings
-from models import Fill, OrderRequest, OrderResult, OrderStatus
+from models import Fill, OrderRequest, OrderResult, OrderStatus, OrderType, Side
+from storage.journal import JournalRow
 
 ROOT = Path(__file__).resolve().parent.parent
 # Payloads captured from the real venue are kept outside the repository, beside the checkout.
@@ -183,6 +185,33 @@ def make_order(**overrides: object) -> OrderRequest:
     }
     fields.update(overrides)
     return OrderRequest.model_validate(fields)
+
+
+def journal_row(**overrides: Any) -> JournalRow:
+    """A journal row as the journal reads it back: a FILLED GTC BUY of 10 @ 0.5 by the sniper,
+    matched in full, with no venue id, times or account; `overrides` replace any field."""
+    fields: dict[str, Any] = {
+        "client_order_id": "c",
+        "strategy": "sniper",
+        "token_id": TOKEN,
+        "side": Side.BUY,
+        "price": Decimal("0.5"),
+        "size": Decimal("10"),
+        "order_type": OrderType.GTC,
+        "expiration": None,
+        "post_only": False,
+        "reason": "",
+        "status": OrderStatus.FILLED,
+        "venue_order_id": None,
+        "payload_hash": None,
+        "size_matched": Decimal("10"),
+        "avg_price": None,
+        "detail": "",
+        "created_at": "",
+        "updated_at": "",
+    }
+    fields.update(overrides)
+    return JournalRow(**fields)
 
 
 def filled_in_full(request: OrderRequest) -> OrderResult:

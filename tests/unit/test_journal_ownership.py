@@ -14,10 +14,10 @@ from decimal import Decimal
 
 import pytest
 
-from models import OrderStatus, OrderType, Side
+from models import OrderStatus
 from storage import Repositories
 from storage.journal import JournalRow, LeftUnsettled, OrderJournal
-from tests.helpers import make_fill, make_order
+from tests.helpers import journal_row, make_fill, make_order
 
 
 async def test_an_order_found_by_venue_id_is_owned_only_by_the_daemon_that_journaled_it(
@@ -233,23 +233,10 @@ async def test_a_daemon_with_no_account_takes_no_order_over(repos: Repositories)
 
 
 def _row(coid: str, daemon: str, created: str) -> JournalRow:
-    return JournalRow(
+    return journal_row(
         client_order_id=coid,
         strategy="copy",
         token_id="t",
-        side=Side.BUY,
-        price=Decimal("0.5"),
-        size=Decimal("10"),
-        order_type=OrderType.GTC,
-        expiration=None,
-        post_only=False,
-        reason="",
-        status=OrderStatus.FILLED,
-        venue_order_id=None,
-        payload_hash=None,
-        size_matched=Decimal("10"),
-        avg_price=None,
-        detail="",
         created_at=created,
         updated_at=created,
         daemon_id=daemon,

@@ -20,7 +20,7 @@ from storage import Database, Repositories
 from storage.audit import detail_json
 from storage.copy_intents import CopyIntent
 from storage.journal import OrderNotFound
-from tests.helpers import TOKEN, make_order
+from tests.helpers import TOKEN, journal_row, make_order
 from tests.helpers import make_fill as _fill
 
 D = Decimal
@@ -210,28 +210,8 @@ async def test_events_carry_the_matched_size_and_detail(repos: Repositories) -> 
 
 
 def test_remaining_never_goes_below_zero() -> None:
-    from storage.journal import JournalRow
-
-    row = JournalRow(
-        client_order_id="c",
-        strategy="sniper",
-        token_id="1",
-        side=Side.BUY,
-        price=D("0.5"),
-        size=D("10"),
-        order_type=OrderType.FAK,
-        expiration=None,
-        post_only=False,
-        reason="",
-        status=OrderStatus.FILLED,
-        venue_order_id=None,
-        payload_hash=None,
-        size_matched=D("10.2"),  # surplus shares: matched beyond the asked size
-        avg_price=None,
-        detail="",
-        created_at="",
-        updated_at="",
-    )
+    # Surplus shares: matched beyond the asked size.
+    row = journal_row(token_id="1", order_type=OrderType.FAK, size_matched=D("10.2"))
     assert row.remaining == D("0")
 
 
