@@ -6,6 +6,11 @@ in one transaction (each inside its own SAVEPOINT, so one failing job does not u
 and commits once: one fsync for the whole batch. A caller's await returns only after the COMMIT
 that made its write durable has returned.
 
+Reads see every write queued before them (read-your-writes): `fetchall` first waits until the
+writes queued before it are committed (or have failed). A caller that hands a write over without
+waiting for it (the executor's outcome row, once the strategy has its answer) can rely on any
+later read, from any task, seeing it.
+
 A database locked by another process delays the batch (busy_timeout, then retries until the
 database is closed); it never drops a job. A failed COMMIT (disk full, I/O error) fails every job
 in the batch with `StorageError` — nothing is acknowledged that is not on disk.
@@ -14,6 +19,7 @@ in the batch with `StorageError` — nothing is acknowledged that is not on disk
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sqlite3
 import time
@@ -140,6 +146,11 @@ class Database:
         self._wake = asyncio.Event()  # a batch finished, or close() began: the writer looks
         self._inflight: set[asyncio.Future[None]] = set()  # batches handed to the database
         self._dispatch_due = False  # a `_dispatch` is scheduled for the end of this loop turn
+        # Read-your-writes: writes queued and writes settled (committed or failed) so far, and
+        # the reads waiting for a count to be settled, in the order they came (`fetchall`).
+        self._queued_writes = 0
+        self._settled_writes = 0
+        self._readers: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.last_write_error: str | None = None
@@ -223,7 +234,33 @@ class Database:
     # -- reads -------------------------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Run a read query. Reads are served between write batches, never inside one."""
+        """Run a read query once every write queued before it is settled. Reads are served
+        between write batches, never inside one."""
+        await self.writes_settled()
+        return await self._fetchall_now(sql, params)
+
+    async def writes_settled(self) -> None:
+        """Return once every write queued before this call is committed or has failed.
+
+        Immediate when nothing is pending. Waiting does not cancel or reorder anything; a
+        cancelled waiter just stops waiting."""
+        target = self._queued_writes
+        if self._settled_writes >= target:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._readers.append((target, fut))
+        await fut
+
+    def _settled(self, n: int) -> None:
+        """`n` more writes are settled (batches settle in the order they were queued)."""
+        self._settled_writes += n
+        readers = self._readers
+        while readers and readers[0][0] <= self._settled_writes:
+            _, fut = readers.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _fetchall_now(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         started = time.perf_counter()
         try:
             rows = await self._require().execute_fetchall(sql, params)
@@ -241,9 +278,10 @@ class Database:
         return None
 
     async def ping(self) -> bool:
-        """Return True if the database answers a trivial query."""
+        """Return True if the database answers a trivial query (not waiting for queued writes:
+        this asks whether the database answers, not whether the writer is idle)."""
         try:
-            await self.fetchall("SELECT 1")
+            await self._fetchall_now("SELECT 1", ())
         except (sqlite3.Error, ValueError, StorageError):
             return False
         return True
@@ -262,6 +300,7 @@ class Database:
             raise StorageError("database is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((job, fut))
+        self._queued_writes += 1
         if not self._dispatch_due:
             # Once per loop turn: the writes queued in this turn go as one batch.
             self._dispatch_due = True
@@ -312,6 +351,12 @@ class Database:
             await self._wake.wait()
 
     async def _commit_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> None:
+        try:
+            await self._commit_jobs(batch)
+        finally:
+            self._settled(len(batch))
+
+    async def _commit_jobs(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> None:
         started = time.perf_counter()
         try:
             results = await self._run_in_db_thread(self._run_batch, batch)

@@ -403,6 +403,7 @@ class PgDatabase(Database):
         raise NotImplementedError
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        await self.writes_settled()  # read-your-writes, as on SQLite (`Database.fetchall`)
         return await self._read(sql, params, wait_s=None)
 
     async def _read(

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -364,3 +365,31 @@ async def test_health_probe_reports_the_last_ping_without_waiting_on_writes(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_read_sees_every_write_queued_before_it(repos: Repositories, engine: str) -> None:
+    """Read-your-writes: with two batches on the database (the first held on the database
+    thread), a third write waits in the queue; a read made after it was queued returns only
+    once it is committed, and sees it. On PostgreSQL, whose reads have their own connections,
+    `ping` (does the database answer?) waits for no write."""
+    db = repos.db
+    release = threading.Event()
+
+    def held(_: object) -> None:
+        release.wait(10)  # on the database thread: the first batch is slow to commit
+
+    first = asyncio.ensure_future(db.write(held))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(repos.audit.append("rw_second"))
+    await asyncio.sleep(0)
+    third = asyncio.ensure_future(repos.audit.append("rw_third"))
+    await asyncio.sleep(0)
+    reading = asyncio.ensure_future(repos.audit.tail(event="rw_third"))
+    await asyncio.sleep(0.1)
+    assert not reading.done()  # waiting for the three writes queued before it
+    if engine == "postgres":
+        assert await asyncio.wait_for(db.ping(), 5)
+    release.set()
+    entries = await asyncio.wait_for(reading, 10)
+    assert [e.event for e in entries] == ["rw_third"]
+    assert third.done() and second.done() and first.done()
