@@ -2,17 +2,20 @@
 
     market rules -> risk -> sign once -> journal PENDING (durable) -> breaker
                  -> broker.send (retried as the same signed payload on 429/425/5xx only)
-                 -> journal the outcome + audit
+                 -> answer the caller at the ack; journal the outcome + audit (durable)
 
 The broker keeps to the venue's rate limits itself (the live broker waits on its own buckets,
 the paper broker on none); the executor names no endpoint.
 
 `submit()` returns an `OrderResult` for every order-level outcome (refused with a reason, live,
-filled, partially filled, canceled remainder, UNKNOWN being reconciled). It raises only on bugs
-and on a `StorageError` once the order is admitted (the PENDING row or its outcome could not be
-written), after which trading is halted; a refusal that cannot be journaled is still returned
-(REJECTED, "storage error: ..."). From the PENDING write on, a submission belongs to the
-executor: cancelling the caller does not abandon it, and `drain()` waits for it. A timeout or a
+filled, partially filled, canceled remainder, UNKNOWN being reconciled). An acknowledged order
+is answered as soon as the venue's answer is in: its outcome row is queued first (every later
+read sees it, every later write commits after it) and made durable by the submission's task. It
+raises only on bugs and on a `StorageError` once the order is admitted (the PENDING row, or any
+other outcome, could not be written), after which trading is halted; a refusal that cannot be
+journaled is still returned (REJECTED, "storage error: ..."). From the PENDING write on, a
+submission belongs to the executor: cancelling the caller does not abandon it, and `drain()`
+waits for it, its outcome row included. A timeout or a
 dropped connection never leads to a re-sign: the row goes UNKNOWN and the order is looked up by
 its locally computed hash until the venue says what happened. The one re-send outside the
 429/425/5xx retries is reconciliation's: a young journaled order the venue has never seen is
@@ -55,7 +58,7 @@ from execution.positions import PositionBook
 from execution.reconciler import Reconciler
 from execution.repricing import reprice_once
 from execution.risk import RiskEngine, TradingState
-from execution.settlement import Settlement, log_abandoned_failure
+from execution.settlement import Answer, Settlement, hand_over, log_abandoned_failure
 from execution.tracker import OrderTracker
 from models import Fill, OrderRequest, OrderResult, OrderStatus, Position, TradeStatus
 from observability.health import CheckResult
@@ -225,12 +228,9 @@ class Executor:
     # --- submission ---
     @traced_order
     async def submit(self, request: OrderRequest, *, also: StateWrite | None = None) -> OrderResult:
-        """OrderSink: validate, journal, send and return the outcome of `request`; `also` (the
-        strategy state the order uses) commits with its PENDING row. From the PENDING write on,
-        the submission runs as a task the executor owns: a caller cancelled meanwhile (its
-        strategy stopping on SIGTERM) stops waiting, but the order is still sent and settled,
-        and `drain()` waits for it.
-        """
+        """OrderSink: validate, journal, send and return the outcome of `request` (module
+        docstring); `also` (strategy state) commits with its PENDING row. From the PENDING write
+        on, the submission is a task the executor owns, which `drain()` waits for."""
         self._enter()
         started = time.perf_counter()
         try:
@@ -243,15 +243,18 @@ class Executor:
             return admitted
         coid = request.client_order_id
         self.tracker.set_sending(coid, True)
+        # Set at the venue's ack (the outcome row queued), else from the task's end.
+        answer: Answer = asyncio.get_running_loop().create_future()
 
-        def done(_: asyncio.Future[OrderResult]) -> None:
+        def done(task: asyncio.Future[OrderResult]) -> None:
             self.tracker.set_sending(coid, False)
             self._leave()
+            hand_over(task, answer)
 
-        sending = self._journal_and_send(admitted, started, also)
-        task = self._own(sending, name=f"executor:submit:{coid}", done=done)
+        sending = self._journal_and_send(admitted, started, also, answer)
+        self._own(sending, name=f"executor:submit:{coid}", done=done)
         return await reprice_once(
-            request, await self._await_owned(task, coid), self.rules, self.submit
+            request, await self._await_owned(answer, coid), self.rules, self.submit
         )
 
     def _own(
@@ -267,7 +270,7 @@ class Executor:
         task.add_done_callback(done)
         return task
 
-    async def _await_owned(self, task: asyncio.Task[T], client_order_id: str) -> T:
+    async def _await_owned(self, task: asyncio.Future[T], client_order_id: str) -> T:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -360,7 +363,7 @@ class Executor:
         await self.tracker.journal_pending(prepared, also=also)
 
     async def _journal_and_send(
-        self, prepared: Prepared, started: float, also: StateWrite | None
+        self, prepared: Prepared, started: float, also: StateWrite | None, answer: Answer
     ) -> OrderResult:
         req = prepared.request
         try:
@@ -387,7 +390,7 @@ class Executor:
             return await self.reconciler.after_errors(prepared, e)
         self.breaker.record_success()
         self.metrics.submit_seconds.labels(self.broker.name).observe(time.perf_counter() - started)
-        return await self.settle.acknowledged(req, ack)
+        return await self.settle.acknowledged(req, ack, answer=answer)
 
     async def send_signed(self, prepared: Prepared) -> Ack:
         """Send a signed order, retried as the same payload on 429/425/5xx only.

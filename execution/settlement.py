@@ -25,6 +25,8 @@ from observability.metrics import Metrics
 from storage import Repositories
 
 log = structlog.get_logger("executor")
+Answer = asyncio.Future[OrderResult]
+"""What a strategy waiting in `Executor.submit` gets: set at the venue's ack, or at the end."""
 
 
 def status_of(req: OrderRequest, status: VenueStatus, matched: Decimal) -> OrderStatus:
@@ -122,11 +124,19 @@ class Settlement:
             reason=f"{source}: {reason}",
         )
 
-    async def acknowledged(self, req: OrderRequest, ack: Ack) -> OrderResult:
+    async def acknowledged(
+        self, req: OrderRequest, ack: Ack, *, answer: Answer | None = None
+    ) -> OrderResult:
         """The venue's answer to an accepted order.
 
         `delayed` is accepted and pending, neither filled nor refused: the row stays open (LIVE,
         detail DELAYED) with its full reservation, and is never re-sent.
+
+        `answer`, if given, gets the result before the outcome row is written: the waiting
+        strategy goes on while the row commits. The row is queued in the same loop turn, so any
+        read of the database after that sees it (`Database.fetchall`), any write after it
+        commits after it, and the tracker and open-order commitments already show it. Until it
+        is durable the order stays marked as being sent, as during the POST.
         """
         status = status_of(req, ack.status, ack.size_matched)
         reason = ""
@@ -135,7 +145,17 @@ class Settlement:
         delayed = ack.status is VenueStatus.DELAYED
         if delayed and self.on_delayed is not None:
             self.on_delayed(req, ack)
-        await self.tracker.transition(
+        # Every field is already checked (the request by its model, the answer by
+        # `venue.clob.wire`): built without re-validating on the order path.
+        result = OrderResult.model_construct(
+            client_order_id=req.client_order_id,
+            status=status,
+            venue_order_id=ack.venue_order_id,
+            filled_size=ack.size_matched,
+            avg_price=ack.avg_price,
+            reason=reason or ("delayed by the venue" if delayed else ""),
+        )
+        writing = self.tracker.transition(
             req,
             status,
             venue_order_id=ack.venue_order_id,
@@ -150,17 +170,14 @@ class Settlement:
                     "trade_ids": list(ack.trade_ids),
                 },
             ),
+            mirror_first=answer is not None,
         )
-        # Every field is already checked (the request by its model, the answer by
-        # `venue.clob.wire`): built without re-validating on the order path.
-        return OrderResult.model_construct(
-            client_order_id=req.client_order_id,
-            status=status,
-            venue_order_id=ack.venue_order_id,
-            filled_size=ack.size_matched,
-            avg_price=ack.avg_price,
-            reason=reason or ("delayed by the venue" if delayed else ""),
-        )
+        if answer is not None:
+            # Handed over at the start of the next loop turn: by then awaiting `writing` below
+            # has queued the row, so nothing the strategy does next comes before it.
+            asyncio.get_running_loop().call_soon(_give, answer, result)
+        await writing
+        return result
 
     async def from_venue(self, req: OrderRequest, vo: VenueOrder, why: str) -> OrderResult:
         """What the venue says of an order (a lookup, its open-orders listing, an order event)."""
@@ -212,6 +229,25 @@ class Settlement:
                 await self.tracker.transition(
                     req, OrderStatus.CANCELED, detail="canceled", audit=("order_canceled", {})
                 )
+
+
+def _give(answer: Answer, result: OrderResult) -> None:
+    if not answer.done():
+        answer.set_result(result)
+
+
+def hand_over(task: asyncio.Future[OrderResult], answer: Answer) -> None:
+    """Done-callback of a submission: give its caller's `answer` what the task ended with,
+    unless the caller was answered at the ack; then a failure after it (writing the outcome
+    row) has nobody waiting for it and is logged here."""
+    if answer.done():
+        log_abandoned_failure(task)
+    elif task.cancelled():
+        answer.cancel()
+    elif (e := task.exception()) is not None:
+        answer.set_exception(e)
+    else:
+        answer.set_result(task.result())
 
 
 def log_abandoned_failure(task: asyncio.Future[Any]) -> None:

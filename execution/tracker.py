@@ -4,8 +4,9 @@ One record per client order id the executor is working on: its request, journal 
 order id, whether a send of it is in progress in this process, and (while its outcome is unknown)
 when to look it up next. Every journal transition the executor makes goes through
 `OrderTracker.transition`, which writes the row and then moves the record and the position
-book's open-order commitments together. A record leaves when its order reaches a terminal status,
-so the tracker holds what is in flight or resting, never the history.
+book's open-order commitments together (an acknowledged order's record moves as its row is
+queued: its strategy has the answer before the row is durable). A record leaves when its order
+reaches a terminal status, so the tracker holds what is in flight or resting, never the history.
 """
 
 from __future__ import annotations
@@ -233,8 +234,14 @@ class OrderTracker:
         avg_price: Decimal | None = None,
         detail: str = "",
         audit: tuple[str, dict[str, Any]] | None = None,
+        mirror_first: bool = False,
     ) -> bool:
-        """Journal `req` moving to `to`, then mirror it; False if the life cycle forbids it."""
+        """Journal `req` moving to `to`, then mirror it; False if the life cycle forbids it.
+
+        `mirror_first` (an acknowledged order, answered before its row is durable): the record
+        moves as soon as the write is queued, so the strategy's next order is checked against
+        it; if the journal then refuses the move (the row moved meanwhile), the record is set
+        from the row as written."""
         coid = req.client_order_id
         rec = self._orders.get(coid)
         current = rec.status if rec is not None else None
@@ -243,7 +250,7 @@ class OrderTracker:
             return False
         try:
             with self._tracing.span("journal_outcome", status=to):
-                await self.journal.transition(
+                writing = self.journal.transition(
                     coid,
                     to,
                     venue_order_id=venue_order_id,
@@ -252,12 +259,32 @@ class OrderTracker:
                     detail=detail,
                     audit=audit,
                 )
+                if mirror_first:
+                    # No await comes between this and the row joining the write queue (awaiting
+                    # `writing` runs up to `Database.write` queueing it): nothing sees one
+                    # without the other.
+                    self._mirror(req, to, venue_order_id, size_matched)
+                await writing
         except IllegalTransition:
             log.info("order_transition_refused", client_order_id=coid, to=to)
+            if mirror_first:
+                await self._resync(req)
             return False
         except StorageError:
             self._storage_failed("storage_failed_halting", client_order_id=coid, to=to)
             raise
+        if not mirror_first:
+            self._mirror(req, to, venue_order_id, size_matched)
+        return True
+
+    def _mirror(
+        self,
+        req: OrderRequest,
+        to: OrderStatus,
+        venue_order_id: str | None,
+        size_matched: Decimal | None,
+    ) -> None:
+        coid = req.client_order_id
         if to.terminal:
             self._orders.pop(coid, None)
             self._lookups.pop(coid, None)
@@ -271,4 +298,15 @@ class OrderTracker:
             if size_matched is not None:
                 self.positions.update_open(coid, req.size - size_matched)
         self.metrics.open_orders.set(self.positions.open_count)
-        return True
+
+    async def _resync(self, req: OrderRequest) -> None:
+        """Set the record of `req` from its journal row (after a move mirrored too early)."""
+        coid = req.client_order_id
+        row = await self.journal.get(coid)
+        if row is None or row.status.terminal:
+            self._orders.pop(coid, None)
+            self._lookups.pop(coid, None)
+            self.positions.update_open(coid, None)
+        else:
+            self.track_row(row)
+        self.metrics.open_orders.set(self.positions.open_count)

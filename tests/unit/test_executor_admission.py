@@ -114,6 +114,7 @@ async def test_a_submission_is_a_task_named_for_its_order_and_let_go_of_when_don
     ref = weakref.ref(task)
     del task
     assert (await caller).status is OrderStatus.LIVE
+    assert await live.ex.wait_idle(5)  # answered at the ack; the task ends with the row durable
     gc.collect()
     assert ref() is None
 

@@ -340,6 +340,7 @@ async def test_drain_that_times_out_says_so_and_audits_the_orders_in_flight(live
 
 async def test_health_reads_state_breaker_and_orders(live: Live) -> None:
     await resting(live)
+    assert await live.ex.wait_idle(5)  # answered at the ack; in flight until its row is durable
     check = live.ex.health()
     assert check.ok
     assert check.detail == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -302,6 +303,75 @@ async def test_send_in_progress_is_known_by_venue_id_until_settled_resting_or_fi
         assert ex.tracker.sending_unsettled(row.venue_order_id)  # its feed event waits
         broker.gate.set()
         assert (await caller).status is status
-        # A terminal outcome drops the order's record first; the index is emptied all the same.
+        # The caller has its answer at the ack; a read after it sees the outcome row.
+        settled = await repos.orders.get(r.client_order_id)
+        assert settled is not None and settled.status is status
+        # The send ends once that row is durable. A terminal outcome drops the order's record
+        # first; the index is emptied all the same.
+        assert await ex.wait_idle(5)
         assert not ex.tracker.sending_unsettled(row.venue_order_id)
     assert ex.tracker._sending_by_venue == {} and ex.tracker._sending_venue_of == {}
+
+
+# --- answered at the ack, the outcome row made durable after ------------------------------------
+
+
+class HeldDatabase(Database):
+    """A database whose commits wait on the database thread while `held` is set."""
+
+    held = False
+    release = threading.Event()
+
+    def _run_batch(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        if self.held:
+            self.release.wait(10)
+        return super()._run_batch(batch)
+
+
+class HoldingBroker(PaperBroker):
+    """Holds the database's commits from the moment the order is sent (the PENDING row is
+    durable by then), so the outcome row's commit waits."""
+
+    def __init__(self, db: HeldDatabase, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.db = db
+
+    async def send(self, prepared: Prepared) -> Ack:
+        self.db.held = True
+        return await super().send(prepared)
+
+
+async def test_an_acknowledged_order_is_answered_before_its_row_is_durable_and_reads_wait(
+    tmp_path: Path, books: DictBooks
+) -> None:
+    """The strategy has the venue's answer while the outcome row is still committing: the
+    tracker and open-order commitments already show it, /health counts the order in flight, a
+    read of the row waits for it and sees it, and drain() waits for it."""
+    db = HeldDatabase(tmp_path / "polyd.db")
+    db.release = threading.Event()
+    await db.open()
+    try:
+        repos = Repositories.over(db)
+        ex = build(repos, books, broker=HoldingBroker(db, books=books))
+        await ex.start()
+        first = req()
+        res = await asyncio.wait_for(ex.submit(first), 5)  # answered while the commit waits
+        assert res.status is OrderStatus.LIVE and res.venue_order_id
+        assert ex.tracker.status(first.client_order_id) is OrderStatus.LIVE
+        assert ex.positions.open_count == 1
+        assert ex.health().detail["in_flight"] == 1
+        reading = asyncio.ensure_future(repos.orders.get(first.client_order_id))
+        drained = asyncio.ensure_future(ex.drain(wait_s=5))
+        await asyncio.sleep(0.1)
+        assert not reading.done() and not drained.done()
+        db.held = False
+        db.release.set()
+        row = await reading
+        assert row is not None and row.status is OrderStatus.LIVE
+        assert row.venue_order_id == res.venue_order_id
+        assert await drained
+        assert ex.health().detail["in_flight"] == 0
+    finally:
+        db.held = False
+        db.release.set()
+        await db.close()

@@ -14,10 +14,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from structlog.testing import capture_logs
 
-from errors import StorageError
 from execution.paper import PaperBroker
 from execution.risk import TradingState
 from models import OrderStatus, OrderType, Side
@@ -119,9 +117,10 @@ async def test_an_outcome_that_cannot_be_journaled_halts_and_the_next_order_is_r
     db: DiskFullDatabase,  # noqa: F811
     books: DictBooks,  # noqa: F811
 ) -> None:
-    """The venue took the order, but its LIVE row cannot be written: the submission raises
-    the storage error, trading halts for it, and once the disk is back the next order is
-    refused (nothing trades until an operator resumes)."""
+    """The venue took the order, but its LIVE row cannot be written: the strategy has its
+    answer (given at the ack), trading halts for the failed write, the failure is logged, and
+    once the disk is back the next order is refused (nothing trades until an operator
+    resumes)."""
     repos = Repositories.over(db)
     broker = GatedBroker(books=books)
     ex = build(repos, books, broker=broker)
@@ -131,9 +130,14 @@ async def test_an_outcome_that_cannot_be_journaled_halts_and_the_next_order_is_r
     await broker.sending.wait()  # the PENDING row is written; the venue is answering
     db.full = True
     broker.gate.set()
-    with pytest.raises(StorageError):
-        await sending
+    with capture_logs() as logs:
+        assert (await sending).status is OrderStatus.LIVE
+        assert await ex.wait_idle(5)
     assert (ex.state, ex.state_reason) == (TradingState.HALTED, "storage error")
+    failed = [e for e in logs if e["event"] == "order_submission_failed"]
+    assert [(e["error"], e["detail"]) for e in failed] == [
+        ("StorageError", "commit failed: database or disk is full")
+    ]
     assert not ex.health().ok
     db.full = False
     res = await ex.submit(req(price=D("0.30")))

@@ -162,6 +162,7 @@ async def test_a_resting_order_is_left_alone_until_the_venue_has_news(live: Live
 
 async def test_an_order_being_sent_here_is_left_to_its_send(live: Live) -> None:
     res = await live.ex.submit(live.req())
+    assert await live.ex.wait_idle(5)  # its own send is over (the outcome row durable)
     live.ex.tracker.set_sending(res.client_order_id, True)
     unsigned = live.req()
     await live.repos.orders.record(unsigned)  # journaled after it: still settled

@@ -11,6 +11,7 @@ admit more than the limits allow.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -564,3 +565,65 @@ async def test_an_order_the_tracker_never_saw_is_journaled_and_mirrored(
     row = await repos.orders.get(req.client_order_id)
     assert row is not None and row.status is OrderStatus.LIVE
     assert row.detail == ""  # no detail given, none written
+
+
+# mirrored as queued (an acknowledged order answered before its row is durable) ---------------
+
+
+async def test_a_move_mirrored_as_it_is_queued_shows_before_the_row_is_durable(
+    repos: Repositories,
+) -> None:
+    tracker, _ = make_tracker(repos)
+    req = make_order(price="0.4", size="25")
+    await pending(tracker, req)
+    moving = asyncio.ensure_future(
+        tracker.transition(
+            req,
+            OrderStatus.LIVE,
+            venue_order_id="0xv1",
+            size_matched=Decimal("5"),
+            mirror_first=True,
+        )
+    )
+    await asyncio.sleep(0)  # its first step ran: the row's write is queued, not yet committed
+    assert not moving.done()
+    assert tracker.status(req.client_order_id) is OrderStatus.LIVE
+    assert tracker.positions.open_buy_notional() == Decimal("8.0")  # 20 shares left at 0.4
+    assert open_gauge(tracker) == 1
+    assert await moving is True
+    row = await repos.orders.get(req.client_order_id)
+    assert row is not None and (row.status, row.size_matched) == (OrderStatus.LIVE, Decimal("5"))
+
+
+async def test_a_move_mirrored_early_that_the_journal_refuses_is_set_back_from_the_row(
+    repos: Repositories,
+) -> None:
+    """The row moved meanwhile (canceled while the POST was out): the ack's LIVE is refused by
+    the journal, and the record follows the row, not the early mirror."""
+    tracker, failures = make_tracker(repos)
+    req = make_order(price="0.4", size="25")
+    await pending(tracker, req)
+    await repos.orders.transition(req.client_order_id, OrderStatus.CANCELED)  # the row only
+    assert tracker.status(req.client_order_id) is OrderStatus.PENDING
+    moved = await tracker.transition(
+        req, OrderStatus.LIVE, venue_order_id="0xv1", mirror_first=True
+    )
+    assert moved is False and failures == []
+    assert req.client_order_id not in tracker
+    assert tracker.positions.open_buy_notional() == 0 and open_gauge(tracker) == 0
+
+    other = make_order(price="0.3", size="10")
+    await pending(tracker, other, "0xv2")
+    await repos.orders.transition(
+        other.client_order_id, OrderStatus.PARTIALLY_FILLED, size_matched=Decimal("4")
+    )
+    moved = await tracker.transition(other, OrderStatus.FILLED, mirror_first=True)
+    assert moved is True  # PARTIALLY_FILLED -> FILLED is allowed: nothing to set back
+    await pending(tracker, third := make_order(price="0.2", size="10"), "0xv3")
+    await repos.orders.transition(third.client_order_id, OrderStatus.UNKNOWN)
+    await repos.orders.transition(
+        third.client_order_id, OrderStatus.PARTIALLY_FILLED, size_matched=Decimal("6")
+    )
+    await repos.orders.transition(third.client_order_id, OrderStatus.CANCELED)
+    assert not await tracker.transition(third, OrderStatus.LIVE, mirror_first=True)
+    assert third.client_order_id not in tracker
