@@ -323,8 +323,10 @@ class Sniper:
         book = self._books.usable_book(token)
         if book is None:
             return  # stale, reconnecting or never snapshotted: decide nothing, re-arm nothing
-        if token in self._took:
-            return  # may still show the asks our fill took: wait for the feed's next change
+        # It may still show the asks our fill took: nothing fires before the feed's next change.
+        # A rule still re-arms on it, since the feed's change may have come before our fill's
+        # answer (the executor answers at the ack, which can come after the feed's update).
+        took = token in self._took
         market = self._markets.get(token)
         now = self._clock()
         for rule in rules:
@@ -338,8 +340,8 @@ class Sniper:
                     self._wake.set()
                 slot.armed = True
                 continue
-            if not slot.armed:
-                continue  # the same opportunity we already acted on
+            if not slot.armed or took:
+                continue  # the same opportunity we already acted on, or a book not yet fresh
             if slot.entries >= rule.max_entries:
                 slot.armed = False
                 self._blocked("max_entries")

@@ -258,6 +258,25 @@ async def test_after_our_fill_the_token_waits_for_the_feed_to_show_its_book_agai
     assert len(ex.buys) == 2
 
 
+async def test_a_feed_change_that_came_before_our_fills_answer_still_re_arms_the_rule() -> None:
+    """The executor answers at the venue's ack, which can come after the feed's update showing
+    our fill. That update (no opportunity left) re-arms the rule even though the answer then
+    marks the token as just filled, so the next opportunity fires."""
+    ex = RecordingExecutor()
+    ex.gate = asyncio.Event()
+    async with sniper_running([rule()], ex) as (_, store):
+        set_book(store, {"0.93": "100"})
+        await settle()
+        assert len(ex.buys) == 1
+        ex.gate.set()  # the answer (filled) is on its way ...
+        set_book(store, {"0.99": "100"})  # ... and the feed's update, nothing in band, with it
+        await settle()
+        assert len(ex.buys) == 1
+        set_book(store, {"0.93": "100"})  # a new opportunity
+        await settle()
+    assert len(ex.buys) == 2
+
+
 async def test_unusable_or_unsnapshotted_book_never_fires() -> None:
     ex = RecordingExecutor()
     async with sniper_running([rule()], ex) as (_, store):
