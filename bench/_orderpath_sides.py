@@ -5,8 +5,9 @@ to the same simulator subprocess, from its own funded wallet:
 
 * `PolydSide`: `Executor.submit` as the daemon builds it (`wiring.execution.assemble`): market
   rules, risk, signing, the durable PENDING journal row, rate limiter, breaker, `POST /order`,
-  the durable outcome row. The ack is the `POST /order` answer back in the event loop (the
-  broker's `send` is wrapped to stamp it); `submit()` returns after the outcome row is durable.
+  the outcome row. The ack is the `POST /order` answer back in the event loop (the broker's
+  `send` is wrapped to stamp it); `submit()` answers at the ack with the outcome row queued,
+  and `settle()` waits until it is durable.
 * `SdkSide`: the official async SDK (`polymarket-client`, import `polymarket`):
   `AsyncSecureClient.create_limit_order` then `post_order`, pointed at the simulator through
   `venue.sdk_env.environment`. Tick size and neg-risk come from the client's market-metadata

@@ -6,10 +6,13 @@ each side in turn, the order rotating from round to round (all six orders of the
 turn), so drift of the machine and the simulator's growing book spread over all of them. Per
 round and side:
 
-* `ack_p50_ms` / `ack_p99_ms`: `--latency-orders` orders one at a time, order handed over ->
+* `ack_p50_ms` / `ack_p99_ms`: `--latency-orders` orders one at a time, `--gap-ms` apart (an
+  opportunity at a time, as a sniper fires; every side gets the same gap), order handed over ->
   the `POST /order` answer back in the event loop.
-* `return_p50_ms` / `return_p99_ms`: until the call returns (polyd: `submit()`, after the
-  outcome row is durable; the SDKs return at the ack).
+* `return_p50_ms` / `return_p99_ms`: until the call returns (polyd: `submit()`, which answers at
+  the ack with the outcome row queued; the SDKs return at the ack).
+* `durable_p50_ms` / `durable_p99_ms`: polyd only, until that order's outcome row is durable
+  (the executor idle again); the SDKs keep no record, so theirs is their return.
 * `orders_per_s`: `--throughput-orders` orders, `--concurrency` in flight (polyd: until every
   outcome row is durable).
 * `cpu_us_per_order`: this process's CPU time (all threads; the simulator is another process)
@@ -56,11 +59,15 @@ def _pct(xs: list[float], q: float) -> float:
 async def _round(side: _Side, a: argparse.Namespace, base: int) -> dict[str, float]:
     acks: list[float] = []
     rets: list[float] = []
+    durables: list[float] = []
     for i in range(a.latency_orders):
         ack, ret = await side.order(base + i)
+        returned = time.perf_counter()
+        await side.settle()  # polyd: the outcome row durable; the SDKs keep nothing
         acks.append(ack)
         rets.append(ret)
-    await side.settle()
+        durables.append(ret + time.perf_counter() - returned)
+        await asyncio.sleep(a.gap_ms / 1e3)
     sem = asyncio.Semaphore(a.concurrency)
 
     async def one(i: int) -> None:
@@ -81,6 +88,8 @@ async def _round(side: _Side, a: argparse.Namespace, base: int) -> dict[str, flo
         "ack_p99_ms": _pct(acks, 0.99) * 1e3,
         "return_p50_ms": statistics.median(rets) * 1e3,
         "return_p99_ms": _pct(rets, 0.99) * 1e3,
+        "durable_p50_ms": statistics.median(durables) * 1e3,
+        "durable_p99_ms": _pct(durables, 0.99) * 1e3,
         "orders_per_s": a.throughput_orders / wall,
         "cpu_us_per_order": cpu / a.throughput_orders * 1e6,
         "sign_p50_us": statistics.median(signs) * 1e6,
@@ -132,6 +141,7 @@ def main(argv: list[str]) -> dict[str, object]:
     p = argparse.ArgumentParser(prog="python -m bench orderpath")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--latency-orders", type=int, default=200)
+    p.add_argument("--gap-ms", type=float, default=5.0, help="pause after each latency order")
     p.add_argument("--throughput-orders", type=int, default=600)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--sign-orders", type=int, default=200)
@@ -152,6 +162,7 @@ def main(argv: list[str]) -> dict[str, object]:
         "latency_orders": a.latency_orders,
         "throughput_orders": a.throughput_orders,
         "concurrency": a.concurrency,
+        "gap_ms": a.gap_ms,
         "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "venue": "simulator subprocess, one market, every order rests",
