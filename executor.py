@@ -15,11 +15,11 @@ raises only on bugs and on a `StorageError` once the order is admitted (the PEND
 other outcome, could not be written), after which trading is halted; a refusal that cannot be
 journaled is still returned (REJECTED, "storage error: ..."). From the PENDING write on, a
 submission belongs to the executor: cancelling the caller does not abandon it, and `drain()`
-waits for it, its outcome row included. A timeout or a
-dropped connection never leads to a re-sign: the row goes UNKNOWN and the order is looked up by
-its locally computed hash until the venue says what happened. The one re-send outside the
-429/425/5xx retries is reconciliation's: a young journaled order the venue has never seen is
-re-sent as the same signed bytes (the venue refuses a second order with the same hash).
+waits for it, its outcome row included. A timeout or a dropped connection never leads to a
+re-sign: the row goes UNKNOWN and the order is looked up by its locally computed hash until the
+venue says what happened. The one re-send outside the 429/425/5xx retries is reconciliation's:
+a young journaled order the venue has never seen is re-sent as the same signed bytes (the venue
+refuses a second order with the same hash).
 
 Its parts live in `execution/`: `tracker` (the in-memory mirror of the journal), `guard`
 (trading state, kill switch, daily loss limit, the breaker as health reads it), `settlement`

@@ -286,9 +286,7 @@ class OrderTracker:
     ) -> None:
         coid = req.client_order_id
         if to.terminal:
-            self._orders.pop(coid, None)
-            self._lookups.pop(coid, None)
-            self.positions.update_open(coid, None)
+            self._leave(coid)
             self.metrics.orders_total.labels(req.strategy, req.side.value, to.value.lower()).inc()
         else:
             rec = self._record(coid)
@@ -304,9 +302,13 @@ class OrderTracker:
         coid = req.client_order_id
         row = await self.journal.get(coid)
         if row is None or row.status.terminal:
-            self._orders.pop(coid, None)
-            self._lookups.pop(coid, None)
-            self.positions.update_open(coid, None)
+            self._leave(coid)
         else:
             self.track_row(row)
         self.metrics.open_orders.set(self.positions.open_count)
+
+    def _leave(self, client_order_id: str) -> None:
+        """The order is done here: its record, any lookup and its open-order commitment go."""
+        self._orders.pop(client_order_id, None)
+        self._lookups.pop(client_order_id, None)
+        self.positions.update_open(client_order_id, None)
