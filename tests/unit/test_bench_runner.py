@@ -51,7 +51,7 @@ def test_storage_bench_on_postgres_writes_the_journal_and_drops_its_database() -
     for key in ("group_commit", "one_tx_per_write", "naive"):
         assert figures[f"{key}_writes_per_s"] > 0, key
     assert "engine=postgres" in out.stderr  # the daemon's own migrations ran
-    assert databases_left("polyd_bench_%") == []
+    assert databases_left("polyd_bench_storage_%") == []
 
 
 def test_executor_bench_on_postgres_journals_there_and_drops_its_database() -> None:
