@@ -336,6 +336,17 @@ class Metrics:
         self.db_write_errors_total = Counter(
             "polyd_db_write_errors_total", "Write batches that failed", registry=r
         )
+        self.db_checkpoint_seconds = Histogram(
+            "polyd_db_checkpoint_seconds",
+            "Time one WAL checkpoint took on its own thread (SQLite), failed ones included",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.db_checkpoint_failures_total = Counter(
+            "polyd_db_checkpoint_failures_total",
+            "WAL checkpoints that failed (SQLite; the log grows until one succeeds)",
+            registry=r,
+        )
         self.db_query_seconds = Histogram(
             "polyd_db_query_seconds",
             "Time to run one read query (a pooled connection's wait included on PostgreSQL)",
@@ -385,6 +396,12 @@ class Metrics:
         """Hook for `Database(observe_batch=...)`."""
         self.db_batch_size.observe(jobs)
         self.db_commit_seconds.observe(seconds)
+
+    def observe_db_checkpoint(self, seconds: float, ok: bool) -> None:
+        """Hook for `Database(observe_checkpoint=...)`; called on the checkpoint thread."""
+        self.db_checkpoint_seconds.observe(seconds)
+        if not ok:
+            self.db_checkpoint_failures_total.inc()
 
     def observe_db_pool(self, stats: Mapping[str, int] | None) -> None:
         """Set the pool gauges from `Database.pool_stats()` (None, on SQLite: all 0)."""

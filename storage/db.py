@@ -1,4 +1,5 @@
 """The database: one aiosqlite connection, WAL, `synchronous=FULL`, and a group-commit writer.
+WAL checkpoints run on a thread of their own, off the commit path (`storage.wal`).
 
 Writers hand the database a *job* — a plain function over the `sqlite3.Connection` — and await it.
 A single writer task collects every job queued while the previous batch was committing, runs them
@@ -33,6 +34,7 @@ import aiosqlite
 import structlog
 
 from errors import FatalError, IllegalTransition, StorageError
+from storage.wal import SAFETY_AUTOCHECKPOINT_PAGES, WalCheckpointer
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -134,9 +136,16 @@ class Database:
         pipeline_depth: int = 2,
         observe_batch: Callable[[int, float], None] | None = None,
         observe_error: Callable[[], None] | None = None,
+        checkpoint_interval_s: float | None = 0.5,
+        observe_checkpoint: Callable[[float, bool], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        # WAL checkpoints on their own thread every `checkpoint_interval_s` (storage.wal); None:
+        # SQLite's automatic checkpoint inside the COMMIT that crosses 1,000 pages.
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self._observe_checkpoint = observe_checkpoint
+        self.checkpointer: WalCheckpointer | None = None
         self.max_batch = max_batch
         self.pipeline_depth = pipeline_depth
         self._observe_batch = observe_batch
@@ -174,9 +183,19 @@ class Database:
             await conn.execute("PRAGMA foreign_keys = ON")
             conn.row_factory = sqlite3.Row
             await self._migrate()
+            if self.path != Path(":memory:") and self.checkpoint_interval_s is not None:
+                await conn.execute(f"PRAGMA wal_autocheckpoint = {SAFETY_AUTOCHECKPOINT_PAGES}")
+                checkpointer = WalCheckpointer(
+                    self.path,
+                    interval_s=self.checkpoint_interval_s,
+                    observe=self._observe_checkpoint,
+                )
+                await asyncio.to_thread(checkpointer.start)
+                self.checkpointer = checkpointer
         except BaseException as e:
             # The connection's thread would keep the process alive after the error.
             self._conn = None
+            await self._stop_checkpointer()
             await conn.close()
             if isinstance(e, sqlite3.DatabaseError):  # e.g. "file is not a database"
                 raise FatalError(f"cannot open the database {self.path}: {e}") from None
@@ -194,8 +213,14 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        await self._stop_checkpointer()
         await self._conn.close()
         self._conn = None
+
+    async def _stop_checkpointer(self) -> None:
+        checkpointer, self.checkpointer = self.checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
 
     async def __aenter__(self) -> Database:
         await self.open()

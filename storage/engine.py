@@ -29,6 +29,7 @@ def make_database(
     busy_timeout_ms: int = 5000,
     observe_batch: Callable[[int, float], None] | None = None,
     observe_error: Callable[[], None] | None = None,
+    observe_checkpoint: Callable[[float, bool], None] | None = None,
 ) -> Database:
     """The daemon's database, not yet opened: PostgreSQL if `database_url` names one."""
     if database_url and is_postgres_url(database_url):
@@ -38,6 +39,7 @@ def make_database(
         busy_timeout_ms=busy_timeout_ms,
         observe_batch=observe_batch,
         observe_error=observe_error,
+        observe_checkpoint=observe_checkpoint,
     )
 
 

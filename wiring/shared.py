@@ -175,6 +175,7 @@ async def open_storage(settings: Settings, metrics: Metrics) -> Database:
         busy_timeout_ms=settings.db_busy_timeout_ms,
         observe_batch=metrics.observe_db_batch,
         observe_error=metrics.db_write_errors_total.inc,
+        observe_checkpoint=metrics.observe_db_checkpoint,
     )
     db.observe_query = metrics.db_query_seconds.observe
     await db.open()

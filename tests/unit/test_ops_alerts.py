@@ -109,6 +109,7 @@ def test_the_alerts_operators_need_are_all_there() -> None:
         "PolydDown", "PolydAbsent", "PolydBreakerOpen", "PolydFeedStale", "PolydStrategyDown",
         "PolydStrategyCrashLooping", "PolydOrderErrorRateHigh", "PolydOrderRejectionRateHigh",
         "PolydRateLimitWaitsHigh", "PolydDailyLossNearLimit", "PolydDbWriteErrors",
+        "PolydWalCheckpointFailing",
     }  # fmt: skip
     assert wanted <= alerts
 
