@@ -41,6 +41,7 @@ from config import Settings, env_file_warnings, load_settings
 from errors import AlreadyRunning, ConfigError, FatalError
 from launch import before_daemon, build_parser, env_file_of, print_config_error
 from observability.console import Console
+from observability.gc_pauses import GcPauses, freeze_heap
 from observability.health import CheckResult
 from observability.logging import Redactor, configure_logging
 from observability.metrics import Metrics
@@ -228,12 +229,16 @@ class Daemon:
         redactor: Redactor,
         duration_s: float | None = None,
         on_ready: Callable[[Context], None] | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.reloads = Reloads(load=lambda: settings)  # SIGHUP / POST /reload (`wiring.reload`)
         self.settings = settings
         self.redactor = redactor
         self.duration_s = duration_s
         self.on_ready = on_ready
+        # The process's start-up heap frozen out of garbage collection once ready
+        # (`observability.gc_pauses`): the daemon's entry points, not daemons run inside tests.
+        self.freeze_heap = freeze_heap
         self.systemd = SystemdNotifier(settings.notify_socket, watchdog_usec=settings.watchdog_usec)
         self._stop = asyncio.Event()
         self._code = EXIT_OK
@@ -288,6 +293,8 @@ class Daemon:
     async def _run(self) -> int:
         s = self.settings
         metrics = process_metrics(s, version=VERSION)
+        gc_pauses = GcPauses(metrics.observe_gc_pause)
+        gc_pauses.install()
         health = Health(mode=s.mode, version=VERSION)
         shared = await build_shared(s, redactor=self.redactor, metrics=metrics)
         ctx = self.ctx = Context(
@@ -309,6 +316,7 @@ class Daemon:
             await self._start_and_serve(ctx, probe)
         finally:
             await self._close_all(ctx)
+            gc_pauses.remove()
         log.info("daemon_stopped", exit_code=self._code)
         return self._code
 
@@ -353,6 +361,10 @@ class Daemon:
         ) + build_chat(ctx)  # Telegram chat control (idle without a bot token)
         ctx.services += build_names(ctx) + build_summary(ctx)  # names; snapshot, summary line
         self.reloads.start(ctx)
+        if self.freeze_heap:  # before the first order: the collection blocks the loop once
+            frozen, took = freeze_heap()
+            ctx.metrics.gc_frozen_objects.set(frozen)
+            log.info("heap_frozen", objects=frozen, collect_ms=round(took * 1e3, 1))
         ctx.health.phase = Phase.RUNNING
         ctx.metrics.ready.set(1)
         log.info(
@@ -500,7 +512,9 @@ def run(
         log.warning("env_file_permissions", detail=warning)
     for warning in start_warnings(env_file):  # a misspelled key would leave its default
         log.warning("unknown_setting", detail=warning)
-    daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=on_ready)
+    daemon = Daemon(
+        settings, redactor=redactor, duration_s=duration_s, on_ready=on_ready, freeze_heap=True
+    )
     daemon.reloads.load = lambda: load_settings(env_file=env_file)
     return asyncio.run(daemon.run())
 
@@ -536,7 +550,9 @@ async def _demo(duration_s: float | None, speed: float = 1.0) -> int:
             print(f"health:  {base}/health\nmetrics: {base}/metrics", flush=True)
             print(demo.operate(settings, port=ctx.sidecar.bound_port), flush=True)
 
-        daemon = Daemon(settings, redactor=redactor, duration_s=duration_s, on_ready=announce)
+        daemon = Daemon(
+            settings, redactor=redactor, duration_s=duration_s, on_ready=announce, freeze_heap=True
+        )
         code = await daemon.run()
         if code == EXIT_OK:
             # A last pass with no strategy: its start-up reconcile books what was still in flight.

@@ -336,6 +336,18 @@ class Metrics:
         self.db_write_errors_total = Counter(
             "polyd_db_write_errors_total", "Write batches that failed", registry=r
         )
+        self.gc_pause_seconds = Histogram(
+            "polyd_gc_pause_seconds",
+            "Time one garbage collection stopped the process, by generation (2: full)",
+            ["generation"],
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.gc_frozen_objects = Gauge(
+            "polyd_gc_frozen_objects",
+            "Objects frozen out of garbage collection when the daemon became ready",
+            registry=r,
+        )
         self.db_checkpoint_seconds = Histogram(
             "polyd_db_checkpoint_seconds",
             "Time one WAL checkpoint took on its own thread (SQLite), failed ones included",
@@ -396,6 +408,10 @@ class Metrics:
         """Hook for `Database(observe_batch=...)`."""
         self.db_batch_size.observe(jobs)
         self.db_commit_seconds.observe(seconds)
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        """Hook for `GcPauses`; called on the thread the collection ran on."""
+        self.gc_pause_seconds.labels(str(generation)).observe(seconds)
 
     def observe_db_checkpoint(self, seconds: float, ok: bool) -> None:
         """Hook for `Database(observe_checkpoint=...)`; called on the checkpoint thread."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,26 @@ def test_control_routes_over_http_and_cancel_on_shutdown(tmp_path: Path) -> None
             conn.close()
         assert moves == ["HALTED", "REDUCING", "ACTIVE"]
         assert cancels == [2, 3]
+
+
+def test_the_daemon_process_freezes_its_heap_and_checkpoints_on_its_own_thread(
+    tmp_path: Path,
+) -> None:
+    # `python -m orchestrator` is the entry point that freezes (daemons inside tests do not):
+    # the start-up heap leaves garbage collection before the daemon says it is ready, and the
+    # database's WAL checkpoints run on their own thread every 0.5 s (storage.wal).
+    with SimProcess(workdir=tmp_path, seed=32, scenario=None, settle_delay_s=0.01) as sim:
+        d = DaemonProcess(sim, tmp_path)
+        with d:
+            d.wait_ready()
+            assert d.metric("polyd_gc_frozen_objects") > 50_000
+            names = d.event_names()
+            assert names.index("heap_frozen") < names.index("daemon_ready")
+            # the freeze's own full collection, timed by the pause histogram
+            assert d.metric("polyd_gc_pause_seconds_count", generation="2") >= 1
+            deadline = time.monotonic() + 10
+            while d.metric("polyd_db_checkpoint_seconds_count") < 2:
+                assert time.monotonic() < deadline, "no WAL checkpoint in 10 s"
+                time.sleep(0.1)
+            assert d.metric("polyd_db_checkpoint_failures_total") == 0
+            assert d.sigterm() == 0
