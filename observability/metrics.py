@@ -336,18 +336,6 @@ class Metrics:
         self.db_write_errors_total = Counter(
             "polyd_db_write_errors_total", "Write batches that failed", registry=r
         )
-        self.gc_pause_seconds = Histogram(
-            "polyd_gc_pause_seconds",
-            "Time one garbage collection stopped the process, by generation (2: full)",
-            ["generation"],
-            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=r,
-        )
-        self.gc_frozen_objects = Gauge(
-            "polyd_gc_frozen_objects",
-            "Objects frozen out of garbage collection when the daemon became ready",
-            registry=r,
-        )
         self.db_checkpoint_seconds = Histogram(
             "polyd_db_checkpoint_seconds",
             "Time one WAL checkpoint took on its own thread (SQLite), failed ones included",
@@ -378,6 +366,18 @@ class Metrics:
         self.db_pool_waiting = Gauge(
             "polyd_db_pool_waiting",
             "Reads waiting for a PostgreSQL pool connection",
+            registry=r,
+        )
+        self.gc_pause_seconds = Histogram(
+            "polyd_gc_pause_seconds",
+            "Time one garbage collection stopped the process, by generation (2: full)",
+            ["generation"],
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.gc_frozen_objects = Gauge(
+            "polyd_gc_frozen_objects",
+            "Objects frozen out of garbage collection when the daemon became ready",
             registry=r,
         )
         self.writer_lock_held = Gauge(
