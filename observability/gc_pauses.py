@@ -26,10 +26,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
-log = structlog.get_logger("observability")
-
 
 def freeze_heap() -> tuple[int, float]:
     """Collect, then freeze every object alive now (see the module docstring); return the
